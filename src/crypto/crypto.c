@@ -1,0 +1,490 @@
+/*
+ * Thin wrappers over libsodium and OpenSSL 3. Choices:
+ *  - X25519, Ed25519, ChaCha20-Poly1305, SHA-256/512, BLAKE2b, HMAC-SHA-256/512,
+ *    Argon2id and randomness come from libsodium.
+ *  - AES (GCM, CTR, ECB for IGE), SHA-384, SHA-1, HMAC over other digests and HKDF
+ *    come from OpenSSL; algorithm objects are fetched once in pt_crypto_init() so
+ *    the per-call cost is a context, not a provider lookup.
+ */
+#include <stdlib.h>
+
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/kdf.h>
+#include <sodium.h>
+
+#include "crypto/pt_crypto.h"
+
+static struct {
+    int ready;
+    EVP_MD *md[5];              /* indexed by pt_hash_alg */
+    EVP_MAC *hmac;
+    EVP_KDF *hkdf;
+    EVP_KDF_CTX *hkdf_tmpl[5];  /* HKDF contexts with the digest already set */
+    EVP_MAC_CTX *hmac_tmpl[5];  /* HMAC contexts with the digest already set */
+    EVP_CIPHER *aes256gcm, *aes128ctr, *aes256ctr, *aes256ecb;
+} g;
+
+static const char *const md_names[5] = {"SHA2-256", "SHA2-384", "SHA2-512", "BLAKE2B-512",
+                                         "SHA1"};
+
+int pt_crypto_init(void)
+{
+    if (g.ready) return 0;
+    if (sodium_init() < 0) return PT_ERR_CRYPTO;
+    for (int i = 0; i < 5; i++)
+        if (!(g.md[i] = EVP_MD_fetch(NULL, md_names[i], NULL))) return PT_ERR_CRYPTO;
+    if (!(g.hmac = EVP_MAC_fetch(NULL, "HMAC", NULL))) return PT_ERR_CRYPTO;
+    if (!(g.hkdf = EVP_KDF_fetch(NULL, "HKDF", NULL))) return PT_ERR_CRYPTO;
+    for (int i = 0; i < 5; i++) {
+        OSSL_PARAM p[2] = {
+            OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)md_names[i], 0),
+            OSSL_PARAM_construct_end()};
+        g.hkdf_tmpl[i] = EVP_KDF_CTX_new(g.hkdf);
+        if (!g.hkdf_tmpl[i] || EVP_KDF_CTX_set_params(g.hkdf_tmpl[i], p) != 1) return PT_ERR_CRYPTO;
+        OSSL_PARAM q[2] = {
+            OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)md_names[i], 0),
+            OSSL_PARAM_construct_end()};
+        g.hmac_tmpl[i] = EVP_MAC_CTX_new(g.hmac);
+        if (!g.hmac_tmpl[i] || EVP_MAC_CTX_set_params(g.hmac_tmpl[i], q) != 1) return PT_ERR_CRYPTO;
+    }
+    g.aes256gcm = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
+    g.aes128ctr = EVP_CIPHER_fetch(NULL, "AES-128-CTR", NULL);
+    g.aes256ctr = EVP_CIPHER_fetch(NULL, "AES-256-CTR", NULL);
+    g.aes256ecb = EVP_CIPHER_fetch(NULL, "AES-256-ECB", NULL);
+    if (!g.aes256gcm || !g.aes128ctr || !g.aes256ctr || !g.aes256ecb) return PT_ERR_CRYPTO;
+    g.ready = 1;
+    return 0;
+}
+
+/* ---- randomness, comparison, wiping ----------------------------------------- */
+
+void pt_random(void *buf, size_t len) { randombytes_buf(buf, len); }
+
+uint64_t pt_random_u64(void)
+{
+    uint64_t v;
+    randombytes_buf(&v, sizeof v);
+    return v;
+}
+
+int pt_ct_memcmp(const void *a, const void *b, size_t len) { return sodium_memcmp(a, b, len); }
+
+int pt_ct_is_zero(const void *p, size_t len) { return sodium_is_zero(p, len); }
+
+void pt_wipe(void *p, size_t len) { sodium_memzero(p, len); }
+
+void *pt_secure_alloc(size_t len) { return sodium_malloc(len); }
+
+void pt_secure_free(void *p) { sodium_free(p); }
+
+/* ---- X25519 ------------------------------------------------------------------ */
+
+int pt_x25519_keypair(uint8_t pk[static PT_X25519_LEN], uint8_t sk[static PT_X25519_LEN])
+{
+    randombytes_buf(sk, PT_X25519_LEN);
+    return pt_x25519_base(pk, sk);
+}
+
+int pt_x25519_base(uint8_t pk[static PT_X25519_LEN], const uint8_t sk[static PT_X25519_LEN])
+{
+    return crypto_scalarmult_base(pk, sk) == 0 ? 0 : PT_ERR_CRYPTO;
+}
+
+int pt_x25519(uint8_t shared[static PT_X25519_LEN], const uint8_t sk[static PT_X25519_LEN],
+              const uint8_t pk[static PT_X25519_LEN])
+{
+    /* libsodium returns -1 exactly when the result is all zeros (low-order point). */
+    if (crypto_scalarmult(shared, sk, pk) != 0) {
+        sodium_memzero(shared, PT_X25519_LEN);
+        return PT_ERR_WEAK_KEY;
+    }
+    return 0;
+}
+
+/* ---- Ed25519 ------------------------------------------------------------------ */
+
+int pt_ed25519_keypair(uint8_t pk[static PT_ED25519_PK_LEN], uint8_t sk[static PT_ED25519_SK_LEN])
+{
+    return crypto_sign_keypair(pk, sk) == 0 ? 0 : PT_ERR_CRYPTO;
+}
+
+int pt_ed25519_seed_keypair(uint8_t pk[static PT_ED25519_PK_LEN],
+                            uint8_t sk[static PT_ED25519_SK_LEN],
+                            const uint8_t seed[static PT_ED25519_SEED_LEN])
+{
+    return crypto_sign_seed_keypair(pk, sk, seed) == 0 ? 0 : PT_ERR_CRYPTO;
+}
+
+int pt_ed25519_sign(uint8_t sig[static PT_ED25519_SIG_LEN], const uint8_t *msg, size_t len,
+                    const uint8_t sk[static PT_ED25519_SK_LEN])
+{
+    return crypto_sign_detached(sig, NULL, msg, len, sk) == 0 ? 0 : PT_ERR_CRYPTO;
+}
+
+int pt_ed25519_verify(const uint8_t sig[static PT_ED25519_SIG_LEN], const uint8_t *msg,
+                      size_t len, const uint8_t pk[static PT_ED25519_PK_LEN])
+{
+    /* libsodium rejects S >= L, non-canonical and small-order keys and R. */
+    return crypto_sign_verify_detached(sig, msg, len, pk) == 0 ? 0 : PT_ERR_AUTH;
+}
+
+/* ---- hashes ---------------------------------------------------------------------- */
+
+size_t pt_hash_len(pt_hash_alg alg)
+{
+    static const size_t lens[] = {32, 48, 64, 64, 20};
+    PT_ASSERT((unsigned)alg < PT_ARRAY_LEN(lens));
+    return lens[alg];
+}
+
+size_t pt_hash_block_len(pt_hash_alg alg)
+{
+    static const size_t lens[] = {64, 128, 128, 128, 64};
+    PT_ASSERT((unsigned)alg < PT_ARRAY_LEN(lens));
+    return lens[alg];
+}
+
+static int evp_hash2(pt_hash_alg alg, uint8_t *out, const uint8_t *a, size_t alen,
+                     const uint8_t *b, size_t blen)
+{
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    int ok = ctx && EVP_DigestInit_ex2(ctx, g.md[alg], NULL) == 1 &&
+             EVP_DigestUpdate(ctx, a, alen) == 1 && (blen == 0 || EVP_DigestUpdate(ctx, b, blen) == 1) &&
+             EVP_DigestFinal_ex(ctx, out, NULL) == 1;
+    EVP_MD_CTX_free(ctx);
+    return ok ? 0 : PT_ERR_CRYPTO;
+}
+
+int pt_hash2(pt_hash_alg alg, uint8_t *out, const uint8_t *a, size_t alen, const uint8_t *b,
+             size_t blen)
+{
+    switch (alg) {
+    case PT_HASH_SHA256: {
+        crypto_hash_sha256_state st;
+        crypto_hash_sha256_init(&st);
+        crypto_hash_sha256_update(&st, a, alen);
+        if (blen) crypto_hash_sha256_update(&st, b, blen);
+        crypto_hash_sha256_final(&st, out);
+        return 0;
+    }
+    case PT_HASH_SHA512: {
+        crypto_hash_sha512_state st;
+        crypto_hash_sha512_init(&st);
+        crypto_hash_sha512_update(&st, a, alen);
+        if (blen) crypto_hash_sha512_update(&st, b, blen);
+        crypto_hash_sha512_final(&st, out);
+        return 0;
+    }
+    case PT_HASH_BLAKE2B: {
+        crypto_generichash_state st;
+        crypto_generichash_init(&st, NULL, 0, PT_BLAKE2B_LEN);
+        crypto_generichash_update(&st, a, alen);
+        if (blen) crypto_generichash_update(&st, b, blen);
+        crypto_generichash_final(&st, out, PT_BLAKE2B_LEN);
+        return 0;
+    }
+    case PT_HASH_SHA384:
+    case PT_HASH_SHA1:
+        return evp_hash2(alg, out, a, alen, b, blen);
+    }
+    return PT_ERR_INVAL;
+}
+
+int pt_blake2b(uint8_t *out, size_t outlen, const uint8_t *in, size_t len, const uint8_t *key,
+               size_t keylen)
+{
+    if (outlen < crypto_generichash_BYTES_MIN || outlen > crypto_generichash_BYTES_MAX ||
+        keylen > crypto_generichash_KEYBYTES_MAX)
+        return PT_ERR_INVAL;
+    return crypto_generichash(out, outlen, in, len, key, keylen) == 0 ? 0 : PT_ERR_CRYPTO;
+}
+
+/* ---- HMAC ------------------------------------------------------------------------ */
+
+struct pt_mac {
+    pt_hash_alg alg;
+    union {
+        crypto_auth_hmacsha256_state s256; /* keyed state, copied per MAC */
+        crypto_auth_hmacsha512_state s512;
+        EVP_MAC_CTX *evp;                  /* keyed context, duplicated per MAC */
+    } u;
+};
+
+pt_mac *pt_mac_new(pt_hash_alg alg, const uint8_t *key, size_t keylen)
+{
+    pt_mac *m = sodium_malloc(sizeof *m);
+    if (!m) return NULL;
+    m->alg = alg;
+    switch (alg) {
+    case PT_HASH_SHA256:
+        crypto_auth_hmacsha256_init(&m->u.s256, key, keylen);
+        return m;
+    case PT_HASH_SHA512:
+        crypto_auth_hmacsha512_init(&m->u.s512, key, keylen);
+        return m;
+    default:
+        m->u.evp = EVP_MAC_CTX_dup(g.hmac_tmpl[alg]);
+        if (m->u.evp && EVP_MAC_init(m->u.evp, key, keylen, NULL) == 1) return m;
+        EVP_MAC_CTX_free(m->u.evp);
+        sodium_free(m);
+        return NULL;
+    }
+}
+
+void pt_mac_free(pt_mac *m)
+{
+    if (!m) return;
+    if (m->alg != PT_HASH_SHA256 && m->alg != PT_HASH_SHA512) EVP_MAC_CTX_free(m->u.evp);
+    sodium_free(m); /* wipes the keyed state */
+}
+
+int pt_mac_compute(pt_mac *m, uint8_t *out, const uint8_t *const parts[], const size_t lens[],
+                   size_t n)
+{
+    if (m->alg == PT_HASH_SHA256) {
+        crypto_auth_hmacsha256_state st = m->u.s256;
+        for (size_t i = 0; i < n; i++) crypto_auth_hmacsha256_update(&st, parts[i], lens[i]);
+        crypto_auth_hmacsha256_final(&st, out);
+        sodium_memzero(&st, sizeof st);
+        return 0;
+    }
+    if (m->alg == PT_HASH_SHA512) {
+        crypto_auth_hmacsha512_state st = m->u.s512;
+        for (size_t i = 0; i < n; i++) crypto_auth_hmacsha512_update(&st, parts[i], lens[i]);
+        crypto_auth_hmacsha512_final(&st, out);
+        sodium_memzero(&st, sizeof st);
+        return 0;
+    }
+    EVP_MAC_CTX *c = EVP_MAC_CTX_dup(m->u.evp);
+    int ok = c != NULL;
+    for (size_t i = 0; ok && i < n; i++) ok = EVP_MAC_update(c, parts[i], lens[i]) == 1;
+    size_t outl = 0;
+    ok = ok && EVP_MAC_final(c, out, &outl, PT_HASH_MAX_LEN) == 1;
+    EVP_MAC_CTX_free(c);
+    return ok ? 0 : PT_ERR_CRYPTO;
+}
+
+int pt_hmac2(pt_hash_alg alg, uint8_t *out, const uint8_t *key, size_t keylen, const uint8_t *a,
+             size_t alen, const uint8_t *b, size_t blen)
+{
+    pt_mac *m = pt_mac_new(alg, key, keylen);
+    if (!m) return PT_ERR_CRYPTO;
+    const uint8_t *parts[2] = {a, b};
+    size_t lens[2] = {alen, blen};
+    int rc = pt_mac_compute(m, out, parts, lens, blen ? 2 : 1);
+    pt_mac_free(m);
+    return rc;
+}
+
+/* ---- HKDF ------------------------------------------------------------------------ */
+
+int pt_hkdf(pt_hash_alg alg, uint8_t *out, size_t outlen, const uint8_t *salt, size_t saltlen,
+            const uint8_t *ikm, size_t ikmlen, const uint8_t *info, size_t infolen)
+{
+    if ((unsigned)alg >= 5 || outlen == 0 || outlen > 255 * pt_hash_len(alg)) return PT_ERR_INVAL;
+    static const uint8_t empty[1];
+    OSSL_PARAM p[4], *q = p;
+    *q++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)(ikm ? ikm : empty), ikmlen);
+    if (saltlen)
+        *q++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)salt, saltlen);
+    *q++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (void *)(info ? info : empty),
+                                             infolen);
+    *q = OSSL_PARAM_construct_end();
+    EVP_KDF_CTX *c = EVP_KDF_CTX_dup(g.hkdf_tmpl[alg]);
+    int ok = c && EVP_KDF_derive(c, out, outlen, p) == 1;
+    EVP_KDF_CTX_free(c);
+    return ok ? 0 : PT_ERR_CRYPTO;
+}
+
+/* ---- AEAD ------------------------------------------------------------------------- */
+
+struct pt_aead {
+    pt_aead_alg alg;
+    uint8_t key[PT_AEAD_KEY_LEN];  /* ChaCha20-Poly1305 key */
+    EVP_CIPHER_CTX *enc, *dec;     /* AES-GCM contexts holding the key schedule */
+};
+
+pt_aead *pt_aead_new(pt_aead_alg alg, const uint8_t key[static PT_AEAD_KEY_LEN])
+{
+    pt_aead *a = sodium_malloc(sizeof *a);
+    if (!a) return NULL;
+    memset(a, 0, sizeof *a);
+    a->alg = alg;
+    if (pt_aead_rekey(a, key) != 0) {
+        pt_aead_free(a);
+        return NULL;
+    }
+    return a;
+}
+
+void pt_aead_free(pt_aead *a)
+{
+    if (!a) return;
+    EVP_CIPHER_CTX_free(a->enc);
+    EVP_CIPHER_CTX_free(a->dec);
+    sodium_free(a);
+}
+
+int pt_aead_rekey(pt_aead *a, const uint8_t key[static PT_AEAD_KEY_LEN])
+{
+    if (a->alg == PT_AEAD_CHACHAPOLY) {
+        memcpy(a->key, key, PT_AEAD_KEY_LEN);
+        return 0;
+    }
+    if (!a->enc && !(a->enc = EVP_CIPHER_CTX_new())) return PT_ERR_NOMEM;
+    if (!a->dec && !(a->dec = EVP_CIPHER_CTX_new())) return PT_ERR_NOMEM;
+    if (EVP_EncryptInit_ex2(a->enc, g.aes256gcm, key, NULL, NULL) != 1 ||
+        EVP_DecryptInit_ex2(a->dec, g.aes256gcm, key, NULL, NULL) != 1)
+        return PT_ERR_CRYPTO;
+    return 0;
+}
+
+int pt_aead_seal(pt_aead *a, uint8_t *out, const uint8_t nonce[static PT_AEAD_NONCE_LEN],
+                 const uint8_t *ad, size_t adlen, const uint8_t *in, size_t len)
+{
+    if (a->alg == PT_AEAD_CHACHAPOLY) {
+        return crypto_aead_chacha20poly1305_ietf_encrypt(out, NULL, in, len, ad, adlen, NULL,
+                                                         nonce, a->key) == 0
+                   ? 0
+                   : PT_ERR_CRYPTO;
+    }
+    if (len > INT32_MAX || adlen > INT32_MAX) return PT_ERR_TOO_BIG;
+    int outl = 0;
+    if (EVP_EncryptInit_ex2(a->enc, NULL, NULL, nonce, NULL) != 1) return PT_ERR_CRYPTO;
+    if (adlen && EVP_EncryptUpdate(a->enc, NULL, &outl, ad, (int)adlen) != 1) return PT_ERR_CRYPTO;
+    if (len && EVP_EncryptUpdate(a->enc, out, &outl, in, (int)len) != 1) return PT_ERR_CRYPTO;
+    if (EVP_EncryptFinal_ex(a->enc, out + len, &outl) != 1) return PT_ERR_CRYPTO;
+    if (EVP_CIPHER_CTX_ctrl(a->enc, EVP_CTRL_GCM_GET_TAG, PT_AEAD_TAG_LEN, out + len) != 1)
+        return PT_ERR_CRYPTO;
+    return 0;
+}
+
+int pt_aead_open(pt_aead *a, uint8_t *out, const uint8_t nonce[static PT_AEAD_NONCE_LEN],
+                 const uint8_t *ad, size_t adlen, const uint8_t *in, size_t len)
+{
+    if (len < PT_AEAD_TAG_LEN) return PT_ERR_AUTH;
+    size_t mlen = len - PT_AEAD_TAG_LEN;
+    if (a->alg == PT_AEAD_CHACHAPOLY) {
+        if (crypto_aead_chacha20poly1305_ietf_decrypt(out, NULL, NULL, in, len, ad, adlen, nonce,
+                                                      a->key) != 0) {
+            return PT_ERR_AUTH;
+        }
+        return 0;
+    }
+    if (mlen > INT32_MAX || adlen > INT32_MAX) return PT_ERR_TOO_BIG;
+    uint8_t tag[PT_AEAD_TAG_LEN];
+    memcpy(tag, in + mlen, sizeof tag);
+    int outl = 0, ok = EVP_DecryptInit_ex2(a->dec, NULL, NULL, nonce, NULL) == 1 &&
+                       (adlen == 0 || EVP_DecryptUpdate(a->dec, NULL, &outl, ad, (int)adlen) == 1) &&
+                       (mlen == 0 || EVP_DecryptUpdate(a->dec, out, &outl, in, (int)mlen) == 1) &&
+                       EVP_CIPHER_CTX_ctrl(a->dec, EVP_CTRL_GCM_SET_TAG, PT_AEAD_TAG_LEN, tag) == 1 &&
+                       EVP_DecryptFinal_ex(a->dec, out + mlen, &outl) == 1;
+    if (!ok) {
+        sodium_memzero(out, mlen);
+        return PT_ERR_AUTH;
+    }
+    return 0;
+}
+
+/* ---- AES-CTR ---------------------------------------------------------------------- */
+
+struct pt_aes_ctr {
+    EVP_CIPHER_CTX *ctx; /* holds the key schedule; the IV is set per call */
+};
+
+pt_aes_ctr *pt_aes_ctr_new(const uint8_t *key, size_t keylen)
+{
+    const EVP_CIPHER *c = keylen == 16 ? g.aes128ctr : keylen == 32 ? g.aes256ctr : NULL;
+    if (!c) return NULL;
+    pt_aes_ctr *a = calloc(1, sizeof *a);
+    if (!a) return NULL;
+    a->ctx = EVP_CIPHER_CTX_new();
+    if (!a->ctx || EVP_EncryptInit_ex2(a->ctx, c, key, NULL, NULL) != 1) {
+        pt_aes_ctr_free(a);
+        return NULL;
+    }
+    return a;
+}
+
+void pt_aes_ctr_free(pt_aes_ctr *c)
+{
+    if (!c) return;
+    EVP_CIPHER_CTX_free(c->ctx); /* OpenSSL cleanses the key schedule */
+    free(c);
+}
+
+int pt_aes_ctr_xor(pt_aes_ctr *c, uint8_t *out, const uint8_t iv[static PT_AES_BLOCK],
+                   const uint8_t *in, size_t len)
+{
+    if (len > INT32_MAX) return PT_ERR_TOO_BIG;
+    int outl = 0;
+    if (EVP_EncryptInit_ex2(c->ctx, NULL, NULL, iv, NULL) != 1) return PT_ERR_CRYPTO;
+    if (len && EVP_EncryptUpdate(c->ctx, out, &outl, in, (int)len) != 1) return PT_ERR_CRYPTO;
+    return 0;
+}
+
+/* ---- AES-256-IGE --------------------------------------------------------------------
+ * OpenSSL's AES_ige_encrypt() is deprecated and runs the table-based (not
+ * constant-time, no AES-NI) AES, so the IGE chaining is done here over the EVP
+ * AES-256 block cipher: c_i = E(p_i ^ c_{i-1}) ^ p_{i-1}, with c_{-1} = iv[0..16)
+ * and p_{-1} = iv[16..32), the convention MTProto and OpenSSL use. */
+
+static int ige(uint8_t *out, const uint8_t *in, size_t len, const uint8_t key[static 32],
+               const uint8_t iv[static PT_IGE_IV_LEN], int enc)
+{
+    if (len % PT_AES_BLOCK) return PT_ERR_INVAL;
+    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    if (!ctx) return PT_ERR_NOMEM;
+    int ok = (enc ? EVP_EncryptInit_ex2(ctx, g.aes256ecb, key, NULL, NULL)
+                  : EVP_DecryptInit_ex2(ctx, g.aes256ecb, key, NULL, NULL)) == 1 &&
+             EVP_CIPHER_CTX_set_padding(ctx, 0) == 1;
+    /* enc: x = previous ciphertext, y = previous plaintext; dec: the reverse. */
+    uint8_t x[PT_AES_BLOCK], y[PT_AES_BLOCK], blk[PT_AES_BLOCK], cur[PT_AES_BLOCK];
+    memcpy(enc ? x : y, iv, PT_AES_BLOCK);
+    memcpy(enc ? y : x, iv + PT_AES_BLOCK, PT_AES_BLOCK);
+    for (size_t off = 0; ok && off < len; off += PT_AES_BLOCK) {
+        int outl = 0;
+        memcpy(cur, in + off, PT_AES_BLOCK);
+        for (int i = 0; i < PT_AES_BLOCK; i++) blk[i] = cur[i] ^ x[i];
+        ok = (enc ? EVP_EncryptUpdate(ctx, blk, &outl, blk, PT_AES_BLOCK)
+                  : EVP_DecryptUpdate(ctx, blk, &outl, blk, PT_AES_BLOCK)) == 1 &&
+             outl == PT_AES_BLOCK;
+        for (int i = 0; i < PT_AES_BLOCK; i++) blk[i] ^= y[i];
+        memcpy(out + off, blk, PT_AES_BLOCK);
+        memcpy(x, blk, PT_AES_BLOCK); /* enc: new c_{i}; dec: new p_{i} */
+        memcpy(y, cur, PT_AES_BLOCK); /* enc: new p_{i}; dec: new c_{i} */
+    }
+    EVP_CIPHER_CTX_free(ctx);
+    sodium_memzero(blk, sizeof blk);
+    sodium_memzero(cur, sizeof cur);
+    sodium_memzero(x, sizeof x);
+    sodium_memzero(y, sizeof y);
+    return ok ? 0 : PT_ERR_CRYPTO;
+}
+
+int pt_aes256_ige_encrypt(uint8_t *out, const uint8_t *in, size_t len,
+                          const uint8_t key[static 32], const uint8_t iv[static PT_IGE_IV_LEN])
+{
+    return ige(out, in, len, key, iv, 1);
+}
+
+int pt_aes256_ige_decrypt(uint8_t *out, const uint8_t *in, size_t len,
+                          const uint8_t key[static 32], const uint8_t iv[static PT_IGE_IV_LEN])
+{
+    return ige(out, in, len, key, iv, 0);
+}
+
+/* ---- Argon2id ---------------------------------------------------------------------- */
+
+int pt_argon2id(uint8_t *out, size_t outlen, const char *pw, size_t pwlen,
+                const uint8_t salt[static PT_ARGON2_SALT_LEN], uint64_t opslimit, size_t memlimit)
+{
+    if (outlen < crypto_pwhash_BYTES_MIN || opslimit < crypto_pwhash_OPSLIMIT_MIN ||
+        memlimit < crypto_pwhash_MEMLIMIT_MIN)
+        return PT_ERR_INVAL;
+    return crypto_pwhash(out, outlen, pw, pwlen, salt, opslimit, memlimit,
+                         crypto_pwhash_ALG_ARGON2ID13) == 0
+               ? 0
+               : PT_ERR_NOMEM;
+}
