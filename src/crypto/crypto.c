@@ -20,7 +20,6 @@ static struct {
     EVP_MD *md[5];              /* indexed by pt_hash_alg */
     EVP_MAC *hmac;
     EVP_KDF *hkdf;
-    EVP_KDF_CTX *hkdf_tmpl[5];  /* HKDF contexts with the digest already set */
     EVP_MAC_CTX *hmac_tmpl[5];  /* HMAC contexts with the digest already set */
     EVP_CIPHER *aes256gcm, *aes128ctr, *aes256ctr, *aes256ecb;
 } g;
@@ -37,11 +36,6 @@ int pt_crypto_init(void)
     if (!(g.hmac = EVP_MAC_fetch(NULL, "HMAC", NULL))) return PT_ERR_CRYPTO;
     if (!(g.hkdf = EVP_KDF_fetch(NULL, "HKDF", NULL))) return PT_ERR_CRYPTO;
     for (int i = 0; i < 5; i++) {
-        OSSL_PARAM p[2] = {
-            OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)md_names[i], 0),
-            OSSL_PARAM_construct_end()};
-        g.hkdf_tmpl[i] = EVP_KDF_CTX_new(g.hkdf);
-        if (!g.hkdf_tmpl[i] || EVP_KDF_CTX_set_params(g.hkdf_tmpl[i], p) != 1) return PT_ERR_CRYPTO;
         OSSL_PARAM q[2] = {
             OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)md_names[i], 0),
             OSSL_PARAM_construct_end()};
@@ -284,14 +278,16 @@ int pt_hkdf(pt_hash_alg alg, uint8_t *out, size_t outlen, const uint8_t *salt, s
 {
     if ((unsigned)alg >= 5 || outlen == 0 || outlen > 255 * pt_hash_len(alg)) return PT_ERR_INVAL;
     static const uint8_t empty[1];
-    OSSL_PARAM p[4], *q = p;
+    /* OpenSSL 3.0's HKDF cannot duplicate a context, so each call makes one. */
+    OSSL_PARAM p[5], *q = p;
+    *q++ = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)md_names[alg], 0);
     *q++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)(ikm ? ikm : empty), ikmlen);
     if (saltlen)
         *q++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)salt, saltlen);
     *q++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (void *)(info ? info : empty),
                                              infolen);
     *q = OSSL_PARAM_construct_end();
-    EVP_KDF_CTX *c = EVP_KDF_CTX_dup(g.hkdf_tmpl[alg]);
+    EVP_KDF_CTX *c = EVP_KDF_CTX_new(g.hkdf);
     int ok = c && EVP_KDF_derive(c, out, outlen, p) == 1;
     EVP_KDF_CTX_free(c);
     return ok ? 0 : PT_ERR_CRYPTO;
