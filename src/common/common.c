@@ -84,7 +84,7 @@ int pt_buf_append(pt_buf *b, const void *p, size_t len)
 
 uint8_t *pt_buf_extend(pt_buf *b, size_t n)
 {
-    if (pt_buf_reserve(b, n)) return NULL;
+    if (pt_buf_reserve(b, n ? n : 1)) return NULL; /* never NULL for n == 0 */
     uint8_t *p = b->data + b->len;
     b->len += n;
     return p;
