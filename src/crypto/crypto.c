@@ -207,6 +207,12 @@ struct pt_mac {
 
 pt_mac *pt_mac_new(pt_hash_alg alg, const uint8_t *key, size_t keylen)
 {
+    PT_ASSERT((unsigned)alg < PT_ARRAY_LEN(g.hmac_tmpl));
+    /* An empty key may arrive as NULL. libsodium declares the key nonnull, and
+     * EVP_MAC_init() reads NULL as "keep the previous key" and fails on a fresh context,
+     * so both get a valid pointer to zero bytes. */
+    static const uint8_t empty_key[1];
+    if (keylen == 0) key = empty_key;
     pt_mac *m = sodium_malloc(sizeof *m);
     if (!m) return NULL;
     m->alg = alg;
@@ -364,6 +370,7 @@ int pt_aead_open(pt_aead *a, uint8_t *out, const uint8_t nonce[static PT_AEAD_NO
     if (a->alg == PT_AEAD_CHACHAPOLY) {
         if (crypto_aead_chacha20poly1305_ietf_decrypt(out, NULL, NULL, in, len, ad, adlen, nonce,
                                                       a->key) != 0) {
+            sodium_memzero(out, mlen); /* the contract, not left to libsodium's internals */
             return PT_ERR_AUTH;
         }
         return 0;
@@ -476,8 +483,14 @@ int pt_aes256_ige_decrypt(uint8_t *out, const uint8_t *in, size_t len,
 int pt_argon2id(uint8_t *out, size_t outlen, const char *pw, size_t pwlen,
                 const uint8_t salt[static PT_ARGON2_SALT_LEN], uint64_t opslimit, size_t memlimit)
 {
-    if (outlen < crypto_pwhash_BYTES_MIN || opslimit < crypto_pwhash_OPSLIMIT_MIN ||
-        memlimit < crypto_pwhash_MEMLIMIT_MIN)
+    /* Both bounds are checked here: libsodium reports an out-of-range parameter with the
+     * same -1 as an allocation failure, which would surface as PT_ERR_NOMEM. */
+    if (outlen < crypto_pwhash_argon2id_BYTES_MIN || outlen > crypto_pwhash_argon2id_BYTES_MAX ||
+        pwlen > crypto_pwhash_argon2id_PASSWD_MAX ||
+        opslimit < crypto_pwhash_argon2id_OPSLIMIT_MIN ||
+        opslimit > crypto_pwhash_argon2id_OPSLIMIT_MAX ||
+        memlimit < crypto_pwhash_argon2id_MEMLIMIT_MIN ||
+        memlimit > crypto_pwhash_argon2id_MEMLIMIT_MAX)
         return PT_ERR_INVAL;
     return crypto_pwhash(out, outlen, pw, pwlen, salt, opslimit, memlimit,
                          crypto_pwhash_ALG_ARGON2ID13) == 0
