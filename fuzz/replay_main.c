@@ -16,13 +16,19 @@ static int run_file(const char *path)
         fprintf(stderr, "replay: cannot open %s\n", path);
         return 1;
     }
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
+    /* ftell() is -1 for what cannot seek (a directory, a FIFO): refuse it
+     * rather than read into a buffer sized from it. */
+    long n = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    if (n < 0 || fseek(f, 0, SEEK_SET) != 0) {
+        fprintf(stderr, "replay: cannot size %s\n", path);
+        fclose(f);
+        return 1;
+    }
     uint8_t *buf = malloc(n > 0 ? (size_t)n : 1);
     size_t got = buf ? fread(buf, 1, (size_t)n, f) : 0;
     fclose(f);
     if (!buf || got != (size_t)n) {
+        fprintf(stderr, "replay: cannot read %s\n", path);
         free(buf);
         return 1;
     }
@@ -47,15 +53,21 @@ int main(int argc, char **argv)
         }
         DIR *d = opendir(argv[i]);
         struct dirent *e;
-        while (d && (e = readdir(d))) {
+        if (!d) {
+            fprintf(stderr, "replay: cannot open %s\n", argv[i]);
+            return 1;
+        }
+        while ((e = readdir(d))) {
             if (e->d_name[0] == '.') continue;
             char path[4096];
             snprintf(path, sizeof path, "%s/%s", argv[i], e->d_name);
             bad += run_file(path);
             files++;
         }
-        if (d) closedir(d);
+        closedir(d);
     }
     printf("replay: %d inputs, %d unreadable\n", files, bad);
-    return bad ? 1 : 0;
+    /* An empty corpus replays nothing and would pass silently. */
+    if (files == 0) fprintf(stderr, "replay: no inputs\n");
+    return bad || files == 0 ? 1 : 0;
 }

@@ -159,7 +159,7 @@ def parse_decl(line, text, family):
 
 def parse(path):
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8-sig") as fh:
             lines = fh.read().split("\n")
     except (OSError, UnicodeDecodeError) as e:
         raise SchemaError(0, "cannot read schema: %s" % e)
@@ -530,9 +530,11 @@ class Gen:
             w("")
             w("/* %s */" % self.tstr(v))
             w("typedef struct pt_tl_%s {" % k)
-            w("    uint32_t n; /* number of items */")
-            w("    %s /* n items; arena memory after a decode, NULL when n == 0 */"
-              % self.items_decl(v[1]))
+            items = self.items_decl(v[1])
+            width = max(len(items), len("uint32_t n;"))
+            w("    %-*s /* number of items */" % (width, "uint32_t n;"))
+            w("    %-*s /* n items; arena memory after a decode, NULL when n == 0 */"
+              % (width, items))
             w("} pt_tl_%s;" % k)
         for c in s.ctors:
             w("")
@@ -540,10 +542,12 @@ class Gen:
                 c.name, c.cid, "".join(" %s:%s" % (f.name, f.tstr) for f in c.fields),
                 c.result, c.family))
             w("typedef struct pt_tl_%s {" % c.c)
-            if not c.fields:
-                w("    uint8_t unused_; /* no fields; C has no empty structs */")
-            for f in c.fields:
-                w("    %s /* %s */" % (self.field_decl(f), self.field_note(f)))
+            rows = [(self.field_decl(f), self.field_note(f)) for f in c.fields]
+            if not rows:
+                rows = [("uint8_t unused_;", "no fields; C has no empty structs")]
+            width = max(len(d) for d, _ in rows)
+            for d, note in rows:
+                w("    %-*s /* %s */" % (width, d, note))
             w("} pt_tl_%s;" % c.c)
         w("")
         w("/* Any constructor of the schema. */")
