@@ -68,7 +68,7 @@ struct pt_chan {
     enum chan_state state;
     uint8_t suites[PT_CHAN_MAX_SUITES];    /* offered (client) or allowed (server) */
     size_t nsuites;
-    uint8_t static_sk[32];
+    uint8_t static_sk[32], static_pk[32];
     uint8_t server_pk[32];                 /* client: pinned key */
     bool has_server_pk, use_ik;
     int suite;                             /* negotiated suite, 0 before */
@@ -106,6 +106,10 @@ pt_chan *pt_chan_new(const pt_env *env, const pt_chan_config *cfg, int *err)
     memcpy(c->suites, cfg->suites, cfg->nsuites);
     c->nsuites = cfg->nsuites;
     memcpy(c->static_sk, cfg->static_sk, 32);
+    if (cfg->static_pk)
+        memcpy(c->static_pk, cfg->static_pk, 32);
+    else if ((rc = pt_x25519_base(c->static_pk, c->static_sk)) != 0)
+        goto fail;
     if (cfg->server_pk) {
         memcpy(c->server_pk, cfg->server_pk, 32);
         c->has_server_pk = true;
@@ -116,6 +120,7 @@ pt_chan *pt_chan_new(const pt_env *env, const pt_chan_config *cfg, int *err)
     if (err) *err = 0;
     return c;
 fail:
+    pt_chan_free(c);
     if (err) *err = rc;
     return NULL;
 }
@@ -151,6 +156,11 @@ size_t pt_chan_pending_input(const pt_chan *c) { return c->in.len; }
 const uint8_t *pt_chan_remote_static(const pt_chan *c)
 {
     return c->has_remote_static && c->state == ST_ESTABLISHED ? c->remote_static : NULL;
+}
+
+const uint8_t *pt_chan_presented_static(const pt_chan *c)
+{
+    return c->has_remote_static ? c->remote_static : NULL;
 }
 
 const uint8_t *pt_chan_handshake_hash(const pt_chan *c, size_t *len)
@@ -280,9 +290,9 @@ static int server_hello(pt_chan *c, const uint8_t *p, size_t avail, size_t *used
     memcpy(c->prologue + sizeof prologue_label - 1, p, 6 + n);
     memcpy(c->prologue + sizeof prologue_label - 1 + 6 + n, reply, sizeof reply);
     c->prologue_len = sizeof prologue_label - 1 + 6 + n + sizeof reply;
-    c->hs = pt_noise_hs_new(c->env, p[4] == PT_CHAN_PATTERN_IK ? PT_NOISE_IK : PT_NOISE_XX,
-                            noise_suite_for(c->suite), false, c->prologue, c->prologue_len,
-                            c->static_sk, NULL);
+    c->hs = pt_noise_hs_new_kp(c->env, p[4] == PT_CHAN_PATTERN_IK ? PT_NOISE_IK : PT_NOISE_XX,
+                               noise_suite_for(c->suite), false, c->prologue, c->prologue_len,
+                               c->static_sk, c->static_pk, NULL);
     if (!c->hs) return PT_ERR_NOMEM;
     c->state = ST_HANDSHAKE;
     return 0;
@@ -317,9 +327,9 @@ static int client_shello(pt_chan *c, const uint8_t *p, size_t avail, size_t *use
     c->suite = p[5];
     memcpy(c->prologue + c->prologue_len, p, PT_CHAN_SERVER_HELLO_LEN);
     c->prologue_len += PT_CHAN_SERVER_HELLO_LEN;
-    c->hs = pt_noise_hs_new(c->env, c->use_ik ? PT_NOISE_IK : PT_NOISE_XX,
-                            noise_suite_for(c->suite), true, c->prologue, c->prologue_len,
-                            c->static_sk, c->use_ik ? c->server_pk : NULL);
+    c->hs = pt_noise_hs_new_kp(c->env, c->use_ik ? PT_NOISE_IK : PT_NOISE_XX,
+                               noise_suite_for(c->suite), true, c->prologue, c->prologue_len,
+                               c->static_sk, c->static_pk, c->use_ik ? c->server_pk : NULL);
     if (!c->hs) return PT_ERR_NOMEM;
     c->state = ST_HANDSHAKE;
     return write_hs(c, out);
@@ -334,8 +344,11 @@ static int handshake_frame(pt_chan *c, const uint8_t *msg, size_t len, pt_buf *o
     if (rc) return rc == PT_ERR_DECODE || rc == PT_ERR_TOO_BIG ? rc : PT_ERR_AUTH;
     /* Client with a pinned key: refuse a different server before saying more. */
     const uint8_t *rs = pt_noise_hs_remote_static(c->hs);
-    if (!c->is_server && c->has_server_pk && rs && pt_ct_memcmp(rs, c->server_pk, 32) != 0)
+    if (!c->is_server && c->has_server_pk && rs && pt_ct_memcmp(rs, c->server_pk, 32) != 0) {
+        memcpy(c->remote_static, rs, 32);
+        c->has_remote_static = true;
         return PT_ERR_KEY_MISMATCH;
+    }
     if (pt_noise_hs_my_turn(c->hs) && (rc = write_hs(c, out)) != 0) return rc;
     return pt_noise_hs_done(c->hs) ? enter_established(c) : 0;
 }
@@ -344,11 +357,15 @@ static int handshake_frame(pt_chan *c, const uint8_t *msg, size_t len, pt_buf *o
 static int open_record(pt_chan *c, uint8_t *p, size_t len, pt_chan_record_cb cb, void *ud)
 {
     int rc;
+    const uint8_t *rec = NULL;
+    size_t rlen = 0;
     switch (c->suite) {
     case PT_SUITE_CHACHAPOLY_BLAKE2B:
     case PT_SUITE_AESGCM_SHA256:
-        if ((rc = pt_noise_cs_decrypt(&c->rx, p, NULL, 0, p, len)) != 0) return PT_ERR_AUTH;
-        return cb(ud, p, len - PT_NOISE_TAG_LEN);
+        if (pt_noise_cs_decrypt(&c->rx, p, NULL, 0, p, len) != 0) return PT_ERR_AUTH;
+        rec = p;
+        rlen = len - PT_NOISE_TAG_LEN;
+        break;
     case PT_SUITE_AES128CTR_SHA256:
     case PT_SUITE_AES256CTR_SHA384: {
         if (len < PT_AES_BLOCK + c->mac_len) return PT_ERR_AUTH;
@@ -362,23 +379,29 @@ static int open_record(pt_chan *c, uint8_t *p, size_t len, pt_chan_record_cb cb,
         if ((rc = pt_aes_ctr_xor(c->ctx_rx.enc, p + PT_AES_BLOCK, p, p + PT_AES_BLOCK, ctlen)))
             return rc;
         c->ctx_rx.seq++;
-        return cb(ud, p + PT_AES_BLOCK, ctlen);
+        rec = p + PT_AES_BLOCK;
+        rlen = ctlen;
+        break;
     }
     case PT_SUITE_MTPROTO2: {
-        size_t n = 0;
         if ((rc = pt_buf_reserve(&c->scratch, len)) != 0) return rc;
         rc = pt_mtp2_open(c->mtp, c->is_server ? PT_MTP2_X_CLIENT : PT_MTP2_X_SERVER,
-                          c->scratch.data, c->scratch.cap, &n, p, len);
+                          c->scratch.data, c->scratch.cap, &rlen, p, len);
         if (rc) return rc == PT_ERR_DECODE ? rc : PT_ERR_AUTH;
         /* The envelope has no implicit counter: msg_ids must strictly increase
          * on a connection, so a replayed or reordered envelope is rejected. */
         uint64_t msg_id = pt_get_u64le(c->scratch.data + 16);
         if (msg_id <= c->mtp_last_rx_msg_id) return PT_ERR_REPLAY;
         c->mtp_last_rx_msg_id = msg_id;
-        return cb(ud, c->scratch.data, n);
+        rec = c->scratch.data;
+        break;
     }
+    default:
+        return PT_ERR_STATE;
     }
-    return PT_ERR_STATE;
+    /* frames may carry a little more than pt_chan_seal ever produces */
+    if (rlen > PT_CHAN_RECORD_MAX) return PT_ERR_TOO_BIG;
+    return cb(ud, rec, rlen);
 }
 
 int pt_chan_input(pt_chan *c, const uint8_t *data, size_t len, pt_buf *out, pt_chan_record_cb cb,

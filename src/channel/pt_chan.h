@@ -59,6 +59,7 @@ typedef struct pt_chan_config {
     const uint8_t *suites;     /* preference order; client: offered, server: allowed */
     size_t nsuites;
     const uint8_t *static_sk;  /* our X25519 static private key (32 bytes) */
+    const uint8_t *static_pk;  /* its public key, or NULL to derive it here */
     const uint8_t *server_pk;  /* client: the pinned server key, or NULL (first use) */
     bool use_ik;               /* client: IK (needs server_pk) instead of XX */
 } pt_chan_config;
@@ -89,6 +90,9 @@ bool pt_chan_established(const pt_chan *c);
 int pt_chan_suite(const pt_chan *c);          /* 0 before the server hello */
 /* The peer's static key (32 bytes) once authenticated, else NULL. */
 const uint8_t *pt_chan_remote_static(const pt_chan *c);
+/* The static key the peer presented, even when it was refused with
+ * PT_ERR_KEY_MISMATCH (for the error message); NULL before it was received. */
+const uint8_t *pt_chan_presented_static(const pt_chan *c);
 /* The Noise handshake hash once established (channel binding), else NULL. */
 const uint8_t *pt_chan_handshake_hash(const pt_chan *c, size_t *len);
 /* Bytes buffered but not yet a whole frame (for idle/slowloris accounting). */

@@ -221,6 +221,15 @@ pt_noise_hs *pt_noise_hs_new(const pt_env *env, pt_noise_pattern pattern, pt_noi
                              bool initiator, const uint8_t *prologue, size_t prologue_len,
                              const uint8_t *local_sk, const uint8_t *remote_pk)
 {
+    return pt_noise_hs_new_kp(env, pattern, suite, initiator, prologue, prologue_len, local_sk,
+                              NULL, remote_pk);
+}
+
+pt_noise_hs *pt_noise_hs_new_kp(const pt_env *env, pt_noise_pattern pattern, pt_noise_suite suite,
+                                bool initiator, const uint8_t *prologue, size_t prologue_len,
+                                const uint8_t *local_sk, const uint8_t *local_pk,
+                                const uint8_t *remote_pk)
+{
     PT_ASSERT((unsigned)pattern < PT_NOISE_PATTERN_COUNT);
     PT_ASSERT(suite == PT_NOISE_CHACHAPOLY_BLAKE2B || suite == PT_NOISE_AESGCM_SHA256);
     pt_noise_hs *hs = pt_secure_alloc(sizeof *hs);
@@ -234,7 +243,10 @@ pt_noise_hs *pt_noise_hs_new(const pt_env *env, pt_noise_pattern pattern, pt_noi
     hs->initiator = initiator;
     if (local_sk) {
         memcpy(hs->s_sk, local_sk, 32);
-        if (pt_x25519_base(hs->s_pk, hs->s_sk) != 0) goto fail;
+        if (local_pk)
+            memcpy(hs->s_pk, local_pk, 32);
+        else if (pt_x25519_base(hs->s_pk, hs->s_sk) != 0)
+            goto fail;
         hs->has_s = true;
     }
     if (remote_pk) {

@@ -65,6 +65,12 @@ typedef struct pt_noise_hs pt_noise_hs;
 pt_noise_hs *pt_noise_hs_new(const pt_env *env, pt_noise_pattern pattern, pt_noise_suite suite,
                              bool initiator, const uint8_t *prologue, size_t prologue_len,
                              const uint8_t *local_sk, const uint8_t *remote_pk);
+/* As pt_noise_hs_new with the static public key given (it must belong to
+ * local_sk): a server saves one X25519 base multiplication per handshake. */
+pt_noise_hs *pt_noise_hs_new_kp(const pt_env *env, pt_noise_pattern pattern, pt_noise_suite suite,
+                                bool initiator, const uint8_t *prologue, size_t prologue_len,
+                                const uint8_t *local_sk, const uint8_t *local_pk,
+                                const uint8_t *remote_pk);
 void pt_noise_hs_free(pt_noise_hs *hs); /* NULL is a no-op; wipes every secret */
 
 bool pt_noise_hs_my_turn(const pt_noise_hs *hs); /* true when the next step is a write */
