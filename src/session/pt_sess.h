@@ -27,6 +27,7 @@
 #define PT_SESS_WINDOW 1024               /* received msg_ids remembered for dedupe */
 #define PT_SESS_MAX_QUEUED 4096           /* outgoing messages queued or awaiting ack */
 #define PT_SESS_MAX_PENDING_ACKS 8192
+#define PT_SESS_RENAMED 256               /* renewed ids remembered after their ack */
 #define PT_SESS_PAST_S 300                /* server: msg_id older than this is "too low" */
 #define PT_SESS_FUTURE_S 30               /* server: msg_id newer than this is "too high" */
 #define PT_SESS_SALT_PERIOD_S 3600        /* server salts rotate every hour */
@@ -59,7 +60,9 @@ typedef struct pt_sess_config {
 typedef enum pt_sess_ev_type {
     PT_SESS_EV_CALL = 1,  /* server: an application call; answer with pt_sess_reply(msg_id) */
     PT_SESS_EV_UPDATE,    /* client: a server-initiated application message */
-    PT_SESS_EV_RESULT,    /* client: the rpc_result of call req_msg_id; body = result */
+    PT_SESS_EV_RESULT,    /* client: the rpc_result of call req_msg_id; body = result.
+                           * Ids in events are always those pt_sess_send returned,
+                           * even when a resend had to renew the id on the wire. */
     PT_SESS_EV_PONG,      /* a pong: req_msg_id = the ping's msg_id, value = ping_id */
     PT_SESS_EV_ACKED,     /* one of our content messages (msg_id) was acknowledged */
     PT_SESS_EV_BAD_MSG,   /* the peer rejected msg_id with code value; see docs */
@@ -102,6 +105,8 @@ int pt_sess_send(pt_sess *s, const uint8_t *body, size_t len, bool gzip, uint64_
 /* Server: queues rpc_result(req_msg_id, result). */
 int pt_sess_reply(pt_sess *s, uint64_t req_msg_id, const uint8_t *result, size_t len) PT_WUR;
 int pt_sess_ping(pt_sess *s, int64_t ping_id, uint64_t *msg_id) PT_WUR;
+/* Server: queues new_session_created for a session just made for first_msg_id. */
+int pt_sess_created(pt_sess *s, uint64_t first_msg_id) PT_WUR;
 /* Client: asks for the state of msg_ids (answered with msgs_state_info as UPDATE). */
 int pt_sess_state_req(pt_sess *s, const uint64_t *ids, size_t n) PT_WUR;
 

@@ -9,6 +9,7 @@
 /* One outgoing message. Content messages stay here until acknowledged. */
 typedef struct omsg {
     uint64_t msg_id;
+    uint64_t orig_id;      /* the id the application was given (msg_id may be renewed) */
     uint64_t container_id; /* the container it last travelled in, 0 if plain */
     uint32_t seqno;
     uint32_t len;
@@ -36,6 +37,8 @@ struct pt_sess {
     size_t win_n;
     uint64_t win_floor;            /* ids <= this were forgotten (0: none yet) */
     uint64_t max_recv_id;
+    uint64_t renamed[PT_SESS_RENAMED][2]; /* (new id, original id) of acked renewed messages */
+    size_t renamed_next;
     pt_buf rec;                    /* record being built by flush */
     pt_buf tmp;                    /* encoding scratch */
 };
@@ -156,7 +159,7 @@ static int enqueue(pt_sess *s, const uint8_t *body, size_t len, bool content, bo
     }
     omsg *m = malloc(sizeof *m + len);
     if (!m) return PT_ERR_NOMEM;
-    m->msg_id = gen_msg_id(s, response);
+    m->msg_id = m->orig_id = gen_msg_id(s, response);
     m->container_id = 0;
     m->seqno = gen_seqno(s, content);
     m->len = (uint32_t)len;
@@ -186,14 +189,30 @@ static void remove_out(pt_sess *s, size_t i)
     s->qn--;
 }
 
+/* The id the application knows for one of our messages, which may have been
+ * renewed after a bad_msg_notification. */
+static uint64_t orig_id_of(const pt_sess *s, uint64_t msg_id)
+{
+    for (size_t i = 0; i < s->qn; i++)
+        if (s->q[i]->msg_id == msg_id) return s->q[i]->orig_id;
+    for (size_t i = 0; i < PT_SESS_RENAMED; i++)
+        if (s->renamed[i][0] == msg_id) return s->renamed[i][1];
+    return msg_id;
+}
+
 /* An acknowledgement (explicit or implied by a reply) for one of our messages. */
 static void acked(pt_sess *s, uint64_t msg_id, pt_sess_event_cb cb, void *ud)
 {
     size_t i;
     omsg *m = find_out(s, msg_id, &i);
     if (!m || !m->content || !m->ever_sent) return;
+    pt_sess_event ev = {.type = PT_SESS_EV_ACKED, .msg_id = m->orig_id};
+    if (m->orig_id != m->msg_id) { /* a reply may still name the renewed id */
+        s->renamed[s->renamed_next][0] = m->msg_id;
+        s->renamed[s->renamed_next][1] = m->orig_id;
+        s->renamed_next = (s->renamed_next + 1) % PT_SESS_RENAMED;
+    }
     remove_out(s, i);
-    pt_sess_event ev = {.type = PT_SESS_EV_ACKED, .msg_id = msg_id};
     cb(ud, &ev);
 }
 
@@ -245,6 +264,17 @@ int pt_sess_ping(pt_sess *s, int64_t ping_id, uint64_t *msg_id)
 {
     pt_tl_ping p = {.ping_id = ping_id};
     return queue_encoded(s, pt_tl_ping_encode(&s->tmp, &p), true, false, msg_id);
+}
+
+int pt_sess_created(pt_sess *s, uint64_t first_msg_id)
+{
+    if (s->role != PT_SESS_SERVER) return PT_ERR_STATE;
+    uint64_t unique;
+    pt_env_random(s->env, &unique, sizeof unique);
+    pt_tl_new_session_created n = {.first_msg_id = (int64_t)first_msg_id,
+                                   .unique_id = (int64_t)unique,
+                                   .server_salt = (int64_t)pt_sess_salt_now(s)};
+    return queue_encoded(s, pt_tl_new_session_created_encode(&s->tmp, &n), true, false, NULL);
 }
 
 int pt_sess_state_req(pt_sess *s, const uint64_t *ids, size_t n)
@@ -510,7 +540,7 @@ static int dispatch(pt_sess *s, uint64_t msg_id, const uint8_t *body, size_t len
         uint64_t bad = (uint64_t)(salt ? o.u.bad_server_salt.bad_msg_id : o.u.bad_msg_notification.bad_msg_id);
         int code = salt ? o.u.bad_server_salt.error_code : o.u.bad_msg_notification.error_code;
         ev.type = PT_SESS_EV_BAD_MSG;
-        ev.req_msg_id = bad;
+        ev.req_msg_id = orig_id_of(s, bad);
         ev.value = code;
         if (salt) s->salt = (uint64_t)o.u.bad_server_salt.new_server_salt;
         if (code == PT_BAD_MSG_ID_TOO_LOW || code == PT_BAD_MSG_ID_TOO_HIGH) {
@@ -523,11 +553,12 @@ static int dispatch(pt_sess *s, uint64_t msg_id, const uint8_t *body, size_t len
         } else if (salt || code == PT_BAD_MSG_ID_TOO_LOW || code == PT_BAD_MSG_ID_TOO_HIGH ||
                    code == PT_BAD_MSG_TOO_OLD) {
             /* The peer did not process it (or a whole container holding it):
-             * resend under a new id, same seqno. */
+             * resend, same seqno. A wrong salt leaves the id unrecorded, so it
+             * is kept; a wrong or forgotten id is renewed. */
             for (size_t i = 0; i < s->qn; i++) {
                 omsg *m = s->q[i];
                 if (m->msg_id != bad && m->container_id != bad) continue;
-                m->msg_id = gen_msg_id(s, false);
+                if (!salt) m->msg_id = gen_msg_id(s, false);
                 m->container_id = 0;
                 m->sent = false;
             }
@@ -566,17 +597,17 @@ static int dispatch(pt_sess *s, uint64_t msg_id, const uint8_t *body, size_t len
         return queue_encoded(s, pt_tl_pong_encode(&s->tmp, &p), true, true, NULL);
     }
     case PT_TL_PONG_ID:
+        ev.req_msg_id = orig_id_of(s, (uint64_t)o.u.pong.msg_id);
         acked(s, (uint64_t)o.u.pong.msg_id, ic->cb, ic->ud); /* a pong answers the ping */
         ev.type = PT_SESS_EV_PONG;
-        ev.req_msg_id = (uint64_t)o.u.pong.msg_id;
         ev.value = o.u.pong.ping_id;
         ic->cb(ic->ud, &ev);
         return 0;
     case PT_TL_RPC_RESULT_ID:
         if (s->role != PT_SESS_CLIENT) return 0;
+        ev.req_msg_id = orig_id_of(s, (uint64_t)o.u.rpc_result.req_msg_id);
         acked(s, (uint64_t)o.u.rpc_result.req_msg_id, ic->cb, ic->ud); /* implied ack */
         ev.type = PT_SESS_EV_RESULT;
-        ev.req_msg_id = (uint64_t)o.u.rpc_result.req_msg_id;
         ev.body = o.u.rpc_result.result.data;
         ev.len = o.u.rpc_result.result.len;
         ic->cb(ic->ud, &ev);

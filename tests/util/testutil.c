@@ -79,3 +79,141 @@ void pt_test_env_init(pt_test_env *t, const uint8_t *script, size_t script_len)
     t->now_ms = 1700000000000ull;
     t->mono_ms = 1000;
 }
+
+/* ---- real packtrackd processes ---------------------------------------------------- */
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+const char *pt_test_tmpdir(const char *tag)
+{
+    static char path[256];
+    snprintf(path, sizeof path, "/tmp/pt-%s-XXXXXX", tag);
+    assert_non_null(mkdtemp(path));
+    return path;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Servers still running when the test program exits (a failed assertion
+ * skips the test's own stop) are killed, so no test leaves a process behind. */
+static int live_pids[64];
+
+static void kill_live_servers(void)
+{
+    for (size_t i = 0; i < PT_ARRAY_LEN(live_pids); i++) {
+        if (live_pids[i] > 0) {
+            kill(live_pids[i], SIGKILL);
+            waitpid(live_pids[i], NULL, 0);
+            live_pids[i] = 0;
+        }
+    }
+}
+
+static void track_pid(int pid, bool add)
+{
+    static bool registered;
+    if (!registered) {
+        atexit(kill_live_servers);
+        registered = true;
+    }
+    for (size_t i = 0; i < PT_ARRAY_LEN(live_pids); i++) {
+        if (add ? live_pids[i] == 0 : live_pids[i] == pid) {
+            live_pids[i] = add ? pid : 0;
+            return;
+        }
+    }
+}
+
+void pt_test_server_start(pt_test_server *s, const char *dir, uint16_t port, const char *const *extra)
+{
+    memset(s, 0, sizeof *s);
+    snprintf(s->dir, sizeof s->dir, "%s", dir ? dir : pt_test_tmpdir("srv"));
+    char ready[300], listen[64];
+    snprintf(ready, sizeof ready, "%s/ready", s->dir);
+    snprintf(s->log, sizeof s->log, "%s/packtrackd.log", s->dir);
+    snprintf(listen, sizeof listen, "127.0.0.1:%u", port);
+    unlink(ready);
+    const char *bin = getenv("PT_PACKTRACKD");
+    assert_non_null(bin);
+    const char *argv[32] = {bin, "--listen", listen, "--data", s->dir, "--ready-file", ready,
+                            "--log-level", "debug"};
+    int n = 9;
+    for (int i = 0; extra && extra[i] && n < 31; i++) argv[n++] = extra[i];
+    argv[n] = NULL;
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fd = open(s->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+        if (fd >= 0) dup2(fd, 2);
+        execv(bin, (char *const *)argv);
+        _exit(127);
+    }
+    s->pid = pid;
+    track_pid(pid, true);
+    for (int i = 0; i < 1000; i++) {
+        FILE *f = fopen(ready, "r");
+        if (f) {
+            char line[128];
+            unsigned p = 0;
+            if (fgets(line, sizeof line, f) && sscanf(strrchr(line, ':') + 1, "%u", &p) == 1 &&
+                fgets(s->fingerprint, sizeof s->fingerprint, f)) {
+                s->fingerprint[strcspn(s->fingerprint, "\n")] = 0;
+                s->port = (uint16_t)p;
+                fclose(f);
+                return;
+            }
+            fclose(f);
+        }
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid) {
+            track_pid(pid, false);
+            fail_msg("packtrackd exited early; see %s", s->log);
+        }
+        sleep_ms(10);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    fail_msg("packtrackd did not become ready in 10 s; see %s", s->log);
+}
+
+int pt_test_server_stop(pt_test_server *s)
+{
+    if (s->pid <= 0) return -1;
+    kill(s->pid, SIGTERM);
+    for (int i = 0; i < 1000; i++) {
+        int st;
+        if (waitpid(s->pid, &st, WNOHANG) == s->pid) {
+            track_pid(s->pid, false);
+            s->pid = 0;
+            return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+        }
+        sleep_ms(10);
+    }
+    pt_test_server_kill(s);
+    return -1;
+}
+
+void pt_test_server_kill(pt_test_server *s)
+{
+    if (s->pid <= 0) return;
+    kill(s->pid, SIGKILL);
+    waitpid(s->pid, NULL, 0);
+    track_pid(s->pid, false);
+    s->pid = 0;
+}
+
+int pt_test_log_count(const pt_test_server *s, const char *needle)
+{
+    char *text = pt_test_read_file(s->log, NULL);
+    int n = 0;
+    for (char *p = text; p && (p = strstr(p, needle)); p++) n++;
+    free(text);
+    return n;
+}

@@ -29,3 +29,25 @@ typedef struct pt_test_env {
 void pt_test_env_init(pt_test_env *t, const uint8_t *script, size_t script_len);
 
 #endif
+
+/* ---- real packtrackd processes ------------------------------------------------ */
+typedef struct pt_test_server {
+    int pid;
+    uint16_t port;
+    char dir[256];         /* data directory (a fresh temp dir unless given) */
+    char fingerprint[80];
+    char log[300];         /* its stderr */
+} pt_test_server;
+
+/* Starts $PT_PACKTRACKD --listen 127.0.0.1:PORT (0 = any) --data DIR plus the
+ * NULL-terminated extra args, and waits (10 s at most) until it listens.
+ * dir may be NULL for a new temp dir. Fails the test on error. */
+void pt_test_server_start(pt_test_server *s, const char *dir, uint16_t port, const char *const *extra);
+/* SIGTERM, then waits up to 10 s; returns the exit status (or -1 if it had to be killed). */
+int pt_test_server_stop(pt_test_server *s);
+/* SIGKILL and reap. */
+void pt_test_server_kill(pt_test_server *s);
+/* A fresh temp directory (static storage, overwritten by the next call). */
+const char *pt_test_tmpdir(const char *tag);
+/* Counts occurrences of needle in the server's log. */
+int pt_test_log_count(const pt_test_server *s, const char *needle);

@@ -1,0 +1,349 @@
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "client/pt_client.h"
+#include "crypto/pt_crypto.h"
+#include "store/pt_keyfile.h"
+
+static const uint8_t default_suites[] = {PT_SUITE_CHACHAPOLY_BLAKE2B, PT_SUITE_AESGCM_SHA256,
+                                         PT_SUITE_AES256CTR_SHA384, PT_SUITE_AES128CTR_SHA256,
+                                         PT_SUITE_MTPROTO2};
+
+struct pt_client {
+    char home[1024];
+    uint8_t suites[PT_CHAN_MAX_SUITES];
+    size_t nsuites;
+    bool no_ik, used_ik;
+    int timeout_ms;
+    uint8_t fp_key[32];        /* from the configured fingerprint */
+    bool has_fp;
+    uint8_t sk[32], pk[32];    /* device key */
+    uint8_t server_pk[32];     /* of the current connection */
+    int fd;
+    pt_chan *chan;
+    pt_sess *sess;
+    pt_buf out;                /* sealed bytes not yet written */
+    pt_sess_event_cb cb;       /* during pump */
+    void *ud;
+    size_t delivered;          /* events delivered during this pump */
+};
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+pt_client *pt_client_new(const pt_client_config *cfg, int *err)
+{
+    int rc = PT_ERR_NOMEM;
+    pt_client *c = calloc(1, sizeof *c);
+    if (!c) goto fail;
+    c->fd = -1;
+    pt_buf_init(&c->out);
+    if (cfg->home) {
+        snprintf(c->home, sizeof c->home, "%s", cfg->home);
+    } else {
+        const char *h = getenv("HOME");
+        snprintf(c->home, sizeof c->home, "%s/.packtrack", h ? h : ".");
+    }
+    rc = PT_ERR_INVAL;
+    if (cfg->suites) {
+        if (cfg->nsuites == 0 || cfg->nsuites > PT_CHAN_MAX_SUITES) goto fail;
+        memcpy(c->suites, cfg->suites, cfg->nsuites);
+        c->nsuites = cfg->nsuites;
+    } else {
+        memcpy(c->suites, default_suites, sizeof default_suites);
+        c->nsuites = sizeof default_suites;
+    }
+    if (cfg->server_fingerprint) {
+        if (pt_fingerprint_parse(c->fp_key, cfg->server_fingerprint) != 0) {
+            pt_log_error("server fingerprint '%s' is not 64 hex digits", cfg->server_fingerprint);
+            goto fail;
+        }
+        c->has_fp = true;
+    }
+    c->no_ik = cfg->no_ik;
+    c->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : PT_CLIENT_CONNECT_TIMEOUT_MS;
+    rc = PT_ERR_IO;
+    if (mkdir(c->home, 0700) != 0 && errno != EEXIST) {
+        pt_log_error("cannot create %s: %s", c->home, strerror(errno));
+        goto fail;
+    }
+    char path[1100];
+    snprintf(path, sizeof path, "%s/device.key", c->home);
+    if ((rc = pt_keyfile_load_or_create(path, c->sk, c->pk)) != 0) goto fail;
+    uint64_t sid;
+    pt_random(&sid, sizeof sid);
+    pt_sess_config sc = {.role = PT_SESS_CLIENT, .session_id = sid};
+    rc = PT_ERR_NOMEM;
+    if (!(c->sess = pt_sess_new(pt_env_default(), &sc))) goto fail;
+    if (err) *err = 0;
+    return c;
+fail:
+    pt_client_free(c);
+    if (err) *err = rc;
+    return NULL;
+}
+
+void pt_client_free(pt_client *c)
+{
+    if (!c) return;
+    pt_client_drop(c);
+    pt_sess_free(c->sess);
+    pt_buf_free(&c->out);
+    pt_wipe(c->sk, sizeof c->sk);
+    free(c);
+}
+
+void pt_client_drop(pt_client *c)
+{
+    if (c->fd >= 0) close(c->fd);
+    c->fd = -1;
+    pt_chan_free(c->chan);
+    c->chan = NULL;
+    pt_buf_reset(&c->out);
+}
+
+bool pt_client_connected(const pt_client *c) { return c->fd >= 0 && c->chan && pt_chan_established(c->chan); }
+int pt_client_fd(const pt_client *c) { return c->fd; }
+int pt_client_suite(const pt_client *c) { return c->chan ? pt_chan_suite(c->chan) : 0; }
+const uint8_t *pt_client_server_key(const pt_client *c) { return c->server_pk; }
+const uint8_t *pt_client_device_key(const pt_client *c) { return c->pk; }
+pt_sess *pt_client_session(pt_client *c) { return c->sess; }
+bool pt_client_used_ik(const pt_client *c) { return c->used_ik; }
+
+/* ---- known_servers: "HOST:PORT HEXKEY" lines ------------------------------------------ */
+
+static bool pin_lookup(const pt_client *c, const char *hostport, uint8_t key[32])
+{
+    char path[1100], line[512];
+    snprintf(path, sizeof path, "%s/known_servers", c->home);
+    FILE *f = fopen(path, "r");
+    if (!f) return false;
+    bool found = false;
+    while (!found && fgets(line, sizeof line, f)) {
+        char *sp = strchr(line, ' ');
+        if (!sp) continue;
+        *sp = 0;
+        char *hex = sp + 1;
+        hex[strcspn(hex, "\r\n")] = 0;
+        if (strcmp(line, hostport) == 0 && pt_hex_decode(key, 32, hex) == 0) found = true;
+    }
+    fclose(f);
+    return found;
+}
+
+static int pin_store(const pt_client *c, const char *hostport, const uint8_t key[32])
+{
+    char path[1100], hex[65];
+    snprintf(path, sizeof path, "%s/known_servers", c->home);
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) return PT_ERR_IO;
+    pt_hex_encode(hex, key, 32);
+    char line[400];
+    int n = snprintf(line, sizeof line, "%s %s\n", hostport, hex);
+    int rc = write(fd, line, (size_t)n) == n ? 0 : PT_ERR_IO;
+    close(fd);
+    return rc;
+}
+
+/* ---- I/O ------------------------------------------------------------------------------ */
+
+static int tcp_connect(const char *host, uint16_t port, int timeout_ms)
+{
+    char ps[8];
+    snprintf(ps, sizeof ps, "%u", port);
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+    if (getaddrinfo(host, ps, &hints, &res) != 0) return -1;
+    int fd = -1;
+    for (struct addrinfo *a = res; a && fd < 0; a = a->ai_next) {
+        fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, a->ai_protocol);
+        if (fd < 0) continue;
+        if (connect(fd, a->ai_addr, a->ai_addrlen) != 0 && errno != EINPROGRESS) {
+            close(fd);
+            fd = -1;
+            continue;
+        }
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        int err = 0;
+        socklen_t el = sizeof err;
+        if (poll(&p, 1, timeout_ms) != 1 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0 || err) {
+            close(fd);
+            fd = -1;
+        }
+    }
+    freeaddrinfo(res);
+    if (fd >= 0) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    return fd;
+}
+
+static int on_record(void *ud, const uint8_t *rec, size_t len);
+
+static void on_event(void *ud, const pt_sess_event *ev)
+{
+    pt_client *c = ud;
+    c->delivered++;
+    if (c->cb) c->cb(c->ud, ev);
+}
+
+static int on_record(void *ud, const uint8_t *rec, size_t len)
+{
+    pt_client *c = ud;
+    return pt_sess_input(c->sess, rec, len, on_event, c);
+}
+
+/* Writes as much of c->out as the socket takes now. */
+static int write_some(pt_client *c)
+{
+    while (c->out.len) {
+        ssize_t n = send(c->fd, c->out.data, c->out.len, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR) return 0;
+            return PT_ERR_CLOSED;
+        }
+        pt_buf_consume(&c->out, (size_t)n);
+    }
+    return 0;
+}
+
+/* Reads what is available and feeds the channel. */
+static int read_some(pt_client *c)
+{
+    uint8_t buf[65536];
+    ssize_t n = recv(c->fd, buf, sizeof buf, 0);
+    if (n == 0) return PT_ERR_CLOSED;
+    if (n < 0) return errno == EAGAIN || errno == EINTR ? 0 : PT_ERR_CLOSED;
+    return pt_chan_input(c->chan, buf, (size_t)n, &c->out, on_record, c);
+}
+
+static int emit_record(void *ud, const uint8_t *rec, size_t len)
+{
+    pt_client *c = ud;
+    return pt_chan_seal(c->chan, &c->out, rec, len);
+}
+
+static int handshake(pt_client *c, const char *host, uint16_t port, const uint8_t *pin, bool ik)
+{
+    int fd = tcp_connect(host, port, c->timeout_ms);
+    if (fd < 0) {
+        pt_log_warn("cannot connect to %s:%u", host, port);
+        return PT_ERR_IO;
+    }
+    c->fd = fd;
+    pt_chan_config cc = {.suites = c->suites, .nsuites = c->nsuites, .static_sk = c->sk,
+                         .server_pk = pin, .use_ik = ik};
+    int rc = 0;
+    if (!(c->chan = pt_chan_new(pt_env_default(), &cc, &rc))) return rc;
+    if ((rc = pt_chan_start(c->chan, &c->out)) != 0) return rc;
+    uint64_t deadline = now_ms() + (uint64_t)c->timeout_ms;
+    while (!pt_chan_established(c->chan)) {
+        if ((rc = write_some(c)) != 0) return rc;
+        uint64_t t = now_ms();
+        if (t >= deadline) return PT_ERR_TIMEOUT;
+        struct pollfd p = {.fd = c->fd, .events = POLLIN | (c->out.len ? POLLOUT : 0)};
+        if (poll(&p, 1, (int)(deadline - t)) < 0 && errno != EINTR) return PT_ERR_IO;
+        if (p.revents & (POLLIN | POLLHUP | POLLERR) && (rc = read_some(c)) != 0) return rc;
+    }
+    memcpy(c->server_pk, pt_chan_remote_static(c->chan), 32);
+    return write_some(c);
+}
+
+int pt_client_connect(pt_client *c, const char *host, uint16_t port)
+{
+    pt_client_drop(c);
+    char hostport[300];
+    snprintf(hostport, sizeof hostport, "%s:%u", host, port);
+    uint8_t pinned[32];
+    bool stored = pin_lookup(c, hostport, pinned), have_pin = stored;
+    if (c->has_fp) {
+        memcpy(pinned, c->fp_key, 32);
+        have_pin = true;
+    }
+    int rc = PT_ERR_IO;
+    c->used_ik = false;
+    if (have_pin && !c->no_ik) {
+        rc = handshake(c, host, port, pinned, true);
+        c->used_ik = rc == 0;
+        if (rc) {
+            pt_log_debug("IK handshake with %s failed (%s); trying XX", hostport, pt_strerror(rc));
+            pt_client_drop(c);
+        }
+    }
+    if (!c->used_ik) rc = handshake(c, host, port, have_pin ? pinned : NULL, false);
+    if (rc == PT_ERR_KEY_MISMATCH) {
+        char want[PT_FINGERPRINT_LEN], got[PT_FINGERPRINT_LEN];
+        pt_fingerprint(want, pinned);
+        const uint8_t *k = c->chan ? pt_chan_presented_static(c->chan) : NULL;
+        if (k) pt_fingerprint(got, k);
+        else snprintf(got, sizeof got, "?");
+        pt_log_error("server %s presented key %s but %s is pinned: refusing", hostport, got, want);
+    }
+    if (rc) {
+        pt_client_drop(c);
+        return rc;
+    }
+    if (!stored && !c->has_fp && (rc = pin_store(c, hostport, c->server_pk)) != 0) {
+        pt_client_drop(c);
+        return rc;
+    }
+    pt_sess_resume(c->sess);
+    return 0;
+}
+
+int pt_client_send(pt_client *c, const uint8_t *body, size_t len, uint64_t *msg_id)
+{
+    return pt_sess_send(c->sess, body, len, false, msg_id);
+}
+
+int pt_client_ping(pt_client *c, int64_t ping_id, uint64_t *msg_id)
+{
+    return pt_sess_ping(c->sess, ping_id, msg_id);
+}
+
+int pt_client_pump(pt_client *c, int timeout_ms, pt_sess_event_cb cb, void *ud)
+{
+    if (!pt_client_connected(c)) return PT_ERR_CLOSED;
+    c->cb = cb;
+    c->ud = ud;
+    c->delivered = 0;
+    uint64_t deadline = now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
+    int rc = 0;
+    for (;;) {
+        if ((rc = pt_sess_flush(c->sess, emit_record, c)) != 0) break;
+        if ((rc = write_some(c)) != 0) break;
+        uint64_t t = now_ms();
+        if (c->delivered && c->out.len == 0) break;
+        if (t >= deadline && c->out.len == 0) break;
+        int wait = t >= deadline ? 10 : (int)(deadline - t);
+        struct pollfd p = {.fd = c->fd, .events = POLLIN | (c->out.len ? POLLOUT : 0)};
+        if (poll(&p, 1, wait) < 0 && errno != EINTR) {
+            rc = PT_ERR_IO;
+            break;
+        }
+        if (p.revents & (POLLIN | POLLHUP | POLLERR) && (rc = read_some(c)) != 0) break;
+        if (t >= deadline + 5000) { /* cannot drain the output: the peer is stuck */
+            rc = PT_ERR_TIMEOUT;
+            break;
+        }
+    }
+    if (rc == 0) rc = pt_sess_flush(c->sess, emit_record, c);
+    if (rc == 0) rc = write_some(c);
+    c->cb = NULL;
+    if (rc) pt_client_drop(c);
+    return rc;
+}

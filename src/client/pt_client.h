@@ -1,0 +1,53 @@
+/*
+ * src/client - a client connection to packtrackd: TCP, the secure channel and a
+ * session that survives reconnects. Driven by the caller with pt_client_pump();
+ * no threads. The server's key is pinned on first use in HOME/known_servers.
+ */
+#ifndef PT_CLIENT_H
+#define PT_CLIENT_H
+
+#include "channel/pt_chan.h"
+#include "session/pt_sess.h"
+
+#define PT_CLIENT_CONNECT_TIMEOUT_MS 10000
+
+typedef struct pt_client_config {
+    const char *home;               /* device.key and known_servers; NULL: $HOME/.packtrack */
+    const char *server_fingerprint; /* expected server key (64 hex, ':' allowed), or NULL */
+    const uint8_t *suites;          /* offered in this order; NULL: all, default first */
+    size_t nsuites;
+    bool no_ik;                     /* always XX, even with a pinned key */
+    int timeout_ms;                 /* connect + handshake; 0: default */
+} pt_client_config;
+
+typedef struct pt_client pt_client;
+
+pt_client *pt_client_new(const pt_client_config *cfg, int *err);
+void pt_client_free(pt_client *c); /* NULL is a no-op */
+
+/* Connects and runs the handshake. With a pinned key IK is tried first; if it
+ * fails, XX tells whether the server's key changed (PT_ERR_KEY_MISMATCH, nothing
+ * sent) or not. A session from an earlier connection is resumed: everything not
+ * yet acknowledged is resent. */
+int pt_client_connect(pt_client *c, const char *host, uint16_t port) PT_WUR;
+/* Drops the TCP connection at once, keeping the session for the next connect. */
+void pt_client_drop(pt_client *c);
+bool pt_client_connected(const pt_client *c);
+
+/* Queues an application call (see pt_sess_send). */
+int pt_client_send(pt_client *c, const uint8_t *body, size_t len, uint64_t *msg_id) PT_WUR;
+int pt_client_ping(pt_client *c, int64_t ping_id, uint64_t *msg_id) PT_WUR;
+/* Sends what is queued and processes what arrives for up to timeout_ms,
+ * returning early once a read delivered events. PT_ERR_CLOSED when the server
+ * closed the connection (the session stays), other errors are fatal for it. */
+int pt_client_pump(pt_client *c, int timeout_ms, pt_sess_event_cb cb, void *ud) PT_WUR;
+
+int pt_client_fd(const pt_client *c);
+int pt_client_suite(const pt_client *c);
+const uint8_t *pt_client_server_key(const pt_client *c); /* after connect */
+const uint8_t *pt_client_device_key(const pt_client *c);
+pt_sess *pt_client_session(pt_client *c);
+/* Whether the last successful connect used IK. */
+bool pt_client_used_ik(const pt_client *c);
+
+#endif

@@ -1,0 +1,49 @@
+/*
+ * src/server - packtrackd's server logic on a libuv event loop: accepts
+ * connections, runs the channel handshake and the session layer, keeps sessions
+ * across reconnects and answers the RPCs. main.c is only the command line.
+ */
+#ifndef PT_SERVER_H
+#define PT_SERVER_H
+
+#include "channel/pt_chan.h"
+#include "common/pt_common.h"
+
+#define PT_SERVER_DEFAULT_HOST "127.0.0.1"
+#define PT_SERVER_DEFAULT_PORT 7000
+#define PT_SERVER_DEFAULT_DATA "./var"
+#define PT_SERVER_HANDSHAKE_TIMEOUT_MS 10000
+#define PT_SERVER_IDLE_TIMEOUT_MS 300000
+#define PT_SERVER_SESSION_EXPIRY_MS 900000  /* a session with no connection lives this long */
+#define PT_SERVER_MAX_CONNECTIONS 16384
+#define PT_SERVER_MAX_OUTBUF (4u << 20)     /* stop reading a peer whose replies pile up */
+#define PT_SERVER_MAX_SESSIONS_PER_DEVICE 16
+
+typedef struct pt_server_config {
+    const char *host;                     /* listen address, default 127.0.0.1 */
+    uint16_t port;                        /* 0 picks a free port */
+    const char *data_dir;                 /* holds server.key; created if missing */
+    uint8_t suites[PT_CHAN_MAX_SUITES];   /* allowed, in server preference order */
+    size_t nsuites;                       /* 0 = every suite, default order */
+    uint32_t handshake_timeout_ms;        /* 0 = default */
+    uint32_t idle_timeout_ms;             /* 0 = default */
+    uint32_t session_expiry_ms;           /* 0 = default */
+    uint32_t max_connections;             /* 0 = default */
+    const char *ready_file;               /* if set, "host:port\n" is written there once listening */
+} pt_server_config;
+
+typedef struct pt_server pt_server;
+
+/* Loads (or creates) the server key, binds and listens. The config is copied. */
+pt_server *pt_server_new(const pt_server_config *cfg, int *err);
+/* Runs the event loop until pt_server_stop() or SIGINT/SIGTERM; 0 on a clean stop. */
+int pt_server_run(pt_server *s);
+/* Asks the loop to stop: no new connections, replies flushed, connections closed.
+ * Safe from any thread and from signal context via the loop's async handle. */
+void pt_server_stop(pt_server *s);
+void pt_server_free(pt_server *s); /* NULL is a no-op */
+
+uint16_t pt_server_port(const pt_server *s);
+const uint8_t *pt_server_public_key(const pt_server *s);
+
+#endif

@@ -1,0 +1,66 @@
+/* The RPCs packtrackd answers. Each handler decodes its request with the
+ * generated codecs and queues exactly one rpc_result. */
+#include "pt_tl.h"
+#include "server/pt_server_int.h"
+#include "wire/pt_wire.h"
+
+#define RPC_ERR_BAD_REQUEST 400
+
+static void reply_encoded(pt_conn *c, uint64_t req, pt_buf *b, int rc)
+{
+    if (rc == 0) rc = pt_sess_reply(c->sess->sess, req, b->data, b->len);
+    if (rc) pt_log_warn("conn %s: cannot queue reply: %s", c->peer, pt_strerror(rc));
+}
+
+static void reply_error(pt_conn *c, uint64_t req, int code, const char *msg)
+{
+    pt_buf b;
+    pt_buf_init(&b);
+    pt_tl_rpc_error e = {.error_code = code,
+                         .error_message = {(const uint8_t *)msg, (uint32_t)strlen(msg)}};
+    reply_encoded(c, req, &b, pt_tl_rpc_error_encode(&b, &e));
+    pt_buf_free(&b);
+}
+
+void pt_srv_rpc(pt_conn *c, uint64_t msg_id, const uint8_t *body, size_t len)
+{
+    static _Thread_local uint8_t arena_mem[4096];
+    pt_arena a;
+    pt_arena_init(&a, arena_mem, sizeof arena_mem);
+    pt_tl_obj o;
+    if (pt_tl_decode_any(&o, body, len, &a) != 0) {
+        reply_error(c, msg_id, RPC_ERR_BAD_REQUEST, "BAD_REQUEST");
+        return;
+    }
+    pt_buf b;
+    pt_buf_init(&b);
+    switch (o.id) {
+    case PT_TL_PT_ECHO_ID: {
+        pt_tl_pt_echoResult r = {.payload = o.u.pt_echo.payload};
+        reply_encoded(c, msg_id, &b, pt_tl_pt_echoResult_encode(&b, &r));
+        break;
+    }
+    case PT_TL_DESTROY_SESSION_ID: {
+        /* Only another session of the same device, never the one asking. */
+        uint64_t sid = (uint64_t)o.u.destroy_session.session_id;
+        pt_srv_sess *e = sid == c->sess->session_id
+                             ? NULL
+                             : pt_srv_sess_lookup(c->srv, c->sess->device_pk, sid);
+        int rc;
+        if (e) {
+            if (e->conn) pt_conn_close(e->conn, "session destroyed");
+            pt_srv_sess_destroy(c->srv, e);
+            pt_tl_destroy_session_ok r = {.session_id = (int64_t)sid};
+            rc = pt_tl_destroy_session_ok_encode(&b, &r);
+        } else {
+            pt_tl_destroy_session_none r = {.session_id = (int64_t)sid};
+            rc = pt_tl_destroy_session_none_encode(&b, &r);
+        }
+        reply_encoded(c, msg_id, &b, rc);
+        break;
+    }
+    default:
+        reply_error(c, msg_id, RPC_ERR_BAD_REQUEST, "METHOD_UNKNOWN");
+    }
+    pt_buf_free(&b);
+}

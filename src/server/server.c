@@ -1,0 +1,522 @@
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <uv.h>
+
+#include "crypto/pt_crypto.h"
+#include "pt_tl.h"
+#include "server/pt_server_int.h"
+#include "store/pt_keyfile.h"
+
+static const uint8_t default_suites[] = {PT_SUITE_CHACHAPOLY_BLAKE2B, PT_SUITE_AESGCM_SHA256,
+                                         PT_SUITE_AES256CTR_SHA384, PT_SUITE_AES128CTR_SHA256,
+                                         PT_SUITE_MTPROTO2};
+
+/* ---- the session table ---------------------------------------------------------------- */
+
+static size_t sess_hash(const uint8_t pk[32], uint64_t sid, size_t nb)
+{
+    return (size_t)((pt_get_u64le(pk) ^ (sid * 0x9e3779b97f4a7c15ull)) % nb);
+}
+
+static pt_srv_sess *sess_find(pt_server *s, const uint8_t pk[32], uint64_t sid)
+{
+    for (pt_srv_sess *e = s->sess_buckets[sess_hash(pk, sid, s->sess_nbuckets)]; e; e = e->next)
+        if (e->session_id == sid && memcmp(e->device_pk, pk, 32) == 0) return e;
+    return NULL;
+}
+
+static size_t sess_count_device(pt_server *s, const uint8_t pk[32])
+{
+    size_t n = 0;
+    for (pt_srv_sess *e = s->sess_all; e; e = e->all_next) n += memcmp(e->device_pk, pk, 32) == 0;
+    return n;
+}
+
+static int sess_grow(pt_server *s)
+{
+    size_t nb = s->sess_nbuckets * 2;
+    pt_srv_sess **b = calloc(nb, sizeof *b);
+    if (!b) return PT_ERR_NOMEM;
+    for (pt_srv_sess *e = s->sess_all; e; e = e->all_next) {
+        size_t h = sess_hash(e->device_pk, e->session_id, nb);
+        e->next = b[h];
+        b[h] = e;
+    }
+    free(s->sess_buckets);
+    s->sess_buckets = b;
+    s->sess_nbuckets = nb;
+    return 0;
+}
+
+static pt_srv_sess *sess_create(pt_server *s, const uint8_t pk[32], uint64_t sid)
+{
+    if (s->sess_n >= s->sess_nbuckets && sess_grow(s) != 0) return NULL;
+    pt_srv_sess *e = calloc(1, sizeof *e);
+    if (!e) return NULL;
+    pt_sess_config sc = {.role = PT_SESS_SERVER, .session_id = sid, .salt_secret = s->salt_secret};
+    if (!(e->sess = pt_sess_new(pt_env_default(), &sc))) {
+        free(e);
+        return NULL;
+    }
+    memcpy(e->device_pk, pk, 32);
+    e->session_id = sid;
+    size_t h = sess_hash(pk, sid, s->sess_nbuckets);
+    e->next = s->sess_buckets[h];
+    s->sess_buckets[h] = e;
+    e->all_next = s->sess_all;
+    if (s->sess_all) s->sess_all->all_prev = e;
+    s->sess_all = e;
+    s->sess_n++;
+    return e;
+}
+
+void pt_srv_sess_destroy(pt_server *s, pt_srv_sess *e)
+{
+    pt_srv_sess **pp = &s->sess_buckets[sess_hash(e->device_pk, e->session_id, s->sess_nbuckets)];
+    while (*pp != e) pp = &(*pp)->next;
+    *pp = e->next;
+    if (e->all_prev) e->all_prev->all_next = e->all_next;
+    else s->sess_all = e->all_next;
+    if (e->all_next) e->all_next->all_prev = e->all_prev;
+    if (e->conn) e->conn->sess = NULL;
+    pt_sess_free(e->sess);
+    free(e);
+    s->sess_n--;
+}
+
+pt_srv_sess *pt_srv_sess_lookup(pt_server *s, const uint8_t pk[32], uint64_t sid)
+{
+    return sess_find(s, pk, sid);
+}
+
+/* ---- connections ------------------------------------------------------------------------ */
+
+static void conn_start_write(pt_conn *c);
+
+static void conn_handle_closed(uv_handle_t *h)
+{
+    pt_conn *c = h->data;
+    if (--c->open_handles > 0) return;
+    pt_chan_free(c->chan);
+    pt_buf_free(&c->out);
+    pt_buf_free(&c->inflight);
+    free(c);
+}
+
+/* Closes a connection. Never frees inside its own callback: libuv calls
+ * conn_handle_closed() later, after the current dispatch. */
+void pt_conn_close(pt_conn *c, const char *why)
+{
+    if (c->closing) return;
+    c->closing = true;
+    pt_server *s = c->srv;
+    if (why) pt_log_debug("conn %s: closed: %s", c->peer, why);
+    if (c->sess) {
+        c->sess->conn = NULL;
+        c->sess->detached_ms = uv_now(&s->loop);
+        c->sess = NULL;
+    }
+    if (c->prev) c->prev->next = c->next;
+    else s->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    s->nconns--;
+    uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
+    uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
+}
+
+/* Sends what is queued, then closes. */
+static void conn_close_after_write(pt_conn *c, const char *why)
+{
+    if (c->closing) return;
+    c->close_after_write = why ? why : "done";
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    if (!c->writing && c->out.len == 0) pt_conn_close(c, c->close_after_write);
+    else conn_start_write(c);
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+    pt_conn *c = req->data;
+    c->writing = false;
+    pt_buf_reset(&c->inflight);
+    if (c->closing) return;
+    if (status < 0) {
+        pt_conn_close(c, uv_strerror(status));
+        return;
+    }
+    if (c->out.len) {
+        conn_start_write(c);
+        return;
+    }
+    if (c->close_after_write) {
+        pt_conn_close(c, c->close_after_write);
+        return;
+    }
+    if (c->read_paused) {
+        c->read_paused = false;
+        uv_read_start((uv_stream_t *)&c->tcp, c->srv->alloc_cb, c->srv->read_cb);
+    }
+}
+
+static void conn_start_write(pt_conn *c)
+{
+    if (c->writing || c->closing || c->out.len == 0) return;
+    pt_buf t = c->inflight; /* swap: the bytes in flight stay put until on_write */
+    c->inflight = c->out;
+    c->out = t;
+    uv_buf_t b = uv_buf_init((char *)c->inflight.data, (unsigned)c->inflight.len);
+    c->wreq.data = c;
+    int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+    if (rc < 0) {
+        pt_conn_close(c, uv_strerror(rc));
+        return;
+    }
+    c->writing = true;
+}
+
+static int emit_record(void *ud, const uint8_t *rec, size_t len)
+{
+    pt_conn *c = ud;
+    return pt_chan_seal(c->chan, &c->out, rec, len);
+}
+
+/* Seals everything the attached session has queued. */
+int pt_conn_flush(pt_conn *c)
+{
+    if (c->closing || !c->sess) return 0;
+    int rc = pt_sess_flush(c->sess->sess, emit_record, c);
+    if (rc) return rc;
+    if (c->out.len + c->inflight.len > PT_SERVER_MAX_OUTBUF && !c->read_paused) {
+        c->read_paused = true; /* backpressure: read again once the writes drain */
+        uv_read_stop((uv_stream_t *)&c->tcp);
+    }
+    conn_start_write(c);
+    return 0;
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    pt_conn *c = t->data;
+    const char *why = pt_chan_established(c->chan) ? "idle timeout" : "handshake timeout";
+    pt_log_info("conn %s: %s", c->peer, why);
+    pt_conn_close(c, why);
+}
+
+static void on_sess_event(void *ud, const pt_sess_event *ev)
+{
+    pt_conn *c = ud;
+    switch (ev->type) {
+    case PT_SESS_EV_CALL:
+        pt_srv_rpc(c, ev->msg_id, ev->body, ev->len);
+        break;
+    case PT_SESS_EV_BAD_MSG:
+        pt_log_debug("conn %s: client rejected msg %016llx: code %lld", c->peer,
+                     (unsigned long long)ev->req_msg_id, (long long)ev->value);
+        break;
+    default:
+        break;
+    }
+}
+
+/* Binds the connection to its session on the first record. */
+static int attach_session(pt_conn *c, const uint8_t *rec, size_t len)
+{
+    pt_server *s = c->srv;
+    uint64_t salt, sid;
+    int rc = pt_sess_peek(rec, len, &salt, &sid);
+    if (rc) return rc;
+    if (c->sess) return c->sess->session_id == sid ? 0 : PT_ERR_PROTO;
+    const uint8_t *pk = pt_chan_remote_static(c->chan);
+    pt_srv_sess *e = sess_find(s, pk, sid);
+    if (e) {
+        if (e->conn) {
+            pt_conn *old = e->conn;
+            old->sess = NULL;
+            e->conn = NULL;
+            pt_conn_close(old, "session resumed on another connection");
+        }
+        pt_sess_resume(e->sess);
+        pt_log_debug("conn %s: resumed session %016llx", c->peer, (unsigned long long)sid);
+    } else {
+        if (sess_count_device(s, pk) >= PT_SERVER_MAX_SESSIONS_PER_DEVICE) {
+            pt_log_warn("conn %s: too many sessions for one device", c->peer);
+            return PT_ERR_TOO_BIG;
+        }
+        if (!(e = sess_create(s, pk, sid))) return PT_ERR_NOMEM;
+        if ((rc = pt_sess_created(e->sess, len >= 24 ? pt_get_u64le(rec + 16) : 0)) != 0) return rc;
+        pt_log_debug("conn %s: new session %016llx", c->peer, (unsigned long long)sid);
+    }
+    e->conn = c;
+    c->sess = e;
+    return 0;
+}
+
+static int on_record(void *ud, const uint8_t *rec, size_t len)
+{
+    pt_conn *c = ud;
+    int rc = attach_session(c, rec, len);
+    if (rc) return rc;
+    return pt_sess_input(c->sess->sess, rec, len, on_sess_event, c);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)suggested;
+    pt_conn *c = h->data;
+    /* One loop, one read at a time: a shared buffer, no allocation per read. */
+    buf->base = (char *)c->srv->readbuf;
+    buf->len = sizeof c->srv->readbuf;
+}
+
+static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
+{
+    pt_conn *c = st->data;
+    if (n == 0) return;
+    if (n < 0) {
+        pt_conn_close(c, n == UV_EOF ? "peer closed" : uv_strerror((int)n));
+        return;
+    }
+    bool was_established = pt_chan_established(c->chan);
+    int rc = pt_chan_input(c->chan, (const uint8_t *)buf->base, (size_t)n, &c->out, on_record, c);
+    if (rc == 0) rc = pt_conn_flush(c);
+    if (rc) {
+        pt_log_warn("conn %s: %s; closing", c->peer, pt_strerror(rc));
+        conn_close_after_write(c, pt_strerror(rc));
+        return;
+    }
+    if (!was_established && pt_chan_established(c->chan)) {
+        char fp[PT_FINGERPRINT_LEN];
+        pt_fingerprint(fp, pt_chan_remote_static(c->chan));
+        pt_log_info("conn %s: secure channel up: %s, device %.17s", c->peer,
+                    pt_suite_name(pt_chan_suite(c->chan)), fp);
+    }
+    uint32_t t = pt_chan_established(c->chan) ? c->srv->cfg.idle_timeout_ms : 0;
+    if (t) uv_timer_start(&c->timer, on_timer, t, 0);
+    conn_start_write(c);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    pt_server *s = server->data;
+    if (status < 0 || s->stopping) return;
+    pt_conn *c = calloc(1, sizeof *c);
+    if (!c) return;
+    c->srv = s;
+    uv_tcp_init(&s->loop, &c->tcp);
+    uv_timer_init(&s->loop, &c->timer);
+    c->tcp.data = c->timer.data = c;
+    c->open_handles = 2;
+    pt_buf_init(&c->out);
+    pt_buf_init(&c->inflight);
+    c->next = s->conns;
+    if (s->conns) s->conns->prev = c;
+    s->conns = c;
+    s->nconns++;
+    strcpy(c->peer, "?");
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+        pt_conn_close(c, "accept failed");
+        return;
+    }
+    struct sockaddr_storage ss;
+    int sl = sizeof ss;
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
+        char ip[64] = "?";
+        int port = 0;
+        if (ss.ss_family == AF_INET6) {
+            uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof ip);
+            port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+        } else {
+            uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof ip);
+            port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+        }
+        snprintf(c->peer, sizeof c->peer, "%s:%d", ip, port);
+    }
+    if (s->nconns > s->cfg.max_connections) {
+        pt_log_warn("conn %s: refused: %u connections already", c->peer, s->cfg.max_connections);
+        pt_conn_close(c, "too many connections");
+        return;
+    }
+    pt_chan_config cc = {.is_server = true, .suites = s->cfg.suites, .nsuites = s->cfg.nsuites,
+                         .static_sk = s->static_sk, .static_pk = s->static_pk};
+    int err = 0;
+    if (!(c->chan = pt_chan_new(pt_env_default(), &cc, &err))) {
+        pt_conn_close(c, pt_strerror(err));
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    uv_timer_start(&c->timer, on_timer, s->cfg.handshake_timeout_ms, 0);
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    pt_log_debug("conn %s: accepted", c->peer);
+}
+
+/* ---- sessions without a connection expire ------------------------------------------------ */
+
+static void on_gc(uv_timer_t *t)
+{
+    pt_server *s = t->data;
+    uint64_t now = uv_now(&s->loop);
+    for (pt_srv_sess *e = s->sess_all, *next; e; e = next) {
+        next = e->all_next;
+        if (!e->conn && now - e->detached_ms > s->cfg.session_expiry_ms) {
+            pt_log_debug("session %016llx expired", (unsigned long long)e->session_id);
+            pt_srv_sess_destroy(s, e);
+        }
+    }
+}
+
+/* ---- lifetime ------------------------------------------------------------------------------- */
+
+static void on_stop_async(uv_async_t *a)
+{
+    pt_server *s = a->data;
+    if (s->stopping) return;
+    s->stopping = true;
+    pt_log_info("shutting down: %zu connections, %zu sessions", s->nconns, s->sess_n);
+    uv_close((uv_handle_t *)&s->listener, NULL);
+    uv_close((uv_handle_t *)&s->gc_timer, NULL);
+    uv_close((uv_handle_t *)&s->stop_async, NULL);
+    uv_close((uv_handle_t *)&s->sigint, NULL);
+    uv_close((uv_handle_t *)&s->sigterm, NULL);
+    for (pt_conn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        conn_close_after_write(c, "server shutting down");
+    }
+}
+
+static void on_signal(uv_signal_t *sig, int signum)
+{
+    pt_log_info("received %s", signum == SIGINT ? "SIGINT" : "SIGTERM");
+    on_stop_async((uv_async_t *)&((pt_server *)sig->data)->stop_async);
+}
+
+void pt_server_stop(pt_server *s) { uv_async_send(&s->stop_async); }
+
+uint16_t pt_server_port(const pt_server *s) { return s->port; }
+const uint8_t *pt_server_public_key(const pt_server *s) { return s->static_pk; }
+
+pt_server *pt_server_new(const pt_server_config *cfg, int *err)
+{
+    int rc = PT_ERR_NOMEM;
+    pt_server *s = calloc(1, sizeof *s);
+    if (!s) goto fail;
+    s->cfg = *cfg;
+    if (!s->cfg.host) s->cfg.host = PT_SERVER_DEFAULT_HOST;
+    if (!s->cfg.data_dir) s->cfg.data_dir = PT_SERVER_DEFAULT_DATA;
+    if (!s->cfg.nsuites) {
+        memcpy(s->cfg.suites, default_suites, sizeof default_suites);
+        s->cfg.nsuites = sizeof default_suites;
+    }
+    if (!s->cfg.handshake_timeout_ms) s->cfg.handshake_timeout_ms = PT_SERVER_HANDSHAKE_TIMEOUT_MS;
+    if (!s->cfg.idle_timeout_ms) s->cfg.idle_timeout_ms = PT_SERVER_IDLE_TIMEOUT_MS;
+    if (!s->cfg.session_expiry_ms) s->cfg.session_expiry_ms = PT_SERVER_SESSION_EXPIRY_MS;
+    if (!s->cfg.max_connections) s->cfg.max_connections = PT_SERVER_MAX_CONNECTIONS;
+    snprintf(s->host, sizeof s->host, "%s", s->cfg.host);
+    s->cfg.host = s->host;
+    snprintf(s->data_dir, sizeof s->data_dir, "%s", s->cfg.data_dir);
+    s->cfg.data_dir = s->data_dir;
+    s->cfg.ready_file = NULL;
+    if (cfg->ready_file) snprintf(s->ready_file, sizeof s->ready_file, "%s", cfg->ready_file);
+    s->alloc_cb = on_alloc;
+    s->read_cb = on_read;
+
+    rc = PT_ERR_IO;
+    if (mkdir(s->data_dir, 0700) != 0 && errno != EEXIST) {
+        pt_log_error("cannot create data directory %s: %s", s->data_dir, strerror(errno));
+        goto fail;
+    }
+    char path[sizeof s->data_dir + 32];
+    snprintf(path, sizeof path, "%s/server.key", s->data_dir);
+    if ((rc = pt_keyfile_load_or_create(path, s->static_sk, s->static_pk)) != 0) goto fail;
+    pt_random(s->salt_secret, sizeof s->salt_secret);
+
+    s->sess_nbuckets = 1024;
+    rc = PT_ERR_NOMEM;
+    if (!(s->sess_buckets = calloc(s->sess_nbuckets, sizeof *s->sess_buckets))) goto fail;
+
+    rc = PT_ERR_IO;
+    if (uv_loop_init(&s->loop) != 0) goto fail;
+    s->loop_ready = true;
+    uv_tcp_init(&s->loop, &s->listener);
+    s->listener.data = s;
+    struct sockaddr_storage addr;
+    int uvrc = strchr(s->host, ':') ? uv_ip6_addr(s->host, s->cfg.port, (struct sockaddr_in6 *)&addr)
+                                    : uv_ip4_addr(s->host, s->cfg.port, (struct sockaddr_in *)&addr);
+    if (uvrc != 0) {
+        pt_log_error("invalid listen address %s", s->host);
+        rc = PT_ERR_INVAL;
+        goto fail;
+    }
+    if ((uvrc = uv_tcp_bind(&s->listener, (struct sockaddr *)&addr, 0)) != 0 ||
+        (uvrc = uv_listen((uv_stream_t *)&s->listener, 511, on_connection)) != 0) {
+        pt_log_error("cannot listen on %s:%u: %s", s->host, s->cfg.port, uv_strerror(uvrc));
+        goto fail;
+    }
+    struct sockaddr_storage bound;
+    int bl = sizeof bound;
+    uv_tcp_getsockname(&s->listener, (struct sockaddr *)&bound, &bl);
+    s->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                                 : ((struct sockaddr_in *)&bound)->sin_port);
+    uv_async_init(&s->loop, &s->stop_async, on_stop_async);
+    s->stop_async.data = s;
+    uv_timer_init(&s->loop, &s->gc_timer);
+    s->gc_timer.data = s;
+    uv_timer_start(&s->gc_timer, on_gc, 10000, 10000);
+    uv_signal_init(&s->loop, &s->sigint);
+    uv_signal_init(&s->loop, &s->sigterm);
+    s->sigint.data = s->sigterm.data = s;
+    uv_signal_start(&s->sigint, on_signal, SIGINT);
+    uv_signal_start(&s->sigterm, on_signal, SIGTERM);
+    signal(SIGPIPE, SIG_IGN);
+    if (err) *err = 0;
+    return s;
+fail:
+    pt_server_free(s);
+    if (err) *err = rc;
+    return NULL;
+}
+
+int pt_server_run(pt_server *s)
+{
+    char fp[PT_FINGERPRINT_LEN];
+    pt_fingerprint(fp, s->static_pk);
+    pt_log_info("packtrackd %s listening on %s:%u (data %s)", PT_VERSION_STRING, s->host, s->port,
+                s->data_dir);
+    pt_log_info("server key fingerprint %s", fp);
+    if (s->ready_file[0]) {
+        char tmp[sizeof s->ready_file + 8];
+        snprintf(tmp, sizeof tmp, "%s.tmp", s->ready_file);
+        FILE *f = fopen(tmp, "w");
+        if (!f || fprintf(f, "%s:%u\n%s\n", s->host, s->port, fp) < 0 || fclose(f) != 0 ||
+            rename(tmp, s->ready_file) != 0) {
+            pt_log_error("cannot write ready file %s", s->ready_file);
+            return PT_ERR_IO;
+        }
+    }
+    uv_run(&s->loop, UV_RUN_DEFAULT);
+    pt_log_info("stopped");
+    return 0;
+}
+
+static void close_walk(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+void pt_server_free(pt_server *s)
+{
+    if (!s) return;
+    while (s->sess_all) pt_srv_sess_destroy(s, s->sess_all);
+    free(s->sess_buckets);
+    if (s->loop_ready) {
+        /* close whatever is still open (a server that never ran) */
+        uv_walk(&s->loop, close_walk, NULL);
+        uv_run(&s->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&s->loop);
+    }
+    pt_wipe(s->static_sk, sizeof s->static_sk);
+    pt_wipe(s->salt_secret, sizeof s->salt_secret);
+    free(s);
+}

@@ -1,0 +1,407 @@
+/* packtrackd as a real process, driven by our client over 127.0.0.1. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "client/pt_client.h"
+#include "pt_tl.h"
+#include "testutil.h"
+#include "wire/pt_wire.h"
+
+typedef struct results {
+    size_t n;
+    uint64_t req[20000];      /* req_msg_id of each result, in arrival order */
+    uint32_t seq[20000];      /* the echoed sequence number */
+    uint32_t nbytes[20000];   /* echoed payload length */
+    int errors;               /* rpc_error results */
+    int pongs;
+    int destroyed;           /* destroy_session_ok results */
+    int64_t last_ping;
+} results;
+
+static void on_event(void *ud, const pt_sess_event *ev)
+{
+    results *r = ud;
+    if (ev->type == PT_SESS_EV_PONG) {
+        r->pongs++;
+        r->last_ping = ev->value;
+        return;
+    }
+    if (ev->type != PT_SESS_EV_RESULT) return;
+    uint8_t am[256];
+    pt_arena a;
+    pt_arena_init(&a, am, sizeof am);
+    pt_tl_obj o;
+    assert_int_equal(pt_tl_decode_any(&o, ev->body, ev->len, &a), 0);
+    if (o.id == PT_TL_RPC_ERROR_ID) {
+        r->errors++;
+        return;
+    }
+    if (o.id == PT_TL_DESTROY_SESSION_OK_ID) {
+        r->destroyed++;
+        return;
+    }
+    assert_int_equal(o.id, PT_TL_PT_ECHORESULT_ID);
+    assert_true(r->n < PT_ARRAY_LEN(r->req));
+    r->req[r->n] = ev->req_msg_id;
+    r->seq[r->n] = o.u.pt_echoResult.payload.len >= 4 ? pt_get_u32le(o.u.pt_echoResult.payload.data) : 0;
+    r->nbytes[r->n] = o.u.pt_echoResult.payload.len;
+    r->n++;
+}
+
+static uint64_t send_echo(pt_client *c, uint32_t seq, size_t size)
+{
+    static uint8_t payload[65536];
+    pt_put_u32le(payload, seq);
+    for (size_t i = 4; i < size; i++) payload[i] = (uint8_t)(seq + i);
+    pt_tl_pt_echo e = {.payload = {payload, (uint32_t)size}};
+    pt_buf b;
+    pt_buf_init(&b);
+    assert_int_equal(pt_tl_pt_echo_encode(&b, &e), 0);
+    uint64_t id = 0;
+    assert_int_equal(pt_client_send(c, b.data, b.len, &id), 0);
+    pt_buf_free(&b);
+    return id;
+}
+
+/* Pumps until `want` results arrived or 20 s passed. */
+static void pump_until(pt_client *c, results *r, size_t want)
+{
+    for (int i = 0; i < 2000 && r->n < want; i++) {
+        int rc = pt_client_pump(c, 10, on_event, r);
+        if (rc) fail_msg("pump: %s", pt_strerror(rc));
+    }
+    assert_int_equal(r->n, want);
+}
+
+static pt_client *new_client(const char *home, const uint8_t *suites, size_t n, const char *fp)
+{
+    pt_client_config cfg = {.home = home, .suites = suites, .nsuites = n, .server_fingerprint = fp};
+    int err = -1;
+    pt_client *c = pt_client_new(&cfg, &err);
+    assert_non_null(c);
+    assert_int_equal(err, 0);
+    return c;
+}
+
+static results *new_results(void) { return calloc(1, sizeof(results)); }
+
+/* Echo through every suite; XX on first contact, IK once the key is pinned. */
+static void test_echo_every_suite(void **state)
+{
+    (void)state;
+    pt_test_server srv;
+    pt_test_server_start(&srv, NULL, 0, NULL);
+    for (uint8_t suite = PT_SUITE_MIN; suite <= PT_SUITE_MAX; suite++) {
+        char home[300];
+        snprintf(home, sizeof home, "%s/client%d", srv.dir, suite);
+        pt_client *c = new_client(home, &suite, 1, NULL);
+        results *r = new_results();
+        assert_int_equal(pt_client_connect(c, "127.0.0.1", srv.port), 0);
+        assert_false(pt_client_used_ik(c));
+        assert_int_equal(pt_client_suite(c), suite);
+        const size_t sizes[] = {4, 100, 16384, 60000};
+        for (uint32_t i = 0; i < 4; i++) send_echo(c, i, sizes[i]);
+        pump_until(c, r, 4);
+        for (uint32_t i = 0; i < 4; i++) {
+            assert_int_equal(r->seq[i], i);
+            assert_int_equal(r->nbytes[i], sizes[i]);
+        }
+        assert_int_equal(pt_client_ping(c, 99, NULL), 0);
+        for (int i = 0; i < 500 && !r->pongs; i++) assert_int_equal(pt_client_pump(c, 10, on_event, r), 0);
+        assert_int_equal(r->pongs, 1);
+        assert_int_equal(r->last_ping, 99);
+        /* second contact: the key is pinned, IK is used, the session resumes */
+        assert_int_equal(pt_client_connect(c, "127.0.0.1", srv.port), 0);
+        assert_true(pt_client_used_ik(c));
+        send_echo(c, 7, 10);
+        pump_until(c, r, 5);
+        assert_int_equal(r->seq[4], 7);
+        pt_client_free(c);
+        free(r);
+    }
+    assert_int_equal(pt_test_server_stop(&srv), 0);
+}
+
+static void test_unknown_method_is_an_rpc_error(void **state)
+{
+    (void)state;
+    pt_test_server srv;
+    pt_test_server_start(&srv, NULL, 0, NULL);
+    pt_client *c = new_client(pt_test_tmpdir("cl"), NULL, 0, NULL);
+    assert_int_equal(pt_client_connect(c, "127.0.0.1", srv.port), 0);
+    uint8_t body[8];
+    pt_put_u32le(body, 0x0badf00d);
+    pt_put_u32le(body + 4, 0);
+    assert_int_equal(pt_client_send(c, body, sizeof body, NULL), 0);
+    results *r = new_results();
+    for (int i = 0; i < 500 && !r->errors; i++) assert_int_equal(pt_client_pump(c, 10, on_event, r), 0);
+    assert_int_equal(r->errors, 1);
+    pt_client_free(c);
+    free(r);
+    assert_int_equal(pt_test_server_stop(&srv), 0);
+}
+
+static void test_pinned_key_changed_is_refused(void **state)
+{
+    (void)state;
+    pt_test_server a;
+    pt_test_server_start(&a, NULL, 0, NULL);
+    uint16_t port = a.port;
+    const char *home = pt_test_tmpdir("cl");
+    char h[300];
+    snprintf(h, sizeof h, "%s", home);
+    pt_client *c = new_client(h, NULL, 0, NULL);
+    assert_int_equal(pt_client_connect(c, "127.0.0.1", port), 0);
+    assert_int_equal(pt_test_server_stop(&a), 0);
+    /* another server (another key) on the same address */
+    pt_test_server b;
+    pt_test_server_start(&b, NULL, port, NULL);
+    assert_string_not_equal(a.fingerprint, b.fingerprint);
+    assert_int_equal(pt_client_connect(c, "127.0.0.1", port), PT_ERR_KEY_MISMATCH);
+    assert_false(pt_client_connected(c));
+    pt_client_free(c);
+    /* an explicit fingerprint: right one accepted, wrong one refused */
+    pt_client *ok = new_client(pt_test_tmpdir("cl"), NULL, 0, b.fingerprint);
+    assert_int_equal(pt_client_connect(ok, "127.0.0.1", port), 0);
+    assert_true(pt_client_used_ik(ok));
+    pt_client_free(ok);
+    pt_client *bad = new_client(pt_test_tmpdir("cl"), NULL, 0, a.fingerprint);
+    assert_int_equal(pt_client_connect(bad, "127.0.0.1", port), PT_ERR_KEY_MISMATCH);
+    pt_client_free(bad);
+    assert_int_equal(pt_test_server_stop(&b), 0);
+}
+
+/* The TCP connection is cut again and again while both directions are busy;
+ * every call is answered exactly once. */
+static void test_resumption_exactly_once(void **state)
+{
+    (void)state;
+    pt_test_server srv;
+    pt_test_server_start(&srv, NULL, 0, NULL);
+    pt_client *c = new_client(pt_test_tmpdir("cl"), NULL, 0, NULL);
+    assert_int_equal(pt_client_connect(c, "127.0.0.1", srv.port), 0);
+    results *r = new_results();
+    const uint32_t total = 3000;
+    uint64_t *ids = calloc(total, sizeof *ids);
+    uint32_t sent = 0;
+    int drops = 0;
+    for (int iter = 0; iter < 100000 && r->n < total; iter++) {
+        /* keep ~200 calls of 2 KiB in flight: both directions stay busy */
+        while (sent < total && sent - r->n < 200) {
+            ids[sent] = send_echo(c, sent, 2048);
+            sent++;
+        }
+        int rc = pt_client_pump(c, 5, on_event, r);
+        if (rc == 0 && sent >= (uint32_t)(drops + 1) * 400 && drops < 6) {
+            /* mid-stream: unsent output and unread input are thrown away */
+            pt_client_drop(c);
+            drops++;
+            rc = PT_ERR_CLOSED;
+        }
+        if (rc) {
+            assert_int_equal(rc, PT_ERR_CLOSED);
+            assert_int_equal(pt_client_connect(c, "127.0.0.1", srv.port), 0);
+        }
+    }
+    assert_int_equal(drops, 6);
+    assert_int_equal(r->n, total);
+    /* exactly once: each call has one result, with its own payload */
+    uint8_t *seen = calloc(total, 1);
+    for (size_t i = 0; i < r->n; i++) {
+        uint32_t s = r->seq[i];
+        assert_true(s < total);
+        assert_int_equal(seen[s], 0);
+        seen[s] = 1;
+        assert_int_equal(r->req[i], ids[s]);
+        assert_int_equal(r->nbytes[i], 2048);
+    }
+    assert_int_equal(pt_sess_unacked(pt_client_session(c)), 0);
+    assert_true(pt_test_log_count(&srv, "resumed session") >= 6);
+    free(seen);
+    free(ids);
+    free(r);
+    pt_client_free(c);
+    assert_int_equal(pt_test_server_stop(&srv), 0);
+}
+
+static int raw_connect(uint16_t port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    return fd;
+}
+
+/* Waits for the server to close fd; returns the ms it took, or -1 after timeout_ms. */
+static int elapsed_ms(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (int)((t1.tv_sec - t0->tv_sec) * 1000 + (t1.tv_nsec - t0->tv_nsec) / 1000000);
+}
+
+static int wait_closed(int fd, int timeout_ms)
+{
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int el; (el = elapsed_ms(&t0)) < timeout_ms;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, timeout_ms - el) <= 0) continue;
+        char buf[256];
+        if (recv(fd, buf, sizeof buf, 0) <= 0) return elapsed_ms(&t0);
+    }
+    return -1;
+}
+
+static void test_garbage_timeouts_and_bad_frames(void **state)
+{
+    (void)state;
+    pt_test_server srv;
+    const char *extra[] = {"--handshake-timeout", "1", "--idle-timeout", "2", NULL};
+    pt_test_server_start(&srv, NULL, 0, extra);
+    /* garbage before the handshake: closed at once */
+    int fd = raw_connect(srv.port);
+    assert_int_equal(send(fd, "GET / HTTP/1.1\r\n\r\n", 18, 0), 18);
+    int ms = wait_closed(fd, 3000);
+    assert_true(ms >= 0 && ms < 500);
+    close(fd);
+    /* silence: closed by the handshake timeout (1 s) */
+    fd = raw_connect(srv.port);
+    ms = wait_closed(fd, 5000);
+    assert_true(ms >= 800 && ms < 3000);
+    close(fd);
+    /* a slow handshake that stops half way: also timed out */
+    fd = raw_connect(srv.port);
+    assert_int_equal(send(fd, "PTK\x01", 4, 0), 4);
+    ms = wait_closed(fd, 5000);
+    assert_true(ms >= 800 && ms < 3000);
+    close(fd);
+    /* garbage inside the handshake: closed */
+    fd = raw_connect(srv.port);
+    const uint8_t hello[] = {'P', 'T', 'K', 1, 1, 1, 1};
+    assert_int_equal(send(fd, hello, sizeof hello, 0), (ssize_t)sizeof hello);
+    uint8_t junk[40] = {36, 0, 0, 0};
+    for (int i = 4; i < 40; i++) junk[i] = (uint8_t)(i * 7);
+    assert_int_equal(send(fd, junk, sizeof junk, 0), (ssize_t)sizeof junk);
+    /* message 1 of XX is a bare key, so the server answers; a bogus msg 3 then fails */
+    usleep(100000);
+    uint8_t m3[68] = {64, 0, 0, 0};
+    assert_int_equal(send(fd, m3, sizeof m3, 0), (ssize_t)sizeof m3);
+    ms = wait_closed(fd, 3000);
+    assert_true(ms >= 0 && ms < 500);
+    close(fd);
+    /* an established client that goes idle is closed by the idle timeout (2 s) */
+    pt_client *c = new_client(pt_test_tmpdir("cl"), NULL, 0, NULL);
+    assert_int_equal(pt_client_connect(c, "127.0.0.1", srv.port), 0);
+    int rc = 0;
+    for (int i = 0; i < 500 && rc == 0; i++) rc = pt_client_pump(c, 10, NULL, NULL);
+    assert_int_equal(rc, PT_ERR_CLOSED);
+    /* an oversized frame after the handshake: closed without allocating it */
+    assert_int_equal(pt_client_connect(c, "127.0.0.1", srv.port), 0);
+    uint8_t huge[4];
+    pt_put_u32le(huge, 0x7fffffffu);
+    assert_int_equal(send(pt_client_fd(c), huge, 4, 0), 4);
+    ms = wait_closed(pt_client_fd(c), 3000);
+    assert_true(ms >= 0 && ms < 500);
+    pt_client_free(c);
+    assert_true(pt_test_log_count(&srv, "handshake timeout") >= 2);
+    assert_true(pt_test_log_count(&srv, "idle timeout") >= 1);
+    assert_true(pt_test_log_count(&srv, "length exceeds limit") >= 1);
+    assert_int_equal(pt_test_server_stop(&srv), 0);
+}
+
+static void test_destroy_other_session(void **state)
+{
+    (void)state;
+    pt_test_server srv;
+    pt_test_server_start(&srv, NULL, 0, NULL);
+    const char *home = pt_test_tmpdir("cl");
+    char h[300];
+    snprintf(h, sizeof h, "%s", home);
+    pt_client *a = new_client(h, NULL, 0, NULL), *b = new_client(h, NULL, 0, NULL);
+    assert_int_equal(pt_client_connect(a, "127.0.0.1", srv.port), 0);
+    assert_int_equal(pt_client_connect(b, "127.0.0.1", srv.port), 0);
+    results *ra = new_results(), *rb = new_results();
+    send_echo(b, 1, 8);
+    pump_until(b, rb, 1);
+    pt_tl_destroy_session d = {.session_id = (int64_t)pt_sess_id(pt_client_session(b))};
+    pt_buf buf;
+    pt_buf_init(&buf);
+    assert_int_equal(pt_tl_destroy_session_encode(&buf, &d), 0);
+    assert_int_equal(pt_client_send(a, buf.data, buf.len, NULL), 0);
+    int rc = 0;
+    for (int i = 0; i < 300; i++) assert_int_equal(pt_client_pump(a, 5, on_event, ra), 0);
+    for (int i = 0; i < 300 && rc == 0; i++) rc = pt_client_pump(b, 5, on_event, rb);
+    assert_int_equal(ra->destroyed, 1);
+    assert_int_equal(rc, PT_ERR_CLOSED); /* b's session is gone with its connection */
+    assert_int_equal(pt_test_log_count(&srv, "session destroyed"), 1);
+    pt_buf_free(&buf);
+    free(ra);
+    free(rb);
+    pt_client_free(a);
+    pt_client_free(b);
+    assert_int_equal(pt_test_server_stop(&srv), 0);
+}
+
+static void test_sigterm_closes_clients(void **state)
+{
+    (void)state;
+    pt_test_server srv;
+    pt_test_server_start(&srv, NULL, 0, NULL);
+    pt_client *c = new_client(pt_test_tmpdir("cl"), NULL, 0, NULL);
+    assert_int_equal(pt_client_connect(c, "127.0.0.1", srv.port), 0);
+    assert_int_equal(pt_test_server_stop(&srv), 0);
+    int rc = 0;
+    for (int i = 0; i < 100 && rc == 0; i++) rc = pt_client_pump(c, 10, NULL, NULL);
+    assert_int_equal(rc, PT_ERR_CLOSED);
+    assert_int_equal(pt_test_log_count(&srv, "shutting down:"), 1);
+    pt_client_free(c);
+}
+
+static int run_cmd(const char *args)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s %s >/dev/null 2>&1", getenv("PT_PACKTRACKD"), args);
+    int st = system(cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void test_command_line(void **state)
+{
+    (void)state;
+    assert_int_equal(run_cmd("--help"), 0);
+    assert_int_equal(run_cmd("--version"), 0);
+    assert_int_equal(run_cmd("--listen nonsense"), 2);
+    assert_int_equal(run_cmd("--listen 127.0.0.1:99999"), 2);
+    assert_int_equal(run_cmd("--suites PT1-NOPE"), 2);
+    assert_int_equal(run_cmd("--idle-timeout 0"), 2);
+    assert_int_equal(run_cmd("--log-level loud"), 2);
+    assert_int_equal(run_cmd("--bogus"), 2);
+    assert_int_equal(run_cmd("--data /proc/nonexistent/x --listen 127.0.0.1:0"), 1);
+}
+
+int main(void)
+{
+    assert_int_equal(pt_init(), 0);
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_command_line),
+        cmocka_unit_test(test_echo_every_suite),
+        cmocka_unit_test(test_unknown_method_is_an_rpc_error),
+        cmocka_unit_test(test_pinned_key_changed_is_refused),
+        cmocka_unit_test(test_resumption_exactly_once),
+        cmocka_unit_test(test_garbage_timeouts_and_bad_frames),
+        cmocka_unit_test(test_destroy_other_session),
+        cmocka_unit_test(test_sigterm_closes_clients),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
