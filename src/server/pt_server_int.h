@@ -32,7 +32,7 @@ struct pt_conn {
     bool writing, closing, read_paused;
     const char *close_after_write;  /* reason, when closing once the writes drain */
     int open_handles;               /* libuv handles not yet closed */
-    char peer[64];                  /* "ip:port" for logs */
+    char peer[72];                  /* "ip:port" for logs (46 + 1 + 5) */
     pt_conn *prev, *next;           /* every connection */
 };
 
