@@ -91,7 +91,7 @@ static void die(const char *what, int rc)
     exit(1);
 }
 
-static uint8_t server_sk[32], server_pk[32], client_sk[32];
+static uint8_t server_sk[32], server_pk[32], client_sk[32], client_pk[32];
 
 static pt_chan *new_chan(const pt_env *env, bool server, const uint8_t *suite, bool ik)
 {
@@ -99,6 +99,8 @@ static pt_chan *new_chan(const pt_env *env, bool server, const uint8_t *suite, b
                           .suites = suite,
                           .nsuites = 1,
                           .static_sk = server ? server_sk : client_sk,
+                          /* as packtrackd does: its public key is derived once at startup */
+                          .static_pk = server ? server_pk : client_pk,
                           .server_pk = server ? NULL : server_pk,
                           .use_ik = ik};
     int err = 0;
@@ -234,6 +236,7 @@ int main(int argc, char **argv)
     pt_random(server_sk, 32);
     pt_random(client_sk, 32);
     if (pt_x25519_base(server_pk, server_sk) != 0) die("server key", PT_ERR_CRYPTO);
+    if (pt_x25519_base(client_pk, client_sk) != 0) die("client key", PT_ERR_CRYPTO);
 
     transcript *ts = calloc(n, sizeof *ts);
     raw_in *raw = calloc(n, sizeof *raw);
