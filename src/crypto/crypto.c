@@ -22,7 +22,7 @@ static struct {
     EVP_MAC *hmac;
     EVP_KDF *hkdf;
     EVP_MAC_CTX *hmac_tmpl[5];  /* HMAC contexts with the digest already set */
-    EVP_CIPHER *aes256gcm, *aes128ctr, *aes256ctr, *aes256ecb;
+    EVP_CIPHER *aes256gcm, *aes128ctr, *aes256ctr, *aes256ecb, *aes256cbc;
 } g;
 
 static const char *const md_names[5] = {"SHA2-256", "SHA2-384", "SHA2-512", "BLAKE2B-512",
@@ -47,7 +47,9 @@ int pt_crypto_init(void)
     g.aes128ctr = EVP_CIPHER_fetch(NULL, "AES-128-CTR", NULL);
     g.aes256ctr = EVP_CIPHER_fetch(NULL, "AES-256-CTR", NULL);
     g.aes256ecb = EVP_CIPHER_fetch(NULL, "AES-256-ECB", NULL);
-    if (!g.aes256gcm || !g.aes128ctr || !g.aes256ctr || !g.aes256ecb) return PT_ERR_CRYPTO;
+    g.aes256cbc = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL);
+    if (!g.aes256gcm || !g.aes128ctr || !g.aes256ctr || !g.aes256ecb || !g.aes256cbc)
+        return PT_ERR_CRYPTO;
     g.ready = 1;
     return 0;
 }
@@ -447,6 +449,68 @@ int pt_aead_open(pt_aead *a, uint8_t *out, const uint8_t nonce[static PT_AEAD_NO
         return PT_ERR_AUTH;
     }
     return 0;
+}
+
+/* ---- XChaCha20-Poly1305 --------------------------------------------------------------- */
+
+int pt_xchacha_seal(uint8_t *out, const uint8_t *in, size_t len, const uint8_t *ad, size_t adlen,
+                    const uint8_t nonce[static PT_XCHACHA_NONCE_LEN],
+                    const uint8_t key[static PT_AEAD_KEY_LEN])
+{
+    return crypto_aead_xchacha20poly1305_ietf_encrypt(out, NULL, in, len, ad, adlen, NULL, nonce,
+                                                      key) == 0
+               ? 0
+               : PT_ERR_CRYPTO;
+}
+
+int pt_xchacha_open(uint8_t *out, const uint8_t *in, size_t len, const uint8_t *ad, size_t adlen,
+                    const uint8_t nonce[static PT_XCHACHA_NONCE_LEN],
+                    const uint8_t key[static PT_AEAD_KEY_LEN])
+{
+    if (len < PT_AEAD_TAG_LEN) return PT_ERR_AUTH;
+    if (crypto_aead_xchacha20poly1305_ietf_decrypt(out, NULL, NULL, in, len, ad, adlen, nonce,
+                                                   key) != 0) {
+        sodium_memzero(out, len - PT_AEAD_TAG_LEN);
+        return PT_ERR_AUTH;
+    }
+    return 0;
+}
+
+/* ---- AES-256-CBC ------------------------------------------------------------------------ */
+
+static int cbc(pt_buf *out, const uint8_t *in, size_t len, const uint8_t key[static 32],
+               const uint8_t iv[static PT_AES_BLOCK], int enc)
+{
+    if (len > INT32_MAX - 2 * PT_AES_BLOCK) return PT_ERR_TOO_BIG;
+    if (!enc && (len == 0 || len % PT_AES_BLOCK)) return PT_ERR_DECODE;
+    size_t start = out->len;
+    uint8_t *dst = pt_buf_extend(out, len + PT_AES_BLOCK);
+    if (!dst) return PT_ERR_NOMEM;
+    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    int n1 = 0, n2 = 0;
+    int ok = ctx && EVP_CipherInit_ex2(ctx, g.aes256cbc, key, iv, enc, NULL) == 1 &&
+             EVP_CipherUpdate(ctx, dst, &n1, in, (int)len) == 1 &&
+             EVP_CipherFinal_ex(ctx, dst + n1, &n2) == 1;
+    EVP_CIPHER_CTX_free(ctx);
+    if (!ok) {
+        sodium_memzero(dst, len + PT_AES_BLOCK);
+        out->len = start;
+        return enc ? PT_ERR_CRYPTO : PT_ERR_DECODE;
+    }
+    out->len = start + (size_t)n1 + (size_t)n2;
+    return 0;
+}
+
+int pt_aes256_cbc_encrypt(pt_buf *out, const uint8_t *in, size_t len, const uint8_t key[static 32],
+                          const uint8_t iv[static PT_AES_BLOCK])
+{
+    return cbc(out, in, len, key, iv, 1);
+}
+
+int pt_aes256_cbc_decrypt(pt_buf *out, const uint8_t *in, size_t len, const uint8_t key[static 32],
+                          const uint8_t iv[static PT_AES_BLOCK])
+{
+    return cbc(out, in, len, key, iv, 0);
 }
 
 /* ---- AES-CTR ---------------------------------------------------------------------- */

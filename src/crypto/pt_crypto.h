@@ -122,6 +122,27 @@ int pt_aead_seal(pt_aead *a, uint8_t *out, const uint8_t nonce[static PT_AEAD_NO
 int pt_aead_open(pt_aead *a, uint8_t *out, const uint8_t nonce[static PT_AEAD_NONCE_LEN],
                  const uint8_t *ad, size_t adlen, const uint8_t *in, size_t len) PT_WUR;
 
+/* ---- XChaCha20-Poly1305 (192-bit nonce; libsodium's IETF construction) ------- */
+#define PT_XCHACHA_NONCE_LEN 24
+/* out receives len + 16 bytes; out may equal in. */
+int pt_xchacha_seal(uint8_t *out, const uint8_t *in, size_t len, const uint8_t *ad, size_t adlen,
+                    const uint8_t nonce[static PT_XCHACHA_NONCE_LEN],
+                    const uint8_t key[static PT_AEAD_KEY_LEN]);
+/* in holds len bytes incl. the tag; out receives len - 16. PT_ERR_AUTH (out wiped). */
+int pt_xchacha_open(uint8_t *out, const uint8_t *in, size_t len, const uint8_t *ad, size_t adlen,
+                    const uint8_t nonce[static PT_XCHACHA_NONCE_LEN],
+                    const uint8_t key[static PT_AEAD_KEY_LEN]) PT_WUR;
+
+/* ---- AES-256-CBC with PKCS#7 padding (as Olm and Megolm specify) ------------ */
+/* Appends the ciphertext (len rounded up to the next multiple of 16, always at
+ * least one byte of padding) to out. */
+int pt_aes256_cbc_encrypt(pt_buf *out, const uint8_t *in, size_t len, const uint8_t key[static 32],
+                          const uint8_t iv[static PT_AES_BLOCK]) PT_WUR;
+/* Appends the plaintext to out. PT_ERR_DECODE when len is not a positive multiple
+ * of 16 or the padding is invalid (callers authenticate before decrypting). */
+int pt_aes256_cbc_decrypt(pt_buf *out, const uint8_t *in, size_t len, const uint8_t key[static 32],
+                          const uint8_t iv[static PT_AES_BLOCK]) PT_WUR;
+
 /* ---- AES-CTR (16- or 32-byte keys; 16-byte big-endian counter block) --------- */
 typedef struct pt_aes_ctr pt_aes_ctr;
 pt_aes_ctr *pt_aes_ctr_new(const uint8_t *key, size_t keylen);
