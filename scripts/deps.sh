@@ -7,7 +7,7 @@ PKGS=(
   build-essential cmake pkg-config clang libclang-rt-14-dev
   libsodium-dev libssl-dev libuv1-dev libsqlite3-dev zlib1g-dev
   libinih-dev libutf8proc-dev
-  libcmocka-dev libcjson-dev
+  libcmocka-dev libcjson-dev libolm-dev
   python3 python3-dissononce
 )
 
