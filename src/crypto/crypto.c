@@ -132,6 +132,28 @@ void pt_secure_free(void *p)
     if (!keep) sodium_free(base);
 }
 
+/* ---- base64 -------------------------------------------------------------------------- */
+
+void pt_base64_encode(char *out, const uint8_t *in, size_t len)
+{
+    sodium_bin2base64(out, PT_BASE64_LEN(len) + 1, in, len, sodium_base64_VARIANT_ORIGINAL_NO_PADDING);
+}
+
+int pt_base64_decode(uint8_t *out, size_t out_cap, size_t *out_len, const char *in, size_t inlen)
+{
+    if (inlen % 4 == 1) return PT_ERR_DECODE;
+    size_t need = inlen / 4 * 3 + (inlen % 4 ? inlen % 4 - 1 : 0);
+    if (need > out_cap) return PT_ERR_TOO_BIG;
+    const char *end = NULL;
+    size_t n = 0;
+    if (sodium_base642bin(out, out_cap, in, inlen, NULL, &n, &end,
+                          sodium_base64_VARIANT_ORIGINAL_NO_PADDING) != 0 ||
+        end != in + inlen || n != need)
+        return PT_ERR_DECODE;
+    *out_len = n;
+    return 0;
+}
+
 /* ---- X25519 ------------------------------------------------------------------ */
 
 int pt_x25519_keypair(uint8_t pk[static PT_X25519_LEN], uint8_t sk[static PT_X25519_LEN])

@@ -46,6 +46,16 @@ void pt_wipe(void *p, size_t len);
 void *pt_secure_alloc(size_t len);
 void pt_secure_free(void *p);
 
+/* ---- base64 (standard alphabet, no padding: the encoding Olm and Megolm use) --- */
+/* Encoded length of n bytes, without the NUL. */
+#define PT_BASE64_LEN(n) (((n) / 3) * 4 + ((n) % 3 ? (n) % 3 + 1 : 0))
+/* out must hold PT_BASE64_LEN(len) + 1 chars; NUL-terminated. */
+void pt_base64_encode(char *out, const uint8_t *in, size_t len);
+/* Decodes exactly inlen chars (no padding, no whitespace). PT_ERR_DECODE on a bad
+ * character or length, PT_ERR_TOO_BIG when out_cap is too small. */
+int pt_base64_decode(uint8_t *out, size_t out_cap, size_t *out_len, const char *in,
+                     size_t inlen) PT_WUR;
+
 /* ---- X25519 (RFC 7748) ------------------------------------------------------ */
 int pt_x25519_keypair(uint8_t pk[static PT_X25519_LEN], uint8_t sk[static PT_X25519_LEN]);
 /* pk = sk * basepoint */

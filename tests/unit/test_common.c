@@ -15,6 +15,31 @@ static void test_hex_roundtrip(void **state)
     assert_int_equal(pt_hex_decode(out, 4, "deadbeeg"), PT_ERR_DECODE);
 }
 
+static void test_base64(void **state)
+{
+    (void)state;
+    /* RFC 4648 section 10 vectors, without padding */
+    static const char *const plain[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
+    static const char *const enc[] = {"", "Zg", "Zm8", "Zm9v", "Zm9vYg", "Zm9vYmE", "Zm9vYmFy"};
+    for (size_t i = 0; i < 7; i++) {
+        char out[16];
+        uint8_t back[16];
+        size_t n = 99;
+        pt_base64_encode(out, (const uint8_t *)plain[i], strlen(plain[i]));
+        assert_string_equal(out, enc[i]);
+        assert_int_equal(PT_BASE64_LEN(strlen(plain[i])), strlen(enc[i]));
+        assert_int_equal(pt_base64_decode(back, sizeof back, &n, enc[i], strlen(enc[i])), 0);
+        assert_int_equal(n, strlen(plain[i]));
+        assert_memory_equal(back, plain[i], n);
+    }
+    uint8_t b[8];
+    size_t n;
+    assert_int_equal(pt_base64_decode(b, 8, &n, "Zm9v=", 5), PT_ERR_DECODE);
+    assert_int_equal(pt_base64_decode(b, 8, &n, "Zm9*", 4), PT_ERR_DECODE);
+    assert_int_equal(pt_base64_decode(b, 8, &n, "Z", 1), PT_ERR_DECODE);
+    assert_int_equal(pt_base64_decode(b, 2, &n, "Zm9v", 4), PT_ERR_TOO_BIG);
+}
+
 static void test_buf(void **state)
 {
     (void)state;
@@ -43,6 +68,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hex_roundtrip),
         cmocka_unit_test(test_buf),
+        cmocka_unit_test(test_base64),
         cmocka_unit_test(test_strerror),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
