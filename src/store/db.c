@@ -1,0 +1,317 @@
+#include <pthread.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "store/pt_db.h"
+
+/* Schema migrations: migrations[i] takes the database from version i to i + 1. */
+static const char *const migrations[PT_DB_SCHEMA_VERSION] = {
+    /* 0 -> 1: identities, devices, prekeys, contacts, groups, durable queues */
+    "CREATE TABLE users ("
+    "  user_id BLOB PRIMARY KEY,"          /* BLAKE2b-128 of the identity key */
+    "  identity_key BLOB NOT NULL UNIQUE," /* Ed25519, 32 bytes */
+    "  username TEXT,"                     /* display form (NFC) */
+    "  username_key TEXT UNIQUE,"          /* NFC + case fold: the lookup key */
+    "  username_skeleton TEXT UNIQUE,"     /* confusable skeleton */
+    "  created_ms INTEGER NOT NULL"
+    ") WITHOUT ROWID;"
+    "CREATE TABLE devices ("
+    "  device_key BLOB PRIMARY KEY,"       /* the Noise static key */
+    "  user_id BLOB NOT NULL REFERENCES users(user_id) ON DELETE CASCADE,"
+    "  cert BLOB NOT NULL,"                /* identity-key signature over the device key */
+    "  created_ms INTEGER NOT NULL"
+    ") WITHOUT ROWID;"
+    "CREATE INDEX devices_by_user ON devices(user_id);"
+    "CREATE TABLE prekeys ("
+    "  device_key BLOB NOT NULL REFERENCES devices(device_key) ON DELETE CASCADE,"
+    "  kind INTEGER NOT NULL,"             /* 0 one-time, 1 signed fallback */
+    "  key_id INTEGER NOT NULL,"
+    "  public BLOB NOT NULL,"
+    "  signature BLOB,"
+    "  PRIMARY KEY (device_key, kind, key_id)"
+    ") WITHOUT ROWID;"
+    "CREATE TABLE contacts ("
+    "  user_id BLOB NOT NULL,"
+    "  peer_id BLOB NOT NULL,"
+    "  state INTEGER NOT NULL,"            /* see src/server: request sent/received, friends, blocked */
+    "  note TEXT,"
+    "  updated_ms INTEGER NOT NULL,"
+    "  PRIMARY KEY (user_id, peer_id)"
+    ") WITHOUT ROWID;"
+    "CREATE TABLE groups ("
+    "  group_id BLOB PRIMARY KEY,"
+    "  creator BLOB NOT NULL,"
+    "  created_ms INTEGER NOT NULL"
+    ") WITHOUT ROWID;"
+    "CREATE TABLE group_members ("
+    "  group_id BLOB NOT NULL REFERENCES groups(group_id) ON DELETE CASCADE,"
+    "  user_id BLOB NOT NULL,"
+    "  role INTEGER NOT NULL,"             /* 0 member, 1 admin, 2 creator */
+    "  PRIMARY KEY (group_id, user_id)"
+    ") WITHOUT ROWID;"
+    "CREATE TABLE messages ("
+    "  server_id INTEGER PRIMARY KEY,"     /* increasing, assigned by the server */
+    "  sender BLOB NOT NULL,"
+    "  sender_device BLOB NOT NULL,"
+    "  date_ms INTEGER NOT NULL,"
+    "  envelope BLOB NOT NULL,"
+    "  refs INTEGER NOT NULL"              /* queue rows still pointing here */
+    ");"
+    "CREATE TABLE queue ("
+    "  device_key BLOB NOT NULL,"
+    "  server_id INTEGER NOT NULL REFERENCES messages(server_id),"
+    "  PRIMARY KEY (device_key, server_id)"
+    ") WITHOUT ROWID;",
+};
+
+struct pt_db {
+    sqlite3 *w;                 /* the writer's connection (writer thread only) */
+    sqlite3 *r;                 /* the reader connection (loop thread only) */
+    uv_loop_t *loop;
+    uv_async_t async;           /* wakes the loop when operations completed */
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pt_db_op *pending_head, *pending_tail; /* submitted, not yet applied */
+    pt_db_op *done_head, *done_tail;       /* committed, done() not yet called */
+    bool stopping, thread_started;
+    pt_db_stats stats;
+};
+
+static void free_db(uv_handle_t *h);
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+int pt_db_exec(sqlite3 *db, const char *sql)
+{
+    char *err = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK) {
+        pt_log_error("sqlite: %s (in: %.60s)", err ? err : sqlite3_errmsg(db), sql);
+        sqlite3_free(err);
+        return PT_ERR_IO;
+    }
+    return 0;
+}
+
+/* For cleanup statements whose failure is already being handled (ROLLBACK after
+ * an error): the error is logged by pt_db_exec and nothing more can be done. */
+static void exec_cleanup(sqlite3 *db, const char *sql)
+{
+    if (pt_db_exec(db, sql) != 0) pt_log_warn("sqlite: cleanup '%s' failed", sql);
+}
+
+int pt_db_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st)
+{
+    if (sqlite3_prepare_v2(db, sql, -1, st, NULL) != SQLITE_OK) {
+        pt_log_error("sqlite: cannot prepare: %s (in: %.60s)", sqlite3_errmsg(db), sql);
+        return PT_ERR_IO;
+    }
+    return 0;
+}
+
+int pt_db_step(sqlite3_stmt *st)
+{
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) return 1;
+    if (rc == SQLITE_DONE) return 0;
+    if ((rc & 0xff) == SQLITE_CONSTRAINT) return PT_ERR_STATE;
+    pt_log_error("sqlite: %s", sqlite3_errmsg(sqlite3_db_handle(st)));
+    return PT_ERR_IO;
+}
+
+static int open_conn(const char *path, sqlite3 **out)
+{
+    if (sqlite3_open_v2(path, out, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                        NULL) != SQLITE_OK) {
+        pt_log_error("cannot open database %s: %s", path, *out ? sqlite3_errmsg(*out) : "out of memory");
+        return PT_ERR_IO;
+    }
+    sqlite3_busy_timeout(*out, 5000);
+    return pt_db_exec(*out, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+                            "PRAGMA foreign_keys=ON;");
+}
+
+static int migrate(sqlite3 *db, const char *path)
+{
+    sqlite3_stmt *st;
+    int rc = pt_db_prepare(db, "PRAGMA user_version", &st);
+    if (rc) return rc;
+    int version = pt_db_step(st) == 1 ? sqlite3_column_int(st, 0) : -1;
+    sqlite3_finalize(st);
+    if (version < 0) return PT_ERR_IO;
+    if (version > PT_DB_SCHEMA_VERSION) {
+        pt_log_error("database %s has schema version %d; this packtrackd knows up to %d",
+                     path, version, PT_DB_SCHEMA_VERSION);
+        return PT_ERR_VERSION;
+    }
+    for (int v = version; v < PT_DB_SCHEMA_VERSION; v++) {
+        char bump[64];
+        snprintf(bump, sizeof bump, "PRAGMA user_version=%d;", v + 1);
+        if ((rc = pt_db_exec(db, "BEGIN IMMEDIATE")) != 0) return rc;
+        if ((rc = pt_db_exec(db, migrations[v])) != 0 || (rc = pt_db_exec(db, bump)) != 0) {
+            exec_cleanup(db, "ROLLBACK");
+            return rc;
+        }
+        if ((rc = pt_db_exec(db, "COMMIT")) != 0) return rc;
+        pt_log_info("database %s migrated to schema version %d", path, v + 1);
+    }
+    return 0;
+}
+
+/* Runs one batch: every op in its savepoint, one commit. */
+static void run_batch(pt_db *db, pt_db_op *batch)
+{
+    int rc = pt_db_exec(db->w, "BEGIN IMMEDIATE");
+    uint64_t n = 0;
+    for (pt_db_op *op = batch; op; op = op->next, n++) {
+        if (rc) {
+            op->rc = rc;
+            continue;
+        }
+        if (pt_db_exec(db->w, "SAVEPOINT op") != 0) {
+            op->rc = PT_ERR_IO;
+            continue;
+        }
+        op->rc = op->apply(db->w, op->arg);
+        if (op->rc) exec_cleanup(db->w, "ROLLBACK TO op");
+        exec_cleanup(db->w, "RELEASE op");
+    }
+    if (rc == 0) {
+        uint64_t t0 = now_ns();
+        if (pt_db_exec(db->w, "COMMIT") != 0) {
+            exec_cleanup(db->w, "ROLLBACK");
+            for (pt_db_op *op = batch; op; op = op->next) op->rc = PT_ERR_IO;
+        }
+        pthread_mutex_lock(&db->mu);
+        db->stats.commits++;
+        db->stats.ops += n;
+        if (n > db->stats.max_batch) db->stats.max_batch = n;
+        db->stats.last_commit_us = (now_ns() - t0) / 1000;
+        pthread_mutex_unlock(&db->mu);
+    }
+}
+
+static void *writer_main(void *arg)
+{
+    pt_db *db = arg;
+    pthread_mutex_lock(&db->mu);
+    for (;;) {
+        while (!db->pending_head && !db->stopping) pthread_cond_wait(&db->cv, &db->mu);
+        if (!db->pending_head && db->stopping) break;
+        /* take up to PT_DB_MAX_BATCH waiting operations */
+        pt_db_op *batch = db->pending_head, *last = batch;
+        for (int n = 1; last->next && n < PT_DB_MAX_BATCH; n++) last = last->next;
+        db->pending_head = last->next;
+        if (!db->pending_head) db->pending_tail = NULL;
+        last->next = NULL;
+        pthread_mutex_unlock(&db->mu);
+        run_batch(db, batch);
+        pthread_mutex_lock(&db->mu);
+        if (db->done_tail) db->done_tail->next = batch;
+        else db->done_head = batch;
+        db->done_tail = last;
+        uv_async_send(&db->async);
+    }
+    pthread_mutex_unlock(&db->mu);
+    return NULL;
+}
+
+static void run_done(pt_db *db)
+{
+    pthread_mutex_lock(&db->mu);
+    pt_db_op *op = db->done_head;
+    db->done_head = db->done_tail = NULL;
+    pthread_mutex_unlock(&db->mu);
+    while (op) {
+        pt_db_op *next = op->next;
+        op->next = NULL;
+        op->done(op->arg, op->rc);
+        op = next;
+    }
+}
+
+static void on_async(uv_async_t *a) { run_done(a->data); }
+
+void pt_db_submit(pt_db *db, pt_db_op *op)
+{
+    op->next = NULL;
+    op->rc = 0;
+    op->submitted_ns = now_ns();
+    pthread_mutex_lock(&db->mu);
+    if (db->pending_tail) db->pending_tail->next = op;
+    else db->pending_head = op;
+    db->pending_tail = op;
+    pthread_cond_signal(&db->cv);
+    pthread_mutex_unlock(&db->mu);
+}
+
+sqlite3 *pt_db_reader(pt_db *db) { return db->r; }
+
+void pt_db_get_stats(pt_db *db, pt_db_stats *out)
+{
+    pthread_mutex_lock(&db->mu);
+    *out = db->stats;
+    pthread_mutex_unlock(&db->mu);
+}
+
+int pt_db_open(pt_db **out, const char *path, uv_loop_t *loop)
+{
+    *out = NULL;
+    pt_db *db = calloc(1, sizeof *db);
+    if (!db) return PT_ERR_NOMEM;
+    db->loop = loop;
+    pthread_mutex_init(&db->mu, NULL);
+    pthread_cond_init(&db->cv, NULL);
+    int rc = open_conn(path, &db->w);
+    if (rc == 0) rc = migrate(db->w, path);
+    if (rc == 0) rc = open_conn(path, &db->r);
+    if (rc == 0 && uv_async_init(loop, &db->async, on_async) != 0) rc = PT_ERR_IO;
+    if (rc) {
+        sqlite3_close(db->r);
+        sqlite3_close(db->w);
+        pthread_mutex_destroy(&db->mu);
+        pthread_cond_destroy(&db->cv);
+        free(db);
+        return rc;
+    }
+    db->async.data = db;
+    if (pthread_create(&db->thread, NULL, writer_main, db) != 0) {
+        uv_close((uv_handle_t *)&db->async, free_db); /* frees once the loop runs */
+        return PT_ERR_NOMEM;
+    }
+    db->thread_started = true;
+    *out = db;
+    return 0;
+}
+
+static void free_db(uv_handle_t *h)
+{
+    pt_db *db = h->data;
+    sqlite3_close(db->r);
+    sqlite3_close(db->w);
+    pthread_mutex_destroy(&db->mu);
+    pthread_cond_destroy(&db->cv);
+    free(db);
+}
+
+void pt_db_close(pt_db *db)
+{
+    if (!db) return;
+    if (db->thread_started) {
+        pthread_mutex_lock(&db->mu);
+        db->stopping = true;
+        pthread_cond_signal(&db->cv);
+        pthread_mutex_unlock(&db->mu);
+        pthread_join(db->thread, NULL);
+        db->thread_started = false;
+        run_done(db); /* what the writer finished before stopping */
+    }
+    if (!uv_is_closing((uv_handle_t *)&db->async)) {
+        uv_close((uv_handle_t *)&db->async, free_db);
+    }
+}

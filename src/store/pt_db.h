@@ -1,0 +1,69 @@
+/*
+ * src/store/pt_db - packtrackd's SQLite store.
+ *
+ * One database file in WAL mode with synchronous=FULL: a committed transaction
+ * survives a crash or power loss. Writes never run on the event loop: callers
+ * submit operations to a writer thread, which takes every operation waiting,
+ * runs them in ONE transaction (each inside its own savepoint, so one failing
+ * operation does not undo the others) and commits once: group commit, one fsync
+ * for a whole batch. Each operation's `done` callback then runs on the event loop
+ * with its result. Reads run on the caller's thread on a separate connection
+ * (WAL readers never wait for the writer).
+ */
+#ifndef PT_DB_H
+#define PT_DB_H
+
+#include <sqlite3.h>
+#include <uv.h>
+
+#include "common/pt_common.h"
+
+#define PT_DB_SCHEMA_VERSION 1
+#define PT_DB_MAX_BATCH 4096 /* operations in one transaction at most */
+
+typedef struct pt_db pt_db;
+
+/* One write. apply() runs on the writer thread inside the batch transaction and
+ * returns 0 or a negative pt_err (its savepoint is then rolled back); done() runs
+ * on the loop thread after the commit with apply's result, or with PT_ERR_IO when
+ * the commit itself failed. The op is borrowed until done() is called. */
+typedef struct pt_db_op {
+    int (*apply)(sqlite3 *db, void *arg);
+    void (*done)(void *arg, int rc);
+    void *arg;
+    int rc;                 /* filled by the writer */
+    uint64_t submitted_ns;  /* for commit-latency metrics */
+    struct pt_db_op *next;  /* queue link, owned by pt_db */
+} pt_db_op;
+
+typedef struct pt_db_stats {
+    uint64_t commits;        /* transactions committed */
+    uint64_t ops;            /* operations applied */
+    uint64_t max_batch;      /* largest batch so far */
+    uint64_t last_commit_us; /* duration of the latest commit (incl. fsync) */
+} pt_db_stats;
+
+/* Opens (creating if needed) the database at path, migrates it to
+ * PT_DB_SCHEMA_VERSION and starts the writer thread. Completions are delivered on
+ * loop. PT_ERR_IO with a log line when the file cannot be opened, PT_ERR_VERSION
+ * when it was written by a newer PackTrack. */
+int pt_db_open(pt_db **out, const char *path, uv_loop_t *loop) PT_WUR;
+/* Waits for queued operations, stops the writer and closes. Must run on the
+ * loop thread; runs the remaining done() callbacks before returning. The memory
+ * is released by a libuv close callback: run the loop once more afterwards. */
+void pt_db_close(pt_db *db);
+
+/* Queues a write; thread-safe. */
+void pt_db_submit(pt_db *db, pt_db_op *op);
+/* The read connection, for the loop thread only. */
+sqlite3 *pt_db_reader(pt_db *db);
+void pt_db_get_stats(pt_db *db, pt_db_stats *out);
+
+/* Small helpers for prepared statements: prepare (cached per connection is the
+ * caller's business), bind, step. They map SQLite errors to pt_err and log them. */
+int pt_db_exec(sqlite3 *db, const char *sql) PT_WUR;
+int pt_db_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st) PT_WUR;
+/* SQLITE_ROW -> 1, SQLITE_DONE -> 0, a constraint violation -> PT_ERR_STATE, other -> PT_ERR_IO. */
+int pt_db_step(sqlite3_stmt *st) PT_WUR;
+
+#endif

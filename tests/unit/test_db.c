@@ -1,0 +1,163 @@
+/* The SQLite store: migrations, group commit, per-operation isolation, reopen. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "store/pt_db.h"
+#include "testutil.h"
+
+typedef struct ins {
+    pt_db_op op;
+    int64_t id;   /* server_id to insert */
+    int done_rc;  /* set by done() */
+    int *ndone;
+} ins;
+
+static int apply_insert(sqlite3 *db, void *arg)
+{
+    ins *x = arg;
+    sqlite3_stmt *st;
+    int rc = pt_db_prepare(db, "INSERT INTO messages(server_id, sender, sender_device, date_ms, "
+                               "envelope, refs) VALUES (?, x'00', x'00', 0, x'01', 0)", &st);
+    if (rc) return rc;
+    sqlite3_bind_int64(st, 1, x->id);
+    rc = pt_db_step(st);
+    sqlite3_finalize(st);
+    return rc < 0 ? rc : 0;
+}
+
+static void done_insert(void *arg, int rc)
+{
+    ins *x = arg;
+    x->done_rc = rc;
+    (*x->ndone)++;
+}
+
+static int count_rows(pt_db *db)
+{
+    sqlite3_stmt *st;
+    assert_int_equal(pt_db_prepare(pt_db_reader(db), "SELECT count(*) FROM messages", &st), 0);
+    assert_int_equal(pt_db_step(st), 1);
+    int n = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    return n;
+}
+
+static void close_db(pt_db *db, uv_loop_t *loop)
+{
+    pt_db_close(db);
+    uv_run(loop, UV_RUN_DEFAULT); /* runs the close callback that frees it */
+}
+
+static void test_group_commit_and_reopen(void **state)
+{
+    (void)state;
+    char path[300];
+    snprintf(path, sizeof path, "%s/pt.db", pt_test_tmpdir("db"));
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    pt_db *db;
+    assert_int_equal(pt_db_open(&db, path, &loop), 0);
+    enum { N = 2000 };
+    ins *ops = calloc(N + 1, sizeof *ops);
+    int ndone = 0;
+    for (int i = 0; i < N; i++) {
+        ops[i] = (ins){.op = {.apply = apply_insert, .done = done_insert}, .id = i + 1, .ndone = &ndone};
+        ops[i].op.arg = &ops[i];
+        pt_db_submit(db, &ops[i].op);
+    }
+    /* a duplicate key fails alone: the others of its batch still commit */
+    ops[N] = (ins){.op = {.apply = apply_insert, .done = done_insert}, .id = 5, .ndone = &ndone};
+    ops[N].op.arg = &ops[N];
+    pt_db_submit(db, &ops[N].op);
+    for (int i = 0; i < 10000 && ndone < N + 1; i++) uv_run(&loop, UV_RUN_ONCE);
+    assert_int_equal(ndone, N + 1);
+    for (int i = 0; i < N; i++) assert_int_equal(ops[i].done_rc, 0);
+    assert_int_equal(ops[N].done_rc, PT_ERR_STATE);
+    pt_db_stats st;
+    pt_db_get_stats(db, &st);
+    printf("%d operations in %llu commits (largest batch %llu, last commit %llu us)\n", N + 1,
+           (unsigned long long)st.commits, (unsigned long long)st.max_batch,
+           (unsigned long long)st.last_commit_us);
+    assert_int_equal(st.ops, N + 1);
+    assert_true(st.commits < N / 10); /* batched, not one fsync per write */
+    assert_int_equal(count_rows(db), N);
+    close_db(db, &loop);
+    /* everything acknowledged is there after reopening */
+    assert_int_equal(pt_db_open(&db, path, &loop), 0);
+    assert_int_equal(count_rows(db), N);
+    close_db(db, &loop);
+    free(ops);
+    uv_loop_close(&loop);
+}
+
+static void test_refuses_newer_or_broken_files(void **state)
+{
+    (void)state;
+    const char *dir = pt_test_tmpdir("db");
+    char path[300];
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    /* a database from the future */
+    snprintf(path, sizeof path, "%s/future.db", dir);
+    sqlite3 *raw;
+    assert_int_equal(sqlite3_open(path, &raw), SQLITE_OK);
+    assert_int_equal(pt_db_exec(raw, "PRAGMA user_version=99"), 0);
+    sqlite3_close(raw);
+    pt_db *db = NULL;
+    assert_int_equal(pt_db_open(&db, path, &loop), PT_ERR_VERSION);
+    assert_null(db);
+    /* not a database at all */
+    snprintf(path, sizeof path, "%s/garbage.db", dir);
+    FILE *f = fopen(path, "w");
+    for (int i = 0; i < 100; i++) fputs("this is not an SQLite file\n", f);
+    fclose(f);
+    assert_int_equal(pt_db_open(&db, path, &loop), PT_ERR_IO);
+    /* a directory that does not exist */
+    assert_int_equal(pt_db_open(&db, "/nonexistent/dir/pt.db", &loop), PT_ERR_IO);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+}
+
+static void test_schema(void **state)
+{
+    (void)state;
+    char path[300];
+    snprintf(path, sizeof path, "%s/pt.db", pt_test_tmpdir("db"));
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    pt_db *db;
+    assert_int_equal(pt_db_open(&db, path, &loop), 0);
+    sqlite3_stmt *st;
+    assert_int_equal(pt_db_prepare(pt_db_reader(db), "PRAGMA user_version", &st), 0);
+    assert_int_equal(pt_db_step(st), 1);
+    assert_int_equal(sqlite3_column_int(st, 0), PT_DB_SCHEMA_VERSION);
+    sqlite3_finalize(st);
+    assert_int_equal(pt_db_prepare(pt_db_reader(db), "PRAGMA journal_mode", &st), 0);
+    assert_int_equal(pt_db_step(st), 1);
+    assert_string_equal((const char *)sqlite3_column_text(st, 0), "wal");
+    sqlite3_finalize(st);
+    const char *tables[] = {"users", "devices", "prekeys", "contacts", "groups", "group_members",
+                            "messages", "queue"};
+    for (size_t i = 0; i < PT_ARRAY_LEN(tables); i++) {
+        assert_int_equal(pt_db_prepare(pt_db_reader(db),
+                                       "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", &st), 0);
+        sqlite3_bind_text(st, 1, tables[i], -1, SQLITE_STATIC);
+        assert_int_equal(pt_db_step(st), 1);
+        sqlite3_finalize(st);
+    }
+    close_db(db, &loop);
+    uv_loop_close(&loop);
+}
+
+int main(void)
+{
+    assert_int_equal(pt_init(), 0);
+    pt_log_set_level(PT_LOG_ERROR);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_schema),
+        cmocka_unit_test(test_group_commit_and_reopen),
+        cmocka_unit_test(test_refuses_newer_or_broken_files),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
