@@ -6,7 +6,7 @@ set -euo pipefail
 PKGS=(
   build-essential cmake pkg-config clang libclang-rt-14-dev
   libsodium-dev libssl-dev libuv1-dev libsqlite3-dev zlib1g-dev
-  libinih-dev libutf8proc-dev
+  libinih-dev libutf8proc-dev libicu-dev
   libcmocka-dev libcjson-dev libolm-dev
   python3 python3-dissononce
 )
