@@ -13,7 +13,7 @@ static void usage(FILE *f)
             "\n"
             "  -l, --listen HOST:PORT     address to listen on (default %s:%d;\n"
             "                             IPv6 as [::1]:7000; port 0 picks a free one)\n"
-            "  -d, --data DIR             data directory, holds server.key (default %s)\n"
+            "  -d, --data DIR             data directory: server.key and packtrack.db (default %s)\n"
             "  -s, --suites LIST          allowed channel suites in preference order, comma\n"
             "                             separated (default: all): PT1-CHACHAPOLY-BLAKE2B,\n"
             "                             PT1-AESGCM-SHA256, ECDHE-AES256_CTR-SHA384,\n"
@@ -22,6 +22,7 @@ static void usage(FILE *f)
             "      --idle-timeout S       seconds of silence before a connection is closed (%d)\n"
             "      --session-expiry S     seconds a session outlives its last connection (%d)\n"
             "      --max-connections N    connections accepted at once (%d)\n"
+            "      --queue-quota N        undelivered messages kept per device (%d)\n"
             "      --ready-file PATH      write \"HOST:PORT\\nFINGERPRINT\\n\" there once listening\n"
             "      --log-level LEVEL      error, warn, info or debug (default info)\n"
             "  -h, --help                 show this help and exit\n"
@@ -31,7 +32,7 @@ static void usage(FILE *f)
             "cleanly: no new connections, queued replies flushed, connections closed.\n",
             PT_SERVER_DEFAULT_HOST, PT_SERVER_DEFAULT_PORT, PT_SERVER_DEFAULT_DATA,
             PT_SERVER_HANDSHAKE_TIMEOUT_MS / 1000, PT_SERVER_IDLE_TIMEOUT_MS / 1000,
-            PT_SERVER_SESSION_EXPIRY_MS / 1000, PT_SERVER_MAX_CONNECTIONS);
+            PT_SERVER_SESSION_EXPIRY_MS / 1000, PT_SERVER_MAX_CONNECTIONS, PT_SERVER_QUEUE_QUOTA);
 }
 
 /* "HOST:PORT" or "[V6]:PORT" into host (static storage) and port. */
@@ -72,7 +73,7 @@ static int parse_seconds(const char *opt, const char *arg, uint32_t max_s, uint3
 
 int main(int argc, char **argv)
 {
-    enum { OPT_HS = 256, OPT_IDLE, OPT_EXPIRY, OPT_MAXC, OPT_READY, OPT_LOG };
+    enum { OPT_HS = 256, OPT_IDLE, OPT_EXPIRY, OPT_MAXC, OPT_READY, OPT_LOG, OPT_QUOTA };
     static const struct option opts[] = {
         {"listen", required_argument, NULL, 'l'},
         {"data", required_argument, NULL, 'd'},
@@ -81,6 +82,7 @@ int main(int argc, char **argv)
         {"idle-timeout", required_argument, NULL, OPT_IDLE},
         {"session-expiry", required_argument, NULL, OPT_EXPIRY},
         {"max-connections", required_argument, NULL, OPT_MAXC},
+        {"queue-quota", required_argument, NULL, OPT_QUOTA},
         {"ready-file", required_argument, NULL, OPT_READY},
         {"log-level", required_argument, NULL, OPT_LOG},
         {"help", no_argument, NULL, 'h'},
@@ -122,6 +124,16 @@ int main(int argc, char **argv)
                 return 2;
             }
             cfg.max_connections = (uint32_t)v;
+            break;
+        }
+        case OPT_QUOTA: {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (*end || v < 1 || v > 100000000) {
+                fprintf(stderr, "packtrackd: --queue-quota: '%s' is not from 1 to 100000000\n", optarg);
+                return 2;
+            }
+            cfg.queue_quota = (uint32_t)v;
             break;
         }
         case OPT_READY: cfg.ready_file = optarg; break;

@@ -18,6 +18,8 @@
 #define PT_SERVER_MAX_CONNECTIONS 16384
 #define PT_SERVER_MAX_OUTBUF (4u << 20)     /* stop reading a peer whose replies pile up */
 #define PT_SERVER_MAX_SESSIONS_PER_DEVICE 16
+#define PT_SERVER_ENVELOPE_MAX 65536        /* end-to-end envelope, bytes */
+#define PT_SERVER_QUEUE_QUOTA 10000         /* undelivered messages per device */
 
 typedef struct pt_server_config {
     const char *host;                     /* listen address, default 127.0.0.1 */
@@ -29,6 +31,7 @@ typedef struct pt_server_config {
     uint32_t idle_timeout_ms;             /* 0 = default */
     uint32_t session_expiry_ms;           /* 0 = default */
     uint32_t max_connections;             /* 0 = default */
+    uint32_t queue_quota;                 /* 0 = default */
     const char *ready_file;               /* if set, "host:port\n" is written there once listening */
 } pt_server_config;
 

@@ -4,32 +4,48 @@
 #include "server/pt_server_int.h"
 #include "wire/pt_wire.h"
 
-#define RPC_ERR_BAD_REQUEST 400
+void pt_srv_reply(pt_srv_sess *e, uint64_t req, const pt_buf *result)
+{
+    int rc = pt_sess_reply(e->sess, req, result->data, result->len);
+    if (rc) {
+        pt_log_warn("session %016llx: cannot queue reply: %s", (unsigned long long)e->session_id,
+                    pt_strerror(rc));
+        return;
+    }
+    /* while its input is being processed, the connection flushes afterwards */
+    if (e->conn && !e->conn->in_input && pt_conn_flush(e->conn) != 0)
+        pt_conn_close(e->conn, "flush failed");
+}
+
+void pt_srv_reply_error(pt_srv_sess *e, uint64_t req, int code, const char *msg)
+{
+    pt_buf b;
+    pt_buf_init(&b);
+    pt_tl_rpc_error err = {.error_code = code,
+                           .error_message = {(const uint8_t *)msg, (uint32_t)strlen(msg)}};
+    if (pt_tl_rpc_error_encode(&b, &err) == 0) pt_srv_reply(e, req, &b);
+    pt_buf_free(&b);
+}
 
 static void reply_encoded(pt_conn *c, uint64_t req, pt_buf *b, int rc)
 {
-    if (rc == 0) rc = pt_sess_reply(c->sess->sess, req, b->data, b->len);
-    if (rc) pt_log_warn("conn %s: cannot queue reply: %s", c->peer, pt_strerror(rc));
+    if (rc == 0) pt_srv_reply(c->sess, req, b);
+    else pt_log_warn("conn %s: cannot encode reply: %s", c->peer, pt_strerror(rc));
 }
 
 static void reply_error(pt_conn *c, uint64_t req, int code, const char *msg)
 {
-    pt_buf b;
-    pt_buf_init(&b);
-    pt_tl_rpc_error e = {.error_code = code,
-                         .error_message = {(const uint8_t *)msg, (uint32_t)strlen(msg)}};
-    reply_encoded(c, req, &b, pt_tl_rpc_error_encode(&b, &e));
-    pt_buf_free(&b);
+    pt_srv_reply_error(c->sess, req, code, msg);
 }
 
 void pt_srv_rpc(pt_conn *c, uint64_t msg_id, const uint8_t *body, size_t len)
 {
-    static _Thread_local uint8_t arena_mem[4096];
+    static _Thread_local uint8_t arena_mem[PT_CHAN_RECORD_MAX];
     pt_arena a;
     pt_arena_init(&a, arena_mem, sizeof arena_mem);
     pt_tl_obj o;
     if (pt_tl_decode_any(&o, body, len, &a) != 0) {
-        reply_error(c, msg_id, RPC_ERR_BAD_REQUEST, "BAD_REQUEST");
+        reply_error(c, msg_id, PT_RPC_BAD_REQUEST, "BAD_REQUEST");
         return;
     }
     pt_buf b;
@@ -60,7 +76,8 @@ void pt_srv_rpc(pt_conn *c, uint64_t msg_id, const uint8_t *body, size_t len)
         break;
     }
     default:
-        reply_error(c, msg_id, RPC_ERR_BAD_REQUEST, "METHOD_UNKNOWN");
+        if (!pt_srv_messaging_rpc(c, msg_id, o.id, &o.u))
+            reply_error(c, msg_id, PT_RPC_BAD_REQUEST, "METHOD_UNKNOWN");
     }
     pt_buf_free(&b);
 }

@@ -8,6 +8,7 @@
 #include "crypto/pt_crypto.h"
 #include "pt_tl.h"
 #include "server/pt_server_int.h"
+#include "store/pt_db.h"
 #include "store/pt_keyfile.h"
 
 static const uint8_t default_suites[] = {PT_SUITE_CHACHAPOLY_BLAKE2B, PT_SUITE_AESGCM_SHA256,
@@ -57,10 +58,12 @@ static pt_srv_sess *sess_create(pt_server *s, const uint8_t pk[32], uint64_t sid
     pt_srv_sess *e = calloc(1, sizeof *e);
     if (!e) return NULL;
     pt_sess_config sc = {.role = PT_SESS_SERVER, .session_id = sid, .salt_secret = s->salt_secret};
-    if (!(e->sess = pt_sess_new(pt_env_default(), &sc))) {
+    pt_srv_device *d = pt_srv_device_get(s, pk);
+    if (!d || !(e->sess = pt_sess_new(pt_env_default(), &sc))) {
         free(e);
         return NULL;
     }
+    pt_srv_device_add_session(d, e);
     memcpy(e->device_pk, pk, 32);
     e->session_id = sid;
     size_t h = sess_hash(pk, sid, s->sess_nbuckets);
@@ -82,6 +85,7 @@ void pt_srv_sess_destroy(pt_server *s, pt_srv_sess *e)
     else s->sess_all = e->all_next;
     if (e->all_next) e->all_next->all_prev = e->all_prev;
     if (e->conn) e->conn->sess = NULL;
+    pt_srv_device_remove_session(s, e);
     pt_sess_free(e->sess);
     free(e);
     s->sess_n--;
@@ -280,7 +284,9 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
         return;
     }
     bool was_established = pt_chan_established(c->chan);
+    c->in_input = true;
     int rc = pt_chan_input(c->chan, (const uint8_t *)buf->base, (size_t)n, &c->out, on_record, c);
+    c->in_input = false;
     if (rc == 0) rc = pt_conn_flush(c);
     if (rc) {
         pt_log_warn("conn %s: %s; closing", c->peer, pt_strerror(rc));
@@ -380,6 +386,11 @@ static void on_stop_async(uv_async_t *a)
     uv_close((uv_handle_t *)&s->stop_async, NULL);
     uv_close((uv_handle_t *)&s->sigint, NULL);
     uv_close((uv_handle_t *)&s->sigterm, NULL);
+    /* the writer finishes what was submitted; replies still go out */
+    if (s->db) {
+        pt_db_close(s->db);
+        s->db = NULL;
+    }
     for (pt_conn *c = s->conns, *next; c; c = next) {
         next = c->next;
         conn_close_after_write(c, "server shutting down");
@@ -397,6 +408,17 @@ void pt_server_stop(pt_server *s) { uv_async_send(&s->stop_async); }
 uint16_t pt_server_port(const pt_server *s) { return s->port; }
 const uint8_t *pt_server_public_key(const pt_server *s) { return s->static_pk; }
 
+static int load_next_server_id(pt_server *s)
+{
+    sqlite3_stmt *st;
+    int rc = pt_db_prepare(pt_db_reader(s->db), "SELECT coalesce(max(server_id), 0) FROM messages", &st);
+    if (rc) return rc;
+    rc = pt_db_step(st);
+    s->next_server_id = rc == 1 ? sqlite3_column_int64(st, 0) + 1 : 1;
+    sqlite3_finalize(st);
+    return rc < 0 ? rc : 0;
+}
+
 pt_server *pt_server_new(const pt_server_config *cfg, int *err)
 {
     int rc = PT_ERR_NOMEM;
@@ -413,6 +435,7 @@ pt_server *pt_server_new(const pt_server_config *cfg, int *err)
     if (!s->cfg.idle_timeout_ms) s->cfg.idle_timeout_ms = PT_SERVER_IDLE_TIMEOUT_MS;
     if (!s->cfg.session_expiry_ms) s->cfg.session_expiry_ms = PT_SERVER_SESSION_EXPIRY_MS;
     if (!s->cfg.max_connections) s->cfg.max_connections = PT_SERVER_MAX_CONNECTIONS;
+    if (!s->cfg.queue_quota) s->cfg.queue_quota = PT_SERVER_QUEUE_QUOTA;
     snprintf(s->host, sizeof s->host, "%s", s->cfg.host);
     s->cfg.host = s->host;
     snprintf(s->data_dir, sizeof s->data_dir, "%s", s->cfg.data_dir);
@@ -435,10 +458,15 @@ pt_server *pt_server_new(const pt_server_config *cfg, int *err)
     s->sess_nbuckets = 1024;
     rc = PT_ERR_NOMEM;
     if (!(s->sess_buckets = calloc(s->sess_nbuckets, sizeof *s->sess_buckets))) goto fail;
+    if ((rc = pt_srv_devices_init(s)) != 0) goto fail;
 
     rc = PT_ERR_IO;
     if (uv_loop_init(&s->loop) != 0) goto fail;
     s->loop_ready = true;
+    snprintf(path, sizeof path, "%s/packtrack.db", s->data_dir);
+    if ((rc = pt_db_open(&s->db, path, &s->loop)) != 0) goto fail;
+    if ((rc = load_next_server_id(s)) != 0) goto fail;
+    rc = PT_ERR_IO;
     uv_tcp_init(&s->loop, &s->listener);
     s->listener.data = s;
     struct sockaddr_storage addr;
@@ -511,12 +539,17 @@ void pt_server_free(pt_server *s)
     if (!s) return;
     while (s->sess_all) pt_srv_sess_destroy(s, s->sess_all);
     free(s->sess_buckets);
+    if (s->db) {
+        pt_db_close(s->db);
+        s->db = NULL;
+    }
     if (s->loop_ready) {
         /* close whatever is still open (a server that never ran) */
         uv_walk(&s->loop, close_walk, NULL);
         uv_run(&s->loop, UV_RUN_DEFAULT);
         uv_loop_close(&s->loop);
     }
+    pt_srv_devices_free(s);
     pt_wipe(s->static_sk, sizeof s->static_sk);
     pt_wipe(s->salt_secret, sizeof s->salt_secret);
     free(s);

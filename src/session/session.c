@@ -29,6 +29,7 @@ struct pt_sess {
     uint64_t last_msg_id;          /* last id generated; ids strictly increase */
     uint32_t content_sent;         /* content messages we created */
     uint32_t content_recv;         /* content messages we accepted */
+    bool fresh;                    /* server: created for a client that may be resuming */
     omsg **q;                      /* outgoing, in send order */
     size_t qn, qcap;
     uint64_t *acks;                /* received content msg_ids to acknowledge */
@@ -269,6 +270,7 @@ int pt_sess_ping(pt_sess *s, int64_t ping_id, uint64_t *msg_id)
 int pt_sess_created(pt_sess *s, uint64_t first_msg_id)
 {
     if (s->role != PT_SESS_SERVER) return PT_ERR_STATE;
+    s->fresh = true;
     uint64_t unique;
     pt_env_random(s->env, &unique, sizeof unique);
     pt_tl_new_session_created n = {.first_msg_id = (int64_t)first_msg_id,
@@ -639,8 +641,22 @@ static int process(pt_sess *s, uint64_t msg_id, uint32_t seqno, const uint8_t *b
     int w = win_check(s, msg_id);
     if (w == WIN_DUP) return content ? notify_bad(s, msg_id, seqno, PT_BAD_MSG_DUPLICATE) : 0;
     if (w == WIN_OLD) return notify_bad(s, msg_id, seqno, PT_BAD_MSG_TOO_OLD);
+    if (content && seqno % 2 == 0) return notify_bad(s, msg_id, seqno, PT_BAD_MSG_ODD_EXPECTED);
+    if (content && s->fresh) {
+        /* A session the server just created may belong to a client that is
+         * resuming after a server restart: its numbering continues, so its first
+         * content message sets the baseline. */
+        s->content_recv = (seqno - 1) / 2;
+        s->fresh = false;
+    }
+    if (content && ctor == PT_TL_NEW_SESSION_CREATED_ID && s->role == PT_SESS_CLIENT) {
+        /* The server (re)created the session: its numbering starts over. */
+        s->content_recv = 0;
+        s->win_n = 0;
+        s->win_floor = 0;
+        s->max_recv_id = 0;
+    }
     if (content) {
-        if (seqno % 2 == 0) return notify_bad(s, msg_id, seqno, PT_BAD_MSG_ODD_EXPECTED);
         uint32_t expect = 2 * s->content_recv + 1;
         if (seqno < expect) return notify_bad(s, msg_id, seqno, PT_BAD_MSG_SEQNO_LOW);
         if (seqno > expect) return notify_bad(s, msg_id, seqno, PT_BAD_MSG_SEQNO_HIGH);

@@ -1,0 +1,325 @@
+/* Identities and durable store-and-forward messages, against real packtrackd processes. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "client/pt_client.h"
+#include "crypto/pt_crypto.h"
+#include "pt_tl.h"
+#include "testutil.h"
+#include "wire/pt_wire.h"
+
+/* One user on one device: identity key, client connection, what it received. */
+typedef struct user {
+    pt_client *c;
+    uint8_t id_pk[32], id_sk[64], user_id[16];
+    char home[300];
+    /* replies */
+    uint64_t waiting;          /* msg_id of the call awaited */
+    bool got_reply;
+    int err_code;              /* rpc_error code of the reply, 0 if none */
+    char err_msg[64];
+    int64_t sent_id;           /* messages.sent server_id */
+    uint8_t resolved[16];
+    /* received messages */
+    int64_t got_ids[4096];
+    uint32_t got_seq[4096];
+    size_t ngot;
+} user;
+
+static void on_event(void *ud, const pt_sess_event *ev)
+{
+    user *u = ud;
+    uint8_t am[4096];
+    pt_arena a;
+    pt_arena_init(&a, am, sizeof am);
+    pt_tl_obj o;
+    if (ev->type == PT_SESS_EV_UPDATE) {
+        assert_int_equal(pt_tl_decode_any(&o, ev->body, ev->len, &a), 0);
+        if (o.id != PT_TL_UPDATES_NEWMESSAGE_ID) return;
+        for (size_t i = 0; i < u->ngot; i++)
+            if (u->got_ids[i] == o.u.updates_newMessage.server_id) return; /* duplicate delivery */
+        assert_true(u->ngot < 4096);
+        u->got_ids[u->ngot] = o.u.updates_newMessage.server_id;
+        u->got_seq[u->ngot] = o.u.updates_newMessage.envelope.len >= 4
+                                  ? pt_get_u32le(o.u.updates_newMessage.envelope.data) : 0;
+        u->ngot++;
+        return;
+    }
+    if (ev->type != PT_SESS_EV_RESULT || ev->req_msg_id != u->waiting) return;
+    u->got_reply = true;
+    assert_int_equal(pt_tl_decode_any(&o, ev->body, ev->len, &a), 0);
+    if (o.id == PT_TL_RPC_ERROR_ID) {
+        u->err_code = o.u.rpc_error.error_code;
+        snprintf(u->err_msg, sizeof u->err_msg, "%.*s", (int)o.u.rpc_error.error_message.len,
+                 (const char *)o.u.rpc_error.error_message.data);
+    } else if (o.id == PT_TL_MESSAGES_SENT_ID) {
+        u->sent_id = o.u.messages_sent.server_id;
+    } else if (o.id == PT_TL_USERS_USER_ID) {
+        memcpy(u->resolved, o.u.users_user.user_id, 16);
+    } else if (o.id == PT_TL_AUTH_BOUND_ID) {
+        memcpy(u->user_id, o.u.auth_bound.user_id, 16);
+    }
+}
+
+static void pump(user *u, int ms)
+{
+    int rc = pt_client_pump(u->c, ms, on_event, u);
+    if (rc) fail_msg("pump: %s", pt_strerror(rc));
+}
+
+/* Sends body and waits (10 s at most) for its reply. */
+static void call(user *u, pt_buf *body)
+{
+    u->got_reply = false;
+    u->err_code = 0;
+    u->err_msg[0] = 0;
+    assert_int_equal(pt_client_send(u->c, body->data, body->len, &u->waiting), 0);
+    for (int i = 0; i < 1000 && !u->got_reply; i++) pump(u, 10);
+    assert_true(u->got_reply);
+    pt_buf_reset(body);
+}
+
+static void user_new(user *u, const char *tag)
+{
+    memset(u, 0, sizeof *u);
+    snprintf(u->home, sizeof u->home, "%s", pt_test_tmpdir(tag));
+    assert_int_equal(pt_ed25519_keypair(u->id_pk, u->id_sk), 0);
+    pt_client_config cfg = {.home = u->home};
+    int err;
+    u->c = pt_client_new(&cfg, &err);
+    assert_non_null(u->c);
+}
+
+static void user_connect(user *u, uint16_t port)
+{
+    assert_int_equal(pt_client_connect(u->c, "127.0.0.1", port), 0);
+}
+
+/* auth.bindUsername; returns the rpc error code (0 on success). */
+static int bind(user *u, const char *name)
+{
+    uint8_t msg[15 + 32], cert[64];
+    memcpy(msg, "PT1 device cert", 15);
+    memcpy(msg + 15, pt_client_device_key(u->c), 32);
+    assert_int_equal(pt_ed25519_sign(cert, msg, sizeof msg, u->id_sk), 0);
+    pt_tl_auth_bindUsername b = {.name = {(const uint8_t *)name, (uint32_t)strlen(name)},
+                                 .device_cert = {cert, 64}};
+    memcpy(b.identity_key, u->id_pk, 32);
+    pt_buf body;
+    pt_buf_init(&body);
+    assert_int_equal(pt_tl_auth_bindUsername_encode(&body, &b), 0);
+    call(u, &body);
+    pt_buf_free(&body);
+    return u->err_code;
+}
+
+static int send_msg(user *u, const uint8_t to[16], uint32_t seq, size_t size)
+{
+    static uint8_t env[70000];
+    pt_put_u32le(env, seq);
+    pt_tl_messages_send m = {.envelope = {env, (uint32_t)size}};
+    memcpy(m.to, to, 16);
+    pt_buf body;
+    pt_buf_init(&body);
+    assert_int_equal(pt_tl_messages_send_encode(&body, &m), 0);
+    call(u, &body);
+    pt_buf_free(&body);
+    return u->err_code;
+}
+
+static void sync_and_confirm(user *u)
+{
+    pt_buf body;
+    pt_buf_init(&body);
+    pt_tl_messages_sync s;
+    memset(&s, 0, sizeof s);
+    assert_int_equal(pt_tl_messages_sync_encode(&body, &s), 0);
+    call(u, &body);
+    assert_int_equal(u->err_code, 0);
+    pt_tl_messages_received r = {.server_ids = {.n = (uint32_t)u->ngot, .items = u->got_ids}};
+    assert_int_equal(pt_tl_messages_received_encode(&body, &r), 0);
+    call(u, &body);
+    assert_int_equal(u->err_code, 0);
+    pt_buf_free(&body);
+}
+
+static void user_free(user *u) { pt_client_free(u->c); }
+
+static void test_bind_resolve_and_race(void **state)
+{
+    (void)state;
+    pt_test_server srv;
+    pt_test_server_start(&srv, NULL, 0, NULL);
+    user a, b, c;
+    user_new(&a, "alice");
+    user_new(&b, "bob");
+    user_new(&c, "carol");
+    user_connect(&a, srv.port);
+    user_connect(&b, srv.port);
+    user_connect(&c, srv.port);
+    assert_int_equal(bind(&a, "Alice"), 0);
+    uint8_t expect[16];
+    assert_int_equal(pt_blake2b(expect, 16, a.id_pk, 32, NULL, 0), 0);
+    assert_memory_equal(a.user_id, expect, 16);
+    /* the same name in another case is the same name */
+    assert_int_equal(bind(&b, "ALICE"), 409);
+    assert_string_equal(b.err_msg, "USERNAME_TAKEN");
+    /* a race: both claim "dave" before either reply arrives */
+    uint8_t msgb[47], msgc[47], certb[64], certc[64];
+    memcpy(msgb, "PT1 device cert", 15);
+    memcpy(msgc, "PT1 device cert", 15);
+    memcpy(msgb + 15, pt_client_device_key(b.c), 32);
+    memcpy(msgc + 15, pt_client_device_key(c.c), 32);
+    assert_int_equal(pt_ed25519_sign(certb, msgb, 47, b.id_sk), 0);
+    assert_int_equal(pt_ed25519_sign(certc, msgc, 47, c.id_sk), 0);
+    pt_tl_auth_bindUsername qb = {.name = {(const uint8_t *)"dave", 4}, .device_cert = {certb, 64}};
+    pt_tl_auth_bindUsername qc = {.name = {(const uint8_t *)"dave", 4}, .device_cert = {certc, 64}};
+    memcpy(qb.identity_key, b.id_pk, 32);
+    memcpy(qc.identity_key, c.id_pk, 32);
+    pt_buf eb, ec;
+    pt_buf_init(&eb);
+    pt_buf_init(&ec);
+    assert_int_equal(pt_tl_auth_bindUsername_encode(&eb, &qb), 0);
+    assert_int_equal(pt_tl_auth_bindUsername_encode(&ec, &qc), 0);
+    b.got_reply = c.got_reply = false;
+    b.err_code = c.err_code = 0;
+    assert_int_equal(pt_client_send(b.c, eb.data, eb.len, &b.waiting), 0);
+    assert_int_equal(pt_client_send(c.c, ec.data, ec.len, &c.waiting), 0);
+    for (int i = 0; i < 1000 && !(b.got_reply && c.got_reply); i++) {
+        pump(&b, 5);
+        pump(&c, 5);
+    }
+    assert_true(b.got_reply && c.got_reply);
+    if ((b.err_code == 0) + (c.err_code == 0) != 1)
+        fail_msg("race: b %d %s, c %d %s", b.err_code, b.err_msg, c.err_code, c.err_msg);
+    assert_int_equal(b.err_code + c.err_code, 409);
+    pt_buf_free(&eb);
+    pt_buf_free(&ec);
+    /* resolve, case-insensitively */
+    pt_tl_users_resolve r = {.name = {(const uint8_t *)"aLiCe", 5}};
+    pt_buf body;
+    pt_buf_init(&body);
+    assert_int_equal(pt_tl_users_resolve_encode(&body, &r), 0);
+    call(&c, &body);
+    assert_int_equal(c.err_code, 0);
+    assert_memory_equal(c.resolved, a.user_id, 16);
+    pt_tl_users_resolve r2 = {.name = {(const uint8_t *)"nobody", 6}};
+    assert_int_equal(pt_tl_users_resolve_encode(&body, &r2), 0);
+    call(&c, &body);
+    assert_int_equal(c.err_code, 404);
+    /* invalid names are refused with the reason */
+    user e;
+    user_new(&e, "eve");
+    user_connect(&e, srv.port);
+    assert_int_equal(bind(&e, ""), 400);
+    assert_int_equal(bind(&e, "a\x01" "b"), 400);
+    assert_int_equal(bind(&e, "p\xd0\xb0ypal"), 400); /* Latin with a Cyrillic a */
+    pt_buf_free(&body);
+    user_free(&a);
+    user_free(&b);
+    user_free(&c);
+    user_free(&e);
+    assert_int_equal(pt_test_server_stop(&srv), 0);
+}
+
+static void test_online_offline_restart_kill(void **state)
+{
+    (void)state;
+    pt_test_server srv;
+    pt_test_server_start(&srv, NULL, 0, NULL);
+    uint16_t port = srv.port;
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s", srv.dir);
+    user a, b;
+    user_new(&a, "alice");
+    user_new(&b, "bob");
+    user_connect(&a, port);
+    user_connect(&b, port);
+    assert_int_equal(bind(&a, "alice"), 0);
+    assert_int_equal(bind(&b, "bob"), 0);
+    /* online: bob has it as soon as it is sent */
+    assert_int_equal(send_msg(&a, b.user_id, 1, 100), 0);
+    assert_true(a.sent_id > 0);
+    for (int i = 0; i < 500 && b.ngot < 1; i++) pump(&b, 10);
+    assert_int_equal(b.ngot, 1);
+    assert_int_equal(b.got_seq[0], 1);
+    sync_and_confirm(&b);
+    /* unbound devices cannot send; envelopes over 64 KiB are refused */
+    user x;
+    user_new(&x, "x");
+    user_connect(&x, port);
+    assert_int_equal(send_msg(&x, b.user_id, 9, 10), 401);
+    assert_int_equal(send_msg(&a, b.user_id, 9, 65537), 413);
+    uint8_t nobody[16] = {1};
+    assert_int_equal(send_msg(&a, nobody, 9, 10), 404);
+    user_free(&x);
+
+    /* offline: bob disconnects, alice sends 50, the server restarts (SIGTERM) */
+    pt_client_drop(b.c);
+    b.ngot = 0;
+    for (uint32_t i = 0; i < 50; i++) assert_int_equal(send_msg(&a, b.user_id, 100 + i, 200), 0);
+    assert_int_equal(pt_test_server_stop(&srv), 0);
+    pt_test_server_start(&srv, dir, port, NULL);
+    user_connect(&a, port);
+    user_connect(&b, port);
+    sync_and_confirm(&b);
+    assert_int_equal(b.ngot, 50);
+    for (uint32_t i = 0; i < 50; i++) assert_int_equal(b.got_seq[i], 100 + i); /* in order */
+    /* confirmed messages are gone from the queue */
+    b.ngot = 0;
+    sync_and_confirm(&b);
+    assert_int_equal(b.ngot, 0);
+
+    /* kill -9 right after the acks: nothing acknowledged is lost */
+    pt_client_drop(b.c);
+    for (uint32_t i = 0; i < 200; i++) assert_int_equal(send_msg(&a, b.user_id, 1000 + i, 64), 0);
+    pt_test_server_kill(&srv);
+    pt_test_server_start(&srv, dir, port, NULL);
+    user_connect(&b, port);
+    sync_and_confirm(&b);
+    assert_int_equal(b.ngot, 200);
+    for (uint32_t i = 0; i < 200; i++) assert_int_equal(b.got_seq[i], 1000 + i);
+    user_free(&a);
+    user_free(&b);
+    assert_int_equal(pt_test_server_stop(&srv), 0);
+}
+
+static void test_quota(void **state)
+{
+    (void)state;
+    pt_test_server srv;
+    const char *extra[] = {"--queue-quota", "5", NULL};
+    pt_test_server_start(&srv, NULL, 0, extra);
+    user a, b;
+    user_new(&a, "alice");
+    user_new(&b, "bob");
+    user_connect(&a, srv.port);
+    user_connect(&b, srv.port);
+    assert_int_equal(bind(&a, "alice"), 0);
+    assert_int_equal(bind(&b, "bob"), 0);
+    pt_client_drop(b.c);
+    for (uint32_t i = 0; i < 5; i++) assert_int_equal(send_msg(&a, b.user_id, i, 10), 0);
+    assert_int_equal(send_msg(&a, b.user_id, 5, 10), 429);
+    assert_string_equal(a.err_msg, "RECIPIENT_QUEUE_FULL");
+    user_connect(&b, srv.port);
+    sync_and_confirm(&b);
+    assert_int_equal(b.ngot, 5); /* nothing dropped */
+    assert_int_equal(send_msg(&a, b.user_id, 6, 10), 0); /* room again */
+    user_free(&a);
+    user_free(&b);
+    assert_int_equal(pt_test_server_stop(&srv), 0);
+}
+
+int main(void)
+{
+    assert_int_equal(pt_init(), 0);
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bind_resolve_and_race),
+        cmocka_unit_test(test_online_offline_restart_kill),
+        cmocka_unit_test(test_quota),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
