@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "server/pt_config.h"
 #include "server/pt_server.h"
 
 static void usage(FILE *f)
@@ -11,6 +12,9 @@ static void usage(FILE *f)
             "Usage: packtrackd [OPTION]...\n"
             "The PackTrack secure messaging server.\n"
             "\n"
+            "  -c, --config FILE          read settings from FILE (INI; see docs/packtrackd.conf);\n"
+            "                             options given here override it; SIGHUP rereads it\n"
+            "      --check-config         check the configuration, print it and exit\n"
             "  -l, --listen HOST:PORT     address to listen on (default %s:%d;\n"
             "                             IPv6 as [::1]:7000; port 0 picks a free one)\n"
             "  -d, --data DIR             data directory: server.key and packtrack.db (default %s)\n"
@@ -29,125 +33,131 @@ static void usage(FILE *f)
             "  -V, --version              show the version and exit\n"
             "\n"
             "Logs go to stderr, one line per event. SIGINT or SIGTERM stop the server\n"
-            "cleanly: no new connections, queued replies flushed, connections closed.\n",
+            "cleanly: no new connections, pending writes committed, replies flushed,\n"
+            "connections closed. Exit status: 0 after a clean stop, 1 when the server\n"
+            "cannot start, 2 for a bad command line or configuration.\n",
             PT_SERVER_DEFAULT_HOST, PT_SERVER_DEFAULT_PORT, PT_SERVER_DEFAULT_DATA,
             PT_SERVER_HANDSHAKE_TIMEOUT_MS / 1000, PT_SERVER_IDLE_TIMEOUT_MS / 1000,
             PT_SERVER_SESSION_EXPIRY_MS / 1000, PT_SERVER_MAX_CONNECTIONS, PT_SERVER_QUEUE_QUOTA);
 }
 
-/* "HOST:PORT" or "[V6]:PORT" into host (static storage) and port. */
-static int parse_listen(const char *arg, const char **host, uint16_t *port)
+enum { OPT_HS = 256, OPT_IDLE, OPT_EXPIRY, OPT_MAXC, OPT_READY, OPT_LOG, OPT_QUOTA, OPT_CHECK };
+
+static const struct option opts[] = {
+    {"config", required_argument, NULL, 'c'},
+    {"check-config", no_argument, NULL, OPT_CHECK},
+    {"listen", required_argument, NULL, 'l'},
+    {"data", required_argument, NULL, 'd'},
+    {"suites", required_argument, NULL, 's'},
+    {"handshake-timeout", required_argument, NULL, OPT_HS},
+    {"idle-timeout", required_argument, NULL, OPT_IDLE},
+    {"session-expiry", required_argument, NULL, OPT_EXPIRY},
+    {"max-connections", required_argument, NULL, OPT_MAXC},
+    {"queue-quota", required_argument, NULL, OPT_QUOTA},
+    {"ready-file", required_argument, NULL, OPT_READY},
+    {"log-level", required_argument, NULL, OPT_LOG},
+    {"help", no_argument, NULL, 'h'},
+    {"version", no_argument, NULL, 'V'},
+    {NULL, 0, NULL, 0},
+};
+
+static int bad(const char *opt, const char *arg, const char *expect)
 {
-    static char buf[256];
-    const char *colon = strrchr(arg, ':');
-    if (!colon || colon == arg) return -1;
-    size_t hl = (size_t)(colon - arg);
-    if (arg[0] == '[') {
-        if (hl < 3 || arg[hl - 1] != ']') return -1;
-        arg++;
-        hl -= 2;
-    }
-    if (hl >= sizeof buf) return -1;
-    memcpy(buf, arg, hl);
-    buf[hl] = 0;
-    char *end;
-    long p = strtol(colon + 1, &end, 10);
-    if (*end || end == colon + 1 || p < 0 || p > 65535) return -1;
-    *host = buf;
-    *port = (uint16_t)p;
-    return 0;
+    fprintf(stderr, "packtrackd: %s: '%s' is not %s\n", opt, arg, expect);
+    return 2;
 }
 
-static int parse_seconds(const char *opt, const char *arg, uint32_t max_s, uint32_t *out_ms)
+static void print_config(const pt_server_config *c)
 {
-    char *end;
-    long v = strtol(arg, &end, 10);
-    if (*end || end == arg || v < 1 || (unsigned long)v > max_s) {
-        fprintf(stderr, "packtrackd: %s: '%s' is not a number of seconds from 1 to %u\n", opt,
-                arg, max_s);
-        return -1;
-    }
-    *out_ms = (uint32_t)v * 1000u;
-    return 0;
+    printf("[server]\nlisten = %s:%u\ndata = %s\nsuites = ", c->host ? c->host : PT_SERVER_DEFAULT_HOST,
+           c->port, c->data_dir ? c->data_dir : PT_SERVER_DEFAULT_DATA);
+    if (!c->nsuites) printf("(all)");
+    for (size_t i = 0; i < c->nsuites; i++) printf("%s%s", i ? "," : "", pt_suite_name(c->suites[i]));
+    static const char *lv[] = {"error", "warn", "info", "debug"};
+    printf("\nlog_level = %s\n[limits]\nhandshake_timeout = %u\nidle_timeout = %u\n"
+           "session_expiry = %u\nmax_connections = %u\nqueue_quota = %u\n",
+           lv[pt_log_get_level()],
+           (c->handshake_timeout_ms ? c->handshake_timeout_ms : PT_SERVER_HANDSHAKE_TIMEOUT_MS) / 1000,
+           (c->idle_timeout_ms ? c->idle_timeout_ms : PT_SERVER_IDLE_TIMEOUT_MS) / 1000,
+           (c->session_expiry_ms ? c->session_expiry_ms : PT_SERVER_SESSION_EXPIRY_MS) / 1000,
+           c->max_connections ? c->max_connections : PT_SERVER_MAX_CONNECTIONS,
+           c->queue_quota ? c->queue_quota : PT_SERVER_QUEUE_QUOTA);
 }
 
 int main(int argc, char **argv)
 {
-    enum { OPT_HS = 256, OPT_IDLE, OPT_EXPIRY, OPT_MAXC, OPT_READY, OPT_LOG, OPT_QUOTA };
-    static const struct option opts[] = {
-        {"listen", required_argument, NULL, 'l'},
-        {"data", required_argument, NULL, 'd'},
-        {"suites", required_argument, NULL, 's'},
-        {"handshake-timeout", required_argument, NULL, OPT_HS},
-        {"idle-timeout", required_argument, NULL, OPT_IDLE},
-        {"session-expiry", required_argument, NULL, OPT_EXPIRY},
-        {"max-connections", required_argument, NULL, OPT_MAXC},
-        {"queue-quota", required_argument, NULL, OPT_QUOTA},
-        {"ready-file", required_argument, NULL, OPT_READY},
-        {"log-level", required_argument, NULL, OPT_LOG},
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},
-        {NULL, 0, NULL, 0},
-    };
+    static pt_config_file file; /* static: cfg's strings point into it */
+    static char host[256];
     pt_server_config cfg = {.port = PT_SERVER_DEFAULT_PORT};
-    int o, n;
-    while ((o = getopt_long(argc, argv, "l:d:s:hV", opts, NULL)) != -1) {
+    const char *config_path = NULL;
+    bool check = false;
+    int o;
+    /* pass 1: help, version, the configuration file */
+    opterr = 0;
+    while ((o = getopt_long(argc, argv, "c:l:d:s:hV", opts, NULL)) != -1) {
+        if (o == 'h') { usage(stdout); return 0; }
+        if (o == 'V') { printf("packtrackd %s\n", pt_version()); return 0; }
+        if (o == 'c') config_path = optarg;
+        if (o == OPT_CHECK) check = true;
+    }
+    if (config_path) {
+        char err[512];
+        if (pt_config_load(&file, config_path, err, sizeof err) != 0) {
+            fprintf(stderr, "packtrackd: %s\n", err);
+            return 2;
+        }
+        cfg = file.cfg;
+        if (!file.has_listen) cfg.port = PT_SERVER_DEFAULT_PORT;
+        if (file.has_log_level) pt_log_set_level((pt_log_level)file.log_level);
+        cfg.config_path = config_path;
+    }
+    /* pass 2: options override the file */
+    optind = 1;
+    opterr = 1;
+    int n;
+    uint32_t v;
+    while ((o = getopt_long(argc, argv, "c:l:d:s:hV", opts, NULL)) != -1) {
         switch (o) {
+        case 'c': case OPT_CHECK: break;
         case 'l':
-            if (parse_listen(optarg, &cfg.host, &cfg.port) != 0) {
-                fprintf(stderr, "packtrackd: --listen: '%s' is not HOST:PORT\n", optarg);
-                return 2;
-            }
+            if (pt_parse_listen(optarg, host, sizeof host, &cfg.port) != 0)
+                return bad("--listen", optarg, "HOST:PORT");
+            cfg.host = host;
             break;
         case 'd': cfg.data_dir = optarg; break;
         case 's':
-            if ((n = pt_suite_list_parse(optarg, cfg.suites, PT_CHAN_MAX_SUITES)) < 0) {
-                fprintf(stderr, "packtrackd: --suites: '%s' is not a list of known suites\n", optarg);
-                return 2;
-            }
+            if ((n = pt_suite_list_parse(optarg, cfg.suites, PT_CHAN_MAX_SUITES)) < 0)
+                return bad("--suites", optarg, "a list of known suites");
             cfg.nsuites = (size_t)n;
             break;
         case OPT_HS:
-            if (parse_seconds("--handshake-timeout", optarg, 3600, &cfg.handshake_timeout_ms)) return 2;
+            if (pt_parse_seconds(optarg, 3600, &cfg.handshake_timeout_ms))
+                return bad("--handshake-timeout", optarg, "1 to 3600 seconds");
             break;
         case OPT_IDLE:
-            if (parse_seconds("--idle-timeout", optarg, 86400, &cfg.idle_timeout_ms)) return 2;
+            if (pt_parse_seconds(optarg, 86400, &cfg.idle_timeout_ms))
+                return bad("--idle-timeout", optarg, "1 to 86400 seconds");
             break;
         case OPT_EXPIRY:
-            if (parse_seconds("--session-expiry", optarg, 30 * 86400, &cfg.session_expiry_ms)) return 2;
+            if (pt_parse_seconds(optarg, 30 * 86400, &cfg.session_expiry_ms))
+                return bad("--session-expiry", optarg, "1 to 2592000 seconds");
             break;
-        case OPT_MAXC: {
-            char *end;
-            long v = strtol(optarg, &end, 10);
-            if (*end || v < 1 || v > 1000000) {
-                fprintf(stderr, "packtrackd: --max-connections: '%s' is not from 1 to 1000000\n", optarg);
-                return 2;
-            }
-            cfg.max_connections = (uint32_t)v;
+        case OPT_MAXC:
+            if (pt_parse_uint(optarg, 1, 1000000, &v)) return bad("--max-connections", optarg, "from 1 to 1000000");
+            cfg.max_connections = v;
             break;
-        }
-        case OPT_QUOTA: {
-            char *end;
-            long v = strtol(optarg, &end, 10);
-            if (*end || v < 1 || v > 100000000) {
-                fprintf(stderr, "packtrackd: --queue-quota: '%s' is not from 1 to 100000000\n", optarg);
-                return 2;
-            }
-            cfg.queue_quota = (uint32_t)v;
+        case OPT_QUOTA:
+            if (pt_parse_uint(optarg, 1, 100000000, &v)) return bad("--queue-quota", optarg, "from 1 to 100000000");
+            cfg.queue_quota = v;
             break;
-        }
         case OPT_READY: cfg.ready_file = optarg; break;
         case OPT_LOG: {
             pt_log_level lvl;
-            if (pt_log_parse_level(optarg, &lvl) != 0) {
-                fprintf(stderr, "packtrackd: --log-level: '%s' is not error, warn, info or debug\n", optarg);
-                return 2;
-            }
+            if (pt_log_parse_level(optarg, &lvl) != 0)
+                return bad("--log-level", optarg, "error, warn, info or debug");
             pt_log_set_level(lvl);
             break;
         }
-        case 'h': usage(stdout); return 0;
-        case 'V': printf("packtrackd %s\n", pt_version()); return 0;
         default: usage(stderr); return 2;
         }
     }
@@ -155,6 +165,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "packtrackd: unexpected argument '%s'\n", argv[optind]);
         usage(stderr);
         return 2;
+    }
+    if (check) {
+        print_config(&cfg);
+        printf("configuration OK\n");
+        return 0;
     }
     if (pt_init() != 0) {
         fprintf(stderr, "packtrackd: cannot initialise the crypto libraries\n");

@@ -33,6 +33,7 @@ typedef struct pt_server_config {
     uint32_t max_connections;             /* 0 = default */
     uint32_t queue_quota;                 /* 0 = default */
     const char *ready_file;               /* if set, "host:port\n" is written there once listening */
+    const char *config_path;              /* reread on SIGHUP, if set */
 } pt_server_config;
 
 typedef struct pt_server pt_server;

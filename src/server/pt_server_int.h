@@ -51,13 +51,13 @@ struct pt_conn {
 
 struct pt_server {
     pt_server_config cfg;
-    char host[256], data_dir[1024], ready_file[1024];
+    char host[256], data_dir[1024], ready_file[1024], config_path[1024];
     uv_loop_t loop;
     bool loop_ready, stopping;
     uv_tcp_t listener;
     uv_async_t stop_async;
     uv_timer_t gc_timer;
-    uv_signal_t sigint, sigterm;
+    uv_signal_t sigint, sigterm, sighup;
     uint16_t port;
     uint8_t static_sk[32], static_pk[32];
     uint8_t salt_secret[PT_SESS_SALT_SECRET_LEN];

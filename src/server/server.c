@@ -7,6 +7,7 @@
 
 #include "crypto/pt_crypto.h"
 #include "pt_tl.h"
+#include "server/pt_config.h"
 #include "server/pt_server_int.h"
 #include "store/pt_db.h"
 #include "store/pt_keyfile.h"
@@ -386,6 +387,7 @@ static void on_stop_async(uv_async_t *a)
     uv_close((uv_handle_t *)&s->stop_async, NULL);
     uv_close((uv_handle_t *)&s->sigint, NULL);
     uv_close((uv_handle_t *)&s->sigterm, NULL);
+    uv_close((uv_handle_t *)&s->sighup, NULL);
     /* the writer finishes what was submitted; replies still go out */
     if (s->db) {
         pt_db_close(s->db);
@@ -401,6 +403,34 @@ static void on_signal(uv_signal_t *sig, int signum)
 {
     pt_log_info("received %s", signum == SIGINT ? "SIGINT" : "SIGTERM");
     on_stop_async((uv_async_t *)&((pt_server *)sig->data)->stop_async);
+}
+
+/* SIGHUP: reread the configuration file; what can change live changes now. */
+static void on_sighup(uv_signal_t *sig, int signum)
+{
+    (void)signum;
+    pt_server *s = sig->data;
+    if (!s->config_path[0]) {
+        pt_log_info("SIGHUP: no configuration file to reload");
+        return;
+    }
+    pt_config_file f;
+    char err[512];
+    if (pt_config_load(&f, s->config_path, err, sizeof err) != 0) {
+        pt_log_error("SIGHUP: %s; keeping the running configuration", err);
+        return;
+    }
+    if (f.has_log_level) pt_log_set_level((pt_log_level)f.log_level);
+    if (f.cfg.handshake_timeout_ms) s->cfg.handshake_timeout_ms = f.cfg.handshake_timeout_ms;
+    if (f.cfg.idle_timeout_ms) s->cfg.idle_timeout_ms = f.cfg.idle_timeout_ms;
+    if (f.cfg.session_expiry_ms) s->cfg.session_expiry_ms = f.cfg.session_expiry_ms;
+    if (f.cfg.max_connections) s->cfg.max_connections = f.cfg.max_connections;
+    if (f.cfg.queue_quota) s->cfg.queue_quota = f.cfg.queue_quota;
+    if (f.has_listen || f.has_data || f.has_suites)
+        pt_log_warn("SIGHUP: listen, data and suites take effect after a restart");
+    pt_log_info("SIGHUP: reloaded %s (log level %d, idle timeout %u s, queue quota %u)",
+                s->config_path, (int)pt_log_get_level(), s->cfg.idle_timeout_ms / 1000,
+                s->cfg.queue_quota);
 }
 
 void pt_server_stop(pt_server *s) { uv_async_send(&s->stop_async); }
@@ -442,6 +472,8 @@ pt_server *pt_server_new(const pt_server_config *cfg, int *err)
     s->cfg.data_dir = s->data_dir;
     s->cfg.ready_file = NULL;
     if (cfg->ready_file) snprintf(s->ready_file, sizeof s->ready_file, "%s", cfg->ready_file);
+    if (cfg->config_path) snprintf(s->config_path, sizeof s->config_path, "%s", cfg->config_path);
+    s->cfg.config_path = NULL;
     s->alloc_cb = on_alloc;
     s->read_cb = on_read;
 
@@ -497,6 +529,9 @@ pt_server *pt_server_new(const pt_server_config *cfg, int *err)
     s->sigint.data = s->sigterm.data = s;
     uv_signal_start(&s->sigint, on_signal, SIGINT);
     uv_signal_start(&s->sigterm, on_signal, SIGTERM);
+    uv_signal_init(&s->loop, &s->sighup);
+    s->sighup.data = s;
+    uv_signal_start(&s->sighup, on_sighup, SIGHUP);
     signal(SIGPIPE, SIG_IGN);
     if (err) *err = 0;
     return s;

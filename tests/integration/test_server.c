@@ -367,6 +367,46 @@ static void test_sigterm_closes_clients(void **state)
     pt_client_free(c);
 }
 
+static void write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* A configuration file, flags overriding it, and SIGHUP applying a new one. */
+static void test_config_file_and_sighup(void **state)
+{
+    (void)state;
+    const char *dir = pt_test_tmpdir("conf");
+    char conf[300], home[300];
+    snprintf(conf, sizeof conf, "%s/packtrackd.conf", dir);
+    snprintf(home, sizeof home, "%s/client", dir);
+    write_text(conf, "[server]\nlog_level = debug\n[limits]\nidle_timeout = 300\n");
+    const char *extra[] = {"--config", conf, NULL};
+    pt_test_server srv;
+    pt_test_server_start(&srv, NULL, 0, extra);
+    pt_client *c = new_client(home, NULL, 0, NULL);
+    assert_int_equal(pt_client_connect(c, "127.0.0.1", srv.port), 0);
+    /* a broken file on SIGHUP is refused; the server keeps running */
+    write_text(conf, "[limits]\nidle_timeout = soon\n");
+    kill(srv.pid, SIGHUP);
+    usleep(200000);
+    assert_int_equal(pt_test_log_count(&srv, "keeping the running configuration"), 1);
+    /* a good one applies: idle connections now close after 1 s */
+    write_text(conf, "[limits]\nidle_timeout = 1\n");
+    kill(srv.pid, SIGHUP);
+    usleep(200000);
+    assert_int_equal(pt_test_log_count(&srv, "SIGHUP: reloaded"), 1);
+    assert_int_equal(pt_client_ping(c, 1, NULL), 0); /* traffic restarts the idle timer */
+    int rc = 0;
+    for (int i = 0; i < 300 && rc == 0; i++) rc = pt_client_pump(c, 10, NULL, NULL);
+    assert_int_equal(rc, PT_ERR_CLOSED);
+    pt_client_free(c);
+    assert_int_equal(pt_test_server_stop(&srv), 0);
+}
+
 static int run_cmd(const char *args)
 {
     char cmd[1024];
@@ -387,6 +427,10 @@ static void test_command_line(void **state)
     assert_int_equal(run_cmd("--log-level loud"), 2);
     assert_int_equal(run_cmd("--bogus"), 2);
     assert_int_equal(run_cmd("--data /proc/nonexistent/x --listen 127.0.0.1:0"), 1);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "--config %s/docs/packtrackd.conf --check-config", getenv("PT_SOURCE_DIR"));
+    assert_int_equal(run_cmd(cmd), 0);
+    assert_int_equal(run_cmd("--config /nonexistent.conf --check-config"), 2);
 }
 
 int main(void)
@@ -402,6 +446,7 @@ int main(void)
         cmocka_unit_test(test_garbage_timeouts_and_bad_frames),
         cmocka_unit_test(test_destroy_other_session),
         cmocka_unit_test(test_sigterm_closes_clients),
+        cmocka_unit_test(test_config_file_and_sighup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
