@@ -7,6 +7,10 @@
  * after that commit. A device deletes messages from its queue with
  * messages.received; until then they are delivered again by messages.sync, and
  * the client drops duplicates by server_id.
+ *
+ * Everything else that is stored and forwarded (group messages, receipts, contact
+ * notices, group events) is an "item" of another kind in the same two tables and
+ * goes through the same helpers (pt_srv_item_*, pt_srv_push_*, pt_srv_forward).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,7 +50,8 @@ void pt_srv_devices_free(pt_server *s)
 static void load_binding(pt_server *s, pt_srv_device *d)
 {
     sqlite3_stmt *st;
-    if (pt_db_prepare(pt_db_reader(s->db), "SELECT user_id FROM devices WHERE device_key = ?", &st))
+    if (!s->db ||
+        pt_db_prepare(pt_db_reader(s->db), "SELECT user_id FROM devices WHERE device_key = ?", &st))
         return;
     sqlite3_bind_blob(st, 1, d->pk, 32, SQLITE_STATIC);
     if (pt_db_step(st) == 1 && sqlite3_column_bytes(st, 0) == 16) {
@@ -56,12 +61,19 @@ static void load_binding(pt_server *s, pt_srv_device *d)
     sqlite3_finalize(st);
 }
 
+static pt_srv_device *dev_find(pt_server *s, const uint8_t pk[32])
+{
+    for (pt_srv_device *d = s->dev_buckets[dev_hash(pk, s->dev_nbuckets)]; d; d = d->next)
+        if (memcmp(d->pk, pk, 32) == 0) return d;
+    return NULL;
+}
+
 pt_srv_device *pt_srv_device_get(pt_server *s, const uint8_t pk[32])
 {
+    pt_srv_device *d = dev_find(s, pk);
+    if (d) return d;
     size_t h = dev_hash(pk, s->dev_nbuckets);
-    for (pt_srv_device *d = s->dev_buckets[h]; d; d = d->next)
-        if (memcmp(d->pk, pk, 32) == 0) return d;
-    pt_srv_device *d = calloc(1, sizeof *d);
+    d = calloc(1, sizeof *d);
     if (!d) return NULL;
     memcpy(d->pk, pk, 32);
     load_binding(s, d);
@@ -78,6 +90,18 @@ void pt_srv_device_add_session(pt_srv_device *d, pt_srv_sess *e)
     d->sessions = e;
 }
 
+/* A device with neither sessions nor connections is forgotten (its binding
+ * lives in the store). */
+static void device_maybe_free(pt_server *s, pt_srv_device *d)
+{
+    if (d->sessions || d->nconns) return;
+    pt_srv_device **pp = &s->dev_buckets[dev_hash(d->pk, s->dev_nbuckets)];
+    while (*pp != d) pp = &(*pp)->next;
+    *pp = d->next;
+    free(d);
+    s->dev_n--;
+}
+
 void pt_srv_device_remove_session(pt_server *s, pt_srv_sess *e)
 {
     pt_srv_device *d = e->dev;
@@ -89,27 +113,40 @@ void pt_srv_device_remove_session(pt_server *s, pt_srv_sess *e)
         }
     }
     e->dev = NULL;
-    if (d->sessions) return;
-    /* no session left: forget the device (its binding lives in the store) */
-    pt_srv_device **pp = &s->dev_buckets[dev_hash(d->pk, s->dev_nbuckets)];
-    while (*pp != d) pp = &(*pp)->next;
-    *pp = d->next;
-    free(d);
-    s->dev_n--;
+    device_maybe_free(s, d);
+}
+
+int pt_srv_device_conn_up(pt_server *s, pt_conn *c)
+{
+    pt_srv_device *d = pt_srv_device_get(s, pt_chan_remote_static(c->chan));
+    if (!d) return PT_ERR_NOMEM;
+    c->dev = d;
+    d->nconns++;
+    if (d->bound) {
+        c->online = true;
+        pt_srv_presence_conn(s, d->user_id, true);
+    }
+    return 0;
+}
+
+void pt_srv_device_conn_down(pt_server *s, pt_conn *c)
+{
+    pt_srv_device *d = c->dev;
+    if (!d) return;
+    c->dev = NULL;
+    d->nconns--;
+    if (c->online) {
+        c->online = false;
+        pt_srv_presence_conn(s, d->user_id, false);
+    }
+    device_maybe_free(s, d);
 }
 
 /* ---- replies ----------------------------------------------------------------------------- */
 
-/* A pending asynchronous reply: found again by (device, session) after the commit,
- * because the session may have gone in the meantime. */
-typedef struct reply_to {
-    pt_server *srv;
-    uint8_t device_pk[32];
-    uint64_t session_id;
-    uint64_t req_msg_id;
-} reply_to;
+typedef pt_srv_reply_to reply_to;
 
-static void reply_to_init(reply_to *r, pt_conn *c, uint64_t req)
+void pt_srv_reply_to_init(pt_srv_reply_to *r, pt_conn *c, uint64_t req)
 {
     r->srv = c->srv;
     memcpy(r->device_pk, c->sess->device_pk, 32);
@@ -117,12 +154,32 @@ static void reply_to_init(reply_to *r, pt_conn *c, uint64_t req)
     r->req_msg_id = req;
 }
 
-static pt_srv_sess *reply_session(const reply_to *r)
+pt_srv_sess *pt_srv_reply_session(const pt_srv_reply_to *r)
 {
     pt_srv_sess *e = pt_srv_sess_lookup(r->srv, r->device_pk, r->session_id);
     if (!e) pt_log_debug("reply to %016llx dropped: its session is gone",
                          (unsigned long long)r->req_msg_id);
     return e;
+}
+
+#define reply_to_init pt_srv_reply_to_init
+#define reply_session pt_srv_reply_session
+
+void pt_srv_reply_ok(pt_srv_sess *e, uint64_t req)
+{
+    pt_buf out;
+    pt_buf_init(&out);
+    pt_tl_pt_ok ok;
+    memset(&ok, 0, sizeof ok);
+    if (pt_tl_pt_ok_encode(&out, &ok) == 0) pt_srv_reply(e, req, &out);
+    pt_buf_free(&out);
+}
+
+bool pt_srv_require_bound(pt_conn *c, uint64_t req)
+{
+    if (c->sess->dev && c->sess->dev->bound) return true;
+    pt_srv_reply_error(c->sess, req, PT_RPC_NOT_BOUND, "DEVICE_NOT_BOUND");
+    return false;
 }
 
 /* "USERNAME_INVALID: <the rule broken, in English>" */
@@ -224,10 +281,16 @@ static void bind_done(void *arg, int rc)
     bind_op *b = arg;
     pt_srv_sess *e = reply_session(&b->to);
     if (rc == 0) {
-        pt_srv_device *d = pt_srv_device_get(b->to.srv, b->device_pk);
-        if (d) {
+        /* a device without sessions has no entry: the store has its binding */
+        pt_srv_device *d = dev_find(b->to.srv, b->device_pk);
+        if (d && !d->bound) {
             d->bound = true;
             memcpy(d->user_id, b->user_id, 16);
+            for (pt_conn *c = b->to.srv->conns; c; c = c->next) { /* it counts for its user now */
+                if (c->dev != d || c->online) continue;
+                c->online = true;
+                pt_srv_presence_conn(b->to.srv, d->user_id, true);
+            }
         }
         char hex[33];
         pt_hex_encode(hex, b->user_id, 16);
@@ -321,47 +384,254 @@ static void rpc_resolve(pt_conn *c, uint64_t req, const pt_tl_users_resolve *q)
     sqlite3_finalize(st);
 }
 
-/* ---- messages ---------------------------------------------------------------------------- */
+/* ---- users.get ------------------------------------------------------------------------------ */
 
-#define MAX_RECIPIENT_DEVICES 64
+static void rpc_get_user(pt_conn *c, uint64_t req, const pt_tl_users_get *q)
+{
+    sqlite3_stmt *st;
+    if (pt_db_prepare(pt_db_reader(c->srv->db),
+                      "SELECT username, identity_key FROM users WHERE user_id = ?", &st)) {
+        pt_srv_reply_error(c->sess, req, PT_RPC_INTERNAL, "INTERNAL");
+        return;
+    }
+    sqlite3_bind_blob(st, 1, q->user_id, 16, SQLITE_STATIC);
+    if (pt_db_step(st) == 1 && sqlite3_column_bytes(st, 1) == 32) {
+        pt_tl_users_user u = {.username = {sqlite3_column_text(st, 0),
+                                           (uint32_t)sqlite3_column_bytes(st, 0)}};
+        memcpy(u.user_id, q->user_id, 16);
+        memcpy(u.identity_key, sqlite3_column_blob(st, 1), 32);
+        pt_buf out;
+        pt_buf_init(&out);
+        if (pt_tl_users_user_encode(&out, &u) == 0) pt_srv_reply(c->sess, req, &out);
+        pt_buf_free(&out);
+    } else {
+        pt_srv_reply_error(c->sess, req, PT_RPC_NOT_FOUND, "USER_NOT_FOUND");
+    }
+    sqlite3_finalize(st);
+}
+
+/* ---- device lists, queues, blocks ------------------------------------------------------------ */
+
+int pt_srv_devlist_add(pt_srv_devlist *l, const uint8_t pk[32])
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 8;
+        void *p = realloc(l->pk, cap * sizeof *l->pk);
+        if (!p) return PT_ERR_NOMEM;
+        l->pk = p;
+        l->cap = cap;
+    }
+    memcpy(l->pk[l->n++], pk, 32);
+    return 0;
+}
+
+void pt_srv_devlist_free(pt_srv_devlist *l)
+{
+    free(l->pk);
+    memset(l, 0, sizeof *l);
+}
+
+int pt_srv_user_devices(sqlite3 *db, const uint8_t user[16], const uint8_t *skip, pt_srv_devlist *out)
+{
+    sqlite3_stmt *st;
+    int rc = pt_db_prepare(db, "SELECT device_key FROM devices WHERE user_id = ? LIMIT ?", &st);
+    if (rc) return rc;
+    sqlite3_bind_blob(st, 1, user, 16, SQLITE_STATIC);
+    sqlite3_bind_int(st, 2, PT_SERVER_USER_DEVICES_MAX);
+    while ((rc = pt_db_step(st)) == 1) {
+        if (sqlite3_column_bytes(st, 0) != 32) continue;
+        const uint8_t *pk = sqlite3_column_blob(st, 0);
+        if (skip && memcmp(pk, skip, 32) == 0) continue;
+        if ((rc = pt_srv_devlist_add(out, pk)) != 0) break;
+    }
+    sqlite3_finalize(st);
+    return rc < 0 ? rc : 0;
+}
+
+int pt_srv_queue_count(sqlite3 *db, const uint8_t device[32])
+{
+    sqlite3_stmt *st;
+    int rc = pt_db_prepare(db, "SELECT count(*) FROM queue WHERE device_key = ?", &st);
+    if (rc) return rc;
+    sqlite3_bind_blob(st, 1, device, 32, SQLITE_STATIC);
+    rc = pt_db_step(st);
+    int n = rc == 1 ? sqlite3_column_int(st, 0) : (rc < 0 ? rc : PT_ERR_IO);
+    sqlite3_finalize(st);
+    return n;
+}
+
+int pt_srv_queues_full(sqlite3 *db, const pt_srv_devlist *l, uint32_t quota)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        int n = pt_srv_queue_count(db, l->pk[i]);
+        if (n < 0) return n;
+        if ((uint32_t)n >= quota) return 1;
+    }
+    return 0;
+}
+
+int pt_srv_blocked(sqlite3 *db, const uint8_t by[16], const uint8_t whom[16])
+{
+    sqlite3_stmt *st;
+    int rc = pt_db_prepare(db, "SELECT 1 FROM contacts WHERE user_id = ? AND peer_id = ? AND state = ?",
+                           &st);
+    if (rc) return rc;
+    sqlite3_bind_blob(st, 1, by, 16, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 2, whom, 16, SQLITE_STATIC);
+    sqlite3_bind_int(st, 3, PT_CONTACT_BLOCKED);
+    rc = pt_db_step(st);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int pt_srv_user_exists(sqlite3 *db, const uint8_t user[16])
+{
+    sqlite3_stmt *st;
+    int rc = pt_db_prepare(db, "SELECT 1 FROM users WHERE user_id = ?", &st);
+    if (rc) return rc;
+    sqlite3_bind_blob(st, 1, user, 16, SQLITE_STATIC);
+    rc = pt_db_step(st);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* ---- items: what a messages row becomes ----------------------------------------------------- */
+
+int pt_srv_item_encode(pt_buf *out, const pt_srv_item *it)
+{
+    switch (it->kind) {
+    case PT_ITEM_MESSAGE: {
+        pt_tl_updates_newMessage u = {.server_id = it->server_id, .date = (int64_t)it->date_ms,
+                                      .envelope = it->payload};
+        memcpy(u.from, it->from, 16);
+        memcpy(u.from_device, it->from_device, 32);
+        return pt_tl_updates_newMessage_encode(out, &u);
+    }
+    case PT_ITEM_GROUP_MESSAGE: {
+        pt_tl_updates_newGroupMessage u = {.server_id = it->server_id,
+                                           .date = (int64_t)it->date_ms, .envelope = it->payload};
+        memcpy(u.group_id, it->group_id, 16);
+        memcpy(u.from, it->from, 16);
+        memcpy(u.from_device, it->from_device, 32);
+        return pt_tl_updates_newGroupMessage_encode(out, &u);
+    }
+    case PT_ITEM_RECEIPT: {
+        pt_tl_updates_receipt u = {.server_id = it->server_id, .date = (int64_t)it->date_ms,
+                                   .about_server_id = it->about, .status = it->code,
+                                   .envelope = it->payload};
+        memcpy(u.from, it->from, 16);
+        memcpy(u.from_device, it->from_device, 32);
+        return pt_tl_updates_receipt_encode(out, &u);
+    }
+    case PT_ITEM_CONTACT: {
+        pt_tl_updates_contact u = {.server_id = it->server_id, .date = (int64_t)it->date_ms,
+                                   .action = it->code, .note = it->note, .bundle = it->payload};
+        memcpy(u.from, it->from, 16);
+        memcpy(u.from_device, it->from_device, 32);
+        return pt_tl_updates_contact_encode(out, &u);
+    }
+    case PT_ITEM_GROUP_EVENT: {
+        pt_tl_updates_groupEvent u = {.server_id = it->server_id, .date = (int64_t)it->date_ms,
+                                      .event = it->code};
+        memcpy(u.group_id, it->group_id, 16);
+        memcpy(u.actor, it->from, 16);
+        memcpy(u.user_id, it->peer, 16);
+        return pt_tl_updates_groupEvent_encode(out, &u);
+    }
+    default:
+        return PT_ERR_INVAL;
+    }
+}
+
+static bool kind_has_group(int kind)
+{
+    return kind == PT_ITEM_GROUP_MESSAGE || kind == PT_ITEM_GROUP_EVENT;
+}
+
+int pt_srv_item_store(sqlite3 *db, const pt_srv_item *it, const pt_srv_devlist *to)
+{
+    if (to->n == 0) return 0; /* nobody to queue it for: a row nobody would delete */
+    sqlite3_stmt *st;
+    int rc = pt_db_prepare(db, "INSERT INTO messages(server_id, sender, sender_device, date_ms, "
+                               "envelope, refs, kind, group_id, peer, about, status, note) "
+                               "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", &st);
+    if (rc) return rc;
+    sqlite3_bind_int64(st, 1, it->server_id);
+    sqlite3_bind_blob(st, 2, it->from, 16, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 3, it->from_device, 32, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, (sqlite3_int64)it->date_ms);
+    if (it->payload.len) sqlite3_bind_blob(st, 5, it->payload.data, (int)it->payload.len, SQLITE_STATIC);
+    else sqlite3_bind_zeroblob(st, 5, 0);
+    sqlite3_bind_int64(st, 6, (sqlite3_int64)to->n);
+    sqlite3_bind_int(st, 7, it->kind);
+    if (kind_has_group(it->kind)) sqlite3_bind_blob(st, 8, it->group_id, 16, SQLITE_STATIC);
+    if (it->kind == PT_ITEM_GROUP_EVENT) sqlite3_bind_blob(st, 9, it->peer, 16, SQLITE_STATIC);
+    if (it->kind == PT_ITEM_RECEIPT) sqlite3_bind_int64(st, 10, it->about);
+    if (it->kind != PT_ITEM_MESSAGE && it->kind != PT_ITEM_GROUP_MESSAGE)
+        sqlite3_bind_int(st, 11, it->code);
+    if (it->note.len)
+        sqlite3_bind_text(st, 12, (const char *)it->note.data, (int)it->note.len, SQLITE_STATIC);
+    rc = pt_db_step(st);
+    sqlite3_finalize(st);
+    if (rc < 0) return rc;
+    if ((rc = pt_db_prepare(db, "INSERT INTO queue(device_key, server_id) VALUES (?,?)", &st))) return rc;
+    for (size_t i = 0; i < to->n && rc >= 0; i++) {
+        sqlite3_reset(st);
+        sqlite3_bind_blob(st, 1, to->pk[i], 32, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, it->server_id);
+        rc = pt_db_step(st);
+    }
+    sqlite3_finalize(st);
+    return rc < 0 ? rc : 0;
+}
+
+void pt_srv_push_device(pt_server *s, const uint8_t device[32], pt_srv_sess *only, const pt_buf *update)
+{
+    pt_srv_device *d = only ? only->dev : dev_find(s, device);
+    for (pt_srv_sess *e = d ? d->sessions : NULL; e; e = e->dev_next) {
+        if ((only && e != only) || !e->conn) continue;
+        if (pt_sess_send(e->sess, update->data, update->len, false, NULL) != 0) continue;
+        /* while its input is being processed, the connection flushes afterwards */
+        if (!e->conn->in_input && pt_conn_flush(e->conn) != 0) pt_conn_close(e->conn, "flush failed");
+    }
+}
+
+void pt_srv_push_devices(pt_server *s, const pt_srv_devlist *to, const pt_buf *update)
+{
+    for (size_t i = 0; i < to->n; i++) pt_srv_push_device(s, to->pk[i], NULL, update);
+}
+
+void pt_srv_push_user(pt_server *s, const uint8_t user[16], const pt_buf *update)
+{
+    if (!s->db || !pt_srv_presence_connected(s, user)) return;
+    pt_srv_devlist l = {0};
+    if (pt_srv_user_devices(pt_db_reader(s->db), user, NULL, &l) == 0) pt_srv_push_devices(s, &l, update);
+    pt_srv_devlist_free(&l);
+}
+
+void pt_srv_push_item(pt_server *s, const pt_srv_devlist *to, const pt_srv_item *it)
+{
+    pt_buf b;
+    pt_buf_init(&b);
+    if (pt_srv_item_encode(&b, it) == 0) pt_srv_push_devices(s, to, &b);
+    else pt_log_warn("cannot encode update %lld", (long long)it->server_id);
+    pt_buf_free(&b);
+}
+
+/* ---- messages.send, messages.sendReceipt ----------------------------------------------------- */
 
 typedef struct send_op {
     pt_db_op op;
     reply_to to;
-    int64_t server_id;
-    uint64_t date_ms;
-    uint8_t sender[16], sender_device[32];
-    uint8_t devices[MAX_RECIPIENT_DEVICES][32];
-    size_t ndevices;
-    uint32_t len;
-    uint8_t envelope[]; /* len bytes */
+    pt_srv_item item;
+    pt_srv_devlist devices;     /* the recipient's devices */
+    uint8_t payload[];          /* item.payload's bytes */
 } send_op;
 
 static int send_apply(sqlite3 *db, void *arg)
 {
     send_op *m = arg;
-    sqlite3_stmt *st;
-    int rc = pt_db_prepare(db, "INSERT INTO messages(server_id, sender, sender_device, date_ms, "
-                               "envelope, refs) VALUES (?,?,?,?,?,?)", &st);
-    if (rc) return rc;
-    sqlite3_bind_int64(st, 1, m->server_id);
-    sqlite3_bind_blob(st, 2, m->sender, 16, SQLITE_STATIC);
-    sqlite3_bind_blob(st, 3, m->sender_device, 32, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 4, (sqlite3_int64)m->date_ms);
-    sqlite3_bind_blob(st, 5, m->envelope, (int)m->len, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 6, (sqlite3_int64)m->ndevices);
-    rc = pt_db_step(st);
-    sqlite3_finalize(st);
-    if (rc < 0) return rc;
-    if ((rc = pt_db_prepare(db, "INSERT INTO queue(device_key, server_id) VALUES (?,?)", &st))) return rc;
-    for (size_t i = 0; i < m->ndevices && rc >= 0; i++) {
-        sqlite3_reset(st);
-        sqlite3_bind_blob(st, 1, m->devices[i], 32, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 2, m->server_id);
-        rc = pt_db_step(st);
-    }
-    sqlite3_finalize(st);
-    return rc < 0 ? rc : 0;
+    return pt_srv_item_store(db, &m->item, &m->devices);
 }
 
 static void send_done(void *arg, int rc)
@@ -372,109 +642,96 @@ static void send_done(void *arg, int rc)
         if (rc == 0) {
             pt_buf out;
             pt_buf_init(&out);
-            pt_tl_messages_sent r = {.server_id = m->server_id, .date = (int64_t)m->date_ms};
+            pt_tl_messages_sent r = {.server_id = m->item.server_id, .date = (int64_t)m->item.date_ms};
             if (pt_tl_messages_sent_encode(&out, &r) == 0) pt_srv_reply(e, m->to.req_msg_id, &out);
             pt_buf_free(&out);
         } else {
             pt_srv_reply_error(e, m->to.req_msg_id, PT_RPC_INTERNAL, "STORE_FAILED");
         }
     }
+    pt_srv_devlist_free(&m->devices);
     free(m);
 }
 
-/* Pushes updates.newMessage to every connected session of device d (or only to
- * session `only` when given). */
-static void push_message(pt_server *s, const uint8_t device[32], pt_srv_sess *only,
-                         const pt_tl_updates_newMessage *u)
+void pt_srv_forward(pt_conn *c, uint64_t req, const pt_srv_item *proto, pt_srv_devlist *devices)
 {
-    pt_buf b;
-    pt_buf_init(&b);
-    if (pt_tl_updates_newMessage_encode(&b, u) != 0) {
-        pt_buf_free(&b);
+    pt_srv_sess *e = c->sess;
+    pt_server *s = c->srv;
+    int rc = pt_srv_queues_full(pt_db_reader(s->db), devices, s->cfg.queue_quota);
+    send_op *m = rc == 0 ? calloc(1, sizeof *m + proto->payload.len) : NULL;
+    if (!m) {
+        pt_srv_reply_error(e, req, rc > 0 ? PT_RPC_QUOTA : PT_RPC_INTERNAL,
+                           rc > 0 ? "RECIPIENT_QUEUE_FULL" : rc < 0 ? "INTERNAL" : "OUT_OF_MEMORY");
+        pt_srv_devlist_free(devices);
         return;
     }
-    pt_srv_device *d = only ? only->dev : NULL;
-    if (!d) {
-        size_t h = dev_hash(device, s->dev_nbuckets);
-        for (d = s->dev_buckets[h]; d && memcmp(d->pk, device, 32) != 0; d = d->next) {}
-    }
-    for (pt_srv_sess *e = d ? d->sessions : NULL; e; e = e->dev_next) {
-        if ((only && e != only) || !e->conn) continue;
-        if (pt_sess_send(e->sess, b.data, b.len, false, NULL) == 0) {
-            if (pt_conn_flush(e->conn) != 0) pt_conn_close(e->conn, "flush failed");
-        }
-    }
-    pt_buf_free(&b);
+    reply_to_init(&m->to, c, req);
+    m->devices = *devices;
+    memset(devices, 0, sizeof *devices);
+    if (proto->payload.len) memcpy(m->payload, proto->payload.data, proto->payload.len);
+    m->item = *proto;
+    m->item.payload = (pt_tl_bytes){m->payload, proto->payload.len};
+    m->item.note = (pt_tl_bytes){NULL, 0};
+    m->item.server_id = s->next_server_id++;
+    m->item.date_ms = pt_env_now_ms(pt_env_default());
+    memcpy(m->item.from, e->dev->user_id, 16);
+    memcpy(m->item.from_device, e->device_pk, 32);
+    /* forward to the connected devices now; the sender hears back after the commit */
+    pt_srv_push_item(s, &m->devices, &m->item);
+    m->op = (pt_db_op){.apply = send_apply, .done = send_done, .arg = m};
+    pt_db_submit(s->db, &m->op);
 }
 
-static int count_queue(pt_server *s, const uint8_t device[32])
+/* Forwards an item to every device of user `to`, unless `to` blocked the sender. */
+static void send_to_user(pt_conn *c, uint64_t req, const uint8_t to[16], const pt_srv_item *proto)
 {
-    sqlite3_stmt *st;
-    if (pt_db_prepare(pt_db_reader(s->db), "SELECT count(*) FROM queue WHERE device_key = ?", &st))
-        return -1;
-    sqlite3_bind_blob(st, 1, device, 32, SQLITE_STATIC);
-    int n = pt_db_step(st) == 1 ? sqlite3_column_int(st, 0) : -1;
-    sqlite3_finalize(st);
-    return n;
+    pt_srv_sess *e = c->sess;
+    sqlite3 *r = pt_db_reader(c->srv->db);
+    int rc = pt_srv_blocked(r, to, e->dev->user_id);
+    if (rc != 0) {
+        pt_srv_reply_error(e, req, rc < 0 ? PT_RPC_INTERNAL : PT_RPC_FORBIDDEN,
+                           rc < 0 ? "INTERNAL" : "BLOCKED");
+        return;
+    }
+    pt_srv_devlist devices = {0};
+    if (pt_srv_user_devices(r, to, NULL, &devices) != 0) {
+        pt_srv_reply_error(e, req, PT_RPC_INTERNAL, "INTERNAL");
+    } else if (devices.n == 0) {
+        pt_srv_reply_error(e, req, PT_RPC_NOT_FOUND, "USER_NOT_FOUND");
+    } else {
+        pt_srv_forward(c, req, proto, &devices);
+    }
+    pt_srv_devlist_free(&devices);
 }
 
 static void rpc_send(pt_conn *c, uint64_t req, const pt_tl_messages_send *q)
 {
-    pt_srv_sess *e = c->sess;
-    pt_server *s = c->srv;
-    if (!e->dev || !e->dev->bound) {
-        pt_srv_reply_error(e, req, PT_RPC_NOT_BOUND, "DEVICE_NOT_BOUND");
-        return;
-    }
+    if (!pt_srv_require_bound(c, req)) return;
     if (q->envelope.len > PT_SERVER_ENVELOPE_MAX) {
-        pt_srv_reply_error(e, req, PT_RPC_TOO_LARGE, "ENVELOPE_TOO_LARGE");
+        pt_srv_reply_error(c->sess, req, PT_RPC_TOO_LARGE, "ENVELOPE_TOO_LARGE");
         return;
     }
-    send_op *m = calloc(1, sizeof *m + q->envelope.len);
-    if (!m) {
-        pt_srv_reply_error(e, req, PT_RPC_INTERNAL, "OUT_OF_MEMORY");
-        return;
-    }
-    sqlite3_stmt *st;
-    if (pt_db_prepare(pt_db_reader(s->db), "SELECT device_key FROM devices WHERE user_id = ?", &st)) {
-        free(m);
-        pt_srv_reply_error(e, req, PT_RPC_INTERNAL, "INTERNAL");
-        return;
-    }
-    sqlite3_bind_blob(st, 1, q->to, 16, SQLITE_STATIC);
-    while (m->ndevices < MAX_RECIPIENT_DEVICES && pt_db_step(st) == 1) {
-        if (sqlite3_column_bytes(st, 0) == 32) memcpy(m->devices[m->ndevices++], sqlite3_column_blob(st, 0), 32);
-    }
-    sqlite3_finalize(st);
-    if (m->ndevices == 0) {
-        free(m);
-        pt_srv_reply_error(e, req, PT_RPC_NOT_FOUND, "USER_NOT_FOUND");
-        return;
-    }
-    for (size_t i = 0; i < m->ndevices; i++) {
-        int n = count_queue(s, m->devices[i]);
-        if (n < 0 || (uint32_t)n >= s->cfg.queue_quota) {
-            free(m);
-            pt_srv_reply_error(e, req, PT_RPC_QUOTA, n < 0 ? "INTERNAL" : "RECIPIENT_QUEUE_FULL");
-            return;
-        }
-    }
-    reply_to_init(&m->to, c, req);
-    m->server_id = s->next_server_id++;
-    m->date_ms = pt_env_now_ms(pt_env_default());
-    memcpy(m->sender, e->dev->user_id, 16);
-    memcpy(m->sender_device, e->device_pk, 32);
-    m->len = q->envelope.len;
-    memcpy(m->envelope, q->envelope.data, q->envelope.len);
-    /* forward to the connected devices now; the sender hears back after the commit */
-    pt_tl_updates_newMessage u = {.server_id = m->server_id, .date = (int64_t)m->date_ms,
-                                  .envelope = {m->envelope, m->len}};
-    memcpy(u.from, m->sender, 16);
-    memcpy(u.from_device, m->sender_device, 32);
-    for (size_t i = 0; i < m->ndevices; i++) push_message(s, m->devices[i], NULL, &u);
-    m->op = (pt_db_op){.apply = send_apply, .done = send_done, .arg = m};
-    pt_db_submit(s->db, &m->op);
+    pt_srv_item it = {.kind = PT_ITEM_MESSAGE, .payload = q->envelope};
+    send_to_user(c, req, q->to, &it);
 }
+
+static void rpc_send_receipt(pt_conn *c, uint64_t req, const pt_tl_messages_sendReceipt *q)
+{
+    if (!pt_srv_require_bound(c, req)) return;
+    if (q->status < 0 || q->status > 255) {
+        pt_srv_reply_error(c->sess, req, PT_RPC_BAD_REQUEST, "RECEIPT_STATUS_INVALID");
+        return;
+    }
+    if (q->envelope.len > PT_SERVER_RECEIPT_MAX) {
+        pt_srv_reply_error(c->sess, req, PT_RPC_TOO_LARGE, "ENVELOPE_TOO_LARGE");
+        return;
+    }
+    pt_srv_item it = {.kind = PT_ITEM_RECEIPT, .about = q->about_server_id, .code = q->status,
+                      .payload = q->envelope};
+    send_to_user(c, req, q->to, &it);
+}
+
+/* ---- messages.received, messages.sync ---------------------------------------------------------- */
 
 typedef struct received_op {
     pt_db_op op;
@@ -522,16 +779,8 @@ static void ok_done(void *arg, int rc)
     received_op *r = arg;
     pt_srv_sess *e = reply_session(&r->to);
     if (e) {
-        if (rc == 0) {
-            pt_buf out;
-            pt_buf_init(&out);
-            pt_tl_pt_ok ok;
-            memset(&ok, 0, sizeof ok);
-            if (pt_tl_pt_ok_encode(&out, &ok) == 0) pt_srv_reply(e, r->to.req_msg_id, &out);
-            pt_buf_free(&out);
-        } else {
-            pt_srv_reply_error(e, r->to.req_msg_id, PT_RPC_INTERNAL, "STORE_FAILED");
-        }
+        if (rc == 0) pt_srv_reply_ok(e, r->to.req_msg_id);
+        else pt_srv_reply_error(e, r->to.req_msg_id, PT_RPC_INTERNAL, "STORE_FAILED");
     }
     free(r);
 }
@@ -551,12 +800,21 @@ static void rpc_received(pt_conn *c, uint64_t req, const pt_tl_messages_received
     pt_db_submit(c->srv->db, &r->op);
 }
 
+/* Copies a BLOB column of exactly n bytes into out; false when it has another size. */
+static bool column_fixed(sqlite3_stmt *st, int col, uint8_t *out, int n)
+{
+    if (sqlite3_column_bytes(st, col) != n) return false;
+    memcpy(out, sqlite3_column_blob(st, col), (size_t)n);
+    return true;
+}
+
 static void rpc_sync(pt_conn *c, uint64_t req)
 {
     pt_srv_sess *e = c->sess;
     sqlite3_stmt *st;
     if (pt_db_prepare(pt_db_reader(c->srv->db),
-                      "SELECT m.server_id, m.sender, m.sender_device, m.date_ms, m.envelope "
+                      "SELECT m.server_id, m.sender, m.sender_device, m.date_ms, m.envelope, m.kind, "
+                      "m.group_id, m.peer, m.about, m.status, m.note "
                       "FROM queue q JOIN messages m ON m.server_id = q.server_id "
                       "WHERE q.device_key = ? ORDER BY q.server_id",
                       &st)) {
@@ -565,37 +823,38 @@ static void rpc_sync(pt_conn *c, uint64_t req)
     }
     sqlite3_bind_blob(st, 1, e->device_pk, 32, SQLITE_STATIC);
     size_t n = 0;
+    pt_buf b;
+    pt_buf_init(&b);
     while (pt_db_step(st) == 1) {
-        if (sqlite3_column_bytes(st, 1) != 16 || sqlite3_column_bytes(st, 2) != 32) continue;
-        pt_tl_updates_newMessage u = {
-            .server_id = sqlite3_column_int64(st, 0),
-            .date = sqlite3_column_int64(st, 3),
-            .envelope = {sqlite3_column_blob(st, 4), (uint32_t)sqlite3_column_bytes(st, 4)}};
-        memcpy(u.from, sqlite3_column_blob(st, 1), 16);
-        memcpy(u.from_device, sqlite3_column_blob(st, 2), 32);
-        push_message(c->srv, e->device_pk, e, &u);
+        pt_srv_item it = {.server_id = sqlite3_column_int64(st, 0),
+                          .date_ms = (uint64_t)sqlite3_column_int64(st, 3),
+                          .kind = sqlite3_column_int(st, 5),
+                          .about = sqlite3_column_int64(st, 8),
+                          .code = sqlite3_column_int(st, 9)};
+        if (!column_fixed(st, 1, it.from, 16) || !column_fixed(st, 2, it.from_device, 32)) continue;
+        if (kind_has_group(it.kind) && !column_fixed(st, 6, it.group_id, 16)) continue;
+        if (it.kind == PT_ITEM_GROUP_EVENT && !column_fixed(st, 7, it.peer, 16)) continue;
+        it.payload = (pt_tl_bytes){sqlite3_column_blob(st, 4), (uint32_t)sqlite3_column_bytes(st, 4)};
+        it.note = (pt_tl_bytes){sqlite3_column_text(st, 10), (uint32_t)sqlite3_column_bytes(st, 10)};
+        pt_buf_reset(&b);
+        if (pt_srv_item_encode(&b, &it) != 0) continue;
+        pt_srv_push_device(c->srv, e->device_pk, e, &b);
         n++;
     }
     sqlite3_finalize(st);
+    pt_buf_free(&b);
     pt_log_debug("conn %s: sync delivered %zu queued messages", c->peer, n);
-    pt_buf out;
-    pt_buf_init(&out);
-    pt_tl_pt_ok ok;
-    memset(&ok, 0, sizeof ok);
-    if (pt_tl_pt_ok_encode(&out, &ok) == 0) pt_srv_reply(e, req, &out);
-    pt_buf_free(&out);
+    pt_srv_reply_ok(e, req);
 }
 
 bool pt_srv_messaging_rpc(pt_conn *c, uint64_t msg_id, uint32_t ctor, const void *decoded)
 {
-    if (!c->srv->db) { /* shutting down: the store is closed */
-        pt_srv_reply_error(c->sess, msg_id, PT_RPC_UNAVAILABLE, "SHUTTING_DOWN");
-        return true;
-    }
     switch (ctor) {
     case PT_TL_AUTH_BINDUSERNAME_ID: rpc_bind(c, msg_id, decoded); return true;
     case PT_TL_USERS_RESOLVE_ID: rpc_resolve(c, msg_id, decoded); return true;
+    case PT_TL_USERS_GET_ID: rpc_get_user(c, msg_id, decoded); return true;
     case PT_TL_MESSAGES_SEND_ID: rpc_send(c, msg_id, decoded); return true;
+    case PT_TL_MESSAGES_SENDRECEIPT_ID: rpc_send_receipt(c, msg_id, decoded); return true;
     case PT_TL_MESSAGES_RECEIVED_ID: rpc_received(c, msg_id, decoded); return true;
     case PT_TL_MESSAGES_SYNC_ID: rpc_sync(c, msg_id); return true;
     default: return false;

@@ -20,6 +20,16 @@
 #define PT_SERVER_MAX_SESSIONS_PER_DEVICE 16
 #define PT_SERVER_ENVELOPE_MAX 65536        /* end-to-end envelope, bytes */
 #define PT_SERVER_QUEUE_QUOTA 10000         /* undelivered messages per device */
+#define PT_SERVER_USER_DEVICES_MAX 64       /* devices of one user reached by a send */
+#define PT_SERVER_PAGE_MAX 100              /* users.list / contacts.get entries per page */
+#define PT_SERVER_NOTE_MAX 256              /* contact request note, bytes */
+#define PT_SERVER_BUNDLE_MAX 8192           /* opaque prekey bundle in contacts.*, bytes */
+#define PT_SERVER_RECEIPT_MAX 4096          /* receipt envelope, bytes */
+#define PT_SERVER_PREKEY_MAX 64             /* one public prekey, bytes */
+#define PT_SERVER_PREKEY_UPLOAD_MAX 100     /* one-time prekeys in one upload */
+#define PT_SERVER_PREKEY_STORED_MAX 500     /* one-time prekeys stored per device */
+#define PT_SERVER_PREKEY_LOW 10             /* fewer left: the device is asked to top up */
+#define PT_SERVER_GROUP_MAX_MEMBERS 256     /* members + pending invitations of a group */
 
 typedef struct pt_server_config {
     const char *host;                     /* listen address, default 127.0.0.1 */

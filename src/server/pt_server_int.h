@@ -4,11 +4,14 @@
 
 #include <uv.h>
 
+#include "pt_tl.h"
 #include "server/pt_server.h"
 #include "session/pt_sess.h"
+#include "store/pt_db.h"
 
 typedef struct pt_conn pt_conn;
 typedef struct pt_srv_sess pt_srv_sess;
+typedef struct pt_srv_user pt_srv_user;
 
 /* A device seen by this server: its sessions, and the user it is bound to. */
 typedef struct pt_srv_device {
@@ -16,6 +19,7 @@ typedef struct pt_srv_device {
     bool bound;                     /* a devices row ties it to a user */
     uint8_t user_id[16];            /* valid when bound */
     pt_srv_sess *sessions;          /* via pt_srv_sess.dev_next */
+    uint32_t nconns;                /* connections with an established channel */
     struct pt_srv_device *next;     /* hash chain */
 } pt_srv_device;
 
@@ -38,6 +42,8 @@ struct pt_conn {
     pt_server *srv;
     pt_chan *chan;
     pt_srv_sess *sess;              /* attached session, NULL until the first record */
+    struct pt_srv_device *dev;      /* the peer's device, once the channel is up */
+    bool online;                    /* counted in the presence of dev's user */
     pt_buf out;                     /* sealed bytes waiting for the next write */
     pt_buf inflight;                /* bytes handed to uv_write, untouched until on_write */
     uv_write_t wreq;
@@ -70,6 +76,8 @@ struct pt_server {
     size_t dev_nbuckets, dev_n;
     struct pt_db *db;               /* the store (data_dir/packtrack.db) */
     int64_t next_server_id;         /* next message id to assign */
+    pt_srv_user **user_buckets;     /* presence: users online or with a status write pending */
+    size_t user_nbuckets, user_n;
     uv_alloc_cb alloc_cb;
     uv_read_cb read_cb;
     uint8_t readbuf[65536];         /* shared by every read on this loop */
@@ -95,8 +103,128 @@ void pt_srv_devices_free(pt_server *s);
 pt_srv_device *pt_srv_device_get(pt_server *s, const uint8_t pk[32]);
 void pt_srv_device_add_session(pt_srv_device *d, pt_srv_sess *e);
 void pt_srv_device_remove_session(pt_server *s, pt_srv_sess *e);
-/* The messaging RPCs; return false when the constructor is not theirs. */
+/* A connection's channel came up / the connection closes: the device is
+ * connected while it has one, and its user is online while some device is. */
+int pt_srv_device_conn_up(pt_server *s, pt_conn *c);
+void pt_srv_device_conn_down(pt_server *s, pt_conn *c);
+/* The RPCs of one module (messaging.c, presence.c, contacts.c, prekeys.c, groups.c);
+ * each returns false when the constructor is not one of its own. The store is open. */
 bool pt_srv_messaging_rpc(pt_conn *c, uint64_t msg_id, uint32_t ctor, const void *decoded);
+bool pt_srv_presence_rpc(pt_conn *c, uint64_t msg_id, uint32_t ctor, const void *decoded);
+bool pt_srv_contacts_rpc(pt_conn *c, uint64_t msg_id, uint32_t ctor, const void *decoded);
+bool pt_srv_prekeys_rpc(pt_conn *c, uint64_t msg_id, uint32_t ctor, const void *decoded);
+bool pt_srv_groups_rpc(pt_conn *c, uint64_t msg_id, uint32_t ctor, const void *decoded);
+
+/* ---- helpers shared by the RPC modules (messaging.c) ------------------------------------ */
+
+/* Where an asynchronous reply goes: found again by (device, session) after the
+ * commit, because the session may have gone in the meantime. */
+typedef struct pt_srv_reply_to {
+    pt_server *srv;
+    uint8_t device_pk[32];
+    uint64_t session_id;
+    uint64_t req_msg_id;
+} pt_srv_reply_to;
+
+void pt_srv_reply_to_init(pt_srv_reply_to *r, pt_conn *c, uint64_t req);
+/* The session to answer, or NULL (logged) when it is gone. */
+pt_srv_sess *pt_srv_reply_session(const pt_srv_reply_to *r);
+void pt_srv_reply_ok(pt_srv_sess *e, uint64_t req);
+/* Answers 401 DEVICE_NOT_BOUND and returns false when c's device has no user. */
+bool pt_srv_require_bound(pt_conn *c, uint64_t req);
+
+/* A growable list of device keys. */
+typedef struct pt_srv_devlist {
+    uint8_t (*pk)[32];              /* n keys, malloc'd */
+    size_t n, cap;
+} pt_srv_devlist;
+
+int pt_srv_devlist_add(pt_srv_devlist *l, const uint8_t pk[32]);
+void pt_srv_devlist_free(pt_srv_devlist *l); /* leaves an empty list */
+/* Appends the devices of user (PT_SERVER_USER_DEVICES_MAX at most) except `skip`
+ * (may be NULL). Any connection: the reader on the loop, the writer in apply(). */
+int pt_srv_user_devices(sqlite3 *db, const uint8_t user[16], const uint8_t *skip,
+                        pt_srv_devlist *out);
+/* Queue rows of device, or a negative pt_err. */
+int pt_srv_queue_count(sqlite3 *db, const uint8_t device[32]);
+/* 1 when some device of l has quota queue rows or more, 0 if none, < 0 on error. */
+int pt_srv_queues_full(sqlite3 *db, const pt_srv_devlist *l, uint32_t quota);
+/* 1 when user `by` blocked user `whom`, 0 if not, < 0 on error. Any connection. */
+int pt_srv_blocked(sqlite3 *db, const uint8_t by[16], const uint8_t whom[16]);
+/* 1 when the user exists, 0 if not, < 0 on error. */
+int pt_srv_user_exists(sqlite3 *db, const uint8_t user[16]);
+
+/* What a messages row holds (kind says which update it becomes). */
+enum pt_srv_item_kind {
+    PT_ITEM_MESSAGE = 0,            /* updates.newMessage */
+    PT_ITEM_GROUP_MESSAGE = 1,      /* updates.newGroupMessage */
+    PT_ITEM_RECEIPT = 2,            /* updates.receipt */
+    PT_ITEM_CONTACT = 3,            /* updates.contact */
+    PT_ITEM_GROUP_EVENT = 4,        /* updates.groupEvent */
+};
+
+/* One stored-and-forwarded item; its bytes are borrowed. */
+typedef struct pt_srv_item {
+    int64_t server_id;
+    int kind;                       /* enum pt_srv_item_kind */
+    uint64_t date_ms;
+    uint8_t from[16];               /* sending user (the actor of a group event) */
+    uint8_t from_device[32];
+    uint8_t group_id[16];           /* group kinds */
+    uint8_t peer[16];               /* group event: the member concerned */
+    int64_t about;                  /* receipt: the server_id it is about */
+    int32_t code;                   /* receipt status, contact action or group event */
+    pt_tl_bytes note;               /* contact request note (UTF-8) */
+    pt_tl_bytes payload;            /* envelope or prekey bundle */
+} pt_srv_item;
+
+/* Appends the updates.* object for it. */
+int pt_srv_item_encode(pt_buf *out, const pt_srv_item *it);
+/* Writer thread: one messages row and one queue row per device of `to`
+ * (nothing when `to` is empty). */
+int pt_srv_item_store(sqlite3 *db, const pt_srv_item *it, const pt_srv_devlist *to);
+/* Sends an encoded update to every connected session of device (or only to
+ * session `only` when given). */
+void pt_srv_push_device(pt_server *s, const uint8_t device[32], pt_srv_sess *only,
+                        const pt_buf *update);
+void pt_srv_push_devices(pt_server *s, const pt_srv_devlist *to, const pt_buf *update);
+/* Pushes to every connected device of user (nothing when the user is offline). */
+void pt_srv_push_user(pt_server *s, const uint8_t user[16], const pt_buf *update);
+/* Encodes it once and pushes it to every device of `to`. */
+void pt_srv_push_item(pt_server *s, const pt_srv_devlist *to, const pt_srv_item *it);
+
+/* Forwards an item from c's device (kind, group_id, about, code and payload taken
+ * from proto; the rest is filled in) to `devices`: pushed to the connected ones
+ * now, stored once and queued for each, answered with messages.sent after the
+ * commit, or refused with RECIPIENT_QUEUE_FULL. Empties *devices. */
+void pt_srv_forward(pt_conn *c, uint64_t req, const pt_srv_item *proto, pt_srv_devlist *devices);
+
+/* ---- presence (presence.c) ------------------------------------------------------------- */
+
+/* Status values: what a user chooses, and what others see. */
+#define PT_STATUS_OFFLINE 0         /* seen only */
+#define PT_STATUS_ONLINE 1
+#define PT_STATUS_BUSY 2
+#define PT_STATUS_AWAY 3
+#define PT_STATUS_INVISIBLE 4       /* chosen only: seen as offline */
+
+/* Contact states (contacts.state, from user_id's side). */
+#define PT_CONTACT_REQUEST_SENT 1
+#define PT_CONTACT_REQUEST_RECEIVED 2
+#define PT_CONTACT_FRIENDS 3
+#define PT_CONTACT_BLOCKED 4
+
+int pt_srv_presence_init(pt_server *s);
+void pt_srv_presence_free(pt_server *s);
+/* One more (up) or one less connection of a device of user. A user is online
+ * while it has one; friends hear of the transitions. */
+void pt_srv_presence_conn(pt_server *s, const uint8_t user[16], bool up);
+/* What others see of user: PT_STATUS_OFFLINE .. PT_STATUS_AWAY. */
+int pt_srv_presence_visible(pt_server *s, const uint8_t user[16]);
+/* Whether some device of user is connected. */
+bool pt_srv_presence_connected(pt_server *s, const uint8_t user[16]);
+/* Pushes updates.userStatus(about, what `to` may see of it) to `to`'s devices. */
+void pt_srv_presence_tell(pt_server *s, const uint8_t about[16], const uint8_t to[16]);
 
 /* RPC error codes (rpc_error.error_code), HTTP-like. */
 #define PT_RPC_BAD_REQUEST 400

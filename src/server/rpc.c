@@ -76,7 +76,13 @@ void pt_srv_rpc(pt_conn *c, uint64_t msg_id, const uint8_t *body, size_t len)
         break;
     }
     default:
-        if (!pt_srv_messaging_rpc(c, msg_id, o.id, &o.u))
+        if (!c->srv->db) /* shutting down: the store is closed */
+            reply_error(c, msg_id, PT_RPC_UNAVAILABLE, "SHUTTING_DOWN");
+        else if (!pt_srv_messaging_rpc(c, msg_id, o.id, &o.u) &&
+                 !pt_srv_presence_rpc(c, msg_id, o.id, &o.u) &&
+                 !pt_srv_contacts_rpc(c, msg_id, o.id, &o.u) &&
+                 !pt_srv_prekeys_rpc(c, msg_id, o.id, &o.u) &&
+                 !pt_srv_groups_rpc(c, msg_id, o.id, &o.u))
             reply_error(c, msg_id, PT_RPC_BAD_REQUEST, "METHOD_UNKNOWN");
     }
     pt_buf_free(&b);

@@ -124,6 +124,7 @@ void pt_conn_close(pt_conn *c, const char *why)
         c->sess->detached_ms = uv_now(&s->loop);
         c->sess = NULL;
     }
+    pt_srv_device_conn_down(s, c);
     if (c->prev) c->prev->next = c->next;
     else s->conns = c->next;
     if (c->next) c->next->prev = c->prev;
@@ -295,6 +296,10 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
         return;
     }
     if (!was_established && pt_chan_established(c->chan)) {
+        if (!c->closing && pt_srv_device_conn_up(c->srv, c) != 0) {
+            pt_conn_close(c, "out of memory");
+            return;
+        }
         char fp[PT_FINGERPRINT_LEN];
         pt_fingerprint(fp, pt_chan_remote_static(c->chan));
         pt_log_info("conn %s: secure channel up: %s, device %.17s", c->peer,
@@ -491,6 +496,7 @@ pt_server *pt_server_new(const pt_server_config *cfg, int *err)
     rc = PT_ERR_NOMEM;
     if (!(s->sess_buckets = calloc(s->sess_nbuckets, sizeof *s->sess_buckets))) goto fail;
     if ((rc = pt_srv_devices_init(s)) != 0) goto fail;
+    if ((rc = pt_srv_presence_init(s)) != 0) goto fail;
 
     rc = PT_ERR_IO;
     if (uv_loop_init(&s->loop) != 0) goto fail;
@@ -572,6 +578,7 @@ static void close_walk(uv_handle_t *h, void *arg)
 void pt_server_free(pt_server *s)
 {
     if (!s) return;
+    s->stopping = true; /* no presence pushes while everything goes */
     while (s->sess_all) pt_srv_sess_destroy(s, s->sess_all);
     free(s->sess_buckets);
     if (s->db) {
@@ -584,6 +591,7 @@ void pt_server_free(pt_server *s)
         uv_run(&s->loop, UV_RUN_DEFAULT);
         uv_loop_close(&s->loop);
     }
+    pt_srv_presence_free(s);
     pt_srv_devices_free(s);
     pt_wipe(s->static_sk, sizeof s->static_sk);
     pt_wipe(s->salt_secret, sizeof s->salt_secret);

@@ -62,6 +62,22 @@ static const char *const migrations[PT_DB_SCHEMA_VERSION] = {
     "  server_id INTEGER NOT NULL REFERENCES messages(server_id),"
     "  PRIMARY KEY (device_key, server_id)"
     ") WITHOUT ROWID;",
+    /* 1 -> 2: presence, group invitations, and what kind of item a messages row is
+     * (src/server/pt_server_int.h, enum pt_srv_item_kind) */
+    "ALTER TABLE users ADD COLUMN status INTEGER NOT NULL DEFAULT 1;" /* 1 online .. 4 invisible */
+    "ALTER TABLE messages ADD COLUMN kind INTEGER NOT NULL DEFAULT 0;" /* 0 message .. 4 group event */
+    "ALTER TABLE messages ADD COLUMN group_id BLOB;"  /* group message or event */
+    "ALTER TABLE messages ADD COLUMN peer BLOB;"      /* group event: the member concerned */
+    "ALTER TABLE messages ADD COLUMN about INTEGER;"  /* receipt: the server_id acknowledged */
+    "ALTER TABLE messages ADD COLUMN status INTEGER;" /* receipt status, contact action, group event */
+    "ALTER TABLE messages ADD COLUMN note TEXT;"      /* contact request note */
+    "CREATE TABLE group_invites ("
+    "  group_id BLOB NOT NULL REFERENCES groups(group_id) ON DELETE CASCADE,"
+    "  user_id BLOB NOT NULL,"
+    "  inviter BLOB NOT NULL,"
+    "  created_ms INTEGER NOT NULL,"
+    "  PRIMARY KEY (group_id, user_id)"
+    ") WITHOUT ROWID;",
 };
 
 struct pt_db {

@@ -1,0 +1,296 @@
+/*
+ * Contacts: friend requests relayed between users, and blocks.
+ *
+ * Each relation is two contacts rows, one per side (request sent / received,
+ * friends), or one row for a block (the blocker's; the blocked side's row is
+ * deleted). Every check and change runs in the writer's transaction, so two
+ * racing calls see each other's result. What the other side must hear (a request
+ * with the requester's prekey bundle, an acceptance with the accepter's, a
+ * denial, a removal) is stored and queued for each of its devices like a message:
+ * a user who is offline gets it from messages.sync. A block is never announced.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "server/pt_server_int.h"
+#include "server/pt_username.h"
+
+enum { OP_REQUEST, OP_ACCEPT, OP_DENY, OP_REMOVE, OP_BLOCK };
+
+/* updates.contact actions */
+#define ACTION_REQUEST 1
+#define ACTION_ACCEPTED 2
+#define ACTION_DENIED 3
+#define ACTION_REMOVED 4
+
+typedef struct contact_op {
+    pt_db_op op;
+    pt_srv_reply_to to;
+    int what;                       /* OP_* */
+    uint8_t me[16], peer[16];
+    uint32_t quota;                 /* the server's queue quota, for requests */
+    int err_code;                   /* rpc error to answer, 0 on success */
+    const char *err_msg;
+    bool notify;                    /* apply() queued item for devices */
+    bool friends;                   /* apply() made them friends */
+    pt_srv_item item;               /* the notice for the peer */
+    pt_srv_devlist devices;         /* the peer's devices */
+    uint8_t data[];                 /* note ‖ bundle */
+} contact_op;
+
+/* Contact state of (user, peer): 0 when there is no row, or a negative pt_err. */
+static int get_state(sqlite3 *db, const uint8_t user[16], const uint8_t peer[16])
+{
+    sqlite3_stmt *st;
+    int rc = pt_db_prepare(db, "SELECT state FROM contacts WHERE user_id = ? AND peer_id = ?", &st);
+    if (rc) return rc;
+    sqlite3_bind_blob(st, 1, user, 16, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 2, peer, 16, SQLITE_STATIC);
+    rc = pt_db_step(st);
+    if (rc == 1) rc = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int set_state(sqlite3 *db, const uint8_t user[16], const uint8_t peer[16], int state,
+                     const pt_tl_bytes *note)
+{
+    sqlite3_stmt *st;
+    int rc = pt_db_prepare(db, "INSERT INTO contacts(user_id, peer_id, state, note, updated_ms) "
+                               "VALUES (?,?,?,?,?) ON CONFLICT(user_id, peer_id) DO UPDATE SET "
+                               "state = excluded.state, note = excluded.note, "
+                               "updated_ms = excluded.updated_ms", &st);
+    if (rc) return rc;
+    sqlite3_bind_blob(st, 1, user, 16, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 2, peer, 16, SQLITE_STATIC);
+    sqlite3_bind_int(st, 3, state);
+    if (note && note->len) sqlite3_bind_text(st, 4, (const char *)note->data, (int)note->len, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 5, (sqlite3_int64)pt_env_now_ms(pt_env_default()));
+    rc = pt_db_step(st);
+    sqlite3_finalize(st);
+    return rc < 0 ? rc : 0;
+}
+
+static int del_state(sqlite3 *db, const uint8_t user[16], const uint8_t peer[16])
+{
+    sqlite3_stmt *st;
+    int rc = pt_db_prepare(db, "DELETE FROM contacts WHERE user_id = ? AND peer_id = ?", &st);
+    if (rc) return rc;
+    sqlite3_bind_blob(st, 1, user, 16, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 2, peer, 16, SQLITE_STATIC);
+    rc = pt_db_step(st);
+    sqlite3_finalize(st);
+    return rc < 0 ? rc : 0;
+}
+
+#define FAIL(code, msg)                                                                            \
+    do {                                                                                           \
+        o->err_code = (code);                                                                      \
+        o->err_msg = (msg);                                                                        \
+        return PT_ERR_STATE;                                                                       \
+    } while (0)
+#define TRY(expr)                                                                                  \
+    do {                                                                                           \
+        int rc_ = (expr);                                                                          \
+        if (rc_ < 0) return rc_;                                                                   \
+    } while (0)
+
+static int contact_apply(sqlite3 *db, void *arg)
+{
+    contact_op *o = arg;
+    int rc = pt_srv_user_exists(db, o->peer);
+    if (rc < 0) return rc;
+    if (rc == 0) FAIL(PT_RPC_NOT_FOUND, "USER_NOT_FOUND");
+    int mine = get_state(db, o->me, o->peer), theirs = get_state(db, o->peer, o->me);
+    TRY(mine);
+    TRY(theirs);
+    switch (o->what) {
+    case OP_REQUEST:
+        if (theirs == PT_CONTACT_BLOCKED) FAIL(PT_RPC_FORBIDDEN, "BLOCKED");
+        if (mine == PT_CONTACT_BLOCKED) FAIL(PT_RPC_CONFLICT, "PEER_BLOCKED");
+        if (mine == PT_CONTACT_FRIENDS) FAIL(PT_RPC_CONFLICT, "ALREADY_FRIENDS");
+        if (mine == PT_CONTACT_REQUEST_RECEIVED) FAIL(PT_RPC_CONFLICT, "PEER_REQUESTED_YOU");
+        TRY(pt_srv_user_devices(db, o->peer, NULL, &o->devices));
+        TRY(rc = pt_srv_queues_full(db, &o->devices, o->quota));
+        if (rc) FAIL(PT_RPC_QUOTA, "RECIPIENT_QUEUE_FULL");
+        TRY(set_state(db, o->me, o->peer, PT_CONTACT_REQUEST_SENT, &o->item.note));
+        TRY(set_state(db, o->peer, o->me, PT_CONTACT_REQUEST_RECEIVED, &o->item.note));
+        o->item.code = ACTION_REQUEST;
+        break;
+    case OP_ACCEPT:
+        if (mine != PT_CONTACT_REQUEST_RECEIVED) FAIL(PT_RPC_NOT_FOUND, "NO_PENDING_REQUEST");
+        TRY(set_state(db, o->me, o->peer, PT_CONTACT_FRIENDS, NULL));
+        TRY(set_state(db, o->peer, o->me, PT_CONTACT_FRIENDS, NULL));
+        o->item.code = ACTION_ACCEPTED;
+        o->friends = true;
+        break;
+    case OP_DENY:
+        if (mine != PT_CONTACT_REQUEST_RECEIVED) FAIL(PT_RPC_NOT_FOUND, "NO_PENDING_REQUEST");
+        TRY(del_state(db, o->me, o->peer));
+        TRY(del_state(db, o->peer, o->me));
+        o->item.code = ACTION_DENIED;
+        break;
+    case OP_REMOVE:
+        if (mine == 0) FAIL(PT_RPC_NOT_FOUND, "NOT_A_CONTACT");
+        TRY(del_state(db, o->me, o->peer));
+        if (mine == PT_CONTACT_BLOCKED || theirs == PT_CONTACT_BLOCKED) return 0; /* unblocked */
+        TRY(del_state(db, o->peer, o->me));
+        o->item.code = ACTION_REMOVED;
+        break;
+    case OP_BLOCK:
+        TRY(set_state(db, o->me, o->peer, PT_CONTACT_BLOCKED, NULL));
+        if (theirs != PT_CONTACT_BLOCKED) TRY(del_state(db, o->peer, o->me));
+        return 0;
+    default:
+        return PT_ERR_INVAL;
+    }
+    if (o->what != OP_REQUEST) TRY(pt_srv_user_devices(db, o->peer, NULL, &o->devices));
+    TRY(pt_srv_item_store(db, &o->item, &o->devices));
+    o->notify = true;
+    return 0;
+}
+
+static void contact_done(void *arg, int rc)
+{
+    contact_op *o = arg;
+    pt_server *s = o->to.srv;
+    if (rc == 0 && o->notify) pt_srv_push_item(s, &o->devices, &o->item);
+    if (rc == 0 && o->friends) { /* each sees the other's presence from now on */
+        pt_srv_presence_tell(s, o->me, o->peer);
+        pt_srv_presence_tell(s, o->peer, o->me);
+    }
+    pt_srv_sess *e = pt_srv_reply_session(&o->to);
+    if (e) {
+        if (rc == 0) pt_srv_reply_ok(e, o->to.req_msg_id);
+        else pt_srv_reply_error(e, o->to.req_msg_id, o->err_code ? o->err_code : PT_RPC_INTERNAL,
+                                o->err_msg ? o->err_msg : "STORE_FAILED");
+    }
+    pt_srv_devlist_free(&o->devices);
+    free(o);
+}
+
+static void submit(pt_conn *c, uint64_t req, int what, const uint8_t peer[16], pt_tl_bytes note,
+                   pt_tl_bytes bundle)
+{
+    pt_srv_sess *e = c->sess;
+    if (!pt_srv_require_bound(c, req)) return;
+    if (memcmp(peer, e->dev->user_id, 16) == 0) {
+        pt_srv_reply_error(e, req, PT_RPC_BAD_REQUEST, "PEER_IS_SELF");
+        return;
+    }
+    if (note.len > PT_SERVER_NOTE_MAX || bundle.len > PT_SERVER_BUNDLE_MAX) {
+        pt_srv_reply_error(e, req, PT_RPC_TOO_LARGE, note.len > PT_SERVER_NOTE_MAX ? "NOTE_TOO_LARGE"
+                                                                                  : "BUNDLE_TOO_LARGE");
+        return;
+    }
+    contact_op *o = calloc(1, sizeof *o + note.len + bundle.len);
+    if (!o) {
+        pt_srv_reply_error(e, req, PT_RPC_INTERNAL, "OUT_OF_MEMORY");
+        return;
+    }
+    pt_srv_reply_to_init(&o->to, c, req);
+    o->what = what;
+    memcpy(o->me, e->dev->user_id, 16);
+    memcpy(o->peer, peer, 16);
+    o->quota = c->srv->cfg.queue_quota;
+    if (note.len) memcpy(o->data, note.data, note.len);
+    if (bundle.len) memcpy(o->data + note.len, bundle.data, bundle.len);
+    o->item = (pt_srv_item){.server_id = c->srv->next_server_id++, .kind = PT_ITEM_CONTACT,
+                            .date_ms = pt_env_now_ms(pt_env_default()),
+                            .note = {o->data, note.len},
+                            .payload = {o->data + note.len, bundle.len}};
+    memcpy(o->item.from, o->me, 16);
+    memcpy(o->item.from_device, e->device_pk, 32);
+    o->op = (pt_db_op){.apply = contact_apply, .done = contact_done, .arg = o};
+    pt_db_submit(c->srv->db, &o->op);
+}
+
+/* ---- contacts.get ------------------------------------------------------------------------------ */
+
+typedef struct contact_row {
+    uint8_t user_id[16];
+    char username[PT_USERNAME_DISPLAY_SIZE];
+    int state;
+} contact_row;
+
+static void rpc_get(pt_conn *c, uint64_t req, const pt_tl_contacts_get *q)
+{
+    pt_srv_sess *e = c->sess;
+    if (!pt_srv_require_bound(c, req)) return;
+    if (q->limit < 1) {
+        pt_srv_reply_error(e, req, PT_RPC_BAD_REQUEST, "LIMIT_INVALID");
+        return;
+    }
+    size_t limit = q->limit > PT_SERVER_PAGE_MAX ? PT_SERVER_PAGE_MAX : (size_t)q->limit;
+    contact_row *rows = calloc(limit + 1, sizeof *rows);
+    pt_tl_contacts_contact *items = calloc(limit, sizeof *items);
+    sqlite3_stmt *st = NULL;
+    if (!rows || !items ||
+        pt_db_prepare(pt_db_reader(c->srv->db),
+                      "SELECT c.peer_id, c.state, u.username FROM contacts c "
+                      "LEFT JOIN users u ON u.user_id = c.peer_id "
+                      "WHERE c.user_id = ? AND c.peer_id > ? ORDER BY c.peer_id LIMIT ?", &st)) {
+        pt_srv_reply_error(e, req, PT_RPC_INTERNAL, "INTERNAL");
+        goto out;
+    }
+    sqlite3_bind_blob(st, 1, e->dev->user_id, 16, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 2, q->after, 16, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)limit + 1);
+    size_t n = 0;
+    while (n <= limit && pt_db_step(st) == 1) {
+        if (sqlite3_column_bytes(st, 0) != 16) continue;
+        memcpy(rows[n].user_id, sqlite3_column_blob(st, 0), 16);
+        rows[n].state = sqlite3_column_int(st, 1);
+        const unsigned char *name = sqlite3_column_text(st, 2);
+        snprintf(rows[n].username, sizeof rows[n].username, "%s", name ? (const char *)name : "");
+        n++;
+    }
+    pt_tl_contacts_list r = {.contacts = {.n = (uint32_t)(n < limit ? n : limit), .items = items},
+                             .more = n > limit};
+    for (uint32_t i = 0; i < r.contacts.n; i++) {
+        memcpy(items[i].user_id, rows[i].user_id, 16);
+        items[i].username = (pt_tl_bytes){(const uint8_t *)rows[i].username,
+                                          (uint32_t)strlen(rows[i].username)};
+        items[i].state = rows[i].state;
+        items[i].status = rows[i].state == PT_CONTACT_FRIENDS
+                              ? pt_srv_presence_visible(c->srv, rows[i].user_id)
+                              : PT_STATUS_OFFLINE;
+    }
+    pt_buf out;
+    pt_buf_init(&out);
+    if (pt_tl_contacts_list_encode(&out, &r) == 0) pt_srv_reply(e, req, &out);
+    else pt_srv_reply_error(e, req, PT_RPC_INTERNAL, "INTERNAL");
+    pt_buf_free(&out);
+out:
+    sqlite3_finalize(st);
+    free(rows);
+    free(items);
+}
+
+bool pt_srv_contacts_rpc(pt_conn *c, uint64_t msg_id, uint32_t ctor, const void *decoded)
+{
+    const pt_tl_bytes none = {NULL, 0};
+    switch (ctor) {
+    case PT_TL_CONTACTS_REQUEST_ID: {
+        const pt_tl_contacts_request *q = decoded;
+        submit(c, msg_id, OP_REQUEST, q->to, q->note, q->bundle);
+        return true;
+    }
+    case PT_TL_CONTACTS_ACCEPT_ID: {
+        const pt_tl_contacts_accept *q = decoded;
+        submit(c, msg_id, OP_ACCEPT, q->peer, none, q->bundle);
+        return true;
+    }
+    case PT_TL_CONTACTS_DENY_ID:
+        submit(c, msg_id, OP_DENY, ((const pt_tl_contacts_deny *)decoded)->peer, none, none);
+        return true;
+    case PT_TL_CONTACTS_REMOVE_ID:
+        submit(c, msg_id, OP_REMOVE, ((const pt_tl_contacts_remove *)decoded)->peer, none, none);
+        return true;
+    case PT_TL_CONTACTS_BLOCK_ID:
+        submit(c, msg_id, OP_BLOCK, ((const pt_tl_contacts_block *)decoded)->peer, none, none);
+        return true;
+    case PT_TL_CONTACTS_GET_ID: rpc_get(c, msg_id, decoded); return true;
+    default: return false;
+    }
+}

@@ -1,0 +1,306 @@
+/*
+ * Presence: who is online, and what their friends see of it.
+ *
+ * A user is online while one of its bound devices has a connection whose
+ * channel is up. The status a user chooses (online, busy, away, invisible) is stored
+ * in users.status and kept here, in one entry per user that is online or has a
+ * status write in flight. Transitions of what others may see (an invisible user
+ * looks offline) are pushed as updates.userStatus to the user's friends only, and
+ * only to their connected devices: presence is never queued.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "server/pt_server_int.h"
+#include "server/pt_username.h"
+
+struct pt_srv_user {
+    uint8_t user_id[16];
+    char username[PT_USERNAME_DISPLAY_SIZE]; /* display form, for users.list */
+    int status;                     /* chosen: PT_STATUS_ONLINE .. PT_STATUS_INVISIBLE */
+    uint32_t nconn;                 /* connections of its bound devices */
+    uint32_t pending;               /* users.setStatus writes not yet committed */
+    pt_srv_user *next;              /* hash chain */
+};
+
+static size_t user_hash(const uint8_t id[16], size_t nb) { return (size_t)(pt_get_u64le(id) % nb); }
+
+int pt_srv_presence_init(pt_server *s)
+{
+    s->user_nbuckets = 1024;
+    s->user_buckets = calloc(s->user_nbuckets, sizeof *s->user_buckets);
+    return s->user_buckets ? 0 : PT_ERR_NOMEM;
+}
+
+void pt_srv_presence_free(pt_server *s)
+{
+    for (size_t i = 0; s->user_buckets && i < s->user_nbuckets; i++) {
+        for (pt_srv_user *u = s->user_buckets[i], *next; u; u = next) {
+            next = u->next;
+            free(u);
+        }
+    }
+    free(s->user_buckets);
+    s->user_buckets = NULL;
+    s->user_n = 0;
+}
+
+static pt_srv_user *user_find(pt_server *s, const uint8_t id[16])
+{
+    for (pt_srv_user *u = s->user_buckets[user_hash(id, s->user_nbuckets)]; u; u = u->next)
+        if (memcmp(u->user_id, id, 16) == 0) return u;
+    return NULL;
+}
+
+static void user_grow(pt_server *s)
+{
+    size_t nb = s->user_nbuckets * 2;
+    pt_srv_user **b = calloc(nb, sizeof *b);
+    if (!b) return; /* longer chains, still correct */
+    for (size_t i = 0; i < s->user_nbuckets; i++) {
+        for (pt_srv_user *u = s->user_buckets[i], *next; u; u = next) {
+            next = u->next;
+            size_t h = user_hash(u->user_id, nb);
+            u->next = b[h];
+            b[h] = u;
+        }
+    }
+    free(s->user_buckets);
+    s->user_buckets = b;
+    s->user_nbuckets = nb;
+}
+
+/* Finds or creates the entry, reading the stored status and name. */
+static pt_srv_user *user_get(pt_server *s, const uint8_t id[16])
+{
+    pt_srv_user *u = user_find(s, id);
+    if (u) return u;
+    if (s->user_n >= s->user_nbuckets) user_grow(s);
+    if (!(u = calloc(1, sizeof *u))) return NULL;
+    memcpy(u->user_id, id, 16);
+    u->status = PT_STATUS_ONLINE;
+    sqlite3_stmt *st;
+    if (s->db && pt_db_prepare(pt_db_reader(s->db),
+                               "SELECT status, username FROM users WHERE user_id = ?", &st) == 0) {
+        sqlite3_bind_blob(st, 1, id, 16, SQLITE_STATIC);
+        if (pt_db_step(st) == 1) {
+            int v = sqlite3_column_int(st, 0);
+            if (v >= PT_STATUS_ONLINE && v <= PT_STATUS_INVISIBLE) u->status = v;
+            const unsigned char *name = sqlite3_column_text(st, 1);
+            if (name) snprintf(u->username, sizeof u->username, "%s", (const char *)name);
+        }
+        sqlite3_finalize(st);
+    }
+    size_t h = user_hash(id, s->user_nbuckets);
+    u->next = s->user_buckets[h];
+    s->user_buckets[h] = u;
+    s->user_n++;
+    return u;
+}
+
+static void user_maybe_free(pt_server *s, pt_srv_user *u)
+{
+    if (u->nconn || u->pending) return;
+    pt_srv_user **pp = &s->user_buckets[user_hash(u->user_id, s->user_nbuckets)];
+    while (*pp != u) pp = &(*pp)->next;
+    *pp = u->next;
+    free(u);
+    s->user_n--;
+}
+
+static int visible(const pt_srv_user *u)
+{
+    if (!u || !u->nconn || u->status == PT_STATUS_INVISIBLE) return PT_STATUS_OFFLINE;
+    return u->status;
+}
+
+int pt_srv_presence_visible(pt_server *s, const uint8_t user[16]) { return visible(user_find(s, user)); }
+
+bool pt_srv_presence_connected(pt_server *s, const uint8_t user[16])
+{
+    const pt_srv_user *u = user_find(s, user);
+    return u && u->nconn;
+}
+
+static int encode_status(pt_buf *b, const uint8_t user[16], int status)
+{
+    pt_tl_updates_userStatus up = {.status = status};
+    memcpy(up.user_id, user, 16);
+    return pt_tl_updates_userStatus_encode(b, &up);
+}
+
+/* Tells u's connected friends what they now see of u. */
+static void notify_friends(pt_server *s, const pt_srv_user *u)
+{
+    if (s->stopping || !s->db) return;
+    sqlite3_stmt *st;
+    if (pt_db_prepare(pt_db_reader(s->db),
+                      "SELECT peer_id FROM contacts WHERE user_id = ? AND state = ?", &st))
+        return;
+    sqlite3_bind_blob(st, 1, u->user_id, 16, SQLITE_STATIC);
+    sqlite3_bind_int(st, 2, PT_CONTACT_FRIENDS);
+    /* collect first: pushing reads the store on the same connection */
+    uint8_t (*friends)[16] = NULL;
+    size_t n = 0, cap = 0;
+    while (pt_db_step(st) == 1) {
+        if (sqlite3_column_bytes(st, 0) != 16) continue;
+        const uint8_t *f = sqlite3_column_blob(st, 0);
+        if (!pt_srv_presence_connected(s, f)) continue;
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 16;
+            void *p = realloc(friends, ncap * sizeof *friends);
+            if (!p) break;
+            friends = p;
+            cap = ncap;
+        }
+        memcpy(friends[n++], f, 16);
+    }
+    sqlite3_finalize(st);
+    pt_buf b;
+    pt_buf_init(&b);
+    if (n && encode_status(&b, u->user_id, visible(u)) == 0)
+        for (size_t i = 0; i < n; i++) pt_srv_push_user(s, friends[i], &b);
+    free(friends);
+    pt_buf_free(&b);
+}
+
+void pt_srv_presence_conn(pt_server *s, const uint8_t user[16], bool up)
+{
+    pt_srv_user *u = up ? user_get(s, user) : user_find(s, user);
+    if (!u) return;
+    int before = visible(u);
+    if (up) u->nconn++;
+    else if (u->nconn) u->nconn--;
+    if (visible(u) != before) notify_friends(s, u);
+    user_maybe_free(s, u);
+}
+
+void pt_srv_presence_tell(pt_server *s, const uint8_t about[16], const uint8_t to[16])
+{
+    pt_buf b;
+    pt_buf_init(&b);
+    if (encode_status(&b, about, pt_srv_presence_visible(s, about)) == 0) pt_srv_push_user(s, to, &b);
+    pt_buf_free(&b);
+}
+
+/* ---- users.setStatus ------------------------------------------------------------------------ */
+
+typedef struct status_op {
+    pt_db_op op;
+    pt_srv_reply_to to;
+    uint8_t user_id[16];
+    int status;
+} status_op;
+
+static int status_apply(sqlite3 *db, void *arg)
+{
+    status_op *o = arg;
+    sqlite3_stmt *st;
+    int rc = pt_db_prepare(db, "UPDATE users SET status = ? WHERE user_id = ?", &st);
+    if (rc) return rc;
+    sqlite3_bind_int(st, 1, o->status);
+    sqlite3_bind_blob(st, 2, o->user_id, 16, SQLITE_STATIC);
+    rc = pt_db_step(st);
+    sqlite3_finalize(st);
+    return rc < 0 ? rc : 0;
+}
+
+static void status_done(void *arg, int rc)
+{
+    status_op *o = arg;
+    pt_server *s = o->to.srv;
+    pt_srv_user *u = user_find(s, o->user_id);
+    if (u) {
+        u->pending--;
+        user_maybe_free(s, u);
+    }
+    if (rc) pt_log_warn("users.setStatus: the status could not be stored: %s", pt_strerror(rc));
+    pt_srv_sess *e = pt_srv_reply_session(&o->to);
+    if (e) {
+        if (rc == 0) pt_srv_reply_ok(e, o->to.req_msg_id);
+        else pt_srv_reply_error(e, o->to.req_msg_id, PT_RPC_INTERNAL, "STORE_FAILED");
+    }
+    free(o);
+}
+
+static void rpc_set_status(pt_conn *c, uint64_t req, const pt_tl_users_setStatus *q)
+{
+    if (!pt_srv_require_bound(c, req)) return;
+    if (q->status < PT_STATUS_ONLINE || q->status > PT_STATUS_INVISIBLE) {
+        pt_srv_reply_error(c->sess, req, PT_RPC_BAD_REQUEST, "STATUS_INVALID");
+        return;
+    }
+    status_op *o = calloc(1, sizeof *o);
+    pt_srv_user *u = o ? user_get(c->srv, c->sess->dev->user_id) : NULL;
+    if (!u) {
+        free(o);
+        pt_srv_reply_error(c->sess, req, PT_RPC_INTERNAL, "OUT_OF_MEMORY");
+        return;
+    }
+    /* others see the change now; the reply waits for the commit */
+    int before = visible(u);
+    u->status = q->status;
+    u->pending++;
+    if (visible(u) != before) notify_friends(c->srv, u);
+    pt_srv_reply_to_init(&o->to, c, req);
+    memcpy(o->user_id, u->user_id, 16);
+    o->status = q->status;
+    o->op = (pt_db_op){.apply = status_apply, .done = status_done, .arg = o};
+    pt_db_submit(c->srv->db, &o->op);
+}
+
+/* ---- users.list ------------------------------------------------------------------------------ */
+
+static int cmp_user(const void *a, const void *b)
+{
+    return memcmp((*(pt_srv_user *const *)a)->user_id, (*(pt_srv_user *const *)b)->user_id, 16);
+}
+
+static void rpc_list(pt_conn *c, uint64_t req, const pt_tl_users_list *q)
+{
+    pt_server *s = c->srv;
+    if (!pt_srv_require_bound(c, req)) return;
+    if (q->limit < 1) {
+        pt_srv_reply_error(c->sess, req, PT_RPC_BAD_REQUEST, "LIMIT_INVALID");
+        return;
+    }
+    size_t limit = q->limit > PT_SERVER_PAGE_MAX ? PT_SERVER_PAGE_MAX : (size_t)q->limit;
+    /* every visible user after the cursor, sorted: O(online log online) per page */
+    pt_srv_user **all = malloc((s->user_n ? s->user_n : 1) * sizeof *all);
+    pt_tl_users_onlineUser *items = calloc(limit, sizeof *items);
+    if (!all || !items) {
+        free(all);
+        free(items);
+        pt_srv_reply_error(c->sess, req, PT_RPC_INTERNAL, "OUT_OF_MEMORY");
+        return;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < s->user_nbuckets; i++)
+        for (pt_srv_user *u = s->user_buckets[i]; u; u = u->next)
+            if (visible(u) != PT_STATUS_OFFLINE && memcmp(u->user_id, q->after, 16) > 0) all[n++] = u;
+    qsort(all, n, sizeof *all, cmp_user);
+    pt_tl_users_onlineList r = {.users = {.n = (uint32_t)(n < limit ? n : limit), .items = items},
+                                .more = n > limit};
+    for (uint32_t i = 0; i < r.users.n; i++) {
+        memcpy(items[i].user_id, all[i]->user_id, 16);
+        items[i].username = (pt_tl_bytes){(const uint8_t *)all[i]->username,
+                                          (uint32_t)strlen(all[i]->username)};
+        items[i].status = visible(all[i]);
+    }
+    pt_buf out;
+    pt_buf_init(&out);
+    if (pt_tl_users_onlineList_encode(&out, &r) == 0) pt_srv_reply(c->sess, req, &out);
+    else pt_srv_reply_error(c->sess, req, PT_RPC_INTERNAL, "INTERNAL");
+    pt_buf_free(&out);
+    free(all);
+    free(items);
+}
+
+bool pt_srv_presence_rpc(pt_conn *c, uint64_t msg_id, uint32_t ctor, const void *decoded)
+{
+    switch (ctor) {
+    case PT_TL_USERS_SETSTATUS_ID: rpc_set_status(c, msg_id, decoded); return true;
+    case PT_TL_USERS_LIST_ID: rpc_list(c, msg_id, decoded); return true;
+    default: return false;
+    }
+}
