@@ -117,6 +117,21 @@ int pt_mac_compute(pt_mac *m, uint8_t *out, const uint8_t *const parts[],
 int pt_hkdf(pt_hash_alg alg, uint8_t *out, size_t outlen, const uint8_t *salt, size_t saltlen,
             const uint8_t *ikm, size_t ikmlen, const uint8_t *info, size_t infolen) PT_WUR;
 
+/* ---- HMAC-SHA-256 and HKDF-SHA-256 for per-message key schedules ----------- */
+/* The same functions as pt_hmac(PT_HASH_SHA256) and pt_hkdf(PT_HASH_SHA256) (same
+ * results), for callers that derive keys per message (the Olm ratchet): they run
+ * OpenSSL's SHA-256 compression directly (SHA extensions where the CPU has them),
+ * with no context allocation, and compute the padded key states once per key.
+ * out[i] = HMAC-SHA-256(key, msgs[i]) for i < n. */
+int pt_hmac_sha256_multi(uint8_t (*out)[PT_SHA256_LEN], const uint8_t *key, size_t keylen,
+                         const uint8_t *const msgs[], const size_t lens[], size_t n);
+/* HKDF-SHA-256 (RFC 5869). salt may be NULL (zero-length); outlen <= 255*32. */
+int pt_hkdf_sha256(uint8_t *out, size_t outlen, const uint8_t *salt, size_t saltlen,
+                   const uint8_t *ikm, size_t ikmlen, const uint8_t *info, size_t infolen) PT_WUR;
+/* HKDF-Expand alone (RFC 5869 2.3), for a PRK that is already a uniform key. */
+int pt_hkdf_sha256_expand(uint8_t *out, size_t outlen, const uint8_t *prk, size_t prklen,
+                          const uint8_t *info, size_t infolen) PT_WUR;
+
 /* ---- AEAD: ChaCha20-Poly1305 (RFC 8439) and AES-256-GCM ----------------------- */
 typedef enum pt_aead_alg { PT_AEAD_CHACHAPOLY = 0, PT_AEAD_AESGCM } pt_aead_alg;
 typedef struct pt_aead pt_aead;
@@ -152,6 +167,17 @@ int pt_aes256_cbc_encrypt(pt_buf *out, const uint8_t *in, size_t len, const uint
  * of 16 or the padding is invalid (callers authenticate before decrypting). */
 int pt_aes256_cbc_decrypt(pt_buf *out, const uint8_t *in, size_t len, const uint8_t key[static 32],
                           const uint8_t iv[static PT_AES_BLOCK]) PT_WUR;
+
+/* The same two functions on a reusable context (per thread, like the other
+ * objects): for callers with a new key per message (the Olm ratchet), it saves the
+ * context allocation and cipher set-up of every call. Results are identical. */
+typedef struct pt_aes_cbc pt_aes_cbc;
+pt_aes_cbc *pt_aes_cbc_new(void);
+void pt_aes_cbc_free(pt_aes_cbc *c); /* NULL is a no-op */
+int pt_aes_cbc_encrypt(pt_aes_cbc *c, pt_buf *out, const uint8_t *in, size_t len,
+                       const uint8_t key[static 32], const uint8_t iv[static PT_AES_BLOCK]) PT_WUR;
+int pt_aes_cbc_decrypt(pt_aes_cbc *c, pt_buf *out, const uint8_t *in, size_t len,
+                       const uint8_t key[static 32], const uint8_t iv[static PT_AES_BLOCK]) PT_WUR;
 
 /* ---- AES-CTR (16- or 32-byte keys; 16-byte big-endian counter block) --------- */
 typedef struct pt_aes_ctr pt_aes_ctr;
