@@ -1,0 +1,107 @@
+/*
+ * src/e2e/pt_chat - conversations between devices on top of Olm sessions: the
+ * friend handshake (S2WMP chat request), and the client-to-client control messages
+ * of the secure IM design (CLIENT-CONNECT, CLIENT-COM, CLIENT-DISCONNECT,
+ * CLIENT-ACK). A sans-IO state machine: it makes and reads *envelopes*, the opaque
+ * bytes that travel in messages.send; the server routes them without reading them.
+ *
+ * Envelope:  "PTE" ‖ version (1) ‖ kind (u8) ‖ sender Curve25519 identity (32) ‖ payload
+ *   FRIEND_REQUEST  bundle (PT_OLM_BUNDLE_LEN) ‖ note length (u16 LE) ‖ note (UTF-8, clear:
+ *                   the server relays it and can read it)
+ *   FRIEND_ACCEPT   bundle ‖ message type (u8) ‖ Olm pre-key message holding CONNECT
+ *   FRIEND_DENY     empty: nothing secret
+ *   SECURE          message type (u8) ‖ Olm message holding one inner message
+ *   CLEAR_ACK       BLAKE2b-128 of the envelope it answers ‖ code (u8): a receipt for
+ *                   what could not be read, so it cannot be encrypted either
+ * Inner messages (encrypted):
+ *   CONNECT     kind ‖ suites offered (u8) ‖ suite chosen (u8)
+ *   COM         kind ‖ msg_id (16) ‖ time ms (u64 LE) ‖ BLAKE2b-128(text) ‖ length (u32 LE) ‖ text
+ *   DISCONNECT  kind ‖ reason (u8)
+ *   ACK         kind ‖ msg_id (16) ‖ code (u8)
+ * ACK codes (S2WMP): 0 accepted, 1 user id not validated (no session with a known
+ * friend), 2 hash mismatch (the text does not match its digest), 3 corrupted (the
+ * envelope or inner message does not parse), 4 could not decrypt.
+ */
+#ifndef PT_CHAT_H
+#define PT_CHAT_H
+
+#include "e2e/pt_olm.h"
+
+#define PT_CHAT_VERSION 1
+#define PT_CHAT_HDR_LEN (3 + 1 + 1 + 32)
+#define PT_CHAT_MSG_ID_LEN 16
+#define PT_CHAT_NOTE_MAX 512
+#define PT_CHAT_TEXT_MAX (PT_OLM_MAX_PLAINTEXT - 64)
+#define PT_CHAT_MAX_PEERS 4096    /* conversations held at once */
+#define PT_CHAT_SEEN_IDS 8192     /* message ids remembered for exactly-once delivery */
+
+enum pt_chat_kind {
+    PT_CHAT_FRIEND_REQUEST = 1,
+    PT_CHAT_FRIEND_ACCEPT = 2,
+    PT_CHAT_FRIEND_DENY = 3,
+    PT_CHAT_SECURE = 4,
+    PT_CHAT_CLEAR_ACK = 5,
+};
+
+enum pt_chat_ack_code {
+    PT_CHAT_ACK_ACCEPTED = 0,
+    PT_CHAT_ACK_NOT_VALIDATED = 1,
+    PT_CHAT_ACK_HASH_MISMATCH = 2,
+    PT_CHAT_ACK_CORRUPTED = 3,
+    PT_CHAT_ACK_UNDECRYPTABLE = 4,
+};
+
+typedef enum pt_chat_ev_type {
+    PT_CHAT_EV_NONE = 0,          /* nothing for the application (a duplicate, say) */
+    PT_CHAT_EV_FRIEND_REQUEST,    /* note; answer with accept or deny */
+    PT_CHAT_EV_FRIEND_ACCEPTED,   /* our request was accepted: the session is open */
+    PT_CHAT_EV_FRIEND_DENIED,
+    PT_CHAT_EV_CONNECTED,         /* a session was opened or refreshed (suite) */
+    PT_CHAT_EV_MESSAGE,           /* msg_id, time_ms, text */
+    PT_CHAT_EV_ACK,               /* msg_id (or envelope hash), code */
+    PT_CHAT_EV_DISCONNECTED,      /* the peer ended the session; its keys are wiped */
+    PT_CHAT_EV_REJECTED,          /* we could not accept an envelope: code says why */
+} pt_chat_ev_type;
+
+typedef struct pt_chat_event {
+    pt_chat_ev_type type;
+    uint8_t peer[PT_OLM_KEY_LEN];         /* the sender's Curve25519 identity key */
+    uint8_t peer_signing[PT_OLM_KEY_LEN]; /* FRIEND_*: its Ed25519 key from the bundle */
+    uint8_t msg_id[PT_CHAT_MSG_ID_LEN];   /* MESSAGE, ACK (the envelope hash for clear acks) */
+    uint64_t time_ms;                     /* MESSAGE: the sender's clock */
+    int code;                             /* ACK, REJECTED: a pt_chat_ack_code */
+    int suite;                            /* CONNECTED: the pt_olm_suite in use */
+    const uint8_t *text;                  /* MESSAGE text, FRIEND_REQUEST note; valid until the next call */
+    size_t len;
+} pt_chat_event;
+
+typedef struct pt_chat pt_chat;
+
+/* acct is borrowed and must outlive the chat; env likewise. */
+pt_chat *pt_chat_new(const pt_env *env, pt_olm_account *acct);
+void pt_chat_free(pt_chat *c); /* NULL is a no-op; wipes every session */
+
+/* A friend request offering our one-time (or fallback) key key_id; note may be NULL. */
+int pt_chat_friend_request(pt_chat *c, uint32_t key_id, const char *note, pt_buf *out) PT_WUR;
+/* Accepts a request envelope (as received): opens the session on the requester's
+ * bundle (refusing a bad signature: PT_ERR_AUTH) and appends the FRIEND_ACCEPT. */
+int pt_chat_friend_accept(pt_chat *c, const uint8_t *request, size_t len, pt_buf *out) PT_WUR;
+int pt_chat_friend_deny(pt_chat *c, pt_buf *out) PT_WUR;
+
+/* A text message to a peer with an open session (PT_ERR_NOT_FOUND otherwise).
+ * text must be UTF-8 (PT_ERR_INVAL otherwise); msg_id receives its id. */
+int pt_chat_send(pt_chat *c, const uint8_t peer[static PT_OLM_KEY_LEN], const uint8_t *text,
+                 size_t len, uint8_t msg_id[static PT_CHAT_MSG_ID_LEN], pt_buf *out) PT_WUR;
+/* Ends the session with peer: appends DISCONNECT, then wipes our side. */
+int pt_chat_disconnect(pt_chat *c, const uint8_t peer[static PT_OLM_KEY_LEN], pt_buf *out) PT_WUR;
+
+/* Reads one envelope. Fills ev; appends to reply what should go back to the sender
+ * (an ACK for a message, a CLEAR_ACK for what could not be read), if anything.
+ * Returns 0 when the envelope was handled (even if it was refused: ev says why),
+ * or PT_ERR_NOMEM / PT_ERR_CRYPTO for local failures. */
+int pt_chat_receive(pt_chat *c, const uint8_t *env, size_t len, pt_chat_event *ev,
+                    pt_buf *reply) PT_WUR;
+
+bool pt_chat_has_session(const pt_chat *c, const uint8_t peer[static PT_OLM_KEY_LEN]);
+
+#endif

@@ -1,0 +1,210 @@
+/* The friend handshake and the client-to-client messages between two devices. */
+#include <stdio.h>
+
+#include "e2e/pt_chat.h"
+#include "testutil.h"
+
+typedef struct dev {
+    pt_olm_account *acct;
+    pt_chat *chat;
+    uint8_t id[32], ed[32];
+} dev;
+
+static void dev_new(dev *d, uint8_t suites)
+{
+    pt_err err = 0;
+    d->acct = pt_olm_account_new(pt_env_default(), suites, &err);
+    assert_non_null(d->acct);
+    assert_int_equal(pt_olm_account_generate_one_time_keys(d->acct, pt_env_default(), 5), 0);
+    d->chat = pt_chat_new(pt_env_default(), d->acct);
+    assert_non_null(d->chat);
+    pt_olm_account_identity(d->acct, d->id, d->ed);
+}
+
+static void dev_free(dev *d)
+{
+    pt_chat_free(d->chat);
+    pt_olm_account_free(d->acct);
+}
+
+static uint32_t first_key(dev *d)
+{
+    pt_olm_key k;
+    assert_int_equal(pt_olm_account_unpublished_keys(d->acct, &k, 1), 1);
+    return k.id;
+}
+
+/* Delivers env to d; returns the event; the reply (if any) is left in reply. */
+static pt_chat_event deliver(dev *d, const pt_buf *env, pt_buf *reply)
+{
+    pt_chat_event ev;
+    pt_buf_reset(reply);
+    assert_int_equal(pt_chat_receive(d->chat, env->data, env->len, &ev, reply), 0);
+    return ev;
+}
+
+/* alice asks, bob accepts: both have a session. */
+static void befriend(dev *a, dev *b, int want_suite)
+{
+    pt_buf env, reply;
+    pt_buf_init(&env);
+    pt_buf_init(&reply);
+    assert_int_equal(pt_chat_friend_request(a->chat, first_key(a), "hi, it's alice", &env), 0);
+    pt_chat_event ev = deliver(b, &env, &reply);
+    assert_int_equal(ev.type, PT_CHAT_EV_FRIEND_REQUEST);
+    assert_int_equal(ev.len, 14);
+    assert_memory_equal(ev.text, "hi, it's alice", 14);
+    assert_memory_equal(ev.peer, a->id, 32);
+    assert_memory_equal(ev.peer_signing, a->ed, 32);
+    pt_buf acc;
+    pt_buf_init(&acc);
+    assert_int_equal(pt_chat_friend_accept(b->chat, env.data, env.len, &acc), 0);
+    assert_true(pt_chat_has_session(b->chat, a->id));
+    ev = deliver(a, &acc, &reply);
+    assert_int_equal(ev.type, PT_CHAT_EV_FRIEND_ACCEPTED);
+    assert_int_equal(ev.suite, want_suite);
+    assert_memory_equal(ev.peer_signing, b->ed, 32);
+    assert_true(pt_chat_has_session(a->chat, b->id));
+    pt_buf_free(&env);
+    pt_buf_free(&acc);
+    pt_buf_free(&reply);
+}
+
+static void converse(dev *a, dev *b, int rounds)
+{
+    pt_buf env, reply, back;
+    pt_buf_init(&env);
+    pt_buf_init(&reply);
+    pt_buf_init(&back);
+    for (int i = 0; i < rounds; i++) {
+        dev *from = i % 3 == 2 ? b : a, *to = from == a ? b : a;
+        char text[64];
+        int n = snprintf(text, sizeof text, "message %d from %s \xf0\x9f\x98\x80", i, from == a ? "alice" : "bob");
+        uint8_t id[16];
+        pt_buf_reset(&env);
+        assert_int_equal(pt_chat_send(from->chat, to->id, (const uint8_t *)text, (size_t)n, id, &env), 0);
+        pt_chat_event ev = deliver(to, &env, &reply);
+        assert_int_equal(ev.type, PT_CHAT_EV_MESSAGE);
+        assert_int_equal(ev.len, (size_t)n);
+        assert_memory_equal(ev.text, text, (size_t)n);
+        assert_memory_equal(ev.msg_id, id, 16);
+        assert_true(reply.len > 0);
+        /* the ACK goes back and names the message, code 0 */
+        ev = deliver(from, &reply, &back);
+        assert_int_equal(ev.type, PT_CHAT_EV_ACK);
+        assert_memory_equal(ev.msg_id, id, 16);
+        assert_int_equal(ev.code, PT_CHAT_ACK_ACCEPTED);
+        assert_int_equal(back.len, 0);
+    }
+    pt_buf_free(&env);
+    pt_buf_free(&reply);
+    pt_buf_free(&back);
+}
+
+static void test_handshake_and_messages(void **state)
+{
+    (void)state;
+    const uint8_t suites[3] = {PT_OLM_SUITES_ALL, PT_OLM_SUITE_OLM_V1, PT_OLM_SUITES_ALL};
+    const uint8_t other[3] = {PT_OLM_SUITES_ALL, PT_OLM_SUITES_ALL, PT_OLM_SUITE_OLM_V1};
+    const int want[3] = {PT_OLM_SUITE_PT_V1, PT_OLM_SUITE_OLM_V1, PT_OLM_SUITE_OLM_V1};
+    for (int k = 0; k < 3; k++) {
+        dev a, b;
+        dev_new(&a, suites[k]);
+        dev_new(&b, other[k]);
+        befriend(&a, &b, want[k]); /* pt.v1 when both have it, else olm.v1 */
+        converse(&a, &b, 60);
+        dev_free(&a);
+        dev_free(&b);
+    }
+}
+
+static void test_deny_replay_unknown_tamper(void **state)
+{
+    (void)state;
+    dev a, b, c;
+    dev_new(&a, PT_OLM_SUITES_ALL);
+    dev_new(&b, PT_OLM_SUITES_ALL);
+    dev_new(&c, PT_OLM_SUITES_ALL);
+    pt_buf env, reply;
+    pt_buf_init(&env);
+    pt_buf_init(&reply);
+    /* a denial carries nothing but the header */
+    assert_int_equal(pt_chat_friend_deny(c.chat, &env), 0);
+    assert_int_equal(env.len, PT_CHAT_HDR_LEN);
+    assert_int_equal(deliver(&a, &env, &reply).type, PT_CHAT_EV_FRIEND_DENIED);
+
+    befriend(&a, &b, PT_OLM_SUITE_PT_V1);
+    uint8_t id[16];
+    pt_buf_reset(&env);
+    assert_int_equal(pt_chat_send(a.chat, b.id, (const uint8_t *)"once", 4, id, &env), 0);
+    assert_int_equal(deliver(&b, &env, &reply).type, PT_CHAT_EV_MESSAGE);
+    /* the same envelope again: refused, never shown twice */
+    pt_chat_event ev = deliver(&b, &env, &reply);
+    assert_int_equal(ev.type, PT_CHAT_EV_REJECTED);
+    assert_int_equal(ev.code, PT_CHAT_ACK_UNDECRYPTABLE);
+    pt_buf back;
+    pt_buf_init(&back);
+    ev = deliver(&a, &reply, &back); /* the clear receipt reaches the sender */
+    assert_int_equal(ev.type, PT_CHAT_EV_ACK);
+    assert_int_equal(ev.code, PT_CHAT_ACK_UNDECRYPTABLE);
+
+    /* a sender b has no session with: "user id not validated" */
+    pt_buf forged;
+    pt_buf_init(&forged);
+    pt_buf_reset(&env);
+    assert_int_equal(pt_chat_send(a.chat, b.id, (const uint8_t *)"x", 1, id, &env), 0);
+    assert_int_equal(pt_buf_append(&forged, env.data, env.len), 0);
+    memcpy(forged.data + 5, c.id, 32);
+    forged.data[PT_CHAT_HDR_LEN] = PT_OLM_MSG_NORMAL;
+    assert_int_equal(deliver(&b, &forged, &reply).code, PT_CHAT_ACK_NOT_VALIDATED);
+    /* every flipped byte of the Olm message: could not decrypt, nothing delivered */
+    for (size_t i = PT_CHAT_HDR_LEN + 1; i < env.len; i += 3) {
+        pt_buf_reset(&forged);
+        assert_int_equal(pt_buf_append(&forged, env.data, env.len), 0);
+        forged.data[i] ^= 0x20;
+        ev = deliver(&b, &forged, &reply);
+        assert_int_equal(ev.type, PT_CHAT_EV_REJECTED);
+        assert_true(ev.code == PT_CHAT_ACK_UNDECRYPTABLE || ev.code == PT_CHAT_ACK_CORRUPTED);
+    }
+    /* the untouched one still arrives after all those forgeries */
+    assert_int_equal(deliver(&b, &env, &reply).type, PT_CHAT_EV_MESSAGE);
+    /* garbage: corrupted */
+    pt_buf_reset(&forged);
+    assert_int_equal(pt_buf_append(&forged, "PTX", 3), 0);
+    assert_int_equal(deliver(&b, &forged, &reply).code, PT_CHAT_ACK_CORRUPTED);
+    /* a request whose bundle is not signed by its sender */
+    pt_buf_reset(&env);
+    assert_int_equal(pt_chat_friend_request(a.chat, first_key(&a), NULL, &env), 0);
+    env.data[PT_CHAT_HDR_LEN + 70] ^= 1;
+    assert_int_equal(deliver(&c, &env, &reply).code, PT_CHAT_ACK_NOT_VALIDATED);
+    assert_int_equal(pt_chat_friend_accept(c.chat, env.data, env.len, &reply), PT_ERR_AUTH);
+    /* text must be UTF-8 */
+    pt_buf_reset(&env);
+    assert_int_equal(pt_chat_send(a.chat, b.id, (const uint8_t *)"\xc3\x28", 2, id, &env), PT_ERR_INVAL);
+    assert_int_equal(pt_chat_send(a.chat, c.id, (const uint8_t *)"hi", 2, id, &env), PT_ERR_NOT_FOUND);
+
+    /* disconnect: both sides forget the session */
+    pt_buf_reset(&env);
+    assert_int_equal(pt_chat_disconnect(a.chat, b.id, &env), 0);
+    assert_false(pt_chat_has_session(a.chat, b.id));
+    assert_int_equal(deliver(&b, &env, &reply).type, PT_CHAT_EV_DISCONNECTED);
+    assert_false(pt_chat_has_session(b.chat, a.id));
+    assert_int_equal(pt_chat_send(b.chat, a.id, (const uint8_t *)"hi", 2, id, &env), PT_ERR_NOT_FOUND);
+    pt_buf_free(&env);
+    pt_buf_free(&reply);
+    pt_buf_free(&back);
+    pt_buf_free(&forged);
+    dev_free(&a);
+    dev_free(&b);
+    dev_free(&c);
+}
+
+int main(void)
+{
+    assert_int_equal(pt_init(), 0);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_handshake_and_messages),
+        cmocka_unit_test(test_deny_replay_unknown_tamper),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
