@@ -1,5 +1,5 @@
 /* Group membership as a signed hash chain of admin operations (see pt_group.h and
- * docs/e2e-megolm.md, section "Groups"). */
+ * docs/PROTOCOL.md §8.2, "Groups"). */
 #include "e2e/pt_group.h"
 
 #include <stdlib.h>

@@ -1,5 +1,5 @@
 /* Megolm sender-key sessions, byte-compatible with libolm (see pt_megolm.h and
- * docs/e2e-megolm.md). Every primitive comes from src/crypto. */
+ * docs/PROTOCOL.md §8.2). Every primitive comes from src/crypto. */
 #include "e2e/pt_megolm.h"
 
 #include <stdlib.h>

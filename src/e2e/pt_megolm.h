@@ -4,7 +4,7 @@
  * (AES-256-CBC + HMAC-SHA-256 truncated to 8 bytes, keys from HKDF-SHA-256
  * "MEGOLM_KEYS", then an Ed25519 signature over everything), the version-2
  * session key (signed) and the version-1 exported key (unsigned).
- * Spec: docs/e2e-megolm.md.
+ * Spec: docs/PROTOCOL.md §8.2.
  *
  * One sender owns a pt_megolm_out and shares its session key over a 1:1 channel;
  * every receiver builds a pt_megolm_in from it. Unlike libolm, an inbound session

@@ -9,7 +9,7 @@
  *           messages sealed with XChaCha20-Poly1305 (full 16-byte tag) with the
  *           header as associated data; version bytes 0x50 / 0x51. The default.
  *
- * docs/e2e-olm.md is the byte-level spec. Conventions: functions return 0 or a
+ * docs/PROTOCOL.md §8.1 is the byte-level spec. Conventions: functions return 0 or a
  * negative pt_err; constructors return NULL and write *err (which may be NULL).
  * Bytes from peers (messages, bundles, pickles) are validated and answered with an
  * error code, never an assert; on any error the state is unchanged. Randomness
@@ -111,7 +111,7 @@ void pt_olm_account_forget_old_fallback_key(pt_olm_account *a);
 /* A signed bundle for the one-time or fallback key with this id (PT_ERR_NOT_FOUND). */
 int pt_olm_account_bundle(const pt_olm_account *a, uint32_t key_id, pt_olm_bundle *out) PT_WUR;
 
-/* Sealed serialisation (format in docs/e2e-olm.md): appends to out. The key is
+/* Sealed serialisation (format in docs/PROTOCOL.md §8.1): appends to out. The key is
  * any caller secret of at least PT_OLM_MIN_PICKLE_KEY bytes; 24 env bytes. */
 int pt_olm_account_pickle(const pt_olm_account *a, const pt_env *env, const uint8_t *key,
                           size_t keylen, pt_buf *out) PT_WUR;
