@@ -4,7 +4,7 @@
 #include "e2e/pt_chat.h"
 #include "wire/pt_wire.h"
 
-enum { IN_CONNECT = 1, IN_COM = 2, IN_DISCONNECT = 3, IN_ACK = 4 };
+enum { IN_CONNECT = 1, IN_COM = 2, IN_DISCONNECT = 3, IN_ACK = 4, IN_ROOM_KEY = 5 };
 
 #define DIGEST_LEN 16
 #define COM_HDR (1 + PT_CHAT_MSG_ID_LEN + 8 + DIGEST_LEN + 4)
@@ -228,6 +228,30 @@ int pt_chat_send(pt_chat *c, const uint8_t peer_id[static PT_OLM_KEY_LEN], const
     return rc;
 }
 
+int pt_chat_send_room_key(pt_chat *c, const uint8_t peer_id[static PT_OLM_KEY_LEN],
+                          const uint8_t group_id[static PT_CHAT_GROUP_ID_LEN], const uint8_t *key,
+                          size_t len, pt_buf *out)
+{
+    if (len == 0 || len > PT_CHAT_ROOM_KEY_MAX) return PT_ERR_INVAL;
+    peer *p = find_peer(c, peer_id);
+    if (!p) return PT_ERR_NOT_FOUND;
+    pt_buf_reset(&c->inner);
+    uint8_t *h = pt_buf_extend(&c->inner, 1 + PT_CHAT_GROUP_ID_LEN + 2);
+    if (!h) return PT_ERR_NOMEM;
+    h[0] = IN_ROOM_KEY;
+    memcpy(h + 1, group_id, PT_CHAT_GROUP_ID_LEN);
+    h[17] = (uint8_t)len;
+    h[18] = (uint8_t)(len >> 8);
+    size_t at = out->len;
+    int rc = pt_buf_append(&c->inner, key, len);
+    if (rc == 0) rc = header(c, out, PT_CHAT_SECURE);
+    if (rc == 0) rc = seal_inner(c, p->s, out);
+    pt_wipe(c->inner.data, c->inner.cap); /* a group key: do not leave it behind */
+    pt_buf_reset(&c->inner);
+    if (rc) out->len = at;
+    return rc;
+}
+
 int pt_chat_disconnect(pt_chat *c, const uint8_t peer_id[static PT_OLM_KEY_LEN], pt_buf *out)
 {
     peer *p = find_peer(c, peer_id);
@@ -332,6 +356,16 @@ static int on_inner(pt_chat *c, peer *p, const uint8_t *m, size_t n, pt_chat_eve
         ev->type = PT_CHAT_EV_DISCONNECTED;
         drop_peer(c, p);
         return 0;
+    case IN_ROOM_KEY: {
+        size_t kl = n >= 19 ? (size_t)m[17] | (size_t)m[18] << 8 : 0;
+        if (n < 19 || kl == 0 || kl > PT_CHAT_ROOM_KEY_MAX || n - 19 != kl)
+            return clear_ack(c, env, envlen, PT_CHAT_ACK_CORRUPTED, reply, ev);
+        ev->type = PT_CHAT_EV_ROOM_KEY;
+        memcpy(ev->msg_id, m + 1, PT_CHAT_GROUP_ID_LEN);
+        ev->text = m + 19;
+        ev->len = kl;
+        return 0;
+    }
     case IN_ACK:
         if (n != 2 + PT_CHAT_MSG_ID_LEN) return clear_ack(c, env, envlen, PT_CHAT_ACK_CORRUPTED, reply, ev);
         ev->type = PT_CHAT_EV_ACK;
@@ -346,6 +380,7 @@ static int on_inner(pt_chat *c, peer *p, const uint8_t *m, size_t n, pt_chat_eve
 int pt_chat_receive(pt_chat *c, const uint8_t *env, size_t len, pt_chat_event *ev, pt_buf *reply)
 {
     memset(ev, 0, sizeof *ev);
+    if (c->plain.len) pt_wipe(c->plain.data, c->plain.len); /* the previous plaintext */
     uint8_t kind;
     if (parse_header(env, len, &kind) != 0)
         return clear_ack(c, env, len, PT_CHAT_ACK_CORRUPTED, reply, ev);

@@ -18,6 +18,8 @@
  *   COM         kind ‖ msg_id (16) ‖ time ms (u64 LE) ‖ BLAKE2b-128(text) ‖ length (u32 LE) ‖ text
  *   DISCONNECT  kind ‖ reason (u8)
  *   ACK         kind ‖ msg_id (16) ‖ code (u8)
+ *   ROOM_KEY    kind ‖ group id (16) ‖ length (u16 LE) ‖ Megolm session key: how a group
+ *               sender gives its sender key to each member device, never in the clear
  * ACK codes (S2WMP): 0 accepted, 1 user id not validated (no session with a known
  * friend), 2 hash mismatch (the text does not match its digest), 3 corrupted (the
  * envelope or inner message does not parse), 4 could not decrypt.
@@ -34,6 +36,8 @@
 #define PT_CHAT_TEXT_MAX (PT_OLM_MAX_PLAINTEXT - 64)
 #define PT_CHAT_MAX_PEERS 4096    /* conversations held at once */
 #define PT_CHAT_SEEN_IDS 8192     /* message ids remembered for exactly-once delivery */
+#define PT_CHAT_GROUP_ID_LEN 16
+#define PT_CHAT_ROOM_KEY_MAX 1024 /* a Megolm session key is 229 bytes */
 
 enum pt_chat_kind {
     PT_CHAT_FRIEND_REQUEST = 1,
@@ -61,6 +65,7 @@ typedef enum pt_chat_ev_type {
     PT_CHAT_EV_ACK,               /* msg_id (or envelope hash), code */
     PT_CHAT_EV_DISCONNECTED,      /* the peer ended the session; its keys are wiped */
     PT_CHAT_EV_REJECTED,          /* we could not accept an envelope: code says why */
+    PT_CHAT_EV_ROOM_KEY,          /* group id in msg_id; text/len: the Megolm session key */
 } pt_chat_ev_type;
 
 typedef struct pt_chat_event {
@@ -92,6 +97,11 @@ int pt_chat_friend_deny(pt_chat *c, pt_buf *out) PT_WUR;
  * text must be UTF-8 (PT_ERR_INVAL otherwise); msg_id receives its id. */
 int pt_chat_send(pt_chat *c, const uint8_t peer[static PT_OLM_KEY_LEN], const uint8_t *text,
                  size_t len, uint8_t msg_id[static PT_CHAT_MSG_ID_LEN], pt_buf *out) PT_WUR;
+/* Sends a group's Megolm session key (opaque bytes, at most PT_CHAT_ROOM_KEY_MAX)
+ * to one member device over the 1:1 session with it. */
+int pt_chat_send_room_key(pt_chat *c, const uint8_t peer[static PT_OLM_KEY_LEN],
+                          const uint8_t group_id[static PT_CHAT_GROUP_ID_LEN], const uint8_t *key,
+                          size_t len, pt_buf *out) PT_WUR;
 /* Ends the session with peer: appends DISCONNECT, then wipes our side. */
 int pt_chat_disconnect(pt_chat *c, const uint8_t peer[static PT_OLM_KEY_LEN], pt_buf *out) PT_WUR;
 

@@ -2,6 +2,7 @@
 #include <stdio.h>
 
 #include "e2e/pt_chat.h"
+#include "e2e/pt_megolm.h"
 #include "testutil.h"
 
 typedef struct dev {
@@ -199,12 +200,78 @@ static void test_deny_replay_unknown_tamper(void **state)
     dev_free(&c);
 }
 
+/* A group sender hands its Megolm key to each member over the 1:1 sessions;
+ * members then read the group messages; someone without the key cannot. */
+static void test_room_keys(void **state)
+{
+    (void)state;
+    dev a, b, c;
+    dev_new(&a, PT_OLM_SUITES_ALL);
+    dev_new(&b, PT_OLM_SUITES_ALL);
+    dev_new(&c, PT_OLM_SUITE_OLM_V1);
+    befriend(&b, &a, PT_OLM_SUITE_PT_V1); /* a accepts b's request: sessions both ways */
+    befriend(&c, &a, PT_OLM_SUITE_OLM_V1);
+    pt_err err = 0;
+    pt_megolm_out *out = pt_megolm_out_new(pt_env_default(), &err);
+    assert_non_null(out);
+    uint8_t key[PT_MEGOLM_SESSION_KEY_LEN], gid[16] = {7, 7, 7};
+    assert_int_equal(pt_megolm_out_session_key(out, key), 0);
+    pt_buf env, reply, msg, plain;
+    pt_buf_init(&env);
+    pt_buf_init(&reply);
+    pt_buf_init(&msg);
+    pt_buf_init(&plain);
+    pt_megolm_in *in[2];
+    dev *members[2] = {&b, &c};
+    for (int i = 0; i < 2; i++) {
+        pt_buf_reset(&env);
+        assert_int_equal(pt_chat_send_room_key(a.chat, members[i]->id, gid, key, sizeof key, &env), 0);
+        /* the group key never appears in the envelope in the clear */
+        for (size_t k = 0; k + 16 <= env.len; k++) assert_true(memcmp(env.data + k, key + 40, 16) != 0);
+        pt_chat_event ev = deliver(members[i], &env, &reply);
+        assert_int_equal(ev.type, PT_CHAT_EV_ROOM_KEY);
+        assert_memory_equal(ev.msg_id, gid, 16);
+        assert_int_equal(ev.len, sizeof key);
+        assert_memory_equal(ev.text, key, sizeof key);
+        in[i] = pt_megolm_in_from_session_key(ev.text, ev.len, &err);
+        assert_non_null(in[i]);
+    }
+    for (int m = 0; m < 20; m++) {
+        char text[32];
+        int n = snprintf(text, sizeof text, "group message %d", m);
+        pt_buf_reset(&msg);
+        assert_int_equal(pt_megolm_out_encrypt(out, &msg, (const uint8_t *)text, (size_t)n), 0);
+        for (int i = 0; i < 2; i++) {
+            uint32_t index;
+            pt_buf_reset(&plain);
+            assert_int_equal(pt_megolm_in_decrypt(in[i], &plain, &index, msg.data, msg.len, 0), 0);
+            assert_int_equal(index, (uint32_t)m);
+            assert_int_equal(plain.len, (size_t)n);
+            assert_memory_equal(plain.data, text, (size_t)n);
+        }
+    }
+    /* no session, no key: a stranger cannot be sent one */
+    uint8_t stranger[32] = {9};
+    assert_int_equal(pt_chat_send_room_key(a.chat, stranger, gid, key, sizeof key, &env), PT_ERR_NOT_FOUND);
+    assert_int_equal(pt_chat_send_room_key(a.chat, b.id, gid, key, 0, &env), PT_ERR_INVAL);
+    for (int i = 0; i < 2; i++) pt_megolm_in_free(in[i]);
+    pt_megolm_out_free(out);
+    pt_buf_free(&env);
+    pt_buf_free(&reply);
+    pt_buf_free(&msg);
+    pt_buf_free(&plain);
+    dev_free(&a);
+    dev_free(&b);
+    dev_free(&c);
+}
+
 int main(void)
 {
     assert_int_equal(pt_init(), 0);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_handshake_and_messages),
         cmocka_unit_test(test_deny_replay_unknown_tamper),
+        cmocka_unit_test(test_room_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
