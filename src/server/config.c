@@ -93,6 +93,15 @@ static int on_kv(void *user, const char *section, const char *name, const char *
         } else if (strcmp(name, "max_connections") == 0) {
             if (pt_parse_uint(value, 1, 1000000, &v)) why = "max_connections: 1 to 1000000";
             else f->cfg.max_connections = v;
+        } else if (strcmp(name, "max_conns_per_ip") == 0) {
+            if (pt_parse_uint(value, 1, 1000000, &v)) why = "max_conns_per_ip: 1 to 1000000";
+            else f->cfg.max_conns_per_ip = v;
+        } else if (strcmp(name, "rate_limit") == 0) {
+            if (pt_parse_uint(value, 1, 10000000, &v)) why = "rate_limit: 1 to 10000000 messages/s";
+            else f->cfg.rate_limit = v;
+        } else if (strcmp(name, "ban_time") == 0) {
+            if (pt_parse_uint(value, 1, 30 * 86400, &v)) why = "ban_time: 1 to 2592000 seconds";
+            else f->cfg.ban_s = v;
         } else if (strcmp(name, "queue_quota") == 0) {
             if (pt_parse_uint(value, 1, 100000000, &v)) why = "queue_quota: 1 to 100000000";
             else f->cfg.queue_quota = v;

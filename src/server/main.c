@@ -27,6 +27,10 @@ static void usage(FILE *f)
             "      --session-expiry S     seconds a session outlives its last connection (%d)\n"
             "      --max-connections N    connections accepted at once (%d)\n"
             "      --queue-quota N        undelivered messages kept per device (%d)\n"
+            "      --max-conns-per-ip N   connections from one address (%d)\n"
+            "      --rate-limit N         messages/s per connection, bursts of 2N (%d); a\n"
+            "                             connection above it is closed and its address banned\n"
+            "      --ban-time S           seconds a flooding address stays banned (%d)\n"
             "      --ready-file PATH      write \"HOST:PORT\\nFINGERPRINT\\n\" there once listening\n"
             "      --log-level LEVEL      error, warn, info or debug (default info)\n"
             "  -h, --help                 show this help and exit\n"
@@ -38,10 +42,12 @@ static void usage(FILE *f)
             "cannot start, 2 for a bad command line or configuration.\n",
             PT_SERVER_DEFAULT_HOST, PT_SERVER_DEFAULT_PORT, PT_SERVER_DEFAULT_DATA,
             PT_SERVER_HANDSHAKE_TIMEOUT_MS / 1000, PT_SERVER_IDLE_TIMEOUT_MS / 1000,
-            PT_SERVER_SESSION_EXPIRY_MS / 1000, PT_SERVER_MAX_CONNECTIONS, PT_SERVER_QUEUE_QUOTA);
+            PT_SERVER_SESSION_EXPIRY_MS / 1000, PT_SERVER_MAX_CONNECTIONS, PT_SERVER_QUEUE_QUOTA,
+            PT_SERVER_MAX_CONNS_PER_IP, PT_SERVER_RATE_LIMIT, PT_SERVER_BAN_S);
 }
 
-enum { OPT_HS = 256, OPT_IDLE, OPT_EXPIRY, OPT_MAXC, OPT_READY, OPT_LOG, OPT_QUOTA, OPT_CHECK };
+enum { OPT_HS = 256, OPT_IDLE, OPT_EXPIRY, OPT_MAXC, OPT_READY, OPT_LOG, OPT_QUOTA, OPT_CHECK,
+       OPT_PERIP, OPT_RATE, OPT_BAN };
 
 static const struct option opts[] = {
     {"config", required_argument, NULL, 'c'},
@@ -54,6 +60,9 @@ static const struct option opts[] = {
     {"session-expiry", required_argument, NULL, OPT_EXPIRY},
     {"max-connections", required_argument, NULL, OPT_MAXC},
     {"queue-quota", required_argument, NULL, OPT_QUOTA},
+    {"max-conns-per-ip", required_argument, NULL, OPT_PERIP},
+    {"rate-limit", required_argument, NULL, OPT_RATE},
+    {"ban-time", required_argument, NULL, OPT_BAN},
     {"ready-file", required_argument, NULL, OPT_READY},
     {"log-level", required_argument, NULL, OPT_LOG},
     {"help", no_argument, NULL, 'h'},
@@ -75,13 +84,16 @@ static void print_config(const pt_server_config *c)
     for (size_t i = 0; i < c->nsuites; i++) printf("%s%s", i ? "," : "", pt_suite_name(c->suites[i]));
     static const char *lv[] = {"error", "warn", "info", "debug"};
     printf("\nlog_level = %s\n[limits]\nhandshake_timeout = %u\nidle_timeout = %u\n"
-           "session_expiry = %u\nmax_connections = %u\nqueue_quota = %u\n",
+           "session_expiry = %u\nmax_connections = %u\nqueue_quota = %u\n"
+           "max_conns_per_ip = %u\nrate_limit = %u\nban_time = %u\n",
            lv[pt_log_get_level()],
            (c->handshake_timeout_ms ? c->handshake_timeout_ms : PT_SERVER_HANDSHAKE_TIMEOUT_MS) / 1000,
            (c->idle_timeout_ms ? c->idle_timeout_ms : PT_SERVER_IDLE_TIMEOUT_MS) / 1000,
            (c->session_expiry_ms ? c->session_expiry_ms : PT_SERVER_SESSION_EXPIRY_MS) / 1000,
            c->max_connections ? c->max_connections : PT_SERVER_MAX_CONNECTIONS,
-           c->queue_quota ? c->queue_quota : PT_SERVER_QUEUE_QUOTA);
+           c->queue_quota ? c->queue_quota : PT_SERVER_QUEUE_QUOTA,
+           c->max_conns_per_ip ? c->max_conns_per_ip : PT_SERVER_MAX_CONNS_PER_IP,
+           c->rate_limit ? c->rate_limit : PT_SERVER_RATE_LIMIT, c->ban_s ? c->ban_s : PT_SERVER_BAN_S);
 }
 
 int main(int argc, char **argv)
@@ -149,6 +161,18 @@ int main(int argc, char **argv)
         case OPT_QUOTA:
             if (pt_parse_uint(optarg, 1, 100000000, &v)) return bad("--queue-quota", optarg, "from 1 to 100000000");
             cfg.queue_quota = v;
+            break;
+        case OPT_PERIP:
+            if (pt_parse_uint(optarg, 1, 1000000, &v)) return bad("--max-conns-per-ip", optarg, "from 1 to 1000000");
+            cfg.max_conns_per_ip = v;
+            break;
+        case OPT_RATE:
+            if (pt_parse_uint(optarg, 1, 10000000, &v)) return bad("--rate-limit", optarg, "from 1 to 10000000");
+            cfg.rate_limit = v;
+            break;
+        case OPT_BAN:
+            if (pt_parse_uint(optarg, 1, 30 * 86400, &v)) return bad("--ban-time", optarg, "1 to 2592000 seconds");
+            cfg.ban_s = v;
             break;
         case OPT_READY: cfg.ready_file = optarg; break;
         case OPT_LOG: {

@@ -13,6 +13,9 @@
  *   session_expiry = 900             ; seconds a session outlives its connection
  *   max_connections = 16384
  *   queue_quota = 10000              ; undelivered messages kept per device
+ *   max_conns_per_ip = 64            ; connections from one address
+ *   rate_limit = 5000                ; messages/s per connection (bursts of twice that)
+ *   ban_time = 600                   ; seconds a flooding address is banned
  *
  * Unknown sections or keys and malformed values are errors that name the file and
  * line. On SIGHUP the server rereads the file: log_level and the [limits] take

@@ -20,6 +20,9 @@
 #define PT_SERVER_MAX_SESSIONS_PER_DEVICE 16
 #define PT_SERVER_ENVELOPE_MAX 65536        /* end-to-end envelope, bytes */
 #define PT_SERVER_QUEUE_QUOTA 10000         /* undelivered messages per device */
+#define PT_SERVER_MAX_CONNS_PER_IP 64
+#define PT_SERVER_RATE_LIMIT 5000           /* messages per second per connection (burst 2x) */
+#define PT_SERVER_BAN_S 600                 /* how long a flooding address is banned */
 #define PT_SERVER_USER_DEVICES_MAX 64       /* devices of one user reached by a send */
 #define PT_SERVER_PAGE_MAX 100              /* users.list / contacts.get entries per page */
 #define PT_SERVER_NOTE_MAX 256              /* contact request note, bytes */
@@ -42,6 +45,9 @@ typedef struct pt_server_config {
     uint32_t session_expiry_ms;           /* 0 = default */
     uint32_t max_connections;             /* 0 = default */
     uint32_t queue_quota;                 /* 0 = default */
+    uint32_t max_conns_per_ip;            /* 0 = default */
+    uint32_t rate_limit;                  /* messages/s per connection; 0 = default */
+    uint32_t ban_s;                       /* 0 = default */
     const char *ready_file;               /* if set, "host:port\n" is written there once listening */
     const char *config_path;              /* reread on SIGHUP, if set */
 } pt_server_config;

@@ -49,9 +49,15 @@ struct pt_conn {
     uv_write_t wreq;
     bool writing, closing, read_paused;
     bool in_input;                  /* inside pt_chan_input: flush once it returns */
+    bool throttled;                 /* reading paused by the rate limit; the timer resumes it */
     const char *close_after_write;  /* reason, when closing once the writes drain */
     int open_handles;               /* libuv handles not yet closed */
     char peer[72];                  /* "ip:port" for logs (46 + 1 + 5) */
+    char ip[48];                    /* the peer's address, for per-address limits */
+    bool admitted;                  /* counted in the per-address table */
+    double tokens;                  /* rate limit: messages it may still send now */
+    uint64_t tokens_ms;             /* loop time of the last refill */
+    uint64_t msgs_seen;             /* session messages already charged */
     pt_conn *prev, *next;           /* every connection */
 };
 
@@ -78,6 +84,9 @@ struct pt_server {
     int64_t next_server_id;         /* next message id to assign */
     pt_srv_user **user_buckets;     /* presence: users online or with a status write pending */
     size_t user_nbuckets, user_n;
+    struct pt_ip_entry **ip_buckets; /* per-address connections and bans */
+    size_t ip_nbuckets;
+    uint64_t bans;                  /* flooding addresses banned so far */
     uv_alloc_cb alloc_cb;
     uv_read_cb read_cb;
     uint8_t readbuf[65536];         /* shared by every read on this loop */
@@ -225,6 +234,19 @@ int pt_srv_presence_visible(pt_server *s, const uint8_t user[16]);
 bool pt_srv_presence_connected(pt_server *s, const uint8_t user[16]);
 /* Pushes updates.userStatus(about, what `to` may see of it) to `to`'s devices. */
 void pt_srv_presence_tell(pt_server *s, const uint8_t about[16], const uint8_t to[16]);
+
+/* Abuse control (src/server/abuse.c). */
+int pt_abuse_init(pt_server *s);
+void pt_abuse_free(pt_server *s);
+/* On accept: 0, or PT_ERR_STATE with *why when the address is banned or at its cap. */
+int pt_abuse_admit(pt_server *s, pt_conn *c, const char **why);
+void pt_abuse_release(pt_server *s, pt_conn *c);
+/* Charges the messages c's session received since the last call: 0 within its
+ * rate; 1 over it, pause reading for *pause_ms; -1 flooding: its address is now
+ * banned and the connection must close. */
+#define PT_ABUSE_FLOOD_BURSTS 4
+int pt_abuse_charge(pt_server *s, pt_conn *c, uint32_t *pause_ms);
+void pt_abuse_gc(pt_server *s);
 
 /* RPC error codes (rpc_error.error_code), HTTP-like. */
 #define PT_RPC_BAD_REQUEST 400

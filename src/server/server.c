@@ -119,6 +119,7 @@ void pt_conn_close(pt_conn *c, const char *why)
     c->closing = true;
     pt_server *s = c->srv;
     if (why) pt_log_debug("conn %s: closed: %s", c->peer, why);
+    pt_abuse_release(s, c);
     if (c->sess) {
         c->sess->conn = NULL;
         c->sess->detached_ms = uv_now(&s->loop);
@@ -163,7 +164,7 @@ static void on_write(uv_write_t *req, int status)
     }
     if (c->read_paused) {
         c->read_paused = false;
-        uv_read_start((uv_stream_t *)&c->tcp, c->srv->alloc_cb, c->srv->read_cb);
+        if (!c->throttled) uv_read_start((uv_stream_t *)&c->tcp, c->srv->alloc_cb, c->srv->read_cb);
     }
 }
 
@@ -206,6 +207,12 @@ int pt_conn_flush(pt_conn *c)
 static void on_timer(uv_timer_t *t)
 {
     pt_conn *c = t->data;
+    if (c->throttled) {
+        c->throttled = false;
+        if (!c->read_paused) uv_read_start((uv_stream_t *)&c->tcp, c->srv->alloc_cb, c->srv->read_cb);
+        uv_timer_start(&c->timer, on_timer, c->srv->cfg.idle_timeout_ms, 0);
+        return;
+    }
     const char *why = pt_chan_established(c->chan) ? "idle timeout" : "handshake timeout";
     pt_log_info("conn %s: %s", c->peer, why);
     pt_conn_close(c, why);
@@ -289,6 +296,13 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
     c->in_input = true;
     int rc = pt_chan_input(c->chan, (const uint8_t *)buf->base, (size_t)n, &c->out, on_record, c);
     c->in_input = false;
+    uint32_t pause_ms = 0;
+    int verdict = rc == 0 ? pt_abuse_charge(c->srv, c, &pause_ms) : 0;
+    if (verdict < 0) {
+        if (pt_conn_flush(c) == 0) conn_close_after_write(c, "flooding");
+        else pt_conn_close(c, "flooding");
+        return;
+    }
     if (rc == 0) rc = pt_conn_flush(c);
     if (rc) {
         pt_log_warn("conn %s: %s; closing", c->peer, pt_strerror(rc));
@@ -304,6 +318,13 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
         pt_fingerprint(fp, pt_chan_remote_static(c->chan));
         pt_log_info("conn %s: secure channel up: %s, device %.17s", c->peer,
                     pt_suite_name(pt_chan_suite(c->chan)), fp);
+    }
+    if (verdict > 0) { /* over the rate: read again once the bucket has refilled */
+        c->throttled = true;
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        uv_timer_start(&c->timer, on_timer, pause_ms, 0);
+        conn_start_write(c);
+        return;
     }
     uint32_t t = pt_chan_established(c->chan) ? c->srv->cfg.idle_timeout_ms : 0;
     if (t) uv_timer_start(&c->timer, on_timer, t, 0);
@@ -345,6 +366,13 @@ static void on_connection(uv_stream_t *server, int status)
             port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
         }
         snprintf(c->peer, sizeof c->peer, "%s:%d", ip, port);
+        snprintf(c->ip, sizeof c->ip, "%s", ip);
+    }
+    const char *why = NULL;
+    if (pt_abuse_admit(s, c, &why) != 0) {
+        pt_log_warn("conn %s: refused: %s", c->peer, why);
+        pt_conn_close(c, why);
+        return;
     }
     if (s->nconns > s->cfg.max_connections) {
         pt_log_warn("conn %s: refused: %u connections already", c->peer, s->cfg.max_connections);
@@ -369,6 +397,7 @@ static void on_connection(uv_stream_t *server, int status)
 static void on_gc(uv_timer_t *t)
 {
     pt_server *s = t->data;
+    pt_abuse_gc(s);
     uint64_t now = uv_now(&s->loop);
     for (pt_srv_sess *e = s->sess_all, *next; e; e = next) {
         next = e->all_next;
@@ -431,6 +460,9 @@ static void on_sighup(uv_signal_t *sig, int signum)
     if (f.cfg.session_expiry_ms) s->cfg.session_expiry_ms = f.cfg.session_expiry_ms;
     if (f.cfg.max_connections) s->cfg.max_connections = f.cfg.max_connections;
     if (f.cfg.queue_quota) s->cfg.queue_quota = f.cfg.queue_quota;
+    if (f.cfg.max_conns_per_ip) s->cfg.max_conns_per_ip = f.cfg.max_conns_per_ip;
+    if (f.cfg.rate_limit) s->cfg.rate_limit = f.cfg.rate_limit;
+    if (f.cfg.ban_s) s->cfg.ban_s = f.cfg.ban_s;
     if (f.has_listen || f.has_data || f.has_suites)
         pt_log_warn("SIGHUP: listen, data and suites take effect after a restart");
     pt_log_info("SIGHUP: reloaded %s (log level %d, idle timeout %u s, queue quota %u)",
@@ -471,6 +503,9 @@ pt_server *pt_server_new(const pt_server_config *cfg, int *err)
     if (!s->cfg.session_expiry_ms) s->cfg.session_expiry_ms = PT_SERVER_SESSION_EXPIRY_MS;
     if (!s->cfg.max_connections) s->cfg.max_connections = PT_SERVER_MAX_CONNECTIONS;
     if (!s->cfg.queue_quota) s->cfg.queue_quota = PT_SERVER_QUEUE_QUOTA;
+    if (!s->cfg.max_conns_per_ip) s->cfg.max_conns_per_ip = PT_SERVER_MAX_CONNS_PER_IP;
+    if (!s->cfg.rate_limit) s->cfg.rate_limit = PT_SERVER_RATE_LIMIT;
+    if (!s->cfg.ban_s) s->cfg.ban_s = PT_SERVER_BAN_S;
     snprintf(s->host, sizeof s->host, "%s", s->cfg.host);
     s->cfg.host = s->host;
     snprintf(s->data_dir, sizeof s->data_dir, "%s", s->cfg.data_dir);
@@ -496,6 +531,7 @@ pt_server *pt_server_new(const pt_server_config *cfg, int *err)
     rc = PT_ERR_NOMEM;
     if (!(s->sess_buckets = calloc(s->sess_nbuckets, sizeof *s->sess_buckets))) goto fail;
     if ((rc = pt_srv_devices_init(s)) != 0) goto fail;
+    if ((rc = pt_abuse_init(s)) != 0) goto fail;
     if ((rc = pt_srv_presence_init(s)) != 0) goto fail;
 
     rc = PT_ERR_IO;
@@ -593,6 +629,7 @@ void pt_server_free(pt_server *s)
     }
     pt_srv_presence_free(s);
     pt_srv_devices_free(s);
+    pt_abuse_free(s);
     pt_wipe(s->static_sk, sizeof s->static_sk);
     pt_wipe(s->salt_secret, sizeof s->salt_secret);
     free(s);

@@ -118,6 +118,8 @@ int pt_sess_flush(pt_sess *s, pt_sess_emit_cb emit, void *ud) PT_WUR;
 bool pt_sess_has_output(const pt_sess *s);
 
 uint64_t pt_sess_id(const pt_sess *s);
+/* Messages received so far (every message inside a container counts): for rate limits. */
+uint64_t pt_sess_messages_in(const pt_sess *s);
 size_t pt_sess_unacked(const pt_sess *s); /* content messages sent, not yet acked */
 uint64_t pt_sess_salt_now(const pt_sess *s);
 

@@ -30,6 +30,7 @@ struct pt_sess {
     uint32_t content_sent;         /* content messages we created */
     uint32_t content_recv;         /* content messages we accepted */
     bool fresh;                    /* server: created for a client that may be resuming */
+    uint64_t msgs_in;              /* messages received, containers' contents included */
     omsg **q;                      /* outgoing, in send order */
     size_t qn, qcap;
     uint64_t *acks;                /* received content msg_ids to acknowledge */
@@ -102,6 +103,7 @@ void pt_sess_free(pt_sess *s)
 }
 
 uint64_t pt_sess_id(const pt_sess *s) { return s->session_id; }
+uint64_t pt_sess_messages_in(const pt_sess *s) { return s->msgs_in; }
 
 size_t pt_sess_unacked(const pt_sess *s)
 {
@@ -628,6 +630,7 @@ static int process(pt_sess *s, uint64_t msg_id, uint32_t seqno, const uint8_t *b
                    bool inner, const in_ctx *ic)
 {
     if (len < 4 || len % 4) return PT_ERR_DECODE;
+    s->msgs_in++;
     uint32_t ctor = pt_get_u32le(body);
     bool content = is_content(ctor);
     unsigned low = (unsigned)(msg_id & 3);

@@ -407,6 +407,52 @@ static void test_config_file_and_sighup(void **state)
     assert_int_equal(pt_test_server_stop(&srv), 0);
 }
 
+/* Per-address connection cap, and a flooding client banned for a while. */
+static void test_abuse_limits(void **state)
+{
+    (void)state;
+    pt_test_server srv;
+    const char *extra[] = {"--max-conns-per-ip", "3", "--rate-limit", "50", "--ban-time", "2", NULL};
+    pt_test_server_start(&srv, NULL, 0, extra);
+    int fds[3];
+    for (int i = 0; i < 3; i++) fds[i] = raw_connect(srv.port);
+    usleep(100000);
+    int extra_fd = raw_connect(srv.port); /* the fourth from this address */
+    int ms = wait_closed(extra_fd, 3000);
+    assert_true(ms >= 0 && ms < 500);
+    close(extra_fd);
+    for (int i = 0; i < 3; i++) close(fds[i]);
+    usleep(200000);
+    /* within the rate: fine; a burst over it: slowed down, all answered */
+    pt_client *c = new_client(pt_test_tmpdir("cl"), NULL, 0, NULL);
+    assert_int_equal(pt_client_connect(c, "127.0.0.1", srv.port), 0);
+    results *r = new_results();
+    for (uint32_t i = 0; i < 20; i++) send_echo(c, i, 8);
+    pump_until(c, r, 20);
+    for (uint32_t i = 0; i < 150; i++) send_echo(c, i, 8);
+    for (int i = 0; i < 600 && r->n < 170; i++) assert_int_equal(pt_client_pump(c, 10, on_event, r), 0);
+    assert_int_equal(r->n, 170);
+    assert_int_equal(pt_test_log_count(&srv, "banned for"), 0);
+    /* far above it (more than four bursts at once): closed and banned */
+    for (uint32_t i = 0; i < 1000; i++) send_echo(c, i, 8);
+    int rc = 0;
+    for (int i = 0; i < 300 && rc == 0; i++) rc = pt_client_pump(c, 10, on_event, r);
+    assert_int_equal(rc, PT_ERR_CLOSED);
+    assert_int_equal(pt_test_log_count(&srv, "banned for 2 s"), 1);
+    /* banned: refused at once */
+    assert_true(pt_client_connect(c, "127.0.0.1", srv.port) != 0);
+    assert_true(pt_test_log_count(&srv, "address banned for flooding") >= 1);
+    /* after the ban, welcome again; the session resumes and every call is answered */
+    usleep(2300000);
+    assert_int_equal(pt_client_connect(c, "127.0.0.1", srv.port), 0);
+    for (int i = 0; i < 3000 && r->n < 1170; i++) assert_int_equal(pt_client_pump(c, 5, on_event, r), 0);
+    assert_int_equal(r->n, 1170); /* nothing lost: answered before the close or resent after */
+    assert_int_equal(pt_test_log_count(&srv, "banned for 2 s"), 1);
+    free(r);
+    pt_client_free(c);
+    assert_int_equal(pt_test_server_stop(&srv), 0);
+}
+
 static int run_cmd(const char *args)
 {
     char cmd[1024];
@@ -447,6 +493,7 @@ int main(void)
         cmocka_unit_test(test_destroy_other_session),
         cmocka_unit_test(test_sigterm_closes_clients),
         cmocka_unit_test(test_config_file_and_sighup),
+        cmocka_unit_test(test_abuse_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
