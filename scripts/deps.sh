@@ -9,6 +9,7 @@ PKGS=(
   libinih-dev libutf8proc-dev libicu-dev
   libcmocka-dev libcjson-dev libolm-dev
   python3 python3-dissononce
+  nats-server mosquitto   # peers of scripts/bench-loadgen.sh (started there, not as services)
 )
 
 missing=()

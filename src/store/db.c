@@ -78,6 +78,10 @@ static const char *const migrations[PT_DB_SCHEMA_VERSION] = {
     "  created_ms INTEGER NOT NULL,"
     "  PRIMARY KEY (group_id, user_id)"
     ") WITHOUT ROWID;",
+    /* 2 -> 3: queue rows are found by server_id when a message is deleted (the
+     * foreign-key check scanned the whole queue for every confirmed message:
+     * 30% of the server's CPU under load, docs/BENCHMARKS.md) */
+    "CREATE INDEX queue_by_server_id ON queue(server_id);",
 };
 
 struct pt_db {
