@@ -83,69 +83,57 @@ static int del_state(sqlite3 *db, const uint8_t user[16], const uint8_t peer[16]
     return rc < 0 ? rc : 0;
 }
 
-#define FAIL(code, msg)                                                                            \
-    do {                                                                                           \
-        o->err_code = (code);                                                                      \
-        o->err_msg = (msg);                                                                        \
-        return PT_ERR_STATE;                                                                       \
-    } while (0)
-#define TRY(expr)                                                                                  \
-    do {                                                                                           \
-        int rc_ = (expr);                                                                          \
-        if (rc_ < 0) return rc_;                                                                   \
-    } while (0)
-
 static int contact_apply(sqlite3 *db, void *arg)
 {
     contact_op *o = arg;
     int rc = pt_srv_user_exists(db, o->peer);
     if (rc < 0) return rc;
-    if (rc == 0) FAIL(PT_RPC_NOT_FOUND, "USER_NOT_FOUND");
+    if (rc == 0) PT_SRV_FAIL(PT_RPC_NOT_FOUND, "USER_NOT_FOUND");
     int mine = get_state(db, o->me, o->peer), theirs = get_state(db, o->peer, o->me);
-    TRY(mine);
-    TRY(theirs);
+    PT_SRV_TRY(mine);
+    PT_SRV_TRY(theirs);
     switch (o->what) {
     case OP_REQUEST:
-        if (theirs == PT_CONTACT_BLOCKED) FAIL(PT_RPC_FORBIDDEN, "BLOCKED");
-        if (mine == PT_CONTACT_BLOCKED) FAIL(PT_RPC_CONFLICT, "PEER_BLOCKED");
-        if (mine == PT_CONTACT_FRIENDS) FAIL(PT_RPC_CONFLICT, "ALREADY_FRIENDS");
-        if (mine == PT_CONTACT_REQUEST_RECEIVED) FAIL(PT_RPC_CONFLICT, "PEER_REQUESTED_YOU");
-        TRY(pt_srv_user_devices(db, o->peer, NULL, &o->devices));
-        TRY(rc = pt_srv_queues_full(db, &o->devices, o->quota));
-        if (rc) FAIL(PT_RPC_QUOTA, "RECIPIENT_QUEUE_FULL");
-        TRY(set_state(db, o->me, o->peer, PT_CONTACT_REQUEST_SENT, &o->item.note));
-        TRY(set_state(db, o->peer, o->me, PT_CONTACT_REQUEST_RECEIVED, &o->item.note));
+        if (theirs == PT_CONTACT_BLOCKED) PT_SRV_FAIL(PT_RPC_FORBIDDEN, "BLOCKED");
+        if (mine == PT_CONTACT_BLOCKED) PT_SRV_FAIL(PT_RPC_CONFLICT, "PEER_BLOCKED");
+        if (mine == PT_CONTACT_FRIENDS) PT_SRV_FAIL(PT_RPC_CONFLICT, "ALREADY_FRIENDS");
+        if (mine == PT_CONTACT_REQUEST_RECEIVED) PT_SRV_FAIL(PT_RPC_CONFLICT, "PEER_REQUESTED_YOU");
+        PT_SRV_TRY(pt_srv_user_devices(db, o->peer, NULL, &o->devices));
+        PT_SRV_TRY(rc = pt_srv_queues_full(db, &o->devices, o->quota));
+        if (rc) PT_SRV_FAIL(PT_RPC_QUOTA, "RECIPIENT_QUEUE_FULL");
+        PT_SRV_TRY(set_state(db, o->me, o->peer, PT_CONTACT_REQUEST_SENT, &o->item.note));
+        PT_SRV_TRY(set_state(db, o->peer, o->me, PT_CONTACT_REQUEST_RECEIVED, &o->item.note));
         o->item.code = ACTION_REQUEST;
         break;
     case OP_ACCEPT:
-        if (mine != PT_CONTACT_REQUEST_RECEIVED) FAIL(PT_RPC_NOT_FOUND, "NO_PENDING_REQUEST");
-        TRY(set_state(db, o->me, o->peer, PT_CONTACT_FRIENDS, NULL));
-        TRY(set_state(db, o->peer, o->me, PT_CONTACT_FRIENDS, NULL));
+        if (mine != PT_CONTACT_REQUEST_RECEIVED) PT_SRV_FAIL(PT_RPC_NOT_FOUND, "NO_PENDING_REQUEST");
+        PT_SRV_TRY(set_state(db, o->me, o->peer, PT_CONTACT_FRIENDS, NULL));
+        PT_SRV_TRY(set_state(db, o->peer, o->me, PT_CONTACT_FRIENDS, NULL));
         o->item.code = ACTION_ACCEPTED;
         o->friends = true;
         break;
     case OP_DENY:
-        if (mine != PT_CONTACT_REQUEST_RECEIVED) FAIL(PT_RPC_NOT_FOUND, "NO_PENDING_REQUEST");
-        TRY(del_state(db, o->me, o->peer));
-        TRY(del_state(db, o->peer, o->me));
+        if (mine != PT_CONTACT_REQUEST_RECEIVED) PT_SRV_FAIL(PT_RPC_NOT_FOUND, "NO_PENDING_REQUEST");
+        PT_SRV_TRY(del_state(db, o->me, o->peer));
+        PT_SRV_TRY(del_state(db, o->peer, o->me));
         o->item.code = ACTION_DENIED;
         break;
     case OP_REMOVE:
-        if (mine == 0) FAIL(PT_RPC_NOT_FOUND, "NOT_A_CONTACT");
-        TRY(del_state(db, o->me, o->peer));
+        if (mine == 0) PT_SRV_FAIL(PT_RPC_NOT_FOUND, "NOT_A_CONTACT");
+        PT_SRV_TRY(del_state(db, o->me, o->peer));
         if (mine == PT_CONTACT_BLOCKED || theirs == PT_CONTACT_BLOCKED) return 0; /* unblocked */
-        TRY(del_state(db, o->peer, o->me));
+        PT_SRV_TRY(del_state(db, o->peer, o->me));
         o->item.code = ACTION_REMOVED;
         break;
     case OP_BLOCK:
-        TRY(set_state(db, o->me, o->peer, PT_CONTACT_BLOCKED, NULL));
-        if (theirs != PT_CONTACT_BLOCKED) TRY(del_state(db, o->peer, o->me));
+        PT_SRV_TRY(set_state(db, o->me, o->peer, PT_CONTACT_BLOCKED, NULL));
+        if (theirs != PT_CONTACT_BLOCKED) PT_SRV_TRY(del_state(db, o->peer, o->me));
         return 0;
     default:
         return PT_ERR_INVAL;
     }
-    if (o->what != OP_REQUEST) TRY(pt_srv_user_devices(db, o->peer, NULL, &o->devices));
-    TRY(pt_srv_item_store(db, &o->item, &o->devices));
+    if (o->what != OP_REQUEST) PT_SRV_TRY(pt_srv_user_devices(db, o->peer, NULL, &o->devices));
+    PT_SRV_TRY(pt_srv_item_store(db, &o->item, &o->devices));
     o->notify = true;
     return 0;
 }

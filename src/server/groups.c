@@ -116,24 +116,12 @@ static int member_devices(sqlite3 *db, const uint8_t group[16], const uint8_t *s
     return rc < 0 ? rc : 0;
 }
 
-#define FAIL(code, msg)                                                                            \
-    do {                                                                                           \
-        o->err_code = (code);                                                                      \
-        o->err_msg = (msg);                                                                        \
-        return PT_ERR_STATE;                                                                       \
-    } while (0)
-#define TRY(expr)                                                                                  \
-    do {                                                                                           \
-        int rc_ = (expr);                                                                          \
-        if (rc_ < 0) return rc_;                                                                   \
-    } while (0)
-
 static int create_apply(sqlite3 *db, group_op *o)
 {
     int64_t now = (int64_t)pt_env_now_ms(pt_env_default());
-    TRY(exec_gu(db, "INSERT INTO groups(group_id, creator, created_ms) VALUES (?1, ?2, ?3)", o->group,
+    PT_SRV_TRY(exec_gu(db, "INSERT INTO groups(group_id, creator, created_ms) VALUES (?1, ?2, ?3)", o->group,
                 o->me, now));
-    TRY(exec_gu(db, "INSERT INTO group_members(group_id, user_id, role) VALUES (?1, ?2, ?3)", o->group,
+    PT_SRV_TRY(exec_gu(db, "INSERT INTO group_members(group_id, user_id, role) VALUES (?1, ?2, ?3)", o->group,
                 o->me, ROLE_CREATOR));
     return 0;
 }
@@ -143,79 +131,79 @@ static int group_apply(sqlite3 *db, void *arg)
     group_op *o = arg;
     if (o->what == OP_CREATE) return create_apply(db, o);
     int rc = exec_gu(db, "SELECT 1 FROM groups WHERE group_id = ?1", o->group, NULL, 1);
-    TRY(rc);
-    if (rc == 0) FAIL(PT_RPC_NOT_FOUND, "GROUP_NOT_FOUND");
+    PT_SRV_TRY(rc);
+    if (rc == 0) PT_SRV_FAIL(PT_RPC_NOT_FOUND, "GROUP_NOT_FOUND");
     int mine, theirs;
-    TRY(get_role(db, o->group, o->me, &mine));
-    if (o->what != OP_JOIN && mine == ROLE_NONE) FAIL(PT_RPC_FORBIDDEN, "NOT_A_MEMBER");
-    TRY(get_role(db, o->group, o->target, &theirs));
+    PT_SRV_TRY(get_role(db, o->group, o->me, &mine));
+    if (o->what != OP_JOIN && mine == ROLE_NONE) PT_SRV_FAIL(PT_RPC_FORBIDDEN, "NOT_A_MEMBER");
+    PT_SRV_TRY(get_role(db, o->group, o->target, &theirs));
     bool tell_target = false; /* the target is no member afterwards but must hear of it */
     switch (o->what) {
     case OP_INVITE:
-        if (mine < ROLE_ADMIN) FAIL(PT_RPC_FORBIDDEN, "NOT_ADMIN");
-        TRY(rc = pt_srv_user_exists(db, o->target));
-        if (rc == 0) FAIL(PT_RPC_NOT_FOUND, "USER_NOT_FOUND");
-        if (theirs != ROLE_NONE) FAIL(PT_RPC_CONFLICT, "ALREADY_MEMBER");
-        TRY(rc = pt_srv_blocked(db, o->target, o->me));
-        if (rc) FAIL(PT_RPC_FORBIDDEN, "BLOCKED");
-        TRY(rc = exec_gu(db, "SELECT (SELECT count(*) FROM group_members WHERE group_id = ?1) + "
+        if (mine < ROLE_ADMIN) PT_SRV_FAIL(PT_RPC_FORBIDDEN, "NOT_ADMIN");
+        PT_SRV_TRY(rc = pt_srv_user_exists(db, o->target));
+        if (rc == 0) PT_SRV_FAIL(PT_RPC_NOT_FOUND, "USER_NOT_FOUND");
+        if (theirs != ROLE_NONE) PT_SRV_FAIL(PT_RPC_CONFLICT, "ALREADY_MEMBER");
+        PT_SRV_TRY(rc = pt_srv_blocked(db, o->target, o->me));
+        if (rc) PT_SRV_FAIL(PT_RPC_FORBIDDEN, "BLOCKED");
+        PT_SRV_TRY(rc = exec_gu(db, "SELECT (SELECT count(*) FROM group_members WHERE group_id = ?1) + "
                              "(SELECT count(*) FROM group_invites WHERE group_id = ?1 AND "
                              "user_id <> ?2)", o->group, o->target, 0));
-        if (rc >= PT_SERVER_GROUP_MAX_MEMBERS) FAIL(PT_RPC_CONFLICT, "GROUP_FULL");
-        TRY(add_invite(db, o->group, o->target, o->me));
+        if (rc >= PT_SERVER_GROUP_MAX_MEMBERS) PT_SRV_FAIL(PT_RPC_CONFLICT, "GROUP_FULL");
+        PT_SRV_TRY(add_invite(db, o->group, o->target, o->me));
         o->item.code = EVENT_INVITED;
         /* only the invitee hears of it */
-        TRY(pt_srv_user_devices(db, o->target, NULL, &o->devices));
+        PT_SRV_TRY(pt_srv_user_devices(db, o->target, NULL, &o->devices));
         return pt_srv_item_store(db, &o->item, &o->devices);
     case OP_JOIN:
-        if (mine != ROLE_NONE) FAIL(PT_RPC_CONFLICT, "ALREADY_MEMBER");
-        TRY(rc = has_invite(db, o->group, o->me));
-        if (rc == 0) FAIL(PT_RPC_FORBIDDEN, "NOT_INVITED");
-        TRY(exec_gu(db, "DELETE FROM group_invites WHERE group_id = ?1 AND user_id = ?2",
+        if (mine != ROLE_NONE) PT_SRV_FAIL(PT_RPC_CONFLICT, "ALREADY_MEMBER");
+        PT_SRV_TRY(rc = has_invite(db, o->group, o->me));
+        if (rc == 0) PT_SRV_FAIL(PT_RPC_FORBIDDEN, "NOT_INVITED");
+        PT_SRV_TRY(exec_gu(db, "DELETE FROM group_invites WHERE group_id = ?1 AND user_id = ?2",
                     o->group, o->me, 1));
-        TRY(exec_gu(db, "INSERT INTO group_members(group_id, user_id, role) VALUES (?1, ?2, ?3)",
+        PT_SRV_TRY(exec_gu(db, "INSERT INTO group_members(group_id, user_id, role) VALUES (?1, ?2, ?3)",
                     o->group, o->me, ROLE_MEMBER));
         o->item.code = EVENT_JOINED;
         break;
     case OP_LEAVE:
-        TRY(exec_gu(db, "DELETE FROM group_members WHERE group_id = ?1 AND user_id = ?2",
+        PT_SRV_TRY(exec_gu(db, "DELETE FROM group_members WHERE group_id = ?1 AND user_id = ?2",
                     o->group, o->me, 1));
         o->item.code = EVENT_LEFT;
         tell_target = true;
         break;
     case OP_KICK:
-        if (mine < ROLE_ADMIN) FAIL(PT_RPC_FORBIDDEN, "NOT_ADMIN");
-        if (memcmp(o->target, o->me, 16) == 0) FAIL(PT_RPC_BAD_REQUEST, "CANNOT_KICK_SELF");
+        if (mine < ROLE_ADMIN) PT_SRV_FAIL(PT_RPC_FORBIDDEN, "NOT_ADMIN");
+        if (memcmp(o->target, o->me, 16) == 0) PT_SRV_FAIL(PT_RPC_BAD_REQUEST, "CANNOT_KICK_SELF");
         if (theirs == ROLE_NONE) { /* revokes an invitation */
-            TRY(rc = has_invite(db, o->group, o->target));
-            if (rc == 0) FAIL(PT_RPC_NOT_FOUND, "NOT_A_MEMBER");
-            TRY(exec_gu(db, "DELETE FROM group_invites WHERE group_id = ?1 AND user_id = ?2",
+            PT_SRV_TRY(rc = has_invite(db, o->group, o->target));
+            if (rc == 0) PT_SRV_FAIL(PT_RPC_NOT_FOUND, "NOT_A_MEMBER");
+            PT_SRV_TRY(exec_gu(db, "DELETE FROM group_invites WHERE group_id = ?1 AND user_id = ?2",
                         o->group, o->target, 1));
         } else {
-            if (theirs >= mine) FAIL(PT_RPC_FORBIDDEN, "NOT_ALLOWED");
-            TRY(exec_gu(db, "DELETE FROM group_members WHERE group_id = ?1 AND user_id = ?2",
+            if (theirs >= mine) PT_SRV_FAIL(PT_RPC_FORBIDDEN, "NOT_ALLOWED");
+            PT_SRV_TRY(exec_gu(db, "DELETE FROM group_members WHERE group_id = ?1 AND user_id = ?2",
                         o->group, o->target, 1));
         }
         o->item.code = EVENT_KICKED;
         tell_target = true;
         break;
     case OP_SET_ADMIN:
-        if (mine != ROLE_CREATOR) FAIL(PT_RPC_FORBIDDEN, "NOT_CREATOR");
-        if (theirs == ROLE_NONE) FAIL(PT_RPC_NOT_FOUND, "NOT_A_MEMBER");
-        if (theirs == ROLE_CREATOR) FAIL(PT_RPC_BAD_REQUEST, "CANNOT_CHANGE_CREATOR");
-        TRY(exec_gu(db, "UPDATE group_members SET role = ?3 WHERE group_id = ?1 AND user_id = ?2",
+        if (mine != ROLE_CREATOR) PT_SRV_FAIL(PT_RPC_FORBIDDEN, "NOT_CREATOR");
+        if (theirs == ROLE_NONE) PT_SRV_FAIL(PT_RPC_NOT_FOUND, "NOT_A_MEMBER");
+        if (theirs == ROLE_CREATOR) PT_SRV_FAIL(PT_RPC_BAD_REQUEST, "CANNOT_CHANGE_CREATOR");
+        PT_SRV_TRY(exec_gu(db, "UPDATE group_members SET role = ?3 WHERE group_id = ?1 AND user_id = ?2",
                     o->group, o->target, o->admin ? ROLE_ADMIN : ROLE_MEMBER));
         o->item.code = o->admin ? EVENT_ADMIN : EVENT_NOT_ADMIN;
         break;
     default:
         return PT_ERR_INVAL;
     }
-    TRY(member_devices(db, o->group, o->my_device, &o->devices));
-    if (tell_target) TRY(pt_srv_user_devices(db, o->target, o->my_device, &o->devices));
+    PT_SRV_TRY(member_devices(db, o->group, o->my_device, &o->devices));
+    if (tell_target) PT_SRV_TRY(pt_srv_user_devices(db, o->target, o->my_device, &o->devices));
     /* the last member gone: the group goes (its invitations with it) */
-    TRY(rc = exec_gu(db, "SELECT count(*) FROM group_members WHERE group_id = ?1", o->group, NULL,
+    PT_SRV_TRY(rc = exec_gu(db, "SELECT count(*) FROM group_members WHERE group_id = ?1", o->group, NULL,
                      0));
-    if (rc == 0) TRY(exec_gu(db, "DELETE FROM groups WHERE group_id = ?1", o->group, NULL, 1));
+    if (rc == 0) PT_SRV_TRY(exec_gu(db, "DELETE FROM groups WHERE group_id = ?1", o->group, NULL, 1));
     return pt_srv_item_store(db, &o->item, &o->devices);
 }
 

@@ -248,6 +248,21 @@ void pt_abuse_release(pt_server *s, pt_conn *c);
 int pt_abuse_charge(pt_server *s, pt_conn *c, uint32_t *pause_ms);
 void pt_abuse_gc(pt_server *s);
 
+/* For store apply functions (run on the writer thread) whose op struct `o` has
+ * err_code / err_msg fields: PT_SRV_FAIL answers the RPC with that error and rolls
+ * the operation back; PT_SRV_TRY returns a negative store error as is. */
+#define PT_SRV_FAIL(code, msg)                                                                     \
+    do {                                                                                           \
+        o->err_code = (code);                                                                      \
+        o->err_msg = (msg);                                                                        \
+        return PT_ERR_STATE;                                                                       \
+    } while (0)
+#define PT_SRV_TRY(expr)                                                                           \
+    do {                                                                                           \
+        int rc_ = (expr);                                                                          \
+        if (rc_ < 0) return rc_;                                                                   \
+    } while (0)
+
 /* RPC error codes (rpc_error.error_code), HTTP-like. */
 #define PT_RPC_BAD_REQUEST 400
 #define PT_RPC_NOT_BOUND 401
