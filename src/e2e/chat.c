@@ -4,10 +4,11 @@
 #include "e2e/pt_chat.h"
 #include "wire/pt_wire.h"
 
-enum { IN_CONNECT = 1, IN_COM = 2, IN_DISCONNECT = 3, IN_ACK = 4, IN_ROOM_KEY = 5 };
+enum { IN_CONNECT = 1, IN_COM = 2, IN_DISCONNECT = 3, IN_ACK = 4, IN_ROOM_KEY = 5, IN_MSG = 6 };
 
 #define DIGEST_LEN 16
 #define COM_HDR (1 + PT_CHAT_MSG_ID_LEN + 8 + DIGEST_LEN + 4)
+#define MSG_HDR (COM_HDR + 1 + PT_CHAT_GROUP_ID_LEN)
 
 typedef struct peer {
     uint8_t id[PT_OLM_KEY_LEN]; /* Curve25519 identity */
@@ -22,6 +23,8 @@ struct pt_chat {
     size_t npeers;
     uint8_t (*seen)[PT_CHAT_MSG_ID_LEN];  /* ring of delivered message ids */
     size_t nseen, seen_next;
+    uint8_t last[PT_OLM_KEY_LEN];         /* the peer of the last receive */
+    bool has_last;
     pt_buf plain;                         /* decryption output, reused */
     pt_buf inner;                         /* inner message being built */
 };
@@ -228,6 +231,78 @@ int pt_chat_send(pt_chat *c, const uint8_t peer_id[static PT_OLM_KEY_LEN], const
     return rc;
 }
 
+int pt_chat_send_msg(pt_chat *c, const uint8_t peer_id[static PT_OLM_KEY_LEN], const pt_chat_msg *m,
+                     pt_buf *out)
+{
+    if (m->ctx > PT_CHAT_CTX_MAX || m->len > PT_CHAT_TEXT_MAX - (MSG_HDR - COM_HDR) ||
+        !pt_wire_utf8_valid(m->text, m->len))
+        return PT_ERR_INVAL;
+    peer *p = find_peer(c, peer_id);
+    if (!p) return PT_ERR_NOT_FOUND;
+    pt_buf_reset(&c->inner);
+    uint8_t *h = pt_buf_extend(&c->inner, MSG_HDR);
+    if (!h) return PT_ERR_NOMEM;
+    h[0] = IN_MSG;
+    memcpy(h + 1, m->msg_id, PT_CHAT_MSG_ID_LEN);
+    pt_put_u64le(h + 17, m->time_ms);
+    int rc = pt_blake2b(h + 25, DIGEST_LEN, m->text, m->len, NULL, 0);
+    h[25 + DIGEST_LEN] = m->ctx;
+    memcpy(h + 26 + DIGEST_LEN, m->conv, PT_CHAT_GROUP_ID_LEN);
+    pt_put_u32le(h + MSG_HDR - 4, (uint32_t)m->len);
+    if (rc == 0) rc = pt_buf_append(&c->inner, m->text, m->len);
+    size_t at = out->len;
+    if (rc == 0) rc = header(c, out, PT_CHAT_SECURE);
+    if (rc == 0) rc = seal_inner(c, p->s, out);
+    pt_wipe(c->inner.data, c->inner.cap);
+    pt_buf_reset(&c->inner);
+    if (rc) out->len = at;
+    return rc;
+}
+
+int pt_chat_open(pt_chat *c, pt_olm_suite suite, const uint8_t identity[static PT_OLM_KEY_LEN],
+                 const uint8_t one_time[static PT_OLM_KEY_LEN])
+{
+    pt_err err = 0;
+    pt_olm_session *s = pt_olm_session_new_outbound_raw(c->acct, c->env, suite, identity, one_time, &err);
+    if (!s) return err ? (int)err : PT_ERR_NOMEM;
+    return set_peer(c, identity, s);
+}
+
+void pt_chat_forget(pt_chat *c, const uint8_t peer_id[static PT_OLM_KEY_LEN])
+{
+    peer *p = find_peer(c, peer_id);
+    if (p) drop_peer(c, p);
+}
+
+int pt_chat_pickle_session(const pt_chat *c, const uint8_t peer_id[static PT_OLM_KEY_LEN],
+                           const uint8_t *key, size_t keylen, pt_buf *out)
+{
+    const peer *p = find_peer(c, peer_id);
+    if (!p) return PT_ERR_NOT_FOUND;
+    return pt_olm_session_pickle(p->s, c->env, key, keylen, out);
+}
+
+int pt_chat_restore_session(pt_chat *c, const uint8_t peer_id[static PT_OLM_KEY_LEN],
+                            const uint8_t *key, size_t keylen, const uint8_t *in, size_t len)
+{
+    pt_err err = 0;
+    pt_olm_session *s = pt_olm_session_unpickle(key, keylen, in, len, &err);
+    if (!s) return err ? (int)err : PT_ERR_NOMEM;
+    uint8_t theirs[PT_OLM_KEY_LEN];
+    pt_olm_session_their_identity(s, theirs);
+    if (memcmp(theirs, peer_id, PT_OLM_KEY_LEN) != 0) {
+        pt_olm_session_free(s);
+        return PT_ERR_DECODE;
+    }
+    return set_peer(c, peer_id, s);
+}
+
+bool pt_chat_last_peer(const pt_chat *c, uint8_t peer_id[static PT_OLM_KEY_LEN])
+{
+    if (c->has_last) memcpy(peer_id, c->last, PT_OLM_KEY_LEN);
+    return c->has_last;
+}
+
 int pt_chat_send_room_key(pt_chat *c, const uint8_t peer_id[static PT_OLM_KEY_LEN],
                           const uint8_t group_id[static PT_CHAT_GROUP_ID_LEN], const uint8_t *key,
                           size_t len, pt_buf *out)
@@ -351,6 +426,30 @@ static int on_inner(pt_chat *c, peer *p, const uint8_t *m, size_t n, pt_chat_eve
         ev->len = tlen;
         return encrypted_ack(c, p, ev->msg_id, PT_CHAT_ACK_ACCEPTED, reply);
     }
+    case IN_MSG: {
+        if (n < MSG_HDR || n - MSG_HDR != pt_get_u32le(m + MSG_HDR - 4) ||
+            m[25 + DIGEST_LEN] > PT_CHAT_CTX_MAX)
+            return clear_ack(c, env, envlen, PT_CHAT_ACK_CORRUPTED, reply, ev);
+        const uint8_t *text = m + MSG_HDR;
+        size_t tlen = n - MSG_HDR;
+        memcpy(ev->msg_id, m + 1, PT_CHAT_MSG_ID_LEN);
+        uint8_t d[DIGEST_LEN];
+        int rc = pt_blake2b(d, sizeof d, text, tlen, NULL, 0);
+        if (rc) return rc;
+        if (pt_ct_memcmp(d, m + 25, DIGEST_LEN) != 0 || !pt_wire_utf8_valid(text, tlen)) {
+            ev->type = PT_CHAT_EV_REJECTED;
+            ev->code = pt_ct_memcmp(d, m + 25, DIGEST_LEN) != 0 ? PT_CHAT_ACK_HASH_MISMATCH
+                                                                 : PT_CHAT_ACK_CORRUPTED;
+            return encrypted_ack(c, p, ev->msg_id, ev->code, reply);
+        }
+        ev->type = seen_before(c, ev->msg_id) ? PT_CHAT_EV_NONE : PT_CHAT_EV_MESSAGE;
+        ev->time_ms = pt_get_u64le(m + 17);
+        ev->ctx = m[25 + DIGEST_LEN];
+        memcpy(ev->conv, m + 26 + DIGEST_LEN, PT_CHAT_GROUP_ID_LEN);
+        ev->text = text;
+        ev->len = tlen;
+        return encrypted_ack(c, p, ev->msg_id, PT_CHAT_ACK_ACCEPTED, reply);
+    }
     case IN_DISCONNECT:
         if (n != 2) return clear_ack(c, env, envlen, PT_CHAT_ACK_CORRUPTED, reply, ev);
         ev->type = PT_CHAT_EV_DISCONNECTED;
@@ -380,6 +479,7 @@ static int on_inner(pt_chat *c, peer *p, const uint8_t *m, size_t n, pt_chat_eve
 int pt_chat_receive(pt_chat *c, const uint8_t *env, size_t len, pt_chat_event *ev, pt_buf *reply)
 {
     memset(ev, 0, sizeof *ev);
+    c->has_last = false;
     if (c->plain.len) pt_wipe(c->plain.data, c->plain.len); /* the previous plaintext */
     uint8_t kind;
     if (parse_header(env, len, &kind) != 0)
@@ -452,6 +552,8 @@ int pt_chat_receive(pt_chat *c, const uint8_t *env, size_t len, pt_chat_event *e
             if (pt_olm_decrypt(pr->s, (pt_olm_msg_type)p[0], p + 1, n - 1, &c->plain) != 0)
                 return clear_ack(c, env, len, PT_CHAT_ACK_UNDECRYPTABLE, reply, ev);
         }
+        memcpy(c->last, sender, PT_OLM_KEY_LEN);
+        c->has_last = true;
         return on_inner(c, pr, c->plain.data, c->plain.len, ev, reply, env, len);
     }
     default:

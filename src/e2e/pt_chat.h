@@ -20,6 +20,10 @@
  *   ACK         kind ‖ msg_id (16) ‖ code (u8)
  *   ROOM_KEY    kind ‖ group id (16) ‖ length (u16 LE) ‖ Megolm session key: how a group
  *               sender gives its sender key to each member device, never in the clear
+ *   MSG         kind ‖ msg_id (16) ‖ time ms (u64 LE) ‖ BLAKE2b-128(text) ‖ context (u8) ‖
+ *               conversation (16) ‖ length (u32 LE) ‖ text: a COM that says which
+ *               conversation it belongs to (pt_chat_ctx), with a caller-chosen msg_id so
+ *               the copies of one message for several devices share it
  * ACK codes (S2WMP): 0 accepted, 1 user id not validated (no session with a known
  * friend), 2 hash mismatch (the text does not match its digest), 3 corrupted (the
  * envelope or inner message does not parse), 4 could not decrypt.
@@ -55,6 +59,25 @@ enum pt_chat_ack_code {
     PT_CHAT_ACK_UNDECRYPTABLE = 4,
 };
 
+/* The conversation a MSG belongs to; conv is zero for DIRECT. */
+typedef enum pt_chat_ctx {
+    PT_CHAT_CTX_DIRECT = 0,     /* 1:1 with the sender */
+    PT_CHAT_CTX_GROUP = 1,      /* conv: the group id */
+    PT_CHAT_CTX_SENT_COPY = 2,  /* from another device of our own user; conv: the user it went to */
+    PT_CHAT_CTX_GROUP_INFO = 3, /* conv: the group id; text: the group's name */
+    PT_CHAT_CTX_SENT_GROUP = 4, /* a copy of our own group message; conv: the group id */
+    PT_CHAT_CTX_MAX = 4,
+} pt_chat_ctx;
+
+typedef struct pt_chat_msg {
+    uint8_t ctx;                          /* pt_chat_ctx */
+    uint8_t conv[PT_CHAT_GROUP_ID_LEN];   /* see pt_chat_ctx */
+    uint8_t msg_id[PT_CHAT_MSG_ID_LEN];   /* chosen by the caller */
+    uint64_t time_ms;                     /* the sender's clock */
+    const uint8_t *text;                  /* UTF-8, at most PT_CHAT_TEXT_MAX - 17 bytes */
+    size_t len;
+} pt_chat_msg;
+
 typedef enum pt_chat_ev_type {
     PT_CHAT_EV_NONE = 0,          /* nothing for the application (a duplicate, say) */
     PT_CHAT_EV_FRIEND_REQUEST,    /* note; answer with accept or deny */
@@ -76,6 +99,8 @@ typedef struct pt_chat_event {
     uint64_t time_ms;                     /* MESSAGE: the sender's clock */
     int code;                             /* ACK, REJECTED: a pt_chat_ack_code */
     int suite;                            /* CONNECTED: the pt_olm_suite in use */
+    uint8_t ctx;                          /* MESSAGE: pt_chat_ctx (DIRECT for a COM) */
+    uint8_t conv[PT_CHAT_GROUP_ID_LEN];   /* MESSAGE: see pt_chat_ctx */
     const uint8_t *text;                  /* MESSAGE text, FRIEND_REQUEST note; valid until the next call */
     size_t len;
 } pt_chat_event;
@@ -113,5 +138,31 @@ int pt_chat_receive(pt_chat *c, const uint8_t *env, size_t len, pt_chat_event *e
                     pt_buf *reply) PT_WUR;
 
 bool pt_chat_has_session(const pt_chat *c, const uint8_t peer[static PT_OLM_KEY_LEN]);
+
+/* A MSG (see above) to a peer with an open session: PT_ERR_NOT_FOUND without one,
+ * PT_ERR_INVAL for text that is not UTF-8 or too long or an unknown ctx. */
+int pt_chat_send_msg(pt_chat *c, const uint8_t peer[static PT_OLM_KEY_LEN], const pt_chat_msg *m,
+                     pt_buf *out) PT_WUR;
+
+/* Opens an outbound session to a device known from a directory the caller trusts
+ * (a prekey signed by its user's identity key): its Curve25519 identity and a
+ * one-time or fallback key. Replaces (and wipes) an existing session with it. The
+ * next pt_chat_send* to it makes a pre-key message. */
+int pt_chat_open(pt_chat *c, pt_olm_suite suite, const uint8_t identity[static PT_OLM_KEY_LEN],
+                 const uint8_t one_time[static PT_OLM_KEY_LEN]) PT_WUR;
+/* Forgets the session with peer, wiping it (no message). */
+void pt_chat_forget(pt_chat *c, const uint8_t peer[static PT_OLM_KEY_LEN]);
+
+/* Persistence: the caller saves each session it changed (after a send or receive)
+ * sealed under key (at least PT_OLM_MIN_PICKLE_KEY bytes), and restores them when
+ * it starts again. pickle: PT_ERR_NOT_FOUND without a session. restore: refuses a
+ * wrong key or damaged bytes (PT_ERR_AUTH / PT_ERR_DECODE), keeping what it had. */
+int pt_chat_pickle_session(const pt_chat *c, const uint8_t peer[static PT_OLM_KEY_LEN],
+                           const uint8_t *key, size_t keylen, pt_buf *out) PT_WUR;
+int pt_chat_restore_session(pt_chat *c, const uint8_t peer[static PT_OLM_KEY_LEN],
+                            const uint8_t *key, size_t keylen, const uint8_t *in,
+                            size_t len) PT_WUR;
+/* The peer whose session the last pt_chat_receive used or opened (for saving it). */
+bool pt_chat_last_peer(const pt_chat *c, uint8_t peer[static PT_OLM_KEY_LEN]);
 
 #endif

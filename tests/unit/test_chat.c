@@ -265,6 +265,109 @@ static void test_room_keys(void **state)
     dev_free(&c);
 }
 
+/* A session opened from a directory key (no friend handshake), MSG contexts, and
+ * sessions that survive a pickle/restore into a fresh pt_chat on both sides. */
+static void test_open_msg_and_persist(void **state)
+{
+    (void)state;
+    dev a, b;
+    dev_new(&a, PT_OLM_SUITES_ALL);
+    dev_new(&b, PT_OLM_SUITES_ALL);
+    pt_olm_key otk;
+    assert_int_equal(pt_olm_account_unpublished_keys(b.acct, &otk, 1), 1);
+    assert_int_equal(pt_chat_open(a.chat, PT_OLM_SUITE_PT_V1, b.id, otk.key), 0);
+    assert_true(pt_chat_has_session(a.chat, b.id));
+
+    pt_buf env, reply, pk;
+    pt_buf_init(&env);
+    pt_buf_init(&reply);
+    pt_buf_init(&pk);
+    pt_chat_msg m = {.ctx = PT_CHAT_CTX_GROUP, .time_ms = 1234, .text = (const uint8_t *)"héllo", .len = 6};
+    memset(m.conv, 0x42, sizeof m.conv);
+    memset(m.msg_id, 0x17, sizeof m.msg_id);
+    assert_int_equal(pt_chat_send_msg(a.chat, b.id, &m, &env), 0);
+    pt_chat_event ev = deliver(&b, &env, &reply);
+    assert_int_equal(ev.type, PT_CHAT_EV_MESSAGE);
+    assert_int_equal(ev.ctx, PT_CHAT_CTX_GROUP);
+    assert_memory_equal(ev.conv, m.conv, 16);
+    assert_memory_equal(ev.msg_id, m.msg_id, 16);
+    assert_int_equal(ev.time_ms, 1234);
+    assert_int_equal(ev.len, 6);
+    assert_memory_equal(ev.text, "héllo", 6);
+    uint8_t last[32];
+    assert_true(pt_chat_last_peer(b.chat, last));
+    assert_memory_equal(last, a.id, 32);
+    /* the same bytes again: acknowledged, not shown twice */
+    ev = deliver(&b, &env, &reply);
+    assert_int_not_equal(ev.type, PT_CHAT_EV_MESSAGE);
+
+    /* bob's ack opens the ratchet; then both sides move to new pt_chat objects */
+    pt_buf ack;
+    pt_buf_init(&ack);
+    pt_buf_reset(&env);
+    assert_int_equal(pt_chat_send_msg(a.chat, b.id, &m, &env), 0);
+    m.msg_id[0] ^= 1;
+    pt_buf_reset(&env);
+    assert_int_equal(pt_chat_send_msg(a.chat, b.id, &m, &env), 0);
+    ev = deliver(&b, &env, &ack);
+    assert_int_equal(ev.type, PT_CHAT_EV_MESSAGE);
+    ev = deliver(&a, &ack, &reply);
+    assert_int_equal(ev.type, PT_CHAT_EV_ACK);
+    assert_int_equal(ev.code, PT_CHAT_ACK_ACCEPTED);
+
+    const uint8_t key[32] = {1, 2, 3};
+    pt_buf sa, sb;
+    pt_buf_init(&sa);
+    pt_buf_init(&sb);
+    assert_int_equal(pt_chat_pickle_session(a.chat, b.id, key, sizeof key, &sa), 0);
+    assert_int_equal(pt_chat_pickle_session(b.chat, a.id, key, sizeof key, &sb), 0);
+    uint8_t nobody[32] = {9};
+    assert_int_equal(pt_chat_pickle_session(a.chat, nobody, key, sizeof key, &pk), PT_ERR_NOT_FOUND);
+    pt_chat_free(a.chat);
+    pt_chat_free(b.chat);
+    a.chat = pt_chat_new(pt_env_default(), a.acct);
+    b.chat = pt_chat_new(pt_env_default(), b.acct);
+    /* a wrong key, a damaged state or another peer's state are refused */
+    const uint8_t bad[32] = {7};
+    assert_int_equal(pt_chat_restore_session(a.chat, b.id, bad, sizeof bad, sa.data, sa.len), PT_ERR_AUTH);
+    sa.data[sa.len / 2] ^= 1;
+    assert_int_not_equal(pt_chat_restore_session(a.chat, b.id, key, sizeof key, sa.data, sa.len), 0);
+    sa.data[sa.len / 2] ^= 1;
+    assert_int_equal(pt_chat_restore_session(a.chat, a.id, key, sizeof key, sa.data, sa.len), PT_ERR_DECODE);
+    assert_false(pt_chat_has_session(a.chat, b.id));
+    assert_int_equal(pt_chat_restore_session(a.chat, b.id, key, sizeof key, sa.data, sa.len), 0);
+    assert_int_equal(pt_chat_restore_session(b.chat, a.id, key, sizeof key, sb.data, sb.len), 0);
+    m.ctx = PT_CHAT_CTX_DIRECT;
+    memset(m.conv, 0, sizeof m.conv);
+    m.msg_id[1] ^= 1;
+    pt_buf_reset(&env);
+    assert_int_equal(pt_chat_send_msg(b.chat, a.id, &m, &env), 0);
+    ev = deliver(&a, &env, &reply);
+    assert_int_equal(ev.type, PT_CHAT_EV_MESSAGE);
+    assert_int_equal(ev.ctx, PT_CHAT_CTX_DIRECT);
+
+    /* bad arguments */
+    m.ctx = PT_CHAT_CTX_MAX + 1;
+    assert_int_equal(pt_chat_send_msg(b.chat, a.id, &m, &env), PT_ERR_INVAL);
+    m.ctx = 0;
+    m.text = (const uint8_t *)"\xff";
+    m.len = 1;
+    assert_int_equal(pt_chat_send_msg(b.chat, a.id, &m, &env), PT_ERR_INVAL);
+    m.text = (const uint8_t *)"x";
+    assert_int_equal(pt_chat_send_msg(b.chat, nobody, &m, &env), PT_ERR_NOT_FOUND);
+    pt_chat_forget(b.chat, a.id);
+    assert_false(pt_chat_has_session(b.chat, a.id));
+
+    pt_buf_free(&env);
+    pt_buf_free(&reply);
+    pt_buf_free(&pk);
+    pt_buf_free(&ack);
+    pt_buf_free(&sa);
+    pt_buf_free(&sb);
+    dev_free(&a);
+    dev_free(&b);
+}
+
 int main(void)
 {
     assert_int_equal(pt_init(), 0);
@@ -272,6 +375,7 @@ int main(void)
         cmocka_unit_test(test_handshake_and_messages),
         cmocka_unit_test(test_deny_replay_unknown_tamper),
         cmocka_unit_test(test_room_keys),
+        cmocka_unit_test(test_open_msg_and_persist),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
