@@ -254,6 +254,16 @@ static int bind_apply(sqlite3 *db, void *arg)
         if (rc == PT_ERR_STATE) b->err_code = PT_RPC_CONFLICT, b->err_msg = "USERNAME_TAKEN";
         if (rc < 0) return rc;
     }
+    /* a revoked device never binds again */
+    if ((rc = pt_db_prepare(db, "SELECT 1 FROM revoked_devices WHERE device_key = ?", &st))) return rc;
+    sqlite3_bind_blob(st, 1, b->device_pk, 32, SQLITE_STATIC);
+    rc = pt_db_step(st);
+    sqlite3_finalize(st);
+    if (rc < 0) return rc;
+    if (rc == 1) {
+        b->err_code = PT_RPC_FORBIDDEN, b->err_msg = "DEVICE_REVOKED";
+        return PT_ERR_STATE;
+    }
     /* the device: bound once, to one user */
     if ((rc = pt_db_prepare(db, "INSERT INTO devices(device_key, user_id, cert, created_ms) "
                                 "VALUES (?,?,?,?) ON CONFLICT(device_key) DO NOTHING", &st)))

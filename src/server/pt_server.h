@@ -31,6 +31,8 @@
 #define PT_SERVER_PREKEY_MAX 64             /* one public prekey, bytes */
 #define PT_SERVER_PREKEY_UPLOAD_MAX 100     /* one-time prekeys in one upload */
 #define PT_SERVER_PREKEY_STORED_MAX 500     /* one-time prekeys stored per device */
+#define PT_SERVER_LINK_TTL_MS (10 * 60 * 1000) /* a device-link blob lives this long */
+#define PT_SERVER_LINK_MAX 4096             /* a device-link blob, bytes */
 #define PT_SERVER_PREKEY_LOW 10             /* fewer left: the device is asked to top up */
 #define PT_SERVER_GROUP_MAX_MEMBERS 256     /* members + pending invitations of a group */
 

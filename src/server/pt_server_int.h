@@ -123,6 +123,7 @@ bool pt_srv_presence_rpc(pt_conn *c, uint64_t msg_id, uint32_t ctor, const void 
 bool pt_srv_contacts_rpc(pt_conn *c, uint64_t msg_id, uint32_t ctor, const void *decoded);
 bool pt_srv_prekeys_rpc(pt_conn *c, uint64_t msg_id, uint32_t ctor, const void *decoded);
 bool pt_srv_groups_rpc(pt_conn *c, uint64_t msg_id, uint32_t ctor, const void *decoded);
+bool pt_srv_devices_rpc(pt_conn *c, uint64_t msg_id, uint32_t ctor, const void *decoded);
 
 /* ---- helpers shared by the RPC modules (messaging.c) ------------------------------------ */
 

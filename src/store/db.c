@@ -82,6 +82,18 @@ static const char *const migrations[PT_DB_SCHEMA_VERSION] = {
      * foreign-key check scanned the whole queue for every confirmed message:
      * 30% of the server's CPU under load, docs/BENCHMARKS.md) */
     "CREATE INDEX queue_by_server_id ON queue(server_id);",
+    /* 3 -> 4: device linking and revocation (src/server/devices.c) */
+    "CREATE TABLE device_links ("
+    "  link_id BLOB PRIMARY KEY,"          /* 16 random bytes chosen by the linking device */
+    "  user_id BLOB NOT NULL,"
+    "  blob BLOB NOT NULL,"                /* sealed for the new device; opaque here */
+    "  expires_ms INTEGER NOT NULL"
+    ") WITHOUT ROWID;"
+    "CREATE TABLE revoked_devices ("
+    "  device_key BLOB PRIMARY KEY,"
+    "  user_id BLOB NOT NULL,"
+    "  revoked_ms INTEGER NOT NULL"
+    ") WITHOUT ROWID;",
 };
 
 struct pt_db {

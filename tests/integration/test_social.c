@@ -1079,6 +1079,98 @@ static void test_receipts(void **state)
     assert_int_equal(pt_test_server_stop(&srv), 0);
 }
 
+/* The signed device list, device links and revocation (PROTOCOL §6.8). */
+static void test_devices(void **state)
+{
+    (void)state;
+    pt_test_server srv;
+    pt_test_server_start(&srv, NULL, 0, NULL);
+    user d1, d2, f, fresh;
+    user_up(&d1, "dora", srv.port);
+    device_new(&d2, &d1, "dora2");
+    user_connect(&d2, srv.port);
+    assert_int_equal(bind(&d2, "dora"), 0);
+    user_up(&f, "finn", srv.port);
+    int rc;
+    CALL(rc, &f, prekeys_list, memcpy(q.user_id, d1.user_id, 16));
+    assert_int_equal(rc, 0);
+    assert_int_equal(dec(&f.last).u.prekeys_bundles.bundles.n, 0); /* nothing signed yet */
+    assert_int_equal(upload(&d1, 1, &d1, 10, 3), 0);
+    assert_int_equal(upload(&d2, 1, &d1, 10, 3), 0);
+    for (int i = 0; i < 3; i++) { /* listing consumes no one-time key */
+        CALL(rc, &f, prekeys_list, memcpy(q.user_id, d1.user_id, 16));
+        assert_int_equal(rc, 0);
+        pt_tl_obj o = dec(&f.last);
+        assert_int_equal(o.u.prekeys_bundles.bundles.n, 2);
+        assert_memory_equal(o.u.prekeys_bundles.identity_key, d1.id_pk, 32);
+        for (int j = 0; j < 2; j++) {
+            const pt_tl_prekeys_bundle *b = &o.u.prekeys_bundles.bundles.items[j];
+            assert_int_equal(b->one_time_key.len, 0);
+            assert_int_equal(b->signed_key.len, 32);
+            assert_true(memcmp(b->device, d1.device, 32) == 0 || memcmp(b->device, d2.device, 32) == 0);
+        }
+    }
+    assert_int_equal(upload(&d1, -1, NULL, 20, 0), 0);
+    assert_int_equal(dec(&d1.last).u.prekeys_count.one_time_keys, 3);
+    uint8_t nobody[16] = {1};
+    CALL(rc, &f, prekeys_list, memcpy(q.user_id, nobody, 16));
+    assert_int_equal(rc, 404);
+
+    /* a link blob: put by a bound device, taken once by a device with no user */
+    uint8_t link[16], lb[100];
+    pt_random(link, sizeof link);
+    pt_random(lb, sizeof lb);
+    user_new(&fresh, "fresh");
+    user_connect(&fresh, srv.port);
+    CALL(rc, &fresh, devices_putLink, memcpy(q.link_id, link, 16); q.blob = (pt_tl_bytes){lb, 100});
+    assert_int_equal(rc, 401); /* putting needs a user */
+    CALL(rc, &d1, devices_putLink, memcpy(q.link_id, link, 16); q.blob = (pt_tl_bytes){lb, 0});
+    assert_int_equal(rc, 413);
+    CALL(rc, &d1, devices_putLink, memcpy(q.link_id, link, 16); q.blob = (pt_tl_bytes){lb, 100});
+    assert_int_equal(rc, 0);
+    CALL(rc, &d1, devices_putLink, memcpy(q.link_id, link, 16); q.blob = (pt_tl_bytes){lb, 100});
+    assert_int_equal(rc, 409);
+    CALL(rc, &fresh, devices_takeLink, memcpy(q.link_id, link, 16));
+    assert_int_equal(rc, 0);
+    pt_tl_obj o = dec(&fresh.last);
+    assert_int_equal(o.u.devices_link.blob.len, 100);
+    assert_memory_equal(o.u.devices_link.blob.data, lb, 100);
+    CALL(rc, &fresh, devices_takeLink, memcpy(q.link_id, link, 16));
+    assert_int_equal(rc, 404);
+    assert_string_equal(fresh.err_msg, "LINK_NOT_FOUND");
+
+    /* revocation: signed by the identity key, then the device is gone for good */
+    uint8_t msg[17 + 32], sig[64];
+    memcpy(msg, "PT1 revoke device", 17);
+    memcpy(msg + 17, d2.device, 32);
+    assert_int_equal(pt_ed25519_sign(sig, msg, sizeof msg, f.id_sk), 0);
+    CALL(rc, &d1, devices_revoke, memcpy(q.device, d2.device, 32); q.signature = (pt_tl_bytes){sig, 64});
+    assert_int_equal(rc, 403);
+    assert_int_equal(pt_ed25519_sign(sig, msg, sizeof msg, d1.id_sk), 0);
+    CALL(rc, &f, devices_revoke, memcpy(q.device, d2.device, 32); q.signature = (pt_tl_bytes){sig, 64});
+    assert_int_equal(rc, 403); /* finn's identity key did not sign it */
+    CALL(rc, &d1, devices_revoke, memcpy(q.device, d2.device, 32); q.signature = (pt_tl_bytes){sig, 64});
+    assert_int_equal(rc, 0);
+    int closed = 0;
+    for (int i = 0; i < 200 && closed == 0; i++) closed = pt_client_pump(d2.c, 10, on_event, &d2);
+    assert_int_equal(closed, PT_ERR_CLOSED); /* the server hung up on the revoked device */
+    CALL(rc, &f, prekeys_list, memcpy(q.user_id, d1.user_id, 16));
+    assert_int_equal(rc, 0);
+    assert_int_equal(dec(&f.last).u.prekeys_bundles.bundles.n, 1);
+    CALL(rc, &d1, devices_revoke, memcpy(q.device, d2.device, 32); q.signature = (pt_tl_bytes){sig, 64});
+    assert_int_equal(rc, 404);
+    pt_client_drop(d2.c);
+    user_connect(&d2, srv.port); /* the same device key comes back */
+    assert_int_equal(bind(&d2, "dora"), 403);
+    assert_string_equal(d2.err_msg, "DEVICE_REVOKED");
+
+    user_free(&d1);
+    user_free(&d2);
+    user_free(&f);
+    user_free(&fresh);
+    assert_int_equal(pt_test_server_stop(&srv), 0);
+}
+
 int main(void)
 {
     assert_int_equal(pt_init(), 0);
@@ -1091,6 +1183,7 @@ int main(void)
         cmocka_unit_test(test_prekeys),
         cmocka_unit_test(test_groups),
         cmocka_unit_test(test_receipts),
+        cmocka_unit_test(test_devices),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
