@@ -117,7 +117,7 @@ static int call(ptc *p)
     return pt_client_pump(p->cl, 0, on_event, p);
 }
 
-static int pt_connect(lg_run *r, lg_client *c)
+static int ptlg_connect(lg_run *r, lg_client *c)
 {
     const lg_opts *o = lg_options(r);
     ptc *p = calloc(1, sizeof *p);
@@ -193,7 +193,7 @@ static int pt_input(lg_run *r, lg_client *c)
     return 0;
 }
 
-static int pt_send(lg_run *r, lg_client *c, const uint8_t *payload, size_t len, uint64_t *tag)
+static int ptlg_send(lg_run *r, lg_client *c, const uint8_t *payload, size_t len, uint64_t *tag)
 {
     (void)r;
     ptc *p = c->drv;
@@ -222,7 +222,7 @@ static int pt_tick(lg_run *r, lg_client *c, bool force)
     return pt_client_pump(p->cl, 0, on_event, p) ? -1 : 0;
 }
 
-static void pt_close(lg_run *r, lg_client *c)
+static void ptlg_close(lg_run *r, lg_client *c)
 {
     (void)r;
     ptc *p = c->drv;
@@ -241,11 +241,11 @@ const lg_driver lg_driver_pt = {
     .acks = true,
     .stages = 2,
     .init = pt_init_drv,
-    .connect = pt_connect,
+    .connect = ptlg_connect,
     .start_stage = pt_start_stage,
     .input = pt_input,
-    .send = pt_send,
+    .send = ptlg_send,
     .flush = pt_flush,
     .tick = pt_tick,
-    .close = pt_close,
+    .close = ptlg_close,
 };

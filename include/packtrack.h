@@ -49,6 +49,10 @@ typedef enum pt_err {
     PT_ERR_STATE = -16,       /* call not valid in the current state */
     PT_ERR_WEAK_KEY = -17,    /* low-order / all-zero Diffie-Hellman result */
     PT_ERR_NOT_FOUND = -18,   /* no such object */
+    PT_ERR_EXISTS = -19,      /* already exists (a profile in this home, a name) */
+    PT_ERR_PASSWORD = -20,    /* wrong password for the local store */
+    PT_ERR_REFUSED = -21,     /* the server refused; pt_last_error() has its reason */
+    PT_ERR_OFFLINE = -22,     /* no server reachable; the operation is kept for later */
 } pt_err;
 
 /* Initialises the crypto libraries. Idempotent; returns 0 or PT_ERR_CRYPTO. */
@@ -59,6 +63,223 @@ PT_API const char *pt_strerror(int err);
 
 /* The library version, e.g. "0.1.0". */
 PT_API const char *pt_version(void);
+
+/* =====================================================================================
+ * libpacktrack: one user's device. A pt_ctx is a profile directory (the "home")
+ * holding an encrypted local store, and a connection to one packtrackd.
+ *
+ *  - Thread rules: a pt_ctx is used by one thread at a time. Callbacks run on the
+ *    thread that called pt_poll() (or any call that waits for the server), inside
+ *    that call; they must not call back into the same pt_ctx.
+ *  - Event loop: call pt_poll() when pt_fd() is readable or at least every
+ *    pt_poll_interval_ms(); or let pt_poll() block. Calls that need an answer from
+ *    the server (pt_send(), pt_friend_add(), ...) run the loop themselves until the
+ *    answer arrives or the timeout passes, delivering other events on the way.
+ *  - Reliability: pt_send() first writes the encrypted message to the local store,
+ *    then sends it. If the server cannot be reached (PT_ERR_OFFLINE) or the process
+ *    dies, the message is sent by a later pt_connect()/pt_poll(); the receiver
+ *    sees it exactly once. Incoming messages are stored before the server is told
+ *    to delete them, and each reaches the application once (by message id).
+ *  - Logging: one line per event on stderr; the level comes from $PT_LOG_LEVEL
+ *    (error, warn, info, debug; default info), read by pt_init().
+ *  - Strings are NUL-terminated UTF-8. Strings inside events are valid during the
+ *    callback only; arrays returned by pt_*_list() functions are freed with
+ *    pt_free().
+ * ===================================================================================== */
+
+#define PT_ID_HEX_LEN 33        /* 32 hex digits + NUL: user ids and message ids */
+#define PT_NAME_MAX 128         /* a username or group name, bytes incl. NUL */
+#define PT_FINGERPRINT_MAX 80   /* "xxxxxxxx:xxxxxxxx:..." + NUL */
+#define PT_SAFETY_MAX 80        /* 60 digits in 12 groups of 5 + NUL */
+#define PT_LINK_CODE_MAX 80     /* a device-link code + NUL */
+#define PT_TEXT_MAX 60000       /* a message text, bytes */
+
+typedef struct pt_ctx pt_ctx;
+
+typedef struct pt_options {
+    const char *home;               /* profile directory; NULL: $HOME/.packtrack */
+    const char *server;             /* "HOST:PORT"; NULL: 127.0.0.1:7000 */
+    const char *server_fingerprint; /* expected server key; NULL: pinned on first use */
+    int timeout_ms;                 /* for each call that waits for the server; 0: 10000 */
+} pt_options;
+
+typedef enum pt_status {
+    PT_PRESENCE_OFFLINE = 0, /* as others see an offline or invisible user */
+    PT_PRESENCE_ONLINE = 1,
+    PT_PRESENCE_BUSY = 2,
+    PT_PRESENCE_AWAY = 3,
+    PT_PRESENCE_INVISIBLE = 4, /* our own setting only */
+} pt_status;
+
+/* Where a message we sent is. Only moves forward. */
+typedef enum pt_delivery {
+    PT_DELIVERY_QUEUED = 0,    /* in the local store, not yet on the server */
+    PT_DELIVERY_STORED = 1,    /* the server has it durably */
+    PT_DELIVERY_DELIVERED = 2, /* a device of the recipient decrypted it */
+    PT_DELIVERY_READ = 3,      /* the recipient displayed it */
+    PT_DELIVERY_FAILED = 4,    /* the recipient could not decrypt it (see pt_message.code) */
+} pt_delivery;
+
+typedef enum pt_contact_state {
+    PT_CONTACT_STATE_NONE = 0,
+    PT_CONTACT_STATE_REQUEST_SENT = 1,
+    PT_CONTACT_STATE_REQUEST_RECEIVED = 2,
+    PT_CONTACT_STATE_FRIEND = 3,
+    PT_CONTACT_STATE_BLOCKED = 4,
+} pt_contact_state;
+
+typedef struct pt_message {
+    char id[PT_ID_HEX_LEN];  /* the message id, the same on every device */
+    char from[PT_NAME_MAX];  /* sender's username */
+    char to[PT_NAME_MAX];    /* recipient's username; "" for a group message */
+    char group[PT_NAME_MAX]; /* the group's name; "" for a 1:1 message */
+    int64_t time_ms;         /* the sender's clock, ms since 1970 */
+    int outgoing;            /* 1: sent by this user (from this or another device) */
+    pt_delivery delivery;    /* outgoing: the furthest state reached */
+    int code;                /* FAILED: the S2WMP code (1 not validated .. 4 undecryptable) */
+    const char *text;        /* UTF-8, NUL-terminated */
+} pt_message;
+
+typedef struct pt_contact {
+    char name[PT_NAME_MAX];
+    char user_id[PT_ID_HEX_LEN];
+    pt_contact_state state;
+    pt_status status;        /* friends only; offline otherwise */
+    int verified;            /* 1: the safety number was confirmed (pt_contact_verify) */
+    int key_changed;         /* 1: a device key appeared or changed since verification */
+} pt_contact;
+
+typedef struct pt_user {
+    char name[PT_NAME_MAX];
+    char user_id[PT_ID_HEX_LEN];
+    pt_status status;
+} pt_user;
+
+typedef struct pt_device {
+    char id[PT_ID_HEX_LEN];           /* first 16 bytes of the device key, hex */
+    char fingerprint[PT_FINGERPRINT_MAX];
+    int this_device;                  /* 1 for the device running this pt_ctx */
+} pt_device;
+
+typedef enum pt_event_type {
+    PT_EVENT_MESSAGE = 1,        /* message: new (incoming, or sent by another of our devices) */
+    PT_EVENT_DELIVERY,           /* message: one of ours moved on (delivery, code) */
+    PT_EVENT_PRESENCE,           /* user, status */
+    PT_EVENT_FRIEND_REQUEST,     /* user, text (the note, maybe "") */
+    PT_EVENT_FRIEND_ACCEPTED,    /* user */
+    PT_EVENT_FRIEND_DENIED,      /* user */
+    PT_EVENT_GROUP,              /* group, user, text: "invited", "joined", "left", "removed" */
+    PT_EVENT_CONNECTION,         /* status: ONLINE when connected, OFFLINE when the link dropped */
+} pt_event_type;
+
+typedef struct pt_event {
+    pt_event_type type;
+    const pt_message *message; /* MESSAGE, DELIVERY */
+    const char *user;          /* PRESENCE, FRIEND_*, GROUP: a username */
+    const char *group;         /* GROUP: the group's name */
+    const char *text;          /* FRIEND_REQUEST: the note; GROUP: what happened */
+    pt_status status;          /* PRESENCE, CONNECTION */
+} pt_event;
+
+typedef void (*pt_event_cb)(void *ud, const pt_event *ev);
+
+/* ---- profiles ---------------------------------------------------------------------------- */
+
+/* Creates a profile in o->home (which must not hold one: PT_ERR_EXISTS): a new
+ * identity, device and local store sealed under password; connects and claims
+ * username (PT_ERR_REFUSED with pt_last_error() "USERNAME_TAKEN", ...; nothing is
+ * left behind then). Returns NULL on failure with *err set (err may be NULL). */
+PT_API pt_ctx *pt_create(const pt_options *o, const char *password, const char *username,
+                         pt_err *err);
+/* Adds this home as a new device of an existing user: code comes from
+ * pt_device_link_code() on one of the user's devices (valid 10 minutes, once). */
+PT_API pt_ctx *pt_create_linked(const pt_options *o, const char *password, const char *code,
+                                pt_err *err);
+/* Unlocks an existing profile: PT_ERR_NOT_FOUND (no profile in home),
+ * PT_ERR_PASSWORD (wrong password; nothing is changed). Does not connect. */
+PT_API pt_ctx *pt_open(const pt_options *o, const char *password, pt_err *err);
+/* Closes the connection and the store; wipes keys. NULL is a no-op. */
+PT_API void pt_close(pt_ctx *ctx);
+/* Re-seals the store under a new password (atomic: the old one works until this returns 0). */
+PT_API int pt_change_password(pt_ctx *ctx, const char *new_password);
+
+/* A sentence saying what went wrong in the last failed call on ctx and what to
+ * do, e.g. "that username is taken; choose another (USERNAME_TAKEN)"; never NULL.
+ * With ctx NULL: the last failed pt_create/pt_create_linked/pt_open of this thread. */
+PT_API const char *pt_last_error(const pt_ctx *ctx);
+/* Frees what a pt_*_list() call returned. NULL is a no-op. */
+PT_API void pt_free(void *p);
+
+/* ---- connection and events ------------------------------------------------------------------ */
+
+PT_API void pt_set_event_cb(pt_ctx *ctx, pt_event_cb cb, void *ud);
+/* Connects (if needed), authenticates with the pinned server key, uploads keys the
+ * server lacks, sends what the outbox holds and fetches what waits on the server.
+ * PT_ERR_OFFLINE when no server answered; PT_ERR_KEY_MISMATCH when its key changed. */
+PT_API int pt_connect(pt_ctx *ctx);
+/* Runs the library for up to timeout_ms (0: only what is ready): reads, decrypts,
+ * stores and reports events; reconnects with backoff when the link dropped. */
+PT_API int pt_poll(pt_ctx *ctx, int timeout_ms);
+/* The socket to watch for reading (-1 while disconnected). */
+PT_API int pt_fd(const pt_ctx *ctx);
+PT_API int pt_connected(const pt_ctx *ctx);
+
+/* ---- identity ------------------------------------------------------------------------------ */
+
+PT_API const char *pt_username(const pt_ctx *ctx);
+PT_API const char *pt_user_id(const pt_ctx *ctx);        /* 32 hex digits */
+PT_API const char *pt_identity_fingerprint(const pt_ctx *ctx); /* of the identity key */
+PT_API int pt_set_status(pt_ctx *ctx, pt_status status);
+PT_API pt_status pt_get_status(const pt_ctx *ctx);
+
+/* ---- people -------------------------------------------------------------------------------- */
+
+/* Users online and visible on the server. *out is freed with pt_free(). */
+PT_API int pt_users_online(pt_ctx *ctx, pt_user **out, size_t *n);
+/* A friend request with an optional note (NULL). */
+PT_API int pt_friend_add(pt_ctx *ctx, const char *name, const char *note);
+PT_API int pt_friend_accept(pt_ctx *ctx, const char *name);
+PT_API int pt_friend_deny(pt_ctx *ctx, const char *name);
+/* Contacts in every state, with presence; from the server when connected. */
+PT_API int pt_contacts(pt_ctx *ctx, pt_contact **out, size_t *n);
+/* The 60-digit safety number with name, as 12 groups of 5 digits. */
+PT_API int pt_contact_safety_number(pt_ctx *ctx, const char *name, char out[PT_SAFETY_MAX]);
+/* Marks name's current keys as verified (after comparing safety numbers). */
+PT_API int pt_contact_verify(pt_ctx *ctx, const char *name);
+
+/* ---- messages ------------------------------------------------------------------------------- */
+
+/* Encrypts text for every device of `to` (a friend) and for our other devices,
+ * stores it, and sends it. id receives the message id. Returns 0 once the server
+ * stored it; PT_ERR_OFFLINE / PT_ERR_TIMEOUT when it is kept in the outbox (sent
+ * later, exactly once); PT_ERR_INVAL when text is not UTF-8 or too long. */
+PT_API int pt_send(pt_ctx *ctx, const char *to, const char *text, char id[PT_ID_HEX_LEN]);
+/* Fetches what waits on the server and waits up to wait_ms for something new. */
+PT_API int pt_sync(pt_ctx *ctx, int wait_ms);
+/* Messages not yet marked seen, oldest first (incoming, and sent by our other
+ * devices). *out is freed with pt_free(). */
+PT_API int pt_unseen(pt_ctx *ctx, pt_message **out, size_t *n);
+/* Marks messages seen; incoming ones get a read receipt. */
+PT_API int pt_mark_seen(pt_ctx *ctx, const pt_message *msgs, size_t n);
+/* The last `limit` messages of a conversation (a username or "#group"), oldest first. */
+PT_API int pt_history(pt_ctx *ctx, const char *conversation, size_t limit, pt_message **out,
+                      size_t *n);
+
+/* ---- groups --------------------------------------------------------------------------------- */
+
+/* Creates a group named name (unique among our groups) with these friends. */
+PT_API int pt_group_create(pt_ctx *ctx, const char *name, const char *const *members, size_t n);
+PT_API int pt_group_send(pt_ctx *ctx, const char *group, const char *text, char id[PT_ID_HEX_LEN]);
+/* Members' usernames. *out is freed with pt_free(). */
+PT_API int pt_group_members(pt_ctx *ctx, const char *group, pt_user **out, size_t *n);
+
+/* ---- devices -------------------------------------------------------------------------------- */
+
+/* A one-time code for pt_create_linked() on a new device (valid 10 minutes). */
+PT_API int pt_device_link_code(pt_ctx *ctx, char code[PT_LINK_CODE_MAX]);
+PT_API int pt_devices(pt_ctx *ctx, pt_device **out, size_t *n);
+/* Removes another device of ours (by pt_device.id or a unique prefix of it). */
+PT_API int pt_device_revoke(pt_ctx *ctx, const char *id);
 
 #ifdef __cplusplus
 }

@@ -8,6 +8,7 @@ PKGS=(
   libsodium-dev libssl-dev libuv1-dev libsqlite3-dev zlib1g-dev
   libinih-dev libutf8proc-dev libicu-dev
   libcmocka-dev libcjson-dev libolm-dev
+  libncurses-dev tmux     # the terminal UI, and the tests that drive it
   python3 python3-dissononce
   nats-server mosquitto   # peers of scripts/bench-loadgen.sh (started there, not as services)
 )

@@ -81,9 +81,14 @@ pt_client *pt_client_new(const pt_client_config *cfg, int *err)
         pt_log_error("cannot create %s: %s", c->home, strerror(errno));
         goto fail;
     }
-    char path[1100];
-    snprintf(path, sizeof path, "%s/device.key", c->home);
-    if ((rc = pt_keyfile_load_or_create(path, c->sk, c->pk)) != 0) goto fail;
+    if (cfg->device_sk) { /* the caller keeps the key (sealed in its own store) */
+        memcpy(c->sk, cfg->device_sk, 32);
+        if ((rc = pt_x25519_base(c->pk, c->sk)) != 0) goto fail;
+    } else {
+        char path[1100];
+        snprintf(path, sizeof path, "%s/device.key", c->home);
+        if ((rc = pt_keyfile_load_or_create(path, c->sk, c->pk)) != 0) goto fail;
+    }
     uint64_t sid;
     pt_random(&sid, sizeof sid);
     pt_sess_config sc = {.role = PT_SESS_CLIENT, .session_id = sid};

@@ -18,6 +18,7 @@ typedef struct pt_client_config {
     size_t nsuites;
     bool no_ik;                     /* always XX, even with a pinned key */
     int timeout_ms;                 /* connect + handshake; 0: default */
+    const uint8_t *device_sk;       /* 32-byte X25519 device key; NULL: HOME/device.key */
 } pt_client_config;
 
 typedef struct pt_client pt_client;

@@ -154,7 +154,14 @@ void pt_log(pt_log_level lvl, const char *fmt, ...)
 
 /* ---- public basics ----------------------------------------------------------- */
 
-int pt_init(void) { return pt_crypto_init(); }
+int pt_init(void)
+{
+    /* an application (or a user debugging one) can turn library logging up or down */
+    const char *l = getenv("PT_LOG_LEVEL");
+    pt_log_level lvl;
+    if (l && pt_log_parse_level(l, &lvl) == 0) pt_log_set_level(lvl);
+    return pt_crypto_init();
+}
 
 const char *pt_version(void) { return PT_VERSION_STRING; }
 
@@ -180,6 +187,10 @@ const char *pt_strerror(int err)
     case PT_ERR_STATE: return "invalid state for this call";
     case PT_ERR_WEAK_KEY: return "weak (low-order) public key";
     case PT_ERR_NOT_FOUND: return "not found";
+    case PT_ERR_EXISTS: return "already exists";
+    case PT_ERR_PASSWORD: return "wrong password";
+    case PT_ERR_REFUSED: return "refused by the server";
+    case PT_ERR_OFFLINE: return "server not reachable";
     }
     return "unknown error";
 }

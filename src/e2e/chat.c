@@ -560,3 +560,64 @@ int pt_chat_receive(pt_chat *c, const uint8_t *env, size_t len, pt_chat_event *e
         return clear_ack(c, env, len, PT_CHAT_ACK_CORRUPTED, reply, ev);
     }
 }
+
+/* ---- multi-device envelopes --------------------------------------------------------- */
+
+int pt_chat_multi_begin(pt_buf *out, size_t *at)
+{
+    *at = out->len;
+    uint8_t *h = pt_buf_extend(out, PT_CHAT_MULTI_HDR);
+    if (!h) return PT_ERR_NOMEM;
+    memcpy(h, "PTM", 3);
+    h[3] = PT_CHAT_VERSION;
+    h[4] = h[5] = 0;
+    return 0;
+}
+
+int pt_chat_multi_add(pt_buf *out, size_t at, const uint8_t recipient[static PT_OLM_KEY_LEN],
+                      const uint8_t *entry, size_t len)
+{
+    size_t n = (size_t)out->data[at + 4] | (size_t)out->data[at + 5] << 8;
+    if (n >= PT_CHAT_MULTI_MAX || len > UINT32_MAX) return PT_ERR_TOO_BIG;
+    uint8_t *p = pt_buf_extend(out, PT_OLM_KEY_LEN + 4 + len);
+    if (!p) return PT_ERR_NOMEM;
+    memcpy(p, recipient, PT_OLM_KEY_LEN);
+    pt_put_u32le(p + PT_OLM_KEY_LEN, (uint32_t)len);
+    memcpy(p + PT_OLM_KEY_LEN + 4, entry, len);
+    n++;
+    out->data[at + 4] = (uint8_t)n;
+    out->data[at + 5] = (uint8_t)(n >> 8);
+    return 0;
+}
+
+int pt_chat_multi_find(const uint8_t *env, size_t len, const uint8_t recipient[static PT_OLM_KEY_LEN],
+                       const uint8_t **entry, size_t *elen)
+{
+    if (len < PT_CHAT_MULTI_HDR || memcmp(env, "PTM", 3) != 0) return PT_ERR_DECODE;
+    if (env[3] != PT_CHAT_VERSION) return PT_ERR_DECODE;
+    size_t n = (size_t)env[4] | (size_t)env[5] << 8, off = PT_CHAT_MULTI_HDR;
+    if (n > PT_CHAT_MULTI_MAX) return PT_ERR_DECODE;
+    int found = PT_ERR_NOT_FOUND;
+    for (size_t i = 0; i < n; i++) {
+        if (len - off < PT_OLM_KEY_LEN + 4) return PT_ERR_DECODE;
+        size_t l = pt_get_u32le(env + off + PT_OLM_KEY_LEN);
+        if (l > len - off - PT_OLM_KEY_LEN - 4) return PT_ERR_DECODE;
+        if (memcmp(env + off, recipient, PT_OLM_KEY_LEN) == 0) {
+            if (found == 0) return PT_ERR_DECODE; /* two entries for one device */
+            *entry = env + off + PT_OLM_KEY_LEN + 4;
+            *elen = l;
+            found = 0;
+        }
+        off += PT_OLM_KEY_LEN + 4 + l;
+    }
+    return off == len ? found : PT_ERR_DECODE;
+}
+
+int pt_chat_envelope_sender(const uint8_t *env, size_t len, uint8_t sender[static PT_OLM_KEY_LEN])
+{
+    uint8_t kind;
+    int rc = parse_header(env, len, &kind);
+    if (rc) return rc;
+    memcpy(sender, env + 5, PT_OLM_KEY_LEN);
+    return 0;
+}

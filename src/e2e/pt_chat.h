@@ -153,6 +153,25 @@ int pt_chat_open(pt_chat *c, pt_olm_suite suite, const uint8_t identity[static P
 /* Forgets the session with peer, wiping it (no message). */
 void pt_chat_forget(pt_chat *c, const uint8_t peer[static PT_OLM_KEY_LEN]);
 
+/* ---- multi-device envelopes ----------------------------------------------------------------
+ * One message for all devices of a user (or group) travels as one envelope that the
+ * server stores once: "PTM" ‖ version (1) ‖ count (u16 LE) ‖ count × (recipient
+ * Curve25519 identity (32) ‖ length (u32 LE) ‖ a pt_chat envelope for it). Each
+ * device takes its own entry. At most PT_CHAT_MULTI_MAX entries, unique recipients. */
+#define PT_CHAT_MULTI_MAX 1024
+#define PT_CHAT_MULTI_HDR 6
+/* Starts a container in out (count 0); returns the offset to pass to _add. */
+int pt_chat_multi_begin(pt_buf *out, size_t *at) PT_WUR;
+/* Appends one entry (entry: a pt_chat envelope) to the container begun at `at`. */
+int pt_chat_multi_add(pt_buf *out, size_t at, const uint8_t recipient[static PT_OLM_KEY_LEN],
+                      const uint8_t *entry, size_t len) PT_WUR;
+/* Finds the entry for recipient: 0 (entry, len set), PT_ERR_NOT_FOUND, or
+ * PT_ERR_DECODE for a malformed container (checked whole, whatever the position). */
+int pt_chat_multi_find(const uint8_t *env, size_t len, const uint8_t recipient[static PT_OLM_KEY_LEN],
+                       const uint8_t **entry, size_t *elen) PT_WUR;
+/* The sender identity an envelope claims (its header), or PT_ERR_DECODE. */
+int pt_chat_envelope_sender(const uint8_t *env, size_t len, uint8_t sender[static PT_OLM_KEY_LEN]) PT_WUR;
+
 /* Persistence: the caller saves each session it changed (after a send or receive)
  * sealed under key (at least PT_OLM_MIN_PICKLE_KEY bytes), and restores them when
  * it starts again. pickle: PT_ERR_NOT_FOUND without a session. restore: refuses a

@@ -1,0 +1,1054 @@
+/*
+ * libpacktrack: messages and groups. Sending goes through the outbox: a message
+ * is first stored (history + outbox, one transaction), then encrypted once for
+ * every device it must reach (the envelope is written back to the outbox with the
+ * advanced session states, one transaction), then sent until the server stores
+ * it. A crash at any point resends the same bytes, which receivers recognise.
+ * Receiving: an envelope is decrypted, its message, the session state and the
+ * envelope's hash are committed together, and only then is the server told to
+ * delete it.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "api/api_int.h"
+#include "crypto/pt_crypto.h"
+#include "wire/pt_wire.h"
+
+/* ---- message rows -------------------------------------------------------------------------------- */
+
+static int msg_encode(const pt_api_msg *m, pt_buf *b)
+{
+    int rc = pt_wr_u8(b, m->outgoing);
+    if (rc == 0) rc = pt_wr_u8(b, m->delivery);
+    if (rc == 0) rc = pt_wr_u8(b, m->code);
+    if (rc == 0) rc = pt_buf_append(b, m->group_id, 16);
+    if (rc == 0) rc = pt_buf_append(b, m->peer, 16);
+    if (rc == 0) rc = pt_wr_str(b, m->from);
+    if (rc == 0) rc = pt_wr_str(b, m->to);
+    if (rc == 0) rc = pt_wr_str(b, m->group);
+    if (rc == 0) rc = pt_wr_u64(b, m->time_ms);
+    if (rc == 0) rc = pt_wr_bytes(b, m->text.data, m->text.len);
+    return rc;
+}
+
+static int msg_decode(pt_api_msg *m, const uint8_t *p, size_t n)
+{
+    pt_rd r = {p, n, false};
+    m->outgoing = pt_rd_u8(&r);
+    m->delivery = pt_rd_u8(&r);
+    m->code = pt_rd_u8(&r);
+    pt_rd_fixed(&r, m->group_id, 16);
+    pt_rd_fixed(&r, m->peer, 16);
+    pt_rd_str(&r, m->from, sizeof m->from);
+    pt_rd_str(&r, m->to, sizeof m->to);
+    pt_rd_str(&r, m->group, sizeof m->group);
+    m->time_ms = pt_rd_u64(&r);
+    size_t tl;
+    const uint8_t *t = pt_rd_bytes(&r, &tl);
+    if (r.bad) return PT_ERR_DECODE;
+    pt_buf_reset(&m->text);
+    int rc = pt_buf_append(&m->text, t ? t : (const uint8_t *)"", tl);
+    if (rc == 0) rc = pt_buf_reserve(&m->text, 1);
+    if (rc == 0) m->text.data[m->text.len] = 0;
+    return rc;
+}
+
+/* Inserts (or, with replace, rewrites) a row; a second insert of a msg_id is ignored. */
+static int msg_store(pt_ctx *x, const pt_api_msg *m, bool seen, bool replace)
+{
+    pt_buf plain, sealed;
+    pt_buf_init(&plain);
+    pt_buf_init(&sealed);
+    int rc = msg_encode(m, &plain);
+    if (rc == 0) rc = pt_lstore_seal(x->st, "messages", m->msg_id, 16, plain.data, plain.len, &sealed);
+    sqlite3_stmt *st = NULL;
+    const char *sql = replace ? "UPDATE messages SET v = ?2, server_id = ?3 WHERE msg_id = ?1"
+                              : "INSERT INTO messages(msg_id, v, server_id, seen) VALUES (?1, ?2, ?3, ?4) "
+                                "ON CONFLICT(msg_id) DO NOTHING";
+    if (rc == 0 && sqlite3_prepare_v2(pt_lstore_db(x->st), sql, -1, &st, NULL)) rc = PT_ERR_IO;
+    if (rc == 0) {
+        sqlite3_bind_blob(st, 1, m->msg_id, 16, SQLITE_STATIC);
+        sqlite3_bind_blob(st, 2, sealed.data, (int)sealed.len, SQLITE_STATIC);
+        if (m->server_id) sqlite3_bind_int64(st, 3, m->server_id);
+        else sqlite3_bind_null(st, 3);
+        if (!replace) sqlite3_bind_int(st, 4, seen);
+        rc = sqlite3_step(st) == SQLITE_DONE ? 0 : PT_ERR_IO;
+    }
+    sqlite3_finalize(st);
+    pt_buf_free(&plain);
+    pt_buf_free(&sealed);
+    return rc;
+}
+
+/* Loads the row st points at: columns msg_id, server_id, v. */
+int pt_api_msg_load(pt_ctx *x, sqlite3_stmt *st, pt_api_msg *m)
+{
+    if (sqlite3_column_bytes(st, 0) != 16) return PT_ERR_DECODE;
+    memcpy(m->msg_id, sqlite3_column_blob(st, 0), 16);
+    m->server_id = sqlite3_column_int64(st, 1);
+    pt_buf b;
+    pt_buf_init(&b);
+    int rc = pt_lstore_unseal(x->st, "messages", m->msg_id, 16, sqlite3_column_blob(st, 2),
+                              (size_t)sqlite3_column_bytes(st, 2), &b);
+    if (rc == 0) rc = msg_decode(m, b.data, b.len);
+    pt_buf_free(&b);
+    return rc;
+}
+
+static int msg_find(pt_ctx *x, const char *where, int64_t key, const uint8_t *id, pt_api_msg *m)
+{
+    char sql[160];
+    snprintf(sql, sizeof sql, "SELECT msg_id, server_id, v FROM messages WHERE %s", where);
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(pt_lstore_db(x->st), sql, -1, &st, NULL)) return PT_ERR_IO;
+    if (id) sqlite3_bind_blob(st, 1, id, 16, SQLITE_STATIC);
+    else sqlite3_bind_int64(st, 1, key);
+    int rc = sqlite3_step(st) == SQLITE_ROW ? pt_api_msg_load(x, st, m) : PT_ERR_NOT_FOUND;
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static void to_public(const pt_api_msg *m, pt_message *o)
+{
+    memset(o, 0, sizeof *o);
+    pt_hex_encode(o->id, m->msg_id, 16);
+    snprintf(o->from, sizeof o->from, "%s", m->from);
+    snprintf(o->to, sizeof o->to, "%s", m->to);
+    snprintf(o->group, sizeof o->group, "%s", m->group);
+    o->time_ms = (int64_t)m->time_ms;
+    o->outgoing = m->outgoing;
+    o->delivery = (pt_delivery)m->delivery;
+    o->code = m->code;
+    o->text = (const char *)m->text.data;
+}
+
+static void emit_msg(pt_ctx *x, pt_event_type type, const pt_api_msg *m)
+{
+    pt_message pm;
+    to_public(m, &pm);
+    pt_event ev = {.type = type, .message = &pm};
+    pt_api_emit(x, &ev);
+}
+
+/* ---- groups ---------------------------------------------------------------------------------------- */
+
+static int group_save(pt_ctx *x, const pt_api_group *g)
+{
+    pt_buf plain, sealed;
+    pt_buf_init(&plain);
+    pt_buf_init(&sealed);
+    int rc = pt_wr_str(&plain, g->name);
+    if (rc == 0) rc = pt_wr_u8(&plain, g->joined);
+    if (rc == 0) rc = pt_lstore_seal(x->st, "groups", g->group_id, 16, plain.data, plain.len, &sealed);
+    sqlite3_stmt *st = NULL;
+    if (rc == 0 && sqlite3_prepare_v2(pt_lstore_db(x->st), "INSERT OR REPLACE INTO groups(group_id, v) VALUES (?, ?)",
+                                      -1, &st, NULL))
+        rc = PT_ERR_IO;
+    if (rc == 0) {
+        sqlite3_bind_blob(st, 1, g->group_id, 16, SQLITE_STATIC);
+        sqlite3_bind_blob(st, 2, sealed.data, (int)sealed.len, SQLITE_STATIC);
+        rc = sqlite3_step(st) == SQLITE_DONE ? 0 : PT_ERR_IO;
+    }
+    sqlite3_finalize(st);
+    pt_buf_free(&plain);
+    pt_buf_free(&sealed);
+    return rc;
+}
+
+static int group_decode(pt_ctx *x, sqlite3_stmt *st, pt_api_group *g)
+{
+    memset(g, 0, sizeof *g);
+    if (sqlite3_column_bytes(st, 0) != 16) return PT_ERR_DECODE;
+    memcpy(g->group_id, sqlite3_column_blob(st, 0), 16);
+    pt_buf b;
+    pt_buf_init(&b);
+    int rc = pt_lstore_unseal(x->st, "groups", g->group_id, 16, sqlite3_column_blob(st, 1),
+                              (size_t)sqlite3_column_bytes(st, 1), &b);
+    if (rc == 0) {
+        pt_rd r = {b.data, b.len, false};
+        pt_rd_str(&r, g->name, sizeof g->name);
+        g->joined = pt_rd_u8(&r);
+        if (r.bad) rc = PT_ERR_DECODE;
+    }
+    pt_buf_free(&b);
+    return rc;
+}
+
+int pt_api_group_load(pt_ctx *x, const uint8_t gid[16], pt_api_group *g)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(pt_lstore_db(x->st), "SELECT group_id, v FROM groups WHERE group_id = ?", -1, &st, NULL))
+        return PT_ERR_IO;
+    sqlite3_bind_blob(st, 1, gid, 16, SQLITE_STATIC);
+    int rc = sqlite3_step(st) == SQLITE_ROW ? group_decode(x, st, g) : PT_ERR_NOT_FOUND;
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int group_by_name(pt_ctx *x, const char *name, pt_api_group *g)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(pt_lstore_db(x->st), "SELECT group_id, v FROM groups", -1, &st, NULL)) return PT_ERR_IO;
+    int rc = PT_ERR_NOT_FOUND;
+    while (sqlite3_step(st) == SQLITE_ROW)
+        if (group_decode(x, st, g) == 0 && strcasecmp(g->name, name) == 0) {
+            rc = 0;
+            break;
+        }
+    sqlite3_finalize(st);
+    if (rc) pt_api_fail(x, rc, "you are in no group named '%s'", name);
+    return rc;
+}
+
+/* ---- the outbox ------------------------------------------------------------------------------------ */
+
+typedef struct out_row {
+    int64_t seq;
+    uint8_t oid[16];
+    uint8_t kind;              /* PT_OUT_* */
+    uint8_t target[16];        /* user (DIRECT, INFO), our user (COPY), group (GROUP) */
+    pt_chat_msg m;             /* the message; text points into `text` */
+    pt_buf text;
+    pt_buf env;                /* empty until encrypted */
+} out_row;
+
+static int out_encode(const out_row *o, pt_buf *b)
+{
+    int rc = pt_wr_u8(b, o->kind);
+    if (rc == 0) rc = pt_buf_append(b, o->target, 16);
+    if (rc == 0) rc = pt_wr_u8(b, o->m.ctx);
+    if (rc == 0) rc = pt_buf_append(b, o->m.conv, 16);
+    if (rc == 0) rc = pt_buf_append(b, o->m.msg_id, 16);
+    if (rc == 0) rc = pt_wr_u64(b, o->m.time_ms);
+    if (rc == 0) rc = pt_wr_bytes(b, o->m.text, o->m.len);
+    if (rc == 0) rc = pt_wr_bytes(b, o->env.data, o->env.len);
+    return rc;
+}
+
+static int out_decode(out_row *o, const uint8_t *p, size_t n)
+{
+    pt_rd r = {p, n, false};
+    o->kind = pt_rd_u8(&r);
+    pt_rd_fixed(&r, o->target, 16);
+    o->m.ctx = pt_rd_u8(&r);
+    pt_rd_fixed(&r, o->m.conv, 16);
+    pt_rd_fixed(&r, o->m.msg_id, 16);
+    o->m.time_ms = pt_rd_u64(&r);
+    size_t tl, el;
+    const uint8_t *t = pt_rd_bytes(&r, &tl);
+    const uint8_t *e = pt_rd_bytes(&r, &el);
+    if (r.bad) return PT_ERR_DECODE;
+    int rc = pt_buf_append(&o->text, t ? t : (const uint8_t *)"", tl);
+    if (rc == 0 && el) rc = pt_buf_append(&o->env, e, el);
+    o->m.text = o->text.data ? o->text.data : (const uint8_t *)"";
+    o->m.len = tl;
+    return rc;
+}
+
+static int out_write(pt_ctx *x, const out_row *o, bool update)
+{
+    pt_buf plain, sealed;
+    pt_buf_init(&plain);
+    pt_buf_init(&sealed);
+    int rc = out_encode(o, &plain);
+    if (rc == 0) rc = pt_lstore_seal(x->st, "outbox", o->oid, 16, plain.data, plain.len, &sealed);
+    sqlite3_stmt *st = NULL;
+    const char *sql = update ? "UPDATE outbox SET v = ?2 WHERE oid = ?1" : "INSERT INTO outbox(oid, v) VALUES (?1, ?2)";
+    if (rc == 0 && sqlite3_prepare_v2(pt_lstore_db(x->st), sql, -1, &st, NULL)) rc = PT_ERR_IO;
+    if (rc == 0) {
+        sqlite3_bind_blob(st, 1, o->oid, 16, SQLITE_STATIC);
+        sqlite3_bind_blob(st, 2, sealed.data, (int)sealed.len, SQLITE_STATIC);
+        rc = sqlite3_step(st) == SQLITE_DONE ? 0 : PT_ERR_IO;
+    }
+    sqlite3_finalize(st);
+    pt_buf_free(&plain);
+    pt_buf_free(&sealed);
+    return rc;
+}
+
+static int out_add(pt_ctx *x, uint8_t kind, const uint8_t target[16], const pt_chat_msg *m)
+{
+    out_row o = {.kind = kind, .m = *m};
+    pt_random(o.oid, 16);
+    memcpy(o.target, target, 16);
+    pt_buf_init(&o.env);
+    return out_write(x, &o, false);
+}
+
+static void out_free(out_row *o)
+{
+    pt_buf_free(&o->text);
+    pt_buf_free(&o->env);
+}
+
+/* Opens a session with a device we have none with, from the server's directory. */
+static int open_session(pt_ctx *x, const uint8_t user[16], const pt_api_dev *d)
+{
+    pt_api_reply r;
+    int rc;
+    PT_API_CALL(rc, x, &r, prekeys_fetch, memcpy(q.user_id, user, 16); memcpy(q.device, d->device, 32));
+    if (rc) return rc;
+    const uint8_t *otk = d->fallback;
+    const pt_tl_prekeys_bundles *b = &r.o.u.prekeys_bundles;
+    if (r.o.id == PT_TL_PREKEYS_BUNDLES_ID && b->bundles.n == 1 && b->bundles.items[0].one_time_key.len == 32 &&
+        memcmp(b->bundles.items[0].device, d->device, 32) == 0)
+        otk = b->bundles.items[0].one_time_key.data;
+    rc = pt_chat_open(x->chat, PT_OLM_SUITE_PT_V1, d->curve, otk);
+    pt_api_reply_free(&r);
+    return rc;
+}
+
+/* Encrypts m for each device of person p (but this device), adding entries to the
+ * container at `at`; the peers touched are appended to `touched`. */
+static int encrypt_for(pt_ctx *x, const pt_api_contact *p, const pt_chat_msg *m, pt_buf *env, size_t at,
+                       pt_buf *touched)
+{
+    pt_buf one;
+    pt_buf_init(&one);
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < p->ndev; i++) {
+        const pt_api_dev *d = &p->dev[i];
+        if (memcmp(d->curve, x->my_curve, 32) == 0) continue;
+        if (!pt_chat_has_session(x->chat, d->curve) && (rc = open_session(x, p->user_id, d)) != 0) {
+            if (rc == PT_ERR_REFUSED) { /* the device went away: skip it */
+                rc = 0;
+                continue;
+            }
+            break;
+        }
+        pt_buf_reset(&one);
+        if ((rc = pt_chat_send_msg(x->chat, d->curve, m, &one)) != 0) break;
+        if ((rc = pt_chat_multi_add(env, at, d->curve, one.data, one.len)) != 0) break;
+        rc = pt_buf_append(touched, d->curve, 32);
+    }
+    pt_buf_free(&one);
+    return rc;
+}
+
+static int me_as_person(pt_ctx *x, pt_api_contact *me)
+{
+    return pt_api_person(x, x->user_id, true, me);
+}
+
+/* Builds o->env for the row: every device it must reach, with sessions opened as needed. */
+static int build_envelope(pt_ctx *x, out_row *o, pt_buf *touched)
+{
+    size_t at;
+    int rc = pt_chat_multi_begin(&o->env, &at);
+    pt_api_contact *p = malloc(sizeof *p);
+    if (!p) return PT_ERR_NOMEM;
+    if (rc == 0 && o->kind == PT_OUT_GROUP) {
+        pt_api_reply r;
+        PT_API_CALL(rc, x, &r, groups_getMembers, memcpy(q.group_id, o->target, 16));
+        for (uint32_t i = 0; rc == 0 && i < r.o.u.groups_members.members.n; i++) {
+            const uint8_t *uid = r.o.u.groups_members.members.items[i].user_id;
+            if (memcmp(uid, x->user_id, 16) == 0) continue;
+            if ((rc = pt_api_person(x, uid, true, p)) == 0) rc = encrypt_for(x, p, &o->m, &o->env, at, touched);
+        }
+        if (rc == 0) pt_api_reply_free(&r);
+        /* our other devices get a copy that says it is ours */
+        pt_chat_msg copy = o->m;
+        copy.ctx = PT_CHAT_CTX_SENT_GROUP;
+        if (rc == 0 && (rc = me_as_person(x, p)) == 0) rc = encrypt_for(x, p, &copy, &o->env, at, touched);
+    } else if (rc == 0) {
+        rc = o->kind == PT_OUT_COPY ? me_as_person(x, p) : pt_api_person(x, o->target, true, p);
+        if (rc == 0) rc = encrypt_for(x, p, &o->m, &o->env, at, touched);
+    }
+    free(p);
+    return rc;
+}
+
+/* After the server stored a row: the history row moves to STORED. */
+static int mark_stored(pt_ctx *x, const out_row *o, int64_t server_id)
+{
+    if (o->kind != PT_OUT_DIRECT && o->kind != PT_OUT_GROUP) return 0;
+    pt_api_msg m = {0};
+    pt_buf_init(&m.text);
+    int rc = msg_find(x, "msg_id = ?", 0, o->m.msg_id, &m);
+    if (rc == 0 && m.delivery < PT_DELIVERY_STORED) {
+        m.delivery = PT_DELIVERY_STORED;
+        m.server_id = server_id;
+        rc = msg_store(x, &m, true, true);
+        if (rc == 0) emit_msg(x, PT_EVENT_DELIVERY, &m);
+    }
+    pt_buf_free(&m.text);
+    return rc == PT_ERR_NOT_FOUND ? 0 : rc;
+}
+
+static int mark_failed(pt_ctx *x, const out_row *o)
+{
+    pt_api_msg m = {0};
+    pt_buf_init(&m.text);
+    int rc = msg_find(x, "msg_id = ?", 0, o->m.msg_id, &m);
+    if (rc == 0 && (o->kind == PT_OUT_DIRECT || o->kind == PT_OUT_GROUP)) {
+        m.delivery = PT_DELIVERY_FAILED;
+        rc = msg_store(x, &m, true, true);
+        if (rc == 0) emit_msg(x, PT_EVENT_DELIVERY, &m);
+    }
+    pt_buf_free(&m.text);
+    return rc == PT_ERR_NOT_FOUND ? 0 : rc;
+}
+
+static int delete_row(pt_ctx *x, const out_row *o)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(pt_lstore_db(x->st), "DELETE FROM outbox WHERE oid = ?", -1, &st, NULL)) return PT_ERR_IO;
+    sqlite3_bind_blob(st, 1, o->oid, 16, SQLITE_STATIC);
+    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : PT_ERR_IO;
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int save_touched(pt_ctx *x, const pt_buf *touched)
+{
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i + 32 <= touched->len; i += 32) rc = pt_api_save_session(x, touched->data + i);
+    return rc;
+}
+
+/* Encrypts (once) and sends one row; 0 once the server stored it. */
+static int flush_row(pt_ctx *x, out_row *o)
+{
+    int rc;
+    if (o->env.len == 0) {
+        pt_buf touched;
+        pt_buf_init(&touched);
+        rc = build_envelope(x, o, &touched);
+        if (rc == 0 && (rc = pt_lstore_begin(x->st)) == 0) {
+            rc = out_write(x, o, true);
+            if (rc == 0) rc = save_touched(x, &touched);
+            if (rc == 0) rc = pt_lstore_commit(x->st);
+            else pt_lstore_rollback(x->st);
+        }
+        pt_buf_free(&touched);
+        if (rc) {
+            pt_buf_reset(&o->env);
+            return rc;
+        }
+    }
+    pt_api_reply r;
+    const uint8_t *to = o->kind == PT_OUT_COPY ? x->user_id : o->target;
+    pt_tl_bytes env = {o->env.data, (uint32_t)o->env.len};
+    if (o->kind == PT_OUT_GROUP)
+        PT_API_CALL(rc, x, &r, messages_sendGroup, memcpy(q.group_id, o->target, 16); q.envelope = env);
+    else
+        PT_API_CALL(rc, x, &r, messages_send, memcpy(q.to, to, 16); q.envelope = env);
+    if (rc == PT_ERR_REFUSED) {
+        if (strcmp(x->last_error, "QUEUE_FULL") == 0 || strncmp(x->last_error, "QUOTA", 5) == 0) return rc;
+        if (o->kind == PT_OUT_COPY && strcmp(x->last_error, "USER_NOT_FOUND") == 0) rc = 0; /* no other device */
+        char why[256];
+        snprintf(why, sizeof why, "%s", x->last_error);
+        if ((rc = pt_lstore_begin(x->st)) == 0) {
+            rc = delete_row(x, o);
+            if (rc == 0) rc = mark_failed(x, o);
+            if (rc == 0) rc = pt_lstore_commit(x->st);
+            else pt_lstore_rollback(x->st);
+        }
+        return rc ? rc : pt_api_fail(x, PT_ERR_REFUSED, "the server refused the message: %s", why);
+    }
+    if (rc) return rc;
+    int64_t sid = r.o.id == PT_TL_MESSAGES_SENT_ID ? r.o.u.messages_sent.server_id : 0;
+    pt_api_reply_free(&r);
+    if ((rc = pt_lstore_begin(x->st)) != 0) return rc;
+    rc = delete_row(x, o);
+    if (rc == 0) rc = mark_stored(x, o, sid);
+    if (rc == 0) rc = pt_lstore_commit(x->st);
+    else pt_lstore_rollback(x->st);
+    return rc;
+}
+
+int pt_api_flush_outbox(pt_ctx *x)
+{
+    sqlite3 *db = pt_lstore_db(x->st);
+    int rc = 0;
+    for (int guard = 0; guard < 100000 && rc == 0; guard++) {
+        sqlite3_stmt *st;
+        if (sqlite3_prepare_v2(db, "SELECT seq, oid, v FROM outbox ORDER BY seq LIMIT 1", -1, &st, NULL)) return PT_ERR_IO;
+        if (sqlite3_step(st) != SQLITE_ROW) {
+            sqlite3_finalize(st);
+            return 0;
+        }
+        out_row o = {0};
+        pt_buf_init(&o.text);
+        pt_buf_init(&o.env);
+        o.seq = sqlite3_column_int64(st, 0);
+        pt_buf b;
+        pt_buf_init(&b);
+        if (sqlite3_column_bytes(st, 1) != 16) rc = PT_ERR_DECODE;
+        else memcpy(o.oid, sqlite3_column_blob(st, 1), 16);
+        if (rc == 0)
+            rc = pt_lstore_unseal(x->st, "outbox", o.oid, 16, sqlite3_column_blob(st, 2),
+                                  (size_t)sqlite3_column_bytes(st, 2), &b);
+        sqlite3_finalize(st);
+        if (rc == 0) rc = out_decode(&o, b.data, b.len);
+        pt_buf_free(&b);
+        if (rc == PT_ERR_DECODE || rc == PT_ERR_AUTH) {
+            pt_log_error("local store: an outbox entry is damaged; it is dropped");
+            rc = delete_row(x, &o);
+        } else if (rc == 0) {
+            rc = flush_row(x, &o);
+            if (rc == PT_ERR_REFUSED) rc = 0; /* reported and dropped: go on with the next */
+        }
+        out_free(&o);
+    }
+    return rc;
+}
+
+/* ---- sending ---------------------------------------------------------------------------------------- */
+
+static int check_text(pt_ctx *x, const char *text)
+{
+    size_t len = text ? strlen(text) : 0;
+    if (len == 0) return pt_api_fail(x, PT_ERR_INVAL, "the message is empty");
+    if (len > PT_TEXT_MAX) return pt_api_fail(x, PT_ERR_TOO_BIG, "the message is longer than %d bytes", PT_TEXT_MAX);
+    if (!pt_wire_utf8_valid((const uint8_t *)text, len))
+        return pt_api_fail(x, PT_ERR_INVAL, "the message is not valid UTF-8; nothing was sent");
+    return 0;
+}
+
+/* Stores a new outgoing message and its outbox rows, then flushes. */
+static int send_common(pt_ctx *x, pt_api_msg *m, uint8_t kind, const uint8_t target[16], char id[PT_ID_HEX_LEN])
+{
+    pt_chat_msg cm = {.ctx = kind == PT_OUT_GROUP ? PT_CHAT_CTX_GROUP : PT_CHAT_CTX_DIRECT,
+                      .time_ms = m->time_ms, .text = m->text.data, .len = m->text.len};
+    memcpy(cm.msg_id, m->msg_id, 16);
+    if (kind == PT_OUT_GROUP) memcpy(cm.conv, target, 16);
+    int rc = pt_lstore_begin(x->st);
+    if (rc) return rc;
+    rc = msg_store(x, m, true, false);
+    if (rc == 0) rc = out_add(x, kind, target, &cm);
+    if (rc == 0 && kind == PT_OUT_DIRECT) {
+        pt_chat_msg copy = cm;
+        copy.ctx = PT_CHAT_CTX_SENT_COPY;
+        memcpy(copy.conv, target, 16);
+        rc = out_add(x, PT_OUT_COPY, x->user_id, &copy);
+    }
+    if (rc == 0) rc = pt_lstore_commit(x->st);
+    else pt_lstore_rollback(x->st);
+    if (rc) return pt_api_fail(x, rc, "cannot store the message: %s", pt_strerror(rc));
+    if (id) pt_hex_encode(id, m->msg_id, 16);
+    if ((rc = pt_api_ensure_online(x)) == 0) rc = pt_api_flush_outbox(x);
+    pt_api_process_updates(x);
+    pt_api_msg now = {0};
+    pt_buf_init(&now.text);
+    int st = msg_find(x, "msg_id = ?", 0, m->msg_id, &now);
+    int delivery = st == 0 ? now.delivery : PT_DELIVERY_QUEUED;
+    pt_buf_free(&now.text);
+    if (delivery == PT_DELIVERY_FAILED) return PT_ERR_REFUSED;
+    if (delivery >= PT_DELIVERY_STORED) return 0;
+    if (rc == 0) rc = PT_ERR_OFFLINE;
+    if (rc == PT_ERR_OFFLINE || rc == PT_ERR_TIMEOUT)
+        pt_api_fail(x, rc, "the server is not reachable; the message is kept and will be sent later");
+    return rc;
+}
+
+int pt_send(pt_ctx *x, const char *to, const char *text, char id[PT_ID_HEX_LEN])
+{
+    int rc = check_text(x, text);
+    if (rc) return rc;
+    pt_api_contact *c = malloc(sizeof *c);
+    if (!c) return PT_ERR_NOMEM;
+    rc = pt_api_contact_by_name(x, to, c);
+    if (rc == PT_ERR_NOT_FOUND && pt_api_ensure_online(x) == 0) rc = pt_api_resolve(x, to, c);
+    if (rc == 0 && c->state != PT_CONTACT_STATE_FRIEND)
+        rc = pt_api_fail(x, PT_ERR_STATE, "%s is not your friend yet; send a request with 'friend add %s'", c->name, c->name);
+    else if (rc == PT_ERR_NOT_FOUND)
+        pt_api_fail(x, rc, "you have no friend named '%s'", to);
+    if (rc) {
+        free(c);
+        return rc;
+    }
+    pt_api_msg m = {.outgoing = 1, .delivery = PT_DELIVERY_QUEUED, .time_ms = pt_env_now_ms(x->env)};
+    pt_random(m.msg_id, 16);
+    memcpy(m.peer, c->user_id, 16);
+    snprintf(m.from, sizeof m.from, "%s", x->username);
+    snprintf(m.to, sizeof m.to, "%s", c->name);
+    pt_buf_init(&m.text);
+    rc = pt_buf_append(&m.text, text, strlen(text));
+    if (rc == 0) rc = send_common(x, &m, PT_OUT_DIRECT, c->user_id, id);
+    pt_buf_free(&m.text);
+    free(c);
+    return rc;
+}
+
+int pt_group_send(pt_ctx *x, const char *group, const char *text, char id[PT_ID_HEX_LEN])
+{
+    int rc = check_text(x, text);
+    pt_api_group g;
+    if (rc == 0) rc = group_by_name(x, group, &g);
+    if (rc) return rc;
+    pt_api_msg m = {.outgoing = 1, .delivery = PT_DELIVERY_QUEUED, .time_ms = pt_env_now_ms(x->env)};
+    pt_random(m.msg_id, 16);
+    memcpy(m.group_id, g.group_id, 16);
+    memcpy(m.peer, x->user_id, 16);
+    snprintf(m.from, sizeof m.from, "%s", x->username);
+    snprintf(m.group, sizeof m.group, "%s", g.name);
+    pt_buf_init(&m.text);
+    rc = pt_buf_append(&m.text, text, strlen(text));
+    if (rc == 0) rc = send_common(x, &m, PT_OUT_GROUP, g.group_id, id);
+    pt_buf_free(&m.text);
+    return rc;
+}
+
+/* ---- receiving ---------------------------------------------------------------------------------------- */
+
+static void ack_server(pt_ctx *x, int64_t server_id)
+{
+    int rc;
+    PT_API_CALL(rc, x, NULL, messages_received, q.server_ids = (pt_tl_vec_long){1, &server_id});
+    if (rc) pt_log_debug("could not confirm item %lld: %s", (long long)server_id, x->last_error);
+}
+
+static bool seen_envelope(pt_ctx *x, const uint8_t hash[16])
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(pt_lstore_db(x->st), "SELECT 1 FROM seen_envelopes WHERE hash = ?", -1, &st, NULL)) return false;
+    sqlite3_bind_blob(st, 1, hash, 16, SQLITE_STATIC);
+    bool seen = sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_finalize(st);
+    return seen;
+}
+
+static int remember_envelope(pt_ctx *x, const uint8_t hash[16])
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(pt_lstore_db(x->st), "INSERT OR IGNORE INTO seen_envelopes(hash, at_ms) VALUES (?, ?)",
+                           -1, &st, NULL))
+        return PT_ERR_IO;
+    sqlite3_bind_blob(st, 1, hash, 16, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)pt_env_now_ms(x->env));
+    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : PT_ERR_IO;
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* Whose device sent this: the device must be in the sender's signed device list. */
+static bool device_matches(const pt_api_contact *p, const uint8_t dev[32], const uint8_t curve[32])
+{
+    for (size_t i = 0; i < p->ndev; i++)
+        if (memcmp(p->dev[i].device, dev, 32) == 0) return memcmp(p->dev[i].curve, curve, 32) == 0;
+    return false;
+}
+
+static void send_receipt(pt_ctx *x, const uint8_t to[16], int64_t about, int status, const uint8_t curve[32],
+                         const pt_buf *reply)
+{
+    pt_buf env;
+    pt_buf_init(&env);
+    size_t at;
+    int rc = 0;
+    if (reply && reply->len) {
+        rc = pt_chat_multi_begin(&env, &at);
+        if (rc == 0) rc = pt_chat_multi_add(&env, at, curve, reply->data, reply->len);
+    }
+    if (rc == 0)
+        PT_API_CALL(rc, x, NULL, messages_sendReceipt, memcpy(q.to, to, 16); q.about_server_id = about;
+                    q.status = status; q.envelope = (pt_tl_bytes){env.data, (uint32_t)env.len});
+    if (rc) pt_log_debug("receipt not sent: %s", x->last_error);
+    pt_buf_free(&env);
+}
+
+void pt_api_on_message(pt_ctx *x, int64_t server_id, const uint8_t from[16], const uint8_t dev[32],
+                       const uint8_t *group_id, const pt_tl_bytes *env)
+{
+    uint8_t hash[16], sender[32];
+    if (pt_blake2b(hash, 16, env->data, env->len, NULL, 0) != 0) return;
+    if (seen_envelope(x, hash)) { /* delivered again after a crash or reconnect */
+        ack_server(x, server_id);
+        return;
+    }
+    const uint8_t *inner = NULL;
+    size_t ilen = 0;
+    int rc = pt_chat_multi_find(env->data, env->len, x->my_curve, &inner, &ilen);
+    pt_api_contact *p = malloc(sizeof *p);
+    pt_buf reply;
+    pt_buf_init(&reply);
+    pt_api_msg m = {0};
+    pt_buf_init(&m.text);
+    pt_chat_event ev = {0};
+    bool from_me = memcmp(from, x->user_id, 16) == 0, group_info = false;
+    pt_api_group g = {0};
+    if (!p) goto out;
+    if (rc == 0) rc = pt_chat_envelope_sender(inner, ilen, sender);
+    if (rc) {
+        /* not for this device (added after it was sent) or malformed: drop it */
+        pt_log_info("item %lld has nothing for this device (%s); dropped", (long long)server_id, pt_strerror(rc));
+        goto done;
+    }
+    if ((rc = pt_api_person(x, from, false, p)) != 0 ||
+        (!device_matches(p, dev, sender) && (rc = pt_api_person(x, from, true, p)) != 0))
+        goto out; /* server unreachable: try again when it delivers again */
+    if (!device_matches(p, dev, sender)) {
+        pt_log_warn("a message claiming to be from %s comes from a device not in their signed list; dropped", p->name);
+        goto done;
+    }
+    bool allowed = from_me || p->state == PT_CONTACT_STATE_FRIEND ||
+                   (group_id && pt_api_group_load(x, group_id, &g) == 0);
+    if (!allowed) {
+        pt_log_warn("a message from %s, who is not a friend, is dropped", p->name);
+        goto done;
+    }
+    if ((rc = pt_chat_receive(x->chat, inner, ilen, &ev, &reply)) != 0) goto out;
+    if (ev.type == PT_CHAT_EV_MESSAGE) {
+        memcpy(m.msg_id, ev.msg_id, 16);
+        m.time_ms = ev.time_ms;
+        m.server_id = server_id;
+        snprintf(m.from, sizeof m.from, "%s", p->name);
+        if ((rc = pt_buf_append(&m.text, ev.text, ev.len)) != 0) goto out;
+        if (pt_buf_reserve(&m.text, 1) == 0) m.text.data[m.text.len] = 0;
+        switch (ev.ctx) {
+        case PT_CHAT_CTX_DIRECT:
+            memcpy(m.peer, from, 16);
+            snprintf(m.to, sizeof m.to, "%s", x->username);
+            break;
+        case PT_CHAT_CTX_SENT_COPY: {
+            if (!from_me) goto done;
+            pt_api_contact *to = malloc(sizeof *to);
+            if (!to || pt_api_person(x, ev.conv, false, to) != 0) {
+                free(to);
+                goto out;
+            }
+            m.outgoing = 1;
+            m.delivery = PT_DELIVERY_STORED;
+            memcpy(m.peer, ev.conv, 16);
+            snprintf(m.to, sizeof m.to, "%s", to->name);
+            free(to);
+            break;
+        }
+        case PT_CHAT_CTX_GROUP:
+        case PT_CHAT_CTX_SENT_GROUP:
+            if (!group_id || memcmp(group_id, ev.conv, 16) != 0) goto done; /* must match the routing */
+            if (pt_api_group_load(x, ev.conv, &g) != 0) {
+                memcpy(g.group_id, ev.conv, 16);
+                pt_hex_encode(g.name, ev.conv, 8); /* a name arrives with the group's info */
+            }
+            memcpy(m.group_id, ev.conv, 16);
+            memcpy(m.peer, from, 16);
+            snprintf(m.group, sizeof m.group, "%s", g.name);
+            m.outgoing = ev.ctx == PT_CHAT_CTX_SENT_GROUP && from_me;
+            m.delivery = m.outgoing ? PT_DELIVERY_STORED : 0;
+            break;
+        case PT_CHAT_CTX_GROUP_INFO:
+            group_info = true;
+            memcpy(g.group_id, ev.conv, 16);
+            snprintf(g.name, sizeof g.name, "%.*s", (int)ev.len, (const char *)ev.text);
+            g.joined = 1;
+            break;
+        default: goto done;
+        }
+    }
+    /* one transaction: the message, the session, the envelope seen */
+    if ((rc = pt_lstore_begin(x->st)) != 0) goto out;
+    rc = remember_envelope(x, hash);
+    uint8_t peer[32];
+    if (rc == 0 && pt_chat_last_peer(x->chat, peer)) rc = pt_api_save_session(x, peer);
+    if (rc == 0) rc = pt_api_save_account(x); /* a pre-key message used a one-time key */
+    if (rc == 0 && ev.type == PT_CHAT_EV_MESSAGE && !group_info) rc = msg_store(x, &m, false, false);
+    if (rc == 0 && group_info) rc = group_save(x, &g);
+    if (rc == 0) rc = pt_lstore_commit(x->st);
+    else pt_lstore_rollback(x->st);
+    if (rc) goto out;
+    ack_server(x, server_id);
+    if (ev.type == PT_CHAT_EV_MESSAGE && !from_me)
+        send_receipt(x, from, server_id, PT_CHAT_ACK_ACCEPTED + 5, sender, &reply);
+    else if (ev.type == PT_CHAT_EV_REJECTED && !from_me)
+        send_receipt(x, from, server_id, ev.code, sender, &reply);
+    if (group_info) {
+        int jr;
+        PT_API_CALL(jr, x, NULL, groups_join, memcpy(q.group_id, g.group_id, 16));
+        (void)jr; /* already a member, or the invitation is gone: either way nothing to do */
+        pt_event ge = {.type = PT_EVENT_GROUP, .group = g.name, .user = p->name, .text = "joined"};
+        pt_api_emit(x, &ge);
+    } else if (ev.type == PT_CHAT_EV_MESSAGE) {
+        emit_msg(x, PT_EVENT_MESSAGE, &m);
+    }
+    goto out;
+done: /* handled without a message: remember it and let the server forget it */
+    if (remember_envelope(x, hash) == 0) ack_server(x, server_id);
+out:
+    pt_buf_free(&reply);
+    pt_buf_free(&m.text);
+    free(p);
+}
+
+void pt_api_on_receipt(pt_ctx *x, const pt_tl_updates_receipt *u)
+{
+    /* an encrypted ACK keeps the session moving: decrypt it, keep nothing else */
+    const uint8_t *inner;
+    size_t ilen;
+    if (u->envelope.len && pt_chat_multi_find(u->envelope.data, u->envelope.len, x->my_curve, &inner, &ilen) == 0) {
+        pt_chat_event ev;
+        pt_buf reply;
+        pt_buf_init(&reply);
+        uint8_t peer[32];
+        if (pt_chat_receive(x->chat, inner, ilen, &ev, &reply) == 0 && pt_chat_last_peer(x->chat, peer) &&
+            pt_api_save_session(x, peer) != 0)
+            pt_log_warn("local store: a session state could not be saved");
+        pt_buf_free(&reply);
+    }
+    pt_api_msg m = {0};
+    pt_buf_init(&m.text);
+    int rc = msg_find(x, "server_id = ?", u->about_server_id, NULL, &m);
+    if (rc == 0 && m.outgoing) {
+        uint8_t want = u->status == 6 ? PT_DELIVERY_READ : u->status == 5 || u->status == 0 ? PT_DELIVERY_DELIVERED
+                                                                                              : PT_DELIVERY_FAILED;
+        if (want == PT_DELIVERY_FAILED ? m.delivery < PT_DELIVERY_DELIVERED : want > m.delivery) {
+            m.delivery = want;
+            m.code = want == PT_DELIVERY_FAILED ? (uint8_t)u->status : 0;
+            if (msg_store(x, &m, true, true) == 0) emit_msg(x, PT_EVENT_DELIVERY, &m);
+        }
+    }
+    pt_buf_free(&m.text);
+    ack_server(x, u->server_id);
+}
+
+void pt_api_on_group_event(pt_ctx *x, const pt_tl_updates_groupEvent *u)
+{
+    static const char *const what[] = {"", "invited", "joined", "left", "removed", "made admin", "admin revoked"};
+    pt_api_contact *actor = malloc(sizeof *actor);
+    pt_api_group g;
+    if (actor && pt_api_person(x, u->actor, false, actor) == 0) {
+        bool known = pt_api_group_load(x, u->group_id, &g) == 0;
+        if (!known) pt_hex_encode(g.name, u->group_id, 8);
+        /* an invitation from a friend is accepted; the group's name follows in its info */
+        if (u->event == 1 && memcmp(u->user_id, x->user_id, 16) == 0 && actor->state == PT_CONTACT_STATE_FRIEND) {
+            int rc;
+            PT_API_CALL(rc, x, NULL, groups_join, memcpy(q.group_id, u->group_id, 16));
+            if (rc) pt_log_info("could not join a group: %s", x->last_error);
+        }
+        if (u->event >= 1 && u->event <= 6) {
+            pt_event ev = {.type = PT_EVENT_GROUP, .group = g.name, .user = actor->name, .text = what[u->event]};
+            pt_api_emit(x, &ev);
+        }
+    }
+    free(actor);
+    ack_server(x, u->server_id);
+}
+
+/* ---- groups: create, members ------------------------------------------------------------------------ */
+
+int pt_group_create(pt_ctx *x, const char *name, const char *const *members, size_t n)
+{
+    size_t nl = name ? strlen(name) : 0;
+    if (nl == 0 || nl >= PT_NAME_MAX || !pt_wire_utf8_valid((const uint8_t *)name, nl))
+        return pt_api_fail(x, PT_ERR_INVAL, "a group name is 1-%d bytes of UTF-8", PT_NAME_MAX - 1);
+    pt_api_group g;
+    if (group_by_name(x, name, &g) == 0) return pt_api_fail(x, PT_ERR_EXISTS, "you already have a group named '%s'", name);
+    if (n == 0 || n > 256) return pt_api_fail(x, PT_ERR_INVAL, "a group needs 1-256 members besides you");
+    pt_api_contact *c = calloc(n, sizeof *c);
+    if (!c) return PT_ERR_NOMEM;
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        rc = pt_api_resolve(x, members[i], &c[i]);
+        if (rc == 0 && c[i].state != PT_CONTACT_STATE_FRIEND)
+            rc = pt_api_fail(x, PT_ERR_STATE, "%s is not your friend; only friends can be added", c[i].name);
+    }
+    pt_api_reply r;
+    if (rc == 0) PT_API_CALL(rc, x, &r, groups_create, (void)q);
+    if (rc == 0) {
+        memcpy(g.group_id, r.o.u.groups_created.group_id, 16);
+        pt_api_reply_free(&r);
+        snprintf(g.name, sizeof g.name, "%s", name);
+        g.joined = 1;
+        rc = group_save(x, &g);
+    }
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        PT_API_CALL(rc, x, NULL, groups_invite, memcpy(q.group_id, g.group_id, 16); memcpy(q.user_id, c[i].user_id, 16));
+    /* each member (and our other devices) learns the group's name from us, encrypted */
+    pt_chat_msg info = {.ctx = PT_CHAT_CTX_GROUP_INFO, .time_ms = pt_env_now_ms(x->env),
+                        .text = (const uint8_t *)name, .len = nl};
+    memcpy(info.conv, g.group_id, 16);
+    if (rc == 0 && (rc = pt_lstore_begin(x->st)) == 0) {
+        for (size_t i = 0; rc == 0 && i <= n; i++) {
+            pt_random(info.msg_id, 16);
+            rc = out_add(x, i < n ? PT_OUT_INFO : PT_OUT_COPY, i < n ? c[i].user_id : x->user_id, &info);
+        }
+        if (rc == 0) rc = pt_lstore_commit(x->st);
+        else pt_lstore_rollback(x->st);
+    }
+    free(c);
+    if (rc == 0) rc = pt_api_flush_outbox(x);
+    return rc;
+}
+
+int pt_group_members(pt_ctx *x, const char *group, pt_user **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    pt_api_group g;
+    int rc = group_by_name(x, group, &g);
+    if (rc) return rc;
+    pt_api_reply r;
+    PT_API_CALL(rc, x, &r, groups_getMembers, memcpy(q.group_id, g.group_id, 16));
+    if (rc) return rc;
+    const pt_tl_groups_members *l = &r.o.u.groups_members;
+    pt_user *res = calloc(l->members.n ? l->members.n : 1, sizeof *res);
+    pt_api_contact *c = malloc(sizeof *c);
+    if (!res || !c) rc = PT_ERR_NOMEM;
+    for (uint32_t i = 0; rc == 0 && i < l->members.n; i++) {
+        const uint8_t *uid = l->members.items[i].user_id;
+        if (memcmp(uid, x->user_id, 16) == 0) {
+            snprintf(res[*n].name, sizeof res[*n].name, "%s", x->username);
+        } else if (pt_api_person(x, uid, false, c) == 0) {
+            snprintf(res[*n].name, sizeof res[*n].name, "%s", c->name);
+            res[*n].status = c->state == PT_CONTACT_STATE_FRIEND ? (pt_status)c->status : PT_PRESENCE_OFFLINE;
+        } else {
+            continue;
+        }
+        pt_hex_encode(res[*n].user_id, uid, 16);
+        (*n)++;
+    }
+    pt_api_reply_free(&r);
+    free(c);
+    if (rc) {
+        free(res);
+        *n = 0;
+        return rc;
+    }
+    *out = res;
+    return 0;
+}
+
+/* ---- reading ------------------------------------------------------------------------------------------- */
+
+int pt_sync(pt_ctx *x, int wait_ms)
+{
+    int rc = pt_api_ensure_online(x);
+    if (rc) return rc;
+    PT_API_CALL(rc, x, NULL, messages_sync, (void)q);
+    pt_api_process_updates(x);
+    if (rc) return rc;
+    uint64_t end = pt_env_now_ms(x->env) + (uint64_t)(wait_ms > 0 ? wait_ms : 0);
+    for (;;) {
+        sqlite3_stmt *st;
+        bool any = false;
+        if (sqlite3_prepare_v2(pt_lstore_db(x->st), "SELECT 1 FROM messages WHERE seen = 0 LIMIT 1", -1, &st, NULL) == 0) {
+            any = sqlite3_step(st) == SQLITE_ROW;
+            sqlite3_finalize(st);
+        }
+        uint64_t now = pt_env_now_ms(x->env);
+        if (any || now >= end) break;
+        if ((rc = pt_poll(x, (int)(end - now > 200 ? 200 : end - now))) != 0) return rc;
+    }
+    return pt_api_flush_outbox(x);
+}
+
+static int list_messages(pt_ctx *x, sqlite3_stmt *st, pt_message **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    /* one allocation: the array, then the texts */
+    pt_buf all;
+    pt_buf_init(&all);
+    size_t count = 0;
+    pt_api_msg m = {0};
+    pt_buf_init(&m.text);
+    int rc = 0;
+    while (rc == 0 && sqlite3_step(st) == SQLITE_ROW) {
+        if (pt_api_msg_load(x, st, &m) != 0) {
+            pt_log_warn("local store: a message does not open; skipped");
+            continue;
+        }
+        pt_message pm;
+        to_public(&m, &pm);
+        pm.text = NULL;
+        rc = pt_buf_append(&all, &pm, sizeof pm);
+        if (rc == 0) rc = pt_wr_bytes(&all, m.text.data, m.text.len + 1);
+        count++;
+    }
+    pt_buf_free(&m.text);
+    if (rc) {
+        pt_buf_free(&all);
+        return rc;
+    }
+    size_t texts = all.len - count * sizeof(pt_message);
+    pt_message *res = malloc(count * sizeof *res + texts + 1);
+    if (!res) {
+        pt_buf_free(&all);
+        return PT_ERR_NOMEM;
+    }
+    char *tp = (char *)(res + count);
+    size_t off = 0;
+    for (size_t i = 0; i < count; i++) {
+        memcpy(&res[i], all.data + off, sizeof *res);
+        off += sizeof *res;
+        uint32_t tl = pt_get_u32le(all.data + off);
+        memcpy(tp, all.data + off + 4, tl);
+        res[i].text = tp;
+        tp += tl;
+        off += 4 + tl;
+    }
+    pt_buf_free(&all);
+    *out = res;
+    *n = count;
+    return 0;
+}
+
+int pt_unseen(pt_ctx *x, pt_message **out, size_t *n)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(pt_lstore_db(x->st), "SELECT msg_id, server_id, v FROM messages WHERE seen = 0 ORDER BY seq",
+                           -1, &st, NULL))
+        return PT_ERR_IO;
+    int rc = list_messages(x, st, out, n);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int pt_mark_seen(pt_ctx *x, const pt_message *msgs, size_t n)
+{
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        uint8_t id[16];
+        if (pt_hex_decode(id, 16, msgs[i].id) != 0) return pt_api_fail(x, PT_ERR_INVAL, "bad message id");
+        sqlite3_stmt *st;
+        if (sqlite3_prepare_v2(pt_lstore_db(x->st), "UPDATE messages SET seen = 1 WHERE msg_id = ? AND seen = 0",
+                               -1, &st, NULL))
+            return PT_ERR_IO;
+        sqlite3_bind_blob(st, 1, id, 16, SQLITE_STATIC);
+        rc = sqlite3_step(st) == SQLITE_DONE ? 0 : PT_ERR_IO;
+        bool changed = sqlite3_changes(pt_lstore_db(x->st)) > 0;
+        sqlite3_finalize(st);
+        if (rc || !changed || msgs[i].outgoing) continue;
+        pt_api_msg m = {0};
+        pt_buf_init(&m.text);
+        if (msg_find(x, "msg_id = ?", 0, id, &m) == 0 && m.server_id && x->online)
+            send_receipt(x, m.peer, m.server_id, 6, NULL, NULL); /* read: a clear code only */
+        pt_buf_free(&m.text);
+    }
+    return rc;
+}
+
+int pt_history(pt_ctx *x, const char *conversation, size_t limit, pt_message **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    sqlite3_stmt *st;
+    /* names are sealed: filter after opening, newest first, then reverse */
+    if (sqlite3_prepare_v2(pt_lstore_db(x->st), "SELECT msg_id, server_id, v FROM messages ORDER BY seq DESC", -1, &st,
+                           NULL))
+        return PT_ERR_IO;
+    pt_message *all;
+    size_t na;
+    int rc = list_messages(x, st, &all, &na);
+    sqlite3_finalize(st);
+    if (rc) return rc;
+    bool group = conversation && conversation[0] == '#';
+    size_t k = 0;
+    for (size_t i = 0; i < na && k < limit; i++) {
+        const pt_message *m = &all[i];
+        bool hit = !conversation ||
+                   (group ? strcasecmp(m->group, conversation + 1) == 0
+                          : !m->group[0] && (strcasecmp(m->from, conversation) == 0 || strcasecmp(m->to, conversation) == 0));
+        if (hit) all[k++] = *m;
+    }
+    for (size_t i = 0; i < k / 2; i++) {
+        pt_message t = all[i];
+        all[i] = all[k - 1 - i];
+        all[k - 1 - i] = t;
+    }
+    *out = all;
+    *n = k;
+    return 0;
+}

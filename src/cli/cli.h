@@ -1,0 +1,46 @@
+/*
+ * packtrack, the command-line client: shared declarations of the command files.
+ * The CLI uses only the public API (include/packtrack.h).
+ */
+#ifndef PT_CLI_H
+#define PT_CLI_H
+
+#include <stdbool.h>
+
+#include "packtrack.h"
+
+/* Exit codes: documented in docs/packtrack.1.md and `packtrack --help`. */
+enum {
+    PT_EXIT_OK = 0,
+    PT_EXIT_FAIL = 1,     /* the operation failed (the message says why) */
+    PT_EXIT_USAGE = 2,    /* bad command line */
+    PT_EXIT_PROFILE = 3,  /* no profile, wrong password, damaged store */
+    PT_EXIT_OFFLINE = 4,  /* the server is not reachable (a message is kept for later) */
+    PT_EXIT_NOTFOUND = 5, /* no such user, friend, group or device */
+};
+
+typedef struct pt_cli {
+    pt_options opt;
+    const char *password_file;
+    const char *prog;
+    int argc;     /* the command's arguments (argv[0] is the command) */
+    char **argv;
+} pt_cli;
+
+/* Prints "packtrack: MSG" to stderr and returns the exit code for err. */
+int pt_cli_fail(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Reports the last error of ctx (or of the last open) and maps it to an exit code. */
+int pt_cli_report(const pt_ctx *ctx, int err, const char *what);
+/* Opens the profile (asking for the password as documented); NULL after reporting. */
+pt_ctx *pt_cli_open(pt_cli *cli, int *exit_code);
+/* The password: --password-file, else $PACKTRACK_PASSWORD, else a prompt without echo.
+ * confirm asks twice (for a new password). The result is freed with pt_cli_password_free. */
+char *pt_cli_password(const pt_cli *cli, const char *prompt, bool confirm, const char *env_name,
+                      const char *file);
+void pt_cli_password_free(char *pw);
+const char *pt_cli_status_name(pt_status s);
+
+/* The terminal UI (src/cli/tui.c): `packtrack chat [NAME]`. */
+int pt_cli_chat(pt_ctx *ctx, const char *name);
+
+#endif

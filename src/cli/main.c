@@ -1,0 +1,565 @@
+/*
+ * packtrack - the command-line client. One function per command and a dispatch
+ * table; everything goes through libpacktrack's public API.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+static const char usage_text[] =
+    "usage: packtrack [--home DIR] [--server HOST:PORT] [--password-file FILE] COMMAND ...\n"
+    "\n"
+    "  init --user NAME          create identity + store, claim NAME on the server\n"
+    "  init --link CODE          add this home as a new device of your user (code from 'device link')\n"
+    "  whoami                    name, 128-bit user id (32 hex), fingerprint\n"
+    "  status [online|busy|away|invisible]\n"
+    "  list                      users online on the server\n"
+    "  friend add NAME [--note TEXT] | friend accept NAME | friend deny NAME\n"
+    "  friend list               friends with status and verification state\n"
+    "  safety NAME [--verified]  safety number with NAME (--verified: you compared it)\n"
+    "  send NAME TEXT            exit 0 once the server has stored it; prints the message id\n"
+    "  recv [--wait SECONDS] [--json]\n"
+    "                            prints messages received since last time; with --json one\n"
+    "                            object per line: {\"id\",\"from\",\"to\",\"group\",\"time\",\"text\"}\n"
+    "  group create NAME MEMBER... | group send NAME TEXT | group members NAME\n"
+    "  device link | device list | device revoke ID\n"
+    "  passwd                    re-seal the local store under a new password\n"
+    "  chat [NAME]               interactive terminal UI\n"
+    "\n"
+    "options:\n"
+    "  --home DIR            profile directory (default ~/.packtrack)\n"
+    "  --server HOST:PORT    server (default 127.0.0.1:7000)\n"
+    "  --fingerprint FP      expected server key (default: trusted on first use)\n"
+    "  --password-file FILE  read the password from the first line of FILE; else\n"
+    "                        $PACKTRACK_PASSWORD; else a prompt without echo\n"
+    "  --timeout SECONDS     how long to wait for the server (default 10)\n"
+    "  -v, --verbose         log what the library does to stderr\n"
+    "  -h, --help            this text;  -V, --version  the version\n"
+    "\n"
+    "exit codes: 0 done; 1 failed (the message says why); 2 bad command line;\n"
+    "3 no profile, wrong password or damaged store; 4 server not reachable (a message\n"
+    "is kept and sent later); 5 no such user, friend, group or device.\n";
+
+int pt_cli_fail(int err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("packtrack: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return err;
+}
+
+static int exit_code_of(int err)
+{
+    switch (err) {
+    case PT_OK: return PT_EXIT_OK;
+    case PT_ERR_PASSWORD:
+    case PT_ERR_EXISTS:
+    case PT_ERR_DECODE: return PT_EXIT_PROFILE;
+    case PT_ERR_OFFLINE:
+    case PT_ERR_TIMEOUT:
+    case PT_ERR_IO: return PT_EXIT_OFFLINE;
+    case PT_ERR_NOT_FOUND: return PT_EXIT_NOTFOUND;
+    default: return PT_EXIT_FAIL;
+    }
+}
+
+int pt_cli_report(const pt_ctx *ctx, int err, const char *what)
+{
+    const char *msg = pt_last_error(ctx);
+    if (msg && *msg) pt_cli_fail(0, "%s: %s", what, msg);
+    else pt_cli_fail(0, "%s: %s", what, pt_strerror(err));
+    return exit_code_of(err);
+}
+
+/* ---- passwords ------------------------------------------------------------------------------ */
+
+static char *read_line_from(FILE *f)
+{
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n = getline(&line, &cap, f);
+    if (n < 0) {
+        free(line);
+        return NULL;
+    }
+    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = 0;
+    return line;
+}
+
+static char *prompt_noecho(const char *prompt)
+{
+    FILE *tty = fopen("/dev/tty", "r+");
+    if (!tty) return NULL;
+    struct termios old, noecho;
+    bool restore = tcgetattr(fileno(tty), &old) == 0;
+    if (restore) {
+        noecho = old;
+        noecho.c_lflag &= (tcflag_t)~ECHO;
+        tcsetattr(fileno(tty), TCSAFLUSH, &noecho);
+    }
+    fputs(prompt, tty);
+    fflush(tty);
+    char *pw = read_line_from(tty);
+    if (restore) tcsetattr(fileno(tty), TCSAFLUSH, &old);
+    fputc('\n', tty);
+    fclose(tty);
+    return pw;
+}
+
+void pt_cli_password_free(char *pw)
+{
+    if (!pw) return;
+    volatile char *p = pw;
+    while (*p) *p++ = 0;
+    free(pw);
+}
+
+char *pt_cli_password(const pt_cli *cli, const char *prompt, bool confirm, const char *env_name, const char *file)
+{
+    if (file) {
+        FILE *f = fopen(file, "r");
+        if (!f) {
+            pt_cli_fail(0, "cannot read the password file %s: %s", file, strerror(errno));
+            return NULL;
+        }
+        char *pw = read_line_from(f);
+        fclose(f);
+        if (!pw || !*pw) {
+            pt_cli_fail(0, "the password file %s is empty", file);
+            pt_cli_password_free(pw);
+            return NULL;
+        }
+        return pw;
+    }
+    const char *env = getenv(env_name);
+    if (env && *env) return strdup(env);
+    (void)cli;
+    char *pw = prompt_noecho(prompt);
+    if (!pw) {
+        pt_cli_fail(0, "no password: use --password-file FILE or set %s (no terminal to ask on)", env_name);
+        return NULL;
+    }
+    if (!*pw) {
+        pt_cli_fail(0, "the password is empty");
+        pt_cli_password_free(pw);
+        return NULL;
+    }
+    if (confirm) {
+        char *again = prompt_noecho("Repeat the password: ");
+        bool same = again && strcmp(again, pw) == 0;
+        pt_cli_password_free(again);
+        if (!same) {
+            pt_cli_fail(0, "the passwords differ");
+            pt_cli_password_free(pw);
+            return NULL;
+        }
+    }
+    return pw;
+}
+
+pt_ctx *pt_cli_open(pt_cli *cli, int *exit_code)
+{
+    char *pw = pt_cli_password(cli, "Password: ", false, "PACKTRACK_PASSWORD", cli->password_file);
+    if (!pw) {
+        *exit_code = PT_EXIT_PROFILE;
+        return NULL;
+    }
+    pt_err err;
+    pt_ctx *ctx = pt_open(&cli->opt, pw, &err);
+    pt_cli_password_free(pw);
+    if (!ctx) *exit_code = pt_cli_report(NULL, err, "cannot open the profile");
+    if (!ctx && err == PT_ERR_NOT_FOUND) *exit_code = PT_EXIT_PROFILE;
+    return ctx;
+}
+
+const char *pt_cli_status_name(pt_status s)
+{
+    switch (s) {
+    case PT_PRESENCE_ONLINE: return "online";
+    case PT_PRESENCE_BUSY: return "busy";
+    case PT_PRESENCE_AWAY: return "away";
+    case PT_PRESENCE_INVISIBLE: return "invisible";
+    default: return "offline";
+    }
+}
+
+/* ---- commands --------------------------------------------------------------------------------- */
+
+static int need_args(pt_cli *cli, int min, int max, const char *usage)
+{
+    if (cli->argc - 1 < min || (max >= 0 && cli->argc - 1 > max))
+        return pt_cli_fail(PT_EXIT_USAGE, "usage: packtrack %s", usage);
+    return 0;
+}
+
+static int cmd_init(pt_cli *cli)
+{
+    const char *user = NULL, *link = NULL;
+    for (int i = 1; i < cli->argc; i++) {
+        if (strcmp(cli->argv[i], "--user") == 0 && i + 1 < cli->argc) user = cli->argv[++i];
+        else if (strcmp(cli->argv[i], "--link") == 0 && i + 1 < cli->argc) link = cli->argv[++i];
+        else return pt_cli_fail(PT_EXIT_USAGE, "usage: packtrack init --user NAME | init --link CODE");
+    }
+    if (!user == !link) return pt_cli_fail(PT_EXIT_USAGE, "usage: packtrack init --user NAME | init --link CODE");
+    char *pw = pt_cli_password(cli, "New password for this profile: ", true, "PACKTRACK_PASSWORD", cli->password_file);
+    if (!pw) return PT_EXIT_PROFILE;
+    pt_err err;
+    pt_ctx *ctx = user ? pt_create(&cli->opt, pw, user, &err) : pt_create_linked(&cli->opt, pw, link, &err);
+    pt_cli_password_free(pw);
+    if (!ctx) return pt_cli_report(NULL, err, user ? "init" : "init --link");
+    printf("name:        %s\nuser id:     %s\nfingerprint: %s\n", pt_username(ctx), pt_user_id(ctx),
+           pt_identity_fingerprint(ctx));
+    pt_close(ctx);
+    return 0;
+}
+
+static int cmd_whoami(pt_cli *cli, pt_ctx *ctx)
+{
+    int rc = need_args(cli, 0, 0, "whoami");
+    if (rc) return rc;
+    printf("name:        %s\nuser id:     %s\nfingerprint: %s\n", pt_username(ctx), pt_user_id(ctx),
+           pt_identity_fingerprint(ctx));
+    return 0;
+}
+
+static int cmd_status(pt_cli *cli, pt_ctx *ctx)
+{
+    int rc = need_args(cli, 0, 1, "status [online|busy|away|invisible]");
+    if (rc) return rc;
+    if (cli->argc == 1) {
+        printf("%s\n", pt_cli_status_name(pt_get_status(ctx)));
+        return 0;
+    }
+    static const char *const names[] = {"", "online", "busy", "away", "invisible"};
+    for (int s = 1; s <= 4; s++)
+        if (strcmp(cli->argv[1], names[s]) == 0) {
+            if ((rc = pt_set_status(ctx, (pt_status)s)) != 0) return pt_cli_report(ctx, rc, "status");
+            printf("%s\n", names[s]);
+            return 0;
+        }
+    return pt_cli_fail(PT_EXIT_USAGE, "status '%s' is not one of online, busy, away, invisible", cli->argv[1]);
+}
+
+static int cmd_list(pt_cli *cli, pt_ctx *ctx)
+{
+    int rc = need_args(cli, 0, 0, "list");
+    if (rc) return rc;
+    pt_user *u;
+    size_t n;
+    if ((rc = pt_users_online(ctx, &u, &n)) != 0) return pt_cli_report(ctx, rc, "list");
+    for (size_t i = 0; i < n; i++) printf("%s\t%s\n", u[i].name, pt_cli_status_name(u[i].status));
+    pt_free(u);
+    return 0;
+}
+
+static const char *state_name(pt_contact_state s)
+{
+    switch (s) {
+    case PT_CONTACT_STATE_REQUEST_SENT: return "request sent";
+    case PT_CONTACT_STATE_REQUEST_RECEIVED: return "request received";
+    case PT_CONTACT_STATE_FRIEND: return "friend";
+    case PT_CONTACT_STATE_BLOCKED: return "blocked";
+    default: return "none";
+    }
+}
+
+static int cmd_friend(pt_cli *cli, pt_ctx *ctx)
+{
+    if (cli->argc < 2) return pt_cli_fail(PT_EXIT_USAGE, "usage: packtrack friend add|accept|deny NAME | friend list");
+    const char *sub = cli->argv[1];
+    int rc;
+    if (strcmp(sub, "list") == 0) {
+        pt_contact *c;
+        size_t n;
+        if ((rc = pt_contacts(ctx, &c, &n)) != 0) return pt_cli_report(ctx, rc, "friend list");
+        for (size_t i = 0; i < n; i++)
+            printf("%s\t%s\t%s\t%s\n", c[i].name,
+                   c[i].state == PT_CONTACT_STATE_FRIEND ? pt_cli_status_name(c[i].status) : state_name(c[i].state),
+                   c[i].key_changed ? "KEY CHANGED" : c[i].verified ? "verified" : "unverified",
+                   state_name(c[i].state));
+        pt_free(c);
+        return 0;
+    }
+    if (cli->argc < 3) return pt_cli_fail(PT_EXIT_USAGE, "usage: packtrack friend %s NAME", sub);
+    const char *name = cli->argv[2];
+    if (strcmp(sub, "add") == 0) {
+        const char *note = NULL;
+        for (int i = 3; i < cli->argc; i++) {
+            if (strcmp(cli->argv[i], "--note") == 0 && i + 1 < cli->argc) note = cli->argv[++i];
+            else return pt_cli_fail(PT_EXIT_USAGE, "usage: packtrack friend add NAME [--note TEXT]");
+        }
+        rc = pt_friend_add(ctx, name, note);
+    } else if (cli->argc != 3) {
+        return pt_cli_fail(PT_EXIT_USAGE, "usage: packtrack friend %s NAME", sub);
+    } else if (strcmp(sub, "accept") == 0) {
+        rc = pt_friend_accept(ctx, name);
+    } else if (strcmp(sub, "deny") == 0) {
+        rc = pt_friend_deny(ctx, name);
+    } else {
+        return pt_cli_fail(PT_EXIT_USAGE, "unknown 'friend %s'; use add, accept, deny or list", sub);
+    }
+    if (rc) return pt_cli_report(ctx, rc, "friend");
+    return 0;
+}
+
+static int cmd_safety(pt_cli *cli, pt_ctx *ctx)
+{
+    int rc = need_args(cli, 1, 2, "safety NAME [--verified]");
+    if (rc) return rc;
+    bool mark = cli->argc == 3 && strcmp(cli->argv[2], "--verified") == 0;
+    if (cli->argc == 3 && !mark) return pt_cli_fail(PT_EXIT_USAGE, "usage: packtrack safety NAME [--verified]");
+    char sn[PT_SAFETY_MAX];
+    if ((rc = pt_contact_safety_number(ctx, cli->argv[1], sn)) != 0) return pt_cli_report(ctx, rc, "safety");
+    printf("%s\n", sn);
+    if (mark && (rc = pt_contact_verify(ctx, cli->argv[1])) != 0) return pt_cli_report(ctx, rc, "safety --verified");
+    return 0;
+}
+
+static int cmd_send(pt_cli *cli, pt_ctx *ctx)
+{
+    int rc = need_args(cli, 2, 2, "send NAME TEXT");
+    if (rc) return rc;
+    char id[PT_ID_HEX_LEN];
+    rc = pt_send(ctx, cli->argv[1], cli->argv[2], id);
+    if (rc) return pt_cli_report(ctx, rc, "send");
+    printf("%s\n", id);
+    return 0;
+}
+
+static void print_json_string(const char *s)
+{
+    putchar('"');
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        switch (*p) {
+        case '"': fputs("\\\"", stdout); break;
+        case '\\': fputs("\\\\", stdout); break;
+        case '\n': fputs("\\n", stdout); break;
+        case '\r': fputs("\\r", stdout); break;
+        case '\t': fputs("\\t", stdout); break;
+        default:
+            if (*p < 0x20) printf("\\u%04x", *p);
+            else putchar(*p);
+        }
+    }
+    putchar('"');
+}
+
+static void format_time(char *out, size_t cap, int64_t ms, bool iso)
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    if (iso) {
+        gmtime_r(&t, &tm);
+        size_t n = strftime(out, cap, "%Y-%m-%dT%H:%M:%S", &tm);
+        snprintf(out + n, cap - n, ".%03dZ", (int)(ms % 1000));
+    } else {
+        localtime_r(&t, &tm);
+        strftime(out, cap, "%Y-%m-%d %H:%M:%S", &tm);
+    }
+}
+
+static int cmd_recv(pt_cli *cli, pt_ctx *ctx)
+{
+    int wait_s = 0;
+    bool json = false;
+    for (int i = 1; i < cli->argc; i++) {
+        char *end;
+        if (strcmp(cli->argv[i], "--json") == 0) json = true;
+        else if (strcmp(cli->argv[i], "--wait") == 0 && i + 1 < cli->argc &&
+                 (wait_s = (int)strtol(cli->argv[++i], &end, 10), *end == 0) && wait_s >= 0 && wait_s <= 86400)
+            continue;
+        else return pt_cli_fail(PT_EXIT_USAGE, "usage: packtrack recv [--wait SECONDS] [--json]");
+    }
+    int rc = pt_sync(ctx, wait_s * 1000);
+    int sync_rc = rc;
+    pt_message *m;
+    size_t n;
+    if ((rc = pt_unseen(ctx, &m, &n)) != 0) return pt_cli_report(ctx, rc, "recv");
+    for (size_t i = 0; i < n; i++) {
+        char t[40];
+        format_time(t, sizeof t, m[i].time_ms, json);
+        if (json) {
+            fputs("{\"id\":", stdout);
+            print_json_string(m[i].id);
+            fputs(",\"from\":", stdout);
+            print_json_string(m[i].from);
+            fputs(",\"to\":", stdout);
+            print_json_string(m[i].to);
+            fputs(",\"group\":", stdout);
+            print_json_string(m[i].group);
+            fputs(",\"time\":", stdout);
+            print_json_string(t);
+            fputs(",\"text\":", stdout);
+            print_json_string(m[i].text);
+            fputs("}\n", stdout);
+        } else if (m[i].group[0]) {
+            printf("[%s] #%s <%s> %s\n", t, m[i].group, m[i].from, m[i].text);
+        } else if (m[i].outgoing) {
+            printf("[%s] (you, another device) -> %s: %s\n", t, m[i].to, m[i].text);
+        } else {
+            printf("[%s] %s: %s\n", t, m[i].from, m[i].text);
+        }
+    }
+    fflush(stdout);
+    rc = pt_mark_seen(ctx, m, n);
+    pt_free(m);
+    if (rc) return pt_cli_report(ctx, rc, "recv");
+    if (sync_rc) return pt_cli_report(ctx, sync_rc, "recv (showing what this device already had)");
+    return 0;
+}
+
+static int cmd_group(pt_cli *cli, pt_ctx *ctx)
+{
+    if (cli->argc < 3) return pt_cli_fail(PT_EXIT_USAGE, "usage: packtrack group create NAME MEMBER... | send NAME TEXT | members NAME");
+    const char *sub = cli->argv[1], *name = cli->argv[2];
+    int rc;
+    if (strcmp(sub, "create") == 0) {
+        if (cli->argc < 4) return pt_cli_fail(PT_EXIT_USAGE, "usage: packtrack group create NAME MEMBER...");
+        if ((rc = pt_group_create(ctx, name, (const char *const *)cli->argv + 3, (size_t)cli->argc - 3)) != 0)
+            return pt_cli_report(ctx, rc, "group create");
+        return 0;
+    }
+    if (strcmp(sub, "send") == 0) {
+        if (cli->argc != 4) return pt_cli_fail(PT_EXIT_USAGE, "usage: packtrack group send NAME TEXT");
+        char id[PT_ID_HEX_LEN];
+        if ((rc = pt_group_send(ctx, name, cli->argv[3], id)) != 0) return pt_cli_report(ctx, rc, "group send");
+        printf("%s\n", id);
+        return 0;
+    }
+    if (strcmp(sub, "members") == 0) {
+        if (cli->argc != 3) return pt_cli_fail(PT_EXIT_USAGE, "usage: packtrack group members NAME");
+        pt_user *u;
+        size_t n;
+        if ((rc = pt_group_members(ctx, name, &u, &n)) != 0) return pt_cli_report(ctx, rc, "group members");
+        for (size_t i = 0; i < n; i++) printf("%s\n", u[i].name);
+        pt_free(u);
+        return 0;
+    }
+    return pt_cli_fail(PT_EXIT_USAGE, "unknown 'group %s'; use create, send or members", sub);
+}
+
+static int cmd_device(pt_cli *cli, pt_ctx *ctx)
+{
+    if (cli->argc < 2) return pt_cli_fail(PT_EXIT_USAGE, "usage: packtrack device link | list | revoke ID");
+    const char *sub = cli->argv[1];
+    int rc;
+    if (strcmp(sub, "link") == 0 && cli->argc == 2) {
+        char code[PT_LINK_CODE_MAX];
+        if ((rc = pt_device_link_code(ctx, code)) != 0) return pt_cli_report(ctx, rc, "device link");
+        printf("%s\n", code);
+        fprintf(stderr, "On the new device run: packtrack --home DIR init --link %s\n"
+                        "The code works once, for 10 minutes. Keep it secret: it carries your identity.\n", code);
+        return 0;
+    }
+    if (strcmp(sub, "list") == 0 && cli->argc == 2) {
+        pt_device *d;
+        size_t n;
+        if ((rc = pt_devices(ctx, &d, &n)) != 0) return pt_cli_report(ctx, rc, "device list");
+        for (size_t i = 0; i < n; i++) printf("%s\t%s%s\n", d[i].id, d[i].fingerprint, d[i].this_device ? "\t(this device)" : "");
+        pt_free(d);
+        return 0;
+    }
+    if (strcmp(sub, "revoke") == 0 && cli->argc == 3) {
+        if ((rc = pt_device_revoke(ctx, cli->argv[2])) != 0) return pt_cli_report(ctx, rc, "device revoke");
+        return 0;
+    }
+    return pt_cli_fail(PT_EXIT_USAGE, "usage: packtrack device link | list | revoke ID");
+}
+
+static int cmd_passwd(pt_cli *cli, pt_ctx *ctx)
+{
+    int rc = need_args(cli, 0, 0, "passwd");
+    if (rc) return rc;
+    char *pw = pt_cli_password(cli, "New password: ", true, "PACKTRACK_NEW_PASSWORD", getenv("PACKTRACK_NEW_PASSWORD_FILE"));
+    if (!pw) return PT_EXIT_PROFILE;
+    rc = pt_change_password(ctx, pw);
+    pt_cli_password_free(pw);
+    if (rc) return pt_cli_report(ctx, rc, "passwd");
+    fprintf(stderr, "packtrack: the store is sealed under the new password\n");
+    return 0;
+}
+
+typedef struct command {
+    const char *name;
+    int (*run)(pt_cli *cli, pt_ctx *ctx); /* NULL ctx for commands that open nothing */
+    bool connect;                         /* needs the server before running */
+} command;
+
+static const command commands[] = {
+    {"whoami", cmd_whoami, false}, {"status", cmd_status, false}, {"list", cmd_list, true},
+    {"friend", cmd_friend, false}, {"safety", cmd_safety, false}, {"send", cmd_send, false},
+    {"recv", cmd_recv, false},     {"group", cmd_group, true},    {"device", cmd_device, true},
+    {"passwd", cmd_passwd, false},
+};
+
+int main(int argc, char **argv)
+{
+    pt_cli cli = {.prog = argv[0]};
+    int verbose = 0;
+    static const struct option opts[] = {
+        {"home", required_argument, NULL, 'H'},          {"server", required_argument, NULL, 's'},
+        {"password-file", required_argument, NULL, 'p'}, {"fingerprint", required_argument, NULL, 'f'},
+        {"timeout", required_argument, NULL, 't'},       {"verbose", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},                {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    int c;
+    while ((c = getopt_long(argc, argv, "+vhV", opts, NULL)) != -1) {
+        switch (c) {
+        case 'H': cli.opt.home = optarg; break;
+        case 's': cli.opt.server = optarg; break;
+        case 'p': cli.password_file = optarg; break;
+        case 'f': cli.opt.server_fingerprint = optarg; break;
+        case 't': {
+            char *end;
+            long s = strtol(optarg, &end, 10);
+            if (*end || s < 1 || s > 3600) return pt_cli_fail(PT_EXIT_USAGE, "--timeout takes 1-3600 seconds");
+            cli.opt.timeout_ms = (int)s * 1000;
+            break;
+        }
+        case 'v': verbose = 1; break;
+        case 'h': fputs(usage_text, stdout); return 0;
+        case 'V': printf("packtrack %s\n", pt_version()); return 0;
+        default: fputs(usage_text, stderr); return PT_EXIT_USAGE;
+        }
+    }
+    if (optind >= argc) {
+        fputs(usage_text, stderr);
+        return PT_EXIT_USAGE;
+    }
+    if (!verbose) setenv("PT_LOG_LEVEL", "error", 0);
+    else setenv("PT_LOG_LEVEL", "debug", 1);
+    if (pt_init() != 0) return pt_cli_fail(PT_EXIT_FAIL, "cannot initialise the crypto libraries");
+    cli.argc = argc - optind;
+    cli.argv = argv + optind;
+    const char *name = cli.argv[0];
+    if (strcmp(name, "init") == 0) return cmd_init(&cli);
+    if (strcmp(name, "help") == 0) {
+        fputs(usage_text, stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++) {
+        if (strcmp(commands[i].name, name) != 0) continue;
+        int code;
+        pt_ctx *ctx = pt_cli_open(&cli, &code);
+        if (!ctx) return code;
+        int rc = commands[i].connect ? pt_connect(ctx) : 0;
+        if (rc) code = pt_cli_report(ctx, rc, name);
+        else code = commands[i].run(&cli, ctx);
+        pt_close(ctx);
+        return code;
+    }
+    fprintf(stderr, "packtrack: unknown command '%s'\n\n%s", name, usage_text);
+    return PT_EXIT_USAGE;
+}
