@@ -635,6 +635,7 @@ static int finish_profile(pt_ctx *x, const char *name)
     else pt_lstore_rollback(x->st);
     if (rc) return rc;
     if ((rc = pt_api_upload_keys(x, true)) != 0) return rc;
+    if ((rc = pt_api_sync_contacts(x)) != 0) return rc; /* a linked device starts with the friends */
     return after_connect(x);
 }
 

@@ -162,6 +162,8 @@ int pt_api_person(pt_ctx *x, const uint8_t user_id[16], bool refresh, pt_api_con
 /* users.resolve + identity check. */
 int pt_api_resolve(pt_ctx *x, const char *name, pt_api_contact *c) PT_WUR;
 int pt_api_upload_keys(pt_ctx *x, bool signed_too) PT_WUR;
+/* Contact states and presence from the server into our records. */
+int pt_api_sync_contacts(pt_ctx *x) PT_WUR;
 void pt_api_on_contact(pt_ctx *x, const pt_tl_updates_contact *u);
 void pt_api_on_status(pt_ctx *x, const pt_tl_updates_userStatus *u);
 

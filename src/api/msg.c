@@ -685,6 +685,8 @@ void pt_api_on_message(pt_ctx *x, int64_t server_id, const uint8_t from[16], con
     }
     bool allowed = from_me || p->state == PT_CONTACT_STATE_FRIEND ||
                    (group_id && pt_api_group_load(x, group_id, &g) == 0);
+    if (!allowed && pt_api_sync_contacts(x) == 0 && pt_api_contact_load(x, from, p) == 0)
+        allowed = p->state == PT_CONTACT_STATE_FRIEND; /* befriended from another of our devices */
     if (!allowed) {
         pt_log_warn("a message from %s, who is not a friend, is dropped", p->name);
         goto done;

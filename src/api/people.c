@@ -359,33 +359,37 @@ void pt_api_on_status(pt_ctx *x, const pt_tl_updates_userStatus *u)
     pt_api_emit(x, &ev);
 }
 
+int pt_api_sync_contacts(pt_ctx *x)
+{
+    /* the server knows states and presence; our records know names and trust */
+    int rc = pt_api_ensure_online(x);
+    uint8_t after[16] = {0};
+    for (int page = 0; rc == 0 && page < 100; page++) {
+        pt_api_reply r;
+        PT_API_CALL(rc, x, &r, contacts_get, memcpy(q.after, after, 16); q.limit = 100);
+        if (rc) break;
+        const pt_tl_contacts_list *l = &r.o.u.contacts_list;
+        for (uint32_t i = 0; i < l->contacts.n; i++) {
+            const pt_tl_contacts_contact *k = &l->contacts.items[i];
+            pt_api_contact c;
+            memcpy(after, k->user_id, 16);
+            if (pt_api_person(x, k->user_id, false, &c) != 0) continue;
+            c.state = (uint8_t)k->state;
+            c.status = (uint8_t)k->status;
+            if (pt_api_contact_save(x, &c) != 0) continue;
+        }
+        bool more = l->more && l->contacts.n > 0;
+        pt_api_reply_free(&r);
+        if (!more) break;
+    }
+    return rc;
+}
+
 int pt_contacts(pt_ctx *x, pt_contact **out, size_t *n)
 {
     *out = NULL;
     *n = 0;
-    /* the server knows states and presence; our records know names and trust */
-    if (pt_api_ensure_online(x) == 0) {
-        uint8_t after[16] = {0};
-        for (int page = 0; page < 100; page++) {
-            pt_api_reply r;
-            int rc;
-            PT_API_CALL(rc, x, &r, contacts_get, memcpy(q.after, after, 16); q.limit = 100);
-            if (rc) break;
-            const pt_tl_contacts_list *l = &r.o.u.contacts_list;
-            for (uint32_t i = 0; i < l->contacts.n; i++) {
-                const pt_tl_contacts_contact *k = &l->contacts.items[i];
-                pt_api_contact c;
-                if (pt_api_person(x, k->user_id, false, &c) != 0) continue;
-                c.state = (uint8_t)k->state;
-                c.status = (uint8_t)k->status;
-                if (pt_api_contact_save(x, &c) != 0) continue;
-                memcpy(after, k->user_id, 16);
-            }
-            bool more = l->more && l->contacts.n > 0;
-            pt_api_reply_free(&r);
-            if (!more) break;
-        }
-    }
+    if (pt_api_sync_contacts(x) != 0) pt_log_debug("contacts: offline, showing what this device knows");
     pt_api_contact *all;
     size_t na;
     int rc = contact_all(x, &all, &na);

@@ -30,10 +30,16 @@ static pt_srv_sess *sess_find(pt_server *s, const uint8_t pk[32], uint64_t sid)
     return NULL;
 }
 
-static size_t sess_count_device(pt_server *s, const uint8_t pk[32])
+/* Counts the device's sessions; *oldest: its detached session idle the longest. */
+static size_t sess_count_device(pt_server *s, const uint8_t pk[32], pt_srv_sess **oldest)
 {
     size_t n = 0;
-    for (pt_srv_sess *e = s->sess_all; e; e = e->all_next) n += memcmp(e->device_pk, pk, 32) == 0;
+    *oldest = NULL;
+    for (pt_srv_sess *e = s->sess_all; e; e = e->all_next) {
+        if (memcmp(e->device_pk, pk, 32) != 0) continue;
+        n++;
+        if (!e->conn && (!*oldest || e->detached_ms < (*oldest)->detached_ms)) *oldest = e;
+    }
     return n;
 }
 
@@ -254,9 +260,17 @@ static int attach_session(pt_conn *c, const uint8_t *rec, size_t len)
         pt_sess_resume(e->sess);
         pt_log_debug("conn %s: resumed session %016llx", c->peer, (unsigned long long)sid);
     } else {
-        if (sess_count_device(s, pk) >= PT_SERVER_MAX_SESSIONS_PER_DEVICE) {
-            pt_log_warn("conn %s: too many sessions for one device", c->peer);
-            return PT_ERR_TOO_BIG;
+        pt_srv_sess *oldest;
+        if (sess_count_device(s, pk, &oldest) >= PT_SERVER_MAX_SESSIONS_PER_DEVICE) {
+            /* a client that starts a process per command leaves sessions behind:
+             * the one idle longest makes room; live ones are never taken */
+            if (!oldest) {
+                pt_log_warn("conn %s: too many sessions for one device", c->peer);
+                return PT_ERR_TOO_BIG;
+            }
+            pt_log_debug("conn %s: session %016llx dropped to make room", c->peer,
+                         (unsigned long long)oldest->session_id);
+            pt_srv_sess_destroy(s, oldest);
         }
         if (!(e = sess_create(s, pk, sid))) return PT_ERR_NOMEM;
         if ((rc = pt_sess_created(e->sess, len >= 24 ? pt_get_u64le(rec + 16) : 0)) != 0) return rc;
