@@ -8,7 +8,7 @@ PKGS=(
   libsodium-dev libssl-dev libuv1-dev libsqlite3-dev zlib1g-dev
   libinih-dev libutf8proc-dev libicu-dev
   libcmocka-dev libcjson-dev libolm-dev
-  python3 python3-dissononce
+  python3 python3-dissononce python3-libtorrent   # libtorrent: the MSE interop peer
   nats-server mosquitto   # peers of scripts/bench-loadgen.sh (started there, not as services)
 )
 
