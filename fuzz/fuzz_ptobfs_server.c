@@ -4,8 +4,8 @@
  * first flights followed by records (fuzz/seeds/make_obfs_seeds.c). Properties,
  * each abort()ing when broken:
  *  - results are NEED_MORE, ACCEPT (at most once), the configured reject
- *    verdict, or (only after accepting) a negative error; verdicts and errors
- *    are final;
+ *    verdict, or a negative error from a record after a verified flight (then
+ *    never with a reject reason); verdicts and errors are final;
  *  - no data and no client payload before accepting; a rejected decoy server
  *    holds at most the bytes it was given;
  *  - once accepted, sealing a record works. */
@@ -46,14 +46,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         int rc = pt_obfs_input(o, data + off, n, &got);
         off += n;
         fed += n;
-        if (final && rc != final) abort();
+        if (rc < 0) { /* a record after the flight (maybe in this very call) */
+            if (pt_obfs_reject_reason(o) != 0) abort();
+            final = rc;
+            break;
+        }
         if (rc == PT_OBFS_ACCEPT && accepted++) abort();
-        if (rc < 0 && !accepted) abort();
-        if (rc != PT_OBFS_NEED_MORE && rc != PT_OBFS_ACCEPT && rc != reject && rc >= 0) abort();
-        if (rc == reject || rc < 0) final = rc;
+        if (rc != PT_OBFS_NEED_MORE && rc != PT_OBFS_ACCEPT && rc != reject) abort();
         if (!accepted && (got.len || pt_obfs_client_payload(o))) abort();
-        if (final) break;
+        if (rc == reject) {
+            final = rc;
+            break;
+        }
     }
+    if (final && pt_obfs_input(o, data, 1, &got) != final) abort(); /* verdicts are final */
     if (final == PT_OBFS_DECOY) {
         size_t held = 0;
         (void)pt_obfs_held(o, &held);

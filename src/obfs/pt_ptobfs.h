@@ -82,8 +82,9 @@ int pt_obfs_client_start(pt_obfs *o, const uint8_t payload[static PT_OBFS_PAYLOA
  * PT_OBFS_NEED_MORE until it decides, then PT_OBFS_ACCEPT once (records that
  * followed the flight are already processed) and PT_OBFS_NEED_MORE afterwards; or
  * PT_OBFS_SILENT / PT_OBFS_DECOY, repeated for every later call. Negative errors
- * (PT_ERR_AUTH, PT_ERR_DECODE, PT_ERR_TOO_BIG) come only from records of an
- * accepted stream and are final. */
+ * (PT_ERR_AUTH, PT_ERR_DECODE) come only from records after a verified flight
+ * and are final; when such a record arrives in the same call as the flight, the
+ * error is returned instead of PT_OBFS_ACCEPT. */
 int pt_obfs_input(pt_obfs *o, const uint8_t *in, size_t len, pt_buf *data) PT_WUR;
 
 /* Appends one record holding data[0..len) (len <= PT_OBFS_RECORD_DATA_MAX, 0 for
