@@ -374,6 +374,9 @@ int pt_api_sync_contacts(pt_ctx *x)
             pt_api_contact c;
             memcpy(after, k->user_id, 16);
             if (pt_api_person(x, k->user_id, false, &c) != 0) continue;
+            /* a verified friend's devices are checked each time: a new or changed
+             * device key is what "KEY CHANGED" reports */
+            if (c.verified && refresh_devices(x, &c) != 0) pt_log_warn("%s: device list unavailable", c.name);
             c.state = (uint8_t)k->state;
             c.status = (uint8_t)k->status;
             if (pt_api_contact_save(x, &c) != 0) continue;

@@ -18,8 +18,8 @@
 
 static pt_test_server srv;
 static char server_arg[64];
-static char homes[4][300]; /* alice, bob, carol, alice's second device */
-enum { A, B, C, A2 };
+static char homes[5][300]; /* alice, bob, carol, alice's and bob's second devices */
+enum { A, B, C, A2, B2 };
 
 static const char *cli_path(void)
 {
@@ -150,8 +150,8 @@ static int setup(void **state)
     out = malloc(OUT_MAX);
     pt_test_server_start(&srv, NULL, 0, NULL);
     snprintf(server_arg, sizeof server_arg, "127.0.0.1:%u", srv.port);
-    const char *names[] = {"alice", "bob", "carol", "alice2"};
-    for (int i = 0; i < 4; i++) snprintf(homes[i], sizeof homes[i], "%s/home", pt_test_tmpdir(names[i]));
+    const char *names[] = {"alice", "bob", "carol", "alice2", "bob2"};
+    for (int i = 0; i < 5; i++) snprintf(homes[i], sizeof homes[i], "%s/home", pt_test_tmpdir(names[i]));
     return 0;
 }
 
@@ -352,6 +352,23 @@ static void test_second_device(void **state)
     assert_non_null(strstr(out, "alice: from my second device"));
     OK(A, out, "recv");
     assert_non_null(strstr(out, "-> bob: from my second device")); /* the first device sees it too */
+    /* alice verified bob's keys (test_safety); a new device of bob is flagged */
+    OK(A, out, "friend", "list");
+    assert_true(line_has(out, "bob", "\tverified"));
+    OK(B, out, "device", "link");
+    snprintf(code, sizeof code, "%s", out);
+    code[strcspn(code, "\n")] = 0;
+    OK(B2, out, "init", "--link", code);
+    OK(A, out, "friend", "list");
+    assert_true(line_has(out, "bob", "KEY CHANGED"));
+    OK(A, out, "safety", "bob", "--verified");
+    OK(A, out, "friend", "list");
+    assert_true(line_has(out, "bob", "\tverified"));
+    OK(A, out, "send", "bob", "both of bob's devices");
+    OK(B2, out, "recv");
+    assert_non_null(strstr(out, "alice: both of bob's devices"));
+    OK(B, out, "recv");
+    assert_non_null(strstr(out, "alice: both of bob's devices"));
 }
 
 static void test_server_restart(void **state)
@@ -387,7 +404,7 @@ static void test_kill_while_sending(void **state)
         snprintf(text[i], sizeof text[i], "killed-%u-%d", seed, i);
         const char *args[] = {"send", "bob", text[i], NULL};
         pid_t p = spawn(A, args);
-        sleep_ms((int)((seed + (unsigned)i * 37) % 120));
+        sleep_ms((int)((seed + (unsigned)i * 37) % 250));
         kill(p, SIGKILL);
         done[i] = reap(p);
     }
