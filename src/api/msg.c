@@ -549,8 +549,11 @@ int pt_send(pt_ctx *x, const char *to, const char *text, char id[PT_ID_HEX_LEN])
     if (rc) return rc;
     pt_api_contact *c = malloc(sizeof *c);
     if (!c) return PT_ERR_NOMEM;
+    bool online = pt_api_ensure_online(x) == 0; /* takes in what waits, e.g. an acceptance */
     rc = pt_api_contact_by_name(x, to, c);
-    if (rc == PT_ERR_NOT_FOUND && pt_api_ensure_online(x) == 0) rc = pt_api_resolve(x, to, c);
+    if (rc == PT_ERR_NOT_FOUND && online) rc = pt_api_resolve(x, to, c);
+    if (rc == 0 && c->state != PT_CONTACT_STATE_FRIEND && online && pt_api_sync_contacts(x) == 0)
+        rc = pt_api_contact_load(x, c->user_id, c);
     if (rc == 0 && c->state != PT_CONTACT_STATE_FRIEND)
         rc = pt_api_fail(x, PT_ERR_STATE, "%s is not your friend yet; send a request with 'friend add %s'", c->name, c->name);
     else if (rc == PT_ERR_NOT_FOUND)
