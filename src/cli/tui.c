@@ -207,14 +207,18 @@ static tui_msg *conv_append(tui_conv *c)
     return m;
 }
 
-/* Adds m, or moves its delivery state forward if we have it; 1 when it is new. */
-static int conv_upsert(tui_conv *c, const pt_message *m)
+/* Adds m, or moves its delivery state forward if we have it; 1 when it is new.
+ * only_newer: a receipt for a message older than the loaded history is not added at
+ * the bottom (our own new message, whose STORED event comes before pt_send() returns,
+ * is the newest and is added). */
+static int conv_upsert(tui_conv *c, const pt_message *m, bool only_newer)
 {
     for (size_t i = c->n; i-- > 0;)
         if (strcmp(c->msgs[i].id, m->id) == 0) {
             if (m->delivery > c->msgs[i].delivery) c->msgs[i].delivery = m->delivery;
             return 0;
         }
+    if (only_newer && c->n && m->time_ms < c->msgs[c->n - 1].time_ms) return 0;
     tui_msg *x = conv_append(c);
     if (!x || !(x->text = wide_from_utf8(m->text ? m->text : ""))) return -1;
     snprintf(x->id, sizeof x->id, "%s", m->id);
@@ -274,8 +278,10 @@ static void on_event(void *ud, const pt_event *ev)
         char key[PT_NAME_MAX + 1];
         conv_key(ev->message, key);
         long i = conv_get(t, key);
-        if (i < 0 || conv_upsert(&t->convs[i], ev->message) != 1 || ev->type != PT_EVENT_MESSAGE) break;
-        if (i == t->active) queue_seen(t, ev->message->id, ev->message->outgoing);
+        bool delivery = ev->type == PT_EVENT_DELIVERY;
+        if (i < 0 || conv_upsert(&t->convs[i], ev->message, delivery) != 1 || delivery) break;
+        /* seen (and a read receipt) only when it is on the screen: open, not scrolled back */
+        if (i == t->active && t->convs[i].scroll == 0) queue_seen(t, ev->message->id, ev->message->outgoing);
         else if (!ev->message->outgoing) t->convs[i].unread++;
         break;
     }
@@ -298,7 +304,9 @@ static void on_event(void *ud, const pt_event *ev)
     case PT_EVENT_GROUP: {
         char key[PT_NAME_MAX + 1], line[3 * PT_NAME_MAX];
         snprintf(key, sizeof key, "#%s", ev->group);
-        long i = conv_get(t, key);
+        /* an invitation names the group by its id until the group's info arrives,
+         * followed by "joined" with the real name: only that one opens a conversation */
+        long i = strcmp(ev->text, "joined") == 0 ? conv_get(t, key) : conv_find(t, key);
         snprintf(line, sizeof line, "%s %s", ev->user, ev->text);
         if (i >= 0) conv_note(&t->convs[i], line);
         set_notice(t, false, "#%s: %s", ev->group, line);
@@ -378,20 +386,9 @@ static void after_library(tui *t)
     flush_seen(t);
 }
 
-static void conv_open(tui *t, long i)
+/* Everything of conversation i is on the screen now: mark what is unseen. */
+static void conv_seen(tui *t, long i)
 {
-    if (i < 0) return;
-    t->active = i;
-    if (!t->convs[i].loaded) {
-        pt_message *m;
-        size_t n;
-        if (pt_history(t->ctx, t->convs[i].name, HISTORY_LIMIT, &m, &n) == 0) {
-            conv_clear(&t->convs[i]);
-            for (size_t k = 0; k < n; k++) conv_upsert(&t->convs[i], &m[k]);
-            pt_free(m);
-            t->convs[i].loaded = true;
-        }
-    }
     pt_message *u;
     size_t n;
     if (pt_unseen(t->ctx, &u, &n) == 0) {
@@ -403,9 +400,26 @@ static void conv_open(tui *t, long i)
         pt_free(u);
     }
     t->convs[i].unread = 0;
-    t->convs[i].scroll = 0;
     t->dirty = true;
     after_library(t);
+}
+
+static void conv_open(tui *t, long i)
+{
+    if (i < 0) return;
+    t->active = i;
+    if (!t->convs[i].loaded) {
+        pt_message *m;
+        size_t n;
+        if (pt_history(t->ctx, t->convs[i].name, HISTORY_LIMIT, &m, &n) == 0) {
+            conv_clear(&t->convs[i]);
+            for (size_t k = 0; k < n; k++) conv_upsert(&t->convs[i], &m[k], false);
+            pt_free(m);
+            t->convs[i].loaded = true;
+        }
+    }
+    t->convs[i].scroll = 0;
+    conv_seen(t, i);
 }
 
 /* ======================================== view ======================================= */
@@ -595,15 +609,17 @@ static void draw_span(int y, int x, int w, const wchar_t *s, size_t a, size_t b,
     }
 }
 
-static const char help_text[] =
-    "Enter sends to the open conversation. Tab / Shift-Tab: next / previous conversation.\n"
-    "PgUp / PgDn: scroll. Up / Down: input history. Ctrl-Y: accept the oldest friend request.\n"
-    "/join NAME | /join #GROUP   open a conversation\n"
-    "/add NAME [NOTE]            send a friend request\n"
-    "/accept NAME | /deny NAME   answer a friend request\n"
-    "/status online|busy|away|invisible\n"
-    "/help   /quit (or Ctrl-C, or Ctrl-D on an empty line)\n"
-    "Marks on your messages: … queued  ✓ stored on the server  ✓✓ delivered  ✓✓ (blue) read  ! failed";
+static const char *const help_text[] = {
+    "Enter sends to the open conversation; Tab / Shift-Tab: next / previous",
+    "PgUp / PgDn: scroll back; Up / Down: input history",
+    "Ctrl-Y: accept the oldest friend request",
+    "/join NAME | /join #GROUP   open a conversation",
+    "/add NAME [NOTE]            send a friend request",
+    "/accept NAME | /deny NAME   answer a friend request",
+    "/status online|busy|away|invisible",
+    "/help   /quit (or Ctrl-C, or Ctrl-D on an empty line)",
+    "your messages: … queued  ✓ on the server  ✓✓ delivered  ✓✓ (blue) read  ! failed",
+};
 
 /* Fills the pane from its bottom line up, newest message first, skipping `scroll`
  * lines; returns how many more lines it could have shown (scroll went too far). */
@@ -612,14 +628,8 @@ static int draw_messages(tui *t, int y0, int x0, int h, int w)
     if (t->active < 0) {
         int y = y0;
         put_utf8(y++, x0 + 1, w - 1, "No conversation open: /join NAME, or Tab.", A_BOLD);
-        const char *p = help_text;
-        while (*p && y < y0 + h) {
-            size_t k = strcspn(p, "\n");
-            char line[256];
-            snprintf(line, sizeof line, "%.*s", (int)k, p);
-            put_utf8(y++, x0 + 1, w - 1, line, A_NORMAL);
-            p += k + (p[k] == '\n');
-        }
+        for (size_t k = 0; k < sizeof help_text / sizeof *help_text && y < y0 + h; k++)
+            put_utf8(y++, x0 + 1, w - 1, help_text[k], A_NORMAL);
         return 0;
     }
     tui_conv *c = &t->convs[t->active];
@@ -717,15 +727,10 @@ static SCREEN *screen_start(void)
     if (has_colors()) {
         start_color();
         use_default_colors();
-        init_pair(C_TITLE, COLOR_CYAN, -1);
-        init_pair(C_ME, COLOR_CYAN, -1);
-        init_pair(C_THEM, COLOR_GREEN, -1);
-        init_pair(C_READ, COLOR_BLUE, -1);
-        init_pair(C_FAIL, COLOR_RED, -1);
-        init_pair(C_ONLINE, COLOR_GREEN, -1);
-        init_pair(C_BUSY, COLOR_RED, -1);
-        init_pair(C_AWAY, COLOR_YELLOW, -1);
-        init_pair(C_NOTICE, COLOR_YELLOW, -1);
+        static const short fg[] = {[C_TITLE] = COLOR_CYAN, [C_ME] = COLOR_CYAN, [C_THEM] = COLOR_GREEN,
+                                   [C_READ] = COLOR_BLUE, [C_FAIL] = COLOR_RED, [C_ONLINE] = COLOR_GREEN,
+                                   [C_BUSY] = COLOR_RED, [C_AWAY] = COLOR_YELLOW, [C_NOTICE] = COLOR_YELLOW};
+        for (short i = 1; i < (short)(sizeof fg / sizeof *fg); i++) init_pair(i, fg[i], -1);
     }
     return scr;
 }
@@ -784,10 +789,11 @@ static void send_text(tui *t, const char *text)
     int rc = name[0] == '#' ? pt_group_send(t->ctx, name + 1, text, id) : pt_send(t->ctx, name, text, id);
     if (id[0]) {
         /* usually already here through the STORED event; offline it is only queued */
-        pt_message m = {.time_ms = (int64_t)time(NULL) * 1000, .outgoing = 1, .delivery = PT_DELIVERY_QUEUED, .text = text};
+        pt_message m = {.time_ms = (int64_t)time(NULL) * 1000, .outgoing = 1, .text = text,
+                        .delivery = rc == 0 ? PT_DELIVERY_STORED : PT_DELIVERY_QUEUED};
         snprintf(m.id, sizeof m.id, "%s", id);
         snprintf(m.from, sizeof m.from, "%s", pt_username(t->ctx));
-        conv_upsert(&t->convs[ci], &m);
+        conv_upsert(&t->convs[ci], &m, false);
         t->convs[ci].scroll = 0;
     }
     if (rc == 0) set_notice(t, false, "%s", "");
@@ -828,13 +834,7 @@ static void run_command(tui *t, char *line)
             set_notice(t, false, "the commands are listed above");
             return;
         }
-        for (const char *p = help_text; *p;) {
-            size_t k = strcspn(p, "\n");
-            char one[256];
-            snprintf(one, sizeof one, "%.*s", (int)k, p);
-            conv_note(&t->convs[i], one);
-            p += k + (p[k] == '\n');
-        }
+        for (size_t k = 0; k < sizeof help_text / sizeof *help_text; k++) conv_note(&t->convs[i], help_text[k]);
         t->convs[i].scroll = 0;
     } else if (strcmp(cmd, "/join") == 0 && arg) {
         conv_open(t, conv_get(t, arg));
@@ -894,6 +894,7 @@ static void scroll_page(tui *t, int dir)
     if (t->active < 0) return;
     int page = LINES - 5 > 1 ? LINES - 5 : 1, *s = &t->convs[t->active].scroll;
     *s = *s + dir * page < 0 ? 0 : *s + dir * page;
+    if (*s == 0 && t->convs[t->active].unread) conv_seen(t, t->active); /* back at the newest */
 }
 
 static void on_key(tui *t, int kind, wint_t k)
