@@ -477,6 +477,13 @@ static int cmd_device(pt_cli *cli, pt_ctx *ctx)
     return pt_cli_fail(PT_EXIT_USAGE, "usage: packtrack device link | list | revoke ID");
 }
 
+static int cmd_chat(pt_cli *cli, pt_ctx *ctx)
+{
+    int rc = need_args(cli, 0, 1, "chat [NAME]");
+    if (rc) return rc;
+    return pt_cli_chat(ctx, cli->argc == 2 ? cli->argv[1] : NULL);
+}
+
 static int cmd_passwd(pt_cli *cli, pt_ctx *ctx)
 {
     int rc = need_args(cli, 0, 0, "passwd");
@@ -500,7 +507,7 @@ static const command commands[] = {
     {"whoami", cmd_whoami, false}, {"status", cmd_status, false}, {"list", cmd_list, true},
     {"friend", cmd_friend, false}, {"safety", cmd_safety, false}, {"send", cmd_send, false},
     {"recv", cmd_recv, false},     {"group", cmd_group, true},    {"device", cmd_device, true},
-    {"passwd", cmd_passwd, false},
+    {"passwd", cmd_passwd, false}, {"chat", cmd_chat, false}, /* the TUI connects itself: it shows "connecting" */
 };
 
 int main(int argc, char **argv)

@@ -1,0 +1,1043 @@
+/*
+ * packtrack chat - the terminal UI, in three parts:
+ *   model: conversations and their messages, fed by libpacktrack's events;
+ *   view:  draws the whole model on every change (curses sends only the difference);
+ *   input: the edit line, keys and /commands.
+ * The event callback only touches the model: the library forbids calling back into
+ * the pt_ctx from a callback, so what needs the library (read receipts, refreshing the
+ * contact list) is queued there and done after pt_poll() returns.
+ * Text is kept as wchar_t (decoded once, invalid bytes replaced) because every layout
+ * decision is a column count, and wcwidth() is what knows emoji and CJK are two wide.
+ */
+#define NCURSES_WIDECHAR 1
+#include <curses.h>
+#include <errno.h>
+#include <langinfo.h>
+#include <locale.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+#include <wchar.h>
+
+#include "cli.h"
+
+enum {
+    HISTORY_LIMIT = 500,    /* messages read from the store when a conversation opens */
+    INPUT_MAX = 4000,       /* wide characters in the edit line */
+    INPUT_HISTORY = 100,    /* lines remembered for Up/Down */
+    MAX_REQUESTS = 16,      /* friend requests waiting for an answer */
+    MAX_PENDING_SEEN = 256, /* shown messages waiting for pt_mark_seen() */
+    TICK_MS = 200,          /* pt_poll() at least this often: reconnects, retries */
+    LIST_WIDTH = 22,        /* the conversation list, columns */
+};
+
+enum { C_TITLE = 1, C_ME, C_THEM, C_READ, C_FAIL, C_ONLINE, C_BUSY, C_AWAY, C_NOTICE };
+
+/* ======================================= model ======================================= */
+
+typedef struct tui_msg {
+    char id[PT_ID_HEX_LEN]; /* "" for a local notice line */
+    char from[PT_NAME_MAX];
+    int64_t time_ms;
+    bool outgoing;
+    pt_delivery delivery;   /* outgoing only; only moves forward */
+    wchar_t *text;          /* owned; control characters already replaced */
+} tui_msg;
+
+typedef struct tui_conv {
+    char name[PT_NAME_MAX + 1]; /* a username, or "#group" */
+    pt_status status;           /* friends: their presence */
+    int unread;                 /* incoming messages not yet shown */
+    bool loaded;                /* its history was read from the store */
+    tui_msg *msgs;              /* oldest first */
+    size_t n, cap;
+    int scroll;                 /* screen lines scrolled up from the newest */
+} tui_conv;
+
+typedef struct tui_request {
+    char name[PT_NAME_MAX];
+    char note[256];
+} tui_request;
+
+typedef struct tui_seen {
+    char id[PT_ID_HEX_LEN];
+    bool outgoing; /* no read receipt for our own messages */
+} tui_seen;
+
+typedef struct tui {
+    pt_ctx *ctx;
+    tui_conv *convs;  /* indices are stable: conversations are only appended */
+    size_t nconv, capconv;
+    long active;      /* index into convs; -1: none open */
+    tui_request req[MAX_REQUESTS];
+    size_t nreq;
+    bool online;
+    bool refresh_contacts;      /* asked for by an event; done after pt_poll() */
+    tui_seen seen[MAX_PENDING_SEEN];
+    size_t nseen;
+    char notice[512];           /* the line above the input */
+    bool notice_err;
+    bool ascii;                 /* no UTF-8 locale: ASCII marks */
+    bool dirty;                 /* redraw before waiting again */
+    bool quit;
+    wchar_t in[INPUT_MAX + 1];  /* the edit line */
+    size_t in_len, in_cur, in_off; /* length, cursor, first character shown */
+    wchar_t *hist[INPUT_HISTORY];
+    size_t nhist, hist_pos;     /* hist_pos == nhist: a new line, saved in draft */
+    wchar_t draft[INPUT_MAX + 1];
+} tui;
+
+static volatile sig_atomic_t stop_signal; /* SIGTERM / SIGHUP: leave cleanly */
+
+static void set_notice(tui *t, bool err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void set_notice(tui *t, bool err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(t->notice, sizeof t->notice, fmt, ap);
+    va_end(ap);
+    t->notice_err = err;
+    t->dirty = true;
+}
+
+static int char_width(wchar_t c)
+{
+    int w = wcwidth(c);
+    return w < 0 ? 1 : w;
+}
+
+/* Decodes UTF-8 from the network or the store: an invalid byte becomes U+FFFD and
+ * control characters (but newline) become U+FFFD, so nothing can move the cursor. */
+static wchar_t *wide_from_utf8(const char *s)
+{
+    size_t len = strlen(s), n = 0;
+    wchar_t *w = malloc((len + 1) * sizeof *w);
+    if (!w) return NULL;
+    mbstate_t st;
+    memset(&st, 0, sizeof st);
+    while (len) {
+        wchar_t c;
+        size_t k = mbrtowc(&c, s, len, &st);
+        if (k == (size_t)-1 || k == (size_t)-2 || k == 0) {
+            c = 0xFFFD;
+            k = 1;
+            memset(&st, 0, sizeof st);
+        }
+        if (c == L'\t') c = L' ';
+        else if (c != L'\n' && wcwidth(c) < 0) c = 0xFFFD;
+        w[n++] = c;
+        s += k;
+        len -= k;
+    }
+    w[n] = 0;
+    return w;
+}
+
+static char *utf8_from_wide(const wchar_t *w, size_t n)
+{
+    char *out = malloc(n * MB_CUR_MAX + 1), *p = out;
+    if (!out) return NULL;
+    mbstate_t st;
+    memset(&st, 0, sizeof st);
+    for (size_t i = 0; i < n; i++) {
+        size_t k = wcrtomb(p, w[i], &st);
+        if (k != (size_t)-1) p += k;
+    }
+    *p = 0;
+    return out;
+}
+
+static long conv_find(const tui *t, const char *name)
+{
+    for (size_t i = 0; i < t->nconv; i++)
+        if (strcasecmp(t->convs[i].name, name) == 0) return (long)i;
+    return -1;
+}
+
+static long conv_get(tui *t, const char *name)
+{
+    long i = conv_find(t, name);
+    if (i >= 0 || !*name) return i;
+    if (t->nconv == t->capconv) {
+        size_t cap = t->capconv ? 2 * t->capconv : 16;
+        tui_conv *v = realloc(t->convs, cap * sizeof *v);
+        if (!v) return -1;
+        t->convs = v;
+        t->capconv = cap;
+    }
+    tui_conv *c = &t->convs[t->nconv];
+    memset(c, 0, sizeof *c);
+    snprintf(c->name, sizeof c->name, "%s", name);
+    t->dirty = true;
+    return (long)t->nconv++;
+}
+
+/* The conversation a message belongs to: "#group", or the other user. */
+static void conv_key(const pt_message *m, char out[PT_NAME_MAX + 1])
+{
+    if (m->group[0]) snprintf(out, PT_NAME_MAX + 1, "#%s", m->group);
+    else snprintf(out, PT_NAME_MAX + 1, "%s", m->outgoing ? m->to : m->from);
+}
+
+static void conv_clear(tui_conv *c)
+{
+    for (size_t i = 0; i < c->n; i++) free(c->msgs[i].text);
+    free(c->msgs);
+    c->msgs = NULL;
+    c->n = c->cap = 0;
+}
+
+static tui_msg *conv_append(tui_conv *c)
+{
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? 2 * c->cap : 32;
+        tui_msg *v = realloc(c->msgs, cap * sizeof *v);
+        if (!v) return NULL;
+        c->msgs = v;
+        c->cap = cap;
+    }
+    tui_msg *m = &c->msgs[c->n];
+    memset(m, 0, sizeof *m);
+    return m;
+}
+
+/* Adds m, or moves its delivery state forward if we have it; 1 when it is new.
+ * only_newer: a receipt for a message older than the loaded history is not added at
+ * the bottom (our own new message, whose STORED event comes before pt_send() returns,
+ * is the newest and is added). */
+static int conv_upsert(tui_conv *c, const pt_message *m, bool only_newer)
+{
+    for (size_t i = c->n; i-- > 0;)
+        if (strcmp(c->msgs[i].id, m->id) == 0) {
+            if (m->delivery > c->msgs[i].delivery) c->msgs[i].delivery = m->delivery;
+            return 0;
+        }
+    if (only_newer && c->n && m->time_ms < c->msgs[c->n - 1].time_ms) return 0;
+    tui_msg *x = conv_append(c);
+    if (!x || !(x->text = wide_from_utf8(m->text ? m->text : ""))) return -1;
+    snprintf(x->id, sizeof x->id, "%s", m->id);
+    snprintf(x->from, sizeof x->from, "%s", m->from);
+    x->time_ms = m->time_ms;
+    x->outgoing = m->outgoing;
+    x->delivery = m->delivery;
+    c->n++;
+    return 1;
+}
+
+/* A local line in a conversation (help, errors); never stored, never sent. */
+static void conv_note(tui_conv *c, const char *text)
+{
+    tui_msg *x = conv_append(c);
+    if (x && (x->text = wide_from_utf8(text)) != NULL) {
+        x->time_ms = (int64_t)time(NULL) * 1000;
+        c->n++;
+    }
+}
+
+static void queue_seen(tui *t, const char *id, bool outgoing)
+{
+    if (t->nseen == MAX_PENDING_SEEN) return; /* marked when the conversation is opened again */
+    snprintf(t->seen[t->nseen].id, sizeof t->seen[t->nseen].id, "%s", id);
+    t->seen[t->nseen++].outgoing = outgoing;
+}
+
+static void request_remove(tui *t, const char *name)
+{
+    for (size_t i = 0; i < t->nreq; i++)
+        if (strcasecmp(t->req[i].name, name) == 0) {
+            memmove(&t->req[i], &t->req[i + 1], (t->nreq - i - 1) * sizeof t->req[0]);
+            t->nreq--;
+            t->dirty = true;
+            return;
+        }
+}
+
+static void request_add(tui *t, const char *name, const char *note)
+{
+    request_remove(t, name);
+    if (t->nreq == MAX_REQUESTS) return;
+    snprintf(t->req[t->nreq].name, sizeof t->req[0].name, "%s", name);
+    snprintf(t->req[t->nreq++].note, sizeof t->req[0].note, "%s", note ? note : "");
+    t->dirty = true;
+}
+
+/* Runs inside pt_poll() and the other library calls: model updates only. */
+static void on_event(void *ud, const pt_event *ev)
+{
+    tui *t = ud;
+    t->dirty = true;
+    switch (ev->type) {
+    case PT_EVENT_MESSAGE:
+    case PT_EVENT_DELIVERY: {
+        char key[PT_NAME_MAX + 1];
+        conv_key(ev->message, key);
+        long i = conv_get(t, key);
+        bool delivery = ev->type == PT_EVENT_DELIVERY;
+        if (i < 0 || conv_upsert(&t->convs[i], ev->message, delivery) != 1 || delivery) break;
+        /* seen (and a read receipt) only when it is on the screen: open, not scrolled back */
+        if (i == t->active && t->convs[i].scroll == 0) queue_seen(t, ev->message->id, ev->message->outgoing);
+        else if (!ev->message->outgoing) t->convs[i].unread++;
+        break;
+    }
+    case PT_EVENT_PRESENCE: {
+        long i = conv_find(t, ev->user);
+        if (i >= 0) t->convs[i].status = ev->status;
+        break;
+    }
+    case PT_EVENT_FRIEND_REQUEST:
+        request_add(t, ev->user, ev->text);
+        beep();
+        break;
+    case PT_EVENT_FRIEND_ACCEPTED:
+        conv_get(t, ev->user);
+        request_remove(t, ev->user);
+        t->refresh_contacts = true;
+        set_notice(t, false, "%s accepted your friend request", ev->user);
+        break;
+    case PT_EVENT_FRIEND_DENIED: set_notice(t, false, "%s declined your friend request", ev->user); break;
+    case PT_EVENT_GROUP: {
+        char key[PT_NAME_MAX + 1], line[3 * PT_NAME_MAX];
+        snprintf(key, sizeof key, "#%s", ev->group);
+        /* an invitation names the group by its id until the group's info arrives,
+         * followed by "joined" with the real name: only that one opens a conversation */
+        long i = strcmp(ev->text, "joined") == 0 ? conv_get(t, key) : conv_find(t, key);
+        snprintf(line, sizeof line, "%s %s", ev->user, ev->text);
+        if (i >= 0) conv_note(&t->convs[i], line);
+        set_notice(t, false, "#%s: %s", ev->group, line);
+        break;
+    }
+    case PT_EVENT_CONNECTION:
+        t->online = ev->status == PT_PRESENCE_ONLINE;
+        if (t->online) t->refresh_contacts = true;
+        set_notice(t, !t->online, "%s", t->online ? "connected" : "offline: reconnecting; messages are kept and sent later");
+        break;
+    }
+}
+
+/* Friends with their presence, and the requests still waiting for us. */
+static void load_contacts(tui *t)
+{
+    pt_contact *c;
+    size_t n;
+    if (pt_contacts(t->ctx, &c, &n) != 0) return;
+    for (size_t i = 0; i < n; i++) {
+        if (c[i].state == PT_CONTACT_STATE_REQUEST_RECEIVED) request_add(t, c[i].name, "");
+        if (c[i].state != PT_CONTACT_STATE_FRIEND) continue;
+        long k = conv_get(t, c[i].name);
+        if (k >= 0) t->convs[k].status = c[i].status;
+    }
+    pt_free(c);
+}
+
+/* Groups have no list call: they are found in the history. Unread counts come from
+ * the messages nobody has marked seen. */
+static void load_groups_and_unread(tui *t)
+{
+    pt_message *m;
+    size_t n;
+    char key[PT_NAME_MAX + 1];
+    if (pt_history(t->ctx, NULL, 1000, &m, &n) == 0) {
+        for (size_t i = 0; i < n; i++) {
+            if (!m[i].group[0]) continue;
+            conv_key(&m[i], key);
+            conv_get(t, key);
+        }
+        pt_free(m);
+    }
+    if (pt_unseen(t->ctx, &m, &n) == 0) {
+        for (size_t i = 0; i < n; i++) {
+            conv_key(&m[i], key);
+            long k = conv_get(t, key);
+            if (k >= 0 && !m[i].outgoing) t->convs[k].unread++;
+        }
+        pt_free(m);
+    }
+}
+
+/* Marks what the open conversation showed; the library sends the read receipts. */
+static void flush_seen(tui *t)
+{
+    if (!t->nseen) return;
+    pt_message *m = calloc(t->nseen, sizeof *m);
+    if (!m) return;
+    size_t n = t->nseen;
+    for (size_t i = 0; i < n; i++) {
+        snprintf(m[i].id, sizeof m[i].id, "%s", t->seen[i].id);
+        m[i].outgoing = t->seen[i].outgoing;
+    }
+    t->nseen = 0; /* pt_mark_seen() may deliver events that queue more */
+    pt_mark_seen(t->ctx, m, n);
+    free(m);
+}
+
+/* Work the event callback asked for: the library may be called here. */
+static void after_library(tui *t)
+{
+    if (t->refresh_contacts) {
+        t->refresh_contacts = false;
+        load_contacts(t);
+    }
+    flush_seen(t);
+}
+
+/* Everything of conversation i is on the screen now: mark what is unseen. */
+static void conv_seen(tui *t, long i)
+{
+    pt_message *u;
+    size_t n;
+    if (pt_unseen(t->ctx, &u, &n) == 0) {
+        char key[PT_NAME_MAX + 1];
+        for (size_t k = 0; k < n; k++) {
+            conv_key(&u[k], key);
+            if (strcasecmp(key, t->convs[i].name) == 0) queue_seen(t, u[k].id, u[k].outgoing);
+        }
+        pt_free(u);
+    }
+    t->convs[i].unread = 0;
+    t->dirty = true;
+    after_library(t);
+}
+
+static void conv_open(tui *t, long i)
+{
+    if (i < 0) return;
+    t->active = i;
+    if (!t->convs[i].loaded) {
+        pt_message *m;
+        size_t n;
+        if (pt_history(t->ctx, t->convs[i].name, HISTORY_LIMIT, &m, &n) == 0) {
+            conv_clear(&t->convs[i]);
+            for (size_t k = 0; k < n; k++) conv_upsert(&t->convs[i], &m[k], false);
+            pt_free(m);
+            t->convs[i].loaded = true;
+        }
+    }
+    t->convs[i].scroll = 0;
+    conv_seen(t, i);
+}
+
+/* ======================================== view ======================================= */
+
+/* How many of s[0..n) fit in maxw columns; *used gets their width. */
+static size_t fit(const wchar_t *s, size_t n, int maxw, int *used)
+{
+    int w = 0;
+    size_t i = 0;
+    for (; i < n; i++) {
+        int cw = char_width(s[i]);
+        if (w + cw > maxw) break;
+        w += cw;
+    }
+    *used = w;
+    return i;
+}
+
+/* Draws at most maxw columns of s; returns the columns used. */
+static int put_wide(int y, int x, int maxw, const wchar_t *s, size_t n, attr_t attr)
+{
+    int used;
+    size_t k = fit(s, n, maxw, &used);
+    if (k == 0) return 0;
+    attron(attr);
+    mvaddnwstr(y, x, s, (int)k);
+    attroff(attr);
+    return used;
+}
+
+static int put_utf8(int y, int x, int maxw, const char *s, attr_t attr)
+{
+    wchar_t *w = wide_from_utf8(s);
+    if (!w) return 0;
+    int used = put_wide(y, x, maxw, w, wcslen(w), attr);
+    free(w);
+    return used;
+}
+
+static const char *presence_mark(const tui *t, pt_status s)
+{
+    if (t->ascii) return s == PT_PRESENCE_ONLINE ? "+" : s == PT_PRESENCE_BUSY ? "!" : s == PT_PRESENCE_AWAY ? "~" : "-";
+    return s == PT_PRESENCE_OFFLINE || s == PT_PRESENCE_INVISIBLE ? "○" : "●";
+}
+
+static attr_t presence_attr(pt_status s)
+{
+    switch (s) {
+    case PT_PRESENCE_ONLINE: return COLOR_PAIR(C_ONLINE);
+    case PT_PRESENCE_BUSY: return COLOR_PAIR(C_BUSY);
+    case PT_PRESENCE_AWAY: return COLOR_PAIR(C_AWAY);
+    default: return A_DIM;
+    }
+}
+
+static void draw_title(const tui *t, int cols)
+{
+    char line[1024];
+    int n = snprintf(line, sizeof line, " PackTrack · %s (%s)", pt_username(t->ctx),
+                     pt_cli_status_name(pt_get_status(t->ctx)));
+    if (t->active >= 0) {
+        const tui_conv *c = &t->convs[t->active];
+        if (c->name[0] == '#') n += snprintf(line + n, sizeof line - (size_t)n, " │ %s", c->name);
+        else
+            n += snprintf(line + n, sizeof line - (size_t)n, " │ %s %s %s", c->name, presence_mark(t, c->status),
+                          pt_cli_status_name(c->status));
+    }
+    snprintf(line + n, sizeof line - (size_t)n, " │ %s", t->online ? "connected" : "offline");
+    attron(COLOR_PAIR(C_TITLE) | A_REVERSE);
+    mvhline(0, 0, ' ', cols);
+    attroff(COLOR_PAIR(C_TITLE) | A_REVERSE);
+    put_utf8(0, 0, cols, line, COLOR_PAIR(C_TITLE) | A_REVERSE);
+}
+
+static void draw_list(const tui *t, int y0, int h, int w)
+{
+    int y = y0;
+    for (size_t i = 0; i < t->nconv && y < y0 + h; i++, y++) {
+        const tui_conv *c = &t->convs[i];
+        attr_t sel = (long)i == t->active ? A_REVERSE : 0;
+        if (sel) {
+            attron(sel);
+            mvhline(y, 0, ' ', w);
+            attroff(sel);
+        }
+        int x = 1;
+        if (c->name[0] != '#') x += put_utf8(y, x, w - x, presence_mark(t, c->status), presence_attr(c->status) | sel) + 1;
+        char unread[24] = "";
+        if (c->unread) snprintf(unread, sizeof unread, " (%d)", c->unread > 999 ? 999 : c->unread);
+        int uw = (int)strlen(unread);
+        x += put_utf8(y, x, w - x - uw, c->name, sel | (c->unread ? A_BOLD : 0));
+        put_utf8(y, x, w - x, unread, sel | A_BOLD);
+    }
+    for (size_t i = 0; i < t->nreq && y < y0 + h; i++, y++) {
+        char line[PT_NAME_MAX + 16];
+        snprintf(line, sizeof line, "? %s", t->req[i].name);
+        put_utf8(y, 1, w - 1, line, COLOR_PAIR(C_NOTICE) | A_BOLD);
+    }
+}
+
+typedef struct spans {
+    size_t (*v)[2]; /* [start, end) of each screen line in the composed message */
+    size_t n, cap;
+} spans;
+
+/* Breaks s[0..n) into lines of at most w columns, at a space when there is one. */
+static int wrap(const wchar_t *s, size_t n, int w, spans *out)
+{
+    out->n = 0;
+    for (size_t a = 0;;) {
+        int col = 0;
+        size_t i = a, brk = (size_t)-1;
+        for (; i < n && s[i] != L'\n'; i++) {
+            int cw = char_width(s[i]);
+            if (col + cw > w && i > a) break;
+            if (s[i] == L' ') brk = i;
+            col += cw;
+        }
+        size_t end = i, next = i + 1; /* at a newline: skip it */
+        if (i < n && s[i] != L'\n') {
+            bool at_space = brk != (size_t)-1 && brk > a;
+            end = at_space ? brk : i;
+            next = at_space ? brk + 1 : i;
+        }
+        if (out->n == out->cap) {
+            size_t cap = out->cap ? 2 * out->cap : 16;
+            void *v = realloc(out->v, cap * sizeof *out->v);
+            if (!v) return -1;
+            out->v = v;
+            out->cap = cap;
+        }
+        out->v[out->n][0] = a;
+        out->v[out->n++][1] = end;
+        if (i >= n) return 0;
+        a = next;
+    }
+}
+
+static const char *delivery_mark(const tui *t, pt_delivery d)
+{
+    static const char *const uni[] = {"…", "✓", "✓✓", "✓✓", "!"};
+    static const char *const asc[] = {"[q]", "[s]", "[d]", "[r]", "[!]"};
+    return (unsigned)d <= PT_DELIVERY_FAILED ? (t->ascii ? asc : uni)[d] : "?";
+}
+
+/* "HH:MM name: text ✓" as one wide string; *text_at and *mark_at split it for colour. */
+static wchar_t *compose(const tui *t, const tui_msg *m, size_t *len, size_t *text_at, size_t *mark_at)
+{
+    char head[PT_NAME_MAX + 32], tail[16] = "";
+    time_t sec = (time_t)(m->time_ms / 1000);
+    struct tm tm;
+    localtime_r(&sec, &tm);
+    size_t k = strftime(head, sizeof head, "%H:%M ", &tm);
+    if (m->id[0]) snprintf(head + k, sizeof head - k, "%s: ", m->from);
+    else snprintf(head + k, sizeof head - k, "-- ");
+    if (m->id[0] && m->outgoing) snprintf(tail, sizeof tail, " %s", delivery_mark(t, m->delivery));
+    wchar_t *wh = wide_from_utf8(head), *wt = wide_from_utf8(tail);
+    size_t hn = wh ? wcslen(wh) : 0, tn = wcslen(m->text), mn = wt ? wcslen(wt) : 0;
+    wchar_t *all = wh && wt ? malloc((hn + tn + mn + 1) * sizeof *all) : NULL;
+    if (all) {
+        wmemcpy(all, wh, hn);
+        wmemcpy(all + hn, m->text, tn);
+        wmemcpy(all + hn + tn, wt, mn + 1);
+        *len = hn + tn + mn;
+        *text_at = hn;
+        *mark_at = hn + tn;
+    }
+    free(wh);
+    free(wt);
+    return all;
+}
+
+static attr_t mark_attr(pt_delivery d)
+{
+    return d == PT_DELIVERY_READ ? COLOR_PAIR(C_READ) | A_BOLD : d == PT_DELIVERY_FAILED ? COLOR_PAIR(C_FAIL) | A_BOLD
+           : d == PT_DELIVERY_DELIVERED ? A_NORMAL : A_DIM;
+}
+
+/* One screen line of a composed message, each part in its own attributes. */
+static void draw_span(int y, int x, int w, const wchar_t *s, size_t a, size_t b, const size_t cut[2],
+                      const attr_t attr[3])
+{
+    size_t bounds[4] = {0, cut[0], cut[1], (size_t)-1};
+    for (int part = 0; part < 3 && x < w; part++) {
+        size_t lo = a > bounds[part] ? a : bounds[part], hi = b < bounds[part + 1] ? b : bounds[part + 1];
+        if (lo < hi) x += put_wide(y, x, w - x, s + lo, hi - lo, attr[part]);
+    }
+}
+
+static const char *const help_text[] = {
+    "Enter sends to the open conversation; Tab / Shift-Tab: next / previous",
+    "PgUp / PgDn: scroll back; Up / Down: input history",
+    "Ctrl-Y: accept the oldest friend request",
+    "/join NAME | /join #GROUP   open a conversation",
+    "/add NAME [NOTE]            send a friend request",
+    "/accept NAME | /deny NAME   answer a friend request",
+    "/status online|busy|away|invisible",
+    "/help   /quit (or Ctrl-C, or Ctrl-D on an empty line)",
+    "your messages: … queued  ✓ on the server  ✓✓ delivered  ✓✓ (blue) read  ! failed",
+};
+
+/* Fills the pane from its bottom line up, newest message first, skipping `scroll`
+ * lines; returns how many more lines it could have shown (scroll went too far). */
+static int draw_messages(tui *t, int y0, int x0, int h, int w)
+{
+    if (t->active < 0) {
+        int y = y0;
+        put_utf8(y++, x0 + 1, w - 1, "No conversation open: /join NAME, or Tab.", A_BOLD);
+        for (size_t k = 0; k < sizeof help_text / sizeof *help_text && y < y0 + h; k++)
+            put_utf8(y++, x0 + 1, w - 1, help_text[k], A_NORMAL);
+        return 0;
+    }
+    tui_conv *c = &t->convs[t->active];
+    spans sp = {0};
+    int y = y0 + h - 1, skip = c->scroll;
+    for (size_t i = c->n; i-- > 0 && y >= y0;) {
+        const tui_msg *m = &c->msgs[i];
+        size_t len, cut[2];
+        wchar_t *s = compose(t, m, &len, &cut[0], &cut[1]);
+        if (!s || wrap(s, len, w - 1, &sp) != 0) {
+            free(s);
+            break;
+        }
+        attr_t who = !m->id[0] ? COLOR_PAIR(C_NOTICE) : m->outgoing ? COLOR_PAIR(C_ME) | A_BOLD : COLOR_PAIR(C_THEM) | A_BOLD;
+        attr_t attr[3] = {who, m->id[0] ? A_NORMAL : A_DIM, mark_attr(m->delivery)};
+        for (size_t k = sp.n; k-- > 0 && y >= y0;) {
+            if (skip > 0) {
+                skip--;
+                continue;
+            }
+            draw_span(y--, x0 + 1, x0 + w, s, sp.v[k][0], sp.v[k][1], cut, attr);
+        }
+        free(s);
+    }
+    free(sp.v);
+    if (c->scroll > 0) put_utf8(y0, x0 + w - 12, 12, "[PgDn: more]", A_REVERSE);
+    return y - y0 + 1;
+}
+
+static void draw_input(tui *t, int y, int cols)
+{
+    char prompt[PT_NAME_MAX + 8];
+    snprintf(prompt, sizeof prompt, "%s> ", t->active >= 0 ? t->convs[t->active].name : "");
+    int px = put_utf8(y, 0, cols / 3, prompt, A_BOLD), room = cols - px - 1;
+    if (room < 2) return;
+    /* keep the cursor on the screen: the first character shown follows it */
+    if (t->in_cur < t->in_off) t->in_off = t->in_cur;
+    int used;
+    while (fit(t->in + t->in_off, t->in_cur - t->in_off, room, &used) < t->in_cur - t->in_off || used >= room)
+        t->in_off++;
+    int cx = put_wide(y, px, room, t->in + t->in_off, t->in_cur - t->in_off, A_NORMAL);
+    put_wide(y, px + cx, room - cx, t->in + t->in_cur, t->in_len - t->in_cur, A_NORMAL);
+    move(y, px + cx);
+}
+
+static void draw(tui *t)
+{
+    int rows, cols;
+    getmaxyx(stdscr, rows, cols);
+    erase();
+    if (rows < 5 || cols < 24) {
+        mvaddstr(0, 0, "window too small");
+        refresh();
+        return;
+    }
+    draw_title(t, cols);
+    int lw = cols >= 64 ? LIST_WIDTH : 0, h = rows - 3;
+    if (lw) {
+        draw_list(t, 1, h, lw);
+        mvvline(1, lw, ACS_VLINE, h);
+    }
+    int x0 = lw ? lw + 1 : 0;
+    int spare = draw_messages(t, 1, x0, h, cols - x0);
+    if (spare > 0 && t->active >= 0 && t->convs[t->active].scroll > 0) {
+        /* scrolled past the oldest message: pull back and draw again */
+        t->convs[t->active].scroll = spare > t->convs[t->active].scroll ? 0 : t->convs[t->active].scroll - spare;
+        draw(t);
+        return;
+    }
+    mvhline(rows - 2, 0, ' ', cols);
+    if (t->nreq) {
+        char line[1024]; /* long enough for three names and the note: never cut */
+        snprintf(line, sizeof line, "Friend request from %s%s%s%s: Ctrl-Y or /accept %s, /deny %s", t->req[0].name,
+                 t->req[0].note[0] ? " (“" : "", t->req[0].note, t->req[0].note[0] ? "”)" : "", t->req[0].name,
+                 t->req[0].name);
+        put_utf8(rows - 2, 0, cols - 1, line, COLOR_PAIR(C_NOTICE) | A_BOLD);
+    } else {
+        put_utf8(rows - 2, 0, cols - 1, t->notice, t->notice_err ? COLOR_PAIR(C_FAIL) : A_DIM);
+    }
+    draw_input(t, rows - 1, cols);
+    refresh();
+    t->dirty = false;
+}
+
+static SCREEN *screen_start(void)
+{
+    SCREEN *scr = newterm(NULL, stdout, stdin);
+    if (!scr) return NULL;
+    raw(); /* Ctrl-C and Ctrl-D arrive as keys: quitting always goes through endwin() */
+    noecho();
+    nonl();
+    keypad(stdscr, TRUE);
+    nodelay(stdscr, TRUE);
+    set_escdelay(25);
+    if (has_colors()) {
+        start_color();
+        use_default_colors();
+        static const short fg[] = {[C_TITLE] = COLOR_CYAN, [C_ME] = COLOR_CYAN, [C_THEM] = COLOR_GREEN,
+                                   [C_READ] = COLOR_BLUE, [C_FAIL] = COLOR_RED, [C_ONLINE] = COLOR_GREEN,
+                                   [C_BUSY] = COLOR_RED, [C_AWAY] = COLOR_YELLOW, [C_NOTICE] = COLOR_YELLOW};
+        for (short i = 1; i < (short)(sizeof fg / sizeof *fg); i++) init_pair(i, fg[i], -1);
+    }
+    return scr;
+}
+
+/* Shows what is about to block (a call that waits for the server) before it does. */
+static void busy(tui *t, const char *what)
+{
+    set_notice(t, false, "%s", what);
+    draw(t);
+}
+
+/* ======================================= input ======================================= */
+
+static void input_set(tui *t, const wchar_t *s)
+{
+    t->in_len = wcslen(s) > INPUT_MAX ? INPUT_MAX : wcslen(s);
+    wmemcpy(t->in, s, t->in_len);
+    t->in[t->in_len] = 0;
+    t->in_cur = t->in_len;
+    t->in_off = 0;
+}
+
+static void history_push(tui *t)
+{
+    if (t->nhist && wcscmp(t->hist[t->nhist - 1], t->in) == 0) return;
+    wchar_t *copy = malloc((t->in_len + 1) * sizeof *copy);
+    if (!copy) return;
+    wmemcpy(copy, t->in, t->in_len + 1);
+    if (t->nhist == INPUT_HISTORY) {
+        free(t->hist[0]);
+        memmove(t->hist, t->hist + 1, (INPUT_HISTORY - 1) * sizeof *t->hist);
+        t->nhist--;
+    }
+    t->hist[t->nhist++] = copy;
+}
+
+static void history_move(tui *t, int dir)
+{
+    if (dir < 0 && t->hist_pos == 0) return;
+    if (dir > 0 && t->hist_pos >= t->nhist) return;
+    if (t->hist_pos == t->nhist) wmemcpy(t->draft, t->in, t->in_len + 1);
+    t->hist_pos = (size_t)((long)t->hist_pos + dir);
+    input_set(t, t->hist_pos == t->nhist ? t->draft : t->hist[t->hist_pos]);
+}
+
+static void send_text(tui *t, const char *text)
+{
+    if (t->active < 0) {
+        set_notice(t, true, "no conversation open: /join NAME or Tab");
+        return;
+    }
+    long ci = t->active;
+    char name[PT_NAME_MAX + 1], id[PT_ID_HEX_LEN] = "";
+    snprintf(name, sizeof name, "%s", t->convs[ci].name);
+    busy(t, "sending…");
+    int rc = name[0] == '#' ? pt_group_send(t->ctx, name + 1, text, id) : pt_send(t->ctx, name, text, id);
+    if (id[0]) {
+        /* usually already here through the STORED event; offline it is only queued */
+        pt_message m = {.time_ms = (int64_t)time(NULL) * 1000, .outgoing = 1, .text = text,
+                        .delivery = rc == 0 ? PT_DELIVERY_STORED : PT_DELIVERY_QUEUED};
+        snprintf(m.id, sizeof m.id, "%s", id);
+        snprintf(m.from, sizeof m.from, "%s", pt_username(t->ctx));
+        conv_upsert(&t->convs[ci], &m, false);
+        t->convs[ci].scroll = 0;
+    }
+    if (rc == 0) set_notice(t, false, "%s", "");
+    else if (rc == PT_ERR_OFFLINE || rc == PT_ERR_TIMEOUT) set_notice(t, false, "queued, will be sent when the server is back");
+    else set_notice(t, true, "not sent: %s", pt_last_error(t->ctx));
+    if (id[0] || rc == PT_ERR_OFFLINE || rc == PT_ERR_TIMEOUT) input_set(t, L"");
+}
+
+/* Reports a library call's result; 0 on success. */
+static int outcome(tui *t, int rc, const char *done)
+{
+    if (rc == 0) set_notice(t, false, "%s", done);
+    else set_notice(t, true, "%s", pt_last_error(t->ctx));
+    return rc;
+}
+
+static void accept_request(tui *t, const char *name)
+{
+    char who[PT_NAME_MAX];
+    snprintf(who, sizeof who, "%s", name);
+    busy(t, "accepting…");
+    if (outcome(t, pt_friend_accept(t->ctx, who), "you are now friends") == 0) {
+        request_remove(t, who);
+        conv_get(t, who);
+        t->refresh_contacts = true;
+    }
+}
+
+static void run_command(tui *t, char *line)
+{
+    char *save = NULL, *cmd = strtok_r(line, " ", &save), *arg = strtok_r(NULL, " ", &save);
+    char *rest = arg ? strtok_r(NULL, "", &save) : NULL;
+    if (strcmp(cmd, "/quit") == 0 || strcmp(cmd, "/q") == 0) {
+        t->quit = true;
+    } else if (strcmp(cmd, "/help") == 0) {
+        long i = t->active;
+        if (i < 0) {
+            set_notice(t, false, "the commands are listed above");
+            return;
+        }
+        for (size_t k = 0; k < sizeof help_text / sizeof *help_text; k++) conv_note(&t->convs[i], help_text[k]);
+        t->convs[i].scroll = 0;
+    } else if (strcmp(cmd, "/join") == 0 && arg) {
+        conv_open(t, conv_get(t, arg));
+        set_notice(t, false, "%s", "");
+    } else if (strcmp(cmd, "/accept") == 0 && arg) {
+        accept_request(t, arg);
+    } else if (strcmp(cmd, "/deny") == 0 && arg) {
+        busy(t, "declining…");
+        if (outcome(t, pt_friend_deny(t->ctx, arg), "request declined") == 0) request_remove(t, arg);
+    } else if (strcmp(cmd, "/add") == 0 && arg) {
+        busy(t, "sending the friend request…");
+        outcome(t, pt_friend_add(t->ctx, arg, rest), "friend request sent");
+    } else if (strcmp(cmd, "/status") == 0 && arg) {
+        static const char *const names[] = {"", "online", "busy", "away", "invisible"};
+        for (int s = 1; s <= 4; s++)
+            if (strcmp(arg, names[s]) == 0) {
+                busy(t, "changing status…");
+                int rc = pt_set_status(t->ctx, (pt_status)s);
+                if (rc == PT_ERR_OFFLINE) set_notice(t, false, "status %s, sent when the server is back", names[s]);
+                else outcome(t, rc, names[s]);
+                return;
+            }
+        set_notice(t, true, "status '%s' is not one of online, busy, away, invisible", arg);
+    } else {
+        set_notice(t, true, "unknown command or missing name: %s (try /help)", cmd);
+    }
+}
+
+static void submit(tui *t)
+{
+    if (t->in_len == 0) return;
+    history_push(t);
+    t->hist_pos = t->nhist;
+    char *line = utf8_from_wide(t->in, t->in_len);
+    if (!line) {
+        set_notice(t, true, "out of memory");
+        return;
+    }
+    if (line[0] == '/' && line[1] != '/') {
+        input_set(t, L"");
+        run_command(t, line);
+    } else {
+        send_text(t, line[0] == '/' ? line + 1 : line); /* "//x" sends "/x" */
+    }
+    free(line);
+}
+
+static void switch_conv(tui *t, int dir)
+{
+    if (!t->nconv) return;
+    long n = (long)t->nconv, i = t->active < 0 ? (dir > 0 ? -1 : 0) : t->active;
+    conv_open(t, ((i + dir) % n + n) % n);
+}
+
+static void scroll_page(tui *t, int dir)
+{
+    if (t->active < 0) return;
+    int page = LINES - 5 > 1 ? LINES - 5 : 1, *s = &t->convs[t->active].scroll;
+    *s = *s + dir * page < 0 ? 0 : *s + dir * page;
+    if (*s == 0 && t->convs[t->active].unread) conv_seen(t, t->active); /* back at the newest */
+}
+
+static void on_key(tui *t, int kind, wint_t k)
+{
+    t->dirty = true;
+    if (kind == KEY_CODE_YES) {
+        switch (k) {
+        case KEY_LEFT: if (t->in_cur) t->in_cur--; break;
+        case KEY_RIGHT: if (t->in_cur < t->in_len) t->in_cur++; break;
+        case KEY_HOME: t->in_cur = 0; break;
+        case KEY_END: t->in_cur = t->in_len; break;
+        case KEY_UP: history_move(t, -1); break;
+        case KEY_DOWN: history_move(t, +1); break;
+        case KEY_PPAGE: scroll_page(t, +1); break;
+        case KEY_NPAGE: scroll_page(t, -1); break;
+        case KEY_BTAB: switch_conv(t, -1); break;
+        case KEY_ENTER: submit(t); break;
+        case KEY_RESIZE: clearok(curscr, TRUE); break; /* draw() lays out for the new size */
+        case KEY_BACKSPACE: goto backspace;
+        case KEY_DC: goto delete;
+        default: break;
+        }
+        return;
+    }
+    switch (k) {
+    case 3: t->quit = true; return;                   /* Ctrl-C */
+    case 4:                                           /* Ctrl-D */
+        if (t->in_len == 0) t->quit = true;
+        else goto delete;
+        return;
+    case 1: t->in_cur = 0; return;                    /* Ctrl-A */
+    case 5: t->in_cur = t->in_len; return;            /* Ctrl-E */
+    case 21: input_set(t, L""); return;               /* Ctrl-U */
+    case 12: clearok(curscr, TRUE); return;           /* Ctrl-L */
+    case 25:                                          /* Ctrl-Y */
+        if (t->nreq) accept_request(t, t->req[0].name);
+        return;
+    case L'\t': switch_conv(t, +1); return;
+    case L'\r':
+    case L'\n': submit(t); return;
+    case 8:
+    case 127: goto backspace;
+    default: break;
+    }
+    if (k < 0x20 || wcwidth((wchar_t)k) < 0 || t->in_len == INPUT_MAX) return;
+    wmemmove(t->in + t->in_cur + 1, t->in + t->in_cur, t->in_len - t->in_cur);
+    t->in[t->in_cur++] = (wchar_t)k;
+    t->in[++t->in_len] = 0;
+    return;
+backspace:
+    if (t->in_cur == 0) return;
+    t->in_cur--;
+delete:
+    if (t->in_cur == t->in_len) return;
+    wmemmove(t->in + t->in_cur, t->in + t->in_cur + 1, t->in_len - t->in_cur);
+    t->in_len--;
+}
+
+/* ======================================== loop ======================================= */
+
+static void on_stop_signal(int sig) { stop_signal = sig; }
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The UI needs a UTF-8 locale for widths and for talking to the terminal; C.UTF-8
+ * when the environment names none (text on the wire is UTF-8 whatever it says). */
+static bool utf8_locale(void)
+{
+    setlocale(LC_ALL, "");
+    if (strcmp(nl_langinfo(CODESET), "UTF-8") == 0) return true;
+    return setlocale(LC_CTYPE, "C.UTF-8") && strcmp(nl_langinfo(CODESET), "UTF-8") == 0;
+}
+
+static void run(tui *t)
+{
+    int64_t last_poll = now_ms();
+    while (!t->quit && !stop_signal) {
+        if (t->dirty) draw(t);
+        int fd = pt_fd(t->ctx);
+        struct pollfd p[2] = {{.fd = STDIN_FILENO, .events = POLLIN}, {.fd = fd, .events = POLLIN}};
+        if (poll(p, fd >= 0 ? 2 : 1, TICK_MS) < 0 && errno != EINTR) break;
+        if (p[0].revents & (POLLHUP | POLLERR)) break; /* the terminal went away */
+        bool readable = fd >= 0 && p[1].revents;
+        if (readable || now_ms() - last_poll >= TICK_MS) {
+            /* pt_poll(ctx, 0) returns before reading the socket (the library's pump
+             * checks its deadline before it polls), so a readable socket gets a few ms */
+            int rc = pt_poll(t->ctx, readable ? 10 : 0);
+            last_poll = now_ms();
+            if (rc) set_notice(t, true, "%s", pt_last_error(t->ctx));
+            after_library(t);
+        }
+        /* curses may hold several keys read at once: take them all before waiting */
+        wint_t k;
+        int kind;
+        while (!t->quit && (kind = get_wch(&k)) != ERR) on_key(t, kind, k);
+        after_library(t);
+    }
+}
+
+int pt_cli_chat(pt_ctx *ctx, const char *name)
+{
+    if (!isatty(STDIN_FILENO) || !isatty(STDOUT_FILENO))
+        return pt_cli_fail(PT_EXIT_USAGE, "chat needs a terminal; use send and recv in scripts");
+    tui *t = calloc(1, sizeof *t);
+    if (!t) return pt_cli_fail(PT_EXIT_FAIL, "out of memory");
+    t->ctx = ctx;
+    t->active = -1;
+    t->ascii = !utf8_locale();
+    SCREEN *scr = screen_start();
+    if (!scr) {
+        free(t);
+        return pt_cli_fail(PT_EXIT_FAIL, "cannot use this terminal (TERM=%s)", getenv("TERM") ? getenv("TERM") : "");
+    }
+    struct sigaction sa = {.sa_handler = on_stop_signal}; /* no SA_RESTART: poll() returns */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    pt_set_event_cb(ctx, on_event, t);
+
+    busy(t, "connecting to the server…");
+    int rc = pt_connect(ctx);
+    t->online = pt_connected(ctx);
+    if (rc == PT_ERR_OFFLINE) set_notice(t, true, "offline: %s; messages are kept and sent later", pt_last_error(ctx));
+    else if (rc) set_notice(t, true, "%s", pt_last_error(ctx));
+    else set_notice(t, false, "connected; /help lists the commands");
+    load_contacts(t);
+    load_groups_and_unread(t);
+    if (name) conv_open(t, conv_get(t, name));
+    after_library(t);
+    t->dirty = true;
+    run(t);
+
+    endwin();
+    delscreen(scr);
+    pt_set_event_cb(ctx, NULL, NULL);
+    for (size_t i = 0; i < t->nconv; i++) conv_clear(&t->convs[i]);
+    free(t->convs);
+    for (size_t i = 0; i < t->nhist; i++) free(t->hist[i]);
+    free(t);
+    return PT_EXIT_OK;
+}
