@@ -71,8 +71,9 @@ PT_API const char *pt_version(void);
  *  - Thread rules: a pt_ctx is used by one thread at a time. Callbacks run on the
  *    thread that called pt_poll() (or any call that waits for the server), inside
  *    that call; they must not call back into the same pt_ctx.
- *  - Event loop: call pt_poll() when pt_fd() is readable or at least every
- *    pt_poll_interval_ms(); or let pt_poll() block. Calls that need an answer from
+ *  - Event loop: call pt_poll(ctx, 0) when pt_fd() is readable, and at least every
+ *    second or so (reconnecting and resending are driven from there); or let
+ *    pt_poll() block. Calls that need an answer from
  *    the server (pt_send(), pt_friend_add(), ...) run the loop themselves until the
  *    answer arrives or the timeout passes, delivering other events on the way.
  *  - Reliability: pt_send() first writes the encrypted message to the local store,
@@ -259,9 +260,10 @@ PT_API int pt_sync(pt_ctx *ctx, int wait_ms);
 /* Messages not yet marked seen, oldest first (incoming, and sent by our other
  * devices). *out is freed with pt_free(). */
 PT_API int pt_unseen(pt_ctx *ctx, pt_message **out, size_t *n);
-/* Marks messages seen; incoming ones get a read receipt. */
+/* Marks messages seen; incoming ones get a read receipt (now, or once connected). */
 PT_API int pt_mark_seen(pt_ctx *ctx, const pt_message *msgs, size_t n);
-/* The last `limit` messages of a conversation (a username or "#group"), oldest first. */
+/* The last `limit` messages of a conversation (a username or "#group"; NULL: all
+ * conversations), oldest first. */
 PT_API int pt_history(pt_ctx *ctx, const char *conversation, size_t limit, pt_message **out,
                       size_t *n);
 
@@ -270,6 +272,8 @@ PT_API int pt_history(pt_ctx *ctx, const char *conversation, size_t limit, pt_me
 /* Creates a group named name (unique among our groups) with these friends. */
 PT_API int pt_group_create(pt_ctx *ctx, const char *name, const char *const *members, size_t n);
 PT_API int pt_group_send(pt_ctx *ctx, const char *group, const char *text, char id[PT_ID_HEX_LEN]);
+/* Our groups: name, and the group id (32 hex) in user_id. *out is freed with pt_free(). */
+PT_API int pt_groups(pt_ctx *ctx, pt_user **out, size_t *n);
 /* Members' usernames. *out is freed with pt_free(). */
 PT_API int pt_group_members(pt_ctx *ctx, const char *group, pt_user **out, size_t *n);
 

@@ -169,6 +169,7 @@ void pt_api_on_status(pt_ctx *x, const pt_tl_updates_userStatus *u);
 
 /* msg.c */
 int pt_api_flush_outbox(pt_ctx *x) PT_WUR;
+int pt_api_send_read_receipts(pt_ctx *x) PT_WUR;
 void pt_api_on_message(pt_ctx *x, int64_t server_id, const uint8_t from[16], const uint8_t dev[32],
                        const uint8_t *group_id, const pt_tl_bytes *env);
 void pt_api_on_receipt(pt_ctx *x, const pt_tl_updates_receipt *u);

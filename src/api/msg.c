@@ -1001,6 +1001,40 @@ int pt_unseen(pt_ctx *x, pt_message **out, size_t *n)
     return rc;
 }
 
+/* Read receipts owed (seen = 2) go out when we are online; then seen = 1. */
+int pt_api_send_read_receipts(pt_ctx *x)
+{
+    if (!x->online) return 0;
+    sqlite3 *db = pt_lstore_db(x->st);
+    for (int guard = 0; guard < 10000; guard++) {
+        sqlite3_stmt *st;
+        if (sqlite3_prepare_v2(db, "SELECT msg_id, server_id, v FROM messages WHERE seen = 2 LIMIT 1", -1, &st, NULL))
+            return PT_ERR_IO;
+        pt_api_msg m = {0};
+        pt_buf_init(&m.text);
+        int rc = sqlite3_step(st) == SQLITE_ROW ? pt_api_msg_load(x, st, &m) : PT_ERR_NOT_FOUND;
+        sqlite3_finalize(st);
+        if (rc == PT_ERR_NOT_FOUND) return 0;
+        if (rc == 0 && m.server_id && !m.outgoing) {
+            int64_t about = m.server_id;
+            PT_API_CALL(rc, x, NULL, messages_sendReceipt, memcpy(q.to, m.peer, 16); q.about_server_id = about;
+                        q.status = 6);
+            if (rc == PT_ERR_OFFLINE || rc == PT_ERR_TIMEOUT) {
+                pt_buf_free(&m.text);
+                return rc;
+            }
+        }
+        if (sqlite3_prepare_v2(db, "UPDATE messages SET seen = 1 WHERE msg_id = ?", -1, &st, NULL) == 0) {
+            sqlite3_bind_blob(st, 1, m.msg_id, 16, SQLITE_STATIC);
+            rc = sqlite3_step(st) == SQLITE_DONE ? 0 : PT_ERR_IO;
+            sqlite3_finalize(st);
+        }
+        pt_buf_free(&m.text);
+        if (rc) return rc; /* a refusal is not retried; a store error stops here */
+    }
+    return 0;
+}
+
 int pt_mark_seen(pt_ctx *x, const pt_message *msgs, size_t n)
 {
     int rc = 0;
@@ -1008,19 +1042,50 @@ int pt_mark_seen(pt_ctx *x, const pt_message *msgs, size_t n)
         uint8_t id[16];
         if (pt_hex_decode(id, 16, msgs[i].id) != 0) return pt_api_fail(x, PT_ERR_INVAL, "bad message id");
         sqlite3_stmt *st;
-        if (sqlite3_prepare_v2(pt_lstore_db(x->st), "UPDATE messages SET seen = 1 WHERE msg_id = ? AND seen = 0",
+        /* incoming messages owe a read receipt (2) until it is sent (1) */
+        if (sqlite3_prepare_v2(pt_lstore_db(x->st), "UPDATE messages SET seen = ?2 WHERE msg_id = ?1 AND seen = 0",
                                -1, &st, NULL))
             return PT_ERR_IO;
         sqlite3_bind_blob(st, 1, id, 16, SQLITE_STATIC);
+        sqlite3_bind_int(st, 2, msgs[i].outgoing ? 1 : 2);
         rc = sqlite3_step(st) == SQLITE_DONE ? 0 : PT_ERR_IO;
-        bool changed = sqlite3_changes(pt_lstore_db(x->st)) > 0;
         sqlite3_finalize(st);
-        if (rc || !changed || msgs[i].outgoing) continue;
-        pt_api_msg m = {0};
-        pt_buf_init(&m.text);
-        if (msg_find(x, "msg_id = ?", 0, id, &m) == 0 && m.server_id && x->online)
-            send_receipt(x, m.peer, m.server_id, 6, NULL, NULL); /* read: a clear code only */
-        pt_buf_free(&m.text);
+    }
+    if (rc == 0 && pt_api_send_read_receipts(x) != 0) pt_log_debug("read receipts wait for the server");
+    return rc;
+}
+
+/* Our groups, by name (the group id in user_id). */
+int pt_groups(pt_ctx *x, pt_user **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(pt_lstore_db(x->st), "SELECT group_id, v FROM groups", -1, &st, NULL)) return PT_ERR_IO;
+    size_t cap = 0;
+    int rc = 0;
+    pt_api_group g;
+    while (rc == 0 && sqlite3_step(st) == SQLITE_ROW) {
+        if (group_decode(x, st, &g) != 0) continue;
+        if (*n == cap) {
+            cap = cap ? 2 * cap : 8;
+            pt_user *p = realloc(*out, cap * sizeof *p);
+            if (!p) {
+                rc = PT_ERR_NOMEM;
+                break;
+            }
+            *out = p;
+        }
+        pt_user *u = &(*out)[(*n)++];
+        memset(u, 0, sizeof *u);
+        snprintf(u->name, sizeof u->name, "%s", g.name);
+        pt_hex_encode(u->user_id, g.group_id, 16);
+    }
+    sqlite3_finalize(st);
+    if (rc) {
+        free(*out);
+        *out = NULL;
+        *n = 0;
     }
     return rc;
 }

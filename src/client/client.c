@@ -328,13 +328,15 @@ int pt_client_pump(pt_client *c, int timeout_ms, pt_sess_event_cb cb, void *ud)
     c->delivered = 0;
     uint64_t deadline = now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
     int rc = 0;
+    bool polled = false; /* a zero timeout still reads what is ready */
     for (;;) {
         if ((rc = pt_sess_flush(c->sess, emit_record, c)) != 0) break;
         if ((rc = write_some(c)) != 0) break;
         uint64_t t = now_ms();
         if (c->delivered && c->out.len == 0) break;
-        if (t >= deadline && c->out.len == 0) break;
-        int wait = t >= deadline ? 10 : (int)(deadline - t);
+        if (t >= deadline && c->out.len == 0 && polled) break;
+        int wait = t >= deadline ? (polled ? 10 : 0) : (int)(deadline - t);
+        polled = true;
         struct pollfd p = {.fd = c->fd, .events = POLLIN | (c->out.len ? POLLOUT : 0)};
         if (poll(&p, 1, wait) < 0 && errno != EINTR) {
             rc = PT_ERR_IO;
