@@ -369,6 +369,27 @@ static void test_second_device(void **state)
     assert_non_null(strstr(out, "alice: both of bob's devices"));
     OK(B, out, "recv");
     assert_non_null(strstr(out, "alice: both of bob's devices"));
+    /* bob loses his second device: revoked from the first, it is locked out */
+    OK(B2, out, "device", "list");
+    char id[40] = "";
+    for (const char *p = out; *p; p = strchr(p, '\n') + 1) {
+        if (!strstr(p, "(this device)") || (strchr(p, '\n') && strstr(p, "(this device)") > strchr(p, '\n'))) {
+            if (!strchr(p, '\n')) break;
+            continue;
+        }
+        snprintf(id, sizeof id, "%.8s", p);
+        break;
+    }
+    assert_int_equal(strlen(id), 8);
+    RUN(rc, B, out, "device", "revoke", "zz");
+    assert_int_equal(rc, 1); /* too short to name a device */
+    OK(B, out, "device", "revoke", id);
+    OK(B, out, "device", "list");
+    assert_int_equal(count(out, "\n"), 1);
+    RUN(rc, B2, out, "send", "alice", "from a revoked device");
+    assert_int_not_equal(rc, 0);
+    OK(A, out, "recv");
+    assert_null(strstr(out, "from a revoked device"));
 }
 
 static void test_server_restart(void **state)
