@@ -208,8 +208,8 @@ static int revoke_apply(sqlite3 *db, void *arg)
     if (rc == 0) PT_SRV_FAIL(PT_RPC_NOT_FOUND, "DEVICE_NOT_FOUND");
     static const char *const steps[] = {
         /* its queue goes, and messages nobody else waits for */
-        "UPDATE messages SET refs = refs - 1 WHERE server_id IN "
-        "(SELECT server_id FROM queue WHERE device_key = ?1)",
+        ("UPDATE messages SET refs = refs - 1 WHERE server_id IN "
+         "(SELECT server_id FROM queue WHERE device_key = ?1)"),
         "DELETE FROM queue WHERE device_key = ?1",
         "DELETE FROM messages WHERE refs <= 0",
         "DELETE FROM devices WHERE device_key = ?1", /* prekeys cascade */
