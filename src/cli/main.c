@@ -41,6 +41,9 @@ static const char usage_text[] =
     "  --password-file FILE  read the password from the first line of FILE; else\n"
     "                        $PACKTRACK_PASSWORD; else a prompt without echo\n"
     "  --timeout SECONDS     how long to wait for the server (default 10)\n"
+    "  --obfuscate MODE      off (default), mse (never plain), mse-prefer (MSE, else\n"
+    "                        plain) or pt-obfs; the server's mode must take it\n"
+    "  --network-key HEX     the network key the server is configured with\n"
     "  -v, --verbose         log what the library does to stderr\n"
     "  -h, --help            this text;  -V, --version  the version\n"
     "\n"
@@ -519,6 +522,7 @@ int main(int argc, char **argv)
         {"password-file", required_argument, NULL, 'p'}, {"fingerprint", required_argument, NULL, 'f'},
         {"timeout", required_argument, NULL, 't'},       {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},                {"version", no_argument, NULL, 'V'},
+        {"obfuscate", required_argument, NULL, 'O'},     {"network-key", required_argument, NULL, 'K'},
         {NULL, 0, NULL, 0},
     };
     int c;
@@ -535,6 +539,8 @@ int main(int argc, char **argv)
             cli.opt.timeout_ms = (int)s * 1000;
             break;
         }
+        case 'O': cli.opt.obfuscation = optarg; break;
+        case 'K': cli.opt.network_key = optarg; break;
         case 'v': verbose = 1; break;
         case 'h': fputs(usage_text, stdout); return 0;
         case 'V': printf("packtrack %s\n", pt_version()); return 0;
