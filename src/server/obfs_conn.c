@@ -597,7 +597,13 @@ int pt_obfs_conn_input(pt_conn *c, const uint8_t **data, size_t *len)
     case OC_DECOY:
         o->activity_ms = uv_now(&c->srv->loop);
         if (!o->relay) return 0;
-        if (!o->relay->connected) return pt_buf_append(&o->relay->pending, *data, *len);
+        if (!o->relay->connected) {
+            if (o->relay->pending.len + *len > DECOY_QUEUE_MAX) {
+                decoy_ended(o->relay, "too much before the decoy answered the connect");
+                return 0;
+            }
+            return pt_buf_append(&o->relay->pending, *data, *len);
+        }
         if (write_copy((uv_stream_t *)&o->relay->tcp, *data, *len) != 0) {
             decoy_ended(o->relay, "the decoy does not read");
             return 0;
