@@ -539,8 +539,19 @@ int main(int argc, char **argv)
             cli.opt.timeout_ms = (int)s * 1000;
             break;
         }
-        case 'O': cli.opt.obfuscation = optarg; break;
-        case 'K': cli.opt.network_key = optarg; break;
+        case 'O':
+            if (strcmp(optarg, "off") && strcmp(optarg, "mse") && strcmp(optarg, "mse-prefer") &&
+                strcmp(optarg, "pt-obfs"))
+                return pt_cli_fail(PT_EXIT_USAGE, "--obfuscate takes off, mse, mse-prefer or pt-obfs");
+            cli.opt.obfuscation = optarg;
+            break;
+        case 'K': {
+            size_t n = strlen(optarg);
+            if (n % 2 || n < 32 || n > 128 || strspn(optarg, "0123456789abcdefABCDEF") != n)
+                return pt_cli_fail(PT_EXIT_USAGE, "--network-key takes 32 to 128 hex digits");
+            cli.opt.network_key = optarg;
+            break;
+        }
         case 'v': verbose = 1; break;
         case 'h': fputs(usage_text, stdout); return 0;
         case 'V': printf("packtrack %s\n", pt_version()); return 0;
