@@ -102,6 +102,8 @@ typedef struct pt_options {
     const char *server;             /* "HOST:PORT"; NULL: 127.0.0.1:7000 */
     const char *server_fingerprint; /* expected server key; NULL: pinned on first use */
     int timeout_ms;                 /* for each call that waits for the server; 0: 10000 */
+    const char *obfuscation;        /* NULL/"off", "mse", "mse-prefer", "pt-obfs" */
+    const char *network_key;        /* hex */
 } pt_options;
 
 typedef enum pt_status {

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 
 #include "api/api_int.h"
+#include "client/pt_obfs_client.h"
 #include "crypto/pt_crypto.h"
 #include "store/pt_keyfile.h"
 #include "wire/pt_wire.h"
@@ -173,6 +174,15 @@ static pt_ctx *ctx_new(const pt_options *o, pt_err *err)
             rc = pt_api_fail(x, PT_ERR_INVAL, "server fingerprint must be 64 hex digits");
         snprintf(x->server_fp, sizeof x->server_fp, "%s", o->server_fingerprint);
     }
+    pt_obfsc_settings os;
+    if (rc == 0 && o && o->obfuscation) {
+        if (pt_obfsc_settings_parse(&os, o->obfuscation, o->network_key, NULL) != 0)
+            rc = pt_api_fail(x, PT_ERR_INVAL, "obfuscation must be off, mse, mse-prefer or pt-obfs, "
+                             "with a network key in hex (pt-obfs: 32 bytes, else 16 to 64)");
+        pt_wipe(&os, sizeof os);
+        snprintf(x->obfuscation, sizeof x->obfuscation, "%s", o->obfuscation);
+        snprintf(x->network_key, sizeof x->network_key, "%s", o->network_key ? o->network_key : "");
+    }
     if (rc) {
         if (err) *err = (pt_err)rc;
         pt_close(x);
@@ -207,6 +217,7 @@ void pt_close(pt_ctx *x)
     free(x->upd);
     pt_secure_free(x->id_sk);
     pt_wipe(x->dev_sk, sizeof x->dev_sk);
+    pt_wipe(x->network_key, sizeof x->network_key);
     pt_wipe(x->pickle_key, sizeof x->pickle_key);
     free(x);
 }
@@ -343,7 +354,9 @@ static int open_client(pt_ctx *x)
 {
     pt_client_config cfg = {.home = x->home, .device_sk = x->dev_sk,
                             .server_fingerprint = x->server_fp[0] ? x->server_fp : NULL,
-                            .timeout_ms = x->timeout_ms};
+                            .timeout_ms = x->timeout_ms,
+                            .obfuscation = x->obfuscation[0] ? x->obfuscation : NULL,
+                            .network_key = x->network_key[0] ? x->network_key : NULL};
     int rc = 0;
     x->cl = pt_client_new(&cfg, &rc);
     return x->cl ? 0 : rc;

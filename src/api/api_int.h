@@ -93,6 +93,7 @@ typedef struct pt_api_result {
 
 struct pt_ctx {
     char home[1024], host[256], server_fp[80];
+    char obfuscation[16], network_key[130]; /* pt_options' obfuscation, "" when off */
     uint16_t port;
     int timeout_ms;
     const pt_env *env;

@@ -41,6 +41,9 @@ static const char usage_text[] =
     "  --password-file FILE  read the password from the first line of FILE; else\n"
     "                        $PACKTRACK_PASSWORD; else a prompt without echo\n"
     "  --timeout SECONDS     how long to wait for the server (default 10)\n"
+    "  --obfuscate MODE      off (default), mse (never plain), mse-prefer (MSE, else\n"
+    "                        plain) or pt-obfs; the server's mode must take it\n"
+    "  --network-key HEX     the network key the server is configured with\n"
     "  -v, --verbose         log what the library does to stderr\n"
     "  -h, --help            this text;  -V, --version  the version\n"
     "\n"
@@ -519,6 +522,7 @@ int main(int argc, char **argv)
         {"password-file", required_argument, NULL, 'p'}, {"fingerprint", required_argument, NULL, 'f'},
         {"timeout", required_argument, NULL, 't'},       {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},                {"version", no_argument, NULL, 'V'},
+        {"obfuscate", required_argument, NULL, 'O'},     {"network-key", required_argument, NULL, 'K'},
         {NULL, 0, NULL, 0},
     };
     int c;
@@ -533,6 +537,19 @@ int main(int argc, char **argv)
             long s = strtol(optarg, &end, 10);
             if (*end || s < 1 || s > 3600) return pt_cli_fail(PT_EXIT_USAGE, "--timeout takes 1-3600 seconds");
             cli.opt.timeout_ms = (int)s * 1000;
+            break;
+        }
+        case 'O':
+            if (strcmp(optarg, "off") && strcmp(optarg, "mse") && strcmp(optarg, "mse-prefer") &&
+                strcmp(optarg, "pt-obfs"))
+                return pt_cli_fail(PT_EXIT_USAGE, "--obfuscate takes off, mse, mse-prefer or pt-obfs");
+            cli.opt.obfuscation = optarg;
+            break;
+        case 'K': {
+            size_t n = strlen(optarg);
+            if (n % 2 || n < 32 || n > 128 || strspn(optarg, "0123456789abcdefABCDEF") != n)
+                return pt_cli_fail(PT_EXIT_USAGE, "--network-key takes 32 to 128 hex digits");
+            cli.opt.network_key = optarg;
             break;
         }
         case 'v': verbose = 1; break;

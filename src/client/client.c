@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "client/pt_client.h"
+#include "client/pt_obfs_client.h"
 #include "crypto/pt_crypto.h"
 #include "store/pt_keyfile.h"
 
@@ -36,7 +37,16 @@ struct pt_client {
     pt_sess_event_cb cb;       /* during pump */
     void *ud;
     size_t delivered;          /* events delivered during this pump */
+    pt_obfsc_settings obfs_set; /* obfuscation mode and key (obfs_client.c) */
+    pt_obfsc *obfs;            /* the layer on this connection, NULL when plain */
+    bool obfs_failed;          /* the last connect failed in the obfuscation handshake */
 };
+
+/* Bytes queued for the socket, sealed or not. */
+static size_t out_pending(const pt_client *c)
+{
+    return c->out.len + (c->obfs ? pt_obfsc_pending(c->obfs) : 0);
+}
 
 static uint64_t now_ms(void)
 {
@@ -74,6 +84,9 @@ pt_client *pt_client_new(const pt_client_config *cfg, int *err)
         }
         c->has_fp = true;
     }
+    if ((rc = pt_obfsc_settings_parse(&c->obfs_set, cfg->obfuscation, cfg->network_key,
+                                      cfg->obfs_server_id)) != 0)
+        goto fail;
     c->no_ik = cfg->no_ik;
     c->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : PT_CLIENT_CONNECT_TIMEOUT_MS;
     rc = PT_ERR_IO;
@@ -109,6 +122,7 @@ void pt_client_free(pt_client *c)
     pt_sess_free(c->sess);
     pt_buf_free(&c->out);
     pt_wipe(c->sk, sizeof c->sk);
+    pt_wipe(&c->obfs_set, sizeof c->obfs_set);
     free(c);
 }
 
@@ -118,6 +132,8 @@ void pt_client_drop(pt_client *c)
     c->fd = -1;
     pt_chan_free(c->chan);
     c->chan = NULL;
+    pt_obfsc_free(c->obfs);
+    c->obfs = NULL;
     pt_buf_reset(&c->out);
 }
 
@@ -215,6 +231,7 @@ static int on_record(void *ud, const uint8_t *rec, size_t len)
 /* Writes as much of c->out as the socket takes now. */
 static int write_some(pt_client *c)
 {
+    if (c->obfs) return pt_obfsc_write(c->obfs, c->fd, &c->out); /* obfs_client.c */
     while (c->out.len) {
         ssize_t n = send(c->fd, c->out.data, c->out.len, MSG_NOSIGNAL);
         if (n < 0) {
@@ -233,7 +250,13 @@ static int read_some(pt_client *c)
     ssize_t n = recv(c->fd, buf, sizeof buf, 0);
     if (n == 0) return PT_ERR_CLOSED;
     if (n < 0) return errno == EAGAIN || errno == EINTR ? 0 : PT_ERR_CLOSED;
-    return pt_chan_input(c->chan, buf, (size_t)n, &c->out, on_record, c);
+    const uint8_t *data = buf;
+    size_t len = (size_t)n;
+    if (c->obfs) { /* obfs_client.c: unwrap before the channel */
+        int rc = pt_obfsc_input(c->obfs, buf, (size_t)n, &data, &len);
+        if (rc || len == 0) return rc;
+    }
+    return pt_chan_input(c->chan, data, len, &c->out, on_record, c);
 }
 
 static int emit_record(void *ud, const uint8_t *rec, size_t len)
@@ -242,7 +265,8 @@ static int emit_record(void *ud, const uint8_t *rec, size_t len)
     return pt_chan_seal(c->chan, &c->out, rec, len);
 }
 
-static int handshake(pt_client *c, const char *host, uint16_t port, const uint8_t *pin, bool ik)
+static int handshake_once(pt_client *c, const char *host, uint16_t port, const uint8_t *pin,
+                          bool ik, bool obfs)
 {
     int fd = tcp_connect(host, port, c->timeout_ms);
     if (fd < 0) {
@@ -255,17 +279,42 @@ static int handshake(pt_client *c, const char *host, uint16_t port, const uint8_
     int rc = 0;
     if (!(c->chan = pt_chan_new(pt_env_default(), &cc, &rc))) return rc;
     if ((rc = pt_chan_start(c->chan, &c->out)) != 0) return rc;
+    if (obfs) { /* obfs_client.c: the hello becomes the layer's first payload */
+        if (!(c->obfs = pt_obfsc_new(&c->obfs_set, c->timeout_ms, &rc))) return rc;
+        if ((rc = pt_obfsc_start(c->obfs, &c->out)) != 0) return rc;
+    }
     uint64_t deadline = now_ms() + (uint64_t)c->timeout_ms;
     while (!pt_chan_established(c->chan)) {
         if ((rc = write_some(c)) != 0) return rc;
         uint64_t t = now_ms();
         if (t >= deadline) return PT_ERR_TIMEOUT;
-        struct pollfd p = {.fd = c->fd, .events = POLLIN | (c->out.len ? POLLOUT : 0)};
+        struct pollfd p = {.fd = c->fd, .events = POLLIN | (out_pending(c) ? POLLOUT : 0)};
         if (poll(&p, 1, (int)(deadline - t)) < 0 && errno != EINTR) return PT_ERR_IO;
         if (p.revents & (POLLIN | POLLHUP | POLLERR) && (rc = read_some(c)) != 0) return rc;
     }
     memcpy(c->server_pk, pt_chan_remote_static(c->chan), 32);
     return write_some(c);
+}
+
+/* With obfuscation configured its handshake comes first; mse-prefer falls back
+ * to the plain channel when that handshake (not the channel's) failed. */
+static int handshake(pt_client *c, const char *host, uint16_t port, const uint8_t *pin, bool ik)
+{
+    int mode = c->obfs_set.mode;
+    int rc = handshake_once(c, host, port, pin, ik, mode != PT_OBFSC_OFF);
+    if (rc == 0 || !c->obfs || pt_obfsc_up(c->obfs)) return rc;
+    c->obfs_failed = true;
+    pt_log_error("%s handshake with %s:%u failed: %s", pt_obfsc_mode_name(mode), host, port,
+                 rc == PT_ERR_CLOSED ? "the server closed the connection (wrong network key or "
+                                       "server id, or the server does not take this mode)"
+                 : rc == PT_ERR_TIMEOUT ? "no answer in time (wrong network key or clock, or the "
+                                          "server does not take this mode)"
+                                        : pt_strerror(rc));
+    if (mode != PT_OBFSC_MSE_PREFER) return rc;
+    pt_log_info("mse-prefer: trying %s:%u with the plain channel", host, port);
+    pt_client_drop(c);
+    c->obfs_failed = false;
+    return handshake_once(c, host, port, pin, ik, false);
 }
 
 int pt_client_connect(pt_client *c, const char *host, uint16_t port)
@@ -281,6 +330,7 @@ int pt_client_connect(pt_client *c, const char *host, uint16_t port)
     }
     int rc = PT_ERR_IO;
     c->used_ik = false;
+    c->obfs_failed = false;
     if (have_pin && !c->no_ik) {
         rc = handshake(c, host, port, pinned, true);
         c->used_ik = rc == 0;
@@ -289,7 +339,8 @@ int pt_client_connect(pt_client *c, const char *host, uint16_t port)
             pt_client_drop(c);
         }
     }
-    if (!c->used_ik) rc = handshake(c, host, port, have_pin ? pinned : NULL, false);
+    if (!c->used_ik && !c->obfs_failed) /* XX cannot help when the obfuscation failed */
+        rc = handshake(c, host, port, have_pin ? pinned : NULL, false);
     if (rc == PT_ERR_KEY_MISMATCH) {
         char want[PT_FINGERPRINT_LEN], got[PT_FINGERPRINT_LEN];
         pt_fingerprint(want, pinned);
@@ -333,11 +384,11 @@ int pt_client_pump(pt_client *c, int timeout_ms, pt_sess_event_cb cb, void *ud)
         if ((rc = pt_sess_flush(c->sess, emit_record, c)) != 0) break;
         if ((rc = write_some(c)) != 0) break;
         uint64_t t = now_ms();
-        if (c->delivered && c->out.len == 0) break;
-        if (t >= deadline && c->out.len == 0 && polled) break;
+        if (c->delivered && out_pending(c) == 0) break;
+        if (t >= deadline && out_pending(c) == 0 && polled) break;
         int wait = t >= deadline ? (polled ? 10 : 0) : (int)(deadline - t);
         polled = true;
-        struct pollfd p = {.fd = c->fd, .events = POLLIN | (c->out.len ? POLLOUT : 0)};
+        struct pollfd p = {.fd = c->fd, .events = POLLIN | (out_pending(c) ? POLLOUT : 0)};
         if (poll(&p, 1, wait) < 0 && errno != EINTR) {
             rc = PT_ERR_IO;
             break;

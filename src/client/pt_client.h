@@ -19,6 +19,9 @@ typedef struct pt_client_config {
     bool no_ik;                     /* always XX, even with a pinned key */
     int timeout_ms;                 /* connect + handshake; 0: default */
     const uint8_t *device_sk;       /* 32-byte X25519 device key; NULL: HOME/device.key */
+    const char *obfuscation;        /* NULL/"off", "mse", "mse-prefer", "pt-obfs" (obfs_client.c) */
+    const char *network_key;        /* hex; needed unless off */
+    const char *obfs_server_id;     /* MSE SKEY input; NULL: "" (the server's default) */
 } pt_client_config;
 
 typedef struct pt_client pt_client;

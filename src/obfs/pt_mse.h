@@ -1,6 +1,6 @@
 /*
  * src/obfs MSE - BitTorrent Message Stream Encryption (PHE) v1.0, byte-exact
- * (docs/protocol-obfs.md; the frozen spec in ../shared/seeds/003_*).
+ * (docs/PROTOCOL.md §10; the frozen spec in ../shared/seeds/003_*).
  *
  * A sans-IO state machine: the caller feeds the bytes it read and sends the bytes
  * the machine appends to `out`; once the handshake is done the inbound payload
@@ -122,7 +122,7 @@ pt_mse_reason pt_mse_failure(const pt_mse *m); /* PT_MSE_OK unless failed or doo
 const char *pt_mse_reason_name(pt_mse_reason r);
 
 /* PackTrack's SKEY: BLAKE2b-160 keyed with the network key (16..64 bytes) over
- * "PackTrack MSE SKEY v1" || 0x00 || server_id (docs/protocol-obfs.md). */
+ * "PackTrack MSE SKEY v1" || 0x00 || server_id (docs/PROTOCOL.md §10). */
 #define PT_MSE_PT_SKEY_LEN 20
 int pt_mse_packtrack_skey(uint8_t out[static PT_MSE_PT_SKEY_LEN], const uint8_t *network_key,
                           size_t nklen, const char *server_id) PT_WUR;

@@ -1,6 +1,6 @@
 /*
  * src/obfs pt-obfs - PackTrack's probe-resistant obfuscation, keyed by a network
- * key shared by the servers and clients of one deployment (docs/protocol-obfs.md
+ * key shared by the servers and clients of one deployment (docs/PROTOCOL.md §10
  * gives the exact formats and KDFs).
  *
  *   client first flight  nonce(24) ‖ XChaCha20(K_hdr, nonce)^(payload(32) ‖ u16be padlen)

@@ -1,5 +1,5 @@
 /*
- * pt-obfs v1 (see pt_ptobfs.h and docs/protocol-obfs.md). Keys:
+ * pt-obfs v1 (see pt_ptobfs.h and docs/PROTOCOL.md §10). Keys:
  *   K_hdr  = BLAKE2b-256(key = NK, "pt-obfs v1 header key")
  *   K_mac  = BLAKE2b-256(key = NK, "pt-obfs v1 mac key")
  *   K_sess = BLAKE2b-256(key = NK, "pt-obfs v1 session key")

@@ -108,11 +108,15 @@ static int on_kv(void *user, const char *section, const char *name, const char *
         } else {
             why = "unknown key in [limits]";
         }
+    } else if (strcmp(section, "obfuscation") == 0) { /* obfs_conn.c */
+        why = pt_obfs_config_set(&f->cfg.obfs, name, value);
+        f->has_obfs = true;
     } else {
-        why = "unknown section (expected [server] or [limits])";
+        why = "unknown section (expected [server], [limits] or [obfuscation])";
     }
     if (why && !x->failed) {
-        snprintf(x->what, sizeof x->what, "%s (got '%s = %s')", why, name, value);
+        snprintf(x->what, sizeof x->what, "%s (got '%s = %s')", why, name,
+                 strcmp(name, "network_key") == 0 ? "..." : value); /* never echo a key */
         x->failed = true;
     }
     return why ? 0 : 1; /* 0 makes ini_parse_file return this line */

@@ -33,6 +33,19 @@ static void usage(FILE *f)
             "      --ban-time S           seconds a flooding address stays banned (%d)\n"
             "      --ready-file PATH      write \"HOST:PORT\\nFINGERPRINT\\n\" there once listening\n"
             "      --log-level LEVEL      error, warn, info or debug (default info)\n"
+            "Obfuscation (the layer under the channel; docs/PROTOCOL.md):\n"
+            "      --obfuscation MODE     off (default), accept (plain and MSE on one port, told\n"
+            "                             apart by the first bytes), prefer (the same, on a\n"
+            "                             server), require (MSE only) or pt-obfs (pt-obfs only;\n"
+            "                             probes get silence or the decoy)\n"
+            "      --network-key KEY      the network key: hex (16 to 64 bytes; pt-obfs: 32) or\n"
+            "                             a file holding it (hex or raw)\n"
+            "      --obfs-server-id NAME  MSE: the name mixed into the SKEY (default empty)\n"
+            "      --obfs-handshake-timeout S  seconds until the layer is up (%d)\n"
+            "      --obfs-decoy HOST:PORT pt-obfs: relay rejected flights there, not silence\n"
+            "      --obfs-defer RULES     MSE early-termination rules answered at the deadline\n"
+            "                             instead of at once: all, none (default) or a list of\n"
+            "                             short,long,sync,skey,vc,provide,select\n"
             "  -h, --help                 show this help and exit\n"
             "  -V, --version              show the version and exit\n"
             "\n"
@@ -43,11 +56,12 @@ static void usage(FILE *f)
             PT_SERVER_DEFAULT_HOST, PT_SERVER_DEFAULT_PORT, PT_SERVER_DEFAULT_DATA,
             PT_SERVER_HANDSHAKE_TIMEOUT_MS / 1000, PT_SERVER_IDLE_TIMEOUT_MS / 1000,
             PT_SERVER_SESSION_EXPIRY_MS / 1000, PT_SERVER_MAX_CONNECTIONS, PT_SERVER_QUEUE_QUOTA,
-            PT_SERVER_MAX_CONNS_PER_IP, PT_SERVER_RATE_LIMIT, PT_SERVER_BAN_S);
+            PT_SERVER_MAX_CONNS_PER_IP, PT_SERVER_RATE_LIMIT, PT_SERVER_BAN_S,
+            PT_OBFS_HANDSHAKE_TIMEOUT_MS / 1000);
 }
 
 enum { OPT_HS = 256, OPT_IDLE, OPT_EXPIRY, OPT_MAXC, OPT_READY, OPT_LOG, OPT_QUOTA, OPT_CHECK,
-       OPT_PERIP, OPT_RATE, OPT_BAN };
+       OPT_PERIP, OPT_RATE, OPT_BAN, OPT_OBFS };
 
 static const struct option opts[] = {
     {"config", required_argument, NULL, 'c'},
@@ -65,6 +79,13 @@ static const struct option opts[] = {
     {"ban-time", required_argument, NULL, OPT_BAN},
     {"ready-file", required_argument, NULL, OPT_READY},
     {"log-level", required_argument, NULL, OPT_LOG},
+    /* obfuscation: each goes to pt_obfs_config_set() under the key named here */
+    {"obfuscation", required_argument, NULL, OPT_OBFS},
+    {"network-key", required_argument, NULL, OPT_OBFS},
+    {"obfs-server-id", required_argument, NULL, OPT_OBFS},
+    {"obfs-handshake-timeout", required_argument, NULL, OPT_OBFS},
+    {"obfs-decoy", required_argument, NULL, OPT_OBFS},
+    {"obfs-defer", required_argument, NULL, OPT_OBFS},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
     {NULL, 0, NULL, 0},
@@ -94,6 +115,19 @@ static void print_config(const pt_server_config *c)
            c->queue_quota ? c->queue_quota : PT_SERVER_QUEUE_QUOTA,
            c->max_conns_per_ip ? c->max_conns_per_ip : PT_SERVER_MAX_CONNS_PER_IP,
            c->rate_limit ? c->rate_limit : PT_SERVER_RATE_LIMIT, c->ban_s ? c->ban_s : PT_SERVER_BAN_S);
+    pt_obfs_config_print(&c->obfs, stdout);
+}
+
+/* The [obfuscation] key behind a command-line option. */
+static const char *obfs_key(const char *opt)
+{
+    static const char *const map[][2] = {
+        {"obfuscation", "mode"}, {"network-key", "network_key"}, {"obfs-server-id", "server_id"},
+        {"obfs-handshake-timeout", "handshake_timeout"}, {"obfs-decoy", "decoy"},
+        {"obfs-defer", "defer_rules"}};
+    for (size_t i = 0; i < PT_ARRAY_LEN(map); i++)
+        if (strcmp(opt, map[i][0]) == 0) return map[i][1];
+    return opt;
 }
 
 int main(int argc, char **argv)
@@ -103,7 +137,7 @@ int main(int argc, char **argv)
     pt_server_config cfg = {.port = PT_SERVER_DEFAULT_PORT};
     const char *config_path = NULL;
     bool check = false;
-    int o;
+    int o, li;
     /* pass 1: help, version, the configuration file */
     opterr = 0;
     while ((o = getopt_long(argc, argv, "c:l:d:s:hV", opts, NULL)) != -1) {
@@ -128,7 +162,7 @@ int main(int argc, char **argv)
     opterr = 1;
     int n;
     uint32_t v;
-    while ((o = getopt_long(argc, argv, "c:l:d:s:hV", opts, NULL)) != -1) {
+    while ((o = getopt_long(argc, argv, "c:l:d:s:hV", opts, &li)) != -1) {
         switch (o) {
         case 'c': case OPT_CHECK: break;
         case 'l':
@@ -182,8 +216,22 @@ int main(int argc, char **argv)
             pt_log_set_level(lvl);
             break;
         }
+        case OPT_OBFS: {
+            const char *why = pt_obfs_config_set(&cfg.obfs, obfs_key(opts[li].name), optarg);
+            if (why) {
+                fprintf(stderr, "packtrackd: --%s: %s (got '%s')\n", opts[li].name, why,
+                        strcmp(opts[li].name, "network-key") == 0 ? "..." : optarg);
+                return 2;
+            }
+            break;
+        }
         default: usage(stderr); return 2;
         }
+    }
+    char obfs_err[300];
+    if (pt_obfs_config_check(&cfg.obfs, obfs_err, sizeof obfs_err) != 0) {
+        fprintf(stderr, "packtrackd: %s\n", obfs_err);
+        return 2;
     }
     if (optind < argc) {
         fprintf(stderr, "packtrackd: unexpected argument '%s'\n", argv[optind]);

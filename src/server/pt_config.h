@@ -16,10 +16,18 @@
  *   max_conns_per_ip = 64            ; connections from one address
  *   rate_limit = 5000                ; messages/s per connection (bursts of twice that)
  *   ban_time = 600                   ; seconds a flooding address is banned
+ *   [obfuscation]                    ; the layer under the channel (obfs_conn.c)
+ *   mode = off                       ; off | accept | prefer | require | pt-obfs
+ *   network_key =                    ; hex (16..64 bytes; pt-obfs: 32) or a key file
+ *   server_id =                      ; MSE SKEY input, the same on the clients
+ *   handshake_timeout = 30           ; seconds until the layer is up
+ *   decoy =                          ; pt-obfs: HOST:PORT for rejected flights
+ *   defer_rules = none               ; MSE rules answered at the deadline instead
  *
  * Unknown sections or keys and malformed values are errors that name the file and
  * line. On SIGHUP the server rereads the file: log_level and the [limits] take
- * effect at once; listen, data and suites need a restart (a log line says so).
+ * effect at once; listen, data, suites and [obfuscation] need a restart (a log
+ * line says so).
  */
 #ifndef PT_CONFIG_H
 #define PT_CONFIG_H
@@ -30,6 +38,7 @@
 typedef struct pt_config_file {
     pt_server_config cfg;     /* values read (strings point into this struct) */
     bool has_listen, has_data, has_suites, has_log_level;
+    bool has_obfs;            /* an [obfuscation] key was set (applies after a restart) */
     int log_level;            /* a pt_log_level */
     char host[256];
     char data[1024];

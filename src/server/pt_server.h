@@ -8,6 +8,7 @@
 
 #include "channel/pt_chan.h"
 #include "common/pt_common.h"
+#include "server/pt_obfs_conn.h"
 
 #define PT_SERVER_DEFAULT_HOST "127.0.0.1"
 #define PT_SERVER_DEFAULT_PORT 7000
@@ -52,6 +53,7 @@ typedef struct pt_server_config {
     uint32_t ban_s;                       /* 0 = default */
     const char *ready_file;               /* if set, "host:port\n" is written there once listening */
     const char *config_path;              /* reread on SIGHUP, if set */
+    pt_obfs_server_config obfs;           /* obfuscation layer; zero: off */
 } pt_server_config;
 
 typedef struct pt_server pt_server;

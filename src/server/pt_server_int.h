@@ -59,6 +59,7 @@ struct pt_conn {
     uint64_t tokens_ms;             /* loop time of the last refill */
     uint64_t msgs_seen;             /* session messages already charged */
     pt_conn *prev, *next;           /* every connection */
+    struct pt_obfs_conn *obfs;      /* obfuscation layer (obfs_conn.c), NULL when off */
 };
 
 struct pt_server {
@@ -89,6 +90,8 @@ struct pt_server {
     uint64_t bans;                  /* flooding addresses banned so far */
     uv_alloc_cb alloc_cb;
     uv_read_cb read_cb;
+    uv_timer_cb timer_cb;           /* a connection's timer (obfs_conn.c re-arms it) */
+    struct pt_obfs_server *obfs;    /* obfuscation state (obfs_conn.c), NULL when off */
     uint8_t readbuf[65536];         /* shared by every read on this loop */
 };
 

@@ -111,6 +111,7 @@ static void conn_handle_closed(uv_handle_t *h)
 {
     pt_conn *c = h->data;
     if (--c->open_handles > 0) return;
+    pt_obfs_conn_free(c->obfs); /* obfuscation (obfs_conn.c) */
     pt_chan_free(c->chan);
     pt_buf_free(&c->out);
     pt_buf_free(&c->inflight);
@@ -176,7 +177,12 @@ static void on_write(uv_write_t *req, int status)
 
 static void conn_start_write(pt_conn *c)
 {
-    if (c->writing || c->closing || c->out.len == 0) return;
+    if (c->writing || c->closing) return;
+    if (c->obfs && pt_obfs_conn_wrap(c) != 0) { /* obfuscation (obfs_conn.c): seal for the wire */
+        pt_conn_close(c, "obfuscation layer failed");
+        return;
+    }
+    if (c->out.len == 0) return;
     pt_buf t = c->inflight; /* swap: the bytes in flight stay put until on_write */
     c->inflight = c->out;
     c->out = t;
@@ -219,6 +225,7 @@ static void on_timer(uv_timer_t *t)
         uv_timer_start(&c->timer, on_timer, c->srv->cfg.idle_timeout_ms, 0);
         return;
     }
+    if (c->obfs && pt_obfs_conn_on_timer(c)) return; /* obfuscation (obfs_conn.c): still its turn */
     const char *why = pt_chan_established(c->chan) ? "idle timeout" : "handshake timeout";
     pt_log_info("conn %s: %s", c->peer, why);
     pt_conn_close(c, why);
@@ -306,9 +313,22 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
         pt_conn_close(c, n == UV_EOF ? "peer closed" : uv_strerror((int)n));
         return;
     }
+    const uint8_t *data = (const uint8_t *)buf->base;
+    size_t len = (size_t)n;
+    if (c->obfs) { /* obfuscation (obfs_conn.c): unwrap before the channel */
+        int orc = pt_obfs_conn_input(c, &data, &len);
+        if (orc < 0) {
+            pt_conn_close(c, "obfuscation handshake failed");
+            return;
+        }
+        if (orc == 0) {
+            conn_start_write(c);
+            return;
+        }
+    }
     bool was_established = pt_chan_established(c->chan);
     c->in_input = true;
-    int rc = pt_chan_input(c->chan, (const uint8_t *)buf->base, (size_t)n, &c->out, on_record, c);
+    int rc = pt_chan_input(c->chan, data, len, &c->out, on_record, c);
     c->in_input = false;
     uint32_t pause_ms = 0;
     int verdict = rc == 0 ? pt_abuse_charge(c->srv, c, &pause_ms) : 0;
@@ -400,8 +420,12 @@ static void on_connection(uv_stream_t *server, int status)
         pt_conn_close(c, pt_strerror(err));
         return;
     }
+    if ((err = pt_obfs_conn_attach(c)) != 0) { /* obfuscation (obfs_conn.c) */
+        pt_conn_close(c, pt_strerror(err));
+        return;
+    }
     uv_tcp_nodelay(&c->tcp, 1);
-    uv_timer_start(&c->timer, on_timer, s->cfg.handshake_timeout_ms, 0);
+    uv_timer_start(&c->timer, on_timer, pt_obfs_conn_first_timeout_ms(c), 0);
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
     pt_log_debug("conn %s: accepted", c->peer);
 }
@@ -477,8 +501,8 @@ static void on_sighup(uv_signal_t *sig, int signum)
     if (f.cfg.max_conns_per_ip) s->cfg.max_conns_per_ip = f.cfg.max_conns_per_ip;
     if (f.cfg.rate_limit) s->cfg.rate_limit = f.cfg.rate_limit;
     if (f.cfg.ban_s) s->cfg.ban_s = f.cfg.ban_s;
-    if (f.has_listen || f.has_data || f.has_suites)
-        pt_log_warn("SIGHUP: listen, data and suites take effect after a restart");
+    if (f.has_listen || f.has_data || f.has_suites || f.has_obfs)
+        pt_log_warn("SIGHUP: listen, data, suites and [obfuscation] take effect after a restart");
     pt_log_info("SIGHUP: reloaded %s (log level %d, idle timeout %u s, queue quota %u)",
                 s->config_path, (int)pt_log_get_level(), s->cfg.idle_timeout_ms / 1000,
                 s->cfg.queue_quota);
@@ -530,6 +554,7 @@ pt_server *pt_server_new(const pt_server_config *cfg, int *err)
     s->cfg.config_path = NULL;
     s->alloc_cb = on_alloc;
     s->read_cb = on_read;
+    s->timer_cb = on_timer;
 
     rc = PT_ERR_IO;
     if (mkdir(s->data_dir, 0700) != 0 && errno != EEXIST) {
@@ -547,6 +572,7 @@ pt_server *pt_server_new(const pt_server_config *cfg, int *err)
     if ((rc = pt_srv_devices_init(s)) != 0) goto fail;
     if ((rc = pt_abuse_init(s)) != 0) goto fail;
     if ((rc = pt_srv_presence_init(s)) != 0) goto fail;
+    if ((rc = pt_obfs_server_init(s)) != 0) goto fail; /* obfuscation (obfs_conn.c) */
 
     rc = PT_ERR_IO;
     if (uv_loop_init(&s->loop) != 0) goto fail;
@@ -644,6 +670,7 @@ void pt_server_free(pt_server *s)
     pt_srv_presence_free(s);
     pt_srv_devices_free(s);
     pt_abuse_free(s);
+    pt_obfs_server_free(s);
     pt_wipe(s->static_sk, sizeof s->static_sk);
     pt_wipe(s->salt_secret, sizeof s->salt_secret);
     free(s);
