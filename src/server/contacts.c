@@ -142,7 +142,10 @@ static void contact_done(void *arg, int rc)
 {
     contact_op *o = arg;
     pt_server *s = o->to.srv;
-    if (rc == 0 && o->notify) pt_srv_push_item(s, &o->devices, &o->item);
+    if (rc == 0 && o->notify) {
+        pt_srv_push_item(s, &o->devices, &o->item);
+        pt_srv_queue_add(s, &o->devices, 1);
+    }
     if (rc == 0 && o->friends) { /* each sees the other's presence from now on */
         pt_srv_presence_tell(s, o->me, o->peer);
         pt_srv_presence_tell(s, o->peer, o->me);

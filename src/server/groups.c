@@ -210,7 +210,10 @@ static int group_apply(sqlite3 *db, void *arg)
 static void group_done(void *arg, int rc)
 {
     group_op *o = arg;
-    if (rc == 0 && o->what != OP_CREATE) pt_srv_push_item(o->to.srv, &o->devices, &o->item);
+    if (rc == 0 && o->what != OP_CREATE) {
+        pt_srv_push_item(o->to.srv, &o->devices, &o->item);
+        pt_srv_queue_add(o->to.srv, &o->devices, 1); /* group_apply stored it for them */
+    }
     pt_srv_sess *e = pt_srv_reply_session(&o->to);
     if (e && rc == 0 && o->what == OP_CREATE) {
         pt_buf out;

@@ -591,6 +591,7 @@ void pt_srv_push_device(pt_server *s, const uint8_t device[32], pt_srv_sess *onl
     for (pt_srv_sess *e = d ? d->sessions : NULL; e; e = e->dev_next) {
         if ((only && e != only) || !e->conn) continue;
         if (pt_sess_send(e->sess, update->data, update->len, false, NULL) != 0) continue;
+        s->counters.msgs_out++;
         /* while its input is being processed, the connection flushes afterwards */
         if (!e->conn->in_input && pt_conn_flush(e->conn) != 0) pt_conn_close(e->conn, "flush failed");
     }
@@ -649,6 +650,7 @@ static void send_done(void *arg, int rc)
             pt_srv_reply_error(e, m->to.req_msg_id, PT_RPC_INTERNAL, "STORE_FAILED");
         }
     }
+    if (rc != 0) pt_srv_queue_add(m->to.srv, &m->devices, -1); /* the reservation */
     pt_srv_devlist_free(&m->devices);
     free(m);
 }
@@ -678,6 +680,8 @@ void pt_srv_forward(pt_conn *c, uint64_t req, const pt_srv_item *proto, pt_srv_d
     memcpy(m->item.from_device, e->device_pk, 32);
     /* forward to the connected devices now; the sender hears back after the commit */
     pt_srv_push_item(s, &m->devices, &m->item);
+    pt_srv_queue_add(s, &m->devices, 1);
+    s->counters.msgs_in++;
     m->op = (pt_db_op){.apply = send_apply, .done = send_done, .arg = m};
     pt_db_submit(s->db, &m->op);
 }
@@ -737,6 +741,7 @@ typedef struct received_op {
     pt_db_op op;
     reply_to to;
     uint8_t device[32];
+    uint32_t deleted;   /* queue rows apply() deleted */
     uint32_t n;
     int64_t ids[]; /* n server ids */
 } received_op;
@@ -761,6 +766,7 @@ static int received_apply(sqlite3 *db, void *arg)
         sqlite3_bind_blob(del, 1, r->device, 32, SQLITE_STATIC);
         sqlite3_bind_int64(del, 2, r->ids[i]);
         if ((rc = pt_db_step(del)) < 0 || sqlite3_changes(db) == 0) continue;
+        r->deleted++;
         sqlite3_reset(dec);
         sqlite3_bind_int64(dec, 1, r->ids[i]);
         if ((rc = pt_db_step(dec)) < 0) break;
@@ -777,6 +783,7 @@ static int received_apply(sqlite3 *db, void *arg)
 static void ok_done(void *arg, int rc)
 {
     received_op *r = arg;
+    if (rc == 0) pt_srv_queue_sub(r->to.srv, r->device, r->deleted);
     pt_srv_sess *e = reply_session(&r->to);
     if (e) {
         if (rc == 0) pt_srv_reply_ok(e, r->to.req_msg_id);

@@ -48,6 +48,8 @@ typedef struct pt_server_config {
     uint32_t max_conns_per_ip;            /* 0 = default */
     uint32_t rate_limit;                  /* messages/s per connection; 0 = default */
     uint32_t ban_s;                       /* 0 = default */
+    const char *metrics_host;             /* metrics endpoint address; NULL = no endpoint */
+    uint16_t metrics_port;                /* 0 picks a free port */
     const char *ready_file;               /* if set, "host:port\n" is written there once listening */
     const char *config_path;              /* reread on SIGHUP, if set */
 } pt_server_config;
@@ -64,6 +66,8 @@ void pt_server_stop(pt_server *s);
 void pt_server_free(pt_server *s); /* NULL is a no-op */
 
 uint16_t pt_server_port(const pt_server *s);
+/* The metrics endpoint's port, 0 when there is none. */
+uint16_t pt_server_metrics_port(const pt_server *s);
 const uint8_t *pt_server_public_key(const pt_server *s);
 
 #endif

@@ -61,6 +61,20 @@ struct pt_conn {
     pt_conn *prev, *next;           /* every connection */
 };
 
+/* What the metrics endpoint reports (src/server/metrics.c); loop thread only. */
+typedef struct pt_srv_counters {
+    uint64_t conns_accepted;        /* TCP connections accepted */
+    uint64_t conns_refused;         /* closed at once: banned address or a connection cap */
+    uint64_t handshake_failures;    /* channel handshakes that failed or timed out */
+    uint64_t rpc_calls;             /* application calls received */
+    uint64_t msgs_in;               /* items accepted for routing (messages, group messages, receipts) */
+    uint64_t msgs_out;              /* updates handed to device sessions (live pushes and sync) */
+    uint64_t throttles;             /* reads paused by the rate limit */
+} pt_srv_counters;
+
+typedef struct pt_metrics_conn pt_metrics_conn;
+typedef struct pt_queue_ent pt_queue_ent;
+
 struct pt_server {
     pt_server_config cfg;
     char host[256], data_dir[1024], ready_file[1024], config_path[1024];
@@ -87,6 +101,16 @@ struct pt_server {
     struct pt_ip_entry **ip_buckets; /* per-address connections and bans */
     size_t ip_nbuckets;
     uint64_t bans;                  /* flooding addresses banned so far */
+    pt_srv_counters counters;
+    pt_queue_ent **queue_buckets;   /* queue rows per device (queues.c) */
+    size_t queue_nbuckets, queue_devices;
+    int64_t queue_rows;             /* queue rows stored or being stored, all devices */
+    char metrics_host[256];
+    uint16_t metrics_port;
+    bool metrics_on;                /* the metrics listener is open */
+    uv_tcp_t metrics_listener;
+    pt_metrics_conn *metrics_conns; /* scrapes being answered */
+    size_t metrics_nconns;
     uv_alloc_cb alloc_cb;
     uv_read_cb read_cb;
     uint8_t readbuf[65536];         /* shared by every read on this loop */
@@ -234,6 +258,27 @@ int pt_srv_presence_visible(pt_server *s, const uint8_t user[16]);
 bool pt_srv_presence_connected(pt_server *s, const uint8_t user[16]);
 /* Pushes updates.userStatus(about, what `to` may see of it) to `to`'s devices. */
 void pt_srv_presence_tell(pt_server *s, const uint8_t about[16], const uint8_t to[16]);
+
+/* Queue accounting (src/server/queues.c): rows per device kept in memory, loaded
+ * once at startup and then changed with every store and deletion, so neither the
+ * quota check nor the metrics count rows. A send reserves its rows when it is
+ * submitted (and gives them back if its commit fails), so the quota holds for
+ * sends still in flight; other stored items are added after their commit. */
+int pt_srv_queues_init(pt_server *s); /* after the store is open */
+void pt_srv_queues_free(pt_server *s);
+uint32_t pt_srv_queue_len(pt_server *s, const uint8_t device[32]);
+/* One more row (+1) or one fewer (-1) for every device of l. */
+void pt_srv_queue_add(pt_server *s, const pt_srv_devlist *l, int delta);
+void pt_srv_queue_sub(pt_server *s, const uint8_t device[32], uint32_t n);
+/* Whether some device of l has quota rows or more. */
+bool pt_srv_queue_any_full(pt_server *s, const pt_srv_devlist *l, uint32_t quota);
+
+/* The metrics endpoint (src/server/metrics.c): HTTP/1.0 GET /metrics on its own
+ * listener on the loop, when cfg.metrics_host is set. */
+int pt_metrics_start(pt_server *s);
+void pt_metrics_stop(pt_server *s); /* closes the listener and any scrape in progress */
+/* Appends the Prometheus text exposition of s's state. */
+int pt_metrics_render(pt_server *s, pt_buf *out);
 
 /* Abuse control (src/server/abuse.c). */
 int pt_abuse_init(pt_server *s);

@@ -214,6 +214,7 @@ static void on_timer(uv_timer_t *t)
         return;
     }
     const char *why = pt_chan_established(c->chan) ? "idle timeout" : "handshake timeout";
+    if (!pt_chan_established(c->chan)) c->srv->counters.handshake_failures++;
     pt_log_info("conn %s: %s", c->peer, why);
     pt_conn_close(c, why);
 }
@@ -223,6 +224,7 @@ static void on_sess_event(void *ud, const pt_sess_event *ev)
     pt_conn *c = ud;
     switch (ev->type) {
     case PT_SESS_EV_CALL:
+        c->srv->counters.rpc_calls++;
         pt_srv_rpc(c, ev->msg_id, ev->body, ev->len);
         break;
     case PT_SESS_EV_BAD_MSG:
@@ -304,6 +306,7 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
         return;
     }
     if (rc == 0) rc = pt_conn_flush(c);
+    if (rc && !was_established && !pt_chan_established(c->chan)) c->srv->counters.handshake_failures++;
     if (rc) {
         pt_log_warn("conn %s: %s; closing", c->peer, pt_strerror(rc));
         conn_close_after_write(c, pt_strerror(rc));
@@ -321,6 +324,7 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
     }
     if (verdict > 0) { /* over the rate: read again once the bucket has refilled */
         c->throttled = true;
+        c->srv->counters.throttles++;
         uv_read_stop((uv_stream_t *)&c->tcp);
         uv_timer_start(&c->timer, on_timer, pause_ms, 0);
         conn_start_write(c);
@@ -348,6 +352,7 @@ static void on_connection(uv_stream_t *server, int status)
     if (s->conns) s->conns->prev = c;
     s->conns = c;
     s->nconns++;
+    s->counters.conns_accepted++;
     strcpy(c->peer, "?");
     if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
         pt_conn_close(c, "accept failed");
@@ -371,11 +376,13 @@ static void on_connection(uv_stream_t *server, int status)
     const char *why = NULL;
     if (pt_abuse_admit(s, c, &why) != 0) {
         pt_log_warn("conn %s: refused: %s", c->peer, why);
+        s->counters.conns_refused++;
         pt_conn_close(c, why);
         return;
     }
     if (s->nconns > s->cfg.max_connections) {
         pt_log_warn("conn %s: refused: %u connections already", c->peer, s->cfg.max_connections);
+        s->counters.conns_refused++;
         pt_conn_close(c, "too many connections");
         return;
     }
@@ -422,6 +429,7 @@ static void on_stop_async(uv_async_t *a)
     uv_close((uv_handle_t *)&s->sigint, NULL);
     uv_close((uv_handle_t *)&s->sigterm, NULL);
     uv_close((uv_handle_t *)&s->sighup, NULL);
+    pt_metrics_stop(s);
     /* the writer finishes what was submitted; replies still go out */
     if (s->db) {
         pt_db_close(s->db);
@@ -463,8 +471,8 @@ static void on_sighup(uv_signal_t *sig, int signum)
     if (f.cfg.max_conns_per_ip) s->cfg.max_conns_per_ip = f.cfg.max_conns_per_ip;
     if (f.cfg.rate_limit) s->cfg.rate_limit = f.cfg.rate_limit;
     if (f.cfg.ban_s) s->cfg.ban_s = f.cfg.ban_s;
-    if (f.has_listen || f.has_data || f.has_suites)
-        pt_log_warn("SIGHUP: listen, data and suites take effect after a restart");
+    if (f.has_listen || f.has_data || f.has_suites || f.has_metrics)
+        pt_log_warn("SIGHUP: listen, data, suites and metrics_listen take effect after a restart");
     pt_log_info("SIGHUP: reloaded %s (log level %d, idle timeout %u s, queue quota %u)",
                 s->config_path, (int)pt_log_get_level(), s->cfg.idle_timeout_ms / 1000,
                 s->cfg.queue_quota);
@@ -473,6 +481,7 @@ static void on_sighup(uv_signal_t *sig, int signum)
 void pt_server_stop(pt_server *s) { uv_async_send(&s->stop_async); }
 
 uint16_t pt_server_port(const pt_server *s) { return s->port; }
+uint16_t pt_server_metrics_port(const pt_server *s) { return s->metrics_on ? s->metrics_port : 0; }
 const uint8_t *pt_server_public_key(const pt_server *s) { return s->static_pk; }
 
 static int load_next_server_id(pt_server *s)
@@ -514,6 +523,10 @@ pt_server *pt_server_new(const pt_server_config *cfg, int *err)
     if (cfg->ready_file) snprintf(s->ready_file, sizeof s->ready_file, "%s", cfg->ready_file);
     if (cfg->config_path) snprintf(s->config_path, sizeof s->config_path, "%s", cfg->config_path);
     s->cfg.config_path = NULL;
+    if (cfg->metrics_host) {
+        snprintf(s->metrics_host, sizeof s->metrics_host, "%s", cfg->metrics_host);
+        s->cfg.metrics_host = s->metrics_host;
+    }
     s->alloc_cb = on_alloc;
     s->read_cb = on_read;
 
@@ -540,6 +553,7 @@ pt_server *pt_server_new(const pt_server_config *cfg, int *err)
     snprintf(path, sizeof path, "%s/packtrack.db", s->data_dir);
     if ((rc = pt_db_open(&s->db, path, &s->loop)) != 0) goto fail;
     if ((rc = load_next_server_id(s)) != 0) goto fail;
+    if ((rc = pt_srv_queues_init(s)) != 0) goto fail;
     rc = PT_ERR_IO;
     uv_tcp_init(&s->loop, &s->listener);
     s->listener.data = s;
@@ -575,6 +589,7 @@ pt_server *pt_server_new(const pt_server_config *cfg, int *err)
     s->sighup.data = s;
     uv_signal_start(&s->sighup, on_sighup, SIGHUP);
     signal(SIGPIPE, SIG_IGN);
+    if ((rc = pt_metrics_start(s)) != 0) goto fail;
     if (err) *err = 0;
     return s;
 fail:
@@ -594,8 +609,10 @@ int pt_server_run(pt_server *s)
         char tmp[sizeof s->ready_file + 8];
         snprintf(tmp, sizeof tmp, "%s.tmp", s->ready_file);
         FILE *f = fopen(tmp, "w");
-        if (!f || fprintf(f, "%s:%u\n%s\n", s->host, s->port, fp) < 0 || fclose(f) != 0 ||
-            rename(tmp, s->ready_file) != 0) {
+        bool ok = f && fprintf(f, "%s:%u\n%s\n", s->host, s->port, fp) >= 0;
+        if (ok && s->metrics_on) ok = fprintf(f, "metrics %s:%u\n", s->metrics_host, s->metrics_port) >= 0;
+        if (f && fclose(f) != 0) ok = false;
+        if (!ok || rename(tmp, s->ready_file) != 0) {
             pt_log_error("cannot write ready file %s", s->ready_file);
             return PT_ERR_IO;
         }
@@ -628,6 +645,7 @@ void pt_server_free(pt_server *s)
         uv_loop_close(&s->loop);
     }
     pt_srv_presence_free(s);
+    pt_srv_queues_free(s);
     pt_srv_devices_free(s);
     pt_abuse_free(s);
     pt_wipe(s->static_sk, sizeof s->static_sk);

@@ -84,6 +84,9 @@ static const char *const migrations[PT_DB_SCHEMA_VERSION] = {
     "CREATE INDEX queue_by_server_id ON queue(server_id);",
 };
 
+const uint32_t pt_db_commit_bucket_us[PT_DB_COMMIT_BUCKETS] = {
+    100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 1000000};
+
 struct pt_db {
     sqlite3 *w;                 /* the writer's connection (writer thread only) */
     sqlite3 *r;                 /* the reader connection (loop thread only) */
@@ -203,15 +206,22 @@ static void run_batch(pt_db *db, pt_db_op *batch)
     }
     if (rc == 0) {
         uint64_t t0 = now_ns();
-        if (pt_db_exec(db->w, "COMMIT") != 0) {
+        bool failed = pt_db_exec(db->w, "COMMIT") != 0;
+        if (failed) {
             exec_cleanup(db->w, "ROLLBACK");
             for (pt_db_op *op = batch; op; op = op->next) op->rc = PT_ERR_IO;
         }
+        uint64_t us = (now_ns() - t0) / 1000;
+        size_t b = 0;
+        while (b < PT_DB_COMMIT_BUCKETS && us > pt_db_commit_bucket_us[b]) b++;
         pthread_mutex_lock(&db->mu);
         db->stats.commits++;
+        db->stats.failed_commits += failed;
         db->stats.ops += n;
         if (n > db->stats.max_batch) db->stats.max_batch = n;
-        db->stats.last_commit_us = (now_ns() - t0) / 1000;
+        db->stats.last_commit_us = us;
+        db->stats.commit_us_sum += us;
+        db->stats.commit_hist[b]++;
         pthread_mutex_unlock(&db->mu);
     }
 }

@@ -36,11 +36,19 @@ typedef struct pt_db_op {
     struct pt_db_op *next;  /* queue link, owned by pt_db */
 } pt_db_op;
 
+/* Upper bounds (µs) of the commit-latency histogram's buckets; one more bucket
+ * (+Inf) follows them. */
+#define PT_DB_COMMIT_BUCKETS 12
+extern const uint32_t pt_db_commit_bucket_us[PT_DB_COMMIT_BUCKETS];
+
 typedef struct pt_db_stats {
     uint64_t commits;        /* transactions committed */
     uint64_t ops;            /* operations applied */
     uint64_t max_batch;      /* largest batch so far */
     uint64_t last_commit_us; /* duration of the latest commit (incl. fsync) */
+    uint64_t commit_us_sum;  /* all commits' durations added up */
+    uint64_t commit_hist[PT_DB_COMMIT_BUCKETS + 1]; /* commits per bucket (not cumulative), +Inf last */
+    uint64_t failed_commits; /* COMMITs that failed (their operations got PT_ERR_IO) */
 } pt_db_stats;
 
 /* Opens (creating if needed) the database at path, migrates it to
