@@ -218,6 +218,7 @@ static void test_counters_move(void **state)
     assert_int_equal(b.ngot, 5);
     confirm(&b);
     pt_client_drop(b.c); /* offline: the next three wait in its queue */
+    for (int i = 0; i < 200 && value(scrape(mp), "packtrackd_connections") != 1; i++) usleep(10000);
     for (int i = 0; i < 3; i++) send_msg(&a, b.user_id);
     m = scrape(mp);
     assert_true(value(m, "packtrackd_connections") == 1);
