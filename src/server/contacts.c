@@ -42,13 +42,13 @@ typedef struct contact_op {
 static int get_state(sqlite3 *db, const uint8_t user[16], const uint8_t peer[16])
 {
     sqlite3_stmt *st;
-    int rc = pt_db_prepare(db, "SELECT state FROM contacts WHERE user_id = ? AND peer_id = ?", &st);
+    int rc = pt_db_stmt(db, "SELECT state FROM contacts WHERE user_id = ? AND peer_id = ?", &st);
     if (rc) return rc;
     sqlite3_bind_blob(st, 1, user, 16, SQLITE_STATIC);
     sqlite3_bind_blob(st, 2, peer, 16, SQLITE_STATIC);
     rc = pt_db_step(st);
     if (rc == 1) rc = sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
+    pt_db_release(st);
     return rc;
 }
 
@@ -56,7 +56,7 @@ static int set_state(sqlite3 *db, const uint8_t user[16], const uint8_t peer[16]
                      const pt_tl_bytes *note)
 {
     sqlite3_stmt *st;
-    int rc = pt_db_prepare(db, "INSERT INTO contacts(user_id, peer_id, state, note, updated_ms) "
+    int rc = pt_db_stmt(db, "INSERT INTO contacts(user_id, peer_id, state, note, updated_ms) "
                                "VALUES (?,?,?,?,?) ON CONFLICT(user_id, peer_id) DO UPDATE SET "
                                "state = excluded.state, note = excluded.note, "
                                "updated_ms = excluded.updated_ms", &st);
@@ -67,19 +67,19 @@ static int set_state(sqlite3 *db, const uint8_t user[16], const uint8_t peer[16]
     if (note && note->len) sqlite3_bind_text(st, 4, (const char *)note->data, (int)note->len, SQLITE_STATIC);
     sqlite3_bind_int64(st, 5, (sqlite3_int64)pt_env_now_ms(pt_env_default()));
     rc = pt_db_step(st);
-    sqlite3_finalize(st);
+    pt_db_release(st);
     return rc < 0 ? rc : 0;
 }
 
 static int del_state(sqlite3 *db, const uint8_t user[16], const uint8_t peer[16])
 {
     sqlite3_stmt *st;
-    int rc = pt_db_prepare(db, "DELETE FROM contacts WHERE user_id = ? AND peer_id = ?", &st);
+    int rc = pt_db_stmt(db, "DELETE FROM contacts WHERE user_id = ? AND peer_id = ?", &st);
     if (rc) return rc;
     sqlite3_bind_blob(st, 1, user, 16, SQLITE_STATIC);
     sqlite3_bind_blob(st, 2, peer, 16, SQLITE_STATIC);
     rc = pt_db_step(st);
-    sqlite3_finalize(st);
+    pt_db_release(st);
     return rc < 0 ? rc : 0;
 }
 
@@ -217,7 +217,7 @@ static void rpc_get(pt_conn *c, uint64_t req, const pt_tl_contacts_get *q)
     pt_tl_contacts_contact *items = calloc(limit, sizeof *items);
     sqlite3_stmt *st = NULL;
     if (!rows || !items ||
-        pt_db_prepare(pt_db_reader(c->srv->db),
+        pt_db_stmt(pt_db_reader(c->srv->db),
                       "SELECT c.peer_id, c.state, u.username FROM contacts c "
                       "LEFT JOIN users u ON u.user_id = c.peer_id "
                       "WHERE c.user_id = ? AND c.peer_id > ? ORDER BY c.peer_id LIMIT ?", &st)) {
@@ -253,7 +253,7 @@ static void rpc_get(pt_conn *c, uint64_t req, const pt_tl_contacts_get *q)
     else pt_srv_reply_error(e, req, PT_RPC_INTERNAL, "INTERNAL");
     pt_buf_free(&out);
 out:
-    sqlite3_finalize(st);
+    pt_db_release(st);
     free(rows);
     free(items);
 }

@@ -51,14 +51,14 @@ static void load_binding(pt_server *s, pt_srv_device *d)
 {
     sqlite3_stmt *st;
     if (!s->db ||
-        pt_db_prepare(pt_db_reader(s->db), "SELECT user_id FROM devices WHERE device_key = ?", &st))
+        pt_db_stmt(pt_db_reader(s->db), "SELECT user_id FROM devices WHERE device_key = ?", &st))
         return;
     sqlite3_bind_blob(st, 1, d->pk, 32, SQLITE_STATIC);
     if (pt_db_step(st) == 1 && sqlite3_column_bytes(st, 0) == 16) {
         memcpy(d->user_id, sqlite3_column_blob(st, 0), 16);
         d->bound = true;
     }
-    sqlite3_finalize(st);
+    pt_db_release(st);
 }
 
 static pt_srv_device *dev_find(pt_server *s, const uint8_t pk[32])
@@ -209,7 +209,7 @@ static int bind_apply(sqlite3 *db, void *arg)
     sqlite3_stmt *st;
     int rc;
     /* the user: new, or the same identity key again */
-    if ((rc = pt_db_prepare(db, "SELECT identity_key, username_key FROM users WHERE user_id = ?", &st)))
+    if ((rc = pt_db_stmt(db, "SELECT identity_key, username_key FROM users WHERE user_id = ?", &st)))
         return rc;
     sqlite3_bind_blob(st, 1, b->user_id, 16, SQLITE_STATIC);
     rc = pt_db_step(st);
@@ -223,11 +223,11 @@ static int bind_apply(sqlite3 *db, void *arg)
             b->err_code = PT_RPC_CONFLICT, b->err_msg = "USER_HAS_ANOTHER_USERNAME";
         }
     }
-    sqlite3_finalize(st);
+    pt_db_release(st);
     if (rc < 0) return rc;
     if (b->err_code) return PT_ERR_STATE;
     if (!exists) {
-        if ((rc = pt_db_prepare(db, "SELECT username_key = ?1 FROM users WHERE username_key = ?1 "
+        if ((rc = pt_db_stmt(db, "SELECT username_key = ?1 FROM users WHERE username_key = ?1 "
                                     "OR username_skeleton = ?2", &st)))
             return rc;
         sqlite3_bind_text(st, 1, b->key, -1, SQLITE_STATIC);
@@ -237,10 +237,10 @@ static int bind_apply(sqlite3 *db, void *arg)
             b->err_code = PT_RPC_CONFLICT;
             b->err_msg = sqlite3_column_int(st, 0) ? "USERNAME_TAKEN" : "USERNAME_CONFUSABLE";
         }
-        sqlite3_finalize(st);
+        pt_db_release(st);
         if (rc < 0) return rc;
         if (b->err_code) return PT_ERR_STATE;
-        if ((rc = pt_db_prepare(db, "INSERT INTO users(user_id, identity_key, username, username_key,"
+        if ((rc = pt_db_stmt(db, "INSERT INTO users(user_id, identity_key, username, username_key,"
                                     " username_skeleton, created_ms) VALUES (?,?,?,?,?,?)", &st)))
             return rc;
         sqlite3_bind_blob(st, 1, b->user_id, 16, SQLITE_STATIC);
@@ -250,12 +250,12 @@ static int bind_apply(sqlite3 *db, void *arg)
         sqlite3_bind_text(st, 5, b->skeleton, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 6, (sqlite3_int64)pt_env_now_ms(pt_env_default()));
         rc = pt_db_step(st);
-        sqlite3_finalize(st);
+        pt_db_release(st);
         if (rc == PT_ERR_STATE) b->err_code = PT_RPC_CONFLICT, b->err_msg = "USERNAME_TAKEN";
         if (rc < 0) return rc;
     }
     /* the device: bound once, to one user */
-    if ((rc = pt_db_prepare(db, "INSERT INTO devices(device_key, user_id, cert, created_ms) "
+    if ((rc = pt_db_stmt(db, "INSERT INTO devices(device_key, user_id, cert, created_ms) "
                                 "VALUES (?,?,?,?) ON CONFLICT(device_key) DO NOTHING", &st)))
         return rc;
     sqlite3_bind_blob(st, 1, b->device_pk, 32, SQLITE_STATIC);
@@ -263,15 +263,15 @@ static int bind_apply(sqlite3 *db, void *arg)
     sqlite3_bind_blob(st, 3, b->cert, sizeof b->cert, SQLITE_STATIC);
     sqlite3_bind_int64(st, 4, (sqlite3_int64)pt_env_now_ms(pt_env_default()));
     rc = pt_db_step(st);
-    sqlite3_finalize(st);
+    pt_db_release(st);
     if (rc < 0) return rc;
-    if ((rc = pt_db_prepare(db, "SELECT user_id FROM devices WHERE device_key = ?", &st))) return rc;
+    if ((rc = pt_db_stmt(db, "SELECT user_id FROM devices WHERE device_key = ?", &st))) return rc;
     sqlite3_bind_blob(st, 1, b->device_pk, 32, SQLITE_STATIC);
     rc = pt_db_step(st);
     if (rc == 1 && (sqlite3_column_bytes(st, 0) != 16 ||
                     memcmp(sqlite3_column_blob(st, 0), b->user_id, 16) != 0))
         b->err_code = PT_RPC_CONFLICT, b->err_msg = "DEVICE_BOUND_TO_ANOTHER_USER";
-    sqlite3_finalize(st);
+    pt_db_release(st);
     if (rc < 0) return rc;
     return b->err_code ? PT_ERR_STATE : 0;
 }
@@ -363,7 +363,7 @@ static void rpc_resolve(pt_conn *c, uint64_t req, const pt_tl_users_resolve *q)
         return;
     }
     sqlite3_stmt *st;
-    if (pt_db_prepare(pt_db_reader(c->srv->db),
+    if (pt_db_stmt(pt_db_reader(c->srv->db),
                       "SELECT user_id, username, identity_key FROM users WHERE username_key = ?", &st)) {
         pt_srv_reply_error(c->sess, req, PT_RPC_INTERNAL, "INTERNAL");
         return;
@@ -381,7 +381,7 @@ static void rpc_resolve(pt_conn *c, uint64_t req, const pt_tl_users_resolve *q)
     } else {
         pt_srv_reply_error(c->sess, req, PT_RPC_NOT_FOUND, "USER_NOT_FOUND");
     }
-    sqlite3_finalize(st);
+    pt_db_release(st);
 }
 
 /* ---- users.get ------------------------------------------------------------------------------ */
@@ -389,7 +389,7 @@ static void rpc_resolve(pt_conn *c, uint64_t req, const pt_tl_users_resolve *q)
 static void rpc_get_user(pt_conn *c, uint64_t req, const pt_tl_users_get *q)
 {
     sqlite3_stmt *st;
-    if (pt_db_prepare(pt_db_reader(c->srv->db),
+    if (pt_db_stmt(pt_db_reader(c->srv->db),
                       "SELECT username, identity_key FROM users WHERE user_id = ?", &st)) {
         pt_srv_reply_error(c->sess, req, PT_RPC_INTERNAL, "INTERNAL");
         return;
@@ -407,7 +407,7 @@ static void rpc_get_user(pt_conn *c, uint64_t req, const pt_tl_users_get *q)
     } else {
         pt_srv_reply_error(c->sess, req, PT_RPC_NOT_FOUND, "USER_NOT_FOUND");
     }
-    sqlite3_finalize(st);
+    pt_db_release(st);
 }
 
 /* ---- device lists, queues, blocks ------------------------------------------------------------ */
@@ -434,7 +434,7 @@ void pt_srv_devlist_free(pt_srv_devlist *l)
 int pt_srv_user_devices(sqlite3 *db, const uint8_t user[16], const uint8_t *skip, pt_srv_devlist *out)
 {
     sqlite3_stmt *st;
-    int rc = pt_db_prepare(db, "SELECT device_key FROM devices WHERE user_id = ? LIMIT ?", &st);
+    int rc = pt_db_stmt(db, "SELECT device_key FROM devices WHERE user_id = ? LIMIT ?", &st);
     if (rc) return rc;
     sqlite3_bind_blob(st, 1, user, 16, SQLITE_STATIC);
     sqlite3_bind_int(st, 2, PT_SERVER_USER_DEVICES_MAX);
@@ -444,19 +444,19 @@ int pt_srv_user_devices(sqlite3 *db, const uint8_t user[16], const uint8_t *skip
         if (skip && memcmp(pk, skip, 32) == 0) continue;
         if ((rc = pt_srv_devlist_add(out, pk)) != 0) break;
     }
-    sqlite3_finalize(st);
+    pt_db_release(st);
     return rc < 0 ? rc : 0;
 }
 
 int pt_srv_queue_count(sqlite3 *db, const uint8_t device[32])
 {
     sqlite3_stmt *st;
-    int rc = pt_db_prepare(db, "SELECT count(*) FROM queue WHERE device_key = ?", &st);
+    int rc = pt_db_stmt(db, "SELECT count(*) FROM queue WHERE device_key = ?", &st);
     if (rc) return rc;
     sqlite3_bind_blob(st, 1, device, 32, SQLITE_STATIC);
     rc = pt_db_step(st);
     int n = rc == 1 ? sqlite3_column_int(st, 0) : (rc < 0 ? rc : PT_ERR_IO);
-    sqlite3_finalize(st);
+    pt_db_release(st);
     return n;
 }
 
@@ -473,25 +473,25 @@ int pt_srv_queues_full(sqlite3 *db, const pt_srv_devlist *l, uint32_t quota)
 int pt_srv_blocked(sqlite3 *db, const uint8_t by[16], const uint8_t whom[16])
 {
     sqlite3_stmt *st;
-    int rc = pt_db_prepare(db, "SELECT 1 FROM contacts WHERE user_id = ? AND peer_id = ? AND state = ?",
+    int rc = pt_db_stmt(db, "SELECT 1 FROM contacts WHERE user_id = ? AND peer_id = ? AND state = ?",
                            &st);
     if (rc) return rc;
     sqlite3_bind_blob(st, 1, by, 16, SQLITE_STATIC);
     sqlite3_bind_blob(st, 2, whom, 16, SQLITE_STATIC);
     sqlite3_bind_int(st, 3, PT_CONTACT_BLOCKED);
     rc = pt_db_step(st);
-    sqlite3_finalize(st);
+    pt_db_release(st);
     return rc;
 }
 
 int pt_srv_user_exists(sqlite3 *db, const uint8_t user[16])
 {
     sqlite3_stmt *st;
-    int rc = pt_db_prepare(db, "SELECT 1 FROM users WHERE user_id = ?", &st);
+    int rc = pt_db_stmt(db, "SELECT 1 FROM users WHERE user_id = ?", &st);
     if (rc) return rc;
     sqlite3_bind_blob(st, 1, user, 16, SQLITE_STATIC);
     rc = pt_db_step(st);
-    sqlite3_finalize(st);
+    pt_db_release(st);
     return rc;
 }
 
@@ -552,7 +552,7 @@ int pt_srv_item_store(sqlite3 *db, const pt_srv_item *it, const pt_srv_devlist *
 {
     if (to->n == 0) return 0; /* nobody to queue it for: a row nobody would delete */
     sqlite3_stmt *st;
-    int rc = pt_db_prepare(db, "INSERT INTO messages(server_id, sender, sender_device, date_ms, "
+    int rc = pt_db_stmt(db, "INSERT INTO messages(server_id, sender, sender_device, date_ms, "
                                "envelope, refs, kind, group_id, peer, about, status, note) "
                                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", &st);
     if (rc) return rc;
@@ -572,16 +572,16 @@ int pt_srv_item_store(sqlite3 *db, const pt_srv_item *it, const pt_srv_devlist *
     if (it->note.len)
         sqlite3_bind_text(st, 12, (const char *)it->note.data, (int)it->note.len, SQLITE_STATIC);
     rc = pt_db_step(st);
-    sqlite3_finalize(st);
+    pt_db_release(st);
     if (rc < 0) return rc;
-    if ((rc = pt_db_prepare(db, "INSERT INTO queue(device_key, server_id) VALUES (?,?)", &st))) return rc;
+    if ((rc = pt_db_stmt(db, "INSERT INTO queue(device_key, server_id) VALUES (?,?)", &st))) return rc;
     for (size_t i = 0; i < to->n && rc >= 0; i++) {
         sqlite3_reset(st);
         sqlite3_bind_blob(st, 1, to->pk[i], 32, SQLITE_STATIC);
         sqlite3_bind_int64(st, 2, it->server_id);
         rc = pt_db_step(st);
     }
-    sqlite3_finalize(st);
+    pt_db_release(st);
     return rc < 0 ? rc : 0;
 }
 
@@ -750,15 +750,15 @@ static int received_apply(sqlite3 *db, void *arg)
 {
     received_op *r = arg;
     sqlite3_stmt *del, *dec, *gc;
-    int rc = pt_db_prepare(db, "DELETE FROM queue WHERE device_key = ? AND server_id = ?", &del);
+    int rc = pt_db_stmt(db, "DELETE FROM queue WHERE device_key = ? AND server_id = ?", &del);
     if (rc) return rc;
-    if ((rc = pt_db_prepare(db, "UPDATE messages SET refs = refs - 1 WHERE server_id = ?", &dec))) {
-        sqlite3_finalize(del);
+    if ((rc = pt_db_stmt(db, "UPDATE messages SET refs = refs - 1 WHERE server_id = ?", &dec))) {
+        pt_db_release(del);
         return rc;
     }
-    if ((rc = pt_db_prepare(db, "DELETE FROM messages WHERE server_id = ? AND refs <= 0", &gc))) {
-        sqlite3_finalize(del);
-        sqlite3_finalize(dec);
+    if ((rc = pt_db_stmt(db, "DELETE FROM messages WHERE server_id = ? AND refs <= 0", &gc))) {
+        pt_db_release(del);
+        pt_db_release(dec);
         return rc;
     }
     for (uint32_t i = 0; i < r->n && rc >= 0; i++) {
@@ -774,9 +774,9 @@ static int received_apply(sqlite3 *db, void *arg)
         sqlite3_bind_int64(gc, 1, r->ids[i]);
         rc = pt_db_step(gc);
     }
-    sqlite3_finalize(del);
-    sqlite3_finalize(dec);
-    sqlite3_finalize(gc);
+    pt_db_release(del);
+    pt_db_release(dec);
+    pt_db_release(gc);
     return rc < 0 ? rc : 0;
 }
 
@@ -819,7 +819,7 @@ static void rpc_sync(pt_conn *c, uint64_t req)
 {
     pt_srv_sess *e = c->sess;
     sqlite3_stmt *st;
-    if (pt_db_prepare(pt_db_reader(c->srv->db),
+    if (pt_db_stmt(pt_db_reader(c->srv->db),
                       "SELECT m.server_id, m.sender, m.sender_device, m.date_ms, m.envelope, m.kind, "
                       "m.group_id, m.peer, m.about, m.status, m.note "
                       "FROM queue q JOIN messages m ON m.server_id = q.server_id "
@@ -848,7 +848,7 @@ static void rpc_sync(pt_conn *c, uint64_t req)
         pt_srv_push_device(c->srv, e->device_pk, e, &b);
         n++;
     }
-    sqlite3_finalize(st);
+    pt_db_release(st);
     pt_buf_free(&b);
     pt_log_debug("conn %s: sync delivered %zu queued messages", c->peer, n);
     pt_srv_reply_ok(e, req);
