@@ -33,6 +33,7 @@ typedef struct contact_op {
     const char *err_msg;
     bool notify;                    /* apply() queued item for devices */
     bool friends;                   /* apply() made them friends */
+    bool blocks_peer, blocked_by_peer; /* block states apply() left: me -> peer, peer -> me */
     pt_srv_item item;               /* the notice for the peer */
     pt_srv_devlist devices;         /* the peer's devices */
     uint8_t data[];                 /* note ‖ bundle */
@@ -83,9 +84,8 @@ static int del_state(sqlite3 *db, const uint8_t user[16], const uint8_t peer[16]
     return rc < 0 ? rc : 0;
 }
 
-static int contact_apply(sqlite3 *db, void *arg)
+static int contact_change(sqlite3 *db, contact_op *o)
 {
-    contact_op *o = arg;
     int rc = pt_srv_user_exists(db, o->peer);
     if (rc < 0) return rc;
     if (rc == 0) PT_SRV_FAIL(PT_RPC_NOT_FOUND, "USER_NOT_FOUND");
@@ -138,10 +138,27 @@ static int contact_apply(sqlite3 *db, void *arg)
     return 0;
 }
 
+/* Applies the operation and notes the blocks it leaves, for the routing directory. */
+static int contact_apply(sqlite3 *db, void *arg)
+{
+    contact_op *o = arg;
+    PT_SRV_TRY(contact_change(db, o));
+    int mine = get_state(db, o->me, o->peer), theirs = get_state(db, o->peer, o->me);
+    PT_SRV_TRY(mine);
+    PT_SRV_TRY(theirs);
+    o->blocks_peer = mine == PT_CONTACT_BLOCKED;
+    o->blocked_by_peer = theirs == PT_CONTACT_BLOCKED;
+    return 0;
+}
+
 static void contact_done(void *arg, int rc)
 {
     contact_op *o = arg;
     pt_server *s = o->to.srv;
+    if (rc == 0) {
+        pt_srv_dir_set_blocked(s, o->me, o->peer, o->blocks_peer);
+        pt_srv_dir_set_blocked(s, o->peer, o->me, o->blocked_by_peer);
+    }
     if (rc == 0 && o->notify) {
         pt_srv_push_item(s, &o->devices, &o->item);
         pt_srv_queue_add(s, &o->devices, 1);

@@ -292,6 +292,7 @@ static void bind_done(void *arg, int rc)
                 pt_srv_presence_conn(b->to.srv, d->user_id, true);
             }
         }
+        pt_srv_dir_device_bound(b->to.srv, b->user_id, b->device_pk);
         char hex[33];
         pt_hex_encode(hex, b->user_id, 16);
         pt_log_info("user %s bound username \"%s\"", hex, b->display);
@@ -606,7 +607,7 @@ void pt_srv_push_user(pt_server *s, const uint8_t user[16], const pt_buf *update
 {
     if (!s->db || !pt_srv_presence_connected(s, user)) return;
     pt_srv_devlist l = {0};
-    if (pt_srv_user_devices(pt_db_reader(s->db), user, NULL, &l) == 0) pt_srv_push_devices(s, &l, update);
+    if (pt_srv_dir_user_devices(s, user, NULL, &l) == 0) pt_srv_push_devices(s, &l, update);
     pt_srv_devlist_free(&l);
 }
 
@@ -659,7 +660,7 @@ void pt_srv_forward(pt_conn *c, uint64_t req, const pt_srv_item *proto, pt_srv_d
 {
     pt_srv_sess *e = c->sess;
     pt_server *s = c->srv;
-    int rc = pt_srv_queues_full(pt_db_reader(s->db), devices, s->cfg.queue_quota);
+    int rc = pt_srv_queue_any_full(s, devices, s->cfg.queue_quota) ? 1 : 0;
     send_op *m = rc == 0 ? calloc(1, sizeof *m + proto->payload.len) : NULL;
     if (!m) {
         pt_srv_reply_error(e, req, rc > 0 ? PT_RPC_QUOTA : PT_RPC_INTERNAL,
@@ -690,15 +691,12 @@ void pt_srv_forward(pt_conn *c, uint64_t req, const pt_srv_item *proto, pt_srv_d
 static void send_to_user(pt_conn *c, uint64_t req, const uint8_t to[16], const pt_srv_item *proto)
 {
     pt_srv_sess *e = c->sess;
-    sqlite3 *r = pt_db_reader(c->srv->db);
-    int rc = pt_srv_blocked(r, to, e->dev->user_id);
-    if (rc != 0) {
-        pt_srv_reply_error(e, req, rc < 0 ? PT_RPC_INTERNAL : PT_RPC_FORBIDDEN,
-                           rc < 0 ? "INTERNAL" : "BLOCKED");
+    if (pt_srv_dir_blocked(c->srv, to, e->dev->user_id)) {
+        pt_srv_reply_error(e, req, PT_RPC_FORBIDDEN, "BLOCKED");
         return;
     }
     pt_srv_devlist devices = {0};
-    if (pt_srv_user_devices(r, to, NULL, &devices) != 0) {
+    if (pt_srv_dir_user_devices(c->srv, to, NULL, &devices) != 0) {
         pt_srv_reply_error(e, req, PT_RPC_INTERNAL, "INTERNAL");
     } else if (devices.n == 0) {
         pt_srv_reply_error(e, req, PT_RPC_NOT_FOUND, "USER_NOT_FOUND");

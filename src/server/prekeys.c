@@ -358,7 +358,7 @@ static void rpc_fetch(pt_conn *c, uint64_t req, const pt_tl_prekeys_fetch *q)
         return;
     }
     int rc = identity_key(c->srv, q->user_id, o->identity_key);
-    int blocked = rc == 0 ? pt_srv_blocked(pt_db_reader(c->srv->db), q->user_id, e->dev->user_id) : 0;
+    int blocked = rc == 0 ? pt_srv_dir_blocked(c->srv, q->user_id, e->dev->user_id) : 0;
     if (rc || blocked) {
         if (rc == PT_ERR_NOT_FOUND) pt_srv_reply_error(e, req, PT_RPC_NOT_FOUND, "USER_NOT_FOUND");
         else if (blocked > 0) pt_srv_reply_error(e, req, PT_RPC_FORBIDDEN, "BLOCKED");

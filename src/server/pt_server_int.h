@@ -73,6 +73,8 @@ typedef struct pt_srv_counters {
 } pt_srv_counters;
 
 typedef struct pt_metrics_conn pt_metrics_conn;
+typedef struct pt_dir_user pt_dir_user;
+typedef struct pt_dir_block pt_dir_block;
 typedef struct pt_queue_ent pt_queue_ent;
 
 struct pt_server {
@@ -105,6 +107,10 @@ struct pt_server {
     pt_queue_ent **queue_buckets;   /* queue rows per device (queues.c) */
     size_t queue_nbuckets, queue_devices;
     int64_t queue_rows;             /* queue rows stored or being stored, all devices */
+    pt_dir_user **dir_users;        /* users' devices (directory.c) */
+    size_t dir_nusers_b, dir_nusers;
+    pt_dir_block **dir_blocks;      /* who blocked whom (directory.c) */
+    size_t dir_nblocks_b, dir_nblocks;
     char metrics_host[256];
     uint16_t metrics_port;
     bool metrics_on;                /* the metrics listener is open */
@@ -272,6 +278,20 @@ void pt_srv_queue_add(pt_server *s, const pt_srv_devlist *l, int delta);
 void pt_srv_queue_sub(pt_server *s, const uint8_t device[32], uint32_t n);
 /* Whether some device of l has quota rows or more. */
 bool pt_srv_queue_any_full(pt_server *s, const pt_srv_devlist *l, uint32_t quota);
+
+/* The routing directory (src/server/directory.c): users' devices and blocks in
+ * memory, so that routing a send runs no SQL. Loop thread only. */
+int pt_srv_dir_init(pt_server *s); /* after the store is open: loads the blocks */
+void pt_srv_dir_free(pt_server *s);
+/* Appends the devices of user (PT_SERVER_USER_DEVICES_MAX at most) except `skip`
+ * (may be NULL); reads them from the store the first time. 0 or a negative pt_err. */
+int pt_srv_dir_user_devices(pt_server *s, const uint8_t user[16], const uint8_t *skip,
+                            pt_srv_devlist *out);
+/* A binding committed: device belongs to user. */
+void pt_srv_dir_device_bound(pt_server *s, const uint8_t user[16], const uint8_t device[32]);
+bool pt_srv_dir_blocked(pt_server *s, const uint8_t by[16], const uint8_t whom[16]);
+/* A contact operation committed: whether `by` blocks `whom` now. */
+int pt_srv_dir_set_blocked(pt_server *s, const uint8_t by[16], const uint8_t whom[16], bool blocked);
 
 /* The metrics endpoint (src/server/metrics.c): HTTP/1.0 GET /metrics on its own
  * listener on the loop, when cfg.metrics_host is set. */

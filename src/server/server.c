@@ -554,6 +554,7 @@ pt_server *pt_server_new(const pt_server_config *cfg, int *err)
     if ((rc = pt_db_open(&s->db, path, &s->loop)) != 0) goto fail;
     if ((rc = load_next_server_id(s)) != 0) goto fail;
     if ((rc = pt_srv_queues_init(s)) != 0) goto fail;
+    if ((rc = pt_srv_dir_init(s)) != 0) goto fail;
     rc = PT_ERR_IO;
     uv_tcp_init(&s->loop, &s->listener);
     s->listener.data = s;
@@ -646,6 +647,7 @@ void pt_server_free(pt_server *s)
     }
     pt_srv_presence_free(s);
     pt_srv_queues_free(s);
+    pt_srv_dir_free(s);
     pt_srv_devices_free(s);
     pt_abuse_free(s);
     pt_wipe(s->static_sk, sizeof s->static_sk);
