@@ -48,7 +48,9 @@ struct pt_conn {
     pt_buf inflight;                /* bytes handed to uv_write, untouched until on_write */
     uv_write_t wreq;
     bool writing, closing, read_paused;
-    bool in_input;                  /* inside pt_chan_input: flush once it returns */
+    bool in_input;                  /* inside pt_chan_input */
+    bool dirty;                     /* on the server's list of connections to flush */
+    pt_conn *dirty_prev, *dirty_next;
     bool throttled;                 /* reading paused by the rate limit; the timer resumes it */
     const char *close_after_write;  /* reason, when closing once the writes drain */
     int open_handles;               /* libuv handles not yet closed */
@@ -85,6 +87,8 @@ struct pt_server {
     uv_tcp_t listener;
     uv_async_t stop_async;
     uv_timer_t gc_timer;
+    uv_check_t flush_check;         /* flushes the dirty connections once per loop iteration */
+    pt_conn *dirty;                 /* connections whose sessions have output to seal */
     uv_signal_t sigint, sigterm, sighup;
     uint16_t port;
     uint8_t static_sk[32], static_pk[32];
@@ -123,6 +127,9 @@ struct pt_server {
 };
 
 void pt_conn_close(pt_conn *c, const char *why);
+/* Has c's session output sealed and written at the end of this loop iteration,
+ * together with everything else queued for it meanwhile: one record batch and one
+ * write per connection per iteration, not one per reply or push. Returns 0. */
 int pt_conn_flush(pt_conn *c);
 pt_srv_sess *pt_srv_sess_lookup(pt_server *s, const uint8_t pk[32], uint64_t sid);
 void pt_srv_sess_destroy(pt_server *s, pt_srv_sess *e);

@@ -126,6 +126,12 @@ void pt_conn_close(pt_conn *c, const char *why)
         c->sess = NULL;
     }
     pt_srv_device_conn_down(s, c);
+    if (c->dirty) {
+        c->dirty = false;
+        if (c->dirty_prev) c->dirty_prev->dirty_next = c->dirty_next;
+        else s->dirty = c->dirty_next;
+        if (c->dirty_next) c->dirty_next->dirty_prev = c->dirty_prev;
+    }
     if (c->prev) c->prev->next = c->next;
     else s->conns = c->next;
     if (c->next) c->next->prev = c->prev;
@@ -190,8 +196,8 @@ static int emit_record(void *ud, const uint8_t *rec, size_t len)
     return pt_chan_seal(c->chan, &c->out, rec, len);
 }
 
-/* Seals everything the attached session has queued. */
-int pt_conn_flush(pt_conn *c)
+/* Seals everything the attached session has queued, now. */
+static int conn_flush_now(pt_conn *c)
 {
     if (c->closing || !c->sess) return 0;
     int rc = pt_sess_flush(c->sess->sess, emit_record, c);
@@ -203,6 +209,38 @@ int pt_conn_flush(pt_conn *c)
     conn_start_write(c);
     return 0;
 }
+
+int pt_conn_flush(pt_conn *c)
+{
+    if (c->dirty || c->closing) return 0;
+    pt_server *s = c->srv;
+    c->dirty = true;
+    c->dirty_prev = NULL;
+    c->dirty_next = s->dirty;
+    if (s->dirty) s->dirty->dirty_prev = c;
+    s->dirty = c;
+    return 0;
+}
+
+/* Flushes every dirty connection (the uv_check handle: after the I/O callbacks
+ * and the writer's completions of this loop iteration). */
+static void flush_dirty(pt_server *s)
+{
+    while (s->dirty) {
+        pt_conn *c = s->dirty;
+        s->dirty = c->dirty_next;
+        if (s->dirty) s->dirty->dirty_prev = NULL;
+        c->dirty = false;
+        c->dirty_prev = c->dirty_next = NULL;
+        int rc = conn_flush_now(c);
+        if (rc) {
+            pt_log_warn("conn %s: %s; closing", c->peer, pt_strerror(rc));
+            conn_close_after_write(c, pt_strerror(rc));
+        }
+    }
+}
+
+static void on_flush_check(uv_check_t *h) { flush_dirty(h->data); }
 
 static void on_timer(uv_timer_t *t)
 {
@@ -301,7 +339,7 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
     uint32_t pause_ms = 0;
     int verdict = rc == 0 ? pt_abuse_charge(c->srv, c, &pause_ms) : 0;
     if (verdict < 0) {
-        if (pt_conn_flush(c) == 0) conn_close_after_write(c, "flooding");
+        if (conn_flush_now(c) == 0) conn_close_after_write(c, "flooding");
         else pt_conn_close(c, "flooding");
         return;
     }
@@ -435,6 +473,7 @@ static void on_stop_async(uv_async_t *a)
         pt_db_close(s->db);
         s->db = NULL;
     }
+    flush_dirty(s);
     for (pt_conn *c = s->conns, *next; c; c = next) {
         next = c->next;
         conn_close_after_write(c, "server shutting down");
@@ -581,6 +620,10 @@ pt_server *pt_server_new(const pt_server_config *cfg, int *err)
     uv_timer_init(&s->loop, &s->gc_timer);
     s->gc_timer.data = s;
     uv_timer_start(&s->gc_timer, on_gc, 10000, 10000);
+    uv_check_init(&s->loop, &s->flush_check);
+    s->flush_check.data = s;
+    uv_check_start(&s->flush_check, on_flush_check);
+    uv_unref((uv_handle_t *)&s->flush_check); /* does not keep the loop alive */
     uv_signal_init(&s->loop, &s->sigint);
     uv_signal_init(&s->loop, &s->sigterm);
     s->sigint.data = s->sigterm.data = s;
