@@ -296,6 +296,11 @@ static void bind_done(void *arg, int rc)
         char hex[33];
         pt_hex_encode(hex, b->user_id, 16);
         pt_log_info("user %s bound username \"%s\"", hex, b->display);
+    } else if (b->err_msg && strcmp(b->err_msg, "USER_ID_COLLISION") == 0) {
+        char hex[33];
+        pt_hex_encode(hex, b->user_id, 16);
+        pt_log_warn("user id collision: another identity key already has user id %s; "
+                    "\"%s\" refused", hex, b->display);
     }
     if (e) {
         if (rc == 0) {
@@ -347,6 +352,13 @@ static void rpc_bind(pt_conn *c, uint64_t req, const pt_tl_auth_bindUsername *q)
         pt_srv_reply_error(e, req, PT_RPC_INTERNAL, "INTERNAL");
         free(b);
         return;
+    }
+    unsigned bits = c->srv->cfg.test_user_id_bits; /* tests only: see pt_server_config */
+    if (bits) {
+        for (unsigned i = 0; i < 16; i++) {
+            if (i * 8 >= bits) b->user_id[i] = 0;
+            else if (i * 8 + 8 > bits) b->user_id[i] &= (uint8_t)(0xff00u >> (bits - i * 8));
+        }
     }
     b->op = (pt_db_op){.apply = bind_apply, .done = bind_done, .arg = b};
     pt_db_submit(c->srv->db, &b->op);

@@ -50,6 +50,10 @@ typedef struct pt_server_config {
     uint32_t ban_s;                       /* 0 = default */
     const char *metrics_host;             /* metrics endpoint address; NULL = no endpoint */
     uint16_t metrics_port;                /* 0 picks a free port */
+    unsigned test_user_id_bits;           /* TEST ONLY: user ids keep only this many leading
+                                             bits, so that tests can force collisions; 0 (or
+                                             >= 128) = the real 128. packtrackd never sets it
+                                             (no flag, key or variable reaches it) */
     const char *ready_file;               /* if set, "host:port\n" is written there once listening */
     const char *config_path;              /* reread on SIGHUP, if set */
 } pt_server_config;

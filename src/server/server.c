@@ -562,6 +562,7 @@ pt_server *pt_server_new(const pt_server_config *cfg, int *err)
     if (cfg->ready_file) snprintf(s->ready_file, sizeof s->ready_file, "%s", cfg->ready_file);
     if (cfg->config_path) snprintf(s->config_path, sizeof s->config_path, "%s", cfg->config_path);
     s->cfg.config_path = NULL;
+    if (s->cfg.test_user_id_bits >= 128) s->cfg.test_user_id_bits = 0;
     if (cfg->metrics_host) {
         snprintf(s->metrics_host, sizeof s->metrics_host, "%s", cfg->metrics_host);
         s->cfg.metrics_host = s->metrics_host;
@@ -634,6 +635,8 @@ pt_server *pt_server_new(const pt_server_config *cfg, int *err)
     uv_signal_start(&s->sighup, on_sighup, SIGHUP);
     signal(SIGPIPE, SIG_IGN);
     if ((rc = pt_metrics_start(s)) != 0) goto fail;
+    if (s->cfg.test_user_id_bits)
+        pt_log_warn("TEST ONLY: user ids shortened to %u bits", s->cfg.test_user_id_bits);
     if (err) *err = 0;
     return s;
 fail:
