@@ -762,13 +762,13 @@ static int received_apply(sqlite3 *db, void *arg)
     sqlite3_stmt *del, *dec, *gc;
     int rc = pt_db_stmt(db, "DELETE FROM queue WHERE device_key = ? AND server_id = ?", &del);
     if (rc) return rc;
-    if ((rc = pt_db_stmt(db, "UPDATE messages SET refs = refs - 1 WHERE server_id = ?", &dec))) {
+    if ((rc = pt_db_stmt(db, "DELETE FROM messages WHERE server_id = ? AND refs <= 1", &gc))) {
         pt_db_release(del);
         return rc;
     }
-    if ((rc = pt_db_stmt(db, "DELETE FROM messages WHERE server_id = ? AND refs <= 0", &gc))) {
+    if ((rc = pt_db_stmt(db, "UPDATE messages SET refs = refs - 1 WHERE server_id = ?", &dec))) {
         pt_db_release(del);
-        pt_db_release(dec);
+        pt_db_release(gc);
         return rc;
     }
     for (uint32_t i = 0; i < r->n && rc >= 0; i++) {
@@ -777,16 +777,18 @@ static int received_apply(sqlite3 *db, void *arg)
         sqlite3_bind_int64(del, 2, r->ids[i]);
         if ((rc = pt_db_step(del)) < 0 || sqlite3_changes(db) == 0) continue;
         r->deleted++;
-        sqlite3_reset(dec);
-        sqlite3_bind_int64(dec, 1, r->ids[i]);
-        if ((rc = pt_db_step(dec)) < 0) break;
+        /* the last reference (one recipient device: the usual case) deletes the row
+         * at once, without rewriting it first to count down */
         sqlite3_reset(gc);
         sqlite3_bind_int64(gc, 1, r->ids[i]);
-        rc = pt_db_step(gc);
+        if ((rc = pt_db_step(gc)) < 0 || sqlite3_changes(db) == 1) continue;
+        sqlite3_reset(dec);
+        sqlite3_bind_int64(dec, 1, r->ids[i]);
+        rc = pt_db_step(dec);
     }
     pt_db_release(del);
-    pt_db_release(dec);
     pt_db_release(gc);
+    pt_db_release(dec);
     return rc < 0 ? rc : 0;
 }
 
