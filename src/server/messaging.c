@@ -695,7 +695,7 @@ void pt_srv_forward(pt_conn *c, uint64_t req, const pt_srv_item *proto, pt_srv_d
     pt_srv_push_item(s, &m->devices, &m->item);
     pt_srv_queue_add(s, &m->devices, 1);
     s->counters.msgs_in++;
-    m->op = (pt_db_op){.apply = send_apply, .done = send_done, .arg = m};
+    m->op = (pt_db_op){.apply = send_apply, .done = send_done, .arg = m, .rerunnable = true};
     pt_db_submit(s->db, &m->op);
 }
 
@@ -759,6 +759,7 @@ typedef struct received_op {
 static int received_apply(sqlite3 *db, void *arg)
 {
     received_op *r = arg;
+    r->deleted = 0; /* rerunnable */
     sqlite3_stmt *del, *dec, *gc;
     int rc = pt_db_stmt(db, "DELETE FROM queue WHERE device_key = ? AND server_id = ?", &del);
     if (rc) return rc;
@@ -815,7 +816,7 @@ static void rpc_received(pt_conn *c, uint64_t req, const pt_tl_messages_received
     memcpy(r->device, c->sess->device_pk, 32);
     r->n = q->server_ids.n;
     for (uint32_t i = 0; i < r->n; i++) r->ids[i] = q->server_ids.items[i];
-    r->op = (pt_db_op){.apply = received_apply, .done = ok_done, .arg = r};
+    r->op = (pt_db_op){.apply = received_apply, .done = ok_done, .arg = r, .rerunnable = true};
     pt_db_submit(c->srv->db, &r->op);
 }
 

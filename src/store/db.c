@@ -129,6 +129,7 @@ static void exec_cleanup(sqlite3 *db, const char *sql)
 }
 
 static int exec_cached(sqlite3 *db, const char *sql);
+static void stmt_cache_purge(sqlite3 *db);
 
 /* exec_cleanup for the writer's batch statements, from the statement cache. */
 static void exec_cleanup_cached(sqlite3 *db, const char *sql)
@@ -244,6 +245,8 @@ void pt_db_release(sqlite3_stmt *st)
     sqlite3_finalize(st);
 }
 
+void pt_db_forget(sqlite3 *db) { stmt_cache_purge(db); }
+
 /* Finalizes the calling thread's cached statements of db. */
 static void stmt_cache_purge(sqlite3 *db)
 {
@@ -338,23 +341,59 @@ static int migrate(sqlite3 *db, const char *path)
     return 0;
 }
 
-/* Runs one batch: every op in its savepoint, one commit. */
+/* Runs op in a savepoint of its own. */
+static void run_one(pt_db *db, pt_db_op *op)
+{
+    if (exec_cached(db->w, "SAVEPOINT op") != 0) {
+        op->rc = PT_ERR_IO;
+        return;
+    }
+    op->rc = op->apply(db->w, op->arg);
+    if (op->rc) exec_cleanup_cached(db->w, "ROLLBACK TO op");
+    exec_cleanup_cached(db->w, "RELEASE op");
+}
+
+/* Runs the rerunnable ops [first, end) in one savepoint; if one fails, rolls them
+ * all back and runs each in its own savepoint, so that only the failing one is
+ * undone. */
+static void run_group(pt_db *db, pt_db_op *first, pt_db_op *end)
+{
+    if (first->next == end) {
+        run_one(db, first);
+        return;
+    }
+    if (exec_cached(db->w, "SAVEPOINT ops") != 0) {
+        for (pt_db_op *op = first; op != end; op = op->next) op->rc = PT_ERR_IO;
+        return;
+    }
+    bool failed = false;
+    for (pt_db_op *op = first; op != end && !failed; op = op->next)
+        failed = (op->rc = op->apply(db->w, op->arg)) != 0;
+    if (failed) exec_cleanup_cached(db->w, "ROLLBACK TO ops");
+    exec_cleanup_cached(db->w, "RELEASE ops");
+    if (failed)
+        for (pt_db_op *op = first; op != end; op = op->next) run_one(db, op);
+}
+
+/* Runs one batch: every op in a savepoint (a run of rerunnable ones in a shared
+ * one), one commit. */
 static void run_batch(pt_db *db, pt_db_op *batch)
 {
     int rc = exec_cached(db->w, "BEGIN IMMEDIATE");
     uint64_t n = 0;
-    for (pt_db_op *op = batch; op; op = op->next, n++) {
+    for (pt_db_op *op = batch; op; op = op->next) n++;
+    for (pt_db_op *op = batch, *end; op; op = end) {
+        end = op->next;
         if (rc) {
             op->rc = rc;
             continue;
         }
-        if (exec_cached(db->w, "SAVEPOINT op") != 0) {
-            op->rc = PT_ERR_IO;
+        if (!op->rerunnable) {
+            run_one(db, op);
             continue;
         }
-        op->rc = op->apply(db->w, op->arg);
-        if (op->rc) exec_cleanup_cached(db->w, "ROLLBACK TO op");
-        exec_cleanup_cached(db->w, "RELEASE op");
+        while (end && end->rerunnable) end = end->next;
+        run_group(db, op, end);
     }
     if (rc == 0) {
         uint64_t t0 = now_ns();
@@ -445,6 +484,13 @@ void pt_db_get_stats(pt_db *db, pt_db_stats *out)
 int pt_db_open(pt_db **out, const char *path, uv_loop_t *loop)
 {
     *out = NULL;
+    /* no global allocation statistics: a mutex less on every SQLite malloc (fails
+     * harmlessly when SQLite was already initialised in this process) */
+    static bool configured;
+    if (!configured) {
+        configured = true;
+        (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+    }
     pt_db *db = calloc(1, sizeof *db);
     if (!db) return PT_ERR_NOMEM;
     db->loop = loop;

@@ -4,8 +4,9 @@
  * One database file in WAL mode with synchronous=FULL: a committed transaction
  * survives a crash or power loss. Writes never run on the event loop: callers
  * submit operations to a writer thread, which takes every operation waiting,
- * runs them in ONE transaction (each inside its own savepoint, so one failing
- * operation does not undo the others) and commits once: group commit, one fsync
+ * runs them in ONE transaction (each inside its own savepoint, or a run of
+ * rerunnable ones in a shared one, so one failing operation does not undo the
+ * others) and commits once: group commit, one fsync
  * for a whole batch. Each operation's `done` callback then runs on the event loop
  * with its result. Reads run on the caller's thread on a separate connection
  * (WAL readers never wait for the writer).
@@ -31,6 +32,10 @@ typedef struct pt_db_op {
     int (*apply)(sqlite3 *db, void *arg);
     void (*done)(void *arg, int rc);
     void *arg;
+    bool rerunnable;        /* apply() only changes the database (and what it reports
+                               is reset when it starts), so it may run twice: a run
+                               of such ops shares one savepoint, and they are run
+                               again one by one if one of them fails */
     int rc;                 /* filled by the writer */
     uint64_t submitted_ns;  /* for commit-latency metrics */
     struct pt_db_op *next;  /* queue link, owned by pt_db */
@@ -82,6 +87,9 @@ int pt_db_stmt(sqlite3 *db, const char *sql, sqlite3_stmt **st) PT_WUR;
 /* Resets st and clears its bindings (a cached one), or finalizes it (a fresh one).
  * NULL is a no-op. A read statement ends its read transaction here. */
 void pt_db_release(sqlite3_stmt *st);
+/* Finalizes the calling thread's cached statements of db: for a connection that
+ * did not come from pt_db_open(), before it is closed. */
+void pt_db_forget(sqlite3 *db);
 /* SQLITE_ROW -> 1, SQLITE_DONE -> 0, a constraint violation -> PT_ERR_STATE, other -> PT_ERR_IO. */
 int pt_db_step(sqlite3_stmt *st) PT_WUR;
 
