@@ -82,6 +82,18 @@ static const char *const migrations[PT_DB_SCHEMA_VERSION] = {
      * foreign-key check scanned the whole queue for every confirmed message:
      * 30% of the server's CPU under load, docs/BENCHMARKS.md) */
     "CREATE INDEX queue_by_server_id ON queue(server_id);",
+    /* 3 -> 4: no foreign key from queue to messages, and so no index by server_id
+     * for it: messages.refs already counts a message's queue rows (the row goes
+     * with its last one), and the check plus the index were two B-tree lookups and
+     * an index row to insert and delete per message, on the writer's hot path */
+    "CREATE TABLE queue_v4 ("
+    "  device_key BLOB NOT NULL,"
+    "  server_id INTEGER NOT NULL,"        /* a messages row, counted in its refs */
+    "  PRIMARY KEY (device_key, server_id)"
+    ") WITHOUT ROWID;"
+    "INSERT INTO queue_v4(device_key, server_id) SELECT device_key, server_id FROM queue;"
+    "DROP TABLE queue;"
+    "ALTER TABLE queue_v4 RENAME TO queue;",
 };
 
 const uint32_t pt_db_commit_bucket_us[PT_DB_COMMIT_BUCKETS] = {
