@@ -88,6 +88,7 @@ struct pt_server {
     uv_async_t stop_async;
     uv_timer_t gc_timer;
     uv_check_t flush_check;         /* flushes the dirty connections once per loop iteration */
+    uv_idle_t flush_idle;           /* active while some are dirty: the poll must not block */
     pt_conn *dirty;                 /* connections whose sessions have output to seal */
     uv_signal_t sigint, sigterm, sighup;
     uint16_t port;

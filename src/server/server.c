@@ -210,10 +210,16 @@ static int conn_flush_now(pt_conn *c)
     return 0;
 }
 
+static void on_flush_idle(uv_idle_t *h) { (void)h; }
+
 int pt_conn_flush(pt_conn *c)
 {
     if (c->dirty || c->closing) return 0;
     pt_server *s = c->srv;
+    /* output queued from a timer (a presence notice when an idle connection
+     * closes, say) is flushed in this iteration's check phase, not after the next
+     * event: an active idle handle makes the poll return at once */
+    if (!s->dirty && !s->stopping) uv_idle_start(&s->flush_idle, on_flush_idle);
     c->dirty = true;
     c->dirty_prev = NULL;
     c->dirty_next = s->dirty;
@@ -238,6 +244,7 @@ static void flush_dirty(pt_server *s)
             conn_close_after_write(c, pt_strerror(rc));
         }
     }
+    uv_idle_stop(&s->flush_idle);
 }
 
 static void on_flush_check(uv_check_t *h) { flush_dirty(h->data); }
@@ -625,6 +632,7 @@ pt_server *pt_server_new(const pt_server_config *cfg, int *err)
     s->flush_check.data = s;
     uv_check_start(&s->flush_check, on_flush_check);
     uv_unref((uv_handle_t *)&s->flush_check); /* does not keep the loop alive */
+    uv_idle_init(&s->loop, &s->flush_idle);
     uv_signal_init(&s->loop, &s->sigint);
     uv_signal_init(&s->loop, &s->sigterm);
     s->sigint.data = s->sigterm.data = s;
