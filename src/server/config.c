@@ -75,6 +75,11 @@ static int on_kv(void *user, const char *section, const char *name, const char *
             if (n < 0) why = "suites: expected a comma-separated list of known suites";
             else f->cfg.nsuites = (size_t)n;
             f->has_suites = true;
+        } else if (strcmp(name, "metrics_listen") == 0) {
+            if (pt_parse_listen(value, f->metrics_host, sizeof f->metrics_host, &f->cfg.metrics_port) != 0)
+                why = "metrics_listen: expected HOST:PORT";
+            f->cfg.metrics_host = f->metrics_host;
+            f->has_metrics = true;
         } else if (strcmp(name, "log_level") == 0) {
             pt_log_level lvl;
             if (pt_log_parse_level(value, &lvl) != 0) why = "log_level: expected error, warn, info or debug";

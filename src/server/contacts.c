@@ -33,6 +33,7 @@ typedef struct contact_op {
     const char *err_msg;
     bool notify;                    /* apply() queued item for devices */
     bool friends;                   /* apply() made them friends */
+    bool blocks_peer, blocked_by_peer; /* block states apply() left: me -> peer, peer -> me */
     pt_srv_item item;               /* the notice for the peer */
     pt_srv_devlist devices;         /* the peer's devices */
     uint8_t data[];                 /* note ‖ bundle */
@@ -42,13 +43,13 @@ typedef struct contact_op {
 static int get_state(sqlite3 *db, const uint8_t user[16], const uint8_t peer[16])
 {
     sqlite3_stmt *st;
-    int rc = pt_db_prepare(db, "SELECT state FROM contacts WHERE user_id = ? AND peer_id = ?", &st);
+    int rc = pt_db_stmt(db, "SELECT state FROM contacts WHERE user_id = ? AND peer_id = ?", &st);
     if (rc) return rc;
     sqlite3_bind_blob(st, 1, user, 16, SQLITE_STATIC);
     sqlite3_bind_blob(st, 2, peer, 16, SQLITE_STATIC);
     rc = pt_db_step(st);
     if (rc == 1) rc = sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
+    pt_db_release(st);
     return rc;
 }
 
@@ -56,7 +57,7 @@ static int set_state(sqlite3 *db, const uint8_t user[16], const uint8_t peer[16]
                      const pt_tl_bytes *note)
 {
     sqlite3_stmt *st;
-    int rc = pt_db_prepare(db, "INSERT INTO contacts(user_id, peer_id, state, note, updated_ms) "
+    int rc = pt_db_stmt(db, "INSERT INTO contacts(user_id, peer_id, state, note, updated_ms) "
                                "VALUES (?,?,?,?,?) ON CONFLICT(user_id, peer_id) DO UPDATE SET "
                                "state = excluded.state, note = excluded.note, "
                                "updated_ms = excluded.updated_ms", &st);
@@ -67,25 +68,24 @@ static int set_state(sqlite3 *db, const uint8_t user[16], const uint8_t peer[16]
     if (note && note->len) sqlite3_bind_text(st, 4, (const char *)note->data, (int)note->len, SQLITE_STATIC);
     sqlite3_bind_int64(st, 5, (sqlite3_int64)pt_env_now_ms(pt_env_default()));
     rc = pt_db_step(st);
-    sqlite3_finalize(st);
+    pt_db_release(st);
     return rc < 0 ? rc : 0;
 }
 
 static int del_state(sqlite3 *db, const uint8_t user[16], const uint8_t peer[16])
 {
     sqlite3_stmt *st;
-    int rc = pt_db_prepare(db, "DELETE FROM contacts WHERE user_id = ? AND peer_id = ?", &st);
+    int rc = pt_db_stmt(db, "DELETE FROM contacts WHERE user_id = ? AND peer_id = ?", &st);
     if (rc) return rc;
     sqlite3_bind_blob(st, 1, user, 16, SQLITE_STATIC);
     sqlite3_bind_blob(st, 2, peer, 16, SQLITE_STATIC);
     rc = pt_db_step(st);
-    sqlite3_finalize(st);
+    pt_db_release(st);
     return rc < 0 ? rc : 0;
 }
 
-static int contact_apply(sqlite3 *db, void *arg)
+static int contact_change(sqlite3 *db, contact_op *o)
 {
-    contact_op *o = arg;
     int rc = pt_srv_user_exists(db, o->peer);
     if (rc < 0) return rc;
     if (rc == 0) PT_SRV_FAIL(PT_RPC_NOT_FOUND, "USER_NOT_FOUND");
@@ -138,11 +138,31 @@ static int contact_apply(sqlite3 *db, void *arg)
     return 0;
 }
 
+/* Applies the operation and notes the blocks it leaves, for the routing directory. */
+static int contact_apply(sqlite3 *db, void *arg)
+{
+    contact_op *o = arg;
+    PT_SRV_TRY(contact_change(db, o));
+    int mine = get_state(db, o->me, o->peer), theirs = get_state(db, o->peer, o->me);
+    PT_SRV_TRY(mine);
+    PT_SRV_TRY(theirs);
+    o->blocks_peer = mine == PT_CONTACT_BLOCKED;
+    o->blocked_by_peer = theirs == PT_CONTACT_BLOCKED;
+    return 0;
+}
+
 static void contact_done(void *arg, int rc)
 {
     contact_op *o = arg;
     pt_server *s = o->to.srv;
-    if (rc == 0 && o->notify) pt_srv_push_item(s, &o->devices, &o->item);
+    if (rc == 0) {
+        pt_srv_dir_set_blocked(s, o->me, o->peer, o->blocks_peer);
+        pt_srv_dir_set_blocked(s, o->peer, o->me, o->blocked_by_peer);
+    }
+    if (rc == 0 && o->notify) {
+        pt_srv_push_item(s, &o->devices, &o->item);
+        pt_srv_queue_add(s, &o->devices, 1);
+    }
     if (rc == 0 && o->friends) { /* each sees the other's presence from now on */
         pt_srv_presence_tell(s, o->me, o->peer);
         pt_srv_presence_tell(s, o->peer, o->me);
@@ -214,7 +234,7 @@ static void rpc_get(pt_conn *c, uint64_t req, const pt_tl_contacts_get *q)
     pt_tl_contacts_contact *items = calloc(limit, sizeof *items);
     sqlite3_stmt *st = NULL;
     if (!rows || !items ||
-        pt_db_prepare(pt_db_reader(c->srv->db),
+        pt_db_stmt(pt_db_reader(c->srv->db),
                       "SELECT c.peer_id, c.state, u.username FROM contacts c "
                       "LEFT JOIN users u ON u.user_id = c.peer_id "
                       "WHERE c.user_id = ? AND c.peer_id > ? ORDER BY c.peer_id LIMIT ?", &st)) {
@@ -250,7 +270,7 @@ static void rpc_get(pt_conn *c, uint64_t req, const pt_tl_contacts_get *q)
     else pt_srv_reply_error(e, req, PT_RPC_INTERNAL, "INTERNAL");
     pt_buf_free(&out);
 out:
-    sqlite3_finalize(st);
+    pt_db_release(st);
     free(rows);
     free(items);
 }

@@ -47,13 +47,13 @@ static int get_role(sqlite3 *db, const uint8_t group[16], const uint8_t user[16]
 {
     sqlite3_stmt *st;
     *role = ROLE_NONE;
-    int rc = pt_db_prepare(db, "SELECT role FROM group_members WHERE group_id = ? AND user_id = ?", &st);
+    int rc = pt_db_stmt(db, "SELECT role FROM group_members WHERE group_id = ? AND user_id = ?", &st);
     if (rc) return rc;
     sqlite3_bind_blob(st, 1, group, 16, SQLITE_STATIC);
     sqlite3_bind_blob(st, 2, user, 16, SQLITE_STATIC);
     rc = pt_db_step(st);
     if (rc == 1) *role = sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
+    pt_db_release(st);
     return rc < 0 ? rc : 0;
 }
 
@@ -64,7 +64,7 @@ static int exec_gu(sqlite3 *db, const char *sql, const uint8_t group[16], const 
                    int64_t n)
 {
     sqlite3_stmt *st;
-    int rc = pt_db_prepare(db, sql, &st);
+    int rc = pt_db_stmt(db, sql, &st);
     if (rc) return rc;
     int np = sqlite3_bind_parameter_count(st);
     sqlite3_bind_blob(st, 1, group, 16, SQLITE_STATIC);
@@ -72,7 +72,7 @@ static int exec_gu(sqlite3 *db, const char *sql, const uint8_t group[16], const 
     if (np >= 3) sqlite3_bind_int64(st, 3, n);
     rc = pt_db_step(st);
     if (rc == 1) rc = sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
+    pt_db_release(st);
     return rc;
 }
 
@@ -80,7 +80,7 @@ static int add_invite(sqlite3 *db, const uint8_t group[16], const uint8_t user[1
                       const uint8_t inviter[16])
 {
     sqlite3_stmt *st;
-    int rc = pt_db_prepare(db, "INSERT INTO group_invites(group_id, user_id, inviter, created_ms) "
+    int rc = pt_db_stmt(db, "INSERT INTO group_invites(group_id, user_id, inviter, created_ms) "
                                "VALUES (?,?,?,?) ON CONFLICT DO NOTHING", &st);
     if (rc) return rc;
     sqlite3_bind_blob(st, 1, group, 16, SQLITE_STATIC);
@@ -88,7 +88,7 @@ static int add_invite(sqlite3 *db, const uint8_t group[16], const uint8_t user[1
     sqlite3_bind_blob(st, 3, inviter, 16, SQLITE_STATIC);
     sqlite3_bind_int64(st, 4, (sqlite3_int64)pt_env_now_ms(pt_env_default()));
     rc = pt_db_step(st);
-    sqlite3_finalize(st);
+    pt_db_release(st);
     return rc < 0 ? rc : 0;
 }
 
@@ -103,7 +103,7 @@ static int member_devices(sqlite3 *db, const uint8_t group[16], const uint8_t *s
                           pt_srv_devlist *out)
 {
     sqlite3_stmt *st;
-    int rc = pt_db_prepare(db, "SELECT user_id FROM group_members WHERE group_id = ?", &st);
+    int rc = pt_db_stmt(db, "SELECT user_id FROM group_members WHERE group_id = ?", &st);
     if (rc) return rc;
     sqlite3_bind_blob(st, 1, group, 16, SQLITE_STATIC);
     while ((rc = pt_db_step(st)) == 1) {
@@ -112,7 +112,7 @@ static int member_devices(sqlite3 *db, const uint8_t group[16], const uint8_t *s
         memcpy(user, sqlite3_column_blob(st, 0), 16);
         if ((rc = pt_srv_user_devices(db, user, skip, out)) != 0) break;
     }
-    sqlite3_finalize(st);
+    pt_db_release(st);
     return rc < 0 ? rc : 0;
 }
 
@@ -210,7 +210,10 @@ static int group_apply(sqlite3 *db, void *arg)
 static void group_done(void *arg, int rc)
 {
     group_op *o = arg;
-    if (rc == 0 && o->what != OP_CREATE) pt_srv_push_item(o->to.srv, &o->devices, &o->item);
+    if (rc == 0 && o->what != OP_CREATE) {
+        pt_srv_push_item(o->to.srv, &o->devices, &o->item);
+        pt_srv_queue_add(o->to.srv, &o->devices, 1); /* group_apply stored it for them */
+    }
     pt_srv_sess *e = pt_srv_reply_session(&o->to);
     if (e && rc == 0 && o->what == OP_CREATE) {
         pt_buf out;
@@ -277,7 +280,7 @@ static void rpc_members(pt_conn *c, uint64_t req, const pt_tl_groups_getMembers 
     if (!pt_srv_require_bound(c, req) || !require_member(c, req, q->group_id)) return;
     pt_tl_groups_member *items = calloc(PT_SERVER_GROUP_MAX_MEMBERS, sizeof *items);
     sqlite3_stmt *st = NULL;
-    if (!items || pt_db_prepare(pt_db_reader(c->srv->db),
+    if (!items || pt_db_stmt(pt_db_reader(c->srv->db),
                                 "SELECT user_id, role FROM group_members WHERE group_id = ? "
                                 "ORDER BY user_id", &st)) {
         pt_srv_reply_error(c->sess, req, PT_RPC_INTERNAL, "INTERNAL");
@@ -298,7 +301,7 @@ static void rpc_members(pt_conn *c, uint64_t req, const pt_tl_groups_getMembers 
     else pt_srv_reply_error(c->sess, req, PT_RPC_INTERNAL, "INTERNAL");
     pt_buf_free(&out);
 out:
-    sqlite3_finalize(st);
+    pt_db_release(st);
     free(items);
 }
 
@@ -317,7 +320,7 @@ static void rpc_send_group(pt_conn *c, uint64_t req, const pt_tl_messages_sendGr
     sqlite3 *r = pt_db_reader(c->srv->db);
     sqlite3_stmt *st;
     pt_srv_devlist devices = {0};
-    int rc = pt_db_prepare(r, "SELECT m.user_id FROM group_members m WHERE m.group_id = ?1 AND NOT "
+    int rc = pt_db_stmt(r, "SELECT m.user_id FROM group_members m WHERE m.group_id = ?1 AND NOT "
                               "EXISTS (SELECT 1 FROM contacts k WHERE k.user_id = m.user_id AND "
                               "k.peer_id = ?2 AND k.state = ?3)", &st);
     if (rc == 0) {
@@ -330,7 +333,7 @@ static void rpc_send_group(pt_conn *c, uint64_t req, const pt_tl_messages_sendGr
             memcpy(user, sqlite3_column_blob(st, 0), 16);
             if ((rc = pt_srv_user_devices(r, user, e->device_pk, &devices)) != 0) break;
         }
-        sqlite3_finalize(st);
+        pt_db_release(st);
     }
     if (rc < 0) {
         pt_srv_reply_error(e, req, PT_RPC_INTERNAL, "INTERNAL");

@@ -31,6 +31,8 @@ static void usage(FILE *f)
             "      --rate-limit N         messages/s per connection, bursts of 2N (%d); a\n"
             "                             connection above it is closed and its address banned\n"
             "      --ban-time S           seconds a flooding address stays banned (%d)\n"
+            "      --metrics HOST:PORT    serve Prometheus metrics (GET /metrics, plain HTTP)\n"
+            "                             there; off by default; use a private address\n"
             "      --ready-file PATH      write \"HOST:PORT\\nFINGERPRINT\\n\" there once listening\n"
             "      --log-level LEVEL      error, warn, info or debug (default info)\n"
             "Obfuscation (the layer under the channel; docs/PROTOCOL.md):\n"
@@ -61,7 +63,7 @@ static void usage(FILE *f)
 }
 
 enum { OPT_HS = 256, OPT_IDLE, OPT_EXPIRY, OPT_MAXC, OPT_READY, OPT_LOG, OPT_QUOTA, OPT_CHECK,
-       OPT_PERIP, OPT_RATE, OPT_BAN, OPT_OBFS };
+       OPT_PERIP, OPT_RATE, OPT_BAN, OPT_OBFS, OPT_METRICS };
 
 static const struct option opts[] = {
     {"config", required_argument, NULL, 'c'},
@@ -77,6 +79,7 @@ static const struct option opts[] = {
     {"max-conns-per-ip", required_argument, NULL, OPT_PERIP},
     {"rate-limit", required_argument, NULL, OPT_RATE},
     {"ban-time", required_argument, NULL, OPT_BAN},
+    {"metrics", required_argument, NULL, OPT_METRICS},
     {"ready-file", required_argument, NULL, OPT_READY},
     {"log-level", required_argument, NULL, OPT_LOG},
     /* obfuscation: each goes to pt_obfs_config_set() under the key named here */
@@ -104,6 +107,9 @@ static void print_config(const pt_server_config *c)
     if (!c->nsuites) printf("(all)");
     for (size_t i = 0; i < c->nsuites; i++) printf("%s%s", i ? "," : "", pt_suite_name(c->suites[i]));
     static const char *lv[] = {"error", "warn", "info", "debug"};
+    if (c->metrics_host) printf("\nmetrics_listen = %s%s%s:%u", strchr(c->metrics_host, ':') ? "[" : "",
+                                c->metrics_host, strchr(c->metrics_host, ':') ? "]" : "", c->metrics_port);
+    else printf("\n; metrics_listen: off");
     printf("\nlog_level = %s\n[limits]\nhandshake_timeout = %u\nidle_timeout = %u\n"
            "session_expiry = %u\nmax_connections = %u\nqueue_quota = %u\n"
            "max_conns_per_ip = %u\nrate_limit = %u\nban_time = %u\n",
@@ -133,7 +139,7 @@ static const char *obfs_key(const char *opt)
 int main(int argc, char **argv)
 {
     static pt_config_file file; /* static: cfg's strings point into it */
-    static char host[256];
+    static char host[256], metrics_host[256];
     pt_server_config cfg = {.port = PT_SERVER_DEFAULT_PORT};
     const char *config_path = NULL;
     bool check = false;
@@ -171,6 +177,11 @@ int main(int argc, char **argv)
             cfg.host = host;
             break;
         case 'd': cfg.data_dir = optarg; break;
+        case OPT_METRICS:
+            if (pt_parse_listen(optarg, metrics_host, sizeof metrics_host, &cfg.metrics_port) != 0)
+                return bad("--metrics", optarg, "HOST:PORT");
+            cfg.metrics_host = metrics_host;
+            break;
         case 's':
             if ((n = pt_suite_list_parse(optarg, cfg.suites, PT_CHAN_MAX_SUITES)) < 0)
                 return bad("--suites", optarg, "a list of known suites");

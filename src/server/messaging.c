@@ -51,14 +51,14 @@ static void load_binding(pt_server *s, pt_srv_device *d)
 {
     sqlite3_stmt *st;
     if (!s->db ||
-        pt_db_prepare(pt_db_reader(s->db), "SELECT user_id FROM devices WHERE device_key = ?", &st))
+        pt_db_stmt(pt_db_reader(s->db), "SELECT user_id FROM devices WHERE device_key = ?", &st))
         return;
     sqlite3_bind_blob(st, 1, d->pk, 32, SQLITE_STATIC);
     if (pt_db_step(st) == 1 && sqlite3_column_bytes(st, 0) == 16) {
         memcpy(d->user_id, sqlite3_column_blob(st, 0), 16);
         d->bound = true;
     }
-    sqlite3_finalize(st);
+    pt_db_release(st);
 }
 
 static pt_srv_device *dev_find(pt_server *s, const uint8_t pk[32])
@@ -209,7 +209,7 @@ static int bind_apply(sqlite3 *db, void *arg)
     sqlite3_stmt *st;
     int rc;
     /* the user: new, or the same identity key again */
-    if ((rc = pt_db_prepare(db, "SELECT identity_key, username_key FROM users WHERE user_id = ?", &st)))
+    if ((rc = pt_db_stmt(db, "SELECT identity_key, username_key FROM users WHERE user_id = ?", &st)))
         return rc;
     sqlite3_bind_blob(st, 1, b->user_id, 16, SQLITE_STATIC);
     rc = pt_db_step(st);
@@ -223,11 +223,11 @@ static int bind_apply(sqlite3 *db, void *arg)
             b->err_code = PT_RPC_CONFLICT, b->err_msg = "USER_HAS_ANOTHER_USERNAME";
         }
     }
-    sqlite3_finalize(st);
+    pt_db_release(st);
     if (rc < 0) return rc;
     if (b->err_code) return PT_ERR_STATE;
     if (!exists) {
-        if ((rc = pt_db_prepare(db, "SELECT username_key = ?1 FROM users WHERE username_key = ?1 "
+        if ((rc = pt_db_stmt(db, "SELECT username_key = ?1 FROM users WHERE username_key = ?1 "
                                     "OR username_skeleton = ?2", &st)))
             return rc;
         sqlite3_bind_text(st, 1, b->key, -1, SQLITE_STATIC);
@@ -237,10 +237,10 @@ static int bind_apply(sqlite3 *db, void *arg)
             b->err_code = PT_RPC_CONFLICT;
             b->err_msg = sqlite3_column_int(st, 0) ? "USERNAME_TAKEN" : "USERNAME_CONFUSABLE";
         }
-        sqlite3_finalize(st);
+        pt_db_release(st);
         if (rc < 0) return rc;
         if (b->err_code) return PT_ERR_STATE;
-        if ((rc = pt_db_prepare(db, "INSERT INTO users(user_id, identity_key, username, username_key,"
+        if ((rc = pt_db_stmt(db, "INSERT INTO users(user_id, identity_key, username, username_key,"
                                     " username_skeleton, created_ms) VALUES (?,?,?,?,?,?)", &st)))
             return rc;
         sqlite3_bind_blob(st, 1, b->user_id, 16, SQLITE_STATIC);
@@ -250,7 +250,7 @@ static int bind_apply(sqlite3 *db, void *arg)
         sqlite3_bind_text(st, 5, b->skeleton, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 6, (sqlite3_int64)pt_env_now_ms(pt_env_default()));
         rc = pt_db_step(st);
-        sqlite3_finalize(st);
+        pt_db_release(st);
         if (rc == PT_ERR_STATE) b->err_code = PT_RPC_CONFLICT, b->err_msg = "USERNAME_TAKEN";
         if (rc < 0) return rc;
     }
@@ -265,7 +265,7 @@ static int bind_apply(sqlite3 *db, void *arg)
         return PT_ERR_STATE;
     }
     /* the device: bound once, to one user */
-    if ((rc = pt_db_prepare(db, "INSERT INTO devices(device_key, user_id, cert, created_ms) "
+    if ((rc = pt_db_stmt(db, "INSERT INTO devices(device_key, user_id, cert, created_ms) "
                                 "VALUES (?,?,?,?) ON CONFLICT(device_key) DO NOTHING", &st)))
         return rc;
     sqlite3_bind_blob(st, 1, b->device_pk, 32, SQLITE_STATIC);
@@ -273,15 +273,15 @@ static int bind_apply(sqlite3 *db, void *arg)
     sqlite3_bind_blob(st, 3, b->cert, sizeof b->cert, SQLITE_STATIC);
     sqlite3_bind_int64(st, 4, (sqlite3_int64)pt_env_now_ms(pt_env_default()));
     rc = pt_db_step(st);
-    sqlite3_finalize(st);
+    pt_db_release(st);
     if (rc < 0) return rc;
-    if ((rc = pt_db_prepare(db, "SELECT user_id FROM devices WHERE device_key = ?", &st))) return rc;
+    if ((rc = pt_db_stmt(db, "SELECT user_id FROM devices WHERE device_key = ?", &st))) return rc;
     sqlite3_bind_blob(st, 1, b->device_pk, 32, SQLITE_STATIC);
     rc = pt_db_step(st);
     if (rc == 1 && (sqlite3_column_bytes(st, 0) != 16 ||
                     memcmp(sqlite3_column_blob(st, 0), b->user_id, 16) != 0))
         b->err_code = PT_RPC_CONFLICT, b->err_msg = "DEVICE_BOUND_TO_ANOTHER_USER";
-    sqlite3_finalize(st);
+    pt_db_release(st);
     if (rc < 0) return rc;
     return b->err_code ? PT_ERR_STATE : 0;
 }
@@ -302,9 +302,15 @@ static void bind_done(void *arg, int rc)
                 pt_srv_presence_conn(b->to.srv, d->user_id, true);
             }
         }
+        pt_srv_dir_device_bound(b->to.srv, b->user_id, b->device_pk);
         char hex[33];
         pt_hex_encode(hex, b->user_id, 16);
         pt_log_info("user %s bound username \"%s\"", hex, b->display);
+    } else if (b->err_msg && strcmp(b->err_msg, "USER_ID_COLLISION") == 0) {
+        char hex[33];
+        pt_hex_encode(hex, b->user_id, 16);
+        pt_log_warn("user id collision: another identity key already has user id %s; "
+                    "\"%s\" refused", hex, b->display);
     }
     if (e) {
         if (rc == 0) {
@@ -357,6 +363,13 @@ static void rpc_bind(pt_conn *c, uint64_t req, const pt_tl_auth_bindUsername *q)
         free(b);
         return;
     }
+    unsigned bits = c->srv->cfg.test_user_id_bits; /* tests only: see pt_server_config */
+    if (bits) {
+        for (unsigned i = 0; i < 16; i++) {
+            if (i * 8 >= bits) b->user_id[i] = 0;
+            else if (i * 8 + 8 > bits) b->user_id[i] &= (uint8_t)(0xff00u >> (bits - i * 8));
+        }
+    }
     b->op = (pt_db_op){.apply = bind_apply, .done = bind_done, .arg = b};
     pt_db_submit(c->srv->db, &b->op);
 }
@@ -373,7 +386,7 @@ static void rpc_resolve(pt_conn *c, uint64_t req, const pt_tl_users_resolve *q)
         return;
     }
     sqlite3_stmt *st;
-    if (pt_db_prepare(pt_db_reader(c->srv->db),
+    if (pt_db_stmt(pt_db_reader(c->srv->db),
                       "SELECT user_id, username, identity_key FROM users WHERE username_key = ?", &st)) {
         pt_srv_reply_error(c->sess, req, PT_RPC_INTERNAL, "INTERNAL");
         return;
@@ -391,7 +404,7 @@ static void rpc_resolve(pt_conn *c, uint64_t req, const pt_tl_users_resolve *q)
     } else {
         pt_srv_reply_error(c->sess, req, PT_RPC_NOT_FOUND, "USER_NOT_FOUND");
     }
-    sqlite3_finalize(st);
+    pt_db_release(st);
 }
 
 /* ---- users.get ------------------------------------------------------------------------------ */
@@ -399,7 +412,7 @@ static void rpc_resolve(pt_conn *c, uint64_t req, const pt_tl_users_resolve *q)
 static void rpc_get_user(pt_conn *c, uint64_t req, const pt_tl_users_get *q)
 {
     sqlite3_stmt *st;
-    if (pt_db_prepare(pt_db_reader(c->srv->db),
+    if (pt_db_stmt(pt_db_reader(c->srv->db),
                       "SELECT username, identity_key FROM users WHERE user_id = ?", &st)) {
         pt_srv_reply_error(c->sess, req, PT_RPC_INTERNAL, "INTERNAL");
         return;
@@ -417,7 +430,7 @@ static void rpc_get_user(pt_conn *c, uint64_t req, const pt_tl_users_get *q)
     } else {
         pt_srv_reply_error(c->sess, req, PT_RPC_NOT_FOUND, "USER_NOT_FOUND");
     }
-    sqlite3_finalize(st);
+    pt_db_release(st);
 }
 
 /* ---- device lists, queues, blocks ------------------------------------------------------------ */
@@ -444,7 +457,7 @@ void pt_srv_devlist_free(pt_srv_devlist *l)
 int pt_srv_user_devices(sqlite3 *db, const uint8_t user[16], const uint8_t *skip, pt_srv_devlist *out)
 {
     sqlite3_stmt *st;
-    int rc = pt_db_prepare(db, "SELECT device_key FROM devices WHERE user_id = ? LIMIT ?", &st);
+    int rc = pt_db_stmt(db, "SELECT device_key FROM devices WHERE user_id = ? LIMIT ?", &st);
     if (rc) return rc;
     sqlite3_bind_blob(st, 1, user, 16, SQLITE_STATIC);
     sqlite3_bind_int(st, 2, PT_SERVER_USER_DEVICES_MAX);
@@ -454,19 +467,19 @@ int pt_srv_user_devices(sqlite3 *db, const uint8_t user[16], const uint8_t *skip
         if (skip && memcmp(pk, skip, 32) == 0) continue;
         if ((rc = pt_srv_devlist_add(out, pk)) != 0) break;
     }
-    sqlite3_finalize(st);
+    pt_db_release(st);
     return rc < 0 ? rc : 0;
 }
 
 int pt_srv_queue_count(sqlite3 *db, const uint8_t device[32])
 {
     sqlite3_stmt *st;
-    int rc = pt_db_prepare(db, "SELECT count(*) FROM queue WHERE device_key = ?", &st);
+    int rc = pt_db_stmt(db, "SELECT count(*) FROM queue WHERE device_key = ?", &st);
     if (rc) return rc;
     sqlite3_bind_blob(st, 1, device, 32, SQLITE_STATIC);
     rc = pt_db_step(st);
     int n = rc == 1 ? sqlite3_column_int(st, 0) : (rc < 0 ? rc : PT_ERR_IO);
-    sqlite3_finalize(st);
+    pt_db_release(st);
     return n;
 }
 
@@ -483,25 +496,25 @@ int pt_srv_queues_full(sqlite3 *db, const pt_srv_devlist *l, uint32_t quota)
 int pt_srv_blocked(sqlite3 *db, const uint8_t by[16], const uint8_t whom[16])
 {
     sqlite3_stmt *st;
-    int rc = pt_db_prepare(db, "SELECT 1 FROM contacts WHERE user_id = ? AND peer_id = ? AND state = ?",
+    int rc = pt_db_stmt(db, "SELECT 1 FROM contacts WHERE user_id = ? AND peer_id = ? AND state = ?",
                            &st);
     if (rc) return rc;
     sqlite3_bind_blob(st, 1, by, 16, SQLITE_STATIC);
     sqlite3_bind_blob(st, 2, whom, 16, SQLITE_STATIC);
     sqlite3_bind_int(st, 3, PT_CONTACT_BLOCKED);
     rc = pt_db_step(st);
-    sqlite3_finalize(st);
+    pt_db_release(st);
     return rc;
 }
 
 int pt_srv_user_exists(sqlite3 *db, const uint8_t user[16])
 {
     sqlite3_stmt *st;
-    int rc = pt_db_prepare(db, "SELECT 1 FROM users WHERE user_id = ?", &st);
+    int rc = pt_db_stmt(db, "SELECT 1 FROM users WHERE user_id = ?", &st);
     if (rc) return rc;
     sqlite3_bind_blob(st, 1, user, 16, SQLITE_STATIC);
     rc = pt_db_step(st);
-    sqlite3_finalize(st);
+    pt_db_release(st);
     return rc;
 }
 
@@ -562,7 +575,7 @@ int pt_srv_item_store(sqlite3 *db, const pt_srv_item *it, const pt_srv_devlist *
 {
     if (to->n == 0) return 0; /* nobody to queue it for: a row nobody would delete */
     sqlite3_stmt *st;
-    int rc = pt_db_prepare(db, "INSERT INTO messages(server_id, sender, sender_device, date_ms, "
+    int rc = pt_db_stmt(db, "INSERT INTO messages(server_id, sender, sender_device, date_ms, "
                                "envelope, refs, kind, group_id, peer, about, status, note) "
                                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", &st);
     if (rc) return rc;
@@ -582,16 +595,16 @@ int pt_srv_item_store(sqlite3 *db, const pt_srv_item *it, const pt_srv_devlist *
     if (it->note.len)
         sqlite3_bind_text(st, 12, (const char *)it->note.data, (int)it->note.len, SQLITE_STATIC);
     rc = pt_db_step(st);
-    sqlite3_finalize(st);
+    pt_db_release(st);
     if (rc < 0) return rc;
-    if ((rc = pt_db_prepare(db, "INSERT INTO queue(device_key, server_id) VALUES (?,?)", &st))) return rc;
+    if ((rc = pt_db_stmt(db, "INSERT INTO queue(device_key, server_id) VALUES (?,?)", &st))) return rc;
     for (size_t i = 0; i < to->n && rc >= 0; i++) {
         sqlite3_reset(st);
         sqlite3_bind_blob(st, 1, to->pk[i], 32, SQLITE_STATIC);
         sqlite3_bind_int64(st, 2, it->server_id);
         rc = pt_db_step(st);
     }
-    sqlite3_finalize(st);
+    pt_db_release(st);
     return rc < 0 ? rc : 0;
 }
 
@@ -601,6 +614,7 @@ void pt_srv_push_device(pt_server *s, const uint8_t device[32], pt_srv_sess *onl
     for (pt_srv_sess *e = d ? d->sessions : NULL; e; e = e->dev_next) {
         if ((only && e != only) || !e->conn) continue;
         if (pt_sess_send(e->sess, update->data, update->len, false, NULL) != 0) continue;
+        s->counters.msgs_out++;
         /* while its input is being processed, the connection flushes afterwards */
         if (!e->conn->in_input && pt_conn_flush(e->conn) != 0) pt_conn_close(e->conn, "flush failed");
     }
@@ -615,7 +629,7 @@ void pt_srv_push_user(pt_server *s, const uint8_t user[16], const pt_buf *update
 {
     if (!s->db || !pt_srv_presence_connected(s, user)) return;
     pt_srv_devlist l = {0};
-    if (pt_srv_user_devices(pt_db_reader(s->db), user, NULL, &l) == 0) pt_srv_push_devices(s, &l, update);
+    if (pt_srv_dir_user_devices(s, user, NULL, &l) == 0) pt_srv_push_devices(s, &l, update);
     pt_srv_devlist_free(&l);
 }
 
@@ -659,6 +673,7 @@ static void send_done(void *arg, int rc)
             pt_srv_reply_error(e, m->to.req_msg_id, PT_RPC_INTERNAL, "STORE_FAILED");
         }
     }
+    if (rc != 0) pt_srv_queue_add(m->to.srv, &m->devices, -1); /* the reservation */
     pt_srv_devlist_free(&m->devices);
     free(m);
 }
@@ -667,7 +682,7 @@ void pt_srv_forward(pt_conn *c, uint64_t req, const pt_srv_item *proto, pt_srv_d
 {
     pt_srv_sess *e = c->sess;
     pt_server *s = c->srv;
-    int rc = pt_srv_queues_full(pt_db_reader(s->db), devices, s->cfg.queue_quota);
+    int rc = pt_srv_queue_any_full(s, devices, s->cfg.queue_quota) ? 1 : 0;
     send_op *m = rc == 0 ? calloc(1, sizeof *m + proto->payload.len) : NULL;
     if (!m) {
         pt_srv_reply_error(e, req, rc > 0 ? PT_RPC_QUOTA : PT_RPC_INTERNAL,
@@ -688,7 +703,9 @@ void pt_srv_forward(pt_conn *c, uint64_t req, const pt_srv_item *proto, pt_srv_d
     memcpy(m->item.from_device, e->device_pk, 32);
     /* forward to the connected devices now; the sender hears back after the commit */
     pt_srv_push_item(s, &m->devices, &m->item);
-    m->op = (pt_db_op){.apply = send_apply, .done = send_done, .arg = m};
+    pt_srv_queue_add(s, &m->devices, 1);
+    s->counters.msgs_in++;
+    m->op = (pt_db_op){.apply = send_apply, .done = send_done, .arg = m, .rerunnable = true};
     pt_db_submit(s->db, &m->op);
 }
 
@@ -696,15 +713,12 @@ void pt_srv_forward(pt_conn *c, uint64_t req, const pt_srv_item *proto, pt_srv_d
 static void send_to_user(pt_conn *c, uint64_t req, const uint8_t to[16], const pt_srv_item *proto)
 {
     pt_srv_sess *e = c->sess;
-    sqlite3 *r = pt_db_reader(c->srv->db);
-    int rc = pt_srv_blocked(r, to, e->dev->user_id);
-    if (rc != 0) {
-        pt_srv_reply_error(e, req, rc < 0 ? PT_RPC_INTERNAL : PT_RPC_FORBIDDEN,
-                           rc < 0 ? "INTERNAL" : "BLOCKED");
+    if (pt_srv_dir_blocked(c->srv, to, e->dev->user_id)) {
+        pt_srv_reply_error(e, req, PT_RPC_FORBIDDEN, "BLOCKED");
         return;
     }
     pt_srv_devlist devices = {0};
-    if (pt_srv_user_devices(r, to, NULL, &devices) != 0) {
+    if (pt_srv_dir_user_devices(c->srv, to, NULL, &devices) != 0) {
         pt_srv_reply_error(e, req, PT_RPC_INTERNAL, "INTERNAL");
     } else if (devices.n == 0) {
         pt_srv_reply_error(e, req, PT_RPC_NOT_FOUND, "USER_NOT_FOUND");
@@ -747,6 +761,7 @@ typedef struct received_op {
     pt_db_op op;
     reply_to to;
     uint8_t device[32];
+    uint32_t deleted;   /* queue rows apply() deleted */
     uint32_t n;
     int64_t ids[]; /* n server ids */
 } received_op;
@@ -754,16 +769,17 @@ typedef struct received_op {
 static int received_apply(sqlite3 *db, void *arg)
 {
     received_op *r = arg;
+    r->deleted = 0; /* rerunnable */
     sqlite3_stmt *del, *dec, *gc;
-    int rc = pt_db_prepare(db, "DELETE FROM queue WHERE device_key = ? AND server_id = ?", &del);
+    int rc = pt_db_stmt(db, "DELETE FROM queue WHERE device_key = ? AND server_id = ?", &del);
     if (rc) return rc;
-    if ((rc = pt_db_prepare(db, "UPDATE messages SET refs = refs - 1 WHERE server_id = ?", &dec))) {
-        sqlite3_finalize(del);
+    if ((rc = pt_db_stmt(db, "DELETE FROM messages WHERE server_id = ? AND refs <= 1", &gc))) {
+        pt_db_release(del);
         return rc;
     }
-    if ((rc = pt_db_prepare(db, "DELETE FROM messages WHERE server_id = ? AND refs <= 0", &gc))) {
-        sqlite3_finalize(del);
-        sqlite3_finalize(dec);
+    if ((rc = pt_db_stmt(db, "UPDATE messages SET refs = refs - 1 WHERE server_id = ?", &dec))) {
+        pt_db_release(del);
+        pt_db_release(gc);
         return rc;
     }
     for (uint32_t i = 0; i < r->n && rc >= 0; i++) {
@@ -771,22 +787,26 @@ static int received_apply(sqlite3 *db, void *arg)
         sqlite3_bind_blob(del, 1, r->device, 32, SQLITE_STATIC);
         sqlite3_bind_int64(del, 2, r->ids[i]);
         if ((rc = pt_db_step(del)) < 0 || sqlite3_changes(db) == 0) continue;
-        sqlite3_reset(dec);
-        sqlite3_bind_int64(dec, 1, r->ids[i]);
-        if ((rc = pt_db_step(dec)) < 0) break;
+        r->deleted++;
+        /* the last reference (one recipient device: the usual case) deletes the row
+         * at once, without rewriting it first to count down */
         sqlite3_reset(gc);
         sqlite3_bind_int64(gc, 1, r->ids[i]);
-        rc = pt_db_step(gc);
+        if ((rc = pt_db_step(gc)) < 0 || sqlite3_changes(db) == 1) continue;
+        sqlite3_reset(dec);
+        sqlite3_bind_int64(dec, 1, r->ids[i]);
+        rc = pt_db_step(dec);
     }
-    sqlite3_finalize(del);
-    sqlite3_finalize(dec);
-    sqlite3_finalize(gc);
+    pt_db_release(del);
+    pt_db_release(gc);
+    pt_db_release(dec);
     return rc < 0 ? rc : 0;
 }
 
 static void ok_done(void *arg, int rc)
 {
     received_op *r = arg;
+    if (rc == 0) pt_srv_queue_sub(r->to.srv, r->device, r->deleted);
     pt_srv_sess *e = reply_session(&r->to);
     if (e) {
         if (rc == 0) pt_srv_reply_ok(e, r->to.req_msg_id);
@@ -806,7 +826,7 @@ static void rpc_received(pt_conn *c, uint64_t req, const pt_tl_messages_received
     memcpy(r->device, c->sess->device_pk, 32);
     r->n = q->server_ids.n;
     for (uint32_t i = 0; i < r->n; i++) r->ids[i] = q->server_ids.items[i];
-    r->op = (pt_db_op){.apply = received_apply, .done = ok_done, .arg = r};
+    r->op = (pt_db_op){.apply = received_apply, .done = ok_done, .arg = r, .rerunnable = true};
     pt_db_submit(c->srv->db, &r->op);
 }
 
@@ -822,7 +842,7 @@ static void rpc_sync(pt_conn *c, uint64_t req)
 {
     pt_srv_sess *e = c->sess;
     sqlite3_stmt *st;
-    if (pt_db_prepare(pt_db_reader(c->srv->db),
+    if (pt_db_stmt(pt_db_reader(c->srv->db),
                       "SELECT m.server_id, m.sender, m.sender_device, m.date_ms, m.envelope, m.kind, "
                       "m.group_id, m.peer, m.about, m.status, m.note "
                       "FROM queue q JOIN messages m ON m.server_id = q.server_id "
@@ -851,7 +871,7 @@ static void rpc_sync(pt_conn *c, uint64_t req)
         pt_srv_push_device(c->srv, e->device_pk, e, &b);
         n++;
     }
-    sqlite3_finalize(st);
+    pt_db_release(st);
     pt_buf_free(&b);
     pt_log_debug("conn %s: sync delivered %zu queued messages", c->peer, n);
     pt_srv_reply_ok(e, req);

@@ -49,14 +49,14 @@ typedef struct upload_op {
 static int count_one_time(sqlite3 *db, const uint8_t device[32])
 {
     sqlite3_stmt *st;
-    int rc = pt_db_prepare(db, "SELECT count(*) FROM prekeys WHERE device_key = ? AND kind = ?", &st);
+    int rc = pt_db_stmt(db, "SELECT count(*) FROM prekeys WHERE device_key = ? AND kind = ?", &st);
     if (rc) return rc;
     sqlite3_bind_blob(st, 1, device, 32, SQLITE_STATIC);
     sqlite3_bind_int(st, 2, KIND_ONE_TIME);
     rc = pt_db_step(st);
     if (rc == 1) rc = sqlite3_column_int(st, 0);
     else if (rc == 0) rc = PT_ERR_IO;
-    sqlite3_finalize(st);
+    pt_db_release(st);
     return rc;
 }
 
@@ -73,15 +73,15 @@ static int upload_apply(sqlite3 *db, void *arg)
     sqlite3_stmt *st;
     int rc;
     if (o->has_signed) {
-        if ((rc = pt_db_prepare(db, "DELETE FROM prekeys WHERE device_key = ? AND kind = ?", &st)))
+        if ((rc = pt_db_stmt(db, "DELETE FROM prekeys WHERE device_key = ? AND kind = ?", &st)))
             return rc;
         sqlite3_bind_blob(st, 1, o->device, 32, SQLITE_STATIC);
         sqlite3_bind_int(st, 2, KIND_SIGNED);
         rc = pt_db_step(st);
-        sqlite3_finalize(st);
+        pt_db_release(st);
         if (rc < 0) return rc;
     }
-    if ((rc = pt_db_prepare(db, "INSERT INTO prekeys(device_key, kind, key_id, public, signature) "
+    if ((rc = pt_db_stmt(db, "INSERT INTO prekeys(device_key, kind, key_id, public, signature) "
                                 "VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING", &st)))
         return rc;
     if (o->has_signed) {
@@ -101,7 +101,7 @@ static int upload_apply(sqlite3 *db, void *arg)
         sqlite3_bind_blob(st, 4, o->keys[i].key, o->keys[i].len, SQLITE_STATIC);
         rc = pt_db_step(st);
     }
-    sqlite3_finalize(st);
+    pt_db_release(st);
     if (rc < 0) return rc;
     o->count = count_one_time(db, o->device);
     return o->count < 0 ? o->count : 0;
@@ -128,7 +128,7 @@ static void upload_done(void *arg, int rc)
 static int identity_key(pt_server *s, const uint8_t user[16], uint8_t out[32])
 {
     sqlite3_stmt *st;
-    int rc = pt_db_prepare(pt_db_reader(s->db), "SELECT identity_key FROM users WHERE user_id = ?", &st);
+    int rc = pt_db_stmt(pt_db_reader(s->db), "SELECT identity_key FROM users WHERE user_id = ?", &st);
     if (rc) return rc;
     sqlite3_bind_blob(st, 1, user, 16, SQLITE_STATIC);
     rc = pt_db_step(st);
@@ -138,7 +138,7 @@ static int identity_key(pt_server *s, const uint8_t user[16], uint8_t out[32])
     } else if (rc >= 0) {
         rc = PT_ERR_NOT_FOUND;
     }
-    sqlite3_finalize(st);
+    pt_db_release(st);
     return rc;
 }
 
@@ -239,7 +239,7 @@ typedef struct fetch_op {
 static int fetch_device(sqlite3 *db, bundle *b)
 {
     sqlite3_stmt *st;
-    int rc = pt_db_prepare(db, "SELECT key_id, public, signature FROM prekeys "
+    int rc = pt_db_stmt(db, "SELECT key_id, public, signature FROM prekeys "
                                "WHERE device_key = ? AND kind = ?", &st);
     if (rc) return rc;
     sqlite3_bind_blob(st, 1, b->device, 32, SQLITE_STATIC);
@@ -255,10 +255,10 @@ static int fetch_device(sqlite3 *db, bundle *b)
     } else if (rc >= 0) {
         rc = 0;
     }
-    sqlite3_finalize(st);
+    pt_db_release(st);
     if (rc != 1) return rc;
     /* consume the oldest one-time key: removed by the very statement that reads it */
-    if ((rc = pt_db_prepare(db, "DELETE FROM prekeys WHERE device_key = ?1 AND kind = ?2 AND key_id = "
+    if ((rc = pt_db_stmt(db, "DELETE FROM prekeys WHERE device_key = ?1 AND kind = ?2 AND key_id = "
                                 "(SELECT min(key_id) FROM prekeys WHERE device_key = ?1 AND kind = ?2) "
                                 "RETURNING key_id, public", &st)))
         return rc;
@@ -273,7 +273,7 @@ static int fetch_device(sqlite3 *db, bundle *b)
         memcpy(b->otk, sqlite3_column_blob(st, 1), (size_t)len);
     }
     while (rc == 1) rc = pt_db_step(st); /* run the statement to completion */
-    sqlite3_finalize(st);
+    pt_db_release(st);
     if (rc < 0) return rc;
     if ((b->left = count_one_time(db, b->device)) < 0) return b->left;
     return 1;
@@ -358,7 +358,7 @@ static void rpc_fetch(pt_conn *c, uint64_t req, const pt_tl_prekeys_fetch *q)
         return;
     }
     int rc = identity_key(c->srv, q->user_id, o->identity_key);
-    int blocked = rc == 0 ? pt_srv_blocked(pt_db_reader(c->srv->db), q->user_id, e->dev->user_id) : 0;
+    int blocked = rc == 0 ? pt_srv_dir_blocked(c->srv, q->user_id, e->dev->user_id) : 0;
     if (rc || blocked) {
         if (rc == PT_ERR_NOT_FOUND) pt_srv_reply_error(e, req, PT_RPC_NOT_FOUND, "USER_NOT_FOUND");
         else if (blocked > 0) pt_srv_reply_error(e, req, PT_RPC_FORBIDDEN, "BLOCKED");

@@ -80,7 +80,7 @@ static pt_srv_user *user_get(pt_server *s, const uint8_t id[16])
     memcpy(u->user_id, id, 16);
     u->status = PT_STATUS_ONLINE;
     sqlite3_stmt *st;
-    if (s->db && pt_db_prepare(pt_db_reader(s->db),
+    if (s->db && pt_db_stmt(pt_db_reader(s->db),
                                "SELECT status, username FROM users WHERE user_id = ?", &st) == 0) {
         sqlite3_bind_blob(st, 1, id, 16, SQLITE_STATIC);
         if (pt_db_step(st) == 1) {
@@ -89,7 +89,7 @@ static pt_srv_user *user_get(pt_server *s, const uint8_t id[16])
             const unsigned char *name = sqlite3_column_text(st, 1);
             if (name) snprintf(u->username, sizeof u->username, "%s", (const char *)name);
         }
-        sqlite3_finalize(st);
+        pt_db_release(st);
     }
     size_t h = user_hash(id, s->user_nbuckets);
     u->next = s->user_buckets[h];
@@ -134,7 +134,7 @@ static void notify_friends(pt_server *s, const pt_srv_user *u)
 {
     if (s->stopping || !s->db) return;
     sqlite3_stmt *st;
-    if (pt_db_prepare(pt_db_reader(s->db),
+    if (pt_db_stmt(pt_db_reader(s->db),
                       "SELECT peer_id FROM contacts WHERE user_id = ? AND state = ?", &st))
         return;
     sqlite3_bind_blob(st, 1, u->user_id, 16, SQLITE_STATIC);
@@ -155,7 +155,7 @@ static void notify_friends(pt_server *s, const pt_srv_user *u)
         }
         memcpy(friends[n++], f, 16);
     }
-    sqlite3_finalize(st);
+    pt_db_release(st);
     pt_buf b;
     pt_buf_init(&b);
     if (n && encode_status(&b, u->user_id, visible(u)) == 0)
@@ -196,12 +196,12 @@ static int status_apply(sqlite3 *db, void *arg)
 {
     status_op *o = arg;
     sqlite3_stmt *st;
-    int rc = pt_db_prepare(db, "UPDATE users SET status = ? WHERE user_id = ?", &st);
+    int rc = pt_db_stmt(db, "UPDATE users SET status = ? WHERE user_id = ?", &st);
     if (rc) return rc;
     sqlite3_bind_int(st, 1, o->status);
     sqlite3_bind_blob(st, 2, o->user_id, 16, SQLITE_STATIC);
     rc = pt_db_step(st);
-    sqlite3_finalize(st);
+    pt_db_release(st);
     return rc < 0 ? rc : 0;
 }
 

@@ -7,6 +7,7 @@
  *   data = ./var                     ; server.key and packtrack.db live here
  *   suites = PT1-CHACHAPOLY-BLAKE2B,PT1-AESGCM-SHA256,...   ; allowed, preferred first
  *   log_level = info                 ; error | warn | info | debug
+ *   metrics_listen = 127.0.0.1:9100  ; Prometheus endpoint (GET /metrics); off when absent
  *   [limits]
  *   handshake_timeout = 10           ; seconds
  *   idle_timeout = 300               ; seconds
@@ -26,7 +27,7 @@
  *
  * Unknown sections or keys and malformed values are errors that name the file and
  * line. On SIGHUP the server rereads the file: log_level and the [limits] take
- * effect at once; listen, data, suites and [obfuscation] need a restart (a log
+ * effect at once; listen, data, suites, [obfuscation] and metrics_listen need a restart (a log
  * line says so).
  */
 #ifndef PT_CONFIG_H
@@ -37,11 +38,12 @@
 /* Options the file may set, with presence flags so flags can override. */
 typedef struct pt_config_file {
     pt_server_config cfg;     /* values read (strings point into this struct) */
-    bool has_listen, has_data, has_suites, has_log_level;
+    bool has_listen, has_data, has_suites, has_log_level, has_metrics;
     bool has_obfs;            /* an [obfuscation] key was set (applies after a restart) */
     int log_level;            /* a pt_log_level */
     char host[256];
     char data[1024];
+    char metrics_host[256];
 } pt_config_file;
 
 /* Reads path. 0, or PT_ERR_IO (unreadable) / PT_ERR_INVAL (bad content) with a

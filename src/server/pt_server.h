@@ -51,6 +51,12 @@ typedef struct pt_server_config {
     uint32_t max_conns_per_ip;            /* 0 = default */
     uint32_t rate_limit;                  /* messages/s per connection; 0 = default */
     uint32_t ban_s;                       /* 0 = default */
+    const char *metrics_host;             /* metrics endpoint address; NULL = no endpoint */
+    uint16_t metrics_port;                /* 0 picks a free port */
+    unsigned test_user_id_bits;           /* TEST ONLY: user ids keep only this many leading
+                                             bits, so that tests can force collisions; 0 (or
+                                             >= 128) = the real 128. packtrackd never sets it
+                                             (no flag, key or variable reaches it) */
     const char *ready_file;               /* if set, "host:port\n" is written there once listening */
     const char *config_path;              /* reread on SIGHUP, if set */
     pt_obfs_server_config obfs;           /* obfuscation layer; zero: off */
@@ -68,6 +74,8 @@ void pt_server_stop(pt_server *s);
 void pt_server_free(pt_server *s); /* NULL is a no-op */
 
 uint16_t pt_server_port(const pt_server *s);
+/* The metrics endpoint's port, 0 when there is none. */
+uint16_t pt_server_metrics_port(const pt_server *s);
 const uint8_t *pt_server_public_key(const pt_server *s);
 
 #endif

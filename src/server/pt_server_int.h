@@ -48,7 +48,9 @@ struct pt_conn {
     pt_buf inflight;                /* bytes handed to uv_write, untouched until on_write */
     uv_write_t wreq;
     bool writing, closing, read_paused;
-    bool in_input;                  /* inside pt_chan_input: flush once it returns */
+    bool in_input;                  /* inside pt_chan_input */
+    bool dirty;                     /* on the server's list of connections to flush */
+    pt_conn *dirty_prev, *dirty_next;
     bool throttled;                 /* reading paused by the rate limit; the timer resumes it */
     const char *close_after_write;  /* reason, when closing once the writes drain */
     int open_handles;               /* libuv handles not yet closed */
@@ -62,6 +64,22 @@ struct pt_conn {
     struct pt_obfs_conn *obfs;      /* obfuscation layer (obfs_conn.c), NULL when off */
 };
 
+/* What the metrics endpoint reports (src/server/metrics.c); loop thread only. */
+typedef struct pt_srv_counters {
+    uint64_t conns_accepted;        /* TCP connections accepted */
+    uint64_t conns_refused;         /* closed at once: banned address or a connection cap */
+    uint64_t handshake_failures;    /* channel handshakes that failed or timed out */
+    uint64_t rpc_calls;             /* application calls received */
+    uint64_t msgs_in;               /* items accepted for routing (messages, group messages, receipts) */
+    uint64_t msgs_out;              /* updates handed to device sessions (live pushes and sync) */
+    uint64_t throttles;             /* reads paused by the rate limit */
+} pt_srv_counters;
+
+typedef struct pt_metrics_conn pt_metrics_conn;
+typedef struct pt_dir_user pt_dir_user;
+typedef struct pt_dir_block pt_dir_block;
+typedef struct pt_queue_ent pt_queue_ent;
+
 struct pt_server {
     pt_server_config cfg;
     char host[256], data_dir[1024], ready_file[1024], config_path[1024];
@@ -70,6 +88,9 @@ struct pt_server {
     uv_tcp_t listener;
     uv_async_t stop_async;
     uv_timer_t gc_timer;
+    uv_check_t flush_check;         /* flushes the dirty connections once per loop iteration */
+    uv_idle_t flush_idle;           /* active while some are dirty: the poll must not block */
+    pt_conn *dirty;                 /* connections whose sessions have output to seal */
     uv_signal_t sigint, sigterm, sighup;
     uint16_t port;
     uint8_t static_sk[32], static_pk[32];
@@ -88,6 +109,20 @@ struct pt_server {
     struct pt_ip_entry **ip_buckets; /* per-address connections and bans */
     size_t ip_nbuckets;
     uint64_t bans;                  /* flooding addresses banned so far */
+    pt_srv_counters counters;
+    pt_queue_ent **queue_buckets;   /* queue rows per device (queues.c) */
+    size_t queue_nbuckets, queue_devices;
+    int64_t queue_rows;             /* queue rows stored or being stored, all devices */
+    pt_dir_user **dir_users;        /* users' devices (directory.c) */
+    size_t dir_nusers_b, dir_nusers;
+    pt_dir_block **dir_blocks;      /* who blocked whom (directory.c) */
+    size_t dir_nblocks_b, dir_nblocks;
+    char metrics_host[256];
+    uint16_t metrics_port;
+    bool metrics_on;                /* the metrics listener is open */
+    uv_tcp_t metrics_listener;
+    pt_metrics_conn *metrics_conns; /* scrapes being answered */
+    size_t metrics_nconns;
     uv_alloc_cb alloc_cb;
     uv_read_cb read_cb;
     uv_timer_cb timer_cb;           /* a connection's timer (obfs_conn.c re-arms it) */
@@ -96,6 +131,9 @@ struct pt_server {
 };
 
 void pt_conn_close(pt_conn *c, const char *why);
+/* Has c's session output sealed and written at the end of this loop iteration,
+ * together with everything else queued for it meanwhile: one record batch and one
+ * write per connection per iteration, not one per reply or push. Returns 0. */
 int pt_conn_flush(pt_conn *c);
 pt_srv_sess *pt_srv_sess_lookup(pt_server *s, const uint8_t pk[32], uint64_t sid);
 void pt_srv_sess_destroy(pt_server *s, pt_srv_sess *e);
@@ -238,6 +276,41 @@ int pt_srv_presence_visible(pt_server *s, const uint8_t user[16]);
 bool pt_srv_presence_connected(pt_server *s, const uint8_t user[16]);
 /* Pushes updates.userStatus(about, what `to` may see of it) to `to`'s devices. */
 void pt_srv_presence_tell(pt_server *s, const uint8_t about[16], const uint8_t to[16]);
+
+/* Queue accounting (src/server/queues.c): rows per device kept in memory, loaded
+ * once at startup and then changed with every store and deletion, so neither the
+ * quota check nor the metrics count rows. A send reserves its rows when it is
+ * submitted (and gives them back if its commit fails), so the quota holds for
+ * sends still in flight; other stored items are added after their commit. */
+int pt_srv_queues_init(pt_server *s); /* after the store is open */
+void pt_srv_queues_free(pt_server *s);
+uint32_t pt_srv_queue_len(pt_server *s, const uint8_t device[32]);
+/* One more row (+1) or one fewer (-1) for every device of l. */
+void pt_srv_queue_add(pt_server *s, const pt_srv_devlist *l, int delta);
+void pt_srv_queue_sub(pt_server *s, const uint8_t device[32], uint32_t n);
+/* Whether some device of l has quota rows or more. */
+bool pt_srv_queue_any_full(pt_server *s, const pt_srv_devlist *l, uint32_t quota);
+
+/* The routing directory (src/server/directory.c): users' devices and blocks in
+ * memory, so that routing a send runs no SQL. Loop thread only. */
+int pt_srv_dir_init(pt_server *s); /* after the store is open: loads the blocks */
+void pt_srv_dir_free(pt_server *s);
+/* Appends the devices of user (PT_SERVER_USER_DEVICES_MAX at most) except `skip`
+ * (may be NULL); reads them from the store the first time. 0 or a negative pt_err. */
+int pt_srv_dir_user_devices(pt_server *s, const uint8_t user[16], const uint8_t *skip,
+                            pt_srv_devlist *out);
+/* A binding committed: device belongs to user. */
+void pt_srv_dir_device_bound(pt_server *s, const uint8_t user[16], const uint8_t device[32]);
+bool pt_srv_dir_blocked(pt_server *s, const uint8_t by[16], const uint8_t whom[16]);
+/* A contact operation committed: whether `by` blocks `whom` now. */
+int pt_srv_dir_set_blocked(pt_server *s, const uint8_t by[16], const uint8_t whom[16], bool blocked);
+
+/* The metrics endpoint (src/server/metrics.c): HTTP/1.0 GET /metrics on its own
+ * listener on the loop, when cfg.metrics_host is set. */
+int pt_metrics_start(pt_server *s);
+void pt_metrics_stop(pt_server *s); /* closes the listener and any scrape in progress */
+/* Appends the Prometheus text exposition of s's state. */
+int pt_metrics_render(pt_server *s, pt_buf *out);
 
 /* Abuse control (src/server/abuse.c). */
 int pt_abuse_init(pt_server *s);

@@ -133,6 +133,12 @@ void pt_conn_close(pt_conn *c, const char *why)
         c->sess = NULL;
     }
     pt_srv_device_conn_down(s, c);
+    if (c->dirty) {
+        c->dirty = false;
+        if (c->dirty_prev) c->dirty_prev->dirty_next = c->dirty_next;
+        else s->dirty = c->dirty_next;
+        if (c->dirty_next) c->dirty_next->dirty_prev = c->dirty_prev;
+    }
     if (c->prev) c->prev->next = c->next;
     else s->conns = c->next;
     if (c->next) c->next->prev = c->prev;
@@ -202,8 +208,8 @@ static int emit_record(void *ud, const uint8_t *rec, size_t len)
     return pt_chan_seal(c->chan, &c->out, rec, len);
 }
 
-/* Seals everything the attached session has queued. */
-int pt_conn_flush(pt_conn *c)
+/* Seals everything the attached session has queued, now. */
+static int conn_flush_now(pt_conn *c)
 {
     if (c->closing || !c->sess) return 0;
     int rc = pt_sess_flush(c->sess->sess, emit_record, c);
@@ -216,6 +222,45 @@ int pt_conn_flush(pt_conn *c)
     return 0;
 }
 
+static void on_flush_idle(uv_idle_t *h) { (void)h; }
+
+int pt_conn_flush(pt_conn *c)
+{
+    if (c->dirty || c->closing) return 0;
+    pt_server *s = c->srv;
+    /* output queued from a timer (a presence notice when an idle connection
+     * closes, say) is flushed in this iteration's check phase, not after the next
+     * event: an active idle handle makes the poll return at once */
+    if (!s->dirty && !s->stopping) uv_idle_start(&s->flush_idle, on_flush_idle);
+    c->dirty = true;
+    c->dirty_prev = NULL;
+    c->dirty_next = s->dirty;
+    if (s->dirty) s->dirty->dirty_prev = c;
+    s->dirty = c;
+    return 0;
+}
+
+/* Flushes every dirty connection (the uv_check handle: after the I/O callbacks
+ * and the writer's completions of this loop iteration). */
+static void flush_dirty(pt_server *s)
+{
+    while (s->dirty) {
+        pt_conn *c = s->dirty;
+        s->dirty = c->dirty_next;
+        if (s->dirty) s->dirty->dirty_prev = NULL;
+        c->dirty = false;
+        c->dirty_prev = c->dirty_next = NULL;
+        int rc = conn_flush_now(c);
+        if (rc) {
+            pt_log_warn("conn %s: %s; closing", c->peer, pt_strerror(rc));
+            conn_close_after_write(c, pt_strerror(rc));
+        }
+    }
+    uv_idle_stop(&s->flush_idle);
+}
+
+static void on_flush_check(uv_check_t *h) { flush_dirty(h->data); }
+
 static void on_timer(uv_timer_t *t)
 {
     pt_conn *c = t->data;
@@ -227,6 +272,7 @@ static void on_timer(uv_timer_t *t)
     }
     if (c->obfs && pt_obfs_conn_on_timer(c)) return; /* obfuscation (obfs_conn.c): still its turn */
     const char *why = pt_chan_established(c->chan) ? "idle timeout" : "handshake timeout";
+    if (!pt_chan_established(c->chan)) c->srv->counters.handshake_failures++;
     pt_log_info("conn %s: %s", c->peer, why);
     pt_conn_close(c, why);
 }
@@ -236,6 +282,7 @@ static void on_sess_event(void *ud, const pt_sess_event *ev)
     pt_conn *c = ud;
     switch (ev->type) {
     case PT_SESS_EV_CALL:
+        c->srv->counters.rpc_calls++;
         pt_srv_rpc(c, ev->msg_id, ev->body, ev->len);
         break;
     case PT_SESS_EV_BAD_MSG:
@@ -333,11 +380,12 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
     uint32_t pause_ms = 0;
     int verdict = rc == 0 ? pt_abuse_charge(c->srv, c, &pause_ms) : 0;
     if (verdict < 0) {
-        if (pt_conn_flush(c) == 0) conn_close_after_write(c, "flooding");
+        if (conn_flush_now(c) == 0) conn_close_after_write(c, "flooding");
         else pt_conn_close(c, "flooding");
         return;
     }
     if (rc == 0) rc = pt_conn_flush(c);
+    if (rc && !was_established && !pt_chan_established(c->chan)) c->srv->counters.handshake_failures++;
     if (rc) {
         pt_log_warn("conn %s: %s; closing", c->peer, pt_strerror(rc));
         conn_close_after_write(c, pt_strerror(rc));
@@ -355,6 +403,7 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
     }
     if (verdict > 0) { /* over the rate: read again once the bucket has refilled */
         c->throttled = true;
+        c->srv->counters.throttles++;
         uv_read_stop((uv_stream_t *)&c->tcp);
         uv_timer_start(&c->timer, on_timer, pause_ms, 0);
         conn_start_write(c);
@@ -382,6 +431,7 @@ static void on_connection(uv_stream_t *server, int status)
     if (s->conns) s->conns->prev = c;
     s->conns = c;
     s->nconns++;
+    s->counters.conns_accepted++;
     strcpy(c->peer, "?");
     if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
         pt_conn_close(c, "accept failed");
@@ -405,11 +455,13 @@ static void on_connection(uv_stream_t *server, int status)
     const char *why = NULL;
     if (pt_abuse_admit(s, c, &why) != 0) {
         pt_log_warn("conn %s: refused: %s", c->peer, why);
+        s->counters.conns_refused++;
         pt_conn_close(c, why);
         return;
     }
     if (s->nconns > s->cfg.max_connections) {
         pt_log_warn("conn %s: refused: %u connections already", c->peer, s->cfg.max_connections);
+        s->counters.conns_refused++;
         pt_conn_close(c, "too many connections");
         return;
     }
@@ -460,11 +512,13 @@ static void on_stop_async(uv_async_t *a)
     uv_close((uv_handle_t *)&s->sigint, NULL);
     uv_close((uv_handle_t *)&s->sigterm, NULL);
     uv_close((uv_handle_t *)&s->sighup, NULL);
+    pt_metrics_stop(s);
     /* the writer finishes what was submitted; replies still go out */
     if (s->db) {
         pt_db_close(s->db);
         s->db = NULL;
     }
+    flush_dirty(s);
     for (pt_conn *c = s->conns, *next; c; c = next) {
         next = c->next;
         conn_close_after_write(c, "server shutting down");
@@ -501,8 +555,8 @@ static void on_sighup(uv_signal_t *sig, int signum)
     if (f.cfg.max_conns_per_ip) s->cfg.max_conns_per_ip = f.cfg.max_conns_per_ip;
     if (f.cfg.rate_limit) s->cfg.rate_limit = f.cfg.rate_limit;
     if (f.cfg.ban_s) s->cfg.ban_s = f.cfg.ban_s;
-    if (f.has_listen || f.has_data || f.has_suites || f.has_obfs)
-        pt_log_warn("SIGHUP: listen, data, suites and [obfuscation] take effect after a restart");
+    if (f.has_listen || f.has_data || f.has_suites || f.has_obfs || f.has_metrics)
+        pt_log_warn("SIGHUP: listen, data, suites, [obfuscation] and metrics_listen take effect after a restart");
     pt_log_info("SIGHUP: reloaded %s (log level %d, idle timeout %u s, queue quota %u)",
                 s->config_path, (int)pt_log_get_level(), s->cfg.idle_timeout_ms / 1000,
                 s->cfg.queue_quota);
@@ -511,6 +565,7 @@ static void on_sighup(uv_signal_t *sig, int signum)
 void pt_server_stop(pt_server *s) { uv_async_send(&s->stop_async); }
 
 uint16_t pt_server_port(const pt_server *s) { return s->port; }
+uint16_t pt_server_metrics_port(const pt_server *s) { return s->metrics_on ? s->metrics_port : 0; }
 const uint8_t *pt_server_public_key(const pt_server *s) { return s->static_pk; }
 
 static int load_next_server_id(pt_server *s)
@@ -552,6 +607,11 @@ pt_server *pt_server_new(const pt_server_config *cfg, int *err)
     if (cfg->ready_file) snprintf(s->ready_file, sizeof s->ready_file, "%s", cfg->ready_file);
     if (cfg->config_path) snprintf(s->config_path, sizeof s->config_path, "%s", cfg->config_path);
     s->cfg.config_path = NULL;
+    if (s->cfg.test_user_id_bits >= 128) s->cfg.test_user_id_bits = 0;
+    if (cfg->metrics_host) {
+        snprintf(s->metrics_host, sizeof s->metrics_host, "%s", cfg->metrics_host);
+        s->cfg.metrics_host = s->metrics_host;
+    }
     s->alloc_cb = on_alloc;
     s->read_cb = on_read;
     s->timer_cb = on_timer;
@@ -580,6 +640,8 @@ pt_server *pt_server_new(const pt_server_config *cfg, int *err)
     snprintf(path, sizeof path, "%s/packtrack.db", s->data_dir);
     if ((rc = pt_db_open(&s->db, path, &s->loop)) != 0) goto fail;
     if ((rc = load_next_server_id(s)) != 0) goto fail;
+    if ((rc = pt_srv_queues_init(s)) != 0) goto fail;
+    if ((rc = pt_srv_dir_init(s)) != 0) goto fail;
     rc = PT_ERR_IO;
     uv_tcp_init(&s->loop, &s->listener);
     s->listener.data = s;
@@ -606,6 +668,11 @@ pt_server *pt_server_new(const pt_server_config *cfg, int *err)
     uv_timer_init(&s->loop, &s->gc_timer);
     s->gc_timer.data = s;
     uv_timer_start(&s->gc_timer, on_gc, 10000, 10000);
+    uv_check_init(&s->loop, &s->flush_check);
+    s->flush_check.data = s;
+    uv_check_start(&s->flush_check, on_flush_check);
+    uv_unref((uv_handle_t *)&s->flush_check); /* does not keep the loop alive */
+    uv_idle_init(&s->loop, &s->flush_idle);
     uv_signal_init(&s->loop, &s->sigint);
     uv_signal_init(&s->loop, &s->sigterm);
     s->sigint.data = s->sigterm.data = s;
@@ -615,6 +682,9 @@ pt_server *pt_server_new(const pt_server_config *cfg, int *err)
     s->sighup.data = s;
     uv_signal_start(&s->sighup, on_sighup, SIGHUP);
     signal(SIGPIPE, SIG_IGN);
+    if ((rc = pt_metrics_start(s)) != 0) goto fail;
+    if (s->cfg.test_user_id_bits)
+        pt_log_warn("TEST ONLY: user ids shortened to %u bits", s->cfg.test_user_id_bits);
     if (err) *err = 0;
     return s;
 fail:
@@ -634,8 +704,10 @@ int pt_server_run(pt_server *s)
         char tmp[sizeof s->ready_file + 8];
         snprintf(tmp, sizeof tmp, "%s.tmp", s->ready_file);
         FILE *f = fopen(tmp, "w");
-        if (!f || fprintf(f, "%s:%u\n%s\n", s->host, s->port, fp) < 0 || fclose(f) != 0 ||
-            rename(tmp, s->ready_file) != 0) {
+        bool ok = f && fprintf(f, "%s:%u\n%s\n", s->host, s->port, fp) >= 0;
+        if (ok && s->metrics_on) ok = fprintf(f, "metrics %s:%u\n", s->metrics_host, s->metrics_port) >= 0;
+        if (f && fclose(f) != 0) ok = false;
+        if (!ok || rename(tmp, s->ready_file) != 0) {
             pt_log_error("cannot write ready file %s", s->ready_file);
             return PT_ERR_IO;
         }
@@ -668,6 +740,8 @@ void pt_server_free(pt_server *s)
         uv_loop_close(&s->loop);
     }
     pt_srv_presence_free(s);
+    pt_srv_queues_free(s);
+    pt_srv_dir_free(s);
     pt_srv_devices_free(s);
     pt_abuse_free(s);
     pt_obfs_server_free(s);

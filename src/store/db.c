@@ -82,7 +82,19 @@ static const char *const migrations[PT_DB_SCHEMA_VERSION] = {
      * foreign-key check scanned the whole queue for every confirmed message:
      * 30% of the server's CPU under load, docs/BENCHMARKS.md) */
     "CREATE INDEX queue_by_server_id ON queue(server_id);",
-    /* 3 -> 4: device linking and revocation (src/server/devices.c) */
+    /* 3 -> 4: no foreign key from queue to messages, and so no index by server_id
+     * for it: messages.refs already counts a message's queue rows (the row goes
+     * with its last one), and the check plus the index were two B-tree lookups and
+     * an index row to insert and delete per message, on the writer's hot path */
+    "CREATE TABLE queue_v4 ("
+    "  device_key BLOB NOT NULL,"
+    "  server_id INTEGER NOT NULL,"        /* a messages row, counted in its refs */
+    "  PRIMARY KEY (device_key, server_id)"
+    ") WITHOUT ROWID;"
+    "INSERT INTO queue_v4(device_key, server_id) SELECT device_key, server_id FROM queue;"
+    "DROP TABLE queue;"
+    "ALTER TABLE queue_v4 RENAME TO queue;",
+    /* 4 -> 5: device linking and revocation (src/server/devices.c) */
     "CREATE TABLE device_links ("
     "  link_id BLOB PRIMARY KEY,"          /* 16 random bytes chosen by the linking device */
     "  user_id BLOB NOT NULL,"
@@ -95,6 +107,9 @@ static const char *const migrations[PT_DB_SCHEMA_VERSION] = {
     "  revoked_ms INTEGER NOT NULL"
     ") WITHOUT ROWID;",
 };
+
+const uint32_t pt_db_commit_bucket_us[PT_DB_COMMIT_BUCKETS] = {
+    100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 1000000};
 
 struct pt_db {
     sqlite3 *w;                 /* the writer's connection (writer thread only) */
@@ -137,6 +152,15 @@ static void exec_cleanup(sqlite3 *db, const char *sql)
     if (pt_db_exec(db, sql) != 0) pt_log_warn("sqlite: cleanup '%s' failed", sql);
 }
 
+static int exec_cached(sqlite3 *db, const char *sql);
+static void stmt_cache_purge(sqlite3 *db);
+
+/* exec_cleanup for the writer's batch statements, from the statement cache. */
+static void exec_cleanup_cached(sqlite3 *db, const char *sql)
+{
+    if (exec_cached(db, sql) != 0) pt_log_warn("sqlite: cleanup '%s' failed", sql);
+}
+
 int pt_db_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st)
 {
     if (sqlite3_prepare_v2(db, sql, -1, st, NULL) != SQLITE_OK) {
@@ -144,6 +168,148 @@ int pt_db_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st)
         return PT_ERR_IO;
     }
     return 0;
+}
+
+/* ---- the statement cache ------------------------------------------------------------------
+ * Per thread, so that neither thread locks: the writer thread only ever uses the
+ * writer's connection, the loop thread the reader's. An open-addressing table of
+ * (connection, SQL address) -> statement; the statements handed out and not yet
+ * released are remembered in a short list, so that pt_db_release() knows a cached
+ * statement from a fresh one. */
+
+typedef struct stmt_ent {
+    sqlite3 *db;
+    const char *sql;               /* the caller's literal: the key is its address */
+    sqlite3_stmt *st;
+    bool busy;                     /* handed out, not released yet */
+} stmt_ent;
+
+#define STMT_BUSY_MAX 16           /* cached statements out at once, per thread */
+
+static _Thread_local stmt_ent **t_stmts; /* t_cap slots, NULL or an entry */
+static _Thread_local size_t t_cap, t_n;
+static _Thread_local stmt_ent *t_busy[STMT_BUSY_MAX];
+static _Thread_local size_t t_nbusy;
+
+static size_t stmt_slot(sqlite3 *db, const char *sql, size_t cap)
+{
+    uint64_t h = ((uint64_t)(uintptr_t)db * 0x9e3779b97f4a7c15ull) ^ (uint64_t)(uintptr_t)sql;
+    h ^= h >> 29;
+    return (size_t)(h * 0xbf58476d1ce4e5b9ull >> 17) & (cap - 1);
+}
+
+static int stmt_table_resize(size_t cap)
+{
+    stmt_ent **t = calloc(cap, sizeof *t);
+    if (!t) return PT_ERR_NOMEM;
+    for (size_t i = 0; i < t_cap; i++) {
+        stmt_ent *e = t_stmts[i];
+        if (!e) continue;
+        size_t j = stmt_slot(e->db, e->sql, cap);
+        while (t[j]) j = (j + 1) & (cap - 1);
+        t[j] = e;
+    }
+    free(t_stmts);
+    t_stmts = t;
+    t_cap = cap;
+    return 0;
+}
+
+int pt_db_stmt(sqlite3 *db, const char *sql, sqlite3_stmt **st)
+{
+    *st = NULL;
+    size_t j = 0;
+    if (t_cap) {
+        for (j = stmt_slot(db, sql, t_cap); t_stmts[j]; j = (j + 1) & (t_cap - 1)) {
+            stmt_ent *e = t_stmts[j];
+            if (e->db != db || e->sql != sql) continue;
+            if (e->busy || t_nbusy == STMT_BUSY_MAX) return pt_db_prepare(db, sql, st); /* nested */
+            e->busy = true;
+            t_busy[t_nbusy++] = e;
+            *st = e->st;
+            return 0;
+        }
+    }
+    if (t_nbusy == STMT_BUSY_MAX) return pt_db_prepare(db, sql, st);
+    if ((t_n + 1) * 2 > t_cap) {
+        int rc = stmt_table_resize(t_cap ? t_cap * 2 : 64);
+        if (rc) return rc;
+        j = stmt_slot(db, sql, t_cap);
+        while (t_stmts[j]) j = (j + 1) & (t_cap - 1);
+    }
+    stmt_ent *e = calloc(1, sizeof *e);
+    if (!e) return PT_ERR_NOMEM;
+    if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &e->st, NULL) != SQLITE_OK) {
+        pt_log_error("sqlite: cannot prepare: %s (in: %.60s)", sqlite3_errmsg(db), sql);
+        sqlite3_finalize(e->st);
+        free(e);
+        return PT_ERR_IO;
+    }
+    e->db = db;
+    e->sql = sql;
+    e->busy = true;
+    t_stmts[j] = e;
+    t_n++;
+    t_busy[t_nbusy++] = e;
+    *st = e->st;
+    return 0;
+}
+
+void pt_db_release(sqlite3_stmt *st)
+{
+    if (!st) return;
+    for (size_t i = t_nbusy; i-- > 0;) {
+        if (t_busy[i]->st != st) continue;
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+        t_busy[i]->busy = false;
+        t_busy[i] = t_busy[--t_nbusy];
+        return;
+    }
+    sqlite3_finalize(st);
+}
+
+void pt_db_forget(sqlite3 *db) { stmt_cache_purge(db); }
+
+/* Finalizes the calling thread's cached statements of db. */
+static void stmt_cache_purge(sqlite3 *db)
+{
+    if (!db || !t_cap) return;
+    for (size_t i = 0; i < t_nbusy;) { /* none should be out; forget them if so */
+        if (t_busy[i]->db == db) t_busy[i] = t_busy[--t_nbusy];
+        else i++;
+    }
+    size_t kept = 0;
+    for (size_t i = 0; i < t_cap; i++) {
+        stmt_ent *e = t_stmts[i];
+        if (!e) continue;
+        if (e->db == db) {
+            sqlite3_finalize(e->st);
+            free(e);
+            t_stmts[i] = NULL;
+            t_n--;
+        } else {
+            kept++;
+        }
+    }
+    if (kept == 0) {
+        free(t_stmts);
+        t_stmts = NULL;
+        t_cap = t_n = t_nbusy = 0;
+    } else if (stmt_table_resize(t_cap) != 0) {
+        pt_log_warn("sqlite: statement cache left with holes");
+    }
+}
+
+/* Runs a statement without results (BEGIN, SAVEPOINT, COMMIT ...) from the cache. */
+static int exec_cached(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st;
+    int rc = pt_db_stmt(db, sql, &st);
+    if (rc) return rc;
+    rc = pt_db_step(st);
+    pt_db_release(st);
+    return rc < 0 ? rc : 0;
 }
 
 int pt_db_step(sqlite3_stmt *st)
@@ -164,8 +330,12 @@ static int open_conn(const char *path, sqlite3 **out)
         return PT_ERR_IO;
     }
     sqlite3_busy_timeout(*out, 5000);
+    /* temp_store=MEMORY: the writer's per-operation savepoints keep the pages they
+     * change in a statement sub-journal, which is otherwise a temporary file
+     * (written for every operation, never needed after the commit). Durability
+     * is the WAL's and synchronous=FULL's, unchanged. */
     return pt_db_exec(*out, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-                            "PRAGMA foreign_keys=ON;");
+                            "PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;");
 }
 
 static int migrate(sqlite3 *db, const char *path)
@@ -195,35 +365,78 @@ static int migrate(sqlite3 *db, const char *path)
     return 0;
 }
 
-/* Runs one batch: every op in its savepoint, one commit. */
+/* Runs op in a savepoint of its own. */
+static void run_one(pt_db *db, pt_db_op *op)
+{
+    if (exec_cached(db->w, "SAVEPOINT op") != 0) {
+        op->rc = PT_ERR_IO;
+        return;
+    }
+    op->rc = op->apply(db->w, op->arg);
+    if (op->rc) exec_cleanup_cached(db->w, "ROLLBACK TO op");
+    exec_cleanup_cached(db->w, "RELEASE op");
+}
+
+/* Runs the rerunnable ops [first, end) in one savepoint; if one fails, rolls them
+ * all back and runs each in its own savepoint, so that only the failing one is
+ * undone. */
+static void run_group(pt_db *db, pt_db_op *first, pt_db_op *end)
+{
+    if (first->next == end) {
+        run_one(db, first);
+        return;
+    }
+    if (exec_cached(db->w, "SAVEPOINT ops") != 0) {
+        for (pt_db_op *op = first; op != end; op = op->next) op->rc = PT_ERR_IO;
+        return;
+    }
+    bool failed = false;
+    for (pt_db_op *op = first; op != end && !failed; op = op->next)
+        failed = (op->rc = op->apply(db->w, op->arg)) != 0;
+    if (failed) exec_cleanup_cached(db->w, "ROLLBACK TO ops");
+    exec_cleanup_cached(db->w, "RELEASE ops");
+    if (failed)
+        for (pt_db_op *op = first; op != end; op = op->next) run_one(db, op);
+}
+
+/* Runs one batch: every op in a savepoint (a run of rerunnable ones in a shared
+ * one), one commit. */
 static void run_batch(pt_db *db, pt_db_op *batch)
 {
-    int rc = pt_db_exec(db->w, "BEGIN IMMEDIATE");
+    int rc = exec_cached(db->w, "BEGIN IMMEDIATE");
     uint64_t n = 0;
-    for (pt_db_op *op = batch; op; op = op->next, n++) {
+    for (pt_db_op *op = batch; op; op = op->next) n++;
+    for (pt_db_op *op = batch, *end; op; op = end) {
+        end = op->next;
         if (rc) {
             op->rc = rc;
             continue;
         }
-        if (pt_db_exec(db->w, "SAVEPOINT op") != 0) {
-            op->rc = PT_ERR_IO;
+        if (!op->rerunnable) {
+            run_one(db, op);
             continue;
         }
-        op->rc = op->apply(db->w, op->arg);
-        if (op->rc) exec_cleanup(db->w, "ROLLBACK TO op");
-        exec_cleanup(db->w, "RELEASE op");
+        while (end && end->rerunnable) end = end->next;
+        run_group(db, op, end);
     }
     if (rc == 0) {
         uint64_t t0 = now_ns();
-        if (pt_db_exec(db->w, "COMMIT") != 0) {
-            exec_cleanup(db->w, "ROLLBACK");
+        bool failed = exec_cached(db->w, "COMMIT") != 0;
+        if (failed) {
+            exec_cleanup_cached(db->w, "ROLLBACK");
             for (pt_db_op *op = batch; op; op = op->next) op->rc = PT_ERR_IO;
         }
+        uint64_t us = (now_ns() - t0) / 1000;
+        size_t b = 0;
+        while (b < PT_DB_COMMIT_BUCKETS && us > pt_db_commit_bucket_us[b]) b++;
         pthread_mutex_lock(&db->mu);
         db->stats.commits++;
+        db->stats.failed_commits += failed;
         db->stats.ops += n;
         if (n > db->stats.max_batch) db->stats.max_batch = n;
-        db->stats.last_commit_us = (now_ns() - t0) / 1000;
+        db->stats.last_commit_us = us;
+        db->stats.commit_us_sum += us;
+        db->stats.commit_hist[b]++;
         pthread_mutex_unlock(&db->mu);
     }
 }
@@ -250,6 +463,7 @@ static void *writer_main(void *arg)
         uv_async_send(&db->async);
     }
     pthread_mutex_unlock(&db->mu);
+    stmt_cache_purge(db->w); /* this thread's statements */
     return NULL;
 }
 
@@ -294,6 +508,13 @@ void pt_db_get_stats(pt_db *db, pt_db_stats *out)
 int pt_db_open(pt_db **out, const char *path, uv_loop_t *loop)
 {
     *out = NULL;
+    /* no global allocation statistics: a mutex less on every SQLite malloc (fails
+     * harmlessly when SQLite was already initialised in this process) */
+    static bool configured;
+    if (!configured) {
+        configured = true;
+        (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+    }
     pt_db *db = calloc(1, sizeof *db);
     if (!db) return PT_ERR_NOMEM;
     db->loop = loop;
@@ -324,6 +545,8 @@ int pt_db_open(pt_db **out, const char *path, uv_loop_t *loop)
 static void free_db(uv_handle_t *h)
 {
     pt_db *db = h->data;
+    stmt_cache_purge(db->r);
+    stmt_cache_purge(db->w);
     sqlite3_close(db->r);
     sqlite3_close(db->w);
     pthread_mutex_destroy(&db->mu);

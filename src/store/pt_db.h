@@ -4,8 +4,9 @@
  * One database file in WAL mode with synchronous=FULL: a committed transaction
  * survives a crash or power loss. Writes never run on the event loop: callers
  * submit operations to a writer thread, which takes every operation waiting,
- * runs them in ONE transaction (each inside its own savepoint, so one failing
- * operation does not undo the others) and commits once: group commit, one fsync
+ * runs them in ONE transaction (each inside its own savepoint, or a run of
+ * rerunnable ones in a shared one, so one failing operation does not undo the
+ * others) and commits once: group commit, one fsync
  * for a whole batch. Each operation's `done` callback then runs on the event loop
  * with its result. Reads run on the caller's thread on a separate connection
  * (WAL readers never wait for the writer).
@@ -18,7 +19,7 @@
 
 #include "common/pt_common.h"
 
-#define PT_DB_SCHEMA_VERSION 4
+#define PT_DB_SCHEMA_VERSION 5
 #define PT_DB_MAX_BATCH 4096 /* operations in one transaction at most */
 
 typedef struct pt_db pt_db;
@@ -31,16 +32,28 @@ typedef struct pt_db_op {
     int (*apply)(sqlite3 *db, void *arg);
     void (*done)(void *arg, int rc);
     void *arg;
+    bool rerunnable;        /* apply() only changes the database (and what it reports
+                               is reset when it starts), so it may run twice: a run
+                               of such ops shares one savepoint, and they are run
+                               again one by one if one of them fails */
     int rc;                 /* filled by the writer */
     uint64_t submitted_ns;  /* for commit-latency metrics */
     struct pt_db_op *next;  /* queue link, owned by pt_db */
 } pt_db_op;
+
+/* Upper bounds (µs) of the commit-latency histogram's buckets; one more bucket
+ * (+Inf) follows them. */
+#define PT_DB_COMMIT_BUCKETS 12
+extern const uint32_t pt_db_commit_bucket_us[PT_DB_COMMIT_BUCKETS];
 
 typedef struct pt_db_stats {
     uint64_t commits;        /* transactions committed */
     uint64_t ops;            /* operations applied */
     uint64_t max_batch;      /* largest batch so far */
     uint64_t last_commit_us; /* duration of the latest commit (incl. fsync) */
+    uint64_t commit_us_sum;  /* all commits' durations added up */
+    uint64_t commit_hist[PT_DB_COMMIT_BUCKETS + 1]; /* commits per bucket (not cumulative), +Inf last */
+    uint64_t failed_commits; /* COMMITs that failed (their operations got PT_ERR_IO) */
 } pt_db_stats;
 
 /* Opens (creating if needed) the database at path, migrates it to
@@ -59,10 +72,24 @@ void pt_db_submit(pt_db *db, pt_db_op *op);
 sqlite3 *pt_db_reader(pt_db *db);
 void pt_db_get_stats(pt_db *db, pt_db_stats *out);
 
-/* Small helpers for prepared statements: prepare (cached per connection is the
- * caller's business), bind, step. They map SQLite errors to pt_err and log them. */
+/* Small helpers for prepared statements: prepare, bind, step. They map SQLite
+ * errors to pt_err and log them. */
 int pt_db_exec(sqlite3 *db, const char *sql) PT_WUR;
+/* A fresh statement, for one-off queries; the caller finalizes it. */
 int pt_db_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st) PT_WUR;
+/* The statement for sql on db from a cache of the calling thread, prepared on
+ * first use and kept: compiling SQL was 40% of the server's CPU. sql must have
+ * static storage (a string literal): the cache keys on its address and the
+ * connection. Give it back with pt_db_release() on every path, before the next
+ * use of the same sql on db (nested use gets a fresh statement, also released
+ * with pt_db_release()). Cached statements are finalized by pt_db_close(). */
+int pt_db_stmt(sqlite3 *db, const char *sql, sqlite3_stmt **st) PT_WUR;
+/* Resets st and clears its bindings (a cached one), or finalizes it (a fresh one).
+ * NULL is a no-op. A read statement ends its read transaction here. */
+void pt_db_release(sqlite3_stmt *st);
+/* Finalizes the calling thread's cached statements of db: for a connection that
+ * did not come from pt_db_open(), before it is closed. */
+void pt_db_forget(sqlite3 *db);
 /* SQLITE_ROW -> 1, SQLITE_DONE -> 0, a constraint violation -> PT_ERR_STATE, other -> PT_ERR_IO. */
 int pt_db_step(sqlite3_stmt *st) PT_WUR;
 

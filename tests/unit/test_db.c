@@ -10,6 +10,7 @@ typedef struct ins {
     pt_db_op op;
     int64_t id;   /* server_id to insert */
     int done_rc;  /* set by done() */
+    int runs;     /* times apply ran */
     int *ndone;
 } ins;
 
@@ -91,6 +92,90 @@ static void test_group_commit_and_reopen(void **state)
     uv_loop_close(&loop);
 }
 
+/* The same from the statement cache, counting its runs (rerunnable ops may run twice). */
+static int apply_insert_cached(sqlite3 *db, void *arg)
+{
+    ins *x = arg;
+    x->runs++;
+    sqlite3_stmt *st;
+    int rc = pt_db_stmt(db, "INSERT INTO messages(server_id, sender, sender_device, date_ms, "
+                            "envelope, refs) VALUES (?, x'00', x'00', 0, x'01', 0)", &st);
+    if (rc) return rc;
+    sqlite3_bind_int64(st, 1, x->id);
+    rc = pt_db_step(st);
+    pt_db_release(st);
+    return rc < 0 ? rc : 0;
+}
+
+/* Rerunnable ops share a savepoint; one failing among them is undone alone. */
+static void test_rerunnable_ops_fail_alone(void **state)
+{
+    (void)state;
+    char path[300];
+    snprintf(path, sizeof path, "%s/pt.db", pt_test_tmpdir("db"));
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    pt_db *db;
+    assert_int_equal(pt_db_open(&db, path, &loop), 0);
+    enum { N = 3000 };
+    ins *ops = calloc(N, sizeof *ops);
+    int ndone = 0;
+    for (int i = 0; i < N; i++) {
+        /* every 100th a duplicate of the one before it; every 7th not rerunnable */
+        int64_t id = i % 100 == 99 ? i : i + 1;
+        ops[i] = (ins){.op = {.apply = apply_insert_cached, .done = done_insert, .rerunnable = i % 7 != 0},
+                       .id = id, .ndone = &ndone};
+        ops[i].op.arg = &ops[i];
+        pt_db_submit(db, &ops[i].op);
+    }
+    for (int i = 0; i < 10000 && ndone < N; i++) uv_run(&loop, UV_RUN_ONCE);
+    assert_int_equal(ndone, N);
+    int failed = 0, reruns = 0;
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(ops[i].done_rc, i % 100 == 99 ? PT_ERR_STATE : 0);
+        failed += ops[i].done_rc != 0;
+        assert_true(ops[i].runs >= 1 && ops[i].runs <= 2);
+        reruns += ops[i].runs - 1;
+    }
+    assert_int_equal(failed, N / 100);
+    assert_true(reruns > 0); /* the shared savepoints were rolled back and rerun */
+    assert_int_equal(count_rows(db), N - N / 100);
+    close_db(db, &loop);
+    assert_int_equal(pt_db_open(&db, path, &loop), 0);
+    assert_int_equal(count_rows(db), N - N / 100);
+    close_db(db, &loop);
+    free(ops);
+    uv_loop_close(&loop);
+}
+
+/* Cached statements: the same one each time, reset and unbound; nested use gets
+ * a fresh one; both go back with pt_db_release. */
+static void test_statement_cache(void **state)
+{
+    (void)state;
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(":memory:", &db), SQLITE_OK);
+    static const char sql[] = "SELECT ?1";
+    sqlite3_stmt *a, *b, *c;
+    assert_int_equal(pt_db_stmt(db, sql, &a), 0);
+    sqlite3_bind_int(a, 1, 7);
+    assert_int_equal(pt_db_step(a), 1); /* left on a row: release must reset it */
+    assert_int_equal(pt_db_stmt(db, sql, &b), 0); /* nested: another statement */
+    assert_ptr_not_equal(a, b);
+    pt_db_release(b);
+    pt_db_release(a);
+    assert_int_equal(pt_db_stmt(db, sql, &c), 0);
+    assert_ptr_equal(c, a); /* the cached one again */
+    assert_int_equal(pt_db_step(c), 1);
+    assert_int_equal(sqlite3_column_type(c, 0), SQLITE_NULL); /* bindings were cleared */
+    pt_db_release(c);
+    pt_db_release(NULL);
+    assert_int_equal(pt_db_stmt(db, "SELECT nonsense FROM nowhere", &a), PT_ERR_IO);
+    assert_null(a);
+    pt_db_forget(db); /* a bare connection: its cached statements go first */
+    assert_int_equal(sqlite3_close(db), SQLITE_OK); /* none left behind */
+}
+
 static void test_refuses_newer_or_broken_files(void **state)
 {
     (void)state;
@@ -157,6 +242,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_schema),
         cmocka_unit_test(test_group_commit_and_reopen),
+        cmocka_unit_test(test_rerunnable_ops_fail_alone),
+        cmocka_unit_test(test_statement_cache),
         cmocka_unit_test(test_refuses_newer_or_broken_files),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

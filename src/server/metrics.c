@@ -1,0 +1,328 @@
+/*
+ * The metrics endpoint: Prometheus text exposition (format 0.0.4) over plain
+ * HTTP/1.0, on its own listen address (metrics_listen / --metrics; off unless
+ * set), served by the server's event loop.
+ *
+ * A scrape must never hold the loop: a request is at most PT_METRICS_REQ_MAX
+ * bytes and must be complete within PT_METRICS_TIMEOUT_MS, at most
+ * PT_METRICS_MAX_CONNS scrapes are served at once (more are closed at accept),
+ * and the answer is built from counters already in memory (no store query). One
+ * request per connection: GET /metrics is answered 200, another path 404, another
+ * method 405, anything malformed or oversized 400; then the connection closes.
+ * Bind the endpoint to a private address: it is not authenticated.
+ */
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "server/pt_server_int.h"
+
+#define PT_METRICS_REQ_MAX 4096       /* request line + headers, bytes */
+#define PT_METRICS_TIMEOUT_MS 5000    /* to send the whole request */
+#define PT_METRICS_MAX_CONNS 16       /* scrapes served at once */
+
+struct pt_metrics_conn {
+    uv_tcp_t tcp;
+    uv_timer_t timer;               /* request timeout */
+    uv_write_t wreq;
+    pt_server *srv;
+    int open_handles;               /* libuv handles not yet closed */
+    bool closing, answered;
+    size_t len;                     /* bytes of req received */
+    char req[PT_METRICS_REQ_MAX];
+    pt_buf resp;                    /* the answer being written */
+    pt_metrics_conn *prev, *next;   /* every scrape in progress */
+};
+
+/* ---- the exposition ----------------------------------------------------------------------- */
+
+static int put(pt_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int put(pt_buf *b, const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof line) return PT_ERR_INVAL;
+    return pt_buf_append(b, line, (size_t)n);
+}
+
+static int metric(pt_buf *b, const char *name, const char *type, const char *help, uint64_t v)
+{
+    int rc = put(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    return rc ? rc : put(b, "%s %llu\n", name, (unsigned long long)v);
+}
+
+int pt_metrics_render(pt_server *s, pt_buf *out)
+{
+    const pt_srv_counters *k = &s->counters;
+    int rc = 0;
+#define M(name, type, help, v)                                                                     \
+    if (rc == 0) rc = metric(out, "packtrackd_" name, type, help, (uint64_t)(v))
+    M("connections", "gauge", "Connections open now.", s->nconns);
+    M("connections_accepted_total", "counter", "TCP connections accepted.", k->conns_accepted);
+    M("connections_refused_total", "counter",
+      "Connections closed at accept: banned address or a connection cap.", k->conns_refused);
+    M("handshake_failures_total", "counter", "Channel handshakes that failed or timed out.",
+      k->handshake_failures);
+    M("sessions", "gauge", "Sessions kept, with or without a connection.", s->sess_n);
+    M("rpc_calls_total", "counter", "Application calls received.", k->rpc_calls);
+    M("messages_in_total", "counter",
+      "Messages, group messages and receipts accepted for routing.", k->msgs_in);
+    M("messages_out_total", "counter",
+      "Updates handed to device sessions (live pushes and messages.sync).", k->msgs_out);
+    M("queue_rows", "gauge", "Undelivered queue rows, all devices (stored or being stored).",
+      s->queue_rows < 0 ? 0 : s->queue_rows);
+    M("queue_devices", "gauge", "Devices with undelivered queue rows.", s->queue_devices);
+    M("bans_total", "counter", "Addresses banned for flooding.", s->bans);
+    M("rate_limit_throttles_total", "counter", "Reads paused because a connection exceeded its rate.",
+      k->throttles);
+    if (s->db) {
+        pt_db_stats st;
+        pt_db_get_stats(s->db, &st);
+        M("store_commits_total", "counter", "Group commits of the store's writer.", st.commits);
+        M("store_commit_failures_total", "counter", "Group commits that failed.", st.failed_commits);
+        M("store_ops_total", "counter", "Write operations applied by the store's writer.", st.ops);
+        M("store_max_batch", "gauge", "Most operations committed in one transaction so far.",
+          st.max_batch);
+        if (rc == 0)
+            rc = put(out, "# HELP packtrackd_store_commit_seconds Duration of the writer's COMMIT "
+                          "(with its fsync).\n# TYPE packtrackd_store_commit_seconds histogram\n");
+        uint64_t cum = 0;
+        for (size_t i = 0; rc == 0 && i <= PT_DB_COMMIT_BUCKETS; i++) {
+            cum += st.commit_hist[i];
+            if (i < PT_DB_COMMIT_BUCKETS)
+                rc = put(out, "packtrackd_store_commit_seconds_bucket{le=\"%g\"} %llu\n",
+                         pt_db_commit_bucket_us[i] / 1e6, (unsigned long long)cum);
+            else
+                rc = put(out, "packtrackd_store_commit_seconds_bucket{le=\"+Inf\"} %llu\n",
+                         (unsigned long long)cum);
+        }
+        if (rc == 0)
+            rc = put(out, "packtrackd_store_commit_seconds_sum %.6f\npacktrackd_store_commit_seconds_count %llu\n",
+                     st.commit_us_sum / 1e6, (unsigned long long)cum);
+    }
+#undef M
+    return rc;
+}
+
+/* ---- the HTTP side ------------------------------------------------------------------------ */
+
+static void mc_closed(uv_handle_t *h)
+{
+    pt_metrics_conn *m = h->data;
+    if (--m->open_handles > 0) return;
+    pt_buf_free(&m->resp);
+    free(m);
+}
+
+static void mc_close(pt_metrics_conn *m)
+{
+    if (m->closing) return;
+    m->closing = true;
+    pt_server *s = m->srv;
+    if (m->prev) m->prev->next = m->next;
+    else s->metrics_conns = m->next;
+    if (m->next) m->next->prev = m->prev;
+    s->metrics_nconns--;
+    uv_close((uv_handle_t *)&m->tcp, mc_closed);
+    uv_close((uv_handle_t *)&m->timer, mc_closed);
+}
+
+static void mc_written(uv_write_t *req, int status)
+{
+    (void)status;
+    mc_close(req->data); /* HTTP/1.0: the answer ends with the connection */
+}
+
+/* Sends the status line, the headers and body (may be NULL), then closes. */
+static void mc_answer(pt_metrics_conn *m, int code, const char *reason, const pt_buf *body)
+{
+    m->answered = true;
+    uv_read_stop((uv_stream_t *)&m->tcp);
+    uv_timer_stop(&m->timer);
+    const char *type = code == 200 ? "text/plain; version=0.0.4; charset=utf-8" : "text/plain; charset=utf-8";
+    char head[256], text[64];
+    snprintf(text, sizeof text, "%d %s\n", code, reason);
+    size_t blen = body ? body->len : strlen(text);
+    int n = snprintf(head, sizeof head,
+                     "HTTP/1.0 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
+                     code, reason, type, blen);
+    if (n < 0 || (size_t)n >= sizeof head || pt_buf_append(&m->resp, head, (size_t)n) != 0 ||
+        pt_buf_append(&m->resp, body ? (const char *)body->data : text, blen) != 0) {
+        mc_close(m);
+        return;
+    }
+    uv_buf_t b = uv_buf_init((char *)m->resp.data, (unsigned)m->resp.len);
+    m->wreq.data = m;
+    if (uv_write(&m->wreq, (uv_stream_t *)&m->tcp, &b, 1, mc_written) != 0) mc_close(m);
+}
+
+static void mc_bad(pt_metrics_conn *m, int code, const char *reason, const char *why)
+{
+    pt_log_info("metrics: %s from a scraper: %s", reason, why);
+    mc_answer(m, code, reason, NULL);
+}
+
+/* The request is complete (headers end at hdr_len): answer it. */
+static void mc_request(pt_metrics_conn *m, size_t line_len)
+{
+    /* request line: METHOD SP TARGET SP HTTP/1.x */
+    char line[256];
+    if (line_len >= sizeof line) {
+        mc_bad(m, 400, "Bad Request", "request line too long");
+        return;
+    }
+    memcpy(line, m->req, line_len);
+    line[line_len] = 0;
+    if (line_len && line[line_len - 1] == '\r') line[--line_len] = 0;
+    char *sp1 = strchr(line, ' ');
+    char *sp2 = sp1 ? strchr(sp1 + 1, ' ') : NULL;
+    if (!sp1 || !sp2 || strchr(sp2 + 1, ' ') || sp1 == line || sp2 == sp1 + 1 ||
+        (strcmp(sp2 + 1, "HTTP/1.0") != 0 && strcmp(sp2 + 1, "HTTP/1.1") != 0)) {
+        mc_bad(m, 400, "Bad Request", "malformed request line");
+        return;
+    }
+    *sp1 = *sp2 = 0;
+    for (const char *p = line; *p; p++) {
+        if (*p < 'A' || *p > 'Z') {
+            mc_bad(m, 400, "Bad Request", "malformed method");
+            return;
+        }
+    }
+    if (strcmp(line, "GET") != 0) {
+        mc_bad(m, 405, "Method Not Allowed", "not GET");
+        return;
+    }
+    const char *path = sp1 + 1;
+    size_t plen = strcspn(path, "?");
+    if (plen != 8 || memcmp(path, "/metrics", 8) != 0) {
+        mc_answer(m, 404, "Not Found", NULL);
+        return;
+    }
+    pt_buf body;
+    pt_buf_init(&body);
+    if (pt_metrics_render(m->srv, &body) == 0) mc_answer(m, 200, "OK", &body);
+    else mc_answer(m, 500, "Internal Server Error", NULL);
+    pt_buf_free(&body);
+}
+
+/* Where the headers end (just past the blank line), or 0 when not yet. */
+static size_t headers_end(const char *p, size_t n)
+{
+    for (size_t i = 0; i + 1 < n; i++) {
+        if (p[i] != '\n') continue;
+        if (p[i + 1] == '\n') return i + 2;
+        if (i + 2 < n && p[i + 1] == '\r' && p[i + 2] == '\n') return i + 3;
+    }
+    return 0;
+}
+
+static void mc_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)suggested;
+    pt_metrics_conn *m = h->data;
+    buf->base = m->req + m->len;
+    buf->len = sizeof m->req - m->len; /* never 0: a full buffer is answered at once */
+}
+
+static void mc_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
+{
+    (void)buf;
+    pt_metrics_conn *m = st->data;
+    if (n == 0 || m->answered) return;
+    if (n < 0) {
+        mc_close(m); /* gone before asking */
+        return;
+    }
+    size_t old = m->len;
+    m->len += (size_t)n;
+    for (size_t i = old; i < m->len; i++) {
+        if (m->req[i] == 0) {
+            mc_bad(m, 400, "Bad Request", "NUL byte in the request");
+            return;
+        }
+    }
+    size_t end = headers_end(m->req, m->len);
+    if (end) {
+        mc_request(m, (size_t)((char *)memchr(m->req, '\n', end) - m->req));
+        return;
+    }
+    if (m->len == sizeof m->req) mc_bad(m, 400, "Bad Request", "request over 4096 bytes");
+}
+
+static void mc_timeout(uv_timer_t *t)
+{
+    pt_metrics_conn *m = t->data;
+    pt_log_info("metrics: request not complete in %d ms; closing", PT_METRICS_TIMEOUT_MS);
+    mc_close(m);
+}
+
+static void on_metrics_connection(uv_stream_t *l, int status)
+{
+    pt_server *s = l->data;
+    if (status < 0 || s->stopping) return;
+    pt_metrics_conn *m = calloc(1, sizeof *m);
+    if (!m) return;
+    m->srv = s;
+    pt_buf_init(&m->resp);
+    uv_tcp_init(&s->loop, &m->tcp);
+    uv_timer_init(&s->loop, &m->timer);
+    m->tcp.data = m->timer.data = m;
+    m->open_handles = 2;
+    m->next = s->metrics_conns;
+    if (s->metrics_conns) s->metrics_conns->prev = m;
+    s->metrics_conns = m;
+    s->metrics_nconns++;
+    if (uv_accept(l, (uv_stream_t *)&m->tcp) != 0) {
+        mc_close(m);
+        return;
+    }
+    if (s->metrics_nconns > PT_METRICS_MAX_CONNS) {
+        pt_log_warn("metrics: %d scrapes at once already; closing a new one", PT_METRICS_MAX_CONNS);
+        mc_close(m);
+        return;
+    }
+    uv_timer_start(&m->timer, mc_timeout, PT_METRICS_TIMEOUT_MS, 0);
+    uv_read_start((uv_stream_t *)&m->tcp, mc_alloc, mc_read);
+}
+
+int pt_metrics_start(pt_server *s)
+{
+    if (!s->cfg.metrics_host) return 0;
+    struct sockaddr_storage addr;
+    const char *h = s->metrics_host;
+    int rc = strchr(h, ':') ? uv_ip6_addr(h, s->cfg.metrics_port, (struct sockaddr_in6 *)&addr)
+                            : uv_ip4_addr(h, s->cfg.metrics_port, (struct sockaddr_in *)&addr);
+    if (rc != 0) {
+        pt_log_error("invalid metrics address %s", h);
+        return PT_ERR_INVAL;
+    }
+    uv_tcp_init(&s->loop, &s->metrics_listener);
+    s->metrics_listener.data = s;
+    s->metrics_on = true; /* the handle is open: pt_metrics_stop closes it */
+    if ((rc = uv_tcp_bind(&s->metrics_listener, (struct sockaddr *)&addr, 0)) != 0 ||
+        (rc = uv_listen((uv_stream_t *)&s->metrics_listener, 64, on_metrics_connection)) != 0) {
+        pt_log_error("cannot listen for metrics on %s:%u: %s", h, s->cfg.metrics_port, uv_strerror(rc));
+        return PT_ERR_IO;
+    }
+    struct sockaddr_storage bound;
+    int bl = sizeof bound;
+    uv_tcp_getsockname(&s->metrics_listener, (struct sockaddr *)&bound, &bl);
+    s->metrics_port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                                         : ((struct sockaddr_in *)&bound)->sin_port);
+    pt_log_info("metrics on http://%s%s%s:%u/metrics", strchr(h, ':') ? "[" : "", h,
+                strchr(h, ':') ? "]" : "", s->metrics_port);
+    return 0;
+}
+
+void pt_metrics_stop(pt_server *s)
+{
+    if (!s->metrics_on) return;
+    s->metrics_on = false;
+    uv_close((uv_handle_t *)&s->metrics_listener, NULL);
+    while (s->metrics_conns) mc_close(s->metrics_conns);
+}
