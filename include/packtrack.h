@@ -93,6 +93,7 @@ PT_API const char *pt_version(void);
 #define PT_FINGERPRINT_MAX 80   /* "xxxxxxxx:xxxxxxxx:..." + NUL */
 #define PT_SAFETY_MAX 80        /* 60 digits in 12 groups of 5 + NUL */
 #define PT_LINK_CODE_MAX 80     /* a device-link code + NUL */
+#define PT_SAFETY_QR_MAX 140    /* "PTSN0:" + two keys in hex + NUL */
 #define PT_TEXT_MAX 60000       /* a message text, bytes */
 
 typedef struct pt_ctx pt_ctx;
@@ -149,7 +150,9 @@ typedef struct pt_contact {
     pt_contact_state state;
     pt_status status;        /* friends only; offline otherwise */
     int verified;            /* 1: the safety number was confirmed (pt_contact_verify) */
-    int key_changed;         /* 1: a device key appeared or changed since verification */
+    int key_changed;         /* 1: a device appeared, went or was re-keyed since the keys
+                                were first seen, trusted or verified: sending is refused
+                                until pt_contact_trust() or pt_contact_verify() */
 } pt_contact;
 
 typedef struct pt_user {
@@ -249,6 +252,12 @@ PT_API int pt_contacts(pt_ctx *ctx, pt_contact **out, size_t *n);
 PT_API int pt_contact_safety_number(pt_ctx *ctx, const char *name, char out[PT_SAFETY_MAX]);
 /* Marks name's current keys as verified (after comparing safety numbers). */
 PT_API int pt_contact_verify(pt_ctx *ctx, const char *name);
+/* What to show as a QR code for name's safety number (both identity keys). */
+PT_API int pt_contact_safety_qr(pt_ctx *ctx, const char *name, char out[PT_SAFETY_QR_MAX]);
+/* Accepts name's current keys after a key change without verifying them. */
+PT_API int pt_contact_trust(pt_ctx *ctx, const char *name);
+/* One contact's state, trust and presence (refreshing its keys when connected). */
+PT_API int pt_contact_info(pt_ctx *ctx, const char *name, pt_contact *out);
 
 /* ---- messages ------------------------------------------------------------------------------- */
 
@@ -268,6 +277,15 @@ PT_API int pt_mark_seen(pt_ctx *ctx, const pt_message *msgs, size_t n);
  * conversations), oldest first. */
 PT_API int pt_history(pt_ctx *ctx, const char *conversation, size_t limit, pt_message **out,
                       size_t *n);
+
+/* Messages whose text contains `text` (case-insensitively, after Unicode case
+ * folding), newest `limit` of them, oldest first; conversation as for pt_history.
+ * Searching opens the sealed history in memory: no index or text is written. */
+PT_API int pt_search(pt_ctx *ctx, const char *conversation, const char *text, size_t limit,
+                     pt_message **out, size_t *n);
+/* Read receipts: sent by default; off means none is sent for what this device shows. */
+PT_API int pt_set_read_receipts(pt_ctx *ctx, int on);
+PT_API int pt_get_read_receipts(const pt_ctx *ctx);
 
 /* ---- groups --------------------------------------------------------------------------------- */
 

@@ -9,6 +9,7 @@ PKGS=(
   libinih-dev libutf8proc-dev libicu-dev
   libcmocka-dev libcjson-dev libolm-dev
   libncurses-dev tmux     # the terminal UI, and the tests that drive it
+  libqrencode-dev         # QR codes of fingerprints and safety numbers in the terminal
   python3 python3-dissononce python3-libtorrent   # libtorrent: the MSE interop peer
   nats-server mosquitto   # peers of scripts/bench-loadgen.sh (started there, not as services)
 )

@@ -232,6 +232,7 @@ static int save_profile(pt_ctx *x)
     if (rc == 0) rc = pt_buf_append(&b, x->user_id, 16);
     if (rc == 0) rc = pt_wr_u8(&b, (uint8_t)x->status);
     if (rc == 0) rc = pt_wr_u8(&b, x->bound);
+    if (rc == 0) rc = pt_wr_u8(&b, x->no_read_receipts);
     if (rc == 0) rc = pt_lstore_put(x->st, "profile", b.data, b.len);
     pt_buf_free(&b);
     return rc;
@@ -326,6 +327,7 @@ static int load_profile(pt_ctx *x)
         pt_rd_fixed(&r, x->user_id, 16);
         x->status = (pt_status)pt_rd_u8(&r);
         x->bound = pt_rd_u8(&r);
+        if (r.n) x->no_read_receipts = pt_rd_u8(&r); /* absent in older profiles */
         if (r.bad) rc = PT_ERR_DECODE;
     }
     pt_buf_free(&b);
@@ -840,3 +842,11 @@ pt_ctx *pt_create_linked(const pt_options *o, const char *password, const char *
     if (err) *err = 0;
     return x;
 }
+
+int pt_set_read_receipts(pt_ctx *x, int on)
+{
+    x->no_read_receipts = !on;
+    return save_profile(x);
+}
+
+int pt_get_read_receipts(const pt_ctx *x) { return !x->no_read_receipts; }

@@ -47,6 +47,8 @@ typedef struct pt_api_dev {
     uint8_t device[32]; /* the Noise static key the server routes by */
     uint8_t curve[32];  /* its Olm Curve25519 identity */
     uint8_t fallback[32];
+    uint8_t known;      /* seen first, trusted or verified; a device that is not stops sending */
+    uint8_t pad[7];
 } pt_api_dev;
 
 /* A person we know of: a contact, a group co-member, or ourselves. */
@@ -57,8 +59,8 @@ typedef struct pt_api_contact {
     uint8_t state;              /* pt_contact_state */
     uint8_t status;             /* pt_status as last pushed */
     uint8_t verified;
-    uint8_t key_changed;        /* devices changed after verification */
-    uint8_t verified_hash[16];  /* BLAKE2b of the device set that was verified */
+    uint8_t key_changed;        /* the device set differs from known_hash */
+    uint8_t known_hash[16];     /* BLAKE2b of the device set first seen, trusted or verified; zero: none yet */
     size_t ndev;
     pt_api_dev dev[PT_API_MAX_DEVICES];
 } pt_api_contact;
@@ -109,6 +111,7 @@ struct pt_ctx {
     uint8_t user_id[16];
     char user_hex[PT_ID_HEX_LEN], username[PT_NAME_MAX], id_fp[PT_FINGERPRINT_MAX];
     pt_status status;
+    bool no_read_receipts;      /* setting: send no read receipts */
     pt_event_cb cb;
     void *ud;
     char last_error[256];

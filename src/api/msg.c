@@ -15,6 +15,8 @@
 #include "crypto/pt_crypto.h"
 #include "wire/pt_wire.h"
 
+#include <utf8proc.h>
+
 /* ---- message rows -------------------------------------------------------------------------------- */
 
 static int msg_encode(const pt_api_msg *m, pt_buf *b)
@@ -554,7 +556,12 @@ int pt_send(pt_ctx *x, const char *to, const char *text, char id[PT_ID_HEX_LEN])
     if (rc == PT_ERR_NOT_FOUND && online) rc = pt_api_resolve(x, to, c);
     if (rc == 0 && c->state != PT_CONTACT_STATE_FRIEND && online && pt_api_sync_contacts(x) == 0)
         rc = pt_api_contact_load(x, c->user_id, c);
-    if (rc == 0 && c->state != PT_CONTACT_STATE_FRIEND)
+    if (rc == 0 && online && c->state == PT_CONTACT_STATE_FRIEND) rc = pt_api_person(x, c->user_id, true, c);
+    if (rc == 0 && c->key_changed)
+        rc = pt_api_fail(x, PT_ERR_KEY_MISMATCH, "%s's keys changed (a device was added, removed or re-keyed); compare "
+                                                 "safety numbers, then run 'packtrack trust %s' or 'packtrack verify %s'",
+                         c->name, c->name, c->name);
+    else if (rc == 0 && c->state != PT_CONTACT_STATE_FRIEND)
         rc = pt_api_fail(x, PT_ERR_STATE, "%s is not your friend yet; send a request with 'friend add %s'", c->name, c->name);
     else if (rc == PT_ERR_NOT_FOUND)
         pt_api_fail(x, rc, "you have no friend named '%s'", to);
@@ -581,6 +588,23 @@ int pt_group_send(pt_ctx *x, const char *group, const char *text, char id[PT_ID_
     pt_api_group g;
     if (rc == 0) rc = group_by_name(x, group, &g);
     if (rc) return rc;
+    if (pt_api_ensure_online(x) == 0) { /* a member whose keys changed stops the message */
+        pt_api_reply r;
+        PT_API_CALL(rc, x, &r, groups_getMembers, memcpy(q.group_id, g.group_id, 16));
+        pt_api_contact *c = malloc(sizeof *c);
+        for (uint32_t i = 0; rc == 0 && c && i < r.o.u.groups_members.members.n; i++) {
+            const uint8_t *uid = r.o.u.groups_members.members.items[i].user_id;
+            if (memcmp(uid, x->user_id, 16) == 0 || pt_api_person(x, uid, true, c) != 0) continue;
+            if (c->key_changed)
+                rc = pt_api_fail(x, PT_ERR_KEY_MISMATCH, "%s's keys changed; compare safety numbers, then run "
+                                                         "'packtrack trust %s' or 'packtrack verify %s'",
+                                 c->name, c->name, c->name);
+        }
+        if (r.arena) pt_api_reply_free(&r);
+        free(c);
+        if (rc == PT_ERR_REFUSED) rc = 0; /* not a member any more: the send says so */
+        if (rc) return rc;
+    }
     pt_api_msg m = {.outgoing = 1, .delivery = PT_DELIVERY_QUEUED, .time_ms = pt_env_now_ms(x->env)};
     pt_random(m.msg_id, 16);
     memcpy(m.group_id, g.group_id, 16);
@@ -1047,7 +1071,7 @@ int pt_mark_seen(pt_ctx *x, const pt_message *msgs, size_t n)
                                -1, &st, NULL))
             return PT_ERR_IO;
         sqlite3_bind_blob(st, 1, id, 16, SQLITE_STATIC);
-        sqlite3_bind_int(st, 2, msgs[i].outgoing ? 1 : 2);
+        sqlite3_bind_int(st, 2, msgs[i].outgoing || x->no_read_receipts ? 1 : 2);
         rc = sqlite3_step(st) == SQLITE_DONE ? 0 : PT_ERR_IO;
         sqlite3_finalize(st);
     }
@@ -1090,20 +1114,41 @@ int pt_groups(pt_ctx *x, pt_user **out, size_t *n)
     return rc;
 }
 
-int pt_history(pt_ctx *x, const char *conversation, size_t limit, pt_message **out, size_t *n)
+/* Case folding for search: NFKC + case fold (utf8proc), so "Straße" finds "STRASSE". */
+static char *fold(const char *s)
+{
+    utf8proc_uint8_t *out = NULL;
+    utf8proc_ssize_t n = utf8proc_map((const utf8proc_uint8_t *)s, 0, &out,
+                                      UTF8PROC_NULLTERM | UTF8PROC_STABLE | UTF8PROC_COMPAT | UTF8PROC_CASEFOLD);
+    if (n < 0) {
+        free(out);
+        return NULL;
+    }
+    return (char *)out;
+}
+
+static int history_filter(pt_ctx *x, const char *conversation, const char *text, size_t limit, pt_message **out,
+                          size_t *n)
 {
     *out = NULL;
     *n = 0;
+    char *needle = NULL;
+    if (text && !(needle = fold(text))) return pt_api_fail(x, PT_ERR_INVAL, "the search text is not valid UTF-8");
     sqlite3_stmt *st;
-    /* names are sealed: filter after opening, newest first, then reverse */
+    /* names and texts are sealed: filter after opening (in memory), newest first */
     if (sqlite3_prepare_v2(pt_lstore_db(x->st), "SELECT msg_id, server_id, v FROM messages ORDER BY seq DESC", -1, &st,
-                           NULL))
+                           NULL)) {
+        free(needle);
         return PT_ERR_IO;
+    }
     pt_message *all;
     size_t na;
     int rc = list_messages(x, st, &all, &na);
     sqlite3_finalize(st);
-    if (rc) return rc;
+    if (rc) {
+        free(needle);
+        return rc;
+    }
     bool group = conversation && conversation[0] == '#';
     size_t k = 0;
     for (size_t i = 0; i < na && k < limit; i++) {
@@ -1111,6 +1156,14 @@ int pt_history(pt_ctx *x, const char *conversation, size_t limit, pt_message **o
         bool hit = !conversation ||
                    (group ? strcasecmp(m->group, conversation + 1) == 0
                           : !m->group[0] && (strcasecmp(m->from, conversation) == 0 || strcasecmp(m->to, conversation) == 0));
+        if (hit && needle) {
+            char *hay = fold(m->text);
+            hit = hay && strstr(hay, needle) != NULL;
+            if (hay) {
+                pt_wipe(hay, strlen(hay));
+                free(hay);
+            }
+        }
         if (hit) all[k++] = *m;
     }
     for (size_t i = 0; i < k / 2; i++) {
@@ -1118,7 +1171,22 @@ int pt_history(pt_ctx *x, const char *conversation, size_t limit, pt_message **o
         all[i] = all[k - 1 - i];
         all[k - 1 - i] = t;
     }
+    if (needle) {
+        pt_wipe(needle, strlen(needle));
+        free(needle);
+    }
     *out = all;
     *n = k;
     return 0;
+}
+
+int pt_history(pt_ctx *x, const char *conversation, size_t limit, pt_message **out, size_t *n)
+{
+    return history_filter(x, conversation, NULL, limit, out, n);
+}
+
+int pt_search(pt_ctx *x, const char *conversation, const char *text, size_t limit, pt_message **out, size_t *n)
+{
+    if (!text || !*text) return pt_api_fail(x, PT_ERR_INVAL, "search for what? the text is empty");
+    return history_filter(x, conversation, text, limit, out, n);
 }

@@ -24,7 +24,7 @@ static int contact_encode(const pt_api_contact *c, pt_buf *b)
     if (rc == 0) rc = pt_wr_u8(b, c->status);
     if (rc == 0) rc = pt_wr_u8(b, c->verified);
     if (rc == 0) rc = pt_wr_u8(b, c->key_changed);
-    if (rc == 0) rc = pt_buf_append(b, c->verified_hash, 16);
+    if (rc == 0) rc = pt_buf_append(b, c->known_hash, 16);
     if (rc == 0) rc = pt_wr_u32(b, (uint32_t)c->ndev);
     for (size_t i = 0; rc == 0 && i < c->ndev; i++) rc = pt_buf_append(b, &c->dev[i], sizeof c->dev[i]);
     return rc;
@@ -39,7 +39,7 @@ static int contact_decode(pt_api_contact *c, const uint8_t *p, size_t n)
     c->status = pt_rd_u8(&r);
     c->verified = pt_rd_u8(&r);
     c->key_changed = pt_rd_u8(&r);
-    pt_rd_fixed(&r, c->verified_hash, 16);
+    pt_rd_fixed(&r, c->known_hash, 16);
     c->ndev = pt_rd_u32(&r);
     if (c->ndev > PT_API_MAX_DEVICES) return PT_ERR_DECODE;
     for (size_t i = 0; i < c->ndev; i++) pt_rd_fixed(&r, (uint8_t *)&c->dev[i], sizeof c->dev[i]);
@@ -177,7 +177,14 @@ static int refresh_devices(pt_ctx *x, pt_api_contact *c)
         pt_api_reply_free(&r);
         return pt_api_fail(x, PT_ERR_AUTH, "the server gave another identity key for %s", c->name);
     }
-    size_t n = 0;
+    pt_api_dev *old = malloc(sizeof c->dev);
+    if (!old) {
+        pt_api_reply_free(&r);
+        return PT_ERR_NOMEM;
+    }
+    size_t nold = c->ndev, n = 0;
+    memcpy(old, c->dev, nold * sizeof *old);
+    bool first = pt_ct_is_zero(c->known_hash, 16); /* no baseline yet: trust on first use */
     for (uint32_t i = 0; i < b->bundles.n && n < PT_API_MAX_DEVICES; i++) {
         const pt_tl_prekeys_bundle *d = &b->bundles.items[i];
         uint8_t msg[sizeof signed_prekey_label - 1 + 32 + 4 + 64];
@@ -193,15 +200,23 @@ static int refresh_devices(pt_ctx *x, pt_api_contact *c)
         memcpy(c->dev[n].device, d->device, 32);
         memcpy(c->dev[n].curve, d->signed_key.data, 32);
         memcpy(c->dev[n].fallback, d->signed_key.data + 32, 32);
+        /* trust on first use: the devices of the first list seen are known; a device
+         * that appears later (or a device re-keyed) is not, until the user trusts or
+         * verifies it. A device that goes away changes nothing. */
+        c->dev[n].known = first;
+        for (size_t j = 0; j < nold && !first; j++)
+            if (memcmp(old[j].curve, c->dev[n].curve, 32) == 0 && memcmp(old[j].device, c->dev[n].device, 32) == 0)
+                c->dev[n].known = old[j].known;
+        memset(c->dev[n].pad, 0, sizeof c->dev[n].pad);
         n++;
     }
+    free(old);
     pt_api_reply_free(&r);
     c->ndev = n;
-    if (c->verified) {
-        uint8_t h[16];
-        devices_hash(c, h);
-        c->key_changed = pt_ct_memcmp(h, c->verified_hash, 16) != 0;
-    }
+    if (n == 0) return 0;
+    if (first) devices_hash(c, c->known_hash);
+    c->key_changed = 0;
+    for (size_t i = 0; i < n; i++) c->key_changed |= !c->dev[i].known;
     return 0;
 }
 
@@ -374,9 +389,10 @@ int pt_api_sync_contacts(pt_ctx *x)
             pt_api_contact c;
             memcpy(after, k->user_id, 16);
             if (pt_api_person(x, k->user_id, false, &c) != 0) continue;
-            /* a verified friend's devices are checked each time: a new or changed
-             * device key is what "KEY CHANGED" reports */
-            if (c.verified && refresh_devices(x, &c) != 0) pt_log_warn("%s: device list unavailable", c.name);
+            /* a friend's devices are checked each time: a new or changed device key
+             * is what "KEY CHANGED" reports */
+            if (k->state == PT_CONTACT_STATE_FRIEND && refresh_devices(x, &c) != 0)
+                pt_log_warn("%s: device list unavailable", c.name);
             c.state = (uint8_t)k->state;
             c.status = (uint8_t)k->status;
             if (pt_api_contact_save(x, &c) != 0) continue;
@@ -474,16 +490,52 @@ int pt_contact_safety_number(pt_ctx *x, const char *name, char out[PT_SAFETY_MAX
     return 0;
 }
 
-int pt_contact_verify(pt_ctx *x, const char *name)
+int pt_contact_safety_qr(pt_ctx *x, const char *name, char out[PT_SAFETY_QR_MAX])
 {
     pt_api_contact c;
     int rc = pt_api_resolve(x, name, &c);
     if (rc) return rc;
-    if (pt_api_ensure_online(x) == 0 && (rc = refresh_devices(x, &c)) != 0) return rc;
-    c.verified = 1;
+    char qr[PT_SAFETY_QR_LEN + 1];
+    pt_safety_qr(qr, x->id_pk, c.identity_key);
+    snprintf(out, PT_SAFETY_QR_MAX, "%s", qr);
+    return 0;
+}
+
+/* Records the current device set of name as known; verified too when `verified`. */
+static int accept_keys(pt_ctx *x, const char *name, bool verified)
+{
+    pt_api_contact c;
+    int rc = pt_api_resolve(x, name, &c);
+    if (rc) return rc;
+    if ((rc = pt_api_ensure_online(x)) != 0) return pt_api_fail(x, rc, "the server is needed to read %s's current keys", c.name);
+    if ((rc = refresh_devices(x, &c)) != 0) return rc;
+    if (c.ndev == 0) return pt_api_fail(x, PT_ERR_STATE, "%s has no device with published keys yet", c.name);
+    c.verified = verified;
     c.key_changed = 0;
-    devices_hash(&c, c.verified_hash);
+    for (size_t i = 0; i < c.ndev; i++) c.dev[i].known = 1;
+    devices_hash(&c, c.known_hash);
     return pt_api_contact_save(x, &c);
+}
+
+int pt_contact_verify(pt_ctx *x, const char *name) { return accept_keys(x, name, true); }
+int pt_contact_trust(pt_ctx *x, const char *name) { return accept_keys(x, name, false); }
+
+int pt_contact_info(pt_ctx *x, const char *name, pt_contact *out)
+{
+    pt_api_contact c;
+    int rc = pt_api_resolve(x, name, &c);
+    if (rc) return rc;
+    if (x->online && c.state == PT_CONTACT_STATE_FRIEND && refresh_devices(x, &c) == 0 &&
+        (rc = pt_api_contact_save(x, &c)) != 0)
+        return rc;
+    memset(out, 0, sizeof *out);
+    snprintf(out->name, sizeof out->name, "%s", c.name);
+    pt_hex_encode(out->user_id, c.user_id, 16);
+    out->state = (pt_contact_state)c.state;
+    out->status = c.state == PT_CONTACT_STATE_FRIEND ? (pt_status)c.status : PT_PRESENCE_OFFLINE;
+    out->verified = c.verified;
+    out->key_changed = c.key_changed;
+    return 0;
 }
 
 /* ---- our devices --------------------------------------------------------------------------------- */

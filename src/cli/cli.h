@@ -6,6 +6,7 @@
 #define PT_CLI_H
 
 #include <stdbool.h>
+#include <stdio.h>
 
 #include "packtrack.h"
 
@@ -39,6 +40,9 @@ char *pt_cli_password(const pt_cli *cli, const char *prompt, bool confirm, const
                       const char *file);
 void pt_cli_password_free(char *pw);
 const char *pt_cli_status_name(pt_status s);
+
+/* Prints text as a QR code made of half blocks (libqrencode); -1 if it does not fit. */
+int pt_cli_print_qr(FILE *f, const char *text);
 
 /* The terminal UI (src/cli/tui.c): `packtrack chat [NAME]`. */
 int pt_cli_chat(pt_ctx *ctx, const char *name);

@@ -19,16 +19,21 @@ static const char usage_text[] =
     "\n"
     "  init --user NAME          create identity + store, claim NAME on the server\n"
     "  init --link CODE          add this home as a new device of your user (code from 'device link')\n"
-    "  whoami                    name, 128-bit user id (32 hex), fingerprint\n"
+    "  whoami [--qr]             name, 128-bit user id (32 hex), fingerprint (and its QR code)\n"
     "  status [online|busy|away|invisible]\n"
     "  list                      users online on the server\n"
     "  friend add NAME [--note TEXT] | friend accept NAME | friend deny NAME\n"
     "  friend list               friends with status and verification state\n"
     "  safety NAME [--verified]  safety number with NAME (--verified: you compared it)\n"
+    "  verify NAME [--yes]       show the safety number and its QR code, ask, record it\n"
+    "  trust NAME                accept NAME's changed keys without verifying them\n"
     "  send NAME TEXT            exit 0 once the server has stored it; prints the message id\n"
     "  recv [--wait SECONDS] [--json]\n"
     "                            prints messages received since last time; with --json one\n"
     "                            object per line: {\"id\",\"from\",\"to\",\"group\",\"time\",\"text\"}\n"
+    "  history NAME|#GROUP [--search TEXT] [--limit N] [--json]\n"
+    "                            earlier messages (search runs in memory, nothing written)\n"
+    "  receipts [on|off]         send read receipts (default on)\n"
     "  group create NAME MEMBER... | group send NAME TEXT | group members NAME\n"
     "  device link | device list | device revoke ID\n"
     "  passwd                    re-seal the local store under a new password\n"
@@ -206,6 +211,14 @@ static int need_args(pt_cli *cli, int min, int max, const char *usage)
     return 0;
 }
 
+/* The QR code of who we are: what another user scans to check our fingerprint. */
+static void print_id_qr(pt_ctx *ctx)
+{
+    char text[256];
+    snprintf(text, sizeof text, "packtrack:%s:%s:%s", pt_username(ctx), pt_user_id(ctx), pt_identity_fingerprint(ctx));
+    if (pt_cli_print_qr(stdout, text) != 0) fprintf(stderr, "packtrack: no QR code (libqrencode failed)\n");
+}
+
 static int cmd_init(pt_cli *cli)
 {
     const char *user = NULL, *link = NULL;
@@ -223,16 +236,19 @@ static int cmd_init(pt_cli *cli)
     if (!ctx) return pt_cli_report(NULL, err, user ? "init" : "init --link");
     printf("name:        %s\nuser id:     %s\nfingerprint: %s\n", pt_username(ctx), pt_user_id(ctx),
            pt_identity_fingerprint(ctx));
+    print_id_qr(ctx);
     pt_close(ctx);
     return 0;
 }
 
 static int cmd_whoami(pt_cli *cli, pt_ctx *ctx)
 {
-    int rc = need_args(cli, 0, 0, "whoami");
+    int rc = need_args(cli, 0, 1, "whoami [--qr]");
     if (rc) return rc;
+    if (cli->argc == 2 && strcmp(cli->argv[1], "--qr") != 0) return pt_cli_fail(PT_EXIT_USAGE, "usage: packtrack whoami [--qr]");
     printf("name:        %s\nuser id:     %s\nfingerprint: %s\n", pt_username(ctx), pt_user_id(ctx),
            pt_identity_fingerprint(ctx));
+    if (cli->argc == 2) print_id_qr(ctx);
     return 0;
 }
 
@@ -329,6 +345,64 @@ static int cmd_safety(pt_cli *cli, pt_ctx *ctx)
     return 0;
 }
 
+static bool ask_yes(const char *question)
+{
+    FILE *tty = fopen("/dev/tty", "r+");
+    if (!tty) return false;
+    fprintf(tty, "%s [y/N] ", question);
+    fflush(tty);
+    char line[16] = "";
+    bool yes = fgets(line, sizeof line, tty) && (line[0] == 'y' || line[0] == 'Y');
+    fclose(tty);
+    return yes;
+}
+
+static int cmd_verify(pt_cli *cli, pt_ctx *ctx)
+{
+    int rc = need_args(cli, 1, 2, "verify NAME [--yes]");
+    if (rc) return rc;
+    bool yes = cli->argc == 3 && strcmp(cli->argv[2], "--yes") == 0;
+    if (cli->argc == 3 && !yes) return pt_cli_fail(PT_EXIT_USAGE, "usage: packtrack verify NAME [--yes]");
+    const char *name = cli->argv[1];
+    char sn[PT_SAFETY_MAX], qr[PT_SAFETY_QR_MAX];
+    if ((rc = pt_contact_safety_number(ctx, name, sn)) != 0 || (rc = pt_contact_safety_qr(ctx, name, qr)) != 0)
+        return pt_cli_report(ctx, rc, "verify");
+    printf("Safety number with %s (the same on both sides):\n\n    %s\n\n", name, sn);
+    pt_cli_print_qr(stdout, qr);
+    printf("\nCompare it with what %s sees (in person, or on a call you trust), or scan the code.\n", name);
+    fflush(stdout);
+    if (!yes && !ask_yes("Do the numbers match?")) {
+        fprintf(stderr, "packtrack: not verified; nothing changed\n");
+        return PT_EXIT_FAIL;
+    }
+    if ((rc = pt_contact_verify(ctx, name)) != 0) return pt_cli_report(ctx, rc, "verify");
+    printf("%s is verified\n", name);
+    return 0;
+}
+
+static int cmd_trust(pt_cli *cli, pt_ctx *ctx)
+{
+    int rc = need_args(cli, 1, 1, "trust NAME");
+    if (rc) return rc;
+    if ((rc = pt_contact_trust(ctx, cli->argv[1])) != 0) return pt_cli_report(ctx, rc, "trust");
+    printf("%s's current keys are accepted (unverified; 'packtrack verify %s' to compare safety numbers)\n",
+           cli->argv[1], cli->argv[1]);
+    return 0;
+}
+
+static int cmd_receipts(pt_cli *cli, pt_ctx *ctx)
+{
+    int rc = need_args(cli, 0, 1, "receipts [on|off]");
+    if (rc) return rc;
+    if (cli->argc == 2) {
+        int on = strcmp(cli->argv[1], "on") == 0;
+        if (!on && strcmp(cli->argv[1], "off") != 0) return pt_cli_fail(PT_EXIT_USAGE, "usage: packtrack receipts [on|off]");
+        if ((rc = pt_set_read_receipts(ctx, on)) != 0) return pt_cli_report(ctx, rc, "receipts");
+    }
+    printf("read receipts %s\n", pt_get_read_receipts(ctx) ? "on" : "off");
+    return 0;
+}
+
 static int cmd_send(pt_cli *cli, pt_ctx *ctx)
 {
     int rc = need_args(cli, 2, 2, "send NAME TEXT");
@@ -372,6 +446,40 @@ static void format_time(char *out, size_t cap, int64_t ms, bool iso)
     }
 }
 
+static void print_messages(const pt_message *m, size_t n, bool json)
+{
+    for (size_t i = 0; i < n; i++) {
+        char t[40];
+        format_time(t, sizeof t, m[i].time_ms, json);
+        if (json) {
+            fputs("{\"id\":", stdout);
+            print_json_string(m[i].id);
+            fputs(",\"from\":", stdout);
+            print_json_string(m[i].from);
+            fputs(",\"to\":", stdout);
+            print_json_string(m[i].to);
+            fputs(",\"group\":", stdout);
+            print_json_string(m[i].group);
+            fputs(",\"time\":", stdout);
+            print_json_string(t);
+            fputs(",\"text\":", stdout);
+            print_json_string(m[i].text);
+            if (m[i].outgoing) {
+                static const char *const states[] = {"queued", "stored", "delivered", "read", "failed"};
+                fputs(",\"state\":", stdout);
+                print_json_string(m[i].delivery <= PT_DELIVERY_FAILED ? states[m[i].delivery] : "unknown");
+            }
+            fputs("}\n", stdout);
+        } else if (m[i].group[0]) {
+            printf("[%s] #%s <%s> %s\n", t, m[i].group, m[i].from, m[i].text);
+        } else if (m[i].outgoing) {
+            printf("[%s] you -> %s: %s\n", t, m[i].to, m[i].text);
+        } else {
+            printf("[%s] %s: %s\n", t, m[i].from, m[i].text);
+        }
+    }
+}
+
 static int cmd_recv(pt_cli *cli, pt_ctx *ctx)
 {
     int wait_s = 0;
@@ -389,36 +497,39 @@ static int cmd_recv(pt_cli *cli, pt_ctx *ctx)
     pt_message *m;
     size_t n;
     if ((rc = pt_unseen(ctx, &m, &n)) != 0) return pt_cli_report(ctx, rc, "recv");
-    for (size_t i = 0; i < n; i++) {
-        char t[40];
-        format_time(t, sizeof t, m[i].time_ms, json);
-        if (json) {
-            fputs("{\"id\":", stdout);
-            print_json_string(m[i].id);
-            fputs(",\"from\":", stdout);
-            print_json_string(m[i].from);
-            fputs(",\"to\":", stdout);
-            print_json_string(m[i].to);
-            fputs(",\"group\":", stdout);
-            print_json_string(m[i].group);
-            fputs(",\"time\":", stdout);
-            print_json_string(t);
-            fputs(",\"text\":", stdout);
-            print_json_string(m[i].text);
-            fputs("}\n", stdout);
-        } else if (m[i].group[0]) {
-            printf("[%s] #%s <%s> %s\n", t, m[i].group, m[i].from, m[i].text);
-        } else if (m[i].outgoing) {
-            printf("[%s] (you, another device) -> %s: %s\n", t, m[i].to, m[i].text);
-        } else {
-            printf("[%s] %s: %s\n", t, m[i].from, m[i].text);
-        }
-    }
+    print_messages(m, n, json);
     fflush(stdout);
     rc = pt_mark_seen(ctx, m, n);
     pt_free(m);
     if (rc) return pt_cli_report(ctx, rc, "recv");
     if (sync_rc) return pt_cli_report(ctx, sync_rc, "recv (showing what this device already had)");
+    return 0;
+}
+
+
+static int cmd_history(pt_cli *cli, pt_ctx *ctx)
+{
+    const char *conv = NULL, *search = NULL;
+    bool json = false;
+    long limit = 100;
+    for (int i = 1; i < cli->argc; i++) {
+        char *end;
+        if (strcmp(cli->argv[i], "--json") == 0) json = true;
+        else if (strcmp(cli->argv[i], "--search") == 0 && i + 1 < cli->argc) search = cli->argv[++i];
+        else if (strcmp(cli->argv[i], "--limit") == 0 && i + 1 < cli->argc &&
+                 (limit = strtol(cli->argv[++i], &end, 10), *end == 0) && limit > 0 && limit <= 1000000)
+            continue;
+        else if (!conv && cli->argv[i][0] != '-') conv = cli->argv[i];
+        else return pt_cli_fail(PT_EXIT_USAGE, "usage: packtrack history NAME|#GROUP [--search TEXT] [--limit N] [--json]");
+    }
+    if (!conv) return pt_cli_fail(PT_EXIT_USAGE, "usage: packtrack history NAME|#GROUP [--search TEXT] [--limit N] [--json]");
+    pt_message *m;
+    size_t n;
+    int rc = search ? pt_search(ctx, conv, search, (size_t)limit, &m, &n) : pt_history(ctx, conv, (size_t)limit, &m, &n);
+    if (rc) return pt_cli_report(ctx, rc, "history");
+    print_messages(m, n, json);
+    fflush(stdout);
+    pt_free(m);
     return 0;
 }
 
@@ -510,7 +621,8 @@ static const command commands[] = {
     {"whoami", cmd_whoami, false}, {"status", cmd_status, false}, {"list", cmd_list, true},
     {"friend", cmd_friend, false}, {"safety", cmd_safety, false}, {"send", cmd_send, false},
     {"recv", cmd_recv, false},     {"group", cmd_group, true},    {"device", cmd_device, true},
-    {"passwd", cmd_passwd, false}, {"chat", cmd_chat, false}, /* the TUI connects itself: it shows "connecting" */
+    {"passwd", cmd_passwd, false}, {"verify", cmd_verify, true}, {"trust", cmd_trust, true},
+    {"history", cmd_history, false}, {"receipts", cmd_receipts, false}, {"chat", cmd_chat, false}, /* the TUI connects itself: it shows "connecting" */
 };
 
 int main(int argc, char **argv)

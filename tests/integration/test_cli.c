@@ -12,6 +12,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <sys/stat.h>
+
 #include "testutil.h"
 
 #define OUT_MAX 65536
@@ -150,6 +154,9 @@ static int setup(void **state)
     out = malloc(OUT_MAX);
     pt_test_server_start(&srv, NULL, 0, NULL);
     snprintf(server_arg, sizeof server_arg, "127.0.0.1:%u", srv.port);
+    static char tmp[300];
+    snprintf(tmp, sizeof tmp, "%s", pt_test_tmpdir("clitmp"));
+    setenv("TMPDIR", tmp, 1); /* the clients' temporary files land here, to be checked */
     const char *names[] = {"alice", "bob", "carol", "alice2", "bob2"};
     for (int i = 0; i < 5; i++) snprintf(homes[i], sizeof homes[i], "%s/home", pt_test_tmpdir(names[i]));
     return 0;
@@ -342,6 +349,14 @@ static void test_second_device(void **state)
     OK(A, out, "device", "list");
     assert_int_equal(count(out, "\n"), 2);
     assert_int_equal(count(out, "(this device)"), 1);
+    /* alice has a new device: bob's client stops until he accepts it */
+    RUN(rc, B, out, "send", "alice", "to all of you");
+    assert_int_equal(rc, 1);
+    OK(B, out, "friend", "list");
+    assert_true(line_has(out, "alice", "KEY CHANGED"));
+    OK(B, out, "trust", "alice");
+    OK(B, out, "friend", "list");
+    assert_true(line_has(out, "alice", "\tunverified"));
     OK(B, out, "send", "alice", "to all of you");
     OK(A, out, "recv");
     if (!strstr(out, "bob: to all of you")) fail_msg("alice's first device got: %s", out);
@@ -479,6 +494,103 @@ static void test_passwd(void **state)
     OK(C, out, "--password-file", pwfile, "whoami");
 }
 
+/* 1 when any file under dir (recursively) contains needle. */
+static int dir_contains(const char *dir, const char *needle)
+{
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int found = 0;
+    struct dirent *e;
+    while (!found && (e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        char p[1024];
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        struct stat st;
+        if (lstat(p, &st) != 0) continue;
+        if (S_ISDIR(st.st_mode)) {
+            found = dir_contains(p, needle);
+            continue;
+        }
+        size_t len;
+        char *data = pt_test_read_file(p, &len);
+        if (!data) continue;
+        for (size_t i = 0; !found && i + strlen(needle) <= len; i++)
+            found = memcmp(data + i, needle, strlen(needle)) == 0;
+        free(data);
+    }
+    closedir(d);
+    return found;
+}
+
+/* history, search, receipts off, verify, and no plaintext on disk */
+static void test_history_and_privacy(void **state)
+{
+    (void)state;
+    OK(A, out, "history", "bob", "--json");
+    int lines = 0, sent_hello = 0, got_hi = 0;
+    for (char *l = out; *l;) {
+        char *nl = strchr(l, '\n');
+        assert_non_null(nl);
+        *nl = 0;
+        cJSON *j = cJSON_Parse(l);
+        if (!j) fail_msg("history --json line does not parse: %s", l);
+        const char *text = cJSON_GetStringValue(cJSON_GetObjectItem(j, "text"));
+        const char *from = cJSON_GetStringValue(cJSON_GetObjectItem(j, "from"));
+        assert_non_null(text);
+        assert_non_null(from);
+        assert_non_null(cJSON_GetStringValue(cJSON_GetObjectItem(j, "id")));
+        assert_non_null(cJSON_GetStringValue(cJSON_GetObjectItem(j, "time")));
+        sent_hello += strcmp(text, "hello bob 👋 — ünïcödé") == 0 && strcmp(from, "alice") == 0;
+        got_hi += strcmp(text, "hi alice, \"quoted\"\tand tabbed") == 0 && strcmp(from, "bob") == 0;
+        cJSON_Delete(j);
+        lines++;
+        l = nl + 1;
+    }
+    assert_true(lines >= 5);
+    assert_int_equal(sent_hello, 1);
+    assert_int_equal(got_hi, 1);
+    OK(A, out, "history", "bob", "--search", "ÜNÏCÖDÉ"); /* case folding beyond ASCII */
+    assert_int_equal(count(out, "\n"), 1);
+    assert_non_null(strstr(out, "hello bob"));
+    OK(A, out, "history", "#trio", "--search", "BOB HERE");
+    assert_non_null(strstr(out, "#trio <bob> bob here"));
+    OK(A, out, "history", "bob", "--search", "no such words");
+    assert_string_equal(out, "");
+
+    /* read receipts: on, then off on bob's side */
+    OK(A, out, "send", "bob", "receipt one");
+    OK(B, out, "recv");
+    OK(A, out, "recv");
+    OK(A, out, "history", "bob", "--search", "receipt one", "--json");
+    assert_non_null(strstr(out, "\"state\":\"read\""));
+    OK(B, out, "receipts", "off");
+    assert_non_null(strstr(out, "off"));
+    OK(A, out, "send", "bob", "receipt two");
+    OK(B, out, "recv");
+    OK(A, out, "recv");
+    OK(A, out, "history", "bob", "--search", "receipt two", "--json");
+    assert_non_null(strstr(out, "\"state\":\"delivered\""));
+    OK(B, out, "receipts", "on");
+
+    /* verify without a terminal: --yes records it */
+    OK(A, out, "verify", "carol", "--yes");
+    assert_non_null(strstr(out, "carol is verified"));
+    OK(A, out, "friend", "list");
+    assert_true(line_has(out, "carol", "\tverified"));
+
+    /* a marker sent and received is nowhere on disk in the clear */
+    const char *marker = "PLAINTEXT-MARKER-7f3a9c";
+    OK(A, out, "send", "bob", marker);
+    OK(B, out, "recv");
+    assert_non_null(strstr(out, marker));
+    OK(A, out, "history", "bob", "--search", "marker-7F3A9C");
+    assert_non_null(strstr(out, marker));
+    for (int i = 0; i < 5; i++)
+        if (dir_contains(homes[i], marker)) fail_msg("the marker is in the clear under %s", homes[i]);
+    assert_false(dir_contains(getenv("TMPDIR"), marker));
+    assert_false(dir_contains(srv.dir, marker)); /* the server holds ciphertext only */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -486,7 +598,8 @@ int main(void)
         cmocka_unit_test(test_messages),        cmocka_unit_test(test_presence),
         cmocka_unit_test(test_safety),          cmocka_unit_test(test_group),
         cmocka_unit_test(test_second_device),   cmocka_unit_test(test_server_restart),
-        cmocka_unit_test(test_kill_while_sending), cmocka_unit_test(test_passwd),
+        cmocka_unit_test(test_kill_while_sending), cmocka_unit_test(test_history_and_privacy),
+        cmocka_unit_test(test_passwd),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
