@@ -141,7 +141,12 @@ typedef struct pt_message {
     int outgoing;            /* 1: sent by this user (from this or another device) */
     pt_delivery delivery;    /* outgoing: the furthest state reached */
     int code;                /* FAILED: the S2WMP code (1 not validated .. 4 undecryptable) */
-    const char *text;        /* UTF-8, NUL-terminated */
+    const char *text;        /* UTF-8, NUL-terminated; "" for a placeholder */
+    int undecryptable;       /* 1: a placeholder for a message that could not be read; code
+                                says why (1 unknown session or key changed, 2-3 corrupted,
+                                4 could not decrypt). The sender's device is asked to send it
+                                again over a new session; it then replaces the placeholder
+                                (a PT_EVENT_MESSAGE with the same id). */
 } pt_message;
 
 typedef struct pt_contact {

@@ -82,11 +82,13 @@ typedef struct pt_api_msg {
     char from[PT_NAME_MAX], to[PT_NAME_MAX], group[PT_NAME_MAX];
     uint64_t time_ms;
     int64_t server_id;          /* outgoing: the server's id once stored; incoming: as delivered */
+    uint8_t undecryptable;      /* incoming placeholder: could not be read (code says why) */
+    uint8_t resent;             /* outgoing: already sent again once after a failure */
     pt_buf text;                /* NUL-terminated */
 } pt_api_msg;
 
 /* What the outbox holds: one send to the server, encrypted once (exactly once). */
-enum { PT_OUT_DIRECT = 0, PT_OUT_COPY = 1, PT_OUT_GROUP = 2, PT_OUT_INFO = 3 };
+enum { PT_OUT_DIRECT = 0, PT_OUT_COPY = 1, PT_OUT_GROUP = 2, PT_OUT_INFO = 3, PT_OUT_RESEND = 4 };
 
 typedef struct pt_api_result {
     uint64_t req;

@@ -31,6 +31,8 @@ static int msg_encode(const pt_api_msg *m, pt_buf *b)
     if (rc == 0) rc = pt_wr_str(b, m->group);
     if (rc == 0) rc = pt_wr_u64(b, m->time_ms);
     if (rc == 0) rc = pt_wr_bytes(b, m->text.data, m->text.len);
+    if (rc == 0) rc = pt_wr_u8(b, m->undecryptable);
+    if (rc == 0) rc = pt_wr_u8(b, m->resent);
     return rc;
 }
 
@@ -48,6 +50,8 @@ static int msg_decode(pt_api_msg *m, const uint8_t *p, size_t n)
     m->time_ms = pt_rd_u64(&r);
     size_t tl;
     const uint8_t *t = pt_rd_bytes(&r, &tl);
+    m->undecryptable = r.n >= 2 ? pt_rd_u8(&r) : 0;
+    m->resent = r.n >= 1 ? pt_rd_u8(&r) : 0;
     if (r.bad) return PT_ERR_DECODE;
     pt_buf_reset(&m->text);
     int rc = pt_buf_append(&m->text, t ? t : (const uint8_t *)"", tl);
@@ -122,6 +126,7 @@ static void to_public(const pt_api_msg *m, pt_message *o)
     o->outgoing = m->outgoing;
     o->delivery = (pt_delivery)m->delivery;
     o->code = m->code;
+    o->undecryptable = m->undecryptable;
     o->text = (const char *)m->text.data;
 }
 
@@ -213,6 +218,7 @@ typedef struct out_row {
     pt_chat_msg m;             /* the message; text points into `text` */
     pt_buf text;
     pt_buf env;                /* empty until encrypted */
+    uint8_t dev[32];           /* RESEND: the one device (Olm identity) it goes to */
 } out_row;
 
 static int out_encode(const out_row *o, pt_buf *b)
@@ -225,6 +231,7 @@ static int out_encode(const out_row *o, pt_buf *b)
     if (rc == 0) rc = pt_wr_u64(b, o->m.time_ms);
     if (rc == 0) rc = pt_wr_bytes(b, o->m.text, o->m.len);
     if (rc == 0) rc = pt_wr_bytes(b, o->env.data, o->env.len);
+    if (rc == 0) rc = pt_buf_append(b, o->dev, 32);
     return rc;
 }
 
@@ -240,6 +247,7 @@ static int out_decode(out_row *o, const uint8_t *p, size_t n)
     size_t tl, el;
     const uint8_t *t = pt_rd_bytes(&r, &tl);
     const uint8_t *e = pt_rd_bytes(&r, &el);
+    pt_rd_fixed(&r, o->dev, 32);
     if (r.bad) return PT_ERR_DECODE;
     int rc = pt_buf_append(&o->text, t ? t : (const uint8_t *)"", tl);
     if (rc == 0 && el) rc = pt_buf_append(&o->env, e, el);
@@ -269,13 +277,20 @@ static int out_write(pt_ctx *x, const out_row *o, bool update)
     return rc;
 }
 
-static int out_add(pt_ctx *x, uint8_t kind, const uint8_t target[16], const pt_chat_msg *m)
+static int out_add_dev(pt_ctx *x, uint8_t kind, const uint8_t target[16], const pt_chat_msg *m,
+                       const uint8_t *dev)
 {
     out_row o = {.kind = kind, .m = *m};
+    if (dev) memcpy(o.dev, dev, 32);
     pt_random(o.oid, 16);
     memcpy(o.target, target, 16);
     pt_buf_init(&o.env);
     return out_write(x, &o, false);
+}
+
+static int out_add(pt_ctx *x, uint8_t kind, const uint8_t target[16], const pt_chat_msg *m)
+{
+    return out_add_dev(x, kind, target, m, NULL);
 }
 
 static void out_free(out_row *o)
@@ -355,6 +370,12 @@ static int build_envelope(pt_ctx *x, out_row *o, pt_buf *touched)
         if (rc == 0 && (rc = me_as_person(x, p)) == 0) rc = encrypt_for(x, p, &copy, &o->env, at, touched);
     } else if (rc == 0) {
         rc = o->kind == PT_OUT_COPY ? me_as_person(x, p) : pt_api_person(x, o->target, true, p);
+        if (rc == 0 && o->kind == PT_OUT_RESEND) { /* only the device that could not read it */
+            size_t k = 0;
+            for (size_t i = 0; i < p->ndev; i++)
+                if (memcmp(p->dev[i].curve, o->dev, 32) == 0) p->dev[k++] = p->dev[i];
+            p->ndev = k;
+        }
         if (rc == 0) rc = encrypt_for(x, p, &o->m, &o->env, at, touched);
     }
     free(p);
@@ -676,6 +697,17 @@ static void send_receipt(pt_ctx *x, const uint8_t to[16], int64_t about, int sta
     pt_buf_free(&env);
 }
 
+static int mark_unseen(pt_ctx *x, const uint8_t msg_id[16])
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(pt_lstore_db(x->st), "UPDATE messages SET seen = 0 WHERE msg_id = ?", -1, &st, NULL))
+        return PT_ERR_IO;
+    sqlite3_bind_blob(st, 1, msg_id, 16, SQLITE_STATIC);
+    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : PT_ERR_IO;
+    sqlite3_finalize(st);
+    return rc;
+}
+
 void pt_api_on_message(pt_ctx *x, int64_t server_id, const uint8_t from[16], const uint8_t dev[32],
                        const uint8_t *group_id, const pt_tl_bytes *env)
 {
@@ -694,7 +726,7 @@ void pt_api_on_message(pt_ctx *x, int64_t server_id, const uint8_t from[16], con
     pt_api_msg m = {0};
     pt_buf_init(&m.text);
     pt_chat_event ev = {0};
-    bool from_me = memcmp(from, x->user_id, 16) == 0, group_info = false;
+    bool from_me = memcmp(from, x->user_id, 16) == 0, group_info = false, replaces = false;
     pt_api_group g = {0};
     if (!p) goto out;
     if (rc == 0) rc = pt_chat_envelope_sender(inner, ilen, sender);
@@ -727,6 +759,23 @@ void pt_api_on_message(pt_ctx *x, int64_t server_id, const uint8_t from[16], con
         if ((rc = pt_buf_append(&m.text, ev.text, ev.len)) != 0) goto out;
         if (pt_buf_reserve(&m.text, 1) == 0) m.text.data[m.text.len] = 0;
         switch (ev.ctx) {
+        case PT_CHAT_CTX_RESEND: {
+            /* the copy that failed comes again: it takes the placeholder's place */
+            pt_api_msg ph = {0};
+            pt_buf_init(&ph.text);
+            if (!from_me && msg_find(x, "msg_id = ?", 0, ev.conv, &ph) == 0 && ph.undecryptable &&
+                memcmp(ph.peer, from, 16) == 0) {
+                memcpy(m.msg_id, ph.msg_id, 16);
+                m.server_id = ph.server_id; /* receipts name the item the sender knows */
+                memcpy(m.group_id, ph.group_id, 16);
+                snprintf(m.group, sizeof m.group, "%s", ph.group);
+                replaces = true;
+            }
+            pt_buf_free(&ph.text);
+            memcpy(m.peer, from, 16);
+            snprintf(m.to, sizeof m.to, "%s", m.group[0] ? "" : x->username);
+            break;
+        }
         case PT_CHAT_CTX_DIRECT:
             memcpy(m.peer, from, 16);
             snprintf(m.to, sizeof m.to, "%s", x->username);
@@ -766,6 +815,25 @@ void pt_api_on_message(pt_ctx *x, int64_t server_id, const uint8_t from[16], con
             break;
         default: goto done;
         }
+    } else if (ev.type == PT_CHAT_EV_REJECTED && !from_me) {
+        /* never dropped silently: a placeholder says what happened, and the receipt
+         * below asks the sender's device to send it again over a new session */
+        memcpy(m.msg_id, ev.msg_id, 16);
+        m.time_ms = pt_env_now_ms(x->env);
+        m.server_id = server_id;
+        m.undecryptable = 1;
+        m.code = (uint8_t)ev.code;
+        memcpy(m.peer, from, 16);
+        snprintf(m.from, sizeof m.from, "%s", p->name);
+        if (group_id) {
+            memcpy(m.group_id, group_id, 16);
+            if (pt_api_group_load(x, group_id, &g) != 0) pt_hex_encode(g.name, group_id, 8);
+            snprintf(m.group, sizeof m.group, "%s", g.name);
+        } else {
+            snprintf(m.to, sizeof m.to, "%s", x->username);
+        }
+        if (pt_buf_reserve(&m.text, 1) == 0) m.text.data[0] = 0;
+        pt_log_info("a message from %s could not be read (code %d); asking for it again", p->name, ev.code);
     }
     /* one transaction: the message, the session, the envelope seen */
     if ((rc = pt_lstore_begin(x->st)) != 0) goto out;
@@ -773,14 +841,16 @@ void pt_api_on_message(pt_ctx *x, int64_t server_id, const uint8_t from[16], con
     uint8_t peer[32];
     if (rc == 0 && pt_chat_last_peer(x->chat, peer)) rc = pt_api_save_session(x, peer);
     if (rc == 0) rc = pt_api_save_account(x); /* a pre-key message used a one-time key */
-    if (rc == 0 && ev.type == PT_CHAT_EV_MESSAGE && !group_info) rc = msg_store(x, &m, false, false);
+    bool store_msg = (ev.type == PT_CHAT_EV_MESSAGE && !group_info) || m.undecryptable;
+    if (rc == 0 && store_msg) rc = msg_store(x, &m, false, replaces);
+    if (rc == 0 && replaces) rc = mark_unseen(x, m.msg_id);
     if (rc == 0 && group_info) rc = group_save(x, &g);
     if (rc == 0) rc = pt_lstore_commit(x->st);
     else pt_lstore_rollback(x->st);
     if (rc) goto out;
     ack_server(x, server_id);
     if (ev.type == PT_CHAT_EV_MESSAGE && !from_me)
-        send_receipt(x, from, server_id, PT_CHAT_ACK_ACCEPTED + 5, sender, &reply);
+        send_receipt(x, from, m.server_id ? m.server_id : server_id, PT_CHAT_ACK_ACCEPTED + 5, sender, &reply);
     else if (ev.type == PT_CHAT_EV_REJECTED && !from_me)
         send_receipt(x, from, server_id, ev.code, sender, &reply);
     if (group_info) {
@@ -789,7 +859,7 @@ void pt_api_on_message(pt_ctx *x, int64_t server_id, const uint8_t from[16], con
         (void)jr; /* already a member, or the invitation is gone: either way nothing to do */
         pt_event ge = {.type = PT_EVENT_GROUP, .group = g.name, .user = p->name, .text = "joined"};
         pt_api_emit(x, &ge);
-    } else if (ev.type == PT_CHAT_EV_MESSAGE) {
+    } else if (store_msg) {
         emit_msg(x, PT_EVENT_MESSAGE, &m);
     }
     goto out;
@@ -801,31 +871,78 @@ out:
     free(p);
 }
 
+/* The receiver could not read one of our messages: forget our session with that
+ * device and send the message again (once) over a new one, naming its placeholder. */
+static void resend(pt_ctx *x, pt_api_msg *m, const pt_tl_updates_receipt *u, const uint8_t placeholder[16])
+{
+    pt_api_contact *p = malloc(sizeof *p);
+    const uint8_t *curve = NULL;
+    if (p && pt_api_person(x, u->from, true, p) == 0)
+        for (size_t i = 0; i < p->ndev; i++)
+            if (memcmp(p->dev[i].device, u->from_device, 32) == 0) curve = p->dev[i].curve;
+    if (!curve) {
+        free(p);
+        return;
+    }
+    pt_chat_msg cm = {.ctx = PT_CHAT_CTX_RESEND, .time_ms = m->time_ms, .text = m->text.data, .len = m->text.len};
+    memcpy(cm.msg_id, m->msg_id, 16);
+    memcpy(cm.conv, placeholder, 16);
+    pt_chat_forget(x->chat, curve);
+    m->resent = 1;
+    int rc = pt_lstore_begin(x->st);
+    if (rc == 0) {
+        rc = pt_api_save_session(x, curve);
+        if (rc == 0) rc = out_add_dev(x, PT_OUT_RESEND, u->from, &cm, curve);
+        if (rc == 0) rc = msg_store(x, m, true, true);
+        if (rc == 0) rc = pt_lstore_commit(x->st);
+        else pt_lstore_rollback(x->st);
+    }
+    if (rc == 0) pt_log_info("%s could not read a message (code %d): sending it again over a new session", p->name, (int)u->status);
+    free(p);
+}
+
 void pt_api_on_receipt(pt_ctx *x, const pt_tl_updates_receipt *u)
 {
-    /* an encrypted ACK keeps the session moving: decrypt it, keep nothing else */
+    /* an encrypted ACK keeps the session moving: decrypt it; a clear one names what failed */
     const uint8_t *inner;
     size_t ilen;
+    uint8_t failed_id[16] = {0};
+    bool have_failed = false;
     if (u->envelope.len && pt_chat_multi_find(u->envelope.data, u->envelope.len, x->my_curve, &inner, &ilen) == 0) {
         pt_chat_event ev;
         pt_buf reply;
         pt_buf_init(&reply);
         uint8_t peer[32];
-        if (pt_chat_receive(x->chat, inner, ilen, &ev, &reply) == 0 && pt_chat_last_peer(x->chat, peer) &&
-            pt_api_save_session(x, peer) != 0)
-            pt_log_warn("local store: a session state could not be saved");
+        if (pt_chat_receive(x->chat, inner, ilen, &ev, &reply) == 0) {
+            if (ev.type == PT_CHAT_EV_ACK && ev.code >= 1 && ev.code <= 4) {
+                memcpy(failed_id, ev.msg_id, 16);
+                have_failed = true;
+            }
+            if (pt_chat_last_peer(x->chat, peer) && pt_api_save_session(x, peer) != 0)
+                pt_log_warn("local store: a session state could not be saved");
+        }
         pt_buf_free(&reply);
     }
     pt_api_msg m = {0};
     pt_buf_init(&m.text);
     int rc = msg_find(x, "server_id = ?", u->about_server_id, NULL, &m);
     if (rc == 0 && m.outgoing) {
-        uint8_t want = u->status == 6 ? PT_DELIVERY_READ : u->status == 5 || u->status == 0 ? PT_DELIVERY_DELIVERED
-                                                                                              : PT_DELIVERY_FAILED;
-        if (want == PT_DELIVERY_FAILED ? m.delivery < PT_DELIVERY_DELIVERED : want > m.delivery) {
-            m.delivery = want;
-            m.code = want == PT_DELIVERY_FAILED ? (uint8_t)u->status : 0;
-            if (msg_store(x, &m, true, true) == 0) emit_msg(x, PT_EVENT_DELIVERY, &m);
+        if (u->status >= 1 && u->status <= 4) {
+            if (have_failed && !m.resent) {
+                m.code = (uint8_t)u->status;
+                resend(x, &m, u, failed_id);
+            } else if (m.delivery < PT_DELIVERY_DELIVERED) {
+                m.delivery = PT_DELIVERY_FAILED;
+                m.code = (uint8_t)u->status;
+                if (msg_store(x, &m, true, true) == 0) emit_msg(x, PT_EVENT_DELIVERY, &m);
+            }
+        } else {
+            uint8_t want = u->status == 6 ? PT_DELIVERY_READ : PT_DELIVERY_DELIVERED;
+            if (want > m.delivery || m.delivery == PT_DELIVERY_FAILED) {
+                m.delivery = want;
+                m.code = 0;
+                if (msg_store(x, &m, true, true) == 0) emit_msg(x, PT_EVENT_DELIVERY, &m);
+            }
         }
     }
     pt_buf_free(&m.text);

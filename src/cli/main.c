@@ -451,6 +451,9 @@ static void print_messages(const pt_message *m, size_t n, bool json)
     for (size_t i = 0; i < n; i++) {
         char t[40];
         format_time(t, sizeof t, m[i].time_ms, json);
+        static const char *const why[] = {"", "unknown session or changed key", "corrupted", "corrupted",
+                                          "could not decrypt"};
+        const char *reason = m[i].undecryptable && m[i].code >= 1 && m[i].code <= 4 ? why[m[i].code] : "unreadable";
         if (json) {
             fputs("{\"id\":", stdout);
             print_json_string(m[i].id);
@@ -464,12 +467,19 @@ static void print_messages(const pt_message *m, size_t n, bool json)
             print_json_string(t);
             fputs(",\"text\":", stdout);
             print_json_string(m[i].text);
+            if (m[i].undecryptable) {
+                fputs(",\"undecryptable\":true,\"reason\":", stdout);
+                print_json_string(reason);
+            }
             if (m[i].outgoing) {
                 static const char *const states[] = {"queued", "stored", "delivered", "read", "failed"};
                 fputs(",\"state\":", stdout);
                 print_json_string(m[i].delivery <= PT_DELIVERY_FAILED ? states[m[i].delivery] : "unknown");
             }
             fputs("}\n", stdout);
+        } else if (m[i].undecryptable) {
+            printf("[%s] %s%s%s%s: <a message that could not be read: %s; %s's device was asked to send it again>\n",
+                   t, m[i].group[0] ? "#" : "", m[i].group, m[i].group[0] ? " " : "", m[i].from, reason, m[i].from);
         } else if (m[i].group[0]) {
             printf("[%s] #%s <%s> %s\n", t, m[i].group, m[i].from, m[i].text);
         } else if (m[i].outgoing) {

@@ -66,7 +66,10 @@ typedef enum pt_chat_ctx {
     PT_CHAT_CTX_SENT_COPY = 2,  /* from another device of our own user; conv: the user it went to */
     PT_CHAT_CTX_GROUP_INFO = 3, /* conv: the group id; text: the group's name */
     PT_CHAT_CTX_SENT_GROUP = 4, /* a copy of our own group message; conv: the group id */
-    PT_CHAT_CTX_MAX = 4,
+    PT_CHAT_CTX_RESEND = 5,     /* a message sent again after the receiver could not read it;
+                                   conv: the id the receiver gave its placeholder (the
+                                   msg_id of its ACK, i.e. the hash of what failed) */
+    PT_CHAT_CTX_MAX = 5,
 } pt_chat_ctx;
 
 typedef struct pt_chat_msg {

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
+#include <sqlite3.h>
 #include <dirent.h>
 #include <sys/stat.h>
 
@@ -591,6 +592,36 @@ static void test_history_and_privacy(void **state)
     assert_false(dir_contains(srv.dir, marker)); /* the server holds ciphertext only */
 }
 
+/* bob's device loses its sessions: alice's next message shows as a placeholder,
+ * alice's client re-keys and sends it again, and it replaces the placeholder. */
+static void test_undecryptable(void **state)
+{
+    (void)state;
+    OK(A, out, "send", "bob", "before the loss");
+    OK(B, out, "recv");
+    OK(B, out, "send", "alice", "ack"); /* both sides past their pre-key messages */
+    OK(A, out, "recv");
+    char path[400];
+    snprintf(path, sizeof path, "%s/store.db", homes[B]);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "DELETE FROM sessions", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    OK(A, out, "send", "bob", "after the loss");
+    OK(B, out, "recv");
+    if (!strstr(out, "alice: <a message that could not be read")) fail_msg("bob got: %s", out);
+    assert_null(strstr(out, "after the loss"));
+    OK(A, out, "recv"); /* takes in the failure receipt, re-keys, sends again */
+    OK(B, out, "recv", "--json");
+    assert_non_null(strstr(out, "\"text\":\"after the loss\""));
+    OK(B, out, "history", "alice", "--json");
+    assert_int_equal(count(out, "after the loss"), 1);
+    assert_int_equal(count(out, "undecryptable"), 0); /* the placeholder was replaced */
+    OK(A, out, "send", "bob", "and after that");
+    OK(B, out, "recv");
+    assert_non_null(strstr(out, "alice: and after that"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -599,6 +630,7 @@ int main(void)
         cmocka_unit_test(test_safety),          cmocka_unit_test(test_group),
         cmocka_unit_test(test_second_device),   cmocka_unit_test(test_server_restart),
         cmocka_unit_test(test_kill_while_sending), cmocka_unit_test(test_history_and_privacy),
+        cmocka_unit_test(test_undecryptable),
         cmocka_unit_test(test_passwd),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
