@@ -231,6 +231,11 @@ static int cmd_init(pt_cli *cli)
     char *pw = pt_cli_password(cli, "New password for this profile: ", true, "PACKTRACK_PASSWORD", cli->password_file);
     if (!pw) return PT_EXIT_PROFILE;
     pt_err err;
+    /* the network steps say what they do: nothing waits without a word */
+    fprintf(stderr, "packtrack: creating keys, then connecting to %s (waiting up to %d s) to %s...\n",
+            cli->opt.server ? cli->opt.server : "127.0.0.1:7000",
+            cli->opt.timeout_ms ? cli->opt.timeout_ms / 1000 : 10,
+            user ? "claim the name" : "fetch the link");
     pt_ctx *ctx = user ? pt_create(&cli->opt, pw, user, &err) : pt_create_linked(&cli->opt, pw, link, &err);
     pt_cli_password_free(pw);
     if (!ctx) return pt_cli_report(NULL, err, user ? "init" : "init --link");
