@@ -280,6 +280,27 @@ int pt_lstore_unseal(const pt_lstore *s, const char *table, const void *row, siz
     return rc;
 }
 
+int pt_lstore_write_row(pt_lstore *s, const char *table, const char *sql, const uint8_t *key, size_t keylen,
+                        const pt_buf *plain)
+{
+    pt_buf sealed;
+    pt_buf_init(&sealed);
+    int rc = pt_lstore_seal(s, table, key, keylen, plain->data, plain->len, &sealed);
+    sqlite3_stmt *st = NULL;
+    if (rc == 0 && sqlite3_prepare_v2(s->db, sql, -1, &st, NULL)) rc = PT_ERR_IO;
+    if (rc == 0) {
+        sqlite3_bind_blob(st, 1, key, (int)keylen, SQLITE_STATIC);
+        sqlite3_bind_blob(st, 2, sealed.data, (int)sealed.len, SQLITE_STATIC);
+        if (sqlite3_step(st) != SQLITE_DONE) {
+            pt_log_error("local store: %s", sqlite3_errmsg(s->db));
+            rc = PT_ERR_IO;
+        }
+    }
+    sqlite3_finalize(st);
+    pt_buf_free(&sealed);
+    return rc;
+}
+
 int pt_lstore_put(pt_lstore *s, const char *name, const uint8_t *v, size_t len)
 {
     pt_buf sealed;

@@ -47,6 +47,11 @@ int pt_lstore_seal(const pt_lstore *s, const char *table, const void *row, size_
 int pt_lstore_unseal(const pt_lstore *s, const char *table, const void *row, size_t rowlen,
                      const uint8_t *in, size_t len, pt_buf *out) PT_WUR;
 
+/* Seals plain for (table, key) and runs sql with ?1 = key (blob) and ?2 = the sealed
+ * value: the one way rows with a sealed value are written. */
+int pt_lstore_write_row(pt_lstore *s, const char *table, const char *sql, const uint8_t *key,
+                        size_t keylen, const pt_buf *plain) PT_WUR;
+
 /* The sealed key-value table: names of secrets and settings. get: PT_ERR_NOT_FOUND. */
 int pt_lstore_put(pt_lstore *s, const char *name, const uint8_t *v, size_t len) PT_WUR;
 int pt_lstore_get(pt_lstore *s, const char *name, pt_buf *out) PT_WUR;

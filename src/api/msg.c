@@ -142,24 +142,14 @@ static void emit_msg(pt_ctx *x, pt_event_type type, const pt_api_msg *m)
 
 static int group_save(pt_ctx *x, const pt_api_group *g)
 {
-    pt_buf plain, sealed;
+    pt_buf plain;
     pt_buf_init(&plain);
-    pt_buf_init(&sealed);
     int rc = pt_wr_str(&plain, g->name);
     if (rc == 0) rc = pt_wr_u8(&plain, g->joined);
-    if (rc == 0) rc = pt_lstore_seal(x->st, "groups", g->group_id, 16, plain.data, plain.len, &sealed);
-    sqlite3_stmt *st = NULL;
-    if (rc == 0 && sqlite3_prepare_v2(pt_lstore_db(x->st), "INSERT OR REPLACE INTO groups(group_id, v) VALUES (?, ?)",
-                                      -1, &st, NULL))
-        rc = PT_ERR_IO;
-    if (rc == 0) {
-        sqlite3_bind_blob(st, 1, g->group_id, 16, SQLITE_STATIC);
-        sqlite3_bind_blob(st, 2, sealed.data, (int)sealed.len, SQLITE_STATIC);
-        rc = sqlite3_step(st) == SQLITE_DONE ? 0 : PT_ERR_IO;
-    }
-    sqlite3_finalize(st);
+    if (rc == 0)
+        rc = pt_lstore_write_row(x->st, "groups", "INSERT OR REPLACE INTO groups(group_id, v) VALUES (?1, ?2)",
+                                 g->group_id, 16, &plain);
     pt_buf_free(&plain);
-    pt_buf_free(&sealed);
     return rc;
 }
 
@@ -258,22 +248,14 @@ static int out_decode(out_row *o, const uint8_t *p, size_t n)
 
 static int out_write(pt_ctx *x, const out_row *o, bool update)
 {
-    pt_buf plain, sealed;
+    pt_buf plain;
     pt_buf_init(&plain);
-    pt_buf_init(&sealed);
     int rc = out_encode(o, &plain);
-    if (rc == 0) rc = pt_lstore_seal(x->st, "outbox", o->oid, 16, plain.data, plain.len, &sealed);
-    sqlite3_stmt *st = NULL;
-    const char *sql = update ? "UPDATE outbox SET v = ?2 WHERE oid = ?1" : "INSERT INTO outbox(oid, v) VALUES (?1, ?2)";
-    if (rc == 0 && sqlite3_prepare_v2(pt_lstore_db(x->st), sql, -1, &st, NULL)) rc = PT_ERR_IO;
-    if (rc == 0) {
-        sqlite3_bind_blob(st, 1, o->oid, 16, SQLITE_STATIC);
-        sqlite3_bind_blob(st, 2, sealed.data, (int)sealed.len, SQLITE_STATIC);
-        rc = sqlite3_step(st) == SQLITE_DONE ? 0 : PT_ERR_IO;
-    }
-    sqlite3_finalize(st);
+    if (rc == 0)
+        rc = pt_lstore_write_row(x->st, "outbox",
+                                 update ? "UPDATE outbox SET v = ?2 WHERE oid = ?1" : "INSERT INTO outbox(oid, v) VALUES (?1, ?2)",
+                                 o->oid, 16, &plain);
     pt_buf_free(&plain);
-    pt_buf_free(&sealed);
     return rc;
 }
 

@@ -48,23 +48,13 @@ static int contact_decode(pt_api_contact *c, const uint8_t *p, size_t n)
 
 int pt_api_contact_save(pt_ctx *x, const pt_api_contact *c)
 {
-    pt_buf plain, sealed;
+    pt_buf plain;
     pt_buf_init(&plain);
-    pt_buf_init(&sealed);
     int rc = contact_encode(c, &plain);
-    if (rc == 0) rc = pt_lstore_seal(x->st, "contacts", c->user_id, 16, plain.data, plain.len, &sealed);
-    sqlite3_stmt *st = NULL;
-    if (rc == 0 && sqlite3_prepare_v2(pt_lstore_db(x->st), "INSERT OR REPLACE INTO contacts(user_id, v) VALUES (?, ?)",
-                                      -1, &st, NULL))
-        rc = PT_ERR_IO;
-    if (rc == 0) {
-        sqlite3_bind_blob(st, 1, c->user_id, 16, SQLITE_STATIC);
-        sqlite3_bind_blob(st, 2, sealed.data, (int)sealed.len, SQLITE_STATIC);
-        rc = sqlite3_step(st) == SQLITE_DONE ? 0 : PT_ERR_IO;
-    }
-    sqlite3_finalize(st);
+    if (rc == 0)
+        rc = pt_lstore_write_row(x->st, "contacts", "INSERT OR REPLACE INTO contacts(user_id, v) VALUES (?1, ?2)",
+                                 c->user_id, 16, &plain);
     pt_buf_free(&plain);
-    pt_buf_free(&sealed);
     return rc;
 }
 
