@@ -569,6 +569,8 @@ static void trust_tag(const tui_conv *c, char *out, size_t cap, attr_t *attr)
         snprintf(out, cap, " %s", c->trust == TRUST_CHANGED ? "[KEY CHANGED]" : c->trust == TRUST_VERIFIED ? "[verified]" : "[unverified]");
     } else if (c->changed[0]) {
         snprintf(out, cap, " [KEY CHANGED: %s]", c->changed);
+    } else if (!c->members) {
+        snprintf(out, cap, "%s", " [no other member yet]");
     } else if (c->unverified) {
         snprintf(out, cap, " [%d of %d unverified]", c->unverified, c->members);
     } else {
