@@ -306,7 +306,7 @@ static void on_event(void *ud, const pt_event *ev)
             queue_seen(t, ev->message->id, ev->message->outgoing);
         else if (!ev->message->outgoing) {
             t->convs[i].unread++;
-            alert(t, ev->message, key);
+            if (i != t->active || t->view != VIEW_CHAT) alert(t, ev->message, key); /* not when just scrolled back */
         }
         break;
     }
@@ -1000,9 +1000,16 @@ static void verify_start(tui *t, const char *name)
     set_notice(t, false, "compare the safety number with %s; y if it matches", who);
 }
 
-static void verify_answer(tui *t, bool yes)
+/* Back to the open conversation: what arrived meanwhile is on the screen now. */
+static void back_to_chat(tui *t)
 {
     t->view = VIEW_CHAT;
+    if (t->active >= 0 && t->convs[t->active].unread && t->convs[t->active].scroll == 0) conv_seen(t, t->active);
+}
+
+static void verify_answer(tui *t, bool yes)
+{
+    back_to_chat(t);
     if (!yes) {
         set_notice(t, false, "%s is not verified; nothing changed", t->verify_name);
         return;
@@ -1073,9 +1080,8 @@ static void leave_view(tui *t)
         verify_answer(t, false);
         return;
     }
-    t->view = VIEW_CHAT;
     conv_clear(&t->found);
-    if (t->active >= 0 && t->convs[t->active].unread) conv_seen(t, t->active);
+    back_to_chat(t);
 }
 
 /* notify-send from $PATH, or false. */
