@@ -43,8 +43,15 @@ const char *pt_cli_status_name(pt_status s);
 
 /* Prints text as a QR code made of half blocks (libqrencode); -1 if it does not fit. */
 int pt_cli_print_qr(FILE *f, const char *text);
+/* The same QR code as rows of UTF-8 half blocks, each ended by '\n', with `quiet`
+ * light modules around it; *rows and *cols get its size in character cells.
+ * malloc'd; NULL when text does not fit in a QR code. */
+char *pt_cli_qr_rows(const char *text, int quiet, int *rows, int *cols);
 
 /* The terminal UI (src/cli/tui.c): `packtrack chat [NAME]`. */
 int pt_cli_chat(pt_ctx *ctx, const char *name);
+/* The terminal UI for a home without a profile: creates one first (src/cli/firstrun.c),
+ * with password when given, else asked twice in the UI; then chats as pt_cli_chat(). */
+int pt_cli_chat_first_run(const pt_options *o, const char *password, const char *name);
 
 #endif

@@ -606,11 +606,32 @@ static int cmd_device(pt_cli *cli, pt_ctx *ctx)
     return pt_cli_fail(PT_EXIT_USAGE, "usage: packtrack device link | list | revoke ID");
 }
 
-static int cmd_chat(pt_cli *cli, pt_ctx *ctx)
+/* chat opens the profile, or (none in --home yet) creates one inside the UI. Without
+ * --password-file or $PACKTRACK_PASSWORD the password is asked for only when there is
+ * a profile: an empty password probes, as pt_open() answers PT_ERR_NOT_FOUND before
+ * it derives a key (with a profile, the probe costs one wasted derivation). */
+static int cmd_chat_start(pt_cli *cli)
 {
     int rc = need_args(cli, 0, 1, "chat [NAME]");
     if (rc) return rc;
-    return pt_cli_chat(ctx, cli->argc == 2 ? cli->argv[1] : NULL);
+    const char *peer = cli->argc == 2 ? cli->argv[1] : NULL;
+    bool given = cli->password_file || (getenv("PACKTRACK_PASSWORD") && *getenv("PACKTRACK_PASSWORD"));
+    char *pw = given ? pt_cli_password(cli, "Password: ", false, "PACKTRACK_PASSWORD", cli->password_file) : NULL;
+    if (given && !pw) return PT_EXIT_PROFILE;
+    pt_err err;
+    pt_ctx *ctx = pt_open(&cli->opt, pw ? pw : "", &err);
+    if (!ctx && err == PT_ERR_NOT_FOUND) {
+        rc = pt_cli_chat_first_run(&cli->opt, pw, peer);
+        pt_cli_password_free(pw);
+        return rc;
+    }
+    pt_cli_password_free(pw);
+    if (!ctx && !given) ctx = pt_cli_open(cli, &rc);
+    else if (!ctx) rc = pt_cli_report(NULL, err, "cannot open the profile");
+    if (!ctx) return rc;
+    rc = pt_cli_chat(ctx, peer);
+    pt_close(ctx);
+    return rc;
 }
 
 static int cmd_passwd(pt_cli *cli, pt_ctx *ctx)
@@ -637,7 +658,7 @@ static const command commands[] = {
     {"friend", cmd_friend, false}, {"safety", cmd_safety, false}, {"send", cmd_send, false},
     {"recv", cmd_recv, false},     {"group", cmd_group, true},    {"device", cmd_device, true},
     {"passwd", cmd_passwd, false}, {"verify", cmd_verify, true}, {"trust", cmd_trust, true},
-    {"history", cmd_history, false}, {"receipts", cmd_receipts, false}, {"chat", cmd_chat, false}, /* the TUI connects itself: it shows "connecting" */
+    {"history", cmd_history, false}, {"receipts", cmd_receipts, false}, /* chat: cmd_chat_start() */
 };
 
 int main(int argc, char **argv)
@@ -696,6 +717,7 @@ int main(int argc, char **argv)
     cli.argv = argv + optind;
     const char *name = cli.argv[0];
     if (strcmp(name, "init") == 0) return cmd_init(&cli);
+    if (strcmp(name, "chat") == 0) return cmd_chat_start(&cli);
     if (strcmp(name, "help") == 0) {
         fputs(usage_text, stdout);
         return 0;

@@ -5,15 +5,12 @@
  *   input: the edit line, keys and /commands.
  * The event callback only touches the model: the library forbids calling back into
  * the pt_ctx from a callback, so what needs the library (read receipts, refreshing the
- * contact list) is queued there and done after pt_poll() returns.
- * Text is kept as wchar_t (decoded once, invalid bytes replaced) because every layout
- * decision is a column count, and wcwidth() is what knows emoji and CJK are two wide.
+ * contact list, trust states) is queued there and done after pt_poll() returns.
+ * Widths are libutf8proc's, per grapheme cluster (src/cli/text.c); clusters curses
+ * cannot measure are drawn by src/cli/screen.c.
  */
-#define NCURSES_WIDECHAR 1
-#include <curses.h>
 #include <errno.h>
-#include <langinfo.h>
-#include <locale.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -21,11 +18,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-#include <wchar.h>
 
-#include "cli.h"
+#include "tui.h"
 
 enum {
     HISTORY_LIMIT = 500,    /* messages read from the store when a conversation opens */
@@ -35,9 +33,16 @@ enum {
     MAX_PENDING_SEEN = 256, /* shown messages waiting for pt_mark_seen() */
     TICK_MS = 200,          /* pt_poll() at least this often: reconnects, retries */
     LIST_WIDTH = 22,        /* the conversation list, columns */
+    TRUST_REFRESH_MS = 30000, /* the open conversation's trust state is asked for again */
+    SEARCH_LIMIT = 200,     /* results shown by /search */
+    MAX_ALERTS = 8,         /* desktop notifications between two loop turns */
 };
 
-enum { C_TITLE = 1, C_ME, C_THEM, C_READ, C_FAIL, C_ONLINE, C_BUSY, C_AWAY, C_NOTICE };
+/* What the title bar says about the keys of a 1:1 conversation's peer. */
+typedef enum tui_trust { TRUST_UNKNOWN, TRUST_UNVERIFIED, TRUST_VERIFIED, TRUST_CHANGED } tui_trust;
+
+/* What the message pane shows. */
+typedef enum tui_view { VIEW_CHAT, VIEW_VERIFY, VIEW_SEARCH } tui_view;
 
 /* ======================================= model ======================================= */
 
@@ -58,12 +63,25 @@ typedef struct tui_conv {
     tui_msg *msgs;              /* oldest first */
     size_t n, cap;
     int scroll;                 /* screen lines scrolled up from the newest */
+    bool dated;                 /* search results: the date before the time */
+    tui_trust trust;            /* 1:1: the peer's keys, as last asked */
+    int members, unverified;    /* groups: members but us, and how many of them are not verified */
+    char changed[PT_NAME_MAX];  /* groups: a member whose keys changed ("" none) */
+    bool trust_stale;           /* ask the library again before showing it */
+    int64_t trust_at;           /* when it was last asked (monotonic ms) */
 } tui_conv;
 
 typedef struct tui_request {
     char name[PT_NAME_MAX];
     char note[256];
 } tui_request;
+
+/* A desktop notification waiting to be sent: names only, never message text. */
+typedef struct tui_alert {
+    char from[PT_NAME_MAX];
+    char conv[PT_NAME_MAX + 1];
+    bool mention;
+} tui_alert;
 
 typedef struct tui_seen {
     char id[PT_ID_HEX_LEN];
@@ -81,6 +99,18 @@ typedef struct tui {
     bool refresh_contacts;      /* asked for by an event; done after pt_poll() */
     tui_seen seen[MAX_PENDING_SEEN];
     size_t nseen;
+    tui_view view;
+    char verify_name[PT_NAME_MAX + 1];     /* VIEW_VERIFY: whose safety number is shown */
+    char safety[PT_SAFETY_MAX];
+    char safety_qr[PT_SAFETY_QR_MAX];
+    tui_conv found;                    /* VIEW_SEARCH: the results, oldest first */
+    char search_title[PT_NAME_MAX + 320];
+    bool notify;                       /* /notify on: desktop notifications */
+    char notify_path[512];             /* notify-send, found in $PATH by /notify on */
+    bool bell;                         /* ring the bell after the library call */
+    tui_alert alerts[MAX_ALERTS];      /* desktop notifications to send after it */
+    size_t nalerts;
+    char me[PT_NAME_MAX];              /* our username, for mentions */
     char notice[512];           /* the line above the input */
     bool notice_err;
     bool ascii;                 /* no UTF-8 locale: ASCII marks */
@@ -95,6 +125,13 @@ typedef struct tui {
 
 static volatile sig_atomic_t stop_signal; /* SIGTERM / SIGHUP: leave cleanly */
 
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void set_notice(tui *t, bool err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void set_notice(tui *t, bool err, const char *fmt, ...)
 {
@@ -104,53 +141,6 @@ static void set_notice(tui *t, bool err, const char *fmt, ...)
     va_end(ap);
     t->notice_err = err;
     t->dirty = true;
-}
-
-static int char_width(wchar_t c)
-{
-    int w = wcwidth(c);
-    return w < 0 ? 1 : w;
-}
-
-/* Decodes UTF-8 from the network or the store: an invalid byte becomes U+FFFD and
- * control characters (but newline) become U+FFFD, so nothing can move the cursor. */
-static wchar_t *wide_from_utf8(const char *s)
-{
-    size_t len = strlen(s), n = 0;
-    wchar_t *w = malloc((len + 1) * sizeof *w);
-    if (!w) return NULL;
-    mbstate_t st;
-    memset(&st, 0, sizeof st);
-    while (len) {
-        wchar_t c;
-        size_t k = mbrtowc(&c, s, len, &st);
-        if (k == (size_t)-1 || k == (size_t)-2 || k == 0) {
-            c = 0xFFFD;
-            k = 1;
-            memset(&st, 0, sizeof st);
-        }
-        if (c == L'\t') c = L' ';
-        else if (c != L'\n' && wcwidth(c) < 0) c = 0xFFFD;
-        w[n++] = c;
-        s += k;
-        len -= k;
-    }
-    w[n] = 0;
-    return w;
-}
-
-static char *utf8_from_wide(const wchar_t *w, size_t n)
-{
-    char *out = malloc(n * MB_CUR_MAX + 1), *p = out;
-    if (!out) return NULL;
-    mbstate_t st;
-    memset(&st, 0, sizeof st);
-    for (size_t i = 0; i < n; i++) {
-        size_t k = wcrtomb(p, w[i], &st);
-        if (k != (size_t)-1) p += k;
-    }
-    *p = 0;
-    return out;
 }
 
 static long conv_find(const tui *t, const char *name)
@@ -174,6 +164,7 @@ static long conv_get(tui *t, const char *name)
     tui_conv *c = &t->convs[t->nconv];
     memset(c, 0, sizeof *c);
     snprintf(c->name, sizeof c->name, "%s", name);
+    c->trust_stale = true;
     t->dirty = true;
     return (long)t->nconv++;
 }
@@ -220,7 +211,7 @@ static int conv_upsert(tui_conv *c, const pt_message *m, bool only_newer)
         }
     if (only_newer && c->n && m->time_ms < c->msgs[c->n - 1].time_ms) return 0;
     tui_msg *x = conv_append(c);
-    if (!x || !(x->text = wide_from_utf8(m->text ? m->text : ""))) return -1;
+    if (!x || !(x->text = pt_tui_wide(m->text ? m->text : ""))) return -1;
     snprintf(x->id, sizeof x->id, "%s", m->id);
     snprintf(x->from, sizeof x->from, "%s", m->from);
     x->time_ms = m->time_ms;
@@ -234,7 +225,7 @@ static int conv_upsert(tui_conv *c, const pt_message *m, bool only_newer)
 static void conv_note(tui_conv *c, const char *text)
 {
     tui_msg *x = conv_append(c);
-    if (x && (x->text = wide_from_utf8(text)) != NULL) {
+    if (x && (x->text = pt_tui_wide(text)) != NULL) {
         x->time_ms = (int64_t)time(NULL) * 1000;
         c->n++;
     }
@@ -267,6 +258,34 @@ static void request_add(tui *t, const char *name, const char *note)
     t->dirty = true;
 }
 
+/* Whether text mentions @name (not followed by more of a name). */
+static bool mentions(const char *text, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *p = text; n && (p = strchr(p, '@')) != NULL; p++)
+        if (strncasecmp(p + 1, name, n) == 0) {
+            unsigned char next = (unsigned char)p[1 + n];
+            if (!(next >= 0x80 || next == '_' || next == '-' || (next >= '0' && next <= '9') ||
+                  ((next | 0x20) >= 'a' && (next | 0x20) <= 'z')))
+                return true;
+        }
+    return false;
+}
+
+/* A message for a conversation that is not on the screen: the bell for a direct
+ * message or a mention, and a desktop notification when /notify is on. */
+static void alert(tui *t, const pt_message *m, const char *conv)
+{
+    bool mention = m->group[0] && mentions(m->text ? m->text : "", t->me);
+    if (m->group[0] && !mention) return;
+    t->bell = true;
+    if (!t->notify || t->nalerts == MAX_ALERTS) return;
+    tui_alert *a = &t->alerts[t->nalerts++];
+    snprintf(a->from, sizeof a->from, "%s", m->from);
+    snprintf(a->conv, sizeof a->conv, "%s", conv);
+    a->mention = mention;
+}
+
 /* Runs inside pt_poll() and the other library calls: model updates only. */
 static void on_event(void *ud, const pt_event *ev)
 {
@@ -280,9 +299,15 @@ static void on_event(void *ud, const pt_event *ev)
         long i = conv_get(t, key);
         bool delivery = ev->type == PT_EVENT_DELIVERY;
         if (i < 0 || conv_upsert(&t->convs[i], ev->message, delivery) != 1 || delivery) break;
+        /* a message may come from a device we have not seen: the title asks again */
+        if (!ev->message->outgoing) t->convs[i].trust_stale = true;
         /* seen (and a read receipt) only when it is on the screen: open, not scrolled back */
-        if (i == t->active && t->convs[i].scroll == 0) queue_seen(t, ev->message->id, ev->message->outgoing);
-        else if (!ev->message->outgoing) t->convs[i].unread++;
+        if (i == t->active && t->view == VIEW_CHAT && t->convs[i].scroll == 0)
+            queue_seen(t, ev->message->id, ev->message->outgoing);
+        else if (!ev->message->outgoing) {
+            t->convs[i].unread++;
+            if (i != t->active || t->view != VIEW_CHAT) alert(t, ev->message, key); /* not when just scrolled back */
+        }
         break;
     }
     case PT_EVENT_PRESENCE: {
@@ -292,7 +317,7 @@ static void on_event(void *ud, const pt_event *ev)
     }
     case PT_EVENT_FRIEND_REQUEST:
         request_add(t, ev->user, ev->text);
-        beep();
+        t->bell = true;
         break;
     case PT_EVENT_FRIEND_ACCEPTED:
         conv_get(t, ev->user);
@@ -308,13 +333,17 @@ static void on_event(void *ud, const pt_event *ev)
          * followed by "joined" with the real name: only that one opens a conversation */
         long i = strcmp(ev->text, "joined") == 0 ? conv_get(t, key) : conv_find(t, key);
         snprintf(line, sizeof line, "%s %s", ev->user, ev->text);
-        if (i >= 0) conv_note(&t->convs[i], line);
+        if (i >= 0) {
+            conv_note(&t->convs[i], line);
+            t->convs[i].trust_stale = true; /* the members changed */
+        }
         set_notice(t, false, "#%s: %s", ev->group, line);
         break;
     }
     case PT_EVENT_CONNECTION:
         t->online = ev->status == PT_PRESENCE_ONLINE;
         if (t->online) t->refresh_contacts = true;
+        for (size_t k = 0; t->online && k < t->nconv; k++) t->convs[k].trust_stale = true;
         set_notice(t, !t->online, "%s", t->online ? "connected" : "offline: reconnecting; messages are kept and sent later");
         break;
     }
@@ -376,6 +405,86 @@ static void flush_seen(tui *t)
     free(m);
 }
 
+/* Asks the library for conversation i's trust state: the peer's, or each member's.
+ * Events may arrive during these calls and append conversations: i, not a pointer. */
+static void trust_refresh(tui *t, long i)
+{
+    t->convs[i].trust_stale = false;
+    t->convs[i].trust_at = now_ms();
+    t->dirty = true;
+    char name[PT_NAME_MAX + 1];
+    snprintf(name, sizeof name, "%s", t->convs[i].name);
+    pt_contact info;
+    if (name[0] != '#') {
+        if (pt_contact_info(t->ctx, name, &info) == 0)
+            t->convs[i].trust = info.key_changed ? TRUST_CHANGED : info.verified ? TRUST_VERIFIED : TRUST_UNVERIFIED;
+        return;
+    }
+    pt_user *u;
+    size_t n;
+    if (pt_group_members(t->ctx, name + 1, &u, &n) != 0) return;
+    int members = 0, unverified = 0;
+    char changed[PT_NAME_MAX] = "";
+    for (size_t k = 0; k < n; k++) {
+        if (strcasecmp(u[k].name, t->me) == 0) continue;
+        members++;
+        bool ok = pt_contact_info(t->ctx, u[k].name, &info) == 0;
+        if (!ok || !info.verified || info.key_changed) unverified++;
+        if (ok && info.key_changed && !changed[0]) snprintf(changed, sizeof changed, "%s", u[k].name);
+    }
+    pt_free(u);
+    t->convs[i].members = members;
+    t->convs[i].unverified = unverified;
+    snprintf(t->convs[i].changed, sizeof t->convs[i].changed, "%s", changed);
+    t->convs[i].trust = changed[0] ? TRUST_CHANGED : unverified ? TRUST_UNVERIFIED : TRUST_VERIFIED;
+}
+
+/* A name as it may go into a notification: no controls, no markup, bounded. */
+static void clean_name(char *out, size_t cap, const char *in)
+{
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)in; *p;) {
+        size_t len = *p < 0x80 ? 1 : (*p & 0xE0) == 0xC0 ? 2 : (*p & 0xF0) == 0xE0 ? 3 : 4, k = 0;
+        while (k < len && p[k]) k++;
+        if (o + k >= cap || o + k > 64) break;
+        bool skip = k < len || (len == 1 && (*p < 0x20 || *p == 0x7f || strchr("<>&\\\"'", *p))) ||
+                    (len == 2 && p[0] == 0xC2 && p[1] < 0xA0); /* C1 controls */
+        if (!skip) {
+            memcpy(out + o, p, k);
+            o += k;
+        }
+        p += k;
+    }
+    out[o] = 0;
+}
+
+/* notify-send SUMMARY BODY, run with fork+exec (no shell) and not waited for: the
+ * child forks the notifier and exits at once. Only names are passed, never text. */
+static void notify_desktop(const tui *t, const tui_alert *a)
+{
+    char from[80], conv[80], body[200];
+    clean_name(from, sizeof from, a->from);
+    clean_name(conv, sizeof conv, a->conv);
+    if (a->mention) snprintf(body, sizeof body, "%s mentioned you in %s", from, conv);
+    else snprintf(body, sizeof body, "new message from %s", from);
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (fork() == 0) {
+            int fd = open("/dev/null", O_RDWR);
+            if (fd >= 0) {
+                dup2(fd, STDIN_FILENO);
+                dup2(fd, STDOUT_FILENO);
+                dup2(fd, STDERR_FILENO);
+            }
+            closefrom(3); /* not the server's socket, not the store */
+            char *const argv[] = {"notify-send", "--app-name=PackTrack", "--", "PackTrack", body, NULL};
+            execv(t->notify_path, argv);
+        }
+        _exit(0);
+    }
+    if (pid > 0) waitpid(pid, NULL, 0);
+}
+
 /* Work the event callback asked for: the library may be called here. */
 static void after_library(tui *t)
 {
@@ -384,6 +493,16 @@ static void after_library(tui *t)
         load_contacts(t);
     }
     flush_seen(t);
+    if (t->active >= 0) {
+        int64_t age = now_ms() - t->convs[t->active].trust_at;
+        if ((t->convs[t->active].trust_stale && age >= 2000) || age >= TRUST_REFRESH_MS) trust_refresh(t, t->active);
+    }
+    if (t->bell) {
+        t->bell = false;
+        beep();
+    }
+    for (size_t i = 0; i < t->nalerts; i++) notify_desktop(t, &t->alerts[i]);
+    t->nalerts = 0;
 }
 
 /* Everything of conversation i is on the screen now: mark what is unseen. */
@@ -424,41 +543,6 @@ static void conv_open(tui *t, long i)
 
 /* ======================================== view ======================================= */
 
-/* How many of s[0..n) fit in maxw columns; *used gets their width. */
-static size_t fit(const wchar_t *s, size_t n, int maxw, int *used)
-{
-    int w = 0;
-    size_t i = 0;
-    for (; i < n; i++) {
-        int cw = char_width(s[i]);
-        if (w + cw > maxw) break;
-        w += cw;
-    }
-    *used = w;
-    return i;
-}
-
-/* Draws at most maxw columns of s; returns the columns used. */
-static int put_wide(int y, int x, int maxw, const wchar_t *s, size_t n, attr_t attr)
-{
-    int used;
-    size_t k = fit(s, n, maxw, &used);
-    if (k == 0) return 0;
-    attron(attr);
-    mvaddnwstr(y, x, s, (int)k);
-    attroff(attr);
-    return used;
-}
-
-static int put_utf8(int y, int x, int maxw, const char *s, attr_t attr)
-{
-    wchar_t *w = wide_from_utf8(s);
-    if (!w) return 0;
-    int used = put_wide(y, x, maxw, w, wcslen(w), attr);
-    free(w);
-    return used;
-}
-
 static const char *presence_mark(const tui *t, pt_status s)
 {
     if (t->ascii) return s == PT_PRESENCE_ONLINE ? "+" : s == PT_PRESENCE_BUSY ? "!" : s == PT_PRESENCE_AWAY ? "~" : "-";
@@ -475,23 +559,49 @@ static attr_t presence_attr(pt_status s)
     }
 }
 
+/* What the title says about a conversation's keys; attr gets how to show it. */
+static void trust_tag(const tui_conv *c, char *out, size_t cap, attr_t *attr)
+{
+    *attr = COLOR_PAIR(C_TITLE) | A_REVERSE;
+    if (c->trust == TRUST_UNKNOWN) {
+        snprintf(out, cap, "%s", "");
+    } else if (c->name[0] != '#') {
+        snprintf(out, cap, " %s", c->trust == TRUST_CHANGED ? "[KEY CHANGED]" : c->trust == TRUST_VERIFIED ? "[verified]" : "[unverified]");
+    } else if (c->changed[0]) {
+        snprintf(out, cap, " [KEY CHANGED: %s]", c->changed);
+    } else if (!c->members) {
+        snprintf(out, cap, "%s", " [no other member yet]");
+    } else if (c->unverified) {
+        snprintf(out, cap, " [%d of %d unverified]", c->unverified, c->members);
+    } else {
+        snprintf(out, cap, " [%d verified]", c->members);
+    }
+    if (c->trust == TRUST_CHANGED) *attr = COLOR_PAIR(C_WARN) | A_REVERSE | A_BOLD;
+    else if (c->trust == TRUST_VERIFIED) *attr |= A_BOLD;
+}
+
+/* " PackTrack · me (status) │ peer ● online [trust] │ connected │ 1 friend request" */
 static void draw_title(const tui *t, int cols)
 {
-    char line[1024];
-    int n = snprintf(line, sizeof line, " PackTrack · %s (%s)", pt_username(t->ctx),
-                     pt_cli_status_name(pt_get_status(t->ctx)));
+    attr_t title = COLOR_PAIR(C_TITLE) | A_REVERSE, tag_attr = title;
+    char head[512], tag[PT_NAME_MAX + 32] = "", tail[128];
+    int n = snprintf(head, sizeof head, " PackTrack · %s (%s)", t->me, pt_cli_status_name(pt_get_status(t->ctx)));
     if (t->active >= 0) {
         const tui_conv *c = &t->convs[t->active];
-        if (c->name[0] == '#') n += snprintf(line + n, sizeof line - (size_t)n, " │ %s", c->name);
+        if (c->name[0] == '#') snprintf(head + n, sizeof head - (size_t)n, " │ %s", c->name);
         else
-            n += snprintf(line + n, sizeof line - (size_t)n, " │ %s %s %s", c->name, presence_mark(t, c->status),
-                          pt_cli_status_name(c->status));
+            snprintf(head + n, sizeof head - (size_t)n, " │ %s %s %s", c->name, presence_mark(t, c->status),
+                     pt_cli_status_name(c->status));
+        trust_tag(c, tag, sizeof tag, &tag_attr);
     }
-    snprintf(line + n, sizeof line - (size_t)n, " │ %s", t->online ? "connected" : "offline");
-    attron(COLOR_PAIR(C_TITLE) | A_REVERSE);
+    n = snprintf(tail, sizeof tail, " │ %s", t->online ? "connected" : "offline");
+    if (t->nreq) snprintf(tail + n, sizeof tail - (size_t)n, " │ %zu friend request%s", t->nreq, t->nreq == 1 ? "" : "s");
+    attron(title);
     mvhline(0, 0, ' ', cols);
-    attroff(COLOR_PAIR(C_TITLE) | A_REVERSE);
-    put_utf8(0, 0, cols, line, COLOR_PAIR(C_TITLE) | A_REVERSE);
+    attroff(title);
+    int x = pt_tui_put_utf8(0, 0, cols, head, title);
+    x += pt_tui_put_utf8(0, x, cols - x, tag, tag_attr);
+    pt_tui_put_utf8(0, x, cols - x, tail, t->nreq ? title | A_BOLD : title);
 }
 
 static void draw_list(const tui *t, int y0, int h, int w)
@@ -506,17 +616,17 @@ static void draw_list(const tui *t, int y0, int h, int w)
             attroff(sel);
         }
         int x = 1;
-        if (c->name[0] != '#') x += put_utf8(y, x, w - x, presence_mark(t, c->status), presence_attr(c->status) | sel) + 1;
+        if (c->name[0] != '#') x += pt_tui_put_utf8(y, x, w - x, presence_mark(t, c->status), presence_attr(c->status) | sel) + 1;
         char unread[24] = "";
         if (c->unread) snprintf(unread, sizeof unread, " (%d)", c->unread > 999 ? 999 : c->unread);
         int uw = (int)strlen(unread);
-        x += put_utf8(y, x, w - x - uw, c->name, sel | (c->unread ? A_BOLD : 0));
-        put_utf8(y, x, w - x, unread, sel | A_BOLD);
+        x += pt_tui_put_utf8(y, x, w - x - uw, c->name, sel | (c->unread ? A_BOLD : 0));
+        pt_tui_put_utf8(y, x, w - x, unread, sel | A_BOLD);
     }
     for (size_t i = 0; i < t->nreq && y < y0 + h; i++, y++) {
         char line[PT_NAME_MAX + 16];
         snprintf(line, sizeof line, "? %s", t->req[i].name);
-        put_utf8(y, 1, w - 1, line, COLOR_PAIR(C_NOTICE) | A_BOLD);
+        pt_tui_put_utf8(y, 1, w - 1, line, COLOR_PAIR(C_NOTICE) | A_BOLD);
     }
 }
 
@@ -525,18 +635,20 @@ typedef struct spans {
     size_t n, cap;
 } spans;
 
-/* Breaks s[0..n) into lines of at most w columns, at a space when there is one. */
+/* Breaks s[0..n) into lines of at most w columns, between grapheme clusters, at a
+ * space when there is one. */
 static int wrap(const wchar_t *s, size_t n, int w, spans *out)
 {
     out->n = 0;
     for (size_t a = 0;;) {
-        int col = 0;
+        int col = 0, cw;
         size_t i = a, brk = (size_t)-1;
-        for (; i < n && s[i] != L'\n'; i++) {
-            int cw = char_width(s[i]);
+        while (i < n && s[i] != L'\n') {
+            size_t j = pt_tui_cluster(s, n, i, &cw);
             if (col + cw > w && i > a) break;
             if (s[i] == L' ') brk = i;
             col += cw;
+            i = j;
         }
         size_t end = i, next = i + 1; /* at a newline: skip it */
         if (i < n && s[i] != L'\n') {
@@ -565,18 +677,19 @@ static const char *delivery_mark(const tui *t, pt_delivery d)
     return (unsigned)d <= PT_DELIVERY_FAILED ? (t->ascii ? asc : uni)[d] : "?";
 }
 
-/* "HH:MM name: text ✓" as one wide string; *text_at and *mark_at split it for colour. */
-static wchar_t *compose(const tui *t, const tui_msg *m, size_t *len, size_t *text_at, size_t *mark_at)
+/* "HH:MM name: text ✓" as one wide string; *text_at and *mark_at split it for colour.
+ * dated: "YYYY-MM-DD HH:MM" (search results reach back further than today). */
+static wchar_t *compose(const tui *t, const tui_msg *m, bool dated, size_t *len, size_t *text_at, size_t *mark_at)
 {
-    char head[PT_NAME_MAX + 32], tail[16] = "";
+    char head[2 * PT_NAME_MAX + 48], tail[16] = "";
     time_t sec = (time_t)(m->time_ms / 1000);
     struct tm tm;
     localtime_r(&sec, &tm);
-    size_t k = strftime(head, sizeof head, "%H:%M ", &tm);
+    size_t k = strftime(head, sizeof head, dated ? "%Y-%m-%d %H:%M " : "%H:%M ", &tm);
     if (m->id[0]) snprintf(head + k, sizeof head - k, "%s: ", m->from);
     else snprintf(head + k, sizeof head - k, "-- ");
     if (m->id[0] && m->outgoing) snprintf(tail, sizeof tail, " %s", delivery_mark(t, m->delivery));
-    wchar_t *wh = wide_from_utf8(head), *wt = wide_from_utf8(tail);
+    wchar_t *wh = pt_tui_wide(head), *wt = pt_tui_wide(tail);
     size_t hn = wh ? wcslen(wh) : 0, tn = wcslen(m->text), mn = wt ? wcslen(wt) : 0;
     wchar_t *all = wh && wt ? malloc((hn + tn + mn + 1) * sizeof *all) : NULL;
     if (all) {
@@ -605,7 +718,7 @@ static void draw_span(int y, int x, int w, const wchar_t *s, size_t a, size_t b,
     size_t bounds[4] = {0, cut[0], cut[1], (size_t)-1};
     for (int part = 0; part < 3 && x < w; part++) {
         size_t lo = a > bounds[part] ? a : bounds[part], hi = b < bounds[part + 1] ? b : bounds[part + 1];
-        if (lo < hi) x += put_wide(y, x, w - x, s + lo, hi - lo, attr[part]);
+        if (lo < hi) x += pt_tui_put(y, x, w - x, s + lo, hi - lo, attr[part]);
     }
 }
 
@@ -616,29 +729,27 @@ static const char *const help_text[] = {
     "/join NAME | /join #GROUP   open a conversation",
     "/add NAME [NOTE]            send a friend request",
     "/accept NAME | /deny NAME   answer a friend request",
+    "/verify [NAME]              compare safety numbers (and QR codes); y marks verified",
+    "/trust [NAME]               accept changed keys without verifying (sending resumes)",
+    "/search TEXT | /search -a TEXT   search this conversation | all; Esc goes back",
+    "/receipts on|off            send read receipts; /notify on|off  desktop notifications",
     "/status online|busy|away|invisible",
     "/help   /quit (or Ctrl-C, or Ctrl-D on an empty line)",
     "your messages: … queued  ✓ on the server  ✓✓ delivered  ✓✓ (blue) read  ! failed",
+    "title: [unverified] [verified] [KEY CHANGED: sending stops until /trust or /verify]",
 };
 
-/* Fills the pane from its bottom line up, newest message first, skipping `scroll`
- * lines; returns how many more lines it could have shown (scroll went too far). */
-static int draw_messages(tui *t, int y0, int x0, int h, int w)
+/* Fills the pane with conversation c from its bottom line up, newest message first,
+ * skipping c->scroll lines; returns how many more lines it could have shown (scroll
+ * went too far). */
+static int draw_conv(const tui *t, const tui_conv *c, int y0, int x0, int h, int w)
 {
-    if (t->active < 0) {
-        int y = y0;
-        put_utf8(y++, x0 + 1, w - 1, "No conversation open: /join NAME, or Tab.", A_BOLD);
-        for (size_t k = 0; k < sizeof help_text / sizeof *help_text && y < y0 + h; k++)
-            put_utf8(y++, x0 + 1, w - 1, help_text[k], A_NORMAL);
-        return 0;
-    }
-    tui_conv *c = &t->convs[t->active];
     spans sp = {0};
     int y = y0 + h - 1, skip = c->scroll;
     for (size_t i = c->n; i-- > 0 && y >= y0;) {
         const tui_msg *m = &c->msgs[i];
         size_t len, cut[2];
-        wchar_t *s = compose(t, m, &len, &cut[0], &cut[1]);
+        wchar_t *s = compose(t, m, c->dated, &len, &cut[0], &cut[1]);
         if (!s || wrap(s, len, w - 1, &sp) != 0) {
             free(s);
             break;
@@ -655,23 +766,75 @@ static int draw_messages(tui *t, int y0, int x0, int h, int w)
         free(s);
     }
     free(sp.v);
-    if (c->scroll > 0) put_utf8(y0, x0 + w - 12, 12, "[PgDn: more]", A_REVERSE);
+    if (c->scroll > 0) pt_tui_put_utf8(y0, x0 + w - 12, 12, "[PgDn: more]", A_REVERSE);
     return y - y0 + 1;
+}
+
+/* /verify: the safety number with both names, the QR code, and the question. */
+static void draw_verify(const tui *t, int y0, int x0, int h, int w)
+{
+    char line[3 * PT_NAME_MAX + 128];
+    int y = y0, x = x0 + 1;
+    w -= 1;
+    snprintf(line, sizeof line, "Safety number of %s (you) and %s — %s sees the same digits:", t->me, t->verify_name,
+             t->verify_name);
+    pt_tui_put_utf8(y++, x, w, line, A_BOLD);
+    /* 12 groups of 5 digits: two rows of six */
+    char half[2][40];
+    snprintf(half[0], sizeof half[0], "%.35s", t->safety);
+    snprintf(half[1], sizeof half[1], "%s", strlen(t->safety) > 36 ? t->safety + 36 : "");
+    snprintf(line, sizeof line, "    %s", half[0]);
+    pt_tui_put_utf8(y++, x, w, line, COLOR_PAIR(C_NOTICE) | A_BOLD);
+    snprintf(line, sizeof line, "    %s", half[1]);
+    pt_tui_put_utf8(y++, x, w, line, COLOR_PAIR(C_NOTICE) | A_BOLD);
+    const int foot = 3;
+    int qr = pt_tui_put_qr(y + 1, x + 2, h - (y + 1 - y0) - foot, w - 2, t->safety_qr);
+    if (qr) y += qr + 1;
+    else pt_tui_put_utf8(y++, x, w, "(the window is too small for the QR code; 'packtrack verify NAME' prints it)", A_DIM);
+    snprintf(line, sizeof line, "Compare with %s in person or on a call you trust, or scan %s's code.", t->verify_name,
+             t->verify_name);
+    pt_tui_put_utf8(++y, x, w, line, A_NORMAL);
+    snprintf(line, sizeof line, "y: the numbers match, mark %s verified    n or Esc: not now", t->verify_name);
+    pt_tui_put_utf8(++y, x, w, line, A_BOLD);
+}
+
+/* The message pane: what the view says. */
+static int draw_messages(tui *t, int y0, int x0, int h, int w)
+{
+    if (t->view == VIEW_VERIFY) {
+        draw_verify(t, y0, x0, h, w);
+        return 0;
+    }
+    if (t->view == VIEW_SEARCH) {
+        pt_tui_put_utf8(y0, x0 + 1, w - 1, t->search_title, A_BOLD | A_REVERSE);
+        if (!t->found.n) pt_tui_put_utf8(y0 + 1, x0 + 1, w - 1, "nothing found", A_DIM);
+        return h > 1 ? draw_conv(t, &t->found, y0 + 1, x0, h - 1, w) : 0;
+    }
+    if (t->active < 0) {
+        int y = y0;
+        pt_tui_put_utf8(y++, x0 + 1, w - 1, "No conversation open: /join NAME, or Tab.", A_BOLD);
+        for (size_t k = 0; k < sizeof help_text / sizeof *help_text && y < y0 + h; k++)
+            pt_tui_put_utf8(y++, x0 + 1, w - 1, help_text[k], A_NORMAL);
+        return 0;
+    }
+    return draw_conv(t, &t->convs[t->active], y0, x0, h, w);
 }
 
 static void draw_input(tui *t, int y, int cols)
 {
     char prompt[PT_NAME_MAX + 8];
     snprintf(prompt, sizeof prompt, "%s> ", t->active >= 0 ? t->convs[t->active].name : "");
-    int px = put_utf8(y, 0, cols / 3, prompt, A_BOLD), room = cols - px - 1;
+    int px = pt_tui_put_utf8(y, 0, cols / 3, prompt, A_BOLD), room = cols - px - 1;
     if (room < 2) return;
-    /* keep the cursor on the screen: the first character shown follows it */
-    if (t->in_cur < t->in_off) t->in_off = t->in_cur;
-    int used;
-    while (fit(t->in + t->in_off, t->in_cur - t->in_off, room, &used) < t->in_cur - t->in_off || used >= room)
-        t->in_off++;
-    int cx = put_wide(y, px, room, t->in + t->in_off, t->in_cur - t->in_off, A_NORMAL);
-    put_wide(y, px + cx, room - cx, t->in + t->in_cur, t->in_len - t->in_cur, A_NORMAL);
+    /* keep the cursor on the screen: the first cluster shown follows it; both stay
+     * on cluster boundaries (typing may have joined the cursor's neighbours) */
+    t->in_cur = pt_tui_next(t->in, t->in_len, t->in_cur);
+    if (t->in_cur < t->in_off) t->in_off = pt_tui_prev(t->in, t->in_len, t->in_cur + 1);
+    int cw;
+    while (t->in_off < t->in_cur && pt_tui_width(t->in + t->in_off, t->in_cur - t->in_off) >= room)
+        t->in_off = pt_tui_cluster(t->in, t->in_len, t->in_off, &cw);
+    int cx = pt_tui_put(y, px, room, t->in + t->in_off, t->in_cur - t->in_off, A_NORMAL);
+    pt_tui_put(y, px + cx, room - cx, t->in + t->in_cur, t->in_len - t->in_cur, A_NORMAL);
     move(y, px + cx);
 }
 
@@ -682,7 +845,7 @@ static void draw(tui *t)
     erase();
     if (rows < 5 || cols < 24) {
         mvaddstr(0, 0, "window too small");
-        refresh();
+        pt_tui_present();
         return;
     }
     draw_title(t, cols);
@@ -693,46 +856,26 @@ static void draw(tui *t)
     }
     int x0 = lw ? lw + 1 : 0;
     int spare = draw_messages(t, 1, x0, h, cols - x0);
-    if (spare > 0 && t->active >= 0 && t->convs[t->active].scroll > 0) {
+    tui_conv *shown = t->view == VIEW_SEARCH ? &t->found : t->active >= 0 ? &t->convs[t->active] : NULL;
+    if (spare > 0 && shown && shown->scroll > 0) {
         /* scrolled past the oldest message: pull back and draw again */
-        t->convs[t->active].scroll = spare > t->convs[t->active].scroll ? 0 : t->convs[t->active].scroll - spare;
+        shown->scroll = spare > shown->scroll ? 0 : shown->scroll - spare;
         draw(t);
         return;
     }
     mvhline(rows - 2, 0, ' ', cols);
-    if (t->nreq) {
+    if (t->nreq && !t->notice_err) {
         char line[1024]; /* long enough for three names and the note: never cut */
         snprintf(line, sizeof line, "Friend request from %s%s%s%s: Ctrl-Y or /accept %s, /deny %s", t->req[0].name,
                  t->req[0].note[0] ? " (“" : "", t->req[0].note, t->req[0].note[0] ? "”)" : "", t->req[0].name,
                  t->req[0].name);
-        put_utf8(rows - 2, 0, cols - 1, line, COLOR_PAIR(C_NOTICE) | A_BOLD);
+        pt_tui_put_utf8(rows - 2, 0, cols - 1, line, COLOR_PAIR(C_NOTICE) | A_BOLD);
     } else {
-        put_utf8(rows - 2, 0, cols - 1, t->notice, t->notice_err ? COLOR_PAIR(C_FAIL) : A_DIM);
+        pt_tui_put_utf8(rows - 2, 0, cols - 1, t->notice, t->notice_err ? COLOR_PAIR(C_FAIL) : A_DIM);
     }
     draw_input(t, rows - 1, cols);
-    refresh();
+    pt_tui_present();
     t->dirty = false;
-}
-
-static SCREEN *screen_start(void)
-{
-    SCREEN *scr = newterm(NULL, stdout, stdin);
-    if (!scr) return NULL;
-    raw(); /* Ctrl-C and Ctrl-D arrive as keys: quitting always goes through endwin() */
-    noecho();
-    nonl();
-    keypad(stdscr, TRUE);
-    nodelay(stdscr, TRUE);
-    set_escdelay(25);
-    if (has_colors()) {
-        start_color();
-        use_default_colors();
-        static const short fg[] = {[C_TITLE] = COLOR_CYAN, [C_ME] = COLOR_CYAN, [C_THEM] = COLOR_GREEN,
-                                   [C_READ] = COLOR_BLUE, [C_FAIL] = COLOR_RED, [C_ONLINE] = COLOR_GREEN,
-                                   [C_BUSY] = COLOR_RED, [C_AWAY] = COLOR_YELLOW, [C_NOTICE] = COLOR_YELLOW};
-        for (short i = 1; i < (short)(sizeof fg / sizeof *fg); i++) init_pair(i, fg[i], -1);
-    }
-    return scr;
 }
 
 /* Shows what is about to block (a call that waits for the server) before it does. */
@@ -798,7 +941,9 @@ static void send_text(tui *t, const char *text)
     }
     if (rc == 0) set_notice(t, false, "%s", "");
     else if (rc == PT_ERR_OFFLINE || rc == PT_ERR_TIMEOUT) set_notice(t, false, "queued, will be sent when the server is back");
+    else if (rc == PT_ERR_KEY_MISMATCH) set_notice(t, true, "not sent (/verify or /trust first): %s", pt_last_error(t->ctx));
     else set_notice(t, true, "not sent: %s", pt_last_error(t->ctx));
+    if (rc == PT_ERR_KEY_MISMATCH) trust_refresh(t, ci); /* the title says it too */
     if (id[0] || rc == PT_ERR_OFFLINE || rc == PT_ERR_TIMEOUT) input_set(t, L"");
 }
 
@@ -822,8 +967,157 @@ static void accept_request(tui *t, const char *name)
     }
 }
 
+/* The peer a trust command is about: the argument, or the open 1:1 conversation. */
+static const char *peer_of(tui *t, const char *arg, const char *cmd)
+{
+    if (arg) return arg;
+    if (t->active >= 0 && t->convs[t->active].name[0] != '#') return t->convs[t->active].name;
+    set_notice(t, true, "%s NAME: which contact? (in a group, name the member)", cmd);
+    return NULL;
+}
+
+static void trust_refresh_name(tui *t, const char *name)
+{
+    long i = conv_find(t, name);
+    if (i >= 0) trust_refresh(t, i);
+    for (size_t k = 0; k < t->nconv; k++) /* groups with this member count again */
+        if (t->convs[k].name[0] == '#') t->convs[k].trust_stale = true;
+}
+
+static void verify_start(tui *t, const char *name)
+{
+    char who[PT_NAME_MAX + 1];
+    snprintf(who, sizeof who, "%s", name);
+    busy(t, "reading the keys…");
+    int rc = pt_contact_safety_number(t->ctx, who, t->safety);
+    if (rc == 0) rc = pt_contact_safety_qr(t->ctx, who, t->safety_qr);
+    if (rc) {
+        set_notice(t, true, "%s", pt_last_error(t->ctx));
+        return;
+    }
+    snprintf(t->verify_name, sizeof t->verify_name, "%s", who);
+    t->view = VIEW_VERIFY;
+    set_notice(t, false, "compare the safety number with %s; y if it matches", who);
+}
+
+/* Back to the open conversation: what arrived meanwhile is on the screen now. */
+static void back_to_chat(tui *t)
+{
+    t->view = VIEW_CHAT;
+    if (t->active >= 0 && t->convs[t->active].unread && t->convs[t->active].scroll == 0) conv_seen(t, t->active);
+}
+
+static void verify_answer(tui *t, bool yes)
+{
+    back_to_chat(t);
+    if (!yes) {
+        set_notice(t, false, "%s is not verified; nothing changed", t->verify_name);
+        return;
+    }
+    busy(t, "recording…");
+    char done[PT_NAME_MAX + 32];
+    snprintf(done, sizeof done, "%s is verified", t->verify_name);
+    outcome(t, pt_contact_verify(t->ctx, t->verify_name), done);
+    trust_refresh_name(t, t->verify_name);
+}
+
+static void trust_keys(tui *t, const char *name)
+{
+    char who[PT_NAME_MAX], done[2 * PT_NAME_MAX + 64];
+    snprintf(who, sizeof who, "%s", name);
+    snprintf(done, sizeof done, "%s's current keys are accepted (unverified: /verify compares them)", who);
+    busy(t, "reading the keys…");
+    outcome(t, pt_contact_trust(t->ctx, who), done);
+    trust_refresh_name(t, who);
+}
+
+/* /search [-a] TEXT: the results replace the messages until Esc. */
+static void search(tui *t, const char *args)
+{
+    bool all = strncmp(args, "-a ", 3) == 0;
+    const char *text = all ? args + 3 : args;
+    while (*text == ' ') text++;
+    if (!*text) {
+        set_notice(t, true, "/search TEXT searches this conversation, /search -a TEXT all of them");
+        return;
+    }
+    if (!all && t->active < 0) {
+        set_notice(t, true, "no conversation open: /search -a TEXT searches all of them");
+        return;
+    }
+    char conv[PT_NAME_MAX + 1] = "";
+    if (!all) snprintf(conv, sizeof conv, "%s", t->convs[t->active].name);
+    busy(t, "searching…");
+    pt_message *m;
+    size_t n;
+    int rc = pt_search(t->ctx, all ? NULL : conv, text, SEARCH_LIMIT, &m, &n);
+    if (rc) {
+        set_notice(t, true, "%s", pt_last_error(t->ctx));
+        return;
+    }
+    conv_clear(&t->found);
+    t->found.dated = true;
+    t->found.scroll = 0;
+    for (size_t k = 0; k < n; k++) {
+        pt_message x = m[k];
+        if (all) { /* where each result was said */
+            char key[PT_NAME_MAX + 1];
+            conv_key(&m[k], key);
+            snprintf(x.from, sizeof x.from, "[%.40s] %.60s", key, m[k].from);
+        }
+        conv_upsert(&t->found, &x, false);
+    }
+    pt_free(m);
+    snprintf(t->search_title, sizeof t->search_title, " “%.200s” in %s: %zu found%s — Esc: back, PgUp/PgDn: scroll ",
+             text, all ? "all conversations" : conv, n, n == SEARCH_LIMIT ? " (the newest)" : "");
+    t->view = VIEW_SEARCH;
+    set_notice(t, false, "%s", "");
+}
+
+static void leave_view(tui *t)
+{
+    if (t->view == VIEW_VERIFY) {
+        verify_answer(t, false);
+        return;
+    }
+    conv_clear(&t->found);
+    back_to_chat(t);
+}
+
+/* notify-send from $PATH, or false. */
+static bool find_notifier(tui *t)
+{
+    const char *path = getenv("PATH");
+    char dirs[4096];
+    snprintf(dirs, sizeof dirs, "%s", path && *path ? path : "/usr/bin:/bin");
+    char *save = NULL;
+    for (char *d = strtok_r(dirs, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
+        struct stat st;
+        int n = snprintf(t->notify_path, sizeof t->notify_path, "%s/notify-send", *d ? d : ".");
+        if (n > 0 && (size_t)n < sizeof t->notify_path && stat(t->notify_path, &st) == 0 && S_ISREG(st.st_mode) &&
+            access(t->notify_path, X_OK) == 0)
+            return true;
+    }
+    t->notify_path[0] = 0;
+    return false;
+}
+
+static bool on_off(tui *t, const char *cmd, const char *arg, bool *out)
+{
+    if (arg && (strcmp(arg, "on") == 0 || strcmp(arg, "off") == 0)) {
+        *out = strcmp(arg, "on") == 0;
+        return true;
+    }
+    set_notice(t, true, "%s on|off", cmd);
+    return false;
+}
+
 static void run_command(tui *t, char *line)
 {
+    if (strncmp(line, "/search ", 8) == 0 || strcmp(line, "/search") == 0) {
+        search(t, line + (line[7] ? 8 : 7));
+        return;
+    }
     char *save = NULL, *cmd = strtok_r(line, " ", &save), *arg = strtok_r(NULL, " ", &save);
     char *rest = arg ? strtok_r(NULL, "", &save) : NULL;
     if (strcmp(cmd, "/quit") == 0 || strcmp(cmd, "/q") == 0) {
@@ -858,6 +1152,29 @@ static void run_command(tui *t, char *line)
                 return;
             }
         set_notice(t, true, "status '%s' is not one of online, busy, away, invisible", arg);
+    } else if (strcmp(cmd, "/verify") == 0) {
+        const char *who = peer_of(t, arg, cmd);
+        if (who) verify_start(t, who);
+    } else if (strcmp(cmd, "/trust") == 0) {
+        const char *who = peer_of(t, arg, cmd);
+        if (who) trust_keys(t, who);
+    } else if (strcmp(cmd, "/receipts") == 0) {
+        bool on;
+        if (!arg) set_notice(t, false, "read receipts are %s", pt_get_read_receipts(t->ctx) ? "on" : "off");
+        else if (on_off(t, cmd, arg, &on))
+            outcome(t, pt_set_read_receipts(t->ctx, on),
+                    on ? "read receipts on: others see when you have read their messages"
+                       : "read receipts off: others do not see when you read their messages");
+    } else if (strcmp(cmd, "/notify") == 0) {
+        bool on;
+        if (!on_off(t, cmd, arg, &on)) return;
+        if (on && !find_notifier(t)) {
+            set_notice(t, true, "notify-send is not in $PATH: only the terminal bell rings");
+            return;
+        }
+        t->notify = on;
+        set_notice(t, false, on ? "desktop notifications on (the sender's name only, never the text)"
+                                : "desktop notifications off");
     } else {
         set_notice(t, true, "unknown command or missing name: %s (try /help)", cmd);
     }
@@ -868,7 +1185,7 @@ static void submit(tui *t)
     if (t->in_len == 0) return;
     history_push(t);
     t->hist_pos = t->nhist;
-    char *line = utf8_from_wide(t->in, t->in_len);
+    char *line = pt_tui_utf8(t->in, t->in_len);
     if (!line) {
         set_notice(t, true, "out of memory");
         return;
@@ -891,19 +1208,35 @@ static void switch_conv(tui *t, int dir)
 
 static void scroll_page(tui *t, int dir)
 {
-    if (t->active < 0) return;
-    int page = LINES - 5 > 1 ? LINES - 5 : 1, *s = &t->convs[t->active].scroll;
+    if (t->view == VIEW_VERIFY) return;
+    if (t->view == VIEW_CHAT && t->active < 0) return;
+    int page = LINES - 5 > 1 ? LINES - 5 : 1;
+    int *s = t->view == VIEW_SEARCH ? &t->found.scroll : &t->convs[t->active].scroll;
     *s = *s + dir * page < 0 ? 0 : *s + dir * page;
-    if (*s == 0 && t->convs[t->active].unread) conv_seen(t, t->active); /* back at the newest */
+    if (t->view == VIEW_CHAT && *s == 0 && t->convs[t->active].unread) conv_seen(t, t->active); /* back at the newest */
+}
+
+/* Removes in[a..b) from the edit line; the cursor goes to a. */
+static void input_cut(tui *t, size_t a, size_t b)
+{
+    wmemmove(t->in + a, t->in + b, t->in_len - b + 1);
+    t->in_len -= b - a;
+    t->in_cur = a;
 }
 
 static void on_key(tui *t, int kind, wint_t k)
 {
     t->dirty = true;
+    int cw;
+    if (t->view == VIEW_VERIFY && kind != KEY_CODE_YES) {
+        if (k == L'y' || k == L'Y') verify_answer(t, true);
+        else if (k == L'n' || k == L'N' || k == 27 || k == 3) verify_answer(t, false);
+        return;
+    }
     if (kind == KEY_CODE_YES) {
         switch (k) {
-        case KEY_LEFT: if (t->in_cur) t->in_cur--; break;
-        case KEY_RIGHT: if (t->in_cur < t->in_len) t->in_cur++; break;
+        case KEY_LEFT: t->in_cur = pt_tui_prev(t->in, t->in_len, t->in_cur); break;
+        case KEY_RIGHT: if (t->in_cur < t->in_len) t->in_cur = pt_tui_cluster(t->in, t->in_len, t->in_cur, &cw); break;
         case KEY_HOME: t->in_cur = 0; break;
         case KEY_END: t->in_cur = t->in_len; break;
         case KEY_UP: history_move(t, -1); break;
@@ -920,6 +1253,9 @@ static void on_key(tui *t, int kind, wint_t k)
         return;
     }
     switch (k) {
+    case 27:                                          /* Esc: back from search */
+        if (t->view != VIEW_CHAT) leave_view(t);
+        return;
     case 3: t->quit = true; return;                   /* Ctrl-C */
     case 4:                                           /* Ctrl-D */
         if (t->in_len == 0) t->quit = true;
@@ -939,39 +1275,22 @@ static void on_key(tui *t, int kind, wint_t k)
     case 127: goto backspace;
     default: break;
     }
-    if (k < 0x20 || wcwidth((wchar_t)k) < 0 || t->in_len == INPUT_MAX) return;
+    if (!pt_tui_typable(k) || t->in_len == INPUT_MAX) return;
     wmemmove(t->in + t->in_cur + 1, t->in + t->in_cur, t->in_len - t->in_cur);
     t->in[t->in_cur++] = (wchar_t)k;
     t->in[++t->in_len] = 0;
     return;
-backspace:
-    if (t->in_cur == 0) return;
-    t->in_cur--;
+backspace: /* and delete: a whole grapheme cluster, as the cursor moves */
+    if (t->in_cur > 0) input_cut(t, pt_tui_prev(t->in, t->in_len, t->in_cur), t->in_cur);
+    return;
 delete:
-    if (t->in_cur == t->in_len) return;
-    wmemmove(t->in + t->in_cur, t->in + t->in_cur + 1, t->in_len - t->in_cur);
-    t->in_len--;
+    if (t->in_cur < t->in_len) input_cut(t, t->in_cur, pt_tui_cluster(t->in, t->in_len, t->in_cur, &cw));
 }
 
 /* ======================================== loop ======================================= */
 
 static void on_stop_signal(int sig) { stop_signal = sig; }
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* The UI needs a UTF-8 locale for widths and for talking to the terminal; C.UTF-8
- * when the environment names none (text on the wire is UTF-8 whatever it says). */
-static bool utf8_locale(void)
-{
-    setlocale(LC_ALL, "");
-    if (strcmp(nl_langinfo(CODESET), "UTF-8") == 0) return true;
-    return setlocale(LC_CTYPE, "C.UTF-8") && strcmp(nl_langinfo(CODESET), "UTF-8") == 0;
-}
 
 static void run(tui *t)
 {
@@ -999,26 +1318,14 @@ static void run(tui *t)
     }
 }
 
-int pt_cli_chat(pt_ctx *ctx, const char *name)
+/* The chat on a started screen: ctx is open, or NULL with first_run set (no profile
+ * yet: created first). Returns the exit code; closes nothing it did not open. */
+static int chat(tui *t, pt_ctx *ctx, const pt_options *first_run, const char *password, const char *name)
 {
-    if (!isatty(STDIN_FILENO) || !isatty(STDOUT_FILENO))
-        return pt_cli_fail(PT_EXIT_USAGE, "chat needs a terminal; use send and recv in scripts");
-    tui *t = calloc(1, sizeof *t);
-    if (!t) return pt_cli_fail(PT_EXIT_FAIL, "out of memory");
+    if (!ctx && !(ctx = pt_tui_first_run(first_run, password))) return PT_EXIT_PROFILE;
     t->ctx = ctx;
-    t->active = -1;
-    t->ascii = !utf8_locale();
-    SCREEN *scr = screen_start();
-    if (!scr) {
-        free(t);
-        return pt_cli_fail(PT_EXIT_FAIL, "cannot use this terminal (TERM=%s)", getenv("TERM") ? getenv("TERM") : "");
-    }
-    struct sigaction sa = {.sa_handler = on_stop_signal}; /* no SA_RESTART: poll() returns */
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
+    snprintf(t->me, sizeof t->me, "%s", pt_username(ctx));
     pt_set_event_cb(ctx, on_event, t);
-
     busy(t, "connecting to the server…");
     int rc = pt_connect(ctx);
     t->online = pt_connected(ctx);
@@ -1031,13 +1338,43 @@ int pt_cli_chat(pt_ctx *ctx, const char *name)
     after_library(t);
     t->dirty = true;
     run(t);
+    pt_set_event_cb(ctx, NULL, NULL);
+    if (first_run) pt_close(ctx);
+    return PT_EXIT_OK;
+}
 
+static int chat_on_terminal(pt_ctx *ctx, const pt_options *first_run, const char *password, const char *name)
+{
+    if (!isatty(STDIN_FILENO) || !isatty(STDOUT_FILENO))
+        return pt_cli_fail(PT_EXIT_USAGE, "chat needs a terminal; use send and recv in scripts");
+    tui *t = calloc(1, sizeof *t);
+    if (!t) return pt_cli_fail(PT_EXIT_FAIL, "out of memory");
+    t->active = -1;
+    t->ascii = !pt_tui_utf8_locale();
+    SCREEN *scr = pt_tui_screen_start();
+    if (!scr) {
+        free(t);
+        return pt_cli_fail(PT_EXIT_FAIL, "cannot use this terminal (TERM=%s)", getenv("TERM") ? getenv("TERM") : "");
+    }
+    struct sigaction sa = {.sa_handler = on_stop_signal}; /* no SA_RESTART: poll() returns */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    int code = chat(t, ctx, first_run, password, name);
     endwin();
     delscreen(scr);
-    pt_set_event_cb(ctx, NULL, NULL);
+    if (code == PT_EXIT_PROFILE) pt_cli_fail(0, "no profile was created");
     for (size_t i = 0; i < t->nconv; i++) conv_clear(&t->convs[i]);
+    conv_clear(&t->found);
     free(t->convs);
     for (size_t i = 0; i < t->nhist; i++) free(t->hist[i]);
     free(t);
-    return PT_EXIT_OK;
+    return code;
+}
+
+int pt_cli_chat(pt_ctx *ctx, const char *name) { return chat_on_terminal(ctx, NULL, NULL, name); }
+
+int pt_cli_chat_first_run(const pt_options *o, const char *password, const char *name)
+{
+    return chat_on_terminal(NULL, o, password, name);
 }
