@@ -540,13 +540,12 @@ static void on_sighup(uv_signal_t *sig, int signum)
         pt_log_info("SIGHUP: no configuration file to reload");
         return;
     }
-    pt_config_file f;
-    char err[512];
-    if (pt_config_load(&f, s->config_path, err, sizeof err) != 0) {
-        pt_log_error("SIGHUP: %s; keeping the running configuration", err);
+    static pt_config_file f;
+    if (pt_config_load(&f, s->config_path) != 0) {
+        pt_log_error("SIGHUP: %s; keeping the running configuration", pt_config_first_error(&f));
         return;
     }
-    if (f.has_log_level) pt_log_set_level((pt_log_level)f.log_level);
+    if (f.set & PT_CFG_BIT(PT_CFG_LOG_LEVEL)) pt_log_set_level((pt_log_level)f.log_level);
     if (f.cfg.handshake_timeout_ms) s->cfg.handshake_timeout_ms = f.cfg.handshake_timeout_ms;
     if (f.cfg.idle_timeout_ms) s->cfg.idle_timeout_ms = f.cfg.idle_timeout_ms;
     if (f.cfg.session_expiry_ms) s->cfg.session_expiry_ms = f.cfg.session_expiry_ms;
@@ -555,7 +554,8 @@ static void on_sighup(uv_signal_t *sig, int signum)
     if (f.cfg.max_conns_per_ip) s->cfg.max_conns_per_ip = f.cfg.max_conns_per_ip;
     if (f.cfg.rate_limit) s->cfg.rate_limit = f.cfg.rate_limit;
     if (f.cfg.ban_s) s->cfg.ban_s = f.cfg.ban_s;
-    if (f.has_listen || f.has_data || f.has_suites || f.has_obfs || f.has_metrics)
+    if (f.set & (PT_CFG_BIT(PT_CFG_LISTEN) | PT_CFG_BIT(PT_CFG_DATA) | PT_CFG_BIT(PT_CFG_SUITES) |
+                 PT_CFG_BIT(PT_CFG_METRICS) | PT_CFG_BIT(PT_CFG_OBFS_MODE)))
         pt_log_warn("SIGHUP: listen, data, suites, [obfuscation] and metrics_listen take effect after a restart");
     pt_log_info("SIGHUP: reloaded %s (log level %d, idle timeout %u s, queue quota %u)",
                 s->config_path, (int)pt_log_get_level(), s->cfg.idle_timeout_ms / 1000,
