@@ -127,6 +127,13 @@ struct pt_server {
     uv_read_cb read_cb;
     uv_timer_cb timer_cb;           /* a connection's timer (obfs_conn.c re-arms it) */
     struct pt_obfs_server *obfs;    /* obfuscation state (obfs_conn.c), NULL when off */
+    /* operations (issue 9): reload.c, logfile.c, control.c, notify.c */
+    char log_file[1024];            /* the log file in use; "" while logging to stderr */
+    uv_signal_t sigusr1;            /* reopens the log file */
+    bool sigusr1_on;
+    uint64_t started_ms;            /* loop time at startup, for `status` */
+    uint64_t reloads;               /* configuration reloads that succeeded */
+    struct pt_ctl *ctl;             /* the control socket (control.c), NULL when closed */
     uint8_t readbuf[65536];         /* shared by every read on this loop */
 };
 
@@ -304,6 +311,31 @@ void pt_srv_dir_device_bound(pt_server *s, const uint8_t user[16], const uint8_t
 bool pt_srv_dir_blocked(pt_server *s, const uint8_t by[16], const uint8_t whom[16]);
 /* A contact operation committed: whether `by` blocks `whom` now. */
 int pt_srv_dir_set_blocked(pt_server *s, const uint8_t by[16], const uint8_t whom[16], bool blocked);
+
+/* ---- operations (issue 9) --------------------------------------------------------------- */
+
+/* The default suite list, in preference order (server.c). */
+extern const uint8_t pt_srv_default_suites[];
+extern const size_t pt_srv_default_nsuites;
+
+/* Rereads the configuration file and applies what can change live (reload.c).
+ * via names the trigger in the log ("SIGHUP", "control"). 0, or an error with a
+ * one-line reason in msg (may be NULL); the running configuration then stays. */
+int pt_srv_reload(pt_server *s, const char *via, char *msg, size_t msglen);
+
+/* The log file (logfile.c): opened at startup when configured; reopened at the
+ * same path on SIGUSR1 or `packtrackctl reopen-logs`. */
+int pt_srv_logs_start(pt_server *s);
+void pt_srv_logs_stop(pt_server *s);   /* back to stderr */
+void pt_srv_logs_signal_start(pt_server *s);
+void pt_srv_logs_signal_stop(pt_server *s);
+int pt_srv_reopen_logs(pt_server *s, const char *via, char *msg, size_t msglen);
+/* A reload named path (NULL: none) as the log file: switches to it if it changed. */
+int pt_srv_reload_log_file(pt_server *s, const char *path, char *msg, size_t msglen);
+
+/* systemd readiness notifications (notify.c); nothing outside systemd. */
+typedef enum { PT_SRV_NOTIFY_READY, PT_SRV_NOTIFY_RELOADING, PT_SRV_NOTIFY_STOPPING } pt_srv_notify_state;
+void pt_srv_notify(pt_server *s, pt_srv_notify_state st);
 
 /* The metrics endpoint (src/server/metrics.c): HTTP/1.0 GET /metrics on its own
  * listener on the loop, when cfg.metrics_host is set. */
