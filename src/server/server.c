@@ -515,6 +515,7 @@ static void on_stop_async(uv_async_t *a)
     uv_close((uv_handle_t *)&s->sighup, NULL);
     pt_srv_notify(s, PT_SRV_NOTIFY_STOPPING); /* ops (issue 9) */
     pt_srv_logs_signal_stop(s);
+    pt_srv_ctl_stop(s);
     pt_metrics_stop(s);
     /* the writer finishes what was submitted; replies still go out */
     if (s->db) {
@@ -601,6 +602,7 @@ pt_server *pt_server_new(const pt_server_config *cfg, int *err)
         pt_log_error("cannot create data directory %s: %s", s->data_dir, strerror(errno));
         goto fail;
     }
+    if ((rc = pt_srv_ctl_lock(s)) != 0) goto fail; /* ops (issue 9): one server per data dir */
     char path[sizeof s->data_dir + 32];
     snprintf(path, sizeof path, "%s/server.key", s->data_dir);
     if ((rc = pt_keyfile_load_or_create(path, s->static_sk, s->static_pk)) != 0) goto fail;
@@ -622,6 +624,7 @@ pt_server *pt_server_new(const pt_server_config *cfg, int *err)
     if ((rc = load_next_server_id(s)) != 0) goto fail;
     if ((rc = pt_srv_queues_init(s)) != 0) goto fail;
     if ((rc = pt_srv_dir_init(s)) != 0) goto fail;
+    if ((rc = pt_srv_admin_init(s)) != 0) goto fail; /* ops (issue 9): bans */
     rc = PT_ERR_IO;
     uv_tcp_init(&s->loop, &s->listener);
     s->listener.data = s;
@@ -663,7 +666,8 @@ pt_server *pt_server_new(const pt_server_config *cfg, int *err)
     uv_signal_start(&s->sighup, on_sighup, SIGHUP);
     signal(SIGPIPE, SIG_IGN);
     if ((rc = pt_metrics_start(s)) != 0) goto fail;
-    pt_srv_logs_signal_start(s); /* ops (issue 9): SIGUSR1 */
+    pt_srv_logs_signal_start(s); /* ops (issue 9): SIGUSR1, the control socket */
+    if ((rc = pt_srv_ctl_start(s)) != 0) goto fail;
     s->started_ms = uv_now(&s->loop);
     if (s->cfg.test_user_id_bits)
         pt_log_warn("TEST ONLY: user ids shortened to %u bits", s->cfg.test_user_id_bits);
@@ -716,6 +720,7 @@ void pt_server_free(pt_server *s)
         pt_db_close(s->db);
         s->db = NULL;
     }
+    pt_srv_ctl_stop(s); /* ops (issue 9) */
     if (s->loop_ready) {
         /* close whatever is still open (a server that never ran) */
         uv_walk(&s->loop, close_walk, NULL);
@@ -730,6 +735,8 @@ void pt_server_free(pt_server *s)
     pt_obfs_server_free(s);
     pt_wipe(s->static_sk, sizeof s->static_sk);
     pt_wipe(s->salt_secret, sizeof s->salt_secret);
-    pt_srv_logs_stop(s); /* ops (issue 9) */
+    pt_srv_ctl_free(s); /* ops (issue 9) */
+    pt_srv_admin_free(s);
+    pt_srv_logs_stop(s);
     free(s);
 }
