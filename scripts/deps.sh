@@ -9,7 +9,7 @@ PKGS=(
   libinih-dev libutf8proc-dev libicu-dev
   libcmocka-dev libcjson-dev libolm-dev
   libsystemd-dev systemd  # sd_notify; systemd-analyze checks the shipped unit (tests/ops)
-  man-db                  # man -w finds the installed pages (tests/ops)
+  man-db pandoc           # man -w finds the installed pages; make man (tests/ops)
   libncurses-dev tmux     # the terminal UI, and the tests that drive it
   python3 python3-dissononce python3-libtorrent   # libtorrent: the MSE interop peer
   nats-server mosquitto   # peers of scripts/bench-loadgen.sh (started there, not as services)
