@@ -304,11 +304,17 @@ int main(int argc, char **argv)
     char sock_path[1200];
     snprintf(sock_path, sizeof sock_path, "%s/control.sock", data);
     if (sock) snprintf(sock_path, sizeof sock_path, "%s", sock);
+    cJSON *req = NULL;
+#define USAGE(fmt, arg)                                                                            \
+    do {                                                                                           \
+        cJSON_Delete(req);                                                                         \
+        return die_usage(fmt, arg);                                                                \
+    } while (0)
 #define NARGS(n, what)                                                                             \
-    if (nargs != (n)) return die_usage("%s", what)
+    if (nargs != (n)) USAGE("%s", what)
     if ((online && strcmp(cmd, "users") != 0) || (dry_run && strcmp(cmd, "restore") != 0))
         return die_usage("%s", online ? "--online goes with users" : "--dry-run goes with restore");
-    cJSON *req = cJSON_CreateObject();
+    req = cJSON_CreateObject();
     const char *action = "";
     if (strcmp(cmd, "status") == 0 || strcmp(cmd, "reload") == 0 || strcmp(cmd, "reopen-logs") == 0 ||
         strcmp(cmd, "metrics") == 0) {
@@ -320,7 +326,7 @@ int main(int argc, char **argv)
         NARGS(2, "usage: user ban|unban|delete NAME");
         action = args[0];
         if (strcmp(action, "ban") != 0 && strcmp(action, "unban") != 0 && strcmp(action, "delete") != 0)
-            return die_usage("user: unknown action '%s' (ban, unban, delete)", action);
+            USAGE("user: unknown action '%s' (ban, unban, delete)", action);
         cJSON_AddStringToObject(req, "action", action);
         cJSON_AddStringToObject(req, "name", args[1]);
     } else if (strcmp(cmd, "backup") == 0) {
@@ -330,7 +336,7 @@ int main(int argc, char **argv)
             snprintf(abs, sizeof abs, "%s", args[0]);
         } else {
             char cwd[PATH_MAX];
-            if (!getcwd(cwd, sizeof cwd)) return die_usage("%s", "cannot find the current directory");
+            if (!getcwd(cwd, sizeof cwd)) USAGE("%s", "cannot find the current directory");
             snprintf(abs, sizeof abs, "%s/%s", cwd, args[0]);
         }
         cJSON_AddStringToObject(req, "file", abs);
@@ -339,10 +345,10 @@ int main(int argc, char **argv)
         cJSON_Delete(req);
         return do_restore(args[0], data, dry_run);
     } else {
-        cJSON_Delete(req);
-        return die_usage("unknown command '%s'", cmd);
+        USAGE("unknown command '%s'", cmd);
     }
 #undef NARGS
+#undef USAGE
     cJSON_AddStringToObject(req, "cmd", cmd);
     cJSON *answer;
     int rc = transact(sock_path, req, (int)timeout_s, &answer);

@@ -41,8 +41,10 @@ cat >"$stage/hello.c" <<'C'
 #include <string.h>
 int main(void) { if (pt_init() != 0) return 1; printf("%s\n", pt_version()); return strcmp(pt_version(), PT_VERSION_STRING) != 0; }
 C
+san=""  # a sanitizer build installs an instrumented library: the program must be too
+grep -q '^PT_SANITIZE:BOOL=ON' "$build/CMakeCache.txt" && san="-fsanitize=address,undefined"
 # shellcheck disable=SC2086
-cc -std=c17 -Wall -Werror -o "$stage/hello" "$stage/hello.c" $flags || fail "building against the installed library"
+cc $san -std=c17 -Wall -Werror -o "$stage/hello" "$stage/hello.c" $flags || fail "building against the installed library"
 LD_LIBRARY_PATH=$(dirname "$lib") "$stage/hello" >/dev/null || fail "running against the installed library"
 echo "install: $n man pages found by man -w, pkg-config: $flags"
 echo "1 passed, 0 failed"
