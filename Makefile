@@ -1,14 +1,18 @@
 # The two commands the README opens with, and a few more for developers.
 #   make run    install deps, build, start packtrackd on 127.0.0.1:7000 (data in ./var)
 #   make test   install deps, build, run every test
+#   make install [PREFIX=/usr/local] [DESTDIR=/tmp/stage]   binaries, libpacktrack + packtrack.pc,
+#               packtrack.h, the systemd unit, an example config and the man pages
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
 FUZZ_BUILD ?= build-fuzz
 JOBS       ?= $(shell nproc)
 LISTEN     ?= 127.0.0.1:7000
 DATA       ?= ./var
+PREFIX     ?= /usr/local
+DESTDIR    ?=
 
-.PHONY: all deps build run test test-asan fuzz bench clean
+.PHONY: all deps build run test test-asan fuzz bench clean install man
 
 all: build
 
@@ -37,6 +41,16 @@ fuzz: deps
 
 bench: build
 	@for b in $(BUILD)/bench/bench_*; do echo "== $$b"; $$b; done
+
+# Builds what is missing in $(BUILD) (configuring it first if needed), then installs.
+install:
+	@test -f $(BUILD)/CMakeCache.txt || $(MAKE) --no-print-directory build
+	cmake --build $(BUILD) -j $(JOBS)
+	DESTDIR="$(DESTDIR)" cmake --install $(BUILD) --prefix "$(PREFIX)"
+
+# Regenerates the roff man pages from their markdown sources (pandoc; scripts/deps.sh).
+man:
+	python3 scripts/man.py
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -8,6 +8,8 @@ PKGS=(
   libsodium-dev libssl-dev libuv1-dev libsqlite3-dev zlib1g-dev
   libinih-dev libutf8proc-dev libicu-dev
   libcmocka-dev libcjson-dev libolm-dev
+  libsystemd-dev systemd  # sd_notify; systemd-analyze checks the shipped unit (tests/ops)
+  man-db pandoc           # man -w finds the installed pages; make man (tests/ops)
   libncurses-dev tmux     # the terminal UI, and the tests that drive it
   libqrencode-dev         # QR codes of fingerprints and safety numbers in the terminal
   python3 python3-dissononce python3-libtorrent   # libtorrent: the MSE interop peer

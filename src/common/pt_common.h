@@ -90,6 +90,9 @@ void pt_log_set_level(pt_log_level lvl);
 pt_log_level pt_log_get_level(void);
 int pt_log_parse_level(const char *s, pt_log_level *out);
 void pt_log(pt_log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Where log lines go: a descriptor open for appending (default 2, stderr; a
+ * negative fd means stderr again). Each line is one write(). */
+void pt_log_set_fd(int fd);
 #define pt_log_error(...) pt_log(PT_LOG_ERROR, __VA_ARGS__)
 #define pt_log_warn(...) pt_log(PT_LOG_WARN, __VA_ARGS__)
 #define pt_log_info(...) pt_log(PT_LOG_INFO, __VA_ARGS__)

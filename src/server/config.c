@@ -1,9 +1,20 @@
+/*
+ * The configuration file (pt_config.h). libinih splits the lines; a reader of our
+ * own feeds it one physical line at a time, so that every problem can be placed at
+ * FILE:LINE:COL, checks the syntax inih would only count, and lets the parse go on
+ * past the first problem so that one run reports them all.
+ */
 #include <errno.h>
 #include <ini.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "server/pt_config.h"
+
+/* ---- values ------------------------------------------------------------------------------ */
 
 int pt_parse_listen(const char *arg, char *host, size_t hostlen, uint16_t *port)
 {
@@ -25,13 +36,27 @@ int pt_parse_listen(const char *arg, char *host, size_t hostlen, uint16_t *port)
     return 0;
 }
 
+int pt_parse_listen_local(const char *arg, char *host, size_t hostlen, uint16_t *port)
+{
+    uint32_t p;
+    const char *digits = arg[0] == ':' ? arg + 1 : arg;
+    if (strchr(digits, ':') == NULL && pt_parse_uint(digits, 0, 65535, &p) == 0) {
+        if (hostlen < sizeof "127.0.0.1") return PT_ERR_INVAL;
+        memcpy(host, "127.0.0.1", sizeof "127.0.0.1");
+        *port = (uint16_t)p;
+        return 0;
+    }
+    return pt_parse_listen(arg, host, hostlen, port);
+}
+
 int pt_parse_uint(const char *arg, uint32_t min, uint32_t max, uint32_t *out)
 {
-    if (!*arg || *arg == '-' || *arg == '+' || *arg == ' ') return PT_ERR_INVAL;
+    if (!*arg || *arg < '0' || *arg > '9') return PT_ERR_DECODE;
     char *end;
     errno = 0;
-    unsigned long v = strtoul(arg, &end, 10);
-    if (errno || *end || v < min || v > max) return PT_ERR_INVAL;
+    unsigned long long v = strtoull(arg, &end, 10);
+    if (*end) return PT_ERR_DECODE;
+    if (errno || v < min || v > max) return PT_ERR_INVAL;
     *out = (uint32_t)v;
     return 0;
 }
@@ -39,112 +64,403 @@ int pt_parse_uint(const char *arg, uint32_t min, uint32_t max, uint32_t *out)
 int pt_parse_seconds(const char *arg, uint32_t max_s, uint32_t *out_ms)
 {
     uint32_t v;
-    if (pt_parse_uint(arg, 1, max_s, &v) != 0) return PT_ERR_INVAL;
+    int rc = pt_parse_uint(arg, 1, max_s, &v);
+    if (rc != 0) return rc;
     *out_ms = v * 1000u;
     return 0;
 }
 
+/* ---- the keys ------------------------------------------------------------------------------ */
+
+static const pt_config_key_info keys[PT_CFG_NKEYS] = {
+    [PT_CFG_LISTEN] = {"server", "listen", false},
+    [PT_CFG_DATA] = {"server", "data", false},
+    [PT_CFG_SUITES] = {"server", "suites", false},
+    [PT_CFG_LOG_LEVEL] = {"server", "log_level", true},
+    [PT_CFG_LOG_FILE] = {"server", "log_file", true},
+    [PT_CFG_METRICS] = {"server", "metrics_listen", false},
+    [PT_CFG_HANDSHAKE_TIMEOUT] = {"limits", "handshake_timeout", true},
+    [PT_CFG_IDLE_TIMEOUT] = {"limits", "idle_timeout", true},
+    [PT_CFG_SESSION_EXPIRY] = {"limits", "session_expiry", true},
+    [PT_CFG_MAX_CONNECTIONS] = {"limits", "max_connections", true},
+    [PT_CFG_QUEUE_QUOTA] = {"limits", "queue_quota", true},
+    [PT_CFG_MAX_CONNS_PER_IP] = {"limits", "max_conns_per_ip", true},
+    [PT_CFG_RATE_LIMIT] = {"limits", "rate_limit", true},
+    [PT_CFG_BAN_TIME] = {"limits", "ban_time", true},
+    [PT_CFG_OBFS_MODE] = {"obfuscation", "mode", false},
+    [PT_CFG_OBFS_NETWORK_KEY] = {"obfuscation", "network_key", false},
+    [PT_CFG_OBFS_SERVER_ID] = {"obfuscation", "server_id", false},
+    [PT_CFG_OBFS_HANDSHAKE_TIMEOUT] = {"obfuscation", "handshake_timeout", false},
+    [PT_CFG_OBFS_DECOY] = {"obfuscation", "decoy", false},
+    [PT_CFG_OBFS_DEFER_RULES] = {"obfuscation", "defer_rules", false},
+};
+
+const pt_config_key_info *pt_config_key_get(pt_config_key k)
+{
+    PT_ASSERT((unsigned)k < PT_CFG_NKEYS);
+    return &keys[k];
+}
+
+static bool section_known(const char *name)
+{
+    return strcmp(name, "server") == 0 || strcmp(name, "limits") == 0 ||
+           strcmp(name, "obfuscation") == 0;
+}
+
+/* ---- diagnostics --------------------------------------------------------------------------- */
+
+static void diag(pt_config_file *f, const char *path, bool error, int line, int col, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+
+static void diag(pt_config_file *f, const char *path, bool error, int line, int col, const char *fmt, ...)
+{
+    if (error) f->nerrors++;
+    else f->nwarnings++;
+    if (f->ndiags == PT_CONFIG_MAX_DIAGS) return;
+    pt_config_diag *d = &f->diags[f->ndiags++];
+    d->error = error;
+    d->line = line;
+    d->col = col;
+    int n;
+    if (path && line > 0) n = snprintf(d->text, sizeof d->text, "%s:%d:%d: %s: ", path, line, col, error ? "error" : "warning");
+    else if (path) n = snprintf(d->text, sizeof d->text, "%s: %s: ", path, error ? "error" : "warning");
+    else n = snprintf(d->text, sizeof d->text, "packtrackd: %s: ", error ? "error" : "warning");
+    if (n < 0 || (size_t)n >= sizeof d->text) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(d->text + n, sizeof d->text - (size_t)n, fmt, ap);
+    va_end(ap);
+}
+
+const char *pt_config_first_error(const pt_config_file *f)
+{
+    for (size_t i = 0; i < f->ndiags; i++)
+        if (f->diags[i].error) return f->diags[i].text;
+    return "";
+}
+
+/* ---- the parse ----------------------------------------------------------------------------- */
+
 typedef struct load_ctx {
     pt_config_file *f;
-    char *err;
-    size_t errlen;
+    FILE *fp;
     const char *path;
-    bool failed;
-    char what[400];   /* the first error, without its line (inih reports that) */
+    int lineno;                 /* the physical line inih is parsing */
+    char *raw;                  /* that line as read (getline buffer) */
+    size_t rawcap;
+    bool section_ok;            /* the current section is one we know */
 } load_ctx;
+
+static int col_of(const char *raw, const char *p) { return (int)(p - raw) + 1; }
+
+static const char *skip_ws(const char *p)
+{
+    while (*p == ' ' || *p == '\t') p++;
+    return p;
+}
+
+/* One physical line for inih; a line inih would reject or misread is reported here
+ * and handed over as a comment, so the parse goes on. */
+static char *reader(char *str, int num, void *stream)
+{
+    load_ctx *x = stream;
+    pt_config_file *f = x->f;
+    ssize_t n = getline(&x->raw, &x->rawcap, x->fp);
+    if (n < 0) return NULL;
+    x->lineno++;
+    if (memchr(x->raw, 0, (size_t)n)) {
+        diag(f, x->path, true, x->lineno, col_of(x->raw, memchr(x->raw, 0, (size_t)n)), "NUL byte in the file");
+        strcpy(str, ";\n");
+        return str;
+    }
+    while (n > 0 && (x->raw[n - 1] == '\n' || x->raw[n - 1] == '\r')) x->raw[--n] = 0;
+    const char *p = x->raw;
+    if (x->lineno == 1 && memcmp(p, "\xEF\xBB\xBF", 3) == 0) p += 3; /* UTF-8 byte order mark */
+    p = skip_ws(p);                 /* indentation never continues a value here */
+    size_t len = strlen(p);
+    if ((size_t)num < 3 || len > (size_t)num - 3) {
+        diag(f, x->path, true, x->lineno, num - 2, "line longer than %d characters", num - 3);
+        strcpy(str, ";\n");
+        return str;
+    }
+    if (*p == 0 || *p == ';' || *p == '#') {
+        strcpy(str, ";\n");
+        return str;
+    }
+    if (*p == '[') {
+        const char *close = strchr(p, ']');
+        if (!close) {
+            diag(f, x->path, true, x->lineno, col_of(x->raw, p), "expected ']' after the section name");
+            x->section_ok = false;
+            strcpy(str, ";\n");
+            return str;
+        }
+        const char *rest = skip_ws(close + 1);
+        if (*rest && *rest != ';' && *rest != '#')
+            diag(f, x->path, true, x->lineno, col_of(x->raw, rest), "unexpected text after the section name");
+        char name[64];
+        const char *ns = skip_ws(p + 1);
+        size_t nl = (size_t)(close - ns);
+        while (nl && (ns[nl - 1] == ' ' || ns[nl - 1] == '\t')) nl--;
+        snprintf(name, sizeof name, "%.*s", (int)(nl < sizeof name ? nl : sizeof name - 1), ns);
+        x->section_ok = section_known(name);
+        if (!x->section_ok)
+            diag(f, x->path, true, x->lineno, col_of(x->raw, ns),
+                 "unknown section [%s] (expected [server], [limits] or [obfuscation])", name);
+    } else {
+        size_t k = strcspn(p, "=:");
+        if (!p[k]) {
+            diag(f, x->path, true, x->lineno, col_of(x->raw, p), "expected 'key = value' or '[section]'");
+            strcpy(str, ";\n");
+            return str;
+        }
+        if (k == 0) {
+            diag(f, x->path, true, x->lineno, col_of(x->raw, p), "missing key before '%c'", p[0]);
+            strcpy(str, ";\n");
+            return str;
+        }
+    }
+    memcpy(str, p, len);
+    str[len] = '\n';
+    str[len + 1] = 0;
+    return str;
+}
+
+/* What to quote of a bad value: never a network key, at most 64 bytes. */
+static const char *shown(const char *name, const char *value, char *buf, size_t len)
+{
+    if (strcmp(name, "network_key") == 0 && !strchr(value, '/')) return "...";
+    snprintf(buf, len, "%.64s%s", value, strlen(value) > 64 ? "..." : "");
+    return buf;
+}
 
 static int on_kv(void *user, const char *section, const char *name, const char *value)
 {
     load_ctx *x = user;
     pt_config_file *f = x->f;
-    const char *why = NULL;
+    if (!x->section_ok) return 1; /* reported at its header */
+    const char *p = skip_ws(x->raw + (x->lineno == 1 && memcmp(x->raw, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0));
+    int kcol = col_of(x->raw, p);
+    const char *eq = p + strcspn(p, "=:");
+    int vcol = col_of(x->raw, *eq ? skip_ws(eq + 1) : eq);
+    int k = -1;
+    for (int i = 0; i < PT_CFG_NKEYS; i++)
+        if (strcmp(keys[i].section, section) == 0 && strcmp(keys[i].name, name) == 0) k = i;
+    if (k < 0) {
+        char known[300] = "";
+        size_t used = 0;
+        for (int i = 0; i < PT_CFG_NKEYS; i++) {
+            if (strcmp(keys[i].section, section) != 0) continue;
+            int w = snprintf(known + used, sizeof known - used, "%s%s", used ? ", " : "", keys[i].name);
+            if (w > 0 && (size_t)w < sizeof known - used) used += (size_t)w;
+        }
+        diag(f, x->path, true, x->lineno, kcol, "unknown key '%s' in [%s] (known: %s)", name, section, known);
+        return 1;
+    }
+    if (f->set & PT_CFG_BIT(k))
+        diag(f, x->path, false, x->lineno, kcol, "'%s' is set again (first on line %d); this value wins",
+             name, f->line[k]);
+    f->set |= PT_CFG_BIT(k);
+    f->line[k] = x->lineno;
+    char q[80];
+    const char *sv = shown(name, value, q, sizeof q);
     uint32_t v;
-    if (strcmp(section, "server") == 0) {
-        if (strcmp(name, "listen") == 0) {
-            if (pt_parse_listen(value, f->host, sizeof f->host, &f->cfg.port) != 0)
-                why = "listen: expected HOST:PORT";
-            f->cfg.host = f->host;
-            f->has_listen = true;
-        } else if (strcmp(name, "data") == 0) {
-            if (!*value || strlen(value) >= sizeof f->data) why = "data: expected a directory";
-            snprintf(f->data, sizeof f->data, "%s", value);
-            f->cfg.data_dir = f->data;
-            f->has_data = true;
-        } else if (strcmp(name, "suites") == 0) {
-            int n = pt_suite_list_parse(value, f->cfg.suites, PT_CHAN_MAX_SUITES);
-            if (n < 0) why = "suites: expected a comma-separated list of known suites";
-            else f->cfg.nsuites = (size_t)n;
-            f->has_suites = true;
-        } else if (strcmp(name, "metrics_listen") == 0) {
-            if (pt_parse_listen(value, f->metrics_host, sizeof f->metrics_host, &f->cfg.metrics_port) != 0)
-                why = "metrics_listen: expected HOST:PORT";
-            f->cfg.metrics_host = f->metrics_host;
-            f->has_metrics = true;
-        } else if (strcmp(name, "log_level") == 0) {
-            pt_log_level lvl;
-            if (pt_log_parse_level(value, &lvl) != 0) why = "log_level: expected error, warn, info or debug";
-            f->log_level = (int)lvl;
-            f->has_log_level = true;
-        } else {
-            why = "unknown key in [server]";
-        }
-    } else if (strcmp(section, "limits") == 0) {
-        if (strcmp(name, "handshake_timeout") == 0) {
-            if (pt_parse_seconds(value, 3600, &f->cfg.handshake_timeout_ms)) why = "handshake_timeout: 1 to 3600 seconds";
-        } else if (strcmp(name, "idle_timeout") == 0) {
-            if (pt_parse_seconds(value, 86400, &f->cfg.idle_timeout_ms)) why = "idle_timeout: 1 to 86400 seconds";
-        } else if (strcmp(name, "session_expiry") == 0) {
-            if (pt_parse_seconds(value, 30 * 86400, &f->cfg.session_expiry_ms)) why = "session_expiry: 1 to 2592000 seconds";
-        } else if (strcmp(name, "max_connections") == 0) {
-            if (pt_parse_uint(value, 1, 1000000, &v)) why = "max_connections: 1 to 1000000";
-            else f->cfg.max_connections = v;
-        } else if (strcmp(name, "max_conns_per_ip") == 0) {
-            if (pt_parse_uint(value, 1, 1000000, &v)) why = "max_conns_per_ip: 1 to 1000000";
-            else f->cfg.max_conns_per_ip = v;
-        } else if (strcmp(name, "rate_limit") == 0) {
-            if (pt_parse_uint(value, 1, 10000000, &v)) why = "rate_limit: 1 to 10000000 messages/s";
-            else f->cfg.rate_limit = v;
-        } else if (strcmp(name, "ban_time") == 0) {
-            if (pt_parse_uint(value, 1, 30 * 86400, &v)) why = "ban_time: 1 to 2592000 seconds";
-            else f->cfg.ban_s = v;
-        } else if (strcmp(name, "queue_quota") == 0) {
-            if (pt_parse_uint(value, 1, 100000000, &v)) why = "queue_quota: 1 to 100000000";
-            else f->cfg.queue_quota = v;
-        } else {
-            why = "unknown key in [limits]";
-        }
-    } else if (strcmp(section, "obfuscation") == 0) { /* obfs_conn.c */
-        why = pt_obfs_config_set(&f->cfg.obfs, name, value);
-        f->has_obfs = true;
-    } else {
-        why = "unknown section (expected [server], [limits] or [obfuscation])";
+    int rc;
+#define BAD(...) diag(f, x->path, true, x->lineno, vcol, __VA_ARGS__)
+#define SECONDS(field, max)                                                                        \
+    if ((rc = pt_parse_seconds(value, max, &f->cfg.field)) == PT_ERR_DECODE)                       \
+        BAD("%s: expected a whole number of seconds, got '%s'", name, sv);                        \
+    else if (rc)                                                                                   \
+        BAD("%s: %s is out of range (1 to %u seconds)", name, sv, (unsigned)(max))
+#define NUMBER(field, min, max)                                                                    \
+    if ((rc = pt_parse_uint(value, min, max, &v)) == PT_ERR_DECODE)                                \
+        BAD("%s: expected a whole number, got '%s'", name, sv);                                   \
+    else if (rc)                                                                                   \
+        BAD("%s: %s is out of range (%u to %u)", name, sv, (unsigned)(min), (unsigned)(max));      \
+    else                                                                                           \
+        f->cfg.field = v
+    switch ((pt_config_key)k) {
+    case PT_CFG_LISTEN:
+        if (pt_parse_listen(value, f->host, sizeof f->host, &f->cfg.port) != 0)
+            BAD("listen: expected HOST:PORT or [V6]:PORT with a port 0 to 65535, got '%s'", sv);
+        f->cfg.host = f->host;
+        break;
+    case PT_CFG_DATA:
+        if (!*value || strlen(value) >= sizeof f->data) BAD("data: expected a directory path");
+        snprintf(f->data, sizeof f->data, "%s", value);
+        f->cfg.data_dir = f->data;
+        break;
+    case PT_CFG_SUITES: {
+        int ns = pt_suite_list_parse(value, f->cfg.suites, PT_CHAN_MAX_SUITES);
+        if (ns < 0) BAD("suites: expected a comma-separated list of known suites, got '%s'", sv);
+        else f->cfg.nsuites = (size_t)ns;
+        break;
     }
-    if (why && !x->failed) {
-        snprintf(x->what, sizeof x->what, "%s (got '%s = %s')", why, name,
-                 strcmp(name, "network_key") == 0 ? "..." : value); /* never echo a key */
-        x->failed = true;
+    case PT_CFG_LOG_LEVEL: {
+        pt_log_level lvl;
+        if (pt_log_parse_level(value, &lvl) != 0) BAD("log_level: expected error, warn, info or debug, got '%s'", sv);
+        f->log_level = (int)lvl;
+        break;
     }
-    return why ? 0 : 1; /* 0 makes ini_parse_file return this line */
+    case PT_CFG_LOG_FILE:
+        if (strlen(value) >= sizeof f->log_file) BAD("log_file: path too long");
+        snprintf(f->log_file, sizeof f->log_file, "%s", value);
+        f->cfg.log_file = f->log_file[0] ? f->log_file : NULL;
+        break;
+    case PT_CFG_METRICS:
+        if (pt_parse_listen_local(value, f->metrics_host, sizeof f->metrics_host, &f->cfg.metrics_port) != 0)
+            BAD("metrics_listen: expected HOST:PORT, [V6]:PORT or :PORT, got '%s'", sv);
+        f->cfg.metrics_host = f->metrics_host;
+        break;
+    case PT_CFG_HANDSHAKE_TIMEOUT: SECONDS(handshake_timeout_ms, 3600); break;
+    case PT_CFG_IDLE_TIMEOUT: SECONDS(idle_timeout_ms, 86400); break;
+    case PT_CFG_SESSION_EXPIRY: SECONDS(session_expiry_ms, 30 * 86400); break;
+    case PT_CFG_MAX_CONNECTIONS: NUMBER(max_connections, 1, 1000000); break;
+    case PT_CFG_QUEUE_QUOTA: NUMBER(queue_quota, 1, 100000000); break;
+    case PT_CFG_MAX_CONNS_PER_IP: NUMBER(max_conns_per_ip, 1, 1000000); break;
+    case PT_CFG_RATE_LIMIT: NUMBER(rate_limit, 1, 10000000); break;
+    case PT_CFG_BAN_TIME: NUMBER(ban_s, 1, 30 * 86400); break;
+    case PT_CFG_OBFS_NETWORK_KEY:
+        f->network_key_inline = *value && !strchr(value, '/');
+        if (*value && strchr(value, '/') && access(value, R_OK) != 0) {
+            BAD("network_key: cannot read key file '%s': %s", sv, strerror(errno));
+            break;
+        }
+        struct stat kst;
+        if (*value && strchr(value, '/') && stat(value, &kst) == 0 && (kst.st_mode & 077))
+            diag(f, x->path, false, x->lineno, vcol,
+                 "network_key: key file %s is accessible to other users (mode %04o); chmod 600 it",
+                 value, (unsigned)(kst.st_mode & 07777));
+        /* fall through */
+    default: {
+        const char *why = pt_obfs_config_set(&f->cfg.obfs, name, value);
+        if (why && strcmp(name, "network_key") == 0) BAD("%s", why);
+        else if (why) BAD("%s, got '%s'", why, sv);
+        break;
+    }
+    }
+#undef SECONDS
+#undef NUMBER
+#undef BAD
+    return 1;
 }
 
-int pt_config_load(pt_config_file *out, const char *path, char *err, size_t errlen)
+int pt_config_load(pt_config_file *out, const char *path)
 {
     memset(out, 0, sizeof *out);
     FILE *fp = fopen(path, "r");
     if (!fp) {
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        diag(out, path, true, 0, 0, "cannot read the configuration file: %s", strerror(errno));
         return PT_ERR_IO;
     }
-    load_ctx x = {.f = out, .err = err, .errlen = errlen, .path = path};
-    int line = ini_parse_file(fp, on_kv, &x);
+    load_ctx x = {.f = out, .fp = fp, .path = path, .section_ok = false};
+    int rc = ini_parse_stream(reader, &x, on_kv, &x);
+    bool read_err = ferror(fp);
     fclose(fp);
-    if (x.failed) {
-        snprintf(err, errlen, "%s:%d: %s", path, line, x.what);
-        return PT_ERR_INVAL;
+    free(x.raw);
+    if (read_err) diag(out, path, true, 0, 0, "read error");
+    /* keys before any [section]: inih calls them with section "" */
+    if (rc > 0 && out->nerrors == 0)
+        diag(out, path, true, rc, 1, "not INI syntax (expected [section] or key = value)");
+    return out->nerrors ? PT_ERR_INVAL : 0;
+}
+
+/* ---- the environment ------------------------------------------------------------------------ */
+
+/* The diagnostic's place for key k: its line in f when the file set it and the
+ * command line did not. */
+static int key_line(const pt_config_file *f, const pt_server_config *cfg, pt_config_key k)
+{
+    if (!f || (cfg->pinned & PT_CFG_BIT(k)) || !(f->set & PT_CFG_BIT(k))) return 0;
+    return f->line[k];
+}
+
+static void check_dir_file(pt_config_file *f, const char *path, int line, const char *dir,
+                           const char *name, int mode, bool secret)
+{
+    char p[1200];
+    struct stat st;
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    if (stat(p, &st) != 0) return; /* created at startup */
+    if (access(p, mode) != 0) {
+        diag(f, path, true, line, line ? 1 : 0, "%s is not %s by uid %u: %s", p,
+             mode & W_OK ? "readable and writable" : "readable", (unsigned)geteuid(), strerror(errno));
+        return;
     }
-    if (line != 0) {
-        snprintf(err, errlen, "%s:%d: not INI syntax (expected [section] or key = value)", path, line);
-        return PT_ERR_INVAL;
+    if (secret && (st.st_mode & 077))
+        diag(f, path, false, line, line ? 1 : 0, "%s is accessible to other users (mode %04o); chmod 600 it",
+             p, (unsigned)(st.st_mode & 07777));
+}
+
+void pt_config_check_env(pt_config_file *f, const char *path, const pt_server_config *cfg)
+{
+    pt_config_file *fin = path ? f : NULL;
+    const char *where = path;
+    char err[300];
+    if (pt_obfs_config_check(&cfg->obfs, err, sizeof err) != 0) {
+        int line = key_line(fin, cfg, PT_CFG_OBFS_MODE);
+        diag(f, line ? where : NULL, true, line, line ? 1 : 0, "%s", err);
     }
-    return 0;
+    /* the data directory and what the server reads in it */
+    const char *dir = cfg->data_dir ? cfg->data_dir : PT_SERVER_DEFAULT_DATA;
+    int dline = key_line(fin, cfg, PT_CFG_DATA);
+    const char *dwhere = dline ? where : NULL;
+    struct stat st;
+    if (stat(dir, &st) != 0) {
+        char parent[1100];
+        snprintf(parent, sizeof parent, "%s", dir);
+        char *slash = strrchr(parent, '/');
+        if (slash == parent) slash[1] = 0;
+        else if (slash) *slash = 0;
+        else strcpy(parent, ".");
+        if (errno != ENOENT)
+            diag(f, dwhere, true, dline, dline ? 1 : 0, "data directory %s: %s", dir, strerror(errno));
+        else if (access(parent, W_OK | X_OK) != 0)
+            diag(f, dwhere, true, dline, dline ? 1 : 0,
+                 "data directory %s does not exist and %s is not writable by uid %u: %s", dir, parent,
+                 (unsigned)geteuid(), strerror(errno));
+    } else if (!S_ISDIR(st.st_mode)) {
+        diag(f, dwhere, true, dline, dline ? 1 : 0, "data directory %s is not a directory", dir);
+    } else if (access(dir, R_OK | W_OK | X_OK) != 0) {
+        diag(f, dwhere, true, dline, dline ? 1 : 0, "data directory %s is not usable by uid %u: %s", dir,
+             (unsigned)geteuid(), strerror(errno));
+    } else {
+        check_dir_file(f, dwhere, dline, dir, "server.key", R_OK, true);
+        check_dir_file(f, dwhere, dline, dir, "packtrack.db", R_OK | W_OK, false);
+    }
+    /* the log file */
+    if (cfg->log_file) {
+        int line = key_line(fin, cfg, PT_CFG_LOG_FILE);
+        const char *w = line ? where : NULL;
+        if (stat(cfg->log_file, &st) == 0) {
+            if (access(cfg->log_file, W_OK) != 0)
+                diag(f, w, true, line, line ? 1 : 0, "log_file %s is not writable by uid %u: %s", cfg->log_file,
+                     (unsigned)geteuid(), strerror(errno));
+        } else {
+            char parent[1100];
+            snprintf(parent, sizeof parent, "%s", cfg->log_file);
+            char *slash = strrchr(parent, '/');
+            if (slash == parent) slash[1] = 0;
+            else if (slash) *slash = 0;
+            else strcpy(parent, ".");
+            if (access(parent, W_OK | X_OK) != 0)
+                diag(f, w, true, line, line ? 1 : 0, "log_file %s cannot be created in %s by uid %u: %s",
+                     cfg->log_file, parent, (unsigned)geteuid(), strerror(errno));
+        }
+    }
+    /* the metrics endpoint is not authenticated */
+    if (cfg->metrics_host && strcmp(cfg->metrics_host, "127.0.0.1") != 0 &&
+        strcmp(cfg->metrics_host, "::1") != 0 && strncmp(cfg->metrics_host, "127.", 4) != 0) {
+        int line = key_line(fin, cfg, PT_CFG_METRICS);
+        diag(f, line ? where : NULL, false, line, line ? 1 : 0,
+             "metrics_listen: %s is not a loopback address; /metrics is not authenticated",
+             cfg->metrics_host);
+    }
+    /* a network key written into a file others can read */
+    if (fin && cfg->obfs.nklen && !(cfg->pinned & PT_CFG_BIT(PT_CFG_OBFS_NETWORK_KEY)) &&
+        fin->network_key_inline && stat(path, &st) == 0 && (st.st_mode & 077)) {
+        diag(f, where, false, fin->line[PT_CFG_OBFS_NETWORK_KEY], 1,
+             "the network key is in a file other users can read (mode %04o); chmod 600 it",
+             (unsigned)(st.st_mode & 07777));
+    }
 }

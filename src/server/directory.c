@@ -136,6 +136,19 @@ void pt_srv_dir_device_bound(pt_server *s, const uint8_t user[16], const uint8_t
         pt_log_error("directory: out of memory; a new device of a user misses live messages");
 }
 
+void pt_srv_dir_forget_user(pt_server *s, const uint8_t user[16])
+{
+    for (pt_dir_user **pp = &s->dir_users[h16(user, s->dir_nusers_b)]; *pp; pp = &(*pp)->next) {
+        if (memcmp((*pp)->user_id, user, 16) != 0) continue;
+        pt_dir_user *u = *pp;
+        *pp = u->next;
+        free(u->pk);
+        free(u);
+        s->dir_nusers--;
+        return;
+    }
+}
+
 /* ---- blocks ----------------------------------------------------------------------------------- */
 
 static pt_dir_block **block_slot(pt_server *s, const uint8_t by[16], const uint8_t whom[16])

@@ -6,18 +6,23 @@
 #include "server/pt_config.h"
 #include "server/pt_server.h"
 
+/* The text of --help; docs/man/packtrackd.8 says the same at more length, and
+ * tests/ops/check-man.sh checks that every option here is in the page. */
 static void usage(FILE *f)
 {
     fprintf(f,
             "Usage: packtrackd [OPTION]...\n"
             "The PackTrack secure messaging server.\n"
             "\n"
-            "  -c, --config FILE          read settings from FILE (INI; see docs/packtrackd.conf);\n"
+            "  -c, --config FILE          read settings from FILE (INI; packtrackd.conf(5));\n"
             "                             options given here override it; SIGHUP rereads it\n"
-            "      --check-config         check the configuration, print it and exit\n"
+            "      --check-config         check the configuration (file, options, data and key\n"
+            "                             files as this user), print it and exit: 0 clean,\n"
+            "                             1 errors, 2 warnings only\n"
             "  -l, --listen HOST:PORT     address to listen on (default %s:%d;\n"
             "                             IPv6 as [::1]:7000; port 0 picks a free one)\n"
-            "  -d, --data DIR             data directory: server.key and packtrack.db (default %s)\n"
+            "  -d, --data DIR             data directory: server.key, packtrack.db and the\n"
+            "                             control socket control.sock (default %s)\n"
             "  -s, --suites LIST          allowed channel suites in preference order, comma\n"
             "                             separated (default: all): PT1-CHACHAPOLY-BLAKE2B,\n"
             "                             PT1-AESGCM-SHA256, ECDHE-AES256_CTR-SHA384,\n"
@@ -31,10 +36,13 @@ static void usage(FILE *f)
             "      --rate-limit N         messages/s per connection, bursts of 2N (%d); a\n"
             "                             connection above it is closed and its address banned\n"
             "      --ban-time S           seconds a flooding address stays banned (%d)\n"
-            "      --metrics HOST:PORT    serve Prometheus metrics (GET /metrics, plain HTTP)\n"
-            "                             there; off by default; use a private address\n"
+            "      --metrics [HOST:]PORT  serve GET /metrics (Prometheus text) and /healthz\n"
+            "                             there (plain HTTP; HOST defaults to 127.0.0.1); off\n"
+            "                             by default; keep it on a private address\n"
             "      --ready-file PATH      write \"HOST:PORT\\nFINGERPRINT\\n\" there once listening\n"
             "      --log-level LEVEL      error, warn, info or debug (default info)\n"
+            "      --log-file FILE        append logs to FILE instead of stderr; SIGUSR1 or\n"
+            "                             packtrackctl reopen-logs reopen it\n"
             "Obfuscation (the layer under the channel; docs/PROTOCOL.md):\n"
             "      --obfuscation MODE     off (default), accept (plain and MSE on one port, told\n"
             "                             apart by the first bytes), prefer (the same, on a\n"
@@ -51,10 +59,14 @@ static void usage(FILE *f)
             "  -h, --help                 show this help and exit\n"
             "  -V, --version              show the version and exit\n"
             "\n"
-            "Logs go to stderr, one line per event. SIGINT or SIGTERM stop the server\n"
-            "cleanly: no new connections, pending writes committed, replies flushed,\n"
-            "connections closed. Exit status: 0 after a clean stop, 1 when the server\n"
-            "cannot start, 2 for a bad command line or configuration.\n",
+            "Logs go to stderr (or --log-file), one line per event; no key and no message\n"
+            "content is ever logged. Signals: SIGHUP reloads the configuration file (an\n"
+            "invalid one keeps the running configuration; sessions stay up), SIGUSR1 reopens\n"
+            "the log file, SIGINT or SIGTERM stop the server cleanly. packtrackctl(8) talks\n"
+            "to a running server over DIR/control.sock.\n"
+            "Exit status: 0 after a clean stop (or a clean --check-config), 1 for a bad\n"
+            "command line or configuration or when the server cannot start, 2 when\n"
+            "--check-config found warnings only.\n",
             PT_SERVER_DEFAULT_HOST, PT_SERVER_DEFAULT_PORT, PT_SERVER_DEFAULT_DATA,
             PT_SERVER_HANDSHAKE_TIMEOUT_MS / 1000, PT_SERVER_IDLE_TIMEOUT_MS / 1000,
             PT_SERVER_SESSION_EXPIRY_MS / 1000, PT_SERVER_MAX_CONNECTIONS, PT_SERVER_QUEUE_QUOTA,
@@ -63,7 +75,7 @@ static void usage(FILE *f)
 }
 
 enum { OPT_HS = 256, OPT_IDLE, OPT_EXPIRY, OPT_MAXC, OPT_READY, OPT_LOG, OPT_QUOTA, OPT_CHECK,
-       OPT_PERIP, OPT_RATE, OPT_BAN, OPT_OBFS, OPT_METRICS };
+       OPT_PERIP, OPT_RATE, OPT_BAN, OPT_OBFS, OPT_METRICS, OPT_LOGFILE };
 
 static const struct option opts[] = {
     {"config", required_argument, NULL, 'c'},
@@ -82,6 +94,7 @@ static const struct option opts[] = {
     {"metrics", required_argument, NULL, OPT_METRICS},
     {"ready-file", required_argument, NULL, OPT_READY},
     {"log-level", required_argument, NULL, OPT_LOG},
+    {"log-file", required_argument, NULL, OPT_LOGFILE},
     /* obfuscation: each goes to pt_obfs_config_set() under the key named here */
     {"obfuscation", required_argument, NULL, OPT_OBFS},
     {"network-key", required_argument, NULL, OPT_OBFS},
@@ -97,7 +110,7 @@ static const struct option opts[] = {
 static int bad(const char *opt, const char *arg, const char *expect)
 {
     fprintf(stderr, "packtrackd: %s: '%s' is not %s\n", opt, arg, expect);
-    return 2;
+    return 1;
 }
 
 static void print_config(const pt_server_config *c)
@@ -110,6 +123,7 @@ static void print_config(const pt_server_config *c)
     if (c->metrics_host) printf("\nmetrics_listen = %s%s%s:%u", strchr(c->metrics_host, ':') ? "[" : "",
                                 c->metrics_host, strchr(c->metrics_host, ':') ? "]" : "", c->metrics_port);
     else printf("\n; metrics_listen: off");
+    if (c->log_file) printf("\nlog_file = %s", c->log_file);
     printf("\nlog_level = %s\n[limits]\nhandshake_timeout = %u\nidle_timeout = %u\n"
            "session_expiry = %u\nmax_connections = %u\nqueue_quota = %u\n"
            "max_conns_per_ip = %u\nrate_limit = %u\nban_time = %u\n",
@@ -136,6 +150,13 @@ static const char *obfs_key(const char *opt)
     return opt;
 }
 
+static void print_diags(const pt_config_file *f)
+{
+    for (size_t i = 0; i < f->ndiags; i++) fprintf(stderr, "%s\n", f->diags[i].text);
+    size_t more = f->nerrors + f->nwarnings - f->ndiags;
+    if (more) fprintf(stderr, "packtrackd: ... and %zu more problems\n", more);
+}
+
 int main(int argc, char **argv)
 {
     static pt_config_file file; /* static: cfg's strings point into it */
@@ -153,14 +174,14 @@ int main(int argc, char **argv)
         if (o == OPT_CHECK) check = true;
     }
     if (config_path) {
-        char err[512];
-        if (pt_config_load(&file, config_path, err, sizeof err) != 0) {
-            fprintf(stderr, "packtrackd: %s\n", err);
-            return 2;
+        int lrc = pt_config_load(&file, config_path);
+        if (lrc != 0 && !check) {
+            print_diags(&file);
+            return 1;
         }
         cfg = file.cfg;
-        if (!file.has_listen) cfg.port = PT_SERVER_DEFAULT_PORT;
-        if (file.has_log_level) pt_log_set_level((pt_log_level)file.log_level);
+        if (!(file.set & PT_CFG_BIT(PT_CFG_LISTEN))) cfg.port = PT_SERVER_DEFAULT_PORT;
+        if (file.set & PT_CFG_BIT(PT_CFG_LOG_LEVEL)) pt_log_set_level((pt_log_level)file.log_level);
         cfg.config_path = config_path;
     }
     /* pass 2: options override the file */
@@ -168,6 +189,7 @@ int main(int argc, char **argv)
     opterr = 1;
     int n;
     uint32_t v;
+#define PIN(k) cfg.pinned |= PT_CFG_BIT(k)
     while ((o = getopt_long(argc, argv, "c:l:d:s:hV", opts, &li)) != -1) {
         switch (o) {
         case 'c': case OPT_CHECK: break;
@@ -175,49 +197,60 @@ int main(int argc, char **argv)
             if (pt_parse_listen(optarg, host, sizeof host, &cfg.port) != 0)
                 return bad("--listen", optarg, "HOST:PORT");
             cfg.host = host;
+            PIN(PT_CFG_LISTEN);
             break;
-        case 'd': cfg.data_dir = optarg; break;
+        case 'd': cfg.data_dir = optarg; PIN(PT_CFG_DATA); break;
         case OPT_METRICS:
-            if (pt_parse_listen(optarg, metrics_host, sizeof metrics_host, &cfg.metrics_port) != 0)
-                return bad("--metrics", optarg, "HOST:PORT");
+            if (pt_parse_listen_local(optarg, metrics_host, sizeof metrics_host, &cfg.metrics_port) != 0)
+                return bad("--metrics", optarg, "[HOST:]PORT");
             cfg.metrics_host = metrics_host;
+            PIN(PT_CFG_METRICS);
             break;
         case 's':
             if ((n = pt_suite_list_parse(optarg, cfg.suites, PT_CHAN_MAX_SUITES)) < 0)
                 return bad("--suites", optarg, "a list of known suites");
             cfg.nsuites = (size_t)n;
+            PIN(PT_CFG_SUITES);
             break;
         case OPT_HS:
             if (pt_parse_seconds(optarg, 3600, &cfg.handshake_timeout_ms))
                 return bad("--handshake-timeout", optarg, "1 to 3600 seconds");
+            PIN(PT_CFG_HANDSHAKE_TIMEOUT);
             break;
         case OPT_IDLE:
             if (pt_parse_seconds(optarg, 86400, &cfg.idle_timeout_ms))
                 return bad("--idle-timeout", optarg, "1 to 86400 seconds");
+            PIN(PT_CFG_IDLE_TIMEOUT);
             break;
         case OPT_EXPIRY:
             if (pt_parse_seconds(optarg, 30 * 86400, &cfg.session_expiry_ms))
                 return bad("--session-expiry", optarg, "1 to 2592000 seconds");
+            PIN(PT_CFG_SESSION_EXPIRY);
             break;
         case OPT_MAXC:
             if (pt_parse_uint(optarg, 1, 1000000, &v)) return bad("--max-connections", optarg, "from 1 to 1000000");
             cfg.max_connections = v;
+            PIN(PT_CFG_MAX_CONNECTIONS);
             break;
         case OPT_QUOTA:
             if (pt_parse_uint(optarg, 1, 100000000, &v)) return bad("--queue-quota", optarg, "from 1 to 100000000");
             cfg.queue_quota = v;
+            PIN(PT_CFG_QUEUE_QUOTA);
             break;
         case OPT_PERIP:
             if (pt_parse_uint(optarg, 1, 1000000, &v)) return bad("--max-conns-per-ip", optarg, "from 1 to 1000000");
             cfg.max_conns_per_ip = v;
+            PIN(PT_CFG_MAX_CONNS_PER_IP);
             break;
         case OPT_RATE:
             if (pt_parse_uint(optarg, 1, 10000000, &v)) return bad("--rate-limit", optarg, "from 1 to 10000000");
             cfg.rate_limit = v;
+            PIN(PT_CFG_RATE_LIMIT);
             break;
         case OPT_BAN:
             if (pt_parse_uint(optarg, 1, 30 * 86400, &v)) return bad("--ban-time", optarg, "1 to 2592000 seconds");
             cfg.ban_s = v;
+            PIN(PT_CFG_BAN_TIME);
             break;
         case OPT_READY: cfg.ready_file = optarg; break;
         case OPT_LOG: {
@@ -225,35 +258,51 @@ int main(int argc, char **argv)
             if (pt_log_parse_level(optarg, &lvl) != 0)
                 return bad("--log-level", optarg, "error, warn, info or debug");
             pt_log_set_level(lvl);
+            PIN(PT_CFG_LOG_LEVEL);
             break;
         }
+        case OPT_LOGFILE:
+            if (!*optarg) return bad("--log-file", optarg, "a file name");
+            cfg.log_file = optarg;
+            PIN(PT_CFG_LOG_FILE);
+            break;
         case OPT_OBFS: {
             const char *why = pt_obfs_config_set(&cfg.obfs, obfs_key(opts[li].name), optarg);
             if (why) {
                 fprintf(stderr, "packtrackd: --%s: %s (got '%s')\n", opts[li].name, why,
                         strcmp(opts[li].name, "network-key") == 0 ? "..." : optarg);
-                return 2;
+                return 1;
             }
+            for (int k = PT_CFG_OBFS_MODE; k <= PT_CFG_OBFS_DEFER_RULES; k++)
+                if (strcmp(pt_config_key_get(k)->name, obfs_key(opts[li].name)) == 0) PIN(k);
             break;
         }
-        default: usage(stderr); return 2;
+        default: usage(stderr); return 1;
         }
+    }
+#undef PIN
+    if (optind < argc) {
+        fprintf(stderr, "packtrackd: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        return 1;
+    }
+    if (check) {
+        pt_config_check_env(&file, config_path, &cfg);
+        print_diags(&file);
+        if (file.nerrors == 0) print_config(&cfg);
+        fprintf(stderr, "packtrackd: %s: %zu error%s, %zu warning%s\n", config_path ? config_path : "(no file)",
+                file.nerrors, file.nerrors == 1 ? "" : "s", file.nwarnings, file.nwarnings == 1 ? "" : "s");
+        if (file.nerrors) return 1;
+        if (file.nwarnings) return 2;
+        printf("configuration OK\n");
+        return 0;
     }
     char obfs_err[300];
     if (pt_obfs_config_check(&cfg.obfs, obfs_err, sizeof obfs_err) != 0) {
         fprintf(stderr, "packtrackd: %s\n", obfs_err);
-        return 2;
+        return 1;
     }
-    if (optind < argc) {
-        fprintf(stderr, "packtrackd: unexpected argument '%s'\n", argv[optind]);
-        usage(stderr);
-        return 2;
-    }
-    if (check) {
-        print_config(&cfg);
-        printf("configuration OK\n");
-        return 0;
-    }
+    if (file.nwarnings) print_diags(&file);
     if (pt_init() != 0) {
         fprintf(stderr, "packtrackd: cannot initialise the crypto libraries\n");
         return 1;

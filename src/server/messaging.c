@@ -227,7 +227,10 @@ static int bind_apply(sqlite3 *db, void *arg)
     if (rc < 0) return rc;
     if (b->err_code) return PT_ERR_STATE;
     if (!exists) {
+        /* retired_usernames: a deleted user's name stays taken (packtrackctl(8)) */
         if ((rc = pt_db_stmt(db, "SELECT username_key = ?1 FROM users WHERE username_key = ?1 "
+                                    "OR username_skeleton = ?2 UNION ALL SELECT username_key = ?1 "
+                                    "FROM retired_usernames WHERE username_key = ?1 "
                                     "OR username_skeleton = ?2", &st)))
             return rc;
         sqlite3_bind_text(st, 1, b->key, -1, SQLITE_STATIC);

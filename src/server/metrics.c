@@ -7,7 +7,8 @@
  * bytes and must be complete within PT_METRICS_TIMEOUT_MS, at most
  * PT_METRICS_MAX_CONNS scrapes are served at once (more are closed at accept),
  * and the answer is built from counters already in memory (no store query). One
- * request per connection: GET /metrics is answered 200, another path 404, another
+ * request per connection: GET /metrics is answered 200 (and GET /healthz 200 with
+ * {"status":"ok"}, for load balancers and systemd-less supervisors), another path 404, another
  * method 405, anything malformed or oversized 400; then the connection closes.
  * Bind the endpoint to a private address: it is not authenticated.
  */
@@ -138,13 +139,14 @@ static void mc_written(uv_write_t *req, int status)
     mc_close(req->data); /* HTTP/1.0: the answer ends with the connection */
 }
 
-/* Sends the status line, the headers and body (may be NULL), then closes. */
-static void mc_answer(pt_metrics_conn *m, int code, const char *reason, const pt_buf *body)
+/* Sends the status line, the headers and body (may be NULL; type NULL: the
+ * Prometheus text type for 200), then closes. */
+static void mc_answer_typed(pt_metrics_conn *m, int code, const char *reason, const pt_buf *body, const char *type)
 {
     m->answered = true;
     uv_read_stop((uv_stream_t *)&m->tcp);
     uv_timer_stop(&m->timer);
-    const char *type = code == 200 ? "text/plain; version=0.0.4; charset=utf-8" : "text/plain; charset=utf-8";
+    if (!type) type = code == 200 ? "text/plain; version=0.0.4; charset=utf-8" : "text/plain; charset=utf-8";
     char head[256], text[64];
     snprintf(text, sizeof text, "%d %s\n", code, reason);
     size_t blen = body ? body->len : strlen(text);
@@ -159,6 +161,11 @@ static void mc_answer(pt_metrics_conn *m, int code, const char *reason, const pt
     uv_buf_t b = uv_buf_init((char *)m->resp.data, (unsigned)m->resp.len);
     m->wreq.data = m;
     if (uv_write(&m->wreq, (uv_stream_t *)&m->tcp, &b, 1, mc_written) != 0) mc_close(m);
+}
+
+static void mc_answer(pt_metrics_conn *m, int code, const char *reason, const pt_buf *body)
+{
+    mc_answer_typed(m, code, reason, body, NULL);
 }
 
 static void mc_bad(pt_metrics_conn *m, int code, const char *reason, const char *why)
@@ -199,6 +206,17 @@ static void mc_request(pt_metrics_conn *m, size_t line_len)
     }
     const char *path = sp1 + 1;
     size_t plen = strcspn(path, "?");
+    if (plen == 8 && memcmp(path, "/healthz", 8) == 0) {
+        /* liveness: the loop answered; nothing else is consulted */
+        pt_buf ok;
+        pt_buf_init(&ok);
+        if (pt_buf_append(&ok, "{\"status\":\"ok\"}\n", 16) == 0)
+            mc_answer_typed(m, 200, "OK", &ok, "application/json");
+        else
+            mc_answer(m, 500, "Internal Server Error", NULL);
+        pt_buf_free(&ok);
+        return;
+    }
     if (plen != 8 || memcmp(path, "/metrics", 8) != 0) {
         mc_answer(m, 404, "Not Found", NULL);
         return;

@@ -1,14 +1,17 @@
 /*
  * packtrackd's configuration file: INI, read with libinih. Command-line flags
- * override the file. Every key, its default and its meaning:
+ * override the file. Every key, its default, and whether a reload (SIGHUP or
+ * `packtrackctl reload`) applies it (R) or it needs a restart (-):
  *
  *   [server]
- *   listen = 127.0.0.1:7000          ; HOST:PORT, [V6]:PORT
- *   data = ./var                     ; server.key and packtrack.db live here
- *   suites = PT1-CHACHAPOLY-BLAKE2B,PT1-AESGCM-SHA256,...   ; allowed, preferred first
- *   log_level = info                 ; error | warn | info | debug
- *   metrics_listen = 127.0.0.1:9100  ; Prometheus endpoint (GET /metrics); off when absent
- *   [limits]
+ *   listen = 127.0.0.1:7000          -  HOST:PORT, [V6]:PORT
+ *   data = ./var                     -  server.key, packtrack.db, control.sock live here
+ *   suites = PT1-CHACHAPOLY-BLAKE2B,PT1-AESGCM-SHA256,...   -  allowed, preferred first
+ *   log_level = info                 R  error | warn | info | debug
+ *   log_file =                       R  append logs there instead of stderr; SIGUSR1 reopens
+ *   metrics_listen = 127.0.0.1:9100  -  /metrics and /healthz; off when absent; HOST defaults
+ *                                       to 127.0.0.1 when only :PORT is given
+ *   [limits]                         R  (all of them)
  *   handshake_timeout = 10           ; seconds
  *   idle_timeout = 300               ; seconds
  *   session_expiry = 900             ; seconds a session outlives its connection
@@ -17,7 +20,7 @@
  *   max_conns_per_ip = 64            ; connections from one address
  *   rate_limit = 5000                ; messages/s per connection (bursts of twice that)
  *   ban_time = 600                   ; seconds a flooding address is banned
- *   [obfuscation]                    ; the layer under the channel (obfs_conn.c)
+ *   [obfuscation]                    -  the layer under the channel (obfs_conn.c)
  *   mode = off                       ; off | accept | prefer | require | pt-obfs
  *   network_key =                    ; hex (16..64 bytes; pt-obfs: 32) or a key file
  *   server_id =                      ; MSE SKEY input, the same on the clients
@@ -25,36 +28,100 @@
  *   decoy =                          ; pt-obfs: HOST:PORT for rejected flights
  *   defer_rules = none               ; MSE rules answered at the deadline instead
  *
- * Unknown sections or keys and malformed values are errors that name the file and
- * line. On SIGHUP the server rereads the file: log_level and the [limits] take
- * effect at once; listen, data, suites, [obfuscation] and metrics_listen need a restart (a log
- * line says so).
+ * Every problem is reported as "FILE:LINE:COL: error: ..." or "...: warning: ...":
+ * syntax, unknown section or key, a value of the wrong type or out of range, a key
+ * or data file the running user cannot read. A key missing from the file takes
+ * its default (on a reload too), unless the command line set it.
  */
 #ifndef PT_CONFIG_H
 #define PT_CONFIG_H
 
 #include "server/pt_server.h"
 
-/* Options the file may set, with presence flags so flags can override. */
+/* The keys, as bits of pt_config_file.set and pt_server_config.pinned. */
+typedef enum pt_config_key {
+    PT_CFG_LISTEN = 0,
+    PT_CFG_DATA,
+    PT_CFG_SUITES,
+    PT_CFG_LOG_LEVEL,
+    PT_CFG_LOG_FILE,
+    PT_CFG_METRICS,
+    PT_CFG_HANDSHAKE_TIMEOUT,
+    PT_CFG_IDLE_TIMEOUT,
+    PT_CFG_SESSION_EXPIRY,
+    PT_CFG_MAX_CONNECTIONS,
+    PT_CFG_QUEUE_QUOTA,
+    PT_CFG_MAX_CONNS_PER_IP,
+    PT_CFG_RATE_LIMIT,
+    PT_CFG_BAN_TIME,
+    PT_CFG_OBFS_MODE,
+    PT_CFG_OBFS_NETWORK_KEY,
+    PT_CFG_OBFS_SERVER_ID,
+    PT_CFG_OBFS_HANDSHAKE_TIMEOUT,
+    PT_CFG_OBFS_DECOY,
+    PT_CFG_OBFS_DEFER_RULES,
+    PT_CFG_NKEYS
+} pt_config_key;
+
+#define PT_CFG_BIT(k) (UINT32_C(1) << (k))
+
+/* One key: its section and name, and whether a reload applies it. */
+typedef struct pt_config_key_info {
+    const char *section;
+    const char *name;
+    bool reloadable;            /* false: a changed value logs "requires restart: KEY" */
+} pt_config_key_info;
+const pt_config_key_info *pt_config_key_get(pt_config_key k);
+
+#define PT_CONFIG_MAX_DIAGS 32       /* problems kept with their text; more are counted */
+#define PT_CONFIG_LINE_MAX 1024      /* longer lines are an error */
+
+typedef struct pt_config_diag {
+    bool error;                 /* false: a warning */
+    int line, col;              /* 1-based; 0 when the problem has no place in the file */
+    char text[400];             /* "FILE:LINE:COL: error: what" */
+} pt_config_diag;
+
+/* What a file said, with presence bits so that flags can override. */
 typedef struct pt_config_file {
-    pt_server_config cfg;     /* values read (strings point into this struct) */
-    bool has_listen, has_data, has_suites, has_log_level, has_metrics;
-    bool has_obfs;            /* an [obfuscation] key was set (applies after a restart) */
-    int log_level;            /* a pt_log_level */
+    pt_server_config cfg;       /* values read (strings point into this struct) */
+    uint32_t set;               /* PT_CFG_BIT of each key present */
+    int line[PT_CFG_NKEYS];     /* where each key was (last) set */
+    int log_level;              /* a pt_log_level */
     char host[256];
     char data[1024];
     char metrics_host[256];
+    char log_file[1024];
+    bool network_key_inline;    /* network_key is the key itself, not a file's path */
+    size_t nerrors, nwarnings;  /* every problem found, kept or not */
+    size_t ndiags;
+    pt_config_diag diags[PT_CONFIG_MAX_DIAGS]; /* the first ones, in file order */
 } pt_config_file;
 
-/* Reads path. 0, or PT_ERR_IO (unreadable) / PT_ERR_INVAL (bad content) with a
- * message "FILE:LINE: what" in err. */
-int pt_config_load(pt_config_file *out, const char *path, char *err, size_t errlen) PT_WUR;
+/* Reads path and checks every key. Returns 0 when the file has no error (it may
+ * have warnings), PT_ERR_IO when it cannot be read, PT_ERR_INVAL when some key is
+ * wrong; out->diags says what and where either way (a secret is never quoted). */
+int pt_config_load(pt_config_file *out, const char *path) PT_WUR;
+
+/* The checks that need the whole configuration, and the file system as the running
+ * user: the data directory, its key and database files, the log file, the
+ * obfuscation settings together. cfg is the effective configuration (file plus
+ * command line), f the file it came from, read from path (NULL: no file, f zeroed;
+ * problems are then reported without a place). Adds to f's diagnostics. */
+void pt_config_check_env(pt_config_file *f, const char *path, const pt_server_config *cfg);
+
+/* The first error's text, for one-line reports ("" when there is none). */
+const char *pt_config_first_error(const pt_config_file *f);
 
 /* Parses "HOST:PORT" / "[V6]:PORT" into host (size hostlen) and port. */
 int pt_parse_listen(const char *arg, char *host, size_t hostlen, uint16_t *port) PT_WUR;
+/* The same, and "PORT" or ":PORT" alone mean 127.0.0.1 (the metrics listener). */
+int pt_parse_listen_local(const char *arg, char *host, size_t hostlen, uint16_t *port) PT_WUR;
 
 /* Parses whole seconds from 1 to max_s into milliseconds. */
 int pt_parse_seconds(const char *arg, uint32_t max_s, uint32_t *out_ms) PT_WUR;
+/* A decimal integer in [min, max]: 0, PT_ERR_DECODE when it is not a number at all,
+ * PT_ERR_INVAL when it is one but out of range. */
 int pt_parse_uint(const char *arg, uint32_t min, uint32_t max, uint32_t *out) PT_WUR;
 
 #endif

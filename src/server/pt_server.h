@@ -58,7 +58,10 @@ typedef struct pt_server_config {
                                              >= 128) = the real 128. packtrackd never sets it
                                              (no flag, key or variable reaches it) */
     const char *ready_file;               /* if set, "host:port\n" is written there once listening */
-    const char *config_path;              /* reread on SIGHUP, if set */
+    const char *config_path;              /* reread on SIGHUP / packtrackctl reload, if set */
+    const char *log_file;                 /* logs appended there instead of stderr; NULL: stderr */
+    uint32_t pinned;                      /* PT_CFG_BIT()s of keys given on the command line:
+                                             a reload leaves them as they are */
     pt_obfs_server_config obfs;           /* obfuscation layer; zero: off */
 } pt_server_config;
 

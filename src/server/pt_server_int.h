@@ -127,6 +127,15 @@ struct pt_server {
     uv_read_cb read_cb;
     uv_timer_cb timer_cb;           /* a connection's timer (obfs_conn.c re-arms it) */
     struct pt_obfs_server *obfs;    /* obfuscation state (obfs_conn.c), NULL when off */
+    /* operations (issue 9): reload.c, logfile.c, control.c, notify.c */
+    char log_file[1024];            /* the log file in use; "" while logging to stderr */
+    uv_signal_t sigusr1;            /* reopens the log file */
+    bool sigusr1_on;
+    uint64_t started_ms;            /* loop time at startup, for `status` */
+    uint64_t reloads;               /* configuration reloads that succeeded */
+    struct pt_ctl *ctl;             /* the control socket (control.c), NULL when closed */
+    uint8_t (*banned)[16];          /* banned users, sorted (admin.c) */
+    size_t nbanned, banned_cap;
     uint8_t readbuf[65536];         /* shared by every read on this loop */
 };
 
@@ -301,9 +310,66 @@ int pt_srv_dir_user_devices(pt_server *s, const uint8_t user[16], const uint8_t 
                             pt_srv_devlist *out);
 /* A binding committed: device belongs to user. */
 void pt_srv_dir_device_bound(pt_server *s, const uint8_t user[16], const uint8_t device[32]);
+/* The user was deleted (admin.c): its device list goes; the next lookup reads the store. */
+void pt_srv_dir_forget_user(pt_server *s, const uint8_t user[16]);
 bool pt_srv_dir_blocked(pt_server *s, const uint8_t by[16], const uint8_t whom[16]);
 /* A contact operation committed: whether `by` blocks `whom` now. */
 int pt_srv_dir_set_blocked(pt_server *s, const uint8_t by[16], const uint8_t whom[16], bool blocked);
+
+/* ---- operations (issue 9) --------------------------------------------------------------- */
+
+/* The default suite list, in preference order (server.c). */
+extern const uint8_t pt_srv_default_suites[];
+extern const size_t pt_srv_default_nsuites;
+
+/* Rereads the configuration file and applies what can change live (reload.c).
+ * via names the trigger in the log ("SIGHUP", "control"). 0, or an error with a
+ * one-line reason in msg (may be NULL); the running configuration then stays. */
+int pt_srv_reload(pt_server *s, const char *via, char *msg, size_t msglen);
+
+/* The log file (logfile.c): opened at startup when configured; reopened at the
+ * same path on SIGUSR1 or `packtrackctl reopen-logs`. */
+int pt_srv_logs_start(pt_server *s);
+void pt_srv_logs_stop(pt_server *s);   /* back to stderr */
+void pt_srv_logs_signal_start(pt_server *s);
+void pt_srv_logs_signal_stop(pt_server *s);
+int pt_srv_reopen_logs(pt_server *s, const char *via, char *msg, size_t msglen);
+/* A reload named path (NULL: none) as the log file: switches to it if it changed. */
+int pt_srv_reload_log_file(pt_server *s, const char *path, char *msg, size_t msglen);
+
+/* Operators' user administration (admin.c). */
+int pt_srv_admin_init(pt_server *s);  /* loads the bans; after the store is open */
+void pt_srv_admin_free(pt_server *s);
+/* Whether user is banned: its devices' calls are answered 403 USER_BANNED. */
+bool pt_srv_user_banned(const pt_server *s, const uint8_t user[16]);
+typedef enum { PT_ADMIN_BAN, PT_ADMIN_UNBAN, PT_ADMIN_DELETE } pt_srv_admin_action;
+typedef struct pt_srv_admin_result {
+    int rc;                         /* 0, PT_ERR_NOT_FOUND (no such user) or another error */
+    const char *error;              /* a sentence when rc != 0 (static storage) */
+    uint8_t user_id[16];
+    char name[128];                 /* the user's display name */
+    size_t devices;                 /* delete: devices removed */
+    size_t queued;                  /* delete: queue rows dropped */
+    size_t conns_closed;            /* connections closed */
+} pt_srv_admin_result;
+typedef void (*pt_srv_admin_cb)(void *ud, const pt_srv_admin_result *r);
+/* Resolves the username and applies the action through the store's writer; cb
+ * runs on the loop once it is committed (or at once when it cannot start). */
+void pt_srv_admin_user(pt_server *s, pt_srv_admin_action action, const char *name, pt_srv_admin_cb cb,
+                       void *ud);
+
+/* The control socket (control.c): lock takes DATA/packtrackd.lock (before the store
+ * opens), start listens on DATA/control.sock, stop closes it and every request,
+ * free (after the loop is closed) releases the lock. */
+typedef struct pt_ctl pt_ctl;
+int pt_srv_ctl_lock(pt_server *s);
+int pt_srv_ctl_start(pt_server *s);
+void pt_srv_ctl_stop(pt_server *s);
+void pt_srv_ctl_free(pt_server *s);
+
+/* systemd readiness notifications (notify.c); nothing outside systemd. */
+typedef enum { PT_SRV_NOTIFY_READY, PT_SRV_NOTIFY_RELOADING, PT_SRV_NOTIFY_STOPPING } pt_srv_notify_state;
+void pt_srv_notify(pt_server *s, pt_srv_notify_state st);
 
 /* The metrics endpoint (src/server/metrics.c): HTTP/1.0 GET /metrics on its own
  * listener on the loop, when cfg.metrics_host is set. */

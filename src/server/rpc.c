@@ -78,6 +78,8 @@ void pt_srv_rpc(pt_conn *c, uint64_t msg_id, const uint8_t *body, size_t len)
     default:
         if (!c->srv->db) /* shutting down: the store is closed */
             reply_error(c, msg_id, PT_RPC_UNAVAILABLE, "SHUTTING_DOWN");
+        else if (c->dev && c->dev->bound && pt_srv_user_banned(c->srv, c->dev->user_id))
+            reply_error(c, msg_id, PT_RPC_FORBIDDEN, "USER_BANNED"); /* packtrackctl user ban */
         else if (!pt_srv_messaging_rpc(c, msg_id, o.id, &o.u) &&
                  !pt_srv_presence_rpc(c, msg_id, o.id, &o.u) &&
                  !pt_srv_contacts_rpc(c, msg_id, o.id, &o.u) &&

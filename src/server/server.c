@@ -12,9 +12,10 @@
 #include "store/pt_db.h"
 #include "store/pt_keyfile.h"
 
-static const uint8_t default_suites[] = {PT_SUITE_CHACHAPOLY_BLAKE2B, PT_SUITE_AESGCM_SHA256,
+const uint8_t pt_srv_default_suites[] = {PT_SUITE_CHACHAPOLY_BLAKE2B, PT_SUITE_AESGCM_SHA256,
                                          PT_SUITE_AES256CTR_SHA384, PT_SUITE_AES128CTR_SHA256,
                                          PT_SUITE_MTPROTO2};
+const size_t pt_srv_default_nsuites = sizeof pt_srv_default_suites;
 
 /* ---- the session table ---------------------------------------------------------------- */
 
@@ -512,6 +513,9 @@ static void on_stop_async(uv_async_t *a)
     uv_close((uv_handle_t *)&s->sigint, NULL);
     uv_close((uv_handle_t *)&s->sigterm, NULL);
     uv_close((uv_handle_t *)&s->sighup, NULL);
+    pt_srv_notify(s, PT_SRV_NOTIFY_STOPPING); /* ops (issue 9) */
+    pt_srv_logs_signal_stop(s);
+    pt_srv_ctl_stop(s);
     pt_metrics_stop(s);
     /* the writer finishes what was submitted; replies still go out */
     if (s->db) {
@@ -531,35 +535,11 @@ static void on_signal(uv_signal_t *sig, int signum)
     on_stop_async((uv_async_t *)&((pt_server *)sig->data)->stop_async);
 }
 
-/* SIGHUP: reread the configuration file; what can change live changes now. */
+/* SIGHUP: reread the configuration file; what can change live changes now (reload.c). */
 static void on_sighup(uv_signal_t *sig, int signum)
 {
     (void)signum;
-    pt_server *s = sig->data;
-    if (!s->config_path[0]) {
-        pt_log_info("SIGHUP: no configuration file to reload");
-        return;
-    }
-    pt_config_file f;
-    char err[512];
-    if (pt_config_load(&f, s->config_path, err, sizeof err) != 0) {
-        pt_log_error("SIGHUP: %s; keeping the running configuration", err);
-        return;
-    }
-    if (f.has_log_level) pt_log_set_level((pt_log_level)f.log_level);
-    if (f.cfg.handshake_timeout_ms) s->cfg.handshake_timeout_ms = f.cfg.handshake_timeout_ms;
-    if (f.cfg.idle_timeout_ms) s->cfg.idle_timeout_ms = f.cfg.idle_timeout_ms;
-    if (f.cfg.session_expiry_ms) s->cfg.session_expiry_ms = f.cfg.session_expiry_ms;
-    if (f.cfg.max_connections) s->cfg.max_connections = f.cfg.max_connections;
-    if (f.cfg.queue_quota) s->cfg.queue_quota = f.cfg.queue_quota;
-    if (f.cfg.max_conns_per_ip) s->cfg.max_conns_per_ip = f.cfg.max_conns_per_ip;
-    if (f.cfg.rate_limit) s->cfg.rate_limit = f.cfg.rate_limit;
-    if (f.cfg.ban_s) s->cfg.ban_s = f.cfg.ban_s;
-    if (f.has_listen || f.has_data || f.has_suites || f.has_obfs || f.has_metrics)
-        pt_log_warn("SIGHUP: listen, data, suites, [obfuscation] and metrics_listen take effect after a restart");
-    pt_log_info("SIGHUP: reloaded %s (log level %d, idle timeout %u s, queue quota %u)",
-                s->config_path, (int)pt_log_get_level(), s->cfg.idle_timeout_ms / 1000,
-                s->cfg.queue_quota);
+    (void)pt_srv_reload(sig->data, "SIGHUP", NULL, 0); /* logged there */
 }
 
 void pt_server_stop(pt_server *s) { uv_async_send(&s->stop_async); }
@@ -588,8 +568,8 @@ pt_server *pt_server_new(const pt_server_config *cfg, int *err)
     if (!s->cfg.host) s->cfg.host = PT_SERVER_DEFAULT_HOST;
     if (!s->cfg.data_dir) s->cfg.data_dir = PT_SERVER_DEFAULT_DATA;
     if (!s->cfg.nsuites) {
-        memcpy(s->cfg.suites, default_suites, sizeof default_suites);
-        s->cfg.nsuites = sizeof default_suites;
+        memcpy(s->cfg.suites, pt_srv_default_suites, sizeof pt_srv_default_suites);
+        s->cfg.nsuites = sizeof pt_srv_default_suites;
     }
     if (!s->cfg.handshake_timeout_ms) s->cfg.handshake_timeout_ms = PT_SERVER_HANDSHAKE_TIMEOUT_MS;
     if (!s->cfg.idle_timeout_ms) s->cfg.idle_timeout_ms = PT_SERVER_IDLE_TIMEOUT_MS;
@@ -615,12 +595,14 @@ pt_server *pt_server_new(const pt_server_config *cfg, int *err)
     s->alloc_cb = on_alloc;
     s->read_cb = on_read;
     s->timer_cb = on_timer;
+    if ((rc = pt_srv_logs_start(s)) != 0) goto fail; /* ops (issue 9): log_file */
 
     rc = PT_ERR_IO;
     if (mkdir(s->data_dir, 0700) != 0 && errno != EEXIST) {
         pt_log_error("cannot create data directory %s: %s", s->data_dir, strerror(errno));
         goto fail;
     }
+    if ((rc = pt_srv_ctl_lock(s)) != 0) goto fail; /* ops (issue 9): one server per data dir */
     char path[sizeof s->data_dir + 32];
     snprintf(path, sizeof path, "%s/server.key", s->data_dir);
     if ((rc = pt_keyfile_load_or_create(path, s->static_sk, s->static_pk)) != 0) goto fail;
@@ -642,6 +624,7 @@ pt_server *pt_server_new(const pt_server_config *cfg, int *err)
     if ((rc = load_next_server_id(s)) != 0) goto fail;
     if ((rc = pt_srv_queues_init(s)) != 0) goto fail;
     if ((rc = pt_srv_dir_init(s)) != 0) goto fail;
+    if ((rc = pt_srv_admin_init(s)) != 0) goto fail; /* ops (issue 9): bans */
     rc = PT_ERR_IO;
     uv_tcp_init(&s->loop, &s->listener);
     s->listener.data = s;
@@ -683,6 +666,9 @@ pt_server *pt_server_new(const pt_server_config *cfg, int *err)
     uv_signal_start(&s->sighup, on_sighup, SIGHUP);
     signal(SIGPIPE, SIG_IGN);
     if ((rc = pt_metrics_start(s)) != 0) goto fail;
+    pt_srv_logs_signal_start(s); /* ops (issue 9): SIGUSR1, the control socket */
+    if ((rc = pt_srv_ctl_start(s)) != 0) goto fail;
+    s->started_ms = uv_now(&s->loop);
     if (s->cfg.test_user_id_bits)
         pt_log_warn("TEST ONLY: user ids shortened to %u bits", s->cfg.test_user_id_bits);
     if (err) *err = 0;
@@ -712,6 +698,7 @@ int pt_server_run(pt_server *s)
             return PT_ERR_IO;
         }
     }
+    pt_srv_notify(s, PT_SRV_NOTIFY_READY); /* ops (issue 9): systemd Type=notify */
     uv_run(&s->loop, UV_RUN_DEFAULT);
     pt_log_info("stopped");
     return 0;
@@ -733,6 +720,7 @@ void pt_server_free(pt_server *s)
         pt_db_close(s->db);
         s->db = NULL;
     }
+    pt_srv_ctl_stop(s); /* ops (issue 9) */
     if (s->loop_ready) {
         /* close whatever is still open (a server that never ran) */
         uv_walk(&s->loop, close_walk, NULL);
@@ -747,5 +735,8 @@ void pt_server_free(pt_server *s)
     pt_obfs_server_free(s);
     pt_wipe(s->static_sk, sizeof s->static_sk);
     pt_wipe(s->salt_secret, sizeof s->salt_secret);
+    pt_srv_ctl_free(s); /* ops (issue 9) */
+    pt_srv_admin_free(s);
+    pt_srv_logs_stop(s);
     free(s);
 }

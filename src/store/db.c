@@ -106,6 +106,17 @@ static const char *const migrations[PT_DB_SCHEMA_VERSION] = {
     "  user_id BLOB NOT NULL,"
     "  revoked_ms INTEGER NOT NULL"
     ") WITHOUT ROWID;",
+    /* 5 -> 6: operators' bans and deletions (src/server/admin.c, packtrackctl) */
+    "CREATE TABLE banned_users ("
+    "  user_id BLOB PRIMARY KEY,"
+    "  banned_ms INTEGER NOT NULL"
+    ") WITHOUT ROWID;"
+    "CREATE TABLE retired_usernames ("     /* names of deleted users: never bound again */
+    "  username_key TEXT PRIMARY KEY,"
+    "  username_skeleton TEXT NOT NULL,"
+    "  deleted_ms INTEGER NOT NULL"
+    ") WITHOUT ROWID;"
+    "CREATE INDEX retired_by_skeleton ON retired_usernames(username_skeleton);",
 };
 
 const uint32_t pt_db_commit_bucket_us[PT_DB_COMMIT_BUCKETS] = {

@@ -19,7 +19,7 @@
 
 #include "common/pt_common.h"
 
-#define PT_DB_SCHEMA_VERSION 5
+#define PT_DB_SCHEMA_VERSION 6
 #define PT_DB_MAX_BATCH 4096 /* operations in one transaction at most */
 
 typedef struct pt_db pt_db;

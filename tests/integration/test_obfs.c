@@ -14,6 +14,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -732,16 +733,16 @@ static void test_config_checks(void **state)
         int status;
         const char *says;
     } cases[] = {
-        {"--obfuscation require", 2, "needs a network key"},
-        {"--obfuscation sometimes", 2, "expected off, accept, prefer, require or pt-obfs"},
-        {"--obfuscation pt-obfs --network-key 00112233445566778899aabbccddeeff", 2, "exactly 32 bytes"},
-        {"--obfuscation require --network-key 0011", 2, "expected 32 to 128 hex digits"},
-        {"--obfuscation require --network-key /nonexistent/key", 2, "neither hex nor a readable key file"},
+        {"--obfuscation require", 1, "needs a network key"},
+        {"--obfuscation sometimes", 1, "expected off, accept, prefer, require or pt-obfs"},
+        {"--obfuscation pt-obfs --network-key 00112233445566778899aabbccddeeff", 1, "exactly 32 bytes"},
+        {"--obfuscation require --network-key 0011", 1, "expected 32 to 128 hex digits"},
+        {"--obfuscation require --network-key /nonexistent/key", 1, "neither hex nor a readable key file"},
         {"--obfuscation require --network-key " "6a1f0c9e3b5d7a2c4e6f8091a3b5c7d9" " --obfs-decoy 127.0.0.1:80",
-         2, "only used in mode pt-obfs"},
-        {"--obfuscation pt-obfs --network-key KEYFILE --obfs-decoy localhost:80", 2, "numeric HOST:PORT"},
-        {"--obfuscation require --network-key KEYFILE --obfs-defer skey,bogus", 2, "defer_rules"},
-        {"--obfuscation require --network-key KEYFILE --obfs-handshake-timeout 0", 2, "1 to 3600"},
+         1, "only used in mode pt-obfs"},
+        {"--obfuscation pt-obfs --network-key KEYFILE --obfs-decoy localhost:80", 1, "numeric HOST:PORT"},
+        {"--obfuscation require --network-key KEYFILE --obfs-defer skey,bogus", 1, "defer_rules"},
+        {"--obfuscation require --network-key KEYFILE --obfs-handshake-timeout 0", 1, "1 to 3600"},
         {"--obfuscation pt-obfs --network-key KEYFILE --obfs-decoy 127.0.0.1:8080 --check-config", 0,
          "network_key = (set, 32 bytes)"},
         {"--obfuscation require --network-key KEYFILE --obfs-defer all --check-config", 0,
@@ -765,6 +766,13 @@ static void test_config_checks(void **state)
     fprintf(f, "[obfuscation]\nmode = pt-obfs\nnetwork_key = %s\nhandshake_timeout = 5\n", NK);
     fclose(f);
     snprintf(args, sizeof args, "--config %s --check-config", conf);
+    chmod(conf, 0644); /* the key inline in a file others can read: a warning, status 2 */
+    assert_int_equal(run_cmd(args, out), 2);
+    char *warned = pt_test_read_file(out, NULL);
+    assert_non_null(strstr(warned, "p.conf:3:1: warning: the network key is in a file other users can read"));
+    assert_null(strstr(warned, NK));
+    free(warned);
+    chmod(conf, 0600);
     assert_int_equal(run_cmd(args, out), 0);
     char *text = pt_test_read_file(out, NULL);
     assert_non_null(strstr(text, "mode = pt-obfs"));
@@ -774,9 +782,9 @@ static void test_config_checks(void **state)
     f = fopen(conf, "w");
     fprintf(f, "[obfuscation]\nmode = require\nnetwork_key = %.20s\n", NK);
     fclose(f);
-    assert_int_equal(run_cmd(args, out), 2);
+    assert_int_equal(run_cmd(args, out), 1); /* errors: 1 (2 is "warnings only") */
     text = pt_test_read_file(out, NULL);
-    assert_non_null(strstr(text, "p.conf:3: network_key"));
+    assert_non_null(strstr(text, "p.conf:3:15: error: network_key"));
     assert_null(strstr(text, "6a1f0c9e3b5d"));
     free(text);
     /* docs/packtrackd.conf stays a valid file */
