@@ -242,6 +242,9 @@ static void revoke_done(void *arg, int rc)
         }
         pt_srv_device *d = pt_srv_device_get(s, o->device);
         if (d) d->bound = false;
+        /* the in-memory routing and queue counts follow the store */
+        pt_srv_dir_forget_user(s, o->user_id);
+        pt_srv_queue_sub(s, o->device, pt_srv_queue_len(s, o->device));
     }
     pt_srv_sess *e = pt_srv_reply_session(&o->to);
     if (e && rc == 0) pt_srv_reply_ok(e, o->to.req_msg_id);

@@ -1139,6 +1139,8 @@ static void test_devices(void **state)
     assert_int_equal(rc, 404);
     assert_string_equal(fresh.err_msg, "LINK_NOT_FOUND");
 
+    CALL(rc, &f, messages_send, memcpy(q.to, d1.user_id, 16); q.envelope = str("before the revoke"));
+    assert_int_equal(rc, 0); /* routing now knows both of dora's devices */
     /* revocation: signed by the identity key, then the device is gone for good */
     uint8_t msg[17 + 32], sig[64];
     memcpy(msg, "PT1 revoke device", 17);
@@ -1159,6 +1161,22 @@ static void test_devices(void **state)
     assert_int_equal(dec(&f.last).u.prekeys_bundles.bundles.n, 1);
     CALL(rc, &d1, devices_revoke, memcpy(q.device, d2.device, 32); q.signature = (pt_tl_bytes){sig, 64});
     assert_int_equal(rc, 404);
+    /* a send to dora reaches her one device left, not the revoked one */
+    CALL(rc, &f, messages_send, memcpy(q.to, d1.user_id, 16); q.envelope = str("after the revoke"));
+    assert_int_equal(rc, 0);
+    {
+        sqlite3 *db;
+        char path[400];
+        snprintf(path, sizeof path, "%s/packtrack.db", srv.dir);
+        assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+        sqlite3_stmt *st;
+        assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM queue WHERE device_key = ?", -1, &st, NULL), SQLITE_OK);
+        sqlite3_bind_blob(st, 1, d2.device, 32, SQLITE_STATIC);
+        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+        assert_int_equal(sqlite3_column_int(st, 0), 0);
+        sqlite3_finalize(st);
+        sqlite3_close(db);
+    }
     pt_client_drop(d2.c);
     user_connect(&d2, srv.port); /* the same device key comes back */
     assert_int_equal(bind(&d2, "dora"), 403);
