@@ -158,8 +158,8 @@ static int admin_apply(sqlite3 *db, void *arg)
         "DELETE FROM group_members WHERE user_id = ?1",
         "DELETE FROM group_invites WHERE user_id = ?1 OR inviter = ?1",
         "DELETE FROM device_links WHERE user_id = ?1",
-        "INSERT OR REPLACE INTO retired_usernames(username_key, username_skeleton, deleted_ms) "
-        "SELECT username_key, username_skeleton, ?2 FROM users WHERE user_id = ?1 AND username_key IS NOT NULL",
+        ("INSERT OR REPLACE INTO retired_usernames(username_key, username_skeleton, deleted_ms) "
+         "SELECT username_key, username_skeleton, ?2 FROM users WHERE user_id = ?1 AND username_key IS NOT NULL"),
         "DELETE FROM users WHERE user_id = ?1",
     };
     for (size_t i = 0; i < PT_ARRAY_LEN(steps); i++)
