@@ -52,6 +52,7 @@ typedef struct tui_msg {
     int64_t time_ms;
     bool outgoing;
     pt_delivery delivery;   /* outgoing only; only moves forward */
+    bool undecryptable;     /* a placeholder until the message comes again */
     wchar_t *text;          /* owned; control characters already replaced */
 } tui_msg;
 
@@ -202,16 +203,36 @@ static tui_msg *conv_append(tui_conv *c)
  * only_newer: a receipt for a message older than the loaded history is not added at
  * the bottom (our own new message, whose STORED event comes before pt_send() returns,
  * is the newest and is added). */
+/* What a placeholder says: why it could not be read, and that it was asked for again. */
+static wchar_t *msg_text(const pt_message *m)
+{
+    if (!m->undecryptable) return pt_tui_wide(m->text ? m->text : "");
+    static const char *const why[] = {"", "unknown session or changed key", "corrupted", "corrupted", "could not decrypt"};
+    char line[PT_NAME_MAX + 160];
+    snprintf(line, sizeof line, "\u26a0 [could not be read: %s; %s's device was asked to send it again]",
+             m->code >= 1 && m->code <= 4 ? why[m->code] : "unreadable", m->from);
+    return pt_tui_wide(line);
+}
+
 static int conv_upsert(tui_conv *c, const pt_message *m, bool only_newer)
 {
     for (size_t i = c->n; i-- > 0;)
         if (strcmp(c->msgs[i].id, m->id) == 0) {
             if (m->delivery > c->msgs[i].delivery) c->msgs[i].delivery = m->delivery;
+            if (c->msgs[i].undecryptable && !m->undecryptable) { /* it came again: in place */
+                wchar_t *t = msg_text(m);
+                if (!t) return -1;
+                free(c->msgs[i].text);
+                c->msgs[i].text = t;
+                c->msgs[i].undecryptable = false;
+                return 1;
+            }
             return 0;
         }
     if (only_newer && c->n && m->time_ms < c->msgs[c->n - 1].time_ms) return 0;
     tui_msg *x = conv_append(c);
-    if (!x || !(x->text = pt_tui_wide(m->text ? m->text : ""))) return -1;
+    if (!x || !(x->text = msg_text(m))) return -1;
+    x->undecryptable = m->undecryptable;
     snprintf(x->id, sizeof x->id, "%s", m->id);
     snprintf(x->from, sizeof x->from, "%s", m->from);
     x->time_ms = m->time_ms;

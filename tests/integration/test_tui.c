@@ -123,7 +123,7 @@ static void assert_fits(int cols, int rows)
 static void test_chat(void **state)
 {
     (void)state;
-    if (sh("tmux -V >/dev/null 2>&1") != 0) skip();
+    if (sh("tmux -V >/dev/null 2>&1") != 0) fail_msg("tmux is missing: run scripts/deps.sh");
     int st;
     /* two users who are friends */
     cli_ok(home_a, "init --user alice");

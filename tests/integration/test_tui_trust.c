@@ -21,6 +21,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sqlite3.h>
+
 #include "testutil.h"
 
 #define PASSWORD "correct horse battery staple"
@@ -189,7 +191,7 @@ static char *row_with(const char *screen, const char *needle)
 static void test_first_run(void **state)
 {
     (void)state;
-    if (sh("tmux -V >/dev/null 2>&1") != 0) skip();
+    if (sh("tmux -V >/dev/null 2>&1") != 0) fail_msg("tmux is missing: run scripts/deps.sh");
     /* a server that is not there: a clear message and what to check, then q */
     start_chat("nosrv", home_c, "-u PACKTRACK_PASSWORD", "127.0.0.1:1", NULL, 120, 40);
     wait_screen("nosrv", "Username:");
@@ -240,7 +242,7 @@ static void test_first_run(void **state)
 static void test_verify_and_key_change(void **state)
 {
     (void)state;
-    if (sh("tmux -V >/dev/null 2>&1") != 0) skip();
+    if (sh("tmux -V >/dev/null 2>&1") != 0) fail_msg("tmux is missing: run scripts/deps.sh");
     cli_ok(home_a, "init --user alice");
     cli_ok(home_b, "init --user bob");
     cli_ok(home_a, "friend add bob");
@@ -299,7 +301,7 @@ static void test_verify_and_key_change(void **state)
 static void test_group_title(void **state)
 {
     (void)state;
-    if (sh("tmux -V >/dev/null 2>&1") != 0) skip();
+    if (sh("tmux -V >/dev/null 2>&1") != 0) fail_msg("tmux is missing: run scripts/deps.sh");
     cli_ok(home_a, "group create team bob");
     cli_ok(home_b, "recv"); /* bob joins */
     start_chat("g", home_a, NULL, NULL, "'#team'", 120, 40);
@@ -314,7 +316,7 @@ static void test_group_title(void **state)
 static void test_search_earlier_run(void **state)
 {
     (void)state;
-    if (sh("tmux -V >/dev/null 2>&1") != 0) skip();
+    if (sh("tmux -V >/dev/null 2>&1") != 0) fail_msg("tmux is missing: run scripts/deps.sh");
     start_chat("s1", home_a, NULL, NULL, "bob", 120, 40);
     wait_screen("s1", "bob>", "connected");
     line("s1", "a needle 4711 in the haystack");
@@ -368,7 +370,7 @@ static char *state_of(const char *text)
 static void test_receipts_and_notifications(void **state)
 {
     (void)state;
-    if (sh("tmux -V >/dev/null 2>&1") != 0) skip();
+    if (sh("tmux -V >/dev/null 2>&1") != 0) fail_msg("tmux is missing: run scripts/deps.sh");
     char env[1024];
     snprintf(env, sizeof env, "PATH='%s':\\\"\\$PATH\\\" PT_NOTIFY_LOG='%s'", fake_bin, notify_log);
     start_chat("b", home_b, env, NULL, "alice", 120, 40);
@@ -454,7 +456,7 @@ static int fixture_width(const char *row)
 static void test_unicode_layout(void **state)
 {
     (void)state;
-    if (sh("tmux -V >/dev/null 2>&1") != 0) skip();
+    if (sh("tmux -V >/dev/null 2>&1") != 0) fail_msg("tmux is missing: run scripts/deps.sh");
     static const char *const texts[] = {
         "世界你好 cjk",
         "emoji 😀🎉 ok",
@@ -525,6 +527,32 @@ static void test_unicode_layout(void **state)
     quit_chat("u");
 }
 
+/* bob's device loses its sessions: alice's next message shows on bob's screen as a
+ * placeholder with its reason, and is replaced in place once alice's client has
+ * re-keyed and sent it again. */
+static void test_undecryptable_placeholder(void **state)
+{
+    (void)state;
+    cli_ok(home_a, "send bob 'before the loss'");
+    cli_ok(home_b, "recv");
+    cli_ok(home_b, "send alice 'ack'"); /* both sides past their pre-key messages */
+    cli_ok(home_a, "recv");
+    char path[400];
+    snprintf(path, sizeof path, "%s/store.db", home_b);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "DELETE FROM sessions", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    start_chat("u1", home_b, NULL, NULL, "alice", 120, 40);
+    wait_screen("u1", "alice>", "connected");
+    cli_ok(home_a, "send bob 'after the loss'");
+    wait_screen("u1", "could not be read: unknown session");
+    cli_ok(home_a, "recv"); /* the failure receipt: alice re-keys and sends it again */
+    wait_screen("u1", "alice: after the loss");
+    wait_not_on_screen("u1", "could not be read");
+    quit_chat("u1");
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -573,6 +601,7 @@ int main(void)
         cmocka_unit_test(test_group_title),
         cmocka_unit_test(test_search_earlier_run),
         cmocka_unit_test(test_receipts_and_notifications),
+        cmocka_unit_test(test_undecryptable_placeholder),
         cmocka_unit_test(test_unicode_layout),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
