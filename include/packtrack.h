@@ -181,6 +181,7 @@ typedef enum pt_event_type {
     PT_EVENT_FRIEND_DENIED,      /* user */
     PT_EVENT_GROUP,              /* group, user, text: "invited", "joined", "left", "removed" */
     PT_EVENT_CONNECTION,         /* status: ONLINE when connected, OFFLINE when the link dropped */
+    PT_EVENT_TYPING,             /* user; typing: 1 started, 0 stopped (friends only) */
 } pt_event_type;
 
 typedef struct pt_event {
@@ -190,6 +191,7 @@ typedef struct pt_event {
     const char *group;         /* GROUP: the group's name */
     const char *text;          /* FRIEND_REQUEST: the note; GROUP: what happened */
     pt_status status;          /* PRESENCE, CONNECTION */
+    int typing;                /* TYPING */
 } pt_event;
 
 typedef void (*pt_event_cb)(void *ud, const pt_event *ev);
@@ -288,6 +290,13 @@ PT_API int pt_history(pt_ctx *ctx, const char *conversation, size_t limit, pt_me
  * Searching opens the sealed history in memory: no index or text is written. */
 PT_API int pt_search(pt_ctx *ctx, const char *conversation, const char *text, size_t limit,
                      pt_message **out, size_t *n);
+/* Tells friend `to` we are typing (1) or stopped (0). Unless typing notifications
+ * are off, in which case nothing is sent (and 0 is returned). Not stored anywhere:
+ * if `to` is offline it is simply lost. Call it at most every few seconds. */
+PT_API int pt_send_typing(pt_ctx *ctx, const char *to, int typing);
+/* Typing notifications: on by default; off means we neither send nor report them. */
+PT_API int pt_set_typing_notifications(pt_ctx *ctx, int on);
+PT_API int pt_get_typing_notifications(const pt_ctx *ctx);
 /* Read receipts: sent by default; off means none is sent for what this device shows. */
 PT_API int pt_set_read_receipts(pt_ctx *ctx, int on);
 PT_API int pt_get_read_receipts(const pt_ctx *ctx);

@@ -233,6 +233,7 @@ static int save_profile(pt_ctx *x)
     if (rc == 0) rc = pt_wr_u8(&b, (uint8_t)x->status);
     if (rc == 0) rc = pt_wr_u8(&b, x->bound);
     if (rc == 0) rc = pt_wr_u8(&b, x->no_read_receipts);
+    if (rc == 0) rc = pt_wr_u8(&b, x->no_typing);
     if (rc == 0) rc = pt_lstore_put(x->st, "profile", b.data, b.len);
     pt_buf_free(&b);
     return rc;
@@ -328,6 +329,7 @@ static int load_profile(pt_ctx *x)
         x->status = (pt_status)pt_rd_u8(&r);
         x->bound = pt_rd_u8(&r);
         if (r.n) x->no_read_receipts = pt_rd_u8(&r); /* absent in older profiles */
+        if (r.n) x->no_typing = pt_rd_u8(&r);
         if (r.bad) rc = PT_ERR_DECODE;
     }
     pt_buf_free(&b);
@@ -550,6 +552,7 @@ static void dispatch(pt_ctx *x, const pt_tl_obj *o)
     case PT_TL_UPDATES_CONTACT_ID: pt_api_on_contact(x, &o->u.updates_contact); break;
     case PT_TL_UPDATES_USERSTATUS_ID: pt_api_on_status(x, &o->u.updates_userStatus); break;
     case PT_TL_UPDATES_GROUPEVENT_ID: pt_api_on_group_event(x, &o->u.updates_groupEvent); break;
+    case PT_TL_UPDATES_TYPING_ID: pt_api_on_typing(x, &o->u.updates_typing); break;
     case PT_TL_UPDATES_PREKEYSLOW_ID:
         if (pt_api_upload_keys(x, false) != 0) pt_log_warn("could not publish more one-time keys: %s", x->last_error);
         break;
@@ -850,3 +853,11 @@ int pt_set_read_receipts(pt_ctx *x, int on)
 }
 
 int pt_get_read_receipts(const pt_ctx *x) { return !x->no_read_receipts; }
+
+int pt_set_typing_notifications(pt_ctx *x, int on)
+{
+    x->no_typing = !on;
+    return save_profile(x);
+}
+
+int pt_get_typing_notifications(const pt_ctx *x) { return !x->no_typing; }

@@ -114,6 +114,7 @@ struct pt_ctx {
     char user_hex[PT_ID_HEX_LEN], username[PT_NAME_MAX], id_fp[PT_FINGERPRINT_MAX];
     pt_status status;
     bool no_read_receipts;      /* setting: send no read receipts */
+    bool no_typing;             /* setting: no typing notifications, either way */
     pt_event_cb cb;
     void *ud;
     char last_error[256];
@@ -172,6 +173,7 @@ int pt_api_upload_keys(pt_ctx *x, bool signed_too) PT_WUR;
 int pt_api_sync_contacts(pt_ctx *x) PT_WUR;
 void pt_api_on_contact(pt_ctx *x, const pt_tl_updates_contact *u);
 void pt_api_on_status(pt_ctx *x, const pt_tl_updates_userStatus *u);
+void pt_api_on_typing(pt_ctx *x, const pt_tl_updates_typing *u);
 
 /* msg.c */
 int pt_api_flush_outbox(pt_ctx *x) PT_WUR;

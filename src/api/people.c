@@ -394,6 +394,24 @@ int pt_api_sync_contacts(pt_ctx *x)
     return rc;
 }
 
+void pt_api_on_typing(pt_ctx *x, const pt_tl_updates_typing *u)
+{
+    pt_api_contact c;
+    if (x->no_typing || pt_api_contact_load(x, u->from, &c) != 0 || c.state != PT_CONTACT_STATE_FRIEND) return;
+    pt_event ev = {.type = PT_EVENT_TYPING, .user = c.name, .typing = u->typing};
+    pt_api_emit(x, &ev);
+}
+
+int pt_send_typing(pt_ctx *x, const char *to, int typing)
+{
+    if (x->no_typing) return 0;
+    pt_api_contact c;
+    int rc = pt_api_contact_by_name(x, to, &c);
+    if (rc) return pt_api_fail(x, rc, "you have no friend named '%s'", to);
+    PT_API_CALL(rc, x, NULL, messages_setTyping, memcpy(q.to, c.user_id, 16); q.typing = typing != 0);
+    return rc;
+}
+
 int pt_contacts(pt_ctx *x, pt_contact **out, size_t *n)
 {
     *out = NULL;

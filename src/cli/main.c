@@ -34,6 +34,7 @@ static const char usage_text[] =
     "  history NAME|#GROUP [--search TEXT] [--limit N] [--json]\n"
     "                            earlier messages (search runs in memory, nothing written)\n"
     "  receipts [on|off]         send read receipts (default on)\n"
+    "  typing [on|off]           typing notifications, sent and shown (default on)\n"
     "  group create NAME MEMBER... | group send NAME TEXT | group members NAME\n"
     "  device link | device list | device revoke ID\n"
     "  passwd                    re-seal the local store under a new password\n"
@@ -408,6 +409,19 @@ static int cmd_receipts(pt_cli *cli, pt_ctx *ctx)
     return 0;
 }
 
+static int cmd_typing(pt_cli *cli, pt_ctx *ctx)
+{
+    int rc = need_args(cli, 0, 1, "typing [on|off]");
+    if (rc) return rc;
+    if (cli->argc == 2) {
+        int on = strcmp(cli->argv[1], "on") == 0;
+        if (!on && strcmp(cli->argv[1], "off") != 0) return pt_cli_fail(PT_EXIT_USAGE, "usage: packtrack typing [on|off]");
+        if ((rc = pt_set_typing_notifications(ctx, on)) != 0) return pt_cli_report(ctx, rc, "typing");
+    }
+    printf("typing notifications %s\n", pt_get_typing_notifications(ctx) ? "on" : "off");
+    return 0;
+}
+
 static int cmd_send(pt_cli *cli, pt_ctx *ctx)
 {
     int rc = need_args(cli, 2, 2, "send NAME TEXT");
@@ -658,7 +672,7 @@ static const command commands[] = {
     {"friend", cmd_friend, false}, {"safety", cmd_safety, false}, {"send", cmd_send, false},
     {"recv", cmd_recv, false},     {"group", cmd_group, true},    {"device", cmd_device, true},
     {"passwd", cmd_passwd, false}, {"verify", cmd_verify, true}, {"trust", cmd_trust, true},
-    {"history", cmd_history, false}, {"receipts", cmd_receipts, false}, /* chat: cmd_chat_start() */
+    {"history", cmd_history, false}, {"receipts", cmd_receipts, false}, {"typing", cmd_typing, false}, /* chat: cmd_chat_start() */
 };
 
 int main(int argc, char **argv)

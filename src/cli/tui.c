@@ -31,7 +31,9 @@ enum {
     INPUT_HISTORY = 100,    /* lines remembered for Up/Down */
     MAX_REQUESTS = 16,      /* friend requests waiting for an answer */
     MAX_PENDING_SEEN = 256, /* shown messages waiting for pt_mark_seen() */
-    TICK_MS = 200,          /* pt_poll() at least this often: reconnects, retries */
+    TICK_MS = 200,
+    TYPING_SHOWN_MS = 6000, /* "X is typing" lasts this long after their last notice */
+    TYPING_EVERY_MS = 3000, /* we repeat ours this often while the input line has text */          /* pt_poll() at least this often: reconnects, retries */
     LIST_WIDTH = 22,        /* the conversation list, columns */
     TRUST_REFRESH_MS = 30000, /* the open conversation's trust state is asked for again */
     SEARCH_LIMIT = 200,     /* results shown by /search */
@@ -122,6 +124,11 @@ typedef struct tui {
     wchar_t *hist[INPUT_HISTORY];
     size_t nhist, hist_pos;     /* hist_pos == nhist: a new line, saved in draft */
     wchar_t draft[INPUT_MAX + 1];
+    char typing_from[PT_NAME_MAX];  /* who is typing to us (shown while typing_until) */
+    int64_t typing_until;
+    bool typing_sent;               /* we told the open conversation we are typing */
+    int64_t typing_sent_ms;
+    char typing_to[PT_NAME_MAX + 1]; /* ...and whom */
 } tui;
 
 static volatile sig_atomic_t stop_signal; /* SIGTERM / SIGHUP: leave cleanly */
@@ -313,6 +320,14 @@ static void on_event(void *ud, const pt_event *ev)
     tui *t = ud;
     t->dirty = true;
     switch (ev->type) {
+    case PT_EVENT_TYPING:
+        if (ev->typing) {
+            snprintf(t->typing_from, sizeof t->typing_from, "%s", ev->user);
+            t->typing_until = now_ms() + TYPING_SHOWN_MS;
+        } else if (strcasecmp(t->typing_from, ev->user) == 0) {
+            t->typing_until = 0;
+        }
+        break;
     case PT_EVENT_MESSAGE:
     case PT_EVENT_DELIVERY: {
         char key[PT_NAME_MAX + 1];
@@ -616,6 +631,8 @@ static void draw_title(const tui *t, int cols)
         trust_tag(c, tag, sizeof tag, &tag_attr);
     }
     n = snprintf(tail, sizeof tail, " │ %s", t->online ? "connected" : "offline");
+    if (t->active >= 0 && t->typing_until > now_ms() && strcasecmp(t->convs[t->active].name, t->typing_from) == 0)
+        n += snprintf(tail + n, sizeof tail - (size_t)n, " │ %s is typing…", t->typing_from);
     if (t->nreq) snprintf(tail + n, sizeof tail - (size_t)n, " │ %zu friend request%s", t->nreq, t->nreq == 1 ? "" : "s");
     attron(title);
     mvhline(0, 0, ' ', cols);
@@ -754,6 +771,7 @@ static const char *const help_text[] = {
     "/trust [NAME]               accept changed keys without verifying (sending resumes)",
     "/search TEXT | /search -a TEXT   search this conversation | all; Esc goes back",
     "/receipts on|off            send read receipts; /notify on|off  desktop notifications",
+    "/typing on|off              typing notifications (sent and shown)",
     "/status online|busy|away|invisible",
     "/help   /quit (or Ctrl-C, or Ctrl-D on an empty line)",
     "your messages: … queued  ✓ on the server  ✓✓ delivered  ✓✓ (blue) read  ! failed",
@@ -1186,6 +1204,13 @@ static void run_command(tui *t, char *line)
             outcome(t, pt_set_read_receipts(t->ctx, on),
                     on ? "read receipts on: others see when you have read their messages"
                        : "read receipts off: others do not see when you read their messages");
+    } else if (strcmp(cmd, "/typing") == 0) {
+        bool on;
+        if (!arg) set_notice(t, false, "typing notifications are %s", pt_get_typing_notifications(t->ctx) ? "on" : "off");
+        else if (on_off(t, cmd, arg, &on))
+            outcome(t, pt_set_typing_notifications(t->ctx, on),
+                    on ? "typing notifications on: friends see when you type to them, and you see theirs"
+                       : "typing notifications off: none sent, none shown");
     } else if (strcmp(cmd, "/notify") == 0) {
         bool on;
         if (!on_off(t, cmd, arg, &on)) return;
@@ -1313,10 +1338,33 @@ delete:
 static void on_stop_signal(int sig) { stop_signal = sig; }
 
 
+/* Typing notifications for the open 1:1 conversation: on while the input line has
+ * text (repeated every few seconds), off when it is empty again or sent. */
+static void typing_tick(tui *t)
+{
+    const char *peer = t->active >= 0 && t->convs[t->active].name[0] != '#' ? t->convs[t->active].name : NULL;
+    bool want = peer && t->in_len > 0 && t->in[0] != L'/' && t->online;
+    int64_t now = now_ms();
+    if (t->typing_sent && (!want || strcasecmp(peer, t->typing_to) != 0)) {
+        (void)pt_send_typing(t->ctx, t->typing_to, 0); /* best effort: it also runs out by itself */
+        t->typing_sent = false;
+    }
+    if (want && (!t->typing_sent || now - t->typing_sent_ms >= TYPING_EVERY_MS)) {
+        snprintf(t->typing_to, sizeof t->typing_to, "%s", peer);
+        t->typing_sent = pt_send_typing(t->ctx, peer, 1) == 0;
+        t->typing_sent_ms = now;
+    }
+    if (t->typing_until && t->typing_until <= now) { /* their notice ran out */
+        t->typing_until = 0;
+        t->dirty = true;
+    }
+}
+
 static void run(tui *t)
 {
     int64_t last_poll = now_ms();
     while (!t->quit && !stop_signal) {
+        typing_tick(t);
         if (t->dirty) draw(t);
         int fd = pt_fd(t->ctx);
         struct pollfd p[2] = {{.fd = STDIN_FILENO, .events = POLLIN}, {.fd = fd, .events = POLLIN}};

@@ -296,9 +296,38 @@ static void rpc_list(pt_conn *c, uint64_t req, const pt_tl_users_list *q)
     free(items);
 }
 
+/* ---- messages.setTyping ---------------------------------------------------------------------------- */
+
+static void rpc_typing(pt_conn *c, uint64_t req, const pt_tl_messages_setTyping *q)
+{
+    pt_srv_sess *e = c->sess;
+    if (!pt_srv_require_bound(c, req)) return;
+    sqlite3_stmt *st;
+    if (pt_db_prepare(pt_db_reader(c->srv->db), "SELECT state FROM contacts WHERE user_id = ? AND peer_id = ?", &st)) {
+        pt_srv_reply_error(e, req, PT_RPC_INTERNAL, "INTERNAL");
+        return;
+    }
+    sqlite3_bind_blob(st, 1, e->dev->user_id, 16, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 2, q->to, 16, SQLITE_STATIC);
+    bool friends = pt_db_step(st) == 1 && sqlite3_column_int(st, 0) == PT_CONTACT_FRIENDS;
+    sqlite3_finalize(st);
+    if (!friends) {
+        pt_srv_reply_error(e, req, PT_RPC_FORBIDDEN, "NOT_FRIENDS");
+        return;
+    }
+    pt_buf b;
+    pt_buf_init(&b);
+    pt_tl_updates_typing u = {.typing = q->typing};
+    memcpy(u.from, e->dev->user_id, 16);
+    if (pt_tl_updates_typing_encode(&b, &u) == 0) pt_srv_push_user(c->srv, q->to, &b);
+    pt_buf_free(&b);
+    pt_srv_reply_ok(e, req);
+}
+
 bool pt_srv_presence_rpc(pt_conn *c, uint64_t msg_id, uint32_t ctor, const void *decoded)
 {
     switch (ctor) {
+    case PT_TL_MESSAGES_SETTYPING_ID: rpc_typing(c, msg_id, decoded); return true;
     case PT_TL_USERS_SETSTATUS_ID: rpc_set_status(c, msg_id, decoded); return true;
     case PT_TL_USERS_LIST_ID: rpc_list(c, msg_id, decoded); return true;
     default: return false;
