@@ -336,6 +336,9 @@ void pt_api_on_contact(pt_ctx *x, const pt_tl_updates_contact *u)
     char note[PT_NAME_MAX * 4 + 1] = "";
     switch (u->action) {
     case 1:
+        /* a request already accepted (we answered it before this push was read)
+         * never takes a friendship back */
+        if (c.state == PT_CONTACT_STATE_FRIEND) break;
         c.state = PT_CONTACT_STATE_REQUEST_RECEIVED;
         ev.type = PT_EVENT_FRIEND_REQUEST;
         snprintf(note, sizeof note, "%.*s", (int)u->note.len, (const char *)u->note.data);
