@@ -11,6 +11,7 @@ PKGS=(
   libncurses-dev tmux     # the terminal UI, and the tests that drive it
   python3 python3-dissononce python3-libtorrent   # libtorrent: the MSE interop peer
   nats-server mosquitto   # peers of scripts/bench-loadgen.sh (started there, not as services)
+  spin                    # model check of the ack / resend / resume machine (make chaos)
 )
 
 missing=()

@@ -11,8 +11,9 @@
  *   conv 2  carol -> group "g"  (received by alice and bob)
  *
  * Children report on a pipe, one line per fact: S (a send starts), A (pt_send
- * returned, with its code), M (a message event), P (outgoing messages still
- * QUEUED), and at the end H / T (incoming / outgoing rows of their history).
+ * returned, with its code), M (a message event), W / F (an outgoing message
+ * became STORED / FAILED later), and at the end H / T (incoming / outgoing rows
+ * of their history).
  * A message is *accepted* when pt_send returned 0, PT_ERR_OFFLINE or
  * PT_ERR_TIMEOUT (it is in the outbox), or when it is found in the sender's
  * history at the end (a sender killed inside pt_send after the commit). Every
@@ -210,9 +211,9 @@ typedef struct proxy_stats {
 } proxy_stats;
 static const char *const stat_keys[] = {"connections", "frames", "cut", "drop", "truncate", "flip",
                                         "oversize", "replay", "dup", "reorder", "delay", "tampered",
-                                        "rejected", "survived", "undecided", NULL};
+                                        "rejected", "survived", "undecided", "rejected_late", NULL};
 enum { PS_CONNS, PS_FRAMES, PS_CUT, PS_DROP, PS_TRUNC, PS_FLIP, PS_OVERSIZE, PS_REPLAY, PS_DUP,
-       PS_REORDER, PS_DELAY, PS_TAMPERED, PS_REJECTED, PS_SURVIVED, PS_UNDECIDED };
+       PS_REORDER, PS_DELAY, PS_TAMPERED, PS_REJECTED, PS_SURVIVED, PS_UNDECIDED, PS_REJECTED_LATE };
 
 static char proxy_out[400];
 
@@ -432,20 +433,12 @@ static void on_child_event(void *ud, const pt_event *ev)
     } else if (ev->type == PT_EVENT_DELIVERY && ev->message && ev->message->delivery == PT_DELIVERY_FAILED) {
         int conv, seq;
         if (parse_text(ev->message->text, &conv, &seq)) report("F %d %d %d %d", child_user, conv, seq, ev->message->code);
+    } else if (ev->type == PT_EVENT_DELIVERY && ev->message && ev->message->delivery == PT_DELIVERY_STORED) {
+        int conv, seq; /* an outbox row the server took after pt_send returned */
+        if (parse_text(ev->message->text, &conv, &seq)) report("W %d %d %d", child_user, conv, seq);
     } else if (ev->type == PT_EVENT_CONNECTION) {
         report("O %d %d %llu", child_user, (int)ev->status, (unsigned long long)now_ms());
     }
-}
-
-static int count_queued(pt_ctx *c)
-{
-    pt_message *m;
-    size_t n;
-    if (pt_history(c, NULL, 1u << 20, &m, &n) != 0) return -1;
-    int q = 0;
-    for (size_t i = 0; i < n; i++) q += m[i].outgoing && m[i].delivery == PT_DELIVERY_QUEUED;
-    pt_free(m);
-    return q;
 }
 
 static void dump_history(pt_ctx *c)
@@ -499,14 +492,7 @@ static void child_main(int u, int fd, int start, int n, int timeout_ms)
         if (rc == PT_ERR_OFFLINE || rc == PT_ERR_TIMEOUT) pt_poll(c, 100); /* let the reconnect happen */
     }
     report("D %d", u);
-    uint64_t next_p = 0;
-    while (!child_stop && now_ms() < end) {
-        pt_poll(c, 200);
-        if (now_ms() >= next_p) {
-            report("P %d %d", u, count_queued(c));
-            next_p = now_ms() + 500;
-        }
-    }
+    while (!child_stop && now_ms() < end) pt_poll(c, 200);
     /* a last round: what arrived while we were told to stop */
     pt_poll(c, 0);
     dump_history(c);
@@ -519,6 +505,7 @@ static void child_main(int u, int fd, int start, int n, int timeout_ms)
 
 typedef struct msg_state {
     uint8_t started, accepted, stored_by_history, failed;
+    uint8_t stored;        /* the server has it: pt_send returned 0, or a STORED event */
     int rc;
     uint16_t ev[NUSERS];   /* message events per recipient */
     uint16_t hist[NUSERS]; /* history rows per recipient */
@@ -530,7 +517,6 @@ typedef struct child {
     char buf[8192];
     size_t len;
     bool done_sending, ended;
-    int pending;            /* outgoing QUEUED, from the last P line (-1 unknown) */
     int max_started;
 } child;
 
@@ -547,7 +533,7 @@ typedef struct campaign {
 
 typedef struct result {
     int sent, expected, delivered, lost, dup, ooo, extra, maybe, maybe_delivered;
-    int kills, refused;
+    int kills, refused, failed;
     uint64_t max_recovery_ms, max_down_ms;
     proxy_stats ps;
     int e2e_attempts, e2e_accepted, e2e_originals_ok;
@@ -582,7 +568,6 @@ static void spawn_child(int u, int start, const campaign *cp)
     k->fd = p[0];
     k->len = 0;
     k->done_sending = k->ended = false;
-    k->pending = -1;
     fcntl(k->fd, F_SETFL, fcntl(k->fd, F_GETFL) | O_NONBLOCK);
 }
 
@@ -603,6 +588,7 @@ static void handle_line(const char *l)
         msgs[conv][seq].rc = rc;
         msgs[conv][seq].accepted = is_accepted_rc(rc);
         if (rc == 0) {
+            msgs[conv][seq].stored = 1;
             acked0_total++;
             last_ack_ms[u] = t;
         }
@@ -624,8 +610,8 @@ static void handle_line(const char *l)
         else msgs[conv][seq].failed = 1;
     } else if (sscanf(l, "F %d %d %d", &u, &conv, &seq) == 3) {
         msgs[conv][seq].failed = 1;
-    } else if (sscanf(l, "P %d %d", &u, &rc) == 2) {
-        kids[u].pending = rc;
+    } else if (sscanf(l, "W %d %d %d", &u, &conv, &seq) == 3) {
+        msgs[conv][seq].stored = 1;
     } else if (sscanf(l, "D %d", &u) == 1) {
         kids[u].done_sending = true;
     } else if (sscanf(l, "E %d", &u) == 1) {
@@ -700,12 +686,14 @@ static void kill_child(int u)
     k->fd = -1;
 }
 
+/* Every message accepted (pt_send said so) or stored (even if its pt_send was
+ * killed) reached every recipient: the drain is over. */
 static bool all_delivered(void)
 {
     for (int c = 0; c < NCONV; c++)
         for (int s = 0; s <= kids[convs[c].sender].max_started; s++) {
             msg_state *m = &msgs[c][s];
-            if (!m->accepted || m->failed) continue;
+            if (!(m->accepted || m->stored) || m->failed) continue;
             for (int r = 0; r < convs[c].nrecips; r++)
                 if (m->ev[convs[c].recips[r]] == 0) return false;
         }
@@ -936,9 +924,7 @@ static result run_campaign(const campaign *cp, uint64_t seed)
                 kill(proxy.pid, SIGUSR1); /* drain without faults */
                 calm = true;
             }
-            bool pend = false;
-            for (int u = 0; u < NUSERS; u++) pend |= kids[u].pending != 0;
-            if (!pend && all_delivered()) {
+            if (all_delivered()) {
                 if (!settled_since) settled_since = now;
                 if (now - settled_since > 1000) break; /* late duplicates get a second to show */
             } else {
@@ -949,7 +935,7 @@ static result run_campaign(const campaign *cp, uint64_t seed)
     /* stop the clients; they dump their histories */
     for (int u = 0; u < NUSERS; u++)
         if (kids[u].pid > 0) kill(kids[u].pid, SIGTERM);
-    for (int i = 0; i < 1000; i++) {
+    for (int i = 0; i < 6000; i++) { /* two minutes: a history of 10,000 messages takes a while */
         bool open = false;
         for (int u = 0; u < NUSERS; u++) open |= kids[u].fd > 0;
         if (!open) break;
@@ -973,24 +959,27 @@ static result run_campaign(const campaign *cp, uint64_t seed)
     for (int c = 0; c < NCONV; c++)
         for (int s = 0; s < cp->n; s++) {
             msg_state *m = &msgs[c][s];
-            bool acc = m->accepted || m->stored_by_history;
-            if (m->started && ((m->rc < 0 && !is_accepted_rc(m->rc)) || m->failed)) res.refused++;
+            bool acc = m->accepted || m->stored_by_history || m->stored;
+            /* refused: pt_send said no. Accepted, then FAILED (the recipient could not
+             * decrypt it): a loss, counted in `failed` as well. */
+            if (m->started && m->rc < 0 && !is_accepted_rc(m->rc)) res.refused++;
+            else if (m->failed) res.failed++;
             for (int r = 0; r < convs[c].nrecips; r++) {
                 int who = convs[c].recips[r];
                 int got = m->ev[who] > m->hist[who] ? m->ev[who] : m->hist[who];
                 if (m->ev[who] > 1 || m->hist[who] > 1) res.dup += (got - 1);
-                if (acc && !m->failed) {
+                if (acc && !(m->failed && m->rc < 0 && !is_accepted_rc(m->rc))) {
                     res.expected++;
                     if (got >= 1) res.delivered++;
                     else res.lost++;
-                } else if (m->started && !m->failed) {
+                } else if (m->started && !m->failed) { /* killed inside pt_send, never stored */
                     res.maybe++;
                     if (got >= 1) res.maybe_delivered++;
                 } else if (got) {
                     res.extra += got; /* never sent */
                 }
             }
-            if (acc && !m->failed) res.sent++;
+            if (acc && !(m->failed && m->rc < 0 && !is_accepted_rc(m->rc))) res.sent++;
         }
     res.ooo = ooo_count;
     res.extra += extra_count;
@@ -1032,9 +1021,11 @@ static bool print_row(const campaign *cp, uint64_t seed, const result *r, bool k
            (double)r->max_down_ms / 1000.0, r->ps.v[PS_TAMPERED], r->ps.v[PS_REJECTED], r->ps.v[PS_SURVIVED],
            e2e, r->seconds);
     printf("    proxy: %llu connections, %llu frames; drop %llu dup %llu reorder %llu replay %llu flip %llu "
-           "truncate %llu oversize %llu; refused sends %d%s%s\n",
+           "truncate %llu oversize %llu; rejected late %llu, undecided %llu; refused sends %d, "
+           "accepted then undecryptable %d%s%s\n",
            r->ps.v[PS_CONNS], r->ps.v[PS_FRAMES], r->ps.v[PS_DROP], r->ps.v[PS_DUP], r->ps.v[PS_REORDER],
-           r->ps.v[PS_REPLAY], r->ps.v[PS_FLIP], r->ps.v[PS_TRUNC], r->ps.v[PS_OVERSIZE], r->refused,
+           r->ps.v[PS_REPLAY], r->ps.v[PS_FLIP], r->ps.v[PS_TRUNC], r->ps.v[PS_OVERSIZE],
+           r->ps.v[PS_REJECTED_LATE], r->ps.v[PS_UNDECIDED], r->refused, r->failed,
            r->timed_out ? "; TIMED OUT" : "", r->note[0] ? "; " : "");
     if (r->note[0]) printf("    %s\n", r->note);
     fflush(stdout);
@@ -1155,7 +1146,7 @@ int main(int argc, char **argv)
      * e2e messages, budget (s), client call timeout (ms) */
     campaign cps[] = {
         {"kills-issue-rates", 25, 5, 0, faults_issue, false, 0, 420, 2000},
-        {"server-kills", ci ? 40 : 3334, ci ? 3 : 20, 0, faults_light, false, 0, ci ? 60 : 600, 2000},
+        {"server-kills", ci ? 40 : 3334, ci ? 3 : 20, 0, faults_light, false, 0, ci ? 60 : 900, 2000},
         {"client-kills", ci ? 30 : 400, 0, ci ? 3 : 20, faults_light, false, 0, ci ? 60 : 300, 2000},
         {"adversary", ci ? 30 : 500, 0, 0, faults_adversary, true, ci ? 3 : 20, ci ? 60 : 300, 2000},
     };

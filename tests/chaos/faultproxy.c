@@ -37,9 +37,11 @@
  *
  * Outcome of tampering: a connection that carried an injected or altered frame
  * (dup, reorder, truncate, flip, replay, oversize) is "tampered". If the receiver
- * of that direction then closes the connection it counts as rejected; if it is
- * still open 3 s after the tampered bytes were written it counts as survived
- * (and the proxy cuts it). Target: 0 survived.
+ * of that direction then closes the connection it counts as rejected (late when
+ * that took over 3 s: a receiver that paused reading, e.g. packtrackd's rate
+ * limit, reads the frame late); if it is still open 30 s after the tampered
+ * bytes were written it counts as survived (and the proxy cuts it); if the other
+ * side or the proxy closed first, undecided. Target: 0 survived.
  *
  * Control: SIGUSR1 toggles calm mode (every rate 0, for the drain phase of a
  * campaign); SIGUSR2 cuts every connection; SIGTERM/SIGINT print the counters as
@@ -68,7 +70,8 @@
 #define REPLAY_RING 32
 #define REPLAY_KEEP_MAX 8192            /* frames captured for replay are at most this long */
 #define HOLD_MAX_MS 50
-#define VERDICT_MS 3000
+#define SLOW_MS 3000                   /* a tampered connection still open: reported */
+#define VERDICT_MS 30000                /* ... and still open now: survived */
 #define QUEUE_BYTES_MAX (8u << 20)      /* stop reading a direction above this backlog */
 #define DRAWS_PER_FRAME 12
 
@@ -98,6 +101,7 @@ typedef struct dir {
     uint64_t held_since, last_due;
     uint64_t tampered_at;    /* when tampered bytes were written (0: none pending) */
     bool judged;             /* tampering already counted for this direction */
+    bool slow;               /* still open SLOW_MS after the tampering */
 } dir;
 
 typedef struct conn {
@@ -118,7 +122,7 @@ static struct {
 
 static struct {
     uint64_t conns, upstream_refused, frames, bytes, fault[F_NFAULTS];
-    uint64_t tampered, rejected, survived, undecided;
+    uint64_t tampered, rejected, rejected_late, survived, undecided;
 } st;
 
 static conn *conns[MAX_CONNS];
@@ -332,8 +336,12 @@ static void judge_close(conn *c, int closer)
         if (!d->tampered_at || d->judged) continue;
         d->judged = true;
         int receiver = k == 0 ? 1 : 0;
-        if (closer == receiver) st.rejected++;
-        else st.undecided++;
+        if (closer == receiver) {
+            st.rejected++;
+            st.rejected_late += d->slow;
+        } else {
+            st.undecided++;
+        }
     }
 }
 
@@ -439,8 +447,9 @@ static void print_stats(void)
            (unsigned long long)st.upstream_refused, (unsigned long long)st.frames,
            (unsigned long long)st.bytes);
     for (int i = 0; i < F_NFAULTS; i++) printf("%s %llu\n", fault_names[i], (unsigned long long)st.fault[i]);
-    printf("tampered %llu\nrejected %llu\nsurvived %llu\nundecided %llu\n", (unsigned long long)st.tampered,
-           (unsigned long long)st.rejected, (unsigned long long)st.survived,
+    printf("tampered %llu\nrejected %llu\nrejected_late %llu\nsurvived %llu\nundecided %llu\n",
+           (unsigned long long)st.tampered, (unsigned long long)st.rejected,
+           (unsigned long long)st.rejected_late, (unsigned long long)st.survived,
            (unsigned long long)st.undecided);
     fflush(stdout);
 }
@@ -566,6 +575,11 @@ int main(int argc, char **argv)
                 dir *d = &c->d[k];
                 if (drain(c, k, now, c->closer >= 0) != 0 && c->closer < 0) c->closer = d->to;
                 if (d->qn || d->has_held) idle = false;
+                if (d->tampered_at && !d->judged && !d->slow && now - d->tampered_at > SLOW_MS) {
+                    d->slow = true; /* a receiver that paused reading (backpressure) is slow, not fooled */
+                    fprintf(stderr, "pt-faultproxy: connection %llu direction %d still open %u ms after tampering\n",
+                            (unsigned long long)c->idx, k, SLOW_MS);
+                }
                 if (d->tampered_at && !d->judged && now - d->tampered_at > VERDICT_MS) {
                     d->judged = true;
                     st.survived++;
