@@ -323,8 +323,10 @@ static void parse(conn *c, int dirn)
         on_frame(c, dirn, p, 4u + fl);
         pos += 4u + fl;
     }
-    memmove(d->in, d->in + pos, d->in_len - pos);
-    d->in_len -= pos;
+    if (pos) {
+        memmove(d->in, d->in + pos, d->in_len - pos);
+        d->in_len -= pos;
+    }
 }
 
 static void judge_close(conn *c, int closer)
@@ -428,8 +430,10 @@ static int drain(conn *c, int dirn, uint64_t now, bool flush)
         free(it->p);
         done++;
     }
-    memmove(d->q, d->q + done, (d->qn - done) * sizeof *d->q);
-    d->qn -= done;
+    if (done) {
+        memmove(d->q, d->q + done, (d->qn - done) * sizeof *d->q);
+        d->qn -= done;
+    }
     return rc;
 }
 
