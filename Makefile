@@ -12,7 +12,7 @@ DATA       ?= ./var
 PREFIX     ?= /usr/local
 DESTDIR    ?=
 
-.PHONY: all deps build run test test-asan fuzz bench clean install man
+.PHONY: all deps build run test test-asan fuzz bench chaos clean install man
 
 all: build
 
@@ -38,6 +38,13 @@ test-asan: deps
 fuzz: deps
 	CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DPT_FUZZ=ON -DPT_TESTS=OFF >/dev/null
 	cmake --build $(FUZZ_BUILD) -j $(JOBS)
+
+# Reliability and adversary campaigns (docs/RELIABILITY.md): about 15 minutes,
+# one table, then the spin model. SEED=N replays a run; CHAOS_ARGS adds
+# chaos_run options. Fails if either finds a defect.
+chaos: build
+	@rc=0; $(BUILD)/tests/chaos_run $(if $(SEED),--seed $(SEED)) $(CHAOS_ARGS) || rc=1; \
+	  echo; bash scripts/chaos-model.sh || rc=1; exit $$rc
 
 bench: build
 	@for b in $(BUILD)/bench/bench_*; do echo "== $$b"; $$b; done
