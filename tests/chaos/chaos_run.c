@@ -425,10 +425,33 @@ static bool parse_text(const char *text, int *conv, int *seq)
     return sscanf(text, "cx %d %d", conv, seq) == 2 && *conv >= 0 && *conv < NCONV && *seq >= 0;
 }
 
+/* Message ids already reported: a placeholder that is replaced later (the sender
+ * re-sent it after this device could not read it) comes again with the same id. */
+#define SEEN_IDS 65536
+static char (*seen_ids)[PT_ID_HEX_LEN];
+
+static bool first_time(const char *id)
+{
+    if (!seen_ids && !(seen_ids = calloc(SEEN_IDS, sizeof *seen_ids))) return true;
+    size_t h = strtoul((char[9]){id[0], id[1], id[2], id[3], id[4], id[5], id[6], id[7], 0}, NULL, 16) % SEEN_IDS;
+    for (size_t i = 0; i < SEEN_IDS; i++, h = (h + 1) % SEEN_IDS) {
+        if (!seen_ids[h][0]) {
+            snprintf(seen_ids[h], PT_ID_HEX_LEN, "%s", id);
+            return true;
+        }
+        if (strcmp(seen_ids[h], id) == 0) return false;
+    }
+    return true;
+}
+
 static void on_child_event(void *ud, const pt_event *ev)
 {
     (void)ud;
-    if (ev->type == PT_EVENT_MESSAGE && ev->message && !ev->message->outgoing) {
+    if (ev->type == PT_EVENT_MESSAGE && ev->message && !ev->message->outgoing && ev->message->undecryptable) {
+        report("U %d %d", child_user, ev->message->code); /* a placeholder: counted when it is replaced */
+    } else if (ev->type == PT_EVENT_MESSAGE && ev->message && !ev->message->outgoing && !first_time(ev->message->id)) {
+        /* the same message again: only a placeholder being replaced does that */
+    } else if (ev->type == PT_EVENT_MESSAGE && ev->message && !ev->message->outgoing) {
         int conv, seq;
         if (parse_text(ev->message->text, &conv, &seq))
             report("M %d %d %d %llu", child_user, conv, seq, (unsigned long long)now_ms());
@@ -801,6 +824,7 @@ static void on_e2e_event(void *ud, const pt_event *ev)
 {
     (void)ud;
     if (ev->type != PT_EVENT_MESSAGE || !ev->message || ev->message->outgoing) return;
+    if (ev->message->undecryptable) return; /* a placeholder: nothing was accepted */
     int k;
     if (sscanf(ev->message->text, "rp %d", &k) == 1 && k >= 0 && k < 1024) e2e_seen[k]++;
     else e2e_other++;
