@@ -118,6 +118,12 @@ struct pt_ctx {
     pt_event_cb cb;
     void *ud;
     char last_error[256];
+    /* users whose device lists were read during the current send: it checks the
+     * recipient's keys and then encrypts for them, and one read serves both. Empty
+     * outside pt_send/pt_group_send, so no other check ever sees an older list. */
+    bool in_send;
+    uint8_t fresh[8][16];
+    size_t nfresh;
     bool online;                /* the channel is up */
     bool bound;                 /* the server knows our device (profile complete) */
     bool in_updates;            /* process_updates is running */
@@ -166,6 +172,9 @@ int pt_api_contact_save(pt_ctx *x, const pt_api_contact *c) PT_WUR;
 /* Loads (or creates, asking the server) the record of user_id; refreshes its
  * device list from the server when `refresh` (verifying every signature). */
 int pt_api_person(pt_ctx *x, const uint8_t user_id[16], bool refresh, pt_api_contact *c) PT_WUR;
+/* Forgets that user's device list was read recently: the next refresh asks the server
+ * (a message from a device we do not know yet must never be judged on a stale list). */
+void pt_api_stale(pt_ctx *x, const uint8_t user_id[16]);
 /* users.resolve + identity check. */
 int pt_api_resolve(pt_ctx *x, const char *name, pt_api_contact *c) PT_WUR;
 int pt_api_upload_keys(pt_ctx *x, bool signed_too) PT_WUR;

@@ -548,7 +548,31 @@ static int send_common(pt_ctx *x, pt_api_msg *m, uint8_t kind, const uint8_t tar
     return rc;
 }
 
+static int send_direct(pt_ctx *x, const char *to, const char *text, char id[PT_ID_HEX_LEN]);
+static int send_group(pt_ctx *x, const char *group, const char *text, char id[PT_ID_HEX_LEN]);
+
+/* One send reads each device list once (see in_send). */
 int pt_send(pt_ctx *x, const char *to, const char *text, char id[PT_ID_HEX_LEN])
+{
+    x->in_send = true;
+    x->nfresh = 0;
+    int rc = send_direct(x, to, text, id);
+    x->in_send = false;
+    x->nfresh = 0;
+    return rc;
+}
+
+int pt_group_send(pt_ctx *x, const char *group, const char *text, char id[PT_ID_HEX_LEN])
+{
+    x->in_send = true;
+    x->nfresh = 0;
+    int rc = send_group(x, group, text, id);
+    x->in_send = false;
+    x->nfresh = 0;
+    return rc;
+}
+
+static int send_direct(pt_ctx *x, const char *to, const char *text, char id[PT_ID_HEX_LEN])
 {
     int rc = check_text(x, text);
     if (rc) return rc;
@@ -585,7 +609,7 @@ int pt_send(pt_ctx *x, const char *to, const char *text, char id[PT_ID_HEX_LEN])
     return rc;
 }
 
-int pt_group_send(pt_ctx *x, const char *group, const char *text, char id[PT_ID_HEX_LEN])
+static int send_group(pt_ctx *x, const char *group, const char *text, char id[PT_ID_HEX_LEN])
 {
     int rc = check_text(x, text);
     pt_api_group g;
@@ -717,8 +741,11 @@ void pt_api_on_message(pt_ctx *x, int64_t server_id, const uint8_t from[16], con
         pt_log_info("item %lld has nothing for this device (%s); dropped", (long long)server_id, pt_strerror(rc));
         goto done;
     }
-    if ((rc = pt_api_person(x, from, false, p)) != 0 ||
-        (!device_matches(p, dev, sender) && (rc = pt_api_person(x, from, true, p)) != 0))
+    if ((rc = pt_api_person(x, from, false, p)) == 0 && !device_matches(p, dev, sender)) {
+        pt_api_stale(x, from);
+        rc = pt_api_person(x, from, true, p);
+    }
+    if (rc)
         goto out; /* server unreachable: try again when it delivers again */
     if (!device_matches(p, dev, sender)) {
         pt_log_warn("a message claiming to be from %s comes from a device not in their signed list; dropped", p->name);

@@ -210,6 +210,12 @@ static int refresh_devices(pt_ctx *x, pt_api_contact *c)
     return 0;
 }
 
+void pt_api_stale(pt_ctx *x, const uint8_t user_id[16])
+{
+    for (size_t i = 0; i < x->nfresh; i++)
+        if (memcmp(x->fresh[i], user_id, 16) == 0) memset(x->fresh[i], 0, 16);
+}
+
 int pt_api_person(pt_ctx *x, const uint8_t user_id_in[16], bool refresh, pt_api_contact *c)
 {
     uint8_t user_id[16]; /* user_id_in may point into *c, which is cleared below */
@@ -226,7 +232,12 @@ int pt_api_person(pt_ctx *x, const uint8_t user_id_in[16], bool refresh, pt_api_
     } else if (rc) {
         return rc;
     }
-    if (refresh && (rc = refresh_devices(x, c)) != 0) return rc;
+    for (size_t i = 0; refresh && x->in_send && i < x->nfresh; i++)
+        if (memcmp(x->fresh[i], user_id, 16) == 0) refresh = false; /* read earlier in this send */
+    if (refresh) {
+        if ((rc = refresh_devices(x, c)) != 0) return rc;
+        if (x->in_send && x->nfresh < sizeof x->fresh / sizeof *x->fresh) memcpy(x->fresh[x->nfresh++], user_id, 16);
+    }
     return refresh ? pt_api_contact_save(x, c) : 0;
 }
 
