@@ -311,6 +311,41 @@ PT_API int pt_groups(pt_ctx *ctx, pt_user **out, size_t *n);
 /* Members' usernames. *out is freed with pt_free(). */
 PT_API int pt_group_members(pt_ctx *ctx, const char *group, pt_user **out, size_t *n);
 
+/* ---- the local network (S2WMP discovery; chat without a server) ------------------------------ */
+
+/* Turns the local network on: answers friends' broadcasts on UDP discovery_port (0:
+ * 7001), accepts direct connections from friends' devices (on a TCP port of its own,
+ * which the signed announcements name) and announces this device. From then on
+ * pt_poll(), pt_sync() and pt_send() also work without a server: a message to a
+ * friend found nearby goes to them directly (it still goes to the server too once one
+ * is reachable, for their other devices; they take it once). Friends are told we are
+ * here unless our status is invisible. PT_ERR_IO when the sockets cannot be opened. */
+PT_API int pt_lan_start(pt_ctx *ctx, uint16_t discovery_port);
+PT_API int pt_lan_active(const pt_ctx *ctx);
+/* Broadcasts "is there a server here?" (BSM) and "who is here?" (BPM) and collects the
+ * answers for wait_ms. PT_ERR_STATE before pt_lan_start(). */
+PT_API int pt_lan_scan(pt_ctx *ctx, int wait_ms);
+
+typedef enum pt_nearby_kind {
+    PT_NEARBY_SERVER = 1,   /* a packtrackd that answered; fingerprint is its key */
+    PT_NEARBY_FRIEND = 2,   /* a friend's device (signed by their identity key) */
+    PT_NEARBY_STRANGER = 3, /* someone we cannot vouch for: nothing but an address */
+} pt_nearby_kind;
+
+typedef struct pt_nearby {
+    pt_nearby_kind kind;
+    char name[PT_NAME_MAX];               /* FRIEND: the username; STRANGER: "someone nearby" */
+    char addr[64];                        /* the address it answered from */
+    uint16_t port;                        /* SERVER: its TCP port; FRIEND: its direct port */
+    char fingerprint[PT_FINGERPRINT_MAX]; /* SERVER: server key; FRIEND: device key */
+    int obfs;                             /* SERVER: 1 plain, 2 MSE, 4 required, 8 pt-obfs */
+    int connected;                        /* FRIEND: a direct connection is up */
+    int64_t seen_ms_ago;
+} pt_nearby;
+
+/* What discovery saw so far (servers, then friends, then strangers). Free with pt_free(). */
+PT_API int pt_nearby_list(pt_ctx *ctx, pt_nearby **out, size_t *n);
+
 /* ---- devices -------------------------------------------------------------------------------- */
 
 /* A one-time code for pt_create_linked() on a new device (valid 10 minutes). */

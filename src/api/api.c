@@ -207,6 +207,7 @@ static void clear_results(pt_ctx *x)
 void pt_close(pt_ctx *x)
 {
     if (!x) return;
+    pt_api_lan_free(x);
     pt_client_free(x->cl);
     pt_chat_free(x->chat);
     pt_olm_account_free(x->acct);
@@ -514,8 +515,26 @@ int pt_connect(pt_ctx *x)
 int pt_connected(const pt_ctx *x) { return x->online; }
 int pt_fd(const pt_ctx *x) { return x->online ? pt_client_fd(x->cl) : -1; }
 
+/* pt_poll with the local network on: the server's socket (when there is one) is
+ * polled together with the LAN's. */
+static int poll_lan(pt_ctx *x, int timeout_ms)
+{
+    if (!x->online && pt_api_ensure_online(x) != 0) { /* tries when the backoff allows */
+    }
+    bool ready = false;
+    int rc = pt_api_lan_service(x, timeout_ms, x->online ? pt_client_fd(x->cl) : -1, &ready);
+    if (rc) return rc;
+    if (x->online) {
+        rc = pump(x, 0);
+        pt_api_process_updates(x);
+        if (rc == 0 && x->online) rc = pt_api_flush_outbox(x);
+    }
+    return rc == PT_ERR_OFFLINE || rc == PT_ERR_TIMEOUT ? 0 : rc;
+}
+
 int pt_poll(pt_ctx *x, int timeout_ms)
 {
+    if (x->lan) return poll_lan(x, timeout_ms);
     if (!x->online) {
         int rc = pt_api_ensure_online(x);
         if (rc) {

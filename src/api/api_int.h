@@ -19,6 +19,7 @@
 #define PT_API_MAX_DEVICES 64        /* devices of one user we encrypt for */
 #define PT_API_BACKOFF_MIN_MS 500
 #define PT_API_BACKOFF_MAX_MS 30000
+#define PT_API_LAN_WAIT_MS 2500   /* a send without a server waits this long for the friend nearby */
 #define PT_API_SEEN_KEEP_MS (30LL * 24 * 3600 * 1000) /* envelope hashes kept this long */
 
 /* ---- records: the bytes sealed in the local store ------------------------------------------- */
@@ -95,6 +96,8 @@ typedef struct pt_api_result {
     pt_buf body;
 } pt_api_result;
 
+typedef struct pt_lan pt_lan; /* lan.c */
+
 struct pt_ctx {
     char home[1024], host[256], server_fp[80];
     char obfuscation[16], network_key[130]; /* pt_options' obfuscation, "" when off */
@@ -124,6 +127,7 @@ struct pt_ctx {
     bool in_send;
     uint8_t fresh[8][16];
     size_t nfresh;
+    pt_lan *lan;                /* the local network, once pt_lan_start() ran; else NULL */
     bool online;                /* the channel is up */
     bool bound;                 /* the server knows our device (profile complete) */
     bool in_updates;            /* process_updates is running */
@@ -192,6 +196,25 @@ void pt_api_on_message(pt_ctx *x, int64_t server_id, const uint8_t from[16], con
 void pt_api_on_receipt(pt_ctx *x, const pt_tl_updates_receipt *u);
 void pt_api_on_group_event(pt_ctx *x, const pt_tl_updates_groupEvent *u);
 int pt_api_group_load(pt_ctx *x, const uint8_t gid[16], pt_api_group *g) PT_WUR;
+/* The envelope with this hash was taken (exactly once) already. */
+bool pt_api_envelope_seen(pt_ctx *x, const uint8_t hash[16]);
+/* Direct delivery: fn gets each outbox row that may go directly to `user` (see msg.c);
+ * a non-zero return stops the walk and is returned. */
+typedef int (*pt_api_direct_fn)(pt_ctx *x, void *ud, const uint8_t *env, size_t len, const uint8_t hash[16]);
+int pt_api_outbox_direct(pt_ctx *x, const uint8_t user[16], pt_api_direct_fn fn, void *ud);
+int pt_api_outbox_direct_peek(pt_ctx *x, const uint8_t user[16], pt_api_direct_fn fn, void *ud);
+int pt_api_outbox_direct_acked(pt_ctx *x, const uint8_t hash[16]) PT_WUR;
+
+/* lan.c */
+/* Services the local-network sockets for up to timeout_ms; extra_fd (or -1) is
+ * polled with them and *extra_ready says whether it became readable. */
+int pt_api_lan_service(pt_ctx *x, int timeout_ms, int extra_fd, bool *extra_ready) PT_WUR;
+/* Sends the outbox rows for `user` directly, looking for them first if needed; 0 once
+ * none waits, PT_ERR_OFFLINE when they were not reached within wait_ms. */
+int pt_api_lan_deliver(pt_ctx *x, const uint8_t user_id[16], int wait_ms);
+bool pt_api_lan_reaches(pt_ctx *x, const uint8_t user_id[16]);
+void pt_api_lan_free(pt_ctx *x);
+
 int pt_api_msg_load(pt_ctx *x, sqlite3_stmt *st, pt_api_msg *m) PT_WUR; /* cols: seq?, msg_id, server_id, v */
 
 #endif

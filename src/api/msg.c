@@ -209,6 +209,8 @@ typedef struct out_row {
     pt_buf text;
     pt_buf env;                /* empty until encrypted */
     uint8_t dev[32];           /* RESEND: the one device (Olm identity) it goes to */
+    uint8_t direct;            /* a device of the recipient acknowledged it on a direct (LAN)
+                                  connection; the row still goes to the server for the others */
 } out_row;
 
 static int out_encode(const out_row *o, pt_buf *b)
@@ -222,6 +224,7 @@ static int out_encode(const out_row *o, pt_buf *b)
     if (rc == 0) rc = pt_wr_bytes(b, o->m.text, o->m.len);
     if (rc == 0) rc = pt_wr_bytes(b, o->env.data, o->env.len);
     if (rc == 0) rc = pt_buf_append(b, o->dev, 32);
+    if (rc == 0) rc = pt_wr_u8(b, o->direct);
     return rc;
 }
 
@@ -238,6 +241,7 @@ static int out_decode(out_row *o, const uint8_t *p, size_t n)
     const uint8_t *t = pt_rd_bytes(&r, &tl);
     const uint8_t *e = pt_rd_bytes(&r, &el);
     pt_rd_fixed(&r, o->dev, 32);
+    o->direct = r.n ? pt_rd_u8(&r) : 0; /* rows written before direct delivery have no flag */
     if (r.bad) return PT_ERR_DECODE;
     int rc = pt_buf_append(&o->text, t ? t : (const uint8_t *)"", tl);
     if (rc == 0 && el) rc = pt_buf_append(&o->env, e, el);
@@ -287,6 +291,8 @@ static int open_session(pt_ctx *x, const uint8_t user[16], const pt_api_dev *d)
     pt_api_reply r;
     int rc;
     PT_API_CALL(rc, x, &r, prekeys_fetch, memcpy(q.user_id, user, 16); memcpy(q.device, d->device, 32));
+    if ((rc == PT_ERR_OFFLINE || rc == PT_ERR_TIMEOUT) && x->lan && !pt_ct_is_zero(d->fallback, 32))
+        return pt_chat_open(x->chat, PT_OLM_SUITE_PT_V1, d->curve, d->fallback); /* serverless: the signed fallback key */
     if (rc) return rc;
     const uint8_t *otk = d->fallback;
     const pt_tl_prekeys_bundles *b = &r.o.u.prekeys_bundles;
@@ -412,26 +418,30 @@ static int save_touched(pt_ctx *x, const pt_buf *touched)
     return rc;
 }
 
+/* Encrypts the row once: the envelope and the sessions it moved are stored together,
+ * so every later send (to the server or directly) is the same bytes. */
+static int ensure_env(pt_ctx *x, out_row *o)
+{
+    if (o->env.len) return 0;
+    pt_buf touched;
+    pt_buf_init(&touched);
+    int rc = build_envelope(x, o, &touched);
+    if (rc == 0 && (rc = pt_lstore_begin(x->st)) == 0) {
+        rc = out_write(x, o, true);
+        if (rc == 0) rc = save_touched(x, &touched);
+        if (rc == 0) rc = pt_lstore_commit(x->st);
+        else pt_lstore_rollback(x->st);
+    }
+    pt_buf_free(&touched);
+    if (rc) pt_buf_reset(&o->env);
+    return rc;
+}
+
 /* Encrypts (once) and sends one row; 0 once the server stored it. */
 static int flush_row(pt_ctx *x, out_row *o)
 {
-    int rc;
-    if (o->env.len == 0) {
-        pt_buf touched;
-        pt_buf_init(&touched);
-        rc = build_envelope(x, o, &touched);
-        if (rc == 0 && (rc = pt_lstore_begin(x->st)) == 0) {
-            rc = out_write(x, o, true);
-            if (rc == 0) rc = save_touched(x, &touched);
-            if (rc == 0) rc = pt_lstore_commit(x->st);
-            else pt_lstore_rollback(x->st);
-        }
-        pt_buf_free(&touched);
-        if (rc) {
-            pt_buf_reset(&o->env);
-            return rc;
-        }
-    }
+    int rc = ensure_env(x, o);
+    if (rc) return rc;
     pt_api_reply r;
     const uint8_t *to = o->kind == PT_OUT_COPY ? x->user_id : o->target;
     pt_tl_bytes env = {o->env.data, (uint32_t)o->env.len};
@@ -463,6 +473,24 @@ static int flush_row(pt_ctx *x, out_row *o)
     return rc;
 }
 
+/* Reads the row at st (columns seq, oid, v). */
+static int load_row(pt_ctx *x, sqlite3_stmt *st, out_row *o)
+{
+    memset(o, 0, sizeof *o);
+    pt_buf_init(&o->text);
+    pt_buf_init(&o->env);
+    o->seq = sqlite3_column_int64(st, 0);
+    if (sqlite3_column_bytes(st, 1) != 16) return PT_ERR_DECODE;
+    memcpy(o->oid, sqlite3_column_blob(st, 1), 16);
+    pt_buf b;
+    pt_buf_init(&b);
+    int rc = pt_lstore_unseal(x->st, "outbox", o->oid, 16, sqlite3_column_blob(st, 2),
+                              (size_t)sqlite3_column_bytes(st, 2), &b);
+    if (rc == 0) rc = out_decode(o, b.data, b.len);
+    pt_buf_free(&b);
+    return rc;
+}
+
 int pt_api_flush_outbox(pt_ctx *x)
 {
     sqlite3 *db = pt_lstore_db(x->st);
@@ -474,20 +502,9 @@ int pt_api_flush_outbox(pt_ctx *x)
             sqlite3_finalize(st);
             return 0;
         }
-        out_row o = {0};
-        pt_buf_init(&o.text);
-        pt_buf_init(&o.env);
-        o.seq = sqlite3_column_int64(st, 0);
-        pt_buf b;
-        pt_buf_init(&b);
-        if (sqlite3_column_bytes(st, 1) != 16) rc = PT_ERR_DECODE;
-        else memcpy(o.oid, sqlite3_column_blob(st, 1), 16);
-        if (rc == 0)
-            rc = pt_lstore_unseal(x->st, "outbox", o.oid, 16, sqlite3_column_blob(st, 2),
-                                  (size_t)sqlite3_column_bytes(st, 2), &b);
+        out_row o;
+        rc = load_row(x, st, &o);
         sqlite3_finalize(st);
-        if (rc == 0) rc = out_decode(&o, b.data, b.len);
-        pt_buf_free(&b);
         if (rc == PT_ERR_DECODE || rc == PT_ERR_AUTH) {
             pt_log_error("local store: an outbox entry is damaged; it is dropped");
             rc = delete_row(x, &o);
@@ -497,6 +514,106 @@ int pt_api_flush_outbox(pt_ctx *x)
         }
         out_free(&o);
     }
+    return rc;
+}
+
+/* ---- direct (LAN) delivery of outbox rows -------------------------------------------------------------- */
+
+/* Rows that may go directly to `user`: 1:1 messages (and resends) to them that no
+ * device of theirs acknowledged directly yet. With `build`, each is encrypted (once)
+ * and handed to fn; without, fn sees env == NULL for rows not encrypted yet. */
+static int outbox_direct(pt_ctx *x, const uint8_t user[16], bool build, pt_api_direct_fn fn, void *ud)
+{
+    sqlite3 *db = pt_lstore_db(x->st);
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, "SELECT seq, oid, v FROM outbox WHERE seq > ? ORDER BY seq LIMIT 1", -1, &st, NULL))
+        return PT_ERR_IO;
+    int64_t after = -1;
+    int rc = 0;
+    for (int guard = 0; guard < 100000 && rc == 0; guard++) {
+        sqlite3_reset(st);
+        sqlite3_bind_int64(st, 1, after);
+        if (sqlite3_step(st) != SQLITE_ROW) break;
+        out_row o;
+        int lr = load_row(x, st, &o);
+        after = o.seq;
+        if (lr == 0 && !o.direct && (o.kind == PT_OUT_DIRECT || o.kind == PT_OUT_RESEND) &&
+            memcmp(o.target, user, 16) == 0) {
+            if (build) {
+                sqlite3_reset(st); /* ensure_env writes: no statement may hold the table */
+                rc = ensure_env(x, &o);
+            }
+            if (rc == 0 && (o.env.len || !build)) {
+                uint8_t hash[16];
+                if (o.env.len && pt_blake2b(hash, 16, o.env.data, o.env.len, NULL, 0) != 0) rc = PT_ERR_CRYPTO;
+                else rc = fn(x, ud, o.env.len ? o.env.data : NULL, o.env.len, hash);
+            }
+        }
+        out_free(&o);
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int pt_api_outbox_direct(pt_ctx *x, const uint8_t user[16], pt_api_direct_fn fn, void *ud)
+{
+    return outbox_direct(x, user, true, fn, ud);
+}
+
+int pt_api_outbox_direct_peek(pt_ctx *x, const uint8_t user[16], pt_api_direct_fn fn, void *ud)
+{
+    return outbox_direct(x, user, false, fn, ud);
+}
+
+/* The row whose envelope has this hash reached the recipient: DELIVERED, and never
+ * sent directly again (the server still gets it for the recipient's other devices). */
+int pt_api_outbox_direct_acked(pt_ctx *x, const uint8_t hash[16])
+{
+    sqlite3 *db = pt_lstore_db(x->st);
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, "SELECT seq, oid, v FROM outbox WHERE seq > ? ORDER BY seq LIMIT 1", -1, &st, NULL))
+        return PT_ERR_IO;
+    int64_t after = -1;
+    int rc = 0;
+    for (int guard = 0; guard < 100000; guard++) {
+        sqlite3_reset(st);
+        sqlite3_bind_int64(st, 1, after);
+        if (sqlite3_step(st) != SQLITE_ROW) break;
+        out_row o;
+        int lr = load_row(x, st, &o);
+        after = o.seq;
+        uint8_t h[16];
+        if (lr == 0 && o.env.len && pt_blake2b(h, 16, o.env.data, o.env.len, NULL, 0) == 0 &&
+            memcmp(h, hash, 16) == 0) {
+            sqlite3_finalize(st);
+            st = NULL;
+            pt_api_msg m = {0};
+            pt_buf_init(&m.text);
+            o.direct = 1;
+            if ((rc = pt_lstore_begin(x->st)) == 0) {
+                rc = out_write(x, &o, true);
+                bool found = false;
+                if (rc == 0 && o.kind == PT_OUT_DIRECT) {
+                    int fr = msg_find(x, "msg_id = ?", 0, o.m.msg_id, &m);
+                    found = fr == 0;
+                    if (fr == 0 && m.delivery < PT_DELIVERY_DELIVERED) {
+                        m.delivery = PT_DELIVERY_DELIVERED;
+                        rc = msg_store(x, &m, true, true);
+                    } else {
+                        found = false;
+                    }
+                }
+                if (rc == 0) rc = pt_lstore_commit(x->st);
+                else pt_lstore_rollback(x->st);
+                if (rc == 0 && found) emit_msg(x, PT_EVENT_DELIVERY, &m);
+            }
+            pt_buf_free(&m.text);
+            out_free(&o);
+            break;
+        }
+        out_free(&o);
+    }
+    if (st) sqlite3_finalize(st);
     return rc;
 }
 
@@ -535,6 +652,10 @@ static int send_common(pt_ctx *x, pt_api_msg *m, uint8_t kind, const uint8_t tar
     if (id) pt_hex_encode(id, m->msg_id, 16);
     if ((rc = pt_api_ensure_online(x)) == 0) rc = pt_api_flush_outbox(x);
     pt_api_process_updates(x);
+    if (rc && x->lan && kind == PT_OUT_DIRECT) { /* no server: straight to the friend, if nearby */
+        int lr = pt_api_lan_deliver(x, target, PT_API_LAN_WAIT_MS);
+        if (lr == 0) rc = 0;
+    }
     pt_api_msg now = {0};
     pt_buf_init(&now.text);
     int st = msg_find(x, "msg_id = ?", 0, m->msg_id, &now);
@@ -543,7 +664,10 @@ static int send_common(pt_ctx *x, pt_api_msg *m, uint8_t kind, const uint8_t tar
     if (delivery == PT_DELIVERY_FAILED) return PT_ERR_REFUSED;
     if (delivery >= PT_DELIVERY_STORED) return 0;
     if (rc == 0) rc = PT_ERR_OFFLINE;
-    if (rc == PT_ERR_OFFLINE || rc == PT_ERR_TIMEOUT)
+    if ((rc == PT_ERR_OFFLINE || rc == PT_ERR_TIMEOUT) && x->lan)
+        pt_api_fail(x, rc, "no server is reachable and the recipient is not nearby; the message is kept and "
+                           "will be sent when either appears");
+    else if (rc == PT_ERR_OFFLINE || rc == PT_ERR_TIMEOUT)
         pt_api_fail(x, rc, "the server is not reachable; the message is kept and will be sent later");
     return rc;
 }
@@ -649,12 +773,13 @@ static int send_group(pt_ctx *x, const char *group, const char *text, char id[PT
 
 static void ack_server(pt_ctx *x, int64_t server_id)
 {
+    if (server_id == 0) return; /* it came directly, not from the server */
     int rc;
     PT_API_CALL(rc, x, NULL, messages_received, q.server_ids = (pt_tl_vec_long){1, &server_id});
     if (rc) pt_log_debug("could not confirm item %lld: %s", (long long)server_id, x->last_error);
 }
 
-static bool seen_envelope(pt_ctx *x, const uint8_t hash[16])
+bool pt_api_envelope_seen(pt_ctx *x, const uint8_t hash[16])
 {
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(pt_lstore_db(x->st), "SELECT 1 FROM seen_envelopes WHERE hash = ?", -1, &st, NULL)) return false;
@@ -688,6 +813,7 @@ static bool device_matches(const pt_api_contact *p, const uint8_t dev[32], const
 static void send_receipt(pt_ctx *x, const uint8_t to[16], int64_t about, int status, const uint8_t curve[32],
                          const pt_buf *reply)
 {
+    if (about == 0) return; /* a direct delivery: its ACK on the connection said it */
     pt_buf env;
     pt_buf_init(&env);
     size_t at;
@@ -719,7 +845,7 @@ void pt_api_on_message(pt_ctx *x, int64_t server_id, const uint8_t from[16], con
 {
     uint8_t hash[16], sender[32];
     if (pt_blake2b(hash, 16, env->data, env->len, NULL, 0) != 0) return;
-    if (seen_envelope(x, hash)) { /* delivered again after a crash or reconnect */
+    if (pt_api_envelope_seen(x, hash)) { /* delivered again after a crash or reconnect */
         ack_server(x, server_id);
         return;
     }
@@ -1070,10 +1196,12 @@ int pt_group_members(pt_ctx *x, const char *group, pt_user **out, size_t *n)
 int pt_sync(pt_ctx *x, int wait_ms)
 {
     int rc = pt_api_ensure_online(x);
-    if (rc) return rc;
-    PT_API_CALL(rc, x, NULL, messages_sync, (void)q);
-    pt_api_process_updates(x);
-    if (rc) return rc;
+    if (rc == 0) {
+        PT_API_CALL(rc, x, NULL, messages_sync, (void)q);
+        pt_api_process_updates(x);
+    }
+    bool serverless = rc && x->lan; /* on the local network only: wait there */
+    if (rc && !serverless) return rc;
     uint64_t end = pt_env_now_ms(x->env) + (uint64_t)(wait_ms > 0 ? wait_ms : 0);
     for (;;) {
         sqlite3_stmt *st;
@@ -1086,6 +1214,7 @@ int pt_sync(pt_ctx *x, int wait_ms)
         if (any || now >= end) break;
         if ((rc = pt_poll(x, (int)(end - now > 200 ? 200 : end - now))) != 0) return rc;
     }
+    if (!x->online) return serverless ? 0 : PT_ERR_OFFLINE;
     return pt_api_flush_outbox(x);
 }
 

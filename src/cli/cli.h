@@ -26,7 +26,13 @@ typedef struct pt_cli {
     const char *prog;
     int argc;     /* the command's arguments (argv[0] is the command) */
     char **argv;
+    int lan;      /* --lan 1, --no-lan 0, else -1: on when no server answers */
+    uint16_t discovery_port; /* --discovery-port; 0: 7001 */
 } pt_cli;
+
+/* Turns the local network on as --lan / --no-lan say (auto: when the server did not
+ * answer, i.e. server_rc is PT_ERR_OFFLINE or PT_ERR_TIMEOUT). Returns 0 or an exit code. */
+int pt_cli_lan(pt_cli *cli, pt_ctx *ctx, int server_rc);
 
 /* Prints "packtrack: MSG" to stderr and returns the exit code for err. */
 int pt_cli_fail(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

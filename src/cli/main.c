@@ -39,6 +39,8 @@ static const char usage_text[] =
     "  device link | device list | device revoke ID\n"
     "  passwd                    re-seal the local store under a new password\n"
     "  chat [NAME]               interactive terminal UI\n"
+    "  nearby [--wait SECONDS] [--json]\n"
+    "                            servers, friends and others discovery sees on this network\n"
     "\n"
     "options:\n"
     "  --home DIR            profile directory (default ~/.packtrack)\n"
@@ -50,6 +52,10 @@ static const char usage_text[] =
     "  --obfuscate MODE      off (default), mse (never plain), mse-prefer (MSE, else\n"
     "                        plain) or pt-obfs; the server's mode must take it\n"
     "  --network-key HEX     the network key the server is configured with\n"
+    "  --lan                 local-network discovery and direct chat with friends nearby\n"
+    "                        (send, recv, chat); default: on when no server answers\n"
+    "  --no-lan              never use the local network\n"
+    "  --discovery-port N    UDP port of LAN discovery (default 7001)\n"
     "  -v, --verbose         log what the library does to stderr\n"
     "  -h, --help            this text;  -V, --version  the version\n"
     "\n"
@@ -422,10 +428,28 @@ static int cmd_typing(pt_cli *cli, pt_ctx *ctx)
     return 0;
 }
 
+int pt_cli_lan(pt_cli *cli, pt_ctx *ctx, int server_rc)
+{
+    bool want = cli->lan == 1 || (cli->lan == -1 && (server_rc == PT_ERR_OFFLINE || server_rc == PT_ERR_TIMEOUT));
+    if (!want || pt_lan_active(ctx)) return 0;
+    int rc = pt_lan_start(ctx, cli->discovery_port);
+    if (rc == 0) return 0;
+    if (cli->lan == 1) return pt_cli_report(ctx, rc, "--lan");
+    return 0; /* auto: without the local network we go on as before */
+}
+
+/* send, recv and chat: the server, else (or with --lan also) the local network */
+static int connect_or_lan(pt_cli *cli, pt_ctx *ctx)
+{
+    int rc = cli->lan == 0 ? 0 : pt_connect(ctx);
+    return pt_cli_lan(cli, ctx, rc);
+}
+
 static int cmd_send(pt_cli *cli, pt_ctx *ctx)
 {
     int rc = need_args(cli, 2, 2, "send NAME TEXT");
     if (rc) return rc;
+    if ((rc = connect_or_lan(cli, ctx)) != 0) return rc;
     char id[PT_ID_HEX_LEN];
     rc = pt_send(ctx, cli->argv[1], cli->argv[2], id);
     if (rc) return pt_cli_report(ctx, rc, "send");
@@ -521,7 +545,9 @@ static int cmd_recv(pt_cli *cli, pt_ctx *ctx)
             continue;
         else return pt_cli_fail(PT_EXIT_USAGE, "usage: packtrack recv [--wait SECONDS] [--json]");
     }
-    int rc = pt_sync(ctx, wait_s * 1000);
+    int rc = connect_or_lan(cli, ctx);
+    if (rc) return rc;
+    rc = pt_sync(ctx, wait_s * 1000);
     int sync_rc = rc;
     pt_message *m;
     size_t n;
@@ -643,9 +669,63 @@ static int cmd_chat_start(pt_cli *cli)
     if (!ctx && !given) ctx = pt_cli_open(cli, &rc);
     else if (!ctx) rc = pt_cli_report(NULL, err, "cannot open the profile");
     if (!ctx) return rc;
+    if ((rc = connect_or_lan(cli, ctx)) != 0) {
+        pt_close(ctx);
+        return rc;
+    }
     rc = pt_cli_chat(ctx, peer);
     pt_close(ctx);
     return rc;
+}
+
+static const char *obfs_text(int f, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s%s%s%s", f & 1 ? "plain," : "", f & 2 ? "mse," : "", f & 8 ? "pt-obfs," : "",
+             f & 4 ? "required," : "");
+    size_t n = strlen(out);
+    if (n) out[n - 1] = 0;
+    return out;
+}
+
+static int cmd_nearby(pt_cli *cli, pt_ctx *ctx)
+{
+    int wait_s = 2;
+    bool json = false;
+    for (int i = 1; i < cli->argc; i++) {
+        char *end;
+        if (strcmp(cli->argv[i], "--json") == 0) json = true;
+        else if (strcmp(cli->argv[i], "--wait") == 0 && i + 1 < cli->argc &&
+                 (wait_s = (int)strtol(cli->argv[++i], &end, 10), *end == 0) && wait_s >= 0 && wait_s <= 3600)
+            continue;
+        else return pt_cli_fail(PT_EXIT_USAGE, "usage: packtrack nearby [--wait SECONDS] [--json]");
+    }
+    if (cli->lan == 0) return pt_cli_fail(PT_EXIT_USAGE, "nearby needs the local network (not --no-lan)");
+    int rc = pt_lan_start(ctx, cli->discovery_port);
+    if (rc == 0) rc = pt_lan_scan(ctx, wait_s * 1000);
+    pt_nearby *v;
+    size_t n;
+    if (rc == 0) rc = pt_nearby_list(ctx, &v, &n);
+    if (rc) return pt_cli_report(ctx, rc, "nearby");
+    static const char *const kinds[] = {"", "server", "friend", "stranger"};
+    for (size_t i = 0; i < n; i++) {
+        char o[64];
+        if (json) {
+            printf("{\"kind\":\"%s\",\"name\":", kinds[v[i].kind]);
+            print_json_string(v[i].name);
+            printf(",\"addr\":\"%s\",\"port\":%u,\"fingerprint\":\"%s\",\"obfs\":%d,\"connected\":%d}\n",
+                   v[i].addr, v[i].port, v[i].fingerprint, v[i].obfs, v[i].connected);
+        } else if (v[i].kind == PT_NEARBY_SERVER) {
+            printf("server   %s:%u  %s  (%s)\n", v[i].addr, v[i].port, v[i].fingerprint, obfs_text(v[i].obfs, o, sizeof o));
+        } else if (v[i].kind == PT_NEARBY_FRIEND) {
+            printf("friend   %s  %s:%u  device %.23s%s\n", v[i].name, v[i].addr, v[i].port, v[i].fingerprint,
+                   v[i].connected ? "  (connected)" : "");
+        } else {
+            printf("someone nearby  %s\n", v[i].addr);
+        }
+    }
+    if (!json && n == 0) printf("nothing nearby answered in %d s\n", wait_s);
+    pt_free(v);
+    return 0;
 }
 
 static int cmd_passwd(pt_cli *cli, pt_ctx *ctx)
@@ -672,12 +752,12 @@ static const command commands[] = {
     {"friend", cmd_friend, false}, {"safety", cmd_safety, false}, {"send", cmd_send, false},
     {"recv", cmd_recv, false},     {"group", cmd_group, true},    {"device", cmd_device, true},
     {"passwd", cmd_passwd, false}, {"verify", cmd_verify, true}, {"trust", cmd_trust, true},
-    {"history", cmd_history, false}, {"receipts", cmd_receipts, false}, {"typing", cmd_typing, false}, /* chat: cmd_chat_start() */
+    {"history", cmd_history, false}, {"nearby", cmd_nearby, false}, {"receipts", cmd_receipts, false}, {"typing", cmd_typing, false}, /* chat: cmd_chat_start() */
 };
 
 int main(int argc, char **argv)
 {
-    pt_cli cli = {.prog = argv[0]};
+    pt_cli cli = {.prog = argv[0], .lan = -1};
     int verbose = 0;
     static const struct option opts[] = {
         {"home", required_argument, NULL, 'H'},          {"server", required_argument, NULL, 's'},
@@ -685,6 +765,8 @@ int main(int argc, char **argv)
         {"timeout", required_argument, NULL, 't'},       {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},                {"version", no_argument, NULL, 'V'},
         {"obfuscate", required_argument, NULL, 'O'},     {"network-key", required_argument, NULL, 'K'},
+        {"lan", no_argument, NULL, 'L'},                 {"no-lan", no_argument, NULL, 'N'},
+        {"discovery-port", required_argument, NULL, 'D'},
         {NULL, 0, NULL, 0},
     };
     int c;
@@ -712,6 +794,15 @@ int main(int argc, char **argv)
             if (n % 2 || n < 32 || n > 128 || strspn(optarg, "0123456789abcdefABCDEF") != n)
                 return pt_cli_fail(PT_EXIT_USAGE, "--network-key takes 32 to 128 hex digits");
             cli.opt.network_key = optarg;
+            break;
+        }
+        case 'L': cli.lan = 1; break;
+        case 'N': cli.lan = 0; break;
+        case 'D': {
+            char *end;
+            long p = strtol(optarg, &end, 10);
+            if (*end || p < 1 || p > 65535) return pt_cli_fail(PT_EXIT_USAGE, "--discovery-port takes 1-65535");
+            cli.discovery_port = (uint16_t)p;
             break;
         }
         case 'v': verbose = 1; break;
