@@ -17,16 +17,19 @@
 #include "server/pt_server_int.h"
 
 typedef struct pt_srv_addr_reg {
-    uint8_t user_id[16];            /* the device's user: the key of the table */
-    uint8_t device[32];             /* the device's Noise static key */
+    uint8_t user_id[16];                    /* the device's user: the key of the table */
+    uint8_t device[32];                     /* the device's Noise static key */
     uint8_t addrs[PT_SERVER_ADDRS_MAX][16]; /* IPv6, IPv4 as ::ffff:a.b.c.d */
-    uint32_t naddrs;                /* 1..PT_SERVER_ADDRS_MAX */
-    uint16_t port;                  /* 1..65535 */
-    int64_t registered_ms;          /* wall clock of the addr.register, ms since 1970 */
-    struct pt_srv_addr_reg *next;   /* hash chain */
+    uint32_t naddrs;                        /* 1..PT_SERVER_ADDRS_MAX */
+    uint16_t port;                          /* 1..65535 */
+    int64_t registered_ms;                  /* wall clock of the addr.register, ms since 1970 */
+    struct pt_srv_addr_reg *next;           /* hash chain */
 } pt_srv_addr_reg;
 
-static size_t reg_hash(const uint8_t user[16], size_t nb) { return (size_t)(pt_get_u64le(user) % nb); }
+static size_t reg_hash(const uint8_t user[16], size_t nb)
+{
+    return (size_t)(pt_get_u64le(user) % nb);
+}
 
 int pt_srv_addrs_init(pt_server *s)
 {
@@ -53,7 +56,8 @@ void pt_srv_addrs_free(pt_server *s)
 static pt_srv_addr_reg **reg_slot(pt_server *s, const uint8_t user[16], const uint8_t device[32])
 {
     pt_srv_addr_reg **pp = &s->addr_buckets[reg_hash(user, s->addr_nbuckets)];
-    while (*pp && !(memcmp((*pp)->device, device, 32) == 0 && memcmp((*pp)->user_id, user, 16) == 0))
+    while (*pp &&
+           !(memcmp((*pp)->device, device, 32) == 0 && memcmp((*pp)->user_id, user, 16) == 0))
         pp = &(*pp)->next;
     return pp;
 }
@@ -87,7 +91,7 @@ void pt_srv_addrs_drop(pt_server *s, const uint8_t user[16], const uint8_t devic
     s->addr_n--;
 }
 
-/* ---- addr.register ---------------------------------------------------------------------------- */
+/* ---- addr.register --------------------------------------------------------------------------- */
 
 /* Unspecified (::, ::ffff:0.0.0.0) and multicast (ff00::/8, ::ffff:224.0.0.0/4)
  * addresses can never be connected to. */
@@ -146,7 +150,8 @@ static void rpc_register(pt_conn *c, uint64_t req, const pt_tl_addr_register *q)
             s->addr_n++;
         }
         r->naddrs = q->addrs.n;
-        for (uint32_t i = 0; i < q->addrs.n; i++) memcpy(r->addrs[i], q->addrs.items[i].data, 16);
+        for (uint32_t i = 0; i < q->addrs.n; i++)
+            memcpy(r->addrs[i], q->addrs.items[i].data, 16);
         r->port = (uint16_t)q->port;
         r->registered_ms = (int64_t)pt_env_now_ms(pt_env_default());
     }
@@ -154,7 +159,7 @@ static void rpc_register(pt_conn *c, uint64_t req, const pt_tl_addr_register *q)
     pt_srv_reply_ok(e, req);
 }
 
-/* ---- addr.lookup ------------------------------------------------------------------------------ */
+/* ---- addr.lookup ----------------------------------------------------------------------------- */
 
 /* 1 when a and b are friends both ways, 0 if not, < 0 on error. */
 static int mutual_friends(pt_server *s, const uint8_t a[16], const uint8_t b[16])
@@ -205,13 +210,16 @@ static void rpc_lookup(pt_conn *c, uint64_t req, const pt_tl_addr_lookup *q)
         return;
     }
     size_t k = 0;
-    for (pt_srv_addr_reg *r = s->addr_buckets[reg_hash(q->user_id, s->addr_nbuckets)]; n && r; r = r->next) {
+    for (pt_srv_addr_reg *r = s->addr_buckets[reg_hash(q->user_id, s->addr_nbuckets)]; n && r;
+         r = r->next) {
         if (memcmp(r->user_id, q->user_id, 16) != 0) continue;
-        if (self && memcmp(r->device, e->device_pk, 32) == 0) continue; /* the caller knows its own */
+        if (self && memcmp(r->device, e->device_pk, 32) == 0)
+            continue; /* the caller knows its own */
         pt_tl_addr_peer *p = &peers[k];
         memcpy(p->device, r->device, 32);
         p->addrs = (pt_tl_vec_bytes){r->naddrs, addrs + k * PT_SERVER_ADDRS_MAX};
-        for (uint32_t i = 0; i < r->naddrs; i++) p->addrs.items[i] = (pt_tl_bytes){r->addrs[i], 16};
+        for (uint32_t i = 0; i < r->naddrs; i++)
+            p->addrs.items[i] = (pt_tl_bytes){r->addrs[i], 16};
         p->port = r->port;
         p->registered_at = r->registered_ms;
         k++;
@@ -219,8 +227,10 @@ static void rpc_lookup(pt_conn *c, uint64_t req, const pt_tl_addr_lookup *q)
     pt_tl_addr_peers res = {.peers = {(uint32_t)k, k ? peers : NULL}};
     pt_buf out;
     pt_buf_init(&out);
-    if (pt_tl_addr_peers_encode(&out, &res) == 0) pt_srv_reply(e, req, &out);
-    else pt_srv_reply_error(e, req, PT_RPC_INTERNAL, "INTERNAL");
+    if (pt_tl_addr_peers_encode(&out, &res) == 0)
+        pt_srv_reply(e, req, &out);
+    else
+        pt_srv_reply_error(e, req, PT_RPC_INTERNAL, "INTERNAL");
     pt_buf_free(&out);
     free(peers);
     free(addrs);
@@ -229,8 +239,13 @@ static void rpc_lookup(pt_conn *c, uint64_t req, const pt_tl_addr_lookup *q)
 bool pt_srv_addrs_rpc(pt_conn *c, uint64_t msg_id, uint32_t ctor, const void *decoded)
 {
     switch (ctor) {
-    case PT_TL_ADDR_REGISTER_ID: rpc_register(c, msg_id, decoded); return true;
-    case PT_TL_ADDR_LOOKUP_ID: rpc_lookup(c, msg_id, decoded); return true;
-    default: return false;
+    case PT_TL_ADDR_REGISTER_ID:
+        rpc_register(c, msg_id, decoded);
+        return true;
+    case PT_TL_ADDR_LOOKUP_ID:
+        rpc_lookup(c, msg_id, decoded);
+        return true;
+    default:
+        return false;
     }
 }

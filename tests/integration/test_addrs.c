@@ -18,7 +18,9 @@ static pt_ctx *make_user(const char *name)
 {
     char home[300];
     snprintf(home, sizeof home, "%s/%s", pt_test_tmpdir("addrs"), name);
-    pt_options o = {.home = home, .server = server_arg, .server_fingerprint = srv.fingerprint,
+    pt_options o = {.home = home,
+                    .server = server_arg,
+                    .server_fingerprint = srv.fingerprint,
                     .timeout_ms = 5000};
     pt_err err;
     pt_ctx *c = pt_create(&o, PASSWORD, name, &err);
@@ -70,11 +72,13 @@ static size_t lookup(pt_ctx *c, const char *name, pt_peer_addr **out)
     return n;
 }
 
-static bool has_addr(const pt_peer_addr *a, size_t n, const char *addr, uint16_t port, const char *dev)
+static bool has_addr(const pt_peer_addr *a, size_t n, const char *addr, uint16_t port,
+                     const char *dev)
 {
     for (size_t i = 0; i < n; i++)
-        if (strcmp(a[i].addr, addr) == 0 && a[i].port == port && strncasecmp(a[i].device, dev, 32) == 0 &&
-            strlen(a[i].device) == 64 && a[i].registered_at_ms > 0)
+        if (strcmp(a[i].addr, addr) == 0 && a[i].port == port &&
+            strncasecmp(a[i].device, dev, 32) == 0 && strlen(a[i].device) == 64 &&
+            a[i].registered_at_ms > 0)
             return true;
     return false;
 }
@@ -94,16 +98,22 @@ static void wait_count(pt_ctx *c, const char *name, size_t want)
 }
 
 /* The registration limit is once a second per device. */
-static void next_second(void) { usleep(1100 * 1000); }
+static void next_second(void)
+{
+    usleep(1100 * 1000);
+}
 
 /* addr.register with raw fields, as a client that skipped the library's checks
  * would send it; returns rc, and the server's error text in last_error. */
-static int raw_register(pt_ctx *c, const uint8_t (*addrs)[16], const uint32_t *lens, uint32_t n, int32_t port)
+static int raw_register(pt_ctx *c, const uint8_t (*addrs)[16], const uint32_t *lens, uint32_t n,
+                        int32_t port)
 {
     pt_tl_bytes items[16];
-    for (uint32_t i = 0; i < n; i++) items[i] = (pt_tl_bytes){addrs[i], lens[i]};
+    for (uint32_t i = 0; i < n; i++)
+        items[i] = (pt_tl_bytes){addrs[i], lens[i]};
     int rc;
-    PT_API_CALL(rc, c, NULL, addr_register, q.addrs = (pt_tl_vec_bytes){n, n ? items : NULL}; q.port = port);
+    PT_API_CALL(rc, c, NULL, addr_register, q.addrs = (pt_tl_vec_bytes){n, n ? items : NULL};
+                q.port = port);
     return rc;
 }
 
@@ -229,7 +239,10 @@ static void test_linked_devices(void **state)
     assert_int_equal(pt_device_link_code(bob, code), 0);
     char home[300];
     snprintf(home, sizeof home, "%s/bob2", pt_test_tmpdir("addrs"));
-    pt_options o = {.home = home, .server = server_arg, .server_fingerprint = srv.fingerprint, .timeout_ms = 5000};
+    pt_options o = {.home = home,
+                    .server = server_arg,
+                    .server_fingerprint = srv.fingerprint,
+                    .timeout_ms = 5000};
     pt_err err;
     pt_ctx *bob2 = pt_create_linked(&o, PASSWORD, code, &err);
     if (!bob2) fail_msg("link: %s (%s)", pt_strerror(err), pt_last_error(NULL));
