@@ -354,6 +354,32 @@ PT_API int pt_devices(pt_ctx *ctx, pt_device **out, size_t *n);
 /* Removes another device of ours (by pt_device.id or a unique prefix of it). */
 PT_API int pt_device_revoke(pt_ctx *ctx, const char *id);
 
+/* ---- direct addresses (S2WMP REG/LP) ---- */
+
+/* One address at which a device of a user can be reached peer to peer. */
+typedef struct pt_peer_addr {
+    char device[65];          /* the device's key (64 hex digits): pin it when connecting */
+    char addr[64];            /* "a.b.c.d" or an IPv6 address, as text */
+    uint16_t port;            /* TCP port of the device's peer-to-peer listener */
+    int64_t registered_at_ms; /* when the device registered it (server clock, ms since 1970) */
+} pt_peer_addr;
+
+/* Tells the server where this device can be reached directly: n addresses (1..8,
+ * each "a.b.c.d" or IPv6 text) and one port (1..65535). Opt-in: nothing is
+ * registered until this is called. The server shows them only to our friends and
+ * our other devices, keeps them in memory only, replaces them with the next call
+ * and forgets them when this device disconnects; n == 0 withdraws them now (addrs
+ * may then be NULL). At most one call a second: PT_ERR_REFUSED (FLOOD_WAIT_1)
+ * otherwise. PT_ERR_INVAL when an address does not parse, n > 8 or port is 0. */
+PT_API int pt_addr_register(pt_ctx *ctx, const char *const *addrs, size_t n, uint16_t port);
+/* The direct addresses that the devices of user `name` registered, one entry per
+ * device and address, only for devices on name's signed device list. Empty
+ * (0, *n == 0) when there is nothing we may see: name is not a friend, is
+ * invisible or offline, or registered nothing. name may be our own username: our
+ * other devices. PT_ERR_NOT_FOUND when there is no such user. *out is freed with
+ * pt_free(). */
+PT_API int pt_addr_lookup(pt_ctx *ctx, const char *name, pt_peer_addr **out, size_t *n);
+
 #ifdef __cplusplus
 }
 #endif

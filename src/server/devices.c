@@ -240,6 +240,7 @@ static void revoke_done(void *arg, int rc)
             if (c->dev && memcmp(pt_chan_remote_static(c->chan), o->device, 32) == 0)
                 pt_conn_close(c, "device revoked");
         }
+        pt_srv_addrs_drop(s, o->user_id, o->device);
         pt_srv_device *d = pt_srv_device_get(s, o->device);
         if (d) d->bound = false;
         /* the in-memory routing and queue counts follow the store */

@@ -135,6 +135,7 @@ void pt_srv_device_conn_down(pt_server *s, pt_conn *c)
     if (!d) return;
     c->dev = NULL;
     d->nconns--;
+    if (d->nconns == 0 && d->bound) pt_srv_addrs_drop(s, d->user_id, d->pk); /* offline: unreachable */
     if (c->online) {
         c->online = false;
         pt_srv_presence_conn(s, d->user_id, false);

@@ -36,6 +36,8 @@
 #define PT_SERVER_LINK_MAX 4096             /* a device-link blob, bytes */
 #define PT_SERVER_PREKEY_LOW 10             /* fewer left: the device is asked to top up */
 #define PT_SERVER_GROUP_MAX_MEMBERS 256     /* members + pending invitations of a group */
+#define PT_SERVER_ADDRS_MAX 8               /* direct addresses in one addr.register */
+#define PT_SERVER_ADDR_REG_INTERVAL_MS 1000 /* a device registers at most this often */
 
 typedef struct pt_server_config {
     const char *host;                     /* listen address, default 127.0.0.1 */

@@ -20,6 +20,7 @@ typedef struct pt_srv_device {
     uint8_t user_id[16];            /* valid when bound */
     pt_srv_sess *sessions;          /* via pt_srv_sess.dev_next */
     uint32_t nconns;                /* connections with an established channel */
+    uint64_t addr_reg_ms;           /* loop time of its last addr.register, 0: none (addrs.c) */
     struct pt_srv_device *next;     /* hash chain */
 } pt_srv_device;
 
@@ -117,6 +118,8 @@ struct pt_server {
     size_t dir_nusers_b, dir_nusers;
     pt_dir_block **dir_blocks;      /* who blocked whom (directory.c) */
     size_t dir_nblocks_b, dir_nblocks;
+    struct pt_srv_addr_reg **addr_buckets; /* direct-address registrations by user (addrs.c) */
+    size_t addr_nbuckets, addr_n;
     char metrics_host[256];
     uint16_t metrics_port;
     bool metrics_on;                /* the metrics listener is open */
@@ -174,6 +177,14 @@ bool pt_srv_contacts_rpc(pt_conn *c, uint64_t msg_id, uint32_t ctor, const void 
 bool pt_srv_prekeys_rpc(pt_conn *c, uint64_t msg_id, uint32_t ctor, const void *decoded);
 bool pt_srv_groups_rpc(pt_conn *c, uint64_t msg_id, uint32_t ctor, const void *decoded);
 bool pt_srv_devices_rpc(pt_conn *c, uint64_t msg_id, uint32_t ctor, const void *decoded);
+bool pt_srv_addrs_rpc(pt_conn *c, uint64_t msg_id, uint32_t ctor, const void *decoded);
+
+/* Direct addresses (addrs.c, S2WMP REG/LP): registrations held in memory only, one
+ * per connected bound device. init/free pair with the server; drop forgets device's
+ * registration (its last connection went, or it was revoked); no-op when it has none. */
+int pt_srv_addrs_init(pt_server *s);
+void pt_srv_addrs_free(pt_server *s);
+void pt_srv_addrs_drop(pt_server *s, const uint8_t user[16], const uint8_t device[32]);
 
 /* ---- helpers shared by the RPC modules (messaging.c) ------------------------------------ */
 

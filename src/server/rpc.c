@@ -85,7 +85,8 @@ void pt_srv_rpc(pt_conn *c, uint64_t msg_id, const uint8_t *body, size_t len)
                  !pt_srv_contacts_rpc(c, msg_id, o.id, &o.u) &&
                  !pt_srv_prekeys_rpc(c, msg_id, o.id, &o.u) &&
                  !pt_srv_groups_rpc(c, msg_id, o.id, &o.u) &&
-                 !pt_srv_devices_rpc(c, msg_id, o.id, &o.u))
+                 !pt_srv_devices_rpc(c, msg_id, o.id, &o.u) &&
+                 !pt_srv_addrs_rpc(c, msg_id, o.id, &o.u))
             reply_error(c, msg_id, PT_RPC_BAD_REQUEST, "METHOD_UNKNOWN");
     }
     pt_buf_free(&b);

@@ -614,6 +614,7 @@ pt_server *pt_server_new(const pt_server_config *cfg, int *err)
     if ((rc = pt_srv_devices_init(s)) != 0) goto fail;
     if ((rc = pt_abuse_init(s)) != 0) goto fail;
     if ((rc = pt_srv_presence_init(s)) != 0) goto fail;
+    if ((rc = pt_srv_addrs_init(s)) != 0) goto fail;
     if ((rc = pt_obfs_server_init(s)) != 0) goto fail; /* obfuscation (obfs_conn.c) */
 
     rc = PT_ERR_IO;
@@ -728,6 +729,7 @@ void pt_server_free(pt_server *s)
         uv_loop_close(&s->loop);
     }
     pt_srv_presence_free(s);
+    pt_srv_addrs_free(s);
     pt_srv_queues_free(s);
     pt_srv_dir_free(s);
     pt_srv_devices_free(s);
