@@ -405,6 +405,7 @@ static void went_offline(pt_ctx *x, const char *why)
 {
     if (!x->online) return;
     x->online = false;
+    pt_api_lan_server_lost(x);
     pt_client_drop(x->cl);
     pt_log_info("disconnected from %s:%u: %s", x->host, x->port, why);
     x->next_try_ms = pt_env_now_ms(x->env) + (uint64_t)x->backoff_ms;
@@ -528,6 +529,7 @@ static int poll_lan(pt_ctx *x, int timeout_ms)
         rc = pump(x, 0);
         pt_api_process_updates(x);
         if (rc == 0 && x->online) rc = pt_api_flush_outbox(x);
+        if (rc == 0 && x->online) pt_api_lan_server_exchange(x);
     }
     return rc == PT_ERR_OFFLINE || rc == PT_ERR_TIMEOUT ? 0 : rc;
 }

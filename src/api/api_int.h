@@ -214,6 +214,9 @@ int pt_api_lan_service(pt_ctx *x, int timeout_ms, int extra_fd, bool *extra_read
 int pt_api_lan_deliver(pt_ctx *x, const uint8_t user_id[16], int wait_ms);
 bool pt_api_lan_reaches(pt_ctx *x, const uint8_t user_id[16]);
 void pt_api_lan_free(pt_ctx *x);
+/* REG/LP with the server when connected (rate-limited inside); the server went away. */
+void pt_api_lan_server_exchange(pt_ctx *x);
+void pt_api_lan_server_lost(pt_ctx *x);
 
 int pt_api_msg_load(pt_ctx *x, sqlite3_stmt *st, pt_api_msg *m) PT_WUR; /* cols: seq?, msg_id, server_id, v */
 

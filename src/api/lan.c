@@ -48,6 +48,7 @@
 #define LAN_IDLE_MS (120 * 1000)
 #define LAN_RETRY_MS 2000                /* a failed connection to a peer is retried after */
 #define LAN_SCAN_WAIT_MS 1500            /* how long a send waits for a friend to answer */
+#define LAN_LOOKUP_MS (60 * 1000)        /* LP of our friends again this often */
 #define LAN_INBUF_MAX (PT_CHAN_FRAME_MAX + 4096)
 
 typedef struct lan_peer {
@@ -101,6 +102,8 @@ struct pt_lan {
     size_t nstrangers;
     lan_conn *conns[LAN_MAX_CONNS];
     uint64_t rx_requests, tx_replies, rx_bytes, tx_bytes, dropped;
+    bool registered;     /* REG sent on the current server connection */
+    uint64_t lookup_ms;  /* last LP round */
 };
 
 static uint64_t now_ms(pt_ctx *x) { return pt_env_now_ms(x->env); }
@@ -270,6 +273,34 @@ static void emit_presence(pt_ctx *x, const char *name, pt_status st)
 static bool has_direct_work(pt_ctx *x, const uint8_t user_id[16]);
 static void connect_peer(pt_ctx *x, lan_peer *p);
 
+/* Notes (or updates) where a friend's device is. */
+static lan_peer *peer_note(pt_ctx *x, const uint8_t user_id[16], const uint8_t device[32], const uint8_t addr[16],
+                           uint16_t port, const char *name)
+{
+    pt_lan *l = x->lan;
+    lan_peer *p = peer_find(l, user_id);
+    if (!p) {
+        for (size_t i = 0; i < LAN_MAX_PEERS && !p; i++)
+            if (!l->peers[i].used) p = &l->peers[i];
+        if (!p) { /* full: the one heard of longest ago goes */
+            p = &l->peers[0];
+            for (size_t i = 1; i < LAN_MAX_PEERS; i++)
+                if (l->peers[i].seen_ms < p->seen_ms) p = &l->peers[i];
+        }
+        memset(p, 0, sizeof *p);
+        p->used = true;
+        memcpy(p->user_id, user_id, 16);
+    }
+    bool moved = memcmp(p->addr, addr, 16) != 0 || p->port != port || memcmp(p->device, device, 32) != 0;
+    memcpy(p->device, device, 32);
+    memcpy(p->addr, addr, 16);
+    p->port = port;
+    p->seen_ms = now_ms(x);
+    if (moved) p->retry_ms = 0;
+    snprintf(p->name, sizeof p->name, "%s", name);
+    return p;
+}
+
 /* A record from `src` in a packet of `type` with `nonce`: a friend's device is noted
  * (and connected to when messages wait for them); anything else is someone nearby. */
 static void take_record(pt_ctx *x, const pt_disc_record *r, uint8_t type, const uint8_t nonce[16],
@@ -301,26 +332,7 @@ static void take_record(pt_ctx *x, const pt_disc_record *r, uint8_t type, const 
         free(c);
         return;
     }
-    lan_peer *p = peer_find(l, r->user_id);
-    if (!p) {
-        for (size_t i = 0; i < LAN_MAX_PEERS && !p; i++)
-            if (!l->peers[i].used) p = &l->peers[i];
-        if (!p) { /* full: the one heard of longest ago goes */
-            p = &l->peers[0];
-            for (size_t i = 1; i < LAN_MAX_PEERS; i++)
-                if (l->peers[i].seen_ms < p->seen_ms) p = &l->peers[i];
-        }
-        memset(p, 0, sizeof *p);
-        p->used = true;
-        memcpy(p->user_id, r->user_id, 16);
-    }
-    bool moved = memcmp(p->addr, r->addr, 16) != 0 || p->port != r->port || memcmp(p->device, r->device, 32) != 0;
-    memcpy(p->device, r->device, 32);
-    memcpy(p->addr, r->addr, 16);
-    p->port = r->port;
-    p->seen_ms = now;
-    if (moved) p->retry_ms = 0;
-    snprintf(p->name, sizeof p->name, "%s", c->name);
+    lan_peer *p = peer_note(x, r->user_id, r->device, r->addr, r->port, c->name);
     free(c);
     if (!p->present && memcmp(p->user_id, x->user_id, 16) != 0) {
         p->present = true;
@@ -662,6 +674,73 @@ static void accept_all(pt_ctx *x)
             pt_log_warn("lan: too many direct connections; one is refused");
         }
     }
+}
+
+/* ---- S2WMP REG/LP through the server ---------------------------------------------------------------- */
+
+/* While a server is reachable: tell it where our friends can reach this device directly
+ * (REG; it shows them to friends only) and ask where our friends' devices are (LP), so
+ * that when the server goes away, or a friend is on another subnet that broadcasts do
+ * not reach, we still know where to connect. Once per connection, then every minute. */
+void pt_api_lan_server_exchange(pt_ctx *x)
+{
+    pt_lan *l = x->lan;
+    uint64_t now = now_ms(x);
+    if (!l || !x->online || !x->bound || (l->registered && now - l->lookup_ms < LAN_LOOKUP_MS)) return;
+    l->lookup_ms = now;
+    if (!l->registered) {
+        char text[8][64];
+        const char *ptr[8];
+        size_t n = 0;
+        struct ifaddrs *ifs = NULL;
+        if (getifaddrs(&ifs) == 0) {
+            for (struct ifaddrs *i = ifs; i && n < 8; i = i->ifa_next)
+                if (i->ifa_addr && i->ifa_addr->sa_family == AF_INET && (i->ifa_flags & IFF_UP) &&
+                    !(i->ifa_flags & IFF_LOOPBACK) &&
+                    inet_ntop(AF_INET, &((struct sockaddr_in *)i->ifa_addr)->sin_addr, text[n], sizeof text[n])) {
+                    ptr[n] = text[n];
+                    n++;
+                }
+            freeifaddrs(ifs);
+        }
+        l->registered = true;
+        if (n && pt_addr_register(x, ptr, n, l->tcp_port) != 0)
+            pt_log_debug("lan: the server did not take our direct address: %s", x->last_error);
+    }
+    pt_contact *cs = NULL;
+    size_t nc = 0;
+    if (pt_contacts(x, &cs, &nc) != 0) return;
+    for (size_t i = 0; i < nc && x->online; i++) {
+        if (cs[i].state != PT_CONTACT_STATE_FRIEND) continue;
+        pt_peer_addr *pa = NULL;
+        size_t np = 0;
+        uint8_t uid[16];
+        if (pt_hex_decode(uid, 16, cs[i].user_id) != 0 || pt_addr_lookup(x, cs[i].name, &pa, &np) != 0) continue;
+        for (size_t k = 0; k < np; k++) {
+            uint8_t dev[32], addr[16] = {0};
+            struct in_addr v4;
+            struct in6_addr v6;
+            if (pt_hex_decode(dev, 32, pa[k].device) != 0) continue;
+            if (inet_pton(AF_INET, pa[k].addr, &v4) == 1) {
+                addr[10] = addr[11] = 0xff;
+                memcpy(addr + 12, &v4, 4);
+            } else if (inet_pton(AF_INET6, pa[k].addr, &v6) == 1) {
+                memcpy(addr, &v6, 16);
+            } else {
+                continue;
+            }
+            if (addr[10] != 0xff || addr[11] != 0xff) continue; /* direct connections are IPv4 for now */
+            peer_note(x, uid, dev, addr, pa[k].port, cs[i].name);
+            pt_log_debug("lan: the server says %s can be reached at %s:%u", cs[i].name, pa[k].addr, pa[k].port);
+        }
+        pt_free(pa);
+    }
+    pt_free(cs);
+}
+
+void pt_api_lan_server_lost(pt_ctx *x)
+{
+    if (x->lan) x->lan->registered = false;
 }
 
 /* ---- the service loop ---------------------------------------------------------------------------------- */
