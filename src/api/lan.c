@@ -55,6 +55,7 @@ typedef struct lan_peer {
     uint8_t user_id[16];
     uint8_t device[32];
     uint8_t addr[16];
+    uint32_t scope;      /* interface of a link-local IPv6 address */
     uint16_t port;
     uint64_t seen_ms;
     uint64_t retry_ms;   /* no new connection before this */
@@ -91,6 +92,7 @@ typedef struct lan_conn {
 
 struct pt_lan {
     int udp_listen, udp_query, tcp;
+    int udp6_listen, udp6_query; /* IPv6 link-local multicast (PT_DISC_MCAST6); -1 without IPv6 */
     uint16_t disc_port, tcp_port;
     pt_disc_limiter *lim;
     uint8_t bpm_nonce[16], bsm_nonce[16];
@@ -138,11 +140,25 @@ static int udp_socket(uint16_t port, bool reuse)
     return fd;
 }
 
+/* The direct-connection listener: dual-stack [::] where the kernel has IPv6, else IPv4. */
 static int tcp_listener(uint16_t *port)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    int one = 1, zero = 0;
+    int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd >= 0) {
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+        struct sockaddr_in6 sa = {.sin6_family = AF_INET6, .sin6_port = htons(*port), .sin6_addr = in6addr_any};
+        socklen_t len = sizeof sa;
+        if (bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 && listen(fd, 16) == 0 &&
+            getsockname(fd, (struct sockaddr *)&sa, &len) == 0) {
+            *port = ntohs(sa.sin6_port);
+            return fd;
+        }
+        close(fd);
+    }
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) return -1;
-    int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(*port), .sin_addr.s_addr = htonl(INADDR_ANY)};
     socklen_t len = sizeof sa;
@@ -155,18 +171,50 @@ static int tcp_listener(uint16_t *port)
     return fd;
 }
 
+/* IPv6 UDP: the listener joins PT_DISC_MCAST6 on every multicast interface. */
+static int udp6_socket(uint16_t port, bool listener)
+{
+    int fd = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) return -1;
+    int one = 1;
+    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    setsockopt(fd, IPPROTO_IPV6, IPV6_MULTICAST_LOOP, &one, sizeof one);
+    if (listener) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in6 sa = {.sin6_family = AF_INET6, .sin6_port = htons(port), .sin6_addr = in6addr_any};
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        close(fd);
+        return -1;
+    }
+    if (listener) {
+        struct if_nameindex *ifs = if_nameindex();
+        int joined = 0;
+        for (struct if_nameindex *i = ifs; i && i->if_index; i++) {
+            struct ipv6_mreq mr = {.ipv6mr_interface = i->if_index};
+            if (inet_pton(AF_INET6, PT_DISC_MCAST6, &mr.ipv6mr_multiaddr) == 1 &&
+                setsockopt(fd, IPPROTO_IPV6, IPV6_JOIN_GROUP, &mr, sizeof mr) == 0)
+                joined++;
+        }
+        if (ifs) if_freenameindex(ifs);
+        if (!joined) {
+            close(fd);
+            return -1;
+        }
+    }
+    return fd;
+}
+
 /* The address we send from toward `to` (a route lookup through a connected UDP socket). */
-static void local_addr_toward(const struct sockaddr_in *to, uint8_t addr[16])
+static void local_addr_toward(const struct sockaddr *to, socklen_t tolen, uint8_t addr[16])
 {
     memset(addr, 0, 16);
-    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    int fd = socket(to->sa_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return;
     int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_BROADCAST, &one, sizeof one);
-    struct sockaddr_in me;
+    if (to->sa_family == AF_INET) setsockopt(fd, SOL_SOCKET, SO_BROADCAST, &one, sizeof one);
+    struct sockaddr_storage me;
     socklen_t len = sizeof me;
     uint16_t port;
-    if (connect(fd, (const struct sockaddr *)to, sizeof *to) == 0 &&
+    if (connect(fd, to, tolen) == 0 &&
         getsockname(fd, (struct sockaddr *)&me, &len) == 0 &&
         pt_disc_addr_from_sockaddr((struct sockaddr *)&me, addr, &port) != 0)
         memset(addr, 0, 16);
@@ -180,13 +228,13 @@ static void send_dgram(pt_ctx *x, int fd, const uint8_t *p, size_t n, const stru
 }
 
 /* Our signed record for a packet of `type` with `nonce`, sent toward `to`. */
-static int our_record(pt_ctx *x, uint8_t type, const uint8_t nonce[16], const struct sockaddr_in *to,
-                      pt_disc_record *r)
+static int our_record(pt_ctx *x, uint8_t type, const uint8_t nonce[16], const struct sockaddr *to,
+                      socklen_t tolen, pt_disc_record *r)
 {
     memset(r, 0, sizeof *r);
     memcpy(r->user_id, x->user_id, 16);
     memcpy(r->device, x->dev_pk, 32);
-    local_addr_toward(to, r->addr);
+    local_addr_toward(to, tolen, r->addr);
     r->port = x->lan->tcp_port;
     r->ts_ms = wall_ms();
     return pt_disc_record_sign(r, type, nonce, x->id_sk);
@@ -232,13 +280,51 @@ static void broadcast(pt_ctx *x, uint8_t type)
         p.flags = 0;
         memset(&p.rec, 0, sizeof p.rec);
         if (type == PT_DISC_BPM && x->status != PT_PRESENCE_INVISIBLE &&
-            our_record(x, type, p.nonce, &dst[k], &p.rec) == 0)
+            our_record(x, type, p.nonce, (struct sockaddr *)&dst[k], sizeof dst[k], &p.rec) == 0)
             p.flags = PT_DISC_FLAG_RECORD;
         uint8_t buf[PT_DISC_MAX_LEN];
         size_t n;
         if (pt_disc_encode(&p, buf, sizeof buf, &n) == 0)
             send_dgram(x, l->udp_query, buf, n, (struct sockaddr *)&dst[k], sizeof dst[k]);
     }
+    if (l->udp6_query < 0) return;
+    /* IPv6: the link-local group, once per interface that has a link-local address */
+    uint32_t done[16];
+    size_t ndone = 0;
+    if (getifaddrs(&ifs) != 0) return;
+    for (struct ifaddrs *i = ifs; i && ndone < 16; i = i->ifa_next) {
+        if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET6 || !(i->ifa_flags & IFF_UP) ||
+            !(i->ifa_flags & IFF_MULTICAST) || (i->ifa_flags & IFF_LOOPBACK))
+            continue;
+        const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)i->ifa_addr;
+        if (!IN6_IS_ADDR_LINKLOCAL(&a6->sin6_addr)) continue;
+        uint32_t idx = if_nametoindex(i->ifa_name);
+        bool seen = !idx;
+        for (size_t k = 0; k < ndone && !seen; k++) seen = done[k] == idx;
+        if (seen) continue;
+        done[ndone++] = idx;
+        struct sockaddr_in6 to = {.sin6_family = AF_INET6, .sin6_port = htons(l->disc_port), .sin6_scope_id = idx};
+        if (inet_pton(AF_INET6, PT_DISC_MCAST6, &to.sin6_addr) != 1) continue;
+        setsockopt(l->udp6_query, IPPROTO_IPV6, IPV6_MULTICAST_IF, &idx, sizeof idx);
+        p.flags = 0;
+        memset(&p.rec, 0, sizeof p.rec);
+        if (type == PT_DISC_BPM && x->status != PT_PRESENCE_INVISIBLE) {
+            /* the address it leaves from: this interface's link-local one */
+            memset(&p.rec, 0, sizeof p.rec);
+            memcpy(p.rec.user_id, x->user_id, 16);
+            memcpy(p.rec.device, x->dev_pk, 32);
+            memcpy(p.rec.addr, &a6->sin6_addr, 16);
+            p.rec.port = l->tcp_port;
+            p.rec.ts_ms = wall_ms();
+            if (pt_disc_record_sign(&p.rec, type, p.nonce, x->id_sk) == 0) p.flags = PT_DISC_FLAG_RECORD;
+            else memset(&p.rec, 0, sizeof p.rec);
+        }
+        uint8_t buf[PT_DISC_MAX_LEN];
+        size_t n;
+        if (pt_disc_encode(&p, buf, sizeof buf, &n) == 0)
+            send_dgram(x, l->udp6_query, buf, n, (struct sockaddr *)&to, sizeof to);
+    }
+    freeifaddrs(ifs);
 }
 
 /* ---- what discovery saw ---------------------------------------------------------------------------------- */
@@ -304,7 +390,7 @@ static lan_peer *peer_note(pt_ctx *x, const uint8_t user_id[16], const uint8_t d
 /* A record from `src` in a packet of `type` with `nonce`: a friend's device is noted
  * (and connected to when messages wait for them); anything else is someone nearby. */
 static void take_record(pt_ctx *x, const pt_disc_record *r, uint8_t type, const uint8_t nonce[16],
-                        const uint8_t src[16])
+                        const uint8_t src[16], uint32_t scope)
 {
     pt_lan *l = x->lan;
     uint64_t now = now_ms(x);
@@ -333,6 +419,7 @@ static void take_record(pt_ctx *x, const pt_disc_record *r, uint8_t type, const 
         return;
     }
     lan_peer *p = peer_note(x, r->user_id, r->device, r->addr, r->port, c->name);
+    p->scope = scope;
     free(c);
     if (!p->present && memcmp(p->user_id, x->user_id, 16) != 0) {
         p->present = true;
@@ -370,6 +457,7 @@ static void on_datagram(pt_ctx *x, int fd, bool listener)
         l->rx_bytes += (uint64_t)n;
         uint8_t src[16];
         uint16_t sport;
+        uint32_t scope = ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_scope_id : 0;
         pt_disc_pkt p;
         if (pt_disc_addr_from_sockaddr((struct sockaddr *)&ss, src, &sport) != 0 ||
             pt_disc_decode(buf, (size_t)n, &p) != 0) {
@@ -380,7 +468,7 @@ static void on_datagram(pt_ctx *x, int fd, bool listener)
         pt_log_debug("lan: type %u from %s socket", p.type, listener ? "the listening" : "the query");
         if (listener && p.type == PT_DISC_BPM) {
             l->rx_requests++;
-            if (p.flags & PT_DISC_FLAG_RECORD) take_record(x, &p.rec, PT_DISC_BPM, p.nonce, src);
+            if (p.flags & PT_DISC_FLAG_RECORD) take_record(x, &p.rec, PT_DISC_BPM, p.nonce, src, scope);
             if (x->status == PT_PRESENCE_INVISIBLE) continue; /* invisible: we do not answer */
             if (!pt_disc_limiter_allow(l->lim, src, now_ms(x))) {
                 l->dropped++;
@@ -389,7 +477,7 @@ static void on_datagram(pt_ctx *x, int fd, bool listener)
             pt_disc_pkt r = {.type = PT_DISC_BPR};
             memcpy(r.nonce, p.nonce, 16);
             size_t len;
-            if (ss.ss_family != AF_INET || our_record(x, PT_DISC_BPR, p.nonce, (struct sockaddr_in *)&ss, &r.rec) != 0 ||
+            if (our_record(x, PT_DISC_BPR, p.nonce, (struct sockaddr *)&ss, sslen, &r.rec) != 0 ||
                 pt_disc_encode(&r, buf, sizeof buf, &len) != 0 || len > (size_t)n)
                 continue;
             send_dgram(x, fd, buf, len, (struct sockaddr *)&ss, sslen);
@@ -399,7 +487,7 @@ static void on_datagram(pt_ctx *x, int fd, bool listener)
                 l->dropped++;
                 continue;
             }
-            take_record(x, &p.rec, PT_DISC_BPR, p.nonce, src);
+            take_record(x, &p.rec, PT_DISC_BPR, p.nonce, src, scope);
         } else if (!listener && p.type == PT_DISC_BSR) {
             take_bsr(x, &p, src);
         } else {
@@ -490,7 +578,7 @@ static void connect_peer(pt_ctx *x, lan_peer *p)
     p->retry_ms = now + LAN_RETRY_MS;
     struct sockaddr_storage ss;
     socklen_t sslen;
-    pt_disc_addr_to_sockaddr(p->addr, p->port, 0, &ss, &sslen);
+    pt_disc_addr_to_sockaddr(p->addr, p->port, p->scope, &ss, &sslen);
     int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) return;
     int one = 1;
@@ -729,7 +817,7 @@ void pt_api_lan_server_exchange(pt_ctx *x)
             } else {
                 continue;
             }
-            if (addr[10] != 0xff || addr[11] != 0xff) continue; /* direct connections are IPv4 for now */
+            if (addr[0] == 0xfe && (addr[1] & 0xc0) == 0x80) continue; /* link-local: no scope to use */
             peer_note(x, uid, dev, addr, pa[k].port, cs[i].name);
             pt_log_debug("lan: the server says %s can be reached at %s:%u", cs[i].name, pa[k].addr, pa[k].port);
         }
@@ -773,13 +861,15 @@ int pt_api_lan_service(pt_ctx *x, int timeout_ms, int extra_fd, bool *extra_read
     pt_lan *l = x->lan;
     if (extra_ready) *extra_ready = false;
     if (!l) return 0;
-    struct pollfd pf[4 + LAN_MAX_CONNS];
+    struct pollfd pf[6 + LAN_MAX_CONNS];
     size_t idx[LAN_MAX_CONNS];
     nfds_t n = 0;
     pf[n++] = (struct pollfd){.fd = l->udp_listen, .events = POLLIN};
     pf[n++] = (struct pollfd){.fd = l->udp_query, .events = POLLIN};
     pf[n++] = (struct pollfd){.fd = l->tcp, .events = POLLIN};
     pf[n++] = (struct pollfd){.fd = extra_fd, .events = POLLIN};
+    pf[n++] = (struct pollfd){.fd = l->udp6_listen, .events = POLLIN};
+    pf[n++] = (struct pollfd){.fd = l->udp6_query, .events = POLLIN};
     size_t nc = 0;
     for (size_t i = 0; i < LAN_MAX_CONNS; i++) {
         lan_conn *c = l->conns[i];
@@ -795,10 +885,12 @@ int pt_api_lan_service(pt_ctx *x, int timeout_ms, int extra_fd, bool *extra_read
     if (pf[1].revents & POLLIN) on_datagram(x, l->udp_query, false);
     if (pf[2].revents & POLLIN) accept_all(x);
     if (extra_ready && extra_fd >= 0 && (pf[3].revents & (POLLIN | POLLHUP | POLLERR))) *extra_ready = true;
+    if (pf[4].revents & POLLIN) on_datagram(x, l->udp6_listen, true);
+    if (pf[5].revents & POLLIN) on_datagram(x, l->udp6_query, false);
     for (size_t k = 0; k < nc; k++) {
         size_t i = idx[k];
         lan_conn *c = l->conns[i];
-        short re = pf[4 + k].revents;
+        short re = pf[6 + k].revents;
         if (!c || !re) continue;
         int rc = 0;
         if (c->connecting && (re & (POLLOUT | POLLERR | POLLHUP))) {
@@ -872,13 +964,15 @@ int pt_lan_start(pt_ctx *x, uint16_t discovery_port)
     if (x->lan) return 0;
     pt_lan *l = calloc(1, sizeof *l);
     if (!l) return PT_ERR_NOMEM;
-    l->udp_listen = l->udp_query = l->tcp = -1;
+    l->udp_listen = l->udp_query = l->tcp = l->udp6_listen = l->udp6_query = -1;
     l->disc_port = discovery_port ? discovery_port : PT_DISC_PORT;
     l->lim = pt_disc_limiter_new(PT_DISC_LIMIT_BURST, PT_DISC_LIMIT_PER_S, PT_DISC_LIMIT_GLOBAL_PER_S,
                                  PT_DISC_LIMIT_SLOTS);
     l->udp_listen = udp_socket(l->disc_port, true);
     l->udp_query = udp_socket(0, false);
     l->tcp = tcp_listener(&l->tcp_port);
+    l->udp6_listen = udp6_socket(l->disc_port, true); /* optional: -1 without IPv6 */
+    l->udp6_query = l->udp6_listen >= 0 ? udp6_socket(0, false) : -1;
     if (!l->lim || l->udp_listen < 0 || l->udp_query < 0 || l->tcp < 0) {
         int e = errno;
         if (l->udp_listen >= 0) close(l->udp_listen);
@@ -909,6 +1003,8 @@ void pt_api_lan_free(pt_ctx *x)
     }
     close(l->udp_listen);
     close(l->udp_query);
+    if (l->udp6_listen >= 0) close(l->udp6_listen);
+    if (l->udp6_query >= 0) close(l->udp6_query);
     close(l->tcp);
     pt_disc_limiter_free(l->lim);
     free(l);
