@@ -129,7 +129,12 @@ typedef struct pt_p2p_rec {
     size_t env_len;
 } pt_p2p_rec;
 
+/* Appends r. PT_ERR_TOO_BIG when a MSG's env_len > PT_P2P_ENV_MAX, PT_ERR_INVAL for an
+ * unknown type; a MSG without a group goes out with a zero group_id. */
 int pt_p2p_encode(const pt_p2p_rec *r, pt_buf *out) PT_WUR; /* appends */
+/* Exactly one record of n bytes: PT_ERR_DECODE on an unknown type, a wrong length,
+ * has_group not 0/1, a group_id without has_group; PT_ERR_TOO_BIG when a MSG
+ * declares more than PT_P2P_ENV_MAX. r->env points into p. */
 int pt_p2p_decode(const uint8_t *p, size_t n, pt_p2p_rec *r) PT_WUR;
 
 #endif /* PT_DISC_H */

@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -61,6 +62,16 @@ int pt_parse_uint(const char *arg, uint32_t min, uint32_t max, uint32_t *out)
     return 0;
 }
 
+int pt_parse_bool(const char *arg, bool *out)
+{
+    static const char *const yes[] = {"true", "yes", "on", "1"}, *const no[] = {"false", "no", "off", "0"};
+    for (size_t i = 0; i < PT_ARRAY_LEN(yes); i++) {
+        if (strcasecmp(arg, yes[i]) == 0) return *out = true, 0;
+        if (strcasecmp(arg, no[i]) == 0) return *out = false, 0;
+    }
+    return PT_ERR_DECODE;
+}
+
 int pt_parse_seconds(const char *arg, uint32_t max_s, uint32_t *out_ms)
 {
     uint32_t v;
@@ -93,6 +104,8 @@ static const pt_config_key_info keys[PT_CFG_NKEYS] = {
     [PT_CFG_OBFS_HANDSHAKE_TIMEOUT] = {"obfuscation", "handshake_timeout", false},
     [PT_CFG_OBFS_DECOY] = {"obfuscation", "decoy", false},
     [PT_CFG_OBFS_DEFER_RULES] = {"obfuscation", "defer_rules", false},
+    [PT_CFG_DISC_ENABLED] = {"discovery", "enabled", false},
+    [PT_CFG_DISC_PORT] = {"discovery", "port", false},
 };
 
 const pt_config_key_info *pt_config_key_get(pt_config_key k)
@@ -104,7 +117,7 @@ const pt_config_key_info *pt_config_key_get(pt_config_key k)
 static bool section_known(const char *name)
 {
     return strcmp(name, "server") == 0 || strcmp(name, "limits") == 0 ||
-           strcmp(name, "obfuscation") == 0;
+           strcmp(name, "obfuscation") == 0 || strcmp(name, "discovery") == 0;
 }
 
 /* ---- diagnostics --------------------------------------------------------------------------- */
@@ -206,7 +219,7 @@ static char *reader(char *str, int num, void *stream)
         x->section_ok = section_known(name);
         if (!x->section_ok)
             diag(f, x->path, true, x->lineno, col_of(x->raw, ns),
-                 "unknown section [%s] (expected [server], [limits] or [obfuscation])", name);
+                 "unknown section [%s] (expected [server], [limits], [obfuscation] or [discovery])", name);
     } else {
         size_t k = strcspn(p, "=:");
         if (!p[k]) {
@@ -320,6 +333,17 @@ static int on_kv(void *user, const char *section, const char *name, const char *
     case PT_CFG_MAX_CONNS_PER_IP: NUMBER(max_conns_per_ip, 1, 1000000); break;
     case PT_CFG_RATE_LIMIT: NUMBER(rate_limit, 1, 10000000); break;
     case PT_CFG_BAN_TIME: NUMBER(ban_s, 1, 30 * 86400); break;
+    case PT_CFG_DISC_ENABLED: {
+        bool on;
+        if (pt_parse_bool(value, &on) != 0) BAD("enabled: expected true or false, got '%s'", sv);
+        else f->cfg.discovery_off = !on;
+        break;
+    }
+    case PT_CFG_DISC_PORT:
+        if ((rc = pt_parse_uint(value, 1, 65535, &v)) == PT_ERR_DECODE) BAD("port: expected a UDP port number, got '%s'", sv);
+        else if (rc) BAD("port: %s is out of range (1 to 65535)", sv);
+        else f->cfg.discovery_port = (uint16_t)v;
+        break;
     case PT_CFG_OBFS_NETWORK_KEY:
         f->network_key_inline = *value && !strchr(value, '/');
         if (*value && strchr(value, '/') && access(value, R_OK) != 0) {

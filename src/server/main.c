@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "discovery/pt_disc.h"
 #include "server/pt_config.h"
 #include "server/pt_server.h"
 
@@ -56,6 +57,11 @@ static void usage(FILE *f)
             "      --obfs-defer RULES     MSE early-termination rules answered at the deadline\n"
             "                             instead of at once: all, none (default) or a list of\n"
             "                             short,long,sync,skey,vc,provide,select\n"
+            "LAN discovery (docs/PROTOCOL.md section 11):\n"
+            "      --discovery-port N     answer discovery requests on UDP port N (default %d),\n"
+            "                             on 0.0.0.0 and [::] (multicast %s); a port\n"
+            "                             that cannot be bound is a warning, not an error\n"
+            "      --no-discovery         do not answer discovery requests (no UDP socket)\n"
             "  -h, --help                 show this help and exit\n"
             "  -V, --version              show the version and exit\n"
             "\n"
@@ -71,11 +77,11 @@ static void usage(FILE *f)
             PT_SERVER_HANDSHAKE_TIMEOUT_MS / 1000, PT_SERVER_IDLE_TIMEOUT_MS / 1000,
             PT_SERVER_SESSION_EXPIRY_MS / 1000, PT_SERVER_MAX_CONNECTIONS, PT_SERVER_QUEUE_QUOTA,
             PT_SERVER_MAX_CONNS_PER_IP, PT_SERVER_RATE_LIMIT, PT_SERVER_BAN_S,
-            PT_OBFS_HANDSHAKE_TIMEOUT_MS / 1000);
+            PT_OBFS_HANDSHAKE_TIMEOUT_MS / 1000, PT_DISC_PORT, PT_DISC_MCAST6);
 }
 
 enum { OPT_HS = 256, OPT_IDLE, OPT_EXPIRY, OPT_MAXC, OPT_READY, OPT_LOG, OPT_QUOTA, OPT_CHECK,
-       OPT_PERIP, OPT_RATE, OPT_BAN, OPT_OBFS, OPT_METRICS, OPT_LOGFILE };
+       OPT_PERIP, OPT_RATE, OPT_BAN, OPT_OBFS, OPT_METRICS, OPT_LOGFILE, OPT_DISC_PORT, OPT_NO_DISC };
 
 static const struct option opts[] = {
     {"config", required_argument, NULL, 'c'},
@@ -102,6 +108,8 @@ static const struct option opts[] = {
     {"obfs-handshake-timeout", required_argument, NULL, OPT_OBFS},
     {"obfs-decoy", required_argument, NULL, OPT_OBFS},
     {"obfs-defer", required_argument, NULL, OPT_OBFS},
+    {"discovery-port", required_argument, NULL, OPT_DISC_PORT},
+    {"no-discovery", no_argument, NULL, OPT_NO_DISC},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
     {NULL, 0, NULL, 0},
@@ -136,6 +144,8 @@ static void print_config(const pt_server_config *c)
            c->max_conns_per_ip ? c->max_conns_per_ip : PT_SERVER_MAX_CONNS_PER_IP,
            c->rate_limit ? c->rate_limit : PT_SERVER_RATE_LIMIT, c->ban_s ? c->ban_s : PT_SERVER_BAN_S);
     pt_obfs_config_print(&c->obfs, stdout);
+    printf("[discovery]\nenabled = %s\nport = %u\n", c->discovery_off ? "false" : "true",
+           c->discovery_port ? c->discovery_port : PT_DISC_PORT);
 }
 
 /* The [obfuscation] key behind a command-line option. */
@@ -251,6 +261,17 @@ int main(int argc, char **argv)
             if (pt_parse_uint(optarg, 1, 30 * 86400, &v)) return bad("--ban-time", optarg, "1 to 2592000 seconds");
             cfg.ban_s = v;
             PIN(PT_CFG_BAN_TIME);
+            break;
+        case OPT_DISC_PORT:
+            if (pt_parse_uint(optarg, 1, 65535, &v)) return bad("--discovery-port", optarg, "a UDP port (1 to 65535)");
+            cfg.discovery_port = (uint16_t)v;
+            cfg.discovery_off = false;
+            PIN(PT_CFG_DISC_PORT);
+            PIN(PT_CFG_DISC_ENABLED);
+            break;
+        case OPT_NO_DISC:
+            cfg.discovery_off = true;
+            PIN(PT_CFG_DISC_ENABLED);
             break;
         case OPT_READY: cfg.ready_file = optarg; break;
         case OPT_LOG: {

@@ -79,6 +79,10 @@ int pt_metrics_render(pt_server *s, pt_buf *out)
       s->queue_rows < 0 ? 0 : s->queue_rows);
     M("queue_devices", "gauge", "Devices with undelivered queue rows.", s->queue_devices);
     M("bans_total", "counter", "Addresses banned for flooding.", s->bans);
+    M("discovery_requests_total", "counter", "LAN discovery datagrams received.", k->disc_requests);
+    M("discovery_replies_total", "counter", "LAN discovery replies (BSR) sent.", k->disc_replies);
+    M("discovery_dropped_total", "counter",
+      "LAN discovery datagrams not answered: malformed, not a solicitation or rate limited.", k->disc_dropped);
     M("rate_limit_throttles_total", "counter", "Reads paused because a connection exceeded its rate.",
       k->throttles);
     if (s->db) {

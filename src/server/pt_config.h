@@ -27,6 +27,9 @@
  *   handshake_timeout = 30           ; seconds until the layer is up
  *   decoy =                          ; pt-obfs: HOST:PORT for rejected flights
  *   defer_rules = none               ; MSE rules answered at the deadline instead
+ *   [discovery]                      -  the LAN discovery responder (lan.c)
+ *   enabled = true                   ; true | false (also yes/no, on/off, 1/0)
+ *   port = 7001                      ; UDP port, 1 to 65535
  *
  * Every problem is reported as "FILE:LINE:COL: error: ..." or "...: warning: ...":
  * syntax, unknown section or key, a value of the wrong type or out of range, a key
@@ -60,6 +63,8 @@ typedef enum pt_config_key {
     PT_CFG_OBFS_HANDSHAKE_TIMEOUT,
     PT_CFG_OBFS_DECOY,
     PT_CFG_OBFS_DEFER_RULES,
+    PT_CFG_DISC_ENABLED,
+    PT_CFG_DISC_PORT,
     PT_CFG_NKEYS
 } pt_config_key;
 
@@ -123,5 +128,7 @@ int pt_parse_seconds(const char *arg, uint32_t max_s, uint32_t *out_ms) PT_WUR;
 /* A decimal integer in [min, max]: 0, PT_ERR_DECODE when it is not a number at all,
  * PT_ERR_INVAL when it is one but out of range. */
 int pt_parse_uint(const char *arg, uint32_t min, uint32_t max, uint32_t *out) PT_WUR;
+/* true/yes/on/1 or false/no/off/0 (any case): 0 or PT_ERR_DECODE. */
+int pt_parse_bool(const char *arg, bool *out) PT_WUR;
 
 #endif

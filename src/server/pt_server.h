@@ -65,6 +65,8 @@ typedef struct pt_server_config {
     uint32_t pinned;                      /* PT_CFG_BIT()s of keys given on the command line:
                                              a reload leaves them as they are */
     pt_obfs_server_config obfs;           /* obfuscation layer; zero: off */
+    bool discovery_off;                   /* true: no LAN discovery responder (lan.c) */
+    uint16_t discovery_port;              /* its UDP port; 0 = PT_DISC_PORT (7001) */
 } pt_server_config;
 
 typedef struct pt_server pt_server;

@@ -74,6 +74,9 @@ typedef struct pt_srv_counters {
     uint64_t msgs_in;               /* items accepted for routing (messages, group messages, receipts) */
     uint64_t msgs_out;              /* updates handed to device sessions (live pushes and sync) */
     uint64_t throttles;             /* reads paused by the rate limit */
+    uint64_t disc_requests;         /* LAN discovery datagrams received (lan.c) */
+    uint64_t disc_replies;          /* BSRs sent */
+    uint64_t disc_dropped;          /* datagrams not answered: malformed, not a BSM, rate limited */
 } pt_srv_counters;
 
 typedef struct pt_metrics_conn pt_metrics_conn;
@@ -130,6 +133,7 @@ struct pt_server {
     uv_read_cb read_cb;
     uv_timer_cb timer_cb;           /* a connection's timer (obfs_conn.c re-arms it) */
     struct pt_obfs_server *obfs;    /* obfuscation state (obfs_conn.c), NULL when off */
+    struct pt_srv_lan *lan;         /* LAN discovery responder (lan.c), NULL when off */
     /* operations (issue 9): reload.c, logfile.c, control.c, notify.c */
     char log_file[1024];            /* the log file in use; "" while logging to stderr */
     uv_signal_t sigusr1;            /* reopens the log file */
@@ -427,5 +431,17 @@ void pt_abuse_gc(pt_server *s);
 #define PT_RPC_QUOTA 429
 #define PT_RPC_INTERNAL 500
 #define PT_RPC_UNAVAILABLE 503
+
+/* ---- LAN discovery (lan.c) ------------------------------------------------------------- */
+typedef struct pt_srv_lan pt_srv_lan;
+/* Opens the UDP responder unless cfg.discovery_off; after the listener is bound (the
+ * BSR names its port). A port that cannot be bound is only a warning: 0, or
+ * PT_ERR_NOMEM. */
+int pt_srv_lan_start(pt_server *s);
+/* Closes its sockets (shutdown); pt_srv_lan_free() after the loop has run them down. */
+void pt_srv_lan_stop(pt_server *s);
+void pt_srv_lan_free(pt_server *s); /* NULL lan is a no-op */
+/* The BSR obfs flags (PT_DISC_OBFS_*) of a pt_obfs_mode. */
+uint8_t pt_srv_lan_obfs_flags(int mode);
 
 #endif

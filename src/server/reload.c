@@ -10,6 +10,7 @@
 #include <stdlib.h>
 
 #include "crypto/pt_crypto.h"
+#include "discovery/pt_disc.h"
 #include "server/pt_config.h"
 #include "server/pt_server_int.h"
 
@@ -60,6 +61,11 @@ static int compare_restart_keys(const pt_server *s, const pt_config_file *f)
     needs_restart(s, PT_CFG_OBFS_HANDSHAKE_TIMEOUT, a->handshake_timeout_ms != b->handshake_timeout_ms, &n);
     needs_restart(s, PT_CFG_OBFS_DECOY, strcmp(a->decoy, b->decoy) != 0, &n);
     needs_restart(s, PT_CFG_OBFS_DEFER_RULES, a->defer_rules != b->defer_rules, &n);
+    bool d_off = (f->set & PT_CFG_BIT(PT_CFG_DISC_ENABLED)) && c->discovery_off;
+    needs_restart(s, PT_CFG_DISC_ENABLED, d_off != s->cfg.discovery_off, &n);
+    uint16_t d_port = (f->set & PT_CFG_BIT(PT_CFG_DISC_PORT)) ? c->discovery_port : 0;
+    needs_restart(s, PT_CFG_DISC_PORT, (d_port ? d_port : PT_DISC_PORT) !=
+                                           (s->cfg.discovery_port ? s->cfg.discovery_port : PT_DISC_PORT), &n);
     return n;
 }
 

@@ -517,6 +517,7 @@ static void on_stop_async(uv_async_t *a)
     pt_srv_logs_signal_stop(s);
     pt_srv_ctl_stop(s);
     pt_metrics_stop(s);
+    pt_srv_lan_stop(s); /* LAN discovery (lan.c) */
     /* the writer finishes what was submitted; replies still go out */
     if (s->db) {
         pt_db_close(s->db);
@@ -667,6 +668,7 @@ pt_server *pt_server_new(const pt_server_config *cfg, int *err)
     uv_signal_start(&s->sighup, on_sighup, SIGHUP);
     signal(SIGPIPE, SIG_IGN);
     if ((rc = pt_metrics_start(s)) != 0) goto fail;
+    if ((rc = pt_srv_lan_start(s)) != 0) goto fail; /* LAN discovery (lan.c): never fails on a busy port */
     pt_srv_logs_signal_start(s); /* ops (issue 9): SIGUSR1, the control socket */
     if ((rc = pt_srv_ctl_start(s)) != 0) goto fail;
     s->started_ms = uv_now(&s->loop);
@@ -735,6 +737,7 @@ void pt_server_free(pt_server *s)
     pt_srv_devices_free(s);
     pt_abuse_free(s);
     pt_obfs_server_free(s);
+    pt_srv_lan_free(s);
     pt_wipe(s->static_sk, sizeof s->static_sk);
     pt_wipe(s->salt_secret, sizeof s->salt_secret);
     pt_srv_ctl_free(s); /* ops (issue 9) */

@@ -173,7 +173,7 @@ static void server_start(uint16_t port)
             int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
             if (fd >= 0) dup2(fd, 2);
             execl(bin_packtrackd, bin_packtrackd, "--listen", listen, "--data", server_dir, "--ready-file",
-                  ready, "--log-level", "info", (char *)NULL);
+                  ready, "--log-level", "info", "--no-discovery", (char *)NULL);
             _exit(127);
         }
         uint16_t p = wait_ready(ready, pid, server_fp, sizeof server_fp);

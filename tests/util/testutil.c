@@ -145,6 +145,11 @@ void pt_test_server_start(pt_test_server *s, const char *dir, uint16_t port, con
     const char *argv[32] = {bin, "--listen", listen, "--data", s->dir, "--ready-file", ready,
                             "--log-level", "debug"};
     int n = 9;
+    /* LAN discovery stays off unless the test asks for it (--discovery-port N): many
+     * servers at once should not all answer on UDP 7001 */
+    bool discovery = false;
+    for (int i = 0; extra && extra[i]; i++) discovery |= strncmp(extra[i], "--discovery", 11) == 0;
+    if (!discovery) argv[n++] = "--no-discovery";
     for (int i = 0; extra && extra[i] && n < 31; i++) argv[n++] = extra[i];
     argv[n] = NULL;
     pid_t pid = fork();

@@ -40,7 +40,8 @@ typedef struct pt_test_server {
 } pt_test_server;
 
 /* Starts $PT_PACKTRACKD --listen 127.0.0.1:PORT (0 = any) --data DIR plus the
- * NULL-terminated extra args, and waits (10 s at most) until it listens.
+ * NULL-terminated extra args, and waits (10 s at most) until it listens. LAN
+ * discovery is off (--no-discovery) unless extra has a --discovery-... option.
  * dir may be NULL for a new temp dir. Fails the test on error. */
 void pt_test_server_start(pt_test_server *s, const char *dir, uint16_t port, const char *const *extra);
 /* SIGTERM, then waits up to 10 s; returns the exit status (or -1 if it had to be killed). */
