@@ -48,6 +48,7 @@
 #define LAN_IDLE_MS (120 * 1000)
 #define LAN_RETRY_MS 2000                /* a failed connection to a peer is retried after */
 #define LAN_SCAN_WAIT_MS 1500            /* how long a send waits for a friend to answer */
+#define LAN_BSM_WAIT_MS 600              /* how long start-up waits for our server to answer a BSM */
 #define LAN_LOOKUP_MS (60 * 1000)        /* LP of our friends again this often */
 #define LAN_INBUF_MAX (PT_CHAN_FRAME_MAX + 4096)
 
@@ -957,6 +958,70 @@ int pt_api_lan_deliver(pt_ctx *x, const uint8_t user_id[16], int wait_ms)
     return has_direct_work(x, user_id) ? PT_ERR_OFFLINE : 0;
 }
 
+/* ---- S2WMP start-up: no server at the known address, so is our server here? ---------------------- */
+
+/* The key we pinned for the configured server (--fingerprint, else known_servers). */
+static bool pinned_key(pt_ctx *x, uint8_t key[32])
+{
+    if (x->server_fp[0]) return pt_fingerprint_parse(key, x->server_fp) == 0;
+    char path[1100], line[512], want[300];
+    snprintf(path, sizeof path, "%s/known_servers", x->home);
+    snprintf(want, sizeof want, "%s:%u", x->host, x->port);
+    FILE *f = fopen(path, "r");
+    if (!f) return false;
+    bool found = false;
+    while (!found && fgets(line, sizeof line, f)) {
+        char *sp = strchr(line, ' ');
+        if (!sp) continue;
+        *sp = 0;
+        sp[1 + strcspn(sp + 1, "\r\n")] = 0;
+        found = strcmp(line, want) == 0 && pt_hex_decode(key, 32, sp + 1) == 0;
+    }
+    fclose(f);
+    return found;
+}
+
+/* BSM, and if our own server (the key we pinned, nothing else: a stranger's server on
+ * the LAN is never trusted this way) answers from another address, it is used there
+ * for the rest of this session. */
+static void find_server(pt_ctx *x)
+{
+    pt_lan *l = x->lan;
+    uint8_t key[32];
+    if (x->online || !pinned_key(x, key)) return;
+    broadcast(x, PT_DISC_BSM);
+    uint64_t end = now_ms(x) + LAN_BSM_WAIT_MS;
+    while (now_ms(x) < end && l->nservers == 0)
+        if (pt_api_lan_service(x, 50, -1, NULL) != 0) break;
+    for (size_t i = 0; i < l->nservers; i++) {
+        if (pt_ct_memcmp(l->servers[i].key, key, 32) != 0) continue;
+        char host[64], line[400], path[1100], hex[65];
+        pt_disc_addr_format(l->servers[i].addr, host, sizeof host);
+        if (strchr(host, '%') || (strcmp(host, x->host) == 0 && l->servers[i].port == x->port)) continue;
+        /* the same key under the new address, so the channel pins it there too */
+        pt_hex_encode(hex, key, 32);
+        snprintf(path, sizeof path, "%s/known_servers", x->home);
+        int n = snprintf(line, sizeof line, "%s:%u %s\n", host, l->servers[i].port, hex);
+        FILE *f = fopen(path, "a");
+        if (f) {
+            fwrite(line, 1, (size_t)n, f);
+            fclose(f);
+        }
+        char old[256];
+        uint16_t oldport = x->port;
+        snprintf(old, sizeof old, "%s", x->host);
+        snprintf(x->host, sizeof x->host, "%s", host);
+        x->port = l->servers[i].port;
+        x->next_try_ms = 0;
+        if (pt_api_ensure_online(x) == 0) {
+            pt_log_info("lan: our server answered from %s:%u (configured: %s:%u); using it", host, x->port, old, oldport);
+            return;
+        }
+        snprintf(x->host, sizeof x->host, "%s", old);
+        x->port = oldport;
+    }
+}
+
 /* ---- the public calls ------------------------------------------------------------------------------------ */
 
 int pt_lan_start(pt_ctx *x, uint16_t discovery_port)
@@ -985,6 +1050,7 @@ int pt_lan_start(pt_ctx *x, uint16_t discovery_port)
     }
     x->lan = l;
     pt_log_info("lan: discovery on UDP %u, direct connections on TCP %u", l->disc_port, l->tcp_port);
+    find_server(x);            /* S2WMP: no server where we knew it: is it here? */
     broadcast(x, PT_DISC_BPM); /* we are here, and who else is? */
     return 0;
 }
@@ -1016,6 +1082,7 @@ int pt_lan_active(const pt_ctx *x) { return x->lan != NULL; }
 int pt_lan_scan(pt_ctx *x, int wait_ms)
 {
     if (!x->lan) return pt_api_fail(x, PT_ERR_STATE, "the local network is not on (pt_lan_start)");
+    pt_api_lan_server_exchange(x); /* friends the server knows an address of */
     broadcast(x, PT_DISC_BSM);
     broadcast(x, PT_DISC_BPM);
     uint64_t end = now_ms(x) + (uint64_t)(wait_ms > 0 ? wait_ms : 0);

@@ -700,6 +700,7 @@ static int cmd_nearby(pt_cli *cli, pt_ctx *ctx)
         else return pt_cli_fail(PT_EXIT_USAGE, "usage: packtrack nearby [--wait SECONDS] [--json]");
     }
     if (cli->lan == 0) return pt_cli_fail(PT_EXIT_USAGE, "nearby needs the local network (not --no-lan)");
+    (void)pt_connect(ctx); /* with a server, friends it knows an address of are listed too */
     int rc = pt_lan_start(ctx, cli->discovery_port);
     if (rc == 0) rc = pt_lan_scan(ctx, wait_s * 1000);
     pt_nearby *v;

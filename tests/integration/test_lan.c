@@ -35,13 +35,14 @@
 #define OUT_MAX 65536
 #define SUBNET "10.213.0."
 
-static char ns[5][32]; /* sw, h1..h4 */
+static char ns[7][32]; /* sw, h1..h4, and h5/h6 with IPv6 link-local addresses only */
+static int host_of[2] = {2, 3}; /* where alice and bob run */
 static bool net_up;
 static char dir[256], homes[2][300];
 static char server_fp[80];
 static pid_t server_pid = -1;
 static const char *server_arg = SUBNET "1:7000";
-enum { SW, H1, H2, H3, H4 };
+enum { SW, H1, H2, H3, H4, H5, H6 };
 enum { ALICE, BOB };
 
 static uint64_t mono_ms(void)
@@ -81,7 +82,7 @@ static void enter(int h)
 
 static void net_down(void)
 {
-    for (int i = 0; i < 5; i++)
+    for (int i = 0; i < 7; i++)
         if (ns[i][0]) sh("ip netns del %s 2>/dev/null", ns[i]);
     net_up = false;
 }
@@ -89,21 +90,24 @@ static void net_down(void)
 static bool net_make(void)
 {
     int id = (int)getpid() % 100000;
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < 7; i++) {
         if (i == SW) snprintf(ns[i], sizeof ns[i], "pt%dsw", id);
         else snprintf(ns[i], sizeof ns[i], "pt%dh%d", id, i);
     }
     if (sh("ip netns add %s", ns[SW]) || sh("ip -n %s link add br0 type bridge", ns[SW]) ||
         sh("ip -n %s link set br0 up", ns[SW]))
         return false;
-    for (int i = 1; i <= 4; i++) {
+    for (int i = 1; i <= 6; i++) {
         char a[20], b[20];
         snprintf(a, sizeof a, "pt%da%d", id, i);
         snprintf(b, sizeof b, "pt%db%d", id, i);
         if (sh("ip netns add %s", ns[i]) || sh("ip link add %s type veth peer name %s", a, b) ||
             sh("ip link set %s netns %s", a, ns[SW]) || sh("ip link set %s netns %s", b, ns[i]) ||
             sh("ip -n %s link set %s master br0", ns[SW], a) || sh("ip -n %s link set %s up", ns[SW], a) ||
-            sh("ip -n %s link set lo up", ns[i]) || sh("ip -n %s addr add " SUBNET "%d/24 dev %s", ns[i], i, b) ||
+            sh("ip -n %s link set lo up", ns[i]) ||
+            (i <= H4 && sh("ip -n %s addr add " SUBNET "%d/24 dev %s", ns[i], i, b)) ||
+            /* h5, h6: no IPv4 at all; link-local IPv6 usable at once (no duplicate detection) */
+            (i > H4 && sh("ip netns exec %s sysctl -qw net.ipv6.conf.%s.accept_dad=0", ns[i], b)) ||
             sh("ip -n %s link set %s up", ns[i], b))
             return false;
     }
@@ -130,7 +134,7 @@ static pid_t spawn(int who, const char *out_file, const char *const *args)
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
-        enter(who == ALICE ? H2 : H3);
+        enter(host_of[who]);
         int fd = open(out_file ? out_file : "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0600);
         int nul = open("/dev/null", O_WRONLY);
         dup2(fd, 1);
@@ -188,7 +192,7 @@ static int count(const char *hay, const char *needle)
     return n;
 }
 
-static void server_start(void)
+static void server_start_on(const char *listen)
 {
     char data[300], ready[400];
     snprintf(data, sizeof data, "%s/server", dir);
@@ -203,7 +207,7 @@ static void server_start(void)
         snprintf(log, sizeof log, "%s/server.log", dir);
         int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
         dup2(fd, 2);
-        execl(env_path("PT_PACKTRACKD"), "packtrackd", "--listen", "0.0.0.0:7000", "--data", data, "--ready-file",
+        execl(env_path("PT_PACKTRACKD"), "packtrackd", "--listen", listen, "--data", data, "--ready-file",
               ready, "--discovery-port", "7001", (char *)NULL);
         _exit(127);
     }
@@ -223,6 +227,8 @@ static void server_start(void)
     }
     fail_msg("packtrackd did not get ready in its namespace");
 }
+
+static void server_start(void) { server_start_on("0.0.0.0:7000"); }
 
 static void server_stop(void)
 {
@@ -394,6 +400,24 @@ static void test_discovers_server(void **state)
     if (!strstr(out, server_fp)) fail_msg("the server's key %s is not in: %s", server_fp, out);
 }
 
+/* S2WMP REG/LP: alice (on the LAN) registers her direct address with the server; bob,
+ * whose broadcasts cannot reach her (another discovery port), still learns it from the
+ * server, because they are friends. */
+static void test_lookup_beyond_broadcast(void **state)
+{
+    (void)state;
+    NEED_NET();
+    char alice_out[400];
+    snprintf(alice_out, sizeof alice_out, "%s/alice.reg", dir);
+    pid_t alice = SPAWN(ALICE, alice_out, "--lan", "recv", "--wait", "15");
+    sleep_ms(1500);
+    OK(BOB, out, "--lan", "--discovery-port", "7999", "nearby", "--json", "--wait", "1");
+    kill(alice, SIGTERM);
+    reap(alice, 10000);
+    if (!strstr(out, "\"kind\":\"friend\",\"name\":\"alice\"") || !strstr(out, "\"addr\":\"" SUBNET "2\""))
+        fail_msg("bob did not learn alice's address from the server: %s", out);
+}
+
 /* The server stops: alice and bob find each other by broadcast, both ways, and what
  * waited for bob while he was away reaches him once he appears. */
 static void test_serverless_both_ways(void **state)
@@ -461,6 +485,19 @@ static void test_server_back_no_duplicates(void **state)
     OK(ALICE, out, "history", "bob");
     assert_int_equal(count(out, "straight to alice"), 1);
     assert_int_equal(count(out, "queued while bob was away"), 1);
+    server_stop();
+}
+
+/* S2WMP start-up: the server moved to another port. A client that cannot reach it where
+ * it was asks the LAN (BSM), recognises its pinned key in a BSR and uses it there. */
+static void test_server_found_by_broadcast(void **state)
+{
+    (void)state;
+    NEED_NET();
+    server_start_on("0.0.0.0:7100");
+    OK(ALICE, out, "send", "bob", "found our server by broadcast"); /* configured: :7000 */
+    OK(BOB, out, "recv");
+    assert_int_equal(count(out, "alice: found our server by broadcast"), 1);
     server_stop();
 }
 
@@ -532,15 +569,43 @@ static void test_bpm_flood_rate_limited(void **state)
     assert_true(r.bytes_in <= (unsigned long)r.replies * PT_DISC_BPR_LEN);
 }
 
+/* A segment with no IPv4 at all: alice and bob find each other by IPv6 link-local
+ * multicast and chat over link-local addresses. */
+static void test_ipv6_link_local(void **state)
+{
+    (void)state;
+    NEED_NET();
+    if (access("/proc/sys/net/ipv6", F_OK) != 0) skip();
+    host_of[ALICE] = H5;
+    host_of[BOB] = H6;
+    char bob_out[400];
+    snprintf(bob_out, sizeof bob_out, "%s/bob.v6", dir);
+    pid_t bob = SPAWN(BOB, bob_out, "--lan", "recv", "--wait", "20");
+    sleep_ms(1000);
+    OK(ALICE, out, "--lan", "send", "bob", "over IPv6 link-local");
+    assert_int_equal(reap(bob, 25000), 0);
+    size_t len;
+    char *s = pt_test_read_file(bob_out, &len);
+    assert_non_null(s);
+    if (count(s, "alice: over IPv6 link-local") != 1) fail_msg("bob got: %s", s);
+    free(s);
+    OK(ALICE, out, "--lan", "nearby", "--json", "--wait", "1");
+    host_of[ALICE] = H2;
+    host_of[BOB] = H3;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_friends_through_server),
         cmocka_unit_test(test_discovers_server),
+        cmocka_unit_test(test_lookup_beyond_broadcast),
         cmocka_unit_test(test_serverless_both_ways),
         cmocka_unit_test(test_server_back_no_duplicates),
+        cmocka_unit_test(test_server_found_by_broadcast),
         cmocka_unit_test(test_spoofed_bpr_ignored),
         cmocka_unit_test(test_bpm_flood_rate_limited),
+        cmocka_unit_test(test_ipv6_link_local),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
