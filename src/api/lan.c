@@ -242,7 +242,7 @@ static int our_record(pt_ctx *x, uint8_t type, const uint8_t nonce[16], const st
 }
 
 /* One request of `type` to every IPv4 broadcast address of our interfaces and to the
- * loopback (peers on this machine). A BPM's record names the address it leaves from,
+ * loopback's (peers on this machine). A BPM's record names the address it leaves from,
  * so each copy is signed for its interface. */
 static void broadcast(pt_ctx *x, uint8_t type)
 {
@@ -260,7 +260,10 @@ static void broadcast(pt_ctx *x, uint8_t type)
     }
     struct sockaddr_in dst[16];
     size_t nd = 0;
-    dst[nd++] = (struct sockaddr_in){.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    /* 127.255.255.255 is the loopback's broadcast address: it reaches every listener on
+     * this machine, where a unicast to 127.0.0.1 would reach only one of the sockets
+     * that share the port */
+    dst[nd++] = (struct sockaddr_in){.sin_family = AF_INET, .sin_addr.s_addr = htonl(0x7fffffffu)};
     struct ifaddrs *ifs = NULL;
     if (getifaddrs(&ifs) == 0) {
         for (struct ifaddrs *i = ifs; i && nd < sizeof dst / sizeof *dst; i = i->ifa_next)

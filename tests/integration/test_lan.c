@@ -594,6 +594,26 @@ static void test_ipv6_link_local(void **state)
     host_of[BOB] = H3;
 }
 
+/* Two profiles on one machine share UDP 7001: the loopback broadcast reaches both. */
+static void test_same_host(void **state)
+{
+    (void)state;
+    NEED_NET();
+    host_of[BOB] = H2;
+    char bob_out[400];
+    snprintf(bob_out, sizeof bob_out, "%s/bob.same", dir);
+    pid_t bob = SPAWN(BOB, bob_out, "--lan", "recv", "--wait", "20");
+    sleep_ms(1000);
+    OK(ALICE, out, "--lan", "send", "bob", "on the same machine");
+    assert_int_equal(reap(bob, 25000), 0);
+    size_t len;
+    char *s = pt_test_read_file(bob_out, &len);
+    assert_non_null(s);
+    if (count(s, "alice: on the same machine") != 1) fail_msg("bob got: %s", s);
+    free(s);
+    host_of[BOB] = H3;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -606,6 +626,7 @@ int main(void)
         cmocka_unit_test(test_spoofed_bpr_ignored),
         cmocka_unit_test(test_bpm_flood_rate_limited),
         cmocka_unit_test(test_ipv6_link_local),
+        cmocka_unit_test(test_same_host),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
