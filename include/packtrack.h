@@ -346,6 +346,27 @@ typedef struct pt_nearby {
 /* What discovery saw so far (servers, then friends, then strangers). Free with pt_free(). */
 PT_API int pt_nearby_list(pt_ctx *ctx, pt_nearby **out, size_t *n);
 
+/* Someone nearby who introduced themselves: a name they chose (no server vouches for
+ * it) and their identity key's fingerprint, which the user must compare with the one
+ * that person's own device shows before asking to be friends. */
+typedef struct pt_stranger {
+    char name[PT_NAME_MAX];
+    char user_id[PT_ID_HEX_LEN];          /* 32 hex digits: BLAKE2b-128 of the identity key */
+    char fingerprint[PT_FINGERPRINT_MAX]; /* of the identity key, as pt_identity_fingerprint() */
+    char addr[64];
+} pt_stranger;
+
+/* Asks every stranger nearby (their devices announce themselves) to introduce
+ * themselves, and lists those whose introduction checks out (the device key is
+ * signed by the identity key) after wait_ms. Free with pt_free(). */
+PT_API int pt_lan_strangers(pt_ctx *ctx, int wait_ms, pt_stranger **out, size_t *n);
+/* Sends a friend request (note may be NULL) to a stranger listed by
+ * pt_lan_strangers(), by user id, directly. Call it only after the user compared the
+ * fingerprint. 0 once their device stored it; the contact is then "request sent".
+ * They accept with pt_friend_accept(), which answers directly too; the friendship is
+ * told to the server when one is reachable. */
+PT_API int pt_lan_friend_request(pt_ctx *ctx, const char *user_id, const char *note);
+
 /* ---- devices -------------------------------------------------------------------------------- */
 
 /* A one-time code for pt_create_linked() on a new device (valid 10 minutes). */

@@ -429,6 +429,7 @@ static int after_connect(pt_ctx *x)
     if (rc == 0) pt_api_process_updates(x);
     if (rc == 0) rc = pt_api_flush_outbox(x);
     if (rc == 0) rc = pt_api_send_read_receipts(x);
+    if (rc == 0) rc = pt_api_sync_lan_friends(x);
     return rc == PT_ERR_OFFLINE || rc == PT_ERR_TIMEOUT ? rc : 0;
 }
 

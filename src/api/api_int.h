@@ -64,7 +64,12 @@ typedef struct pt_api_contact {
     uint8_t known_hash[16];     /* BLAKE2b of the device set first seen, trusted or verified; zero: none yet */
     size_t ndev;
     pt_api_dev dev[PT_API_MAX_DEVICES];
+    uint8_t lan;                /* PT_API_LAN_*: met on the local network */
 } pt_api_contact;
+
+#define PT_API_LAN_MET 0x01          /* introduced on the local network, not by a server */
+#define PT_API_LAN_SERVER_OWED 0x02  /* the friendship is still to be told to the server */
+#define PT_API_LAN_ACCEPT_OWED 0x04  /* our FRIEND_ACCEPT is still to reach them directly */
 
 typedef struct pt_api_group {
     uint8_t group_id[16];
@@ -182,6 +187,10 @@ void pt_api_stale(pt_ctx *x, const uint8_t user_id[16]);
 /* users.resolve + identity check. */
 int pt_api_resolve(pt_ctx *x, const char *name, pt_api_contact *c) PT_WUR;
 int pt_api_upload_keys(pt_ctx *x, bool signed_too) PT_WUR;
+int pt_api_own_bundle(pt_ctx *x, uint32_t *key_id, uint8_t spk[64], uint8_t sig[64]) PT_WUR;
+int pt_api_contact_from_intro(pt_ctx *x, const uint8_t identity_key[32], const char *name, const uint8_t device[32],
+                              uint32_t key_id, const uint8_t spk[64], const uint8_t sig[64], pt_api_contact *c) PT_WUR;
+int pt_api_sync_lan_friends(pt_ctx *x) PT_WUR;
 /* Contact states and presence from the server into our records. */
 int pt_api_sync_contacts(pt_ctx *x) PT_WUR;
 void pt_api_on_contact(pt_ctx *x, const pt_tl_updates_contact *u);
@@ -217,6 +226,9 @@ void pt_api_lan_free(pt_ctx *x);
 /* REG/LP with the server when connected (rate-limited inside); the server went away. */
 void pt_api_lan_server_exchange(pt_ctx *x);
 void pt_api_lan_server_lost(pt_ctx *x);
+/* Accepts a request made on the local network: FRIEND here, FRIEND_ACCEPT to them directly
+ * (now if they are nearby, else when they next are). */
+int pt_api_lan_accept(pt_ctx *x, pt_api_contact *c) PT_WUR;
 
 int pt_api_msg_load(pt_ctx *x, sqlite3_stmt *st, pt_api_msg *m) PT_WUR; /* cols: seq?, msg_id, server_id, v */
 

@@ -76,6 +76,16 @@ typedef struct lan_server {
 typedef struct lan_stranger {
     uint8_t addr[16];
     uint64_t seen_ms;
+    /* an unknown user's fresh, well-addressed record: where to ask them to introduce
+     * themselves (their signature cannot be checked before that) */
+    bool has_rec;
+    uint8_t user_id[16], device[32];
+    uint16_t port;
+    uint32_t scope;
+    uint64_t retry_ms;
+    /* their INTRO, checked (pt_api_contact_from_intro) */
+    bool introduced;
+    pt_api_contact *intro;
 } lan_stranger;
 
 typedef struct lan_conn {
@@ -87,6 +97,8 @@ typedef struct lan_conn {
     uint8_t user_id[16]; /* the friend, once authenticated (initiator: from the start) */
     uint8_t device[32];
     uint64_t started_ms, active_ms;
+    bool intro;          /* a stranger's connection: INTRO, FRIEND_REQ, ACK, BYE only */
+    bool introduced;     /* their INTRO was checked */
     size_t ninflight;    /* envelopes sent, not yet acknowledged */
     uint8_t inflight[LAN_MAX_INFLIGHT][16];
 } lan_conn;
@@ -106,6 +118,11 @@ struct pt_lan {
     lan_conn *conns[LAN_MAX_CONNS];
     uint64_t rx_requests, tx_replies, rx_bytes, tx_bytes, dropped;
     bool registered;     /* REG sent on the current server connection */
+    /* the friend request in flight on the local network (pt_lan_friend_request) */
+    bool req_pending, req_acked;
+    uint8_t req_user[16], req_hash[16];
+    char req_note[PT_P2P_NOTE_MAX + 1];
+    uint8_t accept_hash[16]; /* BLAKE2b-128 of a FRIEND_ACCEPT record */
     uint64_t lookup_ms;  /* last LP round */
 };
 
@@ -340,18 +357,49 @@ static lan_peer *peer_find(pt_lan *l, const uint8_t user_id[16])
     return NULL;
 }
 
-static void note_stranger(pt_lan *l, const uint8_t addr[16], uint64_t now)
+/* Someone we cannot vouch for at addr; rec (or NULL) is their unchecked record. */
+static lan_stranger *note_stranger(pt_lan *l, const uint8_t addr[16], const pt_disc_record *rec, uint32_t scope,
+                                   uint64_t now)
+{
+    lan_stranger *s = NULL;
+    for (size_t i = 0; i < l->nstrangers && !s; i++)
+        if (rec ? l->strangers[i].has_rec && memcmp(l->strangers[i].user_id, rec->user_id, 16) == 0
+                : !l->strangers[i].has_rec && memcmp(l->strangers[i].addr, addr, 16) == 0)
+            s = &l->strangers[i];
+    if (!s) {
+        size_t at = 0;
+        if (l->nstrangers < LAN_MAX_STRANGERS) {
+            at = l->nstrangers++;
+        } else {
+            for (size_t i = 1; i < l->nstrangers; i++)
+                if (l->strangers[i].seen_ms < l->strangers[at].seen_ms) at = i;
+        }
+        s = &l->strangers[at];
+        free(s->intro);
+        memset(s, 0, sizeof *s);
+    }
+    memcpy(s->addr, addr, 16);
+    s->seen_ms = now;
+    if (rec) {
+        if (s->has_rec && memcmp(s->device, rec->device, 32) != 0 && s->introduced) { /* another device: ask again */
+            s->introduced = false;
+            free(s->intro);
+            s->intro = NULL;
+        }
+        s->has_rec = true;
+        memcpy(s->user_id, rec->user_id, 16);
+        memcpy(s->device, rec->device, 32);
+        s->port = rec->port;
+        s->scope = scope;
+    }
+    return s;
+}
+
+static lan_stranger *stranger_by_user(pt_lan *l, const uint8_t user_id[16])
 {
     for (size_t i = 0; i < l->nstrangers; i++)
-        if (memcmp(l->strangers[i].addr, addr, 16) == 0) {
-            l->strangers[i].seen_ms = now;
-            return;
-        }
-    size_t at = l->nstrangers < LAN_MAX_STRANGERS ? l->nstrangers++ : 0;
-    for (size_t i = 0; i < l->nstrangers; i++)
-        if (l->strangers[i].seen_ms < l->strangers[at].seen_ms) at = i;
-    memcpy(l->strangers[at].addr, addr, 16);
-    l->strangers[at].seen_ms = now;
+        if (l->strangers[i].has_rec && memcmp(l->strangers[i].user_id, user_id, 16) == 0) return &l->strangers[i];
+    return NULL;
 }
 
 static void emit_presence(pt_ctx *x, const char *name, pt_status st)
@@ -401,13 +449,15 @@ static void take_record(pt_ctx *x, const pt_disc_record *r, uint8_t type, const 
     if (memcmp(r->user_id, x->user_id, 16) == 0 && memcmp(r->device, x->dev_pk, 32) == 0) return; /* ours */
     pt_api_contact *c = malloc(sizeof *c);
     if (!c) return;
-    bool ok = false;
+    bool ok = false, usable = false; /* usable: fresh, well addressed, of nobody we know */
+    int known = -1;
     if (!pt_disc_fresh(r->ts_ms, wall_ms())) {
         pt_log_debug("lan: a stale record is ignored");
     } else if (memcmp(r->addr, src, 16) != 0) {
         pt_log_debug("lan: a record sent from another address than it names is ignored");
-    } else if (pt_api_contact_load(x, r->user_id, c) == 0 &&
-               (c->state == PT_CONTACT_STATE_FRIEND || memcmp(r->user_id, x->user_id, 16) == 0)) {
+    } else if ((known = pt_api_contact_load(x, r->user_id, c)) == 0 &&
+               (c->state == PT_CONTACT_STATE_FRIEND || c->state == PT_CONTACT_STATE_REQUEST_SENT ||
+                c->state == PT_CONTACT_STATE_REQUEST_RECEIVED || memcmp(r->user_id, x->user_id, 16) == 0)) {
         if (pt_disc_record_verify(r, type, nonce, c->identity_key) != 0) {
             pt_log_warn("lan: a record claiming to be %s has a bad signature; ignored", c->name);
         } else {
@@ -416,9 +466,11 @@ static void take_record(pt_ctx *x, const pt_disc_record *r, uint8_t type, const 
             if (!ok) pt_log_warn("lan: %s announced a device we do not know; ignored", c->name);
         }
     }
+    else if (known == PT_ERR_NOT_FOUND)
+        usable = true;
     if (!ok) {
         pt_log_debug("lan: a record we cannot vouch for: someone nearby");
-        note_stranger(l, src, now);
+        note_stranger(l, src, usable ? r : NULL, scope, now);
         free(c);
         return;
     }
@@ -518,7 +570,8 @@ static lan_conn *conn_to(pt_ctx *x, const uint8_t user_id[16])
 {
     for (size_t i = 0; i < LAN_MAX_CONNS; i++) {
         lan_conn *c = x->lan->conns[i];
-        if (c && !c->closing && (c->authed || c->initiator) && memcmp(c->user_id, user_id, 16) == 0) return c;
+        if (c && !c->closing && !c->intro && (c->authed || c->initiator) && memcmp(c->user_id, user_id, 16) == 0)
+            return c;
     }
     return NULL;
 }
@@ -575,31 +628,54 @@ static lan_conn *conn_new(pt_ctx *x, int fd, bool initiator, const uint8_t *pin)
     return c;
 }
 
+static void connect_to(pt_ctx *x, const uint8_t user_id[16], const uint8_t device[32], const uint8_t addr[16],
+                       uint16_t port, uint32_t scope, const char *name, bool intro);
+
 static void connect_peer(pt_ctx *x, lan_peer *p)
 {
     uint64_t now = now_ms(x);
     if (conn_to(x, p->user_id) || now < p->retry_ms || !p->port) return;
     p->retry_ms = now + LAN_RETRY_MS;
+    connect_to(x, p->user_id, p->device, p->addr, p->port, p->scope, p->name, false);
+}
+
+/* Asks a stranger with a record to introduce themselves (once; again after 2 s). */
+static void connect_stranger(pt_ctx *x, lan_stranger *st)
+{
+    uint64_t now = now_ms(x);
+    if (!st->has_rec || !st->port || now < st->retry_ms) return;
+    for (size_t i = 0; i < LAN_MAX_CONNS; i++) {
+        lan_conn *c = x->lan->conns[i];
+        if (c && c->intro && memcmp(c->user_id, st->user_id, 16) == 0) return;
+    }
+    st->retry_ms = now + LAN_RETRY_MS;
+    connect_to(x, st->user_id, st->device, st->addr, st->port, st->scope, "someone nearby", true);
+}
+
+static void connect_to(pt_ctx *x, const uint8_t user_id[16], const uint8_t device[32], const uint8_t addr[16],
+                       uint16_t port, uint32_t scope, const char *name, bool intro)
+{
     struct sockaddr_storage ss;
     socklen_t sslen;
-    pt_disc_addr_to_sockaddr(p->addr, p->port, p->scope, &ss, &sslen);
+    pt_disc_addr_to_sockaddr(addr, port, scope, &ss, &sslen);
     int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) return;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (connect(fd, (struct sockaddr *)&ss, sslen) != 0 && errno != EINPROGRESS) {
-        pt_log_debug("lan: cannot connect to %s: %s", p->name, strerror(errno));
+        pt_log_debug("lan: cannot connect to %s: %s", name, strerror(errno));
         close(fd);
         return;
     }
-    lan_conn *c = conn_new(x, fd, true, p->device);
+    lan_conn *c = conn_new(x, fd, true, device);
     if (!c) {
         close(fd);
         return;
     }
-    memcpy(c->user_id, p->user_id, 16);
-    memcpy(c->device, p->device, 32);
+    memcpy(c->user_id, user_id, 16);
+    memcpy(c->device, device, 32);
     c->connecting = true;
+    c->intro = intro;
     if (pt_chan_start(c->ch, &c->out) != 0 || conn_add(x, c) != 0) {
         close(fd);
         pt_chan_free(c->ch);
@@ -608,7 +684,7 @@ static void connect_peer(pt_ctx *x, lan_peer *p)
         free(c);
         return;
     }
-    pt_log_debug("lan: connecting to %s", p->name);
+    pt_log_debug("lan: connecting to %s", name);
 }
 
 /* The outbox rows for this friend go out on c (those not sent on it already). */
@@ -647,6 +723,16 @@ static int on_authed_record(pt_ctx *x, lan_conn *c, const pt_p2p_rec *r)
         return 0; /* not stored (a store error): the sender sends it again */
     }
     case PT_P2P_ACK:
+        if (memcmp(r->hash, x->lan->accept_hash, 16) == 0) { /* our FRIEND_ACCEPT arrived */
+            pt_api_contact *p = malloc(sizeof *p);
+            int rc = p ? pt_api_contact_load(x, c->user_id, p) : PT_ERR_NOMEM;
+            if (rc == 0 && (p->lan & PT_API_LAN_ACCEPT_OWED)) {
+                p->lan &= (uint8_t)~PT_API_LAN_ACCEPT_OWED;
+                rc = pt_api_contact_save(x, p);
+            }
+            free(p);
+            return rc;
+        }
         for (size_t i = 0; i < c->ninflight; i++)
             if (memcmp(c->inflight[i], r->hash, 16) == 0) {
                 memmove(c->inflight[i], c->inflight[i + 1], (c->ninflight - i - 1) * 16);
@@ -680,7 +766,8 @@ static int check_hello(pt_ctx *x, lan_conn *c, const uint8_t user_id[16])
     }
     bool ok = false;
     if (pt_api_contact_load(x, user_id, p) == 0 &&
-        (p->state == PT_CONTACT_STATE_FRIEND || memcmp(user_id, x->user_id, 16) == 0))
+        (p->state == PT_CONTACT_STATE_FRIEND || p->state == PT_CONTACT_STATE_REQUEST_SENT ||
+         p->state == PT_CONTACT_STATE_REQUEST_RECEIVED || memcmp(user_id, x->user_id, 16) == 0))
         for (size_t i = 0; i < p->ndev && !ok; i++)
             ok = p->dev[i].known && memcmp(p->dev[i].device, dev, 32) == 0;
     if (ok) {
@@ -694,6 +781,183 @@ static int check_hello(pt_ctx *x, lan_conn *c, const uint8_t user_id[16])
     return ok ? 0 : PT_ERR_AUTH;
 }
 
+/* ---- strangers: introductions and friend requests ------------------------------------------------ */
+
+/* BLAKE2b-128 of a record as encoded: what an ACK names for a FRIEND_REQ or FRIEND_ACCEPT. */
+static int rec_hash(const pt_p2p_rec *r, uint8_t out[16])
+{
+    pt_buf b;
+    pt_buf_init(&b);
+    int rc = pt_p2p_encode(r, &b);
+    if (rc == 0) rc = pt_blake2b(out, 16, b.data, b.len, NULL, 0);
+    pt_buf_free(&b);
+    return rc;
+}
+
+static int send_intro(pt_ctx *x, lan_conn *c)
+{
+    pt_p2p_rec r = {.type = PT_P2P_INTRO, .name = (const uint8_t *)x->username, .name_len = strlen(x->username)};
+    memcpy(r.identity_key, x->id_pk, 32);
+    int rc = pt_api_own_bundle(x, &r.key_id, r.signed_key, r.sig);
+    return rc ? rc : conn_send(c, &r);
+}
+
+static int send_friend_req(pt_ctx *x, lan_conn *c)
+{
+    pt_lan *l = x->lan;
+    pt_p2p_rec r = {.type = PT_P2P_FRIEND_REQ, .env = (const uint8_t *)l->req_note, .env_len = strlen(l->req_note)};
+    int rc = rec_hash(&r, l->req_hash);
+    return rc ? rc : conn_send(c, &r);
+}
+
+/* Their INTRO, checked against the channel's key; kept with the stranger. */
+static int take_intro(pt_ctx *x, lan_conn *c, const pt_p2p_rec *r)
+{
+    pt_lan *l = x->lan;
+    const uint8_t *dev = pt_chan_remote_static(c->ch);
+    char name[PT_P2P_NAME_MAX + 1];
+    memcpy(name, r->name, r->name_len);
+    name[r->name_len] = 0;
+    if (!dev || !pt_wire_utf8_valid(r->name, r->name_len) || memchr(name, 0, r->name_len)) return PT_ERR_DECODE;
+    pt_api_contact *in = malloc(sizeof *in);
+    if (!in) return PT_ERR_NOMEM;
+    int rc = pt_api_contact_from_intro(x, r->identity_key, name, dev, r->key_id, r->signed_key, r->sig, in);
+    if (rc == 0 && c->initiator && memcmp(in->user_id, c->user_id, 16) != 0) rc = PT_ERR_AUTH; /* not whom we asked */
+    if (rc) {
+        free(in);
+        pt_log_warn("lan: a nearby device's introduction does not check out; the connection is closed");
+        return rc;
+    }
+    memcpy(c->user_id, in->user_id, 16);
+    memcpy(c->device, dev, 32);
+    lan_stranger *st = stranger_by_user(l, in->user_id);
+    if (!st) { /* it came to us: where it is, it did not say; its record will */
+        pt_disc_record fake = {0};
+        memcpy(fake.user_id, in->user_id, 16);
+        memcpy(fake.device, dev, 32);
+        uint8_t zero[16] = {0};
+        st = note_stranger(l, zero, &fake, 0, now_ms(x));
+        st->has_rec = st->port != 0; /* no port: not one to connect to */
+        if (!st->has_rec) memcpy(st->user_id, in->user_id, 16);
+    }
+    free(st->intro);
+    st->intro = in;
+    st->introduced = true;
+    c->introduced = true;
+    pt_log_debug("lan: %s (someone nearby) introduced themselves", in->name);
+    return 0;
+}
+
+/* A stranger's request: a contact in REQUEST_RECEIVED, met on the local network. */
+static int take_friend_req(pt_ctx *x, lan_conn *c, const pt_p2p_rec *r, const uint8_t *raw, size_t rawlen)
+{
+    lan_stranger *st = NULL;
+    for (size_t i = 0; i < x->lan->nstrangers && !st; i++)
+        if (x->lan->strangers[i].introduced && memcmp(x->lan->strangers[i].intro->user_id, c->user_id, 16) == 0)
+            st = &x->lan->strangers[i];
+    if (!st) return PT_ERR_PROTO;
+    pt_api_contact *have = malloc(sizeof *have);
+    if (!have) return PT_ERR_NOMEM;
+    int rc = 0;
+    if (pt_api_contact_load(x, c->user_id, have) == 0 && have->state != PT_CONTACT_STATE_NONE) {
+        /* already a contact: nothing changes (a repeated request, or one we sent too) */
+    } else if (pt_api_contact_by_name(x, st->intro->name, have) == 0 && memcmp(have->user_id, c->user_id, 16) != 0) {
+        pt_log_warn("lan: a nearby stranger asks to be your friend as '%s', the name of another contact; refused",
+                    st->intro->name);
+        free(have);
+        return PT_ERR_EXISTS;
+    } else {
+        pt_api_contact nc = *st->intro;
+        nc.state = PT_CONTACT_STATE_REQUEST_RECEIVED;
+        nc.lan = PT_API_LAN_MET;
+        if ((rc = pt_api_contact_save(x, &nc)) == 0) {
+            char note[PT_P2P_NOTE_MAX + 1];
+            snprintf(note, sizeof note, "%.*s", (int)r->env_len, (const char *)r->env);
+            pt_event ev = {.type = PT_EVENT_FRIEND_REQUEST, .user = nc.name, .text = note};
+            pt_log_info("lan: %s, nearby, asks to be your friend", nc.name);
+            pt_api_emit(x, &ev);
+        }
+    }
+    free(have);
+    if (rc) return rc;
+    pt_p2p_rec a = {.type = PT_P2P_ACK};
+    if ((rc = pt_blake2b(a.hash, 16, raw, rawlen, NULL, 0)) != 0) return rc;
+    return conn_send(c, &a);
+}
+
+/* Records of a stranger's connection. */
+static int on_intro_record(pt_ctx *x, lan_conn *c, const pt_p2p_rec *r, const uint8_t *raw, size_t rawlen)
+{
+    pt_lan *l = x->lan;
+    int rc;
+    switch (r->type) {
+    case PT_P2P_INTRO:
+        if (c->introduced) return PT_ERR_PROTO;
+        if ((rc = take_intro(x, c, r)) != 0) return rc;
+        c->intro = true;
+        if (!c->initiator) return send_intro(x, c);
+        if (l->req_pending && memcmp(l->req_user, c->user_id, 16) == 0) return send_friend_req(x, c);
+        return 0;
+    case PT_P2P_FRIEND_REQ:
+        if (!c->introduced || c->initiator) return PT_ERR_PROTO;
+        return take_friend_req(x, c, r, raw, rawlen);
+    case PT_P2P_ACK:
+        if (!c->introduced || !l->req_pending || memcmp(r->hash, l->req_hash, 16) != 0) return PT_ERR_PROTO;
+        {
+            lan_stranger *st = NULL;
+            for (size_t i = 0; i < l->nstrangers && !st; i++)
+                if (l->strangers[i].introduced && memcmp(l->strangers[i].intro->user_id, c->user_id, 16) == 0)
+                    st = &l->strangers[i];
+            if (!st) return PT_ERR_PROTO;
+            pt_api_contact nc = *st->intro;
+            nc.state = PT_CONTACT_STATE_REQUEST_SENT;
+            nc.lan = PT_API_LAN_MET;
+            if ((rc = pt_api_contact_save(x, &nc)) != 0) return rc;
+            l->req_acked = true;
+        }
+        return 0;
+    case PT_P2P_BYE: c->closing = true; return 0;
+    default: return PT_ERR_PROTO;
+    }
+}
+
+/* A contact's FRIEND_ACCEPT (they were asked on the local network). */
+static int take_friend_accept(pt_ctx *x, lan_conn *c, const uint8_t *raw, size_t rawlen)
+{
+    pt_api_contact *p = malloc(sizeof *p);
+    if (!p) return PT_ERR_NOMEM;
+    int rc = pt_api_contact_load(x, c->user_id, p);
+    if (rc == 0 && p->state == PT_CONTACT_STATE_REQUEST_SENT) {
+        p->state = PT_CONTACT_STATE_FRIEND;
+        p->lan |= PT_API_LAN_SERVER_OWED;
+        if ((rc = pt_api_contact_save(x, p)) == 0) {
+            pt_event ev = {.type = PT_EVENT_FRIEND_ACCEPTED, .user = p->name};
+            pt_log_info("lan: %s accepted your friend request", p->name);
+            pt_api_emit(x, &ev);
+        }
+    }
+    free(p);
+    if (rc) return rc;
+    pt_p2p_rec a = {.type = PT_P2P_ACK};
+    if ((rc = pt_blake2b(a.hash, 16, raw, rawlen, NULL, 0)) != 0) return rc;
+    return conn_send(c, &a);
+}
+
+/* After HELLO: an accept we owe this contact goes first. */
+static int send_owed_accept(pt_ctx *x, lan_conn *c)
+{
+    pt_api_contact *p = malloc(sizeof *p);
+    if (!p) return PT_ERR_NOMEM;
+    int rc = 0;
+    if (pt_api_contact_load(x, c->user_id, p) == 0 && (p->lan & PT_API_LAN_ACCEPT_OWED)) {
+        pt_p2p_rec a = {.type = PT_P2P_FRIEND_ACCEPT};
+        rc = rec_hash(&a, x->lan->accept_hash);
+        if (rc == 0) rc = conn_send(c, &a);
+    }
+    free(p);
+    return rc;
+}
+
 static int on_record(void *ud, const uint8_t *rec, size_t len)
 {
     rec_ctx *rc_ = ud;
@@ -703,6 +967,7 @@ static int on_record(void *ud, const uint8_t *rec, size_t len)
     int rc = pt_p2p_decode(rec, len, &r);
     if (rc) return rc;
     c->active_ms = now_ms(x);
+    if (!c->authed && (c->intro || r.type == PT_P2P_INTRO)) return on_intro_record(x, c, &r, rec, len);
     if (!c->authed) {
         if (r.type != PT_P2P_HELLO) return PT_ERR_PROTO;
         if (c->initiator) {
@@ -717,9 +982,11 @@ static int on_record(void *ud, const uint8_t *rec, size_t len)
         c->authed = true;
         lan_peer *p = peer_find(x->lan, c->user_id);
         if (p) p->seen_ms = now_ms(x);
+        if ((rc = send_owed_accept(x, c)) != 0) return rc;
         push_outbox(x, c);
         return 0;
     }
+    if (r.type == PT_P2P_FRIEND_ACCEPT) return take_friend_accept(x, c, rec, len);
     return on_authed_record(x, c, &r);
 }
 
@@ -736,9 +1003,14 @@ static int conn_readable(pt_ctx *x, lan_conn *c)
         int rc = pt_chan_input(c->ch, buf, (size_t)n, &c->out, on_record, &rcx);
         if (rc) return rc;
         if (!was && pt_chan_established(c->ch) && c->initiator && !c->hello_sent) {
-            pt_p2p_rec h = {.type = PT_P2P_HELLO};
-            memcpy(h.user_id, x->user_id, 16);
-            if ((rc = conn_send(c, &h)) != 0) return rc;
+            if (c->intro) {
+                rc = send_intro(x, c);
+            } else {
+                pt_p2p_rec h = {.type = PT_P2P_HELLO};
+                memcpy(h.user_id, x->user_id, 16);
+                rc = conn_send(c, &h);
+            }
+            if (rc) return rc;
             c->hello_sent = true;
         }
         if ((rc = conn_flush_out(c)) != 0) return rc;
@@ -937,6 +1209,10 @@ static int count_row(pt_ctx *x, void *ud, const uint8_t *env, size_t len, const 
 
 static bool has_direct_work(pt_ctx *x, const uint8_t user_id[16])
 {
+    pt_api_contact *p = malloc(sizeof *p);
+    bool owed = p && pt_api_contact_load(x, user_id, p) == 0 && (p->lan & PT_API_LAN_ACCEPT_OWED);
+    free(p);
+    if (owed) return true;
     any_ctx a = {false};
     (void)pt_api_outbox_direct_peek(x, user_id, count_row, &a);
     return a.any;
@@ -1070,6 +1346,7 @@ void pt_api_lan_free(pt_ctx *x)
         }
         conn_free(x, i);
     }
+    for (size_t i = 0; i < l->nstrangers; i++) free(l->strangers[i].intro);
     close(l->udp_listen);
     close(l->udp_query);
     if (l->udp6_listen >= 0) close(l->udp6_listen);
@@ -1139,5 +1416,104 @@ int pt_nearby_list(pt_ctx *x, pt_nearby **out, size_t *n)
     }
     *out = v;
     *n = k;
+    return 0;
+}
+
+/* ---- friends from strangers ---------------------------------------------------------------------------- */
+
+int pt_lan_strangers(pt_ctx *x, int wait_ms, pt_stranger **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    pt_lan *l = x->lan;
+    if (!l) return pt_api_fail(x, PT_ERR_STATE, "the local network is not on (pt_lan_start)");
+    broadcast(x, PT_DISC_BPM);
+    uint64_t end = now_ms(x) + (uint64_t)(wait_ms > 0 ? wait_ms : 0);
+    while (now_ms(x) < end) {
+        for (size_t i = 0; i < l->nstrangers; i++)
+            if (!l->strangers[i].introduced) connect_stranger(x, &l->strangers[i]);
+        uint64_t left = end - now_ms(x);
+        int rc = pt_api_lan_service(x, left > 50 ? 50 : (int)left, -1, NULL);
+        if (rc) return rc;
+    }
+    pt_stranger *v = calloc(l->nstrangers + 1, sizeof *v);
+    if (!v) return PT_ERR_NOMEM;
+    size_t k = 0;
+    for (size_t i = 0; i < l->nstrangers; i++) {
+        const lan_stranger *st = &l->strangers[i];
+        if (!st->introduced) continue;
+        pt_stranger *e = &v[k++];
+        snprintf(e->name, sizeof e->name, "%s", st->intro->name);
+        pt_hex_encode(e->user_id, st->intro->user_id, 16);
+        char fp[PT_FINGERPRINT_LEN];
+        pt_fingerprint(fp, st->intro->identity_key);
+        snprintf(e->fingerprint, sizeof e->fingerprint, "%s", fp);
+        pt_disc_addr_format(st->addr, e->addr, sizeof e->addr);
+    }
+    *out = v;
+    *n = k;
+    return 0;
+}
+
+int pt_lan_friend_request(pt_ctx *x, const char *user_id, const char *note)
+{
+    pt_lan *l = x->lan;
+    if (!l) return pt_api_fail(x, PT_ERR_STATE, "the local network is not on (pt_lan_start)");
+    uint8_t uid[16];
+    if (!user_id || pt_hex_decode(uid, 16, user_id) != 0)
+        return pt_api_fail(x, PT_ERR_INVAL, "a user id is 32 hex digits");
+    const char *nt = note ? note : "";
+    if (strlen(nt) > PT_P2P_NOTE_MAX) return pt_api_fail(x, PT_ERR_TOO_BIG, "the note is longer than 512 bytes");
+    lan_stranger *st = NULL;
+    for (size_t i = 0; i < l->nstrangers && !st; i++)
+        if (l->strangers[i].introduced && memcmp(l->strangers[i].intro->user_id, uid, 16) == 0) st = &l->strangers[i];
+    if (!st || !st->has_rec)
+        return pt_api_fail(x, PT_ERR_NOT_FOUND, "no one nearby introduced themselves with that id (pt_lan_strangers)");
+    pt_api_contact *have = malloc(sizeof *have);
+    if (!have) return PT_ERR_NOMEM;
+    int rc = 0;
+    if (pt_api_contact_by_name(x, st->intro->name, have) == 0 && memcmp(have->user_id, uid, 16) != 0)
+        rc = pt_api_fail(x, PT_ERR_EXISTS, "you already have a contact named '%s' with another key", st->intro->name);
+    else if (pt_api_contact_load(x, uid, have) == 0 && have->state == PT_CONTACT_STATE_FRIEND)
+        rc = pt_api_fail(x, PT_ERR_EXISTS, "%s is already your friend", have->name);
+    free(have);
+    if (rc) return rc;
+    l->req_pending = true;
+    l->req_acked = false;
+    memcpy(l->req_user, uid, 16);
+    snprintf(l->req_note, sizeof l->req_note, "%s", nt);
+    lan_conn *c = NULL;
+    for (size_t i = 0; i < LAN_MAX_CONNS && !c; i++)
+        if (l->conns[i] && l->conns[i]->intro && l->conns[i]->introduced && l->conns[i]->initiator &&
+            memcmp(l->conns[i]->user_id, uid, 16) == 0)
+            c = l->conns[i];
+    if (c) rc = send_friend_req(x, c);
+    else st->retry_ms = 0, connect_stranger(x, st);
+    uint64_t end = now_ms(x) + (uint64_t)x->timeout_ms;
+    while (rc == 0 && !l->req_acked && now_ms(x) < end) {
+        uint64_t left = end - now_ms(x);
+        rc = pt_api_lan_service(x, left > 50 ? 50 : (int)left, -1, NULL);
+        if (!l->req_acked) connect_stranger(x, st);
+    }
+    bool acked = l->req_acked;
+    l->req_pending = l->req_acked = false;
+    if (rc) return rc;
+    if (!acked) return pt_api_fail(x, PT_ERR_TIMEOUT, "%s did not take the request in %d ms", st->intro->name, x->timeout_ms);
+    pt_log_info("lan: friend request sent to %s", st->intro->name);
+    return 0;
+}
+
+int pt_api_lan_accept(pt_ctx *x, pt_api_contact *c)
+{
+    c->state = PT_CONTACT_STATE_FRIEND;
+    c->lan |= PT_API_LAN_SERVER_OWED | PT_API_LAN_ACCEPT_OWED;
+    int rc = pt_api_contact_save(x, c);
+    if (rc) return rc;
+    if (x->lan) (void)pt_api_lan_deliver(x, c->user_id, PT_API_LAN_WAIT_MS);
+    pt_api_contact *now = malloc(sizeof *now);
+    bool owed = !now || pt_api_contact_load(x, c->user_id, now) != 0 || (now->lan & PT_API_LAN_ACCEPT_OWED);
+    free(now);
+    if (owed)
+        return pt_api_fail(x, PT_ERR_OFFLINE, "accepted; %s is not nearby now and is told when they are", c->name);
     return 0;
 }

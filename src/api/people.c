@@ -27,6 +27,7 @@ static int contact_encode(const pt_api_contact *c, pt_buf *b)
     if (rc == 0) rc = pt_buf_append(b, c->known_hash, 16);
     if (rc == 0) rc = pt_wr_u32(b, (uint32_t)c->ndev);
     for (size_t i = 0; rc == 0 && i < c->ndev; i++) rc = pt_buf_append(b, &c->dev[i], sizeof c->dev[i]);
+    if (rc == 0) rc = pt_wr_u8(b, c->lan);
     return rc;
 }
 
@@ -43,6 +44,7 @@ static int contact_decode(pt_api_contact *c, const uint8_t *p, size_t n)
     c->ndev = pt_rd_u32(&r);
     if (c->ndev > PT_API_MAX_DEVICES) return PT_ERR_DECODE;
     for (size_t i = 0; i < c->ndev; i++) pt_rd_fixed(&r, (uint8_t *)&c->dev[i], sizeof c->dev[i]);
+    c->lan = r.n ? pt_rd_u8(&r) : 0; /* records written before the LAN had no flags */
     return r.bad ? PT_ERR_DECODE : 0;
 }
 
@@ -261,6 +263,83 @@ int pt_api_resolve(pt_ctx *x, const char *name, pt_api_contact *c)
 
 /* ---- the keys we publish ---------------------------------------------------------------------- */
 
+/* ---- contacts met on the local network ---------------------------------------------------------- */
+
+/* Our signed prekey as the directory publishes it (the fallback key), for an INTRO. */
+int pt_api_own_bundle(pt_ctx *x, uint32_t *key_id, uint8_t spk[64], uint8_t sig[64])
+{
+    pt_olm_key fb;
+    uint8_t msg[sizeof signed_prekey_label - 1 + 32 + 4 + 64];
+    int rc = pt_olm_account_fallback_key(x->acct, &fb);
+    if (rc) return rc;
+    memcpy(spk, x->my_curve, 32);
+    memcpy(spk + 32, fb.key, 32);
+    memcpy(msg, signed_prekey_label, 17);
+    memcpy(msg + 17, x->dev_pk, 32);
+    pt_put_u32le(msg + 49, fb.id);
+    memcpy(msg + 53, spk, 64);
+    *key_id = fb.id;
+    return pt_ed25519_sign(sig, msg, sizeof msg, x->id_sk);
+}
+
+/* A contact record from a stranger's INTRO, checked as the directory's records are:
+ * the user id is the identity key's hash and the device's signed prekey is signed by
+ * that identity key over this device key. The device is known (the user compared the
+ * fingerprint before asking, or answers a request they will compare). */
+int pt_api_contact_from_intro(pt_ctx *x, const uint8_t identity_key[32], const char *name, const uint8_t device[32],
+                              uint32_t key_id, const uint8_t spk[64], const uint8_t sig[64], pt_api_contact *c)
+{
+    memset(c, 0, sizeof *c);
+    uint8_t msg[sizeof signed_prekey_label - 1 + 32 + 4 + 64];
+    if (pt_blake2b(c->user_id, 16, identity_key, 32, NULL, 0) != 0) return PT_ERR_CRYPTO;
+    memcpy(msg, signed_prekey_label, 17);
+    memcpy(msg + 17, device, 32);
+    pt_put_u32le(msg + 49, key_id);
+    memcpy(msg + 53, spk, 64);
+    if (pt_ed25519_verify(sig, msg, sizeof msg, identity_key) != 0)
+        return pt_api_fail(x, PT_ERR_AUTH, "a nearby device's introduction is not signed by the identity it names");
+    memcpy(c->identity_key, identity_key, 32);
+    snprintf(c->name, sizeof c->name, "%s", name);
+    c->ndev = 1;
+    memcpy(c->dev[0].device, device, 32);
+    memcpy(c->dev[0].curve, spk, 32);
+    memcpy(c->dev[0].fallback, spk + 32, 32);
+    c->dev[0].known = 1;
+    devices_hash(c, c->known_hash);
+    return 0;
+}
+
+/* Friendships made on the local network, told to the server once it is reachable: a
+ * request (or, when they asked first, an accept), so it routes between the two. */
+int pt_api_sync_lan_friends(pt_ctx *x)
+{
+    pt_api_contact *all;
+    size_t n;
+    int rc = contact_all(x, &all, &n);
+    if (rc) return rc;
+    for (size_t i = 0; i < n && x->online; i++) {
+        pt_api_contact *c = &all[i];
+        if (!(c->lan & PT_API_LAN_SERVER_OWED) ||
+            (c->state != PT_CONTACT_STATE_FRIEND && c->state != PT_CONTACT_STATE_REQUEST_SENT))
+            continue;
+        PT_API_CALL(rc, x, NULL, contacts_request, memcpy(q.to, c->user_id, 16); q.note = (pt_tl_bytes){NULL, 0});
+        if (rc == PT_ERR_REFUSED && strcmp(x->last_error, "PEER_REQUESTED_YOU") == 0)
+            PT_API_CALL(rc, x, NULL, contacts_accept, memcpy(q.peer, c->user_id, 16));
+        if (rc == PT_ERR_REFUSED && strcmp(x->last_error, "ALREADY_FRIENDS") == 0) rc = 0;
+        if (rc == 0) {
+            c->lan &= (uint8_t)~PT_API_LAN_SERVER_OWED;
+            rc = pt_api_contact_save(x, c);
+        } else if (rc == PT_ERR_REFUSED) {
+            pt_log_warn("the server does not take our friendship with %s (%s); it stays on the local network",
+                        c->name, x->last_error);
+            rc = 0;
+        }
+        if (rc) break;
+    }
+    free(all);
+    return rc == PT_ERR_OFFLINE || rc == PT_ERR_TIMEOUT ? 0 : rc;
+}
+
 int pt_api_upload_keys(pt_ctx *x, bool signed_too)
 {
     int rc;
@@ -320,8 +399,10 @@ int pt_friend_add(pt_ctx *x, const char *name, const char *note)
 int pt_friend_accept(pt_ctx *x, const char *name)
 {
     pt_api_contact c;
-    int rc = pt_api_resolve(x, name, &c);
-    if (rc) return rc;
+    int rc = pt_api_contact_by_name(x, name, &c);
+    if (rc == 0 && (c.lan & PT_API_LAN_MET) && c.state == PT_CONTACT_STATE_REQUEST_RECEIVED)
+        return pt_api_lan_accept(x, &c); /* asked on the local network: answered there */
+    if ((rc = pt_api_resolve(x, name, &c)) != 0) return rc;
     PT_API_CALL(rc, x, NULL, contacts_accept, memcpy(q.peer, c.user_id, 16));
     if (rc == PT_ERR_REFUSED) return pt_api_fail(x, rc, "no friend request from %s to accept (%s)", c.name, x->last_error);
     if (rc) return rc;

@@ -2,12 +2,14 @@
  * packtrack - the command-line client. One function per command and a dispatch
  * table; everything goes through libpacktrack's public API.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
@@ -23,6 +25,9 @@ static const char usage_text[] =
     "  status [online|busy|away|invisible]\n"
     "  list                      users online on the server\n"
     "  friend add NAME [--note TEXT] | friend accept NAME | friend deny NAME\n"
+    "  friend add NAME --nearby [--expect FP | --yes]\n"
+    "                            ask someone on this network (no server needed), after\n"
+    "                            comparing their fingerprint\n"
     "  friend list               friends with status and verification state\n"
     "  safety NAME [--verified]  safety number with NAME (--verified: you compared it)\n"
     "  verify NAME [--yes]       show the safety number and its QR code, ask, record it\n"
@@ -305,6 +310,70 @@ static const char *state_name(pt_contact_state s)
     }
 }
 
+static int connect_or_lan(pt_cli *cli, pt_ctx *ctx);
+
+/* "ab:CD:..." and "abcd..." compare equal */
+static bool same_fingerprint(const char *a, const char *b)
+{
+    for (;;) {
+        while (*a == ':' || *a == ' ') a++;
+        while (*b == ':' || *b == ' ') b++;
+        if (!*a || !*b) return !*a && !*b;
+        if (tolower((unsigned char)*a++) != tolower((unsigned char)*b++)) return false;
+    }
+}
+
+static bool confirm_on_tty(const char *question)
+{
+    FILE *tty = fopen("/dev/tty", "r+");
+    if (!tty) return false;
+    fputs(question, tty);
+    fflush(tty);
+    char line[16] = "";
+    bool yes = fgets(line, sizeof line, tty) && (line[0] == 'y' || line[0] == 'Y');
+    fclose(tty);
+    return yes;
+}
+
+/* friend add on the local network: the stranger introduces themselves, the user
+ * compares the fingerprint, then the request goes to their device directly. */
+static int friend_add_nearby(pt_ctx *ctx, const char *name, const char *note, const char *expect, bool yes)
+{
+    pt_stranger *v;
+    size_t n, at = 0, hits = 0;
+    int rc = pt_lan_strangers(ctx, 2000, &v, &n);
+    if (rc) return pt_cli_report(ctx, rc, "friend add");
+    for (size_t i = 0; i < n; i++)
+        if (strcasecmp(v[i].name, name) == 0) at = i, hits++;
+    if (hits == 0) {
+        pt_free(v);
+        return pt_cli_fail(PT_EXIT_NOTFOUND, "no one nearby introduced themselves as '%s' (their packtrack must be "
+                                             "running with --lan: chat, or recv --wait)", name);
+    }
+    if (hits > 1) {
+        for (size_t i = 0; i < n; i++)
+            if (strcasecmp(v[i].name, name) == 0) fprintf(stderr, "  %s at %s: %s\n", v[i].name, v[i].addr, v[i].fingerprint);
+        pt_free(v);
+        return pt_cli_fail(PT_EXIT_FAIL, "several devices nearby call themselves '%s'; nothing was sent", name);
+    }
+    fprintf(stderr, "%s is nearby at %s. Their identity fingerprint:\n  %s\n"
+                    "Compare it with what %s's own device shows (packtrack whoami).\n",
+            v[at].name, v[at].addr, v[at].fingerprint, v[at].name);
+    if (expect && !same_fingerprint(expect, v[at].fingerprint)) {
+        pt_free(v);
+        return pt_cli_fail(PT_EXIT_FAIL, "the fingerprint differs from --expect: nothing was sent");
+    }
+    if (!expect && !yes && !confirm_on_tty("Is it the same? [y/N] ")) {
+        pt_free(v);
+        return pt_cli_fail(PT_EXIT_FAIL, "not confirmed (no terminal? use --expect FP or --yes): nothing was sent");
+    }
+    rc = pt_lan_friend_request(ctx, v[at].user_id, note);
+    pt_free(v);
+    if (rc) return pt_cli_report(ctx, rc, "friend add");
+    fprintf(stderr, "packtrack: friend request sent to %s directly\n", name);
+    return 0;
+}
+
 static int cmd_friend(pt_cli *cli, pt_ctx *ctx)
 {
     if (cli->argc < 2) return pt_cli_fail(PT_EXIT_USAGE, "usage: packtrack friend add|accept|deny NAME | friend list");
@@ -325,15 +394,26 @@ static int cmd_friend(pt_cli *cli, pt_ctx *ctx)
     if (cli->argc < 3) return pt_cli_fail(PT_EXIT_USAGE, "usage: packtrack friend %s NAME", sub);
     const char *name = cli->argv[2];
     if (strcmp(sub, "add") == 0) {
-        const char *note = NULL;
+        const char *note = NULL, *expect = NULL;
+        bool yes = false, nearby = false;
         for (int i = 3; i < cli->argc; i++) {
             if (strcmp(cli->argv[i], "--note") == 0 && i + 1 < cli->argc) note = cli->argv[++i];
-            else return pt_cli_fail(PT_EXIT_USAGE, "usage: packtrack friend add NAME [--note TEXT]");
+            else if (strcmp(cli->argv[i], "--expect") == 0 && i + 1 < cli->argc) expect = cli->argv[++i];
+            else if (strcmp(cli->argv[i], "--yes") == 0) yes = true;
+            else if (strcmp(cli->argv[i], "--nearby") == 0) nearby = true;
+            else return pt_cli_fail(PT_EXIT_USAGE,
+                                    "usage: packtrack friend add NAME [--note TEXT] [--nearby [--expect FP | --yes]]");
         }
+        if (nearby && cli->lan == 0) return pt_cli_fail(PT_EXIT_USAGE, "--nearby needs the local network (not --no-lan)");
+        if (nearby) cli->lan = 1;
+        if ((rc = connect_or_lan(cli, ctx)) != 0) return rc;
+        if (nearby || (!pt_connected(ctx) && pt_lan_active(ctx)))
+            return friend_add_nearby(ctx, name, note, expect, yes);
         rc = pt_friend_add(ctx, name, note);
     } else if (cli->argc != 3) {
         return pt_cli_fail(PT_EXIT_USAGE, "usage: packtrack friend %s NAME", sub);
     } else if (strcmp(sub, "accept") == 0) {
+        if ((rc = connect_or_lan(cli, ctx)) != 0) return rc;
         rc = pt_friend_accept(ctx, name);
     } else if (strcmp(sub, "deny") == 0) {
         rc = pt_friend_deny(ctx, name);

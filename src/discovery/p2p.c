@@ -28,9 +28,30 @@ int pt_p2p_encode(const pt_p2p_rec *r, pt_buf *out)
         pt_put_u32le(p + 18, (uint32_t)r->env_len);
         if (r->env_len) memcpy(p + P2P_MSG_HDR, r->env, r->env_len);
         return 0;
+    case PT_P2P_INTRO:
+        if (r->name_len < 1 || r->name_len > PT_P2P_NAME_MAX) return PT_ERR_INVAL;
+        if (!(p = pt_buf_extend(out, 1 + 32 + 1 + r->name_len + 4 + 64 + 64))) return PT_ERR_NOMEM;
+        p[0] = r->type;
+        memcpy(p + 1, r->identity_key, 32);
+        p[33] = (uint8_t)r->name_len;
+        memcpy(p + 34, r->name, r->name_len);
+        p += 34 + r->name_len;
+        pt_put_u32le(p, r->key_id);
+        memcpy(p + 4, r->signed_key, 64);
+        memcpy(p + 68, r->sig, 64);
+        return 0;
+    case PT_P2P_FRIEND_REQ:
+        if (r->env_len > PT_P2P_NOTE_MAX) return PT_ERR_TOO_BIG;
+        if (!(p = pt_buf_extend(out, 3 + r->env_len))) return PT_ERR_NOMEM;
+        p[0] = r->type;
+        p[1] = (uint8_t)(r->env_len & 0xff);
+        p[2] = (uint8_t)(r->env_len >> 8);
+        if (r->env_len) memcpy(p + 3, r->env, r->env_len);
+        return 0;
     case PT_P2P_BYE:
     case PT_P2P_PING:
     case PT_P2P_PONG:
+    case PT_P2P_FRIEND_ACCEPT:
         if (!(p = pt_buf_extend(out, 1))) return PT_ERR_NOMEM;
         p[0] = r->type;
         return 0;
@@ -68,9 +89,32 @@ int pt_p2p_decode(const uint8_t *p, size_t n, pt_p2p_rec *r)
         r->env_len = len;
         break;
     }
+    case PT_P2P_INTRO: {
+        if (n < 34) return PT_ERR_DECODE;
+        size_t nl = p[33];
+        if (nl < 1 || nl > PT_P2P_NAME_MAX || n != 34 + nl + 4 + 64 + 64) return PT_ERR_DECODE;
+        memcpy(r->identity_key, p + 1, 32);
+        r->name = p + 34;
+        r->name_len = nl;
+        const uint8_t *q = p + 34 + nl;
+        r->key_id = pt_get_u32le(q);
+        memcpy(r->signed_key, q + 4, 64);
+        memcpy(r->sig, q + 68, 64);
+        break;
+    }
+    case PT_P2P_FRIEND_REQ: {
+        if (n < 3) return PT_ERR_DECODE;
+        size_t nl = (size_t)p[1] | (size_t)p[2] << 8;
+        if (nl > PT_P2P_NOTE_MAX) return PT_ERR_TOO_BIG;
+        if (n != 3 + nl) return PT_ERR_DECODE;
+        r->env = p + 3;
+        r->env_len = nl;
+        break;
+    }
     case PT_P2P_BYE:
     case PT_P2P_PING:
     case PT_P2P_PONG:
+    case PT_P2P_FRIEND_ACCEPT:
         if (n != 1) return PT_ERR_DECODE;
         break;
     default: return PT_ERR_DECODE;

@@ -114,10 +114,21 @@ bool pt_disc_limiter_allow(pt_disc_limiter *l, const uint8_t addr[16], uint64_t 
  *   ACK   3  hash[16]                              BLAKE2b-128 of the envelope, once stored
  *   BYE   4                                        closing
  *   PING  5 / PONG 6                               keepalive
+ *   INTRO 7  identity_key[32] name_len u8 name key_id u32 signed_key[64] sig[64]
+ *                                                  a stranger introducing itself: its
+ *            identity, its claimed name (1..PT_P2P_NAME_MAX bytes) and this device's
+ *            signed prekey, signed as in the directory (§6.5) over the channel's key
+ *   FRIEND_REQ 8  note_len u16 note (<= 512)        a friend request (after INTRO)
+ *   FRIEND_ACCEPT 9                                 the request is accepted
  * Each record starts with its type byte; trailing bytes are an error.
  */
-enum { PT_P2P_HELLO = 1, PT_P2P_MSG = 2, PT_P2P_ACK = 3, PT_P2P_BYE = 4, PT_P2P_PING = 5, PT_P2P_PONG = 6 };
+enum {
+    PT_P2P_HELLO = 1, PT_P2P_MSG = 2, PT_P2P_ACK = 3, PT_P2P_BYE = 4, PT_P2P_PING = 5, PT_P2P_PONG = 6,
+    PT_P2P_INTRO = 7, PT_P2P_FRIEND_REQ = 8, PT_P2P_FRIEND_ACCEPT = 9,
+};
 #define PT_P2P_ENV_MAX (64 * 1024)
+#define PT_P2P_NAME_MAX 127
+#define PT_P2P_NOTE_MAX 512
 
 typedef struct pt_p2p_rec {
     uint8_t type;
@@ -125,8 +136,15 @@ typedef struct pt_p2p_rec {
     uint8_t hash[16];    /* ACK */
     bool has_group;      /* MSG */
     uint8_t group_id[16];
-    const uint8_t *env;  /* MSG: borrows the decoded bytes */
+    const uint8_t *env;  /* MSG: borrows the decoded bytes; FRIEND_REQ: the note */
     size_t env_len;
+    /* INTRO (name borrows the decoded bytes, not NUL-terminated) */
+    uint8_t identity_key[32];
+    const uint8_t *name;
+    size_t name_len;
+    uint32_t key_id;
+    uint8_t signed_key[64];
+    uint8_t sig[64];
 } pt_p2p_rec;
 
 /* Appends r. PT_ERR_TOO_BIG when a MSG's env_len > PT_P2P_ENV_MAX, PT_ERR_INVAL for an

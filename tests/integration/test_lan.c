@@ -36,14 +36,14 @@
 #define SUBNET "10.213.0."
 
 static char ns[7][32]; /* sw, h1..h4, and h5/h6 with IPv6 link-local addresses only */
-static int host_of[2] = {2, 3}; /* where alice and bob run */
+static int host_of[3] = {2, 3, 4}; /* where alice, bob and carol run */
 static bool net_up;
-static char dir[256], homes[2][300];
+static char dir[256], homes[3][300];
 static char server_fp[80];
 static pid_t server_pid = -1;
 static const char *server_arg = SUBNET "1:7000";
 enum { SW, H1, H2, H3, H4, H5, H6 };
-enum { ALICE, BOB };
+enum { ALICE, BOB, CAROL };
 
 static uint64_t mono_ms(void)
 {
@@ -354,7 +354,7 @@ static int group_setup(void **state)
         return -1;
     }
     snprintf(dir, sizeof dir, "%s", pt_test_tmpdir("lan"));
-    for (int i = 0; i < 2; i++) snprintf(homes[i], sizeof homes[i], "%s/%s", dir, i ? "bob" : "alice");
+    for (int i = 0; i < 3; i++) snprintf(homes[i], sizeof homes[i], "%s/%s", dir, (const char *[]){"alice", "bob", "carol"}[i]);
     setenv("PACKTRACK_PASSWORD", "lan test password", 1);
     return 0;
 }
@@ -382,6 +382,7 @@ static void test_friends_through_server(void **state)
     server_start();
     OK(ALICE, out, "init", "--user", "alice");
     OK(BOB, out, "init", "--user", "bob");
+    OK(CAROL, out, "init", "--user", "carol"); /* never meets alice through the server */
     OK(ALICE, out, "friend", "add", "bob");
     OK(BOB, out, "friend", "accept", "alice");
     OK(ALICE, out, "send", "bob", "through the server");
@@ -594,6 +595,66 @@ static void test_ipv6_link_local(void **state)
     host_of[BOB] = H3;
 }
 
+/* The user's fingerprint, from whoami. */
+static void fingerprint_of(int who, char fp[128])
+{
+    OK(who, out, "--no-lan", "whoami");
+    char *l = strstr(out, "fingerprint:");
+    assert_non_null(l);
+    assert_int_equal(sscanf(l, "fingerprint: %127s", fp), 1);
+}
+
+/* Strangers become friends without a server: carol introduces herself, alice compares
+ * the fingerprint and asks, carol accepts, and they chat directly; when the server is
+ * back it learns the friendship and carries their messages too. */
+static void test_friends_met_on_lan(void **state)
+{
+    (void)state;
+    NEED_NET();
+    char carol_fp[128], carol_out[400], alice_out[400];
+    fingerprint_of(CAROL, carol_fp);
+    snprintf(carol_out, sizeof carol_out, "%s/carol.recv", dir);
+    snprintf(alice_out, sizeof alice_out, "%s/alice.recv2", dir);
+    pid_t carol = SPAWN(CAROL, carol_out, "--lan", "recv", "--wait", "30");
+    sleep_ms(1000);
+    int rc;
+    /* a fingerprint that is not carol's: nothing is sent */
+    RUN(rc, ALICE, out, "friend", "add", "carol", "--nearby", "--expect",
+        "00000000:00000000:00000000:00000000:00000000:00000000:00000000:00000000");
+    assert_int_equal(rc, 1);
+    OK(ALICE, out, "friend", "add", "carol", "--nearby", "--expect", carol_fp, "--note", "hi from the cafe");
+    kill(carol, SIGTERM);
+    reap(carol, 10000);
+    OK(CAROL, out, "--no-lan", "friend", "list");
+    if (!strstr(out, "alice\t") || !strstr(out, "request received")) fail_msg("carol's contacts: %s", out);
+    OK(ALICE, out, "--no-lan", "friend", "list");
+    if (!strstr(out, "carol\t") || !strstr(out, "request sent")) fail_msg("alice's contacts: %s", out);
+
+    pid_t alice = SPAWN(ALICE, alice_out, "--lan", "recv", "--wait", "25");
+    sleep_ms(1000);
+    OK(CAROL, out, "--lan", "friend", "accept", "alice");
+    OK(CAROL, out, "--lan", "send", "alice", "hello, new friend");
+    assert_int_equal(reap(alice, 30000), 0);
+    size_t len;
+    char *s = pt_test_read_file(alice_out, &len);
+    assert_non_null(s);
+    if (count(s, "carol: hello, new friend") != 1) fail_msg("alice got: %s", s);
+    free(s);
+    OK(ALICE, out, "--no-lan", "friend", "list");
+    if (!strstr(out, "carol\t") || strstr(out, "request")) fail_msg("alice's contacts after the accept: %s", out);
+
+    /* the server learns the friendship from both, then routes between them */
+    server_start();
+    OK(ALICE, out, "--no-lan", "recv");
+    OK(CAROL, out, "--no-lan", "recv");
+    OK(ALICE, out, "--no-lan", "send", "carol", "through the server now");
+    OK(CAROL, out, "--no-lan", "recv");
+    assert_int_equal(count(out, "alice: through the server now"), 1);
+    OK(CAROL, out, "--no-lan", "history", "alice");
+    assert_int_equal(count(out, "hello, new friend"), 1);
+    server_stop();
+}
+
 /* Two profiles on one machine share UDP 7001: the loopback broadcast reaches both. */
 static void test_same_host(void **state)
 {
@@ -625,6 +686,7 @@ int main(void)
         cmocka_unit_test(test_server_found_by_broadcast),
         cmocka_unit_test(test_spoofed_bpr_ignored),
         cmocka_unit_test(test_bpm_flood_rate_limited),
+        cmocka_unit_test(test_friends_met_on_lan),
         cmocka_unit_test(test_ipv6_link_local),
         cmocka_unit_test(test_same_host),
     };

@@ -435,6 +435,12 @@ static void p2p_roundtrip(const pt_p2p_rec *r, size_t want_len)
     assert_memory_equal(q.group_id, r->group_id, 16);
     assert_int_equal(q.env_len, r->env_len);
     if (r->env_len) assert_memory_equal(q.env, r->env, r->env_len);
+    assert_memory_equal(q.identity_key, r->identity_key, 32);
+    assert_int_equal(q.name_len, r->name_len);
+    if (r->name_len) assert_memory_equal(q.name, r->name, r->name_len);
+    assert_int_equal(q.key_id, r->key_id);
+    assert_memory_equal(q.signed_key, r->signed_key, 64);
+    assert_memory_equal(q.sig, r->sig, 64);
     pt_buf c;
     pt_buf_init(&c);
     assert_int_equal(pt_p2p_encode(&q, &c), 0);
@@ -486,7 +492,7 @@ static void test_p2p(void **state)
     assert_int_equal(pt_p2p_encode(&r, &b), PT_ERR_TOO_BIG);
     r.type = 0;
     assert_int_equal(pt_p2p_encode(&r, &b), PT_ERR_INVAL);
-    r.type = 7;
+    r.type = 10;
     assert_int_equal(pt_p2p_encode(&r, &b), PT_ERR_INVAL);
     assert_int_equal(b.len, 0);
     /* no group: the group id goes out as zero */
@@ -519,11 +525,71 @@ static void test_p2p(void **state)
     assert_int_equal(pt_p2p_decode(m, 21, &q), PT_ERR_DECODE); /* header cut */
     assert_int_equal(pt_p2p_decode(m, 0, &q), PT_ERR_DECODE);
     for (int t = 0; t < 256; t++) {
-        if (t >= PT_P2P_HELLO && t <= PT_P2P_PONG) continue;
+        if (t >= PT_P2P_HELLO && t <= PT_P2P_FRIEND_ACCEPT) continue;
         uint8_t one[17] = {(uint8_t)t};
         assert_int_equal(pt_p2p_decode(one, 1, &q), PT_ERR_DECODE);
         assert_int_equal(pt_p2p_decode(one, 17, &q), PT_ERR_DECODE);
     }
+    pt_buf_free(&b);
+}
+
+/* The stranger's records: INTRO, FRIEND_REQ, FRIEND_ACCEPT. */
+static void test_p2p_intro(void **state)
+{
+    (void)state;
+    pt_p2p_rec r;
+    memset(&r, 0, sizeof r);
+    r.type = PT_P2P_INTRO;
+    fill(r.identity_key, 32, 1);
+    r.name = (const uint8_t *)"alice";
+    r.name_len = 5;
+    r.key_id = 0x01020304;
+    fill(r.signed_key, 64, 2);
+    fill(r.sig, 64, 3);
+    p2p_roundtrip(&r, 1 + 32 + 1 + 5 + 4 + 64 + 64);
+    static uint8_t name[PT_P2P_NAME_MAX + 1];
+    fill(name, sizeof name, 'a');
+    r.name = name;
+    r.name_len = PT_P2P_NAME_MAX;
+    p2p_roundtrip(&r, 1 + 32 + 1 + PT_P2P_NAME_MAX + 4 + 64 + 64);
+    pt_buf b;
+    pt_buf_init(&b);
+    r.name_len = PT_P2P_NAME_MAX + 1;
+    assert_int_equal(pt_p2p_encode(&r, &b), PT_ERR_INVAL);
+    r.name_len = 0;
+    assert_int_equal(pt_p2p_encode(&r, &b), PT_ERR_INVAL);
+    assert_int_equal(b.len, 0);
+    r.name_len = 5;
+    assert_int_equal(pt_p2p_encode(&r, &b), 0);
+    pt_p2p_rec q;
+    b.data[33] = 0; /* an empty name */
+    assert_int_equal(pt_p2p_decode(b.data, b.len, &q), PT_ERR_DECODE);
+    b.data[33] = 6; /* a name longer than the record holds */
+    assert_int_equal(pt_p2p_decode(b.data, b.len, &q), PT_ERR_DECODE);
+    b.data[33] = 200;
+    assert_int_equal(pt_p2p_decode(b.data, b.len, &q), PT_ERR_DECODE);
+    assert_int_equal(pt_p2p_decode(b.data, 33, &q), PT_ERR_DECODE);
+    pt_buf_reset(&b);
+
+    memset(&r, 0, sizeof r);
+    r.type = PT_P2P_FRIEND_REQ;
+    p2p_roundtrip(&r, 3);
+    static uint8_t note[PT_P2P_NOTE_MAX + 1];
+    fill(note, sizeof note, 7);
+    r.env = note;
+    r.env_len = PT_P2P_NOTE_MAX;
+    p2p_roundtrip(&r, 3 + PT_P2P_NOTE_MAX);
+    r.env_len = PT_P2P_NOTE_MAX + 1;
+    assert_int_equal(pt_p2p_encode(&r, &b), PT_ERR_TOO_BIG);
+    uint8_t big[3 + PT_P2P_NOTE_MAX + 1] = {PT_P2P_FRIEND_REQ, (PT_P2P_NOTE_MAX + 1) & 0xff, (PT_P2P_NOTE_MAX + 1) >> 8};
+    assert_int_equal(pt_p2p_decode(big, sizeof big, &q), PT_ERR_TOO_BIG);
+    uint8_t two[5] = {PT_P2P_FRIEND_REQ, 3, 0, 'h', 'i'}; /* says 3, has 2 */
+    assert_int_equal(pt_p2p_decode(two, sizeof two, &q), PT_ERR_DECODE);
+    assert_int_equal(pt_p2p_decode(two, 2, &q), PT_ERR_DECODE);
+
+    memset(&r, 0, sizeof r);
+    r.type = PT_P2P_FRIEND_ACCEPT;
+    p2p_roundtrip(&r, 1);
     pt_buf_free(&b);
 }
 
@@ -540,6 +606,7 @@ int main(void)
         cmocka_unit_test(test_limiter_global),
         cmocka_unit_test(test_limiter_lru),
         cmocka_unit_test(test_p2p),
+        cmocka_unit_test(test_p2p_intro),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
