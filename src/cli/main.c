@@ -382,13 +382,27 @@ static int cmd_friend(pt_cli *cli, pt_ctx *ctx)
     if (strcmp(sub, "list") == 0) {
         pt_contact *c;
         size_t n;
-        if ((rc = pt_contacts(ctx, &c, &n)) != 0) return pt_cli_report(ctx, rc, "friend list");
-        for (size_t i = 0; i < n; i++)
-            printf("%s\t%s\t%s\t%s\n", c[i].name,
-                   c[i].state == PT_CONTACT_STATE_FRIEND ? pt_cli_status_name(c[i].status) : state_name(c[i].state),
+        pt_nearby *near = NULL;
+        size_t nnear = 0;
+        if ((rc = connect_or_lan(cli, ctx)) != 0) return rc;
+        /* on the local network, friends whose devices answer are "nearby" */
+        if (pt_lan_active(ctx) && pt_lan_scan(ctx, 1000) == 0 && pt_nearby_list(ctx, &near, &nnear) != 0) nnear = 0;
+        if ((rc = pt_contacts(ctx, &c, &n)) != 0) {
+            pt_free(near);
+            return pt_cli_report(ctx, rc, "friend list");
+        }
+        for (size_t i = 0; i < n; i++) {
+            const char *st = c[i].state == PT_CONTACT_STATE_FRIEND ? pt_cli_status_name(c[i].status) : state_name(c[i].state);
+            for (size_t k = 0; k < nnear; k++)
+                if (near[k].kind == PT_NEARBY_FRIEND && strcmp(near[k].name, c[i].name) == 0 &&
+                    c[i].state == PT_CONTACT_STATE_FRIEND && !pt_connected(ctx))
+                    st = "nearby";
+            printf("%s\t%s\t%s\t%s\n", c[i].name, st,
                    c[i].key_changed ? "KEY CHANGED" : c[i].verified ? "verified" : "unverified",
                    state_name(c[i].state));
+        }
         pt_free(c);
+        pt_free(near);
         return 0;
     }
     if (cli->argc < 3) return pt_cli_fail(PT_EXIT_USAGE, "usage: packtrack friend %s NAME", sub);

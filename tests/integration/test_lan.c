@@ -445,6 +445,16 @@ static void test_serverless_both_ways(void **state)
     kill(alice, SIGTERM);
     reap(alice, 10000);
 
+    /* presence on the LAN: bob (listening) is nearby in alice's friend list */
+    bob = SPAWN(BOB, bob_out, "--lan", "recv", "--wait", "8");
+    sleep_ms(800);
+    OK(ALICE, out, "--lan", "friend", "list");
+    kill(bob, SIGTERM);
+    reap(bob, 10000);
+    if (!strstr(out, "bob\tnearby\t")) fail_msg("bob is not nearby in alice's list: %s", out);
+    OK(ALICE, out, "--lan", "friend", "list"); /* and no longer once he stopped */
+    if (strstr(out, "bob\tnearby\t")) fail_msg("bob still nearby after he left: %s", out);
+
     /* bob → alice while she listens */
     alice = SPAWN(ALICE, alice_out, "--lan", "recv", "--wait", "20");
     sleep_ms(1000);
