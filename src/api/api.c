@@ -422,10 +422,63 @@ static int pump(pt_ctx *x, int ms)
     return PT_ERR_OFFLINE;
 }
 
+/* The server id of a stored item's update (the field after the constructor id); 0 for
+ * the ephemeral ones (presence, typing, key top-ups). */
+static int64_t update_server_id(const pt_buf *u)
+{
+    if (u->len < 12) return 0;
+    switch (pt_get_u32le(u->data)) {
+    case PT_TL_UPDATES_NEWMESSAGE_ID:
+    case PT_TL_UPDATES_NEWGROUPMESSAGE_ID:
+    case PT_TL_UPDATES_CONTACT_ID:
+    case PT_TL_UPDATES_GROUPEVENT_ID:
+    case PT_TL_UPDATES_RECEIPT_ID: return (int64_t)pt_get_u64le(u->data + 4);
+    default: return 0;
+    }
+}
+
+typedef struct upd_key {
+    int64_t sid;
+    size_t at;
+    pt_buf u;
+} upd_key;
+
+static int upd_cmp(const void *a, const void *b)
+{
+    const upd_key *p = a, *q = b;
+    if (p->sid != q->sid) return p->sid < q->sid ? -1 : 1;
+    return p->at < q->at ? -1 : p->at > q->at; /* stable */
+}
+
+void pt_api_order_updates(pt_ctx *x)
+{
+    size_t k = 0;
+    upd_key *v = malloc((x->nupd ? x->nupd : 1) * sizeof *v);
+    size_t *slot = malloc((x->nupd ? x->nupd : 1) * sizeof *slot);
+    if (!v || !slot) { /* unordered then, as before: nothing is lost */
+        free(v);
+        free(slot);
+        return;
+    }
+    for (size_t i = 0; i < x->nupd; i++) {
+        int64_t sid = update_server_id(&x->upd[i]);
+        if (!sid) continue;
+        v[k] = (upd_key){sid, i, x->upd[i]};
+        slot[k++] = i;
+    }
+    qsort(v, k, sizeof *v, upd_cmp);
+    for (size_t j = 0; j < k; j++) x->upd[slot[j]] = v[j].u;
+    free(v);
+    free(slot);
+}
+
 static int after_connect(pt_ctx *x)
 {
     int rc;
     PT_API_CALL(rc, x, NULL, messages_sync, (void)q);
+    /* a live push may have come before the older items the sync brings: stored items
+     * are taken in server order (per-sender order, docs/PROTOCOL.md §6.2) */
+    if (rc == 0) pt_api_order_updates(x);
     if (rc == 0) pt_api_process_updates(x);
     if (rc == 0) rc = pt_api_flush_outbox(x);
     if (rc == 0) rc = pt_api_send_read_receipts(x);

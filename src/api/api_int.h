@@ -171,6 +171,8 @@ int pt_api_call(pt_ctx *x, pt_buf *req, pt_api_reply *r) PT_WUR;
     } while (0)
 int pt_api_ensure_online(pt_ctx *x) PT_WUR;
 void pt_api_process_updates(pt_ctx *x);
+/* Puts the pending updates of stored items in server-id order (after a sync). */
+void pt_api_order_updates(pt_ctx *x);
 int pt_api_save_account(pt_ctx *x) PT_WUR;
 int pt_api_save_session(pt_ctx *x, const uint8_t peer[32]) PT_WUR;
 

@@ -707,7 +707,15 @@ static int send_direct(pt_ctx *x, const char *to, const char *text, char id[PT_I
     if (rc == PT_ERR_NOT_FOUND && online) rc = pt_api_resolve(x, to, c);
     if (rc == 0 && c->state != PT_CONTACT_STATE_FRIEND && online && pt_api_sync_contacts(x) == 0)
         rc = pt_api_contact_load(x, c->user_id, c);
-    if (rc == 0 && online && c->state == PT_CONTACT_STATE_FRIEND) rc = pt_api_person(x, c->user_id, true, c);
+    if (rc == 0 && online && c->state == PT_CONTACT_STATE_FRIEND) {
+        rc = pt_api_person(x, c->user_id, true, c);
+        /* the link dropped while we asked: the keys we checked last time decide, and the
+         * message is kept (PT_ERR_OFFLINE must always mean "kept": RELIABILITY.md defect 6) */
+        if (rc == PT_ERR_OFFLINE || rc == PT_ERR_TIMEOUT) rc = pt_api_contact_load(x, c->user_id, c);
+    }
+    if (rc == PT_ERR_OFFLINE || rc == PT_ERR_TIMEOUT) /* nothing to keep it for: say so, not "kept" */
+        rc = pt_api_fail(x, PT_ERR_STATE, "no friend named '%s' is known on this device and the server cannot be "
+                                          "asked now; nothing was kept", to);
     if (rc == 0 && c->key_changed)
         rc = pt_api_fail(x, PT_ERR_KEY_MISMATCH, "%s's keys changed (a device was added, removed or re-keyed); compare "
                                                  "safety numbers, then run 'packtrack trust %s' or 'packtrack verify %s'",
@@ -754,6 +762,9 @@ static int send_group(pt_ctx *x, const char *group, const char *text, char id[PT
         if (r.arena) pt_api_reply_free(&r);
         free(c);
         if (rc == PT_ERR_REFUSED) rc = 0; /* not a member any more: the send says so */
+        /* the link dropped while we asked: the message is kept and goes when it is back
+         * (PT_ERR_OFFLINE must always mean "kept": RELIABILITY.md defect 6) */
+        if (rc == PT_ERR_OFFLINE || rc == PT_ERR_TIMEOUT) rc = 0;
         if (rc) return rc;
     }
     pt_api_msg m = {.outgoing = 1, .delivery = PT_DELIVERY_QUEUED, .time_ms = pt_env_now_ms(x->env)};
@@ -1198,6 +1209,7 @@ int pt_sync(pt_ctx *x, int wait_ms)
     int rc = pt_api_ensure_online(x);
     if (rc == 0) {
         PT_API_CALL(rc, x, NULL, messages_sync, (void)q);
+        if (rc == 0) pt_api_order_updates(x);
         pt_api_process_updates(x);
     }
     bool serverless = rc && x->lan; /* on the local network only: wait there */

@@ -10,9 +10,15 @@ enum { IN_CONNECT = 1, IN_COM = 2, IN_DISCONNECT = 3, IN_ACK = 4, IN_ROOM_KEY = 
 #define COM_HDR (1 + PT_CHAT_MSG_ID_LEN + 8 + DIGEST_LEN + 4)
 #define MSG_HDR (COM_HDR + 1 + PT_CHAT_GROUP_ID_LEN)
 
+/* Sessions kept per peer. Two devices that open sessions to each other at the same
+ * moment each get the other's pre-key message: both sessions must stay readable,
+ * and both sides must settle on the same one to send on (RELIABILITY.md defect 3). */
+#define SESSIONS_PER_PEER 3
+
 typedef struct peer {
-    uint8_t id[PT_OLM_KEY_LEN]; /* Curve25519 identity */
-    pt_olm_session *s;
+    uint8_t id[PT_OLM_KEY_LEN];         /* Curve25519 identity */
+    pt_olm_session *s[SESSIONS_PER_PEER]; /* s[0]: the one we send on; all are tried */
+    size_t n;
 } peer;
 
 struct pt_chat {
@@ -50,7 +56,8 @@ pt_chat *pt_chat_new(const pt_env *env, pt_olm_account *acct)
 void pt_chat_free(pt_chat *c)
 {
     if (!c) return;
-    for (size_t i = 0; c->peers && i < c->npeers; i++) pt_olm_session_free(c->peers[i].s);
+    for (size_t i = 0; c->peers && i < c->npeers; i++)
+        for (size_t k = 0; k < c->peers[i].n; k++) pt_olm_session_free(c->peers[i].s[k]);
     free(c->peers);
     free(c->seen);
     pt_buf_free(&c->plain);
@@ -70,27 +77,61 @@ bool pt_chat_has_session(const pt_chat *c, const uint8_t peer_id[static PT_OLM_K
     return find_peer(c, peer_id) != NULL;
 }
 
-/* Keeps s as the session with id, replacing (and wiping) an older one. */
-static int set_peer(pt_chat *c, const uint8_t id[PT_OLM_KEY_LEN], pt_olm_session *s)
+static peer *peer_slot(pt_chat *c, const uint8_t id[PT_OLM_KEY_LEN])
 {
     peer *p = find_peer(c, id);
+    if (p) return p;
+    if (c->npeers == PT_CHAT_MAX_PEERS) return NULL;
+    p = &c->peers[c->npeers++];
+    memset(p, 0, sizeof *p);
+    memcpy(p->id, id, PT_OLM_KEY_LEN);
+    return p;
+}
+
+/* Adds s as the session with id to send on; older ones stay readable (the oldest
+ * beyond SESSIONS_PER_PEER is wiped). */
+static int set_peer(pt_chat *c, const uint8_t id[PT_OLM_KEY_LEN], pt_olm_session *s)
+{
+    peer *p = peer_slot(c, id);
     if (!p) {
-        if (c->npeers == PT_CHAT_MAX_PEERS) {
-            pt_olm_session_free(s);
-            return PT_ERR_TOO_BIG;
-        }
-        p = &c->peers[c->npeers++];
-        memcpy(p->id, id, PT_OLM_KEY_LEN);
-    } else {
-        pt_olm_session_free(p->s);
+        pt_olm_session_free(s);
+        return PT_ERR_TOO_BIG;
     }
-    p->s = s;
+    if (p->n == SESSIONS_PER_PEER) pt_olm_session_free(p->s[--p->n]);
+    memmove(&p->s[1], &p->s[0], p->n * sizeof p->s[0]);
+    p->s[0] = s;
+    p->n++;
     return 0;
+}
+
+/* A session a pre-key message of theirs just opened. We send on it from now on, but
+ * when our own first session to them is still unanswered, they may be doing the same
+ * with ours at this moment: then both sides keep the session with the smaller id,
+ * which they compute alike, so they settle on the same one at once. */
+static int add_inbound(pt_chat *c, const uint8_t id[PT_OLM_KEY_LEN], pt_olm_session *s)
+{
+    peer *p = find_peer(c, id);
+    pt_olm_session *ours = p && p->n ? p->s[0] : NULL;
+    bool race = false;
+    if (ours && pt_olm_session_next_type(ours) == PT_OLM_MSG_PREKEY && !pt_olm_session_has_received(ours)) {
+        uint8_t a[PT_OLM_SESSION_ID_LEN], b[PT_OLM_SESSION_ID_LEN];
+        pt_olm_session_id(ours, a);
+        pt_olm_session_id(s, b);
+        race = memcmp(a, b, sizeof a) < 0; /* ours is the smaller: it stays in front */
+    }
+    int rc = set_peer(c, id, s);
+    if (rc == 0 && race) { /* s went in front: swap it behind ours */
+        p = find_peer(c, id);
+        pt_olm_session *t = p->s[0];
+        p->s[0] = p->s[1];
+        p->s[1] = t;
+    }
+    return rc;
 }
 
 static void drop_peer(pt_chat *c, peer *p)
 {
-    pt_olm_session_free(p->s); /* wipes the keys */
+    for (size_t k = 0; k < p->n; k++) pt_olm_session_free(p->s[k]); /* wipes the keys */
     *p = c->peers[--c->npeers];
     memset(&c->peers[c->npeers], 0, sizeof *p);
 }
@@ -226,7 +267,7 @@ int pt_chat_send(pt_chat *c, const uint8_t peer_id[static PT_OLM_KEY_LEN], const
     if (rc == 0) rc = pt_buf_append(&c->inner, text, len);
     size_t at = out->len;
     if (rc == 0) rc = header(c, out, PT_CHAT_SECURE);
-    if (rc == 0) rc = seal_inner(c, p->s, out);
+    if (rc == 0) rc = seal_inner(c, p->s[0], out);
     if (rc) out->len = at;
     return rc;
 }
@@ -252,7 +293,7 @@ int pt_chat_send_msg(pt_chat *c, const uint8_t peer_id[static PT_OLM_KEY_LEN], c
     if (rc == 0) rc = pt_buf_append(&c->inner, m->text, m->len);
     size_t at = out->len;
     if (rc == 0) rc = header(c, out, PT_CHAT_SECURE);
-    if (rc == 0) rc = seal_inner(c, p->s, out);
+    if (rc == 0) rc = seal_inner(c, p->s[0], out);
     pt_wipe(c->inner.data, c->inner.cap);
     pt_buf_reset(&c->inner);
     if (rc) out->len = at;
@@ -274,16 +315,34 @@ void pt_chat_forget(pt_chat *c, const uint8_t peer_id[static PT_OLM_KEY_LEN])
     if (p) drop_peer(c, p);
 }
 
+/* A peer's sessions: one sealed pickle ("PTOL...") when there is one, else
+ * "PTCS" ‖ count u8 ‖ (u32le length ‖ sealed pickle) per session, in order. */
+static const uint8_t multi_magic[4] = {'P', 'T', 'C', 'S'};
+
 int pt_chat_pickle_session(const pt_chat *c, const uint8_t peer_id[static PT_OLM_KEY_LEN],
                            const uint8_t *key, size_t keylen, pt_buf *out)
 {
     const peer *p = find_peer(c, peer_id);
-    if (!p) return PT_ERR_NOT_FOUND;
-    return pt_olm_session_pickle(p->s, c->env, key, keylen, out);
+    if (!p || p->n == 0) return PT_ERR_NOT_FOUND;
+    if (p->n == 1) return pt_olm_session_pickle(p->s[0], c->env, key, keylen, out);
+    uint8_t count = (uint8_t)p->n;
+    int rc = pt_buf_append(out, multi_magic, 4);
+    if (rc == 0) rc = pt_buf_append(out, &count, 1);
+    pt_buf one;
+    pt_buf_init(&one);
+    for (size_t i = 0; rc == 0 && i < p->n; i++) {
+        pt_buf_reset(&one);
+        uint8_t l[4];
+        if ((rc = pt_olm_session_pickle(p->s[i], c->env, key, keylen, &one)) != 0) break;
+        pt_put_u32le(l, (uint32_t)one.len);
+        if ((rc = pt_buf_append(out, l, 4)) == 0) rc = pt_buf_append(out, one.data, one.len);
+    }
+    pt_buf_free(&one);
+    return rc;
 }
 
-int pt_chat_restore_session(pt_chat *c, const uint8_t peer_id[static PT_OLM_KEY_LEN],
-                            const uint8_t *key, size_t keylen, const uint8_t *in, size_t len)
+static int restore_one(pt_chat *c, const uint8_t peer_id[PT_OLM_KEY_LEN], const uint8_t *key, size_t keylen,
+                       const uint8_t *in, size_t len, pt_olm_session **out)
 {
     pt_err err = 0;
     pt_olm_session *s = pt_olm_session_unpickle(key, keylen, in, len, &err);
@@ -294,7 +353,53 @@ int pt_chat_restore_session(pt_chat *c, const uint8_t peer_id[static PT_OLM_KEY_
         pt_olm_session_free(s);
         return PT_ERR_DECODE;
     }
-    return set_peer(c, peer_id, s);
+    (void)c;
+    *out = s;
+    return 0;
+}
+
+int pt_chat_restore_session(pt_chat *c, const uint8_t peer_id[static PT_OLM_KEY_LEN],
+                            const uint8_t *key, size_t keylen, const uint8_t *in, size_t len)
+{
+    pt_olm_session *got[SESSIONS_PER_PEER] = {0};
+    size_t n = 0;
+    int rc = 0;
+    if (len >= 5 && memcmp(in, multi_magic, 4) == 0) {
+        size_t count = in[4], at = 5;
+        if (count < 1 || count > SESSIONS_PER_PEER) return PT_ERR_DECODE;
+        for (size_t i = 0; rc == 0 && i < count; i++) {
+            if (len - at < 4) {
+                rc = PT_ERR_DECODE;
+                break;
+            }
+            size_t l = pt_get_u32le(in + at);
+            at += 4;
+            if (l > len - at) {
+                rc = PT_ERR_DECODE;
+                break;
+            }
+            if ((rc = restore_one(c, peer_id, key, keylen, in + at, l, &got[n])) == 0) n++;
+            at += l;
+        }
+        if (rc == 0 && at != len) rc = PT_ERR_DECODE;
+    } else {
+        if ((rc = restore_one(c, peer_id, key, keylen, in, len, &got[0])) == 0) n = 1;
+    }
+    if (rc) {
+        for (size_t i = 0; i < n; i++) pt_olm_session_free(got[i]);
+        return rc;
+    }
+    peer *p = find_peer(c, peer_id);
+    if (p) { /* replaces what we held for that peer */
+        for (size_t k = 0; k < p->n; k++) pt_olm_session_free(p->s[k]);
+        p->n = 0;
+    }
+    for (size_t i = n; i-- > 0;) /* oldest first, so the first one ends in front */
+        if ((rc = set_peer(c, peer_id, got[i])) != 0) {
+            for (size_t j = 0; j < i; j++) pt_olm_session_free(got[j]);
+            return rc;
+        }
+    return 0;
 }
 
 bool pt_chat_last_peer(const pt_chat *c, uint8_t peer_id[static PT_OLM_KEY_LEN])
@@ -320,7 +425,7 @@ int pt_chat_send_room_key(pt_chat *c, const uint8_t peer_id[static PT_OLM_KEY_LE
     size_t at = out->len;
     int rc = pt_buf_append(&c->inner, key, len);
     if (rc == 0) rc = header(c, out, PT_CHAT_SECURE);
-    if (rc == 0) rc = seal_inner(c, p->s, out);
+    if (rc == 0) rc = seal_inner(c, p->s[0], out);
     pt_wipe(c->inner.data, c->inner.cap); /* a group key: do not leave it behind */
     pt_buf_reset(&c->inner);
     if (rc) out->len = at;
@@ -336,7 +441,7 @@ int pt_chat_disconnect(pt_chat *c, const uint8_t peer_id[static PT_OLM_KEY_LEN],
     size_t at = out->len;
     int rc = pt_buf_append(&c->inner, m, sizeof m);
     if (rc == 0) rc = header(c, out, PT_CHAT_SECURE);
-    if (rc == 0) rc = seal_inner(c, p->s, out);
+    if (rc == 0) rc = seal_inner(c, p->s[0], out);
     if (rc) {
         out->len = at;
         return rc;
@@ -374,7 +479,7 @@ static int encrypted_ack(pt_chat *c, peer *p, const uint8_t *msg_id, int code, p
     size_t at = reply->len;
     int rc = pt_buf_append(&c->inner, m, sizeof m);
     if (rc == 0) rc = header(c, reply, PT_CHAT_SECURE);
-    if (rc == 0) rc = seal_inner(c, p->s, reply);
+    if (rc == 0) rc = seal_inner(c, p->s[0], reply);
     if (rc) reply->len = at;
     return rc;
 }
@@ -398,7 +503,7 @@ static int on_inner(pt_chat *c, peer *p, const uint8_t *m, size_t n, pt_chat_eve
     case IN_CONNECT:
         if (n != 3) return clear_ack(c, env, envlen, PT_CHAT_ACK_CORRUPTED, reply, ev);
         ev->type = PT_CHAT_EV_CONNECTED;
-        ev->suite = (int)pt_olm_session_suite(p->s);
+        ev->suite = (int)pt_olm_session_suite(p->s[0]);
         return 0;
     case IN_COM: {
         if (n < COM_HDR || n - COM_HDR != pt_get_u32le(m + 25 + DIGEST_LEN))
@@ -540,17 +645,28 @@ int pt_chat_receive(pt_chat *c, const uint8_t *env, size_t len, pt_chat_event *e
             return clear_ack(c, env, len, PT_CHAT_ACK_CORRUPTED, reply, ev);
         peer *pr = find_peer(c, sender);
         pt_buf_reset(&c->plain);
-        if (p[0] == PT_OLM_MSG_PREKEY && !(pr && pt_olm_session_matches_inbound(pr->s, p + 1, n - 1))) {
+        size_t k = SESSIONS_PER_PEER; /* the session that matches a pre-key message */
+        for (size_t i = 0; p[0] == PT_OLM_MSG_PREKEY && pr && i < pr->n && k == SESSIONS_PER_PEER; i++)
+            if (pt_olm_session_matches_inbound(pr->s[i], p + 1, n - 1)) k = i;
+        if (p[0] == PT_OLM_MSG_PREKEY && k == SESSIONS_PER_PEER) {
             /* a peer (re)opening a session: only with a pre-key message of its own */
             pt_olm_session *s = pt_olm_session_new_inbound(c->acct, sender, p + 1, n - 1, &c->plain, &err);
             if (!s) return clear_ack(c, env, len, PT_CHAT_ACK_UNDECRYPTABLE, reply, ev);
-            int rc = set_peer(c, sender, s);
+            int rc = add_inbound(c, sender, s);
             if (rc) return rc;
             pr = find_peer(c, sender);
+        } else if (p[0] == PT_OLM_MSG_PREKEY) {
+            if (pt_olm_decrypt(pr->s[k], PT_OLM_MSG_PREKEY, p + 1, n - 1, &c->plain) != 0)
+                return clear_ack(c, env, len, PT_CHAT_ACK_UNDECRYPTABLE, reply, ev);
         } else {
             if (!pr) return clear_ack(c, env, len, PT_CHAT_ACK_NOT_VALIDATED, reply, ev);
-            if (pt_olm_decrypt(pr->s, (pt_olm_msg_type)p[0], p + 1, n - 1, &c->plain) != 0)
-                return clear_ack(c, env, len, PT_CHAT_ACK_UNDECRYPTABLE, reply, ev);
+            /* any session we keep may be the one: a failed try changes nothing */
+            bool ok = false;
+            for (size_t i = 0; i < pr->n && !ok; i++) {
+                pt_buf_reset(&c->plain);
+                ok = pt_olm_decrypt(pr->s[i], PT_OLM_MSG_NORMAL, p + 1, n - 1, &c->plain) == 0;
+            }
+            if (!ok) return clear_ack(c, env, len, PT_CHAT_ACK_UNDECRYPTABLE, reply, ev);
         }
         memcpy(c->last, sender, PT_OLM_KEY_LEN);
         c->has_last = true;

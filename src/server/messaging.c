@@ -651,6 +651,7 @@ void pt_srv_push_item(pt_server *s, const pt_srv_devlist *to, const pt_srv_item 
 typedef struct send_op {
     pt_db_op op;
     reply_to to;
+    uint64_t fwd_seq;           /* the server's sync_seq when it was forwarded */
     pt_srv_item item;
     pt_srv_devlist devices;     /* the recipient's devices */
     uint8_t payload[];          /* item.payload's bytes */
@@ -660,6 +661,29 @@ static int send_apply(sqlite3 *db, void *arg)
 {
     send_op *m = arg;
     return pt_srv_item_store(db, &m->item, &m->devices);
+}
+
+/* A session that synced after the item was forwarded (a device that reconnected
+ * meanwhile) may have missed both: the forward went to its old connection or to
+ * none, and its sync read the queue before this commit. It gets the item now; the
+ * client drops what it already has by envelope hash. (RELIABILITY.md defect 5.) */
+static void repush_after_sync(send_op *m)
+{
+    pt_server *s = m->to.srv;
+    if (s->sync_seq == m->fwd_seq) return; /* no sync since: nobody can have missed it */
+    pt_buf b;
+    pt_buf_init(&b);
+    bool encoded = false;
+    for (size_t i = 0; i < m->devices.n; i++) {
+        pt_srv_device *d = dev_find(s, m->devices.pk[i]);
+        for (pt_srv_sess *e = d ? d->sessions : NULL; e; e = e->dev_next) {
+            if (!e->conn || e->synced_seq <= m->fwd_seq) continue;
+            if (!encoded && pt_srv_item_encode(&b, &m->item) != 0) break;
+            encoded = true;
+            pt_srv_push_device(s, m->devices.pk[i], e, &b);
+        }
+    }
+    pt_buf_free(&b);
 }
 
 static void send_done(void *arg, int rc)
@@ -678,6 +702,7 @@ static void send_done(void *arg, int rc)
         }
     }
     if (rc != 0) pt_srv_queue_add(m->to.srv, &m->devices, -1); /* the reservation */
+    if (rc == 0) repush_after_sync(m);
     pt_srv_devlist_free(&m->devices);
     free(m);
 }
@@ -702,6 +727,7 @@ void pt_srv_forward(pt_conn *c, uint64_t req, const pt_srv_item *proto, pt_srv_d
     m->item.payload = (pt_tl_bytes){m->payload, proto->payload.len};
     m->item.note = (pt_tl_bytes){NULL, 0};
     m->item.server_id = s->next_server_id++;
+    m->fwd_seq = s->sync_seq;
     m->item.date_ms = pt_env_now_ms(pt_env_default());
     memcpy(m->item.from, e->dev->user_id, 16);
     memcpy(m->item.from_device, e->device_pk, 32);
@@ -856,6 +882,7 @@ static void rpc_sync(pt_conn *c, uint64_t req)
         return;
     }
     sqlite3_bind_blob(st, 1, e->device_pk, 32, SQLITE_STATIC);
+    e->synced_seq = ++c->srv->sync_seq; /* items committing after this read come again at their commit */
     size_t n = 0;
     pt_buf b;
     pt_buf_init(&b);

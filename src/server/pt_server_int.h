@@ -33,6 +33,7 @@ struct pt_srv_sess {
     pt_sess *sess;
     pt_conn *conn;                  /* the connection carrying it now, or NULL */
     uint64_t detached_ms;           /* loop time when it lost its connection */
+    uint64_t synced_seq;            /* server sync_seq at its last messages.sync, 0: none */
     struct pt_srv_sess *next;       /* hash chain */
     struct pt_srv_sess *all_prev, *all_next; /* every session */
 };
@@ -108,6 +109,7 @@ struct pt_server {
     size_t dev_nbuckets, dev_n;
     struct pt_db *db;               /* the store (data_dir/packtrack.db) */
     int64_t next_server_id;         /* next message id to assign */
+    uint64_t sync_seq;              /* counts messages.sync calls (pt_srv_sess.synced_seq) */
     pt_srv_user **user_buckets;     /* presence: users online or with a status write pending */
     size_t user_nbuckets, user_n;
     struct pt_ip_entry **ip_buckets; /* per-address connections and bans */

@@ -368,6 +368,83 @@ static void test_open_msg_and_persist(void **state)
     dev_free(&b);
 }
 
+/* Alice and Bob open sessions to each other at the same moment (RELIABILITY.md
+ * defect 3): each first message arrives as a pre-key message of a session the other
+ * did not start. Both must read everything that follows, both ways, also after the
+ * sessions went through a pickle and back. */
+static void send_text(dev *from, dev *to, uint8_t tag, pt_buf *env)
+{
+    pt_chat_msg m = {.ctx = PT_CHAT_CTX_DIRECT, .time_ms = tag, .text = (const uint8_t *)"x", .len = 1};
+    memset(m.msg_id, tag, sizeof m.msg_id);
+    pt_buf_reset(env);
+    assert_int_equal(pt_chat_send_msg(from->chat, to->id, &m, env), 0);
+}
+
+static void expect_text(dev *d, const pt_buf *env, uint8_t tag)
+{
+    pt_buf reply;
+    pt_buf_init(&reply);
+    pt_chat_event ev = deliver(d, env, &reply);
+    if (ev.type != PT_CHAT_EV_MESSAGE) fail_msg("message %u: event %d code %d", tag, ev.type, ev.code);
+    assert_int_equal(ev.msg_id[0], tag);
+    pt_buf_free(&reply);
+}
+
+static void test_simultaneous_open(void **state)
+{
+    (void)state;
+    for (int round = 0; round < 8; round++) { /* both orders of the session ids */
+        dev a, b;
+        dev_new(&a, PT_OLM_SUITES_ALL);
+        dev_new(&b, PT_OLM_SUITES_ALL);
+        pt_olm_key ka, kb;
+        assert_int_equal(pt_olm_account_unpublished_keys(a.acct, &ka, 1), 1);
+        assert_int_equal(pt_olm_account_unpublished_keys(b.acct, &kb, 1), 1);
+        assert_int_equal(pt_chat_open(a.chat, PT_OLM_SUITE_PT_V1, b.id, kb.key), 0);
+        assert_int_equal(pt_chat_open(b.chat, PT_OLM_SUITE_PT_V1, a.id, ka.key), 0);
+        pt_buf ea, eb;
+        pt_buf_init(&ea);
+        pt_buf_init(&eb);
+        send_text(&a, &b, 1, &ea); /* both first messages cross */
+        send_text(&b, &a, 2, &eb);
+        expect_text(&b, &ea, 1);
+        expect_text(&a, &eb, 2);
+        uint8_t tag = 3;
+        for (int i = 0; i < 4; i++, tag += 2) { /* then both ways, also crossing */
+            send_text(&a, &b, tag, &ea);
+            send_text(&b, &a, (uint8_t)(tag + 1), &eb);
+            expect_text(&a, &eb, (uint8_t)(tag + 1));
+            expect_text(&b, &ea, tag);
+        }
+        /* both sessions survive a pickle: each side holds two for the other */
+        const uint8_t key[32] = {4, 5, 6};
+        pt_buf sa, sb;
+        pt_buf_init(&sa);
+        pt_buf_init(&sb);
+        assert_int_equal(pt_chat_pickle_session(a.chat, b.id, key, sizeof key, &sa), 0);
+        assert_int_equal(pt_chat_pickle_session(b.chat, a.id, key, sizeof key, &sb), 0);
+        assert_memory_equal(sa.data, "PTCS", 4);
+        send_text(&b, &a, 99, &eb); /* in flight across the restart */
+        pt_chat_free(a.chat);
+        pt_chat_free(b.chat);
+        a.chat = pt_chat_new(pt_env_default(), a.acct);
+        b.chat = pt_chat_new(pt_env_default(), b.acct);
+        assert_int_equal(pt_chat_restore_session(a.chat, b.id, key, sizeof key, sa.data, sa.len), 0);
+        assert_int_equal(pt_chat_restore_session(b.chat, a.id, key, sizeof key, sb.data, sb.len), 0);
+        sa.data[4] = 9; /* a count beyond what is kept */
+        assert_int_equal(pt_chat_restore_session(a.chat, b.id, key, sizeof key, sa.data, sa.len), PT_ERR_DECODE);
+        expect_text(&a, &eb, 99);
+        send_text(&a, &b, 100, &ea);
+        expect_text(&b, &ea, 100);
+        pt_buf_free(&ea);
+        pt_buf_free(&eb);
+        pt_buf_free(&sa);
+        pt_buf_free(&sb);
+        dev_free(&a);
+        dev_free(&b);
+    }
+}
+
 int main(void)
 {
     assert_int_equal(pt_init(), 0);
@@ -376,6 +453,7 @@ int main(void)
         cmocka_unit_test(test_deny_replay_unknown_tamper),
         cmocka_unit_test(test_room_keys),
         cmocka_unit_test(test_open_msg_and_persist),
+        cmocka_unit_test(test_simultaneous_open),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
