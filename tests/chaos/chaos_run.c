@@ -981,14 +981,23 @@ static result run_campaign(const campaign *cp, uint64_t seed)
             }
             if (all_delivered()) {
                 if (!settled_since) settled_since = now;
-                if (now - settled_since > 1000) break; /* late duplicates get a second to show */
+                if (now - settled_since > 1000) { /* late duplicates get a second to show */
+                    if (getenv("PT_CHAOS_DEBUG")) fprintf(stderr, "chaos_run: all delivered, settled\n");
+                    break;
+                }
             } else {
                 settled_since = 0;
             }
             /* a killed receiver may have stored a message without reporting its event:
              * after 15 s without a new delivery the histories decide */
             uint64_t progress = last_delivery_ms > calm_since ? last_delivery_ms : calm_since;
-            if (now - progress > 15000) break;
+            /* `now` was read before this iteration's kill pumped more lines: a delivery
+             * reported meanwhile is later than it, and now - progress would wrap */
+            now = now_ms();
+            if (now > progress && now - progress > 15000) {
+                if (getenv("PT_CHAOS_DEBUG")) fprintf(stderr, "chaos_run: no progress for 15 s\n");
+                break;
+            }
         }
     }
     /* stop the clients; they dump their histories */
