@@ -14,6 +14,7 @@ PKGS=(
   libqrencode-dev         # QR codes of fingerprints and safety numbers in the terminal
   python3 python3-dissononce python3-libtorrent   # libtorrent: the MSE interop peer
   nats-server mosquitto   # peers of scripts/bench-loadgen.sh (started there, not as services)
+  libnats-dev             # cluster mode (src/server/cluster_nats.c); nats-server runs the test cluster
   iproute2 procps         # ip netns / sysctl: the LAN tests build their own network (test_lan)
   spin                    # model check of the ack / resend / resume machine (make chaos)
 )

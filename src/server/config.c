@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "server/pt_cluster.h"
 #include "server/pt_config.h"
 
 /* ---- values ------------------------------------------------------------------------------ */
@@ -106,6 +107,13 @@ static const pt_config_key_info keys[PT_CFG_NKEYS] = {
     [PT_CFG_OBFS_DEFER_RULES] = {"obfuscation", "defer_rules", false},
     [PT_CFG_DISC_ENABLED] = {"discovery", "enabled", false},
     [PT_CFG_DISC_PORT] = {"discovery", "port", false},
+    [PT_CFG_CLUSTER_NATS_URLS] = {"cluster", "nats_urls", false},
+    [PT_CFG_CLUSTER_NODE_ID] = {"cluster", "node_id", false},
+    [PT_CFG_CLUSTER_CREDENTIALS] = {"cluster", "credentials", false},
+    [PT_CFG_CLUSTER_TLS_CA] = {"cluster", "tls_ca", false},
+    [PT_CFG_CLUSTER_TLS_CERT] = {"cluster", "tls_cert", false},
+    [PT_CFG_CLUSTER_TLS_KEY] = {"cluster", "tls_key", false},
+    [PT_CFG_CLUSTER_REPLICAS] = {"cluster", "replicas", false},
 };
 
 const pt_config_key_info *pt_config_key_get(pt_config_key k)
@@ -117,7 +125,8 @@ const pt_config_key_info *pt_config_key_get(pt_config_key k)
 static bool section_known(const char *name)
 {
     return strcmp(name, "server") == 0 || strcmp(name, "limits") == 0 ||
-           strcmp(name, "obfuscation") == 0 || strcmp(name, "discovery") == 0;
+           strcmp(name, "obfuscation") == 0 || strcmp(name, "discovery") == 0 ||
+           strcmp(name, "cluster") == 0;
 }
 
 /* ---- diagnostics --------------------------------------------------------------------------- */
@@ -219,7 +228,7 @@ static char *reader(char *str, int num, void *stream)
         x->section_ok = section_known(name);
         if (!x->section_ok)
             diag(f, x->path, true, x->lineno, col_of(x->raw, ns),
-                 "unknown section [%s] (expected [server], [limits], [obfuscation] or [discovery])", name);
+                 "unknown section [%s] (expected [server], [limits], [obfuscation], [discovery] or [cluster])", name);
     } else {
         size_t k = strcspn(p, "=:");
         if (!p[k]) {
@@ -344,6 +353,32 @@ static int on_kv(void *user, const char *section, const char *name, const char *
         else if (rc) BAD("port: %s is out of range (1 to 65535)", sv);
         else f->cfg.discovery_port = (uint16_t)v;
         break;
+    case PT_CFG_CLUSTER_NATS_URLS:
+        if (pt_cluster_urls_check(value) != 0 || strlen(value) >= sizeof f->nats_urls)
+            BAD("nats_urls: expected nats://HOST:PORT or tls://HOST:PORT, comma separated, got '%s'", sv);
+        snprintf(f->nats_urls, sizeof f->nats_urls, "%s", value);
+        f->cfg.cluster.nats_urls = f->nats_urls[0] ? f->nats_urls : NULL;
+        break;
+    case PT_CFG_CLUSTER_NODE_ID: NUMBER(cluster.node_id, 1, PT_CLUSTER_NODE_ID_MAX); break;
+    case PT_CFG_CLUSTER_REPLICAS: NUMBER(cluster.replicas, 1, 5); break;
+    case PT_CFG_CLUSTER_CREDENTIALS:
+    case PT_CFG_CLUSTER_TLS_CA:
+    case PT_CFG_CLUSTER_TLS_CERT:
+    case PT_CFG_CLUSTER_TLS_KEY: {
+        char *buf = k == PT_CFG_CLUSTER_CREDENTIALS ? f->nats_creds
+                    : k == PT_CFG_CLUSTER_TLS_CA   ? f->nats_tls_ca
+                    : k == PT_CFG_CLUSTER_TLS_CERT ? f->nats_tls_cert
+                                                   : f->nats_tls_key;
+        const char **field = k == PT_CFG_CLUSTER_CREDENTIALS ? &f->cfg.cluster.credentials
+                             : k == PT_CFG_CLUSTER_TLS_CA   ? &f->cfg.cluster.tls_ca
+                             : k == PT_CFG_CLUSTER_TLS_CERT ? &f->cfg.cluster.tls_cert
+                                                            : &f->cfg.cluster.tls_key;
+        if (!*value || strlen(value) >= sizeof f->nats_creds) BAD("%s: expected a file path", name);
+        else if (access(value, R_OK) != 0) BAD("%s: cannot read '%s': %s", name, sv, strerror(errno));
+        snprintf(buf, sizeof f->nats_creds, "%s", value);
+        *field = buf[0] ? buf : NULL;
+        break;
+    }
     case PT_CFG_OBFS_NETWORK_KEY:
         f->network_key_inline = *value && !strchr(value, '/');
         if (*value && strchr(value, '/') && access(value, R_OK) != 0) {
@@ -471,6 +506,12 @@ void pt_config_check_env(pt_config_file *f, const char *path, const pt_server_co
                 diag(f, w, true, line, line ? 1 : 0, "log_file %s cannot be created in %s by uid %u: %s",
                      cfg->log_file, parent, (unsigned)geteuid(), strerror(errno));
         }
+    }
+    /* cluster mode */
+    const char *cerr = pt_cluster_config_error(&cfg->cluster);
+    if (cerr) {
+        int line = key_line(fin, cfg, PT_CFG_CLUSTER_NATS_URLS);
+        diag(f, line ? where : NULL, true, line, line ? 1 : 0, "%s", cerr);
     }
     /* the metrics endpoint is not authenticated */
     if (cfg->metrics_host && strcmp(cfg->metrics_host, "127.0.0.1") != 0 &&

@@ -16,6 +16,7 @@
  */
 #include <stdlib.h>
 
+#include "server/pt_cluster.h"
 #include "server/pt_server_int.h"
 
 struct pt_dir_user {
@@ -80,6 +81,25 @@ static int user_add_device(pt_dir_user *u, const uint8_t pk[32])
     return 0;
 }
 
+/* Cluster mode: adds the devices the cluster directory knows for user id (bound on
+ * any node) to *u (allocated when NULL). A blocking JetStream read, once per user
+ * per node lifetime; devices the user binds on other nodes later are not learnt
+ * (docs/ARCHITECTURE.md "Cluster mode"). */
+static int user_load_cluster(pt_server *s, const uint8_t id[16], pt_dir_user **u)
+{
+    pt_srv_devlist l = {0};
+    int r = pt_cluster_user(s->cluster, id, NULL, NULL, &l);
+    if (r == PT_ERR_NOT_FOUND) r = 0;
+    else if (r < 0) pt_log_warn("directory: the cluster directory did not answer; sends reach this node's devices only");
+    if (r < 0) r = 0; /* still route to what this node knows */
+    for (size_t i = 0; i < l.n && r == 0; i++) {
+        if (!*u && !(*u = calloc(1, sizeof **u))) r = PT_ERR_NOMEM;
+        else memcpy((*u)->user_id, id, 16), r = user_add_device(*u, l.pk[i]);
+    }
+    pt_srv_devlist_free(&l);
+    return r;
+}
+
 /* The entry of a user with devices, read from the store on first use; NULL when
  * the user has none (not kept: unknown ids must not fill memory) or on error (*rc). */
 static pt_dir_user *user_load(pt_server *s, const uint8_t id[16], int *rc)
@@ -104,6 +124,7 @@ static pt_dir_user *user_load(pt_server *s, const uint8_t id[16], int *rc)
         if ((r = user_add_device(u, sqlite3_column_blob(st, 0))) != 0) break;
     }
     pt_db_release(st);
+    if (r >= 0 && s->cluster) r = user_load_cluster(s, id, &u);
     if (r < 0) {
         if (u) free(u->pk);
         free(u);

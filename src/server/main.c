@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "discovery/pt_disc.h"
+#include "server/pt_cluster.h"
 #include "server/pt_config.h"
 #include "server/pt_server.h"
 
@@ -62,6 +63,12 @@ static void usage(FILE *f)
             "                             on 0.0.0.0 and [::] (multicast %s); a port\n"
             "                             that cannot be bound is a warning, not an error\n"
             "      --no-discovery         do not answer discovery requests (no UDP socket)\n"
+            "Cluster mode (several nodes over NATS JetStream; docs/ARCHITECTURE.md):\n"
+            "      --cluster-nats URLS    join the cluster through these NATS servers\n"
+            "                             (nats://HOST:PORT, comma separated); default: off,\n"
+            "                             one node on its own store\n"
+            "      --cluster-node-id N    this node's id, 1 to 8388607, unique in the cluster\n"
+            "                             (required with --cluster-nats)\n"
             "  -h, --help                 show this help and exit\n"
             "  -V, --version              show the version and exit\n"
             "\n"
@@ -81,7 +88,8 @@ static void usage(FILE *f)
 }
 
 enum { OPT_HS = 256, OPT_IDLE, OPT_EXPIRY, OPT_MAXC, OPT_READY, OPT_LOG, OPT_QUOTA, OPT_CHECK,
-       OPT_PERIP, OPT_RATE, OPT_BAN, OPT_OBFS, OPT_METRICS, OPT_LOGFILE, OPT_DISC_PORT, OPT_NO_DISC };
+       OPT_PERIP, OPT_RATE, OPT_BAN, OPT_OBFS, OPT_METRICS, OPT_LOGFILE, OPT_DISC_PORT, OPT_NO_DISC,
+       OPT_CLUSTER_NATS, OPT_CLUSTER_NODE };
 
 static const struct option opts[] = {
     {"config", required_argument, NULL, 'c'},
@@ -110,6 +118,8 @@ static const struct option opts[] = {
     {"obfs-defer", required_argument, NULL, OPT_OBFS},
     {"discovery-port", required_argument, NULL, OPT_DISC_PORT},
     {"no-discovery", no_argument, NULL, OPT_NO_DISC},
+    {"cluster-nats", required_argument, NULL, OPT_CLUSTER_NATS},
+    {"cluster-node-id", required_argument, NULL, OPT_CLUSTER_NODE},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
     {NULL, 0, NULL, 0},
@@ -146,6 +156,15 @@ static void print_config(const pt_server_config *c)
     pt_obfs_config_print(&c->obfs, stdout);
     printf("[discovery]\nenabled = %s\nport = %u\n", c->discovery_off ? "false" : "true",
            c->discovery_port ? c->discovery_port : PT_DISC_PORT);
+    if (!c->cluster.nats_urls) {
+        printf("[cluster]\n; nats_urls: off (local mode)\n");
+    } else {
+        printf("[cluster]\nnats_urls = %s\nnode_id = %u\nreplicas = %u\n", c->cluster.nats_urls,
+               c->cluster.node_id, c->cluster.replicas ? c->cluster.replicas : PT_CLUSTER_REPLICAS);
+        if (c->cluster.credentials) printf("credentials = %s\n", c->cluster.credentials);
+        if (c->cluster.tls_ca) printf("tls_ca = %s\n", c->cluster.tls_ca);
+        if (c->cluster.tls_cert) printf("tls_cert = %s\ntls_key = %s\n", c->cluster.tls_cert, c->cluster.tls_key);
+    }
 }
 
 /* The [obfuscation] key behind a command-line option. */
@@ -273,6 +292,18 @@ int main(int argc, char **argv)
             cfg.discovery_off = true;
             PIN(PT_CFG_DISC_ENABLED);
             break;
+        case OPT_CLUSTER_NATS:
+            if (pt_cluster_urls_check(optarg) != 0)
+                return bad("--cluster-nats", optarg, "a list of nats://HOST:PORT URLs");
+            cfg.cluster.nats_urls = optarg;
+            PIN(PT_CFG_CLUSTER_NATS_URLS);
+            break;
+        case OPT_CLUSTER_NODE:
+            if (pt_parse_uint(optarg, 1, PT_CLUSTER_NODE_ID_MAX, &v))
+                return bad("--cluster-node-id", optarg, "from 1 to 8388607");
+            cfg.cluster.node_id = v;
+            PIN(PT_CFG_CLUSTER_NODE_ID);
+            break;
         case OPT_READY: cfg.ready_file = optarg; break;
         case OPT_LOG: {
             pt_log_level lvl;
@@ -321,6 +352,11 @@ int main(int argc, char **argv)
     char obfs_err[300];
     if (pt_obfs_config_check(&cfg.obfs, obfs_err, sizeof obfs_err) != 0) {
         fprintf(stderr, "packtrackd: %s\n", obfs_err);
+        return 1;
+    }
+    const char *cluster_err = pt_cluster_config_error(&cfg.cluster);
+    if (cluster_err) {
+        fprintf(stderr, "packtrackd: %s\n", cluster_err);
         return 1;
     }
     if (file.nwarnings) print_diags(&file);

@@ -17,6 +17,7 @@
 
 #include "crypto/pt_crypto.h"
 #include "pt_tl.h"
+#include "server/pt_cluster.h"
 #include "server/pt_server_int.h"
 #include "server/pt_username.h"
 #include "store/pt_db.h"
@@ -39,6 +40,7 @@ void pt_srv_devices_free(pt_server *s)
     for (size_t i = 0; s->dev_buckets && i < s->dev_nbuckets; i++) {
         for (pt_srv_device *d = s->dev_buckets[i], *next; d; d = next) {
             next = d->next;
+            if (d->cluster_sub) pt_cluster_device_down(s->cluster, &d->cluster_sub);
             free(d);
         }
     }
@@ -122,6 +124,7 @@ int pt_srv_device_conn_up(pt_server *s, pt_conn *c)
     if (!d) return PT_ERR_NOMEM;
     c->dev = d;
     d->nconns++;
+    if (s->cluster && d->nconns == 1) pt_cluster_device_up(s->cluster, d->pk, &d->cluster_sub);
     if (d->bound) {
         c->online = true;
         pt_srv_presence_conn(s, d->user_id, true);
@@ -135,6 +138,7 @@ void pt_srv_device_conn_down(pt_server *s, pt_conn *c)
     if (!d) return;
     c->dev = NULL;
     d->nconns--;
+    if (d->nconns == 0 && d->cluster_sub) pt_cluster_device_down(s->cluster, &d->cluster_sub);
     if (d->nconns == 0 && d->bound) pt_srv_addrs_drop(s, d->user_id, d->pk); /* offline: unreachable */
     if (c->online) {
         c->online = false;
@@ -287,6 +291,14 @@ static int bind_apply(sqlite3 *db, void *arg)
         b->err_code = PT_RPC_CONFLICT, b->err_msg = "DEVICE_BOUND_TO_ANOTHER_USER";
     pt_db_release(st);
     if (rc < 0) return rc;
+    if (!b->err_code && b->to.srv->cluster) {
+        /* last, once everything local agrees: the name and the device for the whole
+         * cluster (a JetStream round trip on this writer thread; binds are rare) */
+        const char *why = "CLUSTER_UNAVAILABLE";
+        rc = pt_cluster_bind(b->to.srv->cluster, b->user_id, b->identity_key, b->display, b->key,
+                             b->skeleton, b->device_pk, &why);
+        if (rc) b->err_code = rc == PT_ERR_EXISTS ? PT_RPC_CONFLICT : PT_RPC_UNAVAILABLE, b->err_msg = why;
+    }
     return b->err_code ? PT_ERR_STATE : 0;
 }
 
@@ -380,6 +392,28 @@ static void rpc_bind(pt_conn *c, uint64_t req, const pt_tl_auth_bindUsername *q)
 
 /* ---- users.resolve ----------------------------------------------------------------------------- */
 
+/* Cluster mode: answers users.user for a user this node's store does not have, from
+ * the cluster directory (a blocking JetStream read on the loop: users of other nodes
+ * only). */
+static void reply_cluster_user(pt_conn *c, uint64_t req, const uint8_t user_id[16])
+{
+    char display[PT_CLUSTER_NAME_SIZE];
+    pt_tl_users_user u;
+    memset(&u, 0, sizeof u);
+    int rc = pt_cluster_user(c->srv->cluster, user_id, u.identity_key, display, NULL);
+    if (rc) {
+        if (rc == PT_ERR_NOT_FOUND) pt_srv_reply_error(c->sess, req, PT_RPC_NOT_FOUND, "USER_NOT_FOUND");
+        else pt_srv_reply_error(c->sess, req, PT_RPC_UNAVAILABLE, "CLUSTER_UNAVAILABLE");
+        return;
+    }
+    memcpy(u.user_id, user_id, 16);
+    u.username = (pt_tl_bytes){(const uint8_t *)display, (uint32_t)strlen(display)};
+    pt_buf out;
+    pt_buf_init(&out);
+    if (pt_tl_users_user_encode(&out, &u) == 0) pt_srv_reply(c->sess, req, &out);
+    pt_buf_free(&out);
+}
+
 static void rpc_resolve(pt_conn *c, uint64_t req, const pt_tl_users_resolve *q)
 {
     char display[PT_USERNAME_DISPLAY_SIZE], key[PT_USERNAME_KEY_SIZE],
@@ -396,7 +430,16 @@ static void rpc_resolve(pt_conn *c, uint64_t req, const pt_tl_users_resolve *q)
         return;
     }
     sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-    if (pt_db_step(st) == 1 && sqlite3_column_bytes(st, 0) == 16 && sqlite3_column_bytes(st, 2) == 32) {
+    if (pt_db_step(st) != 1 && c->srv->cluster) { /* a user of another node? */
+        pt_db_release(st);
+        uint8_t user_id[16];
+        int rc = pt_cluster_resolve(c->srv->cluster, key, user_id);
+        if (rc == 0) reply_cluster_user(c, req, user_id);
+        else if (rc == PT_ERR_NOT_FOUND) pt_srv_reply_error(c->sess, req, PT_RPC_NOT_FOUND, "USER_NOT_FOUND");
+        else pt_srv_reply_error(c->sess, req, PT_RPC_UNAVAILABLE, "CLUSTER_UNAVAILABLE");
+        return;
+    }
+    if (sqlite3_column_bytes(st, 0) == 16 && sqlite3_column_bytes(st, 2) == 32) {
         pt_tl_users_user u = {.username = {sqlite3_column_text(st, 1),
                                            (uint32_t)sqlite3_column_bytes(st, 1)}};
         memcpy(u.user_id, sqlite3_column_blob(st, 0), 16);
@@ -422,7 +465,12 @@ static void rpc_get_user(pt_conn *c, uint64_t req, const pt_tl_users_get *q)
         return;
     }
     sqlite3_bind_blob(st, 1, q->user_id, 16, SQLITE_STATIC);
-    if (pt_db_step(st) == 1 && sqlite3_column_bytes(st, 1) == 32) {
+    if (pt_db_step(st) != 1 && c->srv->cluster) { /* a user of another node? */
+        pt_db_release(st);
+        reply_cluster_user(c, req, q->user_id);
+        return;
+    }
+    if (sqlite3_column_bytes(st, 1) == 32) {
         pt_tl_users_user u = {.username = {sqlite3_column_text(st, 0),
                                            (uint32_t)sqlite3_column_bytes(st, 0)}};
         memcpy(u.user_id, q->user_id, 16);
@@ -626,7 +674,13 @@ void pt_srv_push_device(pt_server *s, const uint8_t device[32], pt_srv_sess *onl
 
 void pt_srv_push_devices(pt_server *s, const pt_srv_devlist *to, const pt_buf *update)
 {
-    for (size_t i = 0; i < to->n; i++) pt_srv_push_device(s, to->pk[i], NULL, update);
+    for (size_t i = 0; i < to->n; i++) {
+        pt_srv_push_device(s, to->pk[i], NULL, update);
+        if (s->cluster) { /* not connected here: to the node it is connected to, if any */
+            pt_srv_device *d = dev_find(s, to->pk[i]);
+            if (!d || d->nconns == 0) pt_cluster_route(s->cluster, to->pk[i], update);
+        }
+    }
 }
 
 void pt_srv_push_user(pt_server *s, const uint8_t user[16], const pt_buf *update)
@@ -791,6 +845,7 @@ typedef struct received_op {
     pt_db_op op;
     reply_to to;
     uint8_t device[32];
+    bool remote;        /* confirmed through another node (cluster mode): no reply */
     uint32_t deleted;   /* queue rows apply() deleted */
     uint32_t n;
     int64_t ids[]; /* n server ids */
@@ -837,7 +892,7 @@ static void ok_done(void *arg, int rc)
 {
     received_op *r = arg;
     if (rc == 0) pt_srv_queue_sub(r->to.srv, r->device, r->deleted);
-    pt_srv_sess *e = reply_session(&r->to);
+    pt_srv_sess *e = r->remote ? NULL : reply_session(&r->to);
     if (e) {
         if (rc == 0) pt_srv_reply_ok(e, r->to.req_msg_id);
         else pt_srv_reply_error(e, r->to.req_msg_id, PT_RPC_INTERNAL, "STORE_FAILED");
@@ -858,6 +913,21 @@ static void rpc_received(pt_conn *c, uint64_t req, const pt_tl_messages_received
     for (uint32_t i = 0; i < r->n; i++) r->ids[i] = q->server_ids.items[i];
     r->op = (pt_db_op){.apply = received_apply, .done = ok_done, .arg = r, .rerunnable = true};
     pt_db_submit(c->srv->db, &r->op);
+    if (c->srv->cluster) pt_cluster_received(c->srv->cluster, r->device, r->ids, r->n);
+}
+
+void pt_srv_received_remote(pt_server *s, const uint8_t device[32], const int64_t *ids, uint32_t n)
+{
+    if (!s->db || pt_srv_queue_len(s, device) == 0) return; /* nothing of it queued here */
+    received_op *r = calloc(1, sizeof *r + n * sizeof(int64_t));
+    if (!r) return;
+    r->to.srv = s;
+    r->remote = true;
+    memcpy(r->device, device, 32);
+    r->n = n;
+    memcpy(r->ids, ids, n * sizeof(int64_t));
+    r->op = (pt_db_op){.apply = received_apply, .done = ok_done, .arg = r, .rerunnable = true};
+    pt_db_submit(s->db, &r->op);
 }
 
 /* Copies a BLOB column of exactly n bytes into out; false when it has another size. */
@@ -868,22 +938,21 @@ static bool column_fixed(sqlite3_stmt *st, int col, uint8_t *out, int n)
     return true;
 }
 
-static void rpc_sync(pt_conn *c, uint64_t req)
+/* Calls emit for each item queued here for device, encoded, in server_id order;
+ * the number of items, or -1 when the store cannot be read. */
+static long queue_scan(pt_server *s, const uint8_t device[32], void (*emit)(void *arg, const pt_buf *b),
+                       void *arg)
 {
-    pt_srv_sess *e = c->sess;
     sqlite3_stmt *st;
-    if (pt_db_stmt(pt_db_reader(c->srv->db),
+    if (pt_db_stmt(pt_db_reader(s->db),
                       "SELECT m.server_id, m.sender, m.sender_device, m.date_ms, m.envelope, m.kind, "
                       "m.group_id, m.peer, m.about, m.status, m.note "
                       "FROM queue q JOIN messages m ON m.server_id = q.server_id "
                       "WHERE q.device_key = ? ORDER BY q.server_id",
-                      &st)) {
-        pt_srv_reply_error(e, req, PT_RPC_INTERNAL, "INTERNAL");
-        return;
-    }
-    sqlite3_bind_blob(st, 1, e->device_pk, 32, SQLITE_STATIC);
-    e->synced_seq = ++c->srv->sync_seq; /* items committing after this read come again at their commit */
-    size_t n = 0;
+                      &st))
+        return -1;
+    sqlite3_bind_blob(st, 1, device, 32, SQLITE_STATIC);
+    long n = 0;
     pt_buf b;
     pt_buf_init(&b);
     while (pt_db_step(st) == 1) {
@@ -899,13 +968,52 @@ static void rpc_sync(pt_conn *c, uint64_t req)
         it.note = (pt_tl_bytes){sqlite3_column_text(st, 10), (uint32_t)sqlite3_column_bytes(st, 10)};
         pt_buf_reset(&b);
         if (pt_srv_item_encode(&b, &it) != 0) continue;
-        pt_srv_push_device(c->srv, e->device_pk, e, &b);
+        emit(arg, &b);
         n++;
     }
     pt_db_release(st);
     pt_buf_free(&b);
-    pt_log_debug("conn %s: sync delivered %zu queued messages", c->peer, n);
+    return n;
+}
+
+static void emit_to_session(void *arg, const pt_buf *b)
+{
+    pt_conn *c = arg;
+    pt_srv_push_device(c->srv, c->sess->device_pk, c->sess, b);
+}
+
+static void rpc_sync(pt_conn *c, uint64_t req)
+{
+    pt_srv_sess *e = c->sess;
+    e->synced_seq = ++c->srv->sync_seq; /* items committing after this read come again at their commit */
+    long n = queue_scan(c->srv, e->device_pk, emit_to_session, c);
+    if (n < 0) {
+        pt_srv_reply_error(e, req, PT_RPC_INTERNAL, "INTERNAL");
+        return;
+    }
+    pt_log_debug("conn %s: sync delivered %ld queued messages", c->peer, n);
+    /* cluster mode: what other nodes queued for it comes through them */
+    if (c->srv->cluster) pt_cluster_sync(c->srv->cluster, e->device_pk);
     pt_srv_reply_ok(e, req);
+}
+
+typedef struct remote_sync {
+    pt_server *srv;
+    const uint8_t *device;
+} remote_sync;
+
+static void emit_to_cluster(void *arg, const pt_buf *b)
+{
+    remote_sync *r = arg;
+    pt_cluster_route(r->srv->cluster, r->device, b);
+}
+
+void pt_srv_sync_remote(pt_server *s, const uint8_t device[32])
+{
+    if (!s->db || !s->cluster || pt_srv_queue_len(s, device) == 0) return;
+    remote_sync r = {s, device};
+    long n = queue_scan(s, device, emit_to_cluster, &r);
+    if (n > 0) pt_log_debug("cluster: resent %ld queued items to a device on another node", n);
 }
 
 bool pt_srv_messaging_rpc(pt_conn *c, uint64_t msg_id, uint32_t ctor, const void *decoded)

@@ -30,6 +30,12 @@
  *   [discovery]                      -  the LAN discovery responder (lan.c)
  *   enabled = true                   ; true | false (also yes/no, on/off, 1/0)
  *   port = 7001                      ; UDP port, 1 to 65535
+ *   [cluster]                        -  cluster mode over NATS JetStream (pt_cluster.h)
+ *   nats_urls =                      ; nats://HOST:PORT,...; absent: local mode (SQLite only)
+ *   node_id =                        ; 1 to 8388607, unique per node; required with nats_urls
+ *   credentials =                    ; NATS .creds file
+ *   tls_ca = / tls_cert = / tls_key = ; TLS to the NATS servers (tls_ca turns it on)
+ *   replicas = 3                     ; JetStream replicas of the directory bucket, 1 to 5
  *
  * Every problem is reported as "FILE:LINE:COL: error: ..." or "...: warning: ...":
  * syntax, unknown section or key, a value of the wrong type or out of range, a key
@@ -65,6 +71,13 @@ typedef enum pt_config_key {
     PT_CFG_OBFS_DEFER_RULES,
     PT_CFG_DISC_ENABLED,
     PT_CFG_DISC_PORT,
+    PT_CFG_CLUSTER_NATS_URLS,
+    PT_CFG_CLUSTER_NODE_ID,
+    PT_CFG_CLUSTER_CREDENTIALS,
+    PT_CFG_CLUSTER_TLS_CA,
+    PT_CFG_CLUSTER_TLS_CERT,
+    PT_CFG_CLUSTER_TLS_KEY,
+    PT_CFG_CLUSTER_REPLICAS,
     PT_CFG_NKEYS
 } pt_config_key;
 
@@ -97,6 +110,8 @@ typedef struct pt_config_file {
     char data[1024];
     char metrics_host[256];
     char log_file[1024];
+    char nats_urls[1024];
+    char nats_creds[1024], nats_tls_ca[1024], nats_tls_cert[1024], nats_tls_key[1024];
     bool network_key_inline;    /* network_key is the key itself, not a file's path */
     size_t nerrors, nwarnings;  /* every problem found, kept or not */
     size_t ndiags;

@@ -39,6 +39,20 @@
 #define PT_SERVER_ADDRS_MAX 8               /* direct addresses in one addr.register */
 #define PT_SERVER_ADDR_REG_INTERVAL_MS 1000 /* a device registers at most this often */
 
+/* Cluster mode (docs/ARCHITECTURE.md "Cluster mode"): several packtrackd nodes share
+ * routing and the username directory through NATS JetStream. All NULL / 0: one node
+ * alone with its SQLite store (local mode, the default). */
+#define PT_CLUSTER_NODE_ID_MAX 8388607u     /* 2^23 - 1: server_ids are node_id << 40 | n */
+#define PT_CLUSTER_REPLICAS 3               /* default replicas of the JetStream buckets */
+typedef struct pt_cluster_config {
+    const char *nats_urls;                /* comma-separated nats:// or tls:// URLs; NULL: local mode */
+    uint32_t node_id;                     /* 1 .. PT_CLUSTER_NODE_ID_MAX, unique in the cluster */
+    const char *credentials;              /* NATS .creds file (JWT + NKey seed), or NULL */
+    const char *tls_ca;                   /* CA bundle that signs the NATS servers' certificates */
+    const char *tls_cert, *tls_key;       /* client certificate chain and key, or NULL */
+    uint32_t replicas;                    /* JetStream replicas of the buckets; 0 = PT_CLUSTER_REPLICAS */
+} pt_cluster_config;
+
 typedef struct pt_server_config {
     const char *host;                     /* listen address, default 127.0.0.1 */
     uint16_t port;                        /* 0 picks a free port */
@@ -67,6 +81,7 @@ typedef struct pt_server_config {
     pt_obfs_server_config obfs;           /* obfuscation layer; zero: off */
     bool discovery_off;                   /* true: no LAN discovery responder (lan.c) */
     uint16_t discovery_port;              /* its UDP port; 0 = PT_DISC_PORT (7001) */
+    pt_cluster_config cluster;            /* cluster mode when nats_urls is set (pt_cluster.h) */
 } pt_server_config;
 
 typedef struct pt_server pt_server;

@@ -21,6 +21,7 @@ typedef struct pt_srv_device {
     pt_srv_sess *sessions;          /* via pt_srv_sess.dev_next */
     uint32_t nconns;                /* connections with an established channel */
     uint64_t addr_reg_ms;           /* loop time of its last addr.register, 0: none (addrs.c) */
+    void *cluster_sub;              /* cluster mode: its pt.dev subscription while connected */
     struct pt_srv_device *next;     /* hash chain */
 } pt_srv_device;
 
@@ -145,6 +146,7 @@ struct pt_server {
     struct pt_ctl *ctl;             /* the control socket (control.c), NULL when closed */
     uint8_t (*banned)[16];          /* banned users, sorted (admin.c) */
     size_t nbanned, banned_cap;
+    struct pt_cluster *cluster;     /* cluster mode (pt_cluster.h); NULL: local mode */
     uint8_t readbuf[65536];         /* shared by every read on this loop */
 };
 
@@ -269,6 +271,12 @@ void pt_srv_push_devices(pt_server *s, const pt_srv_devlist *to, const pt_buf *u
 void pt_srv_push_user(pt_server *s, const uint8_t user[16], const pt_buf *update);
 /* Encodes it once and pushes it to every device of `to`. */
 void pt_srv_push_item(pt_server *s, const pt_srv_devlist *to, const pt_srv_item *it);
+
+/* Cluster mode (pt_cluster.h), on the loop: another node's device confirmed items
+ * this node queued for it / asked for its queue (each item is sent to it through
+ * the cluster). */
+void pt_srv_received_remote(pt_server *s, const uint8_t device[32], const int64_t *ids, uint32_t n);
+void pt_srv_sync_remote(pt_server *s, const uint8_t device[32]);
 
 /* Forwards an item from c's device (kind, group_id, about, code and payload taken
  * from proto; the rest is filled in) to `devices`: pushed to the connected ones

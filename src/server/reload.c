@@ -61,6 +61,12 @@ static int compare_restart_keys(const pt_server *s, const pt_config_file *f)
     needs_restart(s, PT_CFG_OBFS_HANDSHAKE_TIMEOUT, a->handshake_timeout_ms != b->handshake_timeout_ms, &n);
     needs_restart(s, PT_CFG_OBFS_DECOY, strcmp(a->decoy, b->decoy) != 0, &n);
     needs_restart(s, PT_CFG_OBFS_DEFER_RULES, a->defer_rules != b->defer_rules, &n);
+    const char *urls_new = (f->set & PT_CFG_BIT(PT_CFG_CLUSTER_NATS_URLS)) ? c->cluster.nats_urls : NULL;
+    const char *urls_old = s->cfg.cluster.nats_urls;
+    needs_restart(s, PT_CFG_CLUSTER_NATS_URLS,
+                  !urls_new != !urls_old || (urls_new && urls_old && strcmp(urls_new, urls_old) != 0), &n);
+    uint32_t node_new = (f->set & PT_CFG_BIT(PT_CFG_CLUSTER_NODE_ID)) ? c->cluster.node_id : 0;
+    needs_restart(s, PT_CFG_CLUSTER_NODE_ID, node_new != s->cfg.cluster.node_id, &n);
     bool d_off = (f->set & PT_CFG_BIT(PT_CFG_DISC_ENABLED)) && c->discovery_off;
     needs_restart(s, PT_CFG_DISC_ENABLED, d_off != s->cfg.discovery_off, &n);
     uint16_t d_port = (f->set & PT_CFG_BIT(PT_CFG_DISC_PORT)) ? c->discovery_port : 0;

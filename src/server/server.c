@@ -7,6 +7,7 @@
 
 #include "crypto/pt_crypto.h"
 #include "pt_tl.h"
+#include "server/pt_cluster.h"
 #include "server/pt_config.h"
 #include "server/pt_server_int.h"
 #include "store/pt_db.h"
@@ -518,6 +519,7 @@ static void on_stop_async(uv_async_t *a)
     pt_srv_ctl_stop(s);
     pt_metrics_stop(s);
     pt_srv_lan_stop(s); /* LAN discovery (lan.c) */
+    pt_cluster_stop(s);
     /* the writer finishes what was submitted; replies still go out */
     if (s->db) {
         pt_db_close(s->db);
@@ -627,6 +629,20 @@ pt_server *pt_server_new(const pt_server_config *cfg, int *err)
     if ((rc = pt_srv_queues_init(s)) != 0) goto fail;
     if ((rc = pt_srv_dir_init(s)) != 0) goto fail;
     if ((rc = pt_srv_admin_init(s)) != 0) goto fail; /* ops (issue 9): bans */
+    if (s->cfg.cluster.nats_urls) {
+        /* cluster mode: this node's server_ids are node_id << 40 | n, so that ids
+         * from different nodes never meet */
+        int64_t base = (int64_t)s->cfg.cluster.node_id << PT_CLUSTER_SERVER_ID_SHIFT;
+        if (s->next_server_id > base + (INT64_C(1) << PT_CLUSTER_SERVER_ID_SHIFT)) {
+            pt_log_error("cluster: %s holds messages of another node (server_id %lld); "
+                         "each node needs its own data directory and node_id",
+                         s->data_dir, (long long)s->next_server_id - 1);
+            rc = PT_ERR_INVAL;
+            goto fail;
+        }
+        if (s->next_server_id <= base) s->next_server_id = base + 1;
+        if ((rc = pt_cluster_start(s)) != 0) goto fail;
+    }
     rc = PT_ERR_IO;
     uv_tcp_init(&s->loop, &s->listener);
     s->listener.data = s;
@@ -724,6 +740,7 @@ void pt_server_free(pt_server *s)
         s->db = NULL;
     }
     pt_srv_ctl_stop(s); /* ops (issue 9) */
+    pt_cluster_stop(s); /* no more wake-ups from NATS threads */
     if (s->loop_ready) {
         /* close whatever is still open (a server that never ran) */
         uv_walk(&s->loop, close_walk, NULL);
@@ -735,6 +752,7 @@ void pt_server_free(pt_server *s)
     pt_srv_queues_free(s);
     pt_srv_dir_free(s);
     pt_srv_devices_free(s);
+    pt_cluster_free(s); /* after the devices: it unsubscribes them */
     pt_abuse_free(s);
     pt_obfs_server_free(s);
     pt_srv_lan_free(s);

@@ -1,0 +1,80 @@
+/*
+ * Cluster mode's configuration checks (every build), and the refusal of a build
+ * without libnats (the nats implementation is cluster_nats.c).
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "server/pt_cluster.h"
+#include "server/pt_server_int.h"
+
+int pt_cluster_urls_check(const char *list)
+{
+    if (!list || !*list) return PT_ERR_INVAL;
+    const char *p = list;
+    for (;;) {
+        size_t n = strcspn(p, ",");
+        size_t scheme = strncmp(p, "nats://", 7) == 0 ? 7 : strncmp(p, "tls://", 6) == 0 ? 6 : 0;
+        if (!scheme || n <= scheme) return PT_ERR_INVAL;
+        for (size_t i = scheme; i < n; i++)
+            if (p[i] == ' ' || p[i] == '\t') return PT_ERR_INVAL;
+        if (!p[n]) return 0;
+        p += n + 1;
+    }
+}
+
+const char *pt_cluster_config_error(const pt_cluster_config *cfg)
+{
+    if (!cfg->nats_urls) {
+        if (cfg->node_id || cfg->credentials || cfg->tls_ca || cfg->tls_cert || cfg->tls_key)
+            return "cluster: the [cluster] keys need nats_urls (or --cluster-nats)";
+        return NULL;
+    }
+    if (!pt_cluster_available())
+        return "cluster mode needs libnats, and this packtrackd was built without it "
+               "(install libnats-dev, e.g. scripts/deps.sh, and rebuild)";
+    if (pt_cluster_urls_check(cfg->nats_urls) != 0)
+        return "cluster: nats_urls: expected nats://HOST:PORT or tls://HOST:PORT, comma separated";
+    if (cfg->node_id == 0 || cfg->node_id > PT_CLUSTER_NODE_ID_MAX)
+        return "cluster: node_id (--cluster-node-id) is required with nats_urls: 1 to 8388607, "
+               "different on every node";
+    if (!cfg->tls_cert != !cfg->tls_key) return "cluster: tls_cert and tls_key go together";
+    return NULL;
+}
+
+#ifndef PT_HAVE_NATS
+bool pt_cluster_available(void) { return false; }
+int pt_cluster_start(pt_server *s)
+{
+    pt_log_error("%s", pt_cluster_config_error(&s->cfg.cluster));
+    return PT_ERR_INVAL;
+}
+void pt_cluster_stop(pt_server *s) { (void)s; }
+void pt_cluster_free(pt_server *s) { (void)s; }
+void pt_cluster_device_up(pt_cluster *c, const uint8_t pk[32], void **sub) { (void)c, (void)pk, (void)sub; }
+void pt_cluster_device_down(pt_cluster *c, void **sub) { (void)c, (void)sub; }
+void pt_cluster_route(pt_cluster *c, const uint8_t pk[32], const pt_buf *u) { (void)c, (void)pk, (void)u; }
+void pt_cluster_sync(pt_cluster *c, const uint8_t pk[32]) { (void)c, (void)pk; }
+void pt_cluster_received(pt_cluster *c, const uint8_t pk[32], const int64_t *ids, uint32_t n)
+{
+    (void)c, (void)pk, (void)ids, (void)n;
+}
+int pt_cluster_bind(pt_cluster *c, const uint8_t user_id[16], const uint8_t identity[32], const char *display,
+                    const char *key, const char *skeleton, const uint8_t device[32], const char **why)
+{
+    (void)c, (void)user_id, (void)identity, (void)display, (void)key, (void)skeleton, (void)device;
+    *why = "CLUSTER_UNAVAILABLE";
+    return PT_ERR_IO;
+}
+int pt_cluster_user(pt_cluster *c, const uint8_t user_id[16], uint8_t identity[32],
+                    char display[PT_CLUSTER_NAME_SIZE], struct pt_srv_devlist *devs)
+{
+    (void)c, (void)user_id, (void)identity, (void)display, (void)devs;
+    return PT_ERR_NOT_FOUND;
+}
+int pt_cluster_resolve(pt_cluster *c, const char *key, uint8_t user_id[16])
+{
+    (void)c, (void)key, (void)user_id;
+    return PT_ERR_NOT_FOUND;
+}
+#endif

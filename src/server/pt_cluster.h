@@ -1,0 +1,100 @@
+/*
+ * Cluster mode: what several packtrackd nodes share, behind one interface.
+ *
+ * Two implementations:
+ *  - local: s->cluster == NULL. One node with its SQLite store; every hook below is
+ *    behind an `if (s->cluster)` test, so local mode runs today's code path and pays
+ *    one pointer test on the paths that have a hook (routing a push, sync, received,
+ *    bind, a directory miss).
+ *  - nats (cluster_nats.c, built when pkg-config finds libnats): NATS core subjects
+ *    carry live traffic between nodes, a JetStream key-value bucket holds the
+ *    cluster-wide username directory. Without libnats, cluster_none.c refuses to
+ *    start in cluster mode with a clear message.
+ *
+ * Subjects (docs/ARCHITECTURE.md "Cluster mode"):
+ *   pt.dev.<device hex>   an encoded updates.* object for that device; a node
+ *                         subscribes while the device has a connection to it
+ *   pt.sync               device[32] || node_id u32le: "this device asked for its
+ *                         queue"; each other node that holds rows for it resends them
+ *   pt.rcv.<node_id>      device[32] || server_id i64le...: the device confirmed these
+ *                         items of that node's queue
+ * KV bucket pt_users (history 1, file storage, `replicas` copies):
+ *   n.<hex of the username key>  user_id[16]; created with kvStore_Create, so one user
+ *                                per name cluster-wide
+ *   s.<hex of the skeleton>      user_id[16]; likewise (confusable names)
+ *   u.<user hex>                 the user record (identity key, name, device keys),
+ *                                updated by compare-and-set on its revision
+ *
+ * The store stays each node's own: a message is queued (and acknowledged to its
+ * sender) in the SQLite of the node its sender is connected to; its server_id says
+ * which node that is (node_id << 40 | n).
+ */
+#ifndef PT_CLUSTER_H
+#define PT_CLUSTER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "server/pt_server.h"
+
+typedef struct pt_cluster pt_cluster;
+struct pt_srv_devlist;
+struct pt_buf;
+
+#define PT_CLUSTER_SERVER_ID_SHIFT 40
+
+/* Whether this build has the nats implementation. */
+bool pt_cluster_available(void);
+/* 0 when list is a comma-separated list of nats:// / tls:// URLs, else PT_ERR_INVAL. */
+int pt_cluster_urls_check(const char *list);
+/* NULL when cfg is a usable cluster configuration (or local mode), else a sentence
+ * saying what is wrong (static storage). */
+const char *pt_cluster_config_error(const pt_cluster_config *cfg);
+
+/* The node that assigned server_id (0: a local-mode id). */
+static inline uint32_t pt_cluster_node_of(int64_t server_id)
+{
+    return (uint32_t)((uint64_t)server_id >> PT_CLUSTER_SERVER_ID_SHIFT);
+}
+
+/* Connects to NATS, opens (or creates) the bucket and subscribes to the node's
+ * subjects; s->cluster is set on success. Loop thread, before the loop runs. 0, or
+ * PT_ERR_IO / PT_ERR_INVAL with the reason logged. */
+int pt_cluster_start(pt_server *s);
+/* Closes the loop handles (the loop must run afterwards to finish closing them). */
+void pt_cluster_stop(pt_server *s);
+/* Closes the NATS connection and frees everything; after the loop ended. NULL no-op. */
+void pt_cluster_free(pt_server *s);
+
+/* ---- loop thread, non-blocking (a publish is buffered by libnats) -------------------- */
+
+/* Device `pk` has its first connection here (up) / lost its last one (down). */
+void pt_cluster_device_up(pt_cluster *c, const uint8_t pk[32], void **sub);
+void pt_cluster_device_down(pt_cluster *c, void **sub);
+/* Sends an encoded update to a device connected to another node, if any is. */
+void pt_cluster_route(pt_cluster *c, const uint8_t pk[32], const struct pt_buf *update);
+/* Asks the other nodes to resend what they hold queued for device pk. */
+void pt_cluster_sync(pt_cluster *c, const uint8_t pk[32]);
+/* Forwards device pk's confirmations of items other nodes queued (ids of this
+ * node's own are skipped; the local path deletes those). */
+void pt_cluster_received(pt_cluster *c, const uint8_t pk[32], const int64_t *ids, uint32_t n);
+
+/* ---- the directory: blocking round trips to JetStream (about 1 ms on a LAN) ----------- */
+
+/* Claims name `key` (and its confusable skeleton) for user and records the user's
+ * device: 0; PT_ERR_EXISTS with *why "USERNAME_TAKEN", "USERNAME_CONFUSABLE" or
+ * "USER_HAS_ANOTHER_USERNAME"; PT_ERR_IO when JetStream did not answer (*why
+ * "CLUSTER_UNAVAILABLE"). The same user claiming its own name again is 0. Any thread
+ * (the store's writer runs it inside the bind transaction). */
+int pt_cluster_bind(pt_cluster *c, const uint8_t user_id[16], const uint8_t identity[32],
+                    const char *display, const char *key, const char *skeleton,
+                    const uint8_t device[32], const char **why);
+/* A user bound on any node: identity key, display name (size PT_CLUSTER_NAME_SIZE) and
+ * devices (appended to devs, which may be NULL). 0, PT_ERR_NOT_FOUND or PT_ERR_IO. */
+#define PT_CLUSTER_NAME_SIZE 256
+int pt_cluster_user(pt_cluster *c, const uint8_t user_id[16], uint8_t identity[32],
+                    char display[PT_CLUSTER_NAME_SIZE], struct pt_srv_devlist *devs);
+/* The user owning username key: 0, PT_ERR_NOT_FOUND or PT_ERR_IO. */
+int pt_cluster_resolve(pt_cluster *c, const char *key, uint8_t user_id[16]);
+
+#endif
