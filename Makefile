@@ -12,7 +12,7 @@ DATA       ?= ./var
 PREFIX     ?= /usr/local
 DESTDIR    ?=
 
-.PHONY: all deps build run test test-asan fuzz bench chaos clean install man
+.PHONY: all deps build run test test-asan fuzz bench chaos timing clean install man
 
 all: build
 
@@ -45,6 +45,11 @@ fuzz: deps
 chaos: build
 	@rc=0; $(BUILD)/tests/chaos_run $(if $(SEED),--seed $(SEED)) $(CHAOS_ARGS) || rc=1; \
 	  echo; bash scripts/chaos-model.sh || rc=1; exit $$rc
+
+# dudect-style leakage test of the secret comparisons: 10^6 measurements per target,
+# |t| < 4.5 expected, and the libc-memcmp control must show up (docs/RELIABILITY.md)
+timing: build
+	$(BUILD)/tests/pt-dudect $(if $(N),--measurements $(N))
 
 bench: build
 	@for b in $(BUILD)/bench/bench_*; do echo "== $$b"; $$b; done
