@@ -28,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "netns.h"
 #include "testutil.h"
 #include "crypto/pt_crypto.h"
 #include "discovery/pt_disc.h"
@@ -35,9 +36,7 @@
 #define OUT_MAX 65536
 #define SUBNET "10.213.0."
 
-static char ns[7][32]; /* sw, h1..h4, and h5/h6 with IPv6 link-local addresses only */
 static int host_of[3] = {2, 3, 4}; /* where alice, bob and carol run */
-static bool net_up;
 static char dir[256], homes[3][300];
 static char server_fp[80];
 static pid_t server_pid = -1;
@@ -58,62 +57,10 @@ static void sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...)
-{
-    char cmd[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    int st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
+static pt_netns net;
 
 /* In a child: moves into namespace h. */
-static void enter(int h)
-{
-    char path[128];
-    snprintf(path, sizeof path, "/run/netns/%s", ns[h]);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || setns(fd, CLONE_NEWNET) != 0) _exit(126);
-    close(fd);
-}
-
-static void net_down(void)
-{
-    for (int i = 0; i < 7; i++)
-        if (ns[i][0]) sh("ip netns del %s 2>/dev/null", ns[i]);
-    net_up = false;
-}
-
-static bool net_make(void)
-{
-    int id = (int)getpid() % 100000;
-    for (int i = 0; i < 7; i++) {
-        if (i == SW) snprintf(ns[i], sizeof ns[i], "pt%dsw", id);
-        else snprintf(ns[i], sizeof ns[i], "pt%dh%d", id, i);
-    }
-    if (sh("ip netns add %s", ns[SW]) || sh("ip -n %s link add br0 type bridge", ns[SW]) ||
-        sh("ip -n %s link set br0 up", ns[SW]))
-        return false;
-    for (int i = 1; i <= 6; i++) {
-        char a[20], b[20];
-        snprintf(a, sizeof a, "pt%da%d", id, i);
-        snprintf(b, sizeof b, "pt%db%d", id, i);
-        if (sh("ip netns add %s", ns[i]) || sh("ip link add %s type veth peer name %s", a, b) ||
-            sh("ip link set %s netns %s", a, ns[SW]) || sh("ip link set %s netns %s", b, ns[i]) ||
-            sh("ip -n %s link set %s master br0", ns[SW], a) || sh("ip -n %s link set %s up", ns[SW], a) ||
-            sh("ip -n %s link set lo up", ns[i]) ||
-            (i <= H4 && sh("ip -n %s addr add " SUBNET "%d/24 dev %s", ns[i], i, b)) ||
-            /* h5, h6: no IPv4 at all; link-local IPv6 usable at once (no duplicate detection) */
-            (i > H4 && sh("ip netns exec %s sysctl -qw net.ipv6.conf.%s.accept_dad=0", ns[i], b)) ||
-            sh("ip -n %s link set %s up", ns[i], b))
-            return false;
-    }
-    net_up = true;
-    return true;
-}
+static void enter(int h) { pt_netns_enter(&net, h); }
 
 /* ---- processes ------------------------------------------------------------------------------------ */
 
@@ -344,13 +291,13 @@ static void mallory_flood(int out_fd, unsigned count_)
 static int group_setup(void **state)
 {
     (void)state;
-    if (geteuid() != 0 || sh("ip netns list >/dev/null 2>&1") != 0) {
-        fprintf(stderr, "test_lan: needs root and iproute2 (ip netns): skipped\n");
+    const char *why;
+    if (!pt_netns_possible(&why)) {
+        fprintf(stderr, "test_lan: %s: skipped\n", why);
         return 0;
     }
-    if (!net_make()) {
+    if (!pt_netns_make(&net, "pt", 6, SUBNET, 1u << H5 | 1u << H6)) {
         fprintf(stderr, "test_lan: cannot build the namespaces\n");
-        net_down();
         return -1;
     }
     snprintf(dir, sizeof dir, "%s", pt_test_tmpdir("lan"));
@@ -363,13 +310,13 @@ static int group_teardown(void **state)
 {
     (void)state;
     server_stop();
-    if (net_up) net_down();
+    if (net.up) pt_netns_destroy(&net);
     return 0;
 }
 
 #define NEED_NET()                                                                                 \
     do {                                                                                           \
-        if (!net_up) skip();                                                                       \
+        if (!net.up) skip();                                                                       \
     } while (0)
 
 static char out[OUT_MAX];
