@@ -33,6 +33,12 @@
  *                 Then stored end-to-end envelopes are replayed by the server
  *                 (a duplicate queue row), attributed to another sender, and
  *                 altered: bob must show none of them.
+ *   disk-full     the server's data directory on a 16 MiB tmpfs, filled by a filler
+ *                 file until ENOSPC for a few seconds, then freed; integrity_check.
+ *   io-errors     packtrackd under fiu-run; fiu-ctrl enables random fsync/pwrite
+ *                 failures for a few seconds (and server kills); integrity_check.
+ *   clock-skew-*  packtrackd or the clients (re-executed with --child) under
+ *                 libfaketime, +-301 s and +-31 s.
  *
  * Every wait is bounded; the seed is printed first and replays the fault
  * pattern and the kill schedule (process scheduling can still differ).
