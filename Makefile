@@ -39,7 +39,7 @@ fuzz: deps
 	CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DPT_FUZZ=ON -DPT_TESTS=OFF >/dev/null
 	cmake --build $(FUZZ_BUILD) -j $(JOBS)
 
-# Reliability and adversary campaigns (docs/RELIABILITY.md): about 15 minutes,
+# Reliability and adversary campaigns (docs/RELIABILITY.md): about 18 minutes,
 # one table, then the spin model. SEED=N replays a run; CHAOS_ARGS adds
 # chaos_run options. Fails if either finds a defect.
 chaos: build

@@ -17,6 +17,8 @@ PKGS=(
   libnats-dev             # cluster mode (src/server/cluster_nats.c); nats-server runs the test cluster
   iproute2 procps         # ip netns / sysctl: the LAN tests build their own network (test_lan)
   spin                    # model check of the ack / resend / resume machine (make chaos)
+  faketime                # libfaketime: the clock-skew campaigns (tests/chaos, chaos/env)
+  fiu-utils               # fiu-run / fiu-ctrl + libfiu: the io-errors campaign (tests/chaos, chaos/env)
 )
 
 missing=()

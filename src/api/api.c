@@ -385,6 +385,17 @@ static void on_sess_event(void *ud, const pt_sess_event *ev)
         if (pt_buf_append(&r->body, ev->body, ev->len) != 0) return;
         r->req = ev->req_msg_id;
         x->nres++;
+    } else if (ev->type == PT_SESS_EV_BAD_MSG) {
+        /* the session layer resends it (docs/PROTOCOL.md §5); say why, once per rejection */
+        bool low = ev->value == PT_BAD_MSG_ID_TOO_LOW;
+        if (low || ev->value == PT_BAD_MSG_ID_TOO_HIGH)
+            pt_log_warn("libpacktrack: the server rejected a message as too %s (code %d): this device's clock "
+                        "differs from the server's by more than %d s; resynchronised and resent",
+                        low ? "old" : "new", (int)ev->value, low ? PT_SESS_PAST_S : PT_SESS_FUTURE_S);
+        else if (ev->value == PT_BAD_MSG_SALT)
+            pt_log_info("libpacktrack: new server salt; the message is resent");
+        else
+            pt_log_debug("libpacktrack: the server rejected a message (code %d)", (int)ev->value);
     } else if (ev->type == PT_SESS_EV_UPDATE) {
         if (x->nupd == x->capupd) {
             size_t cap = x->capupd ? 2 * x->capupd : 16;

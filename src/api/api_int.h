@@ -19,6 +19,7 @@
 #define PT_API_MAX_DEVICES 64        /* devices of one user we encrypt for */
 #define PT_API_BACKOFF_MIN_MS 500
 #define PT_API_BACKOFF_MAX_MS 30000
+#define PT_API_STORE_BACKOFF_MAX_MS 8000 /* resending after STORE_FAILED */
 #define PT_API_LAN_WAIT_MS 2500   /* a send without a server waits this long for the friend nearby */
 #define PT_API_SEEN_KEEP_MS (30LL * 24 * 3600 * 1000) /* envelope hashes kept this long */
 
@@ -138,6 +139,10 @@ struct pt_ctx {
     bool in_updates;            /* process_updates is running */
     uint64_t next_try_ms;
     int backoff_ms;
+    /* the server answered STORE_FAILED (its disk full or failing): the outbox keeps
+     * its rows and is sent again from this time on, with its own backoff */
+    uint64_t store_retry_ms;
+    int store_backoff_ms;
     /* what the pump collected: call results, and updates to handle */
     pt_api_result *res;
     size_t nres, capres;

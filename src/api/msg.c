@@ -449,6 +449,17 @@ static int flush_row(pt_ctx *x, out_row *o)
         PT_API_CALL(rc, x, &r, messages_sendGroup, memcpy(q.group_id, o->target, 16); q.envelope = env);
     else
         PT_API_CALL(rc, x, &r, messages_send, memcpy(q.to, to, 16); q.envelope = env);
+    if (rc == PT_ERR_REFUSED && strcmp(x->last_error, "STORE_FAILED") == 0) {
+        /* the server could not commit it (disk full, I/O error): not a verdict on the
+         * message. Keep the row and send it again later; the server may have forwarded
+         * it already, and the recipient drops the copy by envelope hash. */
+        int b = x->store_backoff_ms ? x->store_backoff_ms : PT_API_BACKOFF_MIN_MS;
+        x->store_retry_ms = pt_env_now_ms(x->env) + (uint64_t)b;
+        x->store_backoff_ms = b * 2 > PT_API_STORE_BACKOFF_MAX_MS ? PT_API_STORE_BACKOFF_MAX_MS : b * 2;
+        pt_log_warn("libpacktrack: the server could not store a message (STORE_FAILED); it is kept and sent "
+                    "again in %d ms", b);
+        return PT_ERR_AGAIN;
+    }
     if (rc == PT_ERR_REFUSED) {
         if (strcmp(x->last_error, "QUEUE_FULL") == 0 || strncmp(x->last_error, "QUOTA", 5) == 0) return rc;
         if (o->kind == PT_OUT_COPY && strcmp(x->last_error, "USER_NOT_FOUND") == 0) rc = 0; /* no other device */
@@ -463,6 +474,7 @@ static int flush_row(pt_ctx *x, out_row *o)
         return rc ? rc : pt_api_fail(x, PT_ERR_REFUSED, "the server refused the message: %s", why);
     }
     if (rc) return rc;
+    x->store_backoff_ms = 0;
     int64_t sid = r.o.id == PT_TL_MESSAGES_SENT_ID ? r.o.u.messages_sent.server_id : 0;
     pt_api_reply_free(&r);
     if ((rc = pt_lstore_begin(x->st)) != 0) return rc;
@@ -495,6 +507,7 @@ int pt_api_flush_outbox(pt_ctx *x)
 {
     sqlite3 *db = pt_lstore_db(x->st);
     int rc = 0;
+    if (pt_env_now_ms(x->env) < x->store_retry_ms) return 0; /* STORE_FAILED a moment ago: wait */
     for (int guard = 0; guard < 100000 && rc == 0; guard++) {
         sqlite3_stmt *st;
         if (sqlite3_prepare_v2(db, "SELECT seq, oid, v FROM outbox ORDER BY seq LIMIT 1", -1, &st, NULL)) return PT_ERR_IO;
@@ -513,6 +526,7 @@ int pt_api_flush_outbox(pt_ctx *x)
             if (rc == PT_ERR_REFUSED) rc = 0; /* reported and dropped: go on with the next */
         }
         out_free(&o);
+        if (rc == PT_ERR_AGAIN) return 0; /* kept: sent again after x->store_retry_ms */
     }
     return rc;
 }
@@ -664,7 +678,10 @@ static int send_common(pt_ctx *x, pt_api_msg *m, uint8_t kind, const uint8_t tar
     if (delivery == PT_DELIVERY_FAILED) return PT_ERR_REFUSED;
     if (delivery >= PT_DELIVERY_STORED) return 0;
     if (rc == 0) rc = PT_ERR_OFFLINE;
-    if ((rc == PT_ERR_OFFLINE || rc == PT_ERR_TIMEOUT) && x->lan)
+    if (rc == PT_ERR_OFFLINE && x->online && pt_env_now_ms(x->env) < x->store_retry_ms)
+        pt_api_fail(x, rc, "the server could not store messages just now (STORE_FAILED: its disk may be full); "
+                           "the message is kept and will be sent again");
+    else if ((rc == PT_ERR_OFFLINE || rc == PT_ERR_TIMEOUT) && x->lan)
         pt_api_fail(x, rc, "no server is reachable and the recipient is not nearby; the message is kept and "
                            "will be sent when either appears");
     else if (rc == PT_ERR_OFFLINE || rc == PT_ERR_TIMEOUT)

@@ -434,7 +434,11 @@ static void run_batch(pt_db *db, pt_db_op *batch)
         uint64_t t0 = now_ns();
         bool failed = exec_cached(db->w, "COMMIT") != 0;
         if (failed) {
-            exec_cleanup_cached(db->w, "ROLLBACK");
+            /* after an I/O error or a full disk SQLite has rolled the transaction back
+             * itself: a second ROLLBACK would only log "no transaction is active" */
+            if (!sqlite3_get_autocommit(db->w)) exec_cleanup_cached(db->w, "ROLLBACK");
+            pt_log_error("store: a commit of %llu operation(s) failed; each is answered with an error "
+                         "(clients keep their messages and send them again)", (unsigned long long)n);
             for (pt_db_op *op = batch; op; op = op->next) op->rc = PT_ERR_IO;
         }
         uint64_t us = (now_ns() - t0) / 1000;

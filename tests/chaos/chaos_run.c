@@ -33,6 +33,12 @@
  *                 Then stored end-to-end envelopes are replayed by the server
  *                 (a duplicate queue row), attributed to another sender, and
  *                 altered: bob must show none of them.
+ *   disk-full     the server's data directory on a 16 MiB tmpfs, filled by a filler
+ *                 file until ENOSPC for a few seconds, then freed; integrity_check.
+ *   io-errors     packtrackd under fiu-run; fiu-ctrl enables random fsync/pwrite
+ *                 failures for a few seconds (and server kills); integrity_check.
+ *   clock-skew-*  packtrackd or the clients (re-executed with --child) under
+ *                 libfaketime, +-301 s and +-31 s.
  *
  * Every wait is bounded; the seed is printed first and replays the fault
  * pattern and the kill schedule (process scheduling can still differ).
@@ -106,6 +112,7 @@ static uint64_t rnd(void)
 static unsigned rnd_below(unsigned n) { return n ? (unsigned)(rnd() % n) : 0; }
 
 static void kill_everything(void);
+static void tmpfs_umount(void);
 
 /* Setup failures end the run; the processes it started go with it. */
 static void fatal(const char *fmt, ...)
@@ -132,6 +139,11 @@ typedef struct proc {
 
 static proc server, proxy;
 static char server_dir[300], server_fp[128];
+static char server_log[400];     /* outside server_dir: a full disk must not hide the log */
+static const char *server_skew;  /* clock-skew: FAKETIME for packtrackd (libfaketime) */
+static char server_fiu[400];     /* io-errors: packtrackd runs under fiu-run, controlled there */
+static char self_exe[512];
+#define FAKETIME_LIB "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
 
 /* Waits (10 s at most) for a ready file; returns its first line's port. */
 static uint16_t wait_ready(const char *ready, pid_t pid, char *second, size_t second_cap)
@@ -163,7 +175,7 @@ static void server_start(uint16_t port)
 {
     char ready[400], listen[64], log[400];
     snprintf(ready, sizeof ready, "%s/ready", server_dir);
-    snprintf(log, sizeof log, "%s/packtrackd.log", server_dir);
+    snprintf(log, sizeof log, "%s", server_log[0] ? server_log : "/dev/null");
     unlink(ready);
     for (int attempt = 0; attempt < 50; attempt++) { /* the port may linger for a moment */
         snprintf(listen, sizeof listen, "127.0.0.1:%u", port);
@@ -172,8 +184,17 @@ static void server_start(uint16_t port)
         if (pid == 0) {
             int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
             if (fd >= 0) dup2(fd, 2);
-            execl(bin_packtrackd, bin_packtrackd, "--listen", listen, "--data", server_dir, "--ready-file",
-                  ready, "--log-level", "info", "--no-discovery", (char *)NULL);
+            if (server_skew) {
+                setenv("FAKETIME", server_skew, 1);
+                setenv("FAKETIME_DONT_FAKE_MONOTONIC", "1", 1);
+                setenv("LD_PRELOAD", FAKETIME_LIB, 1);
+            }
+            if (server_fiu[0]) /* no fault enabled at start: fiu-ctrl switches them (io-errors) */
+                execlp("fiu-run", "fiu-run", "-x", "-f", server_fiu, bin_packtrackd, "--listen", listen, "--data",
+                       server_dir, "--ready-file", ready, "--log-level", "info", "--no-discovery", (char *)NULL);
+            else
+                execl(bin_packtrackd, bin_packtrackd, "--listen", listen, "--data", server_dir, "--ready-file",
+                      ready, "--log-level", "info", "--no-discovery", (char *)NULL);
             _exit(127);
         }
         uint16_t p = wait_ready(ready, pid, server_fp, sizeof server_fp);
@@ -560,7 +581,13 @@ typedef struct campaign {
     int e2e_count;
     unsigned budget_s;
     int timeout_ms;         /* the clients' call timeout */
+    int env;                /* ENV_*: a fault of the server's environment rather than the path */
+    const char *skew;       /* clock-skew: the FAKETIME offset ("+301") */
+    bool skew_client;       /* ... of the clients (else of packtrackd) */
+    const char *fiu_spec;   /* io-errors: the fiu-ctrl enable command */
+    unsigned hold_ms;       /* disk-full: how long the disk stays full */
 } campaign;
+enum { ENV_NONE, ENV_DISKFULL, ENV_IOERR, ENV_SKEW };
 
 typedef struct result {
     int sent, expected, delivered, lost, dup, ooo, extra, maybe, maybe_delivered;
@@ -568,6 +595,14 @@ typedef struct result {
     uint64_t max_recovery_ms, max_down_ms;
     proxy_stats ps;
     int e2e_attempts, e2e_accepted, e2e_originals_ok;
+    /* the environment campaigns */
+    int env_refused, env_failed_later, env_kept;   /* while the fault was on */
+    char env_errors[400];                          /* the distinct errors pt_send reported */
+    uint64_t fill_bytes, env_recovery_ms, env_on_ms;
+    int server_exits, server_crashes, restarts;
+    char exit_line[200];                           /* the server's last log line before it exited */
+    char integrity[64];                            /* PRAGMA integrity_check afterwards */
+    int bad_msg_time, bad_msg_salt, connects;      /* clock-skew: the clients' resynchronisations */
     double seconds;
     bool timed_out;
     char note[256];
@@ -580,6 +615,10 @@ static int ooo_count, extra_count, acked0_total, first_deliveries, late_count;
 static bool late_phase[NUSERS]; /* the child is in its final explicit sync */
 static uint64_t last_delivery_ms;
 static uint64_t last_ack_ms[NUSERS];
+/* environment campaigns: when the fault was switched on and off, what senders saw meanwhile */
+static uint64_t env_on_at, env_off_at, env_first_store_after;
+static int env_refused, env_kept, env_failed, connects;
+static char env_errors[400];
 
 /* Kills (by pid) every process this run started and still has. */
 static void kill_everything(void)
@@ -596,6 +635,7 @@ static void kill_everything(void)
         proxy.pid = 0;
     }
     server_kill9();
+    tmpfs_umount();
 }
 
 static void spawn_child(int u, int start, const campaign *cp)
@@ -609,6 +649,16 @@ static void spawn_child(int u, int start, const campaign *cp)
         close(p[0]);
         for (int k = 0; k < NUSERS; k++)
             if (kids[k].fd > 0) close(kids[k].fd);
+        if (cp->skew && cp->skew_client) { /* a skewed clock needs libfaketime loaded: exec ourselves */
+            char spec[700];
+            snprintf(spec, sizeof spec, "%d:%d:%d:%d:%d:%u:%s:%s", u, p[1], start, cp->n, cp->timeout_ms,
+                     proxy.port, workdir, server_fp); /* the fingerprint last: it holds colons */
+            setenv("FAKETIME", cp->skew, 1);
+            setenv("FAKETIME_DONT_FAKE_MONOTONIC", "1", 1);
+            setenv("LD_PRELOAD", FAKETIME_LIB, 1);
+            execl(self_exe, self_exe, "--child", spec, (char *)NULL);
+            _exit(127);
+        }
         child_main(u, p[1], start, cp->n, cp->timeout_ms);
     }
     close(p[1]);
@@ -640,6 +690,19 @@ static void handle_line(const char *l)
             msgs[conv][seq].stored = 1;
             acked0_total++;
             last_ack_ms[u] = t;
+            if (env_off_at && !env_first_store_after) env_first_store_after = now_ms();
+        }
+        if (env_on_at && !env_off_at && rc != 0) {
+            if (is_accepted_rc(rc)) env_kept++;
+            else env_refused++;
+            /* the distinct errors the senders saw: "code: text" */
+            const char *why = l;
+            for (int f = 0; f < 6 && why; f++) why = strchr(why + 1, ' ');
+            char e[160];
+            snprintf(e, sizeof e, "%d \"%.110s\"", rc, why ? why + 1 : "");
+            if (!strstr(env_errors, e) && strlen(env_errors) + strlen(e) + 3 < sizeof env_errors)
+                snprintf(env_errors + strlen(env_errors), sizeof env_errors - strlen(env_errors), "%s%s",
+                         env_errors[0] ? "; " : "", e);
         }
     } else if (sscanf(l, "L %d", &u) == 1) {
         late_phase[u] = true;
@@ -662,12 +725,16 @@ static void handle_line(const char *l)
         else msgs[conv][seq].failed = 1;
     } else if (sscanf(l, "F %d %d %d", &u, &conv, &seq) == 3) {
         msgs[conv][seq].failed = 1;
+        if (env_on_at) env_failed++;
     } else if (sscanf(l, "W %d %d %d", &u, &conv, &seq) == 3) {
         msgs[conv][seq].stored = 1;
+        if (env_off_at && !env_first_store_after) env_first_store_after = now_ms();
     } else if (sscanf(l, "D %d", &u) == 1) {
         kids[u].done_sending = true;
     } else if (sscanf(l, "E %d", &u) == 1) {
         kids[u].ended = true;
+    } else if (sscanf(l, "O %d %d %llu", &u, &st, &t) == 3) {
+        if (st == PT_PRESENCE_ONLINE) connects++;
     } else if (sscanf(l, "X %d", &u) == 1) {
         extra_count++;
     } else if (l[0] == 'Z') {
@@ -875,6 +942,128 @@ static void e2e_replay(int count, result *res)
     }
 }
 
+/* ---- the server's environment: a small disk, failing I/O, a wrong clock ---------------------------- */
+
+static bool tmpfs_mounted;
+static char filler_path[400];
+
+/* disk-full: server_dir becomes a tmpfs of `mb` MiB (root only). */
+static void tmpfs_mount(unsigned mb)
+{
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "mount -t tmpfs -o size=%um,mode=0700 pt-chaos-disk '%s'", mb, server_dir);
+    if (system(cmd) != 0) fatal("disk-full needs root and tmpfs: `%s` failed", cmd);
+    tmpfs_mounted = true;
+    snprintf(filler_path, sizeof filler_path, "%s/filler", server_dir);
+}
+
+static void tmpfs_umount(void)
+{
+    if (!tmpfs_mounted) return;
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "umount '%s'", server_dir);
+    for (int i = 0; i < 50; i++) { /* the server may still be closing its files */
+        if (system(cmd) == 0) {
+            tmpfs_mounted = false;
+            return;
+        }
+        sleep_ms(100);
+    }
+    fprintf(stderr, "chaos_run: could not unmount %s\n", server_dir);
+}
+
+/* Grows the filler until the disk says ENOSPC; returns the bytes written. */
+static uint64_t fill_disk(void)
+{
+    int fd = open(filler_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
+    if (fd < 0) fatal("filler: %s", strerror(errno));
+    static char chunk[65536];
+    memset(chunk, 0xa5, sizeof chunk);
+    uint64_t total = 0;
+    for (size_t sz = sizeof chunk; sz >= 512;) {
+        ssize_t w = write(fd, chunk, sz);
+        if (w > 0) total += (uint64_t)w;
+        else if (w < 0 && errno == ENOSPC) sz /= 2; /* the last pages, in smaller pieces */
+        else if (w < 0 && errno != EINTR) fatal("filler: %s", strerror(errno));
+    }
+    close(fd);
+    return total;
+}
+
+/* io-errors: one command to the fiu remote control of the running packtrackd. */
+static bool fiu_ctrl(const char *command)
+{
+    if (server.pid <= 0) return false;
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "fiu-ctrl -f '%s' -c '%s' %d >/dev/null 2>&1", server_fiu, command, (int)server.pid);
+    return system(cmd) == 0;
+}
+
+/* spec: "NAME=P NAME=P": enables each point with probability P, or disables them. */
+static void fiu_set(const char *spec, bool on)
+{
+    char buf[400], cmd[500];
+    snprintf(buf, sizeof buf, "%s", spec);
+    for (char *save = NULL, *tok = strtok_r(buf, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
+        char *eq = strchr(tok, '=');
+        if (!eq) continue;
+        *eq = 0;
+        if (on) snprintf(cmd, sizeof cmd, "enable_random name=%s,probability=%s", tok, eq + 1);
+        else snprintf(cmd, sizeof cmd, "disable name=%s", tok);
+        if (!fiu_ctrl(cmd)) fprintf(stderr, "chaos_run: fiu-ctrl '%s' failed\n", cmd);
+    }
+}
+
+/* PRAGMA integrity_check on the server's database (the server stopped). */
+static void integrity_check(char *out, size_t cap)
+{
+    char path[400];
+    snprintf(path, sizeof path, "%s/packtrack.db", server_dir);
+    sqlite3 *db;
+    snprintf(out, cap, "cannot open");
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
+        sqlite3_close(db);
+        return;
+    }
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL) == SQLITE_OK) {
+        int rows = 0;
+        out[0] = 0;
+        while (sqlite3_step(st) == SQLITE_ROW && rows++ < 3) /* "ok", or the first problems */
+            snprintf(out + strlen(out), cap - strlen(out), "%s%s", rows > 1 ? " / " : "",
+                     (const char *)sqlite3_column_text(st, 0));
+        sqlite3_finalize(st);
+    }
+    sqlite3_close(db);
+}
+
+/* The server's last log line (what it said before exiting). */
+static void last_log_line(char *out, size_t cap)
+{
+    out[0] = 0;
+    FILE *f = fopen(server_log, "r");
+    char line[512];
+    while (f && fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = 0;
+        if (line[0]) snprintf(out, cap, "%.*s", (int)(cap > 0 ? cap - 1 : 0), line);
+    }
+    if (f) fclose(f);
+}
+
+/* Lines of the clients' logs that contain `what`. */
+static int count_client_log(const char *what)
+{
+    int n = 0;
+    for (int u = 0; u < NUSERS; u++) {
+        char path[400], line[1024];
+        snprintf(path, sizeof path, "%s/%s.log", workdir, user_names[u]);
+        FILE *f = fopen(path, "r");
+        while (f && fgets(line, sizeof line, f)) n += strstr(line, what) != NULL;
+        if (f) fclose(f);
+    }
+    return n;
+}
+
 /* ---- one campaign ----------------------------------------------------------------------------- */
 
 static void reset_state(const campaign *cp)
@@ -894,6 +1083,9 @@ static void reset_state(const campaign *cp)
     memset(late_phase, 0, sizeof late_phase);
     last_delivery_ms = 0;
     memset(last_ack_ms, 0, sizeof last_ack_ms);
+    env_on_at = env_off_at = env_first_store_after = 0;
+    env_refused = env_kept = env_failed = connects = 0;
+    env_errors[0] = 0;
 }
 
 static result run_campaign(const campaign *cp, uint64_t seed)
@@ -905,6 +1097,11 @@ static result run_campaign(const campaign *cp, uint64_t seed)
     if (!mkdtemp(workdir)) fatal("mkdtemp: %s", strerror(errno));
     snprintf(server_dir, sizeof server_dir, "%s/server", workdir);
     mkdir(server_dir, 0700);
+    snprintf(server_log, sizeof server_log, "%s/packtrackd.log", workdir);
+    if (cp->env == ENV_DISKFULL) tmpfs_mount(16);
+    server_skew = cp->env == ENV_SKEW && !cp->skew_client ? cp->skew : NULL;
+    server_fiu[0] = 0;
+    if (cp->env == ENV_IOERR) snprintf(server_fiu, sizeof server_fiu, "%s/fiu-ctrl", workdir);
     reset_state(cp);
     child_failure[0] = 0;
     char elog[400];
@@ -951,10 +1148,39 @@ static result run_campaign(const campaign *cp, uint64_t seed)
             unsigned down = 100 + rnd_below(500);
             for (unsigned w = 0; w < down; w += 20) pump_children(20);
             server_start(server.port);
+            if (env_on_at && !env_off_at && cp->env == ENV_IOERR) fiu_set(cp->fiu_spec, true);
             kills++;
             if (now_ms() - tk > res.max_down_ms) res.max_down_ms = now_ms() - tk;
             recovery_from = tk;
             back_up = now_ms();
+        }
+        /* the environment: a full disk, failing fsync/write, for hold_ms. The disk fills
+         * early (a twentieth of the deliveries): SQLite writes its WAL again from the
+         * start after a checkpoint, so once the WAL has grown to its size a full disk
+         * only bites when something must grow, and a late filler may see no error */
+        if ((cp->env == ENV_DISKFULL || cp->env == ENV_IOERR) && !env_on_at &&
+            first_deliveries >= total / (cp->env == ENV_DISKFULL ? 20 : 5)) {
+            if (cp->env == ENV_DISKFULL) res.fill_bytes = fill_disk();
+            else fiu_set(cp->fiu_spec, true);
+            env_on_at = now_ms();
+            if (event_log) fprintf(event_log, "# fault on at %llu\n", (unsigned long long)env_on_at);
+        }
+        if (env_on_at && !env_off_at && now_ms() - env_on_at >= cp->hold_ms) {
+            if (cp->env == ENV_DISKFULL) unlink(filler_path);
+            else fiu_set(cp->fiu_spec, false);
+            env_off_at = now_ms();
+            if (event_log) fprintf(event_log, "# fault off at %llu\n", (unsigned long long)env_off_at);
+        }
+        /* a server that exited by itself: a crash (signal) or a clean exit (its policy) */
+        int sst;
+        if (server.pid > 0 && waitpid(server.pid, &sst, WNOHANG) == server.pid) {
+            server.pid = 0;
+            if (WIFSIGNALED(sst)) res.server_crashes++;
+            else res.server_exits++;
+            last_log_line(res.exit_line, sizeof res.exit_line);
+            server_start(server.port);
+            res.restarts++;
+            if (env_on_at && !env_off_at && cp->env == ENV_IOERR) fiu_set(cp->fiu_spec, true);
         }
         /* recovery: from the kill to the first new delivery after the restart */
         if (recovery_from && last_delivery_ms > back_up) {
@@ -973,7 +1199,8 @@ static result run_campaign(const campaign *cp, uint64_t seed)
         }
         bool senders_done = true;
         for (int u = 0; u < NUSERS; u++) senders_done &= kids[u].done_sending;
-        if (senders_done && kills >= nk && ckills >= nck) {
+        bool env_done = (cp->env != ENV_DISKFULL && cp->env != ENV_IOERR) || env_off_at;
+        if (senders_done && kills >= nk && ckills >= nck && env_done) {
             if (!calm) {
                 kill(proxy.pid, SIGUSR1); /* drain without faults */
                 calm = true;
@@ -1021,7 +1248,26 @@ static result run_campaign(const campaign *cp, uint64_t seed)
     event_log = NULL;
     res.ps = proxy_stop();
     if (cp->e2e_replay) e2e_replay(cp->e2e_count, &res);
+    if (server.pid > 0 && waitpid(server.pid, NULL, WNOHANG) == server.pid) server.pid = 0;
     server_stop();
+    if (cp->env == ENV_DISKFULL || cp->env == ENV_IOERR) {
+        /* restarted without faults, the database opens and is whole */
+        server_fiu[0] = 0;
+        server_start(server.port);
+        server_stop();
+        integrity_check(res.integrity, sizeof res.integrity);
+    }
+    tmpfs_umount();
+    server_skew = NULL;
+    res.env_refused = env_refused;
+    res.env_kept = env_kept;
+    res.env_failed_later = env_failed;
+    snprintf(res.env_errors, sizeof res.env_errors, "%s", env_errors);
+    res.env_on_ms = env_on_at && env_off_at ? env_off_at - env_on_at : 0;
+    res.env_recovery_ms = env_first_store_after ? env_first_store_after - env_off_at : 0;
+    res.bad_msg_time = count_client_log("clock differs");
+    res.bad_msg_salt = count_client_log("new server salt");
+    res.connects = connects;
 
     /* the verdict */
     for (int c = 0; c < NCONV; c++)
@@ -1066,6 +1312,7 @@ static result run_campaign(const campaign *cp, uint64_t seed)
  * --rates replaces the light ones. */
 static const char *faults_issue[] = {"--drop", "0.05", "--dup", "0.02", "--reorder", "0.05", NULL, NULL};
 static char rate_drop[16] = "0.0005", rate_dup[16] = "0.0002", rate_reorder[16] = "0.0005";
+static const char *const faults_none[] = {NULL};
 static const char *faults_light[] = {"--drop", rate_drop, "--dup", rate_dup, "--reorder", rate_reorder, NULL, NULL};
 static const char *const faults_adversary[] = {"--records-only", "--replay", "0.03", "--dup", "0.01",
                                                "--flip", "0.02", "--truncate", "0.01", "--oversize",
@@ -1098,12 +1345,32 @@ static bool print_row(const campaign *cp, uint64_t seed, const result *r, bool k
            r->ps.v[PS_REJECTED_LATE], r->ps.v[PS_UNDECIDED], r->refused, r->failed,
            r->timed_out ? "; TIMED OUT" : "", r->note[0] ? "; " : "");
     if (r->note[0]) printf("    %s\n", r->note);
+    if (cp->env == ENV_DISKFULL || cp->env == ENV_IOERR) {
+        if (cp->env == ENV_DISKFULL)
+            printf("    disk full: %.1f s (filler %.1f MiB); ", (double)r->env_on_ms / 1000.0,
+                   (double)r->fill_bytes / 1048576.0);
+        else
+            printf("    I/O errors (%s): %.1f s; ", cp->fiu_spec, (double)r->env_on_ms / 1000.0);
+        printf("sends meanwhile: %d refused, %d kept in the outbox; %d FAILED later; recovery %.1f s after the "
+               "fault ended; server exits %d (crashes %d), restarts %d; integrity_check: %s\n",
+               r->env_refused, r->env_kept, r->env_failed_later, (double)r->env_recovery_ms / 1000.0,
+               r->server_exits, r->server_crashes, r->restarts, r->integrity[0] ? r->integrity : "-");
+        if (r->env_errors[0]) printf("    errors the senders saw: %s\n", r->env_errors);
+        if (r->exit_line[0]) printf("    the server's last log line before it exited: %s\n", r->exit_line);
+    }
+    if (cp->env == ENV_SKEW)
+        printf("    clock %s %s s: connected %s; %d connection(s), %d msg_id rejections answered by a clock "
+               "resync, %d salt renewals\n",
+               cp->skew_client ? "of the clients" : "of packtrackd", cp->skew, r->sent > 0 ? "yes" : "no",
+               r->connects, r->bad_msg_time, r->bad_msg_salt);
     fflush(stdout);
     int lost = r->lost - (known_undecryptable ? r->failed : 0);
     bool races_ok = (r->ooo == 0 && r->late == 0) || known_reorder; /* defects 2 and 5 */
     bool ok = lost == 0 && r->dup == 0 && r->refused == 0 && races_ok && r->extra == 0 && !r->timed_out &&
               r->ps.v[PS_SURVIVED] == 0 && r->e2e_accepted == 0 && r->expected > 0 && !r->note[0];
     if (cp->e2e_replay) ok &= r->e2e_originals_ok == cp->e2e_count && r->e2e_attempts > 0;
+    ok &= r->server_crashes == 0;
+    if (cp->env == ENV_DISKFULL || cp->env == ENV_IOERR) ok &= strcmp(r->integrity, "ok") == 0;
     if (r->failed && known_undecryptable)
         printf("    accepted-then-undecryptable messages tolerated (--known-undecryptable: defect 4)\n");
     if (r->late)
@@ -1120,6 +1387,7 @@ static void find_binaries(const char *argv0)
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
     if (n <= 0) snprintf(self, sizeof self, "%s", argv0);
     else self[n] = 0;
+    snprintf(self_exe, sizeof self_exe, "%s", self);
     char *dir = dirname(self);
     const char *e = getenv("PT_PACKTRACKD");
     if (e) snprintf(bin_packtrackd, sizeof bin_packtrackd, "%s", e);
@@ -1152,7 +1420,7 @@ static void remove_tree(const char *path)
 int main(int argc, char **argv)
 {
     enum { O_SEED = 256, O_CI, O_N, O_KILLS, O_CKILLS, O_CAMPAIGN, O_KEEP, O_E2E, O_BUDGET, O_CHECK_SETUP, O_RATES,
-           O_RECORDS, O_KNOWN_REORDER, O_NO_WARMUP, O_KNOWN_UNDECRYPTABLE };
+           O_RECORDS, O_KNOWN_REORDER, O_NO_WARMUP, O_KNOWN_UNDECRYPTABLE, O_CHILD };
     static const struct option lo[] = {{"seed", required_argument, NULL, O_SEED},
                                        {"ci", no_argument, NULL, O_CI},
                                        {"messages", required_argument, NULL, O_N},
@@ -1168,6 +1436,7 @@ int main(int argc, char **argv)
                                        {"known-reorder", no_argument, NULL, O_KNOWN_REORDER},
                                        {"no-warmup", no_argument, NULL, O_NO_WARMUP},
                                        {"known-undecryptable", no_argument, NULL, O_KNOWN_UNDECRYPTABLE},
+                                       {"child", required_argument, NULL, O_CHILD},
                                        {NULL, 0, NULL, 0}};
     uint64_t seed = 0;
     bool seeded = false, ci = false, keep = false, check_setup = false, known_reorder = false,
@@ -1190,6 +1459,22 @@ int main(int argc, char **argv)
         case O_KNOWN_REORDER: known_reorder = true; break;
         case O_NO_WARMUP: warmup = false; break;
         case O_KNOWN_UNDECRYPTABLE: known_undecryptable = true; break;
+        case O_CHILD: { /* a client process re-executed under libfaketime (clock-skew) */
+            int u, fd, start, cnt, tmo;
+            unsigned port;
+            char fp[128], dir[256];
+            if (sscanf(optarg, "%d:%d:%d:%d:%d:%u:%255[^:]:%127s", &u, &fd, &start, &cnt, &tmo, &port, dir, fp) != 8 ||
+                u < 0 || u >= NUSERS)
+                return 2;
+            signal(SIGPIPE, SIG_IGN);
+            if (pt_init() != 0) return 2;
+            snprintf(workdir, sizeof workdir, "%s", dir);
+            snprintf(server_fp, sizeof server_fp, "%s", fp);
+            for (int k = 0; k < NUSERS; k++) snprintf(homes[k], sizeof homes[k], "%s/%s", workdir, user_names[k]);
+            proxy.port = (uint16_t)port;
+            child_main(u, fd, start, cnt, tmo);
+            return 0;
+        }
         case O_RATES: {
             double d, u, r;
             if (sscanf(optarg, "%lf,%lf,%lf", &d, &u, &r) != 3) fatal("--rates DROP,DUP,REORDER (fractions)");
@@ -1205,7 +1490,9 @@ int main(int argc, char **argv)
                             "                 [--e2e-replays K] [--budget SECONDS per campaign] [--keep]\n"
                             "                 [--rates DROP,DUP,REORDER] [--records-only] [--check-setup]\n"
                             "                 [--known-reorder] [--known-undecryptable] [--no-warmup]\n"
-                            "campaigns: kills-issue-rates server-kills client-kills adversary\n");
+                            "campaigns: kills-issue-rates server-kills client-kills adversary disk-full io-errors\n"
+                            "           clock-skew-{server,client}{+301,-301,+31,-31}; a prefix (clock-skew)\n"
+                            "           or env (the last three kinds) picks several\n");
             return 2;
         }
     }
@@ -1225,10 +1512,23 @@ int main(int argc, char **argv)
     /* name, messages per conversation, server kills, client kills, faults, e2e replay,
      * e2e messages, budget (s), client call timeout (ms) */
     campaign cps[] = {
-        {"kills-issue-rates", 25, 5, 0, faults_issue, false, 0, 420, 2000},
-        {"server-kills", ci ? 40 : 3334, ci ? 3 : 20, 0, faults_light, false, 0, ci ? 60 : 900, 2000},
-        {"client-kills", ci ? 30 : 400, 0, ci ? 3 : 20, faults_light, false, 0, ci ? 60 : 300, 2000},
-        {"adversary", ci ? 30 : 500, 0, 0, faults_adversary, true, ci ? 3 : 20, ci ? 60 : 300, 2000},
+        {"kills-issue-rates", 25, 5, 0, faults_issue, false, 0, 420, 2000, ENV_NONE, NULL, false, NULL, 0},
+        {"server-kills", ci ? 40 : 3334, ci ? 3 : 20, 0, faults_light, false, 0, ci ? 60 : 900, 2000, ENV_NONE, NULL, false, NULL, 0},
+        {"client-kills", ci ? 30 : 400, 0, ci ? 3 : 20, faults_light, false, 0, ci ? 60 : 300, 2000, ENV_NONE, NULL, false, NULL, 0},
+        {"adversary", ci ? 30 : 500, 0, 0, faults_adversary, true, ci ? 3 : 20, ci ? 60 : 300, 2000, ENV_NONE, NULL, false, NULL, 0},
+        /* the server's environment, through the proxy without faults */
+        {"disk-full", ci ? 60 : 300, 0, 0, faults_none, false, 0, ci ? 60 : 240, 2000, ENV_DISKFULL, NULL, false,
+         NULL, ci ? 2000 : 5000},
+        {"io-errors", ci ? 60 : 300, ci ? 1 : 2, 0, faults_none, false, 0, ci ? 60 : 240, 2000, ENV_IOERR, NULL, false,
+         "posix/io/sync/*=0.05 posix/io/rw/pwrite=0.01", ci ? 3000 : 8000},
+        {"clock-skew-server+301", ci ? 10 : 30, 0, 0, faults_none, false, 0, 30, 2000, ENV_SKEW, "+301", false, NULL, 0},
+        {"clock-skew-server-301", ci ? 10 : 30, 0, 0, faults_none, false, 0, 30, 2000, ENV_SKEW, "-301", false, NULL, 0},
+        {"clock-skew-server+31", ci ? 10 : 30, 0, 0, faults_none, false, 0, 30, 2000, ENV_SKEW, "+31", false, NULL, 0},
+        {"clock-skew-server-31", ci ? 10 : 30, 0, 0, faults_none, false, 0, 30, 2000, ENV_SKEW, "-31", false, NULL, 0},
+        {"clock-skew-client+301", ci ? 10 : 30, 0, 0, faults_none, false, 0, 30, 2000, ENV_SKEW, "+301", true, NULL, 0},
+        {"clock-skew-client-301", ci ? 10 : 30, 0, 0, faults_none, false, 0, 30, 2000, ENV_SKEW, "-301", true, NULL, 0},
+        {"clock-skew-client+31", ci ? 10 : 30, 0, 0, faults_none, false, 0, 30, 2000, ENV_SKEW, "+31", true, NULL, 0},
+        {"clock-skew-client-31", ci ? 10 : 30, 0, 0, faults_none, false, 0, 30, 2000, ENV_SKEW, "-31", true, NULL, 0},
     };
     const size_t ncps = sizeof cps / sizeof cps[0];
     if (check_setup) { /* the reproduction of defect 1 (docs/RELIABILITY.md) */
@@ -1236,6 +1536,7 @@ int main(int argc, char **argv)
         if (!mkdtemp(workdir)) fatal("mkdtemp: %s", strerror(errno));
         snprintf(server_dir, sizeof server_dir, "%s/server", workdir);
         mkdir(server_dir, 0700);
+        snprintf(server_log, sizeof server_log, "%s/packtrackd.log", workdir);
         server_start(0);
         warmup = false; /* its sends re-read contact states, which hides the defect */
         setup_users(false);
@@ -1249,8 +1550,21 @@ int main(int argc, char **argv)
     print_header();
     for (size_t i = 0; i < ncps; i++) {
         campaign *cp = &cps[i];
-        if (strcmp(only, "all") != 0 && strcmp(only, cp->name) != 0) continue;
-        if (ci && cp->faults == faults_issue && strcmp(only, cp->name) != 0) continue; /* minutes: not in CI */
+        /* names, or the starts of names ("clock-skew", "clock-skew-client"), comma-separated */
+        bool named = false;
+        for (const char *w = only; *w;) {
+            size_t ol = strcspn(w, ",");
+            named |= (strncmp(w, cp->name, ol) == 0 && (cp->name[ol] == 0 || strchr("-+", cp->name[ol])));
+            named |= ol == 3 && strncmp(w, "env", 3) == 0 && cp->env != ENV_NONE;
+            w += ol + (w[ol] == ',');
+        }
+        if (strcmp(only, "all") != 0 && !named) continue;
+        if (cp->env == ENV_DISKFULL && geteuid() != 0) { /* mount -t tmpfs */
+            printf("| %s | - | skipped: needs root (mount -t tmpfs) |\n", cp->name);
+            continue;
+        }
+        if (ci && cp->faults == faults_issue && !named) continue; /* minutes: not in CI */
+        if (ci && cp->env != ENV_NONE && !named) continue; /* chaos/env runs them (root, tmpfs) */
         if (n > 0) cp->n = n;
         if (kills >= 0 && cp->server_kills) cp->server_kills = kills;
         if (ckills >= 0 && cp->client_kills) cp->client_kills = ckills;
