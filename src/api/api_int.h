@@ -142,6 +142,7 @@ struct pt_ctx {
     /* the server answered STORE_FAILED (its disk full or failing): the outbox keeps
      * its rows and is sent again from this time on, with its own backoff */
     uint64_t store_retry_ms;
+    char store_reason[32];      /* why the last send was kept: STORE_FAILED or a full queue */
     int store_backoff_ms;
     /* what the pump collected: call results, and updates to handle */
     pt_api_result *res;

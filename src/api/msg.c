@@ -449,19 +449,25 @@ static int flush_row(pt_ctx *x, out_row *o)
         PT_API_CALL(rc, x, &r, messages_sendGroup, memcpy(q.group_id, o->target, 16); q.envelope = env);
     else
         PT_API_CALL(rc, x, &r, messages_send, memcpy(q.to, to, 16); q.envelope = env);
-    if (rc == PT_ERR_REFUSED && strcmp(x->last_error, "STORE_FAILED") == 0) {
+    bool full = rc == PT_ERR_REFUSED && (strcmp(x->last_error, "RECIPIENT_QUEUE_FULL") == 0 ||
+                                         strcmp(x->last_error, "QUEUE_FULL") == 0 ||
+                                         strncmp(x->last_error, "QUOTA", 5) == 0);
+    if (rc == PT_ERR_REFUSED && (full || strcmp(x->last_error, "STORE_FAILED") == 0)) {
+        /* a full recipient queue is not a verdict on the message either: it is kept
+         * and tried again with the same backoff (before, the flush asked again at once,
+         * in a loop, and pt_send read a refusal) */
+        snprintf(x->store_reason, sizeof x->store_reason, "%.31s", x->last_error);
         /* the server could not commit it (disk full, I/O error): not a verdict on the
          * message. Keep the row and send it again later; the server may have forwarded
          * it already, and the recipient drops the copy by envelope hash. */
         int b = x->store_backoff_ms ? x->store_backoff_ms : PT_API_BACKOFF_MIN_MS;
         x->store_retry_ms = pt_env_now_ms(x->env) + (uint64_t)b;
         x->store_backoff_ms = b * 2 > PT_API_STORE_BACKOFF_MAX_MS ? PT_API_STORE_BACKOFF_MAX_MS : b * 2;
-        pt_log_warn("libpacktrack: the server could not store a message (STORE_FAILED); it is kept and sent "
-                    "again in %d ms", b);
+        pt_log_warn("libpacktrack: the server could not store a message (%s); it is kept and sent again in %d ms",
+                    x->store_reason, b);
         return PT_ERR_AGAIN;
     }
     if (rc == PT_ERR_REFUSED) {
-        if (strcmp(x->last_error, "QUEUE_FULL") == 0 || strncmp(x->last_error, "QUOTA", 5) == 0) return rc;
         if (o->kind == PT_OUT_COPY && strcmp(x->last_error, "USER_NOT_FOUND") == 0) rc = 0; /* no other device */
         char why[256];
         snprintf(why, sizeof why, "%s", x->last_error);
@@ -678,7 +684,11 @@ static int send_common(pt_ctx *x, pt_api_msg *m, uint8_t kind, const uint8_t tar
     if (delivery == PT_DELIVERY_FAILED) return PT_ERR_REFUSED;
     if (delivery >= PT_DELIVERY_STORED) return 0;
     if (rc == 0) rc = PT_ERR_OFFLINE;
-    if (rc == PT_ERR_OFFLINE && x->online && pt_env_now_ms(x->env) < x->store_retry_ms)
+    if (rc == PT_ERR_OFFLINE && x->online && pt_env_now_ms(x->env) < x->store_retry_ms &&
+        strcmp(x->store_reason, "STORE_FAILED") != 0)
+        pt_api_fail(x, rc, "the recipient's queue on the server is full (%s); the message is kept and will be sent "
+                           "again", x->store_reason);
+    else if (rc == PT_ERR_OFFLINE && x->online && pt_env_now_ms(x->env) < x->store_retry_ms)
         pt_api_fail(x, rc, "the server could not store messages just now (STORE_FAILED: its disk may be full); "
                            "the message is kept and will be sent again");
     else if ((rc == PT_ERR_OFFLINE || rc == PT_ERR_TIMEOUT) && x->lan)
