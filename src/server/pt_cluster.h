@@ -71,12 +71,31 @@ void pt_cluster_free(pt_server *s);
 /* Device `pk` has its first connection here (up) / lost its last one (down). */
 void pt_cluster_device_up(pt_cluster *c, const uint8_t pk[32], void **sub);
 void pt_cluster_device_down(pt_cluster *c, void **sub);
+/* Durable queues (stream PT_QUEUE, subjects pt.q.<device hex>): publishes the encoded
+ * update of item server_id once per device of `to`, with Nats-Msg-Id
+ * "<server_id>.<device hex>" (a retried publish is stored once), and calls cb(arg, 0)
+ * on the loop once JetStream acknowledged every one (a quorum of the replicas has it),
+ * cb(arg, PT_ERR_IO) once one failed Q_PUB_TRIES times. The device's durable consumer
+ * delivers it to the node the device is connected to, which pushes it and acks it to
+ * JetStream when the device confirms it (messages.received -> pt_cluster_received).
+ * 0 (cb will be called), or an error (it will not). */
+typedef void (*pt_cluster_queued_cb)(void *arg, int rc);
+int pt_cluster_enqueue(pt_cluster *c, int64_t server_id, const struct pt_srv_devlist *to,
+                       const struct pt_buf *update, pt_cluster_queued_cb cb, void *arg);
+/* Reserves PT_CLUSTER_ID_BLOCK server ids for this node in the bucket (key i.<node_id>,
+ * compare-and-set), at or above *next: [*next, *limit). Ids are never given twice, even
+ * when the node's own store kept none of them (the queue is JetStream's). Blocking. */
+#define PT_CLUSTER_ID_BLOCK (INT64_C(1) << 24)
+int pt_cluster_reserve_ids(pt_cluster *c, int64_t *next, int64_t *limit);
+
 /* Sends an encoded update to a device connected to another node, if any is. */
 void pt_cluster_route(pt_cluster *c, const uint8_t pk[32], const struct pt_buf *update);
-/* Asks the other nodes to resend what they hold queued for device pk. */
+/* Pushes again what device pk's durable queue delivered here and it did not confirm,
+ * and asks the other nodes to resend what they hold queued for it in their SQLite. */
 void pt_cluster_sync(pt_cluster *c, const uint8_t pk[32]);
-/* Forwards device pk's confirmations of items other nodes queued (ids of this
- * node's own are skipped; the local path deletes those). */
+/* Acks to JetStream the deliveries of device pk's durable queue that it confirmed here,
+ * and forwards its confirmations of items other nodes queued in their SQLite (ids of
+ * this node's own are skipped; the local path deletes those). */
 void pt_cluster_received(pt_cluster *c, const uint8_t pk[32], const int64_t *ids, uint32_t n);
 
 /* ---- the directory: blocking round trips to JetStream (about 1 ms on a LAN) ----------- */
