@@ -1047,6 +1047,16 @@ int pt_cluster_bind(pt_cluster *c, const uint8_t user_id[16], const uint8_t iden
     }
     int skel = claim(c, sk, user_id);
     int rc = skel < 0 ? skel : record_device(c, user_id, identity, display, key, device, why);
+    if (rc == 0) { /* d.<device>: its user, for the node it connects to next */
+        char dk[2 + 65];
+        dk[0] = 'd', dk[1] = '.';
+        pt_hex_encode(dk + 2, device, 32);
+        int mine = claim(c, dk, user_id);
+        if (mine < 0) {
+            rc = mine;
+            *why = mine == PT_ERR_EXISTS ? "DEVICE_BOUND_TO_ANOTHER_USER" : "CLUSTER_UNAVAILABLE";
+        }
+    }
     if (skel < 0) *why = skel == PT_ERR_EXISTS ? "USERNAME_CONFUSABLE" : "CLUSTER_UNAVAILABLE";
     else if (rc == PT_ERR_IO) *why = "CLUSTER_UNAVAILABLE";
     if (rc < 0) { /* give back what this call claimed */
@@ -1074,6 +1084,21 @@ int pt_cluster_user(pt_cluster *c, const uint8_t user_id[16], uint8_t identity[3
         for (unsigned i = 0; devs && i < r->ndev && rc == 0; i++) rc = pt_srv_devlist_add(devs, r->dev[i]);
     }
     free(r);
+    return rc;
+}
+
+int pt_cluster_device_user(pt_cluster *c, const uint8_t device[32], uint8_t user_id[16])
+{
+    char dk[2 + 65];
+    dk[0] = 'd', dk[1] = '.';
+    pt_hex_encode(dk + 2, device, 32);
+    kvEntry *e = NULL;
+    natsStatus st = kvStore_Get(&e, c->kv, dk);
+    if (st == NATS_NOT_FOUND) return PT_ERR_NOT_FOUND;
+    if (st != NATS_OK) return PT_ERR_IO;
+    int rc = kvEntry_ValueLen(e) == 16 ? 0 : PT_ERR_DECODE;
+    if (rc == 0) memcpy(user_id, kvEntry_Value(e), 16);
+    kvEntry_Destroy(e);
     return rc;
 }
 

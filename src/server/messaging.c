@@ -61,6 +61,9 @@ static void load_binding(pt_server *s, pt_srv_device *d)
         d->bound = true;
     }
     pt_db_release(st);
+    /* cluster mode: bound on another node (a blocking read of the bucket, on the loop,
+     * the first time this node sees the device) */
+    if (!d->bound && s->cluster && pt_cluster_device_user(s->cluster, d->pk, d->user_id) == 0) d->bound = true;
 }
 
 static pt_srv_device *dev_find(pt_server *s, const uint8_t pk[32])

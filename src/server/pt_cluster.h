@@ -24,6 +24,9 @@
  *   s.<hex of the skeleton>      user_id[16]; likewise (confusable names)
  *   u.<user hex>                 the user record (identity key, name, device keys),
  *                                updated by compare-and-set on its revision
+ *   d.<device hex>               user_id[16]; created at the device's bind, so a device
+ *                                bound on one node is bound on every node
+ *   i.<node_id>                  u64le: the end of the server ids reserved by that node
  *
  * The store stays each node's own: a message is queued (and acknowledged to its
  * sender) in the SQLite of the node its sender is connected to; its server_id says
@@ -113,6 +116,9 @@ int pt_cluster_bind(pt_cluster *c, const uint8_t user_id[16], const uint8_t iden
 #define PT_CLUSTER_NAME_SIZE 256
 int pt_cluster_user(pt_cluster *c, const uint8_t user_id[16], uint8_t identity[32],
                     char display[PT_CLUSTER_NAME_SIZE], struct pt_srv_devlist *devs);
+/* The user device is bound to, on any node (key d.<device hex>, created at its bind):
+ * 0, PT_ERR_NOT_FOUND or PT_ERR_IO. Blocking. */
+int pt_cluster_device_user(pt_cluster *c, const uint8_t device[32], uint8_t user_id[16]);
 /* The user owning username key: 0, PT_ERR_NOT_FOUND or PT_ERR_IO. */
 int pt_cluster_resolve(pt_cluster *c, const char *key, uint8_t user_id[16]);
 
