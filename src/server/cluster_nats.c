@@ -1,8 +1,10 @@
 /*
  * The nats implementation of pt_cluster.h (libnats, Debian libnats-dev).
  *
- * libnats runs its own threads: message callbacks copy what arrived into an inbox
- * under a mutex and wake the loop with a uv_async; the loop then pushes, resends or
+ * libnats runs its own threads: message callbacks (and the ack handler of the
+ * asynchronous publishes to the queue stream) copy what arrived into an inbox
+ * under a mutex and wake the loop with a uv_async; creating a device's consumer
+ * (a JetStream request) runs on this file's worker thread; the loop then pushes, resends or
  * deletes, as if a local client had asked. Publishing is buffered by libnats and
  * never waits. The key-value calls of the directory wait for JetStream's answer;
  * the bind runs on the store's writer thread, lookups on the loop (only for users
@@ -329,7 +331,12 @@ static int open_queue_stream(pt_cluster *c)
     sc.Duplicates = (int64_t)Q_DUP_WINDOW_S * 1000000000;
     jsStreamInfo *si = NULL;
     jsErrCode jerr = 0;
-    natsStatus st = js_AddStream(&si, c->js, &sc, NULL, &jerr);
+    natsStatus st = NATS_TIMEOUT;
+    /* a cluster that just started may still be electing the stream's leader */
+    for (int tries = 0; tries < 4 && (st == NATS_TIMEOUT || st == NATS_NO_RESPONDERS); tries++) {
+        if (tries) pt_log_warn("cluster: stream " QSTREAM " not ready (%s); trying again", natsStatus_GetText(st));
+        st = js_AddStream(&si, c->js, &sc, NULL, &jerr);
+    }
     if (st == NATS_OK) {
         jsStreamInfo_Destroy(si);
         return 0;

@@ -28,9 +28,12 @@
  *                                bound on one node is bound on every node
  *   i.<node_id>                  u64le: the end of the server ids reserved by that node
  *
- * The store stays each node's own: a message is queued (and acknowledged to its
- * sender) in the SQLite of the node its sender is connected to; its server_id says
- * which node that is (node_id << 40 | n).
+ * Stream PT_QUEUE (work queue, file storage, `replicas` copies): pt.q.<device hex>, the
+ * device's durable queue of items sent through pt_srv_forward (messages, receipts,
+ * group messages); consumer d<device hex> delivers to pt.qd.<device hex>, to whichever
+ * node the device is connected to, and is acked when the device confirms.
+ * Contact notices and group events stay in the SQLite of the sender's node (pt.sync /
+ * pt.rcv above). server_ids are node_id << 40 | n, from blocks reserved in the bucket.
  */
 #ifndef PT_CLUSTER_H
 #define PT_CLUSTER_H

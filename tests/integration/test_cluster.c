@@ -485,6 +485,13 @@ static void test_cluster_restart(void **state)
     assert_int_equal(sh("bash %s/scripts/cluster-down.sh %s", getenv("PT_SOURCE_DIR"), cluster_dir), 0);
     assert_int_equal(sh("bash %s/scripts/cluster-up.sh -n 0 -m 3 -p %d -d %s >> %s/up.out 2>&1",
                         getenv("PT_SOURCE_DIR"), nats_base, cluster_dir, cluster_dir), 0);
+    /* until the queue stream has a leader again (JetStream recovers it after start) */
+    for (int i = 0; i < 60; i++) {
+        if (sh("curl -fsS --max-time 1 'http://127.0.0.1:%d/jsz?streams=1' 2>/dev/null | tr -d ' \n' | "
+               "grep -q '\"name\":\"PT_QUEUE\".*\"leader\":\"pt-nats'", nats_base + 201) == 0)
+            break;
+        usleep(500 * 1000);
+    }
     const char *e1[] = {"--cluster-nats", nats_urls, "--cluster-node-id", "1", NULL};
     const char *e2[] = {"--cluster-nats", nats_urls, "--cluster-node-id", "2", NULL};
     pt_test_server_start(&n1, d1, 0, e1);
