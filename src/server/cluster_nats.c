@@ -1,8 +1,10 @@
 /*
  * The nats implementation of pt_cluster.h (libnats, Debian libnats-dev).
  *
- * libnats runs its own threads: message callbacks copy what arrived into an inbox
- * under a mutex and wake the loop with a uv_async; the loop then pushes, resends or
+ * libnats runs its own threads: message callbacks (and the ack handler of the
+ * asynchronous publishes to the queue stream) copy what arrived into an inbox
+ * under a mutex and wake the loop with a uv_async; creating a device's consumer
+ * (a JetStream request) runs on this file's worker thread; the loop then pushes, resends or
  * deletes, as if a local client had asked. Publishing is buffered by libnats and
  * never waits. The key-value calls of the directory wait for JetStream's answer;
  * the bind runs on the store's writer thread, lookups on the loop (only for users
@@ -26,7 +28,58 @@
 #define BUCKET "pt_users"
 #define BIND_TRIES 8         /* compare-and-set attempts on a user record */
 
-enum { IN_DEV = 1, IN_SYNC, IN_RCV };
+enum { IN_DEV = 1, IN_SYNC, IN_RCV, IN_QDEL, IN_PUBACK };
+
+#define QSTREAM "PT_QUEUE"          /* the durable per-device queues: pt.q.<device hex> */
+#define Q_ACK_WAIT_MS 5000          /* a delivery not confirmed in this time comes again */
+#define Q_MAX_ACK_PENDING 1024      /* deliveries per device not yet confirmed */
+#define Q_PUB_WAIT_MS 5000          /* a publish not acknowledged in this time is retried */
+#define Q_PUB_TRIES 4               /* then the send fails (the sender's client resends) */
+#define Q_DUP_WINDOW_S 120          /* JetStream drops a publish whose Nats-Msg-Id it saw */
+#define Q_CONFIRMED 256             /* confirmations kept per device for later deliveries */
+#define Q_BUCKETS 1024
+#define SEND_BUCKETS 4096
+#define Q_RETRY 0x80                /* qsend.tries[i] flag: publish again at the next retry tick */
+
+/* A delivery from the device's consumer, waiting for the device to confirm it. */
+typedef struct qpend {
+    int64_t sid;
+    char *reply;                    /* JetStream's ack subject of the latest delivery */
+    size_t len;
+    uint8_t *update;                /* the encoded update, to push again after a sync */
+} qpend;
+
+/* A device connected here (cluster mode): its subscriptions and its deliveries. */
+typedef struct qdev {
+    struct qdev *next;
+    uint8_t pk[32];
+    natsSubscription *dev_sub;      /* pt.dev.<hex>: live updates */
+    natsSubscription *q_sub;        /* pt.qd.<hex>: deliveries of its durable consumer */
+    qpend *pend;
+    size_t npend, cap;
+    int64_t confirmed[Q_CONFIRMED]; /* ids confirmed here with no delivery pending (a ring) */
+    unsigned nconf;
+} qdev;
+
+/* A send waiting for JetStream to acknowledge its publishes, one per device. */
+typedef struct qsend {
+    struct qsend *next;
+    int64_t sid;
+    pt_cluster_queued_cb cb;
+    void *arg;
+    size_t n, left;
+    int rc;
+    uint8_t (*pk)[32];
+    uint8_t *tries;                 /* per device: publishes made (| Q_RETRY); 0xff: answered */
+    size_t len;
+    uint8_t data[];                 /* server_id i64le || the encoded update */
+} qsend;
+
+/* Work that waits for JetStream (creating a consumer): on the worker thread. */
+typedef struct job {
+    struct job *next;
+    uint8_t pk[32];
+} job;
 
 typedef struct inbox_item {
     struct inbox_item *next;
@@ -41,7 +94,16 @@ struct pt_cluster {
     uint32_t node;                  /* this node's id */
     natsConnection *nc;
     jsCtx *js;
+    jsCtx *jsq;                     /* asynchronous publishes to the queue stream */
     kvStore *kv;                    /* the pt_users bucket */
+    uint32_t replicas;
+    qdev *qdevs[Q_BUCKETS];         /* loop thread only */
+    qsend *sends[SEND_BUCKETS];     /* loop thread only */
+    uv_timer_t retry_timer;         /* publishes to try again */
+    pthread_t worker;
+    bool worker_on, worker_stop;
+    pthread_cond_t job_cv;          /* with mu */
+    job *jobs, *jobs_tail;
     natsSubscription *sync_sub, *rcv_sub;
     uv_async_t async;               /* wakes the loop for the inbox */
     bool async_on;
@@ -108,6 +170,52 @@ static void on_rcv_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m, vo
     natsMsg_Destroy(m);
 }
 
+/* A delivery of a device's durable consumer: [u16 reply length | reply | server_id i64le |
+ * update] to the loop. */
+static void on_qd_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
+{
+    (void)nc, (void)sub;
+    const char *subj = natsMsg_GetSubject(m), *reply = natsMsg_GetReply(m);
+    int len = natsMsg_GetDataLength(m);
+    uint8_t pk[32];
+    size_t rl = reply ? strlen(reply) : 0;
+    /* JetStream delivers it with the subject it was stored under: pt.q.<device hex> */
+    if (strncmp(subj, "pt.q.", 5) == 0 && strlen(subj + 5) == 64 && pt_hex_decode(pk, 32, subj + 5) == 0 &&
+        rl > 0 && rl < 1024 && len > 8) {
+        uint8_t *b = malloc(2 + rl + (size_t)len);
+        if (b) {
+            b[0] = (uint8_t)rl, b[1] = (uint8_t)(rl >> 8);
+            memcpy(b + 2, reply, rl);
+            memcpy(b + 2 + rl, natsMsg_GetData(m), (size_t)len);
+            inbox_put(closure, IN_QDEL, pk, b, 2 + rl + (size_t)len);
+            free(b);
+        }
+    }
+    natsMsg_Destroy(m);
+}
+
+/* JetStream's answer to a publish to pt.q.<device>: [server_id i64le | ok u8] to the loop. */
+static void on_puback(jsCtx *js, natsMsg *m, jsPubAck *pa, jsPubAckErr *pae, void *closure)
+{
+    (void)js;
+    const char *id = NULL;
+    uint8_t pk[32], d[9];
+    /* Nats-Msg-Id: "<server_id>.<device hex>" */
+    if (natsMsgHeader_Get(m, "Nats-Msg-Id", &id) == NATS_OK && id) {
+        char *dot = NULL;
+        long long sid = strtoll(id, &dot, 10);
+        if (dot && *dot == '.' && strlen(dot + 1) == 64 && pt_hex_decode(pk, 32, dot + 1) == 0) {
+            pt_put_u64le(d, (uint64_t)sid);
+            d[8] = pa && !pae;
+            if (pae)
+                pt_log_debug("cluster: publish %s: %s (%d %s)", id, natsStatus_GetText(pae->Err), (int)pae->ErrCode,
+                             pae->ErrText ? pae->ErrText : "");
+            inbox_put(closure, IN_PUBACK, pk, d, sizeof d);
+        }
+    }
+    natsMsg_Destroy(m);
+}
+
 static void on_sub_complete(void *closure)
 {
     pt_cluster *c = closure;
@@ -115,6 +223,9 @@ static void on_sub_complete(void *closure)
     if (--c->live_subs == 0) pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
 }
+
+static void q_delivered(pt_cluster *c, const uint8_t pk[32], const uint8_t *d, size_t len);
+static void q_puback(pt_cluster *c, const uint8_t pk[32], int64_t sid, bool ok);
 
 static void on_async(uv_async_t *a)
 {
@@ -130,6 +241,10 @@ static void on_async(uv_async_t *a)
             pt_srv_push_device(c->srv, it->pk, NULL, &b);
         } else if (it->kind == IN_SYNC) {
             pt_srv_sync_remote(c->srv, it->pk);
+        } else if (it->kind == IN_QDEL) {
+            q_delivered(c, it->pk, it->data, it->len);
+        } else if (it->kind == IN_PUBACK) {
+            q_puback(c, it->pk, (int64_t)pt_get_u64le(it->data), it->data[8] != 0);
         } else if (it->kind == IN_RCV) {
             uint32_t n = (uint32_t)(it->len / 8);
             int64_t *ids = malloc(n * sizeof *ids);
@@ -199,6 +314,113 @@ static int open_bucket(pt_cluster *c, uint32_t replicas)
     return 0;
 }
 
+/* The queue stream: work-queue retention (a message goes once its consumer acked
+ * it), file storage, `replicas` copies, a 2-minute deduplication window. */
+static int open_queue_stream(pt_cluster *c)
+{
+    jsStreamConfig sc;
+    jsStreamConfig_Init(&sc);
+    const char *subjects[] = {"pt.q.>"};
+    sc.Name = QSTREAM;
+    sc.Description = "packtrackd: per-device queues of stored items";
+    sc.Subjects = subjects;
+    sc.SubjectsLen = 1;
+    sc.Retention = js_WorkQueuePolicy;
+    sc.Storage = js_FileStorage;
+    sc.Replicas = c->replicas;
+    sc.Duplicates = (int64_t)Q_DUP_WINDOW_S * 1000000000;
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    natsStatus st = NATS_TIMEOUT;
+    /* a cluster that just started may still be electing the stream's leader */
+    for (int tries = 0; tries < 4 && (st == NATS_TIMEOUT || st == NATS_NO_RESPONDERS); tries++) {
+        if (tries) pt_log_warn("cluster: stream " QSTREAM " not ready (%s); trying again", natsStatus_GetText(st));
+        st = js_AddStream(&si, c->js, &sc, NULL, &jerr);
+    }
+    if (st == NATS_OK) {
+        jsStreamInfo_Destroy(si);
+        return 0;
+    }
+    if (jerr == JSStreamNameExistErr && js_GetStreamInfo(&si, c->js, QSTREAM, NULL, NULL) == NATS_OK) {
+        pt_log_warn("cluster: stream " QSTREAM " exists with another configuration (replicas %lld); used as it is",
+                    (long long)si->Config->Replicas);
+        jsStreamInfo_Destroy(si);
+        return 0;
+    }
+    log_nats("cannot create the JetStream stream " QSTREAM, st);
+    return PT_ERR_IO;
+}
+
+/* The worker: each device that comes up gets its durable push consumer (an
+ * idempotent JetStream request), without blocking the loop. */
+static void ensure_consumer(pt_cluster *c, const uint8_t pk[32])
+{
+    char hex[65], durable[80], filter[80], deliver[80];
+    pt_hex_encode(hex, pk, 32);
+    snprintf(durable, sizeof durable, "d%s", hex);
+    snprintf(filter, sizeof filter, "pt.q.%s", hex);
+    snprintf(deliver, sizeof deliver, "pt.qd.%s", hex);
+    jsConsumerConfig cc;
+    jsConsumerConfig_Init(&cc);
+    cc.Durable = durable;
+    cc.FilterSubject = filter;
+    cc.DeliverSubject = deliver;
+    cc.DeliverPolicy = js_DeliverAll;
+    cc.AckPolicy = js_AckExplicit;
+    cc.AckWait = (int64_t)Q_ACK_WAIT_MS * 1000000;
+    cc.MaxAckPending = Q_MAX_ACK_PENDING;
+    for (int tries = 0; tries < 3; tries++) {
+        jsConsumerInfo *ci = NULL;
+        jsErrCode jerr = 0;
+        natsStatus st = js_AddConsumer(&ci, c->js, QSTREAM, &cc, NULL, &jerr);
+        if (st == NATS_OK) {
+            pt_log_debug("cluster: consumer d%.16s... ready", hex);
+            jsConsumerInfo_Destroy(ci);
+            return;
+        }
+        if (jerr == JSConsumerNameExistErr || jerr == JSConsumerExistingActiveErr) return; /* there */
+        pthread_mutex_lock(&c->mu);
+        bool stop = c->worker_stop;
+        pthread_mutex_unlock(&c->mu);
+        if (stop) return;
+        pt_log_warn("cluster: consumer for device %.16s...: %s (%d)%s", hex, natsStatus_GetText(st), (int)jerr,
+                    tries < 2 ? "; trying again" : "");
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    pt_cluster *c = arg;
+    pthread_mutex_lock(&c->mu);
+    for (;;) {
+        while (!c->jobs && !c->worker_stop) pthread_cond_wait(&c->job_cv, &c->mu);
+        if (c->worker_stop) break;
+        job *j = c->jobs;
+        c->jobs = j->next;
+        if (!c->jobs) c->jobs_tail = NULL;
+        pthread_mutex_unlock(&c->mu);
+        ensure_consumer(c, j->pk);
+        free(j);
+        pthread_mutex_lock(&c->mu);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+static void job_post(pt_cluster *c, const uint8_t pk[32])
+{
+    job *j = malloc(sizeof *j);
+    if (!j) return;
+    j->next = NULL;
+    memcpy(j->pk, pk, 32);
+    pthread_mutex_lock(&c->mu);
+    if (c->jobs_tail) c->jobs_tail->next = j;
+    else c->jobs = j;
+    c->jobs_tail = j;
+    pthread_cond_signal(&c->job_cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
 int pt_cluster_start(pt_server *s)
 {
     const pt_cluster_config *cc = &s->cfg.cluster;
@@ -213,6 +435,7 @@ int pt_cluster_start(pt_server *s)
     c->node = cc->node_id;
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->cv, NULL);
+    pthread_cond_init(&c->job_cv, NULL);
     s->cluster = c; /* pt_cluster_free cleans up whatever follows */
 
     char urls[1024], *servers[16], *save = NULL;
@@ -251,10 +474,36 @@ int pt_cluster_start(pt_server *s)
         log_nats("no JetStream context", st);
         return PT_ERR_IO;
     }
-    int rc = open_bucket(c, cc->replicas ? cc->replicas : PT_CLUSTER_REPLICAS);
+    c->replicas = cc->replicas;
+    if (!c->replicas) { /* min(3, the servers this cluster has) */
+        char **known = NULL;
+        int nknown = 0;
+        c->replicas = PT_CLUSTER_REPLICAS;
+        if (natsConnection_GetServers(c->nc, &known, &nknown) == NATS_OK) {
+            if (nknown > 0 && (uint32_t)nknown < c->replicas) c->replicas = (uint32_t)nknown;
+            for (int i = 0; i < nknown; i++) free(known[i]);
+            free(known);
+        }
+    }
+    int rc = open_bucket(c, c->replicas);
     if (rc) return rc;
+    jsOptions_Init(&jo);
+    jo.Wait = 5000;
+    jo.PublishAsync.MaxPending = 65536;
+    jo.PublishAsync.StallWait = 50;
+    jo.PublishAsync.AckHandler = on_puback;
+    jo.PublishAsync.AckHandlerClosure = c;
+    if ((st = natsConnection_JetStream(&c->jsq, c->nc, &jo)) != NATS_OK) {
+        log_nats("no JetStream context", st);
+        return PT_ERR_IO;
+    }
+    if ((rc = open_queue_stream(c)) != 0) return rc;
+    if (pthread_create(&c->worker, NULL, worker_main, c) != 0) return PT_ERR_IO;
+    c->worker_on = true;
     if (uv_async_init(&s->loop, &c->async, on_async) != 0) return PT_ERR_IO;
     c->async.data = c;
+    uv_timer_init(&s->loop, &c->retry_timer);
+    c->retry_timer.data = c;
     pthread_mutex_lock(&c->mu);
     c->async_on = true;
     pthread_mutex_unlock(&c->mu);
@@ -268,7 +517,8 @@ int pt_cluster_start(pt_server *s)
     }
     char url[256] = "";
     natsConnection_GetConnectedUrl(c->nc, url, sizeof url);
-    pt_log_info("cluster: node %u connected to NATS at %s; directory bucket " BUCKET, c->node, url);
+    pt_log_info("cluster: node %u connected to NATS at %s; directory bucket " BUCKET ", queue stream " QSTREAM
+                ", %u replicas", c->node, url, c->replicas);
     return 0;
 }
 
@@ -282,7 +532,10 @@ void pt_cluster_stop(pt_server *s)
     bool on = c->async_on;
     c->async_on = false;
     pthread_mutex_unlock(&c->mu);
-    if (on) uv_close((uv_handle_t *)&c->async, NULL);
+    if (on) {
+        uv_close((uv_handle_t *)&c->async, NULL);
+        uv_close((uv_handle_t *)&c->retry_timer, NULL);
+    }
 }
 
 void pt_cluster_free(pt_server *s)
@@ -292,6 +545,29 @@ void pt_cluster_free(pt_server *s)
     s->cluster = NULL;
     unsubscribe(&c->sync_sub);
     unsubscribe(&c->rcv_sub);
+    if (c->worker_on) {
+        pthread_mutex_lock(&c->mu);
+        c->worker_stop = true;
+        pthread_cond_broadcast(&c->job_cv);
+        pthread_mutex_unlock(&c->mu);
+        pthread_join(c->worker, NULL);
+    }
+    for (job *j = c->jobs, *next; j; j = next) {
+        next = j->next;
+        free(j);
+    }
+    for (size_t i = 0; i < Q_BUCKETS; i++)
+        while (c->qdevs[i]) {
+            void *q = c->qdevs[i];
+            pt_cluster_device_down(c, &q);
+        }
+    for (size_t i = 0; i < SEND_BUCKETS; i++)
+        for (qsend *q = c->sends[i], *next; q; q = next) {
+            next = q->next;
+            free(q->pk);
+            free(q->tries);
+            free(q);
+        }
     if (c->nc) natsConnection_Close(c->nc); /* closes every device subscription too */
     pthread_mutex_lock(&c->mu);
     struct timespec until;
@@ -303,6 +579,7 @@ void pt_cluster_free(pt_server *s)
     pthread_mutex_unlock(&c->mu);
     kvStore_Destroy(c->kv);
     jsCtx_Destroy(c->js);
+    jsCtx_Destroy(c->jsq);
     natsConnection_Destroy(c->nc);
     for (inbox_item *it = c->head, *next; it; it = next) {
         next = it->next;
@@ -314,6 +591,7 @@ void pt_cluster_free(pt_server *s)
     }
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->cv);
+    pthread_cond_destroy(&c->job_cv);
     free(c);
 }
 
@@ -325,20 +603,260 @@ static void dev_subject(char out[72], const uint8_t pk[32])
     pt_hex_encode(out + 7, pk, 32);
 }
 
+static size_t qdev_hash(const uint8_t pk[32]) { return (size_t)(pt_get_u64le(pk) % Q_BUCKETS); }
+
+static qdev *qdev_find(pt_cluster *c, const uint8_t pk[32])
+{
+    for (qdev *q = c->qdevs[qdev_hash(pk)]; q; q = q->next)
+        if (memcmp(q->pk, pk, 32) == 0) return q;
+    return NULL;
+}
+
 void pt_cluster_device_up(pt_cluster *c, const uint8_t pk[32], void **sub)
 {
     if (*sub) return;
-    char subj[72];
+    qdev *q = calloc(1, sizeof *q);
+    if (!q) return;
+    memcpy(q->pk, pk, 32);
+    char subj[80], hex[65];
     dev_subject(subj, pk);
-    *sub = subscribe(c, subj, on_dev_msg);
+    q->dev_sub = subscribe(c, subj, on_dev_msg);
+    pt_hex_encode(hex, pk, 32);
+    snprintf(subj, sizeof subj, "pt.qd.%s", hex);
+    q->q_sub = subscribe(c, subj, on_qd_msg);
+    size_t h = qdev_hash(pk);
+    q->next = c->qdevs[h];
+    c->qdevs[h] = q;
+    *sub = q;
+    job_post(c, pk); /* its consumer, which then delivers to pt.qd.<hex> */
+}
+
+static void ack_publish(pt_cluster *c, const char *reply, const char *what)
+{
+    natsStatus st = natsConnection_PublishString(c->nc, reply, what);
+    if (st != NATS_OK) pt_log_debug("cluster: %s to %s: %s", what, reply, natsStatus_GetText(st));
 }
 
 void pt_cluster_device_down(pt_cluster *c, void **sub)
 {
-    (void)c;
-    natsSubscription *ns = *sub;
-    unsubscribe(&ns);
+    qdev *q = *sub;
     *sub = NULL;
+    if (!q) return;
+    for (qdev **pp = &c->qdevs[qdev_hash(q->pk)]; *pp; pp = &(*pp)->next)
+        if (*pp == q) {
+            *pp = q->next;
+            break;
+        }
+    unsubscribe(&q->dev_sub);
+    unsubscribe(&q->q_sub);
+    /* what it did not confirm is delivered again at once, wherever it is next */
+    for (size_t i = 0; i < q->npend; i++) {
+        ack_publish(c, q->pend[i].reply, "-NAK");
+        free(q->pend[i].reply);
+        free(q->pend[i].update);
+    }
+    free(q->pend);
+    free(q);
+}
+
+/* ---- durable queues (the stream PT_QUEUE) ------------------------------------------------------ */
+
+static void q_delivered(pt_cluster *c, const uint8_t pk[32], const uint8_t *d, size_t len)
+{
+    size_t rl = (size_t)(d[0] | d[1] << 8);
+    char *reply = malloc(rl + 1);
+    if (!reply) return;
+    memcpy(reply, d + 2, rl);
+    reply[rl] = 0;
+    const uint8_t *body = d + 2 + rl;
+    size_t blen = len - 2 - rl;
+    int64_t sid = (int64_t)pt_get_u64le(body);
+    qdev *q = qdev_find(c, pk);
+    if (!q) { /* gone from here meanwhile: to wherever it is now */
+        ack_publish(c, reply, "-NAK");
+        free(reply);
+        return;
+    }
+    for (unsigned i = 0; i < Q_CONFIRMED && i < q->nconf; i++)
+        if (q->confirmed[i] == sid) { /* confirmed already (a delivery through another node) */
+            ack_publish(c, reply, "+ACK");
+            free(reply);
+            return;
+        }
+    qpend *p = NULL;
+    for (size_t i = 0; i < q->npend && !p; i++)
+        if (q->pend[i].sid == sid) p = &q->pend[i];
+    if (p) { /* delivered again: the latest ack subject counts */
+        free(p->reply);
+        p->reply = reply;
+    } else {
+        if (q->npend == q->cap) {
+            size_t cap = q->cap ? q->cap * 2 : 16;
+            qpend *np = realloc(q->pend, cap * sizeof *np);
+            if (!np) {
+                free(reply);
+                return;
+            }
+            q->pend = np;
+            q->cap = cap;
+        }
+        uint8_t *u = malloc(blen - 8);
+        if (!u) {
+            free(reply);
+            return;
+        }
+        memcpy(u, body + 8, blen - 8);
+        p = &q->pend[q->npend++];
+        *p = (qpend){.sid = sid, .reply = reply, .len = blen - 8, .update = u};
+    }
+    pt_buf b = {.data = p->update, .len = p->len, .cap = p->len};
+    pt_srv_push_device(c->srv, pk, NULL, &b);
+}
+
+/* The device confirmed ids (on this node): their deliveries are acked to JetStream;
+ * ids with no delivery here are remembered, for a delivery that comes later. */
+static void q_confirm(pt_cluster *c, const uint8_t pk[32], const int64_t *ids, uint32_t n)
+{
+    qdev *q = qdev_find(c, pk);
+    if (!q) return;
+    for (uint32_t k = 0; k < n; k++) {
+        bool found = false;
+        for (size_t i = 0; i < q->npend; i++) {
+            if (q->pend[i].sid != ids[k]) continue;
+            ack_publish(c, q->pend[i].reply, "+ACK");
+            free(q->pend[i].reply);
+            free(q->pend[i].update);
+            q->pend[i] = q->pend[--q->npend];
+            found = true;
+            break;
+        }
+        if (!found) q->confirmed[q->nconf++ % Q_CONFIRMED] = ids[k];
+    }
+}
+
+static size_t send_hash(int64_t sid) { return (size_t)((uint64_t)sid % SEND_BUCKETS); }
+
+static int q_publish(pt_cluster *c, qsend *q, size_t i)
+{
+    char subj[80], id[100], hex[65];
+    pt_hex_encode(hex, q->pk[i], 32);
+    snprintf(subj, sizeof subj, "pt.q.%s", hex);
+    snprintf(id, sizeof id, "%lld.%s", (long long)q->sid, hex);
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MsgId = id;
+    po.MaxWait = Q_PUB_WAIT_MS;
+    po.ExpectStream = QSTREAM;
+    q->tries[i]++;
+    natsStatus st = js_PublishAsync(c->jsq, subj, q->data, (int)q->len, &po);
+    if (st != NATS_OK) pt_log_debug("cluster: publish to %s: %s", subj, natsStatus_GetText(st));
+    return st == NATS_OK ? 0 : PT_ERR_IO;
+}
+
+static void q_unlink(pt_cluster *c, qsend *q)
+{
+    for (qsend **pp = &c->sends[send_hash(q->sid)]; *pp; pp = &(*pp)->next)
+        if (*pp == q) {
+            *pp = q->next;
+            break;
+        }
+}
+
+static void q_send_free(qsend *q)
+{
+    free(q->pk);
+    free(q->tries);
+    free(q);
+}
+
+/* true when that was the last answer (q is freed) */
+static bool q_answered(pt_cluster *c, qsend *q, size_t i, bool ok)
+{
+    if (!ok) {
+        pt_log_warn("cluster: JetStream did not store item %lld after %d tries", (long long)q->sid, Q_PUB_TRIES);
+        q->rc = PT_ERR_IO;
+    }
+    q->tries[i] = 0xff;
+    if (--q->left) return false;
+    q_unlink(c, q);
+    q->cb(q->arg, q->rc);
+    q_send_free(q);
+    return true;
+}
+
+/* Publishes that failed are tried again after a pause (a stream leader being
+ * elected after a NATS server died takes a few seconds); the same Nats-Msg-Id, so
+ * JetStream keeps one copy of what did arrive. */
+static void on_retry_tick(uv_timer_t *t)
+{
+    pt_cluster *c = t->data;
+    bool more = false;
+    for (size_t h = 0; h < SEND_BUCKETS; h++)
+        for (qsend *q = c->sends[h], *next; q; q = next) {
+            next = q->next;
+            for (size_t i = 0; i < q->n; i++) {
+                if (q->tries[i] == 0xff || !(q->tries[i] & Q_RETRY)) continue;
+                q->tries[i] &= (uint8_t)~Q_RETRY;
+                if (q_publish(c, q, i) == 0) continue;
+                if (q->tries[i] < Q_PUB_TRIES) {
+                    q->tries[i] |= Q_RETRY;
+                    more = true;
+                } else if (q_answered(c, q, i, false)) {
+                    break; /* q is gone */
+                }
+            }
+        }
+    if (!more) uv_timer_stop(t);
+}
+
+static void q_puback(pt_cluster *c, const uint8_t pk[32], int64_t sid, bool ok)
+{
+    qsend *q = c->sends[send_hash(sid)];
+    while (q && q->sid != sid) q = q->next;
+    if (!q) return; /* answered already */
+    size_t i = 0;
+    while (i < q->n && memcmp(q->pk[i], pk, 32) != 0) i++;
+    if (i == q->n || q->tries[i] == 0xff || (q->tries[i] & Q_RETRY)) return;
+    if (!ok && q->tries[i] < Q_PUB_TRIES) {
+        q->tries[i] |= Q_RETRY;
+        if (!uv_is_active((uv_handle_t *)&c->retry_timer)) uv_timer_start(&c->retry_timer, on_retry_tick, 500, 500);
+        return;
+    }
+    q_answered(c, q, i, ok);
+}
+
+int pt_cluster_enqueue(pt_cluster *c, int64_t server_id, const pt_srv_devlist *to, const pt_buf *update,
+                       pt_cluster_queued_cb cb, void *arg)
+{
+    if (to->n == 0) return PT_ERR_INVAL;
+    qsend *q = calloc(1, sizeof *q + 8 + update->len);
+    if (!q) return PT_ERR_NOMEM;
+    q->pk = malloc(to->n * 32);
+    q->tries = calloc(to->n, 1);
+    if (!q->pk || !q->tries) {
+        q_send_free(q);
+        return PT_ERR_NOMEM;
+    }
+    memcpy(q->pk, to->pk, to->n * 32);
+    q->sid = server_id;
+    q->cb = cb;
+    q->arg = arg;
+    q->n = q->left = to->n;
+    q->len = 8 + update->len;
+    pt_put_u64le(q->data, (uint64_t)server_id);
+    memcpy(q->data + 8, update->data, update->len);
+    size_t h = send_hash(server_id);
+    q->next = c->sends[h];
+    c->sends[h] = q;
+    bool retry = false;
+    for (size_t i = 0; i < q->n; i++)
+        if (q_publish(c, q, i) != 0) { /* not even buffered (NATS away, too many in flight) */
+            q->tries[i] |= Q_RETRY;
+            retry = true;
+        }
+    if (retry && !uv_is_active((uv_handle_t *)&c->retry_timer))
+        uv_timer_start(&c->retry_timer, on_retry_tick, 500, 500);
+    return 0;
 }
 
 void pt_cluster_route(pt_cluster *c, const uint8_t pk[32], const pt_buf *update)
@@ -351,6 +869,13 @@ void pt_cluster_route(pt_cluster *c, const uint8_t pk[32], const pt_buf *update)
 
 void pt_cluster_sync(pt_cluster *c, const uint8_t pk[32])
 {
+    /* deliveries of its durable queue not yet confirmed: again to the session that
+     * synced (its first connection may have come up before its session did) */
+    qdev *q = qdev_find(c, pk);
+    for (size_t i = 0; q && i < q->npend; i++) {
+        pt_buf b = {.data = q->pend[i].update, .len = q->pend[i].len, .cap = q->pend[i].len};
+        pt_srv_push_device(c->srv, pk, NULL, &b);
+    }
     uint8_t m[36];
     memcpy(m, pk, 32);
     pt_put_u32le(m + 32, c->node);
@@ -359,6 +884,7 @@ void pt_cluster_sync(pt_cluster *c, const uint8_t pk[32])
 
 void pt_cluster_received(pt_cluster *c, const uint8_t pk[32], const int64_t *ids, uint32_t n)
 {
+    q_confirm(c, pk, ids, n);
     uint8_t *m = malloc(32 + 8 * (size_t)n);
     if (!m) return;
     bool *done = calloc(n ? n : 1, sizeof *done);
@@ -528,6 +1054,16 @@ int pt_cluster_bind(pt_cluster *c, const uint8_t user_id[16], const uint8_t iden
     }
     int skel = claim(c, sk, user_id);
     int rc = skel < 0 ? skel : record_device(c, user_id, identity, display, key, device, why);
+    if (rc == 0) { /* d.<device>: its user, for the node it connects to next */
+        char dk[2 + 65];
+        dk[0] = 'd', dk[1] = '.';
+        pt_hex_encode(dk + 2, device, 32);
+        int mine = claim(c, dk, user_id);
+        if (mine < 0) {
+            rc = mine;
+            *why = mine == PT_ERR_EXISTS ? "DEVICE_BOUND_TO_ANOTHER_USER" : "CLUSTER_UNAVAILABLE";
+        }
+    }
     if (skel < 0) *why = skel == PT_ERR_EXISTS ? "USERNAME_CONFUSABLE" : "CLUSTER_UNAVAILABLE";
     else if (rc == PT_ERR_IO) *why = "CLUSTER_UNAVAILABLE";
     if (rc < 0) { /* give back what this call claimed */
@@ -558,6 +1094,21 @@ int pt_cluster_user(pt_cluster *c, const uint8_t user_id[16], uint8_t identity[3
     return rc;
 }
 
+int pt_cluster_device_user(pt_cluster *c, const uint8_t device[32], uint8_t user_id[16])
+{
+    char dk[2 + 65];
+    dk[0] = 'd', dk[1] = '.';
+    pt_hex_encode(dk + 2, device, 32);
+    kvEntry *e = NULL;
+    natsStatus st = kvStore_Get(&e, c->kv, dk);
+    if (st == NATS_NOT_FOUND) return PT_ERR_NOT_FOUND;
+    if (st != NATS_OK) return PT_ERR_IO;
+    int rc = kvEntry_ValueLen(e) == 16 ? 0 : PT_ERR_DECODE;
+    if (rc == 0) memcpy(user_id, kvEntry_Value(e), 16);
+    kvEntry_Destroy(e);
+    return rc;
+}
+
 int pt_cluster_resolve(pt_cluster *c, const char *key, uint8_t user_id[16])
 {
     char nk[2 + 65];
@@ -570,4 +1121,41 @@ int pt_cluster_resolve(pt_cluster *c, const char *key, uint8_t user_id[16])
     if (rc == 0) memcpy(user_id, kvEntry_Value(e), 16);
     kvEntry_Destroy(e);
     return rc;
+}
+
+/* ---- server ids ---------------------------------------------------------------------------- */
+
+int pt_cluster_reserve_ids(pt_cluster *c, int64_t *next, int64_t *limit)
+{
+    char key[32];
+    snprintf(key, sizeof key, "i.%u", c->node);
+    int64_t base = (int64_t)c->node << PT_CLUSTER_SERVER_ID_SHIFT;
+    for (int tries = 0; tries < BIND_TRIES; tries++) {
+        kvEntry *e = NULL;
+        natsStatus st = kvStore_Get(&e, c->kv, key);
+        int64_t from = base + 1;
+        uint64_t rev = 0;
+        if (st == NATS_OK) {
+            if (kvEntry_ValueLen(e) == 8) from = (int64_t)pt_get_u64le(kvEntry_Value(e));
+            rev = kvEntry_Revision(e);
+            kvEntry_Destroy(e);
+        } else if (st != NATS_NOT_FOUND) {
+            return PT_ERR_IO;
+        }
+        if (from < *next) from = *next;
+        int64_t to = from + PT_CLUSTER_ID_BLOCK;
+        if (to >= base + (INT64_C(1) << PT_CLUSTER_SERVER_ID_SHIFT)) {
+            pt_log_error("cluster: node %u has used up its server ids", c->node);
+            return PT_ERR_INVAL;
+        }
+        uint8_t v[8];
+        pt_put_u64le(v, (uint64_t)to);
+        st = rev ? kvStore_Update(NULL, c->kv, key, v, 8, rev) : kvStore_Create(NULL, c->kv, key, v, 8);
+        if (st == NATS_OK) {
+            *next = from;
+            *limit = to;
+            return 0;
+        }
+    }
+    return PT_ERR_IO;
 }

@@ -61,6 +61,9 @@ static void load_binding(pt_server *s, pt_srv_device *d)
         d->bound = true;
     }
     pt_db_release(st);
+    /* cluster mode: bound on another node (a blocking read of the bucket, on the loop,
+     * the first time this node sees the device) */
+    if (!d->bound && s->cluster && pt_cluster_device_user(s->cluster, d->pk, d->user_id) == 0) d->bound = true;
 }
 
 static pt_srv_device *dev_find(pt_server *s, const uint8_t pk[32])
@@ -743,6 +746,7 @@ static void repush_after_sync(send_op *m)
 static void send_done(void *arg, int rc)
 {
     send_op *m = arg;
+    bool queued = m->op.apply == NULL; /* cluster mode: JetStream's queue, not the store */
     pt_srv_sess *e = reply_session(&m->to);
     if (e) {
         if (rc == 0) {
@@ -755,10 +759,31 @@ static void send_done(void *arg, int rc)
             pt_srv_reply_error(e, m->to.req_msg_id, PT_RPC_INTERNAL, "STORE_FAILED");
         }
     }
-    if (rc != 0) pt_srv_queue_add(m->to.srv, &m->devices, -1); /* the reservation */
-    if (rc == 0) repush_after_sync(m);
+    if (rc != 0 && !queued) pt_srv_queue_add(m->to.srv, &m->devices, -1); /* the reservation */
+    if (rc == 0 && !queued) repush_after_sync(m);
     pt_srv_devlist_free(&m->devices);
     free(m);
+}
+
+/* Cluster mode: the item goes to each recipient device's durable queue in JetStream
+ * (pt_cluster_enqueue), and messages.sent is answered once JetStream acknowledged
+ * them all. The device's consumer delivers it wherever the device is connected; it
+ * is not pushed from here, so each device gets it once, through its queue. */
+static void forward_cluster(pt_server *s, send_op *m)
+{
+    pt_buf b;
+    pt_buf_init(&b);
+    int rc = pt_srv_item_encode(&b, &m->item);
+    if (rc == 0) {
+        m->op.apply = NULL;
+        s->counters.msgs_in++;
+        rc = pt_cluster_enqueue(s->cluster, m->item.server_id, &m->devices, &b, send_done, m);
+    }
+    pt_buf_free(&b);
+    if (rc != 0) {
+        m->op.apply = NULL;
+        send_done(m, rc);
+    }
 }
 
 void pt_srv_forward(pt_conn *c, uint64_t req, const pt_srv_item *proto, pt_srv_devlist *devices)
@@ -780,11 +805,22 @@ void pt_srv_forward(pt_conn *c, uint64_t req, const pt_srv_item *proto, pt_srv_d
     m->item = *proto;
     m->item.payload = (pt_tl_bytes){m->payload, proto->payload.len};
     m->item.note = (pt_tl_bytes){NULL, 0};
+    if (s->cluster && s->next_server_id >= s->server_id_limit &&
+        pt_cluster_reserve_ids(s->cluster, &s->next_server_id, &s->server_id_limit) != 0) {
+        pt_srv_reply_error(e, req, PT_RPC_UNAVAILABLE, "CLUSTER_UNAVAILABLE"); /* once per 16M ids */
+        pt_srv_devlist_free(&m->devices);
+        free(m);
+        return;
+    }
     m->item.server_id = s->next_server_id++;
     m->fwd_seq = s->sync_seq;
     m->item.date_ms = pt_env_now_ms(pt_env_default());
     memcpy(m->item.from, e->dev->user_id, 16);
     memcpy(m->item.from_device, e->device_pk, 32);
+    if (s->cluster) {
+        forward_cluster(s, m);
+        return;
+    }
     /* forward to the connected devices now; the sender hears back after the commit */
     pt_srv_push_item(s, &m->devices, &m->item);
     pt_srv_queue_add(s, &m->devices, 1);

@@ -24,10 +24,16 @@
  *   s.<hex of the skeleton>      user_id[16]; likewise (confusable names)
  *   u.<user hex>                 the user record (identity key, name, device keys),
  *                                updated by compare-and-set on its revision
+ *   d.<device hex>               user_id[16]; created at the device's bind, so a device
+ *                                bound on one node is bound on every node
+ *   i.<node_id>                  u64le: the end of the server ids reserved by that node
  *
- * The store stays each node's own: a message is queued (and acknowledged to its
- * sender) in the SQLite of the node its sender is connected to; its server_id says
- * which node that is (node_id << 40 | n).
+ * Stream PT_QUEUE (work queue, file storage, `replicas` copies): pt.q.<device hex>, the
+ * device's durable queue of items sent through pt_srv_forward (messages, receipts,
+ * group messages); consumer d<device hex> delivers to pt.qd.<device hex>, to whichever
+ * node the device is connected to, and is acked when the device confirms.
+ * Contact notices and group events stay in the SQLite of the sender's node (pt.sync /
+ * pt.rcv above). server_ids are node_id << 40 | n, from blocks reserved in the bucket.
  */
 #ifndef PT_CLUSTER_H
 #define PT_CLUSTER_H
@@ -71,12 +77,31 @@ void pt_cluster_free(pt_server *s);
 /* Device `pk` has its first connection here (up) / lost its last one (down). */
 void pt_cluster_device_up(pt_cluster *c, const uint8_t pk[32], void **sub);
 void pt_cluster_device_down(pt_cluster *c, void **sub);
+/* Durable queues (stream PT_QUEUE, subjects pt.q.<device hex>): publishes the encoded
+ * update of item server_id once per device of `to`, with Nats-Msg-Id
+ * "<server_id>.<device hex>" (a retried publish is stored once), and calls cb(arg, 0)
+ * on the loop once JetStream acknowledged every one (a quorum of the replicas has it),
+ * cb(arg, PT_ERR_IO) once one failed Q_PUB_TRIES times. The device's durable consumer
+ * delivers it to the node the device is connected to, which pushes it and acks it to
+ * JetStream when the device confirms it (messages.received -> pt_cluster_received).
+ * 0 (cb will be called), or an error (it will not). */
+typedef void (*pt_cluster_queued_cb)(void *arg, int rc);
+int pt_cluster_enqueue(pt_cluster *c, int64_t server_id, const struct pt_srv_devlist *to,
+                       const struct pt_buf *update, pt_cluster_queued_cb cb, void *arg);
+/* Reserves PT_CLUSTER_ID_BLOCK server ids for this node in the bucket (key i.<node_id>,
+ * compare-and-set), at or above *next: [*next, *limit). Ids are never given twice, even
+ * when the node's own store kept none of them (the queue is JetStream's). Blocking. */
+#define PT_CLUSTER_ID_BLOCK (INT64_C(1) << 24)
+int pt_cluster_reserve_ids(pt_cluster *c, int64_t *next, int64_t *limit);
+
 /* Sends an encoded update to a device connected to another node, if any is. */
 void pt_cluster_route(pt_cluster *c, const uint8_t pk[32], const struct pt_buf *update);
-/* Asks the other nodes to resend what they hold queued for device pk. */
+/* Pushes again what device pk's durable queue delivered here and it did not confirm,
+ * and asks the other nodes to resend what they hold queued for it in their SQLite. */
 void pt_cluster_sync(pt_cluster *c, const uint8_t pk[32]);
-/* Forwards device pk's confirmations of items other nodes queued (ids of this
- * node's own are skipped; the local path deletes those). */
+/* Acks to JetStream the deliveries of device pk's durable queue that it confirmed here,
+ * and forwards its confirmations of items other nodes queued in their SQLite (ids of
+ * this node's own are skipped; the local path deletes those). */
 void pt_cluster_received(pt_cluster *c, const uint8_t pk[32], const int64_t *ids, uint32_t n);
 
 /* ---- the directory: blocking round trips to JetStream (about 1 ms on a LAN) ----------- */
@@ -94,6 +119,9 @@ int pt_cluster_bind(pt_cluster *c, const uint8_t user_id[16], const uint8_t iden
 #define PT_CLUSTER_NAME_SIZE 256
 int pt_cluster_user(pt_cluster *c, const uint8_t user_id[16], uint8_t identity[32],
                     char display[PT_CLUSTER_NAME_SIZE], struct pt_srv_devlist *devs);
+/* The user device is bound to, on any node (key d.<device hex>, created at its bind):
+ * 0, PT_ERR_NOT_FOUND or PT_ERR_IO. Blocking. */
+int pt_cluster_device_user(pt_cluster *c, const uint8_t device[32], uint8_t user_id[16]);
 /* The user owning username key: 0, PT_ERR_NOT_FOUND or PT_ERR_IO. */
 int pt_cluster_resolve(pt_cluster *c, const char *key, uint8_t user_id[16]);
 

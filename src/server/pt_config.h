@@ -35,7 +35,7 @@
  *   node_id =                        ; 1 to 8388607, unique per node; required with nats_urls
  *   credentials =                    ; NATS .creds file
  *   tls_ca = / tls_cert = / tls_key = ; TLS to the NATS servers (tls_ca turns it on)
- *   replicas = 3                     ; JetStream replicas of the directory bucket, 1 to 5
+ *   replicas = 3                     ; replicas of the bucket and the queue stream, 1 to 5
  *
  * Every problem is reported as "FILE:LINE:COL: error: ..." or "...: warning: ...":
  * syntax, unknown section or key, a value of the wrong type or out of range, a key

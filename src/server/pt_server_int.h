@@ -110,6 +110,7 @@ struct pt_server {
     size_t dev_nbuckets, dev_n;
     struct pt_db *db;               /* the store (data_dir/packtrack.db) */
     int64_t next_server_id;         /* next message id to assign */
+    int64_t server_id_limit;        /* cluster mode: end of the ids reserved in the cluster */
     uint64_t sync_seq;              /* counts messages.sync calls (pt_srv_sess.synced_seq) */
     pt_srv_user **user_buckets;     /* presence: users online or with a status write pending */
     size_t user_nbuckets, user_n;

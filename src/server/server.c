@@ -642,6 +642,12 @@ pt_server *pt_server_new(const pt_server_config *cfg, int *err)
         }
         if (s->next_server_id <= base) s->next_server_id = base + 1;
         if ((rc = pt_cluster_start(s)) != 0) goto fail;
+        /* the queue is JetStream's, not this store's: ids come from a block reserved
+         * in the cluster, above every id this node ever used */
+        if ((rc = pt_cluster_reserve_ids(s->cluster, &s->next_server_id, &s->server_id_limit)) != 0) {
+            pt_log_error("cluster: cannot reserve server ids in the bucket");
+            goto fail;
+        }
     }
     rc = PT_ERR_IO;
     uv_tcp_init(&s->loop, &s->listener);

@@ -5,11 +5,15 @@
  *  - a message to a device that is offline is queued on the sender's node and reaches
  *    the device when it syncs on the other node; its confirmation there deletes it on
  *    the sender's node (no duplicate when the device later syncs on that node);
- *  - the same username claimed at the same moment on both nodes: exactly one wins.
+ *  - the same username claimed at the same moment on both nodes: exactly one wins;
+ *  - durable queues in JetStream: kill -9 of the packtrackd node a user is connected
+ *    to, kill -9 of one nats-server of three, each under 50 sends, and a restart of
+ *    the whole cluster: every acked message is delivered exactly once.
  * Skipped (with the reason) when nats-server is missing or packtrackd was built
  * without libnats; scripts/deps.sh installs both.
  */
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -36,6 +40,7 @@ typedef struct user {
 } user;
 
 static char cluster_dir[256], nats_urls[256];
+static int nats_base;
 
 static void on_event(void *ud, const pt_sess_event *ev)
 {
@@ -153,7 +158,11 @@ static int send_msg(user *u, const uint8_t to[16], uint32_t seq)
     return u->err_code;
 }
 
-static void sync_and_confirm(user *u)
+static void sync_and_confirm_n(user *u, size_t want);
+static void sync_and_confirm(user *u) { sync_and_confirm_n(u, 0); }
+
+/* Syncs, waits (5 s at most) until u has want messages, and confirms all it has. */
+static void sync_and_confirm_n(user *u, size_t want)
 {
     pt_buf body;
     pt_buf_init(&body);
@@ -162,7 +171,7 @@ static void sync_and_confirm(user *u)
     assert_int_equal(pt_tl_messages_sync_encode(&body, &s), 0);
     call(u, &body);
     assert_int_equal(u->err_code, 0);
-    for (int i = 0; i < 50; i++) pump(u, 10); /* what other nodes resend arrives after the reply */
+    for (int i = 0; i < 50 || (u->ngot < want && i < 500); i++) pump(u, 10); /* deliveries come after the reply */
     pt_tl_messages_received r = {.server_ids = {.n = (uint32_t)u->ngot, .items = u->got_ids}};
     assert_int_equal(pt_tl_messages_received_encode(&body, &r), 0);
     call(u, &body);
@@ -217,7 +226,7 @@ static void test_chat_across_nodes(void **state)
     pt_client_drop(b.c);
     for (uint32_t i = 10; i < 13; i++) assert_int_equal(send_msg(&a, b.user_id, i), 0);
     assert_int_equal(pt_client_connect(b.c, "127.0.0.1", n2.port), 0);
-    sync_and_confirm(&b);
+    sync_and_confirm_n(&b, 8);
     assert_int_equal(b.ngot, 8);
     assert_int_equal(b.got_seq[7], 12);
     /* the confirmation on node 2 reached node 1: syncing there resends nothing */
@@ -298,12 +307,220 @@ static void test_username_race(void **state)
     assert_int_equal(pt_test_server_stop(&n2), 0);
 }
 
+/* Like send_msg, waiting up to ms for the answer: 0 acked, else the error (or -1: no
+ * answer). */
+static int send_wait(user *u, const uint8_t to[16], uint32_t seq, int ms)
+{
+    uint8_t env[16] = {0};
+    pt_put_u32le(env, seq);
+    pt_tl_messages_send m = {.envelope = {env, sizeof env}};
+    memcpy(m.to, to, 16);
+    pt_buf body;
+    pt_buf_init(&body);
+    assert_int_equal(pt_tl_messages_send_encode(&body, &m), 0);
+    start_call(u, &body);
+    for (int i = 0; i < ms / 10 && !u->got_reply; i++) pump(u, 10);
+    pt_buf_free(&body);
+    return u->got_reply ? u->err_code : -1;
+}
+
+/* Every acked seq reached u exactly once: one server_id each, no seq twice. */
+static void check_exactly_once(user *u, const bool *acked, uint32_t n, const char *what)
+{
+    uint32_t want = 0;
+    for (uint32_t i = 0; i < n; i++) want += acked[i];
+    pt_buf body; /* a sync: what its queue delivered to this node comes to this session */
+    pt_buf_init(&body);
+    pt_tl_messages_sync q;
+    memset(&q, 0, sizeof q);
+    assert_int_equal(pt_tl_messages_sync_encode(&body, &q), 0);
+    call(u, &body);
+    assert_int_equal(u->err_code, 0);
+    pt_buf_free(&body);
+    for (int i = 0; i < 1200; i++) { /* 12 s: a delivery to a dead node comes again after 5 s */
+        uint32_t have = 0;
+        for (uint32_t s = 0; s < n; s++) {
+            if (!acked[s]) continue;
+            for (size_t k = 0; k < u->ngot; k++)
+                if (u->got_seq[k] == s) {
+                    have++;
+                    break;
+                }
+        }
+        if (have == want) break;
+        pump(u, 10);
+    }
+    for (uint32_t s = 0; s < n; s++) {
+        int times = 0;
+        for (size_t k = 0; k < u->ngot; k++) times += u->got_seq[k] == s;
+        if (acked[s] && times != 1) fail_msg("%s: acked message %u delivered %d times", what, s, times);
+        if (times > 1) fail_msg("%s: message %u delivered %d times", what, s, times);
+    }
+    printf("%s: %u of %u sends acked, each delivered once (%zu repeated deliveries dropped by server_id)\n", what,
+           want, n, u->ndup);
+}
+
+static void confirm_all(user *u)
+{
+    pt_buf body;
+    pt_buf_init(&body);
+    pt_tl_messages_received r = {.server_ids = {.n = (uint32_t)u->ngot, .items = u->got_ids}};
+    assert_int_equal(pt_tl_messages_received_encode(&body, &r), 0);
+    call(u, &body);
+    assert_int_equal(u->err_code, 0);
+    pt_buf_free(&body);
+}
+
+/* kill -9 the packtrackd node both users are connected to, half-way through 50
+ * sends: both move to the other node (the library takes one server address; the
+ * test reconnects them there, as an application would after its connection
+ * failed), the sender goes on, and every acked message reaches the recipient
+ * exactly once: the ones delivered to the dead node and not yet confirmed come
+ * again from JetStream after the ack wait. */
+static void test_kill_node(void **state)
+{
+    (void)state;
+    pt_test_server n1, n2;
+    start_nodes(&n1, &n2);
+    user a, b;
+    user_new(&a, "ka");
+    user_new(&b, "kb");
+    assert_int_equal(pt_client_connect(a.c, "127.0.0.1", n2.port), 0);
+    assert_int_equal(pt_client_connect(b.c, "127.0.0.1", n2.port), 0);
+    assert_int_equal(bind(&a, "killa"), 0);
+    assert_int_equal(bind(&b, "killb"), 0);
+    bool acked[50] = {0};
+    for (uint32_t i = 0; i < 25; i++) {
+        acked[i] = send_msg(&a, b.user_id, i) == 0;
+        pump(&b, 1); /* some are delivered, none confirmed */
+    }
+    pt_test_server_kill(&n2);
+    pt_client_drop(a.c);
+    pt_client_drop(b.c);
+    assert_int_equal(pt_client_connect(a.c, "127.0.0.1", n1.port), 0);
+    assert_int_equal(pt_client_connect(b.c, "127.0.0.1", n1.port), 0);
+    for (uint32_t i = 25; i < 50; i++) acked[i] = send_msg(&a, b.user_id, i) == 0;
+    check_exactly_once(&b, acked, 50, "kill -9 packtrackd");
+    for (uint32_t i = 0; i < 50; i++) assert_true(acked[i]); /* the surviving node takes every send */
+    confirm_all(&b);
+    /* confirmed: nothing comes again */
+    size_t got = b.ngot, dups = b.ndup;
+    for (int i = 0; i < 100; i++) pump(&b, 10);
+    assert_int_equal(b.ngot, got);
+    (void)dups;
+    pt_client_free(a.c);
+    pt_client_free(b.c);
+    assert_int_equal(pt_test_server_stop(&n1), 0);
+}
+
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int sh(const char *fmt, ...)
+{
+    char cmd[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    return system(cmd);
+}
+
+/* kill -9 one nats-server of the three under load: nothing acked is lost (a send
+ * whose publish was not acknowledged is answered with an error, and the client would
+ * send it again); the server is started again afterwards. */
+static void test_kill_nats(void **state)
+{
+    (void)state;
+    pt_test_server n1, n2;
+    start_nodes(&n1, &n2);
+    user a, b;
+    user_new(&a, "na");
+    user_new(&b, "nb");
+    assert_int_equal(pt_client_connect(a.c, "127.0.0.1", n1.port), 0);
+    assert_int_equal(pt_client_connect(b.c, "127.0.0.1", n2.port), 0);
+    assert_int_equal(bind(&a, "natsa"), 0);
+    assert_int_equal(bind(&b, "natsb"), 0);
+    bool acked[50] = {0};
+    uint32_t failed = 0;
+    for (uint32_t i = 0; i < 50; i++) {
+        if (i == 20) /* the stream's leader or not: any one of three */
+            assert_int_equal(sh("kill -9 $(cat %s/pids/nats-2.pid)", cluster_dir), 0);
+        int rc = send_wait(&a, b.user_id, i, 30000);
+        acked[i] = rc == 0;
+        failed += rc != 0;
+        pump(&b, 1);
+    }
+    check_exactly_once(&b, acked, 50, "kill -9 nats-server");
+    printf("kill -9 nats-server: %u sends answered with an error (not acked)\n", failed);
+    confirm_all(&b);
+    /* the killed server comes back (the tests after this one want three) */
+    assert_int_equal(sh("nats-server -c %s/nats-2.conf >>%s/nats-2.log 2>&1 & echo $! > %s/pids/nats-2.pid",
+                        cluster_dir, cluster_dir, cluster_dir), 0);
+    pt_client_free(a.c);
+    pt_client_free(b.c);
+    assert_int_equal(pt_test_server_stop(&n1), 0);
+    assert_int_equal(pt_test_server_stop(&n2), 0);
+    sleep(3); /* it catches up with the streams */
+}
+
+/* The whole cluster stops (packtrackd nodes and every nats-server) with messages
+ * queued for an offline device, and starts again on the same data: they are
+ * delivered. */
+static void test_cluster_restart(void **state)
+{
+    (void)state;
+    pt_test_server n1, n2;
+    start_nodes(&n1, &n2);
+    user a, b;
+    user_new(&a, "ra");
+    user_new(&b, "rb");
+    assert_int_equal(pt_client_connect(a.c, "127.0.0.1", n1.port), 0);
+    assert_int_equal(pt_client_connect(b.c, "127.0.0.1", n2.port), 0);
+    assert_int_equal(bind(&a, "resta"), 0);
+    assert_int_equal(bind(&b, "restb"), 0);
+    pt_client_drop(b.c);
+    bool acked[20] = {0};
+    for (uint32_t i = 0; i < 20; i++) acked[i] = send_msg(&a, b.user_id, i) == 0;
+    pt_client_drop(a.c);
+    char d1[256], d2[256];
+    snprintf(d1, sizeof d1, "%s", n1.dir);
+    snprintf(d2, sizeof d2, "%s", n2.dir);
+    assert_int_equal(pt_test_server_stop(&n1), 0);
+    assert_int_equal(pt_test_server_stop(&n2), 0);
+    assert_int_equal(sh("bash %s/scripts/cluster-down.sh %s", getenv("PT_SOURCE_DIR"), cluster_dir), 0);
+    if (sh("bash %s/scripts/cluster-up.sh -n 0 -m 3 -p %d -d %s > %s/up.out 2>&1", getenv("PT_SOURCE_DIR"),
+           nats_base, cluster_dir, cluster_dir) != 0) {
+        /* recovering the streams can take longer than cluster-up waits on a busy machine */
+        sh("cat %s/up.out >&2; tail -n 5 %s/nats-*.log >&2", cluster_dir, cluster_dir);
+        assert_int_equal(sh("bash %s/scripts/cluster-up.sh -n 0 -m 3 -p %d -d %s > %s/up.out 2>&1",
+                            getenv("PT_SOURCE_DIR"), nats_base, cluster_dir, cluster_dir), 0);
+    }
+    /* until the queue stream has a leader again (JetStream recovers it after start) */
+    for (int i = 0; i < 60; i++) {
+        if (sh("curl -fsS --max-time 1 'http://127.0.0.1:%d/jsz?streams=1' 2>/dev/null | tr -d ' \n' | "
+               "grep -q '\"name\":\"PT_QUEUE\".*\"leader\":\"pt-nats'", nats_base + 201) == 0)
+            break;
+        usleep(500 * 1000);
+    }
+    const char *e1[] = {"--cluster-nats", nats_urls, "--cluster-node-id", "1", NULL};
+    const char *e2[] = {"--cluster-nats", nats_urls, "--cluster-node-id", "2", NULL};
+    pt_test_server_start(&n1, d1, 0, e1);
+    pt_test_server_start(&n2, d2, 0, e2);
+    assert_int_equal(pt_client_connect(b.c, "127.0.0.1", n1.port), 0); /* the other node, for once */
+    check_exactly_once(&b, acked, 20, "whole cluster restarted");
+    confirm_all(&b);
+    pt_client_free(a.c);
+    pt_client_free(b.c);
+    assert_int_equal(pt_test_server_stop(&n1), 0);
+    assert_int_equal(pt_test_server_stop(&n2), 0);
+}
+
 static int nats_up(void **state)
 {
     (void)state;
     const char *src = getenv("PT_SOURCE_DIR");
     snprintf(cluster_dir, sizeof cluster_dir, "%s", pt_test_tmpdir("nats"));
     int base = 20000 + (int)(getpid() % 100) * 250; /* ports base+1 .. base+203 */
+    nats_base = base;
     char cmd[1024], env[512];
     snprintf(cmd, sizeof cmd, "bash %s/scripts/cluster-up.sh -n 0 -m 3 -p %d -d %s > %s/up.out 2>&1", src, base,
              cluster_dir, cluster_dir);
@@ -349,6 +566,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_chat_across_nodes),
         cmocka_unit_test(test_username_race),
+        cmocka_unit_test(test_kill_node),
+        cmocka_unit_test(test_kill_nats),
+        cmocka_unit_test(test_cluster_restart),
     };
     return cmocka_run_group_tests(tests, nats_up, nats_down);
 }
