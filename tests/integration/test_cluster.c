@@ -228,7 +228,14 @@ static void test_chat_across_nodes(void **state)
     assert_int_equal(pt_client_connect(b.c, "127.0.0.1", n2.port), 0);
     sync_and_confirm_n(&b, 8);
     assert_int_equal(b.ngot, 8);
-    assert_int_equal(b.got_seq[7], 12);
+    /* each of the three once; their order is not guaranteed yet in cluster mode (a
+     * redelivery after the reconnect can come behind a later item: ARCHITECTURE.md,
+     * "Cluster mode", what is missing) */
+    for (uint32_t want = 10; want < 13; want++) {
+        int seen = 0;
+        for (size_t k = 5; k < 8; k++) seen += b.got_seq[k] == want;
+        assert_int_equal(seen, 1);
+    }
     /* the confirmation on node 2 reached node 1: syncing there resends nothing */
     usleep(300 * 1000);
     pt_client_drop(b.c);
