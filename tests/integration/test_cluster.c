@@ -526,13 +526,23 @@ static int nats_up(void **state)
     (void)state;
     const char *src = getenv("PT_SOURCE_DIR");
     snprintf(cluster_dir, sizeof cluster_dir, "%s", pt_test_tmpdir("nats"));
-    int base = 20000 + (int)(getpid() % 100) * 250; /* ports base+1 .. base+203 */
-    nats_base = base;
+    /* ports base+1 .. base+203, below the kernel's ephemeral range (32768 on): other
+     * tests' connections take ports there and could hold one of ours. A port that is
+     * taken anyway (another run) makes cluster-up fail: then a different base. */
     char cmd[1024], env[512];
-    snprintf(cmd, sizeof cmd, "bash %s/scripts/cluster-up.sh -n 0 -m 3 -p %d -d %s > %s/up.out 2>&1", src, base,
-             cluster_dir, cluster_dir);
-    if (system(cmd) != 0) {
-        snprintf(cmd, sizeof cmd, "cat %s/up.out %s/nats-*.log >&2", cluster_dir, cluster_dir);
+    int rc = -1;
+    for (int attempt = 0; attempt < 3 && rc != 0; attempt++) {
+        int base = 20000 + (int)((getpid() + attempt * 17) % 48) * 250;
+        nats_base = base;
+        snprintf(cmd, sizeof cmd, "bash %s/scripts/cluster-up.sh -n 0 -m 3 -p %d -d %s > %s/up.out 2>&1", src, base,
+                 cluster_dir, cluster_dir);
+        if ((rc = system(cmd)) == 0) break;
+        snprintf(cmd, sizeof cmd, "cat %s/up.out >&2; bash %s/scripts/cluster-down.sh %s >/dev/null 2>&1", cluster_dir,
+                 src, cluster_dir);
+        (void)system(cmd);
+    }
+    if (rc != 0) {
+        snprintf(cmd, sizeof cmd, "cat %s/nats-*.log >&2", cluster_dir);
         (void)system(cmd);
         return -1;
     }
