@@ -28,7 +28,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "api/api_int.h"
@@ -126,7 +125,10 @@ struct pt_lan {
     uint64_t lookup_ms;  /* last LP round */
 };
 
-static uint64_t now_ms(pt_ctx *x) { return pt_env_now_ms(x->env); }
+/* Intervals (timeouts, retries, expiry) on the monotonic clock; record timestamps on
+ * the wall clock, which is what other devices compare them with. */
+static uint64_t now_ms(pt_ctx *x) { return pt_env_mono_ms(x->env); }
+static uint64_t wall_ms(pt_ctx *x) { return pt_env_now_ms(x->env); }
 
 static int set_nonblock(int fd)
 {
@@ -134,12 +136,6 @@ static int set_nonblock(int fd)
     return fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ? -1 : 0;
 }
 
-static uint64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 /* ---- sockets ---------------------------------------------------------------------------------- */
 
@@ -254,7 +250,7 @@ static int our_record(pt_ctx *x, uint8_t type, const uint8_t nonce[16], const st
     memcpy(r->device, x->dev_pk, 32);
     local_addr_toward(to, tolen, r->addr);
     r->port = x->lan->tcp_port;
-    r->ts_ms = wall_ms();
+    r->ts_ms = wall_ms(x);
     return pt_disc_record_sign(r, type, nonce, x->id_sk);
 }
 
@@ -336,7 +332,7 @@ static void broadcast(pt_ctx *x, uint8_t type)
             memcpy(p.rec.device, x->dev_pk, 32);
             memcpy(p.rec.addr, &a6->sin6_addr, 16);
             p.rec.port = l->tcp_port;
-            p.rec.ts_ms = wall_ms();
+            p.rec.ts_ms = wall_ms(x);
             if (pt_disc_record_sign(&p.rec, type, p.nonce, x->id_sk) == 0) p.flags = PT_DISC_FLAG_RECORD;
             else memset(&p.rec, 0, sizeof p.rec);
         }
@@ -451,7 +447,7 @@ static void take_record(pt_ctx *x, const pt_disc_record *r, uint8_t type, const 
     if (!c) return;
     bool ok = false, usable = false; /* usable: fresh, well addressed, of nobody we know */
     int known = -1;
-    if (!pt_disc_fresh(r->ts_ms, wall_ms())) {
+    if (!pt_disc_fresh(r->ts_ms, wall_ms(x))) {
         pt_log_debug("lan: a stale record is ignored");
     } else if (memcmp(r->addr, src, 16) != 0) {
         pt_log_debug("lan: a record sent from another address than it names is ignored");
@@ -482,7 +478,7 @@ static void take_record(pt_ctx *x, const pt_disc_record *r, uint8_t type, const 
         pt_log_info("lan: %s is nearby", p->name);
         emit_presence(x, p->name, PT_PRESENCE_ONLINE);
     }
-    if (has_direct_work(x, p->user_id)) connect_peer(x, p);
+    if (now >= p->retry_ms && has_direct_work(x, p->user_id)) connect_peer(x, p); /* connect_peer checks the rest */
 }
 
 static void take_bsr(pt_ctx *x, const pt_disc_pkt *p, const uint8_t src[16])
@@ -1128,8 +1124,12 @@ static void housekeeping(pt_ctx *x)
         p->used = false;
     }
     if (now - l->announce_ms >= LAN_ANNOUNCE_MS) broadcast(x, PT_DISC_BPM);
-    for (size_t i = 0; i < LAN_MAX_PEERS; i++) /* messages wait for a friend we know is here */
-        if (l->peers[i].used && has_direct_work(x, l->peers[i].user_id)) connect_peer(x, &l->peers[i]);
+    for (size_t i = 0; i < LAN_MAX_PEERS; i++) { /* messages wait for a friend we know is here */
+        lan_peer *p = &l->peers[i];
+        /* the outbox is read (unsealed) only for a peer we would connect to now */
+        if (p->used && p->port && now >= p->retry_ms && !conn_to(x, p->user_id) && has_direct_work(x, p->user_id))
+            connect_peer(x, p);
+    }
 }
 
 int pt_api_lan_service(pt_ctx *x, int timeout_ms, int extra_fd, bool *extra_ready)

@@ -139,6 +139,30 @@ static int count(const char *hay, const char *needle)
     return n;
 }
 
+static char out[OUT_MAX];
+
+/* `to` listens (--lan recv) while `from` sends `text` directly (exit 0); `to` must
+ * show it exactly once. Returns the send's duration in ms. */
+static uint64_t direct_send(int from, int to, const char *to_name, const char *text)
+{
+    static const char *const names[] = {"alice", "bob", "carol"};
+    char file[400], line[200];
+    snprintf(file, sizeof file, "%s/%s.direct", dir, names[to]);
+    pid_t rx = SPAWN(to, file, "--lan", "recv", "--wait", "20");
+    sleep_ms(1000);
+    uint64_t t0 = mono_ms();
+    OK(from, out, "--lan", "send", to_name, text);
+    uint64_t took = mono_ms() - t0;
+    assert_int_equal(reap(rx, 25000), 0);
+    size_t len;
+    char *got = pt_test_read_file(file, &len);
+    assert_non_null(got);
+    snprintf(line, sizeof line, "%s: %s", names[from], text);
+    if (count(got, line) != 1) fail_msg("%s got: %s", names[to], got);
+    free(got);
+    return took;
+}
+
 static void server_start_on(const char *listen)
 {
     char data[300], ready[400];
@@ -319,7 +343,6 @@ static int group_teardown(void **state)
         if (!net.up) skip();                                                                       \
     } while (0)
 
-static char out[OUT_MAX];
 
 /* Two friends on the server, one message through it (the sessions exist). */
 static void test_friends_through_server(void **state)
@@ -402,27 +425,10 @@ static void test_serverless_both_ways(void **state)
     OK(ALICE, out, "--lan", "friend", "list"); /* and no longer once he stopped */
     if (strstr(out, "bob\tnearby\t")) fail_msg("bob still nearby after he left: %s", out);
 
-    /* bob → alice while she listens */
-    alice = SPAWN(ALICE, alice_out, "--lan", "recv", "--wait", "20");
-    sleep_ms(1000);
-    uint64_t t0 = mono_ms();
-    OK(BOB, out, "--lan", "send", "alice", "straight to alice");
-    fprintf(stderr, "test_lan: a direct send took %llu ms\n", (unsigned long long)(mono_ms() - t0));
-    assert_int_equal(reap(alice, 25000), 0);
-    s = pt_test_read_file(alice_out, &len);
-    assert_non_null(s);
-    if (count(s, "bob: straight to alice") != 1) fail_msg("alice got: %s", s);
-    free(s);
-
-    /* alice → bob while he listens */
-    bob = SPAWN(BOB, bob_out, "--lan", "recv", "--wait", "20");
-    sleep_ms(1000);
-    OK(ALICE, out, "--lan", "send", "bob", "straight to bob");
-    assert_int_equal(reap(bob, 25000), 0);
-    s = pt_test_read_file(bob_out, &len);
-    assert_non_null(s);
-    if (count(s, "alice: straight to bob") != 1) fail_msg("bob got: %s", s);
-    free(s);
+    /* each way while the other listens */
+    uint64_t took = direct_send(BOB, ALICE, "alice", "straight to alice");
+    fprintf(stderr, "test_lan: a direct send took %llu ms\n", (unsigned long long)took);
+    direct_send(ALICE, BOB, "bob", "straight to bob");
 }
 
 /* The server comes back: the rows delivered directly go to it too (for other devices),
@@ -533,20 +539,13 @@ static void test_ipv6_link_local(void **state)
 {
     (void)state;
     NEED_NET();
-    if (access("/proc/sys/net/ipv6", F_OK) != 0) skip();
+    if (access("/proc/sys/net/ipv6", F_OK) != 0) {
+        fprintf(stderr, "test_lan: this kernel has no IPv6 (/proc/sys/net/ipv6): the IPv6 case is skipped\n");
+        skip();
+    }
     host_of[ALICE] = H5;
     host_of[BOB] = H6;
-    char bob_out[400];
-    snprintf(bob_out, sizeof bob_out, "%s/bob.v6", dir);
-    pid_t bob = SPAWN(BOB, bob_out, "--lan", "recv", "--wait", "20");
-    sleep_ms(1000);
-    OK(ALICE, out, "--lan", "send", "bob", "over IPv6 link-local");
-    assert_int_equal(reap(bob, 25000), 0);
-    size_t len;
-    char *s = pt_test_read_file(bob_out, &len);
-    assert_non_null(s);
-    if (count(s, "alice: over IPv6 link-local") != 1) fail_msg("bob got: %s", s);
-    free(s);
+    direct_send(ALICE, BOB, "bob", "over IPv6 link-local");
     OK(ALICE, out, "--lan", "nearby", "--json", "--wait", "1");
     host_of[ALICE] = H2;
     host_of[BOB] = H3;
@@ -618,17 +617,7 @@ static void test_same_host(void **state)
     (void)state;
     NEED_NET();
     host_of[BOB] = H2;
-    char bob_out[400];
-    snprintf(bob_out, sizeof bob_out, "%s/bob.same", dir);
-    pid_t bob = SPAWN(BOB, bob_out, "--lan", "recv", "--wait", "20");
-    sleep_ms(1000);
-    OK(ALICE, out, "--lan", "send", "bob", "on the same machine");
-    assert_int_equal(reap(bob, 25000), 0);
-    size_t len;
-    char *s = pt_test_read_file(bob_out, &len);
-    assert_non_null(s);
-    if (count(s, "alice: on the same machine") != 1) fail_msg("bob got: %s", s);
-    free(s);
+    direct_send(ALICE, BOB, "bob", "on the same machine");
     host_of[BOB] = H3;
 }
 
