@@ -424,13 +424,21 @@ static void went_offline(pt_ctx *x, const char *why)
     pt_api_emit(x, &ev);
 }
 
-/* One pump; PT_ERR_OFFLINE when the link went down. */
+/* One pump; PT_ERR_OFFLINE when the link went down. When it went down because the
+ * session restarted after a clock correction (src/session: ids that would go down
+ * need a new session on a new connection), the next connection is made at once,
+ * and PT_ERR_AGAIN tells a waiting call to reconnect and keep waiting: its request
+ * is still queued in the session, under the id the call knows. */
 static int pump(pt_ctx *x, int ms)
 {
+    uint64_t renewals = pt_sess_renewals(pt_client_session(x->cl));
     int rc = pt_client_pump(x->cl, ms, on_sess_event, x);
     if (rc == 0) return 0;
-    went_offline(x, pt_strerror(rc));
-    return PT_ERR_OFFLINE;
+    bool renewed = pt_sess_renewals(pt_client_session(x->cl)) != renewals;
+    went_offline(x, renewed ? "the session restarts after a clock correction" : pt_strerror(rc));
+    if (!renewed) return PT_ERR_OFFLINE;
+    x->next_try_ms = 0;
+    return PT_ERR_AGAIN;
 }
 
 /* The server id of a stored item's update (the field after the constructor id); 0 for
@@ -521,6 +529,26 @@ int pt_api_ensure_online(pt_ctx *x)
     return 0;
 }
 
+/* Drops the results no call waits for any more (a call that gave up, or ids of
+ * calls made before a reconnect); keeps those of outer calls still waiting while a
+ * nested one (after_connect's, on a reconnect) runs. */
+static void clear_unawaited(pt_ctx *x, uint64_t answered)
+{
+    size_t w = 0;
+    for (size_t i = 0; i < x->nres; i++) {
+        bool awaited = false;
+        for (size_t k = 0; k < x->nawait; k++)
+            awaited |= x->awaiting[k] == x->res[i].req && x->res[i].req != answered;
+        if (awaited)
+            x->res[w++] = x->res[i];
+        else
+            pt_buf_free(&x->res[i].body);
+    }
+    x->nres = w;
+}
+
+static int call_wait(pt_ctx *x, uint64_t id, pt_api_reply *r);
+
 int pt_api_call(pt_ctx *x, pt_buf *req, pt_api_reply *r)
 {
     if (r) memset(r, 0, sizeof *r);
@@ -529,13 +557,23 @@ int pt_api_call(pt_ctx *x, pt_buf *req, pt_api_reply *r)
     uint64_t id;
     if ((rc = pt_client_send(x->cl, req->data, req->len, &id)) != 0)
         return pt_api_fail(x, rc, "cannot send: %s", pt_strerror(rc));
+    bool tracked = x->nawait < PT_API_MAX_NESTED;
+    if (tracked) x->awaiting[x->nawait++] = id;
+    rc = call_wait(x, id, r);
+    if (tracked) x->nawait--;
+    return rc;
+}
+
+static int call_wait(pt_ctx *x, uint64_t id, pt_api_reply *r)
+{
+    int rc;
     uint64_t deadline = pt_env_now_ms(x->env) + (uint64_t)x->timeout_ms;
     for (;;) {
         for (size_t i = 0; i < x->nres; i++) {
             if (x->res[i].req != id) continue;
             pt_buf body = x->res[i].body;
             x->res[i] = x->res[--x->nres];
-            clear_results(x); /* answers nobody waits for any more */
+            clear_unawaited(x, id); /* answers nobody waits for any more */
             size_t cap = 4 * body.len + 4096;
             void *arena = malloc(cap);
             pt_arena a;
@@ -565,8 +603,13 @@ int pt_api_call(pt_ctx *x, pt_buf *req, pt_api_reply *r)
         }
         uint64_t now = pt_env_now_ms(x->env);
         if (now >= deadline) return pt_api_fail(x, PT_ERR_TIMEOUT, "the server did not answer in %d ms", x->timeout_ms);
-        if ((rc = pump(x, (int)(deadline - now))) != 0)
-            return pt_api_fail(x, rc, "the connection to %s:%u dropped", x->host, x->port);
+        if ((rc = pump(x, (int)(deadline - now))) == PT_ERR_AGAIN && x->renew_reconnects < 3) {
+            x->renew_reconnects++; /* bounded: a server whose clock keeps jumping cannot spin us */
+            rc = pt_api_ensure_online(x);
+            x->renew_reconnects--;
+        }
+        if (rc == PT_ERR_AGAIN) rc = PT_ERR_OFFLINE;
+        if (rc) return pt_api_fail(x, rc, "the connection to %s:%u dropped", x->host, x->port);
     }
 }
 
@@ -596,7 +639,7 @@ static int poll_lan(pt_ctx *x, int timeout_ms)
         if (rc == 0 && x->online) rc = pt_api_flush_outbox(x);
         if (rc == 0 && x->online) pt_api_lan_server_exchange(x);
     }
-    return rc == PT_ERR_OFFLINE || rc == PT_ERR_TIMEOUT ? 0 : rc;
+    return rc == PT_ERR_OFFLINE || rc == PT_ERR_TIMEOUT || rc == PT_ERR_AGAIN ? 0 : rc;
 }
 
 int pt_poll(pt_ctx *x, int timeout_ms)
@@ -616,7 +659,7 @@ int pt_poll(pt_ctx *x, int timeout_ms)
     int rc = pump(x, timeout_ms);
     pt_api_process_updates(x);
     if (rc == 0 && x->online) rc = pt_api_flush_outbox(x);
-    return rc == PT_ERR_OFFLINE || rc == PT_ERR_TIMEOUT ? 0 : rc;
+    return rc == PT_ERR_OFFLINE || rc == PT_ERR_TIMEOUT || rc == PT_ERR_AGAIN ? 0 : rc;
 }
 
 /* ---- updates --------------------------------------------------------------------------------------- */

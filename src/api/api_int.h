@@ -18,6 +18,7 @@
 #define PT_API_OTK_BATCH 50          /* one-time keys published at a time */
 #define PT_API_MAX_DEVICES 64        /* devices of one user we encrypt for */
 #define PT_API_BACKOFF_MIN_MS 500
+#define PT_API_MAX_NESTED 8 /* calls waiting inside one another (a reconnect's own calls) */
 #define PT_API_BACKOFF_MAX_MS 30000
 #define PT_API_STORE_BACKOFF_MAX_MS 8000 /* resending after STORE_FAILED */
 #define PT_API_LAN_WAIT_MS 2500   /* a send without a server waits this long for the friend nearby */
@@ -139,6 +140,9 @@ struct pt_ctx {
     bool in_updates;            /* process_updates is running */
     uint64_t next_try_ms;
     int backoff_ms;
+    int renew_reconnects;      /* nesting of reconnects after a session restart (pt_api_call) */
+    uint64_t awaiting[PT_API_MAX_NESTED]; /* ids of the calls waiting for results, outermost first */
+    size_t nawait;
     /* the server answered STORE_FAILED (its disk full or failing): the outbox keeps
      * its rows and is sent again from this time on, with its own backoff */
     uint64_t store_retry_ms;

@@ -93,7 +93,12 @@ int pt_sess_peek(const uint8_t *rec, size_t len, uint64_t *salt, uint64_t *sessi
 
 /* Processes one record. Bad messages are answered (bad_msg_notification,
  * bad_server_salt) on the next flush and are not delivered; a malformed record
- * returns PT_ERR_DECODE / PT_ERR_PROTO and the connection should close. */
+ * returns PT_ERR_DECODE / PT_ERR_PROTO and the connection should close.
+ * Client: PT_ERR_CLOSED when the server rejected our ids as too far ahead of its
+ * clock (code 17, or 16 after a jump) and ids from the corrected clock would go
+ * down: the session was renewed (pt_sess_renewals() counts up, pt_sess_id()
+ * changes, unacknowledged messages keep the ids the caller knows) and must be
+ * carried by a new connection. */
 int pt_sess_input(pt_sess *s, const uint8_t *rec, size_t len, pt_sess_event_cb cb,
                   void *ud) PT_WUR;
 
@@ -118,6 +123,8 @@ int pt_sess_flush(pt_sess *s, pt_sess_emit_cb emit, void *ud) PT_WUR;
 bool pt_sess_has_output(const pt_sess *s);
 
 uint64_t pt_sess_id(const pt_sess *s);
+uint64_t pt_sess_renewals(const pt_sess *s); /* client: restarts after a clock correction */
+int64_t pt_sess_time_offset_ms(const pt_sess *s); /* client: server clock minus ours */
 /* Messages received so far (every message inside a container counts): for rate limits. */
 uint64_t pt_sess_messages_in(const pt_sess *s);
 size_t pt_sess_unacked(const pt_sess *s); /* content messages sent, not yet acked */

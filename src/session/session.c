@@ -27,6 +27,9 @@ struct pt_sess {
     uint64_t salt;                 /* client: salt put in our records */
     int64_t time_offset_ms;        /* client: server clock minus ours */
     uint64_t last_msg_id;          /* last id generated; ids strictly increase */
+    uint64_t renewals;             /* client: times the session restarted (clock correction) */
+    bool renew_pending;            /* client: restart once the current record is processed */
+    int64_t renew_correction_ms;   /* client: the last clock correction, for the log */
     uint32_t content_sent;         /* content messages we created */
     uint32_t content_recv;         /* content messages we accepted */
     bool fresh;                    /* server: created for a client that may be resuming */
@@ -103,6 +106,8 @@ void pt_sess_free(pt_sess *s)
 }
 
 uint64_t pt_sess_id(const pt_sess *s) { return s->session_id; }
+uint64_t pt_sess_renewals(const pt_sess *s) { return s->renewals; }
+int64_t pt_sess_time_offset_ms(const pt_sess *s) { return s->time_offset_ms; }
 uint64_t pt_sess_messages_in(const pt_sess *s) { return s->msgs_in; }
 
 size_t pt_sess_unacked(const pt_sess *s)
@@ -128,15 +133,20 @@ bool pt_sess_has_output(const pt_sess *s)
 
 /* ---- ids ---------------------------------------------------------------------------- */
 
+/* The id the (corrected) clock gives now, low bits clear. */
+static uint64_t id_now(const pt_sess *s)
+{
+    int64_t now = (int64_t)pt_env_now_ms(s->env) + s->time_offset_ms;
+    uint64_t ms = now > 0 ? (uint64_t)now : 0;
+    return ((ms / 1000) << 32 | ((ms % 1000) << 32) / 1000) & ~3ull;
+}
+
 /* Client ids = 0 mod 4; server replies = 1, server-initiated = 3. The upper 32
  * bits are unix time; ids strictly increase. */
 static uint64_t gen_msg_id(pt_sess *s, bool response)
 {
-    int64_t now = (int64_t)pt_env_now_ms(s->env) + s->time_offset_ms;
-    uint64_t ms = now > 0 ? (uint64_t)now : 0;
-    uint64_t id = (ms / 1000) << 32 | ((ms % 1000) << 32) / 1000;
     uint64_t low = s->role == PT_SESS_CLIENT ? 0 : response ? 1 : 3;
-    id = (id & ~3ull) | low;
+    uint64_t id = id_now(s) | low;
     if (id <= s->last_msg_id) id = ((s->last_msg_id & ~3ull) + 4) | low;
     s->last_msg_id = id;
     return id;
@@ -509,6 +519,43 @@ static int gunzip(const uint8_t *in, size_t len, size_t *out_len)
     return zr == Z_BUF_ERROR && zs.avail_out == 0 ? PT_ERR_TOO_BIG : PT_ERR_DECODE;
 }
 
+/* Client: the server said our ids run ahead of its clock, and ids from the
+ * corrected clock would not be above those already used. Ids must increase within
+ * a session (and, for MTPROTO2, on a connection), so the session starts over: a new
+ * session id, ids and seqnos from the corrected clock, every unacknowledged message
+ * renumbered (the application keeps the ids it was given) and sent again on the
+ * next connection. Acks owed to the old session are dropped with it: the server
+ * resends what it still has through the new one (messages.sync). */
+static void renew_session(pt_sess *s)
+{
+    uint64_t old = s->session_id;
+    do pt_env_random(s->env, &s->session_id, sizeof s->session_id);
+    while (s->session_id == old);
+    s->renewals++;
+    s->last_msg_id = 0;
+    s->content_sent = s->content_recv = 0;
+    s->win_n = 0;
+    s->win_floor = s->max_recv_id = 0;
+    s->nacks = 0;
+    size_t w = 0;
+    for (size_t r = 0; r < s->qn; r++) {
+        omsg *m = s->q[r];
+        if (!m->content) {
+            free(m);
+            continue;
+        }
+        m->msg_id = gen_msg_id(s, false);
+        m->seqno = gen_seqno(s, true);
+        m->container_id = 0;
+        m->sent = m->ever_sent = false;
+        s->q[w++] = m;
+    }
+    s->qn = w;
+    pt_log_info("session %016llx: our clock ran %lld ms ahead of the server's; ids restart in "
+                "session %016llx on a new connection", (unsigned long long)old,
+                (long long)-s->renew_correction_ms, (unsigned long long)s->session_id);
+}
+
 /* Handles one accepted object. */
 static int dispatch(pt_sess *s, uint64_t msg_id, const uint8_t *body, size_t len, bool in_gzip,
                     const in_ctx *ic)
@@ -550,7 +597,11 @@ static int dispatch(pt_sess *s, uint64_t msg_id, const uint8_t *body, size_t len
         if (code == PT_BAD_MSG_ID_TOO_LOW || code == PT_BAD_MSG_ID_TOO_HIGH) {
             /* resynchronise with the server clock carried in its msg_id */
             uint64_t srv_ms = (msg_id >> 32) * 1000 + ((msg_id & 0xffffffffu) * 1000 >> 32);
+            int64_t before = s->time_offset_ms;
             s->time_offset_ms = (int64_t)srv_ms - (int64_t)pt_env_now_ms(s->env);
+            s->renew_correction_ms = s->time_offset_ms - before;
+            /* the rest of the record is still the old session's; pt_sess_input renews */
+            if (s->role == PT_SESS_CLIENT && id_now(s) <= s->last_msg_id) s->renew_pending = true;
         }
         if (code == PT_BAD_MSG_DUPLICATE) {
             acked(s, bad, ic->cb, ic->ud);
@@ -720,5 +771,11 @@ int pt_sess_input(pt_sess *s, const uint8_t *rec, size_t len, pt_sess_event_cb c
     if (s->role == PT_SESS_SERVER && !pt_sess_salt_valid(s->salt_secret, salt, pt_env_now_ms(s->env)))
         return notify_bad(s, msg_id, seqno, PT_BAD_MSG_SALT);
     in_ctx ic = {cb, ud};
-    return process(s, msg_id, seqno, rec + PT_SESS_HDR_LEN, blen, false, &ic);
+    int rc = process(s, msg_id, seqno, rec + PT_SESS_HDR_LEN, blen, false, &ic);
+    if (rc == 0 && s->renew_pending) {
+        s->renew_pending = false;
+        renew_session(s);
+        rc = PT_ERR_CLOSED; /* the connection carries the old session: reconnect */
+    }
+    return rc;
 }

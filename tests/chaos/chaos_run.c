@@ -1371,6 +1371,10 @@ static bool print_row(const campaign *cp, uint64_t seed, const result *r, bool k
     if (cp->e2e_replay) ok &= r->e2e_originals_ok == cp->e2e_count && r->e2e_attempts > 0;
     ok &= r->server_crashes == 0;
     if (cp->env == ENV_DISKFULL || cp->env == ENV_IOERR) ok &= strcmp(r->integrity, "ok") == 0;
+    if (cp->env == ENV_SKEW && r->bad_msg_time > r->connects) { /* defect 9: one round trip each */
+        printf("    more msg_id rejections than connections: a clock resync took more than one round trip\n");
+        ok = false;
+    }
     if (r->failed && known_undecryptable)
         printf("    accepted-then-undecryptable messages tolerated (--known-undecryptable: defect 4)\n");
     if (r->late)

@@ -341,6 +341,71 @@ static void test_salt_and_clock_recovery(void **state)
     peers_free(&cl, &sv);
 }
 
+/* Defect 9 (docs/RELIABILITY.md): a client clock more than PT_SESS_FUTURE_S ahead.
+ * Renewing the rejected ids could not bring them down (ids increase per session), so
+ * before the fix every resend was rejected again until the real clock caught up.
+ * Now the first rejection renews the session: new id, ids from the corrected clock,
+ * the calls resent under the ids the caller knows, answered once each. */
+static void test_clock_ahead_renews_session(void **state)
+{
+    (void)state;
+    int64_t skews_ms[] = {301 * 1000, 31 * 1000, 3600 * 1000};
+    for (size_t k = 0; k < PT_ARRAY_LEN(skews_ms); k++) {
+        peer cl, sv;
+        memset(&cl, 0, sizeof cl);
+        memset(&sv, 0, sizeof sv);
+        pt_sess_config cc = {.role = PT_SESS_CLIENT, .session_id = 41,
+                             .salt = pt_sess_salt_for(secret, tenv.now_ms),
+                             .time_offset_ms = skews_ms[k]};
+        pt_sess_config sc = {.role = PT_SESS_SERVER, .session_id = 41, .salt_secret = secret};
+        cl.s = pt_sess_new(&tenv.env, &cc);
+        sv.s = pt_sess_new(&tenv.env, &sc);
+        pt_buf b;
+        pt_buf_init(&b);
+        uint64_t ids[3];
+        for (uint32_t i = 0; i < 3; i++) {
+            encode_echo(&b, 100 + i);
+            assert_int_equal(pt_sess_send(cl.s, b.data, b.len, false, &ids[i]), 0);
+        }
+        deliver(&cl, &sv, SIZE_MAX);
+        assert_int_equal(count(&sv, PT_SESS_EV_CALL), 0); /* all three too new */
+        assert_int_equal(pt_sess_flush(sv.s, on_emit, &sv), 0);
+        int rc = 0;
+        for (size_t i = 0; i < sv.nrecs && rc == 0; i++)
+            rc = pt_sess_input(cl.s, sv.recs[i].data, sv.recs[i].len, on_event, &cl);
+        peer_drop_records(&sv);
+        assert_int_equal(rc, PT_ERR_CLOSED); /* reconnect: the old connection has the old session */
+        assert_non_null(find_bad(&cl, PT_BAD_MSG_ID_TOO_HIGH));
+        assert_int_equal(pt_sess_renewals(cl.s), 1);
+        assert_int_not_equal(pt_sess_id(cl.s), 41);
+        int64_t off = pt_sess_time_offset_ms(cl.s);
+        assert_true(off > -1000 && off < 1000); /* the server's clock is the test's */
+        assert_int_equal(pt_sess_unacked(cl.s), 3);
+        peer_clear_events(&cl);
+
+        /* the new connection: the server makes the session the client names */
+        pt_sess_free(sv.s);
+        sc.session_id = pt_sess_id(cl.s);
+        sv.s = pt_sess_new(&tenv.env, &sc);
+        pt_sess_resume(cl.s);
+        for (int r = 0; r < 3; r++) {
+            deliver(&cl, &sv, SIZE_MAX);
+            serve_calls(&sv);
+            deliver(&sv, &cl, SIZE_MAX);
+        }
+        assert_null(find_bad(&cl, PT_BAD_MSG_ID_TOO_HIGH)); /* one round trip, no more */
+        assert_int_equal(count(&cl, PT_SESS_EV_RESULT), 3);
+        for (size_t i = 0; i < cl.nev; i++)
+            if (cl.ev[i].type == PT_SESS_EV_RESULT)
+                assert_true(cl.ev[i].req_msg_id == ids[0] || cl.ev[i].req_msg_id == ids[1] ||
+                            cl.ev[i].req_msg_id == ids[2]);
+        assert_int_equal(pt_sess_unacked(cl.s), 0);
+        assert_int_equal(pt_sess_renewals(cl.s), 1);
+        pt_buf_free(&b);
+        peers_free(&cl, &sv);
+    }
+}
+
 static void test_salt_rotation(void **state)
 {
     (void)state;
@@ -531,6 +596,7 @@ int main(void)
         cmocka_unit_test(test_resume_exactly_once),
         cmocka_unit_test(test_bad_msg_notifications),
         cmocka_unit_test(test_salt_and_clock_recovery),
+        cmocka_unit_test(test_clock_ahead_renews_session),
         cmocka_unit_test(test_salt_rotation),
         cmocka_unit_test(test_gzip_and_bomb),
         cmocka_unit_test(test_ping_state_resend),
