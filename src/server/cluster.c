@@ -93,4 +93,16 @@ int pt_cluster_reserve_ids(pt_cluster *c, int64_t *next, int64_t *limit)
     (void)c, (void)next, (void)limit;
     return PT_ERR_IO;
 }
+int pt_cluster_prekeys_put(pt_cluster *c, const uint8_t device[32], const pt_cluster_signed *sig,
+                           const pt_cluster_prekey *keys, uint32_t n, int *count)
+{
+    (void)c, (void)device, (void)sig, (void)keys, (void)n, (void)count;
+    return PT_ERR_IO;
+}
+int pt_cluster_prekeys_take(pt_cluster *c, const uint8_t device[32], pt_cluster_signed *sig,
+                            pt_cluster_prekey *otk, int *left)
+{
+    (void)c, (void)device, (void)sig, (void)otk, (void)left;
+    return PT_ERR_IO;
+}
 #endif

@@ -11,10 +11,16 @@
  * key is gone from disk before anyone sees it. A device whose stock falls below
  * PT_SERVER_PREKEY_LOW is asked, if connected, to top up (updates.prekeysLow); with
  * none left, bundles carry only the signed prekey.
+ *
+ * Cluster mode keeps them in the cluster's key-value bucket instead (pt_cluster.h,
+ * key p.<device hex>): a device uploads on one node and is fetched on any; an upload
+ * and a fetch each rewrite the device's value by compare-and-set, so two fetches on
+ * two nodes can never be handed the same one-time key either.
  */
 #include <stdlib.h>
 
 #include "crypto/pt_crypto.h"
+#include "server/pt_cluster.h"
 #include "server/pt_server_int.h"
 
 #define KIND_ONE_TIME 0
@@ -24,11 +30,7 @@ static const char signed_prekey_label[] = "PT1 signed prekey";
 
 /* ---- prekeys.upload ------------------------------------------------------------------------------ */
 
-typedef struct otk {
-    int32_t id;
-    uint8_t len;
-    uint8_t key[PT_SERVER_PREKEY_MAX];
-} otk;
+typedef pt_cluster_prekey one_time_key; /* id, len, key */
 
 typedef struct upload_op {
     pt_db_op op;
@@ -43,7 +45,7 @@ typedef struct upload_op {
     int err_code;
     const char *err_msg;
     uint32_t n;
-    otk keys[];                     /* n one-time keys */
+    one_time_key keys[];            /* n one-time keys */
 } upload_op;
 
 static int count_one_time(sqlite3 *db, const uint8_t device[32])
@@ -60,9 +62,26 @@ static int count_one_time(sqlite3 *db, const uint8_t device[32])
     return rc;
 }
 
+/* Cluster mode: the bucket, not SQLite. */
+static int upload_cluster(upload_op *o)
+{
+    pt_cluster_signed sig = {.has = o->has_signed, .id = o->signed_id, .len = o->signed_len};
+    memcpy(sig.key, o->signed_key, sizeof sig.key);
+    memcpy(sig.signature, o->signature, sizeof sig.signature);
+    int rc = pt_cluster_prekeys_put(o->to.srv->cluster, o->device, &sig, o->keys, o->n, &o->count);
+    if (rc == PT_ERR_TOO_BIG) {
+        o->err_code = PT_RPC_TOO_LARGE;
+        o->err_msg = "TOO_MANY_PREKEYS";
+        return PT_ERR_STATE;
+    }
+    if (rc) o->err_msg = "CLUSTER_UNAVAILABLE";
+    return rc;
+}
+
 static int upload_apply(sqlite3 *db, void *arg)
 {
     upload_op *o = arg;
+    if (o->to.srv->cluster) return upload_cluster(o);
     int have = count_one_time(db, o->device);
     if (have < 0) return have;
     if ((uint32_t)have + o->n > PT_SERVER_PREKEY_STORED_MAX) {
@@ -174,6 +193,8 @@ static void rpc_upload(pt_conn *c, uint64_t req, const pt_tl_prekeys_upload *q)
         memcpy(msg + len, q->signed_key.data, q->signed_key.len);
         len += q->signed_key.len;
         int rc = identity_key(c->srv, e->dev->user_id, ik);
+        if (rc == PT_ERR_NOT_FOUND && c->srv->cluster) /* bound on another node */
+            rc = pt_cluster_user(c->srv->cluster, e->dev->user_id, ik, NULL, NULL);
         if (rc) {
             pt_srv_reply_error(e, req, PT_RPC_INTERNAL, "INTERNAL");
             return;
@@ -183,7 +204,7 @@ static void rpc_upload(pt_conn *c, uint64_t req, const pt_tl_prekeys_upload *q)
             return;
         }
     }
-    upload_op *o = calloc(1, sizeof *o + q->one_time_keys.n * sizeof(otk));
+    upload_op *o = calloc(1, sizeof *o + q->one_time_keys.n * sizeof(one_time_key));
     if (!o) {
         pt_srv_reply_error(e, req, PT_RPC_INTERNAL, "OUT_OF_MEMORY");
         return;
@@ -235,9 +256,30 @@ typedef struct fetch_op {
     bundle b[PT_SERVER_USER_DEVICES_MAX];
 } fetch_op;
 
-/* Fills b for device: 1 with a bundle, 0 when it has no signed prekey. */
-static int fetch_device(sqlite3 *db, bundle *b)
+/* Cluster mode: fills b from the bucket (1, 0 or an error, as fetch_device). */
+static int fetch_cluster(pt_cluster *c, bundle *b)
 {
+    pt_cluster_signed sig;
+    pt_cluster_prekey otk;
+    int rc = pt_cluster_prekeys_take(c, b->device, &sig, &otk, &b->left);
+    if (rc != 1) return rc;
+    b->signed_id = sig.id;
+    b->signed_len = sig.len;
+    memcpy(b->signed_key, sig.key, sizeof b->signed_key);
+    memcpy(b->signature, sig.signature, sizeof b->signature);
+    b->has_otk = otk.len > 0;
+    if (b->has_otk) {
+        b->otk_id = otk.id;
+        b->otk_len = otk.len;
+        memcpy(b->otk, otk.key, otk.len);
+    }
+    return 1;
+}
+
+/* Fills b for device: 1 with a bundle, 0 when it has no signed prekey. */
+static int fetch_device(pt_server *s, sqlite3 *db, bundle *b)
+{
+    if (s->cluster) return fetch_cluster(s->cluster, b);
     sqlite3_stmt *st;
     int rc = pt_db_stmt(db, "SELECT key_id, public, signature FROM prekeys "
                                "WHERE device_key = ? AND kind = ?", &st);
@@ -284,6 +326,19 @@ static int fetch_apply(sqlite3 *db, void *arg)
     fetch_op *o = arg;
     pt_srv_devlist l = {0};
     int rc = pt_srv_user_devices(db, o->user, o->requester, &l);
+    if (rc == 0 && o->to.srv->cluster) {
+        /* the devices bound on any node (this node's store knows its own users only) */
+        pt_srv_devlist all = {0};
+        rc = pt_cluster_user(o->to.srv->cluster, o->user, NULL, NULL, &all);
+        for (size_t i = 0; rc == 0 && i < all.n; i++) {
+            bool have = memcmp(all.pk[i], o->requester, 32) == 0;
+            for (size_t k = 0; k < l.n && !have; k++) have = memcmp(l.pk[k], all.pk[i], 32) == 0;
+            if (!have) rc = pt_srv_devlist_add(&l, all.pk[i]);
+        }
+        if (rc == PT_ERR_NOT_FOUND) rc = 0;
+        pt_srv_devlist_free(&all);
+        if (rc) o->err_msg = "CLUSTER_UNAVAILABLE";
+    }
     if (rc) goto out;
     o->n = 0;
     bool found = o->all;
@@ -293,7 +348,7 @@ static int fetch_apply(sqlite3 *db, void *arg)
         bundle *b = &o->b[o->n];
         memset(b, 0, sizeof *b);
         memcpy(b->device, l.pk[i], 32);
-        if ((rc = fetch_device(db, b)) < 0) goto out;
+        if ((rc = fetch_device(o->to.srv, db, b)) < 0) goto out;
         o->n += (size_t)rc;
     }
     rc = 0;
@@ -358,6 +413,8 @@ static void rpc_fetch(pt_conn *c, uint64_t req, const pt_tl_prekeys_fetch *q)
         return;
     }
     int rc = identity_key(c->srv, q->user_id, o->identity_key);
+    if (rc == PT_ERR_NOT_FOUND && c->srv->cluster) /* a user bound on another node */
+        rc = pt_cluster_user(c->srv->cluster, q->user_id, o->identity_key, NULL, NULL);
     int blocked = rc == 0 ? pt_srv_dir_blocked(c->srv, q->user_id, e->dev->user_id) : 0;
     if (rc || blocked) {
         if (rc == PT_ERR_NOT_FOUND) pt_srv_reply_error(e, req, PT_RPC_NOT_FOUND, "USER_NOT_FOUND");

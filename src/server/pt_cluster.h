@@ -27,6 +27,12 @@
  *   d.<device hex>               user_id[16]; created at the device's bind, so a device
  *                                bound on one node is bound on every node
  *   i.<node_id>                  u64le: the end of the server ids reserved by that node
+ *   p.<device hex>               the device's prekeys: its signed prekey and its one-time
+ *                                prekeys, in one value, rewritten by its uploads only
+ *   c.<device hex>.<key id>      node_id u32le: that one-time key was handed out; a fetch
+ *                                creates it (kvStore_Create), so one fetch in the whole
+ *                                cluster gets each key; the next upload drops the key
+ *                                from p.<device hex>
  *
  * Stream PT_QUEUE (work queue, file storage, `replicas` copies): pt.q.<device hex>, the
  * device's durable queue of items sent through pt_srv_forward (messages, receipts,
@@ -124,5 +130,34 @@ int pt_cluster_user(pt_cluster *c, const uint8_t user_id[16], uint8_t identity[3
 int pt_cluster_device_user(pt_cluster *c, const uint8_t device[32], uint8_t user_id[16]);
 /* The user owning username key: 0, PT_ERR_NOT_FOUND or PT_ERR_IO. */
 int pt_cluster_resolve(pt_cluster *c, const char *key, uint8_t user_id[16]);
+
+/* ---- the prekey directory (key p.<device hex>): blocking, the store's writer thread -------- */
+
+typedef struct pt_cluster_prekey {
+    int32_t id;
+    uint8_t len;
+    uint8_t key[PT_SERVER_PREKEY_MAX];
+} pt_cluster_prekey;
+
+typedef struct pt_cluster_signed {
+    bool has;
+    int32_t id;
+    uint8_t len;
+    uint8_t key[PT_SERVER_PREKEY_MAX];
+    uint8_t signature[64];
+} pt_cluster_signed;
+
+/* Stores a device's upload: replaces the signed prekey when sig->has, adds the n
+ * one-time keys whose ids it does not hold yet. *count = one-time keys stored after.
+ * 0; PT_ERR_TOO_BIG when that would exceed PT_SERVER_PREKEY_STORED_MAX (nothing
+ * stored); PT_ERR_IO when JetStream did not answer or kept changing it. */
+int pt_cluster_prekeys_put(pt_cluster *c, const uint8_t device[32], const pt_cluster_signed *sig,
+                           const pt_cluster_prekey *keys, uint32_t n, int *count);
+/* A bundle of device: its signed prekey and, when it has one left, the unclaimed
+ * one-time key with the smallest id, claimed for this fetch (*otk->len = 0: none).
+ * 1 with a bundle, 0 when the device has no signed prekey, PT_ERR_IO. *left = the
+ * one-time keys left. */
+int pt_cluster_prekeys_take(pt_cluster *c, const uint8_t device[32], pt_cluster_signed *sig,
+                            pt_cluster_prekey *otk, int *left);
 
 #endif

@@ -6,6 +6,8 @@
  *    the device when it syncs on the other node; its confirmation there deletes it on
  *    the sender's node (no duplicate when the device later syncs on that node);
  *  - the same username claimed at the same moment on both nodes: exactly one wins;
+ *  - one-time prekeys: 6 fetchers on two nodes fetching at once, round after round,
+ *    are handed each key once; an upload through the other node adds to the same stock;
  *  - durable queues in JetStream: kill -9 of the packtrackd node a user is connected
  *    to, kill -9 of one nats-server of three, each under 50 sends, and a restart of
  *    the whole cluster: every acked message is delivered exactly once.
@@ -37,7 +39,12 @@ typedef struct user {
     int64_t got_ids[1024];
     uint32_t got_seq[1024];
     size_t ngot, ndup;         /* distinct newMessage updates; repeated ones */
+    int nbundles;              /* bundles in the last prekeys.bundles answer */
+    int otk_id;                /* its one-time key id, -1 when it had none */
+    bool bundle_signed_ok;     /* its signed prekey is the one uploaded */
 } user;
+
+static uint8_t test_spk[32]; /* the signed prekey of test_prekeys_across_nodes */
 
 static char cluster_dir[256], nats_urls[256];
 static int nats_base;
@@ -75,6 +82,12 @@ static void on_event(void *ud, const pt_sess_event *ev)
         memcpy(u->resolved, o.u.users_user.user_id, 16);
     } else if (o.id == PT_TL_AUTH_BOUND_ID) {
         memcpy(u->user_id, o.u.auth_bound.user_id, 16);
+    } else if (o.id == PT_TL_PREKEYS_BUNDLES_ID) {
+        const pt_tl_vec_prekeys_bundle *v = &o.u.prekeys_bundles.bundles;
+        u->nbundles = (int)v->n;
+        u->otk_id = v->n && v->items[0].one_time_key.len ? v->items[0].one_time_key_id : -1;
+        u->bundle_signed_ok = v->n && v->items[0].signed_key.len == 32 &&
+                              memcmp(v->items[0].signed_key.data, test_spk, 32) == 0;
     }
 }
 
@@ -310,6 +323,121 @@ static void test_username_race(void **state)
         pt_client_free(x.c);
         pt_client_free(y.c);
     }
+    assert_int_equal(pt_test_server_stop(&n1), 0);
+    assert_int_equal(pt_test_server_stop(&n2), 0);
+}
+
+/* Uploads a signed prekey (when spk_id >= 0) and one-time keys first..first+n-1. */
+static int upload_prekeys(user *u, int32_t spk_id, int32_t first, uint32_t n)
+{
+    static uint8_t keys[100][32];
+    pt_tl_prekeys_key otk[100];
+    assert_true(n <= 100);
+    for (uint32_t i = 0; i < n; i++) {
+        pt_random(keys[i], 32);
+        otk[i] = (pt_tl_prekeys_key){.key_id = first + (int32_t)i, .key = {keys[i], 32}};
+    }
+    uint8_t msg[17 + 32 + 4 + 32], sig[64];
+    memcpy(msg, "PT1 signed prekey", 17);
+    memcpy(msg + 17, pt_client_device_key(u->c), 32);
+    pt_put_u32le(msg + 49, (uint32_t)spk_id);
+    memcpy(msg + 53, test_spk, 32);
+    assert_int_equal(pt_ed25519_sign(sig, msg, sizeof msg, u->id_sk), 0);
+    pt_tl_prekeys_upload q;
+    memset(&q, 0, sizeof q);
+    q.one_time_keys = (pt_tl_vec_prekeys_key){n, otk};
+    if (spk_id >= 0) {
+        q.signed_key_id = spk_id;
+        q.signed_key = (pt_tl_bytes){test_spk, 32};
+        q.signature = (pt_tl_bytes){sig, 64};
+    }
+    pt_buf body;
+    pt_buf_init(&body);
+    assert_int_equal(pt_tl_prekeys_upload_encode(&body, &q), 0);
+    call(u, &body);
+    pt_buf_free(&body);
+    return u->err_code;
+}
+
+/* Fetches on every fetcher at once, round after round: each one-time key is handed
+ * out once in the whole cluster, the fetchers being spread over two nodes. Returns
+ * the one-time keys handed out; marks their ids in seen (a second time fails). */
+static int fetch_rounds(user *f, int nf, const user *owner, int rounds, bool *seen, int max_id)
+{
+    int handed = 0;
+    for (int r = 0; r < rounds; r++) {
+        for (int i = 0; i < nf; i++) {
+            pt_tl_prekeys_fetch q;
+            memset(&q, 0, sizeof q);
+            memcpy(q.user_id, owner->user_id, 16); /* device zero: every device */
+            pt_buf body;
+            pt_buf_init(&body);
+            assert_int_equal(pt_tl_prekeys_fetch_encode(&body, &q), 0);
+            f[i].nbundles = 0;
+            start_call(&f[i], &body);
+            pt_buf_free(&body);
+        }
+        bool all = false;
+        for (int k = 0; k < 2000 && !all; k++) {
+            all = true;
+            for (int i = 0; i < nf; i++) {
+                if (!f[i].got_reply) pump(&f[i], 2);
+                all &= f[i].got_reply;
+            }
+        }
+        assert_true(all);
+        for (int i = 0; i < nf; i++) {
+            if (f[i].err_code) fail_msg("fetch on fetcher %d: %d %s", i, f[i].err_code, f[i].err_msg);
+            assert_int_equal(f[i].nbundles, 1);
+            assert_true(f[i].bundle_signed_ok);
+            if (f[i].otk_id < 0) continue;
+            assert_true(f[i].otk_id >= 1 && f[i].otk_id <= max_id);
+            if (seen[f[i].otk_id]) fail_msg("one-time key %d handed out twice", f[i].otk_id);
+            seen[f[i].otk_id] = true;
+            handed++;
+        }
+    }
+    return handed;
+}
+
+static void test_prekeys_across_nodes(void **state)
+{
+    (void)state;
+    pt_test_server n1, n2;
+    start_nodes(&n1, &n2);
+    pt_random(test_spk, sizeof test_spk);
+    user owner;
+    user_new(&owner, "pkowner");
+    assert_int_equal(pt_client_connect(owner.c, "127.0.0.1", n1.port), 0);
+    assert_int_equal(bind(&owner, "pkowner"), 0);
+    assert_int_equal(upload_prekeys(&owner, 7, 1, 40), 0);
+    enum { NF = 6 };
+    user f[NF];
+    for (int i = 0; i < NF; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "fetcher%d", i);
+        user_new(&f[i], name);
+        assert_int_equal(pt_client_connect(f[i].c, "127.0.0.1", i % 2 ? n2.port : n1.port), 0);
+        assert_int_equal(bind(&f[i], name), 0);
+    }
+    bool seen[64] = {0};
+    /* 9 rounds of 6 concurrent fetches, three on each node: 54 fetches for 40 keys */
+    int handed = fetch_rounds(f, NF, &owner, 9, seen, 63);
+    assert_int_equal(handed, 40);
+    for (int id = 1; id <= 40; id++) assert_true(seen[id]);
+    /* exhausted: bundles still come, with the signed prekey only */
+    assert_int_equal(fetch_rounds(f, NF, &owner, 1, seen, 63), 0);
+    /* the owner tops up from the other node (bound on node 1): keys 41..50, fetched on both */
+    pt_client_drop(owner.c);
+    assert_int_equal(pt_client_connect(owner.c, "127.0.0.1", n2.port), 0);
+    assert_int_equal(upload_prekeys(&owner, -1, 41, 10), 0);
+    assert_int_equal(upload_prekeys(&owner, -1, 41, 10), 0); /* a retried upload adds nothing */
+    handed = fetch_rounds(f, NF, &owner, 3, seen, 63);
+    assert_int_equal(handed, 10);
+    for (int id = 41; id <= 50; id++) assert_true(seen[id]);
+    printf("cluster prekeys: 50 one-time keys, 78 concurrent fetches over 2 nodes, each key handed out once\n");
+    for (int i = 0; i < NF; i++) pt_client_free(f[i].c);
+    pt_client_free(owner.c);
     assert_int_equal(pt_test_server_stop(&n1), 0);
     assert_int_equal(pt_test_server_stop(&n2), 0);
 }
@@ -583,6 +711,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_chat_across_nodes),
         cmocka_unit_test(test_username_race),
+        cmocka_unit_test(test_prekeys_across_nodes),
         cmocka_unit_test(test_kill_node),
         cmocka_unit_test(test_kill_nats),
         cmocka_unit_test(test_cluster_restart),
