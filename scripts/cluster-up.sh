@@ -72,23 +72,25 @@ EOF
   echo $! > "$DIR/pids/nats-$i.pid" # the server rewrites the same pid once it runs
 done
 
-# Ready: every server's JetStream healthy (meta leader elected, it is current).
+# Ready: every server's JetStream healthy (meta leader elected, it is current). A
+# restart on existing data recovers every stream and consumer first: on a loaded
+# 2-core machine that took over 15 s, hence 30.
 http_ok() { curl -fsS --max-time 1 "$1" 2>/dev/null; }
 for i in $(seq 1 "$NATS_N"); do
   ok=0
-  for _ in $(seq 1 150); do
+  for _ in $(seq 1 300); do
     if http_ok "http://127.0.0.1:$((BASE + 200 + i))/healthz" | grep -q '"ok"'; then ok=1; break; fi
     sleep 0.1
   done
-  [ $ok = 1 ] || fail "nats-server $i not healthy after 15 s; see $DIR/nats-$i.log"
+  [ $ok = 1 ] || fail "nats-server $i not healthy after 30 s; see $DIR/nats-$i.log"
 done
 if [ "$NATS_N" -gt 1 ]; then
   ok=0
-  for _ in $(seq 1 150); do
+  for _ in $(seq 1 300); do
     if http_ok "http://127.0.0.1:$((BASE + 201))/jsz" | grep -q '"leader": *"pt-nats'; then ok=1; break; fi
     sleep 0.1
   done
-  [ $ok = 1 ] || fail "no JetStream meta leader after 15 s; see $DIR/nats-*.log"
+  [ $ok = 1 ] || fail "no JetStream meta leader after 30 s; see $DIR/nats-*.log"
 fi
 
 nats_urls=$(IFS=,; echo "${urls[*]}")

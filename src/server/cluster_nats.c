@@ -28,7 +28,7 @@
 #define BUCKET "pt_users"
 #define BIND_TRIES 8         /* compare-and-set attempts on a user record */
 
-enum { IN_DEV = 1, IN_SYNC, IN_RCV, IN_QDEL, IN_PUBACK };
+enum { IN_DEV = 1, IN_SYNC, IN_RCV, IN_QDEL, IN_PUBACK, IN_RESET, IN_READY };
 
 #define QSTREAM "PT_QUEUE"          /* the durable per-device queues: pt.q.<device hex> */
 #define Q_ACK_WAIT_MS 5000          /* a delivery not confirmed in this time comes again */
@@ -44,6 +44,7 @@ enum { IN_DEV = 1, IN_SYNC, IN_RCV, IN_QDEL, IN_PUBACK };
 /* A delivery from the device's consumer, waiting for the device to confirm it. */
 typedef struct qpend {
     int64_t sid;
+    uint64_t sseq;                  /* its sequence in the stream: pushes go in this order */
     char *reply;                    /* JetStream's ack subject of the latest delivery */
     size_t len;
     uint8_t *update;                /* the encoded update, to push again after a sync */
@@ -57,6 +58,7 @@ typedef struct qdev {
     natsSubscription *q_sub;        /* pt.qd.<hex>: deliveries of its durable consumer */
     qpend *pend;
     size_t npend, cap;
+    bool ready;                     /* its consumer checked: deliveries are pushed */
     int64_t confirmed[Q_CONFIRMED]; /* ids confirmed here with no delivery pending (a ring) */
     unsigned nconf;
 } qdev;
@@ -170,8 +172,8 @@ static void on_rcv_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m, vo
     natsMsg_Destroy(m);
 }
 
-/* A delivery of a device's durable consumer: [u16 reply length | reply | server_id i64le |
- * update] to the loop. */
+/* A delivery of a device's durable consumer: [u16 reply length | reply | stream sequence
+ * u64le | server_id i64le | update] to the loop. */
 static void on_qd_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
 {
     (void)nc, (void)sub;
@@ -182,12 +184,16 @@ static void on_qd_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m, voi
     /* JetStream delivers it with the subject it was stored under: pt.q.<device hex> */
     if (strncmp(subj, "pt.q.", 5) == 0 && strlen(subj + 5) == 64 && pt_hex_decode(pk, 32, subj + 5) == 0 &&
         rl > 0 && rl < 1024 && len > 8) {
-        uint8_t *b = malloc(2 + rl + (size_t)len);
+        jsMsgMetaData *meta = NULL;
+        uint64_t sseq = natsMsg_GetMetaData(&meta, m) == NATS_OK ? meta->Sequence.Stream : 0;
+        jsMsgMetaData_Destroy(meta);
+        uint8_t *b = malloc(2 + rl + 8 + (size_t)len);
         if (b) {
             b[0] = (uint8_t)rl, b[1] = (uint8_t)(rl >> 8);
             memcpy(b + 2, reply, rl);
-            memcpy(b + 2 + rl, natsMsg_GetData(m), (size_t)len);
-            inbox_put(closure, IN_QDEL, pk, b, 2 + rl + (size_t)len);
+            pt_put_u64le(b + 2 + rl, sseq);
+            memcpy(b + 2 + rl + 8, natsMsg_GetData(m), (size_t)len);
+            inbox_put(closure, IN_QDEL, pk, b, 2 + rl + 8 + (size_t)len);
             free(b);
         }
     }
@@ -226,6 +232,7 @@ static void on_sub_complete(void *closure)
 
 static void q_delivered(pt_cluster *c, const uint8_t pk[32], const uint8_t *d, size_t len);
 static void q_puback(pt_cluster *c, const uint8_t pk[32], int64_t sid, bool ok);
+static void q_ready(pt_cluster *c, const uint8_t pk[32], bool reset);
 
 static void on_async(uv_async_t *a)
 {
@@ -243,6 +250,8 @@ static void on_async(uv_async_t *a)
             pt_srv_sync_remote(c->srv, it->pk);
         } else if (it->kind == IN_QDEL) {
             q_delivered(c, it->pk, it->data, it->len);
+        } else if (it->kind == IN_RESET || it->kind == IN_READY) {
+            q_ready(c, it->pk, it->kind == IN_RESET);
         } else if (it->kind == IN_PUBACK) {
             q_puback(c, it->pk, (int64_t)pt_get_u64le(it->data), it->data[8] != 0);
         } else if (it->kind == IN_RCV) {
@@ -351,9 +360,39 @@ static int open_queue_stream(pt_cluster *c)
     return PT_ERR_IO;
 }
 
-/* The worker: each device that comes up gets its durable push consumer (an
- * idempotent JetStream request), without blocking the loop. */
+static void add_consumer(pt_cluster *c, const uint8_t pk[32]);
+
+/* The worker: each device that comes up gets its durable push consumer, without
+ * blocking the loop. A consumer that still has deliveries out (unconfirmed, or
+ * delivered while no node had the device's subject: into the void, back only after
+ * the ack wait) would hand them over behind later items; it is made again instead,
+ * so that it delivers what is left in stream order (a work queue keeps what was not
+ * acked; IN_RESET tells the loop first). Then the loop is told the device is ready
+ * (IN_READY): until then its deliveries wait, unpushed. */
 static void ensure_consumer(pt_cluster *c, const uint8_t pk[32])
+{
+    char hex[65], durable[80];
+    pt_hex_encode(hex, pk, 32);
+    snprintf(durable, sizeof durable, "d%s", hex);
+    jsConsumerInfo *ci = NULL;
+    jsErrCode jerr = 0;
+    if (js_GetConsumerInfo(&ci, c->js, QSTREAM, durable, NULL, &jerr) == NATS_OK) {
+        bool out = ci->NumAckPending > 0;
+        jsConsumerInfo_Destroy(ci);
+        if (!out) {
+            inbox_put(c, IN_READY, pk, NULL, 0);
+            return;
+        }
+        inbox_put(c, IN_RESET, pk, NULL, 0); /* ahead of everything the new one delivers */
+        natsStatus st = js_DeleteConsumer(c->js, QSTREAM, durable, NULL, &jerr);
+        if (st != NATS_OK)
+            pt_log_warn("cluster: consumer %.17s...: cannot make it again: %s", durable, natsStatus_GetText(st));
+    }
+    add_consumer(c, pk);
+    inbox_put(c, IN_READY, pk, NULL, 0);
+}
+
+static void add_consumer(pt_cluster *c, const uint8_t pk[32])
 {
     char hex[65], durable[80], filter[80], deliver[80];
     pt_hex_encode(hex, pk, 32);
@@ -668,8 +707,9 @@ static void q_delivered(pt_cluster *c, const uint8_t pk[32], const uint8_t *d, s
     if (!reply) return;
     memcpy(reply, d + 2, rl);
     reply[rl] = 0;
-    const uint8_t *body = d + 2 + rl;
-    size_t blen = len - 2 - rl;
+    uint64_t sseq = pt_get_u64le(d + 2 + rl);
+    const uint8_t *body = d + 2 + rl + 8;
+    size_t blen = len - 2 - rl - 8;
     int64_t sid = (int64_t)pt_get_u64le(body);
     qdev *q = qdev_find(c, pk);
     if (!q) { /* gone from here meanwhile: to wherever it is now */
@@ -706,11 +746,40 @@ static void q_delivered(pt_cluster *c, const uint8_t pk[32], const uint8_t *d, s
             return;
         }
         memcpy(u, body + 8, blen - 8);
-        p = &q->pend[q->npend++];
-        *p = (qpend){.sid = sid, .reply = reply, .len = blen - 8, .update = u};
+        size_t at = q->npend; /* kept in stream order */
+        while (at > 0 && q->pend[at - 1].sseq > sseq) at--;
+        memmove(&q->pend[at + 1], &q->pend[at], (q->npend - at) * sizeof *q->pend);
+        q->npend++;
+        p = &q->pend[at];
+        *p = (qpend){.sid = sid, .sseq = sseq, .reply = reply, .len = blen - 8, .update = u};
     }
+    if (!q->ready) return; /* pushed once the consumer is checked (q_ready) */
     pt_buf b = {.data = p->update, .len = p->len, .cap = p->len};
     pt_srv_push_device(c->srv, pk, NULL, &b);
+}
+
+/* IN_RESET (reset): the device's consumer is about to be made again; the deliveries
+ * held here are dropped unacked (their ack subjects belong to the consumer that goes;
+ * the new one delivers them again). IN_READY: the consumer is checked; what came
+ * meanwhile is pushed now, in stream order. */
+static void q_ready(pt_cluster *c, const uint8_t pk[32], bool reset)
+{
+    qdev *q = qdev_find(c, pk);
+    if (!q) return;
+    if (reset) { /* before the old consumer goes: its deliveries held here go with it */
+        for (size_t i = 0; i < q->npend; i++) {
+            free(q->pend[i].reply);
+            free(q->pend[i].update);
+        }
+        q->npend = 0;
+        return;
+    }
+    if (q->ready) return;
+    q->ready = true;
+    for (size_t i = 0; i < q->npend; i++) {
+        pt_buf b = {.data = q->pend[i].update, .len = q->pend[i].len, .cap = q->pend[i].len};
+        pt_srv_push_device(c->srv, pk, NULL, &b);
+    }
 }
 
 /* The device confirmed ids (on this node): their deliveries are acked to JetStream;
@@ -726,7 +795,9 @@ static void q_confirm(pt_cluster *c, const uint8_t pk[32], const int64_t *ids, u
             ack_publish(c, q->pend[i].reply, "+ACK");
             free(q->pend[i].reply);
             free(q->pend[i].update);
-            q->pend[i] = q->pend[--q->npend];
+            /* keep the rest in delivery order: they may be pushed again */
+            memmove(&q->pend[i], &q->pend[i + 1], (q->npend - i - 1) * sizeof *q->pend);
+            q->npend--;
             found = true;
             break;
         }
@@ -867,12 +938,24 @@ void pt_cluster_route(pt_cluster *c, const uint8_t pk[32], const pt_buf *update)
     if (st != NATS_OK) pt_log_debug("cluster: publish to %s: %s", subj, natsStatus_GetText(st));
 }
 
+void pt_cluster_attached(pt_cluster *c, const uint8_t pk[32], pt_srv_sess *e)
+{
+    /* Deliveries that came while the device's connection had no session yet could
+     * not be pushed; they go first, in delivery order, so that a later one pushed
+     * live cannot overtake them (per-sender order, PROTOCOL.md §6.2). */
+    qdev *q = qdev_find(c, pk);
+    for (size_t i = 0; q && q->ready && i < q->npend; i++) {
+        pt_buf b = {.data = q->pend[i].update, .len = q->pend[i].len, .cap = q->pend[i].len};
+        pt_srv_push_device(c->srv, pk, e, &b);
+    }
+}
+
 void pt_cluster_sync(pt_cluster *c, const uint8_t pk[32])
 {
     /* deliveries of its durable queue not yet confirmed: again to the session that
      * synced (its first connection may have come up before its session did) */
     qdev *q = qdev_find(c, pk);
-    for (size_t i = 0; q && i < q->npend; i++) {
+    for (size_t i = 0; q && q->ready && i < q->npend; i++) {
         pt_buf b = {.data = q->pend[i].update, .len = q->pend[i].len, .cap = q->pend[i].len};
         pt_srv_push_device(c->srv, pk, NULL, &b);
     }

@@ -51,6 +51,7 @@
 
 typedef struct pt_cluster pt_cluster;
 struct pt_srv_devlist;
+struct pt_srv_sess;
 struct pt_buf;
 
 #define PT_CLUSTER_SERVER_ID_SHIFT 40
@@ -102,6 +103,10 @@ int pt_cluster_reserve_ids(pt_cluster *c, int64_t *next, int64_t *limit);
 
 /* Sends an encoded update to a device connected to another node, if any is. */
 void pt_cluster_route(pt_cluster *c, const uint8_t pk[32], const struct pt_buf *update);
+/* Session e of device pk now has a connection: pushes it what device pk's durable
+ * queue delivered here and it did not confirm, in delivery order, before anything
+ * delivered later can be pushed live. */
+void pt_cluster_attached(pt_cluster *c, const uint8_t pk[32], struct pt_srv_sess *e);
 /* Pushes again what device pk's durable queue delivered here and it did not confirm,
  * and asks the other nodes to resend what they hold queued for it in their SQLite. */
 void pt_cluster_sync(pt_cluster *c, const uint8_t pk[32]);

@@ -334,6 +334,7 @@ static int attach_session(pt_conn *c, const uint8_t *rec, size_t len)
     }
     e->conn = c;
     c->sess = e;
+    if (s->cluster) pt_cluster_attached(s->cluster, pk, e);
     return 0;
 }
 
