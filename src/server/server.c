@@ -492,16 +492,17 @@ static int accept_one(pt_server *s)
         pt_conn_close(c, why);
         return 0;
     }
-    if (s->nconns == (size_t)s->cfg.max_connections + 1 && s->hs_head) { /* (a reload may lower the cap) */
-        /* Full. The connection longest in its handshake makes room: otherwise a
-         * crowd of addresses, each under the per-address cap, could hold every slot
-         * with half-open handshakes and keep real clients out for as long as it
-         * reconnects (refusing the newcomer, as before, serves whoever reconnects
-         * fastest). This way an authenticated connection is never closed for a
-         * newcomer, and a handshake holds its slot only while it is not the oldest. */
+    if (s->nconns == (size_t)s->cfg.max_connections + 1 && s->hs_head) {
+        /* Full (just: a reload may have lowered the cap below what is open). The
+         * connection longest in its handshake makes room: otherwise a crowd of
+         * addresses, each under the per-address cap, could hold every slot with
+         * half-open handshakes and keep real clients out for as long as it reconnects
+         * (refusing the newcomer, as before, serves whoever reconnects fastest). This
+         * way an authenticated connection is never closed for a newcomer, and a
+         * handshake holds its slot only while it is not the oldest. */
         pt_conn *old = s->hs_head;
-        pt_log_debug("conn %s: %u connections: closing the oldest handshake (%s) to admit it", c->peer,
-                    s->cfg.max_connections, old->peer);
+        pt_log_debug("conn %s: %u connections: closing the oldest handshake (%s) to admit it",
+                     c->peer, s->cfg.max_connections, old->peer);
         s->counters.conns_evicted++;
         pt_conn_close(old, "evicted: the server is full and this handshake was the oldest");
     }

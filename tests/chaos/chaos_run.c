@@ -789,7 +789,10 @@ static void handle_line(const char *l)
         if ((l[0] == 'C') != conv_is_copy(conv, u)) wrong_direction++;
         msg_state *m = &msgs[conv][seq];
         if (m->ev[u] == 0 && late_phase[u]) late_count++;
-        if (m->ev[u] == 0 && seq < last_seq[u][conv]) ooo_count++, ooo_dev[u]++;
+        if (m->ev[u] == 0 && seq < last_seq[u][conv]) {
+            ooo_count++;
+            ooo_dev[u]++;
+        }
         if (m->ev[u] == 0) {
             first_deliveries++;
             last_delivery_ms = t;
@@ -1390,13 +1393,21 @@ static result run_campaign(const campaign *cp, uint64_t seed)
                     res.extra += got;
                     continue;
                 }
-                if (m->ev[who] > 1 || m->hist[who] > 1) res.dup += (got - 1), res.dev_dup[who] += got - 1;
+                if (m->ev[who] > 1 || m->hist[who] > 1) {
+                    res.dup += got - 1;
+                    res.dev_dup[who] += got - 1;
+                }
                 if (acc && !(m->failed && m->rc < 0 && !is_accepted_rc(m->rc))) {
                     res.expected++;
                     res.dev_expected[who]++;
                     res.dev_copies[who] += conv_is_copy(c, who);
-                    if (got >= 1) res.delivered++, res.dev_delivered[who]++;
-                    else res.lost++, res.dev_lost[who]++;
+                    if (got >= 1) {
+                        res.delivered++;
+                        res.dev_delivered[who]++;
+                    } else {
+                        res.lost++;
+                        res.dev_lost[who]++;
+                    }
                 } else if (m->started && !m->failed) { /* killed inside pt_send, never stored */
                     res.maybe++;
                     if (got >= 1) res.maybe_delivered++;
