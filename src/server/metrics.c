@@ -67,6 +67,8 @@ int pt_metrics_render(pt_server *s, pt_buf *out)
     M("connections_accepted_total", "counter", "TCP connections accepted.", k->conns_accepted);
     M("connections_refused_total", "counter",
       "Connections closed at accept: banned address or a connection cap.", k->conns_refused);
+    M("connections_evicted_total", "counter",
+      "Handshakes closed to make room for a new connection at max_connections.", k->conns_evicted);
     M("handshake_failures_total", "counter", "Channel handshakes that failed or timed out.",
       k->handshake_failures);
     M("sessions", "gauge", "Sessions kept, with or without a connection.", s->sess_n);

@@ -17,6 +17,7 @@
 #define PT_SERVER_IDLE_TIMEOUT_MS 300000
 #define PT_SERVER_SESSION_EXPIRY_MS 900000  /* a session with no connection lives this long */
 #define PT_SERVER_MAX_CONNECTIONS 16384
+#define PT_SERVER_ACCEPTS_PER_TURN 64 /* connections accepted per loop iteration at most */
 #define PT_SERVER_MAX_OUTBUF (4u << 20)     /* stop reading a peer whose replies pile up */
 #define PT_SERVER_MAX_SESSIONS_PER_DEVICE 16
 #define PT_SERVER_ENVELOPE_MAX 65536        /* end-to-end envelope, bytes */

@@ -64,6 +64,8 @@ struct pt_conn {
     uint64_t tokens_ms;             /* loop time of the last refill */
     uint64_t msgs_seen;             /* session messages already charged */
     pt_conn *prev, *next;           /* every connection */
+    bool in_handshake;              /* on the server's handshake queue (channel not up yet) */
+    pt_conn *hs_prev, *hs_next;     /* that queue, oldest first */
     struct pt_obfs_conn *obfs;      /* obfuscation layer (obfs_conn.c), NULL when off */
 };
 
@@ -71,6 +73,7 @@ struct pt_conn {
 typedef struct pt_srv_counters {
     uint64_t conns_accepted;        /* TCP connections accepted */
     uint64_t conns_refused;         /* closed at once: banned address or a connection cap */
+    uint64_t conns_evicted;         /* handshakes closed to make room at max_connections */
     uint64_t handshake_failures;    /* channel handshakes that failed or timed out */
     uint64_t rpc_calls;             /* application calls received */
     uint64_t msgs_in;               /* items accepted for routing (messages, group messages, receipts) */
@@ -103,6 +106,9 @@ struct pt_server {
     uint8_t salt_secret[PT_SESS_SALT_SECRET_LEN];
     pt_conn *conns;
     size_t nconns;
+    pt_conn *hs_head, *hs_tail;     /* connections still in their handshake, oldest first */
+    unsigned accepts_turn;          /* connections accepted in this loop iteration */
+    uv_timer_t accept_timer;        /* takes a connection left pending (budget spent, no memory) */
     pt_srv_sess **sess_buckets;
     size_t sess_nbuckets, sess_n;
     pt_srv_sess *sess_all;

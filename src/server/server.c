@@ -120,6 +120,28 @@ static void conn_handle_closed(uv_handle_t *h)
     free(c);
 }
 
+/* The handshake queue: connections whose channel is not up yet, oldest first. */
+static void hs_push(pt_server *s, pt_conn *c)
+{
+    c->in_handshake = true;
+    c->hs_prev = s->hs_tail;
+    c->hs_next = NULL;
+    if (s->hs_tail) s->hs_tail->hs_next = c;
+    else s->hs_head = c;
+    s->hs_tail = c;
+}
+
+static void hs_remove(pt_server *s, pt_conn *c)
+{
+    if (!c->in_handshake) return;
+    c->in_handshake = false;
+    if (c->hs_prev) c->hs_prev->hs_next = c->hs_next;
+    else s->hs_head = c->hs_next;
+    if (c->hs_next) c->hs_next->hs_prev = c->hs_prev;
+    else s->hs_tail = c->hs_prev;
+    c->hs_prev = c->hs_next = NULL;
+}
+
 /* Closes a connection. Never frees inside its own callback: libuv calls
  * conn_handle_closed() later, after the current dispatch. */
 void pt_conn_close(pt_conn *c, const char *why)
@@ -128,6 +150,7 @@ void pt_conn_close(pt_conn *c, const char *why)
     c->closing = true;
     pt_server *s = c->srv;
     if (why) pt_log_debug("conn %s: closed: %s", c->peer, why);
+    hs_remove(s, c);
     pt_abuse_release(s, c);
     if (c->sess) {
         c->sess->conn = NULL;
@@ -261,7 +284,12 @@ static void flush_dirty(pt_server *s)
     uv_idle_stop(&s->flush_idle);
 }
 
-static void on_flush_check(uv_check_t *h) { flush_dirty(h->data); }
+static void on_flush_check(uv_check_t *h)
+{
+    pt_server *s = h->data;
+    s->accepts_turn = 0; /* a new loop iteration: a new accept budget */
+    flush_dirty(s);
+}
 
 static void on_timer(uv_timer_t *t)
 {
@@ -395,6 +423,7 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
         return;
     }
     if (!was_established && pt_chan_established(c->chan)) {
+        hs_remove(c->srv, c); /* authenticated: never evicted to make room */
         if (!c->closing && pt_srv_device_conn_up(c->srv, c) != 0) {
             pt_conn_close(c, "out of memory");
             return;
@@ -417,12 +446,14 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
     conn_start_write(c);
 }
 
-static void on_connection(uv_stream_t *server, int status)
+/* Takes the connection libuv accepted (listener.accepted_fd). PT_ERR_NOMEM leaves it
+ * pending, to be taken later. */
+static int accept_one(pt_server *s)
 {
-    pt_server *s = server->data;
-    if (status < 0 || s->stopping) return;
+    uv_stream_t *server = (uv_stream_t *)&s->listener;
     pt_conn *c = calloc(1, sizeof *c);
-    if (!c) return;
+    if (!c) return PT_ERR_NOMEM;
+    s->accepts_turn++;
     c->srv = s;
     uv_tcp_init(&s->loop, &c->tcp);
     uv_timer_init(&s->loop, &c->timer);
@@ -438,7 +469,7 @@ static void on_connection(uv_stream_t *server, int status)
     strcpy(c->peer, "?");
     if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
         pt_conn_close(c, "accept failed");
-        return;
+        return 0;
     }
     struct sockaddr_storage ss;
     int sl = sizeof ss;
@@ -460,29 +491,76 @@ static void on_connection(uv_stream_t *server, int status)
         pt_log_warn("conn %s: refused: %s", c->peer, why);
         s->counters.conns_refused++;
         pt_conn_close(c, why);
-        return;
+        return 0;
     }
-    if (s->nconns > s->cfg.max_connections) {
+    if (s->nconns == (size_t)s->cfg.max_connections + 1 && s->hs_head) {
+        /* Full (just: a reload may have lowered the cap below what is open). The
+         * connection longest in its handshake makes room: otherwise a crowd of
+         * addresses, each under the per-address cap, could hold every slot with
+         * half-open handshakes and keep real clients out for as long as it reconnects
+         * (refusing the newcomer, as before, serves whoever reconnects fastest). This
+         * way an authenticated connection is never closed for a newcomer, and a
+         * handshake holds its slot only while it is not the oldest. */
+        pt_conn *old = s->hs_head;
+        pt_log_debug("conn %s: %u connections: closing the oldest handshake (%s) to admit it",
+                     c->peer, s->cfg.max_connections, old->peer);
+        s->counters.conns_evicted++;
+        pt_conn_close(old, "evicted: the server is full and this handshake was the oldest");
+    }
+    if (s->nconns > s->cfg.max_connections) { /* every slot is an authenticated connection */
         pt_log_warn("conn %s: refused: %u connections already", c->peer, s->cfg.max_connections);
         s->counters.conns_refused++;
         pt_conn_close(c, "too many connections");
-        return;
+        return 0;
     }
     pt_chan_config cc = {.is_server = true, .suites = s->cfg.suites, .nsuites = s->cfg.nsuites,
                          .static_sk = s->static_sk, .static_pk = s->static_pk};
     int err = 0;
     if (!(c->chan = pt_chan_new(pt_env_default(), &cc, &err))) {
         pt_conn_close(c, pt_strerror(err));
-        return;
+        return 0;
     }
     if ((err = pt_obfs_conn_attach(c)) != 0) { /* obfuscation (obfs_conn.c) */
         pt_conn_close(c, pt_strerror(err));
-        return;
+        return 0;
     }
+    hs_push(s, c);
     uv_tcp_nodelay(&c->tcp, 1);
     uv_timer_start(&c->timer, on_timer, pt_obfs_conn_first_timeout_ms(c), 0);
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
     pt_log_debug("conn %s: accepted", c->peer);
+    return 0;
+}
+
+static void on_accept_timer(uv_timer_t *t);
+
+/* Leaves the accepted connection pending: libuv stops watching the listener until
+ * uv_accept() is called, which accept_one() does when the timer fires. */
+static void defer_accept(pt_server *s, uint64_t ms)
+{
+    uv_timer_start(&s->accept_timer, on_accept_timer, ms, 0);
+}
+
+static void on_accept_timer(uv_timer_t *t)
+{
+    pt_server *s = t->data;
+    if (s->stopping) return;
+    if (accept_one(s) != 0) defer_accept(s, 10); /* no memory: try again a little later */
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    pt_server *s = server->data;
+    if (status < 0 || s->stopping) return;
+    /* At most PT_SERVER_ACCEPTS_PER_TURN a loop iteration: libuv accepts until the
+     * backlog is empty, and a flood that reconnects as fast as it is closed would keep
+     * the loop in here, reading nothing, while every connection accepted in the turn
+     * holds its memory until the turn's close callbacks (the handshakes evicted at
+     * max_connections among them, before their bytes were read). The rest waits in
+     * the kernel's backlog for the next iteration. A connection the callback does not
+     * take must still be taken (libuv stops accepting until it is): on no memory too. */
+    if (s->accepts_turn >= PT_SERVER_ACCEPTS_PER_TURN) defer_accept(s, 0);
+    else if (accept_one(s) != 0) defer_accept(s, 10);
 }
 
 /* ---- sessions without a connection expire ------------------------------------------------ */
@@ -511,6 +589,7 @@ static void on_stop_async(uv_async_t *a)
     pt_log_info("shutting down: %zu connections, %zu sessions", s->nconns, s->sess_n);
     uv_close((uv_handle_t *)&s->listener, NULL);
     uv_close((uv_handle_t *)&s->gc_timer, NULL);
+    uv_close((uv_handle_t *)&s->accept_timer, NULL);
     uv_close((uv_handle_t *)&s->stop_async, NULL);
     uv_close((uv_handle_t *)&s->sigint, NULL);
     uv_close((uv_handle_t *)&s->sigterm, NULL);
@@ -676,6 +755,8 @@ pt_server *pt_server_new(const pt_server_config *cfg, int *err)
     uv_timer_init(&s->loop, &s->gc_timer);
     s->gc_timer.data = s;
     uv_timer_start(&s->gc_timer, on_gc, 10000, 10000);
+    uv_timer_init(&s->loop, &s->accept_timer);
+    s->accept_timer.data = s;
     uv_check_init(&s->loop, &s->flush_check);
     s->flush_check.data = s;
     uv_check_start(&s->flush_check, on_flush_check);

@@ -3,22 +3,27 @@
  * (issue 11, docs/RELIABILITY.md).
  *
  * It runs a real packtrackd, a pt-faultproxy in front of it, and one client
- * process per user (forked from this program, using only include/packtrack.h).
- * Three users, three conversations, N numbered messages each:
+ * process per device (forked from this program, using only include/packtrack.h).
+ * Three users; bob has two devices (bob, and bob2 linked with
+ * pt_device_link_code / pt_create_linked; --devices 1 leaves it out). Three
+ * conversations, N numbered messages each:
  *
- *   conv 0  alice -> bob        (1:1)
- *   conv 1  bob   -> alice      (1:1)
- *   conv 2  carol -> group "g"  (received by alice and bob)
+ *   conv 0  alice -> bob        (1:1; both of bob's devices)
+ *   conv 1  bob   -> alice      (1:1, sent from bob's first device; bob2 shows it
+ *                                as ours, "sent from another device")
+ *   conv 2  carol -> group "g"  (received by alice and both of bob's devices)
  *
  * Children report on a pipe, one line per fact: S (a send starts), A (pt_send
- * returned, with its code), M (a message event), W / F (an outgoing message
+ * returned, with its code), M (a message event), C (a message event for one of
+ * our own, sent from another of our devices), W / F (an outgoing message
  * became STORED / FAILED later), and at the end H / T (incoming / outgoing rows
  * of their history).
  * A message is *accepted* when pt_send returned 0, PT_ERR_OFFLINE or
  * PT_ERR_TIMEOUT (it is in the outbox), or when it is found in the sender's
  * history at the end (a sender killed inside pt_send after the commit). Every
- * accepted message must reach every recipient exactly once (events and history),
- * in order per sender; nothing else may arrive. A message whose sender was killed
+ * accepted message must reach every recipient device, and the sender's other
+ * devices, exactly once (events and history), in order per sender, with the right
+ * direction (incoming, or ours); nothing else may arrive. A message whose sender was killed
  * before it was stored may arrive at most once.
  *
  * Campaigns (each prints one row of the table):
@@ -65,16 +70,21 @@
 #include "packtrack.h"
 
 #define NUSERS 3
+#define NPROCS 4 /* one process per device: bob has two */
 #define NCONV 3
 #define PASSWORD "chaos campaign password"
 #define LINE_MAX_LEN 512
 #define CHILD_LIFETIME_MS (60u * 60u * 1000u) /* a child never outlives this */
 
-enum { ALICE, BOB, CAROL };
+enum { ALICE, BOB, CAROL, BOB2 }; /* processes; the first three are also the users */
 static const char *const user_names[NUSERS] = {"alice", "bob", "carol"};
+static const char *const proc_names[NPROCS] = {"alice", "bob", "carol", "bob2"};
+static const int proc_user[NPROCS] = {ALICE, BOB, CAROL, BOB}; /* whose device it is */
+static const int proc_conv[NPROCS] = {0, 1, 2, -1};             /* what it sends; -1 nothing */
+static int nprocs = NPROCS; /* --devices 1: bob has one device, three processes */
 
 typedef struct conv_def {
-    int sender;
+    int sender;         /* the sending process (and user) */
     bool group;
     int to;             /* 1:1 recipient */
     int recips[2];
@@ -85,6 +95,22 @@ static const conv_def convs[NCONV] = {
     {BOB, false, ALICE, {ALICE}, 1},
     {CAROL, true, -1, {ALICE, BOB}, 2},
 };
+
+/* Whether device (process) p must show conversation c: every device of a recipient,
+ * and the sender's other devices, where the message is ours, "sent from another
+ * device" (pt_message.outgoing). */
+static bool conv_reaches(int c, int p)
+{
+    if (p >= nprocs) return false;
+    if (p == convs[c].sender) return false;
+    if (proc_user[p] == convs[c].sender) return true; /* a copy of our own message */
+    for (int r = 0; r < convs[c].nrecips; r++)
+        if (convs[c].recips[r] == proc_user[p]) return true;
+    return false;
+}
+
+/* Whether p shows conversation c as its own (outgoing) messages. */
+static bool conv_is_copy(int c, int p) { return p != convs[c].sender && proc_user[p] == convs[c].sender; }
 
 /* ---- small helpers ------------------------------------------------------------------------ */
 
@@ -292,11 +318,11 @@ static proxy_stats proxy_stop(void)
 
 /* ---- setup: profiles, friendships and the group, straight to the server ---------------------------- */
 
-static char homes[NUSERS][300];
+static char homes[NPROCS][300]; /* one per device */
 
 static pt_options opts_for(int u, uint16_t port, int timeout_ms)
 {
-    static char server_arg[NUSERS][64];
+    static char server_arg[NPROCS][64];
     snprintf(server_arg[u], sizeof server_arg[u], "127.0.0.1:%u", port);
     return (pt_options){.home = homes[u], .server = server_arg[u], .server_fingerprint = server_fp,
                         .timeout_ms = timeout_ms};
@@ -339,6 +365,24 @@ static void wait_group(pt_ctx *c, const char *name)
     fatal("setup: group %s never appeared", name);
 }
 
+/* Syncs until c's history holds `want` messages with this text (5 s at most). */
+static void wait_history(pt_ctx *c, const char *text, size_t want)
+{
+    size_t have = 0;
+    for (int i = 0; i < 50; i++) {
+        pt_message *m;
+        size_t n;
+        have = 0;
+        if (pt_history(c, NULL, 1000, &m, &n) == 0) {
+            for (size_t k = 0; k < n; k++) have += strcmp(m[k].text, text) == 0;
+            pt_free(m);
+        }
+        if (have >= want) return;
+        pt_sync(c, 100);
+    }
+    fatal("setup: %s's history holds %zu of %zu '%s' messages", pt_username(c), have, want, text);
+}
+
 /* Profiles, friendships (all three pairs) and the group. With `resync`, every
  * user ends by processing what is pending and re-reading contact states from
  * the server: the work-around for defect 1 (docs/RELIABILITY.md), where a
@@ -347,13 +391,23 @@ static bool warmup = true; /* --no-warmup: reproduce defect 3 */
 
 static void setup_users(bool resync)
 {
-    pt_ctx *c[NUSERS];
+    pt_ctx *c[NPROCS] = {NULL};
+    for (int u = 0; u < NPROCS; u++) snprintf(homes[u], sizeof homes[u], "%s/%s", workdir, proc_names[u]);
     for (int u = 0; u < NUSERS; u++) {
-        snprintf(homes[u], sizeof homes[u], "%s/%s", workdir, user_names[u]);
         pt_options o = opts_for(u, server.port, 5000);
         pt_err err;
         if (!(c[u] = pt_create(&o, PASSWORD, user_names[u], &err)))
             fatal("setup: create %s: %s (%s)", user_names[u], pt_strerror(err), pt_last_error(NULL));
+    }
+    /* bob's second device, linked before anyone sees bob's keys (a device added
+     * later is a key change: sends to bob would be refused until trusted) */
+    if (nprocs > BOB2) {
+        char code[PT_LINK_CODE_MAX];
+        if (pt_device_link_code(c[BOB], code) != 0) fatal("setup: link code: %s", pt_last_error(c[BOB]));
+        pt_options o = opts_for(BOB2, server.port, 5000);
+        pt_err err;
+        if (!(c[BOB2] = pt_create_linked(&o, PASSWORD, code, &err)))
+            fatal("setup: link bob's second device: %s (%s)", pt_strerror(err), pt_last_error(NULL));
     }
     static const int pairs[3][2] = {{ALICE, BOB}, {ALICE, CAROL}, {BOB, CAROL}};
     for (int i = 0; i < 3; i++) {
@@ -367,6 +421,11 @@ static void setup_users(bool resync)
     if (pt_group_create(c[CAROL], "g", members, 2) != 0) fatal("setup: group: %s", pt_last_error(c[CAROL]));
     wait_group(c[ALICE], "g");
     wait_group(c[BOB], "g");
+    if (c[BOB2]) {
+        wait_group(c[BOB2], "g");
+        wait_contact(c[BOB2], "alice", PT_CONTACT_STATE_FRIEND);
+        wait_contact(c[BOB2], "carol", PT_CONTACT_STATE_FRIEND);
+    }
     /* warm-up, the work-around for defect 3: alice and bob exchange one message
      * in turn, so neither opens an Olm session while the other does */
     for (int i = 0; warmup && i < 2; i++) {
@@ -375,13 +434,19 @@ static void setup_users(bool resync)
         if (pt_send(c[from], user_names[to], "warm-up", id) != 0) fatal("setup: warm-up: %s", pt_last_error(c[from]));
         for (int k = 0; k < 3; k++) pt_sync(c[to], 100);
     }
-    for (int u = 0; resync && u < NUSERS; u++) {
+    /* both warm-up messages are in alice's, bob's and bob2's history (bob2: one
+     * incoming, one its user's own) before the campaign: one arriving later would
+     * count as something nobody sent */
+    for (int u = 0; warmup && u < NPROCS; u++)
+        if (c[u] && u != CAROL) wait_history(c[u], "warm-up", 2);
+    for (int u = 0; resync && u < NPROCS; u++) {
+        if (!c[u]) continue;
         for (int i = 0; i < 3; i++) pt_sync(c[u], 100);
         for (int k = 0; k < NUSERS; k++)
-            if (k != u && !contact_is(c[u], user_names[k], PT_CONTACT_STATE_FRIEND))
-                fatal("setup: %s and %s are not friends", user_names[u], user_names[k]);
+            if (k != proc_user[u] && !contact_is(c[u], user_names[k], PT_CONTACT_STATE_FRIEND))
+                fatal("setup: %s and %s are not friends", proc_names[u], user_names[k]);
     }
-    for (int u = 0; u < NUSERS; u++) pt_close(c[u]);
+    for (int u = 0; u < NPROCS; u++) pt_close(c[u]);
 }
 
 /* Reopens every profile with the server stopped and counts friendships whose
@@ -389,17 +454,17 @@ static void setup_users(bool resync)
 static int count_stale_friendships(void)
 {
     int bad = 0;
-    for (int u = 0; u < NUSERS; u++) {
+    for (int u = 0; u < nprocs; u++) {
         pt_options o = opts_for(u, 1, 1000); /* port 1: nobody listens, so pt_contacts shows the local store */
         pt_err err;
         pt_ctx *c = pt_open(&o, PASSWORD, &err);
-        if (!c) fatal("reopen %s: %s", user_names[u], pt_strerror(err));
+        if (!c) fatal("reopen %s: %s", proc_names[u], pt_strerror(err));
         pt_contact *cs;
         size_t n;
         if (pt_contacts(c, &cs, &n) == 0) {
             for (size_t i = 0; i < n; i++)
                 if (cs[i].state != PT_CONTACT_STATE_FRIEND) {
-                    printf("    %s's local store: %s is in state %d, the server says friends\n", user_names[u],
+                    printf("    %s's local store: %s is in state %d, the server says friends\n", proc_names[u],
                            cs[i].name, (int)cs[i].state);
                     bad++;
                 }
@@ -478,6 +543,12 @@ static void on_child_event(void *ud, const pt_event *ev)
             report("M %d %d %d %llu", child_user, conv, seq, (unsigned long long)now_ms());
         else
             report("X %d", child_user); /* something nobody sent in this campaign */
+    } else if (ev->type == PT_EVENT_MESSAGE && ev->message && ev->message->outgoing && first_time(ev->message->id)) {
+        int conv, seq; /* ours, sent from another of our devices */
+        if (parse_text(ev->message->text, &conv, &seq))
+            report("C %d %d %d %llu", child_user, conv, seq, (unsigned long long)now_ms());
+        else
+            report("X %d", child_user);
     } else if (ev->type == PT_EVENT_DELIVERY && ev->message && ev->message->delivery == PT_DELIVERY_FAILED) {
         int conv, seq;
         if (parse_text(ev->message->text, &conv, &seq)) report("F %d %d %d %d", child_user, conv, seq, ev->message->code);
@@ -506,8 +577,8 @@ static void dump_history(pt_ctx *c)
     pt_free(m);
 }
 
-/* One user's process: sends its conversation from `start` to n-1, then keeps
- * receiving until SIGTERM; finally dumps its history. */
+/* One device's process: sends its conversation (if it has one) from `start` to
+ * n-1, then keeps receiving until SIGTERM; finally dumps its history. */
 static void child_main(int u, int fd, int start, int n, int timeout_ms)
 {
     child_fd = fd;
@@ -516,7 +587,7 @@ static void child_main(int u, int fd, int start, int n, int timeout_ms)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     char log[400];
-    snprintf(log, sizeof log, "%s/%s.log", workdir, user_names[u]);
+    snprintf(log, sizeof log, "%s/%s.log", workdir, proc_names[u]);
     int lfd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
     if (lfd >= 0) dup2(lfd, 2);
     pt_options o = opts_for(u, proxy.port, timeout_ms);
@@ -529,9 +600,9 @@ static void child_main(int u, int fd, int start, int n, int timeout_ms)
     pt_set_event_cb(c, on_child_event, NULL);
     pt_connect(c);
     uint64_t end = now_ms() + CHILD_LIFETIME_MS;
-    int conv = u; /* user u sends conversation u */
-    const conv_def *cd = &convs[conv];
-    for (int seq = start; seq < n && !child_stop && now_ms() < end; seq++) {
+    int conv = proc_conv[u];
+    const conv_def *cd = conv >= 0 ? &convs[conv] : NULL;
+    for (int seq = start; cd && seq < n && !child_stop && now_ms() < end; seq++) {
         char text[64], id[PT_ID_HEX_LEN];
         snprintf(text, sizeof text, "cx %d %d", conv, seq);
         report("S %d %d %d %llu", u, conv, seq, (unsigned long long)now_ms());
@@ -559,8 +630,8 @@ typedef struct msg_state {
     uint8_t started, accepted, stored_by_history, failed;
     uint8_t stored;        /* the server has it: pt_send returned 0, or a STORED event */
     int rc;
-    uint16_t ev[NUSERS];   /* message events per recipient */
-    uint16_t hist[NUSERS]; /* history rows per recipient */
+    uint16_t ev[NPROCS];   /* message events per receiving device (copies included) */
+    uint16_t hist[NPROCS]; /* history rows per receiving device */
 } msg_state;
 
 typedef struct child {
@@ -592,6 +663,9 @@ enum { ENV_NONE, ENV_DISKFULL, ENV_IOERR, ENV_SKEW };
 typedef struct result {
     int sent, expected, delivered, lost, dup, ooo, extra, maybe, maybe_delivered;
     int kills, refused, failed, late;
+    int dev_delivered[NPROCS], dev_expected[NPROCS]; /* per device (process) */
+    int dev_lost[NPROCS], dev_dup[NPROCS], dev_ooo[NPROCS], dev_copies[NPROCS];
+    int wrong_direction;    /* shown as ours and not, or the reverse */
     uint64_t max_recovery_ms, max_down_ms;
     proxy_stats ps;
     int e2e_attempts, e2e_accepted, e2e_originals_ok;
@@ -609,12 +683,15 @@ typedef struct result {
 } result;
 
 static msg_state *msgs[NCONV];
-static child kids[NUSERS];
-static int last_seq[NUSERS][NCONV]; /* per recipient, highest seq seen per conversation */
+static child kids[NPROCS];
+static int last_seq[NPROCS][NCONV]; /* per receiving device, highest seq seen per conversation */
 static int ooo_count, extra_count, acked0_total, first_deliveries, late_count;
-static bool late_phase[NUSERS]; /* the child is in its final explicit sync */
+static int wrong_direction; /* a message shown as ours that is not, or the reverse */
+static int cur_n;           /* messages per conversation in this campaign */
+static int ooo_dev[NPROCS]; /* out-of-order deliveries per device */
+static bool late_phase[NPROCS]; /* the child is in its final explicit sync */
 static uint64_t last_delivery_ms;
-static uint64_t last_ack_ms[NUSERS];
+static uint64_t last_ack_ms[NPROCS];
 /* environment campaigns: when the fault was switched on and off, what senders saw meanwhile */
 static uint64_t env_on_at, env_off_at, env_first_store_after;
 static int env_refused, env_kept, env_failed, connects;
@@ -623,7 +700,7 @@ static char env_errors[400];
 /* Kills (by pid) every process this run started and still has. */
 static void kill_everything(void)
 {
-    for (int u = 0; u < NUSERS; u++)
+    for (int u = 0; u < NPROCS; u++)
         if (kids[u].pid > 0) {
             kill(kids[u].pid, SIGKILL);
             waitpid(kids[u].pid, NULL, 0);
@@ -647,7 +724,7 @@ static void spawn_child(int u, int start, const campaign *cp)
     if (pid < 0) fatal("fork: %s", strerror(errno));
     if (pid == 0) {
         close(p[0]);
-        for (int k = 0; k < NUSERS; k++)
+        for (int k = 0; k < NPROCS; k++)
             if (kids[k].fd > 0) close(kids[k].fd);
         if (cp->skew && cp->skew_client) { /* a skewed clock needs libfaketime loaded: exec ourselves */
             char spec[700];
@@ -706,19 +783,31 @@ static void handle_line(const char *l)
         }
     } else if (sscanf(l, "L %d", &u) == 1) {
         late_phase[u] = true;
-    } else if (sscanf(l, "M %d %d %d %llu", &u, &conv, &seq, &t) == 4) {
+    } else if ((l[0] == 'M' || l[0] == 'C') && sscanf(l + 1, "%d %d %d %llu", &u, &conv, &seq, &t) == 4 &&
+               u >= 0 && u < NPROCS && conv >= 0 && conv < NCONV && seq >= 0 && seq <= cur_n) {
+        /* M: incoming; C: ours, from another of our devices */
+        if ((l[0] == 'C') != conv_is_copy(conv, u)) wrong_direction++;
         msg_state *m = &msgs[conv][seq];
         if (m->ev[u] == 0 && late_phase[u]) late_count++;
-        if (m->ev[u] == 0 && seq < last_seq[u][conv]) ooo_count++;
+        if (m->ev[u] == 0 && seq < last_seq[u][conv]) {
+            ooo_count++;
+            ooo_dev[u]++;
+        }
         if (m->ev[u] == 0) {
             first_deliveries++;
             last_delivery_ms = t;
         }
         if (seq > last_seq[u][conv]) last_seq[u][conv] = seq;
         if (m->ev[u] < UINT16_MAX) m->ev[u]++;
-    } else if (sscanf(l, "H %d %d %d", &u, &conv, &seq) == 3) {
+    } else if (sscanf(l, "H %d %d %d", &u, &conv, &seq) == 3 && u >= 0 && u < NPROCS && seq <= cur_n) {
+        if (conv_is_copy(conv, u) || u == convs[conv].sender) wrong_direction++;
         if (msgs[conv][seq].hist[u] < UINT16_MAX) msgs[conv][seq].hist[u]++;
-    } else if (sscanf(l, "T %d %d %d %d", &u, &conv, &seq, &st) == 4) {
+    } else if (sscanf(l, "T %d %d %d %d", &u, &conv, &seq, &st) == 4 && u >= 0 && u < NPROCS && seq <= cur_n &&
+               u != convs[conv].sender) {
+        /* ours, in the history of another of our devices: a copy */
+        if (!conv_is_copy(conv, u)) wrong_direction++;
+        if (msgs[conv][seq].hist[u] < UINT16_MAX) msgs[conv][seq].hist[u]++;
+    } else if (sscanf(l, "T %d %d %d %d", &u, &conv, &seq, &st) == 4 && seq <= cur_n) {
         /* in the sender's store: accepted, unless the recipient could not read it
          * (FAILED: reported as a refused send, not as a loss) */
         if (st != PT_DELIVERY_FAILED) msgs[conv][seq].stored_by_history = 1;
@@ -745,9 +834,9 @@ static void handle_line(const char *l)
 /* Reads every child's pipe for up to ms. */
 static void pump_children(int ms)
 {
-    struct pollfd pf[NUSERS];
-    int idx[NUSERS], n = 0;
-    for (int u = 0; u < NUSERS; u++)
+    struct pollfd pf[NPROCS];
+    int idx[NPROCS], n = 0;
+    for (int u = 0; u < NPROCS; u++)
         if (kids[u].fd > 0) {
             pf[n] = (struct pollfd){.fd = kids[u].fd, .events = POLLIN};
             idx[n++] = u;
@@ -770,7 +859,7 @@ static void pump_children(int ms)
                     if (k->pid > 0 && waitpid(k->pid, &st, 0) == k->pid) {
                         if (WIFSIGNALED(st) || (WIFEXITED(st) && WEXITSTATUS(st) != 0)) {
                             snprintf(child_failure, sizeof child_failure, "%s's process ended with %s %d",
-                                     user_names[idx[i]], WIFSIGNALED(st) ? "signal" : "status",
+                                     proc_names[idx[i]], WIFSIGNALED(st) ? "signal" : "status",
                                      WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
                             fprintf(stderr, "chaos_run: %s\n", child_failure);
                         }
@@ -813,8 +902,8 @@ static bool all_delivered(void)
         for (int s = 0; s <= kids[convs[c].sender].max_started; s++) {
             msg_state *m = &msgs[c][s];
             if (!(m->accepted || m->stored) || m->failed) continue;
-            for (int r = 0; r < convs[c].nrecips; r++)
-                if (m->ev[convs[c].recips[r]] == 0) return false;
+            for (int p = 0; p < nprocs; p++)
+                if (conv_reaches(c, p) && m->ev[p] == 0) return false;
         }
     return true;
 }
@@ -822,9 +911,10 @@ static bool all_delivered(void)
 /* ---- end-to-end envelope replay (a malicious server, or a stolen envelope) ------------------------- */
 
 /* With the server stopped: for every stored message from alice's device still
- * queued for bob, adds (1) the same envelope again, (2) the envelope under
- * carol's name and device, (3) the envelope with one bit flipped, each as a new
- * queue item for bob. Returns the number of items added. */
+ * queued for a device of bob's, adds (1) the same envelope again, (2) the
+ * envelope under carol's name and device, (3) the envelope with one bit flipped,
+ * each as a new queue item for every device of bob's. Returns the number of
+ * forged envelopes (each queued for each device). */
 static int forge_queue_items(void)
 {
     char path[400];
@@ -836,11 +926,12 @@ static int forge_queue_items(void)
         "CREATE TEMP TABLE ids AS SELECT"
         " (SELECT user_id FROM users WHERE username = 'alice') AS alice,"
         " (SELECT user_id FROM users WHERE username = 'carol') AS carol,"
-        " (SELECT device_key FROM devices WHERE user_id = (SELECT user_id FROM users WHERE username = 'carol')) AS carol_dev,"
-        " (SELECT device_key FROM devices WHERE user_id = (SELECT user_id FROM users WHERE username = 'bob')) AS bob_dev;"
+        " (SELECT device_key FROM devices WHERE user_id = (SELECT user_id FROM users WHERE username = 'carol')) AS carol_dev;"
+        "CREATE TEMP TABLE bob_devs AS SELECT device_key FROM devices"
+        " WHERE user_id = (SELECT user_id FROM users WHERE username = 'bob');"
         "CREATE TEMP TABLE src AS SELECT m.server_id, m.sender, m.sender_device, m.date_ms, m.envelope"
-        " FROM messages m JOIN queue q ON q.server_id = m.server_id, ids"
-        " WHERE m.kind = 0 AND m.sender = ids.alice AND q.device_key = ids.bob_dev;"
+        " FROM messages m, ids WHERE m.kind = 0 AND m.sender = ids.alice"
+        " AND m.server_id IN (SELECT server_id FROM queue WHERE device_key IN (SELECT device_key FROM bob_devs));"
         "CREATE TEMP TABLE top AS SELECT max(server_id) AS id FROM messages;"
         "CREATE TEMP TABLE forged(envelope BLOB, sender BLOB, sender_device BLOB, date_ms INTEGER);"
         "INSERT INTO forged SELECT envelope, sender, sender_device, date_ms FROM src;"
@@ -872,7 +963,7 @@ static int forge_queue_items(void)
     const char *add =
         "INSERT INTO messages(sender, sender_device, date_ms, envelope, refs, kind)"
         " SELECT sender, sender_device, date_ms, envelope, 1, 0 FROM forged;"
-        "INSERT INTO queue(device_key, server_id) SELECT ids.bob_dev, m.server_id FROM messages m, ids"
+        "INSERT INTO queue(device_key, server_id) SELECT d.device_key, m.server_id FROM messages m, bob_devs d"
         " WHERE m.server_id > (SELECT id FROM top);"
         "COMMIT;";
     if (sqlite3_exec(db, add, NULL, NULL, &err) != SQLITE_OK) fatal("forge: %s", err);
@@ -914,32 +1005,45 @@ static void e2e_replay(int count, result *res)
     pt_close(a);
     uint16_t port = server.port;
     server_stop();
-    res->e2e_attempts = forge_queue_items();
+    int forged = forge_queue_items();
     server_start(port);
-    pt_options ob = opts_for(BOB, server.port, 5000);
-    pt_ctx *b = pt_open(&ob, PASSWORD, &err);
-    if (!b) fatal("e2e: open bob: %s", pt_strerror(err));
-    pt_set_event_cb(b, on_e2e_event, NULL);
-    pt_connect(b);
-    for (int i = 0; i < 20; i++) pt_sync(b, 100);
-    pt_message *m;
-    size_t n;
-    int hist[1024] = {0};
-    if (pt_history(b, NULL, 1u << 20, &m, &n) == 0) {
-        for (size_t i = 0; i < n; i++) {
-            int k;
-            if (!m[i].outgoing && sscanf(m[i].text, "rp %d", &k) == 1 && k >= 0 && k < 1024) hist[k]++;
+    /* each of bob's devices gets every forged item: each must show the originals
+     * once and none of the forgeries */
+    static bool ok_k[1024];
+    for (int k = 0; k < count; k++) ok_k[k] = true;
+    res->e2e_attempts = 0;
+    res->e2e_accepted = 0;
+    for (int dev = 0; dev < nprocs; dev++) {
+        if (proc_user[dev] != BOB) continue;
+        memset(e2e_seen, 0, sizeof e2e_seen);
+        e2e_other = 0;
+        res->e2e_attempts += forged;
+        pt_options ob = opts_for(dev, server.port, 5000);
+        pt_ctx *b = pt_open(&ob, PASSWORD, &err);
+        if (!b) fatal("e2e: open %s: %s", proc_names[dev], pt_strerror(err));
+        pt_set_event_cb(b, on_e2e_event, NULL);
+        pt_connect(b);
+        for (int i = 0; i < 20; i++) pt_sync(b, 100);
+        pt_message *m;
+        size_t n;
+        int hist[1024] = {0};
+        if (pt_history(b, NULL, 1u << 20, &m, &n) == 0) {
+            for (size_t i = 0; i < n; i++) {
+                int k;
+                if (!m[i].outgoing && sscanf(m[i].text, "rp %d", &k) == 1 && k >= 0 && k < 1024) hist[k]++;
+            }
+            pt_free(m);
         }
-        pt_free(m);
+        pt_close(b);
+        res->e2e_accepted += e2e_other;
+        for (int k = 0; k < count; k++) {
+            ok_k[k] &= e2e_seen[k] >= 1 && hist[k] == 1;
+            int extra = (e2e_seen[k] > 1 ? e2e_seen[k] - 1 : 0) + (hist[k] > 1 ? hist[k] - 1 : 0);
+            res->e2e_accepted += extra;
+        }
     }
-    pt_close(b);
     res->e2e_originals_ok = 0;
-    res->e2e_accepted = e2e_other;
-    for (int k = 0; k < count; k++) {
-        if (e2e_seen[k] >= 1 && hist[k] == 1) res->e2e_originals_ok++;
-        int extra = (e2e_seen[k] > 1 ? e2e_seen[k] - 1 : 0) + (hist[k] > 1 ? hist[k] - 1 : 0);
-        res->e2e_accepted += extra;
-    }
+    for (int k = 0; k < count; k++) res->e2e_originals_ok += ok_k[k];
 }
 
 /* ---- the server's environment: a small disk, failing I/O, a wrong clock ---------------------------- */
@@ -1054,9 +1158,9 @@ static void last_log_line(char *out, size_t cap)
 static int count_client_log(const char *what)
 {
     int n = 0;
-    for (int u = 0; u < NUSERS; u++) {
+    for (int u = 0; u < nprocs; u++) {
         char path[400], line[1024];
-        snprintf(path, sizeof path, "%s/%s.log", workdir, user_names[u]);
+        snprintf(path, sizeof path, "%s/%s.log", workdir, proc_names[u]);
         FILE *f = fopen(path, "r");
         while (f && fgets(line, sizeof line, f)) n += strstr(line, what) != NULL;
         if (f) fclose(f);
@@ -1074,7 +1178,10 @@ static void reset_state(const campaign *cp)
         if (!msgs[c]) fatal("out of memory");
     }
     memset(kids, 0, sizeof kids);
-    for (int u = 0; u < NUSERS; u++) {
+    cur_n = cp->n;
+    wrong_direction = 0;
+    memset(ooo_dev, 0, sizeof ooo_dev);
+    for (int u = 0; u < NPROCS; u++) {
         kids[u].fd = -1;
         kids[u].max_started = -1;
         for (int c = 0; c < NCONV; c++) last_seq[u][c] = -1;
@@ -1112,7 +1219,9 @@ static result run_campaign(const campaign *cp, uint64_t seed)
     proxy_start(seed, cp->faults);
 
     /* the kill schedules, all drawn from the seed */
-    int total = 4 * cp->n; /* deliveries: one per 1:1 message, two per group message */
+    int total = 0; /* deliveries: one per message and device that must show it */
+    for (int c = 0; c < NCONV; c++)
+        for (int p = 0; p < nprocs; p++) total += conv_reaches(c, p) ? cp->n : 0;
     int kill_at[64];
     int nk = cp->server_kills > 64 ? 64 : cp->server_kills;
     for (int i = 0; i < nk; i++) {
@@ -1125,7 +1234,7 @@ static result run_campaign(const campaign *cp, uint64_t seed)
         int spacing = cp->n / (nck + 1);
         ck_at[i] = (i + 1) * spacing + (int)rnd_below((unsigned)spacing / 2 + 1) - spacing / 4;
     }
-    for (int u = 0; u < NUSERS; u++) spawn_child(u, 0, cp);
+    for (int u = 0; u < nprocs; u++) spawn_child(u, 0, cp);
 
     int kills = 0, ckills = 0;
     uint64_t deadline = t0 + (uint64_t)cp->budget_s * 1000u;
@@ -1198,7 +1307,7 @@ static result run_campaign(const campaign *cp, uint64_t seed)
             spawn_child(ALICE, kids[ALICE].max_started + 1, cp);
         }
         bool senders_done = true;
-        for (int u = 0; u < NUSERS; u++) senders_done &= kids[u].done_sending;
+        for (int u = 0; u < nprocs; u++) senders_done &= kids[u].done_sending;
         bool env_done = (cp->env != ENV_DISKFULL && cp->env != ENV_IOERR) || env_off_at;
         if (senders_done && kills >= nk && ckills >= nck && env_done) {
             if (!calm) {
@@ -1228,20 +1337,20 @@ static result run_campaign(const campaign *cp, uint64_t seed)
         }
     }
     /* stop the clients; they dump their histories */
-    for (int u = 0; u < NUSERS; u++)
+    for (int u = 0; u < nprocs; u++)
         if (kids[u].pid > 0) kill(kids[u].pid, SIGTERM);
     for (int i = 0; i < 6000; i++) { /* two minutes: a history of 10,000 messages takes a while */
         bool open = false;
-        for (int u = 0; u < NUSERS; u++) open |= kids[u].fd > 0;
+        for (int u = 0; u < nprocs; u++) open |= kids[u].fd > 0;
         if (!open) break;
         pump_children(20);
     }
-    for (int u = 0; u < NUSERS; u++) {
+    for (int u = 0; u < nprocs; u++) {
         if (kids[u].pid > 0) {
             kill(kids[u].pid, SIGKILL);
             waitpid(kids[u].pid, NULL, 0);
         }
-        if (!kids[u].ended) snprintf(res.note, sizeof res.note, "%s did not report its history", user_names[u]);
+        if (!kids[u].ended) snprintf(res.note, sizeof res.note, "%s did not report its history", proc_names[u]);
     }
     if (child_failure[0]) snprintf(res.note, sizeof res.note, "%s", child_failure);
     if (event_log) fclose(event_log);
@@ -1278,14 +1387,27 @@ static result run_campaign(const campaign *cp, uint64_t seed)
              * decrypt it): a loss, counted in `failed` as well. */
             if (m->started && m->rc < 0 && !is_accepted_rc(m->rc)) res.refused++;
             else if (m->failed) res.failed++;
-            for (int r = 0; r < convs[c].nrecips; r++) {
-                int who = convs[c].recips[r];
+            for (int who = 0; who < nprocs; who++) {
                 int got = m->ev[who] > m->hist[who] ? m->ev[who] : m->hist[who];
-                if (m->ev[who] > 1 || m->hist[who] > 1) res.dup += (got - 1);
+                if (!conv_reaches(c, who)) { /* shown on a device that must not show it */
+                    res.extra += got;
+                    continue;
+                }
+                if (m->ev[who] > 1 || m->hist[who] > 1) {
+                    res.dup += got - 1;
+                    res.dev_dup[who] += got - 1;
+                }
                 if (acc && !(m->failed && m->rc < 0 && !is_accepted_rc(m->rc))) {
                     res.expected++;
-                    if (got >= 1) res.delivered++;
-                    else res.lost++;
+                    res.dev_expected[who]++;
+                    res.dev_copies[who] += conv_is_copy(c, who);
+                    if (got >= 1) {
+                        res.delivered++;
+                        res.dev_delivered[who]++;
+                    } else {
+                        res.lost++;
+                        res.dev_lost[who]++;
+                    }
                 } else if (m->started && !m->failed) { /* killed inside pt_send, never stored */
                     res.maybe++;
                     if (got >= 1) res.maybe_delivered++;
@@ -1298,6 +1420,8 @@ static result run_campaign(const campaign *cp, uint64_t seed)
     res.ooo = ooo_count;
     res.late = late_count;
     res.extra += extra_count;
+    res.wrong_direction = wrong_direction;
+    memcpy(res.dev_ooo, ooo_dev, sizeof res.dev_ooo);
     res.kills = kills + ckills;
     res.seconds = (double)(now_ms() - t0) / 1000.0;
     return res;
@@ -1346,6 +1470,15 @@ static bool print_row(const campaign *cp, uint64_t seed, const result *r, bool k
            r->ps.v[PS_REJECTED_LATE], r->ps.v[PS_UNDECIDED], r->refused, r->failed,
            r->timed_out ? "; TIMED OUT" : "", r->note[0] ? "; " : "");
     if (r->note[0]) printf("    %s\n", r->note);
+    printf("    devices (delivered/expected):");
+    for (int p = 0, shown = 0; p < nprocs; p++) {
+        if (!r->dev_expected[p] && !r->dev_delivered[p]) continue; /* carol only sends */
+        printf("%s %s %d/%d", shown++ ? "," : "", proc_names[p], r->dev_delivered[p], r->dev_expected[p]);
+        if (r->dev_copies[p]) printf(" (%d of them its user's own, sent from another device)", r->dev_copies[p]);
+        if (r->dev_lost[p] || r->dev_dup[p] || r->dev_ooo[p])
+            printf(" [lost %d, dup %d, out of order %d]", r->dev_lost[p], r->dev_dup[p], r->dev_ooo[p]);
+    }
+    printf("; shown with the wrong direction %d\n", r->wrong_direction);
     if (cp->env == ENV_DISKFULL || cp->env == ENV_IOERR) {
         if (cp->env == ENV_DISKFULL)
             printf("    disk full: %.1f s (filler %.1f MiB); ", (double)r->env_on_ms / 1000.0,
@@ -1378,6 +1511,7 @@ static bool print_row(const campaign *cp, uint64_t seed, const result *r, bool k
     int lost = r->lost - (known_undecryptable ? r->failed : 0);
     bool races_ok = (r->ooo == 0 && r->late == 0) || known_reorder; /* defects 2 and 5 */
     bool ok = lost == 0 && r->dup == 0 && r->refused == 0 && races_ok && r->extra == 0 && !r->timed_out &&
+              r->wrong_direction == 0 &&
               r->ps.v[PS_SURVIVED] == 0 && r->e2e_accepted == 0 && r->expected > 0 && !r->note[0];
     if (cp->e2e_replay) ok &= r->e2e_originals_ok == cp->e2e_count && r->e2e_attempts > 0;
     ok &= r->server_crashes == 0;
@@ -1436,7 +1570,7 @@ static void remove_tree(const char *path)
 int main(int argc, char **argv)
 {
     enum { O_SEED = 256, O_CI, O_N, O_KILLS, O_CKILLS, O_CAMPAIGN, O_KEEP, O_E2E, O_BUDGET, O_CHECK_SETUP, O_RATES,
-           O_RECORDS, O_KNOWN_REORDER, O_NO_WARMUP, O_KNOWN_UNDECRYPTABLE, O_CHILD };
+           O_RECORDS, O_KNOWN_REORDER, O_NO_WARMUP, O_KNOWN_UNDECRYPTABLE, O_CHILD, O_DEVICES };
     static const struct option lo[] = {{"seed", required_argument, NULL, O_SEED},
                                        {"ci", no_argument, NULL, O_CI},
                                        {"messages", required_argument, NULL, O_N},
@@ -1453,6 +1587,7 @@ int main(int argc, char **argv)
                                        {"no-warmup", no_argument, NULL, O_NO_WARMUP},
                                        {"known-undecryptable", no_argument, NULL, O_KNOWN_UNDECRYPTABLE},
                                        {"child", required_argument, NULL, O_CHILD},
+                                       {"devices", required_argument, NULL, O_DEVICES},
                                        {NULL, 0, NULL, 0}};
     uint64_t seed = 0;
     bool seeded = false, ci = false, keep = false, check_setup = false, known_reorder = false,
@@ -1474,19 +1609,23 @@ int main(int argc, char **argv)
         case O_CHECK_SETUP: check_setup = true; break;
         case O_KNOWN_REORDER: known_reorder = true; break;
         case O_NO_WARMUP: warmup = false; break;
+        case O_DEVICES: /* bob's devices: 2 (the default) or 1 */
+            if (strcmp(optarg, "1") != 0 && strcmp(optarg, "2") != 0) fatal("--devices: 1 or 2, not '%s'", optarg);
+            nprocs = optarg[0] == '1' ? NUSERS : NPROCS;
+            break;
         case O_KNOWN_UNDECRYPTABLE: known_undecryptable = true; break;
         case O_CHILD: { /* a client process re-executed under libfaketime (clock-skew) */
             int u, fd, start, cnt, tmo;
             unsigned port;
             char fp[128], dir[256];
             if (sscanf(optarg, "%d:%d:%d:%d:%d:%u:%255[^:]:%127s", &u, &fd, &start, &cnt, &tmo, &port, dir, fp) != 8 ||
-                u < 0 || u >= NUSERS)
+                u < 0 || u >= NPROCS)
                 return 2;
             signal(SIGPIPE, SIG_IGN);
             if (pt_init() != 0) return 2;
             snprintf(workdir, sizeof workdir, "%s", dir);
             snprintf(server_fp, sizeof server_fp, "%s", fp);
-            for (int k = 0; k < NUSERS; k++) snprintf(homes[k], sizeof homes[k], "%s/%s", workdir, user_names[k]);
+            for (int k = 0; k < NPROCS; k++) snprintf(homes[k], sizeof homes[k], "%s/%s", workdir, proc_names[k]);
             proxy.port = (uint16_t)port;
             child_main(u, fd, start, cnt, tmo);
             return 0;
@@ -1506,6 +1645,7 @@ int main(int argc, char **argv)
                             "                 [--e2e-replays K] [--budget SECONDS per campaign] [--keep]\n"
                             "                 [--rates DROP,DUP,REORDER] [--records-only] [--check-setup]\n"
                             "                 [--known-reorder] [--known-undecryptable] [--no-warmup]\n"
+                            "                 [--devices 1|2 (bob's devices; 2 by default)]\n"
                             "campaigns: kills-issue-rates server-kills client-kills adversary disk-full io-errors\n"
                             "           clock-skew-{server,client}{+301,-301,+31,-31}; a prefix (clock-skew)\n"
                             "           or env (the last three kinds) picks several\n");
@@ -1522,8 +1662,8 @@ int main(int argc, char **argv)
     if (!getenv("PT_LOG_LEVEL")) setenv("PT_LOG_LEVEL", "warn", 1);
     if (pt_init() != 0) fatal("pt_init failed");
     find_binaries(argv[0]);
-    printf("chaos_run: seed %llu (replay: chaos_run%s --seed %llu)\n", (unsigned long long)seed, ci ? " --ci" : "",
-           (unsigned long long)seed);
+    printf("chaos_run: seed %llu (replay: chaos_run%s%s --seed %llu)\n", (unsigned long long)seed, ci ? " --ci" : "",
+           nprocs == NUSERS ? " --devices 1" : "", (unsigned long long)seed);
 
     /* name, messages per conversation, server kills, client kills, faults, e2e replay,
      * e2e messages, budget (s), client call timeout (ms) */

@@ -57,6 +57,7 @@ bool pt_netns_make(pt_netns *net, const char *tag, int hosts, const char *subnet
         char a[20], b[20];
         snprintf(a, sizeof a, "%s%da%d", tag, id, i);
         snprintf(b, sizeof b, "%s%db%d", tag, id, i);
+        snprintf(net->dev[i], sizeof net->dev[i], "%s", b);
         bool v6only = v6only_mask & (1u << i);
         ok = pt_netns_sh("ip netns add %s", net->name[i]) == 0 &&
              pt_netns_sh("ip link add %s type veth peer name %s", a, b) == 0 &&
@@ -75,6 +76,15 @@ bool pt_netns_make(pt_netns *net, const char *tag, int hosts, const char *subnet
         return false;
     }
     net->up = true;
+    return true;
+}
+
+bool pt_netns_add_addrs(const pt_netns *net, int host, const char *subnet, int first, int count)
+{
+    if (!net->up || host < 1 || host > net->hosts || first < 1 || count < 0 || first + count > 255) return false;
+    for (int a = first; a < first + count; a++)
+        if (pt_netns_sh("ip -n %s addr add %s%d/24 dev %s", net->name[host], subnet, a, net->dev[host]) != 0)
+            return false;
     return true;
 }
 

@@ -14,6 +14,7 @@
 
 typedef struct pt_netns {
     char name[PT_NETNS_MAX_HOSTS + 1][32]; /* [0] the bridge's namespace, [i] host i */
+    char dev[PT_NETNS_MAX_HOSTS + 1][32];  /* [i] host i's interface ([0] unused) */
     int hosts;
     bool up;
 } pt_netns;
@@ -25,6 +26,9 @@ bool pt_netns_make(pt_netns *net, const char *tag, int hosts, const char *subnet
 /* In a child process: moves it into host h's namespace (_exit(126) on failure). */
 void pt_netns_enter(const pt_netns *net, int host);
 void pt_netns_destroy(pt_netns *net);
+/* Adds subnet.first .. subnet.(first+count-1) (/24) to host h's interface, so a
+ * process there can bind() to any of them (a botnet in one namespace). */
+bool pt_netns_add_addrs(const pt_netns *net, int host, const char *subnet, int first, int count);
 /* Runs a shell command; its exit status (-1 when it did not exit). */
 int pt_netns_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
