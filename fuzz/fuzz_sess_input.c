@@ -16,7 +16,9 @@
  * short). After each record the session is flushed; a failed record is treated
  * as a closed connection (pt_sess_resume), as the daemon would. Properties, each
  * abort()ing when broken:
- *  - pt_sess_input fails only with PT_ERR_DECODE, PT_ERR_PROTO or PT_ERR_TOO_BIG;
+ *  - pt_sess_input fails only with PT_ERR_DECODE, PT_ERR_PROTO or PT_ERR_TOO_BIG, or
+ *    with PT_ERR_CLOSED exactly when a client session renewed itself (then its
+ *    records carry the new session id);
  *  - events fit the role, and their bodies are readable;
  *  - every emitted record is <= PT_CHAN_RECORD_MAX and parses: header with our
  *    salt and session id, length matching, msg_id parity of our role, seqno odd
@@ -143,7 +145,7 @@ static int on_emit(void *ud, const uint8_t *rec, size_t len)
     if (len > PT_CHAN_RECORD_MAX || len < PT_SESS_HDR_LEN + 4) abort();
     if (pt_get_u64le(rec) != pt_sess_salt_now(f->s)) abort();
     if (f->server && pt_get_u64le(rec) != pt_sess_salt_for(f->secret, FZ_NOW_MS)) abort();
-    if (pt_get_u64le(rec + 8) != FZ_SESSION_ID) abort();
+    if (pt_get_u64le(rec + 8) != pt_sess_id(f->s)) abort(); /* FZ_SESSION_ID until a renewal */
     if (pt_get_u32le(rec + 28) != len - PT_SESS_HDR_LEN) abort();
     check_msg(f, pt_get_u64le(rec + 16), pt_get_u32le(rec + 24), rec + PT_SESS_HDR_LEN,
               len - PT_SESS_HDR_LEN, false);
@@ -270,9 +272,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t len = (size_t)data[off] | (size_t)data[off + 1] << 8;
         off += 2;
         if (len > size - off) len = size - off;
+        uint64_t renewals = pt_sess_renewals(f.s);
         int rc = pt_sess_input(f.s, data + off, len, on_event, &f);
         off += len;
-        if (rc != 0 && rc != PT_ERR_DECODE && rc != PT_ERR_PROTO && rc != PT_ERR_TOO_BIG) abort();
+        /* a client renews its session (PT_ERR_CLOSED) after a clock correction that
+         * would take its ids down, and only then */
+        bool renewed = pt_sess_renewals(f.s) != renewals;
+        if (renewed != (rc == PT_ERR_CLOSED) || (renewed && f.server)) abort();
+        if (rc != 0 && rc != PT_ERR_DECODE && rc != PT_ERR_PROTO && rc != PT_ERR_TOO_BIG && !renewed) abort();
         answer_calls(&f);
         if (rc != 0 || reconnect) pt_sess_resume(f.s); /* a new connection */
         flush(&f);
