@@ -106,4 +106,9 @@ int pt_cluster_prekeys_take(pt_cluster *c, const uint8_t device[32], pt_cluster_
     (void)c, (void)device, (void)sig, (void)otk, (void)left;
     return PT_ERR_IO;
 }
+int pt_cluster_prekeys_signed(pt_cluster *c, const uint8_t device[32], pt_cluster_signed *sig)
+{
+    (void)c, (void)device, (void)sig;
+    return PT_ERR_IO;
+}
 #endif

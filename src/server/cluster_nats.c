@@ -1083,7 +1083,58 @@ static int claim(pt_cluster *c, const char *kvkey, const uint8_t user_id[16])
     return PT_ERR_IO;
 }
 
-/* Adds device to the user record (creating it): 0, PT_ERR_EXISTS (*why), PT_ERR_IO. */
+/* "v.<user hex>.<device hex>": that device belongs to that user. */
+static void user_dev_key(char out[2 + 33 + 65], const uint8_t user_id[16], const uint8_t device[32])
+{
+    out[0] = 'v', out[1] = '.';
+    pt_hex_encode(out + 2, user_id, 16);
+    out[34] = '.';
+    pt_hex_encode(out + 35, device, 32);
+}
+
+/* Adds the user's devices named by v.<user hex>.* to r (the ones not in it yet, up to
+ * PT_SERVER_USER_DEVICES_MAX): 0 or PT_ERR_IO. A watch on the keys' subject lists them
+ * (its first NULL entry ends the current values). */
+static int list_user_devices(pt_cluster *c, const uint8_t user_id[16], user_rec *r)
+{
+    char filter[2 + 33 + 2];
+    filter[0] = 'v', filter[1] = '.';
+    pt_hex_encode(filter + 2, user_id, 16);
+    memcpy(filter + 34, ".*", 3);
+    kvWatchOptions wo;
+    kvWatchOptions_Init(&wo);
+    wo.IgnoreDeletes = true;
+    wo.MetaOnly = true;
+    kvWatcher *w = NULL;
+    natsStatus st = kvStore_Watch(&w, c->kv, filter, &wo);
+    int rc = st == NATS_OK ? 0 : PT_ERR_IO;
+    for (;;) {
+        kvEntry *e = NULL;
+        if (rc || (st = kvWatcher_Next(&e, w, 2000)) != NATS_OK) {
+            if (!rc) log_nats("listing a user's devices", st);
+            rc = PT_ERR_IO;
+            break;
+        }
+        if (!e) break; /* every current key seen */
+        const char *k = kvEntry_Key(e);
+        uint8_t dev[32];
+        if (k && strlen(k) == 2 + 32 + 1 + 64 && pt_hex_decode(dev, 32, k + 35) == 0) {
+            bool have = false;
+            for (unsigned i = 0; i < r->ndev && !have; i++) have = memcmp(r->dev[i], dev, 32) == 0;
+            if (!have && r->ndev < PT_SERVER_USER_DEVICES_MAX) memcpy(r->dev[r->ndev++], dev, 32);
+        }
+        kvEntry_Destroy(e);
+    }
+    kvWatcher_Destroy(w);
+    return rc;
+}
+
+/* Records device as the user's: the user record u.<user> is created once (identity,
+ * name; create-only, so two first binds agree on one), the device gets its own
+ * create-only key v.<user>.<device>. A compare-and-set on a list in u.<user> lost one
+ * of two devices bound at once on two nodes: on nats-server 2.9 concurrent updates of
+ * one revision can all succeed (see the prekeys below). 0, PT_ERR_EXISTS (*why),
+ * PT_ERR_IO. */
 static int record_device(pt_cluster *c, const uint8_t user_id[16], const uint8_t identity[32],
                          const char *display, const char *key, const uint8_t device[32], const char **why)
 {
@@ -1091,36 +1142,36 @@ static int record_device(pt_cluster *c, const uint8_t user_id[16], const uint8_t
     user_key(uk, user_id);
     static _Thread_local uint8_t buf[REC_MAX];
     static _Thread_local user_rec r;
-    for (int tries = 0; tries < BIND_TRIES; tries++) {
+    bool recorded = false;
+    for (int tries = 0; tries < BIND_TRIES && !recorded; tries++) {
         kvEntry *e = NULL;
         natsStatus st = kvStore_Get(&e, c->kv, uk);
-        uint64_t last = 0;
         if (st == NATS_NOT_FOUND) {
             memset(&r, 0, sizeof r);
             memcpy(r.identity, identity, 32);
             snprintf(r.display, sizeof r.display, "%s", display);
             snprintf(r.key, sizeof r.key, "%s", key);
-        } else if (st == NATS_OK) {
-            last = kvEntry_Revision(e);
-            int rc = rec_decode(&r, kvEntry_Value(e), (size_t)kvEntry_ValueLen(e));
-            kvEntry_Destroy(e);
-            if (rc) return PT_ERR_IO;
-            if (memcmp(r.identity, identity, 32) != 0) return *why = "USER_ID_COLLISION", PT_ERR_EXISTS;
-            if (strcmp(r.key, key) != 0) return *why = "USER_HAS_ANOTHER_USERNAME", PT_ERR_EXISTS;
-            for (unsigned i = 0; i < r.ndev; i++)
-                if (memcmp(r.dev[i], device, 32) == 0) return 0;
-            if (r.ndev >= PT_SERVER_USER_DEVICES_MAX) return 0; /* sends reach the first ones */
-        } else {
-            return PT_ERR_IO;
+            size_t len = rec_encode(buf, &r);
+            /* lost to another first bind (or a lagging read): read it again */
+            if (kvStore_Create(NULL, c->kv, uk, buf, (int)len) == NATS_OK) recorded = true;
+            continue;
         }
-        memcpy(r.dev[r.ndev++], device, 32);
-        size_t len = rec_encode(buf, &r);
-        st = last ? kvStore_Update(NULL, c->kv, uk, buf, (int)len, last)
-                  : kvStore_Create(NULL, c->kv, uk, buf, (int)len);
-        if (st == NATS_OK) return 0;
-        /* someone else changed it first: read it again */
+        if (st != NATS_OK) return PT_ERR_IO;
+        int rc = rec_decode(&r, kvEntry_Value(e), (size_t)kvEntry_ValueLen(e));
+        kvEntry_Destroy(e);
+        if (rc) return PT_ERR_IO;
+        if (memcmp(r.identity, identity, 32) != 0) return *why = "USER_ID_COLLISION", PT_ERR_EXISTS;
+        if (strcmp(r.key, key) != 0) return *why = "USER_HAS_ANOTHER_USERNAME", PT_ERR_EXISTS;
+        recorded = true;
     }
-    return PT_ERR_IO;
+    if (!recorded) return PT_ERR_IO;
+    char vk[2 + 33 + 65];
+    user_dev_key(vk, user_id, device);
+    if (kvStore_Create(NULL, c->kv, vk, "", 0) == NATS_OK) return 0;
+    kvEntry *e = NULL; /* there already (a second bind of this device), or no answer */
+    natsStatus st = kvStore_Get(&e, c->kv, vk);
+    kvEntry_Destroy(e);
+    return st == NATS_OK ? 0 : PT_ERR_IO;
 }
 
 int pt_cluster_bind(pt_cluster *c, const uint8_t user_id[16], const uint8_t identity[32],
@@ -1168,6 +1219,8 @@ int pt_cluster_user(pt_cluster *c, const uint8_t user_id[16], uint8_t identity[3
     user_rec *r = malloc(sizeof *r);
     int rc = r ? rec_decode(r, kvEntry_Value(e), (size_t)kvEntry_ValueLen(e)) : PT_ERR_NOMEM;
     kvEntry_Destroy(e);
+    /* devices: the list of records written before v.<user>.<device> keys, and those */
+    if (rc == 0 && devs) rc = list_user_devices(c, user_id, r);
     if (rc == 0) {
         if (identity) memcpy(identity, r->identity, 32);
         if (display) snprintf(display, PT_CLUSTER_NAME_SIZE, "%s", r->display);
@@ -1483,6 +1536,19 @@ int pt_cluster_prekeys_take(pt_cluster *c, const uint8_t device[32], pt_cluster_
         }
     }
     if (rc == PT_ERR_IO) pt_log_warn("cluster: a prekey bundle could not be taken");
+    free(r);
+    return rc;
+}
+
+int pt_cluster_prekeys_signed(pt_cluster *c, const uint8_t device[32], pt_cluster_signed *sig)
+{
+    char key[2 + 65];
+    prekey_key(key, device);
+    prekey_rec *r = malloc(sizeof *r);
+    if (!r) return PT_ERR_NOMEM;
+    int64_t rev = prekey_get(c, key, r);
+    int rc = rev < 0 ? PT_ERR_IO : r->sig.has ? 1 : 0;
+    if (rc == 1) *sig = r->sig;
     free(r);
     return rc;
 }

@@ -7,11 +7,55 @@
 #include <stdlib.h>
 
 #include "crypto/pt_crypto.h"
+#include "server/pt_cluster.h"
 #include "server/pt_server_int.h"
 
 static const char revoke_label[] = "PT1 revoke device";
 
 /* ---- prekeys.list ------------------------------------------------------------------------------ */
+
+static void reply_bundles(pt_srv_sess *e, uint64_t req, pt_tl_prekeys_bundles *res)
+{
+    pt_buf out;
+    pt_buf_init(&out);
+    if (pt_tl_prekeys_bundles_encode(&out, res) == 0) pt_srv_reply(e, req, &out);
+    else pt_srv_reply_error(e, req, PT_RPC_INTERNAL, "INTERNAL");
+    pt_buf_free(&out);
+}
+
+/* Cluster mode: the devices and signed prekeys are the cluster's (pt_cluster.h), read
+ * with blocking bucket reads, one per device (a user has a handful). */
+static void list_cluster(pt_conn *c, uint64_t req, const pt_tl_prekeys_list *q)
+{
+    pt_srv_sess *e = c->sess;
+    pt_cluster *cl = c->srv->cluster;
+    pt_tl_prekeys_bundles res = {0};
+    pt_srv_devlist l = {0};
+    int rc = pt_cluster_user(cl, q->user_id, res.identity_key, NULL, &l);
+    if (rc) {
+        pt_srv_reply_error(e, req, rc == PT_ERR_NOT_FOUND ? PT_RPC_NOT_FOUND : PT_RPC_UNAVAILABLE,
+                           rc == PT_ERR_NOT_FOUND ? "USER_NOT_FOUND" : "CLUSTER_UNAVAILABLE");
+        pt_srv_devlist_free(&l);
+        return;
+    }
+    pt_tl_prekeys_bundle items[PT_SERVER_USER_DEVICES_MAX];
+    pt_cluster_signed sig[PT_SERVER_USER_DEVICES_MAX];
+    uint32_t n = 0;
+    for (size_t i = 0; i < l.n && n < PT_SERVER_USER_DEVICES_MAX && rc >= 0; i++) {
+        if ((rc = pt_cluster_prekeys_signed(cl, l.pk[i], &sig[n])) != 1) continue;
+        items[n] = (pt_tl_prekeys_bundle){.signed_key_id = sig[n].id, .signed_key = {sig[n].key, sig[n].len},
+                                          .signature = {sig[n].signature, PT_ED25519_SIG_LEN}};
+        memcpy(items[n].device, l.pk[i], 32);
+        n++;
+    }
+    pt_srv_devlist_free(&l);
+    if (rc < 0) {
+        pt_srv_reply_error(e, req, PT_RPC_UNAVAILABLE, "CLUSTER_UNAVAILABLE");
+        return;
+    }
+    res.bundles = (pt_tl_vec_prekeys_bundle){.n = n, .items = items};
+    reply_bundles(e, req, &res);
+}
 
 static void rpc_list(pt_conn *c, uint64_t req, const pt_tl_prekeys_list *q)
 {
@@ -22,6 +66,10 @@ static void rpc_list(pt_conn *c, uint64_t req, const pt_tl_prekeys_list *q)
     if (blocked != 0) {
         pt_srv_reply_error(e, req, blocked < 0 ? PT_RPC_INTERNAL : PT_RPC_FORBIDDEN,
                            blocked < 0 ? "INTERNAL" : "BLOCKED");
+        return;
+    }
+    if (c->srv->cluster) {
+        list_cluster(c, req, q);
         return;
     }
     sqlite3_stmt *st;
@@ -76,11 +124,7 @@ static void rpc_list(pt_conn *c, uint64_t req, const pt_tl_prekeys_list *q)
         pt_srv_reply_error(e, req, PT_RPC_INTERNAL, "INTERNAL");
     } else {
         res.bundles = (pt_tl_vec_prekeys_bundle){.n = n, .items = items};
-        pt_buf out;
-        pt_buf_init(&out);
-        if (pt_tl_prekeys_bundles_encode(&out, &res) == 0) pt_srv_reply(e, req, &out);
-        else pt_srv_reply_error(e, req, PT_RPC_INTERNAL, "INTERNAL");
-        pt_buf_free(&out);
+        reply_bundles(e, req, &res);
     }
     for (uint32_t i = 0; i < n; i++) free((void *)items[i].signed_key.data);
 }

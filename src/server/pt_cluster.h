@@ -22,8 +22,9 @@
  *   n.<hex of the username key>  user_id[16]; created with kvStore_Create, so one user
  *                                per name cluster-wide
  *   s.<hex of the skeleton>      user_id[16]; likewise (confusable names)
- *   u.<user hex>                 the user record (identity key, name, device keys),
- *                                updated by compare-and-set on its revision
+ *   u.<user hex>                 the user record (identity key, name), created once
+ *   v.<user hex>.<device hex>    empty: the device is the user's (create-only; listed
+ *                                with a watch on v.<user hex>.*)
  *   d.<device hex>               user_id[16]; created at the device's bind, so a device
  *                                bound on one node is bound on every node
  *   i.<node_id>                  u64le: the end of the server ids reserved by that node
@@ -164,5 +165,8 @@ int pt_cluster_prekeys_put(pt_cluster *c, const uint8_t device[32], const pt_clu
  * one-time keys left. */
 int pt_cluster_prekeys_take(pt_cluster *c, const uint8_t device[32], pt_cluster_signed *sig,
                             pt_cluster_prekey *otk, int *left);
+/* The signed prekey of device, consuming nothing (prekeys.list): 1, 0 when it has none,
+ * PT_ERR_IO. Any thread. */
+int pt_cluster_prekeys_signed(pt_cluster *c, const uint8_t device[32], pt_cluster_signed *sig);
 
 #endif

@@ -8,6 +8,7 @@
  *  - the same username claimed at the same moment on both nodes: exactly one wins;
  *  - one-time prekeys: 6 fetchers on two nodes fetching at once, round after round,
  *    are handed each key once; an upload through the other node adds to the same stock;
+ *  - two devices of one user bound at the same moment on two nodes: both listed;
  *  - durable queues in JetStream: kill -9 of the packtrackd node a user is connected
  *    to, kill -9 of one nats-server of three, each under 50 sends, and a restart of
  *    the whole cluster: every acked message is delivered exactly once.
@@ -437,6 +438,72 @@ static void test_prekeys_across_nodes(void **state)
     assert_int_equal(pt_test_server_stop(&n2), 0);
 }
 
+/* Two devices of one user (the same identity key) bind at the same moment on two
+ * nodes: both must be the user's everywhere, listed by prekeys.list on both nodes.
+ * The device list used to be one value updated by compare-and-set, which nats-server
+ * 2.9 does not serialize (pt-kv-race shows it); each device now has its own
+ * create-only key, listed with a watch. The old code passed these 8 rounds too (a
+ * bind's round trips rarely let the two updates overlap): this guards the listing,
+ * pt-kv-race the primitive. */
+static void test_devices_bound_at_once(void **state)
+{
+    (void)state;
+    pt_test_server n1, n2;
+    start_nodes(&n1, &n2);
+    pt_random(test_spk, sizeof test_spk);
+    user viewer;
+    user_new(&viewer, "viewer");
+    assert_int_equal(pt_client_connect(viewer.c, "127.0.0.1", n1.port), 0);
+    assert_int_equal(bind(&viewer, "viewer0"), 0);
+    for (int round = 0; round < 8; round++) {
+        user d1, d2;
+        user_new(&d1, "md1");
+        user_new(&d2, "md2");
+        memcpy(d2.id_pk, d1.id_pk, 32);
+        memcpy(d2.id_sk, d1.id_sk, 64);
+        assert_int_equal(pt_client_connect(d1.c, "127.0.0.1", n1.port), 0);
+        assert_int_equal(pt_client_connect(d2.c, "127.0.0.1", n2.port), 0);
+        char name[32];
+        snprintf(name, sizeof name, "twodev%d", round);
+        pt_buf b1, b2;
+        pt_buf_init(&b1);
+        pt_buf_init(&b2);
+        encode_bind(&d1, name, &b1);
+        encode_bind(&d2, name, &b2);
+        start_call(&d1, &b1);
+        start_call(&d2, &b2);
+        for (int i = 0; i < 1000 && !(d1.got_reply && d2.got_reply); i++) {
+            pump(&d1, 5);
+            pump(&d2, 5);
+        }
+        assert_true(d1.got_reply && d2.got_reply);
+        if (d1.err_code || d2.err_code)
+            fail_msg("round %d: %d %s / %d %s", round, d1.err_code, d1.err_msg, d2.err_code, d2.err_msg);
+        assert_memory_equal(d1.user_id, d2.user_id, 16);
+        assert_int_equal(upload_prekeys(&d1, 1, 1, 1), 0);
+        assert_int_equal(upload_prekeys(&d2, 1, 100, 1), 0);
+        /* the viewer's node (1) lists both, and so does the other one */
+        for (int k = 0; k < 2; k++) {
+            user *v = k == 0 ? &viewer : &d1;
+            pt_tl_prekeys_list q;
+            memcpy(q.user_id, d1.user_id, 16);
+            assert_int_equal(pt_tl_prekeys_list_encode(&b1, &q), 0);
+            v->nbundles = 0;
+            call(v, &b1);
+            assert_int_equal(v->err_code, 0);
+            if (v->nbundles != 2) fail_msg("round %d: %d device(s) listed, 2 bound", round, v->nbundles);
+        }
+        pt_buf_free(&b1);
+        pt_buf_free(&b2);
+        pt_client_free(d1.c);
+        pt_client_free(d2.c);
+    }
+    printf("cluster devices: 8 rounds of two devices of one user bound at once on two nodes, both listed\n");
+    pt_client_free(viewer.c);
+    assert_int_equal(pt_test_server_stop(&n1), 0);
+    assert_int_equal(pt_test_server_stop(&n2), 0);
+}
+
 /* Like send_msg, waiting up to ms for the answer: 0 acked, else the error (or -1: no
  * answer). */
 static int send_wait(user *u, const uint8_t to[16], uint32_t seq, int ms)
@@ -707,6 +774,7 @@ int main(void)
         cmocka_unit_test(test_chat_across_nodes),
         cmocka_unit_test(test_username_race),
         cmocka_unit_test(test_prekeys_across_nodes),
+        cmocka_unit_test(test_devices_bound_at_once),
         cmocka_unit_test(test_kill_node),
         cmocka_unit_test(test_kill_nats),
         cmocka_unit_test(test_cluster_restart),
