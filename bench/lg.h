@@ -69,18 +69,28 @@ typedef struct lg_driver {
 } lg_driver;
 
 extern const lg_driver lg_driver_pt, lg_driver_raw, lg_driver_nats, lg_driver_mqtt;
+#ifdef LG_HAVE_JETSTREAM
+extern const lg_driver lg_driver_jetstream;
+#endif
+
+#define LG_PORTS_MAX 16
 
 /* The run's settings, as the drivers need them. */
 typedef struct lg_opts {
     const char *host;
-    uint16_t port;
-    const char *fingerprint; /* pt: the server key, pins it (IK) */
+    uint16_t ports[LG_PORTS_MAX]; /* the servers (several nodes of one cluster) */
+    uint32_t nports;              /* at least 1; client i connects to ports[i % nports] */
+    const char *fingerprints[LG_PORTS_MAX]; /* pt: each server's key (pinned: IK), as ports */
+    uint32_t nfingerprints;
     const char *home_dir;    /* pt: parent of the per-client homes */
     size_t payload;          /* bytes per message */
     int confirm_batch;       /* pt: server ids per messages.received */
 } lg_opts;
 
 const lg_opts *lg_options(const lg_run *r);
+/* The port client idx connects to: with n >= 2 servers, i and its peer i ^ 1
+ * (consecutive numbers) always land on two different servers. */
+uint16_t lg_port_of(const lg_opts *o, uint32_t idx);
 lg_client *lg_client_at(lg_run *r, uint32_t idx);
 
 /* A message arrived at receiver (payload as sent). */

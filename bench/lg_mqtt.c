@@ -50,7 +50,7 @@ static int mq_connect(lg_run *r, lg_client *c)
     if (!m) return -1;
     c->drv = m;
     m->next_pid = 1;
-    if ((c->fd = lg_tcp_connect(o->host, o->port)) < 0) return -1;
+    if ((c->fd = lg_tcp_connect(o->host, lg_port_of(o, c->idx))) < 0) return -1;
     char id[32], topic[32];
     size_t idl = (size_t)snprintf(id, sizeof id, "lg%u", c->idx);
     size_t tl = (size_t)snprintf(topic, sizeof topic, "lg/%u", c->idx);

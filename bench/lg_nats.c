@@ -21,7 +21,7 @@ static int nats_connect(lg_run *r, lg_client *c)
     lg_io *io = calloc(1, sizeof *io);
     if (!io) return -1;
     c->drv = io;
-    if ((c->fd = lg_tcp_connect(o->host, o->port)) < 0) return -1;
+    if ((c->fd = lg_tcp_connect(o->host, lg_port_of(o, c->idx))) < 0) return -1;
     char buf[256];
     int n = snprintf(buf, sizeof buf,
                      "CONNECT {\"verbose\":false,\"pedantic\":false,\"echo\":false,"

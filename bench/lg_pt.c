@@ -128,13 +128,14 @@ static int ptlg_connect(lg_run *r, lg_client *c)
     pt_buf_init(&p->body);
     char home[1024];
     snprintf(home, sizeof home, "%s/c%u", o->home_dir, c->idx);
-    pt_client_config cfg = {.home = home, .server_fingerprint = o->fingerprint};
+    const char *fp = o->nfingerprints ? o->fingerprints[c->idx % o->nfingerprints] : NULL;
+    pt_client_config cfg = {.home = home, .server_fingerprint = fp};
     int err = 0;
     if (!(p->cl = pt_client_new(&cfg, &err))) {
         fprintf(stderr, "loadgen: pt client %u: %s\n", c->idx, pt_strerror(err));
         return -1;
     }
-    if ((err = pt_client_connect(p->cl, o->host, o->port)) != 0) {
+    if ((err = pt_client_connect(p->cl, o->host, lg_port_of(o, c->idx))) != 0) {
         fprintf(stderr, "loadgen: pt client %u: connect: %s\n", c->idx, pt_strerror(err));
         return -1;
     }

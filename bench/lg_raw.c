@@ -20,7 +20,7 @@ static int raw_connect(lg_run *r, lg_client *c)
     lg_io *io = calloc(1, sizeof *io);
     if (!io) return -1;
     c->drv = io;
-    if ((c->fd = lg_tcp_connect(o->host, o->port)) < 0) return -1;
+    if ((c->fd = lg_tcp_connect(o->host, lg_port_of(o, c->idx))) < 0) return -1;
     uint8_t hello[12];
     pt_put_u32le(hello, 8);
     memcpy(hello + 4, "HELO", 4);

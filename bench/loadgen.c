@@ -21,6 +21,12 @@
  * The server is started by scripts/bench-loadgen.sh; --server-pid lets loadgen
  * read its CPU time (/proc/PID/stat, all threads) and RSS (/proc/PID/status).
  * One result line per phase starts with "RESULT" (key=value) for the script.
+ *
+ * Several servers (issue 8's cluster, scripts/bench-cluster.sh): --port takes a
+ * list and client i connects to the (i mod n)-th; a pair (i, i ^ 1) is two
+ * consecutive numbers, so with n >= 2 its two clients are on different servers.
+ * --server-pid and --nats-pid take lists too: the CPU times are summed (the
+ * nats-servers' apart from the packtrackd nodes'), the RSS of the servers too.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -59,7 +65,10 @@ struct lg_run {
     lg_client *cl;
     uint32_t ncl;                 /* clients set up so far */
     uint32_t cap;
-    pid_t server_pid;
+    pid_t server_pids[LG_PORTS_MAX]; /* packtrackd nodes (or the one server measured) */
+    uint32_t nserver_pids;
+    pid_t nats_pids[LG_PORTS_MAX];   /* the nats-servers behind them, reported apart */
+    uint32_t nnats_pids;
     /* the phase being measured */
     bool measuring;
     uint64_t meas_start_ns;
@@ -92,6 +101,7 @@ static _Noreturn void die(const char *what, const char *arg)
 }
 
 const lg_opts *lg_options(const lg_run *r) { return &r->o; }
+uint16_t lg_port_of(const lg_opts *o, uint32_t idx) { return o->ports[idx % o->nports]; }
 lg_client *lg_client_at(lg_run *r, uint32_t idx) { return idx < r->ncl ? &r->cl[idx] : NULL; }
 
 void lg_note_error(lg_run *r, const char *what)
@@ -165,10 +175,26 @@ static uint64_t server_rss_kib(pid_t pid)
     return kib;
 }
 
+/* The sum over a list of processes; 0 for an empty list. */
+static uint64_t pids_cpu_us(const pid_t *pids, uint32_t n)
+{
+    uint64_t sum = 0;
+    for (uint32_t i = 0; i < n; i++) sum += server_cpu_us(pids[i]);
+    return sum;
+}
+
+static uint64_t pids_rss_kib(const pid_t *pids, uint32_t n)
+{
+    uint64_t sum = 0;
+    for (uint32_t i = 0; i < n; i++) sum += server_rss_kib(pids[i]);
+    return sum;
+}
+
 /* CPU time of the whole machine in processes (user, nice, system) or stolen by
  * the hypervisor, in microseconds. Interrupts are left out: softirq time of our
- * own loopback traffic is often not charged to the processes. */
-static uint64_t machine_busy_us(void)
+ * own loopback traffic is often not charged to the processes. With niced, the
+ * same without nice: work at nice 19 (fuzzers) takes a CPU only when it is idle. */
+static uint64_t machine_busy_us(bool niced)
 {
     FILE *f = fopen("/proc/stat", "r");
     if (!f) return 0;
@@ -177,7 +203,7 @@ static uint64_t machine_busy_us(void)
                    &v[5], &v[6], &v[7]);
     fclose(f);
     if (n < 8) return 0;
-    unsigned long long busy = v[0] + v[1] + v[2] + v[7];
+    unsigned long long busy = v[0] + (niced ? v[1] : 0) + v[2] + v[7];
     return busy * 1000000ull / (uint64_t)sysconf(_SC_CLK_TCK);
 }
 
@@ -390,6 +416,39 @@ static void setup(lg_run *r, uint32_t from, uint32_t to, int upto, bool senders)
     }
 }
 
+/* One message per client, waited for: every route is in place before the
+ * first phase (in cluster mode a device's JetStream consumer is made after it
+ * connects, asynchronously; until then its messages wait in the stream). */
+static void run_prime(lg_run *r)
+{
+    /* Without acks (core NATS: at most once), a message published before the
+     * recipient's SUB reached the sender's server over the cluster's routes is
+     * dropped: give the interest time to spread, and do not wait long for one
+     * that was dropped anyway. */
+    if (!r->drv->acks) run_for(r, 500000000);
+    uint64_t t0 = now_ns(), deadline = t0 + (r->drv->acks ? SETUP_TIMEOUT_NS : 10000000000u);
+    for (uint32_t i = 0; i < r->ncl; i++) {
+        if (send_one(r, &r->cl[i], t0)) do_flush(r, &r->cl[i]);
+    }
+    for (;;) {
+        uint64_t out_n = 0;
+        for (uint32_t i = 0; i < r->ncl; i++) out_n += r->cl[i].outstanding;
+        if (!out_n) break;
+        if (now_ns() > deadline || interrupted) {
+            fprintf(stderr, "loadgen: prime: %llu of %u messages not through after %.0f s\n",
+                    (unsigned long long)out_n, r->ncl, (double)(deadline - t0) / 1e9);
+            if (r->drv->acks) exit(1);
+            r->lost += out_n; /* their slots stay taken: a smaller window for those clients */
+            break;
+        }
+        tick_all(r, 0, r->ncl, false);
+        loop_once(r, 1000000);
+    }
+    tick_all(r, 0, r->ncl, true);
+    fprintf(stderr, "loadgen: %s: one message per client through in %.2f s\n", r->drv->name,
+            (double)(now_ns() - t0) / 1e9);
+}
+
 /* ---- phases ------------------------------------------------------------------------------------- */
 
 typedef struct phase_result {
@@ -398,7 +457,9 @@ typedef struct phase_result {
     double secs, msgs_per_s;
     uint64_t msgs;
     double srv_cpu_pct, srv_us_per_msg, lg_cpu_pct;
+    double nats_cpu_pct, nats_us_per_msg; /* the nats-servers (--nats-pid), -1 without */
     double other_cpu_pct;  /* the rest of the machine: other work that disturbs the run */
+    double other_unniced_pct; /* the same without niced work (which yields to ours) */
     uint64_t srv_rss_kib;
     double d50, d99, d999, a50, a99, a999;
     uint64_t lost, skipped;
@@ -417,14 +478,19 @@ static void run_phase(lg_run *r, phase_result *out, int window, double rate, dou
     r->dlv.n = r->ack.n = 0;
     r->measuring = false;
     r->delivered_in_window = 0;
-    uint64_t skipped0 = r->skipped, cpu0 = 0, self0 = 0, busy0 = 0, tm0 = 0, last_tick = t0;
+    uint64_t skipped0 = r->skipped, cpu0 = 0, ncpu0 = 0, unniced0 = 0, self0 = 0, busy0 = 0, tm0 = 0, last_tick = t0;
+    uint64_t prev = t0, stall = 0; /* the longest time between two turns of the loop */
     for (uint64_t now; (now = now_ns()) < end && !interrupted;) {
+        if (now - prev > stall) stall = now - prev;
+        prev = now;
         if (!r->measuring && now >= meas_start) {
             r->measuring = true;
             r->meas_start_ns = tm0 = now;
-            cpu0 = server_cpu_us(r->server_pid);
+            cpu0 = pids_cpu_us(r->server_pids, r->nserver_pids);
+            ncpu0 = pids_cpu_us(r->nats_pids, r->nnats_pids);
             self0 = self_cpu_us();
-            busy0 = machine_busy_us();
+            busy0 = machine_busy_us(true);
+            unniced0 = machine_busy_us(false);
         }
         int64_t timeout = -1;
         for (uint32_t i = 0; i < n; i++) {
@@ -451,8 +517,12 @@ static void run_phase(lg_run *r, phase_result *out, int window, double rate, dou
         if (timeout < 0 || (uint64_t)timeout > left) timeout = (int64_t)(left < 10000000 ? left : 10000000);
         loop_once(r, timeout);
     }
-    uint64_t tm1 = now_ns(), cpu1 = server_cpu_us(r->server_pid), self1 = self_cpu_us();
-    uint64_t busy1 = machine_busy_us();
+    uint64_t tm1 = now_ns(), cpu1 = pids_cpu_us(r->server_pids, r->nserver_pids), self1 = self_cpu_us();
+    uint64_t ncpu1 = pids_cpu_us(r->nats_pids, r->nnats_pids);
+    uint64_t busy1 = machine_busy_us(true), unniced1 = machine_busy_us(false);
+    if (!r->measuring) tm0 = tm1; /* the warm-up outlasted the phase: nothing measured */
+    if (stall > 100000000u)
+        fprintf(stderr, "loadgen: warning: the loop stalled for %.2f s in this phase\n", (double)stall / 1e9);
     uint64_t msgs = r->delivered_in_window;
     r->measuring = false;
     /* drain: nothing new; wait for what is in flight, confirm everything */
@@ -476,12 +546,18 @@ static void run_phase(lg_run *r, phase_result *out, int window, double rate, dou
     out->secs = secs;
     out->msgs = msgs;
     out->msgs_per_s = secs > 0 ? (double)msgs / secs : 0;
-    out->srv_cpu_pct = secs > 0 && r->server_pid > 0 ? (double)(cpu1 - cpu0) / (secs * 1e4) : -1;
-    out->srv_us_per_msg = msgs && r->server_pid > 0 ? (double)(cpu1 - cpu0) / (double)msgs : -1;
+    bool srv = r->nserver_pids > 0, nats = r->nnats_pids > 0;
+    out->srv_cpu_pct = secs > 0 && srv ? (double)(cpu1 - cpu0) / (secs * 1e4) : -1;
+    out->srv_us_per_msg = msgs && srv ? (double)(cpu1 - cpu0) / (double)msgs : -1;
+    out->nats_cpu_pct = secs > 0 && nats ? (double)(ncpu1 - ncpu0) / (secs * 1e4) : -1;
+    out->nats_us_per_msg = msgs && nats ? (double)(ncpu1 - ncpu0) / (double)msgs : -1;
     out->lg_cpu_pct = secs > 0 ? (double)(self1 - self0) / (secs * 1e4) : -1;
-    double other = (double)(busy1 - busy0) - (double)(cpu1 - cpu0) - (double)(self1 - self0);
+    double other = (double)(busy1 - busy0) - (double)(cpu1 - cpu0) - (double)(ncpu1 - ncpu0) -
+                   (double)(self1 - self0);
     out->other_cpu_pct = secs > 0 ? (other > 0 ? other : 0) / (secs * 1e4) : -1;
-    out->srv_rss_kib = server_rss_kib(r->server_pid);
+    other += (double)(unniced1 - unniced0) - (double)(busy1 - busy0);
+    out->other_unniced_pct = secs > 0 ? (other > 0 ? other : 0) / (secs * 1e4) : -1;
+    out->srv_rss_kib = pids_rss_kib(r->server_pids, r->nserver_pids);
     out->skipped = r->skipped - skipped0;
     qsort(r->dlv.v, r->dlv.n, sizeof *r->dlv.v, cmp_u64);
     qsort(r->ack.v, r->ack.n, sizeof *r->ack.v, cmp_u64);
@@ -498,18 +574,21 @@ static void print_phase(const lg_run *r, const phase_result *p, uint32_t pairs, 
     printf("%-5s %-6s %8.0f msgs/s  delivery p50/p99/p99.9 %7.0f/%7.0f/%7.0f us", r->drv->name,
            p->phase, p->msgs_per_s, p->d50, p->d99, p->d999);
     if (r->drv->acks) printf("  ack %7.0f/%7.0f/%7.0f us", p->a50, p->a99, p->a999);
-    printf("  server %5.1f%% CPU %6.2f us/msg RSS %llu KiB  loadgen %5.1f%% CPU  other %4.1f%%\n",
-           p->srv_cpu_pct, p->srv_us_per_msg, (unsigned long long)p->srv_rss_kib, p->lg_cpu_pct,
-           p->other_cpu_pct);
+    printf("  server %5.1f%% CPU %6.2f us/msg RSS %llu KiB", p->srv_cpu_pct, p->srv_us_per_msg,
+           (unsigned long long)p->srv_rss_kib);
+    if (r->nnats_pids) printf("  nats %5.1f%% CPU %6.2f us/msg", p->nats_cpu_pct, p->nats_us_per_msg);
+    printf("  loadgen %5.1f%% CPU  other %4.1f%% (not niced %4.1f%%)\n", p->lg_cpu_pct, p->other_cpu_pct,
+           p->other_unniced_pct);
     printf("RESULT target=%s phase=%s pairs=%u window=%d size=%zu rate_target=%.0f secs=%.3f "
            "msgs=%llu msgs_per_s=%.0f dlv_p50_us=%.1f dlv_p99_us=%.1f dlv_p999_us=%.1f "
            "ack_p50_us=%.1f ack_p99_us=%.1f ack_p999_us=%.1f srv_cpu_pct=%.1f srv_us_per_msg=%.3f "
-           "srv_rss_kib=%llu lg_cpu_pct=%.1f other_cpu_pct=%.1f lost=%llu skipped=%llu errors=%llu dups=%llu "
-           "misrouted=%llu\n",
+           "srv_rss_kib=%llu nats_cpu_pct=%.1f nats_us_per_msg=%.3f servers=%u lg_cpu_pct=%.1f "
+           "other_cpu_pct=%.1f other_unniced_pct=%.1f lost=%llu skipped=%llu errors=%llu dups=%llu misrouted=%llu\n",
            r->drv->name, p->phase, pairs, window, r->o.payload, p->rate_target, p->secs,
            (unsigned long long)p->msgs, p->msgs_per_s, p->d50, p->d99, p->d999, p->a50, p->a99,
            p->a999, p->srv_cpu_pct, p->srv_us_per_msg, (unsigned long long)p->srv_rss_kib,
-           p->lg_cpu_pct, p->other_cpu_pct, (unsigned long long)p->lost, (unsigned long long)p->skipped,
+           p->nats_cpu_pct, p->nats_us_per_msg, r->o.nports, p->lg_cpu_pct, p->other_cpu_pct,
+           p->other_unniced_pct, (unsigned long long)p->lost, (unsigned long long)p->skipped,
            (unsigned long long)r->errors, (unsigned long long)r->dups,
            (unsigned long long)r->misrouted);
     fflush(stdout);
@@ -519,18 +598,19 @@ static void print_phase(const lg_run *r, const phase_result *p, uint32_t pairs, 
 
 static void run_idle(lg_run *r, uint32_t warm, uint32_t idle, double settle_s)
 {
-    uint64_t fresh = server_rss_kib(r->server_pid);
+    pid_t pid = r->nserver_pids ? r->server_pids[0] : 0;
+    uint64_t fresh = server_rss_kib(pid);
     uint64_t t0 = now_ns();
     setup(r, 0, warm, 1, false);
     run_for(r, (uint64_t)(settle_s * 1e9));
-    uint64_t rss0 = server_rss_kib(r->server_pid), maps0 = server_maps(r->server_pid);
+    uint64_t rss0 = server_rss_kib(pid), maps0 = server_maps(pid);
     for (uint32_t from = warm; from < warm + idle; from += IDLE_BATCH) {
         uint32_t to = from + IDLE_BATCH < warm + idle ? from + IDLE_BATCH : warm + idle;
         setup(r, from, to, 1, false);
     }
     double setup_s = (double)(now_ns() - t0) / 1e9;
     run_for(r, (uint64_t)(settle_s * 1e9));
-    uint64_t rss1 = server_rss_kib(r->server_pid), maps1 = server_maps(r->server_pid);
+    uint64_t rss1 = server_rss_kib(pid), maps1 = server_maps(pid);
     double per = idle ? (double)(rss1 - rss0) / idle : 0;
     double maps_per = idle ? ((double)maps1 - (double)maps0) / idle : 0;
     printf("%-5s idle   %u connections (+%u warm) set up in %.1f s: server RSS %llu -> %llu KiB, "
@@ -564,19 +644,33 @@ static void remove_own_home(void)
     own_home_made = false;
 }
 
+/* Splits a comma-separated option value in place (argv is ours to modify). */
+static uint32_t split_list(char *arg, char *out[LG_PORTS_MAX], const char *opt)
+{
+    uint32_t n = 0;
+    for (char *save = NULL, *t = strtok_r(arg, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        if (n == LG_PORTS_MAX) die("too many values (16 at most) in ", opt);
+        out[n++] = t;
+    }
+    return n;
+}
+
 static void usage(FILE *f)
 {
     fprintf(f,
-            "Usage: loadgen --target pt|raw|nats|mqtt --port PORT [OPTION]...\n"
+            "Usage: loadgen --target pt|raw|nats|mqtt|jetstream --port PORT[,PORT...] [OPTION]...\n"
+            "  --port P1,P2,...    several servers (cluster nodes): client i connects to P(i mod n)\n"
             "  --host H            server address (127.0.0.1)\n"
-            "  --server-pid PID    read the server's CPU time and RSS from /proc\n"
-            "  --fingerprint FP    pt: the server key (the clients pin it and use IK)\n"
+            "  --server-pid PID,.. read the servers' CPU time (summed) and RSS from /proc\n"
+            "  --nats-pid PID,...  read the nats-servers' CPU time too (summed, reported apart)\n"
+            "  --fingerprint FP,.. pt: the server keys, one per port (the clients pin it and use IK)\n"
             "  --home DIR          pt: parent of the client homes (default: a new dir in /dev/shm)\n"
             "  --pairs N           client pairs (100)\n"
             "  --size N            payload bytes (100, at least %d)\n"
             "  --window N          closed loop: messages in flight per client (8)\n"
             "  --rate R            open loop only, R msgs/s in total\n"
             "  --half              closed loop, then open loop at half its rate\n"
+            "  --prime             after setup, one message per client, waited for (routes ready)\n"
             "  --warmup S          seconds before each measurement (1)\n"
             "  --duration S        seconds measured per phase (5)\n"
             "  --confirm N         pt: server ids per messages.received (32)\n"
@@ -598,6 +692,7 @@ int main(int argc, char **argv)
         {"duration", required_argument, NULL, 'D'}, {"confirm", required_argument, NULL, 'c'},
         {"idle", required_argument, NULL, 'i'},     {"idle-warm", required_argument, NULL, 'I'},
         {"hold", required_argument, NULL, 'L'},     {"help", no_argument, NULL, 'h'},
+        {"nats-pid", required_argument, NULL, 'N'}, {"prime", no_argument, NULL, 'R'},
         {NULL, 0, NULL, 0},
     };
     lg_run *r = calloc(1, sizeof *r);
@@ -607,20 +702,35 @@ int main(int argc, char **argv)
     unsigned pairs = 100, idle = 0, idle_warm = 100;
     int window = 8, o;
     double rate = 0, warm = 1, dur = 5, hold = 0;
-    bool half = false;
+    bool half = false, prime = false;
+    char *list[LG_PORTS_MAX] = {0};
     while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (o) {
         case 't': target = optarg; break;
         case 'H': r->o.host = optarg; break;
-        case 'p': r->o.port = (uint16_t)atoi(optarg); break;
-        case 'P': r->server_pid = (pid_t)atoi(optarg); break;
-        case 'f': r->o.fingerprint = optarg; break;
+        case 'p':
+            r->o.nports = split_list(optarg, list, "--port");
+            for (uint32_t i = 0; i < r->o.nports; i++) r->o.ports[i] = (uint16_t)atoi(list[i]);
+            break;
+        case 'P':
+            r->nserver_pids = split_list(optarg, list, "--server-pid");
+            for (uint32_t i = 0; i < r->nserver_pids; i++) r->server_pids[i] = (pid_t)atoi(list[i]);
+            break;
+        case 'N':
+            r->nnats_pids = split_list(optarg, list, "--nats-pid");
+            for (uint32_t i = 0; i < r->nnats_pids; i++) r->nats_pids[i] = (pid_t)atoi(list[i]);
+            break;
+        case 'f':
+            r->o.nfingerprints = split_list(optarg, list, "--fingerprint");
+            memcpy(r->o.fingerprints, list, sizeof list);
+            break;
         case 'd': r->o.home_dir = optarg; break;
         case 'n': pairs = (unsigned)atoi(optarg); break;
         case 's': r->o.payload = (size_t)atoi(optarg); break;
         case 'w': window = atoi(optarg); break;
         case 'r': rate = atof(optarg); break;
         case '2': half = true; break;
+        case 'R': prime = true; break;
         case 'W': warm = atof(optarg); break;
         case 'D': dur = atof(optarg); break;
         case 'c': r->o.confirm_batch = atoi(optarg); break;
@@ -631,7 +741,9 @@ int main(int argc, char **argv)
         default: usage(stderr); return 2;
         }
     }
-    if (!target || !r->o.port) {
+    bool ports_ok = r->o.nports > 0;
+    for (uint32_t i = 0; i < r->o.nports; i++) ports_ok = ports_ok && r->o.ports[i] > 0;
+    if (!target || !ports_ok) {
         usage(stderr);
         return 2;
     }
@@ -639,7 +751,11 @@ int main(int argc, char **argv)
     else if (!strcmp(target, "raw")) r->drv = &lg_driver_raw;
     else if (!strcmp(target, "nats")) r->drv = &lg_driver_nats;
     else if (!strcmp(target, "mqtt")) r->drv = &lg_driver_mqtt;
-    else die("unknown target (pt, raw, nats or mqtt): ", target);
+#ifdef LG_HAVE_JETSTREAM
+    else if (!strcmp(target, "jetstream")) r->drv = &lg_driver_jetstream;
+#endif
+    else die("unknown target (pt, raw, nats, mqtt or jetstream with libnats): ", target);
+    if (r->o.nfingerprints && r->o.nfingerprints != r->o.nports) die("--fingerprint: give one per port", "");
     if (r->o.payload < LG_HDR || r->o.payload > LG_PAYLOAD_MAX) die("--size out of range", "");
     if (window < 1 || window > LG_SLOTS / 2) die("--window out of range", "");
     if (pairs < 1 || pairs > 50000 || idle > 100000) die("--pairs or --idle out of range", "");
@@ -673,6 +789,7 @@ int main(int argc, char **argv)
         setup(r, 0, 2 * pairs, r->drv->stages, true);
         fprintf(stderr, "loadgen: %s: %u clients ready in %.2f s\n", r->drv->name, 2 * pairs,
                 (double)(now_ns() - t) / 1e9);
+        if (prime) run_prime(r);
         phase_result p = {.phase = rate > 0 ? "open" : "closed"};
         run_phase(r, &p, window, rate, warm, dur);
         print_phase(r, &p, pairs, window);

@@ -4,7 +4,7 @@
 # all of them. Every process it starts leaves a pid file under DIR/pids; cluster-down.sh
 # DIR stops exactly those processes, nothing else.
 #
-#   scripts/cluster-up.sh [-d DIR] [-n NODES] [-m NATS_N] [-p BASE_PORT] [-b BUILD_DIR]
+#   scripts/cluster-up.sh [-d DIR] [-n NODES] [-m NATS_N] [-p BASE_PORT] [-b BUILD_DIR] [-x ARGS]
 #
 #   -d DIR        state directory (created; default: a new mktemp -d)
 #   -n NODES      packtrackd nodes, 0 for NATS only (default 3)
@@ -12,6 +12,8 @@
 #   -p BASE_PORT  ports: NATS clients BASE+i, routes BASE+100+i, monitoring BASE+200+i,
 #                 packtrackd BASE+300+i, for i = 1.. (default 14200)
 #   -b BUILD_DIR  where packtrackd is (default: $PT_PACKTRACKD's directory, else ./build)
+#   -x ARGS       more packtrackd options for every node, split at spaces
+#                 (scripts/bench-cluster.sh lifts the per-address limits this way)
 #
 # Prints the cluster's variables (PT_CLUSTER_DIR, PT_CLUSTER_NATS, PT_CLUSTER_NODES) as
 # shell assignments on stdout and writes them to DIR/cluster.env too.
@@ -20,11 +22,12 @@
 # fsyncs every 2 minutes, see docs/ARCHITECTURE.md "Cluster mode".
 set -euo pipefail
 
-DIR="" NODES=3 NATS_N=3 BASE=14200 BUILD=""
-while getopts "d:n:m:p:b:h" o; do
+DIR="" NODES=3 NATS_N=3 BASE=14200 BUILD="" EXTRA=""
+while getopts "d:n:m:p:b:x:h" o; do
   case $o in
     d) DIR=$OPTARG ;; n) NODES=$OPTARG ;; m) NATS_N=$OPTARG ;; p) BASE=$OPTARG ;; b) BUILD=$OPTARG ;;
-    h) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    x) EXTRA=$OPTARG ;;
+    h) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) exit 1 ;;
   esac
 done
@@ -100,7 +103,7 @@ for i in $(seq 1 "$NODES"); do
   rm -f "$DIR/node-$i.ready"
   "$PTD" --listen "127.0.0.1:$port" --data "$DIR/node-$i" --no-discovery \
     --cluster-nats "$nats_urls" --cluster-node-id "$i" --ready-file "$DIR/node-$i.ready" \
-    --log-file "$DIR/node-$i.log" >>"$DIR/node-$i.stderr" 2>&1 &
+    --log-file "$DIR/node-$i.log" $EXTRA >>"$DIR/node-$i.stderr" 2>&1 &
   echo $! > "$DIR/pids/packtrackd-$i.pid"
   nodes+=("127.0.0.1:$port")
 done

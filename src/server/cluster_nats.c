@@ -1276,7 +1276,8 @@ int pt_cluster_reserve_ids(pt_cluster *c, int64_t *next, int64_t *limit)
             rev = kvEntry_Revision(e);
             kvEntry_Destroy(e);
         } else if (st != NATS_NOT_FOUND) {
-            return PT_ERR_IO;
+            pt_log_warn("cluster: reading %s: %s", key, natsStatus_GetText(st));
+            continue;
         }
         if (from < *next) from = *next;
         int64_t to = from + PT_CLUSTER_ID_BLOCK;
@@ -1292,6 +1293,7 @@ int pt_cluster_reserve_ids(pt_cluster *c, int64_t *next, int64_t *limit)
             *limit = to;
             return 0;
         }
+        pt_log_warn("cluster: writing %s: %s", key, natsStatus_GetText(st));
     }
     return PT_ERR_IO;
 }
