@@ -40,6 +40,8 @@ enum { IN_DEV = 1, IN_SYNC, IN_RCV, IN_QDEL, IN_PUBACK, IN_RESET, IN_READY };
 #define Q_BUCKETS 1024
 #define SEND_BUCKETS 4096
 #define Q_RETRY 0x80                /* qsend.tries[i] flag: publish again at the next retry tick */
+#define Q_WORKERS 4                 /* threads checking devices' consumers (JetStream round trips,
+                                     * ~0.5 s to create a replicated one on a busy machine) */
 
 /* A delivery from the device's consumer, waiting for the device to confirm it. */
 typedef struct qpend {
@@ -102,8 +104,9 @@ struct pt_cluster {
     qdev *qdevs[Q_BUCKETS];         /* loop thread only */
     qsend *sends[SEND_BUCKETS];     /* loop thread only */
     uv_timer_t retry_timer;         /* publishes to try again */
-    pthread_t worker;
-    bool worker_on, worker_stop;
+    pthread_t workers[Q_WORKERS];
+    int nworkers;
+    bool worker_stop;
     pthread_cond_t job_cv;          /* with mu */
     job *jobs, *jobs_tail;
     natsSubscription *sync_sub, *rcv_sub;
@@ -537,8 +540,8 @@ int pt_cluster_start(pt_server *s)
         return PT_ERR_IO;
     }
     if ((rc = open_queue_stream(c)) != 0) return rc;
-    if (pthread_create(&c->worker, NULL, worker_main, c) != 0) return PT_ERR_IO;
-    c->worker_on = true;
+    for (; c->nworkers < Q_WORKERS; c->nworkers++)
+        if (pthread_create(&c->workers[c->nworkers], NULL, worker_main, c) != 0) return PT_ERR_IO;
     if (uv_async_init(&s->loop, &c->async, on_async) != 0) return PT_ERR_IO;
     c->async.data = c;
     uv_timer_init(&s->loop, &c->retry_timer);
@@ -584,12 +587,12 @@ void pt_cluster_free(pt_server *s)
     s->cluster = NULL;
     unsubscribe(&c->sync_sub);
     unsubscribe(&c->rcv_sub);
-    if (c->worker_on) {
+    if (c->nworkers) {
         pthread_mutex_lock(&c->mu);
         c->worker_stop = true;
         pthread_cond_broadcast(&c->job_cv);
         pthread_mutex_unlock(&c->mu);
-        pthread_join(c->worker, NULL);
+        for (int i = 0; i < c->nworkers; i++) pthread_join(c->workers[i], NULL);
     }
     for (job *j = c->jobs, *next; j; j = next) {
         next = j->next;
