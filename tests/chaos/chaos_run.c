@@ -30,8 +30,9 @@
  *   server-kills  kill -9 of packtrackd at seeded moments (by acknowledged-message
  *                 count), restarted on the same port and data after a seeded
  *                 downtime, through the proxy (5% drop, 2% dup, 5% reorder).
- *   client-kills  kill -9 of alice's process at seeded moments right after a send
- *                 starts; restarted, it continues with the next number.
+ *   client-kills  kill -9 of alice's and bob's processes in turn at seeded moments
+ *                 right after a send starts; restarted, each continues with the
+ *                 next number (bob's second device goes on meanwhile).
  *   adversary     records replayed (from this or an earlier connection), dup'd,
  *                 bit-flipped, truncated and oversized after the handshake; the
  *                 proxy counts tampered connections the receiver did not close.
@@ -1297,14 +1298,16 @@ static result run_campaign(const campaign *cp, uint64_t seed)
             if (r > res.max_recovery_ms) res.max_recovery_ms = r;
             recovery_from = 0;
         }
-        /* client kills: alice, a few ms after the send numbered ck_at starts */
-        if (ckills < nck && !ck_due && kids[ALICE].pid > 0 && kids[ALICE].max_started >= ck_at[ckills])
+        /* client kills, a few ms after the send numbered ck_at starts: alice and bob in
+         * turn (bob's first device; his second one goes on) */
+        int victim = ckills % 2 ? BOB : ALICE;
+        if (ckills < nck && !ck_due && kids[victim].pid > 0 && kids[victim].max_started >= ck_at[ckills])
             ck_due = now + rnd_below(8); /* a send takes a few ms: land inside one */
         if (ck_due && now >= ck_due) {
-            kill_child(ALICE);
+            kill_child(victim);
             ckills++;
             ck_due = 0;
-            spawn_child(ALICE, kids[ALICE].max_started + 1, cp);
+            spawn_child(victim, kids[victim].max_started + 1, cp);
         }
         bool senders_done = true;
         for (int u = 0; u < nprocs; u++) senders_done &= kids[u].done_sending;
