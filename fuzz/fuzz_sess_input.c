@@ -38,6 +38,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 typedef struct fz_sess {
     pt_sess *s;
+    uint64_t expect_sid;       /* the session id records must carry */
     bool server;
     uint8_t secret[PT_SESS_SALT_SECRET_LEN];
     bool refuse_some;          /* bit 2 of the mode byte */
@@ -145,7 +146,7 @@ static int on_emit(void *ud, const uint8_t *rec, size_t len)
     if (len > PT_CHAN_RECORD_MAX || len < PT_SESS_HDR_LEN + 4) abort();
     if (pt_get_u64le(rec) != pt_sess_salt_now(f->s)) abort();
     if (f->server && pt_get_u64le(rec) != pt_sess_salt_for(f->secret, FZ_NOW_MS)) abort();
-    if (pt_get_u64le(rec + 8) != pt_sess_id(f->s)) abort(); /* FZ_SESSION_ID until a renewal */
+    if (pt_get_u64le(rec + 8) != f->expect_sid) abort(); /* FZ_SESSION_ID until a renewal */
     if (pt_get_u32le(rec + 28) != len - PT_SESS_HDR_LEN) abort();
     check_msg(f, pt_get_u64le(rec + 16), pt_get_u32le(rec + 24), rec + PT_SESS_HDR_LEN,
               len - PT_SESS_HDR_LEN, false);
@@ -255,6 +256,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                           .salt_secret = f.server ? f.secret : NULL,
                           .salt = pt_sess_salt_for(f.secret, FZ_NOW_MS)};
     if (!(f.s = pt_sess_new(&env.env, &cfg))) abort();
+    f.expect_sid = FZ_SESSION_ID;
     if (!f.server) {
         client_opening(&f);
         flush(&f);
@@ -279,6 +281,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
          * would take its ids down, and only then */
         bool renewed = pt_sess_renewals(f.s) != renewals;
         if (renewed != (rc == PT_ERR_CLOSED) || (renewed && f.server)) abort();
+        if (renewed) { /* a new id, and records carry it from now on */
+            if (pt_sess_id(f.s) == f.expect_sid) abort();
+            f.expect_sid = pt_sess_id(f.s);
+        }
         if (rc != 0 && rc != PT_ERR_DECODE && rc != PT_ERR_PROTO && rc != PT_ERR_TOO_BIG && !renewed) abort();
         answer_calls(&f);
         if (rc != 0 || reconnect) pt_sess_resume(f.s); /* a new connection */

@@ -38,11 +38,14 @@ struct pt_sess {
     size_t qn, qcap;
     uint64_t *acks;                /* received content msg_ids to acknowledge */
     size_t nacks, acks_cap;
-    uint64_t win[PT_SESS_WINDOW];  /* received msg_ids, sorted ascending */
+    uint64_t *win;                 /* received msg_ids, sorted ascending; grows to
+                                    * PT_SESS_WINDOW (an idle session holds a few) */
+    size_t win_cap;
     size_t win_n;
     uint64_t win_floor;            /* ids <= this were forgotten (0: none yet) */
     uint64_t max_recv_id;
-    uint64_t renamed[PT_SESS_RENAMED][2]; /* (new id, original id) of acked renewed messages */
+    uint64_t (*renamed)[2];        /* (new id, original id) of acked renewed messages:
+                                    * PT_SESS_RENAMED, made at the first one */
     size_t renamed_next;
     pt_buf rec;                    /* record being built by flush */
     pt_buf tmp;                    /* encoding scratch */
@@ -99,6 +102,8 @@ void pt_sess_free(pt_sess *s)
     for (size_t i = 0; i < s->qn; i++) free(s->q[i]);
     free(s->q);
     free(s->acks);
+    free(s->win);
+    free(s->renamed);
     pt_buf_free(&s->rec);
     pt_buf_free(&s->tmp);
     pt_wipe(s->salt_secret, sizeof s->salt_secret);
@@ -208,7 +213,7 @@ static uint64_t orig_id_of(const pt_sess *s, uint64_t msg_id)
 {
     for (size_t i = 0; i < s->qn; i++)
         if (s->q[i]->msg_id == msg_id) return s->q[i]->orig_id;
-    for (size_t i = 0; i < PT_SESS_RENAMED; i++)
+    for (size_t i = 0; s->renamed && i < PT_SESS_RENAMED; i++)
         if (s->renamed[i][0] == msg_id) return s->renamed[i][1];
     return msg_id;
 }
@@ -220,7 +225,9 @@ static void acked(pt_sess *s, uint64_t msg_id, pt_sess_event_cb cb, void *ud)
     omsg *m = find_out(s, msg_id, &i);
     if (!m || !m->content || !m->ever_sent) return;
     pt_sess_event ev = {.type = PT_SESS_EV_ACKED, .msg_id = m->orig_id};
-    if (m->orig_id != m->msg_id) { /* a reply may still name the renewed id */
+    if (m->orig_id != m->msg_id && !s->renamed)
+        s->renamed = calloc(PT_SESS_RENAMED, sizeof *s->renamed); /* NULL: replies naming it are dropped */
+    if (m->orig_id != m->msg_id && s->renamed) { /* a reply may still name the renewed id */
         s->renamed[s->renamed_next][0] = m->msg_id;
         s->renamed[s->renamed_next][1] = m->orig_id;
         s->renamed_next = (s->renamed_next + 1) % PT_SESS_RENAMED;
@@ -445,8 +452,15 @@ static int win_check(const pt_sess *s, uint64_t id)
     return i < s->win_n && s->win[i] == id ? WIN_DUP : WIN_NEW;
 }
 
-static void win_add(pt_sess *s, uint64_t id)
+static int win_add(pt_sess *s, uint64_t id)
 {
+    if (s->win_n == s->win_cap && s->win_cap < PT_SESS_WINDOW) {
+        size_t cap = s->win_cap ? 2 * s->win_cap : 16;
+        uint64_t *w = realloc(s->win, cap * sizeof *w);
+        if (!w) return PT_ERR_NOMEM;
+        s->win = w;
+        s->win_cap = cap;
+    }
     if (s->win_n == PT_SESS_WINDOW) {
         /* forget the oldest quarter at once; later ids at or below it are "too old" */
         size_t drop = PT_SESS_WINDOW / 4;
@@ -459,6 +473,7 @@ static void win_add(pt_sess *s, uint64_t id)
     s->win[i] = id;
     s->win_n++;
     if (id > s->max_recv_id) s->max_recv_id = id;
+    return 0;
 }
 
 /* ---- input ---------------------------------------------------------------------------- */
@@ -537,6 +552,8 @@ static void renew_session(pt_sess *s)
     s->win_n = 0;
     s->win_floor = s->max_recv_id = 0;
     s->nacks = 0;
+    if (s->renamed) memset(s->renamed, 0, PT_SESS_RENAMED * sizeof *s->renamed); /* old ids */
+    s->renamed_next = 0;
     size_t w = 0;
     for (size_t r = 0; r < s->qn; r++) {
         omsg *m = s->q[r];
@@ -600,8 +617,15 @@ static int dispatch(pt_sess *s, uint64_t msg_id, const uint8_t *body, size_t len
             int64_t before = s->time_offset_ms;
             s->time_offset_ms = (int64_t)srv_ms - (int64_t)pt_env_now_ms(s->env);
             s->renew_correction_ms = s->time_offset_ms - before;
-            /* the rest of the record is still the old session's; pt_sess_input renews */
-            if (s->role == PT_SESS_CLIENT && id_now(s) <= s->last_msg_id) s->renew_pending = true;
+            /* Ids must go down for the server to take them: the +4 clamp of gen_msg_id
+             * keeps them above last_msg_id, which is fine while that is less than half
+             * the server's future window ahead of the corrected clock (a few ms of
+             * round trip are), and not when the clock was ahead by more than that
+             * window. Then the rest of the record is still the old session's;
+             * pt_sess_input renews. */
+            if (s->role == PT_SESS_CLIENT &&
+                s->last_msg_id > id_now(s) + ((uint64_t)(PT_SESS_FUTURE_S / 2) << 32))
+                s->renew_pending = true;
         }
         if (code == PT_BAD_MSG_DUPLICATE) {
             acked(s, bad, ic->cb, ic->ud);
@@ -732,7 +756,8 @@ static int process(pt_sess *s, uint64_t msg_id, uint32_t seqno, const uint8_t *b
             off += PT_SESS_INNER_HDR + ilen;
         }
         if (off != len) return notify_bad(s, msg_id, seqno, PT_BAD_MSG_CONTAINER);
-        win_add(s, msg_id);
+        int wr = win_add(s, msg_id);
+        if (wr) return wr;
         off = PT_SESS_CONTAINER_HDR;
         for (uint32_t i = 0; i < count; i++) {
             const uint8_t *h = body + off;
@@ -744,7 +769,8 @@ static int process(pt_sess *s, uint64_t msg_id, uint32_t seqno, const uint8_t *b
         }
         return 0;
     }
-    win_add(s, msg_id);
+    int wr = win_add(s, msg_id);
+    if (wr) return wr;
     if (content) {
         s->content_recv++;
         int rc = add_ack(s, msg_id);
@@ -772,7 +798,7 @@ int pt_sess_input(pt_sess *s, const uint8_t *rec, size_t len, pt_sess_event_cb c
         return notify_bad(s, msg_id, seqno, PT_BAD_MSG_SALT);
     in_ctx ic = {cb, ud};
     int rc = process(s, msg_id, seqno, rec + PT_SESS_HDR_LEN, blen, false, &ic);
-    if (rc == 0 && s->renew_pending) {
+    if (s->renew_pending) { /* also when the record failed later on: it closes anyway */
         s->renew_pending = false;
         renew_session(s);
         rc = PT_ERR_CLOSED; /* the connection carries the old session: reconnect */
