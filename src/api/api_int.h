@@ -138,6 +138,8 @@ struct pt_ctx {
     bool online;                /* the channel is up */
     bool bound;                 /* the server knows our device (profile complete) */
     bool in_updates;            /* process_updates is running */
+    bool flushing_outbox;       /* pt_api_flush_outbox is running (not reentrant) */
+    bool sending_receipts;      /* pt_api_send_read_receipts is running */
     uint64_t next_try_ms;
     int backoff_ms;
     int renew_reconnects;      /* nesting of reconnects after a session restart (pt_api_call) */

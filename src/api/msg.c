@@ -509,7 +509,22 @@ static int load_row(pt_ctx *x, sqlite3_stmt *st, out_row *o)
     return rc;
 }
 
+static int flush_outbox(pt_ctx *x);
+
+/* Not reentrant: a call inside flush_row can reconnect (a session restart after a
+ * clock correction, api.c) and run after_connect, whose own flush would send the row
+ * the outer one is sending again, as a second call. The outer loop goes on with the
+ * rows after it anyway. */
 int pt_api_flush_outbox(pt_ctx *x)
+{
+    if (x->flushing_outbox) return 0;
+    x->flushing_outbox = true;
+    int rc = flush_outbox(x);
+    x->flushing_outbox = false;
+    return rc;
+}
+
+static int flush_outbox(pt_ctx *x)
 {
     sqlite3 *db = pt_lstore_db(x->st);
     int rc = 0;
@@ -1320,7 +1335,18 @@ int pt_unseen(pt_ctx *x, pt_message **out, size_t *n)
 }
 
 /* Read receipts owed (seen = 2) go out when we are online; then seen = 1. */
-int pt_api_send_read_receipts(pt_ctx *x)
+static int send_read_receipts(pt_ctx *x);
+
+int pt_api_send_read_receipts(pt_ctx *x) /* not reentrant, like pt_api_flush_outbox */
+{
+    if (x->sending_receipts) return 0;
+    x->sending_receipts = true;
+    int rc = send_read_receipts(x);
+    x->sending_receipts = false;
+    return rc;
+}
+
+static int send_read_receipts(pt_ctx *x)
 {
     if (!x->online) return 0;
     sqlite3 *db = pt_lstore_db(x->st);

@@ -61,6 +61,7 @@ typedef struct qdev {
     qpend *pend;
     size_t npend, cap;
     bool ready;                     /* its consumer checked: deliveries are pushed */
+    uint32_t gen;                   /* which coming up of the device this is (jobs carry it) */
     int64_t confirmed[Q_CONFIRMED]; /* ids confirmed here with no delivery pending (a ring) */
     unsigned nconf;
 } qdev;
@@ -83,6 +84,7 @@ typedef struct qsend {
 typedef struct job {
     struct job *next;
     uint8_t pk[32];
+    uint32_t gen;                   /* the qdev's generation it is for */
 } job;
 
 typedef struct inbox_item {
@@ -107,6 +109,9 @@ struct pt_cluster {
     pthread_t workers[Q_WORKERS];
     int nworkers;
     bool worker_stop;
+    uint8_t busy[Q_WORKERS][32];    /* devices a worker is on (with mu): one job per device */
+    bool busy_on[Q_WORKERS];
+    uint32_t next_gen;              /* loop thread */
     pthread_cond_t job_cv;          /* with mu */
     job *jobs, *jobs_tail;
     natsSubscription *sync_sub, *rcv_sub;
@@ -188,7 +193,8 @@ static void on_qd_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m, voi
     if (strncmp(subj, "pt.q.", 5) == 0 && strlen(subj + 5) == 64 && pt_hex_decode(pk, 32, subj + 5) == 0 &&
         rl > 0 && rl < 1024 && len > 8) {
         jsMsgMetaData *meta = NULL;
-        uint64_t sseq = natsMsg_GetMetaData(&meta, m) == NATS_OK ? meta->Sequence.Stream : 0;
+        uint64_t sseq = UINT64_MAX; /* unknown: after the others */
+        if (natsMsg_GetMetaData(&meta, m) == NATS_OK) sseq = meta->Sequence.Stream;
         jsMsgMetaData_Destroy(meta);
         uint8_t *b = malloc(2 + rl + 8 + (size_t)len);
         if (b) {
@@ -235,7 +241,7 @@ static void on_sub_complete(void *closure)
 
 static void q_delivered(pt_cluster *c, const uint8_t pk[32], const uint8_t *d, size_t len);
 static void q_puback(pt_cluster *c, const uint8_t pk[32], int64_t sid, bool ok);
-static void q_ready(pt_cluster *c, const uint8_t pk[32], bool reset);
+static void q_ready(pt_cluster *c, const uint8_t pk[32], bool reset, uint32_t gen);
 
 static void on_async(uv_async_t *a)
 {
@@ -253,8 +259,8 @@ static void on_async(uv_async_t *a)
             pt_srv_sync_remote(c->srv, it->pk);
         } else if (it->kind == IN_QDEL) {
             q_delivered(c, it->pk, it->data, it->len);
-        } else if (it->kind == IN_RESET || it->kind == IN_READY) {
-            q_ready(c, it->pk, it->kind == IN_RESET);
+        } else if ((it->kind == IN_RESET || it->kind == IN_READY) && it->len == 4) {
+            q_ready(c, it->pk, it->kind == IN_RESET, pt_get_u32le(it->data));
         } else if (it->kind == IN_PUBACK) {
             q_puback(c, it->pk, (int64_t)pt_get_u64le(it->data), it->data[8] != 0);
         } else if (it->kind == IN_RCV) {
@@ -372,8 +378,10 @@ static void add_consumer(pt_cluster *c, const uint8_t pk[32]);
  * so that it delivers what is left in stream order (a work queue keeps what was not
  * acked; IN_RESET tells the loop first). Then the loop is told the device is ready
  * (IN_READY): until then its deliveries wait, unpushed. */
-static void ensure_consumer(pt_cluster *c, const uint8_t pk[32])
+static void ensure_consumer(pt_cluster *c, const uint8_t pk[32], uint32_t gen)
 {
+    uint8_t g[4];
+    pt_put_u32le(g, gen);
     char hex[65], durable[80];
     pt_hex_encode(hex, pk, 32);
     snprintf(durable, sizeof durable, "d%s", hex);
@@ -383,16 +391,16 @@ static void ensure_consumer(pt_cluster *c, const uint8_t pk[32])
         bool out = ci->NumAckPending > 0;
         jsConsumerInfo_Destroy(ci);
         if (!out) {
-            inbox_put(c, IN_READY, pk, NULL, 0);
+            inbox_put(c, IN_READY, pk, g, sizeof g);
             return;
         }
-        inbox_put(c, IN_RESET, pk, NULL, 0); /* ahead of everything the new one delivers */
+        inbox_put(c, IN_RESET, pk, g, sizeof g); /* ahead of everything the new one delivers */
         natsStatus st = js_DeleteConsumer(c->js, QSTREAM, durable, NULL, &jerr);
         if (st != NATS_OK)
             pt_log_warn("cluster: consumer %.17s...: cannot make it again: %s", durable, natsStatus_GetText(st));
     }
     add_consumer(c, pk);
-    inbox_put(c, IN_READY, pk, NULL, 0);
+    inbox_put(c, IN_READY, pk, g, sizeof g);
 }
 
 static void add_consumer(pt_cluster *c, const uint8_t pk[32])
@@ -435,25 +443,45 @@ static void *worker_main(void *arg)
     pt_cluster *c = arg;
     pthread_mutex_lock(&c->mu);
     for (;;) {
-        while (!c->jobs && !c->worker_stop) pthread_cond_wait(&c->job_cv, &c->mu);
+        /* the first job whose device no other worker is on: two jobs for one device
+         * (up, down, up) must not delete and create its consumer at the same time */
+        job *j = NULL, *prev = NULL;
+        int slot = -1;
+        while (!c->worker_stop) {
+            for (j = c->jobs, prev = NULL; j; prev = j, j = j->next) {
+                bool busy = false;
+                for (int i = 0; i < Q_WORKERS && !busy; i++)
+                    busy = c->busy_on[i] && memcmp(c->busy[i], j->pk, 32) == 0;
+                if (!busy) break;
+            }
+            if (j) break;
+            pthread_cond_wait(&c->job_cv, &c->mu);
+        }
         if (c->worker_stop) break;
-        job *j = c->jobs;
-        c->jobs = j->next;
-        if (!c->jobs) c->jobs_tail = NULL;
+        if (prev) prev->next = j->next;
+        else c->jobs = j->next;
+        if (c->jobs_tail == j) c->jobs_tail = prev;
+        for (int i = 0; i < Q_WORKERS && slot < 0; i++)
+            if (!c->busy_on[i]) slot = i;
+        c->busy_on[slot] = true;
+        memcpy(c->busy[slot], j->pk, 32);
         pthread_mutex_unlock(&c->mu);
-        ensure_consumer(c, j->pk);
+        ensure_consumer(c, j->pk, j->gen);
         free(j);
         pthread_mutex_lock(&c->mu);
+        c->busy_on[slot] = false;
+        pthread_cond_broadcast(&c->job_cv); /* a job held back for this device may go */
     }
     pthread_mutex_unlock(&c->mu);
     return NULL;
 }
 
-static void job_post(pt_cluster *c, const uint8_t pk[32])
+static void job_post(pt_cluster *c, const uint8_t pk[32], uint32_t gen)
 {
     job *j = malloc(sizeof *j);
     if (!j) return;
     j->next = NULL;
+    j->gen = gen;
     memcpy(j->pk, pk, 32);
     pthread_mutex_lock(&c->mu);
     if (c->jobs_tail) c->jobs_tail->next = j;
@@ -670,7 +698,8 @@ void pt_cluster_device_up(pt_cluster *c, const uint8_t pk[32], void **sub)
     q->next = c->qdevs[h];
     c->qdevs[h] = q;
     *sub = q;
-    job_post(c, pk); /* its consumer, which then delivers to pt.qd.<hex> */
+    q->gen = ++c->next_gen;
+    job_post(c, pk, q->gen); /* its consumer, which then delivers to pt.qd.<hex> */
 }
 
 static void ack_publish(pt_cluster *c, const char *reply, const char *what)
@@ -765,16 +794,17 @@ static void q_delivered(pt_cluster *c, const uint8_t pk[32], const uint8_t *d, s
  * held here are dropped unacked (their ack subjects belong to the consumer that goes;
  * the new one delivers them again). IN_READY: the consumer is checked; what came
  * meanwhile is pushed now, in stream order. */
-static void q_ready(pt_cluster *c, const uint8_t pk[32], bool reset)
+static void q_ready(pt_cluster *c, const uint8_t pk[32], bool reset, uint32_t gen)
 {
     qdev *q = qdev_find(c, pk);
-    if (!q) return;
+    if (!q || q->gen != gen) return; /* for an earlier coming up of the device */
     if (reset) { /* before the old consumer goes: its deliveries held here go with it */
         for (size_t i = 0; i < q->npend; i++) {
             free(q->pend[i].reply);
             free(q->pend[i].update);
         }
         q->npend = 0;
+        q->ready = false;
         return;
     }
     if (q->ready) return;
