@@ -143,7 +143,7 @@ struct pt_ctx {
     uint64_t next_try_ms;
     int backoff_ms;
     int renew_reconnects;      /* nesting of reconnects after a session restart (pt_api_call) */
-    uint64_t awaiting[PT_API_MAX_NESTED]; /* ids of the calls waiting for results, outermost first */
+    uint64_t awaiting[PT_API_MAX_NESTED]; /* calls waiting for results, outermost first */
     size_t nawait;
     /* the server answered STORE_FAILED (its disk full or failing): the outbox keeps
      * its rows and is sent again from this time on, with its own backoff */

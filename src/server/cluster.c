@@ -55,7 +55,10 @@ void pt_cluster_device_up(pt_cluster *c, const uint8_t pk[32], void **sub) { (vo
 void pt_cluster_device_down(pt_cluster *c, void **sub) { (void)c, (void)sub; }
 void pt_cluster_route(pt_cluster *c, const uint8_t pk[32], const pt_buf *u) { (void)c, (void)pk, (void)u; }
 void pt_cluster_sync(pt_cluster *c, const uint8_t pk[32]) { (void)c, (void)pk; }
-void pt_cluster_attached(pt_cluster *c, const uint8_t pk[32], struct pt_srv_sess *e) { (void)c, (void)pk, (void)e; }
+void pt_cluster_attached(pt_cluster *c, const uint8_t pk[32], struct pt_srv_sess *e)
+{
+    (void)c, (void)pk, (void)e;
+}
 void pt_cluster_received(pt_cluster *c, const uint8_t pk[32], const int64_t *ids, uint32_t n)
 {
     (void)c, (void)pk, (void)ids, (void)n;

@@ -397,7 +397,8 @@ static void ensure_consumer(pt_cluster *c, const uint8_t pk[32], uint32_t gen)
         inbox_put(c, IN_RESET, pk, g, sizeof g); /* ahead of everything the new one delivers */
         natsStatus st = js_DeleteConsumer(c->js, QSTREAM, durable, NULL, &jerr);
         if (st != NATS_OK)
-            pt_log_warn("cluster: consumer %.17s...: cannot make it again: %s", durable, natsStatus_GetText(st));
+            pt_log_warn("cluster: consumer %.17s...: cannot make it again: %s", durable,
+                        natsStatus_GetText(st));
     }
     add_consumer(c, pk);
     inbox_put(c, IN_READY, pk, g, sizeof g);
@@ -1358,7 +1359,8 @@ static int prekey_decode(prekey_rec *r, const uint8_t *p, size_t len)
     size_t off = 2;
     if (len < 2 || p[0] != 1 || p[1] > 1) return PT_ERR_DECODE;
     if (p[1]) {
-        if (len - off < 5 || p[off + 4] == 0 || p[off + 4] > PT_SERVER_PREKEY_MAX) return PT_ERR_DECODE;
+        if (len - off < 5 || p[off + 4] == 0 || p[off + 4] > PT_SERVER_PREKEY_MAX)
+            return PT_ERR_DECODE;
         r->sig.has = true;
         r->sig.id = (int32_t)pt_get_u32le(p + off);
         r->sig.len = p[off + 4];
@@ -1373,7 +1375,8 @@ static int prekey_decode(prekey_rec *r, const uint8_t *p, size_t len)
     off += 2;
     if (n > PT_SERVER_PREKEY_STORED_MAX) return PT_ERR_DECODE;
     for (uint32_t i = 0; i < n; i++) {
-        if (len - off < 5 || p[off + 4] == 0 || p[off + 4] > PT_SERVER_PREKEY_MAX) return PT_ERR_DECODE;
+        if (len - off < 5 || p[off + 4] == 0 || p[off + 4] > PT_SERVER_PREKEY_MAX)
+            return PT_ERR_DECODE;
         pt_cluster_prekey *k = &r->k[i];
         k->id = (int32_t)pt_get_u32le(p + off);
         k->len = p[off + 4];
@@ -1435,7 +1438,8 @@ static int64_t prekey_get(pt_cluster *c, const char *key, prekey_rec *r)
 
 /* Writes r at key if its revision is still rev (0: if it does not exist): 0, or 1 when
  * someone else wrote first. */
-static int prekey_cas(pt_cluster *c, const char *key, const prekey_rec *r, int64_t rev, uint8_t *buf)
+static int prekey_cas(pt_cluster *c, const char *key, const prekey_rec *r, int64_t rev,
+                      uint8_t *buf)
 {
     size_t len = prekey_encode(buf, r);
     natsStatus st = rev ? kvStore_Update(NULL, c->kv, key, buf, (int)len, (uint64_t)rev)

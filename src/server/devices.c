@@ -43,7 +43,8 @@ static void list_cluster(pt_conn *c, uint64_t req, const pt_tl_prekeys_list *q)
     uint32_t n = 0;
     for (size_t i = 0; i < l.n && n < PT_SERVER_USER_DEVICES_MAX && rc >= 0; i++) {
         if ((rc = pt_cluster_prekeys_signed(cl, l.pk[i], &sig[n])) != 1) continue;
-        items[n] = (pt_tl_prekeys_bundle){.signed_key_id = sig[n].id, .signed_key = {sig[n].key, sig[n].len},
+        items[n] = (pt_tl_prekeys_bundle){.signed_key_id = sig[n].id,
+                                          .signed_key = {sig[n].key, sig[n].len},
                                           .signature = {sig[n].signature, PT_ED25519_SIG_LEN}};
         memcpy(items[n].device, l.pk[i], 32);
         n++;

@@ -226,7 +226,7 @@ static void acked(pt_sess *s, uint64_t msg_id, pt_sess_event_cb cb, void *ud)
     if (!m || !m->content || !m->ever_sent) return;
     pt_sess_event ev = {.type = PT_SESS_EV_ACKED, .msg_id = m->orig_id};
     if (m->orig_id != m->msg_id && !s->renamed)
-        s->renamed = calloc(PT_SESS_RENAMED, sizeof *s->renamed); /* NULL: replies naming it are dropped */
+        s->renamed = calloc(PT_SESS_RENAMED, sizeof *s->renamed); /* NULL: replies naming it lost */
     if (m->orig_id != m->msg_id && s->renamed) { /* a reply may still name the renewed id */
         s->renamed[s->renamed_next][0] = m->msg_id;
         s->renamed[s->renamed_next][1] = m->orig_id;

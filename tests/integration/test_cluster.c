@@ -383,7 +383,8 @@ static int fetch_rounds(user *f, int nf, const user *owner, int rounds, bool *se
         }
         assert_true(all);
         for (int i = 0; i < nf; i++) {
-            if (f[i].err_code) fail_msg("fetch on fetcher %d: %d %s", i, f[i].err_code, f[i].err_msg);
+            if (f[i].err_code)
+                fail_msg("fetch on fetcher %d: %d %s", i, f[i].err_code, f[i].err_msg);
             assert_int_equal(f[i].nbundles, 1);
             assert_true(f[i].bundle_signed_ok);
             if (f[i].otk_id < 0) continue;
