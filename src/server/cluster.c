@@ -114,4 +114,14 @@ int pt_cluster_prekeys_signed(pt_cluster *c, const uint8_t device[32], pt_cluste
     (void)c, (void)device, (void)sig;
     return PT_ERR_IO;
 }
+int pt_cluster_revoke(pt_cluster *c, const uint8_t user_id[16], const uint8_t device[32])
+{
+    (void)c, (void)user_id, (void)device;
+    return PT_ERR_IO;
+}
+int pt_cluster_revoked(pt_cluster *c, const uint8_t device[32])
+{
+    (void)c, (void)device;
+    return PT_ERR_IO;
+}
 #endif

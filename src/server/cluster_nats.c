@@ -1215,6 +1215,11 @@ int pt_cluster_bind(pt_cluster *c, const uint8_t user_id[16], const uint8_t iden
     char nk[2 + 65], sk[2 + 65];
     name_key(nk, 'n', key);
     name_key(sk, 's', skeleton);
+    int revoked = pt_cluster_revoked(c, device);
+    if (revoked != 0) {
+        *why = revoked > 0 ? "DEVICE_REVOKED" : "CLUSTER_UNAVAILABLE";
+        return revoked > 0 ? PT_ERR_EXISTS : revoked;
+    }
     int named = claim(c, nk, user_id);
     if (named < 0) {
         *why = named == PT_ERR_EXISTS ? "USERNAME_TAKEN" : "CLUSTER_UNAVAILABLE";
@@ -1590,4 +1595,41 @@ int pt_cluster_prekeys_signed(pt_cluster *c, const uint8_t device[32], pt_cluste
     if (rc == 1) *sig = r->sig;
     free(r);
     return rc;
+}
+
+int pt_cluster_revoke(pt_cluster *c, const uint8_t user_id[16], const uint8_t device[32])
+{
+    uint8_t owner[16];
+    int rc = pt_cluster_device_user(c, device, owner);
+    if (rc) return rc == PT_ERR_NOT_FOUND ? rc : PT_ERR_IO;
+    if (memcmp(owner, user_id, 16) != 0) return PT_ERR_NOT_FOUND;
+    char rk[2 + 65], vk[2 + 33 + 65], pk[2 + 65];
+    rk[0] = 'r', rk[1] = '.';
+    pt_hex_encode(rk + 2, device, 32);
+    natsStatus st = kvStore_Create(NULL, c->kv, rk, user_id, 16);
+    if (st != NATS_OK) { /* revoked before, or no answer */
+        kvEntry *e = NULL;
+        st = kvStore_Get(&e, c->kv, rk);
+        kvEntry_Destroy(e);
+        if (st != NATS_OK) return PT_ERR_IO;
+    }
+    user_dev_key(vk, user_id, device);
+    prekey_key(pk, device);
+    natsStatus a = kvStore_Delete(c->kv, vk), b = kvStore_Delete(c->kv, pk);
+    if (a != NATS_OK || b != NATS_OK) {
+        log_nats("revoking a device", a != NATS_OK ? a : b);
+        return PT_ERR_IO;
+    }
+    return 0;
+}
+
+int pt_cluster_revoked(pt_cluster *c, const uint8_t device[32])
+{
+    char rk[2 + 65];
+    rk[0] = 'r', rk[1] = '.';
+    pt_hex_encode(rk + 2, device, 32);
+    kvEntry *e = NULL;
+    natsStatus st = kvStore_Get(&e, c->kv, rk);
+    kvEntry_Destroy(e);
+    return st == NATS_OK ? 1 : st == NATS_NOT_FOUND ? 0 : PT_ERR_IO;
 }

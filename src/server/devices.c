@@ -250,7 +250,15 @@ static int revoke_apply(sqlite3 *db, void *arg)
     int rc = pt_db_step(st);
     sqlite3_finalize(st);
     PT_SRV_TRY(rc);
-    if (rc == 0) PT_SRV_FAIL(PT_RPC_NOT_FOUND, "DEVICE_NOT_FOUND");
+    bool here = rc == 1;
+    pt_cluster *cl = o->to.srv->cluster;
+    if (cl) { /* first the cluster: no node may list it or hand out its bundle again */
+        int cr = pt_cluster_revoke(cl, o->user_id, o->device);
+        if (cr == PT_ERR_NOT_FOUND && !here) PT_SRV_FAIL(PT_RPC_NOT_FOUND, "DEVICE_NOT_FOUND");
+        if (cr == PT_ERR_IO) PT_SRV_FAIL(PT_RPC_UNAVAILABLE, "CLUSTER_UNAVAILABLE");
+        if (!here) return 0; /* bound through another node: its rows are there */
+    }
+    if (!here) PT_SRV_FAIL(PT_RPC_NOT_FOUND, "DEVICE_NOT_FOUND");
     static const char *const steps[] = {
         /* its queue goes, and messages nobody else waits for */
         ("UPDATE messages SET refs = refs - 1 WHERE server_id IN "

@@ -30,6 +30,8 @@
  *   i.<node_id>                  u64le: the end of the server ids reserved by that node
  *   p.<device hex>               the device's prekeys: its signed prekey and its one-time
  *                                prekeys, in one value, rewritten by its uploads only
+ *   r.<device hex>               user_id[16]: the device is revoked (create-only; a bind of
+ *                                it is refused on every node)
  *   c.<device hex>.<key id>      node_id u32le: that one-time key was handed out; a fetch
  *                                creates it (kvStore_Create), so one fetch in the whole
  *                                cluster gets each key; the next upload drops the key
@@ -168,5 +170,13 @@ int pt_cluster_prekeys_take(pt_cluster *c, const uint8_t device[32], pt_cluster_
 /* The signed prekey of device, consuming nothing (prekeys.list): 1, 0 when it has none,
  * PT_ERR_IO. Any thread. */
 int pt_cluster_prekeys_signed(pt_cluster *c, const uint8_t device[32], pt_cluster_signed *sig);
+
+/* devices.revoke in cluster mode: marks device revoked (r.<device hex>), removes it from
+ * the user's devices (v.<user>.<device>) and its prekeys (p.<device>), so no node lists
+ * it or hands out its bundle again. 0, PT_ERR_NOT_FOUND (not that user's device),
+ * PT_ERR_IO. Blocking (the store's writer). */
+int pt_cluster_revoke(pt_cluster *c, const uint8_t user_id[16], const uint8_t device[32]);
+/* 1 revoked, 0 not, PT_ERR_IO. */
+int pt_cluster_revoked(pt_cluster *c, const uint8_t device[32]);
 
 #endif

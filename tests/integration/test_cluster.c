@@ -494,12 +494,47 @@ static void test_devices_bound_at_once(void **state)
             assert_int_equal(v->err_code, 0);
             if (v->nbundles != 2) fail_msg("round %d: %d device(s) listed, 2 bound", round, v->nbundles);
         }
+        if (round == 7) { /* d1 revokes d2 (bound through the other node): gone everywhere */
+            uint8_t msg[17 + 32], sig[64];
+            memcpy(msg, "PT1 revoke device", 17);
+            memcpy(msg + 17, pt_client_device_key(d2.c), 32);
+            assert_int_equal(pt_ed25519_sign(sig, msg, sizeof msg, d1.id_sk), 0);
+            pt_tl_devices_revoke rq = {.signature = {sig, 64}};
+            memcpy(rq.device, pt_client_device_key(d2.c), 32);
+            assert_int_equal(pt_tl_devices_revoke_encode(&b1, &rq), 0);
+            call(&d1, &b1);
+            if (d1.err_code) fail_msg("revoke: %d %s", d1.err_code, d1.err_msg);
+            for (int k = 0; k < 2; k++) {
+                user *v = k == 0 ? &viewer : &d1;
+                pt_tl_prekeys_list q;
+                memcpy(q.user_id, d1.user_id, 16);
+                assert_int_equal(pt_tl_prekeys_list_encode(&b1, &q), 0);
+                v->nbundles = 0;
+                call(v, &b1);
+                assert_int_equal(v->err_code, 0);
+                if (v->nbundles != 1) fail_msg("after the revocation: %d device(s) listed", v->nbundles);
+            }
+            /* the revoked device cannot bind again, on either node */
+            user d3;
+            user_new(&d3, "md3");
+            pt_client_free(d3.c);
+            pt_client_config cfg = {.home = d2.home};
+            int err;
+            d3.c = pt_client_new(&cfg, &err); /* d2's device key, from its home */
+            assert_non_null(d3.c);
+            memcpy(d3.id_pk, d1.id_pk, 32);
+            memcpy(d3.id_sk, d1.id_sk, 64);
+            assert_int_equal(pt_client_connect(d3.c, "127.0.0.1", n1.port), 0);
+            assert_int_not_equal(bind(&d3, name), 0);
+            pt_client_free(d3.c);
+        }
         pt_buf_free(&b1);
         pt_buf_free(&b2);
         pt_client_free(d1.c);
         pt_client_free(d2.c);
     }
-    printf("cluster devices: 8 rounds of two devices of one user bound at once on two nodes, both listed\n");
+    printf("cluster devices: 8 rounds of two devices of one user bound at once on two nodes, both "
+           "listed; a revocation through the other node lists one and refuses its bind\n");
     pt_client_free(viewer.c);
     assert_int_equal(pt_test_server_stop(&n1), 0);
     assert_int_equal(pt_test_server_stop(&n2), 0);
