@@ -23,39 +23,72 @@ static void reply_bundles(pt_srv_sess *e, uint64_t req, pt_tl_prekeys_bundles *r
     pt_buf_free(&out);
 }
 
-/* Cluster mode: the devices and signed prekeys are the cluster's (pt_cluster.h), read
- * with blocking bucket reads, one per device (a user has a handful). */
-static void list_cluster(pt_conn *c, uint64_t req, const pt_tl_prekeys_list *q)
-{
-    pt_srv_sess *e = c->sess;
-    pt_cluster *cl = c->srv->cluster;
-    pt_tl_prekeys_bundles res = {0};
-    pt_srv_devlist l = {0};
-    int rc = pt_cluster_user(cl, q->user_id, res.identity_key, NULL, &l);
-    if (rc) {
-        pt_srv_reply_error(e, req, rc == PT_ERR_NOT_FOUND ? PT_RPC_NOT_FOUND : PT_RPC_UNAVAILABLE,
-                           rc == PT_ERR_NOT_FOUND ? "USER_NOT_FOUND" : "CLUSTER_UNAVAILABLE");
-        pt_srv_devlist_free(&l);
-        return;
-    }
-    pt_tl_prekeys_bundle items[PT_SERVER_USER_DEVICES_MAX];
+/* Cluster mode: the devices and signed prekeys are the cluster's (pt_cluster.h): bucket
+ * reads, one per device and a watch for the list, made on the store's writer thread
+ * (like prekeys.fetch) so that the loop never waits for JetStream. */
+typedef struct list_op {
+    pt_db_op op;
+    pt_srv_reply_to to;
+    uint8_t user[16];
+    int rc;
+    pt_tl_prekeys_bundles res;
+    uint32_t n;
+    uint8_t device[PT_SERVER_USER_DEVICES_MAX][32];
     pt_cluster_signed sig[PT_SERVER_USER_DEVICES_MAX];
-    uint32_t n = 0;
-    for (size_t i = 0; i < l.n && n < PT_SERVER_USER_DEVICES_MAX && rc >= 0; i++) {
-        if ((rc = pt_cluster_prekeys_signed(cl, l.pk[i], &sig[n])) != 1) continue;
-        items[n] = (pt_tl_prekeys_bundle){.signed_key_id = sig[n].id,
-                                          .signed_key = {sig[n].key, sig[n].len},
-                                          .signature = {sig[n].signature, PT_ED25519_SIG_LEN}};
-        memcpy(items[n].device, l.pk[i], 32);
-        n++;
+} list_op;
+
+static int list_cluster_apply(sqlite3 *db, void *arg)
+{
+    (void)db;
+    list_op *o = arg;
+    pt_cluster *cl = o->to.srv->cluster;
+    pt_srv_devlist l = {0};
+    int rc = pt_cluster_user(cl, o->user, o->res.identity_key, NULL, &l);
+    for (size_t i = 0; rc == 0 && i < l.n && o->n < PT_SERVER_USER_DEVICES_MAX; i++) {
+        int r = pt_cluster_prekeys_signed(cl, l.pk[i], &o->sig[o->n]);
+        if (r < 0) rc = r;
+        else if (r == 1) memcpy(o->device[o->n++], l.pk[i], 32);
     }
     pt_srv_devlist_free(&l);
-    if (rc < 0) {
-        pt_srv_reply_error(e, req, PT_RPC_UNAVAILABLE, "CLUSTER_UNAVAILABLE");
+    o->rc = rc;
+    return 0; /* nothing written: answered in done */
+}
+
+static void list_cluster_done(void *arg, int rc)
+{
+    list_op *o = arg;
+    pt_srv_sess *e = pt_srv_reply_session(&o->to);
+    if (rc == 0) rc = o->rc;
+    if (e && rc) {
+        bool nf = rc == PT_ERR_NOT_FOUND;
+        pt_srv_reply_error(e, o->to.req_msg_id, nf ? PT_RPC_NOT_FOUND : PT_RPC_UNAVAILABLE,
+                           nf ? "USER_NOT_FOUND" : "CLUSTER_UNAVAILABLE");
+    } else if (e) {
+        pt_tl_prekeys_bundle items[PT_SERVER_USER_DEVICES_MAX];
+        for (uint32_t i = 0; i < o->n; i++) {
+            const pt_cluster_signed *g = &o->sig[i];
+            items[i] = (pt_tl_prekeys_bundle){.signed_key_id = g->id,
+                                              .signed_key = {g->key, g->len},
+                                              .signature = {g->signature, PT_ED25519_SIG_LEN}};
+            memcpy(items[i].device, o->device[i], 32);
+        }
+        o->res.bundles = (pt_tl_vec_prekeys_bundle){.n = o->n, .items = items};
+        reply_bundles(e, o->to.req_msg_id, &o->res);
+    }
+    free(o);
+}
+
+static void list_cluster(pt_conn *c, uint64_t req, const pt_tl_prekeys_list *q)
+{
+    list_op *o = calloc(1, sizeof *o);
+    if (!o) {
+        pt_srv_reply_error(c->sess, req, PT_RPC_INTERNAL, "OUT_OF_MEMORY");
         return;
     }
-    res.bundles = (pt_tl_vec_prekeys_bundle){.n = n, .items = items};
-    reply_bundles(e, req, &res);
+    pt_srv_reply_to_init(&o->to, c, req);
+    memcpy(o->user, q->user_id, 16);
+    o->op = (pt_db_op){.apply = list_cluster_apply, .done = list_cluster_done, .arg = o};
+    pt_db_submit(c->srv->db, &o->op);
 }
 
 static void rpc_list(pt_conn *c, uint64_t req, const pt_tl_prekeys_list *q)
