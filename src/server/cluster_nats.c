@@ -27,6 +27,7 @@
 
 #define BUCKET "pt_users"
 #define BIND_TRIES 8         /* compare-and-set attempts on a user record */
+#define RESERVE_TRIES 40     /* reading and writing i.<node> (server-id blocks), ~6 s */
 
 enum { IN_DEV = 1, IN_SYNC, IN_RCV, IN_QDEL, IN_PUBACK, IN_RESET, IN_READY };
 
@@ -1305,7 +1306,11 @@ int pt_cluster_reserve_ids(pt_cluster *c, int64_t *next, int64_t *limit)
     char key[32];
     snprintf(key, sizeof key, "i.%u", c->node);
     int64_t base = (int64_t)c->node << PT_CLUSTER_SERVER_ID_SHIFT;
-    for (int tries = 0; tries < BIND_TRIES; tries++) {
+    /* A read may come from a replica that lags (just after a restart of the cluster
+     * it did, for a second): the write on its revision then fails, and the same read
+     * right away fails the same way. So the tries are spread over about 6 s. */
+    for (int tries = 0; tries < RESERVE_TRIES; tries++) {
+        if (tries) uv_sleep(tries < 10 ? 20 : 200);
         kvEntry *e = NULL;
         natsStatus st = kvStore_Get(&e, c->kv, key);
         int64_t from = base + 1;
