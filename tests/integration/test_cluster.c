@@ -208,6 +208,31 @@ static void start_nodes(pt_test_server *n1, pt_test_server *n2)
     pt_test_server_start(n2, NULL, 0, e2);
 }
 
+static void stop_nodes(pt_test_server *n1, pt_test_server *n2)
+{
+    assert_int_equal(pt_test_server_stop(n1), 0);
+    assert_int_equal(pt_test_server_stop(n2), 0);
+}
+
+/* x binds xname and y binds yname at the same moment (each on its own node). */
+static void bind_at_once(user *x, const char *xname, user *y, const char *yname)
+{
+    pt_buf bx, by;
+    pt_buf_init(&bx);
+    pt_buf_init(&by);
+    encode_bind(x, xname, &bx);
+    encode_bind(y, yname, &by);
+    start_call(x, &bx);
+    start_call(y, &by);
+    for (int i = 0; i < 1000 && !(x->got_reply && y->got_reply); i++) {
+        pump(x, 5);
+        pump(y, 5);
+    }
+    assert_true(x->got_reply && y->got_reply);
+    pt_buf_free(&bx);
+    pt_buf_free(&by);
+}
+
 static void test_chat_across_nodes(void **state)
 {
     (void)state;
@@ -277,8 +302,7 @@ static void test_chat_across_nodes(void **state)
     pt_client_free(c.c);
     pt_client_free(a.c);
     pt_client_free(b.c);
-    assert_int_equal(pt_test_server_stop(&n1), 0);
-    assert_int_equal(pt_test_server_stop(&n2), 0);
+    stop_nodes(&n1, &n2);
 }
 
 static void test_username_race(void **state)
@@ -294,33 +318,19 @@ static void test_username_race(void **state)
         assert_int_equal(pt_client_connect(y.c, "127.0.0.1", n2.port), 0);
         char name[32];
         snprintf(name, sizeof name, "zed%d", round);
-        pt_buf bx, by;
-        pt_buf_init(&bx);
-        pt_buf_init(&by);
-        encode_bind(&x, name, &bx);
         char yname[32]; /* odd rounds: the same spelling; even rounds: another case */
         snprintf(yname, sizeof yname, round % 2 ? "zed%d" : "ZED%d", round);
-        encode_bind(&y, yname, &by);
-        start_call(&x, &bx);
-        start_call(&y, &by);
-        for (int i = 0; i < 1000 && !(x.got_reply && y.got_reply); i++) {
-            pump(&x, 5);
-            pump(&y, 5);
-        }
-        assert_true(x.got_reply && y.got_reply);
+        bind_at_once(&x, name, &y, yname);
         if ((x.err_code == 0) + (y.err_code == 0) != 1)
             fail_msg("round %d: node 1 %d %s, node 2 %d %s", round, x.err_code, x.err_msg, y.err_code,
                      y.err_msg);
         user *loser = x.err_code ? &x : &y;
         assert_int_equal(loser->err_code, 409);
         assert_string_equal(loser->err_msg, "USERNAME_TAKEN");
-        pt_buf_free(&bx);
-        pt_buf_free(&by);
         pt_client_free(x.c);
         pt_client_free(y.c);
     }
-    assert_int_equal(pt_test_server_stop(&n1), 0);
-    assert_int_equal(pt_test_server_stop(&n2), 0);
+    stop_nodes(&n1, &n2);
 }
 
 /* Uploads a signed prekey (when spk_id >= 0) and one-time keys first..first+n-1. */
@@ -432,11 +442,11 @@ static void test_prekeys_across_nodes(void **state)
     handed = fetch_rounds(f, NF, &owner, 3, seen, 63);
     assert_int_equal(handed, 10);
     for (int id = 41; id <= 50; id++) assert_true(seen[id]);
-    printf("cluster prekeys: 50 one-time keys, 78 concurrent fetches over 2 nodes, each key handed out once\n");
+    printf("cluster prekeys: 50 one-time keys, 78 concurrent fetches over 2 nodes, each key "
+           "handed out once\n");
     for (int i = 0; i < NF; i++) pt_client_free(f[i].c);
     pt_client_free(owner.c);
-    assert_int_equal(pt_test_server_stop(&n1), 0);
-    assert_int_equal(pt_test_server_stop(&n2), 0);
+    stop_nodes(&n1, &n2);
 }
 
 /* Two devices of one user (the same identity key) bind at the same moment on two
@@ -466,18 +476,9 @@ static void test_devices_bound_at_once(void **state)
         assert_int_equal(pt_client_connect(d2.c, "127.0.0.1", n2.port), 0);
         char name[32];
         snprintf(name, sizeof name, "twodev%d", round);
-        pt_buf b1, b2;
+        bind_at_once(&d1, name, &d2, name);
+        pt_buf b1;
         pt_buf_init(&b1);
-        pt_buf_init(&b2);
-        encode_bind(&d1, name, &b1);
-        encode_bind(&d2, name, &b2);
-        start_call(&d1, &b1);
-        start_call(&d2, &b2);
-        for (int i = 0; i < 1000 && !(d1.got_reply && d2.got_reply); i++) {
-            pump(&d1, 5);
-            pump(&d2, 5);
-        }
-        assert_true(d1.got_reply && d2.got_reply);
         if (d1.err_code || d2.err_code)
             fail_msg("round %d: %d %s / %d %s", round, d1.err_code, d1.err_msg, d2.err_code, d2.err_msg);
         assert_memory_equal(d1.user_id, d2.user_id, 16);
@@ -529,15 +530,13 @@ static void test_devices_bound_at_once(void **state)
             pt_client_free(d3.c);
         }
         pt_buf_free(&b1);
-        pt_buf_free(&b2);
         pt_client_free(d1.c);
         pt_client_free(d2.c);
     }
     printf("cluster devices: 8 rounds of two devices of one user bound at once on two nodes, both "
            "listed; a revocation through the other node lists one and refuses its bind\n");
     pt_client_free(viewer.c);
-    assert_int_equal(pt_test_server_stop(&n1), 0);
-    assert_int_equal(pt_test_server_stop(&n2), 0);
+    stop_nodes(&n1, &n2);
 }
 
 /* Like send_msg, waiting up to ms for the answer: 0 acked, else the error (or -1: no
@@ -690,8 +689,7 @@ static void test_kill_nats(void **state)
                         cluster_dir, cluster_dir, cluster_dir), 0);
     pt_client_free(a.c);
     pt_client_free(b.c);
-    assert_int_equal(pt_test_server_stop(&n1), 0);
-    assert_int_equal(pt_test_server_stop(&n2), 0);
+    stop_nodes(&n1, &n2);
     sleep(3); /* it catches up with the streams */
 }
 
@@ -717,8 +715,7 @@ static void test_cluster_restart(void **state)
     char d1[256], d2[256];
     snprintf(d1, sizeof d1, "%s", n1.dir);
     snprintf(d2, sizeof d2, "%s", n2.dir);
-    assert_int_equal(pt_test_server_stop(&n1), 0);
-    assert_int_equal(pt_test_server_stop(&n2), 0);
+    stop_nodes(&n1, &n2);
     assert_int_equal(sh("bash %s/scripts/cluster-down.sh %s", getenv("PT_SOURCE_DIR"), cluster_dir), 0);
     if (sh("bash %s/scripts/cluster-up.sh -n 0 -m 3 -p %d -d %s > %s/up.out 2>&1", getenv("PT_SOURCE_DIR"),
            nats_base, cluster_dir, cluster_dir) != 0) {
@@ -743,8 +740,7 @@ static void test_cluster_restart(void **state)
     confirm_all(&b);
     pt_client_free(a.c);
     pt_client_free(b.c);
-    assert_int_equal(pt_test_server_stop(&n1), 0);
-    assert_int_equal(pt_test_server_stop(&n2), 0);
+    stop_nodes(&n1, &n2);
 }
 
 static int nats_up(void **state)
