@@ -96,6 +96,13 @@ if [ "$NATS_N" -gt 1 ]; then
   [ $ok = 1 ] || fail "no JetStream meta leader after 30 s; see $DIR/nats-*.log"
 fi
 
+# The servers that answered must be ours: a port another cluster holds (another run
+# on this machine) makes our server exit at once while theirs answers the checks.
+for i in $(seq 1 "$NATS_N"); do
+  kill -0 "$(cat "$DIR/pids/nats-$i.pid")" 2>/dev/null ||
+    fail "nats-server $i exited (are its ports $((BASE + i)), $((BASE + 100 + i)), $((BASE + 200 + i)) taken?); see $DIR/nats-$i.log"
+done
+
 nats_urls=$(IFS=,; echo "${urls[*]}")
 nodes=()
 for i in $(seq 1 "$NODES"); do

@@ -312,7 +312,43 @@ static void log_nats(const char *what, natsStatus st)
                  text ? text : "");
 }
 
+static int open_bucket_as_is(pt_cluster *c, uint32_t replicas);
+
+/* Reads of the bucket from its leader only. libnats makes buckets with AllowDirect,
+ * which lets any replica answer a get, and one that lags answers with an older value:
+ * a key created a moment ago through another node is not there yet (a device's prekeys
+ * just uploaded, a server-id block after a restart). The directory needs to read what
+ * was written, so the bucket's stream is switched to gets through its leader, and the
+ * bucket opened again (libnats picks the kind of get when it opens it). */
+static void read_from_leader(pt_cluster *c)
+{
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    if (js_GetStreamInfo(&si, c->js, "KV_" BUCKET, NULL, &jerr) != NATS_OK) return;
+    if (si->Config->AllowDirect) {
+        si->Config->AllowDirect = false;
+        jsStreamInfo *u = NULL;
+        natsStatus st = js_UpdateStream(&u, c->js, si->Config, NULL, &jerr);
+        jsStreamInfo_Destroy(u);
+        kvStore *kv = NULL;
+        if (st == NATS_OK && js_KeyValue(&kv, c->js, BUCKET) == NATS_OK) {
+            kvStore_Destroy(c->kv);
+            c->kv = kv;
+        } else if (st != NATS_OK) {
+            log_nats("bucket " BUCKET ": cannot turn direct gets off; reads may lag", st);
+        }
+    }
+    jsStreamInfo_Destroy(si);
+}
+
 static int open_bucket(pt_cluster *c, uint32_t replicas)
+{
+    int rc = open_bucket_as_is(c, replicas);
+    if (rc == 0) read_from_leader(c);
+    return rc;
+}
+
+static int open_bucket_as_is(pt_cluster *c, uint32_t replicas)
 {
     natsStatus st = js_KeyValue(&c->kv, c->js, BUCKET);
     if (st == NATS_OK) return 0;
