@@ -1453,6 +1453,11 @@ static void print_header(void)
     printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
 }
 
+/* One round trip per connection to recover from a clock or salt rejection: but every
+ * message in flight at that moment is rejected and logged (2 on one connection seen
+ * in CI), so a few per connection are allowed; defect 9 made thousands. */
+#define ROUND_TRIP_SLACK 4
+
 static bool print_row(const campaign *cp, uint64_t seed, const result *r, bool known_reorder,
                       bool known_undecryptable)
 {
@@ -1505,8 +1510,9 @@ static bool print_row(const campaign *cp, uint64_t seed, const result *r, bool k
                "resync, %s\n",
                cp->skew_client ? "of the clients" : "of packtrackd", cp->skew, r->sent > 0 ? "yes" : "no",
                r->connects, r->bad_msg_time, salts);
-        if (info && r->bad_msg_salt > r->connects) {
-            printf("    more salt renewals than connections: a salt recovery took more than one round trip\n");
+        if (info && r->bad_msg_salt > ROUND_TRIP_SLACK * r->connects) {
+            printf("    %d salt renewals for %d connections: a salt recovery took more than one round "
+                   "trip\n", r->bad_msg_salt, r->connects);
             r_salt_slow = true;
         }
     }
@@ -1520,8 +1526,9 @@ static bool print_row(const campaign *cp, uint64_t seed, const result *r, bool k
     ok &= r->server_crashes == 0;
     if (cp->env == ENV_DISKFULL || cp->env == ENV_IOERR) ok &= strcmp(r->integrity, "ok") == 0;
     ok &= !r_salt_slow;
-    if (cp->env == ENV_SKEW && r->bad_msg_time > r->connects) { /* defect 9: one round trip each */
-        printf("    more msg_id rejections than connections: a clock resync took more than one round trip\n");
+    if (cp->env == ENV_SKEW && r->bad_msg_time > ROUND_TRIP_SLACK * r->connects) { /* defect 9 */
+        printf("    %d msg_id rejections for %d connections: a clock resync took more than one round "
+               "trip\n", r->bad_msg_time, r->connects);
         ok = false;
     }
     if (r->failed && known_undecryptable)
