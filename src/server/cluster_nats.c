@@ -1067,6 +1067,35 @@ void pt_cluster_received(pt_cluster *c, const uint8_t pk[32], const int64_t *ids
 
 /* ---- the directory --------------------------------------------------------------------------- */
 
+/* Whether key exists in the bucket: 1, 0, or PT_ERR_IO. */
+static int key_exists(pt_cluster *c, const char *key)
+{
+    kvEntry *e = NULL;
+    natsStatus st = kvStore_Get(&e, c->kv, key);
+    kvEntry_Destroy(e);
+    return st == NATS_OK ? 1 : st == NATS_NOT_FOUND ? 0 : PT_ERR_IO;
+}
+
+/* Creates key (create-only): 0 when it exists now, made here or before; PT_ERR_IO. */
+static int create_or_there(pt_cluster *c, const char *key, const void *v, int len)
+{
+    if (kvStore_Create(NULL, c->kv, key, v, len) == NATS_OK) return 0;
+    return key_exists(c, key) == 1 ? 0 : PT_ERR_IO; /* there already, or no answer */
+}
+
+/* The 16-byte user id stored at key: 0, PT_ERR_NOT_FOUND, PT_ERR_DECODE or PT_ERR_IO. */
+static int key_user_id(pt_cluster *c, const char *key, uint8_t user_id[16])
+{
+    kvEntry *e = NULL;
+    natsStatus st = kvStore_Get(&e, c->kv, key);
+    if (st == NATS_NOT_FOUND) return PT_ERR_NOT_FOUND;
+    if (st != NATS_OK) return PT_ERR_IO;
+    int rc = kvEntry_ValueLen(e) == 16 ? 0 : PT_ERR_DECODE;
+    if (rc == 0) memcpy(user_id, kvEntry_Value(e), 16);
+    kvEntry_Destroy(e);
+    return rc;
+}
+
 /* "<prefix>.<hex of BLAKE2b-256(s)>": fixed-length key-value keys for names of any script. */
 static void name_key(char out[2 + 65], char prefix, const char *s)
 {
@@ -1238,11 +1267,7 @@ static int record_device(pt_cluster *c, const uint8_t user_id[16], const uint8_t
     if (!recorded) return PT_ERR_IO;
     char vk[2 + 33 + 65];
     user_dev_key(vk, user_id, device);
-    if (kvStore_Create(NULL, c->kv, vk, "", 0) == NATS_OK) return 0;
-    kvEntry *e = NULL; /* there already (a second bind of this device), or no answer */
-    natsStatus st = kvStore_Get(&e, c->kv, vk);
-    kvEntry_Destroy(e);
-    return st == NATS_OK ? 0 : PT_ERR_IO;
+    return create_or_there(c, vk, "", 0); /* there already: a second bind of this device */
 }
 
 int pt_cluster_bind(pt_cluster *c, const uint8_t user_id[16], const uint8_t identity[32],
@@ -1311,28 +1336,14 @@ int pt_cluster_device_user(pt_cluster *c, const uint8_t device[32], uint8_t user
     char dk[2 + 65];
     dk[0] = 'd', dk[1] = '.';
     pt_hex_encode(dk + 2, device, 32);
-    kvEntry *e = NULL;
-    natsStatus st = kvStore_Get(&e, c->kv, dk);
-    if (st == NATS_NOT_FOUND) return PT_ERR_NOT_FOUND;
-    if (st != NATS_OK) return PT_ERR_IO;
-    int rc = kvEntry_ValueLen(e) == 16 ? 0 : PT_ERR_DECODE;
-    if (rc == 0) memcpy(user_id, kvEntry_Value(e), 16);
-    kvEntry_Destroy(e);
-    return rc;
+    return key_user_id(c, dk, user_id);
 }
 
 int pt_cluster_resolve(pt_cluster *c, const char *key, uint8_t user_id[16])
 {
     char nk[2 + 65];
     name_key(nk, 'n', key);
-    kvEntry *e = NULL;
-    natsStatus st = kvStore_Get(&e, c->kv, nk);
-    if (st == NATS_NOT_FOUND) return PT_ERR_NOT_FOUND;
-    if (st != NATS_OK) return PT_ERR_IO;
-    int rc = kvEntry_ValueLen(e) == 16 ? 0 : PT_ERR_DECODE;
-    if (rc == 0) memcpy(user_id, kvEntry_Value(e), 16);
-    kvEntry_Destroy(e);
-    return rc;
+    return key_user_id(c, nk, user_id);
 }
 
 /* ---- server ids ---------------------------------------------------------------------------- */
@@ -1505,10 +1516,7 @@ static int claimed(pt_cluster *c, const uint8_t device[32], int32_t id)
 {
     char ck[2 + 65 + 12];
     claim_key(ck, device, id);
-    kvEntry *e = NULL;
-    natsStatus st = kvStore_Get(&e, c->kv, ck);
-    if (st == NATS_OK) kvEntry_Destroy(e);
-    return st == NATS_OK ? 1 : st == NATS_NOT_FOUND ? 0 : PT_ERR_IO;
+    return key_exists(c, ck);
 }
 
 int pt_cluster_prekeys_put(pt_cluster *c, const uint8_t device[32], const pt_cluster_signed *sig,
@@ -1638,6 +1646,12 @@ int pt_cluster_prekeys_signed(pt_cluster *c, const uint8_t device[32], pt_cluste
     return rc;
 }
 
+static void revoked_key(char out[2 + 65], const uint8_t device[32])
+{
+    out[0] = 'r', out[1] = '.';
+    pt_hex_encode(out + 2, device, 32);
+}
+
 int pt_cluster_revoke(pt_cluster *c, const uint8_t user_id[16], const uint8_t device[32])
 {
     uint8_t owner[16];
@@ -1645,15 +1659,8 @@ int pt_cluster_revoke(pt_cluster *c, const uint8_t user_id[16], const uint8_t de
     if (rc) return rc == PT_ERR_NOT_FOUND ? rc : PT_ERR_IO;
     if (memcmp(owner, user_id, 16) != 0) return PT_ERR_NOT_FOUND;
     char rk[2 + 65], vk[2 + 33 + 65], pk[2 + 65];
-    rk[0] = 'r', rk[1] = '.';
-    pt_hex_encode(rk + 2, device, 32);
-    natsStatus st = kvStore_Create(NULL, c->kv, rk, user_id, 16);
-    if (st != NATS_OK) { /* revoked before, or no answer */
-        kvEntry *e = NULL;
-        st = kvStore_Get(&e, c->kv, rk);
-        kvEntry_Destroy(e);
-        if (st != NATS_OK) return PT_ERR_IO;
-    }
+    revoked_key(rk, device);
+    if (create_or_there(c, rk, user_id, 16) != 0) return PT_ERR_IO; /* or revoked before */
     user_dev_key(vk, user_id, device);
     prekey_key(pk, device);
     natsStatus a = kvStore_Delete(c->kv, vk), b = kvStore_Delete(c->kv, pk);
@@ -1667,10 +1674,6 @@ int pt_cluster_revoke(pt_cluster *c, const uint8_t user_id[16], const uint8_t de
 int pt_cluster_revoked(pt_cluster *c, const uint8_t device[32])
 {
     char rk[2 + 65];
-    rk[0] = 'r', rk[1] = '.';
-    pt_hex_encode(rk + 2, device, 32);
-    kvEntry *e = NULL;
-    natsStatus st = kvStore_Get(&e, c->kv, rk);
-    kvEntry_Destroy(e);
-    return st == NATS_OK ? 1 : st == NATS_NOT_FOUND ? 0 : PT_ERR_IO;
+    revoked_key(rk, device);
+    return key_exists(c, rk);
 }
