@@ -322,23 +322,38 @@ static int open_bucket_as_is(pt_cluster *c, uint32_t replicas);
  * bucket opened again (libnats picks the kind of get when it opens it). */
 static void read_from_leader(pt_cluster *c)
 {
-    jsStreamInfo *si = NULL;
-    jsErrCode jerr = 0;
-    if (js_GetStreamInfo(&si, c->js, "KV_" BUCKET, NULL, &jerr) != NATS_OK) return;
-    if (si->Config->AllowDirect) {
-        si->Config->AllowDirect = false;
-        jsStreamInfo *u = NULL;
-        natsStatus st = js_UpdateStream(&u, c->js, si->Config, NULL, &jerr);
-        jsStreamInfo_Destroy(u);
-        kvStore *kv = NULL;
-        if (st == NATS_OK && js_KeyValue(&kv, c->js, BUCKET) == NATS_OK) {
-            kvStore_Destroy(c->kv);
-            c->kv = kv;
-        } else if (st != NATS_OK) {
-            log_nats("bucket " BUCKET ": cannot turn direct gets off; reads may lag", st);
+    /* A cluster that just started may time the update out while it elects the stream's
+     * leader, and still apply it: each try looks again first. */
+    bool direct = true;
+    for (int tries = 0; tries < 4 && direct; tries++) {
+        jsStreamInfo *si = NULL;
+        jsErrCode jerr = 0;
+        natsStatus st = js_GetStreamInfo(&si, c->js, "KV_" BUCKET, NULL, &jerr);
+        if (st == NATS_OK && !(direct = si->Config->AllowDirect)) {
+            jsStreamInfo_Destroy(si);
+            break;
         }
+        if (st == NATS_OK) {
+            si->Config->AllowDirect = false;
+            jsStreamInfo *u = NULL;
+            st = js_UpdateStream(&u, c->js, si->Config, NULL, &jerr);
+            jsStreamInfo_Destroy(u);
+            direct = st != NATS_OK;
+        }
+        jsStreamInfo_Destroy(si);
+        if (direct)
+            pt_log_warn("cluster: bucket " BUCKET ": turning direct gets off: %s; trying again",
+                        natsStatus_GetText(st));
     }
-    jsStreamInfo_Destroy(si);
+    if (direct) pt_log_error("cluster: bucket " BUCKET ": direct gets stay on; reads may lag");
+    /* Opened again even when another node turned direct gets off: this node may have
+     * opened the bucket before that, and its handle would still send direct gets, which
+     * nothing answers once they are off (every read timed out: CI, 2026-12-06). */
+    kvStore *kv = NULL;
+    if (js_KeyValue(&kv, c->js, BUCKET) == NATS_OK) {
+        kvStore_Destroy(c->kv);
+        c->kv = kv;
+    }
 }
 
 static int open_bucket(pt_cluster *c, uint32_t replicas)
@@ -396,9 +411,13 @@ static int open_queue_stream(pt_cluster *c)
         jsStreamInfo_Destroy(si);
         return 0;
     }
-    if (jerr == JSStreamNameExistErr && js_GetStreamInfo(&si, c->js, QSTREAM, NULL, NULL) == NATS_OK) {
-        pt_log_warn("cluster: stream " QSTREAM " exists with another configuration (replicas %lld); used as it is",
-                    (long long)si->Config->Replicas);
+    /* There already: made before with another configuration (name exists), or by
+     * another node at this same moment (2.9 then answers that the subjects overlap). */
+    if ((jerr == JSStreamNameExistErr || jerr == JSStreamSubjectOverlapErr) &&
+        js_GetStreamInfo(&si, c->js, QSTREAM, NULL, NULL) == NATS_OK) {
+        if (jerr == JSStreamNameExistErr)
+            pt_log_warn("cluster: stream " QSTREAM " exists with another configuration (replicas %lld); "
+                        "used as it is", (long long)si->Config->Replicas);
         jsStreamInfo_Destroy(si);
         return 0;
     }
