@@ -89,6 +89,13 @@ struct pt_chan {
     pt_buf scratch;                        /* MTProto decryption output */
 };
 
+void pt_chan_trim(pt_chan *c)
+{
+    if (!c) return;
+    if (c->in.len == 0) pt_buf_free(&c->in);
+    pt_buf_free(&c->scratch); /* used within one input call only */
+}
+
 pt_chan *pt_chan_new(const pt_env *env, const pt_chan_config *cfg, int *err)
 {
     int rc = PT_ERR_INVAL;

@@ -73,6 +73,8 @@ typedef int (*pt_chan_record_cb)(void *ud, const uint8_t *rec, size_t len);
 /* The config is copied. env is borrowed and must outlive the channel. */
 pt_chan *pt_chan_new(const pt_env *env, const pt_chan_config *cfg, int *err);
 void pt_chan_free(pt_chan *c); /* NULL is a no-op; wipes keys */
+/* Gives back the memory of empty buffers (an idle connection); not inside input. */
+void pt_chan_trim(pt_chan *c);
 
 /* Client: appends the client hello to out. */
 int pt_chan_start(pt_chan *c, pt_buf *out) PT_WUR;

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 
 #include <openssl/core_names.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/kdf.h>
 #include <sodium.h>
@@ -95,9 +96,43 @@ static struct {
     } slot[SECURE_CACHE_SLOTS];
 } secure_cache = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
+static _Atomic size_t secure_heap_size; /* set once; 0 without a secure heap */
+static _Atomic uint64_t secure_spilled;
+
+int pt_secure_heap_init(size_t bytes, size_t *actual, bool *locked)
+{
+#ifdef PT_SANITIZE_BUILD
+    (void)bytes, (void)actual, (void)locked;
+    return PT_ERR_REFUSED;
+#else
+    if (CRYPTO_secure_malloc_initialized()) return PT_ERR_EXISTS;
+    size_t size = 64 * 1024;
+    while (size < bytes && size <= SIZE_MAX / 4) size *= 2;
+    /* 64-byte blocks: a transport cipher state (56 bytes) takes one */
+    int rc = CRYPTO_secure_malloc_init(size, 64);
+    if (rc == 0) return PT_ERR_NOMEM; /* no mapping, or no secure memory in this OpenSSL */
+    secure_heap_size = size;
+    if (actual) *actual = size;
+    if (locked) *locked = rc == 1; /* 2: made, but mlock() was refused */
+    return 0;
+#endif
+}
+
+void pt_secure_get_stats(pt_secure_stats *out)
+{
+    out->heap_size = secure_heap_size;
+    out->heap_used = secure_heap_size ? CRYPTO_secure_used() : 0;
+    out->spilled = secure_spilled;
+}
+
 void *pt_secure_alloc(size_t len)
 {
     if (len > SIZE_MAX - SECURE_HDR) return NULL;
+    if (secure_heap_size) {
+        void *p = OPENSSL_secure_zalloc(len ? len : 1);
+        if (p) return p;
+        secure_spilled++; /* full: a block of its own, as without a heap */
+    }
     uint8_t *base = NULL;
     pthread_mutex_lock(&secure_cache.lock);
     for (size_t i = secure_cache.n; i-- > 0;) {
@@ -112,12 +147,17 @@ void *pt_secure_alloc(size_t len)
         if (!(base = sodium_malloc(SECURE_HDR + len))) return NULL;
         memcpy(base, &len, sizeof len);
     }
+    sodium_memzero(base + SECURE_HDR, len);
     return base + SECURE_HDR;
 }
 
 void pt_secure_free(void *p)
 {
     if (!p) return;
+    if (secure_heap_size && CRYPTO_secure_allocated(p)) {
+        OPENSSL_secure_clear_free(p, 0); /* wipes the whole block it had */
+        return;
+    }
     uint8_t *base = (uint8_t *)p - SECURE_HDR;
     size_t len;
     memcpy(&len, base, sizeof len);

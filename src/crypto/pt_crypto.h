@@ -42,9 +42,28 @@ int pt_ct_memcmp(const void *a, const void *b, size_t len);
 /* Constant-time: 1 when all len bytes are zero. */
 int pt_ct_is_zero(const void *p, size_t len);
 void pt_wipe(void *p, size_t len);
-/* Locked, guarded memory for long-lived secrets; pt_secure_free wipes. */
+/* Locked, guarded memory for long-lived secrets, zeroed; pt_secure_free wipes.
+ * Without a secure heap each block is its own sodium_malloc() mapping group (guard
+ * pages on both sides, about 8 KiB resident and 4 mappings however small); with one,
+ * blocks come from that heap and only spill over to sodium_malloc() when it is full. */
 void *pt_secure_alloc(size_t len);
 void pt_secure_free(void *p);
+
+/* The secure heap: OpenSSL's (CRYPTO_secure_malloc_init), one arena of `bytes`
+ * (rounded up to a power of two, at least 64 KiB) between guard pages, excluded
+ * from core dumps, locked in memory when RLIMIT_MEMLOCK allows, split in blocks of
+ * 64 bytes and up (buddy allocator). For processes that hold many secrets at once
+ * (packtrackd: three per connection); once per process, before the first
+ * pt_secure_alloc. Returns 0, PT_ERR_EXISTS when one exists already,
+ * PT_ERR_REFUSED in sanitizer builds (whose block per mapping catches overflows),
+ * PT_ERR_NOMEM when it cannot be made. *locked: whether mlock() worked. */
+int pt_secure_heap_init(size_t bytes, size_t *actual, bool *locked) PT_WUR;
+typedef struct pt_secure_stats {
+    size_t heap_size;      /* 0 without a secure heap */
+    size_t heap_used;      /* bytes handed out of it */
+    uint64_t spilled;      /* blocks that did not fit and went to sodium_malloc */
+} pt_secure_stats;
+void pt_secure_get_stats(pt_secure_stats *out);
 
 /* ---- base64 (standard alphabet, no padding: the encoding Olm and Megolm use) --- */
 /* Encoded length of n bytes, without the NUL. */

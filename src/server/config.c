@@ -73,6 +73,13 @@ int pt_parse_bool(const char *arg, bool *out)
     return PT_ERR_DECODE;
 }
 
+int pt_parse_secure_heap(const char *arg, uint32_t *kib)
+{
+    if (strcasecmp(arg, "auto") == 0) return *kib = PT_SECURE_HEAP_AUTO, 0;
+    if (strcasecmp(arg, "off") == 0) return *kib = PT_SECURE_HEAP_OFF, 0;
+    return pt_parse_uint(arg, 64, 4u * 1024 * 1024, kib);
+}
+
 int pt_parse_seconds(const char *arg, uint32_t max_s, uint32_t *out_ms)
 {
     uint32_t v;
@@ -114,6 +121,7 @@ static const pt_config_key_info keys[PT_CFG_NKEYS] = {
     [PT_CFG_CLUSTER_TLS_CERT] = {"cluster", "tls_cert", false},
     [PT_CFG_CLUSTER_TLS_KEY] = {"cluster", "tls_key", false},
     [PT_CFG_CLUSTER_REPLICAS] = {"cluster", "replicas", false},
+    [PT_CFG_SECURE_HEAP] = {"server", "secure_heap", false},
 };
 
 const pt_config_key_info *pt_config_key_get(pt_config_key k)
@@ -361,6 +369,11 @@ static int on_kv(void *user, const char *section, const char *name, const char *
         break;
     case PT_CFG_CLUSTER_NODE_ID: NUMBER(cluster.node_id, 1, PT_CLUSTER_NODE_ID_MAX); break;
     case PT_CFG_CLUSTER_REPLICAS: NUMBER(cluster.replicas, 1, 5); break;
+    case PT_CFG_SECURE_HEAP:
+        if (pt_parse_secure_heap(value, &v) != 0)
+            BAD("secure_heap: expected auto, off or a size in KiB from 64 to 4194304, got '%s'", sv);
+        else f->cfg.secure_heap_kib = v;
+        break;
     case PT_CFG_CLUSTER_CREDENTIALS:
     case PT_CFG_CLUSTER_TLS_CA:
     case PT_CFG_CLUSTER_TLS_CERT:

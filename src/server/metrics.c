@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "crypto/pt_crypto.h"
 #include "server/pt_server_int.h"
 
 #define PT_METRICS_REQ_MAX 4096       /* request line + headers, bytes */
@@ -87,6 +88,13 @@ int pt_metrics_render(pt_server *s, pt_buf *out)
       "LAN discovery datagrams not answered: malformed, not a solicitation or rate limited.", k->disc_dropped);
     M("rate_limit_throttles_total", "counter", "Reads paused because a connection exceeded its rate.",
       k->throttles);
+    pt_secure_stats sec;
+    pt_secure_get_stats(&sec);
+    M("secure_heap_bytes", "gauge", "Size of the secure heap for connection secrets (0: none).",
+      sec.heap_size);
+    M("secure_heap_used_bytes", "gauge", "Bytes of the secure heap in use.", sec.heap_used);
+    M("secure_heap_spilled_total", "counter",
+      "Secrets that did not fit in the secure heap and got a mapping group of their own.", sec.spilled);
     if (s->db) {
         pt_db_stats st;
         pt_db_get_stats(s->db, &st);

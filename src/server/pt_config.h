@@ -11,6 +11,8 @@
  *   log_file =                       R  append logs there instead of stderr; SIGUSR1 reopens
  *   metrics_listen = 127.0.0.1:9100  -  /metrics and /healthz; off when absent; HOST defaults
  *                                       to 127.0.0.1 when only :PORT is given
+ *   secure_heap = auto               -  KiB of locked memory for connection secrets (auto:
+ *                                       1 KiB per max_connections), or off
  *   [limits]                         R  (all of them)
  *   handshake_timeout = 10           ; seconds
  *   idle_timeout = 300               ; seconds
@@ -78,6 +80,7 @@ typedef enum pt_config_key {
     PT_CFG_CLUSTER_TLS_CERT,
     PT_CFG_CLUSTER_TLS_KEY,
     PT_CFG_CLUSTER_REPLICAS,
+    PT_CFG_SECURE_HEAP,
     PT_CFG_NKEYS
 } pt_config_key;
 
@@ -145,5 +148,7 @@ int pt_parse_seconds(const char *arg, uint32_t max_s, uint32_t *out_ms) PT_WUR;
 int pt_parse_uint(const char *arg, uint32_t min, uint32_t max, uint32_t *out) PT_WUR;
 /* true/yes/on/1 or false/no/off/0 (any case): 0 or PT_ERR_DECODE. */
 int pt_parse_bool(const char *arg, bool *out) PT_WUR;
+/* "auto" (PT_SECURE_HEAP_AUTO), "off" (PT_SECURE_HEAP_OFF) or KiB, 64 to 4194304. */
+int pt_parse_secure_heap(const char *arg, uint32_t *kib) PT_WUR;
 
 #endif

@@ -25,6 +25,9 @@
 #define PT_SERVER_MAX_CONNS_PER_IP 64
 #define PT_SERVER_RATE_LIMIT 5000           /* messages per second per connection (burst 2x) */
 #define PT_SERVER_BAN_S 600                 /* how long a flooding address is banned */
+#define PT_SERVER_SECURE_HEAP_PER_CONN 1024 /* bytes of secure heap per connection (auto size) */
+#define PT_SECURE_HEAP_AUTO 0u              /* secure_heap_kib: max_connections KiB */
+#define PT_SECURE_HEAP_OFF UINT32_MAX       /* secure_heap_kib: no heap, a mapping per secret */
 #define PT_SERVER_USER_DEVICES_MAX 64       /* devices of one user reached by a send */
 #define PT_SERVER_PAGE_MAX 100              /* users.list / contacts.get entries per page */
 #define PT_SERVER_NOTE_MAX 256              /* contact request note, bytes */
@@ -68,6 +71,8 @@ typedef struct pt_server_config {
     uint32_t max_conns_per_ip;            /* 0 = default */
     uint32_t rate_limit;                  /* messages/s per connection; 0 = default */
     uint32_t ban_s;                       /* 0 = default */
+    uint32_t secure_heap_kib;             /* PT_SECURE_HEAP_AUTO, _OFF, or KiB; packtrackd
+                                             makes the heap (process-wide, pt_crypto.h) */
     const char *metrics_host;             /* metrics endpoint address; NULL = no endpoint */
     uint16_t metrics_port;                /* 0 picks a free port */
     unsigned test_user_id_bits;           /* TEST ONLY: user ids keep only this many leading

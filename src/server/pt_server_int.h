@@ -63,6 +63,7 @@ struct pt_conn {
     double tokens;                  /* rate limit: messages it may still send now */
     uint64_t tokens_ms;             /* loop time of the last refill */
     uint64_t msgs_seen;             /* session messages already charged */
+    uint64_t active_ms;             /* loop time of its last read: idle ones are trimmed */
     pt_conn *prev, *next;           /* every connection */
     bool in_handshake;              /* on the server's handshake queue (channel not up yet) */
     pt_conn *hs_prev, *hs_next;     /* that queue, oldest first */
@@ -97,6 +98,7 @@ struct pt_server {
     uv_tcp_t listener;
     uv_async_t stop_async;
     uv_timer_t gc_timer;
+    uv_timer_t trim_timer;          /* gives back idle connections' buffers (on_trim) */
     uv_check_t flush_check;         /* flushes the dirty connections once per loop iteration */
     uv_idle_t flush_idle;           /* active while some are dirty: the poll must not block */
     pt_conn *dirty;                 /* connections whose sessions have output to seal */

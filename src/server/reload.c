@@ -72,6 +72,8 @@ static int compare_restart_keys(const pt_server *s, const pt_config_file *f)
     uint16_t d_port = (f->set & PT_CFG_BIT(PT_CFG_DISC_PORT)) ? c->discovery_port : 0;
     needs_restart(s, PT_CFG_DISC_PORT, (d_port ? d_port : PT_DISC_PORT) !=
                                            (s->cfg.discovery_port ? s->cfg.discovery_port : PT_DISC_PORT), &n);
+    uint32_t heap_new = (f->set & PT_CFG_BIT(PT_CFG_SECURE_HEAP)) ? c->secure_heap_kib : PT_SECURE_HEAP_AUTO;
+    needs_restart(s, PT_CFG_SECURE_HEAP, heap_new != s->cfg.secure_heap_kib, &n);
     return n;
 }
 

@@ -86,6 +86,8 @@ typedef struct pt_sess pt_sess;
 
 pt_sess *pt_sess_new(const pt_env *env, const pt_sess_config *cfg);
 void pt_sess_free(pt_sess *s); /* NULL is a no-op */
+/* Gives back the memory of empty buffers (an idle session). */
+void pt_sess_trim(pt_sess *s);
 
 /* Reads salt and session_id of a record without processing it (the server uses
  * it to find the session). PT_ERR_DECODE when shorter than a header. */

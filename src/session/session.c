@@ -96,6 +96,23 @@ pt_sess *pt_sess_new(const pt_env *env, const pt_sess_config *cfg)
     return s;
 }
 
+void pt_sess_trim(pt_sess *s)
+{
+    if (!s) return;
+    pt_buf_free(&s->rec); /* scratch of one flush or one call: reset before each use */
+    pt_buf_free(&s->tmp);
+    if (s->qn == 0) {
+        free(s->q);
+        s->q = NULL;
+        s->qcap = 0;
+    }
+    if (s->nacks == 0) {
+        free(s->acks);
+        s->acks = NULL;
+        s->acks_cap = 0;
+    }
+}
+
 void pt_sess_free(pt_sess *s)
 {
     if (!s) return;

@@ -358,6 +358,64 @@ static void test_bad_scrapers(void **state)
     assert_int_equal(pt_test_server_stop(&srv), 0);
 }
 
+/* The secure heap for connection secrets: in use while connections are up, all of
+ * it given back when they close, and connections past its size still work (their
+ * secrets spill to mappings of their own). Sanitizer builds make no heap. */
+static void test_secure_heap(void **state)
+{
+    (void)state;
+    enum { N = 120 }; /* 120 x 640 bytes > the 64 KiB heap */
+    pt_test_server srv;
+    const char *extra[] = {"--metrics", "127.0.0.1:0", "--secure-heap", "64", "--max-conns-per-ip", "1000",
+                           NULL};
+    pt_test_server_start(&srv, NULL, 0, extra);
+    uint16_t mp = metrics_port(&srv);
+    const char *m = scrape(mp);
+#ifdef PT_SANITIZE_BUILD
+    assert_true(value(m, "packtrackd_secure_heap_bytes") == 0);
+    printf("sanitizer build: packtrackd makes no secure heap; checking that connections work\n");
+#else
+    assert_true(value(m, "packtrackd_secure_heap_bytes") == 65536);
+    assert_true(value(m, "packtrackd_secure_heap_used_bytes") == 0);
+    assert_int_equal(pt_test_log_count(&srv, "secure heap: 64 KiB"), 1);
+#endif
+    pt_client *c[N];
+    for (int i = 0; i < N; i++) {
+        pt_client_config cfg = {.home = pt_test_tmpdir("heap")};
+        int err;
+        assert_non_null(c[i] = pt_client_new(&cfg, &err));
+        assert_int_equal(pt_client_connect(c[i], "127.0.0.1", srv.port), 0);
+    }
+    user last; /* and one more that binds a name and gets an answer */
+    user_new(&last, srv.port, "carol");
+    for (int i = 0; i < 200 && value(scrape(mp), "packtrackd_connections") != N + 1; i++) usleep(10000);
+    m = scrape(mp);
+    assert_true(value(m, "packtrackd_connections") == N + 1);
+#ifndef PT_SANITIZE_BUILD
+    assert_true(value(m, "packtrackd_secure_heap_used_bytes") > 60000); /* full, or nearly */
+    assert_true(value(m, "packtrackd_secure_heap_spilled_total") > 0);
+#endif
+    /* quiet for over a second: the server gave back its buffers (server.c, on_trim);
+     * the connection still works in both directions */
+    usleep(2100 * 1000);
+    uint8_t env[200];
+    memset(env, 0x77, sizeof env);
+    pt_tl_pt_echo e = {.payload = {env, sizeof env}};
+    pt_buf eb;
+    pt_buf_init(&eb);
+    assert_int_equal(pt_tl_pt_echo_encode(&eb, &e), 0);
+    call(&last, &eb);
+    assert_int_equal(last.err_code, 0);
+    pt_buf_free(&eb);
+    for (int i = 0; i < N; i++) pt_client_free(c[i]);
+    pt_client_free(last.c);
+    for (int i = 0; i < 300 && value(scrape(mp), "packtrackd_connections") != 0; i++) usleep(10000);
+    m = scrape(mp);
+    assert_true(value(m, "packtrackd_connections") == 0);
+    assert_true(value(m, "packtrackd_secure_heap_used_bytes") == 0); /* every secret given back */
+    assert_int_equal(pt_test_server_stop(&srv), 0);
+}
+
 /* Off by default: no listener, no ready-file line. */
 static void test_off_by_default(void **state)
 {
@@ -382,6 +440,7 @@ int main(void)
         cmocka_unit_test(test_counters_move),
         cmocka_unit_test(test_bad_scrapers),
         cmocka_unit_test(test_off_by_default),
+        cmocka_unit_test(test_secure_heap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
