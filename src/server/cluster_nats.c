@@ -29,7 +29,7 @@
 #define BIND_TRIES 8         /* compare-and-set attempts on a user record */
 #define RESERVE_TRIES 40     /* reading and writing i.<node> (server-id blocks), ~6 s */
 
-enum { IN_DEV = 1, IN_SYNC, IN_RCV, IN_QDEL, IN_PUBACK, IN_RESET, IN_READY };
+enum { IN_DEV = 1, IN_SYNC, IN_RCV, IN_QDEL, IN_PUBACK, IN_RESET, IN_READY, IN_REVOKED };
 
 #define QSTREAM "PT_QUEUE"          /* the durable per-device queues: pt.q.<device hex> */
 #define Q_ACK_WAIT_MS 5000          /* a delivery not confirmed in this time comes again */
@@ -116,6 +116,8 @@ struct pt_cluster {
     pthread_cond_t job_cv;          /* with mu */
     job *jobs, *jobs_tail;
     natsSubscription *sync_sub, *rcv_sub;
+    pthread_t rev_thread;           /* watches r.* keys: revocations (rev_main) */
+    bool rev_on;
     uv_async_t async;               /* wakes the loop for the inbox */
     bool async_on;
     pthread_mutex_t mu;             /* guards what follows */
@@ -262,6 +264,8 @@ static void on_async(uv_async_t *a)
             q_delivered(c, it->pk, it->data, it->len);
         } else if ((it->kind == IN_RESET || it->kind == IN_READY) && it->len == 4) {
             q_ready(c, it->pk, it->kind == IN_RESET, pt_get_u32le(it->data));
+        } else if (it->kind == IN_REVOKED && it->len == 16) {
+            pt_srv_device_revoked(c->srv, it->data, it->pk);
         } else if (it->kind == IN_PUBACK) {
             q_puback(c, it->pk, (int64_t)pt_get_u64le(it->data), it->data[8] != 0);
         } else if (it->kind == IN_RCV) {
@@ -276,6 +280,50 @@ static void on_async(uv_async_t *a)
         free(it);
         it = next;
     }
+}
+
+/* Revocations, from whichever node: a watch of the r.<device> keys, so that the
+ * node a revoked device is connected to closes it and forgets what it cached (a
+ * bind through any node is refused already: pt_cluster_bind). A watch rather than a
+ * broadcast: it resumes after a lost NATS connection, where a broadcast would be
+ * missed. At start it replays every revocation made before (idempotent). */
+static void log_nats(const char *what, natsStatus st);
+
+static void *rev_main(void *arg)
+{
+    pt_cluster *c = arg;
+    kvWatchOptions wo;
+    kvWatchOptions_Init(&wo);
+    wo.IgnoreDeletes = true;
+    kvWatcher *w = NULL;
+    natsStatus st = kvStore_Watch(&w, c->kv, "r.*", &wo);
+    if (st != NATS_OK) {
+        log_nats("cannot watch revocations: devices revoked through other nodes stay connected here "
+                 "until they reconnect", st);
+        return NULL;
+    }
+    for (;;) {
+        pthread_mutex_lock(&c->mu);
+        bool stop = c->worker_stop;
+        pthread_mutex_unlock(&c->mu);
+        if (stop) break;
+        kvEntry *e = NULL;
+        st = kvWatcher_Next(&e, w, 500);
+        if (st == NATS_TIMEOUT) continue;
+        if (st != NATS_OK) {
+            log_nats("the watch of revocations ended", st);
+            break;
+        }
+        if (!e) continue; /* the end of what was there at start */
+        const char *key = kvEntry_Key(e);
+        uint8_t dev[32];
+        if (kvEntry_Operation(e) == kvOp_Put && strlen(key) == 66 && pt_hex_decode(dev, 32, key + 2) == 0 &&
+            kvEntry_ValueLen(e) == 16)
+            inbox_put(c, IN_REVOKED, dev, kvEntry_Value(e), 16);
+        kvEntry_Destroy(e);
+    }
+    kvWatcher_Destroy(w);
+    return NULL;
 }
 
 static natsSubscription *subscribe(pt_cluster *c, const char *subj, natsMsgHandler cb)
@@ -432,8 +480,11 @@ static void add_consumer(pt_cluster *c, const uint8_t pk[32]);
  * delivered while no node had the device's subject: into the void, back only after
  * the ack wait) would hand them over behind later items; it is made again instead,
  * so that it delivers what is left in stream order (a work queue keeps what was not
- * acked; IN_RESET tells the loop first). Then the loop is told the device is ready
- * (IN_READY): until then its deliveries wait, unpushed. */
+ * acked; IN_RESET, once the old one is gone, tells the loop to drop what it had
+ * delivered). Then the loop is told the device is ready (IN_READY): until then its
+ * deliveries wait, unpushed. A delivery of the old consumer that reaches this node
+ * after its delete was answered (possible across NATS servers, not seen) would
+ * still be pushed at IN_READY; a deliver subject per consumer would close that. */
 static void ensure_consumer(pt_cluster *c, const uint8_t pk[32], uint32_t gen)
 {
     uint8_t g[4];
@@ -450,11 +501,16 @@ static void ensure_consumer(pt_cluster *c, const uint8_t pk[32], uint32_t gen)
             inbox_put(c, IN_READY, pk, g, sizeof g);
             return;
         }
-        inbox_put(c, IN_RESET, pk, g, sizeof g); /* ahead of everything the new one delivers */
         natsStatus st = js_DeleteConsumer(c->js, QSTREAM, durable, NULL, &jerr);
         if (st != NATS_OK)
             pt_log_warn("cluster: consumer %.17s...: cannot make it again: %s", durable,
                         natsStatus_GetText(st));
+        /* After the delete, not before: until it is gone the old consumer still
+         * delivers (an item sent after the device came back), and such a delivery,
+         * held and pushed at IN_READY, overtook the older ones the new consumer
+         * delivers (test_chat_across_nodes: 11, 10, 12 under load). Ahead of
+         * everything the new one delivers. */
+        inbox_put(c, IN_RESET, pk, g, sizeof g);
     }
     add_consumer(c, pk);
     inbox_put(c, IN_READY, pk, g, sizeof g);
@@ -634,6 +690,8 @@ int pt_cluster_start(pt_server *s)
     pthread_mutex_lock(&c->mu);
     c->async_on = true;
     pthread_mutex_unlock(&c->mu);
+    if (pthread_create(&c->rev_thread, NULL, rev_main, c) != 0) return PT_ERR_IO;
+    c->rev_on = true;
     char subj[48];
     snprintf(subj, sizeof subj, "pt.rcv.%u", c->node);
     if (!(c->sync_sub = subscribe(c, "pt.sync", on_sync_msg)) || !(c->rcv_sub = subscribe(c, subj, on_rcv_msg)))
@@ -672,12 +730,13 @@ void pt_cluster_free(pt_server *s)
     s->cluster = NULL;
     unsubscribe(&c->sync_sub);
     unsubscribe(&c->rcv_sub);
-    if (c->nworkers) {
+    if (c->nworkers || c->rev_on) {
         pthread_mutex_lock(&c->mu);
         c->worker_stop = true;
         pthread_cond_broadcast(&c->job_cv);
         pthread_mutex_unlock(&c->mu);
         for (int i = 0; i < c->nworkers; i++) pthread_join(c->workers[i], NULL);
+        if (c->rev_on) pthread_join(c->rev_thread, NULL); /* within 500 ms: kvWatcher_Next's wait */
     }
     for (job *j = c->jobs, *next; j; j = next) {
         next = j->next;

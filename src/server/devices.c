@@ -313,6 +313,21 @@ static int revoke_apply(sqlite3 *db, void *arg)
     return 0;
 }
 
+void pt_srv_device_revoked(pt_server *s, const uint8_t user_id[16], const uint8_t device[32])
+{
+    for (pt_conn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->dev && !c->closing && memcmp(pt_chan_remote_static(c->chan), device, 32) == 0)
+            pt_conn_close(c, "device revoked");
+    }
+    pt_srv_addrs_drop(s, user_id, device);
+    pt_srv_device *d = pt_srv_device_get(s, device);
+    if (d) d->bound = false;
+    /* the in-memory routing and queue counts follow the store */
+    pt_srv_dir_forget_user(s, user_id);
+    pt_srv_queue_sub(s, device, pt_srv_queue_len(s, device));
+}
+
 static void revoke_done(void *arg, int rc)
 {
     revoke_op *o = arg;
@@ -321,17 +336,7 @@ static void revoke_done(void *arg, int rc)
         char hex[65];
         pt_hex_encode(hex, o->device, 32);
         pt_log_info("device %.16s revoked", hex);
-        for (pt_conn *c = s->conns, *next; c; c = next) {
-            next = c->next;
-            if (c->dev && memcmp(pt_chan_remote_static(c->chan), o->device, 32) == 0)
-                pt_conn_close(c, "device revoked");
-        }
-        pt_srv_addrs_drop(s, o->user_id, o->device);
-        pt_srv_device *d = pt_srv_device_get(s, o->device);
-        if (d) d->bound = false;
-        /* the in-memory routing and queue counts follow the store */
-        pt_srv_dir_forget_user(s, o->user_id);
-        pt_srv_queue_sub(s, o->device, pt_srv_queue_len(s, o->device));
+        pt_srv_device_revoked(s, o->user_id, o->device);
     }
     pt_srv_sess *e = pt_srv_reply_session(&o->to);
     if (e && rc == 0) pt_srv_reply_ok(e, o->to.req_msg_id);

@@ -186,6 +186,9 @@ void pt_srv_device_remove_session(pt_server *s, pt_srv_sess *e);
  * connected while it has one, and its user is online while some device is. */
 int pt_srv_device_conn_up(pt_server *s, pt_conn *c);
 void pt_srv_device_conn_down(pt_server *s, pt_conn *c);
+/* A device was revoked (here, or through another node: cluster_nats.c): closes its
+ * connections and drops what the loop knows of it. Idempotent. */
+void pt_srv_device_revoked(pt_server *s, const uint8_t user_id[16], const uint8_t device[32]);
 /* The RPCs of one module (messaging.c, presence.c, contacts.c, prekeys.c, groups.c);
  * each returns false when the constructor is not one of its own. The store is open. */
 bool pt_srv_messaging_rpc(pt_conn *c, uint64_t msg_id, uint32_t ctor, const void *decoded);

@@ -505,6 +505,15 @@ static void test_devices_bound_at_once(void **state)
             assert_int_equal(pt_tl_devices_revoke_encode(&b1, &rq), 0);
             call(&d1, &b1);
             if (d1.err_code) fail_msg("revoke: %d %s", d1.err_code, d1.err_msg);
+            /* d2's node closes its connection (it hears of the revocation through the
+             * bucket's r.* keys); 10 s at most */
+            int prc = 0;
+            uint64_t t0 = pt_env_now_ms(pt_env_default());
+            while (prc == 0 && pt_env_now_ms(pt_env_default()) - t0 < 10000)
+                prc = pt_client_pump(d2.c, 50, NULL, NULL);
+            if (prc != PT_ERR_CLOSED) fail_msg("revoked device still connected to the other node (%d)", prc);
+            printf("cluster devices: the revoked device's connection on the other node closed after "
+                   "%llu ms\n", (unsigned long long)(pt_env_now_ms(pt_env_default()) - t0));
             for (int k = 0; k < 2; k++) {
                 user *v = k == 0 ? &viewer : &d1;
                 pt_tl_prekeys_list q;
