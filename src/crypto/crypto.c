@@ -97,7 +97,13 @@ static struct {
 } secure_cache = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 static _Atomic size_t secure_heap_size; /* set once; 0 without a secure heap */
+static _Atomic size_t secure_heap_limit; /* ours stop there: the rest is OpenSSL's */
 static _Atomic uint64_t secure_spilled;
+
+/* OpenSSL keeps secrets of its own in the same heap once it exists (BN_secure_new for
+ * MSE's DH, each thread's DRBG, ...) and has no fallback when it is full: MSE
+ * handshakes and RAND_bytes failed with a full heap. So our blocks stop short of it. */
+#define SECURE_HEAP_RESERVE(size) ((size) / 8 > 256 * 1024 ? 256 * 1024 : (size) / 8)
 
 int pt_secure_heap_init(size_t bytes, size_t *actual, bool *locked)
 {
@@ -111,9 +117,10 @@ int pt_secure_heap_init(size_t bytes, size_t *actual, bool *locked)
     /* 64-byte blocks: a transport cipher state (56 bytes) takes one */
     int rc = CRYPTO_secure_malloc_init(size, 64);
     if (rc == 0) return PT_ERR_NOMEM; /* no mapping, or no secure memory in this OpenSSL */
+    secure_heap_limit = size - SECURE_HEAP_RESERVE(size);
     secure_heap_size = size;
     if (actual) *actual = size;
-    if (locked) *locked = rc == 1; /* 2: made, but mlock() was refused */
+    if (locked) *locked = rc == 1; /* 2: made, but mlock() (or a guard page) was refused */
     return 0;
 #endif
 }
@@ -128,9 +135,12 @@ void pt_secure_get_stats(pt_secure_stats *out)
 void *pt_secure_alloc(size_t len)
 {
     if (len > SIZE_MAX - SECURE_HDR) return NULL;
-    if (secure_heap_size) {
-        void *p = OPENSSL_secure_zalloc(len ? len : 1);
-        if (p) return p;
+    if (secure_heap_size && CRYPTO_secure_malloc_initialized()) { /* (gone at exit) */
+        void *p = NULL;
+        if (CRYPTO_secure_used() + len <= secure_heap_limit)
+            p = CRYPTO_secure_zalloc(len ? len : 1, NULL, 0); /* no file: no error queued */
+        if (p && CRYPTO_secure_allocated(p)) return p;
+        if (p) OPENSSL_clear_free(p, len ? len : 1); /* not from the heap after all */
         secure_spilled++; /* full: a block of its own, as without a heap */
     }
     uint8_t *base = NULL;

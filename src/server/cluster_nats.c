@@ -265,7 +265,7 @@ static void on_async(uv_async_t *a)
         } else if ((it->kind == IN_RESET || it->kind == IN_READY) && it->len == 4) {
             q_ready(c, it->pk, it->kind == IN_RESET, pt_get_u32le(it->data));
         } else if (it->kind == IN_REVOKED && it->len == 16) {
-            pt_srv_device_revoked(c->srv, it->data, it->pk);
+            pt_srv_device_revoked_remote(c->srv, it->data, it->pk);
         } else if (it->kind == IN_PUBACK) {
             q_puback(c, it->pk, (int64_t)pt_get_u64le(it->data), it->data[8] != 0);
         } else if (it->kind == IN_RCV) {
@@ -289,40 +289,47 @@ static void on_async(uv_async_t *a)
  * missed. At start it replays every revocation made before (idempotent). */
 static void log_nats(const char *what, natsStatus st);
 
+static bool rev_stopping(pt_cluster *c)
+{
+    pthread_mutex_lock(&c->mu);
+    bool stop = c->worker_stop;
+    pthread_mutex_unlock(&c->mu);
+    return stop;
+}
+
 static void *rev_main(void *arg)
 {
     pt_cluster *c = arg;
     kvWatchOptions wo;
     kvWatchOptions_Init(&wo);
     wo.IgnoreDeletes = true;
-    kvWatcher *w = NULL;
-    natsStatus st = kvStore_Watch(&w, c->kv, "r.*", &wo);
-    if (st != NATS_OK) {
-        log_nats("cannot watch revocations: devices revoked through other nodes stay connected here "
-                 "until they reconnect", st);
-        return NULL;
-    }
-    for (;;) {
-        pthread_mutex_lock(&c->mu);
-        bool stop = c->worker_stop;
-        pthread_mutex_unlock(&c->mu);
-        if (stop) break;
-        kvEntry *e = NULL;
-        st = kvWatcher_Next(&e, w, 500);
-        if (st == NATS_TIMEOUT) continue;
-        if (st != NATS_OK) {
-            log_nats("the watch of revocations ended", st);
-            break;
+    /* A watch that fails (NATS or JetStream restarting, a leader being elected) is
+     * made again, every 0.5 s then every 5 s; a new one replays the revocations. */
+    for (int fails = 0; !rev_stopping(c);) {
+        kvWatcher *w = NULL;
+        natsStatus st = kvStore_Watch(&w, c->kv, "r.*", &wo);
+        while (st == NATS_OK && !rev_stopping(c)) {
+            kvEntry *e = NULL;
+            st = kvWatcher_Next(&e, w, 500);
+            if (st == NATS_TIMEOUT) {
+                st = NATS_OK;
+                continue;
+            }
+            if (st != NATS_OK || !e) continue; /* !e: the end of what was there at start */
+            fails = 0;
+            const char *key = kvEntry_Key(e);
+            uint8_t dev[32];
+            if (kvEntry_Operation(e) == kvOp_Put && strlen(key) == 66 && pt_hex_decode(dev, 32, key + 2) == 0 &&
+                kvEntry_ValueLen(e) == 16)
+                inbox_put(c, IN_REVOKED, dev, kvEntry_Value(e), 16);
+            kvEntry_Destroy(e);
         }
-        if (!e) continue; /* the end of what was there at start */
-        const char *key = kvEntry_Key(e);
-        uint8_t dev[32];
-        if (kvEntry_Operation(e) == kvOp_Put && strlen(key) == 66 && pt_hex_decode(dev, 32, key + 2) == 0 &&
-            kvEntry_ValueLen(e) == 16)
-            inbox_put(c, IN_REVOKED, dev, kvEntry_Value(e), 16);
-        kvEntry_Destroy(e);
+        if (w) kvWatcher_Destroy(w);
+        if (rev_stopping(c)) break;
+        if (fails++ == 0) pt_log_warn("cluster: the watch of revocations failed (%s); making it again",
+                                      natsStatus_GetText(st));
+        for (int k = 0; k < (fails < 10 ? 5 : 50) && !rev_stopping(c); k++) uv_sleep(100);
     }
-    kvWatcher_Destroy(w);
     return NULL;
 }
 

@@ -273,6 +273,8 @@ typedef struct revoke_op {
     const char *err_msg;
 } revoke_op;
 
+static int drop_device_rows(sqlite3 *db, const uint8_t user_id[16], const uint8_t device[32], int64_t now_ms);
+
 static int revoke_apply(sqlite3 *db, void *arg)
 {
     revoke_op *o = arg;
@@ -292,6 +294,15 @@ static int revoke_apply(sqlite3 *db, void *arg)
         if (!here) return 0; /* bound through another node: its rows are there */
     }
     if (!here) PT_SRV_FAIL(PT_RPC_NOT_FOUND, "DEVICE_NOT_FOUND");
+    return drop_device_rows(db, o->user_id, o->device, o->now_ms);
+}
+
+/* What the store holds for a revoked device goes: its queue, messages nobody else
+ * waits for, its row (prekeys cascade); it is remembered as revoked. Idempotent. */
+static int drop_device_rows(sqlite3 *db, const uint8_t user_id[16], const uint8_t device[32], int64_t now_ms)
+{
+    sqlite3_stmt *st;
+    int rc;
     static const char *const steps[] = {
         /* its queue goes, and messages nobody else waits for */
         ("UPDATE messages SET refs = refs - 1 WHERE server_id IN "
@@ -302,13 +313,13 @@ static int revoke_apply(sqlite3 *db, void *arg)
         "INSERT OR IGNORE INTO revoked_devices(device_key, user_id, revoked_ms) VALUES (?1, ?2, ?3)",
     };
     for (size_t i = 0; i < sizeof steps / sizeof *steps; i++) {
-        PT_SRV_TRY(pt_db_prepare(db, steps[i], &st));
-        if (sqlite3_bind_parameter_count(st) >= 1) sqlite3_bind_blob(st, 1, o->device, 32, SQLITE_STATIC);
-        if (sqlite3_bind_parameter_count(st) >= 2) sqlite3_bind_blob(st, 2, o->user_id, 16, SQLITE_STATIC);
-        if (sqlite3_bind_parameter_count(st) >= 3) sqlite3_bind_int64(st, 3, o->now_ms);
+        if ((rc = pt_db_prepare(db, steps[i], &st)) != 0) return rc;
+        if (sqlite3_bind_parameter_count(st) >= 1) sqlite3_bind_blob(st, 1, device, 32, SQLITE_STATIC);
+        if (sqlite3_bind_parameter_count(st) >= 2) sqlite3_bind_blob(st, 2, user_id, 16, SQLITE_STATIC);
+        if (sqlite3_bind_parameter_count(st) >= 3) sqlite3_bind_int64(st, 3, now_ms);
         rc = pt_db_step(st);
         sqlite3_finalize(st);
-        PT_SRV_TRY(rc);
+        if (rc < 0) return rc;
     }
     return 0;
 }
@@ -323,9 +334,41 @@ void pt_srv_device_revoked(pt_server *s, const uint8_t user_id[16], const uint8_
     pt_srv_addrs_drop(s, user_id, device);
     pt_srv_device *d = pt_srv_device_get(s, device);
     if (d) d->bound = false;
-    /* the in-memory routing and queue counts follow the store */
-    pt_srv_dir_forget_user(s, user_id);
-    pt_srv_queue_sub(s, device, pt_srv_queue_len(s, device));
+    pt_srv_dir_forget_user(s, user_id); /* the in-memory routing follows the store */
+}
+
+typedef struct remote_revoke {
+    pt_db_op op;
+    pt_server *s;
+    uint8_t user_id[16], device[32];
+    int64_t now_ms;
+} remote_revoke;
+
+static int remote_revoke_apply(sqlite3 *db, void *arg)
+{
+    remote_revoke *o = arg;
+    return drop_device_rows(db, o->user_id, o->device, o->now_ms);
+}
+
+static void remote_revoke_done(void *arg, int rc)
+{
+    remote_revoke *o = arg;
+    if (rc == 0) pt_srv_queue_sub(o->s, o->device, pt_srv_queue_len(o->s, o->device));
+    else pt_log_warn("a device revoked through another node: its rows here stay (%s)", pt_strerror(rc));
+    free(o);
+}
+
+void pt_srv_device_revoked_remote(pt_server *s, const uint8_t user_id[16], const uint8_t device[32])
+{
+    pt_srv_device_revoked(s, user_id, device);
+    remote_revoke *o = calloc(1, sizeof *o);
+    if (!o) return;
+    o->s = s;
+    memcpy(o->user_id, user_id, 16);
+    memcpy(o->device, device, 32);
+    o->now_ms = (int64_t)pt_env_now_ms(pt_env_default());
+    o->op = (pt_db_op){.apply = remote_revoke_apply, .done = remote_revoke_done, .arg = o};
+    pt_db_submit(s->db, &o->op);
 }
 
 static void revoke_done(void *arg, int rc)
@@ -337,6 +380,7 @@ static void revoke_done(void *arg, int rc)
         pt_hex_encode(hex, o->device, 32);
         pt_log_info("device %.16s revoked", hex);
         pt_srv_device_revoked(s, o->user_id, o->device);
+        pt_srv_queue_sub(s, o->device, pt_srv_queue_len(s, o->device)); /* its rows went */
     }
     pt_srv_sess *e = pt_srv_reply_session(&o->to);
     if (e && rc == 0) pt_srv_reply_ok(e, o->to.req_msg_id);

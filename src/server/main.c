@@ -43,7 +43,7 @@ static void usage(FILE *f)
             "                             by default; keep it on a private address\n"
             "      --ready-file PATH      write \"HOST:PORT\\nFINGERPRINT\\n\" there once listening\n"
             "      --log-level LEVEL      error, warn, info or debug (default info)\n"
-            "      --secure-heap KIB|auto|off  locked memory for connection secrets (auto: 1 KiB\n"
+            "      --secure-heap KIB|auto|off  locked memory for connection secrets (auto: 4 KiB\n"
             "                             per --max-connections, rounded up to a power of two)\n"
             "      --log-file FILE        append logs to FILE instead of stderr; SIGUSR1 or\n"
             "                             packtrackctl reopen-logs reopen it\n"

@@ -92,7 +92,8 @@ int pt_metrics_render(pt_server *s, pt_buf *out)
     pt_secure_get_stats(&sec);
     M("secure_heap_bytes", "gauge", "Size of the secure heap for connection secrets (0: none).",
       sec.heap_size);
-    M("secure_heap_used_bytes", "gauge", "Bytes of the secure heap in use.", sec.heap_used);
+    M("secure_heap_used_bytes", "gauge", "Bytes of the secure heap in use (connection secrets and OpenSSL's own).",
+      sec.heap_used);
     M("secure_heap_spilled_total", "counter",
       "Secrets that did not fit in the secure heap and got a mapping group of their own.", sec.spilled);
     if (s->db) {

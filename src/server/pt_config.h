@@ -12,7 +12,7 @@
  *   metrics_listen = 127.0.0.1:9100  -  /metrics and /healthz; off when absent; HOST defaults
  *                                       to 127.0.0.1 when only :PORT is given
  *   secure_heap = auto               -  KiB of locked memory for connection secrets (auto:
- *                                       1 KiB per max_connections), or off
+ *                                       4 KiB per max_connections), or off
  *   [limits]                         R  (all of them)
  *   handshake_timeout = 10           ; seconds
  *   idle_timeout = 300               ; seconds

@@ -25,7 +25,7 @@
 #define PT_SERVER_MAX_CONNS_PER_IP 64
 #define PT_SERVER_RATE_LIMIT 5000           /* messages per second per connection (burst 2x) */
 #define PT_SERVER_BAN_S 600                 /* how long a flooding address is banned */
-#define PT_SERVER_SECURE_HEAP_PER_CONN 1024 /* bytes of secure heap per connection (auto size) */
+#define PT_SERVER_SECURE_HEAP_PER_CONN 4096 /* bytes of secure heap per connection (auto size) */
 #define PT_SECURE_HEAP_AUTO 0u              /* secure_heap_kib: max_connections KiB */
 #define PT_SECURE_HEAP_OFF UINT32_MAX       /* secure_heap_kib: no heap, a mapping per secret */
 #define PT_SERVER_USER_DEVICES_MAX 64       /* devices of one user reached by a send */

@@ -63,7 +63,7 @@ struct pt_conn {
     double tokens;                  /* rate limit: messages it may still send now */
     uint64_t tokens_ms;             /* loop time of the last refill */
     uint64_t msgs_seen;             /* session messages already charged */
-    uint64_t active_ms;             /* loop time of its last read: idle ones are trimmed */
+    uint64_t active_ms;             /* loop time of its last read or write: idle ones are trimmed */
     pt_conn *prev, *next;           /* every connection */
     bool in_handshake;              /* on the server's handshake queue (channel not up yet) */
     pt_conn *hs_prev, *hs_next;     /* that queue, oldest first */
@@ -186,9 +186,11 @@ void pt_srv_device_remove_session(pt_server *s, pt_srv_sess *e);
  * connected while it has one, and its user is online while some device is. */
 int pt_srv_device_conn_up(pt_server *s, pt_conn *c);
 void pt_srv_device_conn_down(pt_server *s, pt_conn *c);
-/* A device was revoked (here, or through another node: cluster_nats.c): closes its
- * connections and drops what the loop knows of it. Idempotent. */
+/* A device was revoked: closes its connections and drops what the loop knows of it.
+ * Idempotent. _remote: through another node (cluster_nats.c); also drops its rows in
+ * this node's store (queued notices) and their count. */
 void pt_srv_device_revoked(pt_server *s, const uint8_t user_id[16], const uint8_t device[32]);
+void pt_srv_device_revoked_remote(pt_server *s, const uint8_t user_id[16], const uint8_t device[32]);
 /* The RPCs of one module (messaging.c, presence.c, contacts.c, prekeys.c, groups.c);
  * each returns false when the constructor is not one of its own. The store is open. */
 bool pt_srv_messaging_rpc(pt_conn *c, uint64_t msg_id, uint32_t ctor, const void *decoded);

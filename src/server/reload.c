@@ -73,7 +73,16 @@ static int compare_restart_keys(const pt_server *s, const pt_config_file *f)
     needs_restart(s, PT_CFG_DISC_PORT, (d_port ? d_port : PT_DISC_PORT) !=
                                            (s->cfg.discovery_port ? s->cfg.discovery_port : PT_DISC_PORT), &n);
     uint32_t heap_new = (f->set & PT_CFG_BIT(PT_CFG_SECURE_HEAP)) ? c->secure_heap_kib : PT_SECURE_HEAP_AUTO;
-    needs_restart(s, PT_CFG_SECURE_HEAP, heap_new != s->cfg.secure_heap_kib, &n);
+    bool heap_differs = heap_new != s->cfg.secure_heap_kib;
+    if (!heap_differs && heap_new == PT_SECURE_HEAP_AUTO) { /* auto follows max_connections, at start */
+        uint32_t maxc = pinned(s, PT_CFG_MAX_CONNECTIONS) ? s->cfg.max_connections
+                        : (f->set & PT_CFG_BIT(PT_CFG_MAX_CONNECTIONS)) ? c->max_connections
+                                                                         : PT_SERVER_MAX_CONNECTIONS;
+        pt_secure_stats st;
+        pt_secure_get_stats(&st);
+        heap_differs = st.heap_size && (uint64_t)maxc * PT_SERVER_SECURE_HEAP_PER_CONN > st.heap_size;
+    }
+    needs_restart(s, PT_CFG_SECURE_HEAP, heap_differs, &n);
     return n;
 }
 

@@ -210,6 +210,7 @@ static void on_write(uv_write_t *req, int status)
 static void conn_start_write(pt_conn *c)
 {
     if (c->writing || c->closing) return;
+    c->active_ms = uv_now(&c->srv->loop); /* a connection that only receives is busy too */
     if (c->obfs && pt_obfs_conn_wrap(c) != 0) { /* obfuscation (obfs_conn.c): seal for the wire */
         pt_conn_close(c, "obfuscation layer failed");
         return;
@@ -584,8 +585,8 @@ static void on_gc(uv_timer_t *t)
 
 /* Every second: connections quiet for a second give back the buffers they last
  * used (each keeps its largest size otherwise; five of at least 256 bytes are a
- * quarter of an idle connection's memory). A busy connection is never touched, so
- * the load path keeps its buffers and allocates nothing. */
+ * quarter of an idle connection's memory). A busy connection (it read or wrote
+ * within the second) is not touched, so the load path keeps its buffers. */
 #define TRIM_AFTER_MS 1000
 
 static void on_trim(uv_timer_t *t)
@@ -691,8 +692,9 @@ static void make_secure_heap(const pt_server_config *cfg)
     } else if (!locked) {
         struct rlimit rl = {0};
         getrlimit(RLIMIT_MEMLOCK, &rl);
-        pt_log_warn("secure heap: %zu KiB, not locked in memory (RLIMIT_MEMLOCK %llu KiB): secrets "
-                    "may be swapped out; raise the limit (LimitMEMLOCK=) or lower secure_heap",
+        pt_log_warn("secure heap: %zu KiB, not locked in memory (RLIMIT_MEMLOCK %llu KiB, or its "
+                    "guard pages were refused): secrets may be swapped out; raise the limit "
+                    "(LimitMEMLOCK=) or lower secure_heap",
                     got / 1024, (unsigned long long)rl.rlim_cur / 1024);
     } else {
         pt_log_info("secure heap: %zu KiB, locked in memory", got / 1024);

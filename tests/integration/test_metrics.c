@@ -392,7 +392,9 @@ static void test_secure_heap(void **state)
     m = scrape(mp);
     assert_true(value(m, "packtrackd_connections") == N + 1);
 #ifndef PT_SANITIZE_BUILD
-    assert_true(value(m, "packtrackd_secure_heap_used_bytes") > 60000); /* full, or nearly */
+    /* full, but for the eighth left to OpenSSL's own secure allocations */
+    assert_true(value(m, "packtrackd_secure_heap_used_bytes") > 50000);
+    assert_true(value(m, "packtrackd_secure_heap_used_bytes") <= 65536);
     assert_true(value(m, "packtrackd_secure_heap_spilled_total") > 0);
 #endif
     /* quiet for over a second: the server gave back its buffers (server.c, on_trim);
