@@ -289,7 +289,8 @@ static void on_async(uv_async_t *a)
  * missed. At start it replays every revocation made before (idempotent). */
 static void log_nats(const char *what, natsStatus st);
 
-static bool rev_stopping(pt_cluster *c)
+/* The cluster is going: worker and watch threads end. */
+static bool stopping(pt_cluster *c)
 {
     pthread_mutex_lock(&c->mu);
     bool stop = c->worker_stop;
@@ -305,10 +306,10 @@ static void *rev_main(void *arg)
     wo.IgnoreDeletes = true;
     /* A watch that fails (NATS or JetStream restarting, a leader being elected) is
      * made again, every 0.5 s then every 5 s; a new one replays the revocations. */
-    for (int fails = 0; !rev_stopping(c);) {
+    for (int fails = 0; !stopping(c);) {
         kvWatcher *w = NULL;
         natsStatus st = kvStore_Watch(&w, c->kv, "r.*", &wo);
-        while (st == NATS_OK && !rev_stopping(c)) {
+        while (st == NATS_OK && !stopping(c)) {
             kvEntry *e = NULL;
             st = kvWatcher_Next(&e, w, 500);
             if (st == NATS_TIMEOUT) {
@@ -325,10 +326,10 @@ static void *rev_main(void *arg)
             kvEntry_Destroy(e);
         }
         if (w) kvWatcher_Destroy(w);
-        if (rev_stopping(c)) break;
+        if (stopping(c)) break;
         if (fails++ == 0) pt_log_warn("cluster: the watch of revocations failed (%s); making it again",
                                       natsStatus_GetText(st));
-        for (int k = 0; k < (fails < 10 ? 5 : 50) && !rev_stopping(c); k++) uv_sleep(100);
+        for (int k = 0; k < (fails < 10 ? 5 : 50) && !stopping(c); k++) uv_sleep(100);
     }
     return NULL;
 }
@@ -549,10 +550,7 @@ static void add_consumer(pt_cluster *c, const uint8_t pk[32])
             return;
         }
         if (jerr == JSConsumerNameExistErr || jerr == JSConsumerExistingActiveErr) return; /* there */
-        pthread_mutex_lock(&c->mu);
-        bool stop = c->worker_stop;
-        pthread_mutex_unlock(&c->mu);
-        if (stop) return;
+        if (stopping(c)) return;
         pt_log_warn("cluster: consumer for device %.16s...: %s (%d)%s", hex, natsStatus_GetText(st), (int)jerr,
                     tries < 2 ? "; trying again" : "");
     }
