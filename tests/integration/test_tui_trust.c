@@ -165,8 +165,14 @@ static int chat_exit_code(const char *s)
 {
     char exit_file[400];
     snprintf(exit_file, sizeof exit_file, "%s/exit-%s", dir, s);
+    /* the shell creates the file before it writes the code: wait for the whole line
+     * (reading it empty made a chat that exited with 3 look like 0) */
     char *code = NULL;
-    for (int i = 0; i < 150 && !(code = pt_test_read_file(exit_file, NULL)); i++) sleep_ms(100);
+    for (int i = 0; i < 150; i++, sleep_ms(100)) {
+        if ((code = pt_test_read_file(exit_file, NULL)) && strchr(code, '\n')) break;
+        free(code);
+        code = NULL;
+    }
     if (!code) fail_msg("%s: the chat did not exit; the screen:\n%s", s, capture(s));
     int rc = atoi(code);
     free(code);
