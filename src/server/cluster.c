@@ -124,4 +124,15 @@ int pt_cluster_revoked(pt_cluster *c, const uint8_t device[32])
     (void)c, (void)device;
     return PT_ERR_IO;
 }
+int64_t pt_cluster_group_get(pt_cluster *c, const uint8_t group[16], pt_cluster_group *g)
+{
+    (void)c, (void)group, (void)g;
+    return PT_ERR_IO;
+}
+int pt_cluster_group_put(pt_cluster *c, const uint8_t group[16], const pt_cluster_group *g, int64_t version,
+                         uint64_t read_ms)
+{
+    (void)c, (void)group, (void)g, (void)version, (void)read_ms;
+    return PT_ERR_IO;
+}
 #endif

@@ -1760,3 +1760,138 @@ int pt_cluster_revoked(pt_cluster *c, const uint8_t device[32])
     revoked_key(rk, device);
     return key_exists(c, rk);
 }
+
+/* ---- groups ------------------------------------------------------------------------------------ */
+
+/* A group changes by version: a change reads version n and publishes the whole record
+ * as version n + 1 to the key's subject with Nats-Msg-Id "g.<group hex>.<n + 1>".
+ * JetStream keeps the first publish of an id and answers the others "duplicate", so
+ * of two changes made on version n at the same moment exactly one becomes n + 1; the
+ * other reads again and is made on n + 1. Not kvStore_Update's compare-and-set: on
+ * Debian's nats-server 2.9.10 it lets several updates naming one revision through
+ * (ARCHITECTURE.md, "Prekeys"); message ids were exact in the same measurement. The
+ * duplicate window of the bucket's stream is 2 minutes; a change that took longer
+ * than GROUP_STALE_MS between its read and its publish is not published. */
+#define GROUP_STALE_MS 60000
+
+static void group_key(char out[2 + 33], const uint8_t group[16])
+{
+    out[0] = 'g', out[1] = '.';
+    pt_hex_encode(out + 2, group, 16);
+}
+
+#define GROUP_REC_MAX (1 + 4 + 2 + 2 + PT_SERVER_GROUP_MAX_MEMBERS * 32)
+
+/* format 1 | version u32 | nm u16 | nm x (user[16] | role) | ni u16 | ni x (user[16] | inviter[16]) */
+static int group_decode(pt_cluster_group *g, uint32_t *version, const uint8_t *p, size_t len)
+{
+    g->nm = g->ni = 0;
+    if (len < 9 || p[0] != 1) return PT_ERR_DECODE;
+    *version = pt_get_u32le(p + 1);
+    uint32_t nm = get16(p + 5);
+    size_t off = 7;
+    if (nm > PT_SERVER_GROUP_MAX_MEMBERS || len - off < (size_t)nm * 17 + 2) return PT_ERR_DECODE;
+    for (uint32_t i = 0; i < nm; i++, off += 17) {
+        memcpy(g->m[i].user, p + off, 16);
+        g->m[i].role = p[off + 16];
+        if (g->m[i].role > 2) return PT_ERR_DECODE;
+    }
+    uint32_t ni = get16(p + off);
+    off += 2;
+    if (nm + ni > PT_SERVER_GROUP_MAX_MEMBERS || len - off != (size_t)ni * 32) return PT_ERR_DECODE;
+    for (uint32_t i = 0; i < ni; i++, off += 32) {
+        memcpy(g->inv[i].user, p + off, 16);
+        memcpy(g->inv[i].inviter, p + off + 16, 16);
+    }
+    g->nm = nm, g->ni = ni;
+    return 0;
+}
+
+static size_t group_encode(uint8_t *out, uint32_t version, const pt_cluster_group *g)
+{
+    size_t off = 0;
+    out[off++] = 1;
+    pt_put_u32le(out + off, version);
+    off += 4;
+    put16(out + off, (uint16_t)g->nm);
+    off += 2;
+    for (uint32_t i = 0; i < g->nm; i++, off += 17) {
+        memcpy(out + off, g->m[i].user, 16);
+        out[off + 16] = g->m[i].role;
+    }
+    put16(out + off, (uint16_t)g->ni);
+    off += 2;
+    for (uint32_t i = 0; i < g->ni; i++, off += 32) {
+        memcpy(out + off, g->inv[i].user, 16);
+        memcpy(out + off + 16, g->inv[i].inviter, 16);
+    }
+    return off;
+}
+
+/* Reads the group's record: its version (0: none), PT_ERR_IO or PT_ERR_DECODE; when
+ * raw is not NULL, a copy of the stored bytes (*raw_len of them, at most GROUP_REC_MAX). */
+static int64_t group_read(pt_cluster *c, const uint8_t group[16], pt_cluster_group *g, uint8_t *raw,
+                          size_t *raw_len)
+{
+    char key[2 + 33];
+    group_key(key, group);
+    g->nm = g->ni = 0;
+    kvEntry *e = NULL;
+    natsStatus st = kvStore_Get(&e, c->kv, key);
+    if (st == NATS_NOT_FOUND) return 0;
+    if (st != NATS_OK) {
+        log_nats("reading a group", st);
+        return PT_ERR_IO;
+    }
+    uint32_t version = 0;
+    size_t len = (size_t)kvEntry_ValueLen(e);
+    int rc = group_decode(g, &version, kvEntry_Value(e), len);
+    if (rc == 0 && raw && len <= GROUP_REC_MAX) {
+        memcpy(raw, kvEntry_Value(e), len);
+        *raw_len = len;
+    }
+    kvEntry_Destroy(e);
+    if (rc) pt_log_error("cluster: the group at %s does not parse; left as it is", key);
+    return rc ? rc : (int64_t)version;
+}
+
+int64_t pt_cluster_group_get(pt_cluster *c, const uint8_t group[16], pt_cluster_group *g)
+{
+    int64_t v = group_read(c, group, g, NULL, NULL);
+    return v > 0 && g->nm == 0 ? 0 : v; /* the last member left: no group */
+}
+
+int pt_cluster_group_put(pt_cluster *c, const uint8_t group[16], const pt_cluster_group *g, int64_t rev,
+                         uint64_t read_ms)
+{
+    if (g->nm + g->ni > PT_SERVER_GROUP_MAX_MEMBERS || rev < 0 || rev >= UINT32_MAX) return PT_ERR_INVAL;
+    if (uv_hrtime() / 1000000 - read_ms > GROUP_STALE_MS) return 1; /* read again */
+    char key[2 + 33], subj[sizeof "$KV." BUCKET "." + 2 + 33], id[2 + 33 + 12];
+    group_key(key, group);
+    snprintf(subj, sizeof subj, "$KV." BUCKET ".%s", key);
+    snprintf(id, sizeof id, "%s.%u", key, (uint32_t)rev + 1);
+    uint8_t *buf = malloc(2 * GROUP_REC_MAX);
+    if (!buf) return PT_ERR_NOMEM;
+    size_t len = group_encode(buf, (uint32_t)rev + 1, g);
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MsgId = id;
+    jsPubAck *pa = NULL;
+    natsStatus st = js_Publish(&pa, c->js, subj, buf, (int)len, &po, NULL);
+    bool stored = st == NATS_OK && !pa->Duplicate;
+    jsPubAck_Destroy(pa);
+    int rc = 0;
+    if (!stored) {
+        /* a duplicate, or no answer: whose version rev + 1 is there, if any? Ours when
+         * its bytes are the ones we published (a retried or lost answer). */
+        pt_cluster_group *now = malloc(sizeof *now);
+        size_t now_len = 0;
+        int64_t v = now ? group_read(c, group, now, buf + GROUP_REC_MAX, &now_len) : PT_ERR_NOMEM;
+        free(now);
+        if (v == rev + 1 && now_len == len && memcmp(buf + GROUP_REC_MAX, buf, len) == 0) rc = 0;
+        else if (v > rev) rc = 1;
+        else rc = PT_ERR_IO, log_nats("writing a group", st == NATS_OK ? NATS_ERR : st);
+    }
+    free(buf);
+    return rc;
+}

@@ -196,6 +196,12 @@ static void submit(pt_conn *c, uint64_t req, int what, const uint8_t peer[16], p
         pt_srv_reply_error(e, req, PT_RPC_INTERNAL, "OUT_OF_MEMORY");
         return;
     }
+    int64_t id;
+    if (pt_srv_take_server_id(c->srv, &id) != 0) {
+        pt_srv_reply_error(e, req, PT_RPC_UNAVAILABLE, "CLUSTER_UNAVAILABLE");
+        free(o);
+        return;
+    }
     pt_srv_reply_to_init(&o->to, c, req);
     o->what = what;
     memcpy(o->me, e->dev->user_id, 16);
@@ -203,7 +209,7 @@ static void submit(pt_conn *c, uint64_t req, int what, const uint8_t peer[16], p
     o->quota = c->srv->cfg.queue_quota;
     if (note.len) memcpy(o->data, note.data, note.len);
     if (bundle.len) memcpy(o->data + note.len, bundle.data, bundle.len);
-    o->item = (pt_srv_item){.server_id = c->srv->next_server_id++, .kind = PT_ITEM_CONTACT,
+    o->item = (pt_srv_item){.server_id = id, .kind = PT_ITEM_CONTACT,
                             .date_ms = pt_env_now_ms(pt_env_default()),
                             .note = {o->data, note.len},
                             .payload = {o->data + note.len, bundle.len}};

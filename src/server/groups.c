@@ -3,8 +3,11 @@
  *
  * The creator (role 2) and admins (role 1) invite; an invited user joins; members
  * leave; the creator kicks anyone, an admin kicks plain members; the creator
- * makes and unmakes admins. Every check and change runs in the writer's
- * transaction. A change is announced as updates.groupEvent, stored once and
+ * makes and unmakes admins. The rules (group_rules) are written once and applied
+ * to the group as read from either store: in local mode the store's tables, in
+ * the writer's transaction; in cluster mode the bucket's record g.<group hex>,
+ * whose next version only one change can write (read again and retried when
+ * another node's change made it first). A change is announced as updates.groupEvent, stored once and
  * queued for every member device (and for the user concerned when it is no longer
  * a member). messages.sendGroup stores the envelope once (one messages row) and
  * queues it for every member device but the sending one, like messages.send;
@@ -13,6 +16,7 @@
 #include <stdlib.h>
 
 #include "crypto/pt_crypto.h"
+#include "server/pt_cluster.h"
 #include "server/pt_server_int.h"
 
 #define ROLE_NONE (-1)
@@ -36,26 +40,138 @@ typedef struct group_op {
     int what;                       /* OP_* */
     uint8_t group[16], me[16], my_device[32], target[16];
     bool admin;                     /* OP_SET_ADMIN */
+    bool tell_target;               /* the target is no member afterwards but hears of it */
     int err_code;
     const char *err_msg;
     pt_srv_item item;               /* the event */
     pt_srv_devlist devices;         /* who hears of it */
 } group_op;
 
-/* *role = the role of user in group, or ROLE_NONE; returns 0 or a negative pt_err. */
-static int get_role(sqlite3 *db, const uint8_t group[16], const uint8_t user[16], int *role)
+typedef pt_cluster_group group_rec;
+
+static int member_at(const group_rec *g, const uint8_t user[16])
 {
-    sqlite3_stmt *st;
-    *role = ROLE_NONE;
-    int rc = pt_db_stmt(db, "SELECT role FROM group_members WHERE group_id = ? AND user_id = ?", &st);
-    if (rc) return rc;
-    sqlite3_bind_blob(st, 1, group, 16, SQLITE_STATIC);
-    sqlite3_bind_blob(st, 2, user, 16, SQLITE_STATIC);
-    rc = pt_db_step(st);
-    if (rc == 1) *role = sqlite3_column_int(st, 0);
-    pt_db_release(st);
-    return rc < 0 ? rc : 0;
+    for (uint32_t i = 0; i < g->nm; i++)
+        if (memcmp(g->m[i].user, user, 16) == 0) return (int)i;
+    return -1;
 }
+
+static int invite_at(const group_rec *g, const uint8_t user[16])
+{
+    for (uint32_t i = 0; i < g->ni; i++)
+        if (memcmp(g->inv[i].user, user, 16) == 0) return (int)i;
+    return -1;
+}
+
+static int role_of(const group_rec *g, const uint8_t user[16])
+{
+    int i = member_at(g, user);
+    return i < 0 ? ROLE_NONE : g->m[i].role;
+}
+
+static void member_add(group_rec *g, const uint8_t user[16], int role)
+{
+    memcpy(g->m[g->nm].user, user, 16);
+    g->m[g->nm++].role = (uint8_t)role;
+}
+
+static void member_remove(group_rec *g, int i) { g->m[i] = g->m[--g->nm]; }
+static void invite_remove(group_rec *g, int i) { g->inv[i] = g->inv[--g->ni]; }
+
+/* The rules, the same for both stores: whether o may be made on group g as read
+ * (exists: whether there is such a group). For OP_INVITE the caller has looked up
+ * whether the target is a user (target_known) and blocked the caller (blocked).
+ * 0 with g changed as o changes it, o->item.code and o->tell_target set; or
+ * PT_ERR_STATE with o's error (PT_SRV_FAIL). */
+static int group_rules(group_rec *g, bool exists, group_op *o, bool target_known, bool blocked)
+{
+    if (o->what == OP_CREATE) {
+        g->nm = g->ni = 0;
+        member_add(g, o->me, ROLE_CREATOR);
+        return 0;
+    }
+    if (!exists) PT_SRV_FAIL(PT_RPC_NOT_FOUND, "GROUP_NOT_FOUND");
+    int mine = role_of(g, o->me), ti = member_at(g, o->target), ii = invite_at(g, o->target);
+    int theirs = ti < 0 ? ROLE_NONE : g->m[ti].role;
+    if (o->what != OP_JOIN && mine == ROLE_NONE) PT_SRV_FAIL(PT_RPC_FORBIDDEN, "NOT_A_MEMBER");
+    switch (o->what) {
+    case OP_INVITE:
+        if (mine < ROLE_ADMIN) PT_SRV_FAIL(PT_RPC_FORBIDDEN, "NOT_ADMIN");
+        if (!target_known) PT_SRV_FAIL(PT_RPC_NOT_FOUND, "USER_NOT_FOUND");
+        if (theirs != ROLE_NONE) PT_SRV_FAIL(PT_RPC_CONFLICT, "ALREADY_MEMBER");
+        if (blocked) PT_SRV_FAIL(PT_RPC_FORBIDDEN, "BLOCKED");
+        if (g->nm + g->ni - (ii >= 0) >= PT_SERVER_GROUP_MAX_MEMBERS)
+            PT_SRV_FAIL(PT_RPC_CONFLICT, "GROUP_FULL");
+        if (ii < 0) {
+            memcpy(g->inv[g->ni].user, o->target, 16);
+            memcpy(g->inv[g->ni++].inviter, o->me, 16);
+        }
+        o->item.code = EVENT_INVITED;
+        return 0;
+    case OP_JOIN:
+        if (theirs != ROLE_NONE) PT_SRV_FAIL(PT_RPC_CONFLICT, "ALREADY_MEMBER");
+        if (ii < 0) PT_SRV_FAIL(PT_RPC_FORBIDDEN, "NOT_INVITED");
+        invite_remove(g, ii);
+        member_add(g, o->me, ROLE_MEMBER);
+        o->item.code = EVENT_JOINED;
+        return 0;
+    case OP_LEAVE:
+        member_remove(g, ti);
+        o->item.code = EVENT_LEFT;
+        o->tell_target = true;
+        return 0;
+    case OP_KICK:
+        if (mine < ROLE_ADMIN) PT_SRV_FAIL(PT_RPC_FORBIDDEN, "NOT_ADMIN");
+        if (memcmp(o->target, o->me, 16) == 0) PT_SRV_FAIL(PT_RPC_BAD_REQUEST, "CANNOT_KICK_SELF");
+        if (theirs == ROLE_NONE) { /* revokes an invitation */
+            if (ii < 0) PT_SRV_FAIL(PT_RPC_NOT_FOUND, "NOT_A_MEMBER");
+            invite_remove(g, ii);
+        } else {
+            if (theirs >= mine) PT_SRV_FAIL(PT_RPC_FORBIDDEN, "NOT_ALLOWED");
+            member_remove(g, ti);
+        }
+        o->item.code = EVENT_KICKED;
+        o->tell_target = true;
+        return 0;
+    case OP_SET_ADMIN:
+        if (mine != ROLE_CREATOR) PT_SRV_FAIL(PT_RPC_FORBIDDEN, "NOT_CREATOR");
+        if (theirs == ROLE_NONE) PT_SRV_FAIL(PT_RPC_NOT_FOUND, "NOT_A_MEMBER");
+        if (theirs == ROLE_CREATOR) PT_SRV_FAIL(PT_RPC_BAD_REQUEST, "CANNOT_CHANGE_CREATOR");
+        g->m[ti].role = o->admin ? ROLE_ADMIN : ROLE_MEMBER;
+        o->item.code = o->admin ? EVENT_ADMIN : EVENT_NOT_ADMIN;
+        return 0;
+    default:
+        return PT_ERR_INVAL;
+    }
+}
+
+/* Appends the devices of user but device skip: the store's devices in local mode,
+ * the cluster directory's (every node's) in cluster mode. */
+static int user_devices(pt_cluster *c, sqlite3 *db, const uint8_t user[16], const uint8_t *skip,
+                        pt_srv_devlist *out)
+{
+    if (!c) return pt_srv_user_devices(db, user, skip, out);
+    pt_srv_devlist all = {0};
+    int rc = pt_cluster_user(c, user, NULL, NULL, &all);
+    if (rc == PT_ERR_NOT_FOUND) rc = 0;
+    for (size_t i = 0; i < all.n && rc == 0; i++)
+        if (!skip || memcmp(all.pk[i], skip, 32) != 0) rc = pt_srv_devlist_add(out, all.pk[i]);
+    pt_srv_devlist_free(&all);
+    return rc;
+}
+
+/* Who hears of the change: the invitee alone for an invitation, otherwise every
+ * member device but the acting one, and the user concerned when no longer a member. */
+static int event_devices(pt_cluster *c, sqlite3 *db, const group_rec *g, group_op *o)
+{
+    if (o->what == OP_INVITE) return user_devices(c, db, o->target, NULL, &o->devices);
+    for (uint32_t i = 0; i < g->nm; i++)
+        PT_SRV_TRY(user_devices(c, db, g->m[i].user, o->my_device, &o->devices));
+    if (o->tell_target) PT_SRV_TRY(user_devices(c, db, o->target, o->my_device, &o->devices));
+    return 0;
+}
+
+/* ---- local mode: the group in the store's tables ---------------------------------------------- */
 
 /* Runs sql with ?1 = group, ?2 = user and ?3 = n, as far as it has parameters; for
  * single-row changes and lookups: returns the first column of the first row, 0
@@ -76,6 +192,33 @@ static int exec_gu(sqlite3 *db, const char *sql, const uint8_t group[16], const 
     return rc;
 }
 
+/* Reads group from the store (writer or reader connection) into *g: 1 when it
+ * exists, 0 when not, or a negative pt_err. */
+static int sql_group_load(sqlite3 *db, const uint8_t group[16], group_rec *g)
+{
+    g->nm = g->ni = 0;
+    int rc = exec_gu(db, "SELECT 1 FROM groups WHERE group_id = ?1", group, NULL, 1);
+    if (rc <= 0) return rc;
+    sqlite3_stmt *st;
+    PT_SRV_TRY(pt_db_stmt(db, "SELECT user_id, role FROM group_members WHERE group_id = ?", &st));
+    sqlite3_bind_blob(st, 1, group, 16, SQLITE_STATIC);
+    while ((rc = pt_db_step(st)) == 1 && g->nm < PT_SERVER_GROUP_MAX_MEMBERS) {
+        if (sqlite3_column_bytes(st, 0) != 16) continue;
+        member_add(g, sqlite3_column_blob(st, 0), sqlite3_column_int(st, 1));
+    }
+    pt_db_release(st);
+    PT_SRV_TRY(rc);
+    PT_SRV_TRY(pt_db_stmt(db, "SELECT user_id, inviter FROM group_invites WHERE group_id = ?", &st));
+    sqlite3_bind_blob(st, 1, group, 16, SQLITE_STATIC);
+    while ((rc = pt_db_step(st)) == 1 && g->nm + g->ni < PT_SERVER_GROUP_MAX_MEMBERS) {
+        if (sqlite3_column_bytes(st, 0) != 16 || sqlite3_column_bytes(st, 1) != 16) continue;
+        memcpy(g->inv[g->ni].user, sqlite3_column_blob(st, 0), 16);
+        memcpy(g->inv[g->ni++].inviter, sqlite3_column_blob(st, 1), 16);
+    }
+    pt_db_release(st);
+    return rc < 0 ? rc : 1;
+}
+
 static int add_invite(sqlite3 *db, const uint8_t group[16], const uint8_t user[16],
                       const uint8_t inviter[16])
 {
@@ -92,119 +235,90 @@ static int add_invite(sqlite3 *db, const uint8_t group[16], const uint8_t user[1
     return rc < 0 ? rc : 0;
 }
 
-static int has_invite(sqlite3 *db, const uint8_t group[16], const uint8_t user[16])
+/* Writes the change group_rules made, row by row. */
+static int sql_group_write(sqlite3 *db, const group_rec *g, const group_op *o)
 {
-    return exec_gu(db, "SELECT 1 FROM group_invites WHERE group_id = ?1 AND user_id = ?2",
-                   group, user, 1);
-}
-
-/* Appends the devices of every member of group, except device skip. */
-static int member_devices(sqlite3 *db, const uint8_t group[16], const uint8_t *skip,
-                          pt_srv_devlist *out)
-{
-    sqlite3_stmt *st;
-    int rc = pt_db_stmt(db, "SELECT user_id FROM group_members WHERE group_id = ?", &st);
-    if (rc) return rc;
-    sqlite3_bind_blob(st, 1, group, 16, SQLITE_STATIC);
-    while ((rc = pt_db_step(st)) == 1) {
-        if (sqlite3_column_bytes(st, 0) != 16) continue;
-        uint8_t user[16];
-        memcpy(user, sqlite3_column_blob(st, 0), 16);
-        if ((rc = pt_srv_user_devices(db, user, skip, out)) != 0) break;
-    }
-    pt_db_release(st);
-    return rc < 0 ? rc : 0;
-}
-
-static int create_apply(sqlite3 *db, group_op *o)
-{
-    int64_t now = (int64_t)pt_env_now_ms(pt_env_default());
-    PT_SRV_TRY(exec_gu(db, "INSERT INTO groups(group_id, creator, created_ms) VALUES (?1, ?2, ?3)", o->group,
-                o->me, now));
-    PT_SRV_TRY(exec_gu(db, "INSERT INTO group_members(group_id, user_id, role) VALUES (?1, ?2, ?3)", o->group,
-                o->me, ROLE_CREATOR));
-    return 0;
-}
-
-static int group_apply(sqlite3 *db, void *arg)
-{
-    group_op *o = arg;
-    if (o->what == OP_CREATE) return create_apply(db, o);
-    int rc = exec_gu(db, "SELECT 1 FROM groups WHERE group_id = ?1", o->group, NULL, 1);
-    PT_SRV_TRY(rc);
-    if (rc == 0) PT_SRV_FAIL(PT_RPC_NOT_FOUND, "GROUP_NOT_FOUND");
-    int mine, theirs;
-    PT_SRV_TRY(get_role(db, o->group, o->me, &mine));
-    if (o->what != OP_JOIN && mine == ROLE_NONE) PT_SRV_FAIL(PT_RPC_FORBIDDEN, "NOT_A_MEMBER");
-    PT_SRV_TRY(get_role(db, o->group, o->target, &theirs));
-    bool tell_target = false; /* the target is no member afterwards but must hear of it */
+    const uint8_t *gid = o->group;
     switch (o->what) {
+    case OP_CREATE:
+        PT_SRV_TRY(exec_gu(db, "INSERT INTO groups(group_id, creator, created_ms) VALUES (?1, ?2, ?3)", gid,
+                           o->me, (int64_t)pt_env_now_ms(pt_env_default())));
+        return exec_gu(db, "INSERT INTO group_members(group_id, user_id, role) VALUES (?1, ?2, ?3)", gid,
+                       o->me, ROLE_CREATOR);
     case OP_INVITE:
-        if (mine < ROLE_ADMIN) PT_SRV_FAIL(PT_RPC_FORBIDDEN, "NOT_ADMIN");
-        PT_SRV_TRY(rc = pt_srv_user_exists(db, o->target));
-        if (rc == 0) PT_SRV_FAIL(PT_RPC_NOT_FOUND, "USER_NOT_FOUND");
-        if (theirs != ROLE_NONE) PT_SRV_FAIL(PT_RPC_CONFLICT, "ALREADY_MEMBER");
-        PT_SRV_TRY(rc = pt_srv_blocked(db, o->target, o->me));
-        if (rc) PT_SRV_FAIL(PT_RPC_FORBIDDEN, "BLOCKED");
-        PT_SRV_TRY(rc = exec_gu(db, "SELECT (SELECT count(*) FROM group_members WHERE group_id = ?1) + "
-                             "(SELECT count(*) FROM group_invites WHERE group_id = ?1 AND "
-                             "user_id <> ?2)", o->group, o->target, 0));
-        if (rc >= PT_SERVER_GROUP_MAX_MEMBERS) PT_SRV_FAIL(PT_RPC_CONFLICT, "GROUP_FULL");
-        PT_SRV_TRY(add_invite(db, o->group, o->target, o->me));
-        o->item.code = EVENT_INVITED;
-        /* only the invitee hears of it */
-        PT_SRV_TRY(pt_srv_user_devices(db, o->target, NULL, &o->devices));
-        return pt_srv_item_store(db, &o->item, &o->devices);
+        return add_invite(db, gid, o->target, o->me);
     case OP_JOIN:
-        if (mine != ROLE_NONE) PT_SRV_FAIL(PT_RPC_CONFLICT, "ALREADY_MEMBER");
-        PT_SRV_TRY(rc = has_invite(db, o->group, o->me));
-        if (rc == 0) PT_SRV_FAIL(PT_RPC_FORBIDDEN, "NOT_INVITED");
-        PT_SRV_TRY(exec_gu(db, "DELETE FROM group_invites WHERE group_id = ?1 AND user_id = ?2",
-                    o->group, o->me, 1));
-        PT_SRV_TRY(exec_gu(db, "INSERT INTO group_members(group_id, user_id, role) VALUES (?1, ?2, ?3)",
-                    o->group, o->me, ROLE_MEMBER));
-        o->item.code = EVENT_JOINED;
-        break;
+        PT_SRV_TRY(exec_gu(db, "DELETE FROM group_invites WHERE group_id = ?1 AND user_id = ?2", gid, o->me,
+                           1));
+        PT_SRV_TRY(exec_gu(db, "INSERT INTO group_members(group_id, user_id, role) VALUES (?1, ?2, ?3)", gid,
+                           o->me, ROLE_MEMBER));
+        return 0;
     case OP_LEAVE:
-        PT_SRV_TRY(exec_gu(db, "DELETE FROM group_members WHERE group_id = ?1 AND user_id = ?2",
-                    o->group, o->me, 1));
-        o->item.code = EVENT_LEFT;
-        tell_target = true;
-        break;
     case OP_KICK:
-        if (mine < ROLE_ADMIN) PT_SRV_FAIL(PT_RPC_FORBIDDEN, "NOT_ADMIN");
-        if (memcmp(o->target, o->me, 16) == 0) PT_SRV_FAIL(PT_RPC_BAD_REQUEST, "CANNOT_KICK_SELF");
-        if (theirs == ROLE_NONE) { /* revokes an invitation */
-            PT_SRV_TRY(rc = has_invite(db, o->group, o->target));
-            if (rc == 0) PT_SRV_FAIL(PT_RPC_NOT_FOUND, "NOT_A_MEMBER");
-            PT_SRV_TRY(exec_gu(db, "DELETE FROM group_invites WHERE group_id = ?1 AND user_id = ?2",
-                        o->group, o->target, 1));
-        } else {
-            if (theirs >= mine) PT_SRV_FAIL(PT_RPC_FORBIDDEN, "NOT_ALLOWED");
-            PT_SRV_TRY(exec_gu(db, "DELETE FROM group_members WHERE group_id = ?1 AND user_id = ?2",
-                        o->group, o->target, 1));
-        }
-        o->item.code = EVENT_KICKED;
-        tell_target = true;
-        break;
+        PT_SRV_TRY(exec_gu(db, "DELETE FROM group_invites WHERE group_id = ?1 AND user_id = ?2", gid,
+                           o->target, 1));
+        PT_SRV_TRY(exec_gu(db, "DELETE FROM group_members WHERE group_id = ?1 AND user_id = ?2", gid,
+                           o->target, 1));
+        /* the last member gone: the group goes (its invitations with it) */
+        if (g->nm == 0) PT_SRV_TRY(exec_gu(db, "DELETE FROM groups WHERE group_id = ?1", gid, NULL, 1));
+        return 0;
     case OP_SET_ADMIN:
-        if (mine != ROLE_CREATOR) PT_SRV_FAIL(PT_RPC_FORBIDDEN, "NOT_CREATOR");
-        if (theirs == ROLE_NONE) PT_SRV_FAIL(PT_RPC_NOT_FOUND, "NOT_A_MEMBER");
-        if (theirs == ROLE_CREATOR) PT_SRV_FAIL(PT_RPC_BAD_REQUEST, "CANNOT_CHANGE_CREATOR");
-        PT_SRV_TRY(exec_gu(db, "UPDATE group_members SET role = ?3 WHERE group_id = ?1 AND user_id = ?2",
-                    o->group, o->target, o->admin ? ROLE_ADMIN : ROLE_MEMBER));
-        o->item.code = o->admin ? EVENT_ADMIN : EVENT_NOT_ADMIN;
-        break;
+        return exec_gu(db, "UPDATE group_members SET role = ?3 WHERE group_id = ?1 AND user_id = ?2", gid,
+                       o->target, o->admin ? ROLE_ADMIN : ROLE_MEMBER);
     default:
         return PT_ERR_INVAL;
     }
-    PT_SRV_TRY(member_devices(db, o->group, o->my_device, &o->devices));
-    if (tell_target) PT_SRV_TRY(pt_srv_user_devices(db, o->target, o->my_device, &o->devices));
-    /* the last member gone: the group goes (its invitations with it) */
-    PT_SRV_TRY(rc = exec_gu(db, "SELECT count(*) FROM group_members WHERE group_id = ?1", o->group, NULL,
-                     0));
-    if (rc == 0) PT_SRV_TRY(exec_gu(db, "DELETE FROM groups WHERE group_id = ?1", o->group, NULL, 1));
-    return pt_srv_item_store(db, &o->item, &o->devices);
+}
+/* ---- cluster mode: the group in the bucket (g.<group hex>) ------------------------------------ */
+
+#define GROUP_CAS_TRIES 16
+
+/* Reads the group, applies the rules and writes the next version unless another
+ * change made it first, else again: two changes made at the same moment on two
+ * nodes are applied one after the other, the second to what the first left. */
+static int cluster_change(pt_cluster *c, group_rec *g, group_op *o, bool known, bool blocked)
+{
+    for (int tries = 0; tries < GROUP_CAS_TRIES; tries++) {
+        uint64_t read_ms = uv_hrtime() / 1000000; /* monotonic */
+        int64_t v = o->what == OP_CREATE ? 0 : pt_cluster_group_get(c, o->group, g);
+        if (v < 0) PT_SRV_FAIL(PT_RPC_UNAVAILABLE, "CLUSTER_UNAVAILABLE");
+        o->tell_target = false;
+        PT_SRV_TRY(group_rules(g, v > 0, o, known, blocked));
+        int rc = pt_cluster_group_put(c, o->group, g, v, read_ms);
+        if (rc == 0) return 0;
+        if (rc < 0) PT_SRV_FAIL(PT_RPC_UNAVAILABLE, "CLUSTER_UNAVAILABLE");
+    }
+    pt_log_warn("groups: a group kept changing under %d tries; the change was refused", GROUP_CAS_TRIES);
+    PT_SRV_FAIL(PT_RPC_UNAVAILABLE, "CLUSTER_BUSY");
+}
+
+/* Writer thread. In cluster mode the membership change is written to the bucket
+ * before the event is stored here: when the store then fails (a full disk), the
+ * change holds and its event is not sent. */
+static int group_apply(sqlite3 *db, void *arg)
+{
+    group_op *o = arg;
+    pt_cluster *c = o->to.srv->cluster;
+    group_rec *g = malloc(sizeof *g);
+    if (!g) return PT_ERR_NOMEM;
+    int rc = 0, known = 1, blocked = 0;
+    if (o->what == OP_INVITE) {
+        known = pt_srv_user_exists(db, o->target);
+        if (known == 0 && c) known = pt_cluster_user(c, o->target, NULL, NULL, NULL) == 0;
+        blocked = pt_srv_blocked(db, o->target, o->me); /* this node's contacts (cluster: see docs) */
+        rc = known < 0 ? known : blocked < 0 ? blocked : 0;
+    }
+    if (rc == 0 && c) {
+        rc = cluster_change(c, g, o, known, blocked);
+    } else if (rc == 0) {
+        int exists = o->what == OP_CREATE ? 0 : sql_group_load(db, o->group, g);
+        rc = exists < 0 ? exists : group_rules(g, exists, o, known, blocked);
+        if (rc == 0) rc = sql_group_write(db, g, o);
+    }
+    if (rc == 0 && o->what != OP_CREATE) rc = event_devices(c, db, g, o);
+    if (rc == 0 && o->what != OP_CREATE) rc = pt_srv_item_store(db, &o->item, &o->devices);
+    free(g);
+    return rc;
 }
 
 static void group_done(void *arg, int rc)
@@ -250,7 +364,12 @@ static void submit(pt_conn *c, uint64_t req, int what, const uint8_t *group, con
     memcpy(o->my_device, e->device_pk, 32);
     memcpy(o->target, target ? target : o->me, 16);
     o->admin = admin;
-    o->item = (pt_srv_item){.server_id = c->srv->next_server_id++, .kind = PT_ITEM_GROUP_EVENT,
+    if (pt_srv_take_server_id(c->srv, &o->item.server_id) != 0) {
+        pt_srv_reply_error(e, req, PT_RPC_UNAVAILABLE, "CLUSTER_UNAVAILABLE");
+        free(o);
+        return;
+    }
+    o->item = (pt_srv_item){.server_id = o->item.server_id, .kind = PT_ITEM_GROUP_EVENT,
                             .date_ms = pt_env_now_ms(pt_env_default())};
     memcpy(o->item.group_id, o->group, 16);
     memcpy(o->item.from, o->me, 16);
@@ -262,47 +381,57 @@ static void submit(pt_conn *c, uint64_t req, int what, const uint8_t *group, con
 
 /* ---- groups.getMembers ---------------------------------------------------------------------------- */
 
-/* Answers 404/403 and returns false unless c's user is a member of group (reader). */
-static bool require_member(pt_conn *c, uint64_t req, const uint8_t group[16])
+/* Reads group on the loop: the reader connection in local mode, the bucket in cluster
+ * mode (a blocking round trip to the stream's leader). 1, 0 (no such group), or a
+ * negative pt_err. */
+static int load_group(pt_server *s, const uint8_t group[16], group_rec *g)
 {
-    sqlite3 *r = pt_db_reader(c->srv->db);
-    int role, rc = get_role(r, group, c->sess->dev->user_id, &role);
-    if (rc == 0 && role != ROLE_NONE) return true;
-    int exists = rc < 0 ? rc : exec_gu(r, "SELECT 1 FROM groups WHERE group_id = ?1", group, NULL, 1);
-    if (exists < 0) pt_srv_reply_error(c->sess, req, PT_RPC_INTERNAL, "INTERNAL");
-    else if (exists == 0) pt_srv_reply_error(c->sess, req, PT_RPC_NOT_FOUND, "GROUP_NOT_FOUND");
+    if (!s->cluster) return sql_group_load(pt_db_reader(s->db), group, g);
+    int64_t rev = pt_cluster_group_get(s->cluster, group, g);
+    return rev < 0 ? (int)rev : rev > 0;
+}
+
+/* Reads group into a new *g and answers 404/403/500 unless c's user is a member:
+ * the group, or NULL when answered. */
+static group_rec *member_group(pt_conn *c, uint64_t req, const uint8_t group[16])
+{
+    group_rec *g = malloc(sizeof *g);
+    int rc = g ? load_group(c->srv, group, g) : PT_ERR_NOMEM;
+    if (rc == 1 && role_of(g, c->sess->dev->user_id) != ROLE_NONE) return g;
+    if (rc < 0) pt_srv_reply_error(c->sess, req, rc == PT_ERR_IO && c->srv->cluster ? PT_RPC_UNAVAILABLE
+                                                                                    : PT_RPC_INTERNAL,
+                                   rc == PT_ERR_IO && c->srv->cluster ? "CLUSTER_UNAVAILABLE" : "INTERNAL");
+    else if (rc == 0) pt_srv_reply_error(c->sess, req, PT_RPC_NOT_FOUND, "GROUP_NOT_FOUND");
     else pt_srv_reply_error(c->sess, req, PT_RPC_FORBIDDEN, "NOT_A_MEMBER");
-    return false;
+    free(g);
+    return NULL;
+}
+
+static int by_user(const void *a, const void *b)
+{
+    return memcmp(((const pt_tl_groups_member *)a)->user_id, ((const pt_tl_groups_member *)b)->user_id, 16);
 }
 
 static void rpc_members(pt_conn *c, uint64_t req, const pt_tl_groups_getMembers *q)
 {
-    if (!pt_srv_require_bound(c, req) || !require_member(c, req, q->group_id)) return;
-    pt_tl_groups_member *items = calloc(PT_SERVER_GROUP_MAX_MEMBERS, sizeof *items);
-    sqlite3_stmt *st = NULL;
-    if (!items || pt_db_stmt(pt_db_reader(c->srv->db),
-                                "SELECT user_id, role FROM group_members WHERE group_id = ? "
-                                "ORDER BY user_id", &st)) {
-        pt_srv_reply_error(c->sess, req, PT_RPC_INTERNAL, "INTERNAL");
-        goto out;
-    }
-    sqlite3_bind_blob(st, 1, q->group_id, 16, SQLITE_STATIC);
-    uint32_t n = 0;
-    while (n < PT_SERVER_GROUP_MAX_MEMBERS && pt_db_step(st) == 1) {
-        if (sqlite3_column_bytes(st, 0) != 16) continue;
-        memcpy(items[n].user_id, sqlite3_column_blob(st, 0), 16);
-        items[n++].role = sqlite3_column_int(st, 1);
-    }
-    pt_tl_groups_members r = {.members = {.n = n, .items = items}};
-    memcpy(r.group_id, q->group_id, 16);
+    if (!pt_srv_require_bound(c, req)) return;
+    group_rec *g = member_group(c, req, q->group_id);
+    if (!g) return;
+    pt_tl_groups_member *items = calloc(g->nm, sizeof *items);
     pt_buf out;
     pt_buf_init(&out);
-    if (pt_tl_groups_members_encode(&out, &r) == 0) pt_srv_reply(c->sess, req, &out);
+    for (uint32_t i = 0; items && i < g->nm; i++) {
+        memcpy(items[i].user_id, g->m[i].user, 16);
+        items[i].role = g->m[i].role;
+    }
+    if (items) qsort(items, g->nm, sizeof *items, by_user);
+    pt_tl_groups_members r = {.members = {.n = g->nm, .items = items}};
+    memcpy(r.group_id, q->group_id, 16);
+    if (items && pt_tl_groups_members_encode(&out, &r) == 0) pt_srv_reply(c->sess, req, &out);
     else pt_srv_reply_error(c->sess, req, PT_RPC_INTERNAL, "INTERNAL");
     pt_buf_free(&out);
-out:
-    pt_db_release(st);
     free(items);
+    free(g);
 }
 
 /* ---- messages.sendGroup ----------------------------------------------------------------------------- */
@@ -315,26 +444,15 @@ static void rpc_send_group(pt_conn *c, uint64_t req, const pt_tl_messages_sendGr
         pt_srv_reply_error(e, req, PT_RPC_TOO_LARGE, "ENVELOPE_TOO_LARGE");
         return;
     }
-    if (!require_member(c, req, q->group_id)) return;
+    group_rec *g = member_group(c, req, q->group_id);
+    if (!g) return;
     /* every member device but this one, leaving out members who blocked the sender */
-    sqlite3 *r = pt_db_reader(c->srv->db);
-    sqlite3_stmt *st;
     pt_srv_devlist devices = {0};
-    int rc = pt_db_stmt(r, "SELECT m.user_id FROM group_members m WHERE m.group_id = ?1 AND NOT "
-                              "EXISTS (SELECT 1 FROM contacts k WHERE k.user_id = m.user_id AND "
-                              "k.peer_id = ?2 AND k.state = ?3)", &st);
-    if (rc == 0) {
-        sqlite3_bind_blob(st, 1, q->group_id, 16, SQLITE_STATIC);
-        sqlite3_bind_blob(st, 2, e->dev->user_id, 16, SQLITE_STATIC);
-        sqlite3_bind_int(st, 3, PT_CONTACT_BLOCKED);
-        while ((rc = pt_db_step(st)) == 1) {
-            uint8_t user[16];
-            if (sqlite3_column_bytes(st, 0) != 16) continue;
-            memcpy(user, sqlite3_column_blob(st, 0), 16);
-            if ((rc = pt_srv_user_devices(r, user, e->device_pk, &devices)) != 0) break;
-        }
-        pt_db_release(st);
-    }
+    int rc = 0;
+    for (uint32_t i = 0; i < g->nm && rc == 0; i++)
+        if (!pt_srv_dir_blocked(c->srv, g->m[i].user, e->dev->user_id))
+            rc = pt_srv_dir_user_devices(c->srv, g->m[i].user, e->device_pk, &devices);
+    free(g);
     if (rc < 0) {
         pt_srv_reply_error(e, req, PT_RPC_INTERNAL, "INTERNAL");
         pt_srv_devlist_free(&devices);

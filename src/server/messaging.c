@@ -786,6 +786,16 @@ static void forward_cluster(pt_server *s, send_op *m)
     }
 }
 
+int pt_srv_take_server_id(pt_server *s, int64_t *id)
+{
+    /* cluster mode: a block of ids reserved in the bucket runs out once per 16M ids */
+    if (s->cluster && s->next_server_id >= s->server_id_limit &&
+        pt_cluster_reserve_ids(s->cluster, &s->next_server_id, &s->server_id_limit) != 0)
+        return PT_ERR_IO;
+    *id = s->next_server_id++;
+    return 0;
+}
+
 void pt_srv_forward(pt_conn *c, uint64_t req, const pt_srv_item *proto, pt_srv_devlist *devices)
 {
     pt_srv_sess *e = c->sess;
@@ -805,14 +815,12 @@ void pt_srv_forward(pt_conn *c, uint64_t req, const pt_srv_item *proto, pt_srv_d
     m->item = *proto;
     m->item.payload = (pt_tl_bytes){m->payload, proto->payload.len};
     m->item.note = (pt_tl_bytes){NULL, 0};
-    if (s->cluster && s->next_server_id >= s->server_id_limit &&
-        pt_cluster_reserve_ids(s->cluster, &s->next_server_id, &s->server_id_limit) != 0) {
-        pt_srv_reply_error(e, req, PT_RPC_UNAVAILABLE, "CLUSTER_UNAVAILABLE"); /* once per 16M ids */
+    if (pt_srv_take_server_id(s, &m->item.server_id) != 0) {
+        pt_srv_reply_error(e, req, PT_RPC_UNAVAILABLE, "CLUSTER_UNAVAILABLE");
         pt_srv_devlist_free(&m->devices);
         free(m);
         return;
     }
-    m->item.server_id = s->next_server_id++;
     m->fwd_seq = s->sync_seq;
     m->item.date_ms = pt_env_now_ms(pt_env_default());
     memcpy(m->item.from, e->dev->user_id, 16);

@@ -36,13 +36,18 @@
  *                                creates it (kvStore_Create), so one fetch in the whole
  *                                cluster gets each key; the next upload drops the key
  *                                from p.<device hex>
+ *   g.<group hex>                version u32 and the group: its members with their roles
+ *                                and its pending invitations, in one value; a change
+ *                                publishes version n + 1 with message id
+ *                                "g.<group hex>.<n + 1>" (pt_cluster_group_put), so of
+ *                                two changes made on version n one is made again on n + 1
  *
  * Stream PT_QUEUE (work queue, file storage, `replicas` copies): pt.q.<device hex>, the
  * device's durable queue of items sent through pt_srv_forward (messages, receipts,
  * group messages); consumer d<device hex> delivers to pt.qd.<device hex>, to whichever
  * node the device is connected to, and is acked when the device confirms.
- * Contact notices and group events stay in the SQLite of the sender's node (pt.sync /
- * pt.rcv above). server_ids are node_id << 40 | n, from blocks reserved in the bucket.
+ * Contact notices and group events stay in the SQLite of the node that made them
+ * (pt.sync / pt.rcv above); group membership is the bucket's (g.<group hex>). server_ids are node_id << 40 | n, from blocks reserved in the bucket.
  */
 #ifndef PT_CLUSTER_H
 #define PT_CLUSTER_H
@@ -178,5 +183,29 @@ int pt_cluster_prekeys_signed(pt_cluster *c, const uint8_t device[32], pt_cluste
 int pt_cluster_revoke(pt_cluster *c, const uint8_t user_id[16], const uint8_t device[32]);
 /* 1 revoked, 0 not, PT_ERR_IO. */
 int pt_cluster_revoked(pt_cluster *c, const uint8_t device[32]);
+
+/* ---- groups (key g.<group hex>): blocking round trips, any thread ---------------------- */
+
+typedef struct pt_cluster_group {
+    uint32_t nm, ni;                /* members, pending invitations (nm + ni <= the max) */
+    struct {
+        uint8_t user[16];
+        uint8_t role;               /* 0 member, 1 admin, 2 creator */
+    } m[PT_SERVER_GROUP_MAX_MEMBERS];
+    struct {
+        uint8_t user[16], inviter[16];
+    } inv[PT_SERVER_GROUP_MAX_MEMBERS];
+} pt_cluster_group;
+
+/* Reads group into *g: its version (> 0), 0 when there is no such group (*g empty; a
+ * group whose last member left reads as none), PT_ERR_IO or PT_ERR_DECODE. */
+int64_t pt_cluster_group_get(pt_cluster *c, const uint8_t group[16], pt_cluster_group *g);
+/* Writes *g as version `version` + 1 of group (version 0: a new group), unless another
+ * change made that version first: 0 written; 1 when another change came first or
+ * more than a minute passed since the read at read_ms (uv_hrtime in ms; read again and retry);
+ * PT_ERR_IO. Exact under concurrent writers on any nodes (message-id deduplication,
+ * not compare-and-set: cluster_nats.c says why). */
+int pt_cluster_group_put(pt_cluster *c, const uint8_t group[16], const pt_cluster_group *g,
+                         int64_t version, uint64_t read_ms);
 
 #endif

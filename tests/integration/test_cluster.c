@@ -9,6 +9,9 @@
  *  - one-time prekeys: 6 fetchers on two nodes fetching at once, round after round,
  *    are handed each key once; an upload through the other node adds to the same stock;
  *  - two devices of one user bound at the same moment on two nodes: both listed;
+ *  - groups with members on both nodes: invited on one node, joined on the other, two
+ *    joins at the same moment on two nodes all hold, sends reach every member once, a kick on one
+ *    node stops the kicked user's sends on the other;
  *  - durable queues in JetStream: kill -9 of the packtrackd node a user is connected
  *    to, kill -9 of one nats-server of three, each under 50 sends, and a restart of
  *    the whole cluster: every acked message is delivered exactly once.
@@ -43,6 +46,9 @@ typedef struct user {
     int nbundles;              /* bundles in the last prekeys.bundles answer */
     int otk_id;                /* its one-time key id, -1 when it had none */
     bool bundle_signed_ok;     /* its signed prekey is the one uploaded */
+    uint8_t group[16];         /* from the last groups.created */
+    uint32_t nmembers;         /* in the last groups.members */
+    int nevents[8];            /* updates.groupEvent received, by event */
 } user;
 
 static uint8_t test_spk[32]; /* the signed prekey of test_prekeys_across_nodes */
@@ -59,6 +65,17 @@ static void on_event(void *ud, const pt_sess_event *ev)
     pt_tl_obj o;
     if (ev->type == PT_SESS_EV_UPDATE) {
         assert_int_equal(pt_tl_decode_any(&o, ev->body, ev->len, &a), 0);
+        if (o.id == PT_TL_UPDATES_GROUPEVENT_ID) {
+            int ev_code = o.u.updates_groupEvent.event;
+            if (ev_code > 0 && ev_code < 8) u->nevents[ev_code]++;
+            return;
+        }
+        if (o.id == PT_TL_UPDATES_NEWGROUPMESSAGE_ID) { /* kept with the 1:1 ones, by server id */
+            o.id = PT_TL_UPDATES_NEWMESSAGE_ID;
+            pt_tl_updates_newGroupMessage g = o.u.updates_newGroupMessage;
+            o.u.updates_newMessage.server_id = g.server_id;
+            o.u.updates_newMessage.envelope = g.envelope;
+        }
         if (o.id != PT_TL_UPDATES_NEWMESSAGE_ID) return;
         for (size_t i = 0; i < u->ngot; i++)
             if (u->got_ids[i] == o.u.updates_newMessage.server_id) {
@@ -81,6 +98,10 @@ static void on_event(void *ud, const pt_sess_event *ev)
                  (const char *)o.u.rpc_error.error_message.data);
     } else if (o.id == PT_TL_USERS_USER_ID) {
         memcpy(u->resolved, o.u.users_user.user_id, 16);
+    } else if (o.id == PT_TL_GROUPS_CREATED_ID) {
+        memcpy(u->group, o.u.groups_created.group_id, 16);
+    } else if (o.id == PT_TL_GROUPS_MEMBERS_ID) {
+        u->nmembers = o.u.groups_members.members.n;
     } else if (o.id == PT_TL_AUTH_BOUND_ID) {
         memcpy(u->user_id, o.u.auth_bound.user_id, 16);
     } else if (o.id == PT_TL_PREKEYS_BUNDLES_ID) {
@@ -654,6 +675,179 @@ static void test_kill_node(void **state)
     assert_int_equal(pt_test_server_stop(&n1), 0);
 }
 
+/* ---- groups ----------------------------------------------------------------------------------------- */
+
+/* groups.* call ctor by u on group gid about target (NULL: none): the error code, 0. */
+static int group_call(user *u, uint32_t ctor, const uint8_t gid[16], const user *target)
+{
+    pt_buf body;
+    pt_buf_init(&body);
+    const uint8_t *t = target ? target->user_id : u->user_id;
+    switch (ctor) {
+    case PT_TL_GROUPS_CREATE_ID: {
+        pt_tl_groups_create q = {0};
+        assert_int_equal(pt_tl_groups_create_encode(&body, &q), 0);
+        break;
+    }
+    case PT_TL_GROUPS_INVITE_ID: {
+        pt_tl_groups_invite q;
+        memcpy(q.group_id, gid, 16), memcpy(q.user_id, t, 16);
+        assert_int_equal(pt_tl_groups_invite_encode(&body, &q), 0);
+        break;
+    }
+    case PT_TL_GROUPS_KICK_ID: {
+        pt_tl_groups_kick q;
+        memcpy(q.group_id, gid, 16), memcpy(q.user_id, t, 16);
+        assert_int_equal(pt_tl_groups_kick_encode(&body, &q), 0);
+        break;
+    }
+    case PT_TL_GROUPS_JOIN_ID: {
+        pt_tl_groups_join q;
+        memcpy(q.group_id, gid, 16);
+        assert_int_equal(pt_tl_groups_join_encode(&body, &q), 0);
+        break;
+    }
+    case PT_TL_GROUPS_GETMEMBERS_ID: {
+        pt_tl_groups_getMembers q;
+        memcpy(q.group_id, gid, 16);
+        assert_int_equal(pt_tl_groups_getMembers_encode(&body, &q), 0);
+        break;
+    }
+    default: fail_msg("group_call: %08x", ctor);
+    }
+    if (target == u) { /* start only: the caller waits (two calls at the same moment) */
+        start_call(u, &body);
+        pt_buf_free(&body);
+        return 0;
+    }
+    call(u, &body);
+    pt_buf_free(&body);
+    return u->err_code;
+}
+
+static int send_group(user *u, const uint8_t gid[16], uint32_t seq)
+{
+    uint8_t env[16] = {0};
+    pt_put_u32le(env, seq);
+    pt_tl_messages_sendGroup m = {.envelope = {env, sizeof env}};
+    memcpy(m.group_id, gid, 16);
+    pt_buf body;
+    pt_buf_init(&body);
+    assert_int_equal(pt_tl_messages_sendGroup_encode(&body, &m), 0);
+    call(u, &body);
+    pt_buf_free(&body);
+    return u->err_code;
+}
+
+/* Pumps the users until u has n events of kind ev (5 s at most). */
+static void wait_event(user *u, int ev, int n, user *others[], int nothers)
+{
+    for (int i = 0; i < 500 && u->nevents[ev] < n; i++) {
+        pump(u, 5);
+        for (int k = 0; k < nothers; k++) pump(others[k], 0);
+    }
+    if (u->nevents[ev] < n) fail_msg("got %d group events %d, expected %d", u->nevents[ev], ev, n);
+}
+
+/* Groups whose members are on different nodes: membership lives in the cluster's
+ * bucket, so a user invited on one node joins on another, everyone's sends reach
+ * every member wherever connected, six joins made at the same moment on two nodes
+ * all hold (one change per version, the others made again), and a kick made on one node stops the
+ * kicked user's sends on the other at once. */
+static void test_groups_across_nodes(void **state)
+{
+    (void)state;
+    pt_test_server n1, n2;
+    start_nodes(&n1, &n2);
+    enum { NJ = 6 }; /* joiners at the same moment, half on each node */
+    static user a, b, e, j[NJ];
+    user_new(&a, "ga");
+    user_new(&b, "gb");
+    user_new(&e, "ge");
+    user *all[3 + NJ] = {&a, &b, &e};
+    for (int i = 0; i < NJ; i++) user_new(&j[i], "gj"), all[3 + i] = &j[i];
+    for (int i = 0; i < 3 + NJ; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "group-user-%d", i);
+        assert_int_equal(pt_client_connect(all[i]->c, "127.0.0.1", i % 2 ? n2.port : n1.port), 0);
+        assert_int_equal(bind(all[i], name), 0);
+    }
+    /* made on node 1; b, on node 2, is invited and joins there */
+    assert_int_equal(group_call(&a, PT_TL_GROUPS_CREATE_ID, NULL, NULL), 0);
+    uint8_t gid[16];
+    memcpy(gid, a.group, 16);
+    assert_int_equal(group_call(&a, PT_TL_GROUPS_INVITE_ID, gid, &b), 0);
+    wait_event(&b, 1, 1, all, 3 + NJ); /* invited: pushed across nodes */
+    assert_int_equal(group_call(&b, PT_TL_GROUPS_JOIN_ID, gid, NULL), 0);
+    assert_int_equal(group_call(&b, PT_TL_GROUPS_JOIN_ID, gid, NULL), 409); /* ALREADY_MEMBER */
+    wait_event(&a, 2, 1, all, 3 + NJ);
+    assert_int_equal(group_call(&e, PT_TL_GROUPS_JOIN_ID, gid, NULL), 403); /* not invited */
+    assert_int_equal(group_call(&b, PT_TL_GROUPS_INVITE_ID, gid, &j[0]), 403); /* not an admin */
+    /* six invitees, three on each node, join at the same moment: all are members
+     * after (one change per version of the group, the others made again) */
+    for (int i = 0; i < NJ; i++) assert_int_equal(group_call(&a, PT_TL_GROUPS_INVITE_ID, gid, &j[i]), 0);
+    for (int i = 0; i < NJ; i++) group_call(&j[i], PT_TL_GROUPS_JOIN_ID, gid, &j[i]);
+    for (int k = 0; k < 2000; k++) {
+        bool done = true;
+        for (int i = 0; i < NJ; i++) {
+            pump(&j[i], 0);
+            done = done && j[i].got_reply;
+        }
+        if (done) break;
+        usleep(1000);
+    }
+    for (int i = 0; i < NJ; i++) {
+        assert_true(j[i].got_reply);
+        assert_int_equal(j[i].err_code, 0);
+    }
+    assert_int_equal(group_call(&b, PT_TL_GROUPS_GETMEMBERS_ID, gid, NULL), 0);
+    assert_int_equal(b.nmembers, 2 + NJ);
+    assert_int_equal(group_call(&a, PT_TL_GROUPS_GETMEMBERS_ID, gid, NULL), 0);
+    assert_int_equal(a.nmembers, 2 + NJ);
+    assert_int_equal(group_call(&e, PT_TL_GROUPS_GETMEMBERS_ID, gid, NULL), 403);
+    /* sends from each node reach the members on both, once each */
+    assert_int_equal(send_group(&b, gid, 1), 0);
+    assert_int_equal(send_group(&a, gid, 2), 0);
+    assert_int_equal(send_group(&e, gid, 3), 403); /* not a member */
+    wait_msgs(&a, 1);
+    wait_msgs(&b, 1);
+    assert_int_equal(a.got_seq[0], 1);
+    assert_int_equal(b.got_seq[0], 2);
+    for (int i = 0; i < NJ; i++) {
+        wait_msgs(&j[i], 2);
+        assert_int_equal(j[i].got_seq[0] + j[i].got_seq[1], 3);
+    }
+    /* a figure, not a check: a group send (membership read from the bucket, then one
+     * JetStream publish per member device) against a 1:1 send, acked, one at a time */
+    double ms[2];
+    for (int k = 0; k < 2; k++) {
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        for (uint32_t i = 0; i < 50; i++)
+            assert_int_equal(k ? send_msg(&a, b.user_id, 100 + i) : send_group(&a, gid, 100 + i), 0);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        ms[k] = ((double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6) / 50;
+    }
+    printf("cluster groups: send acked, one at a time: to the group of %d members %.2f ms, 1:1 %.2f ms\n",
+           2 + NJ, ms[0], ms[1]);
+    for (int i = 0; i < 3 + NJ; i++) sync_and_confirm(all[i]); /* drop what the figure sent */
+    size_t a_got = a.ngot, b_got = b.ngot, j0_got = j[0].ngot;
+    /* kicked on node 1: b's next send on node 2 is refused, and b is told */
+    assert_int_equal(group_call(&a, PT_TL_GROUPS_KICK_ID, gid, &b), 0);
+    assert_int_equal(send_group(&b, gid, 4), 403);
+    assert_string_equal(b.err_msg, "NOT_A_MEMBER");
+    wait_event(&b, 4, 1, all, 3 + NJ);
+    assert_int_equal(send_group(&j[1], gid, 5), 0);
+    wait_msgs(&a, a_got + 1);
+    wait_msgs(&j[0], j0_got + 1);
+    for (int i = 0; i < 30; i++) pump(&b, 10);
+    assert_int_equal(b.ngot, b_got); /* nothing after the kick */
+    assert_int_equal(group_call(&j[2], PT_TL_GROUPS_GETMEMBERS_ID, gid, NULL), 0);
+    assert_int_equal(j[2].nmembers, 1 + NJ);
+    for (int i = 0; i < 3 + NJ; i++) pt_client_free(all[i]->c);
+    stop_nodes(&n1, &n2);
+}
+
 static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int sh(const char *fmt, ...)
 {
@@ -816,6 +1010,7 @@ int main(void)
         cmocka_unit_test(test_username_race),
         cmocka_unit_test(test_prekeys_across_nodes),
         cmocka_unit_test(test_devices_bound_at_once),
+        cmocka_unit_test(test_groups_across_nodes),
         cmocka_unit_test(test_kill_node),
         cmocka_unit_test(test_kill_nats),
         cmocka_unit_test(test_cluster_restart),
