@@ -29,7 +29,8 @@
 #define BIND_TRIES 8         /* compare-and-set attempts on a user record */
 #define RESERVE_TRIES 40     /* reading and writing i.<node> (server-id blocks), ~6 s */
 
-enum { IN_DEV = 1, IN_SYNC, IN_RCV, IN_QDEL, IN_PUBACK, IN_RESET, IN_READY, IN_REVOKED };
+enum { IN_DEV = 1, IN_SYNC, IN_RCV, IN_QDEL, IN_PUBACK, IN_RESET, IN_READY, IN_REVOKED, IN_BOUND };
+#define N_WATCHES 2 /* watches of the bucket: revocations, users' devices (watch_main) */
 
 #define QSTREAM "PT_QUEUE"          /* the durable per-device queues: pt.q.<device hex> */
 #define Q_ACK_WAIT_MS 5000          /* a delivery not confirmed in this time comes again */
@@ -116,8 +117,8 @@ struct pt_cluster {
     pthread_cond_t job_cv;          /* with mu */
     job *jobs, *jobs_tail;
     natsSubscription *sync_sub, *rcv_sub;
-    pthread_t rev_thread;           /* watches r.* keys: revocations (rev_main) */
-    bool rev_on;
+    pthread_t watch_threads[N_WATCHES]; /* watches of the bucket (watch_main) */
+    int nwatches;
     uv_async_t async;               /* wakes the loop for the inbox */
     bool async_on;
     pthread_mutex_t mu;             /* guards what follows */
@@ -266,6 +267,8 @@ static void on_async(uv_async_t *a)
             q_ready(c, it->pk, it->kind == IN_RESET, pt_get_u32le(it->data));
         } else if (it->kind == IN_REVOKED && it->len == 16) {
             pt_srv_device_revoked_remote(c->srv, it->data, it->pk);
+        } else if (it->kind == IN_BOUND && it->len == 16) {
+            pt_srv_dir_device_bound(c->srv, it->data, it->pk);
         } else if (it->kind == IN_PUBACK) {
             q_puback(c, it->pk, (int64_t)pt_get_u64le(it->data), it->data[8] != 0);
         } else if (it->kind == IN_RCV) {
@@ -282,11 +285,14 @@ static void on_async(uv_async_t *a)
     }
 }
 
-/* Revocations, from whichever node: a watch of the r.<device> keys, so that the
- * node a revoked device is connected to closes it and forgets what it cached (a
- * bind through any node is refused already: pt_cluster_bind). A watch rather than a
- * broadcast: it resumes after a lost NATS connection, where a broadcast would be
- * missed. At start it replays every revocation made before (idempotent). */
+/* Watches of the bucket, one thread each (watch_main):
+ *  - r.*: revocations, from whichever node, so that the node a revoked device is
+ *    connected to closes it and forgets what it cached (a bind through any node is
+ *    refused already: pt_cluster_bind);
+ *  - v.*.*: the devices users bind, on whichever node, so that a node that looked a
+ *    user up before learns the user's new devices (the routing directory).
+ * Watches rather than broadcasts: they resume after a lost NATS connection, where a
+ * broadcast would be missed. A new watch replays what the keys hold (idempotent). */
 static void log_nats(const char *what, natsStatus st);
 
 /* The cluster is going: worker and watch threads end. */
@@ -298,17 +304,52 @@ static bool stopping(pt_cluster *c)
     return stop;
 }
 
-static void *rev_main(void *arg)
+/* r.<device hex> = user_id[16]: IN_REVOKED for the device, with the user */
+static void on_revoked_key(pt_cluster *c, kvEntry *e)
 {
-    pt_cluster *c = arg;
+    const char *key = kvEntry_Key(e);
+    uint8_t dev[32];
+    if (strlen(key) == 66 && pt_hex_decode(dev, 32, key + 2) == 0 && kvEntry_ValueLen(e) == 16)
+        inbox_put(c, IN_REVOKED, dev, kvEntry_Value(e), 16);
+}
+
+/* v.<user hex>.<device hex>: IN_BOUND for the device, with the user */
+static void on_device_key(pt_cluster *c, kvEntry *e)
+{
+    const char *key = kvEntry_Key(e);
+    uint8_t user[16], dev[32];
+    char uh[33] = "";
+    if (strlen(key) == 2 + 32 + 1 + 64 && key[34] == '.') memcpy(uh, key + 2, 32);
+    if (uh[0] && pt_hex_decode(user, 16, uh) == 0 && pt_hex_decode(dev, 32, key + 35) == 0)
+        inbox_put(c, IN_BOUND, dev, user, 16);
+}
+
+static const struct watch_def {
+    const char *filter, *what;
+    void (*on_put)(pt_cluster *c, kvEntry *e);
+} watches[N_WATCHES] = {
+    {"r.*", "revocations", on_revoked_key},
+    {"v.*.*", "users' devices", on_device_key},
+};
+
+typedef struct watch_arg {
+    pt_cluster *c;
+    const struct watch_def *def;
+} watch_arg;
+
+static void *watch_main(void *arg)
+{
+    pt_cluster *c = ((watch_arg *)arg)->c;
+    const struct watch_def *def = ((watch_arg *)arg)->def;
+    free(arg);
     kvWatchOptions wo;
     kvWatchOptions_Init(&wo);
     wo.IgnoreDeletes = true;
     /* A watch that fails (NATS or JetStream restarting, a leader being elected) is
-     * made again, every 0.5 s then every 5 s; a new one replays the revocations. */
+     * made again, every 0.5 s then every 5 s; a new one replays the keys. */
     for (int fails = 0; !stopping(c);) {
         kvWatcher *w = NULL;
-        natsStatus st = kvStore_Watch(&w, c->kv, "r.*", &wo);
+        natsStatus st = kvStore_Watch(&w, c->kv, def->filter, &wo);
         while (st == NATS_OK && !stopping(c)) {
             kvEntry *e = NULL;
             st = kvWatcher_Next(&e, w, 500);
@@ -318,17 +359,13 @@ static void *rev_main(void *arg)
             }
             if (st != NATS_OK || !e) continue; /* !e: the end of what was there at start */
             fails = 0;
-            const char *key = kvEntry_Key(e);
-            uint8_t dev[32];
-            if (kvEntry_Operation(e) == kvOp_Put && strlen(key) == 66 && pt_hex_decode(dev, 32, key + 2) == 0 &&
-                kvEntry_ValueLen(e) == 16)
-                inbox_put(c, IN_REVOKED, dev, kvEntry_Value(e), 16);
+            if (kvEntry_Operation(e) == kvOp_Put) def->on_put(c, e);
             kvEntry_Destroy(e);
         }
         if (w) kvWatcher_Destroy(w);
         if (stopping(c)) break;
-        if (fails++ == 0) pt_log_warn("cluster: the watch of revocations failed (%s); making it again",
-                                      natsStatus_GetText(st));
+        if (fails++ == 0)
+            pt_log_warn("cluster: the watch of %s failed (%s); making it again", def->what, natsStatus_GetText(st));
         for (int k = 0; k < (fails < 10 ? 5 : 50) && !stopping(c); k++) uv_sleep(100);
     }
     return NULL;
@@ -695,8 +732,13 @@ int pt_cluster_start(pt_server *s)
     pthread_mutex_lock(&c->mu);
     c->async_on = true;
     pthread_mutex_unlock(&c->mu);
-    if (pthread_create(&c->rev_thread, NULL, rev_main, c) != 0) return PT_ERR_IO;
-    c->rev_on = true;
+    for (int i = 0; i < N_WATCHES; i++) {
+        watch_arg *wa = malloc(sizeof *wa);
+        if (!wa) return PT_ERR_NOMEM;
+        *wa = (watch_arg){c, &watches[i]};
+        if (pthread_create(&c->watch_threads[i], NULL, watch_main, wa) != 0) return free(wa), PT_ERR_IO;
+        c->nwatches++;
+    }
     char subj[48];
     snprintf(subj, sizeof subj, "pt.rcv.%u", c->node);
     if (!(c->sync_sub = subscribe(c, "pt.sync", on_sync_msg)) || !(c->rcv_sub = subscribe(c, subj, on_rcv_msg)))
@@ -735,13 +777,14 @@ void pt_cluster_free(pt_server *s)
     s->cluster = NULL;
     unsubscribe(&c->sync_sub);
     unsubscribe(&c->rcv_sub);
-    if (c->nworkers || c->rev_on) {
+    if (c->nworkers || c->nwatches) {
         pthread_mutex_lock(&c->mu);
         c->worker_stop = true;
         pthread_cond_broadcast(&c->job_cv);
         pthread_mutex_unlock(&c->mu);
         for (int i = 0; i < c->nworkers; i++) pthread_join(c->workers[i], NULL);
-        if (c->rev_on) pthread_join(c->rev_thread, NULL); /* within 500 ms: kvWatcher_Next's wait */
+        for (int i = 0; i < c->nwatches; i++) /* within 500 ms: kvWatcher_Next's wait */
+            pthread_join(c->watch_threads[i], NULL);
     }
     for (job *j = c->jobs, *next; j; j = next) {
         next = j->next;

@@ -83,8 +83,8 @@ static int user_add_device(pt_dir_user *u, const uint8_t pk[32])
 
 /* Cluster mode: adds the devices the cluster directory knows for user id (bound on
  * any node) to *u (allocated when NULL). A blocking JetStream read, once per user
- * per node lifetime; devices the user binds on other nodes later are not learnt
- * (docs/ARCHITECTURE.md "Cluster mode"). */
+ * per node lifetime; devices the user binds on other nodes later come from the
+ * node's watch of the bucket's v.*.* keys (pt_srv_dir_device_bound). */
 static int user_load_cluster(pt_server *s, const uint8_t id[16], pt_dir_user **u)
 {
     pt_srv_devlist l = {0};

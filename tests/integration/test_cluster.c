@@ -8,7 +8,8 @@
  *  - the same username claimed at the same moment on both nodes: exactly one wins;
  *  - one-time prekeys: 6 fetchers on two nodes fetching at once, round after round,
  *    are handed each key once; an upload through the other node adds to the same stock;
- *  - two devices of one user bound at the same moment on two nodes: both listed;
+ *  - two devices of one user bound at the same moment on two nodes: both listed; a
+ *    device bound through one node is routed to by a node that looked its user up before;
  *  - groups with members on both nodes: invited on one node, joined on the other, two
  *    joins at the same moment on two nodes all hold, sends reach every member once, a kick on one
  *    node stops the kicked user's sends on the other;
@@ -675,6 +676,47 @@ static void test_kill_node(void **state)
     assert_int_equal(pt_test_server_stop(&n1), 0);
 }
 
+/* A node that routed to a user before learns the user's devices bound later through
+ * another node (it watches the bucket's v.*.* keys): y, on node 2, sends to x; x links
+ * a second device through node 1; y's next message reaches that device too (without
+ * the watch node 2 kept routing to the first device only). */
+static void test_device_learnt_across_nodes(void **state)
+{
+    (void)state;
+    pt_test_server n1, n2;
+    start_nodes(&n1, &n2);
+    user x1, x2, y;
+    user_new(&x1, "lx1");
+    user_new(&x2, "lx2");
+    user_new(&y, "ly");
+    memcpy(x2.id_pk, x1.id_pk, 32);
+    memcpy(x2.id_sk, x1.id_sk, 64);
+    assert_int_equal(pt_client_connect(x1.c, "127.0.0.1", n1.port), 0);
+    assert_int_equal(pt_client_connect(y.c, "127.0.0.1", n2.port), 0);
+    assert_int_equal(bind(&x1, "learn-x"), 0);
+    assert_int_equal(bind(&y, "learn-y"), 0);
+    assert_int_equal(send_msg(&y, x1.user_id, 1), 0); /* node 2 looks x up now */
+    wait_msgs(&x1, 1);
+    assert_int_equal(pt_client_connect(x2.c, "127.0.0.1", n1.port), 0);
+    assert_int_equal(bind(&x2, "learn-x"), 0);
+    assert_memory_equal(x2.user_id, x1.user_id, 16);
+    uint64_t t0 = pt_env_now_ms(pt_env_default());
+    uint32_t seq = 2;
+    /* the watch takes a moment: one message every 100 ms until x2 has one (5 s at most) */
+    while (x2.ngot == 0 && pt_env_now_ms(pt_env_default()) - t0 < 5000) {
+        assert_int_equal(send_msg(&y, x1.user_id, seq++), 0);
+        for (int i = 0; i < 10 && x2.ngot == 0; i++) pump(&x2, 10);
+    }
+    if (x2.ngot == 0) fail_msg("node 2 never routed to the device bound through node 1 (%u sends)", seq - 2);
+    printf("cluster devices: a device bound through the other node got messages after %llu ms (%u sends)\n",
+           (unsigned long long)(pt_env_now_ms(pt_env_default()) - t0), seq - 2);
+    wait_msgs(&x1, seq - 1); /* and the first device still gets every one */
+    pt_client_free(x1.c);
+    pt_client_free(x2.c);
+    pt_client_free(y.c);
+    stop_nodes(&n1, &n2);
+}
+
 /* ---- groups ----------------------------------------------------------------------------------------- */
 
 /* groups.* call ctor by u on group gid about target (NULL: none): the error code, 0. */
@@ -1010,6 +1052,7 @@ int main(void)
         cmocka_unit_test(test_username_race),
         cmocka_unit_test(test_prekeys_across_nodes),
         cmocka_unit_test(test_devices_bound_at_once),
+        cmocka_unit_test(test_device_learnt_across_nodes),
         cmocka_unit_test(test_groups_across_nodes),
         cmocka_unit_test(test_kill_node),
         cmocka_unit_test(test_kill_nats),
