@@ -124,15 +124,33 @@ int pt_cluster_revoked(pt_cluster *c, const uint8_t device[32])
     (void)c, (void)device;
     return PT_ERR_IO;
 }
-int64_t pt_cluster_group_get(pt_cluster *c, const uint8_t group[16], pt_cluster_group *g)
+int64_t pt_cluster_contact_get(pt_cluster *c, const uint8_t me[16], const uint8_t peer[16], int *mine, int *theirs,
+                               pt_cluster_vref *ref)
 {
-    (void)c, (void)group, (void)g;
+    (void)c, (void)me, (void)peer, (void)ref;
+    *mine = *theirs = 0;
     return PT_ERR_IO;
 }
-int pt_cluster_group_put(pt_cluster *c, const uint8_t group[16], const pt_cluster_group *g, int64_t version,
-                         uint64_t read_ms)
+int pt_cluster_contact_put(pt_cluster *c, const uint8_t me[16], const uint8_t peer[16], int mine, int theirs,
+                           const void *note, size_t note_len, const pt_cluster_vref *ref)
 {
-    (void)c, (void)group, (void)g, (void)version, (void)read_ms;
+    (void)c, (void)me, (void)peer, (void)mine, (void)theirs, (void)note, (void)note_len, (void)ref;
+    return PT_ERR_IO;
+}
+int pt_cluster_contact_decode(pt_cluster_contact *k, const uint8_t *p, size_t len)
+{
+    (void)k, (void)p, (void)len;
+    return PT_ERR_DECODE;
+}
+int64_t pt_cluster_group_get(pt_cluster *c, const uint8_t group[16], pt_cluster_group *g, pt_cluster_vref *ref)
+{
+    (void)c, (void)group, (void)g, (void)ref;
+    return PT_ERR_IO;
+}
+int pt_cluster_group_put(pt_cluster *c, const uint8_t group[16], const pt_cluster_group *g,
+                         const pt_cluster_vref *ref)
+{
+    (void)c, (void)group, (void)g, (void)ref;
     return PT_ERR_IO;
 }
 #endif

@@ -29,8 +29,8 @@
 #define BIND_TRIES 8         /* compare-and-set attempts on a user record */
 #define RESERVE_TRIES 40     /* reading and writing i.<node> (server-id blocks), ~6 s */
 
-enum { IN_DEV = 1, IN_SYNC, IN_RCV, IN_QDEL, IN_PUBACK, IN_RESET, IN_READY, IN_REVOKED, IN_BOUND };
-#define N_WATCHES 2 /* watches of the bucket: revocations, users' devices (watch_main) */
+enum { IN_DEV = 1, IN_SYNC, IN_RCV, IN_QDEL, IN_PUBACK, IN_RESET, IN_READY, IN_REVOKED, IN_BOUND, IN_CONTACT };
+#define N_WATCHES 3 /* watches of the bucket: revocations, users' devices, contacts (watch_main) */
 
 #define QSTREAM "PT_QUEUE"          /* the durable per-device queues: pt.q.<device hex> */
 #define Q_ACK_WAIT_MS 5000          /* a delivery not confirmed in this time comes again */
@@ -269,6 +269,10 @@ static void on_async(uv_async_t *a)
             pt_srv_device_revoked_remote(c->srv, it->data, it->pk);
         } else if (it->kind == IN_BOUND && it->len == 16) {
             pt_srv_dir_device_bound(c->srv, it->data, it->pk);
+        } else if (it->kind == IN_CONTACT) {
+            pt_cluster_contact k;
+            if (pt_cluster_contact_decode(&k, it->data, it->len) == 0)
+                pt_srv_contact_remote(c->srv, it->pk, it->pk + 16, &k);
         } else if (it->kind == IN_PUBACK) {
             q_puback(c, it->pk, (int64_t)pt_get_u64le(it->data), it->data[8] != 0);
         } else if (it->kind == IN_RCV) {
@@ -290,7 +294,9 @@ static void on_async(uv_async_t *a)
  *    connected to closes it and forgets what it cached (a bind through any node is
  *    refused already: pt_cluster_bind);
  *  - v.*.*: the devices users bind, on whichever node, so that a node that looked a
- *    user up before learns the user's new devices (the routing directory).
+ *    user up before learns the user's new devices (the routing directory);
+ *  - k.*.*: contacts (requests, friends, blocks) changed on whichever node, copied to
+ *    this node's store and its directory of blocks (pt_srv_contact_remote).
  * Watches rather than broadcasts: they resume after a lost NATS connection, where a
  * broadcast would be missed. A new watch replays what the keys hold (idempotent). */
 static void log_nats(const char *what, natsStatus st);
@@ -324,12 +330,24 @@ static void on_device_key(pt_cluster *c, kvEntry *e)
         inbox_put(c, IN_BOUND, dev, user, 16);
 }
 
+/* k.<lo hex>.<hi hex>: IN_CONTACT for the pair (lo || hi), with the record */
+static void on_contact_key(pt_cluster *c, kvEntry *e)
+{
+    const char *key = kvEntry_Key(e);
+    uint8_t pair[32];
+    char lo[33] = "";
+    if (strlen(key) == 2 + 32 + 1 + 32 && key[34] == '.') memcpy(lo, key + 2, 32);
+    if (lo[0] && pt_hex_decode(pair, 16, lo) == 0 && pt_hex_decode(pair + 16, 16, key + 35) == 0)
+        inbox_put(c, IN_CONTACT, pair, kvEntry_Value(e), (size_t)kvEntry_ValueLen(e));
+}
+
 static const struct watch_def {
     const char *filter, *what;
     void (*on_put)(pt_cluster *c, kvEntry *e);
 } watches[N_WATCHES] = {
     {"r.*", "revocations", on_revoked_key},
     {"v.*.*", "users' devices", on_device_key},
+    {"k.*.*", "contacts", on_contact_key},
 };
 
 typedef struct watch_arg {
@@ -1804,18 +1822,90 @@ int pt_cluster_revoked(pt_cluster *c, const uint8_t device[32])
     return key_exists(c, rk);
 }
 
-/* ---- groups ------------------------------------------------------------------------------------ */
+/* ---- versioned records: groups (g.<group hex>), contacts (k.<user hex>.<user hex>) --------------- */
 
-/* A group changes by version: a change reads version n and publishes the whole record
- * as version n + 1 to the key's subject with Nats-Msg-Id "g.<group hex>.<n + 1>".
- * JetStream keeps the first publish of an id and answers the others "duplicate", so
- * of two changes made on version n at the same moment exactly one becomes n + 1; the
- * other reads again and is made on n + 1. Not kvStore_Update's compare-and-set: on
- * Debian's nats-server 2.9.10 it lets several updates naming one revision through
- * (ARCHITECTURE.md, "Prekeys"); message ids were exact in the same measurement. The
- * duplicate window of the bucket's stream is 2 minutes; a change that took longer
- * than GROUP_STALE_MS between its read and its publish is not published. */
-#define GROUP_STALE_MS 60000
+/* A record changes by version: a change reads version n and publishes the whole record
+ * as version n + 1 to the key's subject with Nats-Msg-Id "<key>.<n + 1>". JetStream
+ * keeps the first publish of an id and answers the others "duplicate", so of two
+ * changes made on version n at the same moment exactly one becomes n + 1; the other
+ * reads again and is made on n + 1. The publish also names the revision it read
+ * (expected last subject sequence): that check alone is not exact on Debian's
+ * nats-server 2.9.10 for publishes racing each other (ARCHITECTURE.md, "Prekeys"),
+ * but it refuses a publish that arrives late, after other versions were written
+ * (one libnats held back while it reconnected, past the 2-minute duplicate window).
+ * A change that took longer than VREC_STALE_MS between its read and its publish,
+ * or finds the connection down, is not published.
+ * Every record starts with format 1 | version u32le | change id [8] (random: which
+ * change wrote it, so that a publish whose answer was lost is recognised). */
+#define VREC_STALE_MS 60000
+#define VREC_HEAD 13
+#define GROUP_REC_MAX (VREC_HEAD + 2 + 2 + PT_SERVER_GROUP_MAX_MEMBERS * 32)
+#define VREC_MAX GROUP_REC_MAX /* the largest record */
+
+/* Reads key: the version (0: no record) with the bytes in raw (*len of them, at most
+ * VREC_MAX), or PT_ERR_IO / PT_ERR_DECODE; ref says what was read, for vrec_put. */
+static int64_t vrec_read(pt_cluster *c, const char *key, uint8_t *raw, size_t *len, pt_cluster_vref *ref)
+{
+    *len = 0;
+    ref->version = 0, ref->rev = 0, ref->read_ms = uv_hrtime() / 1000000;
+    kvEntry *e = NULL;
+    natsStatus st = kvStore_Get(&e, c->kv, key);
+    if (st == NATS_NOT_FOUND) return 0;
+    if (st != NATS_OK) {
+        log_nats("reading a record", st);
+        return PT_ERR_IO;
+    }
+    size_t n = (size_t)kvEntry_ValueLen(e);
+    int64_t v = PT_ERR_DECODE;
+    if (n >= VREC_HEAD && n <= VREC_MAX && ((const uint8_t *)kvEntry_Value(e))[0] == 1) {
+        memcpy(raw, kvEntry_Value(e), n);
+        *len = n;
+        v = (int64_t)pt_get_u32le(raw + 1);
+        ref->version = v;
+        ref->rev = kvEntry_Revision(e);
+    }
+    kvEntry_Destroy(e);
+    if (v < 0) pt_log_error("cluster: the record at %s does not parse; left as it is", key);
+    return v;
+}
+
+/* Publishes raw (len bytes; its head is filled here) as the version after the one ref
+ * read: 0 written; 1 when another change made that version first, or the read is too
+ * old (read again and retry); PT_ERR_IO. */
+static int vrec_put(pt_cluster *c, const char *key, uint8_t *raw, size_t len, const pt_cluster_vref *ref)
+{
+    if (ref->version < 0 || ref->version >= UINT32_MAX || len < VREC_HEAD) return PT_ERR_INVAL;
+    if (uv_hrtime() / 1000000 - ref->read_ms > VREC_STALE_MS) return 1; /* read again */
+    if (natsConnection_Status(c->nc) != NATS_CONN_STATUS_CONNECTED) return PT_ERR_IO;
+    uint32_t next = (uint32_t)ref->version + 1;
+    raw[0] = 1;
+    pt_put_u32le(raw + 1, next);
+    pt_random(raw + 5, 8);
+    char subj[160], id[160];
+    snprintf(subj, sizeof subj, "$KV." BUCKET ".%s", key);
+    snprintf(id, sizeof id, "%s.%u", key, next);
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MsgId = id;
+    po.ExpectLastSubjectSeq = ref->rev; /* 0 (a new key): not checked */
+    jsPubAck *pa = NULL;
+    natsStatus st = js_Publish(&pa, c->js, subj, raw, (int)len, &po, NULL);
+    bool stored = st == NATS_OK && !pa->Duplicate;
+    jsPubAck_Destroy(pa);
+    if (stored) return 0;
+    /* a duplicate, a refusal or no answer: whose version is there now? Ours when it
+     * holds our change id (a publish whose answer was lost). */
+    uint8_t *now = malloc(VREC_MAX);
+    size_t now_len = 0;
+    pt_cluster_vref again;
+    int64_t v = now ? vrec_read(c, key, now, &now_len, &again) : PT_ERR_NOMEM;
+    int rc = v == (int64_t)next && now_len == len && memcmp(now, raw, len) == 0 ? 0
+             : v > ref->version                                                ? 1
+                                                                               : PT_ERR_IO;
+    free(now);
+    if (rc == PT_ERR_IO) log_nats("writing a record", st == NATS_OK ? NATS_ERR : st);
+    return rc;
+}
 
 static void group_key(char out[2 + 33], const uint8_t group[16])
 {
@@ -1823,16 +1913,13 @@ static void group_key(char out[2 + 33], const uint8_t group[16])
     pt_hex_encode(out + 2, group, 16);
 }
 
-#define GROUP_REC_MAX (1 + 4 + 2 + 2 + PT_SERVER_GROUP_MAX_MEMBERS * 32)
-
-/* format 1 | version u32 | nm u16 | nm x (user[16] | role) | ni u16 | ni x (user[16] | inviter[16]) */
-static int group_decode(pt_cluster_group *g, uint32_t *version, const uint8_t *p, size_t len)
+/* head | nm u16 | nm x (user[16] | role) | ni u16 | ni x (user[16] | inviter[16]) */
+static int group_decode(pt_cluster_group *g, const uint8_t *p, size_t len)
 {
     g->nm = g->ni = 0;
-    if (len < 9 || p[0] != 1) return PT_ERR_DECODE;
-    *version = pt_get_u32le(p + 1);
-    uint32_t nm = get16(p + 5);
-    size_t off = 7;
+    if (len < VREC_HEAD + 4) return PT_ERR_DECODE;
+    uint32_t nm = get16(p + VREC_HEAD);
+    size_t off = VREC_HEAD + 2;
     if (nm > PT_SERVER_GROUP_MAX_MEMBERS || len - off < (size_t)nm * 17 + 2) return PT_ERR_DECODE;
     for (uint32_t i = 0; i < nm; i++, off += 17) {
         memcpy(g->m[i].user, p + off, 16);
@@ -1850,12 +1937,9 @@ static int group_decode(pt_cluster_group *g, uint32_t *version, const uint8_t *p
     return 0;
 }
 
-static size_t group_encode(uint8_t *out, uint32_t version, const pt_cluster_group *g)
+static size_t group_encode(uint8_t *out, const pt_cluster_group *g)
 {
-    size_t off = 0;
-    out[off++] = 1;
-    pt_put_u32le(out + off, version);
-    off += 4;
+    size_t off = VREC_HEAD;
     put16(out + off, (uint16_t)g->nm);
     off += 2;
     for (uint32_t i = 0; i < g->nm; i++, off += 17) {
@@ -1871,70 +1955,96 @@ static size_t group_encode(uint8_t *out, uint32_t version, const pt_cluster_grou
     return off;
 }
 
-/* Reads the group's record: its version (0: none), PT_ERR_IO or PT_ERR_DECODE; when
- * raw is not NULL, a copy of the stored bytes (*raw_len of them, at most GROUP_REC_MAX). */
-static int64_t group_read(pt_cluster *c, const uint8_t group[16], pt_cluster_group *g, uint8_t *raw,
-                          size_t *raw_len)
+int64_t pt_cluster_group_get(pt_cluster *c, const uint8_t group[16], pt_cluster_group *g, pt_cluster_vref *ref)
 {
     char key[2 + 33];
     group_key(key, group);
     g->nm = g->ni = 0;
-    kvEntry *e = NULL;
-    natsStatus st = kvStore_Get(&e, c->kv, key);
-    if (st == NATS_NOT_FOUND) return 0;
-    if (st != NATS_OK) {
-        log_nats("reading a group", st);
-        return PT_ERR_IO;
+    uint8_t *raw = malloc(VREC_MAX);
+    size_t len;
+    pt_cluster_vref r0;
+    if (!ref) ref = &r0;
+    int64_t v = raw ? vrec_read(c, key, raw, &len, ref) : PT_ERR_NOMEM;
+    if (v > 0 && group_decode(g, raw, len) != 0) {
+        pt_log_error("cluster: the group at %s does not parse; left as it is", key);
+        v = PT_ERR_DECODE;
     }
-    uint32_t version = 0;
-    size_t len = (size_t)kvEntry_ValueLen(e);
-    int rc = group_decode(g, &version, kvEntry_Value(e), len);
-    if (rc == 0 && raw && len <= GROUP_REC_MAX) {
-        memcpy(raw, kvEntry_Value(e), len);
-        *raw_len = len;
+    free(raw);
+    if (v > 0 && g->nm == 0) { /* the last member left: no group */
+        g->ni = 0;
+        return 0;
     }
-    kvEntry_Destroy(e);
-    if (rc) pt_log_error("cluster: the group at %s does not parse; left as it is", key);
-    return rc ? rc : (int64_t)version;
+    return v;
 }
 
-int64_t pt_cluster_group_get(pt_cluster *c, const uint8_t group[16], pt_cluster_group *g)
+int pt_cluster_group_put(pt_cluster *c, const uint8_t group[16], const pt_cluster_group *g,
+                         const pt_cluster_vref *ref)
 {
-    int64_t v = group_read(c, group, g, NULL, NULL);
-    return v > 0 && g->nm == 0 ? 0 : v; /* the last member left: no group */
-}
-
-int pt_cluster_group_put(pt_cluster *c, const uint8_t group[16], const pt_cluster_group *g, int64_t rev,
-                         uint64_t read_ms)
-{
-    if (g->nm + g->ni > PT_SERVER_GROUP_MAX_MEMBERS || rev < 0 || rev >= UINT32_MAX) return PT_ERR_INVAL;
-    if (uv_hrtime() / 1000000 - read_ms > GROUP_STALE_MS) return 1; /* read again */
-    char key[2 + 33], subj[sizeof "$KV." BUCKET "." + 2 + 33], id[2 + 33 + 12];
+    if (g->nm + g->ni > PT_SERVER_GROUP_MAX_MEMBERS) return PT_ERR_INVAL;
+    char key[2 + 33];
     group_key(key, group);
-    snprintf(subj, sizeof subj, "$KV." BUCKET ".%s", key);
-    snprintf(id, sizeof id, "%s.%u", key, (uint32_t)rev + 1);
-    uint8_t *buf = malloc(2 * GROUP_REC_MAX);
-    if (!buf) return PT_ERR_NOMEM;
-    size_t len = group_encode(buf, (uint32_t)rev + 1, g);
-    jsPubOptions po;
-    jsPubOptions_Init(&po);
-    po.MsgId = id;
-    jsPubAck *pa = NULL;
-    natsStatus st = js_Publish(&pa, c->js, subj, buf, (int)len, &po, NULL);
-    bool stored = st == NATS_OK && !pa->Duplicate;
-    jsPubAck_Destroy(pa);
-    int rc = 0;
-    if (!stored) {
-        /* a duplicate, or no answer: whose version rev + 1 is there, if any? Ours when
-         * its bytes are the ones we published (a retried or lost answer). */
-        pt_cluster_group *now = malloc(sizeof *now);
-        size_t now_len = 0;
-        int64_t v = now ? group_read(c, group, now, buf + GROUP_REC_MAX, &now_len) : PT_ERR_NOMEM;
-        free(now);
-        if (v == rev + 1 && now_len == len && memcmp(buf + GROUP_REC_MAX, buf, len) == 0) rc = 0;
-        else if (v > rev) rc = 1;
-        else rc = PT_ERR_IO, log_nats("writing a group", st == NATS_OK ? NATS_ERR : st);
-    }
-    free(buf);
+    uint8_t *raw = malloc(VREC_MAX);
+    if (!raw) return PT_ERR_NOMEM;
+    int rc = vrec_put(c, key, raw, group_encode(raw, g), ref);
+    free(raw);
     return rc;
+}
+
+/* k.<lo hex>.<hi hex>: the relation of two users, lo < hi (bytewise). */
+static void contact_key(char out[2 + 33 + 33], const uint8_t a[16], const uint8_t b[16], bool *a_is_lo)
+{
+    *a_is_lo = memcmp(a, b, 16) < 0;
+    out[0] = 'k', out[1] = '.';
+    pt_hex_encode(out + 2, *a_is_lo ? a : b, 16);
+    out[34] = '.';
+    pt_hex_encode(out + 35, *a_is_lo ? b : a, 16);
+}
+
+#define CONTACT_REC_MAX (VREC_HEAD + 2 + 2 + PT_SERVER_NOTE_MAX)
+
+/* head | state of lo towards hi | state of hi towards lo | note_len u16 | note */
+int pt_cluster_contact_decode(pt_cluster_contact *k, const uint8_t *p, size_t len)
+{
+    if (len < VREC_HEAD + 4 || p[0] != 1) return PT_ERR_DECODE;
+    size_t nl = get16(p + VREC_HEAD + 2);
+    if (nl > PT_SERVER_NOTE_MAX || len != VREC_HEAD + 4 + nl || p[VREC_HEAD] > PT_CONTACT_BLOCKED ||
+        p[VREC_HEAD + 1] > PT_CONTACT_BLOCKED)
+        return PT_ERR_DECODE;
+    k->lo_state = p[VREC_HEAD];
+    k->hi_state = p[VREC_HEAD + 1];
+    k->note_len = (uint16_t)nl;
+    memcpy(k->note, p + VREC_HEAD + 4, nl);
+    return 0;
+}
+
+int64_t pt_cluster_contact_get(pt_cluster *c, const uint8_t me[16], const uint8_t peer[16], int *mine,
+                               int *theirs, pt_cluster_vref *ref)
+{
+    char key[2 + 33 + 33];
+    bool lo;
+    contact_key(key, me, peer, &lo);
+    uint8_t *raw = malloc(VREC_MAX);
+    size_t len;
+    pt_cluster_contact k = {0};
+    int64_t v = raw ? vrec_read(c, key, raw, &len, ref) : PT_ERR_NOMEM;
+    if (v > 0 && pt_cluster_contact_decode(&k, raw, len) != 0) v = PT_ERR_DECODE;
+    free(raw);
+    *mine = lo ? k.lo_state : k.hi_state;
+    *theirs = lo ? k.hi_state : k.lo_state;
+    return v;
+}
+
+int pt_cluster_contact_put(pt_cluster *c, const uint8_t me[16], const uint8_t peer[16], int mine, int theirs,
+                           const void *note, size_t note_len, const pt_cluster_vref *ref)
+{
+    if (note_len > PT_SERVER_NOTE_MAX) return PT_ERR_INVAL;
+    char key[2 + 33 + 33];
+    bool lo;
+    contact_key(key, me, peer, &lo);
+    uint8_t raw[CONTACT_REC_MAX];
+    raw[VREC_HEAD] = (uint8_t)(lo ? mine : theirs);
+    raw[VREC_HEAD + 1] = (uint8_t)(lo ? theirs : mine);
+    put16(raw + VREC_HEAD + 2, (uint16_t)note_len);
+    if (note_len) memcpy(raw + VREC_HEAD + 4, note, note_len);
+    return vrec_put(c, key, raw, VREC_HEAD + 4 + note_len, ref);
 }

@@ -8,10 +8,17 @@
  * with the requester's prekey bundle, an acceptance with the accepter's, a
  * denial, a removal) is stored and queued for each of its devices like a message:
  * a user who is offline gets it from messages.sync. A block is never announced.
+ *
+ * The rules (contact_rules) are written once. In cluster mode the relation is the
+ * bucket's versioned record k.<lo>.<hi> (pt_cluster_contact_put: of two changes made
+ * at the same moment on two nodes one is made again on top of the other); the rows
+ * here are a copy, which every node keeps from a watch of those keys
+ * (pt_srv_contact_remote), so reads and the block checks stay local.
  */
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "server/pt_cluster.h"
 #include "server/pt_server_int.h"
 #include "server/pt_username.h"
 
@@ -84,55 +91,115 @@ static int del_state(sqlite3 *db, const uint8_t user[16], const uint8_t peer[16]
     return rc < 0 ? rc : 0;
 }
 
-static int contact_change(sqlite3 *db, contact_op *o)
+/* The rules, the same for both stores: from the states of the two sides (mine: me
+ * towards peer; theirs: peer towards me) to the states o leaves, *nmine and *ntheirs;
+ * o->item.code is the notice the peer gets (0: none). PT_ERR_STATE with o's error. */
+static int contact_rules(contact_op *o, int mine, int theirs, int *nmine, int *ntheirs)
 {
-    int rc = pt_srv_user_exists(db, o->peer);
-    if (rc < 0) return rc;
-    if (rc == 0) PT_SRV_FAIL(PT_RPC_NOT_FOUND, "USER_NOT_FOUND");
-    int mine = get_state(db, o->me, o->peer), theirs = get_state(db, o->peer, o->me);
-    PT_SRV_TRY(mine);
-    PT_SRV_TRY(theirs);
+    *nmine = mine, *ntheirs = theirs;
+    o->item.code = 0;
     switch (o->what) {
     case OP_REQUEST:
         if (theirs == PT_CONTACT_BLOCKED) PT_SRV_FAIL(PT_RPC_FORBIDDEN, "BLOCKED");
         if (mine == PT_CONTACT_BLOCKED) PT_SRV_FAIL(PT_RPC_CONFLICT, "PEER_BLOCKED");
         if (mine == PT_CONTACT_FRIENDS) PT_SRV_FAIL(PT_RPC_CONFLICT, "ALREADY_FRIENDS");
         if (mine == PT_CONTACT_REQUEST_RECEIVED) PT_SRV_FAIL(PT_RPC_CONFLICT, "PEER_REQUESTED_YOU");
-        PT_SRV_TRY(pt_srv_user_devices(db, o->peer, NULL, &o->devices));
-        PT_SRV_TRY(rc = pt_srv_queues_full(db, &o->devices, o->quota));
-        if (rc) PT_SRV_FAIL(PT_RPC_QUOTA, "RECIPIENT_QUEUE_FULL");
-        PT_SRV_TRY(set_state(db, o->me, o->peer, PT_CONTACT_REQUEST_SENT, &o->item.note));
-        PT_SRV_TRY(set_state(db, o->peer, o->me, PT_CONTACT_REQUEST_RECEIVED, &o->item.note));
+        *nmine = PT_CONTACT_REQUEST_SENT, *ntheirs = PT_CONTACT_REQUEST_RECEIVED;
         o->item.code = ACTION_REQUEST;
-        break;
+        return 0;
     case OP_ACCEPT:
         if (mine != PT_CONTACT_REQUEST_RECEIVED) PT_SRV_FAIL(PT_RPC_NOT_FOUND, "NO_PENDING_REQUEST");
-        PT_SRV_TRY(set_state(db, o->me, o->peer, PT_CONTACT_FRIENDS, NULL));
-        PT_SRV_TRY(set_state(db, o->peer, o->me, PT_CONTACT_FRIENDS, NULL));
+        *nmine = *ntheirs = PT_CONTACT_FRIENDS;
         o->item.code = ACTION_ACCEPTED;
         o->friends = true;
-        break;
+        return 0;
     case OP_DENY:
         if (mine != PT_CONTACT_REQUEST_RECEIVED) PT_SRV_FAIL(PT_RPC_NOT_FOUND, "NO_PENDING_REQUEST");
-        PT_SRV_TRY(del_state(db, o->me, o->peer));
-        PT_SRV_TRY(del_state(db, o->peer, o->me));
+        *nmine = *ntheirs = 0;
         o->item.code = ACTION_DENIED;
-        break;
+        return 0;
     case OP_REMOVE:
         if (mine == 0) PT_SRV_FAIL(PT_RPC_NOT_FOUND, "NOT_A_CONTACT");
-        PT_SRV_TRY(del_state(db, o->me, o->peer));
+        *nmine = 0;
         if (mine == PT_CONTACT_BLOCKED || theirs == PT_CONTACT_BLOCKED) return 0; /* unblocked */
-        PT_SRV_TRY(del_state(db, o->peer, o->me));
+        *ntheirs = 0;
         o->item.code = ACTION_REMOVED;
-        break;
+        return 0;
     case OP_BLOCK:
-        PT_SRV_TRY(set_state(db, o->me, o->peer, PT_CONTACT_BLOCKED, NULL));
-        if (theirs != PT_CONTACT_BLOCKED) PT_SRV_TRY(del_state(db, o->peer, o->me));
+        *nmine = PT_CONTACT_BLOCKED;
+        if (theirs != PT_CONTACT_BLOCKED) *ntheirs = 0;
         return 0;
     default:
         return PT_ERR_INVAL;
     }
-    if (o->what != OP_REQUEST) PT_SRV_TRY(pt_srv_user_devices(db, o->peer, NULL, &o->devices));
+}
+
+/* A request is refused when one of the peer's queues here is full. */
+static int check_quota(sqlite3 *db, contact_op *o)
+{
+    if (o->what != OP_REQUEST) return 0;
+    int rc = pt_srv_queues_full(db, &o->devices, o->quota);
+    PT_SRV_TRY(rc);
+    if (rc) PT_SRV_FAIL(PT_RPC_QUOTA, "RECIPIENT_QUEUE_FULL");
+    return 0;
+}
+
+/* Sets the store's row of (user, peer) to state (0: no row). */
+static int put_state(sqlite3 *db, const uint8_t user[16], const uint8_t peer[16], int state,
+                     const pt_tl_bytes *note)
+{
+    return state ? set_state(db, user, peer, state, note) : del_state(db, user, peer);
+}
+
+/* Cluster mode: the relation is the bucket's record k.<lo>.<hi>; the rules run on it
+ * and the next version is written unless another change made it first (then again:
+ * a request each way made at the same moment on two nodes gives one request and one
+ * PEER_REQUESTED_YOU, as on one node). */
+static int cluster_change(pt_cluster *c, sqlite3 *db, contact_op *o, int *mine, int *theirs, int *nmine,
+                          int *ntheirs)
+{
+    for (int tries = 0; tries < 16; tries++) {
+        pt_cluster_vref ref;
+        int64_t v = pt_cluster_contact_get(c, o->me, o->peer, mine, theirs, &ref);
+        if (v < 0) PT_SRV_FAIL(PT_RPC_UNAVAILABLE, "CLUSTER_UNAVAILABLE");
+        o->friends = false;
+        PT_SRV_TRY(contact_rules(o, *mine, *theirs, nmine, ntheirs));
+        PT_SRV_TRY(check_quota(db, o));
+        if (*nmine == *mine && *ntheirs == *theirs && o->what != OP_REQUEST) return 0; /* no change */
+        const pt_tl_bytes *note = o->what == OP_REQUEST ? &o->item.note : NULL;
+        int rc = pt_cluster_contact_put(c, o->me, o->peer, *nmine, *ntheirs, note ? note->data : NULL,
+                                        note ? note->len : 0, &ref);
+        if (rc == 0) return 0;
+        if (rc < 0) PT_SRV_FAIL(PT_RPC_UNAVAILABLE, "CLUSTER_UNAVAILABLE");
+    }
+    pt_log_warn("contacts: a relation kept changing under 16 tries; the change was refused");
+    PT_SRV_FAIL(PT_RPC_UNAVAILABLE, "CLUSTER_BUSY");
+}
+
+static int contact_change(sqlite3 *db, contact_op *o)
+{
+    pt_cluster *c = o->to.srv->cluster;
+    int rc = pt_srv_user_known(c, db, o->peer);
+    if (rc < 0) return rc;
+    if (rc == 0) PT_SRV_FAIL(PT_RPC_NOT_FOUND, "USER_NOT_FOUND");
+    /* who hears of it: the peer's devices (every op but a block may tell them) */
+    if (o->what != OP_BLOCK) PT_SRV_TRY(pt_srv_user_devices_any(c, db, o->peer, NULL, &o->devices));
+    int mine, theirs, nmine, ntheirs;
+    if (c) {
+        PT_SRV_TRY(cluster_change(c, db, o, &mine, &theirs, &nmine, &ntheirs));
+    } else {
+        PT_SRV_TRY(mine = get_state(db, o->me, o->peer));
+        PT_SRV_TRY(theirs = get_state(db, o->peer, o->me));
+        PT_SRV_TRY(contact_rules(o, mine, theirs, &nmine, &ntheirs));
+        PT_SRV_TRY(check_quota(db, o));
+    }
+    /* this node's rows (in cluster mode a copy, which the watch also brings) */
+    const pt_tl_bytes *note = o->what == OP_REQUEST ? &o->item.note : NULL;
+    if (nmine != mine || o->what == OP_REQUEST || o->what == OP_BLOCK)
+        PT_SRV_TRY(put_state(db, o->me, o->peer, nmine, note));
+    if (ntheirs != theirs || o->what == OP_REQUEST || o->what == OP_ACCEPT)
+        PT_SRV_TRY(put_state(db, o->peer, o->me, ntheirs, note));
+    if (!o->item.code) return 0;
     PT_SRV_TRY(pt_srv_item_store(db, &o->item, &o->devices));
     o->notify = true;
     return 0;
@@ -149,6 +216,51 @@ static int contact_apply(sqlite3 *db, void *arg)
     o->blocks_peer = mine == PT_CONTACT_BLOCKED;
     o->blocked_by_peer = theirs == PT_CONTACT_BLOCKED;
     return 0;
+}
+
+/* ---- cluster mode: relations changed on other nodes ------------------------------------------- */
+
+typedef struct remote_op {
+    pt_db_op op;
+    pt_server *srv;
+    uint8_t lo[16], hi[16];
+    pt_cluster_contact k;
+} remote_op;
+
+static int remote_apply(sqlite3 *db, void *arg)
+{
+    remote_op *r = arg;
+    pt_tl_bytes note = {r->k.note, r->k.note_len};
+    PT_SRV_TRY(put_state(db, r->lo, r->hi, r->k.lo_state, &note));
+    return put_state(db, r->hi, r->lo, r->k.hi_state, &note);
+}
+
+static void remote_done(void *arg, int rc)
+{
+    remote_op *r = arg;
+    if (rc == 0) {
+        pt_srv_dir_set_blocked(r->srv, r->lo, r->hi, r->k.lo_state == PT_CONTACT_BLOCKED);
+        pt_srv_dir_set_blocked(r->srv, r->hi, r->lo, r->k.hi_state == PT_CONTACT_BLOCKED);
+    } else {
+        pt_log_warn("contacts: a relation changed on another node was not copied here (%s)", pt_strerror(rc));
+    }
+    free(r);
+}
+
+void pt_srv_contact_remote(pt_server *s, const uint8_t lo[16], const uint8_t hi[16], const pt_cluster_contact *k)
+{
+    if (!s->db) return;
+    remote_op *r = calloc(1, sizeof *r);
+    if (!r) {
+        pt_log_error("contacts: out of memory; a relation changed on another node is not copied here");
+        return;
+    }
+    r->srv = s;
+    memcpy(r->lo, lo, 16);
+    memcpy(r->hi, hi, 16);
+    r->k = *k;
+    r->op = (pt_db_op){.apply = remote_apply, .done = remote_done, .arg = r, .rerunnable = true};
+    pt_db_submit(s->db, &r->op);
 }
 
 static void contact_done(void *arg, int rc)
@@ -258,6 +370,14 @@ static void rpc_get(pt_conn *c, uint64_t req, const pt_tl_contacts_get *q)
         const unsigned char *name = sqlite3_column_text(st, 2);
         snprintf(rows[n].username, sizeof rows[n].username, "%s", name ? (const char *)name : "");
         n++;
+    }
+    /* cluster mode: a user of another node is named by the cluster directory (a
+     * blocking read on the loop, per such contact on the page) */
+    for (size_t i = 0; c->srv->cluster && i < n && i < limit; i++) {
+        char display[PT_CLUSTER_NAME_SIZE];
+        if (!rows[i].username[0] && pt_cluster_user(c->srv->cluster, rows[i].user_id, NULL, display, NULL) == 0)
+            snprintf(rows[i].username, sizeof rows[i].username, "%.*s",
+                     (int)sizeof rows[i].username - 1, display);
     }
     pt_tl_contacts_list r = {.contacts = {.n = (uint32_t)(n < limit ? n : limit), .items = items},
                              .more = n > limit};

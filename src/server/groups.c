@@ -145,29 +145,14 @@ static int group_rules(group_rec *g, bool exists, group_op *o, bool target_known
     }
 }
 
-/* Appends the devices of user but device skip: the store's devices in local mode,
- * the cluster directory's (every node's) in cluster mode. */
-static int user_devices(pt_cluster *c, sqlite3 *db, const uint8_t user[16], const uint8_t *skip,
-                        pt_srv_devlist *out)
-{
-    if (!c) return pt_srv_user_devices(db, user, skip, out);
-    pt_srv_devlist all = {0};
-    int rc = pt_cluster_user(c, user, NULL, NULL, &all);
-    if (rc == PT_ERR_NOT_FOUND) rc = 0;
-    for (size_t i = 0; i < all.n && rc == 0; i++)
-        if (!skip || memcmp(all.pk[i], skip, 32) != 0) rc = pt_srv_devlist_add(out, all.pk[i]);
-    pt_srv_devlist_free(&all);
-    return rc;
-}
-
 /* Who hears of the change: the invitee alone for an invitation, otherwise every
  * member device but the acting one, and the user concerned when no longer a member. */
 static int event_devices(pt_cluster *c, sqlite3 *db, const group_rec *g, group_op *o)
 {
-    if (o->what == OP_INVITE) return user_devices(c, db, o->target, NULL, &o->devices);
+    if (o->what == OP_INVITE) return pt_srv_user_devices_any(c, db, o->target, NULL, &o->devices);
     for (uint32_t i = 0; i < g->nm; i++)
-        PT_SRV_TRY(user_devices(c, db, g->m[i].user, o->my_device, &o->devices));
-    if (o->tell_target) PT_SRV_TRY(user_devices(c, db, o->target, o->my_device, &o->devices));
+        PT_SRV_TRY(pt_srv_user_devices_any(c, db, g->m[i].user, o->my_device, &o->devices));
+    if (o->tell_target) PT_SRV_TRY(pt_srv_user_devices_any(c, db, o->target, o->my_device, &o->devices));
     return 0;
 }
 
@@ -279,12 +264,12 @@ static int sql_group_write(sqlite3 *db, const group_rec *g, const group_op *o)
 static int cluster_change(pt_cluster *c, group_rec *g, group_op *o, bool known, bool blocked)
 {
     for (int tries = 0; tries < GROUP_CAS_TRIES; tries++) {
-        uint64_t read_ms = uv_hrtime() / 1000000; /* monotonic */
-        int64_t v = o->what == OP_CREATE ? 0 : pt_cluster_group_get(c, o->group, g);
+        pt_cluster_vref ref = {.read_ms = uv_hrtime() / 1000000};
+        int64_t v = o->what == OP_CREATE ? 0 : pt_cluster_group_get(c, o->group, g, &ref);
         if (v < 0) PT_SRV_FAIL(PT_RPC_UNAVAILABLE, "CLUSTER_UNAVAILABLE");
         o->tell_target = false;
         PT_SRV_TRY(group_rules(g, v > 0, o, known, blocked));
-        int rc = pt_cluster_group_put(c, o->group, g, v, read_ms);
+        int rc = pt_cluster_group_put(c, o->group, g, &ref);
         if (rc == 0) return 0;
         if (rc < 0) PT_SRV_FAIL(PT_RPC_UNAVAILABLE, "CLUSTER_UNAVAILABLE");
     }
@@ -303,8 +288,7 @@ static int group_apply(sqlite3 *db, void *arg)
     if (!g) return PT_ERR_NOMEM;
     int rc = 0, known = 1, blocked = 0;
     if (o->what == OP_INVITE) {
-        known = pt_srv_user_exists(db, o->target);
-        if (known == 0 && c) known = pt_cluster_user(c, o->target, NULL, NULL, NULL) == 0;
+        known = pt_srv_user_known(c, db, o->target);
         blocked = pt_srv_blocked(db, o->target, o->me); /* this node's contacts (cluster: see docs) */
         rc = known < 0 ? known : blocked < 0 ? blocked : 0;
     }
@@ -387,8 +371,8 @@ static void submit(pt_conn *c, uint64_t req, int what, const uint8_t *group, con
 static int load_group(pt_server *s, const uint8_t group[16], group_rec *g)
 {
     if (!s->cluster) return sql_group_load(pt_db_reader(s->db), group, g);
-    int64_t rev = pt_cluster_group_get(s->cluster, group, g);
-    return rev < 0 ? (int)rev : rev > 0;
+    int64_t v = pt_cluster_group_get(s->cluster, group, g, NULL);
+    return v < 0 ? (int)v : v > 0;
 }
 
 /* Reads group into a new *g and answers 404/403/500 unless c's user is a member:

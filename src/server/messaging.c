@@ -526,6 +526,27 @@ int pt_srv_user_devices(sqlite3 *db, const uint8_t user[16], const uint8_t *skip
     return rc < 0 ? rc : 0;
 }
 
+int pt_srv_user_devices_any(pt_cluster *c, sqlite3 *db, const uint8_t user[16], const uint8_t *skip,
+                            pt_srv_devlist *out)
+{
+    if (!c) return pt_srv_user_devices(db, user, skip, out);
+    pt_srv_devlist all = {0};
+    int rc = pt_cluster_user(c, user, NULL, NULL, &all);
+    if (rc == PT_ERR_NOT_FOUND) rc = 0;
+    for (size_t i = 0; i < all.n && rc == 0; i++)
+        if (!skip || memcmp(all.pk[i], skip, 32) != 0) rc = pt_srv_devlist_add(out, all.pk[i]);
+    pt_srv_devlist_free(&all);
+    return rc;
+}
+
+int pt_srv_user_known(pt_cluster *c, sqlite3 *db, const uint8_t user[16])
+{
+    int rc = pt_srv_user_exists(db, user);
+    if (rc != 0 || !c) return rc;
+    rc = pt_cluster_user(c, user, NULL, NULL, NULL);
+    return rc == 0 ? 1 : rc == PT_ERR_NOT_FOUND ? 0 : rc;
+}
+
 int pt_srv_queue_count(sqlite3 *db, const uint8_t device[32])
 {
     sqlite3_stmt *st;

@@ -36,6 +36,10 @@
  *                                creates it (kvStore_Create), so one fetch in the whole
  *                                cluster gets each key; the next upload drops the key
  *                                from p.<device hex>
+ *   k.<lo user>.<hi user>        version u32 and the relation of two users: the state of
+ *                                each towards the other (request sent / received,
+ *                                friends, blocked) and the request's note; versioned like
+ *                                g.<group hex>; every node copies it into its store
  *   g.<group hex>                version u32 and the group: its members with their roles
  *                                and its pending invitations, in one value; a change
  *                                publishes version n + 1 with message id
@@ -184,7 +188,16 @@ int pt_cluster_revoke(pt_cluster *c, const uint8_t user_id[16], const uint8_t de
 /* 1 revoked, 0 not, PT_ERR_IO. */
 int pt_cluster_revoked(pt_cluster *c, const uint8_t device[32]);
 
-/* ---- groups (key g.<group hex>): blocking round trips, any thread ---------------------- */
+/* ---- versioned records (groups, contacts): blocking round trips, any thread -------------- */
+
+/* What a read of a versioned record saw, for the write that follows it. */
+typedef struct pt_cluster_vref {
+    int64_t version;                /* 0: no record */
+    uint64_t rev;                   /* the bucket's revision of it */
+    uint64_t read_ms;               /* when (uv_hrtime, ms) */
+} pt_cluster_vref;
+
+/* ---- groups (key g.<group hex>) ---------------------------------------------------------- */
 
 typedef struct pt_cluster_group {
     uint32_t nm, ni;                /* members, pending invitations (nm + ni <= the max) */
@@ -198,14 +211,32 @@ typedef struct pt_cluster_group {
 } pt_cluster_group;
 
 /* Reads group into *g: its version (> 0), 0 when there is no such group (*g empty; a
- * group whose last member left reads as none), PT_ERR_IO or PT_ERR_DECODE. */
-int64_t pt_cluster_group_get(pt_cluster *c, const uint8_t group[16], pt_cluster_group *g);
-/* Writes *g as version `version` + 1 of group (version 0: a new group), unless another
- * change made that version first: 0 written; 1 when another change came first or
- * more than a minute passed since the read at read_ms (uv_hrtime in ms; read again and retry);
- * PT_ERR_IO. Exact under concurrent writers on any nodes (message-id deduplication,
- * not compare-and-set: cluster_nats.c says why). */
+ * group whose last member left reads as none), PT_ERR_IO or PT_ERR_DECODE. ref (may
+ * be NULL) is what a pt_cluster_group_put after it needs. */
+int64_t pt_cluster_group_get(pt_cluster *c, const uint8_t group[16], pt_cluster_group *g, pt_cluster_vref *ref);
+/* Writes *g as the version after the one read into ref (version 0: a new group),
+ * unless another change made that version first: 0 written; 1 when another change
+ * came first, or more than a minute passed since the read (read again and retry);
+ * PT_ERR_IO. Message-id deduplication, not compare-and-set (cluster_nats.c says why). */
 int pt_cluster_group_put(pt_cluster *c, const uint8_t group[16], const pt_cluster_group *g,
-                         int64_t version, uint64_t read_ms);
+                         const pt_cluster_vref *ref);
+
+/* ---- contacts (key k.<lo user hex>.<hi user hex>, lo < hi) -------------------------------- */
+
+typedef struct pt_cluster_contact {
+    int lo_state, hi_state;         /* PT_CONTACT_* of lo towards hi, of hi towards lo; 0 none */
+    uint16_t note_len;
+    uint8_t note[PT_SERVER_NOTE_MAX]; /* the request's note */
+} pt_cluster_contact;
+
+/* The relation of me and peer: its version (0: none; *mine = *theirs = 0), PT_ERR_IO or
+ * PT_ERR_DECODE; *mine = me's state towards peer, *theirs = peer's towards me. */
+int64_t pt_cluster_contact_get(pt_cluster *c, const uint8_t me[16], const uint8_t peer[16], int *mine,
+                               int *theirs, pt_cluster_vref *ref);
+/* Writes the version after ref's (as pt_cluster_group_put). */
+int pt_cluster_contact_put(pt_cluster *c, const uint8_t me[16], const uint8_t peer[16], int mine, int theirs,
+                           const void *note, size_t note_len, const pt_cluster_vref *ref);
+/* Decodes a stored relation: 0 or PT_ERR_DECODE. */
+int pt_cluster_contact_decode(pt_cluster_contact *k, const uint8_t *p, size_t len);
 
 #endif

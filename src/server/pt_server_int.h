@@ -300,6 +300,19 @@ void pt_srv_forward(pt_conn *c, uint64_t req, const pt_srv_item *proto, pt_srv_d
 /* The next server id (cluster mode: reserves the node's next block when this one ran
  * out): 0, or PT_ERR_IO when the cluster did not answer. Loop thread. */
 int pt_srv_take_server_id(pt_server *s, int64_t *id);
+/* Appends the devices of user but device skip: the store's in local mode (c NULL), the
+ * cluster directory's (every node's; blocking) in cluster mode. Any thread. */
+int pt_srv_user_devices_any(struct pt_cluster *c, sqlite3 *db, const uint8_t user[16], const uint8_t *skip,
+                            pt_srv_devlist *out);
+/* Cluster mode: whether user is bound, in this node's store or on any node: 1, 0, or a
+ * negative pt_err. Any thread. */
+int pt_srv_user_known(struct pt_cluster *c, sqlite3 *db, const uint8_t user[16]);
+/* Cluster mode: the relation of users lo and hi changed on some node (the watch of the
+ * bucket's k.*.* keys): copies it into this node's store and its directory of blocks.
+ * Loop thread. */
+struct pt_cluster_contact;
+void pt_srv_contact_remote(pt_server *s, const uint8_t lo[16], const uint8_t hi[16],
+                           const struct pt_cluster_contact *k);
 
 /* ---- presence (presence.c) ------------------------------------------------------------- */
 

@@ -10,6 +10,9 @@
  *    are handed each key once; an upload through the other node adds to the same stock;
  *  - two devices of one user bound at the same moment on two nodes: both listed; a
  *    device bound through one node is routed to by a node that looked its user up before;
+ *  - contacts across nodes: requested on one node, accepted on the other, listed on both;
+ *    requests each way at the same moment give one; a block on one node stops sends on
+ *    the other;
  *  - groups with members on both nodes: invited on one node, joined on the other, two
  *    joins at the same moment on two nodes all hold, sends reach every member once, a kick on one
  *    node stops the kicked user's sends on the other;
@@ -50,6 +53,10 @@ typedef struct user {
     uint8_t group[16];         /* from the last groups.created */
     uint32_t nmembers;         /* in the last groups.members */
     int nevents[8];            /* updates.groupEvent received, by event */
+    int nactions[8];           /* updates.contact received, by action */
+    uint32_t nlisted;          /* contacts in the last contacts.list */
+    int listed_state;          /* the first one's state */
+    char listed_name[64];      /* and username */
 } user;
 
 static uint8_t test_spk[32]; /* the signed prekey of test_prekeys_across_nodes */
@@ -66,6 +73,11 @@ static void on_event(void *ud, const pt_sess_event *ev)
     pt_tl_obj o;
     if (ev->type == PT_SESS_EV_UPDATE) {
         assert_int_equal(pt_tl_decode_any(&o, ev->body, ev->len, &a), 0);
+        if (o.id == PT_TL_UPDATES_CONTACT_ID) {
+            int act = o.u.updates_contact.action;
+            if (act > 0 && act < 8) u->nactions[act]++;
+            return;
+        }
         if (o.id == PT_TL_UPDATES_GROUPEVENT_ID) {
             int ev_code = o.u.updates_groupEvent.event;
             if (ev_code > 0 && ev_code < 8) u->nevents[ev_code]++;
@@ -101,6 +113,12 @@ static void on_event(void *ud, const pt_sess_event *ev)
         memcpy(u->resolved, o.u.users_user.user_id, 16);
     } else if (o.id == PT_TL_GROUPS_CREATED_ID) {
         memcpy(u->group, o.u.groups_created.group_id, 16);
+    } else if (o.id == PT_TL_CONTACTS_LIST_ID) {
+        const pt_tl_vec_contacts_contact *v = &o.u.contacts_list.contacts;
+        u->nlisted = v->n;
+        u->listed_state = v->n ? v->items[0].state : 0;
+        snprintf(u->listed_name, sizeof u->listed_name, "%.*s", v->n ? (int)v->items[0].username.len : 0,
+                 v->n ? (const char *)v->items[0].username.data : "");
     } else if (o.id == PT_TL_GROUPS_MEMBERS_ID) {
         u->nmembers = o.u.groups_members.members.n;
     } else if (o.id == PT_TL_AUTH_BOUND_ID) {
@@ -717,6 +735,140 @@ static void test_device_learnt_across_nodes(void **state)
     stop_nodes(&n1, &n2);
 }
 
+/* ---- contacts -------------------------------------------------------------------------------------- */
+
+/* contacts.* call ctor by u about peer: the error code, 0; start only when start. */
+static int contact_call(user *u, uint32_t ctor, const user *peer, bool start)
+{
+    pt_buf body;
+    pt_buf_init(&body);
+    switch (ctor) {
+    case PT_TL_CONTACTS_REQUEST_ID: {
+        pt_tl_contacts_request q = {.note = {(const uint8_t *)"hello", 5}, .bundle = {(const uint8_t *)"b", 1}};
+        memcpy(q.to, peer->user_id, 16);
+        assert_int_equal(pt_tl_contacts_request_encode(&body, &q), 0);
+        break;
+    }
+    case PT_TL_CONTACTS_ACCEPT_ID: {
+        pt_tl_contacts_accept q = {.bundle = {(const uint8_t *)"b", 1}};
+        memcpy(q.peer, peer->user_id, 16);
+        assert_int_equal(pt_tl_contacts_accept_encode(&body, &q), 0);
+        break;
+    }
+    case PT_TL_CONTACTS_BLOCK_ID: {
+        pt_tl_contacts_block q;
+        memcpy(q.peer, peer->user_id, 16);
+        assert_int_equal(pt_tl_contacts_block_encode(&body, &q), 0);
+        break;
+    }
+    case PT_TL_CONTACTS_REMOVE_ID: {
+        pt_tl_contacts_remove q;
+        memcpy(q.peer, peer->user_id, 16);
+        assert_int_equal(pt_tl_contacts_remove_encode(&body, &q), 0);
+        break;
+    }
+    case PT_TL_CONTACTS_GET_ID: {
+        pt_tl_contacts_get q = {.limit = 10};
+        assert_int_equal(pt_tl_contacts_get_encode(&body, &q), 0);
+        break;
+    }
+    default: fail_msg("contact_call: %08x", ctor);
+    }
+    if (start) start_call(u, &body);
+    else call(u, &body);
+    pt_buf_free(&body);
+    return start ? 0 : u->err_code;
+}
+
+/* Polls u's contacts.list (5 s at most) until its first contact is in state. */
+static void wait_listed(user *u, int state, const char *name)
+{
+    for (int i = 0; i < 50; i++) {
+        assert_int_equal(contact_call(u, PT_TL_CONTACTS_GET_ID, NULL, false), 0);
+        if (u->nlisted == 1 && u->listed_state == state) break;
+        usleep(100 * 1000);
+    }
+    if (u->nlisted != 1 || u->listed_state != state)
+        fail_msg("contacts.list: %u contacts, state %d; expected 1 in state %d", u->nlisted, u->listed_state,
+                 state);
+    assert_string_equal(u->listed_name, name);
+}
+
+static void wait_action(user *u, int action)
+{
+    for (int i = 0; i < 500 && u->nactions[action] == 0; i++) pump(u, 10);
+    if (u->nactions[action] == 0) fail_msg("no updates.contact with action %d", action);
+}
+
+/* Contacts whose two sides are on different nodes: the relation lives in the bucket
+ * (k.<lo>.<hi>) and every node keeps a copy in its store: a request made on node 1
+ * is seen and accepted on node 2 and listed on both with names; two users asking each
+ * other at the same moment on two nodes give one request (the other is told the peer
+ * asked first); a block made on node 2 stops sends made on node 1, and lifting it
+ * lets them through again. */
+static void test_contacts_across_nodes(void **state)
+{
+    (void)state;
+    pt_test_server n1, n2;
+    start_nodes(&n1, &n2);
+    user a, b, c, d;
+    user_new(&a, "ka1");
+    user_new(&b, "kb2");
+    user_new(&c, "kc1");
+    user_new(&d, "kd2");
+    user *all[] = {&a, &b, &c, &d};
+    const char *names[] = {"kin-a", "kin-b", "kin-c", "kin-d"};
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(pt_client_connect(all[i]->c, "127.0.0.1", i % 2 ? n2.port : n1.port), 0);
+        assert_int_equal(bind(all[i], names[i]), 0);
+    }
+    assert_int_equal(contact_call(&a, PT_TL_CONTACTS_REQUEST_ID, &b, false), 0);
+    wait_action(&b, 1);
+    wait_listed(&b, 2 /* request received */, "kin-a"); /* node 2's copy, named from the bucket */
+    assert_int_equal(contact_call(&b, PT_TL_CONTACTS_ACCEPT_ID, &a, false), 0);
+    assert_int_equal(contact_call(&b, PT_TL_CONTACTS_ACCEPT_ID, &a, false), 404); /* nothing pending */
+    wait_action(&a, 2);
+    wait_listed(&a, 3 /* friends */, "kin-b");
+    wait_listed(&b, 3, "kin-a");
+    assert_int_equal(contact_call(&a, PT_TL_CONTACTS_REQUEST_ID, &b, false), 409); /* ALREADY_FRIENDS */
+    /* asking each other at the same moment, 10 rounds: one request, one "asked first" */
+    int both = 0;
+    for (int round = 0; round < 10; round++) {
+        contact_call(&c, PT_TL_CONTACTS_REQUEST_ID, &d, true);
+        contact_call(&d, PT_TL_CONTACTS_REQUEST_ID, &c, true);
+        for (int i = 0; i < 1000 && !(c.got_reply && d.got_reply); i++) pump(&c, 2), pump(&d, 2);
+        assert_true(c.got_reply && d.got_reply);
+        if (c.err_code == 0 && d.err_code == 0) both++;
+        else assert_true((c.err_code == 0 && d.err_code == 409) || (c.err_code == 409 && d.err_code == 0));
+        user *asked = c.err_code == 0 ? &d : &c, *asker = asked == &d ? &c : &d;
+        assert_string_equal(asked->err_msg, "PEER_REQUESTED_YOU");
+        /* the next round starts from nothing */
+        assert_int_equal(contact_call(asked, PT_TL_CONTACTS_REMOVE_ID, asker, false), 0);
+    }
+    assert_int_equal(both, 0);
+    /* a block on node 2 stops the sends of node 1 (its copy and its directory learn it) */
+    assert_int_equal(contact_call(&b, PT_TL_CONTACTS_BLOCK_ID, &a, false), 0);
+    int rc = 0;
+    uint64_t t0 = pt_env_now_ms(pt_env_default());
+    for (uint32_t i = 0; rc == 0 && pt_env_now_ms(pt_env_default()) - t0 < 5000; i++) {
+        rc = send_msg(&a, b.user_id, i);
+        if (rc == 0) usleep(20 * 1000);
+    }
+    assert_int_equal(rc, 403);
+    assert_string_equal(a.err_msg, "BLOCKED");
+    printf("cluster contacts: a block made on node 2 refused sends on node 1 after %llu ms\n",
+           (unsigned long long)(pt_env_now_ms(pt_env_default()) - t0));
+    assert_int_equal(contact_call(&b, PT_TL_CONTACTS_REMOVE_ID, &a, false), 0); /* unblocks */
+    t0 = pt_env_now_ms(pt_env_default());
+    while (rc != 0 && pt_env_now_ms(pt_env_default()) - t0 < 5000) {
+        rc = send_msg(&a, b.user_id, 99);
+        if (rc != 0) usleep(20 * 1000);
+    }
+    assert_int_equal(rc, 0);
+    for (int i = 0; i < 4; i++) pt_client_free(all[i]->c);
+    stop_nodes(&n1, &n2);
+}
+
 /* ---- groups ----------------------------------------------------------------------------------------- */
 
 /* groups.* call ctor by u on group gid about target (NULL: none): the error code, 0. */
@@ -1054,6 +1206,7 @@ int main(void)
         cmocka_unit_test(test_devices_bound_at_once),
         cmocka_unit_test(test_device_learnt_across_nodes),
         cmocka_unit_test(test_groups_across_nodes),
+        cmocka_unit_test(test_contacts_across_nodes),
         cmocka_unit_test(test_kill_node),
         cmocka_unit_test(test_kill_nats),
         cmocka_unit_test(test_cluster_restart),
