@@ -137,11 +137,6 @@ int pt_cluster_contact_put(pt_cluster *c, const uint8_t me[16], const uint8_t pe
     (void)c, (void)me, (void)peer, (void)mine, (void)theirs, (void)note, (void)note_len, (void)ref;
     return PT_ERR_IO;
 }
-int pt_cluster_contact_decode(pt_cluster_contact *k, const uint8_t *p, size_t len)
-{
-    (void)k, (void)p, (void)len;
-    return PT_ERR_DECODE;
-}
 int64_t pt_cluster_group_get(pt_cluster *c, const uint8_t group[16], pt_cluster_group *g, pt_cluster_vref *ref)
 {
     (void)c, (void)group, (void)g, (void)ref;

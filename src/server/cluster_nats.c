@@ -1257,58 +1257,7 @@ static void user_key(char out[2 + 33], const uint8_t user_id[16])
     pt_hex_encode(out + 2, user_id, 16);
 }
 
-static uint16_t get16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
-static void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v, p[1] = (uint8_t)(v >> 8); }
 
-/* The user record: identity[32] | u16 display len | display | u16 key len | key |
- * u8 devices | devices[32 each]. */
-typedef struct user_rec {
-    uint8_t identity[32];
-    char display[PT_CLUSTER_NAME_SIZE];
-    char key[PT_USERNAME_KEY_SIZE];
-    uint8_t ndev;
-    uint8_t dev[PT_SERVER_USER_DEVICES_MAX][32];
-} user_rec;
-
-static int rec_decode(user_rec *r, const uint8_t *p, size_t len)
-{
-    memset(r, 0, sizeof *r);
-    size_t off = 0;
-    if (len < 32 + 2) return PT_ERR_DECODE;
-    memcpy(r->identity, p, 32);
-    off = 32;
-    uint16_t dl = get16(p + off);
-    off += 2;
-    if (dl >= sizeof r->display || len < off + dl + 2) return PT_ERR_DECODE;
-    memcpy(r->display, p + off, dl);
-    off += dl;
-    uint16_t kl = get16(p + off);
-    off += 2;
-    if (kl >= sizeof r->key || len < off + kl + 1) return PT_ERR_DECODE;
-    memcpy(r->key, p + off, kl);
-    off += kl;
-    r->ndev = p[off++];
-    if (r->ndev > PT_SERVER_USER_DEVICES_MAX || len != off + 32 * (size_t)r->ndev) return PT_ERR_DECODE;
-    memcpy(r->dev, p + off, 32 * (size_t)r->ndev);
-    return 0;
-}
-
-static size_t rec_encode(uint8_t *out, const user_rec *r)
-{
-    size_t off = 32, dl = strlen(r->display), kl = strlen(r->key);
-    memcpy(out, r->identity, 32);
-    put16(out + off, (uint16_t)dl);
-    memcpy(out + off + 2, r->display, dl);
-    off += 2 + dl;
-    put16(out + off, (uint16_t)kl);
-    memcpy(out + off + 2, r->key, kl);
-    off += 2 + kl;
-    out[off++] = r->ndev;
-    memcpy(out + off, r->dev, 32 * (size_t)r->ndev);
-    return off + 32 * (size_t)r->ndev;
-}
-
-#define REC_MAX (32 + 2 + PT_CLUSTER_NAME_SIZE + 2 + PT_USERNAME_KEY_SIZE + 1 + 32 * PT_SERVER_USER_DEVICES_MAX)
 
 /* Creates kvkey = user_id: 1 created now, 0 it already names user_id, PT_ERR_EXISTS it
  * names another user, PT_ERR_IO. */
@@ -1339,7 +1288,7 @@ static void user_dev_key(char out[2 + 33 + 65], const uint8_t user_id[16], const
 /* Adds the user's devices named by v.<user hex>.* to r (the ones not in it yet, up to
  * PT_SERVER_USER_DEVICES_MAX): 0 or PT_ERR_IO. A watch on the keys' subject lists them
  * (its first NULL entry ends the current values). */
-static int list_user_devices(pt_cluster *c, const uint8_t user_id[16], user_rec *r)
+static int list_user_devices(pt_cluster *c, const uint8_t user_id[16], pt_cluster_user_rec *r)
 {
     char filter[2 + 33 + 2];
     filter[0] = 'v', filter[1] = '.';
@@ -1384,8 +1333,8 @@ static int record_device(pt_cluster *c, const uint8_t user_id[16], const uint8_t
 {
     char uk[2 + 33];
     user_key(uk, user_id);
-    static _Thread_local uint8_t buf[REC_MAX];
-    static _Thread_local user_rec r;
+    static _Thread_local uint8_t buf[PT_CLUSTER_USER_REC_MAX];
+    static _Thread_local pt_cluster_user_rec r;
     bool recorded = false;
     for (int tries = 0; tries < BIND_TRIES && !recorded; tries++) {
         kvEntry *e = NULL;
@@ -1395,13 +1344,13 @@ static int record_device(pt_cluster *c, const uint8_t user_id[16], const uint8_t
             memcpy(r.identity, identity, 32);
             snprintf(r.display, sizeof r.display, "%s", display);
             snprintf(r.key, sizeof r.key, "%s", key);
-            size_t len = rec_encode(buf, &r);
+            size_t len = pt_cluster_user_rec_encode(buf, &r);
             /* lost to another first bind (or a lagging read): read it again */
             if (kvStore_Create(NULL, c->kv, uk, buf, (int)len) == NATS_OK) recorded = true;
             continue;
         }
         if (st != NATS_OK) return PT_ERR_IO;
-        int rc = rec_decode(&r, kvEntry_Value(e), (size_t)kvEntry_ValueLen(e));
+        int rc = pt_cluster_user_rec_decode(&r, kvEntry_Value(e), (size_t)kvEntry_ValueLen(e));
         kvEntry_Destroy(e);
         if (rc) return PT_ERR_IO;
         if (memcmp(r.identity, identity, 32) != 0) return *why = "USER_ID_COLLISION", PT_ERR_EXISTS;
@@ -1461,8 +1410,8 @@ int pt_cluster_user(pt_cluster *c, const uint8_t user_id[16], uint8_t identity[3
     natsStatus st = kvStore_Get(&e, c->kv, uk);
     if (st == NATS_NOT_FOUND) return PT_ERR_NOT_FOUND;
     if (st != NATS_OK) return PT_ERR_IO;
-    user_rec *r = malloc(sizeof *r);
-    int rc = r ? rec_decode(r, kvEntry_Value(e), (size_t)kvEntry_ValueLen(e)) : PT_ERR_NOMEM;
+    pt_cluster_user_rec *r = malloc(sizeof *r);
+    int rc = r ? pt_cluster_user_rec_decode(r, kvEntry_Value(e), (size_t)kvEntry_ValueLen(e)) : PT_ERR_NOMEM;
     kvEntry_Destroy(e);
     /* devices: the list of records written before v.<user>.<device> keys, and those */
     if (rc == 0 && devs) rc = list_user_devices(c, user_id, r);
@@ -1537,87 +1486,14 @@ int pt_cluster_reserve_ids(pt_cluster *c, int64_t *next, int64_t *limit)
 
 #define PREKEY_TRIES 64 /* compare-and-set attempts: every fetch of a device's bundle rewrites it */
 
-typedef struct prekey_rec {
-    pt_cluster_signed sig;
-    uint32_t n;
-    pt_cluster_prekey k[PT_SERVER_PREKEY_STORED_MAX];
-} prekey_rec;
-
-#define PREKEY_REC_MAX (2 + 4 + 1 + PT_SERVER_PREKEY_MAX + 64 + 2 + \
-                        PT_SERVER_PREKEY_STORED_MAX * (4 + 1 + PT_SERVER_PREKEY_MAX))
-
 static void prekey_key(char out[2 + 65], const uint8_t device[32])
 {
     out[0] = 'p', out[1] = '.';
     pt_hex_encode(out + 2, device, 32);
 }
 
-/* version 1 | has_signed | [id i32 | len | key | signature] | n u16 | n x (id i32 | len | key) */
-static int prekey_decode(prekey_rec *r, const uint8_t *p, size_t len)
-{
-    memset(&r->sig, 0, sizeof r->sig);
-    r->n = 0;
-    size_t off = 2;
-    if (len < 2 || p[0] != 1 || p[1] > 1) return PT_ERR_DECODE;
-    if (p[1]) {
-        if (len - off < 5 || p[off + 4] == 0 || p[off + 4] > PT_SERVER_PREKEY_MAX)
-            return PT_ERR_DECODE;
-        r->sig.has = true;
-        r->sig.id = (int32_t)pt_get_u32le(p + off);
-        r->sig.len = p[off + 4];
-        off += 5;
-        if (len - off < (size_t)r->sig.len + 64) return PT_ERR_DECODE;
-        memcpy(r->sig.key, p + off, r->sig.len);
-        memcpy(r->sig.signature, p + off + r->sig.len, 64);
-        off += (size_t)r->sig.len + 64;
-    }
-    if (len - off < 2) return PT_ERR_DECODE;
-    uint32_t n = get16(p + off);
-    off += 2;
-    if (n > PT_SERVER_PREKEY_STORED_MAX) return PT_ERR_DECODE;
-    for (uint32_t i = 0; i < n; i++) {
-        if (len - off < 5 || p[off + 4] == 0 || p[off + 4] > PT_SERVER_PREKEY_MAX)
-            return PT_ERR_DECODE;
-        pt_cluster_prekey *k = &r->k[i];
-        k->id = (int32_t)pt_get_u32le(p + off);
-        k->len = p[off + 4];
-        off += 5;
-        if (len - off < k->len) return PT_ERR_DECODE;
-        memcpy(k->key, p + off, k->len);
-        off += k->len;
-    }
-    r->n = n;
-    return off == len ? 0 : PT_ERR_DECODE;
-}
-
-static size_t prekey_encode(uint8_t *out, const prekey_rec *r)
-{
-    size_t off = 0;
-    out[off++] = 1;
-    out[off++] = r->sig.has;
-    if (r->sig.has) {
-        pt_put_u32le(out + off, (uint32_t)r->sig.id);
-        out[off + 4] = r->sig.len;
-        off += 5;
-        memcpy(out + off, r->sig.key, r->sig.len);
-        off += r->sig.len;
-        memcpy(out + off, r->sig.signature, 64);
-        off += 64;
-    }
-    put16(out + off, (uint16_t)r->n);
-    off += 2;
-    for (uint32_t i = 0; i < r->n; i++) {
-        pt_put_u32le(out + off, (uint32_t)r->k[i].id);
-        out[off + 4] = r->k[i].len;
-        off += 5;
-        memcpy(out + off, r->k[i].key, r->k[i].len);
-        off += r->k[i].len;
-    }
-    return off;
-}
-
 /* Reads p.<device> into r: its revision (0: none yet, r empty), or PT_ERR_IO / PT_ERR_DECODE. */
-static int64_t prekey_get(pt_cluster *c, const char *key, prekey_rec *r)
+static int64_t prekey_get(pt_cluster *c, const char *key, pt_cluster_prekeys *r)
 {
     kvEntry *e = NULL;
     natsStatus st = kvStore_Get(&e, c->kv, key);
@@ -1630,7 +1506,7 @@ static int64_t prekey_get(pt_cluster *c, const char *key, prekey_rec *r)
         log_nats("reading prekeys", st);
         return PT_ERR_IO;
     }
-    int rc = prekey_decode(r, kvEntry_Value(e), (size_t)kvEntry_ValueLen(e));
+    int rc = pt_cluster_prekeys_decode(r, kvEntry_Value(e), (size_t)kvEntry_ValueLen(e));
     int64_t rev = (int64_t)kvEntry_Revision(e);
     kvEntry_Destroy(e);
     if (rc) pt_log_error("cluster: the prekeys at %s do not parse; left as they are", key);
@@ -1639,10 +1515,10 @@ static int64_t prekey_get(pt_cluster *c, const char *key, prekey_rec *r)
 
 /* Writes r at key if its revision is still rev (0: if it does not exist): 0, or 1 when
  * someone else wrote first. */
-static int prekey_cas(pt_cluster *c, const char *key, const prekey_rec *r, int64_t rev,
+static int prekey_cas(pt_cluster *c, const char *key, const pt_cluster_prekeys *r, int64_t rev,
                       uint8_t *buf)
 {
-    size_t len = prekey_encode(buf, r);
+    size_t len = pt_cluster_prekeys_encode(buf, r);
     natsStatus st = rev ? kvStore_Update(NULL, c->kv, key, buf, (int)len, (uint64_t)rev)
                         : kvStore_Create(NULL, c->kv, key, buf, (int)len);
     return st == NATS_OK ? 0 : 1;
@@ -1668,8 +1544,8 @@ int pt_cluster_prekeys_put(pt_cluster *c, const uint8_t device[32], const pt_clu
 {
     char key[2 + 65];
     prekey_key(key, device);
-    prekey_rec *r = malloc(sizeof *r);
-    uint8_t *buf = malloc(PREKEY_REC_MAX);
+    pt_cluster_prekeys *r = malloc(sizeof *r);
+    uint8_t *buf = malloc(PT_CLUSTER_PREKEYS_MAX);
     int rc = r && buf ? PT_ERR_IO : PT_ERR_NOMEM;
     for (int tries = 0; r && buf && tries < PREKEY_TRIES; tries++) {
         int64_t rev = prekey_get(c, key, r);
@@ -1737,7 +1613,7 @@ int pt_cluster_prekeys_take(pt_cluster *c, const uint8_t device[32], pt_cluster_
 {
     char key[2 + 65];
     prekey_key(key, device);
-    prekey_rec *r = malloc(sizeof *r);
+    pt_cluster_prekeys *r = malloc(sizeof *r);
     int rc = r ? PT_ERR_IO : PT_ERR_NOMEM;
     otk->len = 0;
     int64_t rev = r ? prekey_get(c, key, r) : PT_ERR_NOMEM;
@@ -1781,7 +1657,7 @@ int pt_cluster_prekeys_signed(pt_cluster *c, const uint8_t device[32], pt_cluste
 {
     char key[2 + 65];
     prekey_key(key, device);
-    prekey_rec *r = malloc(sizeof *r);
+    pt_cluster_prekeys *r = malloc(sizeof *r);
     if (!r) return PT_ERR_NOMEM;
     int64_t rev = prekey_get(c, key, r);
     int rc = rev < 0 ? PT_ERR_IO : r->sig.has ? 1 : 0;
@@ -1838,9 +1714,8 @@ int pt_cluster_revoked(pt_cluster *c, const uint8_t device[32])
  * Every record starts with format 1 | version u32le | change id [8] (random: which
  * change wrote it, so that a publish whose answer was lost is recognised). */
 #define VREC_STALE_MS 60000
-#define VREC_HEAD 13
-#define GROUP_REC_MAX (VREC_HEAD + 2 + 2 + PT_SERVER_GROUP_MAX_MEMBERS * 32)
-#define VREC_MAX GROUP_REC_MAX /* the largest record */
+#define VREC_HEAD PT_CLUSTER_VREC_HEAD
+#define VREC_MAX PT_CLUSTER_GROUP_REC_MAX /* the largest record */
 
 /* Reads key: the version (0: no record) with the bytes in raw (*len of them, at most
  * VREC_MAX), or PT_ERR_IO / PT_ERR_DECODE; ref says what was read, for vrec_put. */
@@ -1913,48 +1788,6 @@ static void group_key(char out[2 + 33], const uint8_t group[16])
     pt_hex_encode(out + 2, group, 16);
 }
 
-/* head | nm u16 | nm x (user[16] | role) | ni u16 | ni x (user[16] | inviter[16]) */
-static int group_decode(pt_cluster_group *g, const uint8_t *p, size_t len)
-{
-    g->nm = g->ni = 0;
-    if (len < VREC_HEAD + 4) return PT_ERR_DECODE;
-    uint32_t nm = get16(p + VREC_HEAD);
-    size_t off = VREC_HEAD + 2;
-    if (nm > PT_SERVER_GROUP_MAX_MEMBERS || len - off < (size_t)nm * 17 + 2) return PT_ERR_DECODE;
-    for (uint32_t i = 0; i < nm; i++, off += 17) {
-        memcpy(g->m[i].user, p + off, 16);
-        g->m[i].role = p[off + 16];
-        if (g->m[i].role > 2) return PT_ERR_DECODE;
-    }
-    uint32_t ni = get16(p + off);
-    off += 2;
-    if (nm + ni > PT_SERVER_GROUP_MAX_MEMBERS || len - off != (size_t)ni * 32) return PT_ERR_DECODE;
-    for (uint32_t i = 0; i < ni; i++, off += 32) {
-        memcpy(g->inv[i].user, p + off, 16);
-        memcpy(g->inv[i].inviter, p + off + 16, 16);
-    }
-    g->nm = nm, g->ni = ni;
-    return 0;
-}
-
-static size_t group_encode(uint8_t *out, const pt_cluster_group *g)
-{
-    size_t off = VREC_HEAD;
-    put16(out + off, (uint16_t)g->nm);
-    off += 2;
-    for (uint32_t i = 0; i < g->nm; i++, off += 17) {
-        memcpy(out + off, g->m[i].user, 16);
-        out[off + 16] = g->m[i].role;
-    }
-    put16(out + off, (uint16_t)g->ni);
-    off += 2;
-    for (uint32_t i = 0; i < g->ni; i++, off += 32) {
-        memcpy(out + off, g->inv[i].user, 16);
-        memcpy(out + off + 16, g->inv[i].inviter, 16);
-    }
-    return off;
-}
-
 int64_t pt_cluster_group_get(pt_cluster *c, const uint8_t group[16], pt_cluster_group *g, pt_cluster_vref *ref)
 {
     char key[2 + 33];
@@ -1965,7 +1798,7 @@ int64_t pt_cluster_group_get(pt_cluster *c, const uint8_t group[16], pt_cluster_
     pt_cluster_vref r0;
     if (!ref) ref = &r0;
     int64_t v = raw ? vrec_read(c, key, raw, &len, ref) : PT_ERR_NOMEM;
-    if (v > 0 && group_decode(g, raw, len) != 0) {
+    if (v > 0 && pt_cluster_group_decode(g, raw, len) != 0) {
         pt_log_error("cluster: the group at %s does not parse; left as it is", key);
         v = PT_ERR_DECODE;
     }
@@ -1985,7 +1818,7 @@ int pt_cluster_group_put(pt_cluster *c, const uint8_t group[16], const pt_cluste
     group_key(key, group);
     uint8_t *raw = malloc(VREC_MAX);
     if (!raw) return PT_ERR_NOMEM;
-    int rc = vrec_put(c, key, raw, group_encode(raw, g), ref);
+    int rc = vrec_put(c, key, raw, pt_cluster_group_encode(raw, g), ref);
     free(raw);
     return rc;
 }
@@ -1998,23 +1831,6 @@ static void contact_key(char out[2 + 33 + 33], const uint8_t a[16], const uint8_
     pt_hex_encode(out + 2, *a_is_lo ? a : b, 16);
     out[34] = '.';
     pt_hex_encode(out + 35, *a_is_lo ? b : a, 16);
-}
-
-#define CONTACT_REC_MAX (VREC_HEAD + 2 + 2 + PT_SERVER_NOTE_MAX)
-
-/* head | state of lo towards hi | state of hi towards lo | note_len u16 | note */
-int pt_cluster_contact_decode(pt_cluster_contact *k, const uint8_t *p, size_t len)
-{
-    if (len < VREC_HEAD + 4 || p[0] != 1) return PT_ERR_DECODE;
-    size_t nl = get16(p + VREC_HEAD + 2);
-    if (nl > PT_SERVER_NOTE_MAX || len != VREC_HEAD + 4 + nl || p[VREC_HEAD] > PT_CONTACT_BLOCKED ||
-        p[VREC_HEAD + 1] > PT_CONTACT_BLOCKED)
-        return PT_ERR_DECODE;
-    k->lo_state = p[VREC_HEAD];
-    k->hi_state = p[VREC_HEAD + 1];
-    k->note_len = (uint16_t)nl;
-    memcpy(k->note, p + VREC_HEAD + 4, nl);
-    return 0;
 }
 
 int64_t pt_cluster_contact_get(pt_cluster *c, const uint8_t me[16], const uint8_t peer[16], int *mine,
@@ -2041,10 +1857,9 @@ int pt_cluster_contact_put(pt_cluster *c, const uint8_t me[16], const uint8_t pe
     char key[2 + 33 + 33];
     bool lo;
     contact_key(key, me, peer, &lo);
-    uint8_t raw[CONTACT_REC_MAX];
-    raw[VREC_HEAD] = (uint8_t)(lo ? mine : theirs);
-    raw[VREC_HEAD + 1] = (uint8_t)(lo ? theirs : mine);
-    put16(raw + VREC_HEAD + 2, (uint16_t)note_len);
-    if (note_len) memcpy(raw + VREC_HEAD + 4, note, note_len);
-    return vrec_put(c, key, raw, VREC_HEAD + 4 + note_len, ref);
+    pt_cluster_contact k = {.lo_state = lo ? mine : theirs, .hi_state = lo ? theirs : mine,
+                            .note_len = (uint16_t)note_len};
+    if (note_len) memcpy(k.note, note, note_len);
+    uint8_t raw[PT_CLUSTER_CONTACT_REC_MAX];
+    return vrec_put(c, key, raw, pt_cluster_contact_encode(raw, &k), ref);
 }

@@ -60,6 +60,7 @@
 #include <stdint.h>
 
 #include "server/pt_server.h"
+#include "server/pt_username.h"
 
 typedef struct pt_cluster pt_cluster;
 struct pt_srv_devlist;
@@ -236,7 +237,45 @@ int64_t pt_cluster_contact_get(pt_cluster *c, const uint8_t me[16], const uint8_
 /* Writes the version after ref's (as pt_cluster_group_put). */
 int pt_cluster_contact_put(pt_cluster *c, const uint8_t me[16], const uint8_t peer[16], int mine, int theirs,
                            const void *note, size_t note_len, const pt_cluster_vref *ref);
-/* Decodes a stored relation: 0 or PT_ERR_DECODE. */
+
+/* ---- the records (cluster_rec.c: every build; fuzz/fuzz_cluster_record.c) --------------- */
+
+/* u.<user hex>: identity[32] | u16 display len | display | u16 key len | key |
+ * u8 devices | devices[32 each] (devices: records written before v.<user>.<device> keys) */
+typedef struct pt_cluster_user_rec {
+    uint8_t identity[32];
+    char display[PT_CLUSTER_NAME_SIZE];
+    char key[PT_USERNAME_KEY_SIZE];
+    uint8_t ndev;
+    uint8_t dev[PT_SERVER_USER_DEVICES_MAX][32];
+} pt_cluster_user_rec;
+#define PT_CLUSTER_USER_REC_MAX \
+    (32 + 2 + PT_CLUSTER_NAME_SIZE + 2 + PT_USERNAME_KEY_SIZE + 1 + 32 * PT_SERVER_USER_DEVICES_MAX)
+/* 0 or PT_ERR_DECODE */
+int pt_cluster_user_rec_decode(pt_cluster_user_rec *r, const uint8_t *p, size_t len);
+/* out: PT_CLUSTER_USER_REC_MAX bytes; returns the length */
+size_t pt_cluster_user_rec_encode(uint8_t *out, const pt_cluster_user_rec *r);
+
+/* p.<device hex>: the device's signed prekey and its one-time prekeys */
+typedef struct pt_cluster_prekeys {
+    pt_cluster_signed sig;
+    uint32_t n;
+    pt_cluster_prekey k[PT_SERVER_PREKEY_STORED_MAX];
+} pt_cluster_prekeys;
+#define PT_CLUSTER_PREKEYS_MAX \
+    (2 + 4 + 1 + PT_SERVER_PREKEY_MAX + 64 + 2 + PT_SERVER_PREKEY_STORED_MAX * (4 + 1 + PT_SERVER_PREKEY_MAX))
+int pt_cluster_prekeys_decode(pt_cluster_prekeys *r, const uint8_t *p, size_t len);
+size_t pt_cluster_prekeys_encode(uint8_t *out, const pt_cluster_prekeys *r);
+
+/* Versioned records (groups, contacts) start with format 1 | version u32 | change id[8]. */
+#define PT_CLUSTER_VREC_HEAD 13
+#define PT_CLUSTER_GROUP_REC_MAX (PT_CLUSTER_VREC_HEAD + 2 + 2 + PT_SERVER_GROUP_MAX_MEMBERS * 32)
+#define PT_CLUSTER_CONTACT_REC_MAX (PT_CLUSTER_VREC_HEAD + 2 + 2 + PT_SERVER_NOTE_MAX)
+/* Decode a whole record (head included, not checked here); encode from the head on
+ * (the head is the writer's). 0 or PT_ERR_DECODE; the length. */
+int pt_cluster_group_decode(pt_cluster_group *g, const uint8_t *p, size_t len);
+size_t pt_cluster_group_encode(uint8_t *out, const pt_cluster_group *g);
 int pt_cluster_contact_decode(pt_cluster_contact *k, const uint8_t *p, size_t len);
+size_t pt_cluster_contact_encode(uint8_t *out, const pt_cluster_contact *k);
 
 #endif
