@@ -29,8 +29,9 @@
 #define BIND_TRIES 8         /* compare-and-set attempts on a user record */
 #define RESERVE_TRIES 40     /* reading and writing i.<node> (server-id blocks), ~6 s */
 
-enum { IN_DEV = 1, IN_SYNC, IN_RCV, IN_QDEL, IN_PUBACK, IN_RESET, IN_READY, IN_REVOKED, IN_BOUND, IN_CONTACT };
-#define N_WATCHES 3 /* watches of the bucket: revocations, users' devices, contacts (watch_main) */
+enum { IN_DEV = 1, IN_SYNC, IN_RCV, IN_QDEL, IN_PUBACK, IN_RESET, IN_READY, IN_REVOKED, IN_BOUND, IN_CONTACT,
+       IN_GROUP };
+#define N_WATCHES 4 /* watches of the bucket: revocations, devices, contacts, groups (watch_main) */
 
 #define QSTREAM "PT_QUEUE"          /* the durable per-device queues: pt.q.<device hex> */
 #define Q_ACK_WAIT_MS 5000          /* a delivery not confirmed in this time comes again */
@@ -269,6 +270,8 @@ static void on_async(uv_async_t *a)
             pt_srv_device_revoked_remote(c->srv, it->data, it->pk);
         } else if (it->kind == IN_BOUND && it->len == 16) {
             pt_srv_dir_device_bound(c->srv, it->data, it->pk);
+        } else if (it->kind == IN_GROUP) {
+            pt_srv_group_remote(c->srv, it->pk, it->data, it->len);
         } else if (it->kind == IN_CONTACT) {
             pt_cluster_contact k;
             if (pt_cluster_contact_decode(&k, it->data, it->len) == 0)
@@ -296,7 +299,9 @@ static void on_async(uv_async_t *a)
  *  - v.*.*: the devices users bind, on whichever node, so that a node that looked a
  *    user up before learns the user's new devices (the routing directory);
  *  - k.*.*: contacts (requests, friends, blocks) changed on whichever node, copied to
- *    this node's store and its directory of blocks (pt_srv_contact_remote).
+ *    this node's store and its directory of blocks (pt_srv_contact_remote);
+ *  - g.*: groups changed on whichever node, copied to this node's store
+ *    (pt_srv_group_remote), where group sends read their members.
  * Watches rather than broadcasts: they resume after a lost NATS connection, where a
  * broadcast would be missed. A new watch replays what the keys hold (idempotent). */
 static void log_nats(const char *what, natsStatus st);
@@ -341,6 +346,15 @@ static void on_contact_key(pt_cluster *c, kvEntry *e)
         inbox_put(c, IN_CONTACT, pair, kvEntry_Value(e), (size_t)kvEntry_ValueLen(e));
 }
 
+/* g.<group hex>: IN_GROUP for the group (pk: its id, then zeros), with the record */
+static void on_group_key(pt_cluster *c, kvEntry *e)
+{
+    const char *key = kvEntry_Key(e);
+    uint8_t id[32] = {0};
+    if (strlen(key) == 2 + 32 && pt_hex_decode(id, 16, key + 2) == 0)
+        inbox_put(c, IN_GROUP, id, kvEntry_Value(e), (size_t)kvEntry_ValueLen(e));
+}
+
 static const struct watch_def {
     const char *filter, *what;
     void (*on_put)(pt_cluster *c, kvEntry *e);
@@ -348,6 +362,7 @@ static const struct watch_def {
     {"r.*", "revocations", on_revoked_key},
     {"v.*.*", "users' devices", on_device_key},
     {"k.*.*", "contacts", on_contact_key},
+    {"g.*", "groups", on_group_key},
 };
 
 typedef struct watch_arg {

@@ -7,7 +7,9 @@
  * to the group as read from either store: in local mode the store's tables, in
  * the writer's transaction; in cluster mode the bucket's record g.<group hex>,
  * whose next version only one change can write (read again and retried when
- * another node's change made it first). A change is announced as updates.groupEvent, stored once and
+ * another node's change made it first). In cluster mode the tables are this node's
+ * copy of every group, kept by a watch of the g.* keys (pt_srv_group_remote), so
+ * that group sends and groups.getMembers read locally. A change is announced as updates.groupEvent, stored once and
  * queued for every member device (and for the user concerned when it is no longer
  * a member). messages.sendGroup stores the envelope once (one messages row) and
  * queues it for every member device but the sending one, like messages.send;
@@ -254,6 +256,25 @@ static int sql_group_write(sqlite3 *db, const group_rec *g, const group_op *o)
         return PT_ERR_INVAL;
     }
 }
+/* Cluster mode: replaces this node's copy of group with g (no members: no group). */
+static int sql_group_replace(sqlite3 *db, const uint8_t group[16], const group_rec *g)
+{
+    if (g->nm == 0) return exec_gu(db, "DELETE FROM groups WHERE group_id = ?1", group, NULL, 1) < 0 ? PT_ERR_IO : 0;
+    int creator = 0;
+    for (uint32_t i = 0; i < g->nm; i++)
+        if (g->m[i].role == ROLE_CREATOR) creator = (int)i;
+    PT_SRV_TRY(exec_gu(db, "INSERT INTO groups(group_id, creator, created_ms) VALUES (?1, ?2, ?3) "
+                           "ON CONFLICT DO NOTHING", group, g->m[creator].user,
+                       (int64_t)pt_env_now_ms(pt_env_default())));
+    PT_SRV_TRY(exec_gu(db, "DELETE FROM group_members WHERE group_id = ?1", group, NULL, 1));
+    PT_SRV_TRY(exec_gu(db, "DELETE FROM group_invites WHERE group_id = ?1", group, NULL, 1));
+    for (uint32_t i = 0; i < g->nm; i++)
+        PT_SRV_TRY(exec_gu(db, "INSERT INTO group_members(group_id, user_id, role) VALUES (?1, ?2, ?3)", group,
+                           g->m[i].user, g->m[i].role));
+    for (uint32_t i = 0; i < g->ni; i++) PT_SRV_TRY(add_invite(db, group, g->inv[i].user, g->inv[i].inviter));
+    return 0;
+}
+
 /* ---- cluster mode: the group in the bucket (g.<group hex>) ------------------------------------ */
 
 #define GROUP_CAS_TRIES 16
@@ -294,6 +315,7 @@ static int group_apply(sqlite3 *db, void *arg)
     }
     if (rc == 0 && c) {
         rc = cluster_change(c, g, o, known, blocked);
+        if (rc == 0) rc = sql_group_replace(db, o->group, g); /* this node's copy, at once */
     } else if (rc == 0) {
         int exists = o->what == OP_CREATE ? 0 : sql_group_load(db, o->group, g);
         rc = exists < 0 ? exists : group_rules(g, exists, o, known, blocked);
@@ -365,14 +387,12 @@ static void submit(pt_conn *c, uint64_t req, int what, const uint8_t *group, con
 
 /* ---- groups.getMembers ---------------------------------------------------------------------------- */
 
-/* Reads group on the loop: the reader connection in local mode, the bucket in cluster
- * mode (a blocking round trip to the stream's leader). 1, 0 (no such group), or a
- * negative pt_err. */
+/* Reads group on the loop from the store's reader connection (in cluster mode this
+ * node's copy, kept by the watch of the bucket's g.* keys). 1, 0 (no such group),
+ * or a negative pt_err. */
 static int load_group(pt_server *s, const uint8_t group[16], group_rec *g)
 {
-    if (!s->cluster) return sql_group_load(pt_db_reader(s->db), group, g);
-    int64_t v = pt_cluster_group_get(s->cluster, group, g, NULL);
-    return v < 0 ? (int)v : v > 0;
+    return sql_group_load(pt_db_reader(s->db), group, g);
 }
 
 /* Reads group into a new *g and answers 404/403/500 unless c's user is a member:
@@ -382,9 +402,7 @@ static group_rec *member_group(pt_conn *c, uint64_t req, const uint8_t group[16]
     group_rec *g = malloc(sizeof *g);
     int rc = g ? load_group(c->srv, group, g) : PT_ERR_NOMEM;
     if (rc == 1 && role_of(g, c->sess->dev->user_id) != ROLE_NONE) return g;
-    if (rc < 0) pt_srv_reply_error(c->sess, req, rc == PT_ERR_IO && c->srv->cluster ? PT_RPC_UNAVAILABLE
-                                                                                    : PT_RPC_INTERNAL,
-                                   rc == PT_ERR_IO && c->srv->cluster ? "CLUSTER_UNAVAILABLE" : "INTERNAL");
+    if (rc < 0) pt_srv_reply_error(c->sess, req, PT_RPC_INTERNAL, "INTERNAL");
     else if (rc == 0) pt_srv_reply_error(c->sess, req, PT_RPC_NOT_FOUND, "GROUP_NOT_FOUND");
     else pt_srv_reply_error(c->sess, req, PT_RPC_FORBIDDEN, "NOT_A_MEMBER");
     free(g);
@@ -445,6 +463,44 @@ static void rpc_send_group(pt_conn *c, uint64_t req, const pt_tl_messages_sendGr
     pt_srv_item it = {.kind = PT_ITEM_GROUP_MESSAGE, .payload = q->envelope};
     memcpy(it.group_id, q->group_id, 16);
     pt_srv_forward(c, req, &it, &devices);
+}
+
+/* ---- cluster mode: groups changed on other nodes ---------------------------------------------- */
+
+typedef struct group_copy {
+    pt_db_op op;
+    uint8_t group[16];
+    group_rec g;
+} group_copy;
+
+static int copy_apply(sqlite3 *db, void *arg)
+{
+    group_copy *r = arg;
+    return sql_group_replace(db, r->group, &r->g);
+}
+
+static void copy_done(void *arg, int rc)
+{
+    if (rc) pt_log_warn("groups: a group changed on another node was not copied here (%s)", pt_strerror(rc));
+    free(arg);
+}
+
+void pt_srv_group_remote(pt_server *s, const uint8_t group[16], const uint8_t *rec, size_t len)
+{
+    if (!s->db) return;
+    group_copy *r = malloc(sizeof *r);
+    if (!r) {
+        pt_log_error("groups: out of memory; a group changed on another node is not copied here");
+        return;
+    }
+    if (pt_cluster_group_decode(&r->g, rec, len) != 0) {
+        pt_log_error("groups: a group record in the cluster does not parse; not copied");
+        free(r);
+        return;
+    }
+    memcpy(r->group, group, 16);
+    r->op = (pt_db_op){.apply = copy_apply, .done = copy_done, .arg = r, .rerunnable = true};
+    pt_db_submit(s->db, &r->op);
 }
 
 bool pt_srv_groups_rpc(pt_conn *c, uint64_t msg_id, uint32_t ctor, const void *decoded)

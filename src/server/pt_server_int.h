@@ -310,6 +310,9 @@ int pt_srv_user_known(struct pt_cluster *c, sqlite3 *db, const uint8_t user[16])
 /* Cluster mode: the relation of users lo and hi changed on some node (the watch of the
  * bucket's k.*.* keys): copies it into this node's store and its directory of blocks.
  * Loop thread. */
+/* Cluster mode: group changed on some node (the watch of the g.* keys; rec is the
+ * bucket's record): replaces this node's copy. Loop thread. */
+void pt_srv_group_remote(pt_server *s, const uint8_t group[16], const uint8_t *rec, size_t len);
 struct pt_cluster_contact;
 void pt_srv_contact_remote(pt_server *s, const uint8_t lo[16], const uint8_t hi[16],
                            const struct pt_cluster_contact *k);
