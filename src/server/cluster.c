@@ -54,6 +54,10 @@ void pt_cluster_free(pt_server *s) { (void)s; }
 void pt_cluster_device_up(pt_cluster *c, const uint8_t pk[32], void **sub) { (void)c, (void)pk, (void)sub; }
 void pt_cluster_device_down(pt_cluster *c, void **sub) { (void)c, (void)sub; }
 void pt_cluster_route(pt_cluster *c, const uint8_t pk[32], const pt_buf *u) { (void)c, (void)pk, (void)u; }
+void pt_cluster_presence(pt_cluster *c, const uint8_t user[16], int status, const char *name)
+{
+    (void)c, (void)user, (void)status, (void)name;
+}
 void pt_cluster_sync(pt_cluster *c, const uint8_t pk[32]) { (void)c, (void)pk; }
 void pt_cluster_attached(pt_cluster *c, const uint8_t pk[32], struct pt_srv_sess *e)
 {

@@ -30,8 +30,18 @@
 #define RESERVE_TRIES 40     /* reading and writing i.<node> (server-id blocks), ~6 s */
 
 enum { IN_DEV = 1, IN_SYNC, IN_RCV, IN_QDEL, IN_PUBACK, IN_RESET, IN_READY, IN_REVOKED, IN_BOUND, IN_CONTACT,
-       IN_GROUP };
+       IN_GROUP, IN_PRES };
 #define N_WATCHES 4 /* watches of the bucket: revocations, devices, contacts, groups (watch_main) */
+
+/* Presence across nodes: every node publishes on pt.pres (node u32le | kind | ...)
+ * a PRES_USER message when one of its users comes, goes or changes status, a
+ * PRES_BEAT every PRES_BEAT_MS, and PRES_HELLO when it starts (the others then
+ * announce their users again). A node not heard for PRES_GONE_MS is taken for gone:
+ * its users are offline. */
+#define PRES_BEAT_MS 2000
+#define PRES_GONE_MS 7000
+#define PRES_PEERS 256
+enum { PRES_USER = 1, PRES_BEAT, PRES_HELLO };
 
 #define QSTREAM "PT_QUEUE"          /* the durable per-device queues: pt.q.<device hex> */
 #define Q_ACK_WAIT_MS 5000          /* a delivery not confirmed in this time comes again */
@@ -109,6 +119,13 @@ struct pt_cluster {
     qdev *qdevs[Q_BUCKETS];         /* loop thread only */
     qsend *sends[SEND_BUCKETS];     /* loop thread only */
     uv_timer_t retry_timer;         /* publishes to try again */
+    uv_timer_t pres_timer;          /* presence heartbeats (PRES_BEAT_MS) */
+    natsSubscription *pres_sub;     /* pt.pres */
+    struct {
+        uint32_t node;
+        uint64_t seen_ms;           /* uv_now of its last message */
+    } peers[PRES_PEERS];            /* loop thread: the nodes heard on pt.pres */
+    int npeers;
     pthread_t workers[Q_WORKERS];
     int nworkers;
     bool worker_stop;
@@ -173,6 +190,17 @@ static void on_sync_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m, v
     pt_cluster *c = closure;
     const uint8_t *d = (const uint8_t *)natsMsg_GetData(m);
     if (natsMsg_GetDataLength(m) == 36 && pt_get_u32le(d + 32) != c->node) inbox_put(c, IN_SYNC, d, NULL, 0);
+    natsMsg_Destroy(m);
+}
+
+static void on_pres_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
+{
+    (void)nc, (void)sub;
+    pt_cluster *c = closure;
+    const uint8_t *d = (const uint8_t *)natsMsg_GetData(m);
+    int n = natsMsg_GetDataLength(m);
+    static const uint8_t none[32];
+    if (n >= 5 && pt_get_u32le(d) != c->node) inbox_put(c, IN_PRES, none, d, (size_t)n);
     natsMsg_Destroy(m);
 }
 
@@ -248,6 +276,72 @@ static void q_delivered(pt_cluster *c, const uint8_t pk[32], const uint8_t *d, s
 static void q_puback(pt_cluster *c, const uint8_t pk[32], int64_t sid, bool ok);
 static void q_ready(pt_cluster *c, const uint8_t pk[32], bool reset, uint32_t gen);
 
+/* ---- presence across nodes ------------------------------------------------------------------- */
+
+static void pres_publish(pt_cluster *c, const uint8_t *msg, size_t len)
+{
+    natsStatus st = natsConnection_Publish(c->nc, "pt.pres", msg, (int)len);
+    if (st != NATS_OK) pt_log_debug("cluster: a presence message was not sent (%s)", natsStatus_GetText(st));
+}
+
+static void pres_simple(pt_cluster *c, int kind)
+{
+    uint8_t msg[5];
+    pt_put_u32le(msg, c->node);
+    msg[4] = (uint8_t)kind;
+    pres_publish(c, msg, sizeof msg);
+}
+
+void pt_cluster_presence(pt_cluster *c, const uint8_t user[16], int status, const char *name)
+{
+    uint8_t msg[5 + 16 + 2 + 255];
+    size_t nl = name ? strlen(name) : 0;
+    if (nl > 255) nl = 255;
+    pt_put_u32le(msg, c->node);
+    msg[4] = PRES_USER;
+    memcpy(msg + 5, user, 16);
+    msg[21] = (uint8_t)status;
+    msg[22] = (uint8_t)nl;
+    if (nl) memcpy(msg + 23, name, nl);
+    pres_publish(c, msg, 23 + nl);
+}
+
+/* A message on pt.pres from another node (loop thread). */
+static void pres_heard(pt_cluster *c, const uint8_t *d, size_t len)
+{
+    uint32_t node = pt_get_u32le(d);
+    uint64_t now = uv_now(&c->srv->loop);
+    int i = 0;
+    while (i < c->npeers && c->peers[i].node != node) i++;
+    if (i == c->npeers && c->npeers < PRES_PEERS) c->peers[c->npeers++].node = node;
+    if (i < c->npeers) c->peers[i].seen_ms = now;
+    if (d[4] == PRES_HELLO) {
+        pt_srv_presence_announce(c->srv);
+    } else if (d[4] == PRES_USER && len >= 23 && len == 23 + (size_t)d[22] && d[21] <= PT_STATUS_INVISIBLE) {
+        char name[256];
+        memcpy(name, d + 23, d[22]);
+        name[d[22]] = 0;
+        pt_srv_presence_remote(c->srv, node, d + 5, d[21], name);
+    }
+}
+
+static void on_pres_tick(uv_timer_t *t)
+{
+    pt_cluster *c = t->data;
+    pres_simple(c, PRES_BEAT);
+    uint64_t now = uv_now(&c->srv->loop);
+    for (int i = 0; i < c->npeers;) {
+        if (now - c->peers[i].seen_ms < PRES_GONE_MS) {
+            i++;
+            continue;
+        }
+        uint32_t node = c->peers[i].node;
+        c->peers[i] = c->peers[--c->npeers];
+        pt_log_info("cluster: node %u not heard for %d s: its users are offline here", node, PRES_GONE_MS / 1000);
+        pt_srv_presence_node_gone(c->srv, node);
+    }
+}
+
 static void on_async(uv_async_t *a)
 {
     pt_cluster *c = a->data;
@@ -270,6 +364,8 @@ static void on_async(uv_async_t *a)
             pt_srv_device_revoked_remote(c->srv, it->data, it->pk);
         } else if (it->kind == IN_BOUND && it->len == 16) {
             pt_srv_dir_device_bound(c->srv, it->data, it->pk);
+        } else if (it->kind == IN_PRES) {
+            pres_heard(c, it->data, it->len);
         } else if (it->kind == IN_GROUP) {
             pt_srv_group_remote(c->srv, it->pk, it->data, it->len);
         } else if (it->kind == IN_CONTACT) {
@@ -762,6 +858,8 @@ int pt_cluster_start(pt_server *s)
     c->async.data = c;
     uv_timer_init(&s->loop, &c->retry_timer);
     c->retry_timer.data = c;
+    uv_timer_init(&s->loop, &c->pres_timer);
+    c->pres_timer.data = c;
     pthread_mutex_lock(&c->mu);
     c->async_on = true;
     pthread_mutex_unlock(&c->mu);
@@ -774,8 +872,11 @@ int pt_cluster_start(pt_server *s)
     }
     char subj[48];
     snprintf(subj, sizeof subj, "pt.rcv.%u", c->node);
-    if (!(c->sync_sub = subscribe(c, "pt.sync", on_sync_msg)) || !(c->rcv_sub = subscribe(c, subj, on_rcv_msg)))
+    if (!(c->sync_sub = subscribe(c, "pt.sync", on_sync_msg)) || !(c->rcv_sub = subscribe(c, subj, on_rcv_msg)) ||
+        !(c->pres_sub = subscribe(c, "pt.pres", on_pres_msg)))
         return PT_ERR_IO;
+    pres_simple(c, PRES_HELLO); /* the others announce their users */
+    uv_timer_start(&c->pres_timer, on_pres_tick, PRES_BEAT_MS, PRES_BEAT_MS);
     if ((st = natsConnection_FlushTimeout(c->nc, 5000)) != NATS_OK) {
         log_nats("NATS did not answer a flush", st);
         return PT_ERR_IO;
@@ -793,6 +894,7 @@ void pt_cluster_stop(pt_server *s)
     if (!c) return;
     unsubscribe(&c->sync_sub);
     unsubscribe(&c->rcv_sub);
+    unsubscribe(&c->pres_sub);
     pthread_mutex_lock(&c->mu);
     bool on = c->async_on;
     c->async_on = false;
@@ -800,6 +902,7 @@ void pt_cluster_stop(pt_server *s)
     if (on) {
         uv_close((uv_handle_t *)&c->async, NULL);
         uv_close((uv_handle_t *)&c->retry_timer, NULL);
+        uv_close((uv_handle_t *)&c->pres_timer, NULL);
     }
 }
 
@@ -810,6 +913,7 @@ void pt_cluster_free(pt_server *s)
     s->cluster = NULL;
     unsubscribe(&c->sync_sub);
     unsubscribe(&c->rcv_sub);
+    unsubscribe(&c->pres_sub);
     if (c->nworkers || c->nwatches) {
         pthread_mutex_lock(&c->mu);
         c->worker_stop = true;

@@ -7,10 +7,18 @@
  * status write in flight. Transitions of what others may see (an invisible user
  * looks offline) are pushed as updates.userStatus to the user's friends only, and
  * only to their connected devices: presence is never queued.
+ *
+ * Cluster mode: each node tells the others when one of its users comes, goes or
+ * changes status (pt_cluster_presence, subject pt.pres) and keeps what the others
+ * told it (struct pt_srv_rpres). A user connected anywhere is online everywhere;
+ * the node where the change happens tells the user's friends wherever they are
+ * connected (pushes go to other nodes by pt.dev subjects), so no other node tells
+ * them again, except when a node is gone: then each node tells its own users.
  */
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "server/pt_cluster.h"
 #include "server/pt_server_int.h"
 #include "server/pt_username.h"
 
@@ -23,13 +31,24 @@ struct pt_srv_user {
     pt_srv_user *next;              /* hash chain */
 };
 
+/* Cluster mode: a user connected to another node, as that node said. */
+typedef struct pt_srv_rpres {
+    uint8_t user_id[16];
+    uint32_t node;
+    int status;                     /* chosen: PT_STATUS_ONLINE .. PT_STATUS_INVISIBLE */
+    char username[PT_USERNAME_DISPLAY_SIZE];
+    struct pt_srv_rpres *next;      /* hash chain (by user) */
+} pt_srv_rpres;
+
 static size_t user_hash(const uint8_t id[16], size_t nb) { return (size_t)(pt_get_u64le(id) % nb); }
 
 int pt_srv_presence_init(pt_server *s)
 {
     s->user_nbuckets = 1024;
     s->user_buckets = calloc(s->user_nbuckets, sizeof *s->user_buckets);
-    return s->user_buckets ? 0 : PT_ERR_NOMEM;
+    s->rpres_nb = 1024;
+    s->rpres = calloc(s->rpres_nb, sizeof *s->rpres);
+    return s->user_buckets && s->rpres ? 0 : PT_ERR_NOMEM;
 }
 
 void pt_srv_presence_free(pt_server *s)
@@ -40,9 +59,17 @@ void pt_srv_presence_free(pt_server *s)
             free(u);
         }
     }
+    for (size_t i = 0; s->rpres && i < s->rpres_nb; i++) {
+        for (pt_srv_rpres *r = s->rpres[i], *next; r; r = next) {
+            next = r->next;
+            free(r);
+        }
+    }
     free(s->user_buckets);
+    free(s->rpres);
     s->user_buckets = NULL;
-    s->user_n = 0;
+    s->rpres = NULL;
+    s->user_n = s->rpres_n = 0;
 }
 
 static pt_srv_user *user_find(pt_server *s, const uint8_t id[16])
@@ -114,12 +141,50 @@ static int visible(const pt_srv_user *u)
     return u->status;
 }
 
-int pt_srv_presence_visible(pt_server *s, const uint8_t user[16]) { return visible(user_find(s, user)); }
+/* What the other nodes say of user: its status where it is not invisible, else
+ * offline; *connected: connected to any other node. */
+static int remote_visible(pt_server *s, const uint8_t user[16], bool *connected)
+{
+    int v = PT_STATUS_OFFLINE;
+    *connected = false;
+    for (pt_srv_rpres *r = s->rpres ? s->rpres[user_hash(user, s->rpres_nb)] : NULL; r; r = r->next) {
+        if (memcmp(r->user_id, user, 16) != 0) continue;
+        *connected = true;
+        if (r->status != PT_STATUS_INVISIBLE && v == PT_STATUS_OFFLINE) v = r->status;
+    }
+    return v;
+}
 
-bool pt_srv_presence_connected(pt_server *s, const uint8_t user[16])
+/* What others see of user, cluster-wide: this node's view while it is connected
+ * here, else the other nodes'. */
+static int combined(pt_server *s, const uint8_t user[16])
+{
+    const pt_srv_user *u = user_find(s, user);
+    if (u && u->nconn) return visible(u);
+    bool connected;
+    return remote_visible(s, user, &connected);
+}
+
+int pt_srv_presence_visible(pt_server *s, const uint8_t user[16]) { return combined(s, user); }
+
+static bool connected_here(pt_server *s, const uint8_t user[16])
 {
     const pt_srv_user *u = user_find(s, user);
     return u && u->nconn;
+}
+
+bool pt_srv_presence_connected(pt_server *s, const uint8_t user[16])
+{
+    bool remote = false;
+    if (connected_here(s, user)) return true;
+    remote_visible(s, user, &remote);
+    return remote;
+}
+
+/* Cluster mode: tells the other nodes what u now is here. */
+static void announce(pt_server *s, const pt_srv_user *u)
+{
+    if (s->cluster) pt_cluster_presence(s->cluster, u->user_id, u->nconn ? u->status : PT_STATUS_OFFLINE, u->username);
 }
 
 static int encode_status(pt_buf *b, const uint8_t user[16], int status)
@@ -129,15 +194,16 @@ static int encode_status(pt_buf *b, const uint8_t user[16], int status)
     return pt_tl_updates_userStatus_encode(b, &up);
 }
 
-/* Tells u's connected friends what they now see of u. */
-static void notify_friends(pt_server *s, const pt_srv_user *u)
+/* Tells user's connected friends that they now see status: wherever they are
+ * connected, or (here_only) only those connected to this node. */
+static void notify_friends(pt_server *s, const uint8_t user[16], int status, bool here_only)
 {
     if (s->stopping || !s->db) return;
     sqlite3_stmt *st;
     if (pt_db_stmt(pt_db_reader(s->db),
                       "SELECT peer_id FROM contacts WHERE user_id = ? AND state = ?", &st))
         return;
-    sqlite3_bind_blob(st, 1, u->user_id, 16, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 1, user, 16, SQLITE_STATIC);
     sqlite3_bind_int(st, 2, PT_CONTACT_FRIENDS);
     /* collect first: pushing reads the store on the same connection */
     uint8_t (*friends)[16] = NULL;
@@ -145,7 +211,7 @@ static void notify_friends(pt_server *s, const pt_srv_user *u)
     while (pt_db_step(st) == 1) {
         if (sqlite3_column_bytes(st, 0) != 16) continue;
         const uint8_t *f = sqlite3_column_blob(st, 0);
-        if (!pt_srv_presence_connected(s, f)) continue;
+        if (here_only ? !connected_here(s, f) : !pt_srv_presence_connected(s, f)) continue;
         if (n == cap) {
             size_t ncap = cap ? cap * 2 : 16;
             void *p = realloc(friends, ncap * sizeof *friends);
@@ -158,7 +224,7 @@ static void notify_friends(pt_server *s, const pt_srv_user *u)
     pt_db_release(st);
     pt_buf b;
     pt_buf_init(&b);
-    if (n && encode_status(&b, u->user_id, visible(u)) == 0)
+    if (n && encode_status(&b, user, status) == 0)
         for (size_t i = 0; i < n; i++) pt_srv_push_user(s, friends[i], &b);
     free(friends);
     pt_buf_free(&b);
@@ -168,10 +234,13 @@ void pt_srv_presence_conn(pt_server *s, const uint8_t user[16], bool up)
 {
     pt_srv_user *u = up ? user_get(s, user) : user_find(s, user);
     if (!u) return;
-    int before = visible(u);
+    int before = combined(s, user);
+    uint32_t was = u->nconn;
     if (up) u->nconn++;
     else if (u->nconn) u->nconn--;
-    if (visible(u) != before) notify_friends(s, u);
+    if (!was != !u->nconn) announce(s, u);
+    int after = combined(s, user);
+    if (after != before) notify_friends(s, user, after, false);
     user_maybe_free(s, u);
 }
 
@@ -181,6 +250,89 @@ void pt_srv_presence_tell(pt_server *s, const uint8_t about[16], const uint8_t t
     pt_buf_init(&b);
     if (encode_status(&b, about, pt_srv_presence_visible(s, about)) == 0) pt_srv_push_user(s, to, &b);
     pt_buf_free(&b);
+}
+
+/* ---- cluster mode: the users of other nodes ------------------------------------------------------- */
+
+static void rpres_grow(pt_server *s)
+{
+    size_t nb = s->rpres_nb * 2;
+    pt_srv_rpres **b = calloc(nb, sizeof *b);
+    if (!b) return; /* longer chains, still correct */
+    for (size_t i = 0; i < s->rpres_nb; i++) {
+        for (pt_srv_rpres *r = s->rpres[i], *next; r; r = next) {
+            next = r->next;
+            size_t h = user_hash(r->user_id, nb);
+            r->next = b[h];
+            b[h] = r;
+        }
+    }
+    free(s->rpres);
+    s->rpres = b;
+    s->rpres_nb = nb;
+}
+
+void pt_srv_presence_remote(pt_server *s, uint32_t node, const uint8_t user[16], int status, const char *name)
+{
+    /* no friend is told here: the node where it happened told them all */
+    pt_srv_rpres **pp = &s->rpres[user_hash(user, s->rpres_nb)];
+    while (*pp && (memcmp((*pp)->user_id, user, 16) != 0 || (*pp)->node != node)) pp = &(*pp)->next;
+    if (status == PT_STATUS_OFFLINE) {
+        if (*pp) {
+            pt_srv_rpres *r = *pp;
+            *pp = r->next;
+            free(r);
+            s->rpres_n--;
+        }
+        return;
+    }
+    pt_srv_rpres *r = *pp;
+    if (!r) {
+        if (s->rpres_n >= s->rpres_nb) {
+            rpres_grow(s);
+            pp = &s->rpres[user_hash(user, s->rpres_nb)];
+        }
+        if (!(r = calloc(1, sizeof *r))) {
+            pt_log_error("presence: out of memory; a user of another node looks offline here");
+            return;
+        }
+        memcpy(r->user_id, user, 16);
+        r->node = node;
+        r->next = *pp;
+        *pp = r;
+        s->rpres_n++;
+    }
+    r->status = status;
+    snprintf(r->username, sizeof r->username, "%s", name);
+}
+
+void pt_srv_presence_node_gone(pt_server *s, uint32_t node)
+{
+    for (size_t i = 0; i < s->rpres_nb; i++) {
+        for (pt_srv_rpres **pp = &s->rpres[i]; *pp;) {
+            pt_srv_rpres *r = *pp;
+            if (r->node != node) {
+                pp = &r->next;
+                continue;
+            }
+            uint8_t user[16];
+            memcpy(user, r->user_id, 16);
+            int before = combined(s, user);
+            *pp = r->next;
+            free(r);
+            s->rpres_n--;
+            int after = combined(s, user);
+            /* nobody on the gone node can tell: each node tells its own users */
+            if (after != before) notify_friends(s, user, after, true);
+        }
+    }
+}
+
+void pt_srv_presence_announce(pt_server *s)
+{
+    for (size_t i = 0; i < s->user_nbuckets; i++)
+        for (pt_srv_user *u = s->user_buckets[i]; u; u = u->next)
+            if (u->nconn) announce(s, u);
 }
 
 /* ---- users.setStatus ------------------------------------------------------------------------ */
@@ -238,10 +390,12 @@ static void rpc_set_status(pt_conn *c, uint64_t req, const pt_tl_users_setStatus
         return;
     }
     /* others see the change now; the reply waits for the commit */
-    int before = visible(u);
+    int before = combined(c->srv, u->user_id);
     u->status = q->status;
     u->pending++;
-    if (visible(u) != before) notify_friends(c->srv, u);
+    if (u->nconn) announce(c->srv, u);
+    int after = combined(c->srv, u->user_id);
+    if (after != before) notify_friends(c->srv, u->user_id, after, false);
     pt_srv_reply_to_init(&o->to, c, req);
     memcpy(o->user_id, u->user_id, 16);
     o->status = q->status;
@@ -251,9 +405,15 @@ static void rpc_set_status(pt_conn *c, uint64_t req, const pt_tl_users_setStatus
 
 /* ---- users.list ------------------------------------------------------------------------------ */
 
-static int cmp_user(const void *a, const void *b)
+typedef struct listed {
+    const uint8_t *user_id;
+    const char *username;
+    int status;
+} listed;
+
+static int cmp_listed(const void *a, const void *b)
 {
-    return memcmp((*(pt_srv_user *const *)a)->user_id, (*(pt_srv_user *const *)b)->user_id, 16);
+    return memcmp(((const listed *)a)->user_id, ((const listed *)b)->user_id, 16);
 }
 
 static void rpc_list(pt_conn *c, uint64_t req, const pt_tl_users_list *q)
@@ -265,8 +425,9 @@ static void rpc_list(pt_conn *c, uint64_t req, const pt_tl_users_list *q)
         return;
     }
     size_t limit = q->limit > PT_SERVER_PAGE_MAX ? PT_SERVER_PAGE_MAX : (size_t)q->limit;
-    /* every visible user after the cursor, sorted: O(online log online) per page */
-    pt_srv_user **all = malloc((s->user_n ? s->user_n : 1) * sizeof *all);
+    /* every visible user after the cursor, sorted: O(online log online) per page;
+     * in cluster mode with the users of the other nodes (once each) */
+    listed *all = malloc((s->user_n + s->rpres_n + 1) * sizeof *all);
     pt_tl_users_onlineUser *items = calloc(limit, sizeof *items);
     if (!all || !items) {
         free(all);
@@ -277,15 +438,24 @@ static void rpc_list(pt_conn *c, uint64_t req, const pt_tl_users_list *q)
     size_t n = 0;
     for (size_t i = 0; i < s->user_nbuckets; i++)
         for (pt_srv_user *u = s->user_buckets[i]; u; u = u->next)
-            if (visible(u) != PT_STATUS_OFFLINE && memcmp(u->user_id, q->after, 16) > 0) all[n++] = u;
-    qsort(all, n, sizeof *all, cmp_user);
+            if (visible(u) != PT_STATUS_OFFLINE && memcmp(u->user_id, q->after, 16) > 0)
+                all[n++] = (listed){u->user_id, u->username, visible(u)};
+    for (size_t i = 0; i < s->rpres_nb; i++)
+        for (pt_srv_rpres *r = s->rpres[i]; r; r = r->next)
+            if (r->status != PT_STATUS_INVISIBLE && !connected_here(s, r->user_id) &&
+                memcmp(r->user_id, q->after, 16) > 0)
+                all[n++] = (listed){r->user_id, r->username, r->status};
+    qsort(all, n, sizeof *all, cmp_listed);
+    size_t k = 0; /* a user connected to two other nodes: once */
+    for (size_t i = 0; i < n; i++)
+        if (k == 0 || memcmp(all[k - 1].user_id, all[i].user_id, 16) != 0) all[k++] = all[i];
+    n = k;
     pt_tl_users_onlineList r = {.users = {.n = (uint32_t)(n < limit ? n : limit), .items = items},
                                 .more = n > limit};
     for (uint32_t i = 0; i < r.users.n; i++) {
-        memcpy(items[i].user_id, all[i]->user_id, 16);
-        items[i].username = (pt_tl_bytes){(const uint8_t *)all[i]->username,
-                                          (uint32_t)strlen(all[i]->username)};
-        items[i].status = visible(all[i]);
+        memcpy(items[i].user_id, all[i].user_id, 16);
+        items[i].username = (pt_tl_bytes){(const uint8_t *)all[i].username, (uint32_t)strlen(all[i].username)};
+        items[i].status = all[i].status;
     }
     pt_buf out;
     pt_buf_init(&out);

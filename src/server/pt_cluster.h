@@ -18,6 +18,9 @@
  *                         queue"; each other node that holds rows for it resends them
  *   pt.rcv.<node_id>      device[32] || server_id i64le...: the device confirmed these
  *                         items of that node's queue
+ *   pt.pres               node_id u32le | kind | ...: presence of each node's users
+ *                         (user[16] | status | name len | name), heartbeats every 2 s,
+ *                         and a hello at start (the others announce their users)
  * KV bucket pt_users (history 1, file storage, `replicas` copies):
  *   n.<hex of the username key>  user_id[16]; created with kvStore_Create, so one user
  *                                per name cluster-wide
@@ -114,6 +117,10 @@ int pt_cluster_enqueue(pt_cluster *c, int64_t server_id, const struct pt_srv_dev
 #define PT_CLUSTER_ID_BLOCK (INT64_C(1) << 24)
 int pt_cluster_reserve_ids(pt_cluster *c, int64_t *next, int64_t *limit);
 
+/* Presence: user, connected here, now has status (PT_STATUS_ONLINE ..
+ * PT_STATUS_INVISIBLE; PT_STATUS_OFFLINE: no connection here any more) and display
+ * name `name`; told to every other node (subject pt.pres). */
+void pt_cluster_presence(pt_cluster *c, const uint8_t user[16], int status, const char *name);
 /* Sends an encoded update to a device connected to another node, if any is. */
 void pt_cluster_route(pt_cluster *c, const uint8_t pk[32], const struct pt_buf *update);
 /* Session e of device pk now has a connection: pushes it what device pk's durable

@@ -122,6 +122,8 @@ struct pt_server {
     uint64_t sync_seq;              /* counts messages.sync calls (pt_srv_sess.synced_seq) */
     pt_srv_user **user_buckets;     /* presence: users online or with a status write pending */
     size_t user_nbuckets, user_n;
+    struct pt_srv_rpres **rpres;    /* cluster mode: users connected to other nodes (presence.c) */
+    size_t rpres_nb, rpres_n;
     struct pt_ip_entry **ip_buckets; /* per-address connections and bans */
     size_t ip_nbuckets;
     uint64_t bans;                  /* flooding addresses banned so far */
@@ -343,6 +345,12 @@ int pt_srv_presence_visible(pt_server *s, const uint8_t user[16]);
 bool pt_srv_presence_connected(pt_server *s, const uint8_t user[16]);
 /* Pushes updates.userStatus(about, what `to` may see of it) to `to`'s devices. */
 void pt_srv_presence_tell(pt_server *s, const uint8_t about[16], const uint8_t to[16]);
+/* Cluster mode (presence.c): user is connected to node with status (PT_STATUS_OFFLINE:
+ * no longer) and name, as that node says; the node is gone (its users are offline);
+ * another node started: announce this node's users. Loop thread. */
+void pt_srv_presence_remote(pt_server *s, uint32_t node, const uint8_t user[16], int status, const char *name);
+void pt_srv_presence_node_gone(pt_server *s, uint32_t node);
+void pt_srv_presence_announce(pt_server *s);
 
 /* Queue accounting (src/server/queues.c): rows per device kept in memory, loaded
  * once at startup and then changed with every store and deletion, so neither the

@@ -13,6 +13,8 @@
  *  - contacts across nodes: requested on one node, accepted on the other, listed on both;
  *    requests each way at the same moment give one; a block on one node stops sends on
  *    the other;
+ *  - presence across nodes: friends on two nodes see each other come, change status and
+ *    go, users.list lists the other node's users, a killed node's users go offline;
  *  - groups with members on both nodes: invited on one node, joined on the other, two
  *    joins at the same moment on two nodes all hold, sends reach every member once, a kick on one
  *    node stops the kicked user's sends on the other;
@@ -57,6 +59,13 @@ typedef struct user {
     uint32_t nlisted;          /* contacts in the last contacts.list */
     int listed_state;          /* the first one's state */
     char listed_name[64];      /* and username */
+    uint8_t status_of[16];     /* the last updates.userStatus: about whom */
+    int status_seen;           /* and the status */
+    int nstatus;               /* updates.userStatus received */
+    int online_n;              /* users in the last users.onlineList */
+    uint8_t online_ids[16][16];
+    int online_status[16];
+    char online_names[16][64];
 } user;
 
 static uint8_t test_spk[32]; /* the signed prekey of test_prekeys_across_nodes */
@@ -73,6 +82,12 @@ static void on_event(void *ud, const pt_sess_event *ev)
     pt_tl_obj o;
     if (ev->type == PT_SESS_EV_UPDATE) {
         assert_int_equal(pt_tl_decode_any(&o, ev->body, ev->len, &a), 0);
+        if (o.id == PT_TL_UPDATES_USERSTATUS_ID) {
+            memcpy(u->status_of, o.u.updates_userStatus.user_id, 16);
+            u->status_seen = o.u.updates_userStatus.status;
+            u->nstatus++;
+            return;
+        }
         if (o.id == PT_TL_UPDATES_CONTACT_ID) {
             int act = o.u.updates_contact.action;
             if (act > 0 && act < 8) u->nactions[act]++;
@@ -113,6 +128,15 @@ static void on_event(void *ud, const pt_sess_event *ev)
         memcpy(u->resolved, o.u.users_user.user_id, 16);
     } else if (o.id == PT_TL_GROUPS_CREATED_ID) {
         memcpy(u->group, o.u.groups_created.group_id, 16);
+    } else if (o.id == PT_TL_USERS_ONLINELIST_ID) {
+        const pt_tl_vec_users_onlineUser *v = &o.u.users_onlineList.users;
+        u->online_n = 0;
+        for (uint32_t i = 0; i < v->n && i < 16; i++, u->online_n++) {
+            memcpy(u->online_ids[i], v->items[i].user_id, 16);
+            u->online_status[i] = v->items[i].status;
+            snprintf(u->online_names[i], sizeof u->online_names[i], "%.*s", (int)v->items[i].username.len,
+                     (const char *)v->items[i].username.data);
+        }
     } else if (o.id == PT_TL_CONTACTS_LIST_ID) {
         const pt_tl_vec_contacts_contact *v = &o.u.contacts_list.contacts;
         u->nlisted = v->n;
@@ -869,6 +893,84 @@ static void test_contacts_across_nodes(void **state)
     stop_nodes(&n1, &n2);
 }
 
+/* ---- presence ----------------------------------------------------------------------------------------- */
+
+/* Pumps u (12 s at most) until its last updates.userStatus says about has status. */
+static void wait_status(user *u, const user *about, int status)
+{
+    for (int i = 0; i < 1200; i++) {
+        if (u->nstatus && memcmp(u->status_of, about->user_id, 16) == 0 && u->status_seen == status) return;
+        pump(u, 10);
+    }
+    fail_msg("no updates.userStatus %d about the friend (last: %d, %d received)", status, u->status_seen,
+             u->nstatus);
+}
+
+/* users.list through u: the status listed for who (-1: not listed). */
+static int listed_status(user *u, const user *who, const char *name)
+{
+    pt_tl_users_list q = {.limit = 16};
+    pt_buf body;
+    pt_buf_init(&body);
+    assert_int_equal(pt_tl_users_list_encode(&body, &q), 0);
+    call(u, &body);
+    pt_buf_free(&body);
+    assert_int_equal(u->err_code, 0);
+    for (int i = 0; i < u->online_n; i++)
+        if (memcmp(u->online_ids[i], who->user_id, 16) == 0) {
+            assert_string_equal(u->online_names[i], name);
+            return u->online_status[i];
+        }
+    return -1;
+}
+
+/* Presence across nodes: friends on two nodes see each other come, change status and
+ * go; users.list on one node lists the users of the other; when a node dies its
+ * users go offline for their friends on the other node (after the 7 s without its
+ * heartbeats). */
+static void test_presence_across_nodes(void **state)
+{
+    (void)state;
+    pt_test_server n1, n2;
+    start_nodes(&n1, &n2);
+    user a, b;
+    user_new(&a, "pa1");
+    user_new(&b, "pb2");
+    assert_int_equal(pt_client_connect(a.c, "127.0.0.1", n1.port), 0);
+    assert_int_equal(pt_client_connect(b.c, "127.0.0.1", n2.port), 0);
+    assert_int_equal(bind(&a, "pres-a"), 0);
+    assert_int_equal(bind(&b, "pres-b"), 0);
+    assert_int_equal(contact_call(&a, PT_TL_CONTACTS_REQUEST_ID, &b, false), 0);
+    wait_action(&b, 1);
+    assert_int_equal(contact_call(&b, PT_TL_CONTACTS_ACCEPT_ID, &a, false), 0);
+    wait_status(&a, &b, 1); /* friends now: each is told the other is online */
+    wait_status(&b, &a, 1);
+    assert_int_equal(listed_status(&a, &b, "pres-b"), 1); /* node 1 lists node 2's user */
+    pt_tl_users_setStatus st = {.status = 3 /* away */};
+    pt_buf body;
+    pt_buf_init(&body);
+    assert_int_equal(pt_tl_users_setStatus_encode(&body, &st), 0);
+    call(&b, &body);
+    assert_int_equal(b.err_code, 0);
+    wait_status(&a, &b, 3);
+    assert_int_equal(listed_status(&a, &b, "pres-b"), 3);
+    pt_client_drop(b.c); /* gone from node 2: offline for a on node 1 */
+    wait_status(&a, &b, 0);
+    assert_int_equal(listed_status(&a, &b, "pres-b"), -1);
+    assert_int_equal(pt_client_connect(b.c, "127.0.0.1", n2.port), 0);
+    wait_status(&a, &b, 3); /* back, still away */
+    /* node 2 dies with b on it: a hears b is offline once node 1 stops hearing node 2 */
+    uint64_t t0 = pt_env_now_ms(pt_env_default());
+    pt_test_server_kill(&n2);
+    wait_status(&a, &b, 0);
+    printf("cluster presence: a user of a killed node was offline for its friend on the other node "
+           "after %llu ms\n", (unsigned long long)(pt_env_now_ms(pt_env_default()) - t0));
+    pt_buf_free(&body);
+    pt_client_free(a.c);
+    pt_client_free(b.c);
+    assert_int_equal(pt_test_server_stop(&n1), 0);
+}
+
 /* ---- groups ----------------------------------------------------------------------------------------- */
 
 /* groups.* call ctor by u on group gid about target (NULL: none): the error code, 0. */
@@ -1223,6 +1325,7 @@ int main(void)
         cmocka_unit_test(test_device_learnt_across_nodes),
         cmocka_unit_test(test_groups_across_nodes),
         cmocka_unit_test(test_contacts_across_nodes),
+        cmocka_unit_test(test_presence_across_nodes),
         cmocka_unit_test(test_kill_node),
         cmocka_unit_test(test_kill_nats),
         cmocka_unit_test(test_cluster_restart),
