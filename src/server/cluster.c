@@ -58,6 +58,11 @@ void pt_cluster_presence(pt_cluster *c, const uint8_t user[16], int status, cons
 {
     (void)c, (void)user, (void)status, (void)name;
 }
+int pt_cluster_status_put(pt_cluster *c, const uint8_t user[16], int status)
+{
+    (void)c, (void)user, (void)status;
+    return PT_ERR_IO;
+}
 void pt_cluster_sync(pt_cluster *c, const uint8_t pk[32]) { (void)c, (void)pk; }
 void pt_cluster_attached(pt_cluster *c, const uint8_t pk[32], struct pt_srv_sess *e)
 {

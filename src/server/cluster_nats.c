@@ -30,18 +30,19 @@
 #define RESERVE_TRIES 40     /* reading and writing i.<node> (server-id blocks), ~6 s */
 
 enum { IN_DEV = 1, IN_SYNC, IN_RCV, IN_QDEL, IN_PUBACK, IN_RESET, IN_READY, IN_REVOKED, IN_BOUND, IN_CONTACT,
-       IN_GROUP, IN_PRES };
-#define N_WATCHES 4 /* watches of the bucket: revocations, devices, contacts, groups (watch_main) */
+       IN_GROUP, IN_PRES, IN_STATUS };
+#define N_WATCHES 5 /* watches of the bucket: revocations, devices, contacts, groups, statuses */
 
 /* Presence across nodes: every node publishes on pt.pres (node u32le | kind | ...)
  * a PRES_USER message when one of its users comes, goes or changes status, a
- * PRES_BEAT every PRES_BEAT_MS, and PRES_HELLO when it starts (the others then
- * announce their users again). A node not heard for PRES_GONE_MS is taken for gone:
- * its users are offline. */
+ * PRES_BEAT every PRES_BEAT_MS, PRES_HELLO when it starts (the others forget what it
+ * said before, and announce their users) and PRES_BYE when it stops. A node not
+ * heard for PRES_GONE_MS is taken for gone: its users are offline. A node heard
+ * again after that (or for the first time) is told this node's users. */
 #define PRES_BEAT_MS 2000
 #define PRES_GONE_MS 7000
 #define PRES_PEERS 256
-enum { PRES_USER = 1, PRES_BEAT, PRES_HELLO };
+enum { PRES_USER = 1, PRES_BEAT, PRES_HELLO, PRES_BYE };
 
 #define QSTREAM "PT_QUEUE"          /* the durable per-device queues: pt.q.<device hex> */
 #define Q_ACK_WAIT_MS 5000          /* a delivery not confirmed in this time comes again */
@@ -276,6 +277,8 @@ static void q_delivered(pt_cluster *c, const uint8_t pk[32], const uint8_t *d, s
 static void q_puback(pt_cluster *c, const uint8_t pk[32], int64_t sid, bool ok);
 static void q_ready(pt_cluster *c, const uint8_t pk[32], bool reset, uint32_t gen);
 
+static void log_nats(const char *what, natsStatus st);
+
 /* ---- presence across nodes ------------------------------------------------------------------- */
 
 static void pres_publish(pt_cluster *c, const uint8_t *msg, size_t len)
@@ -306,6 +309,17 @@ void pt_cluster_presence(pt_cluster *c, const uint8_t user[16], int status, cons
     pres_publish(c, msg, 23 + nl);
 }
 
+int pt_cluster_status_put(pt_cluster *c, const uint8_t user[16], int status)
+{
+    char key[2 + 33];
+    key[0] = 'o', key[1] = '.';
+    pt_hex_encode(key + 2, user, 16);
+    uint8_t v = (uint8_t)status;
+    natsStatus st = kvStore_Put(NULL, c->kv, key, &v, 1);
+    if (st != NATS_OK) log_nats("storing a status", st);
+    return st == NATS_OK ? 0 : PT_ERR_IO;
+}
+
 /* A message on pt.pres from another node (loop thread). */
 static void pres_heard(pt_cluster *c, const uint8_t *d, size_t len)
 {
@@ -313,11 +327,21 @@ static void pres_heard(pt_cluster *c, const uint8_t *d, size_t len)
     uint64_t now = uv_now(&c->srv->loop);
     int i = 0;
     while (i < c->npeers && c->peers[i].node != node) i++;
-    if (i == c->npeers && c->npeers < PRES_PEERS) c->peers[c->npeers++].node = node;
+    if (d[4] == PRES_BYE) {
+        if (i < c->npeers) c->peers[i] = c->peers[--c->npeers];
+        pt_srv_presence_node_gone(c->srv, node);
+        return;
+    }
+    bool fresh = i == c->npeers;
+    if (fresh && c->npeers < PRES_PEERS) c->peers[c->npeers++].node = node;
     if (i < c->npeers) c->peers[i].seen_ms = now;
-    if (d[4] == PRES_HELLO) {
+    if (d[4] == PRES_HELLO) { /* (re)started: what it said before is void */
+        pt_srv_presence_node_gone(c->srv, node);
         pt_srv_presence_announce(c->srv);
-    } else if (d[4] == PRES_USER && len >= 23 && len == 23 + (size_t)d[22] && d[21] <= PT_STATUS_INVISIBLE) {
+    } else if (fresh) { /* new, or back after we took it for gone (it did the same) */
+        pt_srv_presence_announce(c->srv);
+    }
+    if (d[4] == PRES_USER && len >= 23 && len == 23 + (size_t)d[22] && d[21] <= PT_STATUS_INVISIBLE) {
         char name[256];
         memcpy(name, d + 23, d[22]);
         name[d[22]] = 0;
@@ -364,6 +388,8 @@ static void on_async(uv_async_t *a)
             pt_srv_device_revoked_remote(c->srv, it->data, it->pk);
         } else if (it->kind == IN_BOUND && it->len == 16) {
             pt_srv_dir_device_bound(c->srv, it->data, it->pk);
+        } else if (it->kind == IN_STATUS && it->len == 1) {
+            pt_srv_presence_chosen(c->srv, it->pk, it->data[0]);
         } else if (it->kind == IN_PRES) {
             pres_heard(c, it->data, it->len);
         } else if (it->kind == IN_GROUP) {
@@ -451,6 +477,17 @@ static void on_group_key(pt_cluster *c, kvEntry *e)
         inbox_put(c, IN_GROUP, id, kvEntry_Value(e), (size_t)kvEntry_ValueLen(e));
 }
 
+/* o.<user hex> = status: IN_STATUS for the user (pk: its id, then zeros) */
+static void on_status_key(pt_cluster *c, kvEntry *e)
+{
+    const char *key = kvEntry_Key(e);
+    uint8_t id[32] = {0};
+    const uint8_t *v = kvEntry_Value(e);
+    if (strlen(key) == 2 + 32 && pt_hex_decode(id, 16, key + 2) == 0 && kvEntry_ValueLen(e) == 1 &&
+        v[0] >= PT_STATUS_ONLINE && v[0] <= PT_STATUS_INVISIBLE)
+        inbox_put(c, IN_STATUS, id, v, 1);
+}
+
 static const struct watch_def {
     const char *filter, *what;
     void (*on_put)(pt_cluster *c, kvEntry *e);
@@ -459,6 +496,7 @@ static const struct watch_def {
     {"v.*.*", "users' devices", on_device_key},
     {"k.*.*", "contacts", on_contact_key},
     {"g.*", "groups", on_group_key},
+    {"o.*", "statuses", on_status_key},
 };
 
 typedef struct watch_arg {
@@ -892,6 +930,10 @@ void pt_cluster_stop(pt_server *s)
 {
     pt_cluster *c = s->cluster;
     if (!c) return;
+    if (c->pres_sub) { /* the others take this node's users offline now, not in 7 s */
+        pres_simple(c, PRES_BYE);
+        natsConnection_FlushTimeout(c->nc, 500);
+    }
     unsubscribe(&c->sync_sub);
     unsubscribe(&c->rcv_sub);
     unsubscribe(&c->pres_sub);

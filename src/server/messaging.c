@@ -715,6 +715,14 @@ void pt_srv_push_user(pt_server *s, const uint8_t user[16], const pt_buf *update
     pt_srv_devlist_free(&l);
 }
 
+void pt_srv_push_user_here(pt_server *s, const uint8_t user[16], const pt_buf *update)
+{
+    pt_srv_devlist l = {0};
+    if (s->db && pt_srv_dir_user_devices(s, user, NULL, &l) == 0)
+        for (size_t i = 0; i < l.n; i++) pt_srv_push_device(s, l.pk[i], NULL, update);
+    pt_srv_devlist_free(&l);
+}
+
 void pt_srv_push_item(pt_server *s, const pt_srv_devlist *to, const pt_srv_item *it)
 {
     pt_buf b;

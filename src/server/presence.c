@@ -10,10 +10,12 @@
  *
  * Cluster mode: each node tells the others when one of its users comes, goes or
  * changes status (pt_cluster_presence, subject pt.pres) and keeps what the others
- * told it (struct pt_srv_rpres). A user connected anywhere is online everywhere;
- * the node where the change happens tells the user's friends wherever they are
- * connected (pushes go to other nodes by pt.dev subjects), so no other node tells
- * them again, except when a node is gone: then each node tells its own users.
+ * told it (struct pt_srv_rpres). A user connected anywhere is online everywhere.
+ * Every node compares what it shows of a user before and after each change, local
+ * or told, and tells the friends connected to it, on their devices connected to it
+ * only: each friend's device hears of a change once, from its own node. The status
+ * a user chooses is also kept in the bucket (o.<user hex>), and every node adopts
+ * it (pt_srv_presence_chosen), so invisible through one node is invisible on all.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +42,15 @@ typedef struct pt_srv_rpres {
     struct pt_srv_rpres *next;      /* hash chain (by user) */
 } pt_srv_rpres;
 
+/* Cluster mode: statuses users chose through any node (o.<user hex>), so that a user
+ * gets the status it chose wherever it connects; a user not listed is online. */
+typedef struct pt_srv_chosen {
+    uint8_t user_id[16];
+    int status;
+    struct pt_srv_chosen *next;
+} pt_srv_chosen;
+
+#define CHOSEN_BUCKETS 4096
 static size_t user_hash(const uint8_t id[16], size_t nb) { return (size_t)(pt_get_u64le(id) % nb); }
 
 int pt_srv_presence_init(pt_server *s)
@@ -65,6 +76,14 @@ void pt_srv_presence_free(pt_server *s)
             free(r);
         }
     }
+    for (size_t i = 0; s->chosen && i < CHOSEN_BUCKETS; i++) {
+        for (pt_srv_chosen *r = s->chosen[i], *next; r; r = next) {
+            next = r->next;
+            free(r);
+        }
+    }
+    free(s->chosen);
+    s->chosen = NULL;
     free(s->user_buckets);
     free(s->rpres);
     s->user_buckets = NULL;
@@ -97,6 +116,8 @@ static void user_grow(pt_server *s)
     s->user_nbuckets = nb;
 }
 
+static pt_srv_chosen **chosen_slot(pt_server *s, const uint8_t user[16]);
+
 /* Finds or creates the entry, reading the stored status and name. */
 static pt_srv_user *user_get(pt_server *s, const uint8_t id[16])
 {
@@ -117,6 +138,10 @@ static pt_srv_user *user_get(pt_server *s, const uint8_t id[16])
             if (name) snprintf(u->username, sizeof u->username, "%s", (const char *)name);
         }
         pt_db_release(st);
+    }
+    if (s->chosen) { /* cluster mode: chosen through any node */
+        pt_srv_chosen **pp = chosen_slot(s, id);
+        if (pp && *pp) u->status = (*pp)->status;
     }
     size_t h = user_hash(id, s->user_nbuckets);
     u->next = s->user_buckets[h];
@@ -152,6 +177,9 @@ static int remote_visible(pt_server *s, const uint8_t user[16], bool *connected)
         *connected = true;
         if (r->status != PT_STATUS_INVISIBLE && v == PT_STATUS_OFFLINE) v = r->status;
     }
+    /* the status chosen last, through any node, over what a node said before it */
+    pt_srv_chosen **pp = *connected && s->chosen ? chosen_slot(s, user) : NULL;
+    if (pp && *pp) v = (*pp)->status == PT_STATUS_INVISIBLE ? PT_STATUS_OFFLINE : (*pp)->status;
     return v;
 }
 
@@ -184,7 +212,8 @@ bool pt_srv_presence_connected(pt_server *s, const uint8_t user[16])
 /* Cluster mode: tells the other nodes what u now is here. */
 static void announce(pt_server *s, const pt_srv_user *u)
 {
-    if (s->cluster) pt_cluster_presence(s->cluster, u->user_id, u->nconn ? u->status : PT_STATUS_OFFLINE, u->username);
+    /* a node that stops says goodbye once instead (pt_cluster_stop) */
+    if (s->cluster && !s->stopping) pt_cluster_presence(s->cluster, u->user_id, u->nconn ? u->status : PT_STATUS_OFFLINE, u->username);
 }
 
 static int encode_status(pt_buf *b, const uint8_t user[16], int status)
@@ -194,9 +223,9 @@ static int encode_status(pt_buf *b, const uint8_t user[16], int status)
     return pt_tl_updates_userStatus_encode(b, &up);
 }
 
-/* Tells user's connected friends that they now see status: wherever they are
- * connected, or (here_only) only those connected to this node. */
-static void notify_friends(pt_server *s, const uint8_t user[16], int status, bool here_only)
+/* Tells user's friends connected to this node, on their devices connected here,
+ * that they now see status (the other nodes tell theirs). */
+static void notify_friends(pt_server *s, const uint8_t user[16], int status)
 {
     if (s->stopping || !s->db) return;
     sqlite3_stmt *st;
@@ -211,7 +240,7 @@ static void notify_friends(pt_server *s, const uint8_t user[16], int status, boo
     while (pt_db_step(st) == 1) {
         if (sqlite3_column_bytes(st, 0) != 16) continue;
         const uint8_t *f = sqlite3_column_blob(st, 0);
-        if (here_only ? !connected_here(s, f) : !pt_srv_presence_connected(s, f)) continue;
+        if (!connected_here(s, f)) continue;
         if (n == cap) {
             size_t ncap = cap ? cap * 2 : 16;
             void *p = realloc(friends, ncap * sizeof *friends);
@@ -225,7 +254,7 @@ static void notify_friends(pt_server *s, const uint8_t user[16], int status, boo
     pt_buf b;
     pt_buf_init(&b);
     if (n && encode_status(&b, user, status) == 0)
-        for (size_t i = 0; i < n; i++) pt_srv_push_user(s, friends[i], &b);
+        for (size_t i = 0; i < n; i++) pt_srv_push_user_here(s, friends[i], &b);
     free(friends);
     pt_buf_free(&b);
 }
@@ -240,7 +269,7 @@ void pt_srv_presence_conn(pt_server *s, const uint8_t user[16], bool up)
     else if (u->nconn) u->nconn--;
     if (!was != !u->nconn) announce(s, u);
     int after = combined(s, user);
-    if (after != before) notify_friends(s, user, after, false);
+    if (after != before) notify_friends(s, user, after);
     user_maybe_free(s, u);
 }
 
@@ -272,9 +301,20 @@ static void rpres_grow(pt_server *s)
     s->rpres_nb = nb;
 }
 
+static void remote_set(pt_server *s, uint32_t node, const uint8_t user[16], int status, const char *name);
+
 void pt_srv_presence_remote(pt_server *s, uint32_t node, const uint8_t user[16], int status, const char *name)
 {
-    /* no friend is told here: the node where it happened told them all */
+    int before = combined(s, user);
+    remote_set(s, node, user, status, name);
+    int after = combined(s, user);
+    pt_log_debug("presence: user %02x%02x%02x%02x on node %u: status %d; shown here %d -> %d", user[0], user[1],
+                 user[2], user[3], node, status, before, after);
+    if (after != before) notify_friends(s, user, after);
+}
+
+static void remote_set(pt_server *s, uint32_t node, const uint8_t user[16], int status, const char *name)
+{
     pt_srv_rpres **pp = &s->rpres[user_hash(user, s->rpres_nb)];
     while (*pp && (memcmp((*pp)->user_id, user, 16) != 0 || (*pp)->node != node)) pp = &(*pp)->next;
     if (status == PT_STATUS_OFFLINE) {
@@ -322,10 +362,35 @@ void pt_srv_presence_node_gone(pt_server *s, uint32_t node)
             free(r);
             s->rpres_n--;
             int after = combined(s, user);
-            /* nobody on the gone node can tell: each node tells its own users */
-            if (after != before) notify_friends(s, user, after, true);
+            if (after != before) notify_friends(s, user, after);
         }
     }
+}
+
+static pt_srv_chosen **chosen_slot(pt_server *s, const uint8_t user[16])
+{
+    if (!s->chosen && !(s->chosen = calloc(CHOSEN_BUCKETS, sizeof *s->chosen))) return NULL;
+    pt_srv_chosen **pp = &s->chosen[user_hash(user, CHOSEN_BUCKETS)];
+    while (*pp && memcmp((*pp)->user_id, user, 16) != 0) pp = &(*pp)->next;
+    return pp;
+}
+
+void pt_srv_presence_chosen(pt_server *s, const uint8_t user[16], int status)
+{
+    pt_srv_chosen **pp = chosen_slot(s, user);
+    if (!pp) return;
+    int before = combined(s, user);
+    if (!*pp && !(*pp = calloc(1, sizeof **pp))) return;
+    memcpy((*pp)->user_id, user, 16);
+    (*pp)->status = status;
+    /* a user connected here whose status was changed through another node */
+    pt_srv_user *u = user_find(s, user);
+    if (u && u->status != status) {
+        u->status = status;
+        if (u->nconn) announce(s, u); /* what the other nodes keep of it here */
+    }
+    int after = combined(s, user);
+    if (after != before) notify_friends(s, user, after);
 }
 
 void pt_srv_presence_announce(pt_server *s)
@@ -354,6 +419,7 @@ static int status_apply(sqlite3 *db, void *arg)
     sqlite3_bind_blob(st, 2, o->user_id, 16, SQLITE_STATIC);
     rc = pt_db_step(st);
     pt_db_release(st);
+    if (rc >= 0 && o->to.srv->cluster) rc = pt_cluster_status_put(o->to.srv->cluster, o->user_id, o->status);
     return rc < 0 ? rc : 0;
 }
 
@@ -393,9 +459,10 @@ static void rpc_set_status(pt_conn *c, uint64_t req, const pt_tl_users_setStatus
     int before = combined(c->srv, u->user_id);
     u->status = q->status;
     u->pending++;
+    if (c->srv->cluster) pt_srv_presence_chosen(c->srv, u->user_id, q->status);
     if (u->nconn) announce(c->srv, u);
     int after = combined(c->srv, u->user_id);
-    if (after != before) notify_friends(c->srv, u->user_id, after, false);
+    if (after != before) notify_friends(c->srv, u->user_id, after);
     pt_srv_reply_to_init(&o->to, c, req);
     memcpy(o->user_id, u->user_id, 16);
     o->status = q->status;
@@ -440,11 +507,14 @@ static void rpc_list(pt_conn *c, uint64_t req, const pt_tl_users_list *q)
         for (pt_srv_user *u = s->user_buckets[i]; u; u = u->next)
             if (visible(u) != PT_STATUS_OFFLINE && memcmp(u->user_id, q->after, 16) > 0)
                 all[n++] = (listed){u->user_id, u->username, visible(u)};
-    for (size_t i = 0; i < s->rpres_nb; i++)
-        for (pt_srv_rpres *r = s->rpres[i]; r; r = r->next)
-            if (r->status != PT_STATUS_INVISIBLE && !connected_here(s, r->user_id) &&
-                memcmp(r->user_id, q->after, 16) > 0)
-                all[n++] = (listed){r->user_id, r->username, r->status};
+    for (size_t i = 0; i < s->rpres_nb; i++) {
+        for (pt_srv_rpres *r = s->rpres[i]; r; r = r->next) {
+            bool any;
+            int v = remote_visible(s, r->user_id, &any);
+            if (v != PT_STATUS_OFFLINE && !connected_here(s, r->user_id) && memcmp(r->user_id, q->after, 16) > 0)
+                all[n++] = (listed){r->user_id, r->username, v};
+        }
+    }
     qsort(all, n, sizeof *all, cmp_listed);
     size_t k = 0; /* a user connected to two other nodes: once */
     for (size_t i = 0; i < n; i++)

@@ -43,6 +43,8 @@
  *                                each towards the other (request sent / received,
  *                                friends, blocked) and the request's note; versioned like
  *                                g.<group hex>; every node copies it into its store
+ *   o.<user hex>                 u8: the status the user chose (online, busy, away,
+ *                                invisible), through whichever node
  *   g.<group hex>                version u32 and the group: its members with their roles
  *                                and its pending invitations, in one value; a change
  *                                publishes version n + 1 with message id
@@ -121,6 +123,9 @@ int pt_cluster_reserve_ids(pt_cluster *c, int64_t *next, int64_t *limit);
  * PT_STATUS_INVISIBLE; PT_STATUS_OFFLINE: no connection here any more) and display
  * name `name`; told to every other node (subject pt.pres). */
 void pt_cluster_presence(pt_cluster *c, const uint8_t user[16], int status, const char *name);
+/* The status user chose, for every node (key o.<user hex>; every node watches them).
+ * 0 or PT_ERR_IO. Blocking: the store's writer thread. */
+int pt_cluster_status_put(pt_cluster *c, const uint8_t user[16], int status);
 /* Sends an encoded update to a device connected to another node, if any is. */
 void pt_cluster_route(pt_cluster *c, const uint8_t pk[32], const struct pt_buf *update);
 /* Session e of device pk now has a connection: pushes it what device pk's durable

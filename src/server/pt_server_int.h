@@ -124,6 +124,7 @@ struct pt_server {
     size_t user_nbuckets, user_n;
     struct pt_srv_rpres **rpres;    /* cluster mode: users connected to other nodes (presence.c) */
     size_t rpres_nb, rpres_n;
+    struct pt_srv_chosen **chosen;  /* cluster mode: statuses chosen through any node (presence.c) */
     struct pt_ip_entry **ip_buckets; /* per-address connections and bans */
     size_t ip_nbuckets;
     uint64_t bans;                  /* flooding addresses banned so far */
@@ -285,6 +286,8 @@ void pt_srv_push_device(pt_server *s, const uint8_t device[32], pt_srv_sess *onl
 void pt_srv_push_devices(pt_server *s, const pt_srv_devlist *to, const pt_buf *update);
 /* Pushes to every connected device of user (nothing when the user is offline). */
 void pt_srv_push_user(pt_server *s, const uint8_t user[16], const pt_buf *update);
+/* The same, to the user's devices connected to this node only (never to other nodes). */
+void pt_srv_push_user_here(pt_server *s, const uint8_t user[16], const pt_buf *update);
 /* Encodes it once and pushes it to every device of `to`. */
 void pt_srv_push_item(pt_server *s, const pt_srv_devlist *to, const pt_srv_item *it);
 
@@ -351,6 +354,9 @@ void pt_srv_presence_tell(pt_server *s, const uint8_t about[16], const uint8_t t
 void pt_srv_presence_remote(pt_server *s, uint32_t node, const uint8_t user[16], int status, const char *name);
 void pt_srv_presence_node_gone(pt_server *s, uint32_t node);
 void pt_srv_presence_announce(pt_server *s);
+/* Cluster mode: the status user chose, stored in the bucket (o.<user hex>) by whichever
+ * node; this node adopts it (a user invisible through one node is invisible on all). */
+void pt_srv_presence_chosen(pt_server *s, const uint8_t user[16], int status);
 
 /* Queue accounting (src/server/queues.c): rows per device kept in memory, loaded
  * once at startup and then changed with every store and deletion, so neither the

@@ -925,9 +925,10 @@ static int listed_status(user *u, const user *who, const char *name)
 }
 
 /* Presence across nodes: friends on two nodes see each other come, change status and
- * go; users.list on one node lists the users of the other; when a node dies its
- * users go offline for their friends on the other node (after the 7 s without its
- * heartbeats). */
+ * go; users.list on one node lists the users of the other; a status chosen through
+ * one node holds on the other (invisible stays invisible); a user connected to both
+ * nodes stays online when one connection goes; when a node dies its users go offline
+ * for their friends on the other node (after the 7 s without its heartbeats). */
 static void test_presence_across_nodes(void **state)
 {
     (void)state;
@@ -959,6 +960,36 @@ static void test_presence_across_nodes(void **state)
     assert_int_equal(listed_status(&a, &b, "pres-b"), -1);
     assert_int_equal(pt_client_connect(b.c, "127.0.0.1", n2.port), 0);
     wait_status(&a, &b, 3); /* back, still away */
+    /* invisible through node 2, then a second device of b connects through node 1:
+     * node 1 keeps b invisible (the status chosen through any node) */
+    st.status = 4;
+    assert_int_equal(pt_tl_users_setStatus_encode(&body, &st), 0);
+    call(&b, &body);
+    assert_int_equal(b.err_code, 0);
+    wait_status(&a, &b, 0);
+    usleep(300 * 1000); /* the chosen status reaches node 1's watch */
+    user b2;
+    user_new(&b2, "pb1");
+    memcpy(b2.id_pk, b.id_pk, 32);
+    memcpy(b2.id_sk, b.id_sk, 64);
+    assert_int_equal(pt_client_connect(b2.c, "127.0.0.1", n1.port), 0);
+    assert_int_equal(bind(&b2, "pres-b"), 0);
+    int seen = a.nstatus;
+    for (int i = 0; i < 50; i++) pump(&a, 10);
+    assert_int_equal(a.nstatus, seen); /* nothing: still invisible */
+    assert_int_equal(listed_status(&a, &b, "pres-b"), -1);
+    /* online again through node 1; b on both nodes: one going leaves b online */
+    st.status = 1;
+    assert_int_equal(pt_tl_users_setStatus_encode(&body, &st), 0);
+    call(&b2, &body);
+    assert_int_equal(b2.err_code, 0);
+    wait_status(&a, &b, 1);
+    seen = a.nstatus;
+    pt_client_drop(b2.c);
+    for (int i = 0; i < 50; i++) pump(&a, 10);
+    assert_int_equal(a.nstatus, seen);
+    assert_int_equal(listed_status(&a, &b, "pres-b"), 1);
+    pt_client_free(b2.c);
     /* node 2 dies with b on it: a hears b is offline once node 1 stops hearing node 2 */
     uint64_t t0 = pt_env_now_ms(pt_env_default());
     pt_test_server_kill(&n2);
