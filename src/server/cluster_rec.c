@@ -123,7 +123,7 @@ size_t pt_cluster_prekeys_encode(uint8_t *out, const pt_cluster_prekeys *r)
 int pt_cluster_group_decode(pt_cluster_group *g, const uint8_t *p, size_t len)
 {
     g->nm = g->ni = 0;
-    if (len < PT_CLUSTER_VREC_HEAD + 4) return PT_ERR_DECODE;
+    if (len < PT_CLUSTER_VREC_HEAD + 4 || p[0] != 1) return PT_ERR_DECODE;
     uint32_t nm = get16(p + PT_CLUSTER_VREC_HEAD);
     size_t off = PT_CLUSTER_VREC_HEAD + 2;
     if (nm > PT_SERVER_GROUP_MAX_MEMBERS || len - off < (size_t)nm * 17 + 2) return PT_ERR_DECODE;

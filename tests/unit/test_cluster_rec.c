@@ -31,6 +31,9 @@ static void test_group_round_trip(void **state)
     assert_memory_equal(back.m, g.m, sizeof g.m[0] * g.nm);
     assert_memory_equal(back.inv, g.inv, sizeof g.inv[0] * g.ni);
     assert_int_equal(pt_cluster_group_decode(&back, buf, n - 1), PT_ERR_DECODE);
+    buf[0] = 2; /* a format we do not know */
+    assert_int_equal(pt_cluster_group_decode(&back, buf, n), PT_ERR_DECODE);
+    buf[0] = 1;
     buf[PT_CLUSTER_VREC_HEAD + 2 + 16] = 3; /* a role beyond the creator's */
     assert_int_equal(pt_cluster_group_decode(&back, buf, n), PT_ERR_DECODE);
     g.ni = 4; /* one more than fits */
