@@ -222,19 +222,29 @@ static int resolve(user *u, const char *name)
     return u->err_code;
 }
 
-static int send_msg(user *u, const uint8_t to[16], uint32_t seq)
+/* messages.send to user `to`, or messages.sendGroup to group `to`, of an envelope
+ * carrying seq: the error code, 0. */
+static int send_env(user *u, const uint8_t to[16], bool group, uint32_t seq)
 {
     uint8_t env[16] = {0};
     pt_put_u32le(env, seq);
-    pt_tl_messages_send m = {.envelope = {env, sizeof env}};
-    memcpy(m.to, to, 16);
     pt_buf body;
     pt_buf_init(&body);
-    assert_int_equal(pt_tl_messages_send_encode(&body, &m), 0);
+    if (group) {
+        pt_tl_messages_sendGroup m = {.envelope = {env, sizeof env}};
+        memcpy(m.group_id, to, 16);
+        assert_int_equal(pt_tl_messages_sendGroup_encode(&body, &m), 0);
+    } else {
+        pt_tl_messages_send m = {.envelope = {env, sizeof env}};
+        memcpy(m.to, to, 16);
+        assert_int_equal(pt_tl_messages_send_encode(&body, &m), 0);
+    }
     call(u, &body);
     pt_buf_free(&body);
     return u->err_code;
 }
+
+static int send_msg(user *u, const uint8_t to[16], uint32_t seq) { return send_env(u, to, false, seq); }
 
 static void sync_and_confirm_n(user *u, size_t want);
 static void sync_and_confirm(user *u) { sync_and_confirm_n(u, 0); }
@@ -1052,19 +1062,7 @@ static int group_call(user *u, uint32_t ctor, const uint8_t gid[16], const user 
     return u->err_code;
 }
 
-static int send_group(user *u, const uint8_t gid[16], uint32_t seq)
-{
-    uint8_t env[16] = {0};
-    pt_put_u32le(env, seq);
-    pt_tl_messages_sendGroup m = {.envelope = {env, sizeof env}};
-    memcpy(m.group_id, gid, 16);
-    pt_buf body;
-    pt_buf_init(&body);
-    assert_int_equal(pt_tl_messages_sendGroup_encode(&body, &m), 0);
-    call(u, &body);
-    pt_buf_free(&body);
-    return u->err_code;
-}
+static int send_group(user *u, const uint8_t gid[16], uint32_t seq) { return send_env(u, gid, true, seq); }
 
 /* Polls u's groups.getMembers (5 s at most) until it lists n members: the node's copy
  * of the group follows the bucket's record within milliseconds. */
