@@ -1000,6 +1000,22 @@ static void test_presence_across_nodes(void **state)
     assert_int_equal(a.nstatus, seen);
     assert_int_equal(listed_status(&a, &b, "pres-b"), 1);
     pt_client_free(b2.c);
+    /* node 2 stops (SIGTERM) with b on it: it says goodbye, so a hears b is offline
+     * at once, not after the 7 s without heartbeats */
+    char dir2[sizeof n2.dir];
+    snprintf(dir2, sizeof dir2, "%s", n2.dir);
+    uint64_t t1 = pt_env_now_ms(pt_env_default());
+    assert_int_equal(pt_test_server_stop(&n2), 0);
+    wait_status(&a, &b, 0);
+    uint64_t bye_ms = pt_env_now_ms(pt_env_default()) - t1;
+    if (bye_ms > 5000) fail_msg("offline %llu ms after node 2 stopped: no goodbye?", (unsigned long long)bye_ms);
+    const char *e2[] = {"--cluster-nats", nats_urls, "--cluster-node-id", "2", NULL};
+    pt_test_server_start(&n2, dir2, 0, e2);
+    pt_client_drop(b.c);
+    assert_int_equal(pt_client_connect(b.c, "127.0.0.1", n2.port), 0);
+    wait_status(&a, &b, 1); /* back on the restarted node */
+    printf("cluster presence: offline for the friend %llu ms after the user's node stopped (goodbye)\n",
+           (unsigned long long)bye_ms);
     /* node 2 dies with b on it: a hears b is offline once node 1 stops hearing node 2 */
     uint64_t t0 = pt_env_now_ms(pt_env_default());
     pt_test_server_kill(&n2);
