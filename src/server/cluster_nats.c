@@ -427,7 +427,6 @@ static void on_async(uv_async_t *a)
  *    (pt_srv_group_remote), where group sends read their members.
  * Watches rather than broadcasts: they resume after a lost NATS connection, where a
  * broadcast would be missed. A new watch replays what the keys hold (idempotent). */
-static void log_nats(const char *what, natsStatus st);
 
 /* The cluster is going: worker and watch threads end. */
 static bool stopping(pt_cluster *c)
