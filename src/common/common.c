@@ -1,3 +1,4 @@
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -117,7 +118,7 @@ int pt_hex_decode(uint8_t *out, size_t out_len, const char *hex)
 
 /* ---- logging ---------------------------------------------------------------- */
 
-static pt_log_level g_log_level = PT_LOG_INFO;
+static _Atomic pt_log_level g_log_level = PT_LOG_INFO; /* read by every thread */
 static int g_log_fd = 2; /* stderr unless pt_log_set_fd() */
 
 void pt_log_set_fd(int fd) { g_log_fd = fd >= 0 ? fd : 2; }

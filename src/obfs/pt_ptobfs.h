@@ -52,7 +52,7 @@ typedef struct pt_obfs_replay pt_obfs_replay;
  * window. When full of live entries, new first flights are refused (fail closed). */
 pt_obfs_replay *pt_obfs_replay_new(size_t capacity);
 void pt_obfs_replay_free(pt_obfs_replay *r); /* NULL is a no-op */
-size_t pt_obfs_replay_count(const pt_obfs_replay *r);
+size_t pt_obfs_replay_count(pt_obfs_replay *r);
 
 typedef struct pt_obfs_config {
     bool is_server;

@@ -8,6 +8,7 @@
  *   hdr  = u16be(body_len) XOR XChaCha20(k_len, nonce(n))[0..2)
  *   body = XChaCha20-Poly1305(k_data, nonce(n), ad = hdr)(u16be data_len ‖ data ‖ zeros)
  */
+#include <pthread.h>
 #include <stdlib.h>
 
 #include "crypto/pt_crypto.h"
@@ -29,6 +30,7 @@ typedef struct replay_entry {
 } replay_entry;
 
 struct pt_obfs_replay {
+    pthread_mutex_t mu;  /* one cache for the connections of every worker loop */
     replay_entry *ring;  /* FIFO in insertion order */
     size_t cap, head, count;
     uint32_t *tbl;       /* open addressing: ring index + 1, 0 = empty */
@@ -47,6 +49,7 @@ pt_obfs_replay *pt_obfs_replay_new(size_t capacity)
     r->ring = calloc(capacity, sizeof *r->ring);
     r->tbl = calloc(r->tsize, sizeof *r->tbl);
     r->salt = pt_random_u64();
+    pthread_mutex_init(&r->mu, NULL);
     if (!r->ring || !r->tbl) {
         pt_obfs_replay_free(r);
         return NULL;
@@ -57,12 +60,19 @@ pt_obfs_replay *pt_obfs_replay_new(size_t capacity)
 void pt_obfs_replay_free(pt_obfs_replay *r)
 {
     if (!r) return;
+    pthread_mutex_destroy(&r->mu);
     free(r->ring);
     free(r->tbl);
     free(r);
 }
 
-size_t pt_obfs_replay_count(const pt_obfs_replay *r) { return r->count; }
+size_t pt_obfs_replay_count(pt_obfs_replay *r)
+{
+    pthread_mutex_lock(&r->mu);
+    size_t n = r->count;
+    pthread_mutex_unlock(&r->mu);
+    return n;
+}
 
 static size_t home(const pt_obfs_replay *r, const uint8_t *nonce)
 {
@@ -353,7 +363,9 @@ static int read_flight(pt_obfs *o, pt_buf *data)
         pt_wipe(clear, sizeof clear);
         return reject(o, PT_ERR_AUTH, "tag does not verify (wrong network key, clock or bytes)");
     }
+    pthread_mutex_lock(&o->replay->mu);
     int rc = replay_insert(o->replay, f, now, client_min + 1);
+    pthread_mutex_unlock(&o->replay->mu);
     if (rc != 0) {
         pt_wipe(clear, sizeof clear);
         return reject(o, rc, rc == PT_ERR_REPLAY ? "nonce replayed" : "replay cache full");

@@ -80,6 +80,14 @@ int pt_parse_secure_heap(const char *arg, uint32_t *kib)
     return pt_parse_uint(arg, 64, 4u * 1024 * 1024, kib);
 }
 
+int pt_parse_workers(const char *arg, uint32_t *n)
+{
+    if (strcasecmp(arg, "auto") == 0) return *n = 0, 0;
+    int rc = pt_parse_uint(arg, 0, PT_SERVER_MAX_WORKERS, n);
+    if (rc == 0 && *n == 0) *n = PT_SERVER_WORKERS_NONE;
+    return rc;
+}
+
 int pt_parse_seconds(const char *arg, uint32_t max_s, uint32_t *out_ms)
 {
     uint32_t v;
@@ -122,6 +130,7 @@ static const pt_config_key_info keys[PT_CFG_NKEYS] = {
     [PT_CFG_CLUSTER_TLS_KEY] = {"cluster", "tls_key", false},
     [PT_CFG_CLUSTER_REPLICAS] = {"cluster", "replicas", false},
     [PT_CFG_SECURE_HEAP] = {"server", "secure_heap", false},
+    [PT_CFG_WORKERS] = {"server", "workers", false},
 };
 
 const pt_config_key_info *pt_config_key_get(pt_config_key k)
@@ -373,6 +382,10 @@ static int on_kv(void *user, const char *section, const char *name, const char *
         if (pt_parse_secure_heap(value, &v) != 0)
             BAD("secure_heap: expected auto, off or a size in KiB from 64 to 4194304, got '%s'", sv);
         else f->cfg.secure_heap_kib = v;
+        break;
+    case PT_CFG_WORKERS:
+        if (pt_parse_workers(value, &v) != 0) BAD("workers: expected auto or 0 to 64, got '%s'", sv);
+        else f->cfg.workers = v;
         break;
     case PT_CFG_CLUSTER_CREDENTIALS:
     case PT_CFG_CLUSTER_TLS_CA:

@@ -328,7 +328,7 @@ void pt_srv_device_revoked(pt_server *s, const uint8_t user_id[16], const uint8_
 {
     for (pt_conn *c = s->conns, *next; c; c = next) {
         next = c->next;
-        if (c->dev && !c->closing && memcmp(pt_chan_remote_static(c->chan), device, 32) == 0)
+        if (c->dev && !c->closing && memcmp(c->peer_pk, device, 32) == 0)
             pt_conn_close(c, "device revoked");
     }
     pt_srv_addrs_drop(s, user_id, device);

@@ -45,6 +45,9 @@ static void usage(FILE *f)
             "      --log-level LEVEL      error, warn, info or debug (default info)\n"
             "      --secure-heap KIB|auto|off  locked memory for connection secrets (auto: 4 KiB\n"
             "                             per --max-connections, rounded up to a power of two)\n"
+            "      --workers N|auto       worker loops for the connections' sockets and channels\n"
+            "                             (auto: one per core, none on a single core; 0: every\n"
+            "                             connection on the main loop)\n"
             "      --log-file FILE        append logs to FILE instead of stderr; SIGUSR1 or\n"
             "                             packtrackctl reopen-logs reopen it\n"
             "Obfuscation (the layer under the channel; docs/PROTOCOL.md):\n"
@@ -91,7 +94,7 @@ static void usage(FILE *f)
 
 enum { OPT_HS = 256, OPT_IDLE, OPT_EXPIRY, OPT_MAXC, OPT_READY, OPT_LOG, OPT_QUOTA, OPT_CHECK,
        OPT_PERIP, OPT_RATE, OPT_BAN, OPT_OBFS, OPT_METRICS, OPT_LOGFILE, OPT_DISC_PORT, OPT_NO_DISC,
-       OPT_CLUSTER_NATS, OPT_CLUSTER_NODE, OPT_SECURE_HEAP };
+       OPT_CLUSTER_NATS, OPT_CLUSTER_NODE, OPT_SECURE_HEAP, OPT_WORKERS };
 
 static const struct option opts[] = {
     {"config", required_argument, NULL, 'c'},
@@ -112,6 +115,7 @@ static const struct option opts[] = {
     {"log-level", required_argument, NULL, OPT_LOG},
     {"log-file", required_argument, NULL, OPT_LOGFILE},
     {"secure-heap", required_argument, NULL, OPT_SECURE_HEAP},
+    {"workers", required_argument, NULL, OPT_WORKERS},
     /* obfuscation: each goes to pt_obfs_config_set() under the key named here */
     {"obfuscation", required_argument, NULL, OPT_OBFS},
     {"network-key", required_argument, NULL, OPT_OBFS},
@@ -148,6 +152,8 @@ static void print_config(const pt_server_config *c)
     if (c->secure_heap_kib == PT_SECURE_HEAP_AUTO) printf("\nsecure_heap = auto");
     else if (c->secure_heap_kib == PT_SECURE_HEAP_OFF) printf("\nsecure_heap = off");
     else printf("\nsecure_heap = %u", c->secure_heap_kib);
+    if (c->workers == 0) printf("\nworkers = auto");
+    else printf("\nworkers = %u", c->workers == PT_SERVER_WORKERS_NONE ? 0 : c->workers);
     printf("\nlog_level = %s\n[limits]\nhandshake_timeout = %u\nidle_timeout = %u\n"
            "session_expiry = %u\nmax_connections = %u\nqueue_quota = %u\n"
            "max_conns_per_ip = %u\nrate_limit = %u\nban_time = %u\n",
@@ -266,6 +272,11 @@ int main(int argc, char **argv)
             if (pt_parse_secure_heap(optarg, &cfg.secure_heap_kib))
                 return bad("--secure-heap", optarg, "auto, off or KiB from 64 to 4194304");
             PIN(PT_CFG_SECURE_HEAP);
+            break;
+        case OPT_WORKERS:
+            if (pt_parse_workers(optarg, &cfg.workers))
+                return bad("--workers", optarg, "auto or 0 to 64");
+            PIN(PT_CFG_WORKERS);
             break;
         case OPT_MAXC:
             if (pt_parse_uint(optarg, 1, 1000000, &v)) return bad("--max-connections", optarg, "from 1 to 1000000");

@@ -123,7 +123,7 @@ void pt_srv_device_remove_session(pt_server *s, pt_srv_sess *e)
 
 int pt_srv_device_conn_up(pt_server *s, pt_conn *c)
 {
-    pt_srv_device *d = pt_srv_device_get(s, pt_chan_remote_static(c->chan));
+    pt_srv_device *d = pt_srv_device_get(s, c->peer_pk);
     if (!d) return PT_ERR_NOMEM;
     c->dev = d;
     d->nconns++;

@@ -72,6 +72,12 @@ int pt_metrics_render(pt_server *s, pt_buf *out)
       "Handshakes closed to make room for a new connection at max_connections.", k->conns_evicted);
     M("handshake_failures_total", "counter", "Channel handshakes that failed or timed out.",
       k->handshake_failures);
+    if (rc == 0 && s->nios && s->ios[0]->threaded) {
+        rc = put(out, "# HELP packtrackd_worker_connections Connections carried by each worker loop.\n"
+                      "# TYPE packtrackd_worker_connections gauge\n");
+        for (unsigned i = 0; rc == 0 && i < s->nios; i++)
+            rc = put(out, "packtrackd_worker_connections{worker=\"%u\"} %zu\n", i, s->ios[i]->nconns);
+    }
     M("sessions", "gauge", "Sessions kept, with or without a connection.", s->sess_n);
     M("rpc_calls_total", "counter", "Application calls received.", k->rpc_calls);
     M("messages_in_total", "counter",

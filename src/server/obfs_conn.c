@@ -284,7 +284,7 @@ int pt_obfs_conn_detect(const uint8_t *p, size_t n)
 
 uint32_t pt_obfs_conn_first_timeout_ms(const pt_conn *c)
 {
-    return c->obfs ? c->srv->obfs->timeout_ms : c->srv->cfg.handshake_timeout_ms;
+    return c->obfs ? c->srv->obfs->timeout_ms : pt_srv_hs_timeout_ms(c->srv);
 }
 
 static int new_mse(pt_conn *c)
@@ -339,7 +339,7 @@ int pt_obfs_conn_attach(pt_conn *c)
 static void layer_up(pt_conn *c, const char *what)
 {
     c->obfs->up = true;
-    uv_timer_start(&c->timer, c->srv->timer_cb, c->srv->cfg.handshake_timeout_ms, 0);
+    uv_timer_start(&c->timer, c->srv->timer_cb, pt_srv_hs_timeout_ms(c->srv), 0);
     pt_log_debug("conn %s: obfuscation: %s", c->peer, what);
 }
 
@@ -402,7 +402,7 @@ static void on_prober_shutdown(uv_shutdown_t *req, int status)
     (void)status;
     pt_conn *c = req->handle->data;
     free(req);
-    if (!c->closing) pt_conn_close(c, "decoy closed");
+    if (!pt_conn_io_closing(c)) pt_conn_io_close(c, "decoy closed");
 }
 
 /* The decoy ended: what it said reaches the prober, then the prober's connection closes. */
@@ -410,12 +410,12 @@ static void decoy_ended(decoy *d, const char *why)
 {
     pt_conn *c = d->conn;
     decoy_close(d);
-    if (!c || c->closing) return;
+    if (!c || pt_conn_io_closing(c)) return;
     pt_log_debug("conn %s: decoy relay ended: %s", c->peer, why);
     uv_shutdown_t *req = malloc(sizeof *req);
     if (!req || uv_shutdown(req, (uv_stream_t *)&c->tcp, on_prober_shutdown) != 0) {
         free(req);
-        pt_conn_close(c, "decoy closed");
+        pt_conn_io_close(c, "decoy closed");
     }
 }
 
@@ -435,11 +435,11 @@ static void on_decoy_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
         return;
     }
     pt_conn *c = d->conn;
-    if (!c || c->closing) {
+    if (!c || pt_conn_io_closing(c)) {
         decoy_close(d);
         return;
     }
-    c->obfs->activity_ms = uv_now(&c->srv->loop);
+    c->obfs->activity_ms = uv_now(c->loop);
     if (write_copy((uv_stream_t *)&c->tcp, (const uint8_t *)buf->base, (size_t)n) != 0)
         decoy_ended(d, "the prober does not read");
 }
@@ -449,8 +449,8 @@ static void on_decoy_connect(uv_connect_t *req, int status)
     decoy *d = req->data;
     if (d->closed) return;
     pt_conn *c = d->conn;
-    if (status < 0 || !c || c->closing) {
-        if (c && !c->closing) {
+    if (status < 0 || !c || pt_conn_io_closing(c)) {
+        if (c && !pt_conn_io_closing(c)) {
             /* the verdict stands: the prober gets silence instead */
             pt_log_warn("conn %s: decoy %s unreachable (%s); staying silent", c->peer,
                         c->srv->cfg.obfs.decoy, uv_strerror(status));
@@ -475,7 +475,7 @@ static void decoy_start(pt_conn *c)
     size_t held = 0;
     const uint8_t *p = pt_obfs_held(o->po, &held);
     o->state = OC_DECOY;
-    o->activity_ms = uv_now(&c->srv->loop);
+    o->activity_ms = uv_now(c->loop);
     decoy *d = calloc(1, sizeof *d);
     if (!d) goto silent;
     pt_buf_init(&d->pending);
@@ -483,7 +483,7 @@ static void decoy_start(pt_conn *c)
         free(d);
         goto silent;
     }
-    uv_tcp_init(&c->srv->loop, &d->tcp);
+    uv_tcp_init(c->loop, &d->tcp);
     d->tcp.data = d->creq.data = d;
     d->conn = c;
     o->relay = d;
@@ -595,7 +595,7 @@ int pt_obfs_conn_input(pt_conn *c, const uint8_t **data, size_t *len)
     case OC_SILENT:
         return 0;
     case OC_DECOY:
-        o->activity_ms = uv_now(&c->srv->loop);
+        o->activity_ms = uv_now(c->loop);
         if (!o->relay) return 0;
         if (!o->relay->connected) {
             if (o->relay->pending.len + *len > DECOY_QUEUE_MAX) {
@@ -668,14 +668,14 @@ bool pt_obfs_conn_on_timer(pt_conn *c)
         if (rc == PT_OBFS_DECOY) {
             pt_log_info("conn %s: pt-obfs: no whole flight in time; relayed to the decoy", c->peer);
             decoy_start(c);
-            return o->state == OC_DECOY ? rearm(c, c->srv->cfg.idle_timeout_ms) : false;
+            return o->state == OC_DECOY ? rearm(c, pt_srv_idle_timeout_ms(c->srv)) : false;
         }
         pt_log_info("conn %s: pt-obfs: no whole flight in time; closing without a word", c->peer);
         return false;
     case OC_DECOY: {
-        uint64_t idle = uv_now(&c->srv->loop) - o->activity_ms;
-        if (o->relay && idle < c->srv->cfg.idle_timeout_ms)
-            return rearm(c, c->srv->cfg.idle_timeout_ms - idle);
+        uint64_t idle = uv_now(c->loop) - o->activity_ms;
+        if (o->relay && idle < pt_srv_idle_timeout_ms(c->srv))
+            return rearm(c, pt_srv_idle_timeout_ms(c->srv) - idle);
         pt_log_info("conn %s: decoy relay idle; closing", c->peer);
         return false;
     }

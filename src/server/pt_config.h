@@ -13,6 +13,9 @@
  *                                       to 127.0.0.1 when only :PORT is given
  *   secure_heap = auto               -  KiB of locked memory for connection secrets (auto:
  *                                       4 KiB per max_connections), or off
+ *   workers = auto                   -  worker loops for the connections' sockets and
+ *                                       channels: auto (one per core; none on one core),
+ *                                       0 (all on the main loop) or 1 to 64
  *   [limits]                         R  (all of them)
  *   handshake_timeout = 10           ; seconds
  *   idle_timeout = 300               ; seconds
@@ -81,6 +84,7 @@ typedef enum pt_config_key {
     PT_CFG_CLUSTER_TLS_KEY,
     PT_CFG_CLUSTER_REPLICAS,
     PT_CFG_SECURE_HEAP,
+    PT_CFG_WORKERS,
     PT_CFG_NKEYS
 } pt_config_key;
 
@@ -150,5 +154,7 @@ int pt_parse_uint(const char *arg, uint32_t min, uint32_t max, uint32_t *out) PT
 int pt_parse_bool(const char *arg, bool *out) PT_WUR;
 /* "auto" (PT_SECURE_HEAP_AUTO), "off" (PT_SECURE_HEAP_OFF) or KiB, 64 to 4194304. */
 int pt_parse_secure_heap(const char *arg, uint32_t *kib) PT_WUR;
+/* "auto" (0), "0" (PT_SERVER_WORKERS_NONE) or 1 to PT_SERVER_MAX_WORKERS. */
+int pt_parse_workers(const char *arg, uint32_t *n) PT_WUR;
 
 #endif

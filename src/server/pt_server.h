@@ -18,6 +18,8 @@
 #define PT_SERVER_SESSION_EXPIRY_MS 900000  /* a session with no connection lives this long */
 #define PT_SERVER_MAX_CONNECTIONS 16384
 #define PT_SERVER_ACCEPTS_PER_TURN 64 /* connections accepted per loop iteration at most */
+#define PT_SERVER_WORKERS_NONE UINT32_MAX /* pt_server_config.workers: everything on one loop */
+#define PT_SERVER_MAX_WORKERS 64
 #define PT_SERVER_MAX_OUTBUF (4u << 20)     /* stop reading a peer whose replies pile up */
 #define PT_SERVER_MAX_SESSIONS_PER_DEVICE 16
 #define PT_SERVER_ENVELOPE_MAX 65536        /* end-to-end envelope, bytes */
@@ -71,6 +73,9 @@ typedef struct pt_server_config {
     uint32_t max_conns_per_ip;            /* 0 = default */
     uint32_t rate_limit;                  /* messages/s per connection; 0 = default */
     uint32_t ban_s;                       /* 0 = default */
+    uint32_t workers;                     /* worker loops for the connections' sockets and
+                                             channels; 0 = default (one per core, none on a
+                                             single core), PT_SERVER_WORKERS_NONE = none */
     uint32_t secure_heap_kib;             /* PT_SECURE_HEAP_AUTO, _OFF, or KiB; packtrackd
                                              makes the heap (process-wide, pt_crypto.h) */
     const char *metrics_host;             /* metrics endpoint address; NULL = no endpoint */

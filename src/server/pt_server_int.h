@@ -2,6 +2,8 @@
 #ifndef PT_SERVER_INT_H
 #define PT_SERVER_INT_H
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <uv.h>
 
 #include "pt_tl.h"
@@ -39,23 +41,36 @@ struct pt_srv_sess {
     struct pt_srv_sess *all_prev, *all_next; /* every session */
 };
 
+/* A client connection. Two threads may own parts of it (ARCHITECTURE.md, "Worker
+ * loops"): the socket side (tcp, timer, chan, obfs, out, inflight and the io_ fields)
+ * belongs to its worker loop `io`; the rest (session, device, lists, rate limit)
+ * to the server's loop. Without workers both are the server's loop and the two sides
+ * call each other directly; with workers they exchange records and commands through
+ * the mailbox (mb_ fields, under io->mu) and the struct is freed by whichever side
+ * drops the last reference. */
 struct pt_conn {
     uv_tcp_t tcp;
     uv_timer_t timer;               /* handshake timeout, then idle timeout */
     pt_server *srv;
+    struct pt_io *io;               /* the worker loop that owns its socket and channel */
+    uv_loop_t *loop;                /* io's loop */
     pt_chan *chan;
+    /* the socket side's flags (kept apart from the server side's: with workers each
+     * thread writes its own, and a load the compiler widens must not span both) */
+    bool writing, read_paused;
+    bool throttled;                 /* reading paused by the rate limit; the timer resumes it */
+    const char *close_after_write;  /* reason, when closing once the writes drain */
+    uv_write_t wreq;
     pt_srv_sess *sess;              /* attached session, NULL until the first record */
     struct pt_srv_device *dev;      /* the peer's device, once the channel is up */
+    uint8_t peer_pk[32];            /* the peer's static key, set with the first record or "up" */
     bool online;                    /* counted in the presence of dev's user */
     pt_buf out;                     /* sealed bytes waiting for the next write */
     pt_buf inflight;                /* bytes handed to uv_write, untouched until on_write */
-    uv_write_t wreq;
-    bool writing, closing, read_paused;
-    bool in_input;                  /* inside pt_chan_input */
+    bool closing;                   /* the server side let go of it */
+    bool in_input;                  /* records being handled: replies are flushed after */
     bool dirty;                     /* on the server's list of connections to flush */
     pt_conn *dirty_prev, *dirty_next;
-    bool throttled;                 /* reading paused by the rate limit; the timer resumes it */
-    const char *close_after_write;  /* reason, when closing once the writes drain */
     int open_handles;               /* libuv handles not yet closed */
     char peer[72];                  /* "ip:port" for logs (46 + 1 + 5) */
     char ip[48];                    /* the peer's address, for per-address limits */
@@ -63,11 +78,81 @@ struct pt_conn {
     double tokens;                  /* rate limit: messages it may still send now */
     uint64_t tokens_ms;             /* loop time of the last refill */
     uint64_t msgs_seen;             /* session messages already charged */
-    uint64_t active_ms;             /* loop time of its last read or write: idle ones are trimmed */
-    pt_conn *prev, *next;           /* every connection */
+    uint64_t active_ms;             /* io loop time of its last read or write (trimming) */
+    uint64_t core_active_ms;        /* server loop time of its last records or output */
+    pt_conn *prev, *next;           /* every connection (server loop) */
     bool in_handshake;              /* on the server's handshake queue (channel not up yet) */
     pt_conn *hs_prev, *hs_next;     /* that queue, oldest first */
     struct pt_obfs_conn *obfs;      /* obfuscation layer (obfs_conn.c), NULL when off */
+    /* worker loops (server.c): */
+    _Atomic int refs;               /* threaded: server side + worker side + mailbox lists */
+    int sockfd;                     /* threaded: the accepted socket until the worker opens it */
+    bool io_started;                /* threaded: the worker was told to open it */
+    bool io_closing;                /* worker: its handles are closing */
+    bool io_core_gone;              /* worker: the server side let go (no "closed" event) */
+    bool io_hs_failed;              /* worker: it closes because its handshake failed */
+    bool pk_set;                    /* worker (or the one loop): peer_pk is set */
+    const char *io_why;             /* worker: why it closes */
+    uint8_t io_ev;                  /* worker: events not yet posted (PT_CONN_EV_*) */
+    pt_conn *io_prev, *io_next;     /* worker: its connections */
+    pt_conn *post_next;             /* worker: on io->post (events to post this iteration) */
+    bool on_post;
+    pt_buf recs;                    /* worker: records read, not yet posted (u32 length + bytes) */
+    pt_buf seal;                    /* server: records to seal, not yet posted */
+    pt_buf core_work;               /* server: the records it took from the mailbox */
+    pt_buf io_work;                 /* worker: the records to seal it took from the mailbox */
+    /* the mailbox, under io->mu */
+    pt_buf mb_recs;                 /* records for the server loop */
+    pt_buf mb_seal;                 /* records for the worker to seal and send */
+    uint8_t mb_ev, mb_cmd;          /* PT_CONN_EV_* for the server, PT_CONN_CMD_* for the worker */
+    const char *mb_ev_why, *mb_cmd_why;
+    uint32_t mb_pause_ms;
+    bool on_ev_list, on_cmd_list;
+    pt_conn *ev_next, *cmd_next;
+};
+
+/* A worker loop (server.c): the sockets and channels of its connections. */
+typedef struct pt_io {
+    pt_server *srv;
+    uv_loop_t *loop;                /* &own, or the server's loop when there are no workers */
+    uv_loop_t own;
+    bool threaded;
+    unsigned index;
+    uv_thread_t thread;
+    bool thread_on;
+    uv_async_t wake;                /* worker: commands arrived */
+    uv_async_t core_wake;           /* server loop: events arrived */
+    uv_check_t post_check;          /* worker: posts the iteration's events */
+    uv_idle_t post_idle;            /* worker: the poll must not block while some wait */
+    uv_timer_t trim_timer;          /* gives back idle connections' buffers */
+    pthread_mutex_t mu;
+    pt_conn *ev_list, *cmd_list;    /* under mu */
+    bool stop_req, stop_force;      /* under mu */
+    bool stopping;                  /* worker */
+    bool handles_closed;            /* worker: its own handles are closing (the loop ends) */
+    size_t live;                    /* worker: connections whose handles are not all closed */
+    pt_conn *post;                  /* worker: connections with events to post */
+    pt_conn *conns;                 /* worker: its connections */
+    size_t nconns;                  /* server loop: connections given to it and not closed */
+    struct pt_io_ev {               /* server loop: the events taken in one wake-up */
+        pt_conn *c;
+        uint8_t ev;
+        const char *why;
+    } *batch;
+    size_t batch_cap;
+    uint8_t readbuf[65536];         /* shared by every read on this loop */
+} pt_io;
+
+enum {
+    PT_CONN_EV_RECS = 1,            /* records in mb_recs */
+    PT_CONN_EV_UP = 2,              /* the channel is up (peer_pk set) */
+    PT_CONN_EV_CLOSED = 4,          /* the worker closed it (mb_ev_why) */
+    PT_CONN_EV_HS_FAILED = 8,       /* ... because its handshake failed */
+    PT_CONN_CMD_START = 1,          /* open sockfd on the worker's loop */
+    PT_CONN_CMD_SEAL = 2,           /* records in mb_seal */
+    PT_CONN_CMD_THROTTLE = 4,       /* stop reading for mb_pause_ms */
+    PT_CONN_CMD_CLOSE_AW = 8,       /* close once the writes drain (mb_cmd_why) */
+    PT_CONN_CMD_CLOSE = 16,         /* close now; the server side is gone */
 };
 
 /* What the metrics endpoint reports (src/server/metrics.c); loop thread only. */
@@ -147,6 +232,10 @@ struct pt_server {
     uv_alloc_cb alloc_cb;
     uv_read_cb read_cb;
     uv_timer_cb timer_cb;           /* a connection's timer (obfs_conn.c re-arms it) */
+    _Atomic uint32_t hs_timeout_ms, idle_timeout_ms; /* cfg's, for the worker threads */
+    pt_io **ios;                    /* the worker loops; one unthreaded when workers = 0 */
+    _Atomic int closes_pending;     /* connections closed here that their worker has not yet */
+    unsigned nios;
     struct pt_obfs_server *obfs;    /* obfuscation state (obfs_conn.c), NULL when off */
     struct pt_srv_lan *lan;         /* LAN discovery responder (lan.c), NULL when off */
     /* operations (issue 9): reload.c, logfile.c, control.c, notify.c */
@@ -159,10 +248,18 @@ struct pt_server {
     uint8_t (*banned)[16];          /* banned users, sorted (admin.c) */
     size_t nbanned, banned_cap;
     struct pt_cluster *cluster;     /* cluster mode (pt_cluster.h); NULL: local mode */
-    uint8_t readbuf[65536];         /* shared by every read on this loop */
 };
 
 void pt_conn_close(pt_conn *c, const char *why);
+/* The socket side (its worker loop's thread; obfs_conn.c): closes the connection and,
+ * with workers, tells the server loop. */
+void pt_conn_io_close(pt_conn *c, const char *why);
+bool pt_conn_io_closing(const pt_conn *c);
+/* The configured timeouts, read on any thread (reload changes them). */
+uint32_t pt_srv_hs_timeout_ms(const pt_server *s);
+uint32_t pt_srv_idle_timeout_ms(const pt_server *s);
+/* A reload changed the timeouts. */
+void pt_srv_timeouts_changed(pt_server *s);
 /* Has c's session output sealed and written at the end of this loop iteration,
  * together with everything else queued for it meanwhile: one record batch and one
  * write per connection per iteration, not one per reply or push. Returns 0. */

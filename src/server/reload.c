@@ -83,6 +83,8 @@ static int compare_restart_keys(const pt_server *s, const pt_config_file *f)
         heap_differs = st.heap_size && (uint64_t)maxc * PT_SERVER_SECURE_HEAP_PER_CONN > st.heap_size;
     }
     needs_restart(s, PT_CFG_SECURE_HEAP, heap_differs, &n);
+    uint32_t workers = (f->set & PT_CFG_BIT(PT_CFG_WORKERS)) ? c->workers : 0;
+    needs_restart(s, PT_CFG_WORKERS, workers != s->cfg.workers, &n);
     return n;
 }
 
@@ -124,6 +126,7 @@ static int reload(pt_server *s, const char *via, char *msg, size_t msglen)
     reload_u32(s, f, PT_CFG_HANDSHAKE_TIMEOUT, &s->cfg.handshake_timeout_ms, c->handshake_timeout_ms,
                PT_SERVER_HANDSHAKE_TIMEOUT_MS);
     reload_u32(s, f, PT_CFG_IDLE_TIMEOUT, &s->cfg.idle_timeout_ms, c->idle_timeout_ms, PT_SERVER_IDLE_TIMEOUT_MS);
+    pt_srv_timeouts_changed(s); /* the worker loops read them */
     reload_u32(s, f, PT_CFG_SESSION_EXPIRY, &s->cfg.session_expiry_ms, c->session_expiry_ms,
                PT_SERVER_SESSION_EXPIRY_MS);
     reload_u32(s, f, PT_CFG_MAX_CONNECTIONS, &s->cfg.max_connections, c->max_connections, PT_SERVER_MAX_CONNECTIONS);

@@ -1,4 +1,6 @@
 #include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -108,18 +110,25 @@ pt_srv_sess *pt_srv_sess_lookup(pt_server *s, const uint8_t pk[32], uint64_t sid
 
 /* ---- connections ------------------------------------------------------------------------ */
 
-static void conn_start_write(pt_conn *c);
+/*
+ * A connection has a socket side (reads, writes, the channel's handshake and records,
+ * obfuscation, its timer) run by its worker loop, and a server side (session, device,
+ * presence, rate limit) run by the server's loop (ARCHITECTURE.md, "Worker loops").
+ * Functions named io_* and the socket's libuv callbacks run on the worker. Without
+ * workers (one unthreaded pt_io on the server's loop) the sides call each other
+ * directly, as they always did; with workers they exchange decrypted records, records
+ * to seal and commands through the connection's mailbox, each direction batched per
+ * loop iteration behind one lock and one wake-up.
+ */
 
-static void conn_handle_closed(uv_handle_t *h)
-{
-    pt_conn *c = h->data;
-    if (--c->open_handles > 0) return;
-    pt_obfs_conn_free(c->obfs); /* obfuscation (obfs_conn.c) */
-    pt_chan_free(c->chan);
-    pt_buf_free(&c->out);
-    pt_buf_free(&c->inflight);
-    free(c);
-}
+static void conn_start_write(pt_conn *c);
+static void conn_close_after_write(pt_conn *c, const char *why);
+static int on_record(void *ud, const uint8_t *rec, size_t len);
+static int core_channel_up(pt_conn *c);
+static void on_timer(uv_timer_t *t);
+static void io_close(pt_conn *c, const char *why);
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf);
 
 /* The handshake queue: connections whose channel is not up yet, oldest first. */
 static void hs_push(pt_server *s, pt_conn *c)
@@ -143,13 +152,173 @@ static void hs_remove(pt_server *s, pt_conn *c)
     c->hs_prev = c->hs_next = NULL;
 }
 
-/* Closes a connection. Never frees inside its own callback: libuv calls
- * conn_handle_closed() later, after the current dispatch. */
-void pt_conn_close(pt_conn *c, const char *why)
+uint32_t pt_srv_hs_timeout_ms(const pt_server *s)
 {
-    if (c->closing) return;
-    c->closing = true;
+    return atomic_load_explicit(&s->hs_timeout_ms, memory_order_relaxed);
+}
+
+uint32_t pt_srv_idle_timeout_ms(const pt_server *s)
+{
+    return atomic_load_explicit(&s->idle_timeout_ms, memory_order_relaxed);
+}
+
+void pt_srv_timeouts_changed(pt_server *s)
+{
+    atomic_store_explicit(&s->hs_timeout_ms, s->cfg.handshake_timeout_ms, memory_order_relaxed);
+    atomic_store_explicit(&s->idle_timeout_ms, s->cfg.idle_timeout_ms, memory_order_relaxed);
+}
+
+static void conn_free(pt_conn *c)
+{
+    pt_buf_free(&c->recs);
+    pt_buf_free(&c->seal);
+    pt_buf_free(&c->core_work);
+    pt_buf_free(&c->io_work);
+    pt_buf_free(&c->mb_recs);
+    pt_buf_free(&c->mb_seal);
+    free(c);
+}
+
+static void conn_ref(pt_conn *c) { atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed); }
+
+static void conn_unref(pt_conn *c)
+{
+    if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1) conn_free(c);
+}
+
+/* Worker: what the socket side holds. */
+static void io_release(pt_conn *c)
+{
+    pt_obfs_conn_free(c->obfs); /* obfuscation (obfs_conn.c) */
+    c->obfs = NULL;
+    pt_chan_free(c->chan);
+    c->chan = NULL;
+    pt_buf_free(&c->out);
+    pt_buf_free(&c->inflight);
+}
+
+/* Appends one record, length first, to a mailbox buffer. */
+static int put_record(pt_buf *b, const uint8_t *rec, size_t len)
+{
+    if (len > UINT32_MAX) return PT_ERR_TOO_BIG;
+    uint8_t *p = pt_buf_extend(b, 4 + len);
+    if (!p) return PT_ERR_NOMEM;
+    pt_put_u32le(p, (uint32_t)len);
+    memcpy(p + 4, rec, len);
+    return 0;
+}
+
+/* Moves src's bytes to the end of dst (by swapping when dst is empty). */
+static int move_bytes(pt_buf *dst, pt_buf *src)
+{
+    if (!src->len) return 0;
+    if (!dst->len) {
+        pt_buf t = *dst;
+        *dst = *src;
+        *src = t;
+        return 0;
+    }
+    int rc = pt_buf_append(dst, src->data, src->len);
+    pt_buf_reset(src);
+    return rc;
+}
+
+/* ---- the worker side: events for the server loop ---- */
+
+static void on_post_idle(uv_idle_t *h) { (void)h; }
+
+/* Worker: c has events for the server loop; they go at the end of this iteration. */
+static void io_post_later(pt_conn *c, uint8_t ev)
+{
+    pt_io *io = c->io;
+    c->io_ev |= ev;
+    if (c->on_post) return;
+    c->on_post = true;
+    if (!io->post) uv_idle_start(&io->post_idle, on_post_idle); /* the poll must not block */
+    c->post_next = io->post;
+    io->post = c;
+}
+
+/* Worker: hands the iteration's records and events to the server loop. */
+static void io_post_all(pt_io *io)
+{
+    if (!io->post) return;
+    pt_conn *failed = NULL;
+    pthread_mutex_lock(&io->mu);
+    for (pt_conn *c = io->post, *next; c; c = next) {
+        next = c->post_next;
+        c->on_post = false;
+        c->post_next = NULL;
+        if (move_bytes(&c->mb_recs, &c->recs) != 0 && !c->io_closing) {
+            c->post_next = failed; /* no memory: closed below (the records are lost) */
+            failed = c;
+        }
+        if (c->mb_recs.len) c->io_ev |= PT_CONN_EV_RECS;
+        c->mb_ev |= c->io_ev;
+        if (c->io_ev & PT_CONN_EV_CLOSED) c->mb_ev_why = c->io_why;
+        c->io_ev = 0;
+        if (!c->on_ev_list) {
+            c->on_ev_list = true;
+            conn_ref(c);
+            c->ev_next = io->ev_list;
+            io->ev_list = c;
+        }
+    }
+    io->post = NULL;
+    pthread_mutex_unlock(&io->mu);
+    uv_idle_stop(&io->post_idle);
+    uv_async_send(&io->core_wake);
+    for (pt_conn *c = failed, *next; c; c = next) {
+        next = c->post_next;
+        c->post_next = NULL;
+        io_close(c, "out of memory");
+    }
+}
+
+static void on_post_check(uv_check_t *h) { io_post_all(h->data); }
+
+/* ---- closing ---- */
+
+static void io_try_stop(pt_io *io);
+
+static void conn_handle_closed(uv_handle_t *h)
+{
+    pt_conn *c = h->data;
+    if (--c->open_handles > 0) return;
+    io_release(c);
+    if (!c->io->threaded) {
+        conn_free(c);
+        return;
+    }
+    pt_io *io = c->io;
+    if (!c->io_core_gone) {
+        io_post_later(c, PT_CONN_EV_CLOSED);
+        io_post_all(io); /* now: the worker's reference goes next */
+    }
+    conn_unref(c);
+    io->live--;
+    io_try_stop(io);
+}
+
+/* Worker: closes the socket side. */
+static void io_close_handles(pt_conn *c)
+{
+    if (c->io_closing) return;
+    c->io_closing = true;
+    pt_io *io = c->io;
+    if (c->io_prev) c->io_prev->io_next = c->io_next;
+    else if (io->conns == c) io->conns = c->io_next;
+    if (c->io_next) c->io_next->io_prev = c->io_prev;
+    c->io_prev = c->io_next = NULL;
+    uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
+    uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
+}
+
+/* Server loop: everything the server side knows of c goes. */
+static void core_release(pt_conn *c, const char *why)
+{
     pt_server *s = c->srv;
+    c->closing = true;
     if (why) pt_log_debug("conn %s: closed: %s", c->peer, why);
     hs_remove(s, c);
     pt_abuse_release(s, c);
@@ -169,28 +338,97 @@ void pt_conn_close(pt_conn *c, const char *why)
     else s->conns = c->next;
     if (c->next) c->next->prev = c->prev;
     s->nconns--;
-    uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
-    uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
+    c->io->nconns--;
 }
 
-/* Sends what is queued, then closes. */
-static void conn_close_after_write(pt_conn *c, const char *why)
+/* Server loop: queues a command for c's worker and wakes it. */
+static void core_post(pt_conn *c, uint8_t cmd, const char *why, uint32_t pause_ms)
+{
+    pt_io *io = c->io;
+    int rc = 0;
+    pthread_mutex_lock(&io->mu);
+    if (cmd & PT_CONN_CMD_SEAL) rc = move_bytes(&c->mb_seal, &c->seal);
+    if (rc) cmd = PT_CONN_CMD_CLOSE_AW, why = "out of memory";
+    c->mb_cmd |= cmd;
+    if (cmd & (PT_CONN_CMD_CLOSE | PT_CONN_CMD_CLOSE_AW)) c->mb_cmd_why = why;
+    if (cmd & PT_CONN_CMD_THROTTLE) c->mb_pause_ms = pause_ms;
+    if (!c->on_cmd_list) {
+        c->on_cmd_list = true;
+        conn_ref(c);
+        c->cmd_next = io->cmd_list;
+        io->cmd_list = c;
+    }
+    pthread_mutex_unlock(&io->mu);
+    uv_async_send(&io->wake);
+}
+
+/* Closes a connection now (server loop). Never frees inside its own callback: libuv
+ * calls conn_handle_closed() later, after the current dispatch. */
+void pt_conn_close(pt_conn *c, const char *why)
 {
     if (c->closing) return;
+    core_release(c, why);
+    if (!c->io->threaded) {
+        io_close_handles(c);
+        return;
+    }
+    if (!c->io_started) { /* the worker never saw it */
+        close(c->sockfd);
+        io_release(c);
+        conn_unref(c); /* the worker's reference */
+    } else {
+        atomic_fetch_add_explicit(&c->srv->closes_pending, 1, memory_order_relaxed);
+        core_post(c, PT_CONN_CMD_CLOSE, why, 0);
+    }
+    conn_unref(c); /* the server side's */
+}
+
+/* Worker: the socket side ends the connection (peer gone, timeout, bad input). */
+static void io_close(pt_conn *c, const char *why)
+{
+    if (!c->io->threaded) {
+        pt_conn_close(c, why);
+        return;
+    }
+    if (c->io_closing) return;
+    if (why) c->io_why = why;
+    if (c->io_hs_failed) c->io_ev |= PT_CONN_EV_HS_FAILED;
+    io_close_handles(c);
+}
+
+void pt_conn_io_close(pt_conn *c, const char *why) { io_close(c, why); }
+
+static bool io_closing(const pt_conn *c);
+bool pt_conn_io_closing(const pt_conn *c) { return io_closing(c); }
+
+/* Server loop: sends what is queued, then closes. */
+static void core_close_after_write(pt_conn *c, const char *why)
+{
+    if (c->closing) return;
+    if (!c->io->threaded) conn_close_after_write(c, why);
+    else core_post(c, PT_CONN_CMD_SEAL | PT_CONN_CMD_CLOSE_AW, why ? why : "done", 0);
+}
+
+/* Worker: sends what is queued, then closes. */
+static void conn_close_after_write(pt_conn *c, const char *why)
+{
+    if (c->io->threaded ? c->io_closing : c->closing) return;
     c->close_after_write = why ? why : "done";
     uv_read_stop((uv_stream_t *)&c->tcp);
-    if (!c->writing && c->out.len == 0) pt_conn_close(c, c->close_after_write);
+    if (!c->writing && c->out.len == 0) io_close(c, c->close_after_write);
     else conn_start_write(c);
 }
+
+static bool io_closing(const pt_conn *c) { return c->io->threaded ? c->io_closing : c->closing; }
 
 static void on_write(uv_write_t *req, int status)
 {
     pt_conn *c = req->data;
     c->writing = false;
     pt_buf_reset(&c->inflight);
-    if (c->closing) return;
+    if (io_closing(c)) return;
     if (status < 0) {
-        pt_conn_close(c, uv_strerror(status));
+        io_close(c, uv_strerror(status));
         return;
     }
     if (c->out.len) {
@@ -198,21 +436,21 @@ static void on_write(uv_write_t *req, int status)
         return;
     }
     if (c->close_after_write) {
-        pt_conn_close(c, c->close_after_write);
+        io_close(c, c->close_after_write);
         return;
     }
     if (c->read_paused) {
         c->read_paused = false;
-        if (!c->throttled) uv_read_start((uv_stream_t *)&c->tcp, c->srv->alloc_cb, c->srv->read_cb);
+        if (!c->throttled) uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
     }
 }
 
 static void conn_start_write(pt_conn *c)
 {
-    if (c->writing || c->closing) return;
-    c->active_ms = uv_now(&c->srv->loop); /* a connection that only receives is busy too */
+    if (c->writing || io_closing(c)) return;
+    c->active_ms = uv_now(c->loop); /* a connection that only receives is busy too */
     if (c->obfs && pt_obfs_conn_wrap(c) != 0) { /* obfuscation (obfs_conn.c): seal for the wire */
-        pt_conn_close(c, "obfuscation layer failed");
+        io_close(c, "obfuscation layer failed");
         return;
     }
     if (c->out.len == 0) return;
@@ -223,28 +461,41 @@ static void conn_start_write(pt_conn *c)
     c->wreq.data = c;
     int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write);
     if (rc < 0) {
-        pt_conn_close(c, uv_strerror(rc));
+        io_close(c, uv_strerror(rc));
         return;
     }
     c->writing = true;
 }
 
+/* Worker: stops reading a peer whose output piles up; on_write reads again. */
+static void io_backpressure(pt_conn *c)
+{
+    if (c->out.len + c->inflight.len > PT_SERVER_MAX_OUTBUF && !c->read_paused) {
+        c->read_paused = true;
+        uv_read_stop((uv_stream_t *)&c->tcp);
+    }
+}
+
 static int emit_record(void *ud, const uint8_t *rec, size_t len)
 {
     pt_conn *c = ud;
+    if (c->io->threaded) return put_record(&c->seal, rec, len); /* sealed by the worker */
     return pt_chan_seal(c->chan, &c->out, rec, len);
 }
 
-/* Seals everything the attached session has queued, now. */
+/* Server loop: seals (or has the worker seal) everything the attached session has
+ * queued, now. */
 static int conn_flush_now(pt_conn *c)
 {
     if (c->closing || !c->sess) return 0;
+    c->core_active_ms = uv_now(&c->srv->loop);
     int rc = pt_sess_flush(c->sess->sess, emit_record, c);
     if (rc) return rc;
-    if (c->out.len + c->inflight.len > PT_SERVER_MAX_OUTBUF && !c->read_paused) {
-        c->read_paused = true; /* backpressure: read again once the writes drain */
-        uv_read_stop((uv_stream_t *)&c->tcp);
+    if (c->io->threaded) {
+        if (c->seal.len) core_post(c, PT_CONN_CMD_SEAL, NULL, 0);
+        return 0;
     }
+    io_backpressure(c);
     conn_start_write(c);
     return 0;
 }
@@ -280,7 +531,7 @@ static void flush_dirty(pt_server *s)
         int rc = conn_flush_now(c);
         if (rc) {
             pt_log_warn("conn %s: %s; closing", c->peer, pt_strerror(rc));
-            conn_close_after_write(c, pt_strerror(rc));
+            core_close_after_write(c, pt_strerror(rc));
         }
     }
     uv_idle_stop(&s->flush_idle);
@@ -298,16 +549,22 @@ static void on_timer(uv_timer_t *t)
     pt_conn *c = t->data;
     if (c->throttled) {
         c->throttled = false;
-        if (!c->read_paused) uv_read_start((uv_stream_t *)&c->tcp, c->srv->alloc_cb, c->srv->read_cb);
-        uv_timer_start(&c->timer, on_timer, c->srv->cfg.idle_timeout_ms, 0);
+        if (!c->read_paused) uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+        uv_timer_start(&c->timer, on_timer, pt_srv_idle_timeout_ms(c->srv), 0);
         return;
     }
     if (c->obfs && pt_obfs_conn_on_timer(c)) return; /* obfuscation (obfs_conn.c): still its turn */
-    const char *why = pt_chan_established(c->chan) ? "idle timeout" : "handshake timeout";
-    if (!pt_chan_established(c->chan)) c->srv->counters.handshake_failures++;
+    bool up = pt_chan_established(c->chan);
+    const char *why = up ? "idle timeout" : "handshake timeout";
     pt_log_info("conn %s: %s", c->peer, why);
-    pt_conn_close(c, why);
+    if (!up) {
+        if (!c->io->threaded) c->srv->counters.handshake_failures++;
+        c->io_hs_failed = true;
+    }
+    io_close(c, why);
 }
+
+/* ---- the server side: sessions ---- */
 
 static void on_sess_event(void *ud, const pt_sess_event *ev)
 {
@@ -334,7 +591,7 @@ static int attach_session(pt_conn *c, const uint8_t *rec, size_t len)
     int rc = pt_sess_peek(rec, len, &salt, &sid);
     if (rc) return rc;
     if (c->sess) return c->sess->session_id == sid ? 0 : PT_ERR_PROTO;
-    const uint8_t *pk = pt_chan_remote_static(c->chan);
+    const uint8_t *pk = c->peer_pk;
     pt_srv_sess *e = sess_find(s, pk, sid);
     if (e) {
         if (e->conn) {
@@ -368,56 +625,164 @@ static int attach_session(pt_conn *c, const uint8_t *rec, size_t len)
     return 0;
 }
 
+/* Worker: the peer's key, for the server side (fixed once the channel is up). */
+static void io_note_peer(pt_conn *c)
+{
+    if (c->pk_set) return;
+    memcpy(c->peer_pk, pt_chan_remote_static(c->chan), 32);
+    c->pk_set = true;
+}
+
+/* A decrypted record: the server side's (without workers: straight from the channel). */
 static int on_record(void *ud, const uint8_t *rec, size_t len)
 {
     pt_conn *c = ud;
-    int rc = attach_session(c, rec, len);
+    if (!c->io->threaded) io_note_peer(c);
+    int rc = c->dev ? 0 : core_channel_up(c);
+    if (rc == 0) rc = attach_session(c, rec, len);
     if (rc) return rc;
     return pt_sess_input(c->sess->sess, rec, len, on_sess_event, c);
 }
+
+/* Worker: a decrypted record goes to the server loop. */
+static int io_on_record(void *ud, const uint8_t *rec, size_t len)
+{
+    pt_conn *c = ud;
+    io_note_peer(c);
+    int rc = put_record(&c->recs, rec, len);
+    if (rc == 0) io_post_later(c, PT_CONN_EV_RECS);
+    return rc;
+}
+
+/* Server loop: the channel came up (before its first record is handled: the calls
+ * need the device, a ban or a binding). PT_ERR_NOMEM when the device cannot be made. */
+static int core_channel_up(pt_conn *c)
+{
+    hs_remove(c->srv, c); /* authenticated: never evicted to make room */
+    if (c->closing || c->dev) return 0;
+    return pt_srv_device_conn_up(c->srv, c);
+}
+
+/* Server loop: charges what c's session received against its rate; a flood is
+ * closed, an overdraft paused. Returns false when c was closed. */
+static bool core_charge(pt_conn *c, int *verdict_out)
+{
+    uint32_t pause_ms = 0;
+    int verdict = pt_abuse_charge(c->srv, c, &pause_ms);
+    *verdict_out = verdict;
+    if (verdict < 0) {
+        if (conn_flush_now(c) == 0) core_close_after_write(c, "flooding");
+        else pt_conn_close(c, "flooding");
+        return false;
+    }
+    if (verdict > 0) { /* over the rate: read again once the bucket has refilled */
+        c->srv->counters.throttles++;
+        if (c->io->threaded) core_post(c, PT_CONN_CMD_THROTTLE, NULL, pause_ms);
+        else {
+            c->throttled = true;
+            uv_read_stop((uv_stream_t *)&c->tcp);
+            uv_timer_start(&c->timer, on_timer, pause_ms, 0);
+        }
+    }
+    return true;
+}
+
+/* Server loop: one connection's events from its worker, in the order they happened. */
+static void core_events(pt_conn *c, uint8_t ev, const char *why)
+{
+    pt_server *s = c->srv;
+    if (c->closing) return;
+    int rc = 0;
+    if ((ev & PT_CONN_EV_UP) && core_channel_up(c) != 0) {
+        pt_conn_close(c, "out of memory");
+        return;
+    }
+    if (c->core_work.len) {
+        c->core_active_ms = uv_now(&s->loop);
+        c->in_input = true;
+        for (size_t off = 0; off + 4 <= c->core_work.len && rc == 0;) {
+            size_t len = pt_get_u32le(c->core_work.data + off);
+            rc = on_record(c, c->core_work.data + off + 4, len);
+            off += 4 + len;
+        }
+        c->in_input = false;
+        if (c->closing) return; /* a resumed session took it over, say */
+        int verdict;
+        if (rc == 0 && !core_charge(c, &verdict)) return;
+        if (rc == 0) pt_conn_flush(c);
+    }
+    if (ev & PT_CONN_EV_CLOSED) {
+        if (ev & PT_CONN_EV_HS_FAILED) s->counters.handshake_failures++;
+        core_release(c, why);
+        conn_unref(c); /* the server side's reference */
+        return;
+    }
+    if (rc) {
+        pt_log_warn("conn %s: %s; closing", c->peer, pt_strerror(rc));
+        if (conn_flush_now(c) == 0) core_close_after_write(c, pt_strerror(rc));
+        else pt_conn_close(c, pt_strerror(rc));
+    }
+}
+
+/* Server loop: takes what io's connections posted. */
+static void core_take_events(pt_io *io)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&io->mu);
+    while (io->ev_list) {
+        if (n == io->batch_cap) {
+            size_t cap = io->batch_cap ? 2 * io->batch_cap : 64;
+            struct pt_io_ev *b = realloc(io->batch, cap * sizeof *b);
+            if (!b) break; /* the rest waits for the next wake-up */
+            io->batch = b;
+            io->batch_cap = cap;
+        }
+        pt_conn *c = io->ev_list;
+        io->ev_list = c->ev_next;
+        c->ev_next = NULL;
+        c->on_ev_list = false;
+        pt_buf_reset(&c->core_work);
+        pt_buf t = c->core_work;
+        c->core_work = c->mb_recs;
+        c->mb_recs = t;
+        io->batch[n++] = (struct pt_io_ev){c, c->mb_ev, c->mb_ev_why};
+        c->mb_ev = 0;
+    }
+    bool more = io->ev_list != NULL;
+    pthread_mutex_unlock(&io->mu);
+    if (more) uv_async_send(&io->core_wake);
+    /* the list is newest first: the connections are handled oldest first */
+    for (size_t k = n; k-- > 0;) {
+        pt_conn *c = io->batch[k].c;
+        core_events(c, io->batch[k].ev, io->batch[k].why);
+        pt_buf_reset(&c->core_work);
+        conn_unref(c); /* the list's reference */
+    }
+}
+
+static void on_core_wake(uv_async_t *a) { core_take_events(a->data); }
+
+/* ---- the worker side: reading ---- */
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     (void)suggested;
     pt_conn *c = h->data;
     /* One loop, one read at a time: a shared buffer, no allocation per read. */
-    buf->base = (char *)c->srv->readbuf;
-    buf->len = sizeof c->srv->readbuf;
+    buf->base = (char *)c->io->readbuf;
+    buf->len = sizeof c->io->readbuf;
 }
 
-static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
+/* Without workers: the whole of a read, as one loop always did it. */
+static void read_unthreaded(pt_conn *c, const uint8_t *data, size_t len)
 {
-    pt_conn *c = st->data;
-    if (n == 0) return;
-    if (n < 0) {
-        pt_conn_close(c, n == UV_EOF ? "peer closed" : uv_strerror((int)n));
-        return;
-    }
-    const uint8_t *data = (const uint8_t *)buf->base;
-    size_t len = (size_t)n;
-    c->active_ms = uv_now(&c->srv->loop);
-    if (c->obfs) { /* obfuscation (obfs_conn.c): unwrap before the channel */
-        int orc = pt_obfs_conn_input(c, &data, &len);
-        if (orc < 0) {
-            pt_conn_close(c, "obfuscation handshake failed");
-            return;
-        }
-        if (orc == 0) {
-            conn_start_write(c);
-            return;
-        }
-    }
     bool was_established = pt_chan_established(c->chan);
     c->in_input = true;
     int rc = pt_chan_input(c->chan, data, len, &c->out, on_record, c);
     c->in_input = false;
-    uint32_t pause_ms = 0;
-    int verdict = rc == 0 ? pt_abuse_charge(c->srv, c, &pause_ms) : 0;
-    if (verdict < 0) {
-        if (conn_flush_now(c) == 0) conn_close_after_write(c, "flooding");
-        else pt_conn_close(c, "flooding");
-        return;
-    }
+    if (c->closing) return;
+    int verdict = 0;
+    if (rc == 0 && !core_charge(c, &verdict)) return;
     if (rc == 0) rc = pt_conn_flush(c);
     if (rc && !was_established && !pt_chan_established(c->chan)) c->srv->counters.handshake_failures++;
     if (rc) {
@@ -426,69 +791,401 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
         return;
     }
     if (!was_established && pt_chan_established(c->chan)) {
-        hs_remove(c->srv, c); /* authenticated: never evicted to make room */
-        if (!c->closing && pt_srv_device_conn_up(c->srv, c) != 0) {
+        io_note_peer(c);
+        if (core_channel_up(c) != 0) {
             pt_conn_close(c, "out of memory");
             return;
         }
         char fp[PT_FINGERPRINT_LEN];
-        pt_fingerprint(fp, pt_chan_remote_static(c->chan));
+        pt_fingerprint(fp, c->peer_pk);
         pt_log_info("conn %s: secure channel up: %s, device %.17s", c->peer,
                     pt_suite_name(pt_chan_suite(c->chan)), fp);
     }
-    if (verdict > 0) { /* over the rate: read again once the bucket has refilled */
-        c->throttled = true;
-        c->srv->counters.throttles++;
-        uv_read_stop((uv_stream_t *)&c->tcp);
-        uv_timer_start(&c->timer, on_timer, pause_ms, 0);
+    if (verdict > 0) {
         conn_start_write(c);
         return;
     }
-    uint32_t t = pt_chan_established(c->chan) ? c->srv->cfg.idle_timeout_ms : 0;
+    uint32_t t = pt_chan_established(c->chan) ? pt_srv_idle_timeout_ms(c->srv) : 0;
     if (t) uv_timer_start(&c->timer, on_timer, t, 0);
     conn_start_write(c);
+}
+
+/* With workers: the channel here, the records to the server loop. */
+static void read_threaded(pt_conn *c, const uint8_t *data, size_t len)
+{
+    bool was_established = pt_chan_established(c->chan);
+    int rc = pt_chan_input(c->chan, data, len, &c->out, io_on_record, c);
+    bool up = !was_established && pt_chan_established(c->chan);
+    if (up) {
+        io_note_peer(c);
+        io_post_later(c, PT_CONN_EV_UP);
+        char fp[PT_FINGERPRINT_LEN];
+        pt_fingerprint(fp, c->peer_pk);
+        pt_log_info("conn %s: secure channel up: %s, device %.17s", c->peer,
+                    pt_suite_name(pt_chan_suite(c->chan)), fp);
+    }
+    if (rc) {
+        if (!pt_chan_established(c->chan)) c->io_hs_failed = true;
+        pt_log_warn("conn %s: %s; closing", c->peer, pt_strerror(rc));
+        conn_close_after_write(c, pt_strerror(rc));
+        return;
+    }
+    if (!c->throttled) {
+        uint32_t t = pt_chan_established(c->chan) ? pt_srv_idle_timeout_ms(c->srv) : 0;
+        if (t) uv_timer_start(&c->timer, on_timer, t, 0);
+    }
+    conn_start_write(c);
+}
+
+static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
+{
+    pt_conn *c = st->data;
+    if (n == 0) return;
+    if (n < 0) {
+        io_close(c, n == UV_EOF ? "peer closed" : uv_strerror((int)n));
+        return;
+    }
+    const uint8_t *data = (const uint8_t *)buf->base;
+    size_t len = (size_t)n;
+    c->active_ms = uv_now(c->loop);
+    if (c->obfs) { /* obfuscation (obfs_conn.c): unwrap before the channel */
+        int orc = pt_obfs_conn_input(c, &data, &len);
+        if (orc < 0) {
+            io_close(c, "obfuscation handshake failed");
+            return;
+        }
+        if (orc == 0) {
+            conn_start_write(c);
+            return;
+        }
+    }
+    if (c->io->threaded) read_threaded(c, data, len);
+    else read_unthreaded(c, data, len);
+}
+
+/* Worker: opens the socket side of c on its loop. */
+static void io_open(pt_conn *c, uv_tcp_t *accepted_on)
+{
+    pt_io *io = c->io;
+    if (accepted_on) { /* no workers: accepted straight into c->tcp */
+        (void)accepted_on;
+    } else {
+        uv_tcp_init(io->loop, &c->tcp);
+        uv_timer_init(io->loop, &c->timer);
+        c->tcp.data = c->timer.data = c;
+        c->open_handles = 2;
+        int rc = uv_tcp_open(&c->tcp, (uv_os_sock_t)c->sockfd);
+        c->sockfd = -1;
+        io->live++;
+        c->io_next = io->conns;
+        if (io->conns) io->conns->io_prev = c;
+        io->conns = c;
+        if (rc != 0) {
+            io_close(c, uv_strerror(rc));
+            return;
+        }
+    }
+    c->active_ms = uv_now(io->loop);
+    uv_tcp_nodelay(&c->tcp, 1);
+    uv_timer_start(&c->timer, on_timer, pt_obfs_conn_first_timeout_ms(c), 0);
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
+/* ---- the worker side: commands from the server loop ---- */
+
+static void io_seal_work(pt_conn *c)
+{
+    int rc = 0;
+    for (size_t off = 0; off + 4 <= c->io_work.len && rc == 0;) {
+        size_t len = pt_get_u32le(c->io_work.data + off);
+        rc = pt_chan_seal(c->chan, &c->out, c->io_work.data + off + 4, len);
+        off += 4 + len;
+    }
+    pt_buf_reset(&c->io_work);
+    if (rc) {
+        pt_log_warn("conn %s: %s; closing", c->peer, pt_strerror(rc));
+        conn_close_after_write(c, pt_strerror(rc));
+    }
+}
+
+static void on_io_wake(uv_async_t *a)
+{
+    pt_io *io = a->data;
+    pthread_mutex_lock(&io->mu);
+    pt_conn *list = io->cmd_list;
+    io->cmd_list = NULL;
+    bool stop = io->stop_req, force = io->stop_force;
+    pthread_mutex_unlock(&io->mu);
+    while (list) {
+        /* one connection at a time: what arrives for it meanwhile waits its turn */
+        pt_conn *c = list;
+        pthread_mutex_lock(&io->mu);
+        list = c->cmd_next;
+        c->cmd_next = NULL;
+        c->on_cmd_list = false;
+        uint8_t cmd = c->mb_cmd;
+        const char *why = c->mb_cmd_why;
+        uint32_t pause_ms = c->mb_pause_ms;
+        c->mb_cmd = 0;
+        pt_buf t = c->io_work;
+        c->io_work = c->mb_seal;
+        c->mb_seal = t;
+        pthread_mutex_unlock(&io->mu);
+        if (cmd & PT_CONN_CMD_START) io_open(c, NULL);
+        if (cmd & PT_CONN_CMD_CLOSE) c->io_core_gone = true;
+        bool counted_close = cmd & PT_CONN_CMD_CLOSE;
+        if (c->io_closing) {
+            pt_buf_reset(&c->io_work);
+        } else {
+            io_seal_work(c);
+            io_backpressure(c);
+            if ((cmd & PT_CONN_CMD_THROTTLE) && !io_closing(c)) {
+                c->throttled = true;
+                uv_read_stop((uv_stream_t *)&c->tcp);
+                uv_timer_start(&c->timer, on_timer, pause_ms, 0);
+            }
+            if (cmd & PT_CONN_CMD_CLOSE) io_close_handles(c); /* the socket is closed now */
+            else if (cmd & PT_CONN_CMD_CLOSE_AW) conn_close_after_write(c, why);
+            else conn_start_write(c);
+        }
+        if (counted_close) atomic_fetch_sub_explicit(&io->srv->closes_pending, 1, memory_order_relaxed);
+        conn_unref(c); /* the list's reference */
+    }
+    if (stop && !io->stopping) {
+        io->stopping = true;
+        if (force)
+            for (pt_conn *c = io->conns, *next; c; c = next) {
+                next = c->io_next;
+                io_close(c, "server stopping");
+            }
+    }
+    io_try_stop(io);
+}
+
+/* ---- worker loops ---- */
+
+static void io_try_stop(pt_io *io)
+{
+    if (!io->stopping || io->live || io->handles_closed) return;
+    io->handles_closed = true;
+    uv_close((uv_handle_t *)&io->wake, NULL);
+    uv_close((uv_handle_t *)&io->post_check, NULL);
+    uv_close((uv_handle_t *)&io->post_idle, NULL);
+    uv_close((uv_handle_t *)&io->trim_timer, NULL);
+}
+
+/* Every second: connections quiet for a second give back the buffers they last
+ * used (each keeps its largest size otherwise; five of at least 256 bytes are a
+ * quarter of an idle connection's memory). A busy connection (it read or wrote
+ * within the second) is not touched, so the load path keeps its buffers. */
+#define TRIM_AFTER_MS 1000
+
+static void on_io_trim(uv_timer_t *t)
+{
+    pt_io *io = t->data;
+    uint64_t now = uv_now(io->loop);
+    for (pt_conn *c = io->conns; c; c = c->io_next) {
+        if (io_closing(c) || c->writing || now - c->active_ms < TRIM_AFTER_MS) continue;
+        if (!io->threaded && (c->dirty || c->in_input)) continue; /* the one loop's output pending */
+        if (c->out.len == 0) pt_buf_free(&c->out);
+        pt_buf_free(&c->inflight); /* not writing: nothing in it */
+        pt_chan_trim(c->chan);
+    }
+}
+
+static void io_thread(void *arg)
+{
+    pt_io *io = arg;
+    uv_run(io->loop, UV_RUN_DEFAULT);
+}
+
+static void io_free(pt_io *io)
+{
+    if (!io) return;
+    if (io->threaded) {
+        uv_loop_close(&io->own);
+        pthread_mutex_destroy(&io->mu);
+    }
+    free(io->batch);
+    free(io);
+}
+
+/* Makes the worker loops (or the one unthreaded pt_io on the server's loop). */
+static int ios_start(pt_server *s)
+{
+    unsigned n = s->cfg.workers;
+    if (n == 0) {
+        n = uv_available_parallelism(); /* the CPUs this process may run on */
+        if (n <= 1) n = PT_SERVER_WORKERS_NONE;
+    }
+    if (n > PT_SERVER_MAX_WORKERS && n != PT_SERVER_WORKERS_NONE) n = PT_SERVER_MAX_WORKERS;
+    bool threaded = n != PT_SERVER_WORKERS_NONE;
+    if (!threaded) n = 1;
+    if (!(s->ios = calloc(n, sizeof *s->ios))) return PT_ERR_NOMEM;
+    for (unsigned i = 0; i < n; i++) {
+        pt_io *io = calloc(1, sizeof *io);
+        if (!io) return PT_ERR_NOMEM;
+        s->ios[s->nios++] = io;
+        io->srv = s;
+        io->index = i;
+        if (!threaded) {
+            io->loop = &s->loop;
+            uv_timer_init(io->loop, &io->trim_timer);
+            io->trim_timer.data = io;
+            uv_timer_start(&io->trim_timer, on_io_trim, TRIM_AFTER_MS, TRIM_AFTER_MS);
+            uv_unref((uv_handle_t *)&io->trim_timer); /* the loop ends without it */
+            break;
+        }
+        io->threaded = true;
+        if (uv_loop_init(&io->own) != 0) {
+            free(io);
+            s->ios[--s->nios] = NULL;
+            return PT_ERR_IO;
+        }
+        pthread_mutex_init(&io->mu, NULL);
+        io->loop = &io->own;
+        uv_async_init(io->loop, &io->wake, on_io_wake);
+        uv_check_init(io->loop, &io->post_check);
+        uv_idle_init(io->loop, &io->post_idle);
+        uv_timer_init(io->loop, &io->trim_timer);
+        io->wake.data = io->post_check.data = io->post_idle.data = io->trim_timer.data = io;
+        uv_check_start(&io->post_check, on_post_check);
+        uv_timer_start(&io->trim_timer, on_io_trim, TRIM_AFTER_MS, TRIM_AFTER_MS);
+        uv_unref((uv_handle_t *)&io->trim_timer);
+        uv_async_init(&s->loop, &io->core_wake, on_core_wake);
+        io->core_wake.data = io;
+        if (uv_thread_create(&io->thread, io_thread, io) != 0) {
+            uv_close((uv_handle_t *)&io->core_wake, NULL);
+            return PT_ERR_IO;
+        }
+        io->thread_on = true;
+    }
+    pt_log_info("connections: %s", threaded ? "worker loops" : "on the main loop (no workers)");
+    if (threaded) pt_log_info("worker loops: %u", n);
+    return 0;
+}
+
+/* Stops the worker loops (force: closing their connections now), waits for them and
+ * takes their last events. */
+static void ios_join(pt_server *s, bool force)
+{
+    for (unsigned i = 0; i < s->nios; i++) {
+        pt_io *io = s->ios[i];
+        if (!io->thread_on) continue;
+        pthread_mutex_lock(&io->mu);
+        io->stop_req = true;
+        io->stop_force |= force;
+        pthread_mutex_unlock(&io->mu);
+        uv_async_send(&io->wake);
+    }
+    for (unsigned i = 0; i < s->nios; i++) {
+        pt_io *io = s->ios[i];
+        if (!io->thread_on) continue;
+        uv_thread_join(&io->thread);
+        io->thread_on = false;
+        core_take_events(io);
+    }
+}
+
+/* The worker with the fewest connections. */
+static pt_io *pick_io(pt_server *s)
+{
+    pt_io *best = s->ios[0];
+    for (unsigned i = 1; i < s->nios; i++)
+        if (s->ios[i]->nconns < best->nconns) best = s->ios[i];
+    return best;
+}
+
+/* ---- accepting ---- */
+
+static void peer_name(pt_conn *c, int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) != 0) return;
+    char ip[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (ss.ss_family == AF_INET6) {
+        uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof ip);
+        port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    } else {
+        uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof ip);
+        port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    }
+    snprintf(c->peer, sizeof c->peer, "%s:%d", ip, port);
+    snprintf(c->ip, sizeof c->ip, "%s", ip);
+}
+
+static void free_handle(uv_handle_t *h) { free(h); }
+
+/* Takes the socket libuv accepted into a handle of the server's loop, for a worker's
+ * loop: a descriptor of its own (the handle's goes with the handle). -1: failed. */
+static int accept_fd(pt_server *s)
+{
+    uv_tcp_t *t = malloc(sizeof *t);
+    if (!t) return -2;
+    uv_tcp_init(&s->loop, t);
+    int fd = -1;
+    uv_os_fd_t ofd;
+    if (uv_accept((uv_stream_t *)&s->listener, (uv_stream_t *)t) == 0 &&
+        uv_fileno((uv_handle_t *)t, &ofd) == 0)
+        fd = fcntl(ofd, F_DUPFD_CLOEXEC, 0);
+    uv_close((uv_handle_t *)t, free_handle);
+    return fd;
 }
 
 /* Takes the connection libuv accepted (listener.accepted_fd). PT_ERR_NOMEM leaves it
  * pending, to be taken later. */
 static int accept_one(pt_server *s)
 {
-    uv_stream_t *server = (uv_stream_t *)&s->listener;
     pt_conn *c = calloc(1, sizeof *c);
     if (!c) return PT_ERR_NOMEM;
-    s->accepts_turn++;
+    pt_io *io = pick_io(s);
     c->srv = s;
-    uv_tcp_init(&s->loop, &c->tcp);
-    uv_timer_init(&s->loop, &c->timer);
-    c->tcp.data = c->timer.data = c;
-    c->open_handles = 2;
+    c->io = io;
+    c->loop = io->loop;
+    c->sockfd = -1;
+    if (io->threaded) {
+        int fd = accept_fd(s);
+        if (fd == -2) {
+            free(c);
+            return PT_ERR_NOMEM;
+        }
+        atomic_init(&c->refs, 2); /* the server side's and the worker's */
+        c->sockfd = fd;
+    } else {
+        uv_tcp_init(&s->loop, &c->tcp);
+        uv_timer_init(&s->loop, &c->timer);
+        c->tcp.data = c->timer.data = c;
+        c->open_handles = 2;
+        c->io_next = io->conns; /* the unthreaded pt_io's list, for trimming */
+        if (io->conns) io->conns->io_prev = c;
+        io->conns = c;
+    }
+    s->accepts_turn++;
     pt_buf_init(&c->out);
     pt_buf_init(&c->inflight);
     c->next = s->conns;
     if (s->conns) s->conns->prev = c;
     s->conns = c;
     s->nconns++;
+    io->nconns++;
     s->counters.conns_accepted++;
-    c->active_ms = uv_now(&s->loop);
+    c->core_active_ms = uv_now(&s->loop);
     strcpy(c->peer, "?");
-    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
-        pt_conn_close(c, "accept failed");
-        return 0;
-    }
-    struct sockaddr_storage ss;
-    int sl = sizeof ss;
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
-        char ip[INET6_ADDRSTRLEN] = "?";
-        int port = 0;
-        if (ss.ss_family == AF_INET6) {
-            uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof ip);
-            port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-        } else {
-            uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof ip);
-            port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    if (io->threaded) {
+        if (c->sockfd < 0) {
+            pt_conn_close(c, "accept failed");
+            return 0;
         }
-        snprintf(c->peer, sizeof c->peer, "%s:%d", ip, port);
-        snprintf(c->ip, sizeof c->ip, "%s", ip);
+        peer_name(c, c->sockfd);
+    } else {
+        uv_os_fd_t fd;
+        if (uv_accept((uv_stream_t *)&s->listener, (uv_stream_t *)&c->tcp) != 0) {
+            pt_conn_close(c, "accept failed");
+            return 0;
+        }
+        if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0) peer_name(c, fd);
     }
     const char *why = NULL;
     if (pt_abuse_admit(s, c, &why) != 0) {
@@ -529,10 +1226,14 @@ static int accept_one(pt_server *s)
         return 0;
     }
     hs_push(s, c);
-    uv_tcp_nodelay(&c->tcp, 1);
-    uv_timer_start(&c->timer, on_timer, pt_obfs_conn_first_timeout_ms(c), 0);
-    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
-    pt_log_debug("conn %s: accepted", c->peer);
+    if (io->threaded) pt_log_debug("conn %s: accepted (worker %u)", c->peer, io->index);
+    else pt_log_debug("conn %s: accepted", c->peer);
+    if (io->threaded) {
+        c->io_started = true;
+        core_post(c, PT_CONN_CMD_START, NULL, 0);
+    } else {
+        io_open(c, &c->tcp);
+    }
     return 0;
 }
 
@@ -545,11 +1246,20 @@ static void defer_accept(pt_server *s, uint64_t ms)
     uv_timer_start(&s->accept_timer, on_accept_timer, ms, 0);
 }
 
+/* With worker loops, connections the server loop closed stay open until their worker
+ * gets to them: while a turn's worth are waiting, accepting waits too (a flood that
+ * keeps the server evicting would otherwise hold sockets far past max_connections). */
+static bool closes_lag(pt_server *s)
+{
+    return atomic_load_explicit(&s->closes_pending, memory_order_relaxed) >= PT_SERVER_ACCEPTS_PER_TURN;
+}
+
 static void on_accept_timer(uv_timer_t *t)
 {
     pt_server *s = t->data;
     if (s->stopping) return;
-    if (accept_one(s) != 0) defer_accept(s, 10); /* no memory: try again a little later */
+    if (closes_lag(s)) defer_accept(s, 1);
+    else if (accept_one(s) != 0) defer_accept(s, 10); /* no memory: try again a little later */
 }
 
 static void on_connection(uv_stream_t *server, int status)
@@ -564,6 +1274,7 @@ static void on_connection(uv_stream_t *server, int status)
      * the kernel's backlog for the next iteration. A connection the callback does not
      * take must still be taken (libuv stops accepting until it is): on no memory too. */
     if (s->accepts_turn >= PT_SERVER_ACCEPTS_PER_TURN) defer_accept(s, 0);
+    else if (closes_lag(s)) defer_accept(s, 1);
     else if (accept_one(s) != 0) defer_accept(s, 10);
 }
 
@@ -583,23 +1294,16 @@ static void on_gc(uv_timer_t *t)
     }
 }
 
-/* Every second: connections quiet for a second give back the buffers they last
- * used (each keeps its largest size otherwise; five of at least 256 bytes are a
- * quarter of an idle connection's memory). A busy connection (it read or wrote
- * within the second) is not touched, so the load path keeps its buffers. */
-#define TRIM_AFTER_MS 1000
-
+/* Every second: sessions of connections quiet for a second give back their buffers
+ * (the worker loops trim the sockets' side: on_io_trim). */
 static void on_trim(uv_timer_t *t)
 {
     pt_server *s = t->data;
     uint64_t now = uv_now(&s->loop);
     for (pt_conn *c = s->conns; c; c = c->next) {
-        if (c->closing || c->writing || c->dirty || c->in_input || now - c->active_ms < TRIM_AFTER_MS)
+        if (c->closing || c->dirty || c->in_input || !c->sess || now - c->core_active_ms < TRIM_AFTER_MS)
             continue;
-        if (c->out.len == 0) pt_buf_free(&c->out);
-        pt_buf_free(&c->inflight); /* not writing: nothing in it */
-        pt_chan_trim(c->chan);
-        if (c->sess) pt_sess_trim(c->sess->sess);
+        pt_sess_trim(c->sess->sess);
     }
 }
 
@@ -633,8 +1337,11 @@ static void on_stop_async(uv_async_t *a)
     flush_dirty(s);
     for (pt_conn *c = s->conns, *next; c; c = next) {
         next = c->next;
-        conn_close_after_write(c, "server shutting down");
+        core_close_after_write(c, "server shutting down");
     }
+    /* the worker loops finish their writes after this loop ends (pt_server_run) */
+    for (unsigned i = 0; i < s->nios; i++)
+        if (s->ios[i]->threaded) uv_unref((uv_handle_t *)&s->ios[i]->core_wake);
 }
 
 static void on_signal(uv_signal_t *sig, int signum)
@@ -818,6 +1525,8 @@ pt_server *pt_server_new(const pt_server_config *cfg, int *err)
     uv_timer_init(&s->loop, &s->trim_timer);
     s->trim_timer.data = s;
     uv_timer_start(&s->trim_timer, on_trim, TRIM_AFTER_MS, TRIM_AFTER_MS);
+    pt_srv_timeouts_changed(s);
+    if ((rc = ios_start(s)) != 0) goto fail;
     uv_timer_init(&s->loop, &s->accept_timer);
     s->accept_timer.data = s;
     uv_check_init(&s->loop, &s->flush_check);
@@ -870,6 +1579,7 @@ int pt_server_run(pt_server *s)
     }
     pt_srv_notify(s, PT_SRV_NOTIFY_READY); /* ops (issue 9): systemd Type=notify */
     uv_run(&s->loop, UV_RUN_DEFAULT);
+    ios_join(s, false);
     pt_log_info("stopped");
     return 0;
 }
@@ -884,6 +1594,7 @@ void pt_server_free(pt_server *s)
 {
     if (!s) return;
     s->stopping = true; /* no presence pushes while everything goes */
+    if (s->ios) ios_join(s, true);
     while (s->sess_all) pt_srv_sess_destroy(s, s->sess_all);
     free(s->sess_buckets);
     if (s->db) {
@@ -898,6 +1609,8 @@ void pt_server_free(pt_server *s)
         uv_run(&s->loop, UV_RUN_DEFAULT);
         uv_loop_close(&s->loop);
     }
+    for (unsigned i = 0; i < s->nios; i++) io_free(s->ios[i]);
+    free(s->ios);
     pt_srv_presence_free(s);
     pt_srv_addrs_free(s);
     pt_srv_queues_free(s);

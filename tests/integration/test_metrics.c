@@ -287,6 +287,104 @@ static void test_counters_move(void **state)
     assert_int_equal(pt_test_server_stop(&srv), 0);
 }
 
+static double worker_conns(uint16_t mp, int w)
+{
+    char k[64];
+    snprintf(k, sizeof k, "packtrackd_worker_connections{worker=\"%d\"}", w);
+    return value(scrape(mp), k);
+}
+
+/* After a reconnection: live pushes resume once the device has synced. */
+static void sync_user(user *u)
+{
+    pt_buf body;
+    pt_buf_init(&body);
+    pt_tl_messages_sync sy;
+    memset(&sy, 0, sizeof sy);
+    assert_int_equal(pt_tl_messages_sync_encode(&body, &sy), 0);
+    call(u, &body);
+    assert_int_equal(u->err_code, 0);
+    pt_buf_free(&body);
+}
+
+/* Every user sends one message to the next and each gets its one. */
+static void ring_exchange(user *u, int n)
+{
+    for (int i = 0; i < n; i++) send_msg(&u[i], u[(i + 1) % n].user_id);
+    for (int i = 0; i < n; i++) {
+        for (int k = 0; k < 500 && u[i].ngot < 1; k++)
+            assert_int_equal(pt_client_pump(u[i].c, 10, on_event, &u[i]), 0);
+        assert_int_equal(u[i].ngot, 1);
+        confirm(&u[i]);
+    }
+}
+
+/* Worker loops: each new connection goes to the worker with the fewest, users on
+ * different workers reach each other, and the counts follow closes. */
+static void test_workers_spread(void **state)
+{
+    (void)state;
+    pt_test_server srv;
+    const char *extra[] = {"--metrics", "127.0.0.1:0", "--workers", "3", NULL};
+    pt_test_server_start(&srv, NULL, 0, extra);
+    uint16_t mp = metrics_port(&srv);
+    assert_int_equal(pt_test_log_count(&srv, "worker loops: 3"), 1);
+    user u[6];
+    for (int i = 0; i < 6; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "worker%d", i);
+        user_new(&u[i], srv.port, name);
+    }
+    for (int w = 0; w < 3; w++) assert_true(worker_conns(mp, w) == 2);
+    assert_int_equal(pt_test_log_count(&srv, "(worker 0)"), 2);
+    assert_int_equal(pt_test_log_count(&srv, "(worker 2)"), 2);
+    ring_exchange(u, 6); /* user i on worker i % 3 */
+    pt_client_drop(u[0].c);
+    pt_client_drop(u[3].c);
+    for (int i = 0; i < 300 && worker_conns(mp, 0) != 0; i++) usleep(10000);
+    assert_true(worker_conns(mp, 0) == 0);
+    assert_true(worker_conns(mp, 1) == 2 && worker_conns(mp, 2) == 2);
+    assert_true(value(scrape(mp), "packtrackd_connections") == 4);
+    /* the emptiest takes the next connection, and the two are back in the ring */
+    assert_int_equal(pt_client_connect(u[0].c, "127.0.0.1", srv.port), 0);
+    assert_int_equal(pt_client_connect(u[3].c, "127.0.0.1", srv.port), 0);
+    sync_user(&u[0]);
+    sync_user(&u[3]);
+    assert_true(worker_conns(mp, 0) == 2);
+    ring_exchange(u, 6);
+    for (int i = 0; i < 6; i++) pt_client_free(u[i].c);
+    assert_int_equal(pt_test_server_stop(&srv), 0);
+}
+
+/* workers = 0: every connection on the main loop (no worker metrics), as before. */
+static void test_no_workers(void **state)
+{
+    (void)state;
+    pt_test_server srv;
+    const char *extra[] = {"--metrics", "127.0.0.1:0", "--workers", "0", NULL};
+    pt_test_server_start(&srv, NULL, 0, extra);
+    uint16_t mp = metrics_port(&srv);
+    assert_int_equal(pt_test_log_count(&srv, "connections: on the main loop"), 1);
+    user u[4];
+    for (int i = 0; i < 4; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "main%d", i);
+        user_new(&u[i], srv.port, name);
+    }
+    assert_null(strstr(scrape(mp), "packtrackd_worker_connections"));
+    assert_true(value(scrape(mp), "packtrackd_connections") == 4);
+    ring_exchange(u, 4);
+    pt_client_drop(u[0].c);
+    pt_client_drop(u[3].c);
+    assert_int_equal(pt_client_connect(u[0].c, "127.0.0.1", srv.port), 0);
+    assert_int_equal(pt_client_connect(u[3].c, "127.0.0.1", srv.port), 0);
+    sync_user(&u[0]);
+    sync_user(&u[3]);
+    ring_exchange(u, 4);
+    for (int i = 0; i < 4; i++) pt_client_free(u[i].c);
+    assert_int_equal(pt_test_server_stop(&srv), 0);
+}
+
 /* Scrapers that misbehave get a clean answer and a close; the server carries on. */
 static void test_bad_scrapers(void **state)
 {
@@ -442,6 +540,8 @@ int main(void)
         cmocka_unit_test(test_counters_move),
         cmocka_unit_test(test_bad_scrapers),
         cmocka_unit_test(test_off_by_default),
+        cmocka_unit_test(test_workers_spread),
+        cmocka_unit_test(test_no_workers),
         cmocka_unit_test(test_secure_heap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
