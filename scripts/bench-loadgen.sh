@@ -15,7 +15,8 @@
 #
 # --rates adds open-loop runs at those total rates (latency versus load).
 # --idle 0 skips the idle-connection runs. PACKTRACKD=/path/to/packtrackd measures
-# another build of the server against the same loadgen (A/B of a server change).
+# another build of the server against the same loadgen (A/B of a server change);
+# PTD_ARGS adds packtrackd flags (PTD_ARGS="--workers 2" SRV_CPU=0,1: worker loops).
 #
 # --quick is the CI smoke (under 20 s, numbers not gated). --profile adds a
 # perf record (cpu-clock, call graphs) of packtrackd during one closed-loop run.
@@ -40,6 +41,7 @@ PROFILE=0
 QUIET_WAIT=${QUIET_WAIT:-300}   # seconds to wait for other work to finish before each run
 TRIES=3                         # runs disturbed by other work are repeated, up to this many times
 SRV_CPU=${SRV_CPU:-0}
+PTD_ARGS=${PTD_ARGS:-}   # more packtrackd flags, e.g. PTD_ARGS="--workers 2" SRV_CPU=0,1
 LOAD_CPU=${LOAD_CPU:-1}
 
 while [ $# -gt 0 ]; do
@@ -129,7 +131,7 @@ start_server() { # start_server TARGET TAG: sets SPID, SPORT, SFP
       # every load client connects from 127.0.0.1: lift the per-address limits
       taskset -c "$SRV_CPU" "$PTD" --listen 127.0.0.1:0 --data "$dir/data" --ready-file "$dir/ready" \
         --max-connections 100000 --max-conns-per-ip 1000000 --rate-limit 10000000 \
-        --log-level warn 2>"$dir/server.log" &
+        --log-level warn $PTD_ARGS 2>"$dir/server.log" &
       SPID=$!
       wait_ready_file "$dir/ready" "$SPID" || { echo "bench-loadgen: packtrackd did not start; see $dir/server.log" >&2; return 1; }
       SPORT=$(head -1 "$dir/ready" | cut -d: -f2)

@@ -20,6 +20,8 @@
 #define PT_SERVER_ACCEPTS_PER_TURN 64 /* connections accepted per loop iteration at most */
 #define PT_SERVER_WORKERS_NONE UINT32_MAX /* pt_server_config.workers: everything on one loop */
 #define PT_SERVER_MAX_WORKERS 64
+#define PT_SERVER_MAX_INBUF (4u << 20)      /* worker loops: stop reading a peer whose records
+                                               wait for the main loop beyond this */
 #define PT_SERVER_MAX_OUTBUF (4u << 20)     /* stop reading a peer whose replies pile up */
 #define PT_SERVER_MAX_SESSIONS_PER_DEVICE 16
 #define PT_SERVER_ENVELOPE_MAX 65536        /* end-to-end envelope, bytes */

@@ -68,6 +68,7 @@ struct pt_conn {
     pt_buf out;                     /* sealed bytes waiting for the next write */
     pt_buf inflight;                /* bytes handed to uv_write, untouched until on_write */
     bool closing;                   /* the server side let go of it */
+    bool close_req;                 /* the server side asked its worker to close it */
     bool in_input;                  /* records being handled: replies are flushed after */
     bool dirty;                     /* on the server's list of connections to flush */
     pt_conn *dirty_prev, *dirty_next;
@@ -98,6 +99,8 @@ struct pt_conn {
     pt_conn *post_next;             /* worker: on io->post (events to post this iteration) */
     bool on_post;
     pt_buf recs;                    /* worker: records read, not yet posted (u32 length + bytes) */
+    _Atomic size_t in_pending;      /* bytes of records posted and not yet taken by the server */
+    _Atomic bool in_paused;         /* the worker stopped reading it for that (RESUME) */
     pt_buf seal;                    /* server: records to seal, not yet posted */
     pt_buf core_work;               /* server: the records it took from the mailbox */
     pt_buf io_work;                 /* worker: the records to seal it took from the mailbox */
@@ -153,6 +156,7 @@ enum {
     PT_CONN_CMD_THROTTLE = 4,       /* stop reading for mb_pause_ms */
     PT_CONN_CMD_CLOSE_AW = 8,       /* close once the writes drain (mb_cmd_why) */
     PT_CONN_CMD_CLOSE = 16,         /* close now; the server side is gone */
+    PT_CONN_CMD_RESUME = 32,        /* the server took most of its input: read again */
 };
 
 /* What the metrics endpoint reports (src/server/metrics.c); loop thread only. */

@@ -127,6 +127,7 @@ static int on_record(void *ud, const uint8_t *rec, size_t len);
 static int core_channel_up(pt_conn *c);
 static void on_timer(uv_timer_t *t);
 static void io_close(pt_conn *c, const char *why);
+static bool io_may_read(const pt_conn *c);
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf);
 
@@ -249,9 +250,12 @@ static void io_post_all(pt_io *io)
         next = c->post_next;
         c->on_post = false;
         c->post_next = NULL;
+        size_t n = c->recs.len;
         if (move_bytes(&c->mb_recs, &c->recs) != 0 && !c->io_closing) {
             c->post_next = failed; /* no memory: closed below (the records are lost) */
             failed = c;
+        } else {
+            atomic_fetch_add(&c->in_pending, n);
         }
         if (c->mb_recs.len) c->io_ev |= PT_CONN_EV_RECS;
         c->mb_ev |= c->io_ev;
@@ -291,10 +295,8 @@ static void conn_handle_closed(uv_handle_t *h)
         return;
     }
     pt_io *io = c->io;
-    if (!c->io_core_gone) {
-        io_post_later(c, PT_CONN_EV_CLOSED);
-        io_post_all(io); /* now: the worker's reference goes next */
-    }
+    if (!c->io_core_gone) io_post_later(c, PT_CONN_EV_CLOSED);
+    if (c->on_post) io_post_all(io); /* now: the worker's reference goes next */
     conn_unref(c);
     io->live--;
     io_try_stop(io);
@@ -345,6 +347,7 @@ static void core_release(pt_conn *c, const char *why)
 static void core_post(pt_conn *c, uint8_t cmd, const char *why, uint32_t pause_ms)
 {
     pt_io *io = c->io;
+    if (!io->thread_on) return; /* joined: every socket is closed */
     int rc = 0;
     pthread_mutex_lock(&io->mu);
     if (cmd & PT_CONN_CMD_SEAL) rc = move_bytes(&c->mb_seal, &c->seal);
@@ -373,7 +376,7 @@ void pt_conn_close(pt_conn *c, const char *why)
         return;
     }
     if (!c->io_started) { /* the worker never saw it */
-        close(c->sockfd);
+        if (c->sockfd >= 0) close(c->sockfd);
         io_release(c);
         conn_unref(c); /* the worker's reference */
     } else {
@@ -404,9 +407,13 @@ bool pt_conn_io_closing(const pt_conn *c) { return io_closing(c); }
 /* Server loop: sends what is queued, then closes. */
 static void core_close_after_write(pt_conn *c, const char *why)
 {
-    if (c->closing) return;
-    if (!c->io->threaded) conn_close_after_write(c, why);
-    else core_post(c, PT_CONN_CMD_SEAL | PT_CONN_CMD_CLOSE_AW, why ? why : "done", 0);
+    if (c->closing || c->close_req) return;
+    if (!c->io->threaded) {
+        conn_close_after_write(c, why);
+        return;
+    }
+    c->close_req = true;
+    core_post(c, PT_CONN_CMD_SEAL | PT_CONN_CMD_CLOSE_AW, why ? why : "done", 0);
 }
 
 /* Worker: sends what is queued, then closes. */
@@ -441,7 +448,8 @@ static void on_write(uv_write_t *req, int status)
     }
     if (c->read_paused) {
         c->read_paused = false;
-        if (!c->throttled) uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+        if (c->io->threaded ? io_may_read(c) : !c->throttled)
+            uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
     }
 }
 
@@ -549,7 +557,8 @@ static void on_timer(uv_timer_t *t)
     pt_conn *c = t->data;
     if (c->throttled) {
         c->throttled = false;
-        if (!c->read_paused) uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+        if (c->io->threaded ? io_may_read(c) : !c->read_paused)
+            uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
         uv_timer_start(&c->timer, on_timer, pt_srv_idle_timeout_ms(c->srv), 0);
         return;
     }
@@ -687,37 +696,48 @@ static bool core_charge(pt_conn *c, int *verdict_out)
     return true;
 }
 
+/* Server loop: n bytes of c's records were taken; a worker that stopped reading it
+ * (too much input waiting for this loop) reads again once it is down to a quarter. */
+static void core_input_done(pt_conn *c, size_t n)
+{
+    size_t left = atomic_fetch_sub(&c->in_pending, n) - n;
+    if (left <= PT_SERVER_MAX_INBUF / 4 && atomic_load(&c->in_paused) && !c->closing)
+        core_post(c, PT_CONN_CMD_RESUME, NULL, 0);
+}
+
 /* Server loop: one connection's events from its worker, in the order they happened. */
 static void core_events(pt_conn *c, uint8_t ev, const char *why)
 {
     pt_server *s = c->srv;
     if (c->closing) return;
+    /* once this side has decided to close it (or the server stops), what was still on
+     * its way is not acted on, as a single loop stops reading at that point: only the
+     * worker's "closed" still counts */
+    bool act = !c->close_req && !s->stopping;
     int rc = 0;
-    if ((ev & PT_CONN_EV_UP) && core_channel_up(c) != 0) {
-        pt_conn_close(c, "out of memory");
-        return;
-    }
-    if (c->core_work.len) {
+    if (act && (ev & PT_CONN_EV_UP)) rc = core_channel_up(c);
+    if (act && rc == 0 && c->core_work.len) {
         c->core_active_ms = uv_now(&s->loop);
         c->in_input = true;
-        for (size_t off = 0; off + 4 <= c->core_work.len && rc == 0;) {
+        for (size_t off = 0; off + 4 <= c->core_work.len && rc == 0 && !c->closing;) {
             size_t len = pt_get_u32le(c->core_work.data + off);
             rc = on_record(c, c->core_work.data + off + 4, len);
             off += 4 + len;
         }
         c->in_input = false;
-        if (c->closing) return; /* a resumed session took it over, say */
+        if (c->closing) return; /* a call closed it (its session destroyed, say) */
         int verdict;
-        if (rc == 0 && !core_charge(c, &verdict)) return;
-        if (rc == 0) pt_conn_flush(c);
+        if (rc == 0 && core_charge(c, &verdict) && !c->close_req) pt_conn_flush(c);
+        if (c->closing) return;
     }
+    if (c->core_work.len) core_input_done(c, c->core_work.len);
     if (ev & PT_CONN_EV_CLOSED) {
         if (ev & PT_CONN_EV_HS_FAILED) s->counters.handshake_failures++;
         core_release(c, why);
         conn_unref(c); /* the server side's reference */
         return;
     }
-    if (rc) {
+    if (rc && !c->close_req) {
         pt_log_warn("conn %s: %s; closing", c->peer, pt_strerror(rc));
         if (conn_flush_now(c) == 0) core_close_after_write(c, pt_strerror(rc));
         else pt_conn_close(c, pt_strerror(rc));
@@ -810,6 +830,30 @@ static void read_unthreaded(pt_conn *c, const uint8_t *data, size_t len)
     conn_start_write(c);
 }
 
+/* Worker: true when c may read (not paused for any reason, not closing). */
+static bool io_may_read(const pt_conn *c)
+{
+    return !c->throttled && !c->read_paused && !c->close_after_write && !c->io_closing &&
+           !atomic_load(&c->in_paused);
+}
+
+/* Worker: stops reading c while more than PT_SERVER_MAX_INBUF of its records wait for
+ * the server loop (a single loop handled each read before the next); the server loop
+ * sends RESUME once it has taken most of them (core_input_done). The flag is set
+ * before the count is read again, and the server loop takes from the count before it
+ * reads the flag: one of the two sees the other (sequentially consistent atomics). */
+static void io_input_limit(pt_conn *c)
+{
+    if (atomic_load(&c->in_paused) || c->io_closing) return;
+    if (atomic_load(&c->in_pending) + c->recs.len <= PT_SERVER_MAX_INBUF) return;
+    atomic_store(&c->in_paused, true);
+    if (atomic_load(&c->in_pending) + c->recs.len > PT_SERVER_MAX_INBUF) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        return;
+    }
+    atomic_store(&c->in_paused, false);
+}
+
 /* With workers: the channel here, the records to the server loop. */
 static void read_threaded(pt_conn *c, const uint8_t *data, size_t len)
 {
@@ -834,6 +878,7 @@ static void read_threaded(pt_conn *c, const uint8_t *data, size_t len)
         uint32_t t = pt_chan_established(c->chan) ? pt_srv_idle_timeout_ms(c->srv) : 0;
         if (t) uv_timer_start(&c->timer, on_timer, t, 0);
     }
+    io_input_limit(c);
     conn_start_write(c);
 }
 
@@ -875,6 +920,7 @@ static void io_open(pt_conn *c, uv_tcp_t *accepted_on)
         c->tcp.data = c->timer.data = c;
         c->open_handles = 2;
         int rc = uv_tcp_open(&c->tcp, (uv_os_sock_t)c->sockfd);
+        if (rc != 0) close(c->sockfd);
         c->sockfd = -1;
         io->live++;
         c->io_next = io->conns;
@@ -939,7 +985,12 @@ static void on_io_wake(uv_async_t *a)
         } else {
             io_seal_work(c);
             io_backpressure(c);
-            if ((cmd & PT_CONN_CMD_THROTTLE) && !io_closing(c)) {
+            if ((cmd & PT_CONN_CMD_RESUME) && atomic_load(&c->in_paused) &&
+                atomic_load(&c->in_pending) <= PT_SERVER_MAX_INBUF / 4) {
+                atomic_store(&c->in_paused, false);
+                if (io_may_read(c)) uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+            }
+            if ((cmd & PT_CONN_CMD_THROTTLE) && !io_closing(c) && !c->close_after_write) {
                 c->throttled = true;
                 uv_read_stop((uv_stream_t *)&c->tcp);
                 uv_timer_start(&c->timer, on_timer, pause_ms, 0);
@@ -1055,7 +1106,11 @@ static int ios_start(pt_server *s)
         uv_async_init(&s->loop, &io->core_wake, on_core_wake);
         io->core_wake.data = io;
         if (uv_thread_create(&io->thread, io_thread, io) != 0) {
+            pt_log_error("cannot start worker loop %u", i);
             uv_close((uv_handle_t *)&io->core_wake, NULL);
+            io->stopping = true;
+            io_try_stop(io);
+            uv_run(io->loop, UV_RUN_DEFAULT); /* its handles closed: the loop can be closed */
             return PT_ERR_IO;
         }
         io->thread_on = true;
@@ -1201,7 +1256,9 @@ static int accept_one(pt_server *s)
          * half-open handshakes and keep real clients out for as long as it reconnects
          * (refusing the newcomer, as before, serves whoever reconnects fastest). This
          * way an authenticated connection is never closed for a newcomer, and a
-         * handshake holds its slot only while it is not the oldest. */
+         * handshake holds its slot only while it is not the oldest. (With worker
+         * loops, a channel that came up on its worker a moment ago, its "up" not yet
+         * here, still counts as a handshake.) */
         pt_conn *old = s->hs_head;
         pt_log_debug("conn %s: %u connections: closing the oldest handshake (%s) to admit it",
                      c->peer, s->cfg.max_connections, old->peer);

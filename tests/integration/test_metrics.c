@@ -325,7 +325,7 @@ static void test_workers_spread(void **state)
 {
     (void)state;
     pt_test_server srv;
-    const char *extra[] = {"--metrics", "127.0.0.1:0", "--workers", "3", NULL};
+    const char *extra[] = {"--metrics", "127.0.0.1:0", "--workers", "3", "--rate-limit", "100", NULL};
     pt_test_server_start(&srv, NULL, 0, extra);
     uint16_t mp = metrics_port(&srv);
     assert_int_equal(pt_test_log_count(&srv, "worker loops: 3"), 1);
@@ -352,6 +352,30 @@ static void test_workers_spread(void **state)
     sync_user(&u[3]);
     assert_true(worker_conns(mp, 0) == 2);
     ring_exchange(u, 6);
+    /* a flood that hangs up at once: its records and its close reach the main loop
+     * together; the connection must still go (it once stayed, holding its slot) */
+    for (int round = 0; round < 3; round++) {
+        user f;
+        char name[16];
+        snprintf(name, sizeof name, "flood%d", round);
+        user_new(&f, srv.port, name);
+        uint8_t env[16] = {0};
+        pt_tl_pt_echo e = {.payload = {env, sizeof env}};
+        pt_buf eb;
+        pt_buf_init(&eb);
+        assert_int_equal(pt_tl_pt_echo_encode(&eb, &e), 0);
+        for (int i = 0; i < 2000; i++) assert_int_equal(pt_client_send(f.c, eb.data, eb.len, NULL), 0);
+        pt_buf_free(&eb);
+        int prc = pt_client_pump(f.c, 0, NULL, NULL); /* written, not waited for */
+        assert_true(prc == 0 || prc == PT_ERR_CLOSED);
+        pt_client_free(f.c);
+        for (int i = 0; i < 300 && value(scrape(mp), "packtrackd_connections") != 6; i++) usleep(10000);
+        assert_true(value(scrape(mp), "packtrackd_connections") == 6);
+        double sum = 0;
+        for (int w = 0; w < 3; w++) sum += worker_conns(mp, w);
+        assert_true(sum == 6);
+        if (value(scrape(mp), "packtrackd_bans_total") > 0) break; /* refused from now on */
+    }
     for (int i = 0; i < 6; i++) pt_client_free(u[i].c);
     assert_int_equal(pt_test_server_stop(&srv), 0);
 }
