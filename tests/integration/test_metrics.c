@@ -307,6 +307,16 @@ static void sync_user(user *u)
     pt_buf_free(&body);
 }
 
+/* n users named prefix0, prefix1, ... */
+static void users_new(user *u, int n, uint16_t port, const char *prefix)
+{
+    for (int i = 0; i < n; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "%s%d", prefix, i);
+        user_new(&u[i], port, name);
+    }
+}
+
 /* Every user sends one message to the next and each gets its one. */
 static void ring_exchange(user *u, int n)
 {
@@ -330,11 +340,7 @@ static void test_workers_spread(void **state)
     uint16_t mp = metrics_port(&srv);
     assert_int_equal(pt_test_log_count(&srv, "worker loops: 3"), 1);
     user u[6];
-    for (int i = 0; i < 6; i++) {
-        char name[16];
-        snprintf(name, sizeof name, "worker%d", i);
-        user_new(&u[i], srv.port, name);
-    }
+    users_new(u, 6, srv.port, "worker");
     for (int w = 0; w < 3; w++) assert_true(worker_conns(mp, w) == 2);
     assert_int_equal(pt_test_log_count(&srv, "(worker 0)"), 2);
     assert_int_equal(pt_test_log_count(&srv, "(worker 2)"), 2);
@@ -390,11 +396,7 @@ static void test_no_workers(void **state)
     uint16_t mp = metrics_port(&srv);
     assert_int_equal(pt_test_log_count(&srv, "connections: on the main loop"), 1);
     user u[4];
-    for (int i = 0; i < 4; i++) {
-        char name[16];
-        snprintf(name, sizeof name, "main%d", i);
-        user_new(&u[i], srv.port, name);
-    }
+    users_new(u, 4, srv.port, "main");
     assert_null(strstr(scrape(mp), "packtrackd_worker_connections"));
     assert_true(value(scrape(mp), "packtrackd_connections") == 4);
     ring_exchange(u, 4);
