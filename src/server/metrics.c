@@ -71,7 +71,7 @@ int pt_metrics_render(pt_server *s, pt_buf *out)
     M("connections_evicted_total", "counter",
       "Handshakes closed to make room for a new connection at max_connections.", k->conns_evicted);
     M("handshake_failures_total", "counter", "Channel handshakes that failed or timed out.",
-      k->handshake_failures);
+      k->handshake_failures + atomic_load(&s->hs_failures_workers));
     if (rc == 0 && s->nios && s->ios[0]->threaded) {
         rc = put(out, "# HELP packtrackd_worker_connections Connections carried by each worker loop.\n"
                       "# TYPE packtrackd_worker_connections gauge\n");

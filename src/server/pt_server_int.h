@@ -150,7 +150,6 @@ enum {
     PT_CONN_EV_RECS = 1,            /* records in mb_recs */
     PT_CONN_EV_UP = 2,              /* the channel is up (peer_pk set) */
     PT_CONN_EV_CLOSED = 4,          /* the worker closed it (mb_ev_why) */
-    PT_CONN_EV_HS_FAILED = 8,       /* ... because its handshake failed */
     PT_CONN_CMD_START = 1,          /* open sockfd on the worker's loop */
     PT_CONN_CMD_SEAL = 2,           /* records in mb_seal */
     PT_CONN_CMD_THROTTLE = 4,       /* stop reading for mb_pause_ms */
@@ -239,6 +238,8 @@ struct pt_server {
     _Atomic uint32_t hs_timeout_ms, idle_timeout_ms; /* cfg's, for the worker threads */
     pt_io **ios;                    /* the worker loops; one unthreaded when workers = 0 */
     _Atomic int closes_pending;     /* connections closed here that their worker has not yet */
+    _Atomic uint64_t hs_failures_workers; /* handshake failures counted by the workers (at
+                                             once, before the peer can see the close) */
     unsigned nios;
     struct pt_obfs_server *obfs;    /* obfuscation state (obfs_conn.c), NULL when off */
     struct pt_srv_lan *lan;         /* LAN discovery responder (lan.c), NULL when off */

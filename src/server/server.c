@@ -395,7 +395,7 @@ static void io_close(pt_conn *c, const char *why)
     }
     if (c->io_closing) return;
     if (why) c->io_why = why;
-    if (c->io_hs_failed) c->io_ev |= PT_CONN_EV_HS_FAILED;
+    if (c->io_hs_failed) atomic_fetch_add(&c->srv->hs_failures_workers, 1);
     io_close_handles(c);
 }
 
@@ -732,7 +732,6 @@ static void core_events(pt_conn *c, uint8_t ev, const char *why)
     }
     if (c->core_work.len) core_input_done(c, c->core_work.len);
     if (ev & PT_CONN_EV_CLOSED) {
-        if (ev & PT_CONN_EV_HS_FAILED) s->counters.handshake_failures++;
         core_release(c, why);
         conn_unref(c); /* the server side's reference */
         return;
