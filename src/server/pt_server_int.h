@@ -137,6 +137,7 @@ typedef struct pt_io {
     pt_conn *post;                  /* worker: connections with events to post */
     pt_conn *conns;                 /* worker: its connections */
     size_t nconns;                  /* server loop: connections given to it and not closed */
+    bool wake_due;                  /* server loop: commands posted, wake-up not yet sent */
     struct pt_io_ev {               /* server loop: the events taken in one wake-up */
         pt_conn *c;
         uint8_t ev;
@@ -147,9 +148,8 @@ typedef struct pt_io {
 } pt_io;
 
 enum {
-    PT_CONN_EV_RECS = 1,            /* records in mb_recs */
-    PT_CONN_EV_UP = 2,              /* the channel is up (peer_pk set) */
-    PT_CONN_EV_CLOSED = 4,          /* the worker closed it (mb_ev_why) */
+    PT_CONN_EV_UP = 1,              /* the channel is up (peer_pk set); records: mb_recs */
+    PT_CONN_EV_CLOSED = 2,          /* the worker closed it (mb_ev_why) */
     PT_CONN_CMD_START = 1,          /* open sockfd on the worker's loop */
     PT_CONN_CMD_SEAL = 2,           /* records in mb_seal */
     PT_CONN_CMD_THROTTLE = 4,       /* stop reading for mb_pause_ms */

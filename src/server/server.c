@@ -121,6 +121,7 @@ pt_srv_sess *pt_srv_sess_lookup(pt_server *s, const uint8_t pk[32], uint64_t sid
  * loop iteration behind one lock and one wake-up.
  */
 
+static void on_flush_idle(uv_idle_t *h) { (void)h; }
 static void conn_start_write(pt_conn *c);
 static void conn_close_after_write(pt_conn *c, const char *why);
 static int on_record(void *ud, const uint8_t *rec, size_t len);
@@ -251,13 +252,12 @@ static void io_post_all(pt_io *io)
         c->on_post = false;
         c->post_next = NULL;
         size_t n = c->recs.len;
-        if (move_bytes(&c->mb_recs, &c->recs) != 0 && !c->io_closing) {
+        if (move_bytes(&c->mb_recs, &c->recs) == 0) {
+            atomic_fetch_add(&c->in_pending, n);
+        } else if (!c->io_closing) {
             c->post_next = failed; /* no memory: closed below (the records are lost) */
             failed = c;
-        } else {
-            atomic_fetch_add(&c->in_pending, n);
         }
-        if (c->mb_recs.len) c->io_ev |= PT_CONN_EV_RECS;
         c->mb_ev |= c->io_ev;
         if (c->io_ev & PT_CONN_EV_CLOSED) c->mb_ev_why = c->io_why;
         c->io_ev = 0;
@@ -362,7 +362,21 @@ static void core_post(pt_conn *c, uint8_t cmd, const char *why, uint32_t pause_m
         io->cmd_list = c;
     }
     pthread_mutex_unlock(&io->mu);
-    uv_async_send(&io->wake);
+    if (!io->wake_due) { /* woken once, in this iteration's check phase (core_wake_ios) */
+        io->wake_due = true;
+        uv_idle_start(&c->srv->flush_idle, on_flush_idle); /* the poll must not block */
+    }
+}
+
+/* Server loop: wakes the workers that were given commands in this iteration. */
+static void core_wake_ios(pt_server *s)
+{
+    for (unsigned i = 0; i < s->nios; i++) {
+        pt_io *io = s->ios[i];
+        if (!io->wake_due) continue;
+        io->wake_due = false;
+        uv_async_send(&io->wake);
+    }
 }
 
 /* Closes a connection now (server loop). Never frees inside its own callback: libuv
@@ -419,7 +433,7 @@ static void core_close_after_write(pt_conn *c, const char *why)
 /* Worker: sends what is queued, then closes. */
 static void conn_close_after_write(pt_conn *c, const char *why)
 {
-    if (c->io->threaded ? c->io_closing : c->closing) return;
+    if (io_closing(c)) return;
     c->close_after_write = why ? why : "done";
     uv_read_stop((uv_stream_t *)&c->tcp);
     if (!c->writing && c->out.len == 0) io_close(c, c->close_after_write);
@@ -508,8 +522,6 @@ static int conn_flush_now(pt_conn *c)
     return 0;
 }
 
-static void on_flush_idle(uv_idle_t *h) { (void)h; }
-
 int pt_conn_flush(pt_conn *c)
 {
     if (c->dirty || c->closing) return 0;
@@ -542,6 +554,7 @@ static void flush_dirty(pt_server *s)
             core_close_after_write(c, pt_strerror(rc));
         }
     }
+    core_wake_ios(s);
     uv_idle_stop(&s->flush_idle);
 }
 
@@ -659,7 +672,7 @@ static int io_on_record(void *ud, const uint8_t *rec, size_t len)
     pt_conn *c = ud;
     io_note_peer(c);
     int rc = put_record(&c->recs, rec, len);
-    if (rc == 0) io_post_later(c, PT_CONN_EV_RECS);
+    if (rc == 0) io_post_later(c, 0);
     return rc;
 }
 
@@ -792,6 +805,15 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     buf->len = sizeof c->io->readbuf;
 }
 
+/* The socket side: the channel is up (peer_pk set). */
+static void log_channel_up(const pt_conn *c)
+{
+    char fp[PT_FINGERPRINT_LEN];
+    pt_fingerprint(fp, c->peer_pk);
+    pt_log_info("conn %s: secure channel up: %s, device %.17s", c->peer,
+                pt_suite_name(pt_chan_suite(c->chan)), fp);
+}
+
 /* Without workers: the whole of a read, as one loop always did it. */
 static void read_unthreaded(pt_conn *c, const uint8_t *data, size_t len)
 {
@@ -815,10 +837,7 @@ static void read_unthreaded(pt_conn *c, const uint8_t *data, size_t len)
             pt_conn_close(c, "out of memory");
             return;
         }
-        char fp[PT_FINGERPRINT_LEN];
-        pt_fingerprint(fp, c->peer_pk);
-        pt_log_info("conn %s: secure channel up: %s, device %.17s", c->peer,
-                    pt_suite_name(pt_chan_suite(c->chan)), fp);
+        log_channel_up(c);
     }
     if (verdict > 0) {
         conn_start_write(c);
@@ -862,10 +881,7 @@ static void read_threaded(pt_conn *c, const uint8_t *data, size_t len)
     if (up) {
         io_note_peer(c);
         io_post_later(c, PT_CONN_EV_UP);
-        char fp[PT_FINGERPRINT_LEN];
-        pt_fingerprint(fp, c->peer_pk);
-        pt_log_info("conn %s: secure channel up: %s, device %.17s", c->peer,
-                    pt_suite_name(pt_chan_suite(c->chan)), fp);
+        log_channel_up(c);
     }
     if (rc) {
         if (!pt_chan_established(c->chan)) c->io_hs_failed = true;
@@ -907,13 +923,12 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
     else read_unthreaded(c, data, len);
 }
 
-/* Worker: opens the socket side of c on its loop. */
-static void io_open(pt_conn *c, uv_tcp_t *accepted_on)
+/* Worker: opens the socket side of c on its loop (without workers, accept_one has
+ * accepted straight into c->tcp). */
+static void io_open(pt_conn *c)
 {
     pt_io *io = c->io;
-    if (accepted_on) { /* no workers: accepted straight into c->tcp */
-        (void)accepted_on;
-    } else {
+    if (io->threaded) {
         uv_tcp_init(io->loop, &c->tcp);
         uv_timer_init(io->loop, &c->timer);
         c->tcp.data = c->timer.data = c;
@@ -976,7 +991,7 @@ static void on_io_wake(uv_async_t *a)
         c->io_work = c->mb_seal;
         c->mb_seal = t;
         pthread_mutex_unlock(&io->mu);
-        if (cmd & PT_CONN_CMD_START) io_open(c, NULL);
+        if (cmd & PT_CONN_CMD_START) io_open(c);
         if (cmd & PT_CONN_CMD_CLOSE) c->io_core_gone = true;
         bool counted_close = cmd & PT_CONN_CMD_CLOSE;
         if (c->io_closing) {
@@ -1288,7 +1303,7 @@ static int accept_one(pt_server *s)
         c->io_started = true;
         core_post(c, PT_CONN_CMD_START, NULL, 0);
     } else {
-        io_open(c, &c->tcp);
+        io_open(c);
     }
     return 0;
 }
