@@ -5,8 +5,9 @@
  * "lg<i>" with a fresh Ed25519 identity and its device certificate. Stage 2
  * (senders only): users.resolve "lg<peer>". A message is messages.send(peer,
  * payload); its sender ack is messages.sent (durable), its delivery
- * updates.newMessage, and every confirm_batch deliveries (or 20 ms) the
- * receiver confirms them with messages.received, as a real client does. */
+ * updates.newMessage. The receiver confirms with messages.received: by default
+ * what one read delivered, at once (libpacktrack confirms each message as soon as
+ * it has stored it); with --confirm N, every N deliveries or 20 ms. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -196,7 +197,8 @@ static int pt_input(lg_run *r, lg_client *c)
         return -1;
     }
     if (c->stage < 0) return -1;
-    if (p->nconfirm >= (size_t)lg_options(r)->confirm_batch) {
+    size_t batch = (size_t)lg_options(r)->confirm_batch;
+    if (p->nconfirm && p->nconfirm >= (batch ? batch : 1)) { /* 0: what this read delivered */
         if (send_confirm(p) || pt_client_pump(p->cl, 0, on_event, p)) return -1;
     }
     return 0;

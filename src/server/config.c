@@ -131,6 +131,7 @@ static const pt_config_key_info keys[PT_CFG_NKEYS] = {
     [PT_CFG_CLUSTER_REPLICAS] = {"cluster", "replicas", false},
     [PT_CFG_SECURE_HEAP] = {"server", "secure_heap", false},
     [PT_CFG_WORKERS] = {"server", "workers", false},
+    [PT_CFG_CONFIRM_WAIT] = {"limits", "confirm_wait_ms", true},
 };
 
 const pt_config_key_info *pt_config_key_get(pt_config_key k)
@@ -356,6 +357,10 @@ static int on_kv(void *user, const char *section, const char *name, const char *
     case PT_CFG_SESSION_EXPIRY: SECONDS(session_expiry_ms, 30 * 86400); break;
     case PT_CFG_MAX_CONNECTIONS: NUMBER(max_connections, 1, 1000000); break;
     case PT_CFG_QUEUE_QUOTA: NUMBER(queue_quota, 1, 100000000); break;
+    case PT_CFG_CONFIRM_WAIT:
+        NUMBER(confirm_wait_ms, 0, 1000);
+        if (rc == 0 && v == 0) f->cfg.confirm_wait_ms = PT_SERVER_CONFIRM_WAIT_OFF;
+        break;
     case PT_CFG_MAX_CONNS_PER_IP: NUMBER(max_conns_per_ip, 1, 1000000); break;
     case PT_CFG_RATE_LIMIT: NUMBER(rate_limit, 1, 10000000); break;
     case PT_CFG_BAN_TIME: NUMBER(ban_s, 1, 30 * 86400); break;

@@ -310,7 +310,8 @@ static void submit(pt_conn *c, uint64_t req, int what, const uint8_t peer[16], p
     }
     int64_t id;
     if (pt_srv_take_server_id(c->srv, &id) != 0) {
-        pt_srv_reply_error(e, req, PT_RPC_UNAVAILABLE, "CLUSTER_UNAVAILABLE");
+        pt_srv_reply_error(e, req, PT_RPC_UNAVAILABLE,
+                           c->srv->cluster ? "CLUSTER_UNAVAILABLE" : "STORE_BUSY");
         free(o);
         return;
     }

@@ -34,6 +34,9 @@ static void usage(FILE *f)
             "      --session-expiry S     seconds a session outlives its last connection (%d)\n"
             "      --max-connections N    connections accepted at once (%d)\n"
             "      --queue-quota N        undelivered messages kept per device (%d)\n"
+            "      --confirm-wait MS      ms a message sent live to every recipient device waits\n"
+            "                             for their confirmations before it is stored (%d; 0:\n"
+            "                             never); confirmed by all in time, it is never written\n"
             "      --max-conns-per-ip N   connections from one address (%d)\n"
             "      --rate-limit N         messages/s per connection, bursts of 2N (%d); a\n"
             "                             connection above it is closed and its address banned\n"
@@ -88,13 +91,15 @@ static void usage(FILE *f)
             PT_SERVER_DEFAULT_HOST, PT_SERVER_DEFAULT_PORT, PT_SERVER_DEFAULT_DATA,
             PT_SERVER_HANDSHAKE_TIMEOUT_MS / 1000, PT_SERVER_IDLE_TIMEOUT_MS / 1000,
             PT_SERVER_SESSION_EXPIRY_MS / 1000, PT_SERVER_MAX_CONNECTIONS, PT_SERVER_QUEUE_QUOTA,
+            PT_SERVER_CONFIRM_WAIT_MS,
             PT_SERVER_MAX_CONNS_PER_IP, PT_SERVER_RATE_LIMIT, PT_SERVER_BAN_S,
             PT_OBFS_HANDSHAKE_TIMEOUT_MS / 1000, PT_DISC_PORT, PT_DISC_MCAST6);
 }
 
 enum { OPT_HS = 256, OPT_IDLE, OPT_EXPIRY, OPT_MAXC, OPT_READY, OPT_LOG, OPT_QUOTA, OPT_CHECK,
        OPT_PERIP, OPT_RATE, OPT_BAN, OPT_OBFS, OPT_METRICS, OPT_LOGFILE, OPT_DISC_PORT, OPT_NO_DISC,
-       OPT_CLUSTER_NATS, OPT_CLUSTER_NODE, OPT_SECURE_HEAP, OPT_WORKERS };
+       OPT_CLUSTER_NATS, OPT_CLUSTER_NODE, OPT_SECURE_HEAP, OPT_WORKERS,
+       OPT_CONFIRM_WAIT };
 
 static const struct option opts[] = {
     {"config", required_argument, NULL, 'c'},
@@ -116,6 +121,7 @@ static const struct option opts[] = {
     {"log-file", required_argument, NULL, OPT_LOGFILE},
     {"secure-heap", required_argument, NULL, OPT_SECURE_HEAP},
     {"workers", required_argument, NULL, OPT_WORKERS},
+    {"confirm-wait", required_argument, NULL, OPT_CONFIRM_WAIT},
     /* obfuscation: each goes to pt_obfs_config_set() under the key named here */
     {"obfuscation", required_argument, NULL, OPT_OBFS},
     {"network-key", required_argument, NULL, OPT_OBFS},
@@ -155,7 +161,7 @@ static void print_config(const pt_server_config *c)
     if (c->workers == 0) printf("\nworkers = auto");
     else printf("\nworkers = %u", c->workers == PT_SERVER_WORKERS_NONE ? 0 : c->workers);
     printf("\nlog_level = %s\n[limits]\nhandshake_timeout = %u\nidle_timeout = %u\n"
-           "session_expiry = %u\nmax_connections = %u\nqueue_quota = %u\n"
+           "session_expiry = %u\nmax_connections = %u\nqueue_quota = %u\nconfirm_wait_ms = %u\n"
            "max_conns_per_ip = %u\nrate_limit = %u\nban_time = %u\n",
            lv[pt_log_get_level()],
            (c->handshake_timeout_ms ? c->handshake_timeout_ms : PT_SERVER_HANDSHAKE_TIMEOUT_MS) / 1000,
@@ -163,6 +169,9 @@ static void print_config(const pt_server_config *c)
            (c->session_expiry_ms ? c->session_expiry_ms : PT_SERVER_SESSION_EXPIRY_MS) / 1000,
            c->max_connections ? c->max_connections : PT_SERVER_MAX_CONNECTIONS,
            c->queue_quota ? c->queue_quota : PT_SERVER_QUEUE_QUOTA,
+           c->confirm_wait_ms == PT_SERVER_CONFIRM_WAIT_OFF ? 0
+           : c->confirm_wait_ms                            ? c->confirm_wait_ms
+                                                           : PT_SERVER_CONFIRM_WAIT_MS,
            c->max_conns_per_ip ? c->max_conns_per_ip : PT_SERVER_MAX_CONNS_PER_IP,
            c->rate_limit ? c->rate_limit : PT_SERVER_RATE_LIMIT, c->ban_s ? c->ban_s : PT_SERVER_BAN_S);
     pt_obfs_config_print(&c->obfs, stdout);
@@ -272,6 +281,11 @@ int main(int argc, char **argv)
             if (pt_parse_secure_heap(optarg, &cfg.secure_heap_kib))
                 return bad("--secure-heap", optarg, "auto, off or KiB from 64 to 4194304");
             PIN(PT_CFG_SECURE_HEAP);
+            break;
+        case OPT_CONFIRM_WAIT:
+            if (pt_parse_uint(optarg, 0, 1000, &v)) return bad("--confirm-wait", optarg, "from 0 to 1000");
+            cfg.confirm_wait_ms = v ? v : PT_SERVER_CONFIRM_WAIT_OFF;
+            PIN(PT_CFG_CONFIRM_WAIT);
             break;
         case OPT_WORKERS:
             if (pt_parse_workers(optarg, &cfg.workers))

@@ -738,6 +738,8 @@ typedef struct send_op {
     pt_db_op op;
     reply_to to;
     uint64_t fwd_seq;           /* the server's sync_seq when it was forwarded */
+    uint64_t confirmed;         /* bit i: devices.pk[i] confirmed it before it was stored */
+    bool withdrawn;             /* every device confirmed it first: never stored */
     pt_srv_item item;
     pt_srv_devlist devices;     /* the recipient's devices */
     uint8_t payload[];          /* item.payload's bytes */
@@ -772,22 +774,92 @@ static void repush_after_sync(send_op *m)
     pt_buf_free(&b);
 }
 
+static void reply_sent(send_op *m, int rc)
+{
+    pt_srv_sess *e = reply_session(&m->to);
+    if (!e) return;
+    if (rc == 0) {
+        pt_buf out;
+        pt_buf_init(&out);
+        pt_tl_messages_sent r = {.server_id = m->item.server_id, .date = (int64_t)m->item.date_ms};
+        if (pt_tl_messages_sent_encode(&out, &r) == 0) pt_srv_reply(e, m->to.req_msg_id, &out);
+        pt_buf_free(&out);
+    } else {
+        pt_srv_reply_error(e, m->to.req_msg_id, PT_RPC_INTERNAL, "STORE_FAILED");
+    }
+}
+
+/* ---- sends waiting for the writer (local mode) ---------------------------------------------------
+ * A message forwarded to online devices usually reaches them, and comes back
+ * confirmed by messages.received, well before the writer's next group commit. Once
+ * every recipient device confirmed it, the store has nothing left to do for it: the
+ * send is withdrawn from the writer's queue (if it has not begun to apply it), the
+ * sender gets messages.sent at once (durable: every recipient device has it, the
+ * rule of PROTOCOL.md §6.3), and no row is written or deleted. The sends waiting
+ * are found by server_id in a ring of PT_SRV_PENDING_SENDS slots; one whose slot is
+ * taken is simply stored. */
+
+static send_op **pending_slot(pt_server *s, int64_t id)
+{
+    if (!s->pending_sends) return NULL;
+    return (send_op **)&s->pending_sends[(uint64_t)id & (PT_SRV_PENDING_SENDS - 1)];
+}
+
+static bool pending_add(pt_server *s, send_op *m)
+{
+    if (m->devices.n > 64) return false; /* one bit per device in m->confirmed */
+    if (!s->pending_sends && !(s->pending_sends = calloc(PT_SRV_PENDING_SENDS, sizeof(void *))))
+        return false;
+    send_op **slot = pending_slot(s, m->item.server_id);
+    if (*slot) return false;
+    *slot = m;
+    return true;
+}
+
+static void pending_remove(pt_server *s, send_op *m)
+{
+    send_op **slot = pending_slot(s, m->item.server_id);
+    if (slot && *slot == m) *slot = NULL;
+}
+
+/* Device `device` confirmed item `id`. True if the item waits for the writer: the
+ * confirmation is its business then. Once every device confirmed it, it is
+ * withdrawn; if the writer was faster, send_done deletes the confirmed rows. */
+static bool confirm_pending(pt_server *s, const uint8_t device[32], int64_t id)
+{
+    send_op **slot = pending_slot(s, id);
+    send_op *m = slot ? *slot : NULL;
+    if (!m || m->item.server_id != id) return false;
+    size_t i = 0;
+    while (i < m->devices.n && memcmp(m->devices.pk[i], device, 32) != 0) i++;
+    if (i == m->devices.n) return false;
+    m->confirmed |= UINT64_C(1) << i;
+    uint64_t all = m->devices.n == 64 ? UINT64_MAX : (UINT64_C(1) << m->devices.n) - 1;
+    if (m->confirmed != all || !pt_db_withdraw(&m->op)) return true;
+    m->withdrawn = true;
+    *slot = NULL;
+    pt_srv_queue_add(s, &m->devices, -1); /* the reservation */
+    s->counters.msgs_unstored++;
+    reply_sent(m, 0);
+    return true;
+}
+
 static void send_done(void *arg, int rc)
 {
     send_op *m = arg;
     bool queued = m->op.apply == NULL; /* cluster mode: JetStream's queue, not the store */
-    pt_srv_sess *e = reply_session(&m->to);
-    if (e) {
-        if (rc == 0) {
-            pt_buf out;
-            pt_buf_init(&out);
-            pt_tl_messages_sent r = {.server_id = m->item.server_id, .date = (int64_t)m->item.date_ms};
-            if (pt_tl_messages_sent_encode(&out, &r) == 0) pt_srv_reply(e, m->to.req_msg_id, &out);
-            pt_buf_free(&out);
-        } else {
-            pt_srv_reply_error(e, m->to.req_msg_id, PT_RPC_INTERNAL, "STORE_FAILED");
-        }
+    if (m->withdrawn) { /* answered when the last device confirmed it */
+        pt_srv_devlist_free(&m->devices);
+        free(m);
+        return;
     }
+    if (!queued) pending_remove(m->to.srv, m);
+    reply_sent(m, rc);
+    /* confirmed while it was being stored: those rows go now (rc != 0: none were
+     * written, and the reservation goes below) */
+    for (size_t i = 0; rc == 0 && i < m->devices.n && m->confirmed; i++)
+        if (m->confirmed & (UINT64_C(1) << i))
+            pt_srv_received_remote(m->to.srv, m->devices.pk[i], &m->item.server_id, 1);
     if (rc != 0 && !queued) pt_srv_queue_add(m->to.srv, &m->devices, -1); /* the reservation */
     if (rc == 0 && !queued) repush_after_sync(m);
     pt_srv_devlist_free(&m->devices);
@@ -815,12 +887,96 @@ static void forward_cluster(pt_server *s, send_op *m)
     }
 }
 
+/* ---- server ids ----------------------------------------------------------------------------------
+ * server_ids only grow, across restarts too: clients know items by them (receipts
+ * name one, duplicates are dropped by them). The largest id in `messages` is no
+ * bound: confirmed rows are deleted, and a message every device confirmed before
+ * the writer got to it is never written. So ids are handed out from a block whose
+ * end is stored first (table server_ids); the next block is stored while half of
+ * the current one is left. */
+
+#define ID_BLOCK (INT64_C(1) << 20)
+
+typedef struct ids_op {
+    pt_db_op op;
+    pt_server *s;
+    int64_t reserved;   /* ids below it may be handed out once this is stored */
+    bool *finished;     /* start-up: set when done */
+} ids_op;
+
+static int ids_apply(sqlite3 *db, void *arg)
+{
+    ids_op *o = arg;
+    sqlite3_stmt *st;
+    int rc = pt_db_stmt(db, "UPDATE server_ids SET reserved = max(reserved, ?)", &st);
+    if (rc) return rc;
+    sqlite3_bind_int64(st, 1, o->reserved);
+    rc = pt_db_step(st);
+    pt_db_release(st);
+    return rc < 0 ? rc : 0;
+}
+
+static void ids_done(void *arg, int rc)
+{
+    ids_op *o = arg;
+    pt_server *s = o->s;
+    if (rc == 0 && o->reserved > s->server_id_limit) s->server_id_limit = o->reserved;
+    if (rc != 0) pt_log_error("store: cannot reserve server ids up to %lld", (long long)o->reserved);
+    s->ids_reserving = false;
+    if (o->finished) *o->finished = true;
+    free(o);
+}
+
+static int reserve_ids(pt_server *s, int64_t upto, bool *finished)
+{
+    ids_op *o = calloc(1, sizeof *o);
+    if (!o) return PT_ERR_NOMEM;
+    *o = (ids_op){.op = {.apply = ids_apply, .done = ids_done, .arg = o}, .s = s, .reserved = upto,
+                  .finished = finished};
+    s->ids_reserving = true;
+    pt_db_submit(s->db, &o->op);
+    return 0;
+}
+
+int pt_srv_ids_init(pt_server *s)
+{
+    sqlite3_stmt *st;
+    int rc = pt_db_prepare(pt_db_reader(s->db), "SELECT reserved FROM server_ids", &st);
+    if (rc) return rc;
+    rc = pt_db_step(st);
+    int64_t reserved = rc == 1 ? sqlite3_column_int64(st, 0) : 0;
+    sqlite3_finalize(st);
+    if (rc < 0) return rc;
+    if (reserved > s->next_server_id) s->next_server_id = reserved;
+    /* before the loop runs: wait here for the first block to be stored */
+    bool finished = false;
+    if ((rc = reserve_ids(s, s->next_server_id + ID_BLOCK, &finished)) != 0) return rc;
+    while (!finished) uv_run(&s->loop, UV_RUN_ONCE);
+    return s->server_id_limit > s->next_server_id ? 0 : PT_ERR_IO;
+}
+
+/* Whether every device of l is connected here (and so was just sent the item). */
+static bool all_here(pt_server *s, const pt_srv_devlist *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        pt_srv_device *d = dev_find(s, l->pk[i]);
+        if (!d || d->nconns == 0) return false;
+    }
+    return l->n > 0;
+}
+
 int pt_srv_take_server_id(pt_server *s, int64_t *id)
 {
-    /* cluster mode: a block of ids reserved in the bucket runs out once per 16M ids */
-    if (s->cluster && s->next_server_id >= s->server_id_limit &&
-        pt_cluster_reserve_ids(s->cluster, &s->next_server_id, &s->server_id_limit) != 0)
-        return PT_ERR_IO;
+    if (s->cluster) {
+        /* a block of ids reserved in the bucket runs out once per 16M ids */
+        if (s->next_server_id >= s->server_id_limit &&
+            pt_cluster_reserve_ids(s->cluster, &s->next_server_id, &s->server_id_limit) != 0)
+            return PT_ERR_IO;
+    } else {
+        if (s->server_id_limit - s->next_server_id < ID_BLOCK / 2 && !s->ids_reserving)
+            (void)reserve_ids(s, s->server_id_limit + ID_BLOCK, NULL); /* retried at the next id */
+        if (s->next_server_id >= s->server_id_limit) return PT_ERR_AGAIN; /* the store is behind */
+    }
     *id = s->next_server_id++;
     return 0;
 }
@@ -845,7 +1001,8 @@ void pt_srv_forward(pt_conn *c, uint64_t req, const pt_srv_item *proto, pt_srv_d
     m->item.payload = (pt_tl_bytes){m->payload, proto->payload.len};
     m->item.note = (pt_tl_bytes){NULL, 0};
     if (pt_srv_take_server_id(s, &m->item.server_id) != 0) {
-        pt_srv_reply_error(e, req, PT_RPC_UNAVAILABLE, "CLUSTER_UNAVAILABLE");
+        pt_srv_reply_error(e, req, PT_RPC_UNAVAILABLE,
+                           s->cluster ? "CLUSTER_UNAVAILABLE" : "STORE_BUSY");
         pt_srv_devlist_free(&m->devices);
         free(m);
         return;
@@ -863,6 +1020,10 @@ void pt_srv_forward(pt_conn *c, uint64_t req, const pt_srv_item *proto, pt_srv_d
     pt_srv_queue_add(s, &m->devices, 1);
     s->counters.msgs_in++;
     m->op = (pt_db_op){.apply = send_apply, .done = send_done, .arg = m, .rerunnable = true};
+    /* every device has it now: the store waits a little for their confirmations */
+    uint32_t wait = s->cfg.confirm_wait_ms;
+    if (wait && wait != PT_SERVER_CONFIRM_WAIT_OFF && all_here(s, &m->devices) && pending_add(s, m))
+        m->op.hold_us = wait * 1000u;
     pt_db_submit(s->db, &m->op);
 }
 
@@ -980,13 +1141,25 @@ static void rpc_received(pt_conn *c, uint64_t req, const pt_tl_messages_received
         pt_srv_reply_error(c->sess, req, PT_RPC_INTERNAL, "OUT_OF_MEMORY");
         return;
     }
+    pt_server *s = c->srv;
     reply_to_init(&r->to, c, req);
     memcpy(r->device, c->sess->device_pk, 32);
-    r->n = q->server_ids.n;
-    for (uint32_t i = 0; i < r->n; i++) r->ids[i] = q->server_ids.items[i];
+    if (s->cluster) { /* JetStream's queues: nothing waits for this node's writer */
+        r->n = q->server_ids.n;
+        memcpy(r->ids, q->server_ids.items, r->n * sizeof(int64_t));
+        pt_cluster_received(s->cluster, r->device, r->ids, r->n);
+    } else {
+        /* what still waits for the writer and is now confirmed by all needs no row */
+        for (uint32_t i = 0; i < q->server_ids.n; i++)
+            if (!confirm_pending(s, r->device, q->server_ids.items[i])) r->ids[r->n++] = q->server_ids.items[i];
+        if (r->n == 0) {
+            pt_srv_reply_ok(c->sess, req);
+            free(r);
+            return;
+        }
+    }
     r->op = (pt_db_op){.apply = received_apply, .done = ok_done, .arg = r, .rerunnable = true};
-    pt_db_submit(c->srv->db, &r->op);
-    if (c->srv->cluster) pt_cluster_received(c->srv->cluster, r->device, r->ids, r->n);
+    pt_db_submit(s->db, &r->op);
 }
 
 void pt_srv_received_remote(pt_server *s, const uint8_t device[32], const int64_t *ids, uint32_t n)

@@ -84,6 +84,9 @@ int pt_metrics_render(pt_server *s, pt_buf *out)
       "Messages, group messages and receipts accepted for routing.", k->msgs_in);
     M("messages_out_total", "counter",
       "Updates handed to device sessions (live pushes and messages.sync).", k->msgs_out);
+    M("messages_unstored_total", "counter",
+      "Items every recipient device confirmed before the writer stored them (never written).",
+      k->msgs_unstored);
     M("queue_rows", "gauge", "Undelivered queue rows, all devices (stored or being stored).",
       s->queue_rows < 0 ? 0 : s->queue_rows);
     M("queue_devices", "gauge", "Devices with undelivered queue rows.", s->queue_devices);

@@ -22,6 +22,8 @@
  *   session_expiry = 900             ; seconds a session outlives its connection
  *   max_connections = 16384
  *   queue_quota = 10000              ; undelivered messages kept per device
+ *   confirm_wait_ms = 5              ; ms a message sent live to every recipient device waits
+ *                                    ; for their confirmations before it is stored; 0: never
  *   max_conns_per_ip = 64            ; connections from one address
  *   rate_limit = 5000                ; messages/s per connection (bursts of twice that)
  *   ban_time = 600                   ; seconds a flooding address is banned
@@ -85,6 +87,7 @@ typedef enum pt_config_key {
     PT_CFG_CLUSTER_REPLICAS,
     PT_CFG_SECURE_HEAP,
     PT_CFG_WORKERS,
+    PT_CFG_CONFIRM_WAIT,
     PT_CFG_NKEYS
 } pt_config_key;
 

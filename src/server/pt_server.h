@@ -26,6 +26,8 @@
 #define PT_SERVER_MAX_SESSIONS_PER_DEVICE 16
 #define PT_SERVER_ENVELOPE_MAX 65536        /* end-to-end envelope, bytes */
 #define PT_SERVER_QUEUE_QUOTA 10000         /* undelivered messages per device */
+#define PT_SERVER_CONFIRM_WAIT_MS 5          /* the store waits for online devices' confirmations */
+#define PT_SERVER_CONFIRM_WAIT_OFF UINT32_MAX /* pt_server_config.confirm_wait_ms: never wait */
 #define PT_SERVER_MAX_CONNS_PER_IP 64
 #define PT_SERVER_RATE_LIMIT 5000           /* messages per second per connection (burst 2x) */
 #define PT_SERVER_BAN_S 600                 /* how long a flooding address is banned */
@@ -72,6 +74,10 @@ typedef struct pt_server_config {
     uint32_t session_expiry_ms;           /* 0 = default */
     uint32_t max_connections;             /* 0 = default */
     uint32_t queue_quota;                 /* 0 = default */
+    uint32_t confirm_wait_ms;             /* how long a message every recipient device was sent
+                                             live waits for their confirmations before it is
+                                             stored (confirmed by all: never stored); 0 = default,
+                                             PT_SERVER_CONFIRM_WAIT_OFF = stored at once */
     uint32_t max_conns_per_ip;            /* 0 = default */
     uint32_t rate_limit;                  /* messages/s per connection; 0 = default */
     uint32_t ban_s;                       /* 0 = default */

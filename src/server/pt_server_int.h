@@ -167,6 +167,7 @@ typedef struct pt_srv_counters {
     uint64_t rpc_calls;             /* application calls received */
     uint64_t msgs_in;               /* items accepted for routing (messages, group messages, receipts) */
     uint64_t msgs_out;              /* updates handed to device sessions (live pushes and sync) */
+    uint64_t msgs_unstored;         /* items every device confirmed before the writer stored them */
     uint64_t throttles;             /* reads paused by the rate limit */
     uint64_t disc_requests;         /* LAN discovery datagrams received (lan.c) */
     uint64_t disc_replies;          /* BSRs sent */
@@ -177,6 +178,8 @@ typedef struct pt_metrics_conn pt_metrics_conn;
 typedef struct pt_dir_user pt_dir_user;
 typedef struct pt_dir_block pt_dir_block;
 typedef struct pt_queue_ent pt_queue_ent;
+
+#define PT_SRV_PENDING_SENDS 16384u /* sends waiting for the writer found by id (a power of 2) */
 
 struct pt_server {
     pt_server_config cfg;
@@ -206,8 +209,10 @@ struct pt_server {
     size_t dev_nbuckets, dev_n;
     struct pt_db *db;               /* the store (data_dir/packtrack.db) */
     int64_t next_server_id;         /* next message id to assign */
-    int64_t server_id_limit;        /* cluster mode: end of the ids reserved in the cluster */
+    int64_t server_id_limit;        /* end of the ids reserved (stored, or in the cluster) */
+    bool ids_reserving;             /* local mode: the next block is being stored */
     uint64_t sync_seq;              /* counts messages.sync calls (pt_srv_sess.synced_seq) */
+    void **pending_sends;           /* sends waiting for the writer, by server_id (messaging.c) */
     pt_srv_user **user_buckets;     /* presence: users online or with a status write pending */
     size_t user_nbuckets, user_n;
     struct pt_srv_rpres **rpres;    /* cluster mode: users connected to other nodes (presence.c) */
@@ -406,7 +411,12 @@ void pt_srv_sync_remote(pt_server *s, const uint8_t device[32]);
 void pt_srv_forward(pt_conn *c, uint64_t req, const pt_srv_item *proto, pt_srv_devlist *devices);
 /* The next server id (cluster mode: reserves the node's next block when this one ran
  * out): 0, or PT_ERR_IO when the cluster did not answer. Loop thread. */
+/* The next server_id; PT_ERR_AGAIN (local mode) when the store has not yet
+ * recorded the block it comes from, PT_ERR_IO when the cluster cannot reserve. */
 int pt_srv_take_server_id(pt_server *s, int64_t *id);
+/* Local mode, at start-up (the loop not yet running): stores the first block of
+ * server ids above every id used before. */
+int pt_srv_ids_init(pt_server *s);
 /* Appends the devices of user but device skip: the store's in local mode (c NULL), the
  * cluster directory's (every node's; blocking) in cluster mode. Any thread. */
 int pt_srv_user_devices_any(struct pt_cluster *c, sqlite3 *db, const uint8_t user[16], const uint8_t *skip,

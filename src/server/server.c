@@ -1496,6 +1496,7 @@ pt_server *pt_server_new(const pt_server_config *cfg, int *err)
     if (!s->cfg.session_expiry_ms) s->cfg.session_expiry_ms = PT_SERVER_SESSION_EXPIRY_MS;
     if (!s->cfg.max_connections) s->cfg.max_connections = PT_SERVER_MAX_CONNECTIONS;
     if (!s->cfg.queue_quota) s->cfg.queue_quota = PT_SERVER_QUEUE_QUOTA;
+    if (!s->cfg.confirm_wait_ms) s->cfg.confirm_wait_ms = PT_SERVER_CONFIRM_WAIT_MS;
     if (!s->cfg.max_conns_per_ip) s->cfg.max_conns_per_ip = PT_SERVER_MAX_CONNS_PER_IP;
     if (!s->cfg.rate_limit) s->cfg.rate_limit = PT_SERVER_RATE_LIMIT;
     if (!s->cfg.ban_s) s->cfg.ban_s = PT_SERVER_BAN_S;
@@ -1566,6 +1567,9 @@ pt_server *pt_server_new(const pt_server_config *cfg, int *err)
             pt_log_error("cluster: cannot reserve server ids in the bucket");
             goto fail;
         }
+    } else if ((rc = pt_srv_ids_init(s)) != 0) {
+        pt_log_error("cannot store the first block of server ids");
+        goto fail;
     }
     rc = PT_ERR_IO;
     uv_tcp_init(&s->loop, &s->listener);
@@ -1687,6 +1691,7 @@ void pt_server_free(pt_server *s)
     pt_srv_queues_free(s);
     pt_srv_dir_free(s);
     pt_srv_devices_free(s);
+    free(s->pending_sends);
     pt_cluster_free(s); /* after the devices: it unsubscribes them */
     pt_abuse_free(s);
     pt_obfs_server_free(s);

@@ -117,6 +117,11 @@ static const char *const migrations[PT_DB_SCHEMA_VERSION] = {
     "  deleted_ms INTEGER NOT NULL"
     ") WITHOUT ROWID;"
     "CREATE INDEX retired_by_skeleton ON retired_usernames(username_skeleton);",
+    /* 6 -> 7: server_ids are handed out from blocks whose end is stored first; the
+     * largest id in messages is no bound (confirmed rows are deleted, and a message
+     * confirmed by every device before the writer got to it is never written) */
+    "CREATE TABLE server_ids (reserved INTEGER NOT NULL);"
+    "INSERT INTO server_ids SELECT coalesce(max(server_id), 0) + 1 FROM messages;",
 };
 
 const uint32_t pt_db_commit_bucket_us[PT_DB_COMMIT_BUCKETS] = {
@@ -376,9 +381,27 @@ static int migrate(sqlite3 *db, const char *path)
     return 0;
 }
 
+enum { OP_QUEUED, OP_APPLYING, OP_WITHDRAWN };
+
+/* Whether the writer may apply op: it claims it, unless the loop withdrew it
+ * first (it may still, until this moment). A claimed op stays claimed for a
+ * rerun. */
+static bool claim(pt_db_op *op)
+{
+    int expect = OP_QUEUED;
+    return atomic_compare_exchange_strong(&op->state, &expect, OP_APPLYING) || expect == OP_APPLYING;
+}
+
+bool pt_db_withdraw(pt_db_op *op)
+{
+    int expect = OP_QUEUED;
+    return atomic_compare_exchange_strong(&op->state, &expect, OP_WITHDRAWN);
+}
+
 /* Runs op in a savepoint of its own. */
 static void run_one(pt_db *db, pt_db_op *op)
 {
+    if (!claim(op)) return;
     if (exec_cached(db->w, "SAVEPOINT op") != 0) {
         op->rc = PT_ERR_IO;
         return;
@@ -403,7 +426,7 @@ static void run_group(pt_db *db, pt_db_op *first, pt_db_op *end)
     }
     bool failed = false;
     for (pt_db_op *op = first; op != end && !failed; op = op->next)
-        failed = (op->rc = op->apply(db->w, op->arg)) != 0;
+        if (claim(op)) failed = (op->rc = op->apply(db->w, op->arg)) != 0;
     if (failed) exec_cleanup_cached(db->w, "ROLLBACK TO ops");
     exec_cleanup_cached(db->w, "RELEASE ops");
     if (failed)
@@ -414,9 +437,10 @@ static void run_group(pt_db *db, pt_db_op *first, pt_db_op *end)
  * one), one commit. */
 static void run_batch(pt_db *db, pt_db_op *batch)
 {
-    int rc = exec_cached(db->w, "BEGIN IMMEDIATE");
     uint64_t n = 0;
-    for (pt_db_op *op = batch; op; op = op->next) n++;
+    for (pt_db_op *op = batch; op; op = op->next) n += atomic_load(&op->state) != OP_WITHDRAWN;
+    if (n == 0) return; /* nothing to apply: no transaction */
+    int rc = exec_cached(db->w, "BEGIN IMMEDIATE");
     for (pt_db_op *op = batch, *end; op; op = end) {
         end = op->next;
         if (rc) {
@@ -456,6 +480,12 @@ static void run_batch(pt_db *db, pt_db_op *batch)
     }
 }
 
+static bool due(pt_db_op *op, uint64_t now)
+{
+    return op->hold_us == 0 || now - op->submitted_ns >= op->hold_us * 1000ull ||
+           atomic_load(&op->state) == OP_WITHDRAWN; /* only done() is left to run */
+}
+
 static void *writer_main(void *arg)
 {
     pt_db *db = arg;
@@ -463,12 +493,33 @@ static void *writer_main(void *arg)
     for (;;) {
         while (!db->pending_head && !db->stopping) pthread_cond_wait(&db->cv, &db->mu);
         if (!db->pending_head && db->stopping) break;
-        /* take up to PT_DB_MAX_BATCH waiting operations */
-        pt_db_op *batch = db->pending_head, *last = batch;
-        for (int n = 1; last->next && n < PT_DB_MAX_BATCH; n++) last = last->next;
-        db->pending_head = last->next;
-        if (!db->pending_head) db->pending_tail = NULL;
-        last->next = NULL;
+        /* take up to PT_DB_MAX_BATCH waiting operations that are due, in order; an
+         * op held (hold_us) stays in the queue until it is due or withdrawn */
+        uint64_t now = now_ns(), wake = UINT64_MAX;
+        pt_db_op *batch = NULL, *last = NULL, *prev = NULL;
+        int taken = 0;
+        for (pt_db_op *op = db->pending_head, *next; op; op = next) {
+            next = op->next;
+            if (!db->stopping && !due(op, now)) {
+                uint64_t at = op->submitted_ns + op->hold_us * 1000ull;
+                if (at < wake) wake = at;
+                prev = op;
+                continue;
+            }
+            if (prev) prev->next = next; /* unlink */
+            else db->pending_head = next;
+            if (db->pending_tail == op) db->pending_tail = prev;
+            op->next = NULL;
+            if (last) last->next = op;
+            else batch = op;
+            last = op;
+            if (++taken == PT_DB_MAX_BATCH) break;
+        }
+        if (!batch) {
+            struct timespec ts = {.tv_sec = (time_t)(wake / 1000000000u), .tv_nsec = (long)(wake % 1000000000u)};
+            pthread_cond_timedwait(&db->cv, &db->mu, &ts);
+            continue;
+        }
         pthread_mutex_unlock(&db->mu);
         run_batch(db, batch);
         pthread_mutex_lock(&db->mu);
@@ -503,11 +554,15 @@ void pt_db_submit(pt_db *db, pt_db_op *op)
     op->next = NULL;
     op->rc = 0;
     op->submitted_ns = now_ns();
+    atomic_init(&op->state, OP_QUEUED);
     pthread_mutex_lock(&db->mu);
+    /* the writer waits for work, or for the next held op to be due: wake it if this
+     * one can be taken now, or if it is the only one */
+    bool wake = !db->pending_head || op->hold_us == 0;
     if (db->pending_tail) db->pending_tail->next = op;
     else db->pending_head = op;
     db->pending_tail = op;
-    pthread_cond_signal(&db->cv);
+    if (wake) pthread_cond_signal(&db->cv);
     pthread_mutex_unlock(&db->mu);
 }
 
@@ -534,7 +589,11 @@ int pt_db_open(pt_db **out, const char *path, uv_loop_t *loop)
     if (!db) return PT_ERR_NOMEM;
     db->loop = loop;
     pthread_mutex_init(&db->mu, NULL);
-    pthread_cond_init(&db->cv, NULL);
+    pthread_condattr_t ca; /* timed waits on CLOCK_MONOTONIC, as now_ns() */
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&db->cv, &ca);
+    pthread_condattr_destroy(&ca);
     int rc = open_conn(path, &db->w);
     if (rc == 0) rc = migrate(db->w, path);
     if (rc == 0) rc = open_conn(path, &db->r);

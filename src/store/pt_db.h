@@ -15,11 +15,13 @@
 #define PT_DB_H
 
 #include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <uv.h>
 
 #include "common/pt_common.h"
 
-#define PT_DB_SCHEMA_VERSION 6
+#define PT_DB_SCHEMA_VERSION 7
 #define PT_DB_MAX_BATCH 4096 /* operations in one transaction at most */
 
 typedef struct pt_db pt_db;
@@ -38,6 +40,10 @@ typedef struct pt_db_op {
                                again one by one if one of them fails */
     int rc;                 /* filled by the writer */
     uint64_t submitted_ns;  /* for commit-latency metrics */
+    _Atomic int state;      /* whether apply() may still be skipped (pt_db_withdraw) */
+    uint32_t hold_us;       /* the writer waits until the op is this old before applying
+                               it (and what was submitted after it), so that it may be
+                               withdrawn first; 0: at once */
     struct pt_db_op *next;  /* queue link, owned by pt_db */
 } pt_db_op;
 
@@ -68,6 +74,12 @@ void pt_db_close(pt_db *db);
 
 /* Queues a write; thread-safe. */
 void pt_db_submit(pt_db *db, pt_db_op *op);
+/* Withdraws a submitted op whose apply() has not started: the writer then skips
+ * it (done() still runs, with rc 0, and the op stays borrowed until then). True
+ * if withdrawn; false once the writer has begun or finished applying it. For
+ * writes that became unnecessary while they waited, e.g. a message every
+ * recipient confirmed before it was stored. Loop thread. */
+bool pt_db_withdraw(pt_db_op *op);
 /* The read connection, for the loop thread only. */
 sqlite3 *pt_db_reader(pt_db *db);
 void pt_db_get_stats(pt_db *db, pt_db_stats *out);

@@ -1,7 +1,9 @@
 /* Identities and durable store-and-forward messages, against real packtrackd processes. */
 #include <signal.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "client/pt_client.h"
@@ -312,6 +314,150 @@ static void test_quota(void **state)
     assert_int_equal(pt_test_server_stop(&srv), 0);
 }
 
+static uint64_t ms_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Starts messages.send to `to` without waiting for its reply. */
+static void send_async(user *u, const uint8_t to[16], uint32_t seq)
+{
+    uint8_t env[16] = {0};
+    pt_put_u32le(env, seq);
+    pt_tl_messages_send m = {.envelope = {env, sizeof env}};
+    memcpy(m.to, to, 16);
+    pt_buf body;
+    pt_buf_init(&body);
+    assert_int_equal(pt_tl_messages_send_encode(&body, &m), 0);
+    u->got_reply = false;
+    u->err_code = 0;
+    u->sent_id = 0;
+    assert_int_equal(pt_client_send(u->c, body.data, body.len, &u->waiting), 0);
+    pt_buf_free(&body);
+    pump(u, 0); /* writes it */
+}
+
+/* Waits (10 s at most) for the reply of the call started last; ms it took. */
+static uint64_t wait_reply(user *u)
+{
+    uint64_t t0 = ms_now();
+    for (int i = 0; i < 1000 && !u->got_reply; i++) pump(u, 10);
+    assert_true(u->got_reply);
+    return ms_now() - t0;
+}
+
+static void confirm(user *u, int64_t id)
+{
+    pt_buf body;
+    pt_buf_init(&body);
+    pt_tl_messages_received r = {.server_ids = {.n = 1, .items = &id}};
+    assert_int_equal(pt_tl_messages_received_encode(&body, &r), 0);
+    call(u, &body);
+    assert_int_equal(u->err_code, 0);
+    pt_buf_free(&body);
+}
+
+static int64_t rows_with_id(const char *dir, int64_t id)
+{
+    char path[400];
+    snprintf(path, sizeof path, "%s/packtrack.db", dir);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM messages WHERE server_id = ?", -1, &st, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_int64(st, 1, id);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    int64_t n = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+}
+
+/* confirm_wait: a message sent live to a device that confirms it in time is never
+ * written, and its sender is answered at the confirmation; one not confirmed is
+ * written when the wait ends; one for an offline device is written at once. The
+ * server ids keep growing across a restart after every row is gone. */
+static void test_confirmed_before_stored(void **state)
+{
+    (void)state;
+    pt_test_server srv;
+    const char *extra[] = {"--confirm-wait", "1000", NULL};
+    pt_test_server_start(&srv, NULL, 0, extra);
+    uint16_t port = srv.port;
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s", srv.dir);
+    user a, b, c, d;
+    user_new(&a, "alice");
+    user_new(&b, "bob");
+    user_new(&c, "carol");
+    user_new(&d, "dave");
+    user *all[] = {&a, &b, &c, &d};
+    const char *names[] = {"alice", "bob", "carol", "dave"};
+    for (int i = 0; i < 4; i++) {
+        user_connect(all[i], port);
+        assert_int_equal(bind(all[i], names[i]), 0);
+    }
+    pt_client_drop(d.c);
+
+    /* bob confirms at once: alice's ack comes with his confirmation, not after 1 s */
+    send_async(&a, b.user_id, 1);
+    for (int i = 0; i < 500 && b.ngot < 1; i++) pump(&b, 10);
+    assert_int_equal(b.ngot, 1);
+    confirm(&b, b.got_ids[0]);
+    assert_true(wait_reply(&a) < 800);
+    assert_int_equal(a.err_code, 0);
+    int64_t id_b = a.sent_id;
+    assert_int_equal(id_b, b.got_ids[0]);
+
+    /* carol has it but does not confirm: the ack waits for the store, after 1 s */
+    uint64_t t0 = ms_now();
+    send_async(&a, c.user_id, 2);
+    for (int i = 0; i < 500 && c.ngot < 1; i++) pump(&c, 10);
+    assert_int_equal(c.ngot, 1);
+    wait_reply(&a);
+    assert_int_equal(a.err_code, 0);
+    assert_true(ms_now() - t0 >= 900);
+    int64_t id_c = a.sent_id;
+
+    /* dave is offline: stored at once */
+    send_async(&a, d.user_id, 3);
+    assert_true(wait_reply(&a) < 800);
+    assert_int_equal(a.err_code, 0);
+    int64_t id_d = a.sent_id;
+    assert_true(id_b < id_c && id_c < id_d);
+
+    assert_int_equal(pt_test_server_stop(&srv), 0);
+    assert_int_equal(rows_with_id(dir, id_b), 0); /* never written */
+    assert_int_equal(rows_with_id(dir, id_c), 1);
+    assert_int_equal(rows_with_id(dir, id_d), 1);
+    pt_test_server_start(&srv, dir, port, extra);
+    for (int i = 0; i < 4; i++) user_connect(all[i], port);
+    b.ngot = c.ngot = d.ngot = 0;
+    sync_and_confirm(&b);
+    assert_int_equal(b.ngot, 0); /* nothing left for bob */
+    sync_and_confirm(&c);
+    assert_int_equal(c.ngot, 1);
+    assert_int_equal(c.got_seq[0], 2);
+    sync_and_confirm(&d);
+    assert_int_equal(d.ngot, 1);
+    assert_int_equal(d.got_seq[0], 3);
+
+    /* every row is gone now; after a restart ids still grow (clients know items
+     * by id: a reused one would be taken for a duplicate) */
+    assert_int_equal(pt_test_server_stop(&srv), 0);
+    assert_int_equal(rows_with_id(dir, id_c) + rows_with_id(dir, id_d), 0);
+    pt_test_server_start(&srv, dir, port, extra);
+    user_connect(&a, port);
+    pt_client_drop(d.c);
+    assert_int_equal(send_msg(&a, d.user_id, 4, 10), 0);
+    assert_true(a.sent_id > id_d);
+    for (int i = 0; i < 4; i++) user_free(all[i]);
+    assert_int_equal(pt_test_server_stop(&srv), 0);
+}
+
 int main(void)
 {
     assert_int_equal(pt_init(), 0);
@@ -320,6 +466,7 @@ int main(void)
         cmocka_unit_test(test_bind_resolve_and_race),
         cmocka_unit_test(test_online_offline_restart_kill),
         cmocka_unit_test(test_quota),
+        cmocka_unit_test(test_confirmed_before_stored),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -176,6 +176,50 @@ static void test_statement_cache(void **state)
     assert_int_equal(sqlite3_close(db), SQLITE_OK); /* none left behind */
 }
 
+/* An op held (hold_us) waits that long unless withdrawn; ops behind it that are
+ * due do not wait for it; a withdrawn op is never applied, its done() still runs. */
+static void test_held_ops(void **state)
+{
+    (void)state;
+    char path[300];
+    snprintf(path, sizeof path, "%s/pt.db", pt_test_tmpdir("db-hold"));
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    pt_db *db;
+    assert_int_equal(pt_db_open(&db, path, &loop), 0);
+    int ndone = 0;
+    ins ops[3];
+    for (int i = 0; i < 3; i++) {
+        ops[i] = (ins){.op = {.apply = apply_insert, .done = done_insert}, .id = i + 1, .done_rc = 99,
+                       .ndone = &ndone};
+        ops[i].op.arg = &ops[i];
+    }
+    ops[0].op.hold_us = ops[2].op.hold_us = 300000;
+    uint64_t t0 = uv_hrtime();
+    for (int i = 0; i < 3; i++) pt_db_submit(db, &ops[i].op);
+    for (int i = 0; i < 1000 && ndone < 1; i++) uv_run(&loop, UV_RUN_ONCE);
+    assert_int_equal(ndone, 1);
+    assert_int_equal(ops[1].done_rc, 0); /* the one not held went first */
+    assert_int_equal(ops[0].done_rc, 99);
+    assert_true(uv_hrtime() - t0 < 250000000u);
+    assert_true(pt_db_withdraw(&ops[2].op));
+    assert_false(pt_db_withdraw(&ops[1].op)); /* applied already */
+    for (int i = 0; i < 1000 && ndone < 3; i++) uv_run(&loop, UV_RUN_ONCE);
+    assert_int_equal(ndone, 3);
+    assert_int_equal(ops[0].done_rc, 0);
+    assert_int_equal(ops[2].done_rc, 0);
+    assert_true(uv_hrtime() - t0 >= 290000000u); /* the held one waited its time */
+    assert_false(pt_db_withdraw(&ops[0].op));
+    assert_int_equal(count_rows(db), 2); /* 1 and 2; the withdrawn 3 was never written */
+    sqlite3_stmt *st;
+    assert_int_equal(pt_db_prepare(pt_db_reader(db), "SELECT count(*) FROM messages WHERE server_id = 3", &st), 0);
+    assert_int_equal(pt_db_step(st), 1);
+    assert_int_equal(sqlite3_column_int(st, 0), 0);
+    sqlite3_finalize(st);
+    close_db(db, &loop);
+    uv_loop_close(&loop);
+}
+
 static void test_refuses_newer_or_broken_files(void **state)
 {
     (void)state;
@@ -244,6 +288,7 @@ int main(void)
         cmocka_unit_test(test_group_commit_and_reopen),
         cmocka_unit_test(test_rerunnable_ops_fail_alone),
         cmocka_unit_test(test_statement_cache),
+        cmocka_unit_test(test_held_ops),
         cmocka_unit_test(test_refuses_newer_or_broken_files),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
