@@ -799,6 +799,11 @@ static void reply_sent(send_op *m, int rc)
  * are found by server_id in a ring of PT_SRV_PENDING_SENDS slots; one whose slot is
  * taken is simply stored. */
 
+static uint64_t all_devices(const send_op *m)
+{
+    return m->devices.n >= 64 ? UINT64_MAX : (UINT64_C(1) << m->devices.n) - 1;
+}
+
 static send_op **pending_slot(pt_server *s, int64_t id)
 {
     if (!s->pending_sends) return NULL;
@@ -834,8 +839,7 @@ static bool confirm_pending(pt_server *s, const uint8_t device[32], int64_t id)
     while (i < m->devices.n && memcmp(m->devices.pk[i], device, 32) != 0) i++;
     if (i == m->devices.n) return false;
     m->confirmed |= UINT64_C(1) << i;
-    uint64_t all = m->devices.n == 64 ? UINT64_MAX : (UINT64_C(1) << m->devices.n) - 1;
-    if (m->confirmed != all || !pt_db_withdraw(&m->op)) return true;
+    if (m->confirmed != all_devices(m) || !pt_db_withdraw(&m->op)) return true;
     m->withdrawn = true;
     *slot = NULL;
     pt_srv_queue_add(s, &m->devices, -1); /* the reservation */
@@ -854,7 +858,8 @@ static void send_done(void *arg, int rc)
         return;
     }
     if (!queued) pending_remove(m->to.srv, m);
-    reply_sent(m, rc);
+    /* a failed write of a message every device confirmed meanwhile: it is durable */
+    reply_sent(m, m->devices.n && m->confirmed == all_devices(m) ? 0 : rc);
     /* confirmed while it was being stored: those rows go now (rc != 0: none were
      * written, and the reservation goes below) */
     for (size_t i = 0; rc == 0 && i < m->devices.n && m->confirmed; i++)
@@ -913,6 +918,12 @@ static int ids_apply(sqlite3 *db, void *arg)
     sqlite3_bind_int64(st, 1, o->reserved);
     rc = pt_db_step(st);
     pt_db_release(st);
+    if (rc < 0 || sqlite3_changes(db) == 1) return rc < 0 ? rc : 0;
+    /* the row is missing (the migration makes it; a file edited by hand may not) */
+    if ((rc = pt_db_stmt(db, "INSERT INTO server_ids(reserved) VALUES (?)", &st))) return rc;
+    sqlite3_bind_int64(st, 1, o->reserved);
+    rc = pt_db_step(st);
+    pt_db_release(st);
     return rc < 0 ? rc : 0;
 }
 
@@ -931,8 +942,8 @@ static int reserve_ids(pt_server *s, int64_t upto, bool *finished)
 {
     ids_op *o = calloc(1, sizeof *o);
     if (!o) return PT_ERR_NOMEM;
-    *o = (ids_op){.op = {.apply = ids_apply, .done = ids_done, .arg = o}, .s = s, .reserved = upto,
-                  .finished = finished};
+    *o = (ids_op){.op = {.apply = ids_apply, .done = ids_done, .arg = o, .commutes = true}, .s = s,
+                  .reserved = upto, .finished = finished};
     s->ids_reserving = true;
     pt_db_submit(s->db, &o->op);
     return 0;
@@ -1158,7 +1169,8 @@ static void rpc_received(pt_conn *c, uint64_t req, const pt_tl_messages_received
             return;
         }
     }
-    r->op = (pt_db_op){.apply = received_apply, .done = ok_done, .arg = r, .rerunnable = true};
+    /* deletes only rows of sends not held (a held one's confirmations stay with it) */
+    r->op = (pt_db_op){.apply = received_apply, .done = ok_done, .arg = r, .rerunnable = true, .commutes = true};
     pt_db_submit(s->db, &r->op);
 }
 
@@ -1172,7 +1184,8 @@ void pt_srv_received_remote(pt_server *s, const uint8_t device[32], const int64_
     memcpy(r->device, device, 32);
     r->n = n;
     memcpy(r->ids, ids, n * sizeof(int64_t));
-    r->op = (pt_db_op){.apply = received_apply, .done = ok_done, .arg = r, .rerunnable = true};
+    /* deletes only rows of sends not held (a held one's confirmations stay with it) */
+    r->op = (pt_db_op){.apply = received_apply, .done = ok_done, .arg = r, .rerunnable = true, .commutes = true};
     pt_db_submit(s->db, &r->op);
 }
 

@@ -409,10 +409,9 @@ void pt_srv_sync_remote(pt_server *s, const uint8_t device[32]);
  * now, stored once and queued for each, answered with messages.sent after the
  * commit, or refused with RECIPIENT_QUEUE_FULL. Empties *devices. */
 void pt_srv_forward(pt_conn *c, uint64_t req, const pt_srv_item *proto, pt_srv_devlist *devices);
-/* The next server id (cluster mode: reserves the node's next block when this one ran
- * out): 0, or PT_ERR_IO when the cluster did not answer. Loop thread. */
-/* The next server_id; PT_ERR_AGAIN (local mode) when the store has not yet
- * recorded the block it comes from, PT_ERR_IO when the cluster cannot reserve. */
+/* The next server_id, from a block reserved first (local mode: stored in the store's
+ * server_ids; cluster mode: in the bucket). PT_ERR_AGAIN (local) when the next
+ * block is not yet stored, PT_ERR_IO when the cluster did not answer. Loop thread. */
 int pt_srv_take_server_id(pt_server *s, int64_t *id);
 /* Local mode, at start-up (the loop not yet running): stores the first block of
  * server ids above every id used before. */

@@ -138,6 +138,8 @@ struct pt_db {
     pt_db_op *pending_head, *pending_tail; /* submitted, not yet applied */
     pt_db_op *done_head, *done_tail;       /* committed, done() not yet called */
     bool stopping, thread_started;
+    size_t nheld;               /* pending ops with hold_us (released ones not counted) */
+    uint64_t wake_ns;           /* the writer's timed wait ends then (0: not waiting so) */
     pt_db_stats stats;
 };
 
@@ -506,6 +508,7 @@ static void *writer_main(void *arg)
                 prev = op;
                 continue;
             }
+            if (op->hold_us) db->nheld--;
             if (prev) prev->next = next; /* unlink */
             else db->pending_head = next;
             if (db->pending_tail == op) db->pending_tail = prev;
@@ -517,7 +520,9 @@ static void *writer_main(void *arg)
         }
         if (!batch) {
             struct timespec ts = {.tv_sec = (time_t)(wake / 1000000000u), .tv_nsec = (long)(wake % 1000000000u)};
+            db->wake_ns = wake;
             pthread_cond_timedwait(&db->cv, &db->mu, &ts);
+            db->wake_ns = 0;
             continue;
         }
         pthread_mutex_unlock(&db->mu);
@@ -556,9 +561,18 @@ void pt_db_submit(pt_db *db, pt_db_op *op)
     op->submitted_ns = now_ns();
     atomic_init(&op->state, OP_QUEUED);
     pthread_mutex_lock(&db->mu);
+    if (!op->hold_us && !op->commutes && db->nheld) {
+        /* it might depend on what a held op writes (e.g. a device's queue order, or a
+         * device deleted): every held op goes first */
+        for (pt_db_op *p = db->pending_head; p; p = p->next) p->hold_us = 0;
+        db->nheld = 0;
+    }
+    if (op->hold_us) db->nheld++;
     /* the writer waits for work, or for the next held op to be due: wake it if this
-     * one can be taken now, or if it is the only one */
-    bool wake = !db->pending_head || op->hold_us == 0;
+     * one can be taken now, if it is the only one, or if it is due before the wait
+     * ends (confirm_wait was lowered) */
+    bool wake = !db->pending_head || op->hold_us == 0 ||
+                (db->wake_ns && op->submitted_ns + op->hold_us * 1000ull < db->wake_ns);
     if (db->pending_tail) db->pending_tail->next = op;
     else db->pending_head = op;
     db->pending_tail = op;
@@ -639,6 +653,16 @@ void pt_db_close(pt_db *db)
         pthread_join(db->thread, NULL);
         db->thread_started = false;
         run_done(db); /* what the writer finished before stopping */
+        /* those done() callbacks may have submitted more (a confirmed message's
+         * deletes): a writer runs once more for them, until nothing is left */
+        for (int round = 0; round < 8; round++) {
+            pthread_mutex_lock(&db->mu);
+            bool more = db->pending_head != NULL;
+            pthread_mutex_unlock(&db->mu);
+            if (!more || pthread_create(&db->thread, NULL, writer_main, db) != 0) break;
+            pthread_join(db->thread, NULL);
+            run_done(db);
+        }
     }
     if (!uv_is_closing((uv_handle_t *)&db->async)) {
         uv_close((uv_handle_t *)&db->async, free_db);

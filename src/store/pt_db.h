@@ -42,8 +42,12 @@ typedef struct pt_db_op {
     uint64_t submitted_ns;  /* for commit-latency metrics */
     _Atomic int state;      /* whether apply() may still be skipped (pt_db_withdraw) */
     uint32_t hold_us;       /* the writer waits until the op is this old before applying
-                               it (and what was submitted after it), so that it may be
-                               withdrawn first; 0: at once */
+                               it, so that it may be withdrawn first; 0: at once. Ops
+                               behind a held one may pass it only if they commute */
+    bool commutes;          /* not held, and its effect does not depend on whether held
+                               ops ran before it (e.g. deleting rows no held op writes).
+                               Any other op releases every held op before it is queued:
+                               the writer then applies them first, in order */
     struct pt_db_op *next;  /* queue link, owned by pt_db */
 } pt_db_op;
 

@@ -445,6 +445,28 @@ static void test_confirmed_before_stored(void **state)
     assert_int_equal(d.ngot, 1);
     assert_int_equal(d.got_seq[0], 3);
 
+    /* per-sender order: a message waits for carol's confirmation, she drops, the next
+     * one (not held: she is offline) goes to the store after the first, so her sync
+     * has both, in order, well within the second the first would have waited */
+    c.ngot = 0;
+    send_async(&a, c.user_id, 5);
+    for (int i = 0; i < 500 && c.ngot < 1; i++) {
+        pump(&a, 0); /* a new session: the first record may be refused for its salt, and resent */
+        pump(&c, 10);
+    }
+    assert_int_equal(c.ngot, 1);
+    pt_client_drop(c.c);
+    usleep(200000); /* the server sees the close */
+    uint64_t t1 = ms_now();
+    assert_int_equal(send_msg(&a, c.user_id, 6, 10), 0);
+    user_connect(&c, port);
+    c.ngot = 0;
+    sync_and_confirm(&c);
+    assert_true(ms_now() - t1 < 900);
+    assert_int_equal(c.ngot, 2);
+    assert_int_equal(c.got_seq[0], 5);
+    assert_int_equal(c.got_seq[1], 6);
+
     /* every row is gone now; after a restart ids still grow (clients know items
      * by id: a reused one would be taken for a duplicate) */
     assert_int_equal(pt_test_server_stop(&srv), 0);

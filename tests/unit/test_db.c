@@ -11,6 +11,7 @@ typedef struct ins {
     int64_t id;   /* server_id to insert */
     int done_rc;  /* set by done() */
     int runs;     /* times apply ran */
+    int order;    /* *ndone after its done() */
     int *ndone;
 } ins;
 
@@ -31,7 +32,7 @@ static void done_insert(void *arg, int rc)
 {
     ins *x = arg;
     x->done_rc = rc;
-    (*x->ndone)++;
+    x->order = ++*x->ndone;
 }
 
 static int count_rows(pt_db *db)
@@ -176,8 +177,9 @@ static void test_statement_cache(void **state)
     assert_int_equal(sqlite3_close(db), SQLITE_OK); /* none left behind */
 }
 
-/* An op held (hold_us) waits that long unless withdrawn; ops behind it that are
- * due do not wait for it; a withdrawn op is never applied, its done() still runs. */
+/* An op held (hold_us) waits that long unless withdrawn; commuting ops behind it
+ * do not wait for it, any other op releases it and goes after it; a withdrawn op is
+ * never applied, its done() still runs. */
 static void test_held_ops(void **state)
 {
     (void)state;
@@ -188,13 +190,14 @@ static void test_held_ops(void **state)
     pt_db *db;
     assert_int_equal(pt_db_open(&db, path, &loop), 0);
     int ndone = 0;
-    ins ops[3];
-    for (int i = 0; i < 3; i++) {
+    ins ops[5];
+    for (int i = 0; i < 5; i++) {
         ops[i] = (ins){.op = {.apply = apply_insert, .done = done_insert}, .id = i + 1, .done_rc = 99,
                        .ndone = &ndone};
         ops[i].op.arg = &ops[i];
     }
-    ops[0].op.hold_us = ops[2].op.hold_us = 300000;
+    ops[0].op.hold_us = ops[2].op.hold_us = ops[3].op.hold_us = 300000;
+    ops[1].op.commutes = true;
     uint64_t t0 = uv_hrtime();
     for (int i = 0; i < 3; i++) pt_db_submit(db, &ops[i].op);
     for (int i = 0; i < 1000 && ndone < 1; i++) uv_run(&loop, UV_RUN_ONCE);
@@ -216,6 +219,16 @@ static void test_held_ops(void **state)
     assert_int_equal(pt_db_step(st), 1);
     assert_int_equal(sqlite3_column_int(st, 0), 0);
     sqlite3_finalize(st);
+
+    /* an op that does not commute releases the held one before it */
+    t0 = uv_hrtime();
+    pt_db_submit(db, &ops[3].op);
+    pt_db_submit(db, &ops[4].op);
+    for (int i = 0; i < 1000 && ndone < 5; i++) uv_run(&loop, UV_RUN_ONCE);
+    assert_int_equal(ndone, 5);
+    assert_true(uv_hrtime() - t0 < 250000000u);
+    assert_true(ops[3].order < ops[4].order);
+    assert_int_equal(count_rows(db), 4);
     close_db(db, &loop);
     uv_loop_close(&loop);
 }
