@@ -1157,7 +1157,7 @@ static void rpc_received(pt_conn *c, uint64_t req, const pt_tl_messages_received
     memcpy(r->device, c->sess->device_pk, 32);
     if (s->cluster) { /* JetStream's queues: nothing waits for this node's writer */
         r->n = q->server_ids.n;
-        memcpy(r->ids, q->server_ids.items, r->n * sizeof(int64_t));
+        if (r->n) memcpy(r->ids, q->server_ids.items, r->n * sizeof(int64_t)); /* items: NULL if none */
         pt_cluster_received(s->cluster, r->device, r->ids, r->n);
     } else {
         /* what still waits for the writer and is now confirmed by all needs no row */
