@@ -738,7 +738,8 @@ typedef struct send_op {
     pt_db_op op;
     reply_to to;
     uint64_t fwd_seq;           /* the server's sync_seq when it was forwarded */
-    uint64_t confirmed;         /* bit i: devices.pk[i] confirmed it before it was stored */
+    uint64_t confirmed;         /* held: bit i: devices.pk[i] confirmed it before it was stored */
+    bool held;                  /* its write waits for the confirmations (op.hold_us) */
     bool withdrawn;             /* every device confirmed it first: never stored */
     pt_srv_item item;
     pt_srv_devlist devices;     /* the recipient's devices */
@@ -827,17 +828,49 @@ static void pending_remove(pt_server *s, send_op *m)
     if (slot && *slot == m) *slot = NULL;
 }
 
-/* Device `device` confirmed item `id`. True if the item waits for the writer: the
- * confirmation is its business then. Once every device confirmed it, it is
+/* How long a device takes to confirm what it was sent live: an average over the
+ * sends still in the ring when it confirmed them (1/8 weight each). A send held
+ * for it that it did not confirm in time counts as the time held, so a slow device
+ * is soon not waited for; its sends then still measure it. */
+static void confirm_sample(pt_srv_device *d, uint64_t us)
+{
+    if (us > UINT32_MAX / 2) us = UINT32_MAX / 2;
+    d->confirm_us = d->confirm_us ? (uint32_t)(((uint64_t)d->confirm_us * 7 + us) / 8) : (uint32_t)us;
+}
+
+/* How long (µs) the write of a send to `l`, just pushed live, waits for their
+ * confirmations: twice the slowest device's confirmation time plus 0.2 ms, or 0
+ * (written at once) when a device is not connected here or that is beyond
+ * confirm_wait_ms. A device not measured yet is taken to confirm in a quarter of
+ * confirm_wait_ms (its first confirmation replaces that guess). */
+static uint32_t hold_for(pt_server *s, const pt_srv_devlist *l)
+{
+    uint32_t max = s->cfg.confirm_wait_ms, hold = 0;
+    if (!max || max == PT_SERVER_CONFIRM_WAIT_OFF || l->n == 0) return 0;
+    for (size_t i = 0; i < l->n; i++) {
+        pt_srv_device *d = dev_find(s, l->pk[i]);
+        if (!d || d->nconns == 0) return 0;
+        uint64_t h = 2 * (d->confirm_us ? (uint64_t)d->confirm_us : (uint64_t)max * 250) + 200;
+        if (h > (uint64_t)max * 1000) return 0;
+        if (h > hold) hold = (uint32_t)h;
+    }
+    return hold;
+}
+
+/* Device `dev` (key `device`) confirmed item `id`. True if the item is held for the
+ * confirmations: they are its business then. Once every device confirmed it, it is
  * withdrawn; if the writer was faster, send_done deletes the confirmed rows. */
-static bool confirm_pending(pt_server *s, const uint8_t device[32], int64_t id)
+static bool confirm_pending(pt_server *s, pt_srv_device *dev, const uint8_t device[32], int64_t id)
 {
     send_op **slot = pending_slot(s, id);
     send_op *m = slot ? *slot : NULL;
     if (!m || m->item.server_id != id) return false;
     size_t i = 0;
     while (i < m->devices.n && memcmp(m->devices.pk[i], device, 32) != 0) i++;
-    if (i == m->devices.n) return false;
+    if (i == m->devices.n) return false; /* not one of its devices: deletes nothing */
+    if (m->confirmed & (UINT64_C(1) << i)) return true; /* again (held ones only have bits) */
+    if (dev) confirm_sample(dev, (uv_hrtime() - m->op.submitted_ns) / 1000); /* both CLOCK_MONOTONIC */
+    if (!m->held) return false;
     m->confirmed |= UINT64_C(1) << i;
     if (m->confirmed != all_devices(m) || !pt_db_withdraw(&m->op)) return true;
     m->withdrawn = true;
@@ -858,6 +891,10 @@ static void send_done(void *arg, int rc)
         return;
     }
     if (!queued) pending_remove(m->to.srv, m);
+    for (size_t i = 0; m->held && i < m->devices.n; i++) { /* held in vain for these */
+        pt_srv_device *d = (m->confirmed & (UINT64_C(1) << i)) ? NULL : dev_find(m->to.srv, m->devices.pk[i]);
+        if (d) confirm_sample(d, m->op.hold_us);
+    }
     /* a failed write of a message every device confirmed meanwhile: it is durable */
     reply_sent(m, m->devices.n && m->confirmed == all_devices(m) ? 0 : rc);
     /* confirmed while it was being stored: those rows go now (rc != 0: none were
@@ -966,16 +1003,6 @@ int pt_srv_ids_init(pt_server *s)
     return s->server_id_limit > s->next_server_id ? 0 : PT_ERR_IO;
 }
 
-/* Whether every device of l is connected here (and so was just sent the item). */
-static bool all_here(pt_server *s, const pt_srv_devlist *l)
-{
-    for (size_t i = 0; i < l->n; i++) {
-        pt_srv_device *d = dev_find(s, l->pk[i]);
-        if (!d || d->nconns == 0) return false;
-    }
-    return l->n > 0;
-}
-
 int pt_srv_take_server_id(pt_server *s, int64_t *id)
 {
     if (s->cluster) {
@@ -1032,9 +1059,11 @@ void pt_srv_forward(pt_conn *c, uint64_t req, const pt_srv_item *proto, pt_srv_d
     s->counters.msgs_in++;
     m->op = (pt_db_op){.apply = send_apply, .done = send_done, .arg = m, .rerunnable = true};
     /* every device has it now: the store waits a little for their confirmations */
-    uint32_t wait = s->cfg.confirm_wait_ms;
-    if (wait && wait != PT_SERVER_CONFIRM_WAIT_OFF && all_here(s, &m->devices) && pending_add(s, m))
-        m->op.hold_us = wait * 1000u;
+    uint32_t hold = hold_for(s, &m->devices);
+    if (pending_add(s, m) && hold) { /* in the ring also when not held: it measures the devices */
+        m->held = true;
+        m->op.hold_us = hold;
+    }
     pt_db_submit(s->db, &m->op);
 }
 
@@ -1162,7 +1191,8 @@ static void rpc_received(pt_conn *c, uint64_t req, const pt_tl_messages_received
     } else {
         /* what still waits for the writer and is now confirmed by all needs no row */
         for (uint32_t i = 0; i < q->server_ids.n; i++)
-            if (!confirm_pending(s, r->device, q->server_ids.items[i])) r->ids[r->n++] = q->server_ids.items[i];
+            if (!confirm_pending(s, c->sess->dev, r->device, q->server_ids.items[i]))
+                r->ids[r->n++] = q->server_ids.items[i];
         if (r->n == 0) {
             pt_srv_reply_ok(c->sess, req);
             free(r);

@@ -22,8 +22,9 @@
  *   session_expiry = 900             ; seconds a session outlives its connection
  *   max_connections = 16384
  *   queue_quota = 10000              ; undelivered messages kept per device
- *   confirm_wait_ms = 5              ; ms a message sent live to every recipient device waits
- *                                    ; for their confirmations before it is stored; 0: never
+ *   confirm_wait_ms = 20             ; longest ms a message sent live to every recipient device
+ *                                    ; waits for their confirmations before it is stored
+ *                                    ; (2x each device's confirmation time + 0.2 ms); 0: never
  *   max_conns_per_ip = 64            ; connections from one address
  *   rate_limit = 5000                ; messages/s per connection (bursts of twice that)
  *   ban_time = 600                   ; seconds a flooding address is banned

@@ -26,7 +26,7 @@
 #define PT_SERVER_MAX_SESSIONS_PER_DEVICE 16
 #define PT_SERVER_ENVELOPE_MAX 65536        /* end-to-end envelope, bytes */
 #define PT_SERVER_QUEUE_QUOTA 10000         /* undelivered messages per device */
-#define PT_SERVER_CONFIRM_WAIT_MS 5          /* the store waits for online devices' confirmations */
+#define PT_SERVER_CONFIRM_WAIT_MS 20         /* the longest the store waits for confirmations */
 #define PT_SERVER_CONFIRM_WAIT_OFF UINT32_MAX /* pt_server_config.confirm_wait_ms: never wait */
 #define PT_SERVER_MAX_CONNS_PER_IP 64
 #define PT_SERVER_RATE_LIMIT 5000           /* messages per second per connection (burst 2x) */

@@ -22,6 +22,8 @@ typedef struct pt_srv_device {
     uint8_t user_id[16];            /* valid when bound */
     pt_srv_sess *sessions;          /* via pt_srv_sess.dev_next */
     uint32_t nconns;                /* connections with an established channel */
+    uint32_t confirm_us;            /* how long it takes to confirm a live push (0: not
+                                       known yet; messaging.c confirm_sample) */
     uint64_t addr_reg_ms;           /* loop time of its last addr.register, 0: none (addrs.c) */
     void *cluster_sub;              /* cluster mode: its pt.dev subscription while connected */
     struct pt_srv_device *next;     /* hash chain */
