@@ -828,33 +828,44 @@ static void pending_remove(pt_server *s, send_op *m)
     if (slot && *slot == m) *slot = NULL;
 }
 
-/* How long a device takes to confirm what it was sent live: an average over the
- * sends still in the ring when it confirmed them (1/8 weight each). A send held
- * for it that it did not confirm in time counts as the time held, so a slow device
- * is soon not waited for; its sends then still measure it. */
-static void confirm_sample(pt_srv_device *d, uint64_t us)
+/* How long a device takes to confirm what it was sent live: one push at a time is
+ * timed (the probe, kept a second at most), its confirmation gives a sample, and
+ * confirm_us is their average (weight 1/8). */
+static void probe_start(pt_srv_device *d, int64_t id, uint64_t now_ns)
 {
-    if (us > UINT32_MAX / 2) us = UINT32_MAX / 2;
-    d->confirm_us = d->confirm_us ? (uint32_t)(((uint64_t)d->confirm_us * 7 + us) / 8) : (uint32_t)us;
+    if (d->probe_id && now_ns - d->probe_ns < 1000000000u) return; /* one is out */
+    d->probe_id = id;
+    d->probe_ns = now_ns;
 }
 
-/* How long (µs) the write of a send to `l`, just pushed live, waits for their
- * confirmations: twice the slowest device's confirmation time plus 0.2 ms, or 0
- * (written at once) when a device is not connected here or that is beyond
- * confirm_wait_ms. A device not measured yet is taken to confirm in a quarter of
- * confirm_wait_ms (its first confirmation replaces that guess). */
-static uint32_t hold_for(pt_server *s, const pt_srv_devlist *l)
+static void probe_confirmed(pt_srv_device *d, int64_t id)
 {
-    uint32_t max = s->cfg.confirm_wait_ms, hold = 0;
+    if (!d || !d->probe_id || d->probe_id != id) return;
+    uint64_t us = (uv_hrtime() - d->probe_ns) / 1000;
+    if (us > UINT32_MAX / 2) us = UINT32_MAX / 2;
+    d->confirm_us = d->confirm_us ? (uint32_t)(((uint64_t)d->confirm_us * 7 + us) / 8) : (uint32_t)us;
+    d->probe_id = 0;
+}
+
+/* How long (µs) the write of item `id` to `l`, just pushed live, waits for their
+ * confirmations: twice the slowest device's confirmation time plus 0.2 ms, at most
+ * confirm_wait_ms; 0 (written at once) when a device is not connected here, or
+ * takes longer than confirm_wait_ms to confirm. A device not measured yet is taken
+ * to confirm in a quarter of confirm_wait_ms. Starts probes on the devices. */
+static uint32_t hold_for(pt_server *s, const pt_srv_devlist *l, int64_t id)
+{
+    uint32_t max = s->cfg.confirm_wait_ms;
+    uint64_t hold = 0, now = uv_hrtime();
     if (!max || max == PT_SERVER_CONFIRM_WAIT_OFF || l->n == 0) return 0;
     for (size_t i = 0; i < l->n; i++) {
         pt_srv_device *d = dev_find(s, l->pk[i]);
         if (!d || d->nconns == 0) return 0;
-        uint64_t h = 2 * (d->confirm_us ? (uint64_t)d->confirm_us : (uint64_t)max * 250) + 200;
-        if (h > (uint64_t)max * 1000) return 0;
-        if (h > hold) hold = (uint32_t)h;
+        probe_start(d, id, now);
+        uint64_t est = d->confirm_us ? d->confirm_us : (uint64_t)max * 250;
+        if (est > (uint64_t)max * 1000) return 0; /* it does not confirm in time */
+        if (2 * est + 200 > hold) hold = 2 * est + 200;
     }
-    return hold;
+    return (uint32_t)(hold < (uint64_t)max * 1000 ? hold : (uint64_t)max * 1000);
 }
 
 /* Device `dev` (key `device`) confirmed item `id`. True if the item is held for the
@@ -862,15 +873,14 @@ static uint32_t hold_for(pt_server *s, const pt_srv_devlist *l)
  * withdrawn; if the writer was faster, send_done deletes the confirmed rows. */
 static bool confirm_pending(pt_server *s, pt_srv_device *dev, const uint8_t device[32], int64_t id)
 {
+    probe_confirmed(dev, id);
     send_op **slot = pending_slot(s, id);
     send_op *m = slot ? *slot : NULL;
     if (!m || m->item.server_id != id) return false;
     size_t i = 0;
     while (i < m->devices.n && memcmp(m->devices.pk[i], device, 32) != 0) i++;
     if (i == m->devices.n) return false; /* not one of its devices: deletes nothing */
-    if (m->confirmed & (UINT64_C(1) << i)) return true; /* again (held ones only have bits) */
-    if (dev) confirm_sample(dev, (uv_hrtime() - m->op.submitted_ns) / 1000); /* both CLOCK_MONOTONIC */
-    if (!m->held) return false;
+    if (m->confirmed & (UINT64_C(1) << i)) return true; /* again */
     m->confirmed |= UINT64_C(1) << i;
     if (m->confirmed != all_devices(m) || !pt_db_withdraw(&m->op)) return true;
     m->withdrawn = true;
@@ -891,10 +901,6 @@ static void send_done(void *arg, int rc)
         return;
     }
     if (!queued) pending_remove(m->to.srv, m);
-    for (size_t i = 0; m->held && i < m->devices.n; i++) { /* held in vain for these */
-        pt_srv_device *d = (m->confirmed & (UINT64_C(1) << i)) ? NULL : dev_find(m->to.srv, m->devices.pk[i]);
-        if (d) confirm_sample(d, m->op.hold_us);
-    }
     /* a failed write of a message every device confirmed meanwhile: it is durable */
     reply_sent(m, m->devices.n && m->confirmed == all_devices(m) ? 0 : rc);
     /* confirmed while it was being stored: those rows go now (rc != 0: none were
@@ -1059,8 +1065,8 @@ void pt_srv_forward(pt_conn *c, uint64_t req, const pt_srv_item *proto, pt_srv_d
     s->counters.msgs_in++;
     m->op = (pt_db_op){.apply = send_apply, .done = send_done, .arg = m, .rerunnable = true};
     /* every device has it now: the store waits a little for their confirmations */
-    uint32_t hold = hold_for(s, &m->devices);
-    if (pending_add(s, m) && hold) { /* in the ring also when not held: it measures the devices */
+    uint32_t hold = hold_for(s, &m->devices, m->item.server_id);
+    if (hold && pending_add(s, m)) {
         m->held = true;
         m->op.hold_us = hold;
     }

@@ -23,7 +23,9 @@ typedef struct pt_srv_device {
     pt_srv_sess *sessions;          /* via pt_srv_sess.dev_next */
     uint32_t nconns;                /* connections with an established channel */
     uint32_t confirm_us;            /* how long it takes to confirm a live push (0: not
-                                       known yet; messaging.c confirm_sample) */
+                                       known yet; messaging.c probe_confirmed) */
+    int64_t probe_id;               /* the push being timed (0: none) and when it went */
+    uint64_t probe_ns;
     uint64_t addr_reg_ms;           /* loop time of its last addr.register, 0: none (addrs.c) */
     void *cluster_sub;              /* cluster mode: its pt.dev subscription while connected */
     struct pt_srv_device *next;     /* hash chain */
