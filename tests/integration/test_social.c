@@ -36,14 +36,31 @@ typedef struct user {
     size_t nupd;
 } user;
 
+/* The server_id of an updates.contact, or 0. */
+static int64_t contact_server_id(const uint8_t *body, size_t len)
+{
+    static uint8_t mem[65536];
+    pt_arena a;
+    pt_arena_init(&a, mem, sizeof mem);
+    pt_tl_obj o;
+    if (pt_tl_decode_any(&o, body, len, &a) != 0 || o.id != PT_TL_UPDATES_CONTACT_ID) return 0;
+    return o.u.updates_contact.server_id;
+}
+
 static void on_event(void *ud, const pt_sess_event *ev)
 {
     user *u = ud;
     blob *b;
     if (ev->type == PT_SESS_EV_UPDATE) {
+        /* a contact event may come twice (live, and from the queue by messages.sync when
+         * the sync ran between its commit and the push): clients drop it by server_id,
+         * as this does (PROTOCOL.md 6.2) */
+        int64_t sid = contact_server_id(ev->body, ev->len);
+        for (size_t i = 0; sid && i < u->nupd; i++)
+            if (u->upd[i].id == (uint64_t)sid) return;
         assert_true(u->nupd < MAX_BLOBS);
         b = &u->upd[u->nupd++];
-        b->id = 0;
+        b->id = (uint64_t)sid;
     } else if (ev->type == PT_SESS_EV_RESULT) {
         assert_true(u->nres < MAX_BLOBS);
         b = &u->res[u->nres++];
