@@ -120,8 +120,8 @@ static const char *const migrations[PT_DB_SCHEMA_VERSION] = {
     /* 6 -> 7: server_ids are handed out from blocks whose end is stored first; the
      * largest id in messages is no bound (confirmed rows are deleted, and a message
      * confirmed by every device before the writer got to it is never written) */
-    "CREATE TABLE server_ids (reserved INTEGER NOT NULL);"
-    "INSERT INTO server_ids SELECT coalesce(max(server_id), 0) + 1 FROM messages;",
+    ("CREATE TABLE server_ids (reserved INTEGER NOT NULL);"
+     "INSERT INTO server_ids SELECT coalesce(max(server_id), 0) + 1 FROM messages;"),
 };
 
 const uint32_t pt_db_commit_bucket_us[PT_DB_COMMIT_BUCKETS] = {
