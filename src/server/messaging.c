@@ -141,6 +141,7 @@ void pt_srv_device_conn_down(pt_server *s, pt_conn *c)
     if (!d) return;
     c->dev = NULL;
     d->nconns--;
+    if (d->nconns == 0) d->probe_id = 0; /* its push is lost: no sample (messaging.c probe_*) */
     if (d->nconns == 0 && d->cluster_sub) pt_cluster_device_down(s->cluster, &d->cluster_sub);
     if (d->nconns == 0 && d->bound) pt_srv_addrs_drop(s, d->user_id, d->pk); /* offline: unreachable */
     if (c->online) {
@@ -739,7 +740,6 @@ typedef struct send_op {
     reply_to to;
     uint64_t fwd_seq;           /* the server's sync_seq when it was forwarded */
     uint64_t confirmed;         /* held: bit i: devices.pk[i] confirmed it before it was stored */
-    bool held;                  /* its write waits for the confirmations (op.hold_us) */
     bool withdrawn;             /* every device confirmed it first: never stored */
     pt_srv_item item;
     pt_srv_devlist devices;     /* the recipient's devices */
@@ -829,11 +829,21 @@ static void pending_remove(pt_server *s, send_op *m)
 }
 
 /* How long a device takes to confirm what it was sent live: one push at a time is
- * timed (the probe, kept a second at most), its confirmation gives a sample, and
- * confirm_us is their average (weight 1/8). */
+ * timed (the probe), its confirmation gives a sample, and confirm_us is their
+ * average (weight 1/8). A probe not confirmed within a second is replaced by the
+ * next push and counts as a sample of its age (a device that does not confirm is
+ * soon not waited for); one whose device disconnected is dropped. */
+static void probe_sample(pt_srv_device *d, uint64_t ns)
+{
+    uint64_t us = ns / 1000;
+    if (us > UINT32_MAX / 2) us = UINT32_MAX / 2;
+    d->confirm_us = d->confirm_us ? (uint32_t)(((uint64_t)d->confirm_us * 7 + us) / 8) : (uint32_t)us;
+}
+
 static void probe_start(pt_srv_device *d, int64_t id, uint64_t now_ns)
 {
     if (d->probe_id && now_ns - d->probe_ns < 1000000000u) return; /* one is out */
+    if (d->probe_id) probe_sample(d, now_ns - d->probe_ns);
     d->probe_id = id;
     d->probe_ns = now_ns;
 }
@@ -841,9 +851,7 @@ static void probe_start(pt_srv_device *d, int64_t id, uint64_t now_ns)
 static void probe_confirmed(pt_srv_device *d, int64_t id)
 {
     if (!d || !d->probe_id || d->probe_id != id) return;
-    uint64_t us = (uv_hrtime() - d->probe_ns) / 1000;
-    if (us > UINT32_MAX / 2) us = UINT32_MAX / 2;
-    d->confirm_us = d->confirm_us ? (uint32_t)(((uint64_t)d->confirm_us * 7 + us) / 8) : (uint32_t)us;
+    probe_sample(d, uv_hrtime() - d->probe_ns);
     d->probe_id = 0;
 }
 
@@ -1066,10 +1074,7 @@ void pt_srv_forward(pt_conn *c, uint64_t req, const pt_srv_item *proto, pt_srv_d
     m->op = (pt_db_op){.apply = send_apply, .done = send_done, .arg = m, .rerunnable = true};
     /* every device has it now: the store waits a little for their confirmations */
     uint32_t hold = hold_for(s, &m->devices, m->item.server_id);
-    if (hold && pending_add(s, m)) {
-        m->held = true;
-        m->op.hold_us = hold;
-    }
+    if (hold && pending_add(s, m)) m->op.hold_us = hold; /* only held sends are in the ring */
     pt_db_submit(s->db, &m->op);
 }
 

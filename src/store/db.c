@@ -139,6 +139,7 @@ struct pt_db {
     pt_db_op *done_head, *done_tail;       /* committed, done() not yet called */
     bool stopping, thread_started;
     size_t nheld;               /* pending ops with hold_us (released ones not counted) */
+    uint64_t held_due_ns;       /* when the last held op submitted is due */
     uint64_t wake_ns;           /* the writer's timed wait ends then (0: not waiting so) */
     pt_db_stats stats;
 };
@@ -567,7 +568,17 @@ void pt_db_submit(pt_db *db, pt_db_op *op)
         for (pt_db_op *p = db->pending_head; p; p = p->next) p->hold_us = 0;
         db->nheld = 0;
     }
-    if (op->hold_us) db->nheld++;
+    if (op->hold_us) {
+        /* held ops fall due in the order they came (each may be held for a different
+         * time): a later one is never written before an earlier one */
+        uint64_t due = op->submitted_ns + op->hold_us * 1000ull;
+        if (db->nheld && due < db->held_due_ns) {
+            due = db->held_due_ns;
+            op->hold_us = (uint32_t)((due - op->submitted_ns) / 1000 + 1);
+        }
+        db->held_due_ns = due;
+        db->nheld++;
+    }
     /* the writer waits for work, or for the next held op to be due: wake it if this
      * one can be taken now, if it is the only one, or if it is due before the wait
      * ends (confirm_wait was lowered) */
@@ -663,6 +674,9 @@ void pt_db_close(pt_db *db)
             pthread_join(db->thread, NULL);
             run_done(db);
         }
+        pthread_mutex_lock(&db->mu);
+        if (db->pending_head) pt_log_error("store: operations left unwritten at close");
+        pthread_mutex_unlock(&db->mu);
     }
     if (!uv_is_closing((uv_handle_t *)&db->async)) {
         uv_close((uv_handle_t *)&db->async, free_db);

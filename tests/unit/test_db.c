@@ -190,8 +190,8 @@ static void test_held_ops(void **state)
     pt_db *db;
     assert_int_equal(pt_db_open(&db, path, &loop), 0);
     int ndone = 0;
-    ins ops[5];
-    for (int i = 0; i < 5; i++) {
+    ins ops[7];
+    for (int i = 0; i < 7; i++) {
         ops[i] = (ins){.op = {.apply = apply_insert, .done = done_insert}, .id = i + 1, .done_rc = 99,
                        .ndone = &ndone};
         ops[i].op.arg = &ops[i];
@@ -229,6 +229,17 @@ static void test_held_ops(void **state)
     assert_true(uv_hrtime() - t0 < 250000000u);
     assert_true(ops[3].order < ops[4].order);
     assert_int_equal(count_rows(db), 4);
+
+    /* held ops fall due in order: one held shorter after one held longer waits for it */
+    ops[5].op.hold_us = 300000;
+    ops[6].op.hold_us = 10000;
+    t0 = uv_hrtime();
+    pt_db_submit(db, &ops[5].op);
+    pt_db_submit(db, &ops[6].op);
+    for (int i = 0; i < 1000 && ndone < 7; i++) uv_run(&loop, UV_RUN_ONCE);
+    assert_int_equal(ndone, 7);
+    assert_true(ops[5].order < ops[6].order);
+    assert_true(uv_hrtime() - t0 >= 290000000u);
     close_db(db, &loop);
     uv_loop_close(&loop);
 }
