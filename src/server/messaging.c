@@ -856,10 +856,12 @@ static void probe_confirmed(pt_srv_device *d, int64_t id)
 }
 
 /* How long (µs) the write of item `id` to `l`, just pushed live, waits for their
- * confirmations: twice the slowest device's confirmation time plus 0.2 ms, at most
- * confirm_wait_ms; 0 (written at once) when a device is not connected here, or
- * takes longer than confirm_wait_ms to confirm. A device not measured yet is taken
- * to confirm in a quarter of confirm_wait_ms. Starts probes on the devices. */
+ * confirmations: twice the slowest device's confirmation time plus 0.2 ms, or 0
+ * (written at once) when a device is not connected here or that is more than
+ * confirm_wait_ms (a device that confirms in batches, say every 20 ms, would delay
+ * every acknowledgement by a whole wait for little gain). A device not measured yet
+ * is taken to confirm in a quarter of confirm_wait_ms. Starts probes on the devices;
+ * the first one not connected here ends the loop (no probe for the rest). */
 static uint32_t hold_for(pt_server *s, const pt_srv_devlist *l, int64_t id)
 {
     uint32_t max = s->cfg.confirm_wait_ms;
@@ -870,10 +872,10 @@ static uint32_t hold_for(pt_server *s, const pt_srv_devlist *l, int64_t id)
         if (!d || d->nconns == 0) return 0;
         probe_start(d, id, now);
         uint64_t est = d->confirm_us ? d->confirm_us : (uint64_t)max * 250;
-        if (est > (uint64_t)max * 1000) return 0; /* it does not confirm in time */
+        if (2 * est + 200 > (uint64_t)max * 1000) return 0; /* too slow to be waited for */
         if (2 * est + 200 > hold) hold = 2 * est + 200;
     }
-    return (uint32_t)(hold < (uint64_t)max * 1000 ? hold : (uint64_t)max * 1000);
+    return (uint32_t)hold;
 }
 
 /* Device `dev` (key `device`) confirmed item `id`. True if the item is held for the
