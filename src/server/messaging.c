@@ -796,7 +796,7 @@ static void reply_sent(send_op *m, int rc)
  * every recipient device confirmed it, the store has nothing left to do for it: the
  * send is withdrawn from the writer's queue (if it has not begun to apply it), the
  * sender gets messages.sent at once (durable: every recipient device has it, the
- * rule of PROTOCOL.md §6.3), and no row is written or deleted. The sends waiting
+ * rule of PROTOCOL.md §6.2), and no row is written or deleted. The sends waiting
  * are found by server_id in a ring of PT_SRV_PENDING_SENDS slots; one whose slot is
  * taken is simply stored. */
 
@@ -1187,6 +1187,14 @@ static void ok_done(void *arg, int rc)
     free(r);
 }
 
+/* The deletes commute with held sends: they only name rows of sends not held (a
+ * held one's confirmations stay with it, confirm_pending). */
+static void submit_received(pt_server *s, received_op *r)
+{
+    r->op = (pt_db_op){.apply = received_apply, .done = ok_done, .arg = r, .rerunnable = true, .commutes = true};
+    pt_db_submit(s->db, &r->op);
+}
+
 static void rpc_received(pt_conn *c, uint64_t req, const pt_tl_messages_received *q)
 {
     received_op *r = calloc(1, sizeof *r + q->server_ids.n * sizeof(int64_t));
@@ -1212,9 +1220,7 @@ static void rpc_received(pt_conn *c, uint64_t req, const pt_tl_messages_received
             return;
         }
     }
-    /* deletes only rows of sends not held (a held one's confirmations stay with it) */
-    r->op = (pt_db_op){.apply = received_apply, .done = ok_done, .arg = r, .rerunnable = true, .commutes = true};
-    pt_db_submit(s->db, &r->op);
+    submit_received(s, r);
 }
 
 void pt_srv_received_remote(pt_server *s, const uint8_t device[32], const int64_t *ids, uint32_t n)
@@ -1227,9 +1233,7 @@ void pt_srv_received_remote(pt_server *s, const uint8_t device[32], const int64_
     memcpy(r->device, device, 32);
     r->n = n;
     memcpy(r->ids, ids, n * sizeof(int64_t));
-    /* deletes only rows of sends not held (a held one's confirmations stay with it) */
-    r->op = (pt_db_op){.apply = received_apply, .done = ok_done, .arg = r, .rerunnable = true, .commutes = true};
-    pt_db_submit(s->db, &r->op);
+    submit_received(s, r);
 }
 
 /* Copies a BLOB column of exactly n bytes into out; false when it has another size. */

@@ -140,7 +140,6 @@ struct pt_db {
     bool stopping, thread_started;
     size_t nheld;               /* pending ops with hold_us (released ones not counted) */
     uint64_t held_due_ns;       /* when the last held op submitted is due */
-    uint64_t wake_ns;           /* the writer's timed wait ends then (0: not waiting so) */
     pt_db_stats stats;
 };
 
@@ -521,9 +520,7 @@ static void *writer_main(void *arg)
         }
         if (!batch) {
             struct timespec ts = {.tv_sec = (time_t)(wake / 1000000000u), .tv_nsec = (long)(wake % 1000000000u)};
-            db->wake_ns = wake;
             pthread_cond_timedwait(&db->cv, &db->mu, &ts);
-            db->wake_ns = 0;
             continue;
         }
         pthread_mutex_unlock(&db->mu);
@@ -579,11 +576,10 @@ void pt_db_submit(pt_db *db, pt_db_op *op)
         db->held_due_ns = due;
         db->nheld++;
     }
-    /* the writer waits for work, or for the next held op to be due: wake it if this
-     * one can be taken now, if it is the only one, or if it is due before the wait
-     * ends (confirm_wait was lowered) */
-    bool wake = !db->pending_head || op->hold_us == 0 ||
-                (db->wake_ns && op->submitted_ns + op->hold_us * 1000ull < db->wake_ns);
+    /* the writer waits for work, or for the earliest held op to be due (never later
+     * than this one, held ops fall due in order): wake it if this one can be taken
+     * now, or if it is the only one */
+    bool wake = !db->pending_head || op->hold_us == 0;
     if (db->pending_tail) db->pending_tail->next = op;
     else db->pending_head = op;
     db->pending_tail = op;
