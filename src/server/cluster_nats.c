@@ -29,6 +29,7 @@
 #define BIND_TRIES 8         /* compare-and-set attempts on a user record */
 #define RESERVE_TRIES 40     /* reading and writing i.<node> (server-id blocks), ~6 s */
 
+enum { PUB_FAILED = 0, PUB_OK, PUB_FULL }; /* the answer to a publish to a device's queue */
 enum { IN_DEV = 1, IN_SYNC, IN_RCV, IN_QDEL, IN_PUBACK, IN_RESET, IN_READY, IN_REVOKED, IN_BOUND, IN_CONTACT,
        IN_GROUP, IN_PRES, IN_STATUS };
 #define N_WATCHES 5 /* watches of the bucket: revocations, devices, contacts, groups, statuses */
@@ -117,6 +118,8 @@ struct pt_cluster {
     jsCtx *jsq;                     /* asynchronous publishes to the queue stream */
     kvStore *kv;                    /* the pt_users bucket */
     uint32_t replicas;
+    uint32_t quota;                 /* items per device queue (the stream's per-subject limit) */
+    uint32_t consumer_idle_s;       /* consumers' inactive threshold */
     qdev *qdevs[Q_BUCKETS];         /* loop thread only */
     qsend *sends[SEND_BUCKETS];     /* loop thread only */
     uv_timer_t retry_timer;         /* publishes to try again */
@@ -243,7 +246,14 @@ static void on_qd_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m, voi
     natsMsg_Destroy(m);
 }
 
-/* JetStream's answer to a publish to pt.q.<device>: [server_id i64le | ok u8] to the loop. */
+static bool queue_full(const jsPubAckErr *pae)
+{
+    /* 10077 is any failed store; the per-subject limit says which in its text
+     * (nats-server: "maximum messages per subject exceeded") */
+    return pae && pae->ErrCode == JSStreamStoreFailedErr && pae->ErrText && strstr(pae->ErrText, "per subject");
+}
+
+/* JetStream's answer to a publish to pt.q.<device>: [server_id i64le | PUB_*] to the loop. */
 static void on_puback(jsCtx *js, natsMsg *m, jsPubAck *pa, jsPubAckErr *pae, void *closure)
 {
     (void)js;
@@ -255,7 +265,7 @@ static void on_puback(jsCtx *js, natsMsg *m, jsPubAck *pa, jsPubAckErr *pae, voi
         long long sid = strtoll(id, &dot, 10);
         if (dot && *dot == '.' && strlen(dot + 1) == 64 && pt_hex_decode(pk, 32, dot + 1) == 0) {
             pt_put_u64le(d, (uint64_t)sid);
-            d[8] = pa && !pae;
+            d[8] = pa && !pae ? PUB_OK : queue_full(pae) ? PUB_FULL : PUB_FAILED;
             if (pae)
                 pt_log_debug("cluster: publish %s: %s (%d %s)", id, natsStatus_GetText(pae->Err), (int)pae->ErrCode,
                              pae->ErrText ? pae->ErrText : "");
@@ -274,7 +284,7 @@ static void on_sub_complete(void *closure)
 }
 
 static void q_delivered(pt_cluster *c, const uint8_t pk[32], const uint8_t *d, size_t len);
-static void q_puback(pt_cluster *c, const uint8_t pk[32], int64_t sid, bool ok);
+static void q_puback(pt_cluster *c, const uint8_t pk[32], int64_t sid, int status);
 static void q_ready(pt_cluster *c, const uint8_t pk[32], bool reset, uint32_t gen);
 
 static void log_nats(const char *what, natsStatus st);
@@ -400,7 +410,7 @@ static void on_async(uv_async_t *a)
                 pt_srv_contact_remote(c->srv, it->pk, it->pk + 16, &k);
             else pt_log_error("cluster: a contact record in the bucket does not parse; not copied");
         } else if (it->kind == IN_PUBACK) {
-            q_puback(c, it->pk, (int64_t)pt_get_u64le(it->data), it->data[8] != 0);
+            q_puback(c, it->pk, (int64_t)pt_get_u64le(it->data), it->data[8]);
         } else if (it->kind == IN_RCV) {
             uint32_t n = (uint32_t)(it->len / 8);
             int64_t *ids = malloc(n * sizeof *ids);
@@ -644,8 +654,52 @@ static int open_bucket_as_is(pt_cluster *c, uint32_t replicas)
     return 0;
 }
 
+/* The queue quota: JetStream refuses an item for a device whose subject holds `quota`
+ * items (discard new, per subject), and the publish's answer says so. The limit is the
+ * stream's, so one for the whole cluster: each node sets its own queue_quota when it
+ * starts and at each reload (the last one wins; nodes should agree). */
+static void queue_limits(jsStreamConfig *sc, uint32_t quota)
+{
+    sc->MaxMsgsPerSubject = quota;
+    sc->Discard = js_DiscardNew;
+    sc->DiscardNewPerSubject = true;
+}
+
+static int set_queue_quota(pt_cluster *c, uint32_t quota)
+{
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    natsStatus st = js_GetStreamInfo(&si, c->js, QSTREAM, NULL, &jerr);
+    if (st != NATS_OK) {
+        log_nats("reading the stream " QSTREAM "'s configuration", st);
+        return PT_ERR_IO;
+    }
+    jsStreamConfig *sc = si->Config;
+    int64_t was = sc->MaxMsgsPerSubject;
+    if (was != quota || sc->Discard != js_DiscardNew || !sc->DiscardNewPerSubject) {
+        queue_limits(sc, quota);
+        jsStreamInfo *u = NULL;
+        st = js_UpdateStream(&u, c->js, sc, NULL, &jerr);
+        jsStreamInfo_Destroy(u);
+        if (st == NATS_OK)
+            pt_log_info("cluster: queue quota %u items per device (stream " QSTREAM ", was %lld)", quota,
+                        (long long)was);
+        else
+            log_nats("setting the queue quota on the stream " QSTREAM, st);
+    }
+    jsStreamInfo_Destroy(si);
+    if (st != NATS_OK) return PT_ERR_IO;
+    c->quota = quota;
+    return 0;
+}
+
+int pt_cluster_set_queue_quota(pt_cluster *c, uint32_t quota)
+{
+    return quota == c->quota ? 0 : set_queue_quota(c, quota);
+}
+
 /* The queue stream: work-queue retention (a message goes once its consumer acked
- * it), file storage, `replicas` copies, a 2-minute deduplication window. */
+ * it), file storage, `replicas` copies, a 2-minute deduplication window, the quota. */
 static int open_queue_stream(pt_cluster *c)
 {
     jsStreamConfig sc;
@@ -659,6 +713,7 @@ static int open_queue_stream(pt_cluster *c)
     sc.Storage = js_FileStorage;
     sc.Replicas = c->replicas;
     sc.Duplicates = (int64_t)Q_DUP_WINDOW_S * 1000000000;
+    queue_limits(&sc, c->quota);
     jsStreamInfo *si = NULL;
     jsErrCode jerr = 0;
     natsStatus st = NATS_TIMEOUT;
@@ -675,11 +730,12 @@ static int open_queue_stream(pt_cluster *c)
      * another node at this same moment (2.9 then answers that the subjects overlap). */
     if ((jerr == JSStreamNameExistErr || jerr == JSStreamSubjectOverlapErr) &&
         js_GetStreamInfo(&si, c->js, QSTREAM, NULL, NULL) == NATS_OK) {
-        if (jerr == JSStreamNameExistErr)
-            pt_log_warn("cluster: stream " QSTREAM " exists with another configuration (replicas %lld); "
-                        "used as it is", (long long)si->Config->Replicas);
+        if (si->Config->Replicas != (int64_t)c->replicas)
+            pt_log_warn("cluster: stream " QSTREAM " exists with %lld replicas; used as it is",
+                        (long long)si->Config->Replicas);
         jsStreamInfo_Destroy(si);
-        return 0;
+        /* made by another version, or with another quota: this node's quota */
+        return set_queue_quota(c, c->quota);
     }
     log_nats("cannot create the JetStream stream " QSTREAM, st);
     return PT_ERR_IO;
@@ -744,7 +800,13 @@ static void add_consumer(pt_cluster *c, const uint8_t pk[32])
     cc.AckPolicy = js_AckExplicit;
     cc.AckWait = (int64_t)Q_ACK_WAIT_MS * 1000000;
     cc.MaxAckPending = Q_MAX_ACK_PENDING;
+    /* while the device is connected its node subscribes to the deliver subject (interest);
+     * once nobody has, JetStream deletes the consumer after this, keeping its items */
+    cc.InactiveThreshold = (int64_t)c->consumer_idle_s * 1000000000;
     for (int tries = 0; tries < 3; tries++) {
+        /* a try that timed out may have made it, and the device been revoked since (its
+         * consumer deleted): not made again (a stray one goes after consumer_idle) */
+        if (tries && pt_cluster_revoked(c, pk) == 1) return;
         jsConsumerInfo *ci = NULL;
         jsErrCode jerr = 0;
         natsStatus st = js_AddConsumer(&ci, c->js, QSTREAM, &cc, NULL, &jerr);
@@ -825,6 +887,8 @@ int pt_cluster_start(pt_server *s)
     if (!c) return PT_ERR_NOMEM;
     c->srv = s;
     c->node = cc->node_id;
+    c->quota = s->cfg.queue_quota ? s->cfg.queue_quota : PT_SERVER_QUEUE_QUOTA;
+    c->consumer_idle_s = cc->consumer_idle_s ? cc->consumer_idle_s : PT_CLUSTER_CONSUMER_IDLE_S;
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->cv, NULL);
     pthread_cond_init(&c->job_cv, NULL);
@@ -1216,12 +1280,19 @@ static void q_send_free(qsend *q)
     free(q);
 }
 
-/* true when that was the last answer (q is freed) */
-static bool q_answered(pt_cluster *c, qsend *q, size_t i, bool ok)
+/* true when that was the last answer (q is freed). A queue over its quota refuses the
+ * item (PT_ERR_TOO_BIG: RECIPIENT_QUEUE_FULL) unless another device's publish failed. */
+static bool q_answered(pt_cluster *c, qsend *q, size_t i, int status)
 {
-    if (!ok) {
+    if (status == PUB_FAILED) {
         pt_log_warn("cluster: JetStream did not store item %lld after %d tries", (long long)q->sid, Q_PUB_TRIES);
         q->rc = PT_ERR_IO;
+    } else if (status == PUB_FULL) {
+        char hex[17];
+        pt_hex_encode(hex, q->pk[i], 8);
+        pt_log_info("cluster: item %lld refused: the queue of device %s... is full (%u items)", (long long)q->sid, hex,
+                    c->quota);
+        if (q->rc == 0) q->rc = PT_ERR_TOO_BIG;
     }
     q->tries[i] = 0xff;
     if (--q->left) return false;
@@ -1248,7 +1319,7 @@ static void on_retry_tick(uv_timer_t *t)
                 if (q->tries[i] < Q_PUB_TRIES) {
                     q->tries[i] |= Q_RETRY;
                     more = true;
-                } else if (q_answered(c, q, i, false)) {
+                } else if (q_answered(c, q, i, PUB_FAILED)) {
                     break; /* q is gone */
                 }
             }
@@ -1256,7 +1327,7 @@ static void on_retry_tick(uv_timer_t *t)
     if (!more) uv_timer_stop(t);
 }
 
-static void q_puback(pt_cluster *c, const uint8_t pk[32], int64_t sid, bool ok)
+static void q_puback(pt_cluster *c, const uint8_t pk[32], int64_t sid, int status)
 {
     qsend *q = c->sends[send_hash(sid)];
     while (q && q->sid != sid) q = q->next;
@@ -1264,12 +1335,12 @@ static void q_puback(pt_cluster *c, const uint8_t pk[32], int64_t sid, bool ok)
     size_t i = 0;
     while (i < q->n && memcmp(q->pk[i], pk, 32) != 0) i++;
     if (i == q->n || q->tries[i] == 0xff || (q->tries[i] & Q_RETRY)) return;
-    if (!ok && q->tries[i] < Q_PUB_TRIES) {
+    if (status == PUB_FAILED && q->tries[i] < Q_PUB_TRIES) {
         q->tries[i] |= Q_RETRY;
         if (!uv_is_active((uv_handle_t *)&c->retry_timer)) uv_timer_start(&c->retry_timer, on_retry_tick, 500, 500);
         return;
     }
-    q_answered(c, q, i, ok);
+    q_answered(c, q, i, status);
 }
 
 int pt_cluster_enqueue(pt_cluster *c, int64_t server_id, const pt_srv_devlist *to, const pt_buf *update,
@@ -1827,6 +1898,25 @@ int pt_cluster_prekeys_signed(pt_cluster *c, const uint8_t device[32], pt_cluste
     return rc;
 }
 
+/* A revoked device never reads its queue again: its items and its consumer go (as its
+ * rows go in local mode). A failure leaves them to the consumer's inactive threshold
+ * (the consumer) and to nobody (the items: logged). */
+static void drop_queue(pt_cluster *c, const uint8_t device[32])
+{
+    char hex[65], durable[80], subj[80];
+    pt_hex_encode(hex, device, 32);
+    snprintf(durable, sizeof durable, "d%s", hex);
+    snprintf(subj, sizeof subj, "pt.q.%s", hex);
+    jsErrCode jerr = 0;
+    natsStatus st = js_DeleteConsumer(c->js, QSTREAM, durable, NULL, &jerr);
+    if (st != NATS_OK && jerr != JSConsumerNotFoundErr) log_nats("deleting a revoked device's consumer", st);
+    jsOptions o;
+    jsOptions_Init(&o);
+    o.Stream.Purge.Subject = subj;
+    if ((st = js_PurgeStream(c->js, QSTREAM, &o, &jerr)) != NATS_OK)
+        log_nats("dropping a revoked device's queue", st);
+}
+
 static void revoked_key(char out[2 + 65], const uint8_t device[32])
 {
     out[0] = 'r', out[1] = '.';
@@ -1849,6 +1939,7 @@ int pt_cluster_revoke(pt_cluster *c, const uint8_t user_id[16], const uint8_t de
         log_nats("revoking a device", a != NATS_OK ? a : b);
         return PT_ERR_IO;
     }
+    drop_queue(c, device);
     return 0;
 }
 

@@ -129,6 +129,7 @@ static const pt_config_key_info keys[PT_CFG_NKEYS] = {
     [PT_CFG_CLUSTER_TLS_CERT] = {"cluster", "tls_cert", false},
     [PT_CFG_CLUSTER_TLS_KEY] = {"cluster", "tls_key", false},
     [PT_CFG_CLUSTER_REPLICAS] = {"cluster", "replicas", false},
+    [PT_CFG_CLUSTER_CONSUMER_IDLE] = {"cluster", "consumer_idle", false},
     [PT_CFG_SECURE_HEAP] = {"server", "secure_heap", false},
     [PT_CFG_WORKERS] = {"server", "workers", false},
     [PT_CFG_CONFIRM_WAIT] = {"limits", "confirm_wait_ms", true},
@@ -383,6 +384,7 @@ static int on_kv(void *user, const char *section, const char *name, const char *
         break;
     case PT_CFG_CLUSTER_NODE_ID: NUMBER(cluster.node_id, 1, PT_CLUSTER_NODE_ID_MAX); break;
     case PT_CFG_CLUSTER_REPLICAS: NUMBER(cluster.replicas, 1, 5); break;
+    case PT_CFG_CLUSTER_CONSUMER_IDLE: NUMBER(cluster.consumer_idle_s, 1, 31536000); break;
     case PT_CFG_SECURE_HEAP:
         if (pt_parse_secure_heap(value, &v) != 0)
             BAD("secure_heap: expected auto, off or a size in KiB from 64 to 4194304, got '%s'", sv);

@@ -77,6 +77,9 @@ static void usage(FILE *f)
             "                             one node on its own store\n"
             "      --cluster-node-id N    this node's id, 1 to 8388607, unique in the cluster\n"
             "                             (required with --cluster-nats)\n"
+            "      --cluster-consumer-idle S  delete a device's JetStream consumer after S\n"
+            "                             seconds without the device; its queue stays\n"
+            "                             (default %d)\n"
             "  -h, --help                 show this help and exit\n"
             "  -V, --version              show the version and exit\n"
             "\n"
@@ -93,13 +96,13 @@ static void usage(FILE *f)
             PT_SERVER_SESSION_EXPIRY_MS / 1000, PT_SERVER_MAX_CONNECTIONS, PT_SERVER_QUEUE_QUOTA,
             PT_SERVER_CONFIRM_WAIT_MS,
             PT_SERVER_MAX_CONNS_PER_IP, PT_SERVER_RATE_LIMIT, PT_SERVER_BAN_S,
-            PT_OBFS_HANDSHAKE_TIMEOUT_MS / 1000, PT_DISC_PORT, PT_DISC_MCAST6);
+            PT_OBFS_HANDSHAKE_TIMEOUT_MS / 1000, PT_DISC_PORT, PT_DISC_MCAST6, PT_CLUSTER_CONSUMER_IDLE_S);
 }
 
 enum { OPT_HS = 256, OPT_IDLE, OPT_EXPIRY, OPT_MAXC, OPT_READY, OPT_LOG, OPT_QUOTA, OPT_CHECK,
        OPT_PERIP, OPT_RATE, OPT_BAN, OPT_OBFS, OPT_METRICS, OPT_LOGFILE, OPT_DISC_PORT, OPT_NO_DISC,
        OPT_CLUSTER_NATS, OPT_CLUSTER_NODE, OPT_SECURE_HEAP, OPT_WORKERS,
-       OPT_CONFIRM_WAIT };
+       OPT_CONFIRM_WAIT, OPT_CLUSTER_IDLE };
 
 static const struct option opts[] = {
     {"config", required_argument, NULL, 'c'},
@@ -133,6 +136,7 @@ static const struct option opts[] = {
     {"no-discovery", no_argument, NULL, OPT_NO_DISC},
     {"cluster-nats", required_argument, NULL, OPT_CLUSTER_NATS},
     {"cluster-node-id", required_argument, NULL, OPT_CLUSTER_NODE},
+    {"cluster-consumer-idle", required_argument, NULL, OPT_CLUSTER_IDLE},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
     {NULL, 0, NULL, 0},
@@ -180,8 +184,9 @@ static void print_config(const pt_server_config *c)
     if (!c->cluster.nats_urls) {
         printf("[cluster]\n; nats_urls: off (local mode)\n");
     } else {
-        printf("[cluster]\nnats_urls = %s\nnode_id = %u\nreplicas = %u\n", c->cluster.nats_urls,
-               c->cluster.node_id, c->cluster.replicas ? c->cluster.replicas : PT_CLUSTER_REPLICAS);
+        printf("[cluster]\nnats_urls = %s\nnode_id = %u\nreplicas = %u\nconsumer_idle = %u\n", c->cluster.nats_urls,
+               c->cluster.node_id, c->cluster.replicas ? c->cluster.replicas : PT_CLUSTER_REPLICAS,
+               c->cluster.consumer_idle_s ? c->cluster.consumer_idle_s : PT_CLUSTER_CONSUMER_IDLE_S);
         if (c->cluster.credentials) printf("credentials = %s\n", c->cluster.credentials);
         if (c->cluster.tls_ca) printf("tls_ca = %s\n", c->cluster.tls_ca);
         if (c->cluster.tls_cert) printf("tls_cert = %s\ntls_key = %s\n", c->cluster.tls_cert, c->cluster.tls_key);
@@ -339,6 +344,12 @@ int main(int argc, char **argv)
                 return bad("--cluster-node-id", optarg, "from 1 to 8388607");
             cfg.cluster.node_id = v;
             PIN(PT_CFG_CLUSTER_NODE_ID);
+            break;
+        case OPT_CLUSTER_IDLE:
+            if (pt_parse_uint(optarg, 1, 31536000, &v))
+                return bad("--cluster-consumer-idle", optarg, "from 1 to 31536000 seconds");
+            cfg.cluster.consumer_idle_s = v;
+            PIN(PT_CFG_CLUSTER_CONSUMER_IDLE);
             break;
         case OPT_READY: cfg.ready_file = optarg; break;
         case OPT_LOG: {

@@ -785,6 +785,8 @@ static void reply_sent(send_op *m, int rc)
         pt_tl_messages_sent r = {.server_id = m->item.server_id, .date = (int64_t)m->item.date_ms};
         if (pt_tl_messages_sent_encode(&out, &r) == 0) pt_srv_reply(e, m->to.req_msg_id, &out);
         pt_buf_free(&out);
+    } else if (rc == PT_ERR_TOO_BIG) { /* cluster mode: a device's queue in JetStream is full */
+        pt_srv_reply_error(e, m->to.req_msg_id, PT_RPC_QUOTA, "RECIPIENT_QUEUE_FULL");
     } else {
         pt_srv_reply_error(e, m->to.req_msg_id, PT_RPC_INTERNAL, "STORE_FAILED");
     }

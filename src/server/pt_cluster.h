@@ -53,8 +53,10 @@
  *
  * Stream PT_QUEUE (work queue, file storage, `replicas` copies): pt.q.<device hex>, the
  * device's durable queue of items sent through pt_srv_forward (messages, receipts,
- * group messages); consumer d<device hex> delivers to pt.qd.<device hex>, to whichever
- * node the device is connected to, and is acked when the device confirms.
+ * group messages), at most queue_quota items each (the stream's per-subject limit);
+ * consumer d<device hex> delivers to pt.qd.<device hex>, to whichever node the device
+ * is connected to, is acked when the device confirms, and is deleted by JetStream
+ * after [cluster] consumer_idle without the device (made again when it comes back).
  * Contact notices and group events stay in the SQLite of the node that made them
  * (pt.sync / pt.rcv above); group membership is the bucket's (g.<group hex>). server_ids are node_id << 40 | n, from blocks reserved in the bucket.
  */
@@ -106,7 +108,9 @@ void pt_cluster_device_down(pt_cluster *c, void **sub);
  * update of item server_id once per device of `to`, with Nats-Msg-Id
  * "<server_id>.<device hex>" (a retried publish is stored once), and calls cb(arg, 0)
  * on the loop once JetStream acknowledged every one (a quorum of the replicas has it),
- * cb(arg, PT_ERR_IO) once one failed Q_PUB_TRIES times. The device's durable consumer
+ * cb(arg, PT_ERR_IO) once one failed Q_PUB_TRIES times, cb(arg, PT_ERR_TOO_BIG) when a
+ * device's queue held the queue quota of items (that device does not get it; the others
+ * do). The device's durable consumer
  * delivers it to the node the device is connected to, which pushes it and acks it to
  * JetStream when the device confirms it (messages.received -> pt_cluster_received).
  * 0 (cb will be called), or an error (it will not). */
@@ -118,6 +122,10 @@ int pt_cluster_enqueue(pt_cluster *c, int64_t server_id, const struct pt_srv_dev
  * when the node's own store kept none of them (the queue is JetStream's). Blocking. */
 #define PT_CLUSTER_ID_BLOCK (INT64_C(1) << 24)
 int pt_cluster_reserve_ids(pt_cluster *c, int64_t *next, int64_t *limit);
+/* Sets the queue quota (items per device queue, cluster-wide: the stream's limit of
+ * messages per subject) when it differs from what this node set. 0 or PT_ERR_IO.
+ * Blocking (one JetStream round trip; at reload). */
+int pt_cluster_set_queue_quota(pt_cluster *c, uint32_t quota);
 
 /* Presence: user, connected here, now has status (PT_STATUS_ONLINE ..
  * PT_STATUS_INVISIBLE; PT_STATUS_OFFLINE: no connection here any more) and display
@@ -195,7 +203,7 @@ int pt_cluster_prekeys_signed(pt_cluster *c, const uint8_t device[32], pt_cluste
 
 /* devices.revoke in cluster mode: marks device revoked (r.<device hex>), removes it from
  * the user's devices (v.<user>.<device>) and its prekeys (p.<device>), so no node lists
- * it or hands out its bundle again. 0, PT_ERR_NOT_FOUND (not that user's device),
+ * it or hands out its bundle again, and drops its queue (the items and the consumer). 0, PT_ERR_NOT_FOUND (not that user's device),
  * PT_ERR_IO. Blocking (the store's writer). */
 int pt_cluster_revoke(pt_cluster *c, const uint8_t user_id[16], const uint8_t device[32]);
 /* 1 revoked, 0 not, PT_ERR_IO. */

@@ -89,10 +89,11 @@ typedef enum pt_config_key {
     PT_CFG_SECURE_HEAP,
     PT_CFG_WORKERS,
     PT_CFG_CONFIRM_WAIT,
+    PT_CFG_CLUSTER_CONSUMER_IDLE,
     PT_CFG_NKEYS
 } pt_config_key;
 
-#define PT_CFG_BIT(k) (UINT32_C(1) << (k))
+#define PT_CFG_BIT(k) (UINT64_C(1) << (k))
 
 /* One key: its section and name, and whether a reload applies it. */
 typedef struct pt_config_key_info {
@@ -114,7 +115,7 @@ typedef struct pt_config_diag {
 /* What a file said, with presence bits so that flags can override. */
 typedef struct pt_config_file {
     pt_server_config cfg;       /* values read (strings point into this struct) */
-    uint32_t set;               /* PT_CFG_BIT of each key present */
+    uint64_t set;               /* PT_CFG_BIT of each key present */
     int line[PT_CFG_NKEYS];     /* where each key was (last) set */
     int log_level;              /* a pt_log_level */
     char host[256];

@@ -54,6 +54,7 @@
  * alone with its SQLite store (local mode, the default). */
 #define PT_CLUSTER_NODE_ID_MAX 8388607u     /* 2^23 - 1: server_ids are node_id << 40 | n */
 #define PT_CLUSTER_REPLICAS 3               /* default replicas of the JetStream buckets */
+#define PT_CLUSTER_CONSUMER_IDLE_S 3600     /* default [cluster] consumer_idle, seconds */
 typedef struct pt_cluster_config {
     const char *nats_urls;                /* comma-separated nats:// or tls:// URLs; NULL: local mode */
     uint32_t node_id;                     /* 1 .. PT_CLUSTER_NODE_ID_MAX, unique in the cluster */
@@ -61,6 +62,8 @@ typedef struct pt_cluster_config {
     const char *tls_ca;                   /* CA bundle that signs the NATS servers' certificates */
     const char *tls_cert, *tls_key;       /* client certificate chain and key, or NULL */
     uint32_t replicas;                    /* JetStream replicas of the buckets; 0 = PT_CLUSTER_REPLICAS */
+    uint32_t consumer_idle_s;             /* a device's JetStream consumer is deleted after this long
+                                             without the device; 0 = PT_CLUSTER_CONSUMER_IDLE_S */
 } pt_cluster_config;
 
 typedef struct pt_server_config {
@@ -95,7 +98,7 @@ typedef struct pt_server_config {
     const char *ready_file;               /* if set, "host:port\n" is written there once listening */
     const char *config_path;              /* reread on SIGHUP / packtrackctl reload, if set */
     const char *log_file;                 /* logs appended there instead of stderr; NULL: stderr */
-    uint32_t pinned;                      /* PT_CFG_BIT()s of keys given on the command line:
+    uint64_t pinned;                      /* PT_CFG_BIT()s of keys given on the command line:
                                              a reload leaves them as they are */
     pt_obfs_server_config obfs;           /* obfuscation layer; zero: off */
     bool discovery_off;                   /* true: no LAN discovery responder (lan.c) */

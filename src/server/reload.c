@@ -11,6 +11,7 @@
 
 #include "crypto/pt_crypto.h"
 #include "discovery/pt_disc.h"
+#include "server/pt_cluster.h"
 #include "server/pt_config.h"
 #include "server/pt_server_int.h"
 
@@ -67,6 +68,8 @@ static int compare_restart_keys(const pt_server *s, const pt_config_file *f)
                   !urls_new != !urls_old || (urls_new && urls_old && strcmp(urls_new, urls_old) != 0), &n);
     uint32_t node_new = (f->set & PT_CFG_BIT(PT_CFG_CLUSTER_NODE_ID)) ? c->cluster.node_id : 0;
     needs_restart(s, PT_CFG_CLUSTER_NODE_ID, node_new != s->cfg.cluster.node_id, &n);
+    uint32_t idle_new = (f->set & PT_CFG_BIT(PT_CFG_CLUSTER_CONSUMER_IDLE)) ? c->cluster.consumer_idle_s : 0;
+    needs_restart(s, PT_CFG_CLUSTER_CONSUMER_IDLE, idle_new != s->cfg.cluster.consumer_idle_s, &n);
     bool d_off = (f->set & PT_CFG_BIT(PT_CFG_DISC_ENABLED)) && c->discovery_off;
     needs_restart(s, PT_CFG_DISC_ENABLED, d_off != s->cfg.discovery_off, &n);
     uint16_t d_port = (f->set & PT_CFG_BIT(PT_CFG_DISC_PORT)) ? c->discovery_port : 0;
@@ -131,6 +134,8 @@ static int reload(pt_server *s, const char *via, char *msg, size_t msglen)
                PT_SERVER_SESSION_EXPIRY_MS);
     reload_u32(s, f, PT_CFG_MAX_CONNECTIONS, &s->cfg.max_connections, c->max_connections, PT_SERVER_MAX_CONNECTIONS);
     reload_u32(s, f, PT_CFG_QUEUE_QUOTA, &s->cfg.queue_quota, c->queue_quota, PT_SERVER_QUEUE_QUOTA);
+    /* cluster mode: the quota is the queue stream's (one round trip; logged if it fails) */
+    if (s->cluster) (void)pt_cluster_set_queue_quota(s->cluster, s->cfg.queue_quota);
     reload_u32(s, f, PT_CFG_CONFIRM_WAIT, &s->cfg.confirm_wait_ms, c->confirm_wait_ms, PT_SERVER_CONFIRM_WAIT_MS);
     reload_u32(s, f, PT_CFG_MAX_CONNS_PER_IP, &s->cfg.max_conns_per_ip, c->max_conns_per_ip,
                PT_SERVER_MAX_CONNS_PER_IP);

@@ -31,6 +31,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#if __has_include(<nats/nats.h>)
+#include <nats/nats.h>
+#define HAVE_NATS_H 1
+#endif
+
 #include "client/pt_client.h"
 #include "crypto/pt_crypto.h"
 #include "pt_tl.h"
@@ -1303,6 +1308,151 @@ static void test_cluster_restart(void **state)
     stop_nodes(&n1, &n2);
 }
 
+/* What JetStream holds for device dev: the items in its queue (pt.q.<dev>), or -1 when
+ * it cannot be asked; *consumer: whether its durable consumer exists. */
+static int64_t js_queue(const uint8_t dev[32], bool *consumer)
+{
+    int64_t n = -1;
+    *consumer = false;
+#ifdef HAVE_NATS_H
+    char hex[65], subj[80], durable[80];
+    pt_hex_encode(hex, dev, 32);
+    snprintf(subj, sizeof subj, "pt.q.%s", hex);
+    snprintf(durable, sizeof durable, "d%s", hex);
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    if (natsConnection_ConnectTo(&nc, nats_urls) == NATS_OK && natsConnection_JetStream(&js, nc, NULL) == NATS_OK) {
+        jsOptions o;
+        jsOptions_Init(&o);
+        o.Stream.Info.SubjectsFilter = subj;
+        jsStreamInfo *si = NULL;
+        jsErrCode jerr = 0;
+        if (js_GetStreamInfo(&si, js, "PT_QUEUE", &o, &jerr) == NATS_OK) {
+            n = 0;
+            for (int i = 0; si->State.Subjects && i < si->State.Subjects->Count; i++)
+                n += (int64_t)si->State.Subjects->List[i].Msgs;
+            jsStreamInfo_Destroy(si);
+        }
+        jsConsumerInfo *ci = NULL;
+        *consumer = js_GetConsumerInfo(&ci, js, "PT_QUEUE", durable, NULL, &jerr) == NATS_OK;
+        jsConsumerInfo_Destroy(ci);
+    }
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+#else
+    (void)dev;
+#endif
+    return n;
+}
+
+/* The queue quota and the queues' lifetime in cluster mode. Nodes with --queue-quota 3
+ * and consumers deleted after 2 s without their device:
+ *  - a user whose two devices are offline gets 3 messages; the 4th is refused with
+ *    RECIPIENT_QUEUE_FULL (429) and stored for neither device;
+ *  - revoking one device drops its queue and its consumer in JetStream;
+ *  - the other device confirms what it had: there is room again;
+ *  - its consumer goes 2 s after the device does, and what is sent meanwhile is
+ *    delivered, in order, when the device comes back (the consumer is made again). */
+static void test_queue_quota_across_nodes(void **state)
+{
+    (void)state;
+    pt_test_server n1, n2;
+    const char *e1[] = {"--cluster-nats", nats_urls, "--cluster-node-id", "1", "--queue-quota", "3",
+                        "--cluster-consumer-idle", "2", NULL};
+    const char *e2[] = {"--cluster-nats", nats_urls, "--cluster-node-id", "2", "--queue-quota", "3",
+                        "--cluster-consumer-idle", "2", NULL};
+    pt_test_server_start(&n1, NULL, 0, e1);
+    pt_test_server_start(&n2, NULL, 0, e2);
+    user a, b, b2;
+    user_new(&a, "qa");
+    user_new(&b, "qb");
+    user_new(&b2, "qb2");
+    memcpy(b2.id_pk, b.id_pk, 32);
+    memcpy(b2.id_sk, b.id_sk, 64);
+    assert_int_equal(pt_client_connect(a.c, "127.0.0.1", n1.port), 0);
+    assert_int_equal(pt_client_connect(b.c, "127.0.0.1", n2.port), 0);
+    assert_int_equal(pt_client_connect(b2.c, "127.0.0.1", n1.port), 0);
+    assert_int_equal(bind(&a, "quota-a"), 0);
+    assert_int_equal(bind(&b, "quota-b"), 0);
+    assert_int_equal(bind(&b2, "quota-b"), 0);
+    assert_memory_equal(b.user_id, b2.user_id, 16);
+    const uint8_t *d1 = pt_client_device_key(b.c), *d2 = pt_client_device_key(b2.c);
+    bool cons = false;
+    for (int i = 0; i < 100 && !cons; i++) { /* each device's consumer is made when it comes up */
+        bool c1 = false, c2 = false;
+        js_queue(d1, &c1);
+        js_queue(d2, &c2);
+        cons = c1 && c2;
+        if (!cons) usleep(100 * 1000);
+    }
+    assert_true(cons);
+    pt_client_drop(b.c);
+    pt_client_drop(b2.c);
+    for (uint32_t i = 0; i < 3; i++) assert_int_equal(send_msg(&a, b.user_id, i), 0);
+    assert_int_equal(send_msg(&a, b.user_id, 3), 429);
+    assert_string_equal(a.err_msg, "RECIPIENT_QUEUE_FULL");
+    assert_int_equal(js_queue(d1, &cons), 3);
+    assert_int_equal(js_queue(d2, &cons), 3);
+    /* b revokes b2: its queue and its consumer go */
+    assert_int_equal(pt_client_connect(b.c, "127.0.0.1", n2.port), 0);
+    uint8_t msg[17 + 32], sig[64];
+    memcpy(msg, "PT1 revoke device", 17);
+    memcpy(msg + 17, d2, 32);
+    assert_int_equal(pt_ed25519_sign(sig, msg, sizeof msg, b.id_sk), 0);
+    pt_tl_devices_revoke rq = {.signature = {sig, 64}};
+    memcpy(rq.device, d2, 32);
+    pt_buf body;
+    pt_buf_init(&body);
+    assert_int_equal(pt_tl_devices_revoke_encode(&body, &rq), 0);
+    call(&b, &body);
+    pt_buf_free(&body);
+    if (b.err_code) fail_msg("revoke: %d %s", b.err_code, b.err_msg);
+    assert_int_equal(js_queue(d2, &cons), 0);
+    /* gone at once, or (made again by a creation that was still being retried) after
+     * consumer_idle */
+    for (int i = 0; i < 50 && cons; i++) {
+        usleep(200 * 1000);
+        js_queue(d2, &cons);
+    }
+    assert_false(cons);
+    /* b confirms its three: room again (the acks reach JetStream a moment later) */
+    sync_and_confirm_n(&b, 3);
+    assert_int_equal(b.ngot, 3);
+    for (uint32_t k = 0; k < 3; k++) assert_int_equal(b.got_seq[k], k);
+    int rc = 429;
+    for (int i = 0; i < 50 && rc == 429; i++)
+        if ((rc = send_msg(&a, b.user_id, 10)) == 429) usleep(100 * 1000);
+    assert_int_equal(rc, 0);
+    wait_msgs(&b, 4);
+    assert_int_equal(b.got_seq[3], 10);
+    sync_and_confirm(&b);
+    /* b goes: 2 s later its consumer is gone; what is sent meanwhile waits in its queue */
+    pt_client_drop(b.c);
+    uint64_t t0 = pt_env_now_ms(pt_env_default());
+    cons = true;
+    while (cons && pt_env_now_ms(pt_env_default()) - t0 < 15000) {
+        js_queue(d1, &cons);
+        if (cons) usleep(200 * 1000);
+    }
+    uint64_t gone_ms = pt_env_now_ms(pt_env_default()) - t0;
+    if (cons) fail_msg("the consumer of an absent device still exists after %llu ms", (unsigned long long)gone_ms);
+    assert_true(gone_ms >= 1500);
+    for (uint32_t i = 20; i < 23; i++) assert_int_equal(send_msg(&a, b.user_id, i), 0);
+    assert_int_equal(js_queue(d1, &cons), 3);
+    assert_false(cons);
+    assert_int_equal(pt_client_connect(b.c, "127.0.0.1", n1.port), 0);
+    sync_and_confirm_n(&b, 7);
+    assert_int_equal(b.ngot, 7);
+    for (uint32_t k = 0; k < 3; k++) assert_int_equal(b.got_seq[4 + k], 20 + k);
+    printf("cluster queues: quota 3 refused the 4th item; a revoked device's queue dropped; an absent "
+           "device's consumer deleted after %llu ms and made again when it came back\n",
+           (unsigned long long)gone_ms);
+    pt_client_free(a.c);
+    pt_client_free(b.c);
+    pt_client_free(b2.c);
+    stop_nodes(&n1, &n2);
+}
+
 static int nats_up(void **state)
 {
     (void)state;
@@ -1371,6 +1521,7 @@ int main(void)
         cmocka_unit_test(test_groups_across_nodes),
         cmocka_unit_test(test_contacts_across_nodes),
         cmocka_unit_test(test_presence_across_nodes),
+        cmocka_unit_test(test_queue_quota_across_nodes),
         cmocka_unit_test(test_kill_node),
         cmocka_unit_test(test_kill_nats),
         cmocka_unit_test(test_cluster_restart),
