@@ -123,6 +123,11 @@ int pt_cluster_prekeys_signed(pt_cluster *c, const uint8_t device[32], pt_cluste
     (void)c, (void)device, (void)sig;
     return PT_ERR_IO;
 }
+int pt_cluster_queues_full(pt_cluster *c, const struct pt_srv_devlist *to, uint32_t quota)
+{
+    (void)c, (void)to, (void)quota;
+    return PT_ERR_IO;
+}
 int pt_cluster_set_queue_quota(pt_cluster *c, uint32_t quota)
 {
     (void)c, (void)quota;

@@ -1377,6 +1377,30 @@ int pt_cluster_enqueue(pt_cluster *c, int64_t server_id, const pt_srv_devlist *t
     return 0;
 }
 
+int pt_cluster_queues_full(pt_cluster *c, const pt_srv_devlist *to, uint32_t quota)
+{
+    for (size_t i = 0; i < to->n; i++) {
+        char hex[65], subj[80];
+        pt_hex_encode(hex, to->pk[i], 32);
+        snprintf(subj, sizeof subj, "pt.q.%s", hex);
+        jsOptions o;
+        jsOptions_Init(&o);
+        o.Stream.Info.SubjectsFilter = subj;
+        jsStreamInfo *si = NULL;
+        jsErrCode jerr = 0;
+        natsStatus st = js_GetStreamInfo(&si, c->js, QSTREAM, &o, &jerr);
+        if (st != NATS_OK) {
+            log_nats("reading a device's queue length", st);
+            return PT_ERR_IO;
+        }
+        uint64_t n = 0;
+        for (int k = 0; si->State.Subjects && k < si->State.Subjects->Count; k++) n += si->State.Subjects->List[k].Msgs;
+        jsStreamInfo_Destroy(si);
+        if (n >= quota) return 1;
+    }
+    return 0;
+}
+
 void pt_cluster_route(pt_cluster *c, const uint8_t pk[32], const pt_buf *update)
 {
     char subj[72];

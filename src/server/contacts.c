@@ -138,7 +138,7 @@ static int contact_rules(contact_op *o, int mine, int theirs, int *nmine, int *n
 static int check_quota(sqlite3 *db, contact_op *o)
 {
     if (o->what != OP_REQUEST) return 0;
-    int rc = pt_srv_queues_full(db, &o->devices, o->quota);
+    int rc = pt_srv_queues_full_any(o->to.srv, db, &o->devices, o->quota);
     PT_SRV_TRY(rc);
     if (rc) PT_SRV_FAIL(PT_RPC_QUOTA, "RECIPIENT_QUEUE_FULL");
     return 0;
@@ -200,7 +200,7 @@ static int contact_change(sqlite3 *db, contact_op *o)
     if (ntheirs != theirs || o->what == OP_REQUEST || o->what == OP_ACCEPT)
         PT_SRV_TRY(put_state(db, o->peer, o->me, ntheirs, note));
     if (!o->item.code) return 0;
-    PT_SRV_TRY(pt_srv_item_store(db, &o->item, &o->devices));
+    if (!c) PT_SRV_TRY(pt_srv_item_store(db, &o->item, &o->devices)); /* cluster: JetStream's, after */
     o->notify = true;
     return 0;
 }
@@ -263,22 +263,8 @@ void pt_srv_contact_remote(pt_server *s, const uint8_t lo[16], const uint8_t hi[
     pt_db_submit(s->db, &r->op);
 }
 
-static void contact_done(void *arg, int rc)
+static void contact_reply(contact_op *o, int rc)
 {
-    contact_op *o = arg;
-    pt_server *s = o->to.srv;
-    if (rc == 0) {
-        pt_srv_dir_set_blocked(s, o->me, o->peer, o->blocks_peer);
-        pt_srv_dir_set_blocked(s, o->peer, o->me, o->blocked_by_peer);
-    }
-    if (rc == 0 && o->notify) {
-        pt_srv_push_item(s, &o->devices, &o->item);
-        pt_srv_queue_add(s, &o->devices, 1);
-    }
-    if (rc == 0 && o->friends) { /* each sees the other's presence from now on */
-        pt_srv_presence_tell(s, o->me, o->peer);
-        pt_srv_presence_tell(s, o->peer, o->me);
-    }
     pt_srv_sess *e = pt_srv_reply_session(&o->to);
     if (e) {
         if (rc == 0) pt_srv_reply_ok(e, o->to.req_msg_id);
@@ -287,6 +273,40 @@ static void contact_done(void *arg, int rc)
     }
     pt_srv_devlist_free(&o->devices);
     free(o);
+}
+
+/* Cluster mode: JetStream answered the notice's publishes. The relation changed in
+ * any case; a queue that filled up since the check refuses it (the caller may ask
+ * again), as does one that failed. */
+static void contact_queued(void *arg, int rc)
+{
+    contact_op *o = arg;
+    if (rc == PT_ERR_TOO_BIG) o->err_code = PT_RPC_QUOTA, o->err_msg = "RECIPIENT_QUEUE_FULL";
+    if (rc) pt_log_warn("contacts: a notice %lld was not queued for every device of its recipient (%s)",
+                        (long long)o->item.server_id, pt_strerror(rc));
+    contact_reply(o, rc);
+}
+
+static void contact_done(void *arg, int rc)
+{
+    contact_op *o = arg;
+    pt_server *s = o->to.srv;
+    if (rc == 0) {
+        pt_srv_dir_set_blocked(s, o->me, o->peer, o->blocks_peer);
+        pt_srv_dir_set_blocked(s, o->peer, o->me, o->blocked_by_peer);
+    }
+    if (rc == 0 && o->friends) { /* each sees the other's presence from now on */
+        pt_srv_presence_tell(s, o->me, o->peer);
+        pt_srv_presence_tell(s, o->peer, o->me);
+    }
+    if (rc == 0 && o->notify && s->cluster) { /* the peer's queues in JetStream; answered then */
+        if (o->devices.n && (rc = pt_srv_item_enqueue(s, &o->item, &o->devices, contact_queued, o)) == 0)
+            return;
+    } else if (rc == 0 && o->notify) {
+        pt_srv_push_item(s, &o->devices, &o->item);
+        pt_srv_queue_add(s, &o->devices, 1);
+    }
+    contact_reply(o, rc);
 }
 
 static void submit(pt_conn *c, uint64_t req, int what, const uint8_t peer[16], pt_tl_bytes note,

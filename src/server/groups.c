@@ -322,18 +322,44 @@ static int group_apply(sqlite3 *db, void *arg)
         if (rc == 0) rc = sql_group_write(db, g, o);
     }
     if (rc == 0 && o->what != OP_CREATE) rc = event_devices(c, db, g, o);
-    if (rc == 0 && o->what != OP_CREATE) rc = pt_srv_item_store(db, &o->item, &o->devices);
+    /* cluster mode: the event goes to the devices' queues in JetStream (group_done) */
+    if (rc == 0 && o->what != OP_CREATE && !c) rc = pt_srv_item_store(db, &o->item, &o->devices);
     free(g);
     return rc;
+}
+
+static void group_reply(group_op *o, int rc);
+
+/* Cluster mode: JetStream answered the event's publishes. The change holds either way;
+ * a device whose queue is full (or a publish that kept failing) does not get the event
+ * (it reads the members with groups.getMembers), which is logged, and the change is
+ * answered as made. */
+static void group_queued(void *arg, int rc)
+{
+    group_op *o = arg;
+    if (rc) pt_log_warn("groups: event %lld was not queued for every device concerned (%s)",
+                        (long long)o->item.server_id, rc == PT_ERR_TOO_BIG ? "a queue is full" : pt_strerror(rc));
+    group_reply(o, 0);
 }
 
 static void group_done(void *arg, int rc)
 {
     group_op *o = arg;
-    if (rc == 0 && o->what != OP_CREATE) {
-        pt_srv_push_item(o->to.srv, &o->devices, &o->item);
-        pt_srv_queue_add(o->to.srv, &o->devices, 1); /* group_apply stored it for them */
+    pt_server *s = o->to.srv;
+    if (rc == 0 && o->what != OP_CREATE && s->cluster && o->devices.n) {
+        if (pt_srv_item_enqueue(s, &o->item, &o->devices, group_queued, o) == 0) return;
+        group_queued(o, PT_ERR_IO);
+        return;
     }
+    if (rc == 0 && o->what != OP_CREATE && !s->cluster) {
+        pt_srv_push_item(s, &o->devices, &o->item);
+        pt_srv_queue_add(s, &o->devices, 1); /* group_apply stored it for them */
+    }
+    group_reply(o, rc);
+}
+
+static void group_reply(group_op *o, int rc)
+{
     pt_srv_sess *e = pt_srv_reply_session(&o->to);
     if (e && rc == 0 && o->what == OP_CREATE) {
         pt_buf out;

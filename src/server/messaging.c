@@ -926,25 +926,34 @@ static void send_done(void *arg, int rc)
     free(m);
 }
 
+int pt_srv_item_enqueue(pt_server *s, const pt_srv_item *it, const pt_srv_devlist *to,
+                        void (*cb)(void *arg, int rc), void *arg)
+{
+    pt_buf b;
+    pt_buf_init(&b);
+    int rc = pt_srv_item_encode(&b, it);
+    if (rc == 0) rc = pt_cluster_enqueue(s->cluster, it->server_id, to, &b, cb, arg);
+    pt_buf_free(&b);
+    return rc;
+}
+
+int pt_srv_queues_full_any(pt_server *s, sqlite3 *db, const pt_srv_devlist *l, uint32_t quota)
+{
+    if (!s->cluster) return pt_srv_queues_full(db, l, quota);
+    int rc = pt_cluster_queues_full(s->cluster, l, quota);
+    return rc != 0 ? rc : pt_srv_queues_full(db, l, quota); /* and rows from before */
+}
+
 /* Cluster mode: the item goes to each recipient device's durable queue in JetStream
  * (pt_cluster_enqueue), and messages.sent is answered once JetStream acknowledged
  * them all. The device's consumer delivers it wherever the device is connected; it
  * is not pushed from here, so each device gets it once, through its queue. */
 static void forward_cluster(pt_server *s, send_op *m)
 {
-    pt_buf b;
-    pt_buf_init(&b);
-    int rc = pt_srv_item_encode(&b, &m->item);
-    if (rc == 0) {
-        m->op.apply = NULL;
-        s->counters.msgs_in++;
-        rc = pt_cluster_enqueue(s->cluster, m->item.server_id, &m->devices, &b, send_done, m);
-    }
-    pt_buf_free(&b);
-    if (rc != 0) {
-        m->op.apply = NULL;
-        send_done(m, rc);
-    }
+    m->op.apply = NULL;
+    s->counters.msgs_in++;
+    int rc = pt_srv_item_enqueue(s, &m->item, &m->devices, send_done, m);
+    if (rc != 0) send_done(m, rc);
 }
 
 /* ---- server ids ----------------------------------------------------------------------------------

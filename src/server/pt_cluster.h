@@ -57,8 +57,9 @@
  * consumer d<device hex> delivers to pt.qd.<device hex>, to whichever node the device
  * is connected to, is acked when the device confirms, and is deleted by JetStream
  * after [cluster] consumer_idle without the device (made again when it comes back).
- * Contact notices and group events stay in the SQLite of the node that made them
- * (pt.sync / pt.rcv above); group membership is the bucket's (g.<group hex>). server_ids are node_id << 40 | n, from blocks reserved in the bucket.
+ * Contact notices and group events go to the same queues (pt_srv_item_enqueue); rows
+ * an earlier version kept in a node's SQLite are still served through pt.sync / pt.rcv
+ * above; group membership is the bucket's (g.<group hex>). server_ids are node_id << 40 | n, from blocks reserved in the bucket.
  */
 #ifndef PT_CLUSTER_H
 #define PT_CLUSTER_H
@@ -117,6 +118,9 @@ void pt_cluster_device_down(pt_cluster *c, void **sub);
 typedef void (*pt_cluster_queued_cb)(void *arg, int rc);
 int pt_cluster_enqueue(pt_cluster *c, int64_t server_id, const struct pt_srv_devlist *to,
                        const struct pt_buf *update, pt_cluster_queued_cb cb, void *arg);
+/* Whether the queue of a device of `to` holds quota items or more: 1, 0, PT_ERR_IO.
+ * Blocking: one JetStream round trip per device (the store's writer). */
+int pt_cluster_queues_full(pt_cluster *c, const struct pt_srv_devlist *to, uint32_t quota);
 /* Reserves PT_CLUSTER_ID_BLOCK server ids for this node in the bucket (key i.<node_id>,
  * compare-and-set), at or above *next: [*next, *limit). Ids are never given twice, even
  * when the node's own store kept none of them (the queue is JetStream's). Blocking. */

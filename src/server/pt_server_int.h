@@ -401,6 +401,15 @@ void pt_srv_push_user(pt_server *s, const uint8_t user[16], const pt_buf *update
 void pt_srv_push_user_here(pt_server *s, const uint8_t user[16], const pt_buf *update);
 /* Encodes it once and pushes it to every device of `to`. */
 void pt_srv_push_item(pt_server *s, const pt_srv_devlist *to, const pt_srv_item *it);
+/* Cluster mode, on the loop: the item goes to the durable queue of each device of `to`
+ * in JetStream (not to the store, not pushed from here: each device's consumer
+ * delivers it); cb(arg, rc) once JetStream answered every publish (pt_cluster_enqueue:
+ * 0, PT_ERR_TOO_BIG for a full queue, PT_ERR_IO). 0, or an error (cb is not called). */
+int pt_srv_item_enqueue(pt_server *s, const pt_srv_item *it, const pt_srv_devlist *to,
+                        void (*cb)(void *arg, int rc), void *arg);
+/* Whether a device of l holds quota items or more: 1, 0, or a negative pt_err. Writer
+ * thread; in cluster mode asks JetStream (pt_cluster_queues_full), else the store. */
+int pt_srv_queues_full_any(pt_server *s, sqlite3 *db, const pt_srv_devlist *l, uint32_t quota);
 
 /* Cluster mode (pt_cluster.h), on the loop: another node's device confirmed items
  * this node queued for it / asked for its queue (each item is sent to it through

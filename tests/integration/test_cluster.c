@@ -60,6 +60,8 @@ typedef struct user {
     uint8_t group[16];         /* from the last groups.created */
     uint32_t nmembers;         /* in the last groups.members */
     int nevents[8];            /* updates.groupEvent received, by event */
+    int64_t other_ids[64];     /* server ids of the contact notices and group events received */
+    size_t nother;
     int nactions[8];           /* updates.contact received, by action */
     uint32_t nlisted;          /* contacts in the last contacts.list */
     int listed_state;          /* the first one's state */
@@ -92,6 +94,14 @@ static void on_event(void *ud, const pt_sess_event *ev)
             u->status_seen = o.u.updates_userStatus.status;
             u->nstatus++;
             return;
+        }
+        if (o.id == PT_TL_UPDATES_CONTACT_ID || o.id == PT_TL_UPDATES_GROUPEVENT_ID) {
+            int64_t sid = o.id == PT_TL_UPDATES_CONTACT_ID ? o.u.updates_contact.server_id
+                                                           : o.u.updates_groupEvent.server_id;
+            bool seen = false;
+            for (size_t i = 0; i < u->nother && !seen; i++) seen = u->other_ids[i] == sid;
+            if (seen) return; /* again (a sync, a redelivery): counted once, as a client would */
+            if (u->nother < 64) u->other_ids[u->nother++] = sid;
         }
         if (o.id == PT_TL_UPDATES_CONTACT_ID) {
             int act = o.u.updates_contact.action;
@@ -265,7 +275,10 @@ static void sync_and_confirm_n(user *u, size_t want)
     call(u, &body);
     assert_int_equal(u->err_code, 0);
     for (int i = 0; i < 50 || (u->ngot < want && i < 500); i++) pump(u, 10); /* deliveries come after the reply */
-    pt_tl_messages_received r = {.server_ids = {.n = (uint32_t)u->ngot, .items = u->got_ids}};
+    int64_t ids[1024 + 64];
+    memcpy(ids, u->got_ids, u->ngot * sizeof *ids);
+    memcpy(ids + u->ngot, u->other_ids, u->nother * sizeof *ids);
+    pt_tl_messages_received r = {.server_ids = {.n = (uint32_t)(u->ngot + u->nother), .items = ids}};
     assert_int_equal(pt_tl_messages_received_encode(&body, &r), 0);
     call(u, &body);
     assert_int_equal(u->err_code, 0);
@@ -1453,6 +1466,49 @@ static void test_queue_quota_across_nodes(void **state)
     stop_nodes(&n1, &n2);
 }
 
+/* Contact notices and group events are queued in JetStream like messages, not in the
+ * SQLite of the node that made them: b is offline; on node 1, a asks b to be friends
+ * and invites b to a group; both notices are in b's JetStream queue; node 1 is killed
+ * (kill -9) and b, connecting to node 2, gets both. (Kept in node 1's store, they
+ * would wait for node 1 to come back.) */
+static void test_notices_survive_node(void **state)
+{
+    (void)state;
+    pt_test_server n1, n2;
+    start_nodes(&n1, &n2);
+    user a, b;
+    user_new(&a, "na");
+    user_new(&b, "nb");
+    assert_int_equal(pt_client_connect(a.c, "127.0.0.1", n1.port), 0);
+    assert_int_equal(pt_client_connect(b.c, "127.0.0.1", n2.port), 0);
+    assert_int_equal(bind(&a, "notice-a"), 0);
+    assert_int_equal(bind(&b, "notice-b"), 0);
+    pt_client_drop(b.c);
+    assert_int_equal(contact_call(&a, PT_TL_CONTACTS_REQUEST_ID, &b, false), 0);
+    assert_int_equal(group_call(&a, PT_TL_GROUPS_CREATE_ID, NULL, NULL), 0);
+    uint8_t gid[16];
+    memcpy(gid, a.group, 16);
+    assert_int_equal(group_call(&a, PT_TL_GROUPS_INVITE_ID, gid, &b), 0);
+    bool cons;
+    assert_int_equal(js_queue(pt_client_device_key(b.c), &cons), 2);
+    pt_test_server_kill(&n1);
+    assert_int_equal(pt_client_connect(b.c, "127.0.0.1", n2.port), 0);
+    sync_and_confirm(&b);
+    for (int i = 0; i < 500 && (b.nactions[1] == 0 || b.nevents[1] == 0); i++) pump(&b, 10);
+    assert_int_equal(b.nactions[1], 1); /* the request */
+    assert_int_equal(b.nevents[1], 1);  /* the invitation */
+    /* confirmed: the queue is empty (the acks reach JetStream a moment later) */
+    int64_t left = -1;
+    for (int i = 0; i < 50 && left != 0; i++) {
+        sync_and_confirm(&b);
+        if ((left = js_queue(pt_client_device_key(b.c), &cons)) != 0) usleep(100 * 1000);
+    }
+    assert_int_equal(left, 0);
+    pt_client_free(a.c);
+    pt_client_free(b.c);
+    assert_int_equal(pt_test_server_stop(&n2), 0);
+}
+
 static int nats_up(void **state)
 {
     (void)state;
@@ -1522,6 +1578,7 @@ int main(void)
         cmocka_unit_test(test_contacts_across_nodes),
         cmocka_unit_test(test_presence_across_nodes),
         cmocka_unit_test(test_queue_quota_across_nodes),
+        cmocka_unit_test(test_notices_survive_node),
         cmocka_unit_test(test_kill_node),
         cmocka_unit_test(test_kill_nats),
         cmocka_unit_test(test_cluster_restart),
