@@ -90,10 +90,10 @@ int pt_cluster_resolve(pt_cluster *c, const char *key, uint8_t user_id[16])
     (void)c, (void)key, (void)user_id;
     return PT_ERR_NOT_FOUND;
 }
-int pt_cluster_enqueue(pt_cluster *c, int64_t server_id, const struct pt_srv_devlist *to, const pt_buf *update,
-                       pt_cluster_queued_cb cb, void *arg)
+int pt_cluster_enqueue(pt_cluster *c, int64_t server_id, const uint8_t *key, const struct pt_srv_devlist *to,
+                       const pt_buf *update, pt_cluster_queued_cb cb, void *arg)
 {
-    (void)c, (void)server_id, (void)to, (void)update, (void)cb, (void)arg;
+    (void)c, (void)server_id, (void)key, (void)to, (void)update, (void)cb, (void)arg;
     return PT_ERR_IO;
 }
 int pt_cluster_device_user(pt_cluster *c, const uint8_t device[32], uint8_t user_id[16])

@@ -31,7 +31,7 @@
 
 enum { PUB_FAILED = 0, PUB_OK, PUB_FULL }; /* the answer to a publish to a device's queue */
 enum { IN_DEV = 1, IN_SYNC, IN_RCV, IN_QDEL, IN_PUBACK, IN_RESET, IN_READY, IN_REVOKED, IN_BOUND, IN_CONTACT,
-       IN_GROUP, IN_PRES, IN_STATUS };
+       IN_GROUP, IN_PRES, IN_STATUS, IN_ORIGINAL };
 #define N_WATCHES 5 /* watches of the bucket: revocations, devices, contacts, groups, statuses */
 
 /* Presence across nodes: every node publishes on pt.pres (node u32le | kind | ...)
@@ -91,15 +91,23 @@ typedef struct qsend {
     int rc;
     uint8_t (*pk)[32];
     uint8_t *tries;                 /* per device: publishes made (| Q_RETRY); 0xff: answered */
+    bool keyed;                     /* Nats-Msg-Id from the request (key), not the server id */
+    uint8_t key[16];
+    uint64_t dup_seq;               /* a publish JetStream had already (keyed): that copy's sequence */
+    size_t dup_i;                   /* and its device */
+    bool resolving;                 /* answered; a worker reads which server id that copy has */
     size_t len;
     uint8_t data[];                 /* server_id i64le || the encoded update */
 } qsend;
 
-/* Work that waits for JetStream (creating a consumer): on the worker thread. */
+/* Work that waits for JetStream: creating a consumer, or reading the server id of an
+ * item stored by an earlier publish of the same request (seq != 0). On a worker thread. */
 typedef struct job {
     struct job *next;
     uint8_t pk[32];
     uint32_t gen;                   /* the qdev's generation it is for */
+    uint64_t seq;                   /* JOB_ORIGINAL: the stream sequence of that item */
+    int64_t sid;                    /* and the send waiting for it (qsend.sid) */
 } job;
 
 typedef struct inbox_item {
@@ -253,24 +261,24 @@ static bool queue_full(const jsPubAckErr *pae)
     return pae && pae->ErrCode == JSStreamStoreFailedErr && pae->ErrText && strstr(pae->ErrText, "per subject");
 }
 
-/* JetStream's answer to a publish to pt.q.<device>: [server_id i64le | PUB_*] to the loop. */
+/* JetStream's answer to a publish to pt.q.<device> (whose data starts with the item's
+ * server id): [server_id i64le | PUB_* | sequence of the copy JetStream already had
+ * (0: none) u64le] to the loop. */
 static void on_puback(jsCtx *js, natsMsg *m, jsPubAck *pa, jsPubAckErr *pae, void *closure)
 {
     (void)js;
-    const char *id = NULL;
-    uint8_t pk[32], d[9];
-    /* Nats-Msg-Id: "<server_id>.<device hex>" */
-    if (natsMsgHeader_Get(m, "Nats-Msg-Id", &id) == NATS_OK && id) {
-        char *dot = NULL;
-        long long sid = strtoll(id, &dot, 10);
-        if (dot && *dot == '.' && strlen(dot + 1) == 64 && pt_hex_decode(pk, 32, dot + 1) == 0) {
-            pt_put_u64le(d, (uint64_t)sid);
-            d[8] = pa && !pae ? PUB_OK : queue_full(pae) ? PUB_FULL : PUB_FAILED;
-            if (pae)
-                pt_log_debug("cluster: publish %s: %s (%d %s)", id, natsStatus_GetText(pae->Err), (int)pae->ErrCode,
-                             pae->ErrText ? pae->ErrText : "");
-            inbox_put(closure, IN_PUBACK, pk, d, sizeof d);
-        }
+    const char *subj = natsMsg_GetSubject(m);
+    const uint8_t *data = (const uint8_t *)natsMsg_GetData(m);
+    uint8_t pk[32], d[17];
+    if (subj && strlen(subj) == 5 + 64 && memcmp(subj, "pt.q.", 5) == 0 && pt_hex_decode(pk, 32, subj + 5) == 0 &&
+        data && natsMsg_GetDataLength(m) >= 8) {
+        memcpy(d, data, 8);
+        d[8] = pa && !pae ? PUB_OK : queue_full(pae) ? PUB_FULL : PUB_FAILED;
+        pt_put_u64le(d + 9, pa && !pae && pa->Duplicate ? pa->Sequence : 0);
+        if (pae)
+            pt_log_debug("cluster: publish of item %lld: %s (%d %s)", (long long)pt_get_u64le(data),
+                         natsStatus_GetText(pae->Err), (int)pae->ErrCode, pae->ErrText ? pae->ErrText : "");
+        inbox_put(closure, IN_PUBACK, pk, d, sizeof d);
     }
     natsMsg_Destroy(m);
 }
@@ -284,7 +292,8 @@ static void on_sub_complete(void *closure)
 }
 
 static void q_delivered(pt_cluster *c, const uint8_t pk[32], const uint8_t *d, size_t len);
-static void q_puback(pt_cluster *c, const uint8_t pk[32], int64_t sid, int status);
+static void q_puback(pt_cluster *c, const uint8_t pk[32], int64_t sid, int status, uint64_t dup_seq);
+static void q_original(pt_cluster *c, int64_t sid, int64_t original);
 static void q_ready(pt_cluster *c, const uint8_t pk[32], bool reset, uint32_t gen);
 
 static void log_nats(const char *what, natsStatus st);
@@ -410,7 +419,9 @@ static void on_async(uv_async_t *a)
                 pt_srv_contact_remote(c->srv, it->pk, it->pk + 16, &k);
             else pt_log_error("cluster: a contact record in the bucket does not parse; not copied");
         } else if (it->kind == IN_PUBACK) {
-            q_puback(c, it->pk, (int64_t)pt_get_u64le(it->data), it->data[8]);
+            q_puback(c, it->pk, (int64_t)pt_get_u64le(it->data), it->data[8], pt_get_u64le(it->data + 9));
+        } else if (it->kind == IN_ORIGINAL && it->len == 16) {
+            q_original(c, (int64_t)pt_get_u64le(it->data), (int64_t)pt_get_u64le(it->data + 8));
         } else if (it->kind == IN_RCV) {
             uint32_t n = (uint32_t)(it->len / 8);
             int64_t *ids = malloc(n * sizeof *ids);
@@ -822,6 +833,28 @@ static void add_consumer(pt_cluster *c, const uint8_t pk[32])
     }
 }
 
+/* The server id of the item at stream sequence j->seq, which an earlier publish of the
+ * same request stored (another node that died before it answered, or this one): to
+ * the loop as IN_ORIGINAL [j->sid | that id, 0 when the item has left the queue]. */
+static void find_original(pt_cluster *c, const job *j)
+{
+    natsMsg *m = NULL;
+    jsErrCode jerr = 0;
+    uint8_t d[16] = {0};
+    pt_put_u64le(d, (uint64_t)j->sid);
+    char subj[80], hex[65];
+    pt_hex_encode(hex, j->pk, 32);
+    snprintf(subj, sizeof subj, "pt.q.%s", hex);
+    natsStatus st = js_GetMsg(&m, c->js, QSTREAM, j->seq, NULL, &jerr);
+    if (st == NATS_OK && natsMsg_GetDataLength(m) >= 8 && natsMsg_GetSubject(m) &&
+        strcmp(natsMsg_GetSubject(m), subj) == 0)
+        memcpy(d + 8, natsMsg_GetData(m), 8);
+    else if (st != NATS_OK && jerr != JSNoMessageFoundErr)
+        log_nats("reading an item stored before", st);
+    natsMsg_Destroy(m);
+    inbox_put(c, IN_ORIGINAL, j->pk, d, sizeof d);
+}
+
 static void *worker_main(void *arg)
 {
     pt_cluster *c = arg;
@@ -850,7 +883,8 @@ static void *worker_main(void *arg)
         c->busy_on[slot] = true;
         memcpy(c->busy[slot], j->pk, 32);
         pthread_mutex_unlock(&c->mu);
-        ensure_consumer(c, j->pk, j->gen);
+        if (j->seq) find_original(c, j);
+        else ensure_consumer(c, j->pk, j->gen);
         free(j);
         pthread_mutex_lock(&c->mu);
         c->busy_on[slot] = false;
@@ -860,19 +894,23 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-static void job_post(pt_cluster *c, const uint8_t pk[32], uint32_t gen)
+static void job_push(pt_cluster *c, job *j)
 {
-    job *j = malloc(sizeof *j);
-    if (!j) return;
-    j->next = NULL;
-    j->gen = gen;
-    memcpy(j->pk, pk, 32);
     pthread_mutex_lock(&c->mu);
     if (c->jobs_tail) c->jobs_tail->next = j;
     else c->jobs = j;
     c->jobs_tail = j;
     pthread_cond_signal(&c->job_cv);
     pthread_mutex_unlock(&c->mu);
+}
+
+static void job_post(pt_cluster *c, const uint8_t pk[32], uint32_t gen)
+{
+    job *j = calloc(1, sizeof *j);
+    if (!j) return;
+    j->gen = gen;
+    memcpy(j->pk, pk, 32);
+    job_push(c, j);
 }
 
 int pt_cluster_start(pt_server *s)
@@ -1249,10 +1287,15 @@ static size_t send_hash(int64_t sid) { return (size_t)((uint64_t)sid % SEND_BUCK
 
 static int q_publish(pt_cluster *c, qsend *q, size_t i)
 {
-    char subj[80], id[100], hex[65];
+    char subj[80], id[100], hex[65], key[33];
     pt_hex_encode(hex, q->pk[i], 32);
     snprintf(subj, sizeof subj, "pt.q.%s", hex);
-    snprintf(id, sizeof id, "%lld.%s", (long long)q->sid, hex);
+    if (q->keyed) {
+        pt_hex_encode(key, q->key, 16);
+        snprintf(id, sizeof id, "k%s.%s", key, hex);
+    } else {
+        snprintf(id, sizeof id, "%lld.%s", (long long)q->sid, hex);
+    }
     jsPubOptions po;
     jsPubOptions_Init(&po);
     po.MsgId = id;
@@ -1296,10 +1339,40 @@ static bool q_answered(pt_cluster *c, qsend *q, size_t i, int status)
     }
     q->tries[i] = 0xff;
     if (--q->left) return false;
+    if (q->rc == 0 && q->dup_seq && !q->resolving) { /* stored before: under which id? */
+        job *j = calloc(1, sizeof *j);
+        if (j) {
+            q->resolving = true;
+            memcpy(j->pk, q->pk[q->dup_i], 32);
+            j->seq = q->dup_seq;
+            j->sid = q->sid;
+            job_push(c, j);
+            return true; /* answered at IN_ORIGINAL */
+        }
+    }
     q_unlink(c, q);
-    q->cb(q->arg, q->rc);
+    q->cb(q->arg, q->rc, q->sid);
     q_send_free(q);
     return true;
+}
+
+/* A worker read the server id of the copy an earlier publish of the same request
+ * stored (0: it has left the queue, delivered and confirmed). */
+static void q_original(pt_cluster *c, int64_t sid, int64_t original)
+{
+    qsend *q = c->sends[send_hash(sid)];
+    while (q && q->sid != sid) q = q->next;
+    if (!q || !q->resolving) return;
+    if (original == 0)
+        pt_log_info("cluster: item %lld was stored before by an earlier try of its request (stream sequence "
+                    "%llu), which has left the queue; answered with this try's id", (long long)sid,
+                    (unsigned long long)q->dup_seq);
+    else if (original != sid)
+        pt_log_info("cluster: item %lld was stored before by an earlier try of its request, as %lld; answered "
+                    "with that id", (long long)sid, (long long)original);
+    q_unlink(c, q);
+    q->cb(q->arg, 0, original ? original : sid);
+    q_send_free(q);
 }
 
 /* Publishes that failed are tried again after a pause (a stream leader being
@@ -1327,7 +1400,7 @@ static void on_retry_tick(uv_timer_t *t)
     if (!more) uv_timer_stop(t);
 }
 
-static void q_puback(pt_cluster *c, const uint8_t pk[32], int64_t sid, int status)
+static void q_puback(pt_cluster *c, const uint8_t pk[32], int64_t sid, int status, uint64_t dup_seq)
 {
     qsend *q = c->sends[send_hash(sid)];
     while (q && q->sid != sid) q = q->next;
@@ -1335,6 +1408,10 @@ static void q_puback(pt_cluster *c, const uint8_t pk[32], int64_t sid, int statu
     size_t i = 0;
     while (i < q->n && memcmp(q->pk[i], pk, 32) != 0) i++;
     if (i == q->n || q->tries[i] == 0xff || (q->tries[i] & Q_RETRY)) return;
+    if (status == PUB_OK && dup_seq && q->keyed && !q->dup_seq) {
+        q->dup_seq = dup_seq;
+        q->dup_i = i;
+    }
     if (status == PUB_FAILED && q->tries[i] < Q_PUB_TRIES) {
         q->tries[i] |= Q_RETRY;
         if (!uv_is_active((uv_handle_t *)&c->retry_timer)) uv_timer_start(&c->retry_timer, on_retry_tick, 500, 500);
@@ -1343,8 +1420,8 @@ static void q_puback(pt_cluster *c, const uint8_t pk[32], int64_t sid, int statu
     q_answered(c, q, i, status);
 }
 
-int pt_cluster_enqueue(pt_cluster *c, int64_t server_id, const pt_srv_devlist *to, const pt_buf *update,
-                       pt_cluster_queued_cb cb, void *arg)
+int pt_cluster_enqueue(pt_cluster *c, int64_t server_id, const uint8_t *key, const pt_srv_devlist *to,
+                       const pt_buf *update, pt_cluster_queued_cb cb, void *arg)
 {
     if (to->n == 0) return PT_ERR_INVAL;
     qsend *q = calloc(1, sizeof *q + 8 + update->len);
@@ -1357,6 +1434,7 @@ int pt_cluster_enqueue(pt_cluster *c, int64_t server_id, const pt_srv_devlist *t
     }
     memcpy(q->pk, to->pk, to->n * 32);
     q->sid = server_id;
+    if ((q->keyed = key != NULL)) memcpy(q->key, key, 16);
     q->cb = cb;
     q->arg = arg;
     q->n = q->left = to->n;

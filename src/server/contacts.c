@@ -278,8 +278,9 @@ static void contact_reply(contact_op *o, int rc)
 /* Cluster mode: JetStream answered the notice's publishes. The relation changed in
  * any case; a queue that filled up since the check refuses it (the caller may ask
  * again), as does one that failed. */
-static void contact_queued(void *arg, int rc)
+static void contact_queued(void *arg, int rc, int64_t id)
 {
+    (void)id;
     contact_op *o = arg;
     if (rc == PT_ERR_TOO_BIG) o->err_code = PT_RPC_QUOTA, o->err_msg = "RECIPIENT_QUEUE_FULL";
     if (rc) pt_log_warn("contacts: a notice %lld was not queued for every device of its recipient (%s)",
@@ -300,7 +301,7 @@ static void contact_done(void *arg, int rc)
         pt_srv_presence_tell(s, o->peer, o->me);
     }
     if (rc == 0 && o->notify && s->cluster) { /* the peer's queues in JetStream; answered then */
-        if (o->devices.n && (rc = pt_srv_item_enqueue(s, &o->item, &o->devices, contact_queued, o)) == 0)
+        if (o->devices.n && (rc = pt_srv_item_enqueue(s, &o->item, NULL, &o->devices, contact_queued, o)) == 0)
             return;
     } else if (rc == 0 && o->notify) {
         pt_srv_push_item(s, &o->devices, &o->item);

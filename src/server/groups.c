@@ -334,8 +334,9 @@ static void group_reply(group_op *o, int rc);
  * a device whose queue is full (or a publish that kept failing) does not get the event
  * (it reads the members with groups.getMembers), which is logged, and the change is
  * answered as made. */
-static void group_queued(void *arg, int rc)
+static void group_queued(void *arg, int rc, int64_t id)
 {
+    (void)id;
     group_op *o = arg;
     if (rc) pt_log_warn("groups: event %lld was not queued for every device concerned (%s)",
                         (long long)o->item.server_id, rc == PT_ERR_TOO_BIG ? "a queue is full" : pt_strerror(rc));
@@ -347,8 +348,8 @@ static void group_done(void *arg, int rc)
     group_op *o = arg;
     pt_server *s = o->to.srv;
     if (rc == 0 && o->what != OP_CREATE && s->cluster && o->devices.n) {
-        if (pt_srv_item_enqueue(s, &o->item, &o->devices, group_queued, o) == 0) return;
-        group_queued(o, PT_ERR_IO);
+        if (pt_srv_item_enqueue(s, &o->item, NULL, &o->devices, group_queued, o) == 0) return;
+        group_queued(o, PT_ERR_IO, 0);
         return;
     }
     if (rc == 0 && o->what != OP_CREATE && !s->cluster) {

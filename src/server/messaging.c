@@ -926,15 +926,35 @@ static void send_done(void *arg, int rc)
     free(m);
 }
 
-int pt_srv_item_enqueue(pt_server *s, const pt_srv_item *it, const pt_srv_devlist *to,
-                        void (*cb)(void *arg, int rc), void *arg)
+int pt_srv_item_enqueue(pt_server *s, const pt_srv_item *it, const uint8_t *key, const pt_srv_devlist *to,
+                        void (*cb)(void *arg, int rc, int64_t id), void *arg)
 {
     pt_buf b;
     pt_buf_init(&b);
     int rc = pt_srv_item_encode(&b, it);
-    if (rc == 0) rc = pt_cluster_enqueue(s->cluster, it->server_id, to, &b, cb, arg);
+    if (rc == 0) rc = pt_cluster_enqueue(s->cluster, it->server_id, key, to, &b, cb, arg);
     pt_buf_free(&b);
     return rc;
+}
+
+void pt_srv_request_key(uint8_t key[16], const pt_srv_reply_to *r)
+{
+    uint8_t in[11 + 32 + 16];
+    memcpy(in, "PT1 request", 11);
+    memcpy(in + 11, r->device_pk, 32);
+    pt_put_u64le(in + 43, r->session_id);
+    pt_put_u64le(in + 51, r->req_msg_id);
+    if (pt_blake2b(key, 16, in, sizeof in, NULL, 0) != 0) memset(key, 0, 16); /* not reached (libsodium) */
+}
+
+/* JetStream queued the send (cluster mode): under its own server id, or under the one
+ * an earlier try of the same request got (a node that stored it and died before it
+ * answered; the client sent it again here): the sender is told that one. */
+static void send_queued(void *arg, int rc, int64_t id)
+{
+    send_op *m = arg;
+    if (rc == 0) m->item.server_id = id;
+    send_done(m, rc);
 }
 
 int pt_srv_queues_full_any(pt_server *s, sqlite3 *db, const pt_srv_devlist *l, uint32_t quota)
@@ -952,7 +972,9 @@ static void forward_cluster(pt_server *s, send_op *m)
 {
     m->op.apply = NULL;
     s->counters.msgs_in++;
-    int rc = pt_srv_item_enqueue(s, &m->item, &m->devices, send_done, m);
+    uint8_t key[16];
+    pt_srv_request_key(key, &m->to);
+    int rc = pt_srv_item_enqueue(s, &m->item, key, &m->devices, send_queued, m);
     if (rc != 0) send_done(m, rc);
 }
 

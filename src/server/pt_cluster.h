@@ -107,16 +107,21 @@ void pt_cluster_device_up(pt_cluster *c, const uint8_t pk[32], void **sub);
 void pt_cluster_device_down(pt_cluster *c, void **sub);
 /* Durable queues (stream PT_QUEUE, subjects pt.q.<device hex>): publishes the encoded
  * update of item server_id once per device of `to`, with Nats-Msg-Id
- * "<server_id>.<device hex>" (a retried publish is stored once), and calls cb(arg, 0)
- * on the loop once JetStream acknowledged every one (a quorum of the replicas has it),
+ * "<server_id>.<device hex>", or "k<key hex>.<device hex>" when key (16 bytes: the
+ * request's identity, the same on whichever node it is made again) is given, so a
+ * retried publish, or the same request made again through another node, is stored
+ * once (within JetStream's 2-minute duplicate window); cb(arg, 0, id) on the loop once
+ * JetStream acknowledged every one (a quorum of the replicas has it), where id is the
+ * server id the item is queued under: server_id, or that of the copy an earlier try of
+ * the request stored (server_id when that copy has left the queue already),
  * cb(arg, PT_ERR_IO) once one failed Q_PUB_TRIES times, cb(arg, PT_ERR_TOO_BIG) when a
  * device's queue held the queue quota of items (that device does not get it; the others
  * do). The device's durable consumer
  * delivers it to the node the device is connected to, which pushes it and acks it to
  * JetStream when the device confirms it (messages.received -> pt_cluster_received).
  * 0 (cb will be called), or an error (it will not). */
-typedef void (*pt_cluster_queued_cb)(void *arg, int rc);
-int pt_cluster_enqueue(pt_cluster *c, int64_t server_id, const struct pt_srv_devlist *to,
+typedef void (*pt_cluster_queued_cb)(void *arg, int rc, int64_t id);
+int pt_cluster_enqueue(pt_cluster *c, int64_t server_id, const uint8_t *key, const struct pt_srv_devlist *to,
                        const struct pt_buf *update, pt_cluster_queued_cb cb, void *arg);
 /* Whether the queue of a device of `to` holds quota items or more: 1, 0, PT_ERR_IO.
  * Blocking: one JetStream round trip per device (the store's writer). */

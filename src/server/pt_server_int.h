@@ -403,10 +403,16 @@ void pt_srv_push_user_here(pt_server *s, const uint8_t user[16], const pt_buf *u
 void pt_srv_push_item(pt_server *s, const pt_srv_devlist *to, const pt_srv_item *it);
 /* Cluster mode, on the loop: the item goes to the durable queue of each device of `to`
  * in JetStream (not to the store, not pushed from here: each device's consumer
- * delivers it); cb(arg, rc) once JetStream answered every publish (pt_cluster_enqueue:
- * 0, PT_ERR_TOO_BIG for a full queue, PT_ERR_IO). 0, or an error (cb is not called). */
-int pt_srv_item_enqueue(pt_server *s, const pt_srv_item *it, const pt_srv_devlist *to,
-                        void (*cb)(void *arg, int rc), void *arg);
+ * delivers it); cb(arg, rc, id) once JetStream answered every publish
+ * (pt_cluster_enqueue: 0, PT_ERR_TOO_BIG for a full queue, PT_ERR_IO; id: the server
+ * id it is queued under). key: NULL, or the request's identity (pt_srv_request_key),
+ * so that the same request made again, through any node, is queued once. 0, or an
+ * error (cb is not called). */
+int pt_srv_item_enqueue(pt_server *s, const pt_srv_item *it, const uint8_t *key, const pt_srv_devlist *to,
+                        void (*cb)(void *arg, int rc, int64_t id), void *arg);
+/* The identity of a request, the same on every node: BLAKE2b-128 of "PT1 request" ||
+ * device key || session_id u64le || msg_id u64le (PROTOCOL.md §6.2). */
+void pt_srv_request_key(uint8_t key[16], const pt_srv_reply_to *r);
 /* Whether a device of l holds quota items or more: 1, 0, or a negative pt_err. Writer
  * thread; in cluster mode asks JetStream (pt_cluster_queues_full), else the store. */
 int pt_srv_queues_full_any(pt_server *s, sqlite3 *db, const pt_srv_devlist *l, uint32_t quota);

@@ -60,6 +60,7 @@ typedef struct user {
     uint8_t group[16];         /* from the last groups.created */
     uint32_t nmembers;         /* in the last groups.members */
     int nevents[8];            /* updates.groupEvent received, by event */
+    int64_t sent_id;           /* server_id of the last messages.sent */
     int64_t other_ids[64];     /* server ids of the contact notices and group events received */
     size_t nother;
     int nactions[8];           /* updates.contact received, by action */
@@ -139,6 +140,8 @@ static void on_event(void *ud, const pt_sess_event *ev)
         u->err_code = o.u.rpc_error.error_code;
         snprintf(u->err_msg, sizeof u->err_msg, "%.*s", (int)o.u.rpc_error.error_message.len,
                  (const char *)o.u.rpc_error.error_message.data);
+    } else if (o.id == PT_TL_MESSAGES_SENT_ID) {
+        u->sent_id = o.u.messages_sent.server_id;
     } else if (o.id == PT_TL_USERS_USER_ID) {
         memcpy(u->resolved, o.u.users_user.user_id, 16);
     } else if (o.id == PT_TL_GROUPS_CREATED_ID) {
@@ -1509,6 +1512,123 @@ static void test_notices_survive_node(void **state)
     assert_int_equal(pt_test_server_stop(&n2), 0);
 }
 
+/* What a node that stored a send and died before answering leaves in JetStream: the
+ * item under its server id, published with the request's key as Nats-Msg-Id
+ * (PROTOCOL.md §6.2). The test plays that node: it publishes such an item for u's
+ * request msg_id to `to`'s device queue; 0 when JetStream stored it. */
+static int play_dead_node(const user *u, uint64_t msg_id, const user *to, int64_t server_id, uint32_t seq)
+{
+    int rc = -1;
+#ifdef HAVE_NATS_H
+    uint8_t in[11 + 32 + 16], key[16];
+    memcpy(in, "PT1 request", 11);
+    memcpy(in + 11, pt_client_device_key(u->c), 32);
+    pt_put_u64le(in + 43, pt_sess_id(pt_client_session(u->c)));
+    pt_put_u64le(in + 51, msg_id);
+    assert_int_equal(pt_blake2b(key, 16, in, sizeof in, NULL, 0), 0);
+    char khex[33], dhex[65], subj[80], id[120];
+    pt_hex_encode(khex, key, 16);
+    pt_hex_encode(dhex, pt_client_device_key(to->c), 32);
+    snprintf(subj, sizeof subj, "pt.q.%s", dhex);
+    snprintf(id, sizeof id, "k%s.%s", khex, dhex);
+    uint8_t env[16] = {0};
+    pt_put_u32le(env, seq);
+    pt_tl_updates_newMessage nm = {.server_id = server_id, .date = 1, .envelope = {env, sizeof env}};
+    memcpy(nm.from, u->user_id, 16);
+    memcpy(nm.from_device, pt_client_device_key(u->c), 32);
+    pt_buf b;
+    pt_buf_init(&b);
+    uint8_t sid[8];
+    pt_put_u64le(sid, (uint64_t)server_id);
+    assert_int_equal(pt_buf_append(&b, sid, 8), 0);
+    assert_int_equal(pt_tl_updates_newMessage_encode(&b, &nm), 0);
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    natsMsg *m = NULL;
+    jsPubAck *pa = NULL;
+    jsErrCode jerr = 0;
+    if (natsConnection_ConnectTo(&nc, nats_urls) == NATS_OK && natsConnection_JetStream(&js, nc, NULL) == NATS_OK &&
+        natsMsg_Create(&m, subj, NULL, (const char *)b.data, (int)b.len) == NATS_OK &&
+        natsMsgHeader_Set(m, "Nats-Msg-Id", id) == NATS_OK && js_PublishMsg(&pa, js, m, NULL, &jerr) == NATS_OK)
+        rc = pa->Duplicate ? 1 : 0;
+    jsPubAck_Destroy(pa);
+    natsMsg_Destroy(m);
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+    pt_buf_free(&b);
+#else
+    (void)u, (void)msg_id, (void)to, (void)server_id, (void)seq;
+#endif
+    return rc;
+}
+
+/* A send made again through a node after another node stored it: stored once. The
+ * test plays the node that stored it and died before answering (play_dead_node), while
+ * the real node is stopped (SIGSTOP) with the request in its socket:
+ *  - the copy is still queued: the node answers with the copy's server id, and the
+ *    recipient gets the message once, under that id;
+ *  - the copy was delivered and confirmed already: the node answers with an id of its
+ *    own, and the recipient gets nothing more. */
+static void test_resend_stored_once(void **state)
+{
+    (void)state;
+    pt_test_server n1, n2;
+    start_nodes(&n1, &n2);
+    user a, b;
+    user_new(&a, "ra1");
+    user_new(&b, "rb1");
+    assert_int_equal(pt_client_connect(a.c, "127.0.0.1", n1.port), 0);
+    assert_int_equal(pt_client_connect(b.c, "127.0.0.1", n2.port), 0);
+    assert_int_equal(bind(&a, "again-a"), 0);
+    assert_int_equal(bind(&b, "again-b"), 0);
+    assert_int_equal(send_msg(&a, b.user_id, 1), 0); /* b's consumer is there */
+    wait_msgs(&b, 1);
+    sync_and_confirm(&b);
+    for (int round = 0; round < 2; round++) {
+        int64_t z = ((int64_t)77 << PT_CLUSTER_SERVER_ID_SHIFT) | (1000 + round); /* node 77's */
+        uint32_t seq = 10 + (uint32_t)round;
+        size_t had = b.ngot;
+        kill(n1.pid, SIGSTOP);
+        pt_tl_messages_send ms = {.envelope = {(const uint8_t *)"0123456789abcdef", 16}};
+        uint8_t env[16] = {0};
+        pt_put_u32le(env, seq);
+        ms.envelope.data = env;
+        memcpy(ms.to, b.user_id, 16);
+        pt_buf body;
+        pt_buf_init(&body);
+        assert_int_equal(pt_tl_messages_send_encode(&body, &ms), 0);
+        start_call(&a, &body);
+        pt_buf_free(&body);
+        assert_int_equal(play_dead_node(&a, a.waiting, &b, z, seq), 0);
+        wait_msgs(&b, had + 1);
+        assert_true(b.got_ids[had] == z);
+        if (round == 1) { /* delivered and confirmed: the copy leaves the queue */
+            sync_and_confirm(&b);
+            bool cons;
+            int64_t left = -1;
+            for (int i = 0; i < 50 && left != 0; i++)
+                if ((left = js_queue(pt_client_device_key(b.c), &cons)) != 0) usleep(100 * 1000);
+            assert_int_equal(left, 0);
+        }
+        kill(n1.pid, SIGCONT);
+        for (int i = 0; i < 1000 && !a.got_reply; i++) pump(&a, 10);
+        assert_true(a.got_reply);
+        assert_int_equal(a.err_code, 0);
+        if (round == 0) assert_true(a.sent_id == z);
+        else assert_true(a.sent_id != z && pt_cluster_node_of(a.sent_id) == 1);
+        for (int i = 0; i < 100; i++) pump(&b, 10); /* nothing more comes */
+        assert_int_equal(b.ngot, had + 1);
+        sync_and_confirm(&b);
+        assert_int_equal(b.ngot, had + 1);
+    }
+    assert_int_equal(pt_test_log_count(&n1, "stored before by an earlier try"), 2);
+    printf("cluster: a send made again after another node stored it: stored once, answered with the "
+           "stored id while queued, with the node's own once confirmed\n");
+    pt_client_free(a.c);
+    pt_client_free(b.c);
+    stop_nodes(&n1, &n2);
+}
+
 static int nats_up(void **state)
 {
     (void)state;
@@ -1579,6 +1699,7 @@ int main(void)
         cmocka_unit_test(test_presence_across_nodes),
         cmocka_unit_test(test_queue_quota_across_nodes),
         cmocka_unit_test(test_notices_survive_node),
+        cmocka_unit_test(test_resend_stored_once),
         cmocka_unit_test(test_kill_node),
         cmocka_unit_test(test_kill_nats),
         cmocka_unit_test(test_cluster_restart),
