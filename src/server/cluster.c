@@ -128,6 +128,11 @@ int pt_cluster_queues_full(pt_cluster *c, const struct pt_srv_devlist *to, uint3
     (void)c, (void)to, (void)quota;
     return PT_ERR_IO;
 }
+int pt_cluster_salt_secret(pt_cluster *c, uint8_t *secret, size_t len)
+{
+    (void)c, (void)secret, (void)len;
+    return PT_ERR_IO;
+}
 int pt_cluster_set_queue_quota(pt_cluster *c, uint32_t quota)
 {
     (void)c, (void)quota;

@@ -1773,6 +1773,29 @@ int pt_cluster_resolve(pt_cluster *c, const char *key, uint8_t user_id[16])
     return key_user_id(c, nk, user_id);
 }
 
+/* ---- the cluster's salt secret ------------------------------------------------------------- */
+
+int pt_cluster_salt_secret(pt_cluster *c, uint8_t *secret, size_t len)
+{
+    /* x.salt: created once (create-only) by the first node; every node reads it */
+    uint8_t mine[64];
+    if (len > sizeof mine) return PT_ERR_INVAL;
+    pt_random(mine, len);
+    natsStatus st = kvStore_Create(NULL, c->kv, "x.salt", mine, (int)len);
+    for (int tries = 0; tries < 20 && st != NATS_OK; tries++) {
+        if (tries) uv_sleep(100);
+        kvEntry *e = NULL;
+        st = kvStore_Get(&e, c->kv, "x.salt");
+        if (st == NATS_OK && kvEntry_ValueLen(e) == (int)len) memcpy(mine, kvEntry_Value(e), len);
+        else if (st == NATS_OK) st = NATS_ERR; /* another length: not ours to use */
+        kvEntry_Destroy(e);
+    }
+    if (st == NATS_OK) memcpy(secret, mine, len);
+    else log_nats("reading the cluster's salt secret (x.salt); this node's salts are its own", st);
+    pt_wipe(mine, sizeof mine);
+    return st == NATS_OK ? 0 : PT_ERR_IO;
+}
+
 /* ---- server ids ---------------------------------------------------------------------------- */
 
 int pt_cluster_reserve_ids(pt_cluster *c, int64_t *next, int64_t *limit)

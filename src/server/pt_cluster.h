@@ -31,6 +31,7 @@
  *   d.<device hex>               user_id[16]; created at the device's bind, so a device
  *                                bound on one node is bound on every node
  *   i.<node_id>                  u64le: the end of the server ids reserved by that node
+ *   x.salt                       the session layer's salt secret (32 bytes), shared
  *   p.<device hex>               the device's prekeys: its signed prekey and its one-time
  *                                prekeys, in one value, rewritten by its uploads only
  *   r.<device hex>               user_id[16]: the device is revoked (create-only; a bind of
@@ -126,6 +127,10 @@ int pt_cluster_enqueue(pt_cluster *c, int64_t server_id, const uint8_t *key, con
 /* Whether the queue of a device of `to` holds quota items or more: 1, 0, PT_ERR_IO.
  * Blocking: one JetStream round trip per device (the store's writer). */
 int pt_cluster_queues_full(pt_cluster *c, const struct pt_srv_devlist *to, uint32_t quota);
+/* The session layer's salt secret, the same on every node (bucket key x.salt, created
+ * by the first node with random bytes), so that a session moving to another node
+ * keeps a valid server salt. 0, or PT_ERR_IO (secret unchanged). Blocking, at start. */
+int pt_cluster_salt_secret(pt_cluster *c, uint8_t *secret, size_t len);
 /* Reserves PT_CLUSTER_ID_BLOCK server ids for this node in the bucket (key i.<node_id>,
  * compare-and-set), at or above *next: [*next, *limit). Ids are never given twice, even
  * when the node's own store kept none of them (the queue is JetStream's). Blocking. */

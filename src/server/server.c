@@ -1561,6 +1561,9 @@ pt_server *pt_server_new(const pt_server_config *cfg, int *err)
         }
         if (s->next_server_id <= base) s->next_server_id = base + 1;
         if ((rc = pt_cluster_start(s)) != 0) goto fail;
+        /* sessions move between nodes: one salt secret for the cluster (a failure is
+         * logged; clients then get one bad_server_salt when they move) */
+        (void)pt_cluster_salt_secret(s->cluster, s->salt_secret, sizeof s->salt_secret);
         /* the queue is JetStream's, not this store's: ids come from a block reserved
          * in the cluster, above every id this node ever used */
         if ((rc = pt_cluster_reserve_ids(s->cluster, &s->next_server_id, &s->server_id_limit)) != 0) {

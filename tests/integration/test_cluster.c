@@ -367,12 +367,15 @@ static void test_chat_across_nodes(void **state)
     for (uint32_t k = 0; k < 3; k++) assert_int_equal(b.got_seq[5 + k], 10 + k);
     /* the confirmation on node 2 reached node 1: syncing there resends nothing */
     usleep(300 * 1000);
+    int bad_salts = pt_test_log_count(&n1, ": code 48");
     pt_client_drop(b.c);
     assert_int_equal(pt_client_connect(b.c, "127.0.0.1", n1.port), 0);
     size_t dups = b.ndup;
     sync_and_confirm(&b);
     assert_int_equal(b.ngot, 8);
     assert_int_equal(b.ndup, dups);
+    /* its session kept a valid salt on the other node (one salt secret per cluster) */
+    assert_int_equal(pt_test_log_count(&n1, ": code 48"), bad_salts);
     /* a figure, not a check: one message at a time, sent (acked after the commit)
      * and delivered, to a user on the same node and to one on the other node */
     user c;
