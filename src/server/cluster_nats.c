@@ -2099,7 +2099,8 @@ int pt_cluster_revoked(pt_cluster *c, const uint8_t device[32])
 static int64_t vrec_read(pt_cluster *c, const char *key, uint8_t *raw, size_t *len, pt_cluster_vref *ref)
 {
     *len = 0;
-    ref->version = 0, ref->rev = 0, ref->read_ms = uv_hrtime() / 1000000;
+    memset(ref, 0, sizeof *ref); /* mine: set by the caller after the read */
+    ref->read_ms = uv_hrtime() / 1000000;
     kvEntry *e = NULL;
     natsStatus st = kvStore_Get(&e, c->kv, key);
     if (st == NATS_NOT_FOUND) return 0;
@@ -2115,6 +2116,7 @@ static int64_t vrec_read(pt_cluster *c, const char *key, uint8_t *raw, size_t *l
         v = (int64_t)pt_get_u32le(raw + 1);
         ref->version = v;
         ref->rev = kvEntry_Revision(e);
+        memcpy(ref->change, raw + 5, 8);
     }
     kvEntry_Destroy(e);
     if (v < 0) pt_log_error("cluster: the record at %s does not parse; left as it is", key);
@@ -2132,7 +2134,8 @@ static int vrec_put(pt_cluster *c, const char *key, uint8_t *raw, size_t len, co
     uint32_t next = (uint32_t)ref->version + 1;
     raw[0] = 1;
     pt_put_u32le(raw + 1, next);
-    pt_random(raw + 5, 8);
+    if (ref->mine) memcpy(raw + 5, ref->mine, 8);
+    else pt_random(raw + 5, 8);
     char subj[160], id[160];
     snprintf(subj, sizeof subj, "$KV." BUCKET ".%s", key);
     snprintf(id, sizeof id, "%s.%u", key, next);

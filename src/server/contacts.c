@@ -42,6 +42,7 @@ typedef struct contact_op {
     bool friends;                   /* apply() made them friends */
     bool blocks_peer, blocked_by_peer; /* block states apply() left: me -> peer, peer -> me */
     pt_srv_item item;               /* the notice for the peer */
+    uint8_t key[16];                /* the request's identity (pt_srv_request_key) */
     pt_srv_devlist devices;         /* the peer's devices */
     uint8_t data[];                 /* note ‖ bundle */
 } contact_op;
@@ -155,6 +156,22 @@ static int put_state(sqlite3 *db, const uint8_t user[16], const uint8_t peer[16]
  * and the next version is written unless another change made it first (then again:
  * a request each way made at the same moment on two nodes gives one request and one
  * PEER_REQUESTED_YOU, as on one node). */
+/* The request made again (its client resent it after its node died before answering,
+ * or to this node after a reconnection) finds the relation's latest version written
+ * by itself (the change id is the first 8 bytes of the request's key): it is not
+ * applied twice; the caller is answered as the first time and the notice goes again
+ * (with the request's key: JetStream keeps one). A change made by someone else since
+ * hides it, and the request is then judged again by the rules. */
+static void contact_replayed(contact_op *o, int mine, int theirs)
+{
+    o->item.code = o->what == OP_REQUEST                     ? ACTION_REQUEST
+                   : o->what == OP_ACCEPT                    ? ACTION_ACCEPTED
+                   : o->what == OP_DENY                      ? ACTION_DENIED
+                   : o->what == OP_REMOVE && theirs == 0 && mine == 0 ? ACTION_REMOVED
+                                                              : 0;
+    o->friends = o->what == OP_ACCEPT;
+}
+
 static int cluster_change(pt_cluster *c, sqlite3 *db, contact_op *o, int *mine, int *theirs, int *nmine,
                           int *ntheirs)
 {
@@ -162,10 +179,18 @@ static int cluster_change(pt_cluster *c, sqlite3 *db, contact_op *o, int *mine, 
         pt_cluster_vref ref;
         int64_t v = pt_cluster_contact_get(c, o->me, o->peer, mine, theirs, &ref);
         if (v < 0) PT_SRV_FAIL(PT_RPC_UNAVAILABLE, "CLUSTER_UNAVAILABLE");
+        if (v > 0 && memcmp(ref.change, o->key, 8) == 0) {
+            pt_log_info("contacts: a request made again was applied before (version %lld); not again",
+                        (long long)v);
+            contact_replayed(o, *mine, *theirs);
+            *nmine = *mine, *ntheirs = *theirs;
+            return 0;
+        }
         o->friends = false;
         PT_SRV_TRY(contact_rules(o, *mine, *theirs, nmine, ntheirs));
         PT_SRV_TRY(check_quota(db, o));
         if (*nmine == *mine && *ntheirs == *theirs && o->what != OP_REQUEST) return 0; /* no change */
+        ref.mine = o->key;
         const pt_tl_bytes *note = o->what == OP_REQUEST ? &o->item.note : NULL;
         int rc = pt_cluster_contact_put(c, o->me, o->peer, *nmine, *ntheirs, note ? note->data : NULL,
                                         note ? note->len : 0, &ref);
@@ -301,7 +326,7 @@ static void contact_done(void *arg, int rc)
         pt_srv_presence_tell(s, o->peer, o->me);
     }
     if (rc == 0 && o->notify && s->cluster) { /* the peer's queues in JetStream; answered then */
-        if (o->devices.n && (rc = pt_srv_item_enqueue(s, &o->item, NULL, &o->devices, contact_queued, o)) == 0)
+        if (o->devices.n && (rc = pt_srv_item_enqueue(s, &o->item, o->key, &o->devices, contact_queued, o)) == 0)
             return;
     } else if (rc == 0 && o->notify) {
         pt_srv_push_item(s, &o->devices, &o->item);
@@ -337,6 +362,7 @@ static void submit(pt_conn *c, uint64_t req, int what, const uint8_t peer[16], p
         return;
     }
     pt_srv_reply_to_init(&o->to, c, req);
+    pt_srv_request_key(o->key, &o->to);
     o->what = what;
     memcpy(o->me, e->dev->user_id, 16);
     memcpy(o->peer, peer, 16);

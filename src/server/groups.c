@@ -47,6 +47,7 @@ typedef struct group_op {
     const char *err_msg;
     pt_srv_item item;               /* the event */
     pt_srv_devlist devices;         /* who hears of it */
+    uint8_t key[16];                /* the request's identity (pt_srv_request_key) */
 } group_op;
 
 typedef pt_cluster_group group_rec;
@@ -282,13 +283,33 @@ static int sql_group_replace(sqlite3 *db, const uint8_t group[16], const group_r
 /* Reads the group, applies the rules and writes the next version unless another
  * change made it first, else again: two changes made at the same moment on two
  * nodes are applied one after the other, the second to what the first left. */
+/* The request made again (after its node died before answering, or after a
+ * reconnection) finds the group's latest version written by itself (change id: the
+ * first 8 bytes of the request's key), or, for a create, the group it made (its id
+ * comes from the key too): not applied twice; answered as the first time, and the
+ * event goes again (with the request's key: JetStream keeps one). */
+static void group_replayed(group_op *o)
+{
+    static const int code[] = {[OP_CREATE] = 0,          [OP_INVITE] = EVENT_INVITED, [OP_JOIN] = EVENT_JOINED,
+                               [OP_LEAVE] = EVENT_LEFT,  [OP_KICK] = EVENT_KICKED,    [OP_SET_ADMIN] = EVENT_ADMIN};
+    o->item.code = o->what == OP_SET_ADMIN && !o->admin ? EVENT_NOT_ADMIN : code[o->what];
+    o->tell_target = o->what == OP_LEAVE || o->what == OP_KICK;
+}
+
 static int cluster_change(pt_cluster *c, group_rec *g, group_op *o, bool known, bool blocked)
 {
     for (int tries = 0; tries < GROUP_CAS_TRIES; tries++) {
-        pt_cluster_vref ref = {.read_ms = uv_hrtime() / 1000000};
-        int64_t v = o->what == OP_CREATE ? 0 : pt_cluster_group_get(c, o->group, g, &ref);
+        pt_cluster_vref ref;
+        int64_t v = pt_cluster_group_get(c, o->group, g, &ref);
         if (v < 0) PT_SRV_FAIL(PT_RPC_UNAVAILABLE, "CLUSTER_UNAVAILABLE");
+        if (v > 0 && (o->what == OP_CREATE || memcmp(ref.change, o->key, 8) == 0)) {
+            pt_log_info("groups: a request made again was applied before (version %lld); not again",
+                        (long long)v);
+            group_replayed(o);
+            return 0;
+        }
         o->tell_target = false;
+        ref.mine = o->key;
         PT_SRV_TRY(group_rules(g, v > 0, o, known, blocked));
         int rc = pt_cluster_group_put(c, o->group, g, &ref);
         if (rc == 0) return 0;
@@ -348,7 +369,7 @@ static void group_done(void *arg, int rc)
     group_op *o = arg;
     pt_server *s = o->to.srv;
     if (rc == 0 && o->what != OP_CREATE && s->cluster && o->devices.n) {
-        if (pt_srv_item_enqueue(s, &o->item, NULL, &o->devices, group_queued, o) == 0) return;
+        if (pt_srv_item_enqueue(s, &o->item, o->key, &o->devices, group_queued, o) == 0) return;
         group_queued(o, PT_ERR_IO, 0);
         return;
     }
@@ -379,6 +400,16 @@ static void group_reply(group_op *o, int rc)
     free(o);
 }
 
+/* Cluster mode: a new group's id comes from the request's key (BLAKE2b-128 of "PT1 group"
+ * || key), so the create made again through another node names the group it made. */
+static void group_id_of(uint8_t id[16], const uint8_t key[16])
+{
+    uint8_t in[9 + 16];
+    memcpy(in, "PT1 group", 9);
+    memcpy(in + 9, key, 16);
+    if (pt_blake2b(id, 16, in, sizeof in, NULL, 0) != 0) pt_random(id, 16);
+}
+
 static void submit(pt_conn *c, uint64_t req, int what, const uint8_t *group, const uint8_t *target,
                    bool admin)
 {
@@ -391,7 +422,9 @@ static void submit(pt_conn *c, uint64_t req, int what, const uint8_t *group, con
     }
     pt_srv_reply_to_init(&o->to, c, req);
     o->what = what;
+    pt_srv_request_key(o->key, &o->to);
     if (group) memcpy(o->group, group, 16);
+    else if (c->srv->cluster) group_id_of(o->group, o->key); /* made again: the same group */
     else pt_random(o->group, 16);
     memcpy(o->me, e->dev->user_id, 16);
     memcpy(o->my_device, e->device_pk, 32);

@@ -230,6 +230,10 @@ typedef struct pt_cluster_vref {
     int64_t version;                /* 0: no record */
     uint64_t rev;                   /* the bucket's revision of it */
     uint64_t read_ms;               /* when (uv_hrtime, ms) */
+    uint8_t change[8];              /* read: the change id of the version read */
+    const uint8_t *mine;            /* put: the change id to write (8 bytes: the first of
+                                       the request's key, so that the request made again
+                                       finds it applied), NULL: random */
 } pt_cluster_vref;
 
 /* ---- groups (key g.<group hex>) ---------------------------------------------------------- */

@@ -1565,6 +1565,123 @@ static int play_dead_node(const user *u, uint64_t msg_id, const user *to, int64_
     return rc;
 }
 
+/* What a node that applied a contact or group change and died before answering leaves
+ * in the bucket: the next version of the record at kvkey (body: the record after its
+ * 13-byte head) whose change id is the first 8 bytes of u's request key for msg_id
+ * (PROTOCOL.md §6.2). The test plays that node; 0 when the bucket took it. */
+static int play_dead_change(const char *kvkey, const user *u, uint64_t msg_id, const uint8_t *body, size_t len)
+{
+    int rc = -1;
+#ifdef HAVE_NATS_H
+    uint8_t in[11 + 32 + 16], key[16];
+    memcpy(in, "PT1 request", 11);
+    memcpy(in + 11, pt_client_device_key(u->c), 32);
+    pt_put_u64le(in + 43, pt_sess_id(pt_client_session(u->c)));
+    pt_put_u64le(in + 51, msg_id);
+    assert_int_equal(pt_blake2b(key, 16, in, sizeof in, NULL, 0), 0);
+    uint8_t raw[PT_CLUSTER_GROUP_REC_MAX];
+    assert_true(len <= sizeof raw - PT_CLUSTER_VREC_HEAD);
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    kvStore *kv = NULL;
+    kvEntry *e = NULL;
+    if (natsConnection_ConnectTo(&nc, nats_urls) == NATS_OK && natsConnection_JetStream(&js, nc, NULL) == NATS_OK &&
+        js_KeyValue(&kv, js, "pt_users") == NATS_OK && kvStore_Get(&e, kv, kvkey) == NATS_OK &&
+        kvEntry_ValueLen(e) >= PT_CLUSTER_VREC_HEAD) {
+        uint32_t v = pt_get_u32le((const uint8_t *)kvEntry_Value(e) + 1);
+        raw[0] = 1;
+        pt_put_u32le(raw + 1, v + 1);
+        memcpy(raw + 5, key, 8);
+        memcpy(raw + PT_CLUSTER_VREC_HEAD, body + PT_CLUSTER_VREC_HEAD, len - PT_CLUSTER_VREC_HEAD);
+        if (kvStore_Update(NULL, kv, kvkey, raw, (int)len, kvEntry_Revision(e)) == NATS_OK) rc = 0;
+    }
+    kvEntry_Destroy(e);
+    kvStore_Destroy(kv);
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+#else
+    (void)kvkey, (void)u, (void)msg_id, (void)body, (void)len;
+#endif
+    return rc;
+}
+
+/* A contact change and a group change made again through a node after another node
+ * applied them (the test plays that node with play_dead_change while the real node
+ * is stopped with the request in its socket): not applied twice, answered as the first
+ * time, and the notice reaches the peer once:
+ *  - b asked a to be friends; a's acceptance was applied (the record says friends):
+ *    answered ok (applied again, the rules would say NO_PENDING_REQUEST) and b is told;
+ *  - a kicks b's invitation; the kick was applied (the record has no invitation):
+ *    answered ok (again: NOT_A_MEMBER) and b is told it was kicked. */
+static void test_changes_made_again(void **state)
+{
+    (void)state;
+    pt_test_server n1, n2;
+    start_nodes(&n1, &n2);
+    user a, b;
+    user_new(&a, "ca1");
+    user_new(&b, "cb1");
+    assert_int_equal(pt_client_connect(a.c, "127.0.0.1", n1.port), 0);
+    assert_int_equal(pt_client_connect(b.c, "127.0.0.1", n2.port), 0);
+    assert_int_equal(bind(&a, "again-ca"), 0);
+    assert_int_equal(bind(&b, "again-cb"), 0);
+    assert_int_equal(contact_call(&b, PT_TL_CONTACTS_REQUEST_ID, &a, false), 0);
+    wait_action(&a, 1);
+    /* the acceptance, applied by "the dead node" */
+    char kk[2 + 33 + 33];
+    bool a_lo = memcmp(a.user_id, b.user_id, 16) < 0;
+    kk[0] = 'k', kk[1] = '.';
+    pt_hex_encode(kk + 2, a_lo ? a.user_id : b.user_id, 16);
+    kk[34] = '.';
+    pt_hex_encode(kk + 35, a_lo ? b.user_id : a.user_id, 16);
+    pt_cluster_contact k = {.lo_state = 3, .hi_state = 3}; /* friends */
+    uint8_t rec[PT_CLUSTER_GROUP_REC_MAX];
+    size_t len = pt_cluster_contact_encode(rec, &k);
+    kill(n1.pid, SIGSTOP);
+    contact_call(&a, PT_TL_CONTACTS_ACCEPT_ID, &b, true);
+    assert_int_equal(play_dead_change(kk, &a, a.waiting, rec, len), 0);
+    kill(n1.pid, SIGCONT);
+    for (int i = 0; i < 1000 && !a.got_reply; i++) pump(&a, 10);
+    assert_true(a.got_reply);
+    if (a.err_code) fail_msg("the acceptance made again: %d %s", a.err_code, a.err_msg);
+    wait_action(&b, 2); /* accepted */
+    wait_listed(&a, 3 /* friends */, "again-cb");
+    /* a group: a invites b; the kick of the invitation, applied by "the dead node" */
+    assert_int_equal(group_call(&a, PT_TL_GROUPS_CREATE_ID, NULL, NULL), 0);
+    uint8_t gid[16];
+    memcpy(gid, a.group, 16);
+    assert_int_equal(group_call(&a, PT_TL_GROUPS_INVITE_ID, gid, &b), 0);
+    user *none[1] = {&a};
+    wait_event(&b, 1, 1, none, 1);
+    char gk[2 + 33];
+    gk[0] = 'g', gk[1] = '.';
+    pt_hex_encode(gk + 2, gid, 16);
+    pt_cluster_group g = {.nm = 1};
+    memcpy(g.m[0].user, a.user_id, 16);
+    g.m[0].role = 2; /* the creator; no invitation left */
+    len = pt_cluster_group_encode(rec, &g);
+    kill(n1.pid, SIGSTOP);
+    pt_tl_groups_kick q;
+    memcpy(q.group_id, gid, 16), memcpy(q.user_id, b.user_id, 16);
+    pt_buf body;
+    pt_buf_init(&body);
+    assert_int_equal(pt_tl_groups_kick_encode(&body, &q), 0);
+    start_call(&a, &body);
+    pt_buf_free(&body);
+    assert_int_equal(play_dead_change(gk, &a, a.waiting, rec, len), 0);
+    kill(n1.pid, SIGCONT);
+    for (int i = 0; i < 1000 && !a.got_reply; i++) pump(&a, 10);
+    assert_true(a.got_reply);
+    if (a.err_code) fail_msg("the kick made again: %d %s", a.err_code, a.err_msg);
+    wait_event(&b, 4, 1, none, 1); /* kicked */
+    assert_int_equal(pt_test_log_count(&n1, "a request made again was applied before"), 2);
+    printf("cluster: a contact change and a group change made again after another node applied them: "
+           "answered ok once, the peer told\n");
+    pt_client_free(a.c);
+    pt_client_free(b.c);
+    stop_nodes(&n1, &n2);
+}
+
 /* A send made again through a node after another node stored it: stored once. The
  * test plays the node that stored it and died before answering (play_dead_node), while
  * the real node is stopped (SIGSTOP) with the request in its socket:
@@ -1703,6 +1820,7 @@ int main(void)
         cmocka_unit_test(test_queue_quota_across_nodes),
         cmocka_unit_test(test_notices_survive_node),
         cmocka_unit_test(test_resend_stored_once),
+        cmocka_unit_test(test_changes_made_again),
         cmocka_unit_test(test_kill_node),
         cmocka_unit_test(test_kill_nats),
         cmocka_unit_test(test_cluster_restart),
