@@ -16,6 +16,7 @@
  */
 #include <nats/nats.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -31,7 +32,7 @@
 
 enum { PUB_FAILED = 0, PUB_OK, PUB_FULL }; /* the answer to a publish to a device's queue */
 enum { IN_DEV = 1, IN_SYNC, IN_RCV, IN_QDEL, IN_PUBACK, IN_RESET, IN_READY, IN_REVOKED, IN_BOUND, IN_CONTACT,
-       IN_GROUP, IN_PRES, IN_STATUS, IN_ORIGINAL };
+       IN_GROUP, IN_PRES, IN_STATUS, IN_ORIGINAL, IN_RECONNECTED };
 #define N_WATCHES 5 /* watches of the bucket: revocations, devices, contacts, groups, statuses */
 
 /* Presence across nodes: every node publishes on pt.pres (node u32le | kind | ...)
@@ -102,13 +103,20 @@ typedef struct qsend {
 
 /* Work that waits for JetStream: creating a consumer, or reading the server id of an
  * item stored by an earlier publish of the same request (seq != 0). On a worker thread. */
+enum { JOB_CONSUMER = 0, JOB_ORIGINAL, JOB_QUOTA };
+enum { ORIG_FOUND = 0, ORIG_GONE, ORIG_FAILED }; /* IN_ORIGINAL: what the worker found */
 typedef struct job {
     struct job *next;
+    int kind;                       /* JOB_* */
+    uint32_t quota;                 /* JOB_QUOTA: the queue quota to set */
     uint8_t pk[32];
     uint32_t gen;                   /* the qdev's generation it is for */
     uint64_t seq;                   /* JOB_ORIGINAL: the stream sequence of that item */
     int64_t sid;                    /* and the send waiting for it (qsend.sid) */
 } job;
+
+static void job_push(struct pt_cluster *c, job *j, bool first);
+static void job_post(struct pt_cluster *c, const uint8_t pk[32], uint32_t gen);
 
 typedef struct inbox_item {
     struct inbox_item *next;
@@ -126,7 +134,8 @@ struct pt_cluster {
     jsCtx *jsq;                     /* asynchronous publishes to the queue stream */
     kvStore *kv;                    /* the pt_users bucket */
     uint32_t replicas;
-    uint32_t quota;                 /* items per device queue (the stream's per-subject limit) */
+    _Atomic uint32_t quota;         /* items per device queue (the stream's per-subject limit;
+                                     * 0: none): set by a worker, read by the loop for logs */
     uint32_t consumer_idle_s;       /* consumers' inactive threshold */
     qdev *qdevs[Q_BUCKETS];         /* loop thread only */
     qsend *sends[SEND_BUCKETS];     /* loop thread only */
@@ -283,6 +292,15 @@ static void on_puback(jsCtx *js, natsMsg *m, jsPubAck *pa, jsPubAckErr *pae, voi
     natsMsg_Destroy(m);
 }
 
+/* NATS is back after an outage: JetStream may have deleted the consumers of devices
+ * still connected here meanwhile (consumer_idle), so each is checked again. */
+static void on_reconnected(natsConnection *nc, void *closure)
+{
+    (void)nc;
+    static const uint8_t none[32];
+    inbox_put(closure, IN_RECONNECTED, none, NULL, 0);
+}
+
 static void on_sub_complete(void *closure)
 {
     pt_cluster *c = closure;
@@ -293,7 +311,7 @@ static void on_sub_complete(void *closure)
 
 static void q_delivered(pt_cluster *c, const uint8_t pk[32], const uint8_t *d, size_t len);
 static void q_puback(pt_cluster *c, const uint8_t pk[32], int64_t sid, int status, uint64_t dup_seq);
-static void q_original(pt_cluster *c, int64_t sid, int64_t original);
+static void q_original(pt_cluster *c, int64_t sid, int64_t original, int found);
 static void q_ready(pt_cluster *c, const uint8_t pk[32], bool reset, uint32_t gen);
 
 static void log_nats(const char *what, natsStatus st);
@@ -420,8 +438,13 @@ static void on_async(uv_async_t *a)
             else pt_log_error("cluster: a contact record in the bucket does not parse; not copied");
         } else if (it->kind == IN_PUBACK) {
             q_puback(c, it->pk, (int64_t)pt_get_u64le(it->data), it->data[8], pt_get_u64le(it->data + 9));
-        } else if (it->kind == IN_ORIGINAL && it->len == 16) {
-            q_original(c, (int64_t)pt_get_u64le(it->data), (int64_t)pt_get_u64le(it->data + 8));
+        } else if (it->kind == IN_RECONNECTED) {
+            size_t n = 0;
+            for (size_t h = 0; h < Q_BUCKETS; h++)
+                for (qdev *q = c->qdevs[h]; q; q = q->next, n++) job_post(c, q->pk, q->gen);
+            pt_log_info("cluster: NATS reconnected; checking the consumers of %zu device(s) connected here", n);
+        } else if (it->kind == IN_ORIGINAL && it->len == 17) {
+            q_original(c, (int64_t)pt_get_u64le(it->data), (int64_t)pt_get_u64le(it->data + 8), it->data[16]);
         } else if (it->kind == IN_RCV) {
             uint32_t n = (uint32_t)(it->len / 8);
             int64_t *ids = malloc(n * sizeof *ids);
@@ -666,9 +689,11 @@ static int open_bucket_as_is(pt_cluster *c, uint32_t replicas)
 }
 
 /* The queue quota: JetStream refuses an item for a device whose subject holds `quota`
- * items (discard new, per subject), and the publish's answer says so. The limit is the
- * stream's, so one for the whole cluster: each node sets its own queue_quota when it
- * starts and at each reload (the last one wins; nodes should agree). */
+ * items (discard new, per subject, nats-server 2.9.2 and later), and the publish's
+ * answer says so. The limit is the stream's, one for the whole cluster. It is set when
+ * the stream is made and raised by a node asking for more; it is never lowered here:
+ * JetStream trims every subject above a lowered limit to its newest items, which would
+ * drop queued items (so would adding a limit to a stream made without one). */
 static void queue_limits(jsStreamConfig *sc, uint32_t quota)
 {
     sc->MaxMsgsPerSubject = quota;
@@ -676,6 +701,27 @@ static void queue_limits(jsStreamConfig *sc, uint32_t quota)
     sc->DiscardNewPerSubject = true;
 }
 
+/* The stream's configuration as JetStream keeps it: a server that does not know
+ * DiscardNewPerSubject ignores it and drops the *oldest* item of a full subject, so
+ * then the limit is taken off again (raising a limit never trims). */
+static void check_kept(pt_cluster *c, jsStreamConfig *kept)
+{
+    if (kept->MaxMsgsPerSubject <= 0 || (kept->Discard == js_DiscardNew && kept->DiscardNewPerSubject)) {
+        atomic_store(&c->quota, kept->MaxMsgsPerSubject > 0 ? (uint32_t)kept->MaxMsgsPerSubject : 0);
+        return;
+    }
+    pt_log_error("cluster: this nats-server does not keep discard_new_per_subject (2.9.2 and later do): "
+                 "the queue quota is not enforced in JetStream");
+    kept->MaxMsgsPerSubject = -1;
+    jsStreamInfo *u = NULL;
+    natsStatus st = js_UpdateStream(&u, c->js, kept, NULL, NULL);
+    jsStreamInfo_Destroy(u);
+    if (st != NATS_OK) log_nats("taking the per-device limit off the stream " QSTREAM, st);
+    atomic_store(&c->quota, 0);
+}
+
+/* Raises the stream's limit to quota when it is lower; a lower quota is logged and the
+ * stream's kept. A stream without a limit (made by an earlier version) stays so. */
 static int set_queue_quota(pt_cluster *c, uint32_t quota)
 {
     jsStreamInfo *si = NULL;
@@ -687,26 +733,43 @@ static int set_queue_quota(pt_cluster *c, uint32_t quota)
     }
     jsStreamConfig *sc = si->Config;
     int64_t was = sc->MaxMsgsPerSubject;
-    if (was != quota || sc->Discard != js_DiscardNew || !sc->DiscardNewPerSubject) {
+    if (was <= 0) {
+        pt_log_warn("cluster: the stream " QSTREAM " has no per-device limit (made by an earlier version): "
+                    "queue_quota is not enforced in JetStream; adding one would drop items above it "
+                    "(docs/ARCHITECTURE.md, \"Queue quota\")");
+        atomic_store(&c->quota, 0);
+    } else if ((int64_t)quota < was) {
+        pt_log_warn("cluster: queue_quota %u is below the stream " QSTREAM "'s %lld items per device, which "
+                    "stays (lowering it would drop queued items)", quota, (long long)was);
+        check_kept(c, sc);
+    } else if ((int64_t)quota > was || sc->Discard != js_DiscardNew || !sc->DiscardNewPerSubject) {
         queue_limits(sc, quota);
         jsStreamInfo *u = NULL;
         st = js_UpdateStream(&u, c->js, sc, NULL, &jerr);
+        if (st == NATS_OK) {
+            pt_log_info("cluster: queue quota raised to %u items per device (stream " QSTREAM ", was %lld)",
+                        quota, (long long)was);
+            check_kept(c, u->Config);
+        } else {
+            log_nats("raising the queue quota on the stream " QSTREAM, st);
+        }
         jsStreamInfo_Destroy(u);
-        if (st == NATS_OK)
-            pt_log_info("cluster: queue quota %u items per device (stream " QSTREAM ", was %lld)", quota,
-                        (long long)was);
-        else
-            log_nats("setting the queue quota on the stream " QSTREAM, st);
+    } else {
+        check_kept(c, sc);
     }
     jsStreamInfo_Destroy(si);
-    if (st != NATS_OK) return PT_ERR_IO;
-    c->quota = quota;
-    return 0;
+    return st == NATS_OK ? 0 : PT_ERR_IO;
 }
 
 int pt_cluster_set_queue_quota(pt_cluster *c, uint32_t quota)
 {
-    return quota == c->quota ? 0 : set_queue_quota(c, quota);
+    /* on a worker: JetStream requests wait up to 5 s, and this runs on the loop */
+    job *j = calloc(1, sizeof *j);
+    if (!j) return PT_ERR_NOMEM;
+    j->kind = JOB_QUOTA;
+    j->quota = quota;
+    job_push(c, j, false);
+    return 0;
 }
 
 /* The queue stream: work-queue retention (a message goes once its consumer acked
@@ -734,6 +797,7 @@ static int open_queue_stream(pt_cluster *c)
         st = js_AddStream(&si, c->js, &sc, NULL, &jerr);
     }
     if (st == NATS_OK) {
+        check_kept(c, si->Config);
         jsStreamInfo_Destroy(si);
         return 0;
     }
@@ -745,7 +809,7 @@ static int open_queue_stream(pt_cluster *c)
             pt_log_warn("cluster: stream " QSTREAM " exists with %lld replicas; used as it is",
                         (long long)si->Config->Replicas);
         jsStreamInfo_Destroy(si);
-        /* made by another version, or with another quota: this node's quota */
+        /* made by another version, or with another quota: raised to this node's */
         return set_queue_quota(c, c->quota);
     }
     log_nats("cannot create the JetStream stream " QSTREAM, st);
@@ -838,20 +902,29 @@ static void add_consumer(pt_cluster *c, const uint8_t pk[32])
  * the loop as IN_ORIGINAL [j->sid | that id, 0 when the item has left the queue]. */
 static void find_original(pt_cluster *c, const job *j)
 {
-    natsMsg *m = NULL;
-    jsErrCode jerr = 0;
-    uint8_t d[16] = {0};
+    uint8_t d[17] = {0};
     pt_put_u64le(d, (uint64_t)j->sid);
     char subj[80], hex[65];
     pt_hex_encode(hex, j->pk, 32);
     snprintf(subj, sizeof subj, "pt.q.%s", hex);
-    natsStatus st = js_GetMsg(&m, c->js, QSTREAM, j->seq, NULL, &jerr);
-    if (st == NATS_OK && natsMsg_GetDataLength(m) >= 8 && natsMsg_GetSubject(m) &&
-        strcmp(natsMsg_GetSubject(m), subj) == 0)
-        memcpy(d + 8, natsMsg_GetData(m), 8);
-    else if (st != NATS_OK && jerr != JSNoMessageFoundErr)
-        log_nats("reading an item stored before", st);
-    natsMsg_Destroy(m);
+    d[16] = ORIG_FAILED;
+    /* a stream leader being elected does not answer for a few seconds */
+    for (int tries = 0; tries < 4 && d[16] == ORIG_FAILED && !stopping(c); tries++) {
+        if (tries) uv_sleep(500);
+        natsMsg *m = NULL;
+        jsErrCode jerr = 0;
+        natsStatus st = js_GetMsg(&m, c->js, QSTREAM, j->seq, NULL, &jerr);
+        if (st == NATS_OK && natsMsg_GetDataLength(m) >= 8 && natsMsg_GetSubject(m) &&
+            strcmp(natsMsg_GetSubject(m), subj) == 0) {
+            memcpy(d + 8, natsMsg_GetData(m), 8);
+            d[16] = ORIG_FOUND;
+        } else if (st == NATS_OK || jerr == JSNoMessageFoundErr) {
+            d[16] = ORIG_GONE; /* acked and deleted (sequences are never reused) */
+        } else {
+            log_nats("reading an item stored before", st);
+        }
+        natsMsg_Destroy(m);
+    }
     inbox_put(c, IN_ORIGINAL, j->pk, d, sizeof d);
 }
 
@@ -867,7 +940,7 @@ static void *worker_main(void *arg)
         while (!c->worker_stop) {
             for (j = c->jobs, prev = NULL; j; prev = j, j = j->next) {
                 bool busy = false;
-                for (int i = 0; i < Q_WORKERS && !busy; i++)
+                for (int i = 0; i < Q_WORKERS && !busy && j->kind == JOB_CONSUMER; i++)
                     busy = c->busy_on[i] && memcmp(c->busy[i], j->pk, 32) == 0;
                 if (!busy) break;
             }
@@ -883,7 +956,8 @@ static void *worker_main(void *arg)
         c->busy_on[slot] = true;
         memcpy(c->busy[slot], j->pk, 32);
         pthread_mutex_unlock(&c->mu);
-        if (j->seq) find_original(c, j);
+        if (j->kind == JOB_ORIGINAL) find_original(c, j);
+        else if (j->kind == JOB_QUOTA) (void)set_queue_quota(c, j->quota);
         else ensure_consumer(c, j->pk, j->gen);
         free(j);
         pthread_mutex_lock(&c->mu);
@@ -894,9 +968,17 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-static void job_push(pt_cluster *c, job *j)
+static void job_push(struct pt_cluster *c, job *j, bool first)
 {
     pthread_mutex_lock(&c->mu);
+    if (first) {
+        j->next = c->jobs;
+        c->jobs = j;
+        if (!c->jobs_tail) c->jobs_tail = j;
+        pthread_cond_signal(&c->job_cv);
+        pthread_mutex_unlock(&c->mu);
+        return;
+    }
     if (c->jobs_tail) c->jobs_tail->next = j;
     else c->jobs = j;
     c->jobs_tail = j;
@@ -910,7 +992,7 @@ static void job_post(pt_cluster *c, const uint8_t pk[32], uint32_t gen)
     if (!j) return;
     j->gen = gen;
     memcpy(j->pk, pk, 32);
-    job_push(c, j);
+    job_push(c, j, false);
 }
 
 int pt_cluster_start(pt_server *s)
@@ -945,6 +1027,7 @@ int pt_cluster_start(pt_server *s)
     if (st == NATS_OK) st = natsOptions_SetName(o, name);
     if (st == NATS_OK) st = natsOptions_SetMaxReconnect(o, -1); /* keep trying: NATS is our network */
     if (st == NATS_OK) st = natsOptions_SetReconnectWait(o, 250);
+    if (st == NATS_OK) st = natsOptions_SetReconnectedCB(o, on_reconnected, c);
     if (st == NATS_OK) st = natsOptions_SetTimeout(o, 2000);
     if (st == NATS_OK && cc->credentials) st = natsOptions_SetUserCredentialsFromFiles(o, cc->credentials, NULL);
     if (st == NATS_OK && cc->tls_ca) st = natsOptions_SetSecure(o, true);
@@ -1334,7 +1417,7 @@ static bool q_answered(pt_cluster *c, qsend *q, size_t i, int status)
         char hex[17];
         pt_hex_encode(hex, q->pk[i], 8);
         pt_log_info("cluster: item %lld refused: the queue of device %s... is full (%u items)", (long long)q->sid, hex,
-                    c->quota);
+                    atomic_load(&c->quota));
         if (q->rc == 0) q->rc = PT_ERR_TOO_BIG;
     }
     q->tries[i] = 0xff;
@@ -1344,9 +1427,10 @@ static bool q_answered(pt_cluster *c, qsend *q, size_t i, int status)
         if (j) {
             q->resolving = true;
             memcpy(j->pk, q->pk[q->dup_i], 32);
+            j->kind = JOB_ORIGINAL;
             j->seq = q->dup_seq;
             j->sid = q->sid;
-            job_push(c, j);
+            job_push(c, j, true); /* a sender waits: ahead of the consumers' checks */
             return true; /* answered at IN_ORIGINAL */
         }
     }
@@ -1357,21 +1441,26 @@ static bool q_answered(pt_cluster *c, qsend *q, size_t i, int status)
 }
 
 /* A worker read the server id of the copy an earlier publish of the same request
- * stored (0: it has left the queue, delivered and confirmed). */
-static void q_original(pt_cluster *c, int64_t sid, int64_t original)
+ * stored (ORIG_GONE: it has left the queue, delivered and confirmed; ORIG_FAILED:
+ * JetStream did not answer, and the sender gets an error: its client sends again,
+ * and the copy is still found by its key). */
+static void q_original(pt_cluster *c, int64_t sid, int64_t original, int found)
 {
     qsend *q = c->sends[send_hash(sid)];
     while (q && q->sid != sid) q = q->next;
     if (!q || !q->resolving) return;
-    if (original == 0)
+    if (found == ORIG_GONE)
         pt_log_info("cluster: item %lld was stored before by an earlier try of its request (stream sequence "
                     "%llu), which has left the queue; answered with this try's id", (long long)sid,
                     (unsigned long long)q->dup_seq);
-    else if (original != sid)
+    else if (found == ORIG_FOUND && original != sid)
         pt_log_info("cluster: item %lld was stored before by an earlier try of its request, as %lld; answered "
                     "with that id", (long long)sid, (long long)original);
+    else if (found == ORIG_FAILED)
+        pt_log_warn("cluster: item %lld was stored before by an earlier try of its request, whose id could not "
+                    "be read; the send is answered with an error", (long long)sid);
     q_unlink(c, q);
-    q->cb(q->arg, 0, original ? original : sid);
+    q->cb(q->arg, found == ORIG_FAILED ? PT_ERR_IO : 0, found == ORIG_FOUND ? original : sid);
     q_send_free(q);
 }
 

@@ -301,15 +301,18 @@ static void contact_reply(contact_op *o, int rc)
 }
 
 /* Cluster mode: JetStream answered the notice's publishes. The relation changed in
- * any case; a queue that filled up since the check refuses it (the caller may ask
- * again), as does one that failed. */
+ * any case. A request whose notice was refused (a queue that filled up since the
+ * check, or publishes that kept failing) is answered with the error: asking again is
+ * allowed and sends it again. Any other change is answered as made (asking again would
+ * be refused by the rules): the peer reads the relation with contacts.get. */
 static void contact_queued(void *arg, int rc, int64_t id)
 {
     (void)id;
     contact_op *o = arg;
-    if (rc == PT_ERR_TOO_BIG) o->err_code = PT_RPC_QUOTA, o->err_msg = "RECIPIENT_QUEUE_FULL";
-    if (rc) pt_log_warn("contacts: a notice %lld was not queued for every device of its recipient (%s)",
-                        (long long)o->item.server_id, pt_strerror(rc));
+    if (rc) pt_log_warn("contacts: notice %lld was not queued for every device of its recipient (%s)",
+                        (long long)o->item.server_id, rc == PT_ERR_TOO_BIG ? "a queue is full" : pt_strerror(rc));
+    if (o->what != OP_REQUEST) rc = 0;
+    else if (rc == PT_ERR_TOO_BIG) o->err_code = PT_RPC_QUOTA, o->err_msg = "RECIPIENT_QUEUE_FULL";
     contact_reply(o, rc);
 }
 
@@ -321,16 +324,18 @@ static void contact_done(void *arg, int rc)
         pt_srv_dir_set_blocked(s, o->me, o->peer, o->blocks_peer);
         pt_srv_dir_set_blocked(s, o->peer, o->me, o->blocked_by_peer);
     }
+    if (rc == 0 && o->notify && !s->cluster) {
+        pt_srv_push_item(s, &o->devices, &o->item);
+        pt_srv_queue_add(s, &o->devices, 1);
+    }
     if (rc == 0 && o->friends) { /* each sees the other's presence from now on */
         pt_srv_presence_tell(s, o->me, o->peer);
         pt_srv_presence_tell(s, o->peer, o->me);
     }
-    if (rc == 0 && o->notify && s->cluster) { /* the peer's queues in JetStream; answered then */
-        if (o->devices.n && (rc = pt_srv_item_enqueue(s, &o->item, o->key, &o->devices, contact_queued, o)) == 0)
-            return;
-    } else if (rc == 0 && o->notify) {
-        pt_srv_push_item(s, &o->devices, &o->item);
-        pt_srv_queue_add(s, &o->devices, 1);
+    if (rc == 0 && o->notify && s->cluster && o->devices.n) { /* the peer's queues in JetStream */
+        if ((rc = pt_srv_item_enqueue(s, &o->item, o->key, &o->devices, contact_queued, o)) == 0) return;
+        contact_queued(o, rc, 0);
+        return;
     }
     contact_reply(o, rc);
 }

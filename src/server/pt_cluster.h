@@ -136,9 +136,10 @@ int pt_cluster_salt_secret(pt_cluster *c, uint8_t *secret, size_t len);
  * when the node's own store kept none of them (the queue is JetStream's). Blocking. */
 #define PT_CLUSTER_ID_BLOCK (INT64_C(1) << 24)
 int pt_cluster_reserve_ids(pt_cluster *c, int64_t *next, int64_t *limit);
-/* Sets the queue quota (items per device queue, cluster-wide: the stream's limit of
- * messages per subject) when it differs from what this node set. 0 or PT_ERR_IO.
- * Blocking (one JetStream round trip; at reload). */
+/* Asks for queue quota `quota` (items per device queue, cluster-wide: the stream's
+ * limit of messages per subject): raised when the stream's is lower, never lowered
+ * (JetStream would trim queued items); done on a worker thread, logged. 0, or
+ * PT_ERR_NOMEM. Returns at once (at reload, on the loop). */
 int pt_cluster_set_queue_quota(pt_cluster *c, uint32_t quota);
 
 /* Presence: user, connected here, now has status (PT_STATUS_ONLINE ..

@@ -1364,6 +1364,23 @@ static int64_t js_queue(const uint8_t dev[32], bool *consumer)
     return n;
 }
 
+/* Deletes the queue stream (no node running): the next node makes it again, with its
+ * queue quota as the per-device limit. */
+static void js_drop_queue_stream(void)
+{
+#ifdef HAVE_NATS_H
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    jsErrCode jerr = 0;
+    natsStatus st = natsConnection_ConnectTo(&nc, nats_urls);
+    if (st == NATS_OK) st = natsConnection_JetStream(&js, nc, NULL);
+    if (st == NATS_OK) st = js_DeleteStream(js, "PT_QUEUE", NULL, &jerr);
+    if (st != NATS_OK && jerr != JSStreamNotFoundErr) fail_msg("deleting PT_QUEUE: %s", natsStatus_GetText(st));
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+#endif
+}
+
 /* The queue quota and the queues' lifetime in cluster mode. Nodes with --queue-quota 3
  * and consumers deleted after 2 s without their device:
  *  - a user whose two devices are offline gets 3 messages; the 4th is refused with
@@ -1371,10 +1388,14 @@ static int64_t js_queue(const uint8_t dev[32], bool *consumer)
  *  - revoking one device drops its queue and its consumer in JetStream;
  *  - the other device confirms what it had: there is room again;
  *  - its consumer goes 2 s after the device does, and what is sent meanwhile is
- *    delivered, in order, when the device comes back (the consumer is made again). */
+ *    delivered, in order, when the device comes back (the consumer is made again);
+ *  - a node started later with a lower quota (2) leaves the stream's limit, and the 3
+ *    items queued meanwhile, as they are (JetStream would trim them to 2).
+ * The test starts from a new stream and deletes it at the end. */
 static void test_queue_quota_across_nodes(void **state)
 {
     (void)state;
+    js_drop_queue_stream();
     pt_test_server n1, n2;
     const char *e1[] = {"--cluster-nats", nats_urls, "--cluster-node-id", "1", "--queue-quota", "3",
                         "--cluster-consumer-idle", "2", NULL};
@@ -1463,13 +1484,23 @@ static void test_queue_quota_across_nodes(void **state)
     sync_and_confirm_n(&b, 7);
     assert_int_equal(b.ngot, 7);
     for (uint32_t k = 0; k < 3; k++) assert_int_equal(b.got_seq[4 + k], 20 + k);
-    printf("cluster queues: quota 3 refused the 4th item; a revoked device's queue dropped; an absent "
-           "device's consumer deleted after %llu ms and made again when it came back\n",
-           (unsigned long long)gone_ms);
+    /* a node with a lower quota does not lower the stream's (3 items queued stay) */
+    pt_client_drop(b.c);
+    for (uint32_t i = 30; i < 33; i++) assert_int_equal(send_msg(&a, b.user_id, i), 0);
     pt_client_free(a.c);
     pt_client_free(b.c);
     pt_client_free(b2.c);
     stop_nodes(&n1, &n2);
+    const char *e3[] = {"--cluster-nats", nats_urls, "--cluster-node-id", "1", "--queue-quota", "2", NULL};
+    pt_test_server_start(&n1, NULL, 0, e3);
+    assert_int_equal(pt_test_log_count(&n1, "queue_quota 2 is below the stream PT_QUEUE's 3"), 1);
+    assert_int_equal(js_queue(d1, &cons), 3);
+    assert_int_equal(pt_test_server_stop(&n1), 0);
+    js_drop_queue_stream();
+    printf("cluster queues: quota 3 refused the 4th item; a revoked device's queue dropped; an absent "
+           "device's consumer deleted after %llu ms and made again when it came back; a lower quota kept "
+           "the 3 items queued\n",
+           (unsigned long long)gone_ms);
 }
 
 /* Contact notices and group events are queued in JetStream like messages, not in the
