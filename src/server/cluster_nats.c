@@ -790,6 +790,13 @@ static int open_queue_stream(pt_cluster *c)
     queue_limits(&sc, c->quota);
     jsStreamInfo *si = NULL;
     jsErrCode jerr = 0;
+    /* there already (the usual case): its quota, and no create request with another
+     * configuration */
+    if (js_GetStreamInfo(&si, c->js, QSTREAM, NULL, &jerr) == NATS_OK) {
+        jsStreamInfo_Destroy(si);
+        return set_queue_quota(c, c->quota);
+    }
+    si = NULL;
     natsStatus st = NATS_TIMEOUT;
     /* a cluster that just started may still be electing the stream's leader */
     for (int tries = 0; tries < 4 && (st == NATS_TIMEOUT || st == NATS_NO_RESPONDERS); tries++) {

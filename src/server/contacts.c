@@ -43,6 +43,8 @@ typedef struct contact_op {
     bool blocks_peer, blocked_by_peer; /* block states apply() left: me -> peer, peer -> me */
     pt_srv_item item;               /* the notice for the peer */
     uint8_t key[16];                /* the request's identity (pt_srv_request_key) */
+    bool published;                 /* cluster: the bucket has the change (this node's rows are
+                                       a copy: a store failure after it does not undo it) */
     pt_srv_devlist devices;         /* the peer's devices */
     uint8_t data[];                 /* note ‖ bundle */
 } contact_op;
@@ -184,6 +186,7 @@ static int cluster_change(pt_cluster *c, sqlite3 *db, contact_op *o, int *mine, 
                         (long long)v);
             contact_replayed(o, *mine, *theirs);
             *nmine = *mine, *ntheirs = *theirs;
+            o->published = true;
             return 0;
         }
         o->friends = false;
@@ -194,7 +197,10 @@ static int cluster_change(pt_cluster *c, sqlite3 *db, contact_op *o, int *mine, 
         const pt_tl_bytes *note = o->what == OP_REQUEST ? &o->item.note : NULL;
         int rc = pt_cluster_contact_put(c, o->me, o->peer, *nmine, *ntheirs, note ? note->data : NULL,
                                         note ? note->len : 0, &ref);
-        if (rc == 0) return 0;
+        if (rc == 0) {
+            o->published = true;
+            return 0;
+        }
         if (rc < 0) PT_SRV_FAIL(PT_RPC_UNAVAILABLE, "CLUSTER_UNAVAILABLE");
     }
     pt_log_warn("contacts: a relation kept changing under 16 tries; the change was refused");
@@ -212,6 +218,10 @@ static int contact_change(sqlite3 *db, contact_op *o)
     int mine, theirs, nmine, ntheirs;
     if (c) {
         PT_SRV_TRY(cluster_change(c, db, o, &mine, &theirs, &nmine, &ntheirs));
+        /* what contact_apply reads back below, for when the store fails from here on */
+        o->blocks_peer = nmine == PT_CONTACT_BLOCKED;
+        o->blocked_by_peer = ntheirs == PT_CONTACT_BLOCKED;
+        o->notify = o->published && o->item.code; /* the notice goes to JetStream after */
     } else {
         PT_SRV_TRY(mine = get_state(db, o->me, o->peer));
         PT_SRV_TRY(theirs = get_state(db, o->peer, o->me));
@@ -320,6 +330,12 @@ static void contact_done(void *arg, int rc)
 {
     contact_op *o = arg;
     pt_server *s = o->to.srv;
+    if (rc != 0 && o->published) { /* cluster: made; this node's copy failed */
+        pt_log_warn("contacts: a change is in the cluster but this node's store failed (%s): answered as "
+                    "made; this node's copy of the relation follows its next change",
+                    pt_strerror(rc));
+        rc = 0;
+    }
     if (rc == 0) {
         pt_srv_dir_set_blocked(s, o->me, o->peer, o->blocks_peer);
         pt_srv_dir_set_blocked(s, o->peer, o->me, o->blocked_by_peer);

@@ -48,6 +48,8 @@ typedef struct group_op {
     pt_srv_item item;               /* the event */
     pt_srv_devlist devices;         /* who hears of it */
     uint8_t key[16];                /* the request's identity (pt_srv_request_key) */
+    bool published;                 /* cluster: the bucket has the change (this node's tables are
+                                       a copy: a store failure after it does not undo it) */
 } group_op;
 
 typedef pt_cluster_group group_rec;
@@ -306,13 +308,17 @@ static int cluster_change(pt_cluster *c, group_rec *g, group_op *o, bool known, 
             pt_log_info("groups: a request made again was applied before (version %lld); not again",
                         (long long)v);
             group_replayed(o);
+            o->published = true;
             return 0;
         }
         o->tell_target = false;
         ref.mine = o->key;
         PT_SRV_TRY(group_rules(g, v > 0, o, known, blocked));
         int rc = pt_cluster_group_put(c, o->group, g, &ref);
-        if (rc == 0) return 0;
+        if (rc == 0) {
+            o->published = true;
+            return 0;
+        }
         if (rc < 0) PT_SRV_FAIL(PT_RPC_UNAVAILABLE, "CLUSTER_UNAVAILABLE");
     }
     pt_log_warn("groups: a group kept changing under %d tries; the change was refused", GROUP_CAS_TRIES);
@@ -320,8 +326,8 @@ static int cluster_change(pt_cluster *c, group_rec *g, group_op *o, bool known, 
 }
 
 /* Writer thread. In cluster mode the membership change is written to the bucket
- * before the event is stored here: when the store then fails (a full disk), the
- * change holds and its event is not sent. */
+ * first, then this node's copy: when the store then fails (a full disk), the change
+ * holds, is answered as made and its event goes (group_done; published). */
 static int group_apply(sqlite3 *db, void *arg)
 {
     group_op *o = arg;
@@ -336,15 +342,20 @@ static int group_apply(sqlite3 *db, void *arg)
     }
     if (rc == 0 && c) {
         rc = cluster_change(c, g, o, known, blocked);
+        /* who hears of it, before this node's copy is written (a store failure there
+         * does not undo the change, and the event still goes) */
+        if (rc == 0 && o->what != OP_CREATE) rc = event_devices(c, db, g, o);
         if (rc == 0) rc = sql_group_replace(db, o->group, g); /* this node's copy, at once */
+        free(g);
+        return rc;
     } else if (rc == 0) {
         int exists = o->what == OP_CREATE ? 0 : sql_group_load(db, o->group, g);
         rc = exists < 0 ? exists : group_rules(g, exists, o, known, blocked);
         if (rc == 0) rc = sql_group_write(db, g, o);
     }
-    if (rc == 0 && o->what != OP_CREATE) rc = event_devices(c, db, g, o);
-    /* cluster mode: the event goes to the devices' queues in JetStream (group_done) */
-    if (rc == 0 && o->what != OP_CREATE && !c) rc = pt_srv_item_store(db, &o->item, &o->devices);
+    /* local mode (cluster mode returned above; its event goes to JetStream in group_done) */
+    if (rc == 0 && o->what != OP_CREATE) rc = event_devices(NULL, db, g, o);
+    if (rc == 0 && o->what != OP_CREATE) rc = pt_srv_item_store(db, &o->item, &o->devices);
     free(g);
     return rc;
 }
@@ -368,6 +379,11 @@ static void group_done(void *arg, int rc)
 {
     group_op *o = arg;
     pt_server *s = o->to.srv;
+    if (rc != 0 && o->published) { /* cluster: made; this node's copy failed */
+        pt_log_warn("groups: a change is in the cluster but this node's store failed (%s): answered as made; "
+                    "this node's copy of the group follows its next change", pt_strerror(rc));
+        rc = 0;
+    }
     if (rc == 0 && o->what != OP_CREATE && s->cluster && o->devices.n) {
         if (pt_srv_item_enqueue(s, &o->item, o->key, &o->devices, group_queued, o) == 0) return;
         group_queued(o, PT_ERR_IO, 0);
