@@ -90,10 +90,10 @@ int pt_cluster_resolve(pt_cluster *c, const char *key, uint8_t user_id[16])
     (void)c, (void)key, (void)user_id;
     return PT_ERR_NOT_FOUND;
 }
-int pt_cluster_enqueue(pt_cluster *c, int64_t server_id, const uint8_t *key, const struct pt_srv_devlist *to,
-                       const pt_buf *update, pt_cluster_queued_cb cb, void *arg)
+int pt_cluster_enqueue(pt_cluster *c, int64_t server_id, const uint8_t *key, bool find_id,
+                       const struct pt_srv_devlist *to, const pt_buf *update, pt_cluster_queued_cb cb, void *arg)
 {
-    (void)c, (void)server_id, (void)key, (void)to, (void)update, (void)cb, (void)arg;
+    (void)c, (void)server_id, (void)key, (void)find_id, (void)to, (void)update, (void)cb, (void)arg;
     return PT_ERR_IO;
 }
 int pt_cluster_device_user(pt_cluster *c, const uint8_t device[32], uint8_t user_id[16])
@@ -132,6 +132,11 @@ int pt_cluster_salt_secret(pt_cluster *c, uint8_t *secret, size_t len)
 {
     (void)c, (void)secret, (void)len;
     return PT_ERR_IO;
+}
+int pt_cluster_user_name(pt_cluster *c, const uint8_t user_id[16], char display[PT_CLUSTER_NAME_SIZE])
+{
+    (void)c, (void)user_id, (void)display;
+    return PT_ERR_NOT_FOUND;
 }
 int pt_cluster_set_queue_quota(pt_cluster *c, uint32_t quota)
 {

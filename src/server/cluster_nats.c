@@ -56,6 +56,7 @@ enum { PRES_USER = 1, PRES_BEAT, PRES_HELLO, PRES_BYE };
 #define Q_BUCKETS 1024
 #define SEND_BUCKETS 4096
 #define Q_RETRY 0x80                /* qsend.tries[i] flag: publish again at the next retry tick */
+#define NAME_CACHE 512              /* display names of other nodes' users kept (contacts.get) */
 #define Q_WORKERS 4                 /* threads checking devices' consumers (JetStream round trips,
                                      * ~0.5 s to create a replicated one on a busy machine) */
 
@@ -97,13 +98,14 @@ typedef struct qsend {
     uint64_t dup_seq;               /* a publish JetStream had already (keyed): that copy's sequence */
     size_t dup_i;                   /* and its device */
     bool resolving;                 /* answered; a worker reads which server id that copy has */
+    bool find_id;                   /* the caller wants that id (sends); notices do not */
     size_t len;
     uint8_t data[];                 /* server_id i64le || the encoded update */
 } qsend;
 
 /* Work that waits for JetStream: creating a consumer, or reading the server id of an
  * item stored by an earlier publish of the same request (seq != 0). On a worker thread. */
-enum { JOB_CONSUMER = 0, JOB_ORIGINAL, JOB_QUOTA };
+enum { JOB_CONSUMER = 0, JOB_ORIGINAL, JOB_QUOTA, JOB_CHECK };
 enum { ORIG_FOUND = 0, ORIG_GONE, ORIG_FAILED }; /* IN_ORIGINAL: what the worker found */
 typedef struct job {
     struct job *next;
@@ -134,6 +136,11 @@ struct pt_cluster {
     jsCtx *jsq;                     /* asynchronous publishes to the queue stream */
     kvStore *kv;                    /* the pt_users bucket */
     uint32_t replicas;
+    struct {
+        bool used;
+        uint8_t user[16];
+        char name[PT_CLUSTER_NAME_SIZE];
+    } names[NAME_CACHE];            /* loop thread: users' display names (never change) */
     _Atomic uint32_t quota;         /* items per device queue (the stream's per-subject limit;
                                      * 0: none): set by a worker, read by the loop for logs */
     uint32_t consumer_idle_s;       /* consumers' inactive threshold */
@@ -441,7 +448,13 @@ static void on_async(uv_async_t *a)
         } else if (it->kind == IN_RECONNECTED) {
             size_t n = 0;
             for (size_t h = 0; h < Q_BUCKETS; h++)
-                for (qdev *q = c->qdevs[h]; q; q = q->next, n++) job_post(c, q->pk, q->gen);
+                for (qdev *q = c->qdevs[h]; q; q = q->next, n++) {
+                    job *j = calloc(1, sizeof *j);
+                    if (!j) continue;
+                    j->kind = JOB_CHECK;
+                    memcpy(j->pk, q->pk, 32);
+                    job_push(c, j, false);
+                }
             pt_log_info("cluster: NATS reconnected; checking the consumers of %zu device(s) connected here", n);
         } else if (it->kind == IN_ORIGINAL && it->len == 17) {
             q_original(c, (int64_t)pt_get_u64le(it->data), (int64_t)pt_get_u64le(it->data + 8), it->data[16]);
@@ -722,7 +735,19 @@ static void check_kept(pt_cluster *c, jsStreamConfig *kept)
 
 /* Raises the stream's limit to quota when it is lower; a lower quota is logged and the
  * stream's kept. A stream without a limit (made by an earlier version) stays so. */
+static int set_queue_quota_locked(pt_cluster *c, uint32_t quota);
+
 static int set_queue_quota(pt_cluster *c, uint32_t quota)
+{
+    /* one at a time (two reloads): each reads the configuration, then writes it */
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&mu);
+    int rc = set_queue_quota_locked(c, quota);
+    pthread_mutex_unlock(&mu);
+    return rc;
+}
+
+static int set_queue_quota_locked(pt_cluster *c, uint32_t quota)
 {
     jsStreamInfo *si = NULL;
     jsErrCode jerr = 0;
@@ -935,6 +960,24 @@ static void find_original(pt_cluster *c, const job *j)
     inbox_put(c, IN_ORIGINAL, j->pk, d, sizeof d);
 }
 
+/* After a NATS outage: the consumer of a device connected here may have been deleted
+ * meanwhile (consumer_idle); made again if so. One that exists is left as it is (its
+ * deliveries out are this node's, their ack subjects still valid). */
+static void check_consumer(pt_cluster *c, const uint8_t pk[32])
+{
+    char hex[65], durable[80];
+    pt_hex_encode(hex, pk, 32);
+    snprintf(durable, sizeof durable, "d%s", hex);
+    jsConsumerInfo *ci = NULL;
+    jsErrCode jerr = 0;
+    natsStatus st = js_GetConsumerInfo(&ci, c->js, QSTREAM, durable, NULL, &jerr);
+    jsConsumerInfo_Destroy(ci);
+    if (st != NATS_OK && jerr == JSConsumerNotFoundErr) {
+        pt_log_info("cluster: consumer %.17s... was deleted while NATS was away; made again", durable);
+        add_consumer(c, pk);
+    }
+}
+
 static void *worker_main(void *arg)
 {
     pt_cluster *c = arg;
@@ -947,7 +990,7 @@ static void *worker_main(void *arg)
         while (!c->worker_stop) {
             for (j = c->jobs, prev = NULL; j; prev = j, j = j->next) {
                 bool busy = false;
-                for (int i = 0; i < Q_WORKERS && !busy && j->kind == JOB_CONSUMER; i++)
+                for (int i = 0; i < Q_WORKERS && !busy && (j->kind == JOB_CONSUMER || j->kind == JOB_CHECK); i++)
                     busy = c->busy_on[i] && memcmp(c->busy[i], j->pk, 32) == 0;
                 if (!busy) break;
             }
@@ -965,6 +1008,7 @@ static void *worker_main(void *arg)
         pthread_mutex_unlock(&c->mu);
         if (j->kind == JOB_ORIGINAL) find_original(c, j);
         else if (j->kind == JOB_QUOTA) (void)set_queue_quota(c, j->quota);
+        else if (j->kind == JOB_CHECK) check_consumer(c, j->pk);
         else ensure_consumer(c, j->pk, j->gen);
         free(j);
         pthread_mutex_lock(&c->mu);
@@ -1429,7 +1473,7 @@ static bool q_answered(pt_cluster *c, qsend *q, size_t i, int status)
     }
     q->tries[i] = 0xff;
     if (--q->left) return false;
-    if (q->rc == 0 && q->dup_seq && !q->resolving) { /* stored before: under which id? */
+    if (q->rc == 0 && q->dup_seq && q->find_id && !q->resolving) { /* stored before: under which id? */
         job *j = calloc(1, sizeof *j);
         if (j) {
             q->resolving = true;
@@ -1516,7 +1560,7 @@ static void q_puback(pt_cluster *c, const uint8_t pk[32], int64_t sid, int statu
     q_answered(c, q, i, status);
 }
 
-int pt_cluster_enqueue(pt_cluster *c, int64_t server_id, const uint8_t *key, const pt_srv_devlist *to,
+int pt_cluster_enqueue(pt_cluster *c, int64_t server_id, const uint8_t *key, bool find_id, const pt_srv_devlist *to,
                        const pt_buf *update, pt_cluster_queued_cb cb, void *arg)
 {
     if (to->n == 0) return PT_ERR_INVAL;
@@ -1531,6 +1575,7 @@ int pt_cluster_enqueue(pt_cluster *c, int64_t server_id, const uint8_t *key, con
     memcpy(q->pk, to->pk, to->n * 32);
     q->sid = server_id;
     if ((q->keyed = key != NULL)) memcpy(q->key, key, 16);
+    q->find_id = find_id;
     q->cb = cb;
     q->arg = arg;
     q->n = q->left = to->n;
@@ -1827,6 +1872,22 @@ int pt_cluster_bind(pt_cluster *c, const uint8_t user_id[16], const uint8_t iden
     if (rc < 0) { /* give back what this call claimed */
         if (skel == 1) kvStore_Delete(c->kv, sk);
         if (named == 1) kvStore_Delete(c->kv, nk);
+    }
+    return rc;
+}
+
+int pt_cluster_user_name(pt_cluster *c, const uint8_t user_id[16], char display[PT_CLUSTER_NAME_SIZE])
+{
+    size_t h = (size_t)(pt_get_u64le(user_id) % NAME_CACHE);
+    if (c->names[h].used && memcmp(c->names[h].user, user_id, 16) == 0) {
+        memcpy(display, c->names[h].name, PT_CLUSTER_NAME_SIZE);
+        return 0;
+    }
+    int rc = pt_cluster_user(c, user_id, NULL, display, NULL);
+    if (rc == 0) {
+        c->names[h].used = true;
+        memcpy(c->names[h].user, user_id, 16);
+        memcpy(c->names[h].name, display, PT_CLUSTER_NAME_SIZE);
     }
     return rc;
 }

@@ -160,31 +160,23 @@ static int put_state(sqlite3 *db, const uint8_t user[16], const uint8_t peer[16]
  * PEER_REQUESTED_YOU, as on one node). */
 /* The request made again (its client resent it after its node died before answering,
  * or to this node after a reconnection) finds the relation's latest version written
- * by itself (the change id is the first 8 bytes of the request's key): it is not
- * applied twice; the caller is answered as the first time and the notice goes again
- * (with the request's key: JetStream keeps one). A change made by someone else since
- * hides it, and the request is then judged again by the rules. */
-static void contact_replayed(contact_op *o, int mine, int theirs)
-{
-    o->item.code = o->what == OP_REQUEST                     ? ACTION_REQUEST
-                   : o->what == OP_ACCEPT                    ? ACTION_ACCEPTED
-                   : o->what == OP_DENY                      ? ACTION_DENIED
-                   : o->what == OP_REMOVE && theirs == 0 && mine == 0 ? ACTION_REMOVED
-                                                              : 0;
-    o->friends = o->what == OP_ACCEPT;
-}
-
+ * by itself: a version's change id is the request key's first 7 bytes and the notice
+ * code that change sent. It is not applied twice; the caller is answered as the first
+ * time and that notice goes again (under the request's key: JetStream keeps one). A
+ * change made by someone else since hides it, and the request is judged again. */
 static int cluster_change(pt_cluster *c, sqlite3 *db, contact_op *o, int *mine, int *theirs, int *nmine,
                           int *ntheirs)
 {
+    uint8_t change[8];
     for (int tries = 0; tries < 16; tries++) {
         pt_cluster_vref ref;
         int64_t v = pt_cluster_contact_get(c, o->me, o->peer, mine, theirs, &ref);
         if (v < 0) PT_SRV_FAIL(PT_RPC_UNAVAILABLE, "CLUSTER_UNAVAILABLE");
-        if (v > 0 && memcmp(ref.change, o->key, 8) == 0) {
+        if (ref.version > 0 && memcmp(ref.change, o->key, 7) == 0) {
             pt_log_info("contacts: a request made again was applied before (version %lld); not again",
-                        (long long)v);
-            contact_replayed(o, *mine, *theirs);
+                        (long long)ref.version);
+            o->item.code = ref.change[7];
+            o->friends = o->what == OP_ACCEPT;
             *nmine = *mine, *ntheirs = *theirs;
             o->published = true;
             return 0;
@@ -193,7 +185,9 @@ static int cluster_change(pt_cluster *c, sqlite3 *db, contact_op *o, int *mine, 
         PT_SRV_TRY(contact_rules(o, *mine, *theirs, nmine, ntheirs));
         PT_SRV_TRY(check_quota(db, o));
         if (*nmine == *mine && *ntheirs == *theirs && o->what != OP_REQUEST) return 0; /* no change */
-        ref.mine = o->key;
+        memcpy(change, o->key, 7);
+        change[7] = (uint8_t)o->item.code;
+        ref.mine = change;
         const pt_tl_bytes *note = o->what == OP_REQUEST ? &o->item.note : NULL;
         int rc = pt_cluster_contact_put(c, o->me, o->peer, *nmine, *ntheirs, note ? note->data : NULL,
                                         note ? note->len : 0, &ref);
@@ -349,7 +343,7 @@ static void contact_done(void *arg, int rc)
         pt_srv_presence_tell(s, o->peer, o->me);
     }
     if (rc == 0 && o->notify && s->cluster && o->devices.n) { /* the peer's queues in JetStream */
-        if ((rc = pt_srv_item_enqueue(s, &o->item, o->key, &o->devices, contact_queued, o)) == 0) return;
+        if ((rc = pt_srv_item_enqueue(s, &o->item, o->key, false, &o->devices, contact_queued, o)) == 0) return;
         contact_queued(o, rc, 0);
         return;
     }
@@ -441,10 +435,10 @@ static void rpc_get(pt_conn *c, uint64_t req, const pt_tl_contacts_get *q)
         n++;
     }
     /* cluster mode: a user of another node is named by the cluster directory (a
-     * blocking read on the loop, per such contact on the page) */
+     * blocking read on the loop the first time this node names that user) */
     for (size_t i = 0; c->srv->cluster && i < n && i < limit; i++) {
         char display[PT_CLUSTER_NAME_SIZE];
-        if (!rows[i].username[0] && pt_cluster_user(c->srv->cluster, rows[i].user_id, NULL, display, NULL) == 0)
+        if (!rows[i].username[0] && pt_cluster_user_name(c->srv->cluster, rows[i].user_id, display) == 0)
             snprintf(rows[i].username, sizeof rows[i].username, "%.*s",
                      (int)sizeof rows[i].username - 1, display);
     }

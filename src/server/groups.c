@@ -287,33 +287,30 @@ static int sql_group_replace(sqlite3 *db, const uint8_t group[16], const group_r
  * nodes are applied one after the other, the second to what the first left. */
 /* The request made again (after its node died before answering, or after a
  * reconnection) finds the group's latest version written by itself (change id: the
- * first 8 bytes of the request's key), or, for a create, the group it made (its id
- * comes from the key too): not applied twice; answered as the first time, and the
- * event goes again (with the request's key: JetStream keeps one). */
-static void group_replayed(group_op *o)
-{
-    static const int code[] = {[OP_CREATE] = 0,          [OP_INVITE] = EVENT_INVITED, [OP_JOIN] = EVENT_JOINED,
-                               [OP_LEAVE] = EVENT_LEFT,  [OP_KICK] = EVENT_KICKED,    [OP_SET_ADMIN] = EVENT_ADMIN};
-    o->item.code = o->what == OP_SET_ADMIN && !o->admin ? EVENT_NOT_ADMIN : code[o->what];
-    o->tell_target = o->what == OP_LEAVE || o->what == OP_KICK;
-}
-
+ * request key's first 7 bytes and the event code it sent; also when that version
+ * emptied the group), or, for a create, the group it made (its id comes from the key
+ * too): not applied twice; answered as the first time, and the event goes again
+ * (under the request's key: JetStream keeps one). */
 static int cluster_change(pt_cluster *c, group_rec *g, group_op *o, bool known, bool blocked)
 {
+    uint8_t change[8];
     for (int tries = 0; tries < GROUP_CAS_TRIES; tries++) {
         pt_cluster_vref ref;
         int64_t v = pt_cluster_group_get(c, o->group, g, &ref);
         if (v < 0) PT_SRV_FAIL(PT_RPC_UNAVAILABLE, "CLUSTER_UNAVAILABLE");
-        if (v > 0 && (o->what == OP_CREATE || memcmp(ref.change, o->key, 8) == 0)) {
+        if (ref.version > 0 && (o->what == OP_CREATE || memcmp(ref.change, o->key, 7) == 0)) {
             pt_log_info("groups: a request made again was applied before (version %lld); not again",
-                        (long long)v);
-            group_replayed(o);
+                        (long long)ref.version);
+            o->item.code = o->what == OP_CREATE ? 0 : ref.change[7];
+            o->tell_target = o->what == OP_LEAVE || o->what == OP_KICK;
             o->published = true;
             return 0;
         }
         o->tell_target = false;
-        ref.mine = o->key;
         PT_SRV_TRY(group_rules(g, v > 0, o, known, blocked));
+        memcpy(change, o->key, 7);
+        change[7] = (uint8_t)o->item.code;
+        ref.mine = change;
         int rc = pt_cluster_group_put(c, o->group, g, &ref);
         if (rc == 0) {
             o->published = true;
@@ -385,7 +382,7 @@ static void group_done(void *arg, int rc)
         rc = 0;
     }
     if (rc == 0 && o->what != OP_CREATE && s->cluster && o->devices.n) {
-        if (pt_srv_item_enqueue(s, &o->item, o->key, &o->devices, group_queued, o) == 0) return;
+        if (pt_srv_item_enqueue(s, &o->item, o->key, false, &o->devices, group_queued, o) == 0) return;
         group_queued(o, PT_ERR_IO, 0);
         return;
     }

@@ -926,13 +926,13 @@ static void send_done(void *arg, int rc)
     free(m);
 }
 
-int pt_srv_item_enqueue(pt_server *s, const pt_srv_item *it, const uint8_t *key, const pt_srv_devlist *to,
-                        void (*cb)(void *arg, int rc, int64_t id), void *arg)
+int pt_srv_item_enqueue(pt_server *s, const pt_srv_item *it, const uint8_t *key, bool find_id,
+                        const pt_srv_devlist *to, void (*cb)(void *arg, int rc, int64_t id), void *arg)
 {
     pt_buf b;
     pt_buf_init(&b);
     int rc = pt_srv_item_encode(&b, it);
-    if (rc == 0) rc = pt_cluster_enqueue(s->cluster, it->server_id, key, to, &b, cb, arg);
+    if (rc == 0) rc = pt_cluster_enqueue(s->cluster, it->server_id, key, find_id, to, &b, cb, arg);
     pt_buf_free(&b);
     return rc;
 }
@@ -974,7 +974,7 @@ static void forward_cluster(pt_server *s, send_op *m)
     s->counters.msgs_in++;
     uint8_t key[16];
     pt_srv_request_key(key, &m->to);
-    int rc = pt_srv_item_enqueue(s, &m->item, key, &m->devices, send_queued, m);
+    int rc = pt_srv_item_enqueue(s, &m->item, key, true, &m->devices, send_queued, m);
     if (rc != 0) send_done(m, rc);
 }
 

@@ -114,7 +114,8 @@ void pt_cluster_device_down(pt_cluster *c, void **sub);
  * once (within JetStream's 2-minute duplicate window); cb(arg, 0, id) on the loop once
  * JetStream acknowledged every one (a quorum of the replicas has it), where id is the
  * server id the item is queued under: server_id, or that of the copy an earlier try of
- * the request stored (server_id when that copy has left the queue already),
+ * the request stored when find_id (server_id when that copy has left the queue
+ * already; without find_id always server_id),
  * cb(arg, PT_ERR_IO) once one failed Q_PUB_TRIES times, cb(arg, PT_ERR_TOO_BIG) when a
  * device's queue held the queue quota of items (that device does not get it; the others
  * do). The device's durable consumer
@@ -122,8 +123,9 @@ void pt_cluster_device_down(pt_cluster *c, void **sub);
  * JetStream when the device confirms it (messages.received -> pt_cluster_received).
  * 0 (cb will be called), or an error (it will not). */
 typedef void (*pt_cluster_queued_cb)(void *arg, int rc, int64_t id);
-int pt_cluster_enqueue(pt_cluster *c, int64_t server_id, const uint8_t *key, const struct pt_srv_devlist *to,
-                       const struct pt_buf *update, pt_cluster_queued_cb cb, void *arg);
+int pt_cluster_enqueue(pt_cluster *c, int64_t server_id, const uint8_t *key, bool find_id,
+                       const struct pt_srv_devlist *to, const struct pt_buf *update, pt_cluster_queued_cb cb,
+                       void *arg);
 /* Whether the queue of a device of `to` holds quota items or more: 1, 0, PT_ERR_IO.
  * Blocking: one JetStream round trip per device (the store's writer). */
 int pt_cluster_queues_full(pt_cluster *c, const struct pt_srv_devlist *to, uint32_t quota);
@@ -176,6 +178,9 @@ int pt_cluster_bind(pt_cluster *c, const uint8_t user_id[16], const uint8_t iden
 /* A user bound on any node: identity key, display name (size PT_CLUSTER_NAME_SIZE) and
  * devices (appended to devs, which may be NULL). 0, PT_ERR_NOT_FOUND or PT_ERR_IO. */
 #define PT_CLUSTER_NAME_SIZE 256
+/* The display name alone, from a cache of NAME_CACHE names on the loop thread (a user's
+ * name never changes): one bucket read per user and node. Loop thread. */
+int pt_cluster_user_name(pt_cluster *c, const uint8_t user_id[16], char display[PT_CLUSTER_NAME_SIZE]);
 int pt_cluster_user(pt_cluster *c, const uint8_t user_id[16], uint8_t identity[32],
                     char display[PT_CLUSTER_NAME_SIZE], struct pt_srv_devlist *devs);
 /* The user device is bound to, on any node (key d.<device hex>, created at its bind):

@@ -134,7 +134,8 @@ static int reload(pt_server *s, const char *via, char *msg, size_t msglen)
                PT_SERVER_SESSION_EXPIRY_MS);
     reload_u32(s, f, PT_CFG_MAX_CONNECTIONS, &s->cfg.max_connections, c->max_connections, PT_SERVER_MAX_CONNECTIONS);
     reload_u32(s, f, PT_CFG_QUEUE_QUOTA, &s->cfg.queue_quota, c->queue_quota, PT_SERVER_QUEUE_QUOTA);
-    /* cluster mode: the quota is the queue stream's (one round trip; logged if it fails) */
+    /* cluster mode: the quota is the queue stream's, raised (never lowered) by a worker
+     * thread, which logs the outcome */
     if (s->cluster) (void)pt_cluster_set_queue_quota(s->cluster, s->cfg.queue_quota);
     reload_u32(s, f, PT_CFG_CONFIRM_WAIT, &s->cfg.confirm_wait_ms, c->confirm_wait_ms, PT_SERVER_CONFIRM_WAIT_MS);
     reload_u32(s, f, PT_CFG_MAX_CONNS_PER_IP, &s->cfg.max_conns_per_ip, c->max_conns_per_ip,
