@@ -310,6 +310,25 @@ static void stop_nodes(pt_test_server *n1, pt_test_server *n2)
     assert_int_equal(pt_test_server_stop(n2), 0);
 }
 
+/* Two nodes, user a (name an) bound through node 1 and user b (bn) through node 2. */
+static void pair_up(pt_test_server *n1, pt_test_server *n2, user *a, const char *an, user *b, const char *bn)
+{
+    start_nodes(n1, n2);
+    user_new(a, an);
+    user_new(b, bn);
+    assert_int_equal(pt_client_connect(a->c, "127.0.0.1", n1->port), 0);
+    assert_int_equal(pt_client_connect(b->c, "127.0.0.1", n2->port), 0);
+    assert_int_equal(bind(a, an), 0);
+    assert_int_equal(bind(b, bn), 0);
+}
+
+static void pair_down(pt_test_server *n1, pt_test_server *n2, user *a, user *b)
+{
+    pt_client_free(a->c);
+    pt_client_free(b->c);
+    stop_nodes(n1, n2);
+}
+
 /* x binds xname and y binds yname at the same moment (each on its own node). */
 static void bind_at_once(user *x, const char *xname, user *y, const char *yname)
 {
@@ -399,9 +418,7 @@ static void test_chat_across_nodes(void **state)
     printf("cluster: send acked + delivered, one at a time: same node %.2f ms, across nodes %.2f ms\n",
            ms[0], ms[1]);
     pt_client_free(c.c);
-    pt_client_free(a.c);
-    pt_client_free(b.c);
-    stop_nodes(&n1, &n2);
+    pair_down(&n1, &n2, &a, &b);
 }
 
 static void test_username_race(void **state)
@@ -1323,9 +1340,7 @@ static void test_cluster_restart(void **state)
     assert_int_equal(pt_client_connect(b.c, "127.0.0.1", n1.port), 0); /* the other node, for once */
     check_exactly_once(&b, acked, 20, "whole cluster restarted");
     confirm_all(&b);
-    pt_client_free(a.c);
-    pt_client_free(b.c);
-    stop_nodes(&n1, &n2);
+    pair_down(&n1, &n2, &a, &b);
 }
 
 /* What JetStream holds for device dev: the items in its queue (pt.q.<dev>), or -1 when
@@ -1524,14 +1539,8 @@ static void test_notices_survive_node(void **state)
 {
     (void)state;
     pt_test_server n1, n2;
-    start_nodes(&n1, &n2);
     user a, b;
-    user_new(&a, "na");
-    user_new(&b, "nb");
-    assert_int_equal(pt_client_connect(a.c, "127.0.0.1", n1.port), 0);
-    assert_int_equal(pt_client_connect(b.c, "127.0.0.1", n2.port), 0);
-    assert_int_equal(bind(&a, "notice-a"), 0);
-    assert_int_equal(bind(&b, "notice-b"), 0);
+    pair_up(&n1, &n2, &a, "notice-a", &b, "notice-b");
     pt_client_drop(b.c);
     assert_int_equal(contact_call(&a, PT_TL_CONTACTS_REQUEST_ID, &b, false), 0);
     assert_int_equal(group_call(&a, PT_TL_GROUPS_CREATE_ID, NULL, NULL), 0);
@@ -1663,14 +1672,8 @@ static void test_changes_made_again(void **state)
 {
     (void)state;
     pt_test_server n1, n2;
-    start_nodes(&n1, &n2);
     user a, b;
-    user_new(&a, "ca1");
-    user_new(&b, "cb1");
-    assert_int_equal(pt_client_connect(a.c, "127.0.0.1", n1.port), 0);
-    assert_int_equal(pt_client_connect(b.c, "127.0.0.1", n2.port), 0);
-    assert_int_equal(bind(&a, "again-ca"), 0);
-    assert_int_equal(bind(&b, "again-cb"), 0);
+    pair_up(&n1, &n2, &a, "again-ca", &b, "again-cb");
     assert_int_equal(contact_call(&b, PT_TL_CONTACTS_REQUEST_ID, &a, false), 0);
     wait_action(&a, 1);
     /* the acceptance, applied by "the dead node" */
@@ -1725,9 +1728,7 @@ static void test_changes_made_again(void **state)
     assert_int_equal(pt_test_log_count(&n1, "a request made again was applied before"), 2);
     printf("cluster: a contact change and a group change made again after another node applied them: "
            "answered ok once, the peer told\n");
-    pt_client_free(a.c);
-    pt_client_free(b.c);
-    stop_nodes(&n1, &n2);
+    pair_down(&n1, &n2, &a, &b);
 }
 
 /* Runs sql on the store of a running node (its writer may hold the lock a moment). */
@@ -1753,14 +1754,8 @@ static void test_store_fails_after_publish(void **state)
 {
     (void)state;
     pt_test_server n1, n2;
-    start_nodes(&n1, &n2);
     user a, b;
-    user_new(&a, "fa1");
-    user_new(&b, "fb1");
-    assert_int_equal(pt_client_connect(a.c, "127.0.0.1", n1.port), 0);
-    assert_int_equal(pt_client_connect(b.c, "127.0.0.1", n2.port), 0);
-    assert_int_equal(bind(&a, "fails-a"), 0);
-    assert_int_equal(bind(&b, "fails-b"), 0);
+    pair_up(&n1, &n2, &a, "fails-a", &b, "fails-b");
     assert_int_equal(contact_call(&b, PT_TL_CONTACTS_REQUEST_ID, &a, false), 0);
     wait_action(&a, 1);
     assert_int_equal(group_call(&a, PT_TL_GROUPS_CREATE_ID, NULL, NULL), 0);
@@ -1784,9 +1779,7 @@ static void test_store_fails_after_publish(void **state)
     assert_int_equal(group_call(&b, PT_TL_GROUPS_JOIN_ID, gid, NULL), 0);
     printf("cluster: with node 1's store failing after the bucket write, an acceptance and an invitation "
            "were answered as made and told to the peer\n");
-    pt_client_free(a.c);
-    pt_client_free(b.c);
-    stop_nodes(&n1, &n2);
+    pair_down(&n1, &n2, &a, &b);
 }
 
 /* A send made again through a node after another node stored it: stored once. The
@@ -1800,14 +1793,8 @@ static void test_resend_stored_once(void **state)
 {
     (void)state;
     pt_test_server n1, n2;
-    start_nodes(&n1, &n2);
     user a, b;
-    user_new(&a, "ra1");
-    user_new(&b, "rb1");
-    assert_int_equal(pt_client_connect(a.c, "127.0.0.1", n1.port), 0);
-    assert_int_equal(pt_client_connect(b.c, "127.0.0.1", n2.port), 0);
-    assert_int_equal(bind(&a, "again-a"), 0);
-    assert_int_equal(bind(&b, "again-b"), 0);
+    pair_up(&n1, &n2, &a, "again-a", &b, "again-b");
     assert_int_equal(send_msg(&a, b.user_id, 1), 0); /* b's consumer is there */
     wait_msgs(&b, 1);
     sync_and_confirm(&b);
@@ -1854,9 +1841,7 @@ static void test_resend_stored_once(void **state)
     assert_int_equal(pt_test_log_count(&n1, "stored before by an earlier try"), 2);
     printf("cluster: a send made again after another node stored it: stored once, answered with the "
            "stored id while queued, with the node's own once confirmed\n");
-    pt_client_free(a.c);
-    pt_client_free(b.c);
-    stop_nodes(&n1, &n2);
+    pair_down(&n1, &n2, &a, &b);
 }
 
 static int nats_up(void **state)
