@@ -60,6 +60,13 @@ enum { PRES_USER = 1, PRES_BEAT, PRES_HELLO, PRES_BYE };
 #define Q_WORKERS 4                 /* threads checking devices' consumers (JetStream round trips,
                                      * ~0.5 s to create a replicated one on a busy machine) */
 
+/* pt.q.<device hex>: the device's queue in the stream */
+static void q_subject(char out[72], const uint8_t pk[32])
+{
+    memcpy(out, "pt.q.", 5);
+    pt_hex_encode(out + 5, pk, 32);
+}
+
 /* A delivery from the device's consumer, waiting for the device to confirm it. */
 typedef struct qpend {
     int64_t sid;
@@ -93,9 +100,8 @@ typedef struct qsend {
     int rc;
     uint8_t (*pk)[32];
     uint8_t *tries;                 /* per device: publishes made (| Q_RETRY); 0xff: answered */
-    bool keyed;                     /* Nats-Msg-Id from the request (key), not the server id */
-    uint8_t key[16];
-    uint64_t dup_seq;               /* a publish JetStream had already (keyed): that copy's sequence */
+    uint8_t key[16];                /* the request's key: Nats-Msg-Id k<key hex>.<device hex> */
+    uint64_t dup_seq;               /* a publish JetStream had already: that copy's sequence */
     size_t dup_i;                   /* and its device */
     bool resolving;                 /* answered; a worker reads which server id that copy has */
     bool find_id;                   /* the caller wants that id (sends); notices do not */
@@ -143,6 +149,7 @@ struct pt_cluster {
     } names[NAME_CACHE];            /* loop thread: users' display names (never change) */
     _Atomic uint32_t quota;         /* items per device queue (the stream's per-subject limit;
                                      * 0: none): set by a worker, read by the loop for logs */
+    uint32_t quota_asked;           /* loop thread: the queue_quota this node last asked for */
     uint32_t consumer_idle_s;       /* consumers' inactive threshold */
     qdev *qdevs[Q_BUCKETS];         /* loop thread only */
     qsend *sends[SEND_BUCKETS];     /* loop thread only */
@@ -788,6 +795,8 @@ static int set_queue_quota_locked(pt_cluster *c, uint32_t quota)
 
 int pt_cluster_set_queue_quota(pt_cluster *c, uint32_t quota)
 {
+    if (quota == c->quota_asked) return 0; /* a reload that left it as it was */
+    c->quota_asked = quota;
     /* on a worker: JetStream requests wait up to 5 s, and this runs on the loop */
     job *j = calloc(1, sizeof *j);
     if (!j) return PT_ERR_NOMEM;
@@ -936,9 +945,8 @@ static void find_original(pt_cluster *c, const job *j)
 {
     uint8_t d[17] = {0};
     pt_put_u64le(d, (uint64_t)j->sid);
-    char subj[80], hex[65];
-    pt_hex_encode(hex, j->pk, 32);
-    snprintf(subj, sizeof subj, "pt.q.%s", hex);
+    char subj[72];
+    q_subject(subj, j->pk);
     d[16] = ORIG_FAILED;
     /* a stream leader being elected does not answer for a few seconds */
     for (int tries = 0; tries < 4 && d[16] == ORIG_FAILED && !stopping(c); tries++) {
@@ -1058,7 +1066,7 @@ int pt_cluster_start(pt_server *s)
     if (!c) return PT_ERR_NOMEM;
     c->srv = s;
     c->node = cc->node_id;
-    c->quota = s->cfg.queue_quota ? s->cfg.queue_quota : PT_SERVER_QUEUE_QUOTA;
+    c->quota = c->quota_asked = s->cfg.queue_quota ? s->cfg.queue_quota : PT_SERVER_QUEUE_QUOTA;
     c->consumer_idle_s = cc->consumer_idle_s ? cc->consumer_idle_s : PT_CLUSTER_CONSUMER_IDLE_S;
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->cv, NULL);
@@ -1421,15 +1429,10 @@ static size_t send_hash(int64_t sid) { return (size_t)((uint64_t)sid % SEND_BUCK
 
 static int q_publish(pt_cluster *c, qsend *q, size_t i)
 {
-    char subj[80], id[100], hex[65], key[33];
-    pt_hex_encode(hex, q->pk[i], 32);
-    snprintf(subj, sizeof subj, "pt.q.%s", hex);
-    if (q->keyed) {
-        pt_hex_encode(key, q->key, 16);
-        snprintf(id, sizeof id, "k%s.%s", key, hex);
-    } else {
-        snprintf(id, sizeof id, "%lld.%s", (long long)q->sid, hex);
-    }
+    char subj[72], id[112], key[33];
+    q_subject(subj, q->pk[i]);
+    pt_hex_encode(key, q->key, 16);
+    snprintf(id, sizeof id, "k%s.%s", key, subj + 5);
     jsPubOptions po;
     jsPubOptions_Init(&po);
     po.MsgId = id;
@@ -1548,7 +1551,7 @@ static void q_puback(pt_cluster *c, const uint8_t pk[32], int64_t sid, int statu
     size_t i = 0;
     while (i < q->n && memcmp(q->pk[i], pk, 32) != 0) i++;
     if (i == q->n || q->tries[i] == 0xff || (q->tries[i] & Q_RETRY)) return;
-    if (status == PUB_OK && dup_seq && q->keyed && !q->dup_seq) {
+    if (status == PUB_OK && dup_seq && !q->dup_seq) {
         q->dup_seq = dup_seq;
         q->dup_i = i;
     }
@@ -1563,7 +1566,7 @@ static void q_puback(pt_cluster *c, const uint8_t pk[32], int64_t sid, int statu
 int pt_cluster_enqueue(pt_cluster *c, int64_t server_id, const uint8_t *key, bool find_id, const pt_srv_devlist *to,
                        const pt_buf *update, pt_cluster_queued_cb cb, void *arg)
 {
-    if (to->n == 0) return PT_ERR_INVAL;
+    if (to->n == 0 || !key) return PT_ERR_INVAL;
     qsend *q = calloc(1, sizeof *q + 8 + update->len);
     if (!q) return PT_ERR_NOMEM;
     q->pk = malloc(to->n * 32);
@@ -1574,7 +1577,7 @@ int pt_cluster_enqueue(pt_cluster *c, int64_t server_id, const uint8_t *key, boo
     }
     memcpy(q->pk, to->pk, to->n * 32);
     q->sid = server_id;
-    if ((q->keyed = key != NULL)) memcpy(q->key, key, 16);
+    memcpy(q->key, key, 16);
     q->find_id = find_id;
     q->cb = cb;
     q->arg = arg;
@@ -1599,9 +1602,8 @@ int pt_cluster_enqueue(pt_cluster *c, int64_t server_id, const uint8_t *key, boo
 int pt_cluster_queues_full(pt_cluster *c, const pt_srv_devlist *to, uint32_t quota)
 {
     for (size_t i = 0; i < to->n; i++) {
-        char hex[65], subj[80];
-        pt_hex_encode(hex, to->pk[i], 32);
-        snprintf(subj, sizeof subj, "pt.q.%s", hex);
+        char subj[72];
+        q_subject(subj, to->pk[i]);
         jsOptions o;
         jsOptions_Init(&o);
         o.Stream.Info.SubjectsFilter = subj;
@@ -2185,10 +2187,9 @@ int pt_cluster_prekeys_signed(pt_cluster *c, const uint8_t device[32], pt_cluste
  * (the consumer) and to nobody (the items: logged). */
 static void drop_queue(pt_cluster *c, const uint8_t device[32])
 {
-    char hex[65], durable[80], subj[80];
-    pt_hex_encode(hex, device, 32);
-    snprintf(durable, sizeof durable, "d%s", hex);
-    snprintf(subj, sizeof subj, "pt.q.%s", hex);
+    char subj[72], durable[80];
+    q_subject(subj, device);
+    snprintf(durable, sizeof durable, "d%s", subj + 5);
     jsErrCode jerr = 0;
     natsStatus st = js_DeleteConsumer(c->js, QSTREAM, durable, NULL, &jerr);
     if (st != NATS_OK && jerr != JSConsumerNotFoundErr) log_nats("deleting a revoked device's consumer", st);

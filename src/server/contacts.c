@@ -215,7 +215,7 @@ static int contact_change(sqlite3 *db, contact_op *o)
         /* what contact_apply reads back below, for when the store fails from here on */
         o->blocks_peer = nmine == PT_CONTACT_BLOCKED;
         o->blocked_by_peer = ntheirs == PT_CONTACT_BLOCKED;
-        o->notify = o->published && o->item.code; /* the notice goes to JetStream after */
+        o->notify = o->item.code != 0; /* the notice goes to JetStream after (contact_done) */
     } else {
         PT_SRV_TRY(mine = get_state(db, o->me, o->peer));
         PT_SRV_TRY(theirs = get_state(db, o->peer, o->me));
@@ -228,8 +228,8 @@ static int contact_change(sqlite3 *db, contact_op *o)
         PT_SRV_TRY(put_state(db, o->me, o->peer, nmine, note));
     if (ntheirs != theirs || o->what == OP_REQUEST || o->what == OP_ACCEPT)
         PT_SRV_TRY(put_state(db, o->peer, o->me, ntheirs, note));
-    if (!o->item.code) return 0;
-    if (!c) PT_SRV_TRY(pt_srv_item_store(db, &o->item, &o->devices)); /* cluster: JetStream's, after */
+    if (!o->item.code || c) return 0; /* cluster: notify was set above */
+    PT_SRV_TRY(pt_srv_item_store(db, &o->item, &o->devices));
     o->notify = true;
     return 0;
 }

@@ -108,10 +108,9 @@ void pt_cluster_device_up(pt_cluster *c, const uint8_t pk[32], void **sub);
 void pt_cluster_device_down(pt_cluster *c, void **sub);
 /* Durable queues (stream PT_QUEUE, subjects pt.q.<device hex>): publishes the encoded
  * update of item server_id once per device of `to`, with Nats-Msg-Id
- * "<server_id>.<device hex>", or "k<key hex>.<device hex>" when key (16 bytes: the
- * request's identity, the same on whichever node it is made again) is given, so a
- * retried publish, or the same request made again through another node, is stored
- * once (within JetStream's 2-minute duplicate window); cb(arg, 0, id) on the loop once
+ * "k<key hex>.<device hex>" (key: 16 bytes, the identity of the request that made the
+ * item, the same on whichever node it is made again), so a retried publish, or the
+ * same request made again through another node, is stored once (within JetStream's 2-minute duplicate window); cb(arg, 0, id) on the loop once
  * JetStream acknowledged every one (a quorum of the replicas has it), where id is the
  * server id the item is queued under: server_id, or that of the copy an earlier try of
  * the request stored when find_id (server_id when that copy has left the queue

@@ -405,9 +405,9 @@ void pt_srv_push_item(pt_server *s, const pt_srv_devlist *to, const pt_srv_item 
  * in JetStream (not to the store, not pushed from here: each device's consumer
  * delivers it); cb(arg, rc, id) once JetStream answered every publish
  * (pt_cluster_enqueue: 0, PT_ERR_TOO_BIG for a full queue, PT_ERR_IO; id: the server
- * id it is queued under, read back when find_id and an earlier try stored it). key: NULL, or the request's identity (pt_srv_request_key),
- * so that the same request made again, through any node, is queued once. 0, or an
- * error (cb is not called). */
+ * id it is queued under, read back when find_id and an earlier try stored it). key:
+ * the request's identity (pt_srv_request_key), so that the same request made again,
+ * through any node, is queued once. 0, or an error (cb is not called). */
 int pt_srv_item_enqueue(pt_server *s, const pt_srv_item *it, const uint8_t *key, bool find_id,
                         const pt_srv_devlist *to, void (*cb)(void *arg, int rc, int64_t id), void *arg);
 /* The identity of a request, the same on every node: BLAKE2b-128 of "PT1 request" ||
