@@ -806,6 +806,19 @@ int pt_cluster_set_queue_quota(pt_cluster *c, uint32_t quota)
     return 0;
 }
 
+/* The stream exists: this node's quota raises its limit if need be. A JetStream that
+ * does not answer that now (a leader being elected, a busy machine) does not stop the
+ * node from starting: the stream keeps its limit, and the next reload asks again. */
+static int quota_at_start(pt_cluster *c)
+{
+    if (set_queue_quota(c, c->quota) != 0) {
+        pt_log_warn("cluster: the queue quota could not be checked on the stream " QSTREAM
+                    " at start; it keeps its limit (the next reload asks again)");
+        c->quota_asked = 0;
+    }
+    return 0;
+}
+
 /* The queue stream: work-queue retention (a message goes once its consumer acked
  * it), file storage, `replicas` copies, a 2-minute deduplication window, the quota. */
 static int open_queue_stream(pt_cluster *c)
@@ -828,7 +841,7 @@ static int open_queue_stream(pt_cluster *c)
      * configuration */
     if (js_GetStreamInfo(&si, c->js, QSTREAM, NULL, &jerr) == NATS_OK) {
         jsStreamInfo_Destroy(si);
-        return set_queue_quota(c, c->quota);
+        return quota_at_start(c);
     }
     si = NULL;
     natsStatus st = NATS_TIMEOUT;
@@ -851,7 +864,7 @@ static int open_queue_stream(pt_cluster *c)
                         (long long)si->Config->Replicas);
         jsStreamInfo_Destroy(si);
         /* made by another version, or with another quota: raised to this node's */
-        return set_queue_quota(c, c->quota);
+        return quota_at_start(c);
     }
     log_nats("cannot create the JetStream stream " QSTREAM, st);
     return PT_ERR_IO;
