@@ -448,7 +448,7 @@ static void on_async(uv_async_t *a)
         } else if (it->kind == IN_CONTACT) {
             pt_cluster_contact k;
             if (pt_cluster_contact_decode(&k, it->data, it->len) == 0)
-                pt_srv_contact_remote(c->srv, it->pk, it->pk + 16, &k);
+                pt_srv_contact_remote(c->srv, it->pk, it->pk + 16, pt_get_u32le(it->data + 1), &k);
             else pt_log_error("cluster: a contact record in the bucket does not parse; not copied");
         } else if (it->kind == IN_PUBACK) {
             q_puback(c, it->pk, (int64_t)pt_get_u64le(it->data), it->data[8], pt_get_u64le(it->data + 9));

@@ -147,6 +147,17 @@ static int check_quota(sqlite3 *db, contact_op *o)
     return 0;
 }
 
+/* Cluster mode: whether version of the relation of a and b is newer than this node's
+ * copy (then noted as the copy's): 1, 0 or a negative pt_err. */
+static int copy_newer(sqlite3 *db, const uint8_t a[16], const uint8_t b[16], uint32_t version)
+{
+    bool a_lo = memcmp(a, b, 16) < 0;
+    uint8_t rec[33] = {'k'};
+    memcpy(rec + 1, a_lo ? a : b, 16);
+    memcpy(rec + 17, a_lo ? b : a, 16);
+    return pt_srv_copy_newer(db, rec, sizeof rec, version);
+}
+
 /* Sets the store's row of (user, peer) to state (0: no row). */
 static int put_state(sqlite3 *db, const uint8_t user[16], const uint8_t peer[16], int state,
                      const pt_tl_bytes *note)
@@ -165,13 +176,14 @@ static int put_state(sqlite3 *db, const uint8_t user[16], const uint8_t peer[16]
  * time and that notice goes again (under the request's key: JetStream keeps one). A
  * change made by someone else since hides it, and the request is judged again. */
 static int cluster_change(pt_cluster *c, sqlite3 *db, contact_op *o, int *mine, int *theirs, int *nmine,
-                          int *ntheirs)
+                          int *ntheirs, uint32_t *version)
 {
     uint8_t change[8];
     for (int tries = 0; tries < 16; tries++) {
         pt_cluster_vref ref;
         int64_t v = pt_cluster_contact_get(c, o->me, o->peer, mine, theirs, &ref);
         if (v < 0) PT_SRV_FAIL(PT_RPC_UNAVAILABLE, "CLUSTER_UNAVAILABLE");
+        *version = (uint32_t)v;
         if (ref.version > 0 && memcmp(ref.change, o->key, 7) == 0) {
             pt_log_info("contacts: a request made again was applied before (version %lld); not again",
                         (long long)ref.version);
@@ -193,6 +205,7 @@ static int cluster_change(pt_cluster *c, sqlite3 *db, contact_op *o, int *mine, 
                                         note ? note->len : 0, &ref);
         if (rc == 0) {
             o->published = true;
+            *version = (uint32_t)v + 1;
             return 0;
         }
         if (rc < 0) PT_SRV_FAIL(PT_RPC_UNAVAILABLE, "CLUSTER_UNAVAILABLE");
@@ -211,11 +224,16 @@ static int contact_change(sqlite3 *db, contact_op *o)
     if (o->what != OP_BLOCK) PT_SRV_TRY(pt_srv_user_devices_any(c, db, o->peer, NULL, &o->devices));
     int mine, theirs, nmine, ntheirs;
     if (c) {
-        PT_SRV_TRY(cluster_change(c, db, o, &mine, &theirs, &nmine, &ntheirs));
+        uint32_t version = 0;
+        PT_SRV_TRY(cluster_change(c, db, o, &mine, &theirs, &nmine, &ntheirs, &version));
         /* what contact_apply reads back below, for when the store fails from here on */
         o->blocks_peer = nmine == PT_CONTACT_BLOCKED;
         o->blocked_by_peer = ntheirs == PT_CONTACT_BLOCKED;
         o->notify = o->item.code != 0; /* the notice goes to JetStream after (contact_done) */
+        /* the copy here may hold a newer version already (the watch brought it) */
+        int newer = version ? copy_newer(db, o->me, o->peer, version) : 1;
+        PT_SRV_TRY(newer);
+        if (!newer) return 0;
     } else {
         PT_SRV_TRY(mine = get_state(db, o->me, o->peer));
         PT_SRV_TRY(theirs = get_state(db, o->peer, o->me));
@@ -253,12 +271,20 @@ typedef struct remote_op {
     pt_db_op op;
     pt_server *srv;
     uint8_t lo[16], hi[16];
+    uint8_t rec[33];                /* 'k' lo hi: the copy's name in copy_versions */
+    uint32_t version;
+    bool stale;                     /* the copy here holds this version or a newer one */
     pt_cluster_contact k;
 } remote_op;
 
 static int remote_apply(sqlite3 *db, void *arg)
 {
     remote_op *r = arg;
+    int newer = pt_srv_copy_newer(db, r->rec, sizeof r->rec, r->version);
+    if (newer <= 0) {
+        r->stale = newer == 0;
+        return newer;
+    }
     pt_tl_bytes note = {r->k.note, r->k.note_len};
     PT_SRV_TRY(put_state(db, r->lo, r->hi, r->k.lo_state, &note));
     return put_state(db, r->hi, r->lo, r->k.hi_state, &note);
@@ -267,7 +293,7 @@ static int remote_apply(sqlite3 *db, void *arg)
 static void remote_done(void *arg, int rc)
 {
     remote_op *r = arg;
-    if (rc == 0) {
+    if (rc == 0 && !r->stale) {
         pt_srv_dir_set_blocked(r->srv, r->lo, r->hi, r->k.lo_state == PT_CONTACT_BLOCKED);
         pt_srv_dir_set_blocked(r->srv, r->hi, r->lo, r->k.hi_state == PT_CONTACT_BLOCKED);
     } else {
@@ -276,7 +302,8 @@ static void remote_done(void *arg, int rc)
     free(r);
 }
 
-void pt_srv_contact_remote(pt_server *s, const uint8_t lo[16], const uint8_t hi[16], const pt_cluster_contact *k)
+void pt_srv_contact_remote(pt_server *s, const uint8_t lo[16], const uint8_t hi[16], uint32_t version,
+                           const pt_cluster_contact *k)
 {
     if (!s->db) return;
     remote_op *r = calloc(1, sizeof *r);
@@ -287,6 +314,10 @@ void pt_srv_contact_remote(pt_server *s, const uint8_t lo[16], const uint8_t hi[
     r->srv = s;
     memcpy(r->lo, lo, 16);
     memcpy(r->hi, hi, 16);
+    r->rec[0] = 'k';
+    memcpy(r->rec + 1, lo, 16);
+    memcpy(r->rec + 17, hi, 16);
+    r->version = version;
     r->k = *k;
     r->op = (pt_db_op){.apply = remote_apply, .done = remote_done, .arg = r, .rerunnable = true};
     pt_db_submit(s->db, &r->op);

@@ -280,6 +280,15 @@ static int sql_group_replace(sqlite3 *db, const uint8_t group[16], const group_r
 
 /* ---- cluster mode: the group in the bucket (g.<group hex>) ------------------------------------ */
 
+/* Whether version of group is newer than this node's copy (then noted as the copy's):
+ * 1, 0 or a negative pt_err (pt_srv_copy_newer). */
+static int copy_newer(sqlite3 *db, const uint8_t group[16], uint32_t version)
+{
+    uint8_t rec[17] = {'g'};
+    memcpy(rec + 1, group, 16);
+    return pt_srv_copy_newer(db, rec, sizeof rec, version);
+}
+
 #define GROUP_CAS_TRIES 16
 
 /* Reads the group, applies the rules and writes the next version unless another
@@ -291,13 +300,14 @@ static int sql_group_replace(sqlite3 *db, const uint8_t group[16], const group_r
  * emptied the group), or, for a create, the group it made (its id comes from the key
  * too): not applied twice; answered as the first time, and the event goes again
  * (under the request's key: JetStream keeps one). */
-static int cluster_change(pt_cluster *c, group_rec *g, group_op *o, bool known, bool blocked)
+static int cluster_change(pt_cluster *c, group_rec *g, group_op *o, bool known, bool blocked, uint32_t *version)
 {
     uint8_t change[8];
     for (int tries = 0; tries < GROUP_CAS_TRIES; tries++) {
         pt_cluster_vref ref;
         int64_t v = pt_cluster_group_get(c, o->group, g, &ref);
         if (v < 0) PT_SRV_FAIL(PT_RPC_UNAVAILABLE, "CLUSTER_UNAVAILABLE");
+        *version = (uint32_t)ref.version;
         if (ref.version > 0 && (o->what == OP_CREATE || memcmp(ref.change, o->key, 7) == 0)) {
             pt_log_info("groups: a request made again was applied before (version %lld); not again",
                         (long long)ref.version);
@@ -314,6 +324,7 @@ static int cluster_change(pt_cluster *c, group_rec *g, group_op *o, bool known, 
         int rc = pt_cluster_group_put(c, o->group, g, &ref);
         if (rc == 0) {
             o->published = true;
+            *version = (uint32_t)ref.version + 1;
             return 0;
         }
         if (rc < 0) PT_SRV_FAIL(PT_RPC_UNAVAILABLE, "CLUSTER_UNAVAILABLE");
@@ -338,11 +349,15 @@ static int group_apply(sqlite3 *db, void *arg)
         rc = known < 0 ? known : blocked < 0 ? blocked : 0;
     }
     if (rc == 0 && c) {
-        rc = cluster_change(c, g, o, known, blocked);
+        uint32_t version = 0;
+        rc = cluster_change(c, g, o, known, blocked, &version);
         /* who hears of it, before this node's copy is written (a store failure there
          * does not undo the change, and the event still goes) */
         if (rc == 0 && o->what != OP_CREATE) rc = event_devices(c, db, g, o);
-        if (rc == 0) rc = sql_group_replace(db, o->group, g); /* this node's copy, at once */
+        /* this node's copy, at once, unless the watch brought a newer version first */
+        int newer = rc == 0 ? copy_newer(db, o->group, version) : 0;
+        if (newer < 0) rc = newer;
+        if (newer > 0) rc = sql_group_replace(db, o->group, g);
         free(g);
         return rc;
     } else if (rc == 0) {
@@ -544,13 +559,15 @@ static void rpc_send_group(pt_conn *c, uint64_t req, const pt_tl_messages_sendGr
 typedef struct group_copy {
     pt_db_op op;
     uint8_t group[16];
+    uint32_t version;
     group_rec g;
 } group_copy;
 
 static int copy_apply(sqlite3 *db, void *arg)
 {
     group_copy *r = arg;
-    return sql_group_replace(db, r->group, &r->g);
+    int newer = copy_newer(db, r->group, r->version);
+    return newer <= 0 ? newer : sql_group_replace(db, r->group, &r->g);
 }
 
 static void copy_done(void *arg, int rc)
@@ -573,6 +590,7 @@ void pt_srv_group_remote(pt_server *s, const uint8_t group[16], const uint8_t *r
         return;
     }
     memcpy(r->group, group, 16);
+    r->version = pt_get_u32le(rec + 1); /* the head: decoded above */
     r->op = (pt_db_op){.apply = copy_apply, .done = copy_done, .arg = r, .rerunnable = true};
     pt_db_submit(s->db, &r->op);
 }

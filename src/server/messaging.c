@@ -548,6 +548,29 @@ int pt_srv_user_known(pt_cluster *c, sqlite3 *db, const uint8_t user[16])
     return rc == 0 ? 1 : rc == PT_ERR_NOT_FOUND ? 0 : rc;
 }
 
+int pt_srv_copy_newer(sqlite3 *db, const uint8_t *record, size_t len, uint32_t version)
+{
+    sqlite3_stmt *st;
+    int rc = pt_db_stmt(db, "SELECT version FROM copy_versions WHERE record = ?", &st);
+    if (rc) return rc;
+    sqlite3_bind_blob(st, 1, record, (int)len, SQLITE_STATIC);
+    rc = pt_db_step(st);
+    int64_t held = rc == 1 ? sqlite3_column_int64(st, 0) : -1;
+    pt_db_release(st);
+    if (rc < 0) return rc;
+    if (held > (int64_t)version) /* the watch lagging behind a write of this node's */
+        pt_log_info("cluster: version %u of a %s arrived after version %lld; not copied over it", version,
+                    record[0] == 'g' ? "group" : "relation", (long long)held);
+    if (held >= (int64_t)version) return 0;
+    rc = pt_db_stmt(db, "INSERT OR REPLACE INTO copy_versions(record, version) VALUES (?, ?)", &st);
+    if (rc) return rc;
+    sqlite3_bind_blob(st, 1, record, (int)len, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, version);
+    rc = pt_db_step(st);
+    pt_db_release(st);
+    return rc < 0 ? rc : 1;
+}
+
 int pt_srv_queue_count(sqlite3 *db, const uint8_t device[32])
 {
     sqlite3_stmt *st;

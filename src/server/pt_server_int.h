@@ -442,6 +442,12 @@ int pt_srv_user_devices_any(struct pt_cluster *c, sqlite3 *db, const uint8_t use
 /* Cluster mode: whether user is bound, in this node's store or on any node: 1, 0, or a
  * negative pt_err. Any thread. */
 int pt_srv_user_known(struct pt_cluster *c, sqlite3 *db, const uint8_t user[16]);
+/* Cluster mode: whether version of a record ('k' lo hi, or 'g' group: its copy here) is
+ * newer than the one this node's copy holds; if so it is noted as the copy's, in the
+ * same transaction as the copy's rows. 1 newer (write the copy), 0 not (leave it: the
+ * watch of the bucket and a node's own write both bring a version, in either order),
+ * or a negative pt_err. Writer thread. */
+int pt_srv_copy_newer(sqlite3 *db, const uint8_t *record, size_t len, uint32_t version);
 /* Cluster mode: the relation of users lo and hi changed on some node (the watch of the
  * bucket's k.*.* keys): copies it into this node's store and its directory of blocks.
  * Loop thread. */
@@ -449,7 +455,7 @@ int pt_srv_user_known(struct pt_cluster *c, sqlite3 *db, const uint8_t user[16])
  * bucket's record): replaces this node's copy. Loop thread. */
 void pt_srv_group_remote(pt_server *s, const uint8_t group[16], const uint8_t *rec, size_t len);
 struct pt_cluster_contact;
-void pt_srv_contact_remote(pt_server *s, const uint8_t lo[16], const uint8_t hi[16],
+void pt_srv_contact_remote(pt_server *s, const uint8_t lo[16], const uint8_t hi[16], uint32_t version,
                            const struct pt_cluster_contact *k);
 
 /* ---- presence (presence.c) ------------------------------------------------------------- */

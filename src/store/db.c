@@ -122,6 +122,13 @@ static const char *const migrations[PT_DB_SCHEMA_VERSION] = {
      * confirmed by every device before the writer got to it is never written) */
     ("CREATE TABLE server_ids (reserved INTEGER NOT NULL);"
      "INSERT INTO server_ids SELECT coalesce(max(server_id), 0) + 1 FROM messages;"),
+    /* 7 -> 8: cluster mode: the version of each contact and group record this node's
+     * copy holds, so that an older version arriving late never replaces a newer one
+     * (src/server/messaging.c, pt_srv_copy_newer) */
+    "CREATE TABLE copy_versions ("
+    "  record BLOB PRIMARY KEY,"           /* 'k' lo hi, or 'g' group id */
+    "  version INTEGER NOT NULL"
+    ") WITHOUT ROWID;",
 };
 
 const uint32_t pt_db_commit_bucket_us[PT_DB_COMMIT_BUCKETS] = {

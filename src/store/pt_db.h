@@ -21,7 +21,7 @@
 
 #include "common/pt_common.h"
 
-#define PT_DB_SCHEMA_VERSION 7
+#define PT_DB_SCHEMA_VERSION 8
 #define PT_DB_MAX_BATCH 4096 /* operations in one transaction at most */
 
 typedef struct pt_db pt_db;

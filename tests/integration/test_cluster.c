@@ -1617,24 +1617,31 @@ static int play_dead_node(const user *u, uint64_t msg_id, const user *to, int64_
     return rc;
 }
 
-/* What a node that applied a contact or group change and died before answering leaves
- * in the bucket: the next version of the record at kvkey (body: the record after its
- * 13-byte head) whose change id is the first 7 bytes of u's request key for msg_id and
- * the notice code it sent (PROTOCOL.md §6.2). The test plays that node; 0 when the
- * bucket took it. */
-static int play_dead_change(const char *kvkey, const user *u, uint64_t msg_id, uint8_t code, const uint8_t *body,
-                            size_t len)
+/* The bucket keys of the relation of a and b (k.<lo hex>.<hi hex>) and of group gid. */
+static void contact_kvkey(char out[2 + 33 + 33], const user *a, const user *b)
+{
+    bool a_lo = memcmp(a->user_id, b->user_id, 16) < 0;
+    out[0] = 'k', out[1] = '.';
+    pt_hex_encode(out + 2, a_lo ? a->user_id : b->user_id, 16);
+    out[34] = '.';
+    pt_hex_encode(out + 35, a_lo ? b->user_id : a->user_id, 16);
+}
+
+static void group_kvkey(char out[2 + 33], const uint8_t gid[16])
+{
+    out[0] = 'g', out[1] = '.';
+    pt_hex_encode(out + 2, gid, 16);
+}
+
+/* Writes a versioned record at kvkey into the bucket as its newest revision: version
+ * (the latest's + delta), change id (8 bytes), then body after its 13-byte head. 0 when
+ * the bucket took it. */
+static int put_record(const char *kvkey, int delta, const uint8_t change[8], const uint8_t *body, size_t len)
 {
     int rc = -1;
 #ifdef HAVE_NATS_H
-    uint8_t in[11 + 32 + 16], key[16];
-    memcpy(in, "PT1 request", 11);
-    memcpy(in + 11, pt_client_device_key(u->c), 32);
-    pt_put_u64le(in + 43, pt_sess_id(pt_client_session(u->c)));
-    pt_put_u64le(in + 51, msg_id);
-    assert_int_equal(pt_blake2b(key, 16, in, sizeof in, NULL, 0), 0);
     uint8_t raw[PT_CLUSTER_GROUP_REC_MAX];
-    assert_true(len <= sizeof raw - PT_CLUSTER_VREC_HEAD);
+    assert_true(len <= sizeof raw && len >= PT_CLUSTER_VREC_HEAD);
     natsConnection *nc = NULL;
     jsCtx *js = NULL;
     kvStore *kv = NULL;
@@ -1644,9 +1651,8 @@ static int play_dead_change(const char *kvkey, const user *u, uint64_t msg_id, u
         kvEntry_ValueLen(e) >= PT_CLUSTER_VREC_HEAD) {
         uint32_t v = pt_get_u32le((const uint8_t *)kvEntry_Value(e) + 1);
         raw[0] = 1;
-        pt_put_u32le(raw + 1, v + 1);
-        memcpy(raw + 5, key, 7);
-        raw[12] = code;
+        pt_put_u32le(raw + 1, (uint32_t)((int64_t)v + delta));
+        memcpy(raw + 5, change, 8);
         memcpy(raw + PT_CLUSTER_VREC_HEAD, body + PT_CLUSTER_VREC_HEAD, len - PT_CLUSTER_VREC_HEAD);
         if (kvStore_Update(NULL, kv, kvkey, raw, (int)len, kvEntry_Revision(e)) == NATS_OK) rc = 0;
     }
@@ -1655,9 +1661,27 @@ static int play_dead_change(const char *kvkey, const user *u, uint64_t msg_id, u
     jsCtx_Destroy(js);
     natsConnection_Destroy(nc);
 #else
-    (void)kvkey, (void)u, (void)msg_id, (void)code, (void)body, (void)len;
+    (void)kvkey, (void)delta, (void)change, (void)body, (void)len;
 #endif
     return rc;
+}
+
+/* What a node that applied a contact or group change and died before answering leaves
+ * in the bucket: the next version of the record at kvkey (body: the record after its
+ * 13-byte head) whose change id is the first 7 bytes of u's request key for msg_id and
+ * the notice code it sent (PROTOCOL.md §6.2). The test plays that node; 0 when the
+ * bucket took it. */
+static int play_dead_change(const char *kvkey, const user *u, uint64_t msg_id, uint8_t code, const uint8_t *body,
+                            size_t len)
+{
+    uint8_t in[11 + 32 + 16], key[16];
+    memcpy(in, "PT1 request", 11);
+    memcpy(in + 11, pt_client_device_key(u->c), 32);
+    pt_put_u64le(in + 43, pt_sess_id(pt_client_session(u->c)));
+    pt_put_u64le(in + 51, msg_id);
+    assert_int_equal(pt_blake2b(key, 16, in, sizeof in, NULL, 0), 0);
+    key[7] = code;
+    return put_record(kvkey, 1, key, body, len);
 }
 
 /* A contact change and a group change made again through a node after another node
@@ -1678,11 +1702,7 @@ static void test_changes_made_again(void **state)
     wait_action(&a, 1);
     /* the acceptance, applied by "the dead node" */
     char kk[2 + 33 + 33];
-    bool a_lo = memcmp(a.user_id, b.user_id, 16) < 0;
-    kk[0] = 'k', kk[1] = '.';
-    pt_hex_encode(kk + 2, a_lo ? a.user_id : b.user_id, 16);
-    kk[34] = '.';
-    pt_hex_encode(kk + 35, a_lo ? b.user_id : a.user_id, 16);
+    contact_kvkey(kk, &a, &b);
     pt_cluster_contact k = {.lo_state = 3, .hi_state = 3}; /* friends */
     uint8_t rec[PT_CLUSTER_GROUP_REC_MAX];
     size_t len = pt_cluster_contact_encode(rec, &k);
@@ -1704,8 +1724,7 @@ static void test_changes_made_again(void **state)
     user *none[1] = {&a};
     wait_event(&b, 1, 1, none, 1);
     char gk[2 + 33];
-    gk[0] = 'g', gk[1] = '.';
-    pt_hex_encode(gk + 2, gid, 16);
+    group_kvkey(gk, gid);
     pt_cluster_group g = {.nm = 1};
     memcpy(g.m[0].user, a.user_id, 16);
     g.m[0].role = 2; /* the creator; no invitation left */
@@ -1728,6 +1747,60 @@ static void test_changes_made_again(void **state)
     assert_int_equal(pt_test_log_count(&n1, "a request made again was applied before"), 2);
     printf("cluster: a contact change and a group change made again after another node applied them: "
            "answered ok once, the peer told\n");
+    pair_down(&n1, &n2, &a, &b);
+}
+
+/* A version of a relation or a group older than the one a node's copy holds, arriving
+ * after it (the watch still bringing an earlier version when the node wrote its own
+ * change into its copy), is not copied over it. The test writes such a version into
+ * the bucket as its newest revision: a and b are friends (version 2) and members of a
+ * group; version 1 of the relation says nothing, an older version of the group has a
+ * alone. Both nodes keep what they had: friends, two members (before: both nodes copied
+ * the older versions over). */
+static void test_old_version_not_copied(void **state)
+{
+    (void)state;
+    pt_test_server n1, n2;
+    user a, b;
+    pair_up(&n1, &n2, &a, "old-a", &b, "old-b");
+    assert_int_equal(contact_call(&b, PT_TL_CONTACTS_REQUEST_ID, &a, false), 0);
+    wait_action(&a, 1);
+    assert_int_equal(contact_call(&a, PT_TL_CONTACTS_ACCEPT_ID, &b, false), 0);
+    assert_int_equal(group_call(&a, PT_TL_GROUPS_CREATE_ID, NULL, NULL), 0);
+    uint8_t gid[16];
+    memcpy(gid, a.group, 16);
+    assert_int_equal(group_call(&a, PT_TL_GROUPS_INVITE_ID, gid, &b), 0);
+    assert_int_equal(group_call(&b, PT_TL_GROUPS_JOIN_ID, gid, NULL), 0);
+    wait_listed(&a, 3 /* friends */, "old-b");
+    wait_listed(&b, 3, "old-a");
+    wait_members(&a, gid, 2);
+    wait_members(&b, gid, 2);
+    char kk[2 + 33 + 33], gk[2 + 33];
+    contact_kvkey(kk, &a, &b);
+    group_kvkey(gk, gid);
+    uint8_t rec[PT_CLUSTER_GROUP_REC_MAX], change[8] = {0};
+    pt_cluster_contact none = {0};
+    /* (a node's own writes may have raced its watch already) */
+    int before1 = pt_test_log_count(&n1, "arrived after version"), before2 = pt_test_log_count(&n2, "arrived after version");
+    assert_int_equal(put_record(kk, -1, change, rec, pt_cluster_contact_encode(rec, &none)), 0);
+    pt_cluster_group alone = {.nm = 1};
+    memcpy(alone.m[0].user, a.user_id, 16);
+    alone.m[0].role = 2; /* the creator */
+    assert_int_equal(put_record(gk, -1, change, rec, pt_cluster_group_encode(rec, &alone)), 0);
+    /* each node's watch brings both */
+    int after1 = before1, after2 = before2;
+    for (int i = 0; i < 100 && (after1 < before1 + 2 || after2 < before2 + 2); i++) {
+        usleep(50 * 1000);
+        after1 = pt_test_log_count(&n1, "arrived after version");
+        after2 = pt_test_log_count(&n2, "arrived after version");
+    }
+    assert_int_equal(after1, before1 + 2);
+    assert_int_equal(after2, before2 + 2);
+    wait_listed(&a, 3, "old-b");
+    wait_listed(&b, 3, "old-a");
+    wait_members(&a, gid, 2);
+    wait_members(&b, gid, 2);
+    printf("cluster: older versions of a relation and a group, arriving last, were not copied over newer ones\n");
     pair_down(&n1, &n2, &a, &b);
 }
 
@@ -1917,6 +1990,7 @@ int main(void)
         cmocka_unit_test(test_resend_stored_once),
         cmocka_unit_test(test_changes_made_again),
         cmocka_unit_test(test_store_fails_after_publish),
+        cmocka_unit_test(test_old_version_not_copied),
         cmocka_unit_test(test_kill_node),
         cmocka_unit_test(test_kill_nats),
         cmocka_unit_test(test_cluster_restart),
