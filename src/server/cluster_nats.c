@@ -51,6 +51,8 @@ enum { PRES_USER = 1, PRES_BEAT, PRES_HELLO, PRES_BYE };
 #define Q_MAX_ACK_PENDING 1024      /* deliveries per device not yet confirmed */
 #define Q_PUB_WAIT_MS 5000          /* a publish not acknowledged in this time is retried */
 #define Q_PUB_TRIES 4               /* then the send fails (the sender's client resends) */
+#define CLAIM_MAX_MS 20000          /* a prekey fetch hands a key out within this of its read
+                                       (c->claim_max_ms); claim keys go 3 times that after */
 #define Q_DUP_WINDOW_S 120          /* JetStream drops a publish whose Nats-Msg-Id it saw */
 #define Q_CONFIRMED 256             /* confirmations kept per device for later deliveries */
 #define Q_BUCKETS 1024
@@ -111,7 +113,7 @@ typedef struct qsend {
 
 /* Work that waits for JetStream: creating a consumer, or reading the server id of an
  * item stored by an earlier publish of the same request (seq != 0). On a worker thread. */
-enum { JOB_CONSUMER = 0, JOB_ORIGINAL, JOB_QUOTA, JOB_CHECK };
+enum { JOB_CONSUMER = 0, JOB_ORIGINAL, JOB_QUOTA, JOB_CHECK, JOB_UNCLAIM };
 enum { ORIG_FOUND = 0, ORIG_GONE, ORIG_FAILED }; /* IN_ORIGINAL: what the worker found */
 typedef struct job {
     struct job *next;
@@ -121,6 +123,9 @@ typedef struct job {
     uint32_t gen;                   /* the qdev's generation it is for */
     uint64_t seq;                   /* JOB_ORIGINAL: the stream sequence of that item */
     int64_t sid;                    /* and the send waiting for it (qsend.sid) */
+    uint64_t due_ms;                /* JOB_UNCLAIM: not before (uv_hrtime, ms) */
+    uint32_t nids;                  /* JOB_UNCLAIM: the one-time key ids of device pk */
+    int32_t ids[];
 } job;
 
 static void job_push(struct pt_cluster *c, job *j, bool first);
@@ -151,6 +156,7 @@ struct pt_cluster {
                                      * 0: none): set by a worker, read by the loop for logs */
     uint32_t quota_asked;           /* loop thread: the queue_quota this node last asked for */
     uint32_t consumer_idle_s;       /* consumers' inactive threshold */
+    uint32_t claim_max_ms;          /* CLAIM_MAX_MS, or PT_TEST_CLAIM_MAX_MS (tests only) */
     qdev *qdevs[Q_BUCKETS];         /* loop thread only */
     qsend *sends[SEND_BUCKETS];     /* loop thread only */
     uv_timer_t retry_timer;         /* publishes to try again */
@@ -169,6 +175,7 @@ struct pt_cluster {
     uint32_t next_gen;              /* loop thread */
     pthread_cond_t job_cv;          /* with mu */
     job *jobs, *jobs_tail;
+    job *later, *later_tail;        /* with mu: JOB_UNCLAIMs not yet due, by due_ms */
     natsSubscription *sync_sub, *rcv_sub;
     pthread_t watch_threads[N_WATCHES]; /* watches of the bucket (watch_main) */
     int nwatches;
@@ -400,9 +407,28 @@ static void pres_heard(pt_cluster *c, const uint8_t *d, size_t len)
     }
 }
 
+/* JOB_UNCLAIMs whose time has come go to the workers. */
+static void unclaims_due(pt_cluster *c)
+{
+    uint64_t now = uv_hrtime() / 1000000;
+    pthread_mutex_lock(&c->mu);
+    while (c->later && c->later->due_ms <= now) {
+        job *j = c->later;
+        c->later = j->next;
+        if (!c->later) c->later_tail = NULL;
+        j->next = NULL;
+        if (c->jobs_tail) c->jobs_tail->next = j;
+        else c->jobs = j;
+        c->jobs_tail = j;
+        pthread_cond_signal(&c->job_cv);
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
 static void on_pres_tick(uv_timer_t *t)
 {
     pt_cluster *c = t->data;
+    unclaims_due(c);
     pres_simple(c, PRES_BEAT);
     uint64_t now = uv_now(&c->srv->loop);
     for (int i = 0; i < c->npeers;) {
@@ -999,6 +1025,8 @@ static void check_consumer(pt_cluster *c, const uint8_t pk[32])
     }
 }
 
+static void unclaim(pt_cluster *c, const job *j);
+
 static void *worker_main(void *arg)
 {
     pt_cluster *c = arg;
@@ -1028,6 +1056,7 @@ static void *worker_main(void *arg)
         memcpy(c->busy[slot], j->pk, 32);
         pthread_mutex_unlock(&c->mu);
         if (j->kind == JOB_ORIGINAL) find_original(c, j);
+        else if (j->kind == JOB_UNCLAIM) unclaim(c, j);
         else if (j->kind == JOB_QUOTA) (void)set_queue_quota(c, j->quota);
         else if (j->kind == JOB_CHECK) check_consumer(c, j->pk);
         else ensure_consumer(c, j->pk, j->gen);
@@ -1081,6 +1110,12 @@ int pt_cluster_start(pt_server *s)
     c->node = cc->node_id;
     c->quota = c->quota_asked = s->cfg.queue_quota ? s->cfg.queue_quota : PT_SERVER_QUEUE_QUOTA;
     c->consumer_idle_s = cc->consumer_idle_s ? cc->consumer_idle_s : PT_CLUSTER_CONSUMER_IDLE_S;
+    c->claim_max_ms = CLAIM_MAX_MS;
+    const char *t = getenv("PT_TEST_CLAIM_MAX_MS"); /* tests: claim keys dropped sooner */
+    if (t && atoi(t) >= 100 && atoi(t) < CLAIM_MAX_MS) {
+        c->claim_max_ms = (uint32_t)atoi(t);
+        pt_log_warn("TEST ONLY: prekey fetches give up after %u ms (PT_TEST_CLAIM_MAX_MS)", c->claim_max_ms);
+    }
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->cv, NULL);
     pthread_cond_init(&c->job_cv, NULL);
@@ -1223,6 +1258,10 @@ void pt_cluster_free(pt_server *s)
             pthread_join(c->watch_threads[i], NULL);
     }
     for (job *j = c->jobs, *next; j; j = next) {
+        next = j->next;
+        free(j);
+    }
+    for (job *j = c->later, *next; j; j = next) { /* claim keys left (ARCHITECTURE.md) */
         next = j->next;
         free(j);
     }
@@ -2060,6 +2099,56 @@ static void claim_key(char out[2 + 65 + 12], const uint8_t device[32], int32_t i
     snprintf(out + 2 + 64, 12, ".%u", (uint32_t)id);
 }
 
+/* Claim keys go once their ids have left the list: a fetch hands a key out only
+ * within CLAIM_MAX_MS of reading the list (pt_cluster_prekeys_take), so a while
+ * after the upload that wrote the list without an id (3 x CLAIM_MAX_MS), no fetch that saw the id is
+ * still at work, and none after it tries the id (a claim made again then would find
+ * the key free). The stream's subject of each is purged: no key, no delete marker
+ * left. Pending purges are in memory: a node that stops first leaves those keys. */
+
+static void claim_subject(char out[80 + 2 + 65 + 12], const uint8_t device[32], int32_t id)
+{
+    memcpy(out, "$KV." BUCKET ".", sizeof "$KV." BUCKET ".");
+    claim_key(out + strlen(out), device, id);
+}
+
+static void unclaim_later(pt_cluster *c, const uint8_t device[32], const int32_t *ids, uint32_t n)
+{
+    if (!n) return;
+    job *j = calloc(1, sizeof *j + n * sizeof *ids);
+    if (!j) {
+        pt_log_warn("cluster: out of memory; %u claim key(s) of handed-out prekeys stay in the bucket", n);
+        return;
+    }
+    j->kind = JOB_UNCLAIM;
+    memcpy(j->pk, device, 32);
+    j->due_ms = uv_hrtime() / 1000000 + 3 * (uint64_t)c->claim_max_ms;
+    j->nids = n;
+    memcpy(j->ids, ids, n * sizeof *ids);
+    pthread_mutex_lock(&c->mu);
+    if (c->later_tail) c->later_tail->next = j;
+    else c->later = j;
+    c->later_tail = j;
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void unclaim(pt_cluster *c, const job *j)
+{
+    uint32_t gone = 0;
+    for (uint32_t i = 0; i < j->nids && !stopping(c); i++) {
+        char subj[80 + 2 + 65 + 12];
+        claim_subject(subj, j->pk, j->ids[i]);
+        jsOptions o;
+        jsOptions_Init(&o);
+        o.Stream.Purge.Subject = subj;
+        jsErrCode jerr = 0;
+        natsStatus st = js_PurgeStream(c->js, "KV_" BUCKET, &o, &jerr);
+        if (st == NATS_OK) gone++;
+        else log_nats("dropping the claim key of a handed-out prekey", st);
+    }
+    pt_log_debug("cluster: %u of %u claim key(s) of a device's handed-out prekeys dropped", gone, j->nids);
+}
+
 /* Whether one-time key id of device was handed out: 1, 0, or PT_ERR_IO. */
 static int claimed(pt_cluster *c, const uint8_t device[32], int32_t id)
 {
@@ -2075,8 +2164,10 @@ int pt_cluster_prekeys_put(pt_cluster *c, const uint8_t device[32], const pt_clu
     prekey_key(key, device);
     pt_cluster_prekeys *r = malloc(sizeof *r);
     uint8_t *buf = malloc(PT_CLUSTER_PREKEYS_MAX);
-    int rc = r && buf ? PT_ERR_IO : PT_ERR_NOMEM;
-    for (int tries = 0; r && buf && tries < PREKEY_TRIES; tries++) {
+    int32_t *gone = malloc(PT_SERVER_PREKEY_STORED_MAX * sizeof *gone); /* claimed, left out */
+    uint32_t ngone = 0;
+    int rc = r && buf && gone ? PT_ERR_IO : PT_ERR_NOMEM;
+    for (int tries = 0; r && buf && gone && tries < PREKEY_TRIES; tries++) {
         int64_t rev = prekey_get(c, key, r);
         if (rev < 0) {
             rc = PT_ERR_IO;
@@ -2086,8 +2177,10 @@ int pt_cluster_prekeys_put(pt_cluster *c, const uint8_t device[32], const pt_clu
          * rewrite it: see pt_cluster_prekeys_take) */
         uint32_t w = 0;
         int cl = 0;
+        ngone = 0;
         for (uint32_t k = 0; k < r->n && cl >= 0; k++)
             if ((cl = claimed(c, device, r->k[k].id)) == 0) r->k[w++] = r->k[k];
+            else if (cl == 1) gone[ngone++] = r->k[k].id;
         if (cl < 0) {
             rc = PT_ERR_IO;
             break;
@@ -2115,12 +2208,14 @@ int pt_cluster_prekeys_put(pt_cluster *c, const uint8_t device[32], const pt_clu
         if (prekey_cas(c, key, r, rev, buf) == 0) {
             *count = (int)r->n;
             rc = 0;
+            unclaim_later(c, device, gone, ngone);
             break;
         }
     }
     if (rc == PT_ERR_IO) pt_log_warn("cluster: the prekeys of a device could not be stored");
     free(r);
     free(buf);
+    free(gone);
     return rc;
 }
 
@@ -2145,6 +2240,7 @@ int pt_cluster_prekeys_take(pt_cluster *c, const uint8_t device[32], pt_cluster_
     pt_cluster_prekeys *r = malloc(sizeof *r);
     int rc = r ? PT_ERR_IO : PT_ERR_NOMEM;
     otk->len = 0;
+    uint64_t read_ms = uv_hrtime() / 1000000;
     int64_t rev = r ? prekey_get(c, key, r) : PT_ERR_NOMEM;
     if (rev < 0) {
         rc = (int)rev == PT_ERR_NOMEM ? PT_ERR_NOMEM : PT_ERR_IO;
@@ -2161,6 +2257,12 @@ int pt_cluster_prekeys_take(pt_cluster *c, const uint8_t device[32], pt_cluster_
             pt_put_u32le(node, c->node);
             claim_key(ck, device, r->k[k].id);
             natsStatus st = kvStore_Create(NULL, c->kv, ck, node, sizeof node);
+            if (uv_hrtime() / 1000000 - read_ms > c->claim_max_ms) { /* its claim key may be gone */
+                pt_log_warn("cluster: a prekey fetch took over %u ms; no one-time key handed out",
+                            c->claim_max_ms);
+                rc = PT_ERR_IO;
+                break;
+            }
             if (st == NATS_OK) {
                 *otk = r->k[k];
                 *left = (int)(r->n - k - 1); /* those after it: at most that many */
@@ -2236,6 +2338,16 @@ int pt_cluster_revoke(pt_cluster *c, const uint8_t user_id[16], const uint8_t de
         return PT_ERR_IO;
     }
     drop_queue(c, device);
+    /* its claim keys (a fetch still at work may leave one) */
+    char subj[80 + 2 + 65 + 12];
+    claim_subject(subj, device, 0);
+    strcpy(strrchr(subj, '.') + 1, "*");
+    jsOptions o;
+    jsOptions_Init(&o);
+    o.Stream.Purge.Subject = subj;
+    jsErrCode jerr = 0;
+    natsStatus st = js_PurgeStream(c->js, "KV_" BUCKET, &o, &jerr);
+    if (st != NATS_OK) log_nats("dropping a revoked device's claim keys", st);
     return 0;
 }
 

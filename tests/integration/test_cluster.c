@@ -523,6 +523,43 @@ static int fetch_rounds(user *f, int nf, const user *owner, int rounds, bool *se
     return handed;
 }
 
+/* The claim keys (c.<device hex>.<id>) of device in the bucket: how many, or -1. */
+static int count_claims(const uint8_t device[32])
+{
+    int n = -1;
+#ifdef HAVE_NATS_H
+    char prefix[2 + 65 + 1];
+    prefix[0] = 'c', prefix[1] = '.';
+    pt_hex_encode(prefix + 2, device, 32);
+    strcat(prefix, ".");
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    kvStore *kv = NULL;
+    kvKeysList keys = {0};
+    if (natsConnection_ConnectTo(&nc, nats_urls) == NATS_OK && natsConnection_JetStream(&js, nc, NULL) == NATS_OK &&
+        js_KeyValue(&kv, js, "pt_users") == NATS_OK) {
+        natsStatus st = kvStore_Keys(&keys, kv, NULL);
+        if (st == NATS_OK || st == NATS_NOT_FOUND) n = 0;
+        for (int i = 0; st == NATS_OK && i < keys.Count; i++) n += strncmp(keys.Keys[i], prefix, strlen(prefix)) == 0;
+        kvKeysList_Destroy(&keys);
+    }
+    kvStore_Destroy(kv);
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+#else
+    (void)device;
+#endif
+    return n;
+}
+
+/* Polls count_claims (15 s at most) until it is n. */
+static void wait_claims(const uint8_t device[32], int n)
+{
+    int got = -1;
+    for (int i = 0; i < 150 && (got = count_claims(device)) != n; i++) usleep(100 * 1000);
+    if (got != n) fail_msg("%d claim keys in the bucket, expected %d", got, n);
+}
+
 static void test_prekeys_across_nodes(void **state)
 {
     (void)state;
@@ -558,8 +595,18 @@ static void test_prekeys_across_nodes(void **state)
     handed = fetch_rounds(f, NF, &owner, 3, seen, 63);
     assert_int_equal(handed, 10);
     for (int id = 41; id <= 50; id++) assert_true(seen[id]);
-    printf("cluster prekeys: 50 one-time keys, 78 concurrent fetches over 2 nodes, each key "
-           "handed out once\n");
+    /* The claim keys of 1..40 go a while after the upload that left those ids out of
+     * the list (PT_TEST_CLAIM_MAX_MS: 3 x 2 s); 41..50 are still in the list and keep
+     * theirs until the next upload. */
+    const uint8_t *dev = pt_client_device_key(owner.c);
+    wait_claims(dev, 10);
+    assert_int_equal(upload_prekeys(&owner, -1, 51, 2), 0);
+    wait_claims(dev, 0);
+    assert_int_equal(fetch_rounds(f, NF, &owner, 1, seen, 63), 2); /* 51 and 52, nothing again */
+    assert_true(seen[51] && seen[52]);
+    assert_int_equal(count_claims(dev), 2);
+    printf("cluster prekeys: 52 one-time keys, 84 concurrent fetches over 2 nodes, each key "
+           "handed out once; claim keys dropped after the uploads that left their ids out\n");
     for (int i = 0; i < NF; i++) pt_client_free(f[i].c);
     pt_client_free(owner.c);
     stop_nodes(&n1, &n2);
@@ -612,6 +659,13 @@ static void test_devices_bound_at_once(void **state)
             if (v->nbundles != 2) fail_msg("round %d: %d device(s) listed, 2 bound", round, v->nbundles);
         }
         if (round == 7) { /* d1 revokes d2 (bound through the other node): gone everywhere */
+            pt_tl_prekeys_fetch fq; /* the viewer takes a one-time key of each: claim keys */
+            memset(&fq, 0, sizeof fq);
+            memcpy(fq.user_id, d1.user_id, 16);
+            assert_int_equal(pt_tl_prekeys_fetch_encode(&b1, &fq), 0);
+            call(&viewer, &b1);
+            assert_int_equal(viewer.err_code, 0);
+            assert_int_equal(count_claims(pt_client_device_key(d2.c)), 1);
             uint8_t msg[17 + 32], sig[64];
             memcpy(msg, "PT1 revoke device", 17);
             memcpy(msg + 17, pt_client_device_key(d2.c), 32);
@@ -628,6 +682,8 @@ static void test_devices_bound_at_once(void **state)
             while (prc == 0 && pt_env_now_ms(pt_env_default()) - t0 < 10000)
                 prc = pt_client_pump(d2.c, 50, NULL, NULL);
             if (prc != PT_ERR_CLOSED) fail_msg("revoked device still connected to the other node (%d)", prc);
+            assert_int_equal(count_claims(pt_client_device_key(d2.c)), 0); /* its claim keys went */
+            assert_int_equal(count_claims(pt_client_device_key(d1.c)), 1);
             printf("cluster devices: the revoked device's connection on the other node closed after "
                    "%llu ms\n", (unsigned long long)(pt_env_now_ms(pt_env_default()) - t0));
             for (int k = 0; k < 2; k++) {
@@ -1962,6 +2018,7 @@ static int nats_down(void **state)
 
 int main(void)
 {
+    setenv("PT_TEST_CLAIM_MAX_MS", "2000", 1); /* claim keys dropped 6 s after (cluster_nats.c) */
     assert_int_equal(pt_init(), 0);
     signal(SIGPIPE, SIG_IGN);
     if (!pt_cluster_available()) {
