@@ -456,8 +456,12 @@ static int64_t update_server_id(const pt_buf *u)
     }
 }
 
+/* Server ids in cluster mode are node_id << 40 | n (docs/PROTOCOL.md §6.2): each node's
+ * ids grow, but those of two nodes do not compare in time. */
+#define SERVER_ID_NODE_SHIFT 40
+
 typedef struct upd_key {
-    int64_t sid;
+    int64_t node, sid;
     size_t at;
     pt_buf u;
 } upd_key;
@@ -465,31 +469,51 @@ typedef struct upd_key {
 static int upd_cmp(const void *a, const void *b)
 {
     const upd_key *p = a, *q = b;
+    if (p->node != q->node) return p->node < q->node ? -1 : 1;
     if (p->sid != q->sid) return p->sid < q->sid ? -1 : 1;
     return p->at < q->at ? -1 : p->at > q->at; /* stable */
 }
 
-void pt_api_order_updates(pt_ctx *x)
+void pt_api_order_by_server(pt_buf *upd, size_t n)
 {
     size_t k = 0;
-    upd_key *v = malloc((x->nupd ? x->nupd : 1) * sizeof *v);
-    size_t *slot = malloc((x->nupd ? x->nupd : 1) * sizeof *slot);
-    if (!v || !slot) { /* unordered then, as before: nothing is lost */
+    upd_key *v = malloc((n ? n : 1) * sizeof *v);
+    size_t *slot = malloc((n ? n : 1) * sizeof *slot);
+    int64_t *node_at = malloc((n ? n : 1) * sizeof *node_at); /* slot j's node */
+    size_t *places = malloc((n ? n : 1) * sizeof *places);
+    if (!v || !slot || !node_at || !places) { /* unordered then, as before: nothing is lost */
         free(v);
         free(slot);
+        free(node_at);
+        free(places);
         return;
     }
-    for (size_t i = 0; i < x->nupd; i++) {
-        int64_t sid = update_server_id(&x->upd[i]);
+    for (size_t i = 0; i < n; i++) {
+        int64_t sid = update_server_id(&upd[i]);
         if (!sid) continue;
-        v[k] = (upd_key){sid, i, x->upd[i]};
+        v[k] = (upd_key){sid >> SERVER_ID_NODE_SHIFT, sid, i, upd[i]};
+        node_at[k] = v[k].node;
         slot[k++] = i;
     }
+    /* The items of each node in id order, in the places that node's items came in:
+     * the items of different nodes keep the order they came in (a cluster's queue
+     * delivers a sender's items in the order they were stored, across nodes too). */
     qsort(v, k, sizeof *v, upd_cmp);
-    for (size_t j = 0; j < k; j++) x->upd[slot[j]] = v[j].u;
+    for (size_t g = 0; g < k;) { /* g..e: one node's items, sorted */
+        size_t e = g, np = 0;
+        while (e < k && v[e].node == v[g].node) e++;
+        for (size_t j = 0; j < k; j++) /* that node's places, in arrival order */
+            if (node_at[j] == v[g].node) places[np++] = slot[j];
+        for (size_t j = g; j < e; j++) upd[places[j - g]] = v[j].u;
+        g = e;
+    }
     free(v);
     free(slot);
+    free(node_at);
+    free(places);
 }
+
+void pt_api_order_updates(pt_ctx *x) { pt_api_order_by_server(x->upd, x->nupd); }
 
 static int after_connect(pt_ctx *x)
 {

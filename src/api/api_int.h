@@ -183,8 +183,11 @@ int pt_api_call(pt_ctx *x, pt_buf *req, pt_api_reply *r) PT_WUR;
     } while (0)
 int pt_api_ensure_online(pt_ctx *x) PT_WUR;
 void pt_api_process_updates(pt_ctx *x);
-/* Puts the pending updates of stored items in server-id order (after a sync). */
+/* Puts the pending updates of stored items in server-id order (after a sync): the
+ * items of each node (server_id >> 40) among themselves; those of different nodes
+ * keep the order they came in. */
 void pt_api_order_updates(pt_ctx *x);
+void pt_api_order_by_server(pt_buf *upd, size_t n);
 int pt_api_save_account(pt_ctx *x) PT_WUR;
 int pt_api_save_session(pt_ctx *x, const uint8_t peer[32]) PT_WUR;
 
