@@ -153,6 +153,7 @@ static int admin_apply(sqlite3 *db, void *arg)
         "DELETE FROM queue WHERE device_key IN (SELECT device_key FROM devices WHERE user_id = ?1)",
         "DELETE FROM messages WHERE refs <= 0",
         "DELETE FROM prekeys WHERE device_key IN (SELECT device_key FROM devices WHERE user_id = ?1)",
+        "DELETE FROM prekey_floor WHERE device_key IN (SELECT device_key FROM devices WHERE user_id = ?1)",
         "DELETE FROM devices WHERE user_id = ?1",
         "DELETE FROM contacts WHERE user_id = ?1 OR peer_id = ?1",
         "DELETE FROM group_members WHERE user_id = ?1",

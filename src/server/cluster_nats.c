@@ -2068,6 +2068,7 @@ static int64_t prekey_get(pt_cluster *c, const char *key, pt_cluster_prekeys *r)
     if (st == NATS_NOT_FOUND) {
         memset(&r->sig, 0, sizeof r->sig);
         r->n = 0;
+        r->floor = INT32_MIN;
         return 0;
     }
     if (st != NATS_OK) {
@@ -2106,6 +2107,15 @@ static void claim_key(char out[2 + 65 + 12], const uint8_t device[32], int32_t i
  * the key free). The stream's subject of each is purged: no key, no delete marker
  * left. Pending purges are in memory: a node that stops first leaves those keys. */
 
+/* Milliseconds of CLOCK_BOOTTIME: the fetch's deadline counts a suspended machine's
+ * time too (CLOCK_MONOTONIC, uv_hrtime, stops then, while other nodes purge). */
+static uint64_t boot_ms(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_BOOTTIME, &ts) != 0) return uv_hrtime() / 1000000;
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 static void claim_subject(char out[80 + 2 + 65 + 12], const uint8_t device[32], int32_t id)
 {
     memcpy(out, "$KV." BUCKET ".", sizeof "$KV." BUCKET ".");
@@ -2143,8 +2153,12 @@ static void unclaim(pt_cluster *c, const job *j)
         o.Stream.Purge.Subject = subj;
         jsErrCode jerr = 0;
         natsStatus st = js_PurgeStream(c->js, "KV_" BUCKET, &o, &jerr);
-        if (st == NATS_OK) gone++;
-        else log_nats("dropping the claim key of a handed-out prekey", st);
+        if (st == NATS_OK) {
+            gone++;
+            continue;
+        }
+        log_nats("dropping the claim keys of handed-out prekeys (the rest stay)", st);
+        break; /* JetStream away: not 500 waits on this worker */
     }
     pt_log_debug("cluster: %u of %u claim key(s) of a device's handed-out prekeys dropped", gone, j->nids);
 }
@@ -2155,6 +2169,15 @@ static int claimed(pt_cluster *c, const uint8_t device[32], int32_t id)
     char ck[2 + 65 + 12];
     claim_key(ck, device, id);
     return key_exists(c, ck);
+}
+
+/* Whether keys[i] is to be stored: its id is above floor and not earlier in keys. */
+static bool new_key(const pt_cluster_prekey *keys, uint32_t i, int32_t floor)
+{
+    if (keys[i].id <= floor) return false;
+    for (uint32_t k = 0; k < i; k++)
+        if (keys[k].id == keys[i].id) return false;
+    return true;
 }
 
 int pt_cluster_prekeys_put(pt_cluster *c, const uint8_t device[32], const pt_cluster_signed *sig,
@@ -2173,6 +2196,13 @@ int pt_cluster_prekeys_put(pt_cluster *c, const uint8_t device[32], const pt_clu
             rc = PT_ERR_IO;
             break;
         }
+        /* One-time key ids only grow (a device numbers its keys ++): every id stored
+         * before is at most the floor, and only ids above it are taken. So an upload
+         * sent again adds nothing, and a key handed out, whose id leaves the list
+         * below and whose claim key goes later, never comes back. */
+        int32_t floor = r->floor;
+        for (uint32_t k = 0; k < r->n; k++)
+            if (r->k[k].id > floor) floor = r->k[k].id;
         /* the keys handed out since the last upload leave the list here (fetches never
          * rewrite it: see pt_cluster_prekeys_take) */
         uint32_t w = 0;
@@ -2186,23 +2216,19 @@ int pt_cluster_prekeys_put(pt_cluster *c, const uint8_t device[32], const pt_clu
             break;
         }
         r->n = w;
-        uint32_t fresh = 0; /* keys whose ids are not stored yet (an upload retried adds nothing) */
-        for (uint32_t i = 0; i < n; i++) {
-            bool have = false;
-            for (uint32_t k = 0; k < r->n && !have; k++) have = r->k[k].id == keys[i].id;
-            for (uint32_t k = 0; k < i && !have; k++) have = keys[k].id == keys[i].id;
-            fresh += !have;
-        }
+        uint32_t fresh = 0; /* ids above the floor, each once */
+        for (uint32_t i = 0; i < n; i++) fresh += new_key(keys, i, floor);
         if (r->n + fresh > PT_SERVER_PREKEY_STORED_MAX) {
             rc = PT_ERR_TOO_BIG;
             break;
         }
         if (sig->has) r->sig = *sig;
-        for (uint32_t i = 0; i < n; i++) {
-            bool have = false;
-            for (uint32_t k = 0; k < r->n && !have; k++) have = r->k[k].id == keys[i].id;
-            if (!have) r->k[r->n++] = keys[i];
-        }
+        r->floor = floor;
+        for (uint32_t i = 0; i < n; i++)
+            if (new_key(keys, i, floor)) {
+                r->k[r->n++] = keys[i];
+                if (keys[i].id > r->floor) r->floor = keys[i].id;
+            }
         /* Only uploads write the list, and a device uploads one at a time, so this
          * compare-and-set has no real contender (which matters: see the take). */
         if (prekey_cas(c, key, r, rev, buf) == 0) {
@@ -2240,7 +2266,7 @@ int pt_cluster_prekeys_take(pt_cluster *c, const uint8_t device[32], pt_cluster_
     pt_cluster_prekeys *r = malloc(sizeof *r);
     int rc = r ? PT_ERR_IO : PT_ERR_NOMEM;
     otk->len = 0;
-    uint64_t read_ms = uv_hrtime() / 1000000;
+    uint64_t read_ms = boot_ms();
     int64_t rev = r ? prekey_get(c, key, r) : PT_ERR_NOMEM;
     if (rev < 0) {
         rc = (int)rev == PT_ERR_NOMEM ? PT_ERR_NOMEM : PT_ERR_IO;
@@ -2257,7 +2283,7 @@ int pt_cluster_prekeys_take(pt_cluster *c, const uint8_t device[32], pt_cluster_
             pt_put_u32le(node, c->node);
             claim_key(ck, device, r->k[k].id);
             natsStatus st = kvStore_Create(NULL, c->kv, ck, node, sizeof node);
-            if (uv_hrtime() / 1000000 - read_ms > c->claim_max_ms) { /* its claim key may be gone */
+            if (boot_ms() - read_ms > c->claim_max_ms) { /* its claim key may be gone */
                 pt_log_warn("cluster: a prekey fetch took over %u ms; no one-time key handed out",
                             c->claim_max_ms);
                 rc = PT_ERR_IO;

@@ -53,13 +53,15 @@ size_t pt_cluster_user_rec_encode(uint8_t *out, const pt_cluster_user_rec *r)
 
 /* ---- p.<device hex> ------------------------------------------------------------------------- */
 
-/* version 1 | has_signed | [id i32 | len | key | signature] | n u16 | n x (id i32 | len | key) */
+/* version 2 | has_signed | [id i32 | len | key | signature] | n u16 | n x (id i32 | len | key) |
+ * floor i32. Version 1 had no floor: it reads as the largest id listed. */
 int pt_cluster_prekeys_decode(pt_cluster_prekeys *r, const uint8_t *p, size_t len)
 {
     memset(&r->sig, 0, sizeof r->sig);
     r->n = 0;
+    r->floor = INT32_MIN;
     size_t off = 2;
-    if (len < 2 || p[0] != 1 || p[1] > 1) return PT_ERR_DECODE;
+    if (len < 2 || (p[0] != 1 && p[0] != 2) || p[1] > 1) return PT_ERR_DECODE;
     if (p[1]) {
         if (len - off < 5 || p[off + 4] == 0 || p[off + 4] > PT_SERVER_PREKEY_MAX)
             return PT_ERR_DECODE;
@@ -86,15 +88,21 @@ int pt_cluster_prekeys_decode(pt_cluster_prekeys *r, const uint8_t *p, size_t le
         if (len - off < k->len) return PT_ERR_DECODE;
         memcpy(k->key, p + off, k->len);
         off += k->len;
+        if (p[0] == 1 && k->id > r->floor) r->floor = k->id;
     }
     r->n = n;
+    if (p[0] == 2) {
+        if (len - off < 4) return PT_ERR_DECODE;
+        r->floor = (int32_t)pt_get_u32le(p + off);
+        off += 4;
+    }
     return off == len ? 0 : PT_ERR_DECODE;
 }
 
 size_t pt_cluster_prekeys_encode(uint8_t *out, const pt_cluster_prekeys *r)
 {
     size_t off = 0;
-    out[off++] = 1;
+    out[off++] = 2;
     out[off++] = r->sig.has;
     if (r->sig.has) {
         pt_put_u32le(out + off, (uint32_t)r->sig.id);
@@ -114,7 +122,8 @@ size_t pt_cluster_prekeys_encode(uint8_t *out, const pt_cluster_prekeys *r)
         memcpy(out + off, r->k[i].key, r->k[i].len);
         off += r->k[i].len;
     }
-    return off;
+    pt_put_u32le(out + off, (uint32_t)r->floor);
+    return off + 4;
 }
 
 /* ---- g.<group hex> (after the versioned head) ------------------------------------------------ */

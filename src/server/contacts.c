@@ -230,23 +230,26 @@ static int contact_change(sqlite3 *db, contact_op *o)
         o->blocks_peer = nmine == PT_CONTACT_BLOCKED;
         o->blocked_by_peer = ntheirs == PT_CONTACT_BLOCKED;
         o->notify = o->item.code != 0; /* the notice goes to JetStream after (contact_done) */
-        /* the copy here may hold a newer version already (the watch brought it) */
+        /* the copy here may hold a newer version already (the watch brought it), or an
+         * older one than the version this change read: both rows, as the watch's copy */
         int newer = version ? copy_newer(db, o->me, o->peer, version) : 1;
         PT_SRV_TRY(newer);
         if (!newer) return 0;
+        const pt_tl_bytes *note = o->what == OP_REQUEST ? &o->item.note : NULL;
+        PT_SRV_TRY(put_state(db, o->me, o->peer, nmine, note));
+        return put_state(db, o->peer, o->me, ntheirs, note); /* notify was set above */
     } else {
         PT_SRV_TRY(mine = get_state(db, o->me, o->peer));
         PT_SRV_TRY(theirs = get_state(db, o->peer, o->me));
         PT_SRV_TRY(contact_rules(o, mine, theirs, &nmine, &ntheirs));
         PT_SRV_TRY(check_quota(db, o));
     }
-    /* this node's rows (in cluster mode a copy, which the watch also brings) */
     const pt_tl_bytes *note = o->what == OP_REQUEST ? &o->item.note : NULL;
     if (nmine != mine || o->what == OP_REQUEST || o->what == OP_BLOCK)
         PT_SRV_TRY(put_state(db, o->me, o->peer, nmine, note));
     if (ntheirs != theirs || o->what == OP_REQUEST || o->what == OP_ACCEPT)
         PT_SRV_TRY(put_state(db, o->peer, o->me, ntheirs, note));
-    if (!o->item.code || c) return 0; /* cluster: notify was set above */
+    if (!o->item.code) return 0;
     PT_SRV_TRY(pt_srv_item_store(db, &o->item, &o->devices));
     o->notify = true;
     return 0;
@@ -280,6 +283,7 @@ typedef struct remote_op {
 static int remote_apply(sqlite3 *db, void *arg)
 {
     remote_op *r = arg;
+    r->stale = false; /* rerunnable */
     int newer = pt_srv_copy_newer(db, r->rec, sizeof r->rec, r->version);
     if (newer <= 0) {
         r->stale = newer == 0;
@@ -293,9 +297,11 @@ static int remote_apply(sqlite3 *db, void *arg)
 static void remote_done(void *arg, int rc)
 {
     remote_op *r = arg;
-    if (rc == 0 && !r->stale) {
-        pt_srv_dir_set_blocked(r->srv, r->lo, r->hi, r->k.lo_state == PT_CONTACT_BLOCKED);
-        pt_srv_dir_set_blocked(r->srv, r->hi, r->lo, r->k.hi_state == PT_CONTACT_BLOCKED);
+    if (rc == 0) {
+        if (!r->stale) {
+            pt_srv_dir_set_blocked(r->srv, r->lo, r->hi, r->k.lo_state == PT_CONTACT_BLOCKED);
+            pt_srv_dir_set_blocked(r->srv, r->hi, r->lo, r->k.hi_state == PT_CONTACT_BLOCKED);
+        }
     } else {
         pt_log_warn("contacts: a relation changed on another node was not copied here (%s)", pt_strerror(rc));
     }
@@ -357,7 +363,7 @@ static void contact_done(void *arg, int rc)
     pt_server *s = o->to.srv;
     if (rc != 0 && o->published) { /* cluster: made; this node's copy failed */
         pt_log_warn("contacts: a change is in the cluster but this node's store failed (%s): answered as "
-                    "made; this node's copy of the relation follows its next change",
+                    "made; this node's copy of the relation is written when the watch brings that version",
                     pt_strerror(rc));
         rc = 0;
     }

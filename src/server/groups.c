@@ -393,7 +393,7 @@ static void group_done(void *arg, int rc)
     pt_server *s = o->to.srv;
     if (rc != 0 && o->published) { /* cluster: made; this node's copy failed */
         pt_log_warn("groups: a change is in the cluster but this node's store failed (%s): answered as made; "
-                    "this node's copy of the group follows its next change", pt_strerror(rc));
+                    "this node's copy of the group is written when the watch brings that version", pt_strerror(rc));
         rc = 0;
     }
     if (rc == 0 && o->what != OP_CREATE && s->cluster && o->devices.n) {

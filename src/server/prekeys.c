@@ -78,19 +78,52 @@ static int upload_cluster(upload_op *o)
     return rc;
 }
 
+/* The device's largest one-time key id stored so far (INT64_MIN: none), or a
+ * negative pt_err in *rc. */
+static int64_t get_floor(sqlite3 *db, const uint8_t device[32], int *rc)
+{
+    sqlite3_stmt *st;
+    if ((*rc = pt_db_stmt(db, "SELECT floor FROM prekey_floor WHERE device_key = ?", &st))) return 0;
+    sqlite3_bind_blob(st, 1, device, 32, SQLITE_STATIC);
+    int step = pt_db_step(st);
+    int64_t floor = step == 1 ? sqlite3_column_int64(st, 0) : INT64_MIN;
+    pt_db_release(st);
+    *rc = step < 0 ? step : 0;
+    return floor;
+}
+
+/* Whether keys[i] is to be stored: its id is above floor and not earlier in keys. */
+static bool new_key(const one_time_key *keys, uint32_t i, int64_t floor)
+{
+    if (keys[i].id <= floor) return false;
+    for (uint32_t k = 0; k < i; k++)
+        if (keys[k].id == keys[i].id) return false;
+    return true;
+}
+
+/* One-time key ids only grow (a device numbers its keys ++): only ids above every id
+ * the device stored before are taken, so an upload sent again (its answer lost)
+ * adds nothing, and a key handed out since never comes back. */
 static int upload_apply(sqlite3 *db, void *arg)
 {
     upload_op *o = arg;
     if (o->to.srv->cluster) return upload_cluster(o);
-    int have = count_one_time(db, o->device);
+    int have = count_one_time(db, o->device), rc;
     if (have < 0) return have;
-    if ((uint32_t)have + o->n > PT_SERVER_PREKEY_STORED_MAX) {
+    int64_t floor = get_floor(db, o->device, &rc), top = floor;
+    if (rc) return rc;
+    uint32_t fresh = 0;
+    for (uint32_t i = 0; i < o->n; i++)
+        if (new_key(o->keys, i, floor)) {
+            fresh++;
+            if (o->keys[i].id > top) top = o->keys[i].id;
+        }
+    if ((uint32_t)have + fresh > PT_SERVER_PREKEY_STORED_MAX) {
         o->err_code = PT_RPC_TOO_LARGE;
         o->err_msg = "TOO_MANY_PREKEYS";
         return PT_ERR_STATE;
     }
     sqlite3_stmt *st;
-    int rc;
     if (o->has_signed) {
         if ((rc = pt_db_stmt(db, "DELETE FROM prekeys WHERE device_key = ? AND kind = ?", &st)))
             return rc;
@@ -112,6 +145,7 @@ static int upload_apply(sqlite3 *db, void *arg)
         rc = pt_db_step(st);
     }
     for (uint32_t i = 0; i < o->n && rc >= 0; i++) {
+        if (!new_key(o->keys, i, floor)) continue;
         sqlite3_reset(st);
         sqlite3_clear_bindings(st);
         sqlite3_bind_blob(st, 1, o->device, 32, SQLITE_STATIC);
@@ -122,6 +156,16 @@ static int upload_apply(sqlite3 *db, void *arg)
     }
     pt_db_release(st);
     if (rc < 0) return rc;
+    if (top > floor) {
+        if ((rc = pt_db_stmt(db, "INSERT INTO prekey_floor(device_key, floor) VALUES (?, ?) "
+                                 "ON CONFLICT(device_key) DO UPDATE SET floor = excluded.floor", &st)))
+            return rc;
+        sqlite3_bind_blob(st, 1, o->device, 32, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, top);
+        rc = pt_db_step(st);
+        pt_db_release(st);
+        if (rc < 0) return rc;
+    }
     o->count = count_one_time(db, o->device);
     return o->count < 0 ? o->count : 0;
 }

@@ -302,11 +302,13 @@ size_t pt_cluster_user_rec_encode(uint8_t *out, const pt_cluster_user_rec *r);
 /* p.<device hex>: the device's signed prekey and its one-time prekeys */
 typedef struct pt_cluster_prekeys {
     pt_cluster_signed sig;
+    int32_t floor;                  /* one-time key ids up to it are not taken (ids only grow:
+                                       every id stored before; INT32_MIN: none) */
     uint32_t n;
     pt_cluster_prekey k[PT_SERVER_PREKEY_STORED_MAX];
 } pt_cluster_prekeys;
 #define PT_CLUSTER_PREKEYS_MAX \
-    (2 + 4 + 1 + PT_SERVER_PREKEY_MAX + 64 + 2 + PT_SERVER_PREKEY_STORED_MAX * (4 + 1 + PT_SERVER_PREKEY_MAX))
+    (2 + 4 + 1 + PT_SERVER_PREKEY_MAX + 64 + 2 + PT_SERVER_PREKEY_STORED_MAX * (4 + 1 + PT_SERVER_PREKEY_MAX) + 4)
 int pt_cluster_prekeys_decode(pt_cluster_prekeys *r, const uint8_t *p, size_t len);
 size_t pt_cluster_prekeys_encode(uint8_t *out, const pt_cluster_prekeys *r);
 

@@ -128,7 +128,16 @@ static const char *const migrations[PT_DB_SCHEMA_VERSION] = {
     "CREATE TABLE copy_versions ("
     "  record BLOB PRIMARY KEY,"           /* 'k' lo hi, or 'g' group id */
     "  version INTEGER NOT NULL"
-    ") WITHOUT ROWID;",
+    ") WITHOUT ROWID;"
+    /* and each device's largest one-time prekey id stored so far: ids only grow, so
+     * an upload sent again (its answer lost) does not put back a key handed out since
+     * (src/server/prekeys.c); from the keys stored, for devices that have some */
+    "CREATE TABLE prekey_floor ("
+    "  device_key BLOB PRIMARY KEY,"
+    "  floor INTEGER NOT NULL"
+    ") WITHOUT ROWID;"
+    "INSERT INTO prekey_floor SELECT device_key, max(key_id) FROM prekeys WHERE kind = 0 "
+    "GROUP BY device_key;",
 };
 
 const uint32_t pt_db_commit_bucket_us[PT_DB_COMMIT_BUCKETS] = {

@@ -602,6 +602,8 @@ static void test_prekeys_across_nodes(void **state)
     wait_claims(dev, 10);
     assert_int_equal(upload_prekeys(&owner, -1, 51, 2), 0);
     wait_claims(dev, 0);
+    /* the upload of 41..50 sent again now (its answer lost): ids only grow, none back */
+    assert_int_equal(upload_prekeys(&owner, -1, 41, 10), 0);
     assert_int_equal(fetch_rounds(f, NF, &owner, 1, seen, 63), 2); /* 51 and 52, nothing again */
     assert_true(seen[51] && seen[52]);
     assert_int_equal(count_claims(dev), 2);
@@ -1850,8 +1852,9 @@ static void test_old_version_not_copied(void **state)
         after1 = pt_test_log_count(&n1, "arrived after version");
         after2 = pt_test_log_count(&n2, "arrived after version");
     }
-    assert_int_equal(after1, before1 + 2);
-    assert_int_equal(after2, before2 + 2);
+    /* (at least: the watch may still bring an earlier version of either, logged too) */
+    assert_true(after1 >= before1 + 2);
+    assert_true(after2 >= before2 + 2);
     wait_listed(&a, 3, "old-b");
     wait_listed(&b, 3, "old-a");
     wait_members(&a, gid, 2);

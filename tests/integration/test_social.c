@@ -822,6 +822,10 @@ static void test_prekeys(void **state)
         assert_false(seen[id - 100]);
         seen[id - 100] = true;
     }
+    /* an upload sent again after its keys were handed out (its answer was lost) puts
+     * none back: ids only grow */
+    assert_int_equal(upload(&d, -1, NULL, 100, N), 0);
+    assert_int_equal(dec(&d.last).u.prekeys_count.one_time_keys, 0);
     assert_int_equal(fetch(&f, d.user_id, d.device), 0); /* by device too */
     pt_tl_obj o = dec(&f.last);
     assert_int_equal(check_bundle(&o, &d), -1);

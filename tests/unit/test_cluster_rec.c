@@ -90,6 +90,24 @@ static void test_user_and_prekeys_round_trip(void **state)
     assert_int_equal(pb.k[1].id, 2);
     assert_memory_equal(pb.sig.signature, p.sig.signature, 64);
     assert_int_equal(pt_cluster_prekeys_decode(&pb, buf, n + 1), PT_ERR_DECODE);
+    /* the floor: kept; a record of version 1 (no floor) reads the largest id listed */
+    p.floor = 40;
+    n = pt_cluster_prekeys_encode(buf, &p);
+    assert_int_equal(buf[0], 2);
+    assert_int_equal(pt_cluster_prekeys_decode(&pb, buf, n), 0);
+    assert_int_equal(pb.floor, 40);
+    assert_int_equal(pt_cluster_prekeys_decode(&pb, buf, n - 1), PT_ERR_DECODE);
+    buf[0] = 1;
+    assert_int_equal(pt_cluster_prekeys_decode(&pb, buf, n - 4), 0);
+    assert_int_equal(pb.floor, 2);
+    assert_int_equal(pb.n, 2);
+    p.n = 0;
+    n = pt_cluster_prekeys_encode(buf, &p);
+    buf[0] = 1;
+    assert_int_equal(pt_cluster_prekeys_decode(&pb, buf, n - 4), 0);
+    assert_int_equal(pb.floor, INT32_MIN);
+    buf[0] = 3; /* a format we do not know */
+    assert_int_equal(pt_cluster_prekeys_decode(&pb, buf, n), PT_ERR_DECODE);
 }
 
 int main(void)
