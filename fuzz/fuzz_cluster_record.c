@@ -3,8 +3,11 @@
  * 0 a user (u.), 1 a device's prekeys (p.), 2 a group (g.), 3 a relation of two
  * users (k.); the rest is the record. Properties, each abort()ing when broken:
  *  - decoding returns 0 or PT_ERR_DECODE, nothing else, and stays within bounds;
- *  - prekeys, groups and relations that decode re-encode to exactly the input (the
- *    encoding is canonical);
+ *  - prekeys (format 2), groups and relations that decode re-encode to exactly the
+ *    input (the encoding is canonical);
+ *  - prekeys of format 1 (no floor) re-encode as format 2: the same bytes after the
+ *    format, then a floor that is the largest id listed (INT32_MIN: none), and that
+ *    decodes and re-encodes to itself;
  *  - a user record that decodes re-encodes to a record that decodes and re-encodes
  *    to itself (names are NUL-terminated in memory: a name with a NUL in it comes
  *    back shorter, once). */
@@ -40,12 +43,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     case 1: {
-        static pt_cluster_prekeys r;
+        static pt_cluster_prekeys r, r2;
         int rc = pt_cluster_prekeys_decode(&r, p, len);
         check_rc(rc);
         if (rc) return 0;
         n = pt_cluster_prekeys_encode(out, &r);
-        break;
+        if (p[0] == 2) break;
+        int32_t top = INT32_MIN;
+        for (uint32_t i = 0; i < r.n; i++)
+            if (r.k[i].id > top) top = r.k[i].id;
+        if (p[0] != 1 || out[0] != 2 || n != len + 4 || memcmp(out + 1, p + 1, len - 1) != 0 || r.floor != top)
+            abort();
+        if (pt_cluster_prekeys_decode(&r2, out, n) != 0 || pt_cluster_prekeys_encode(out2, &r2) != n ||
+            memcmp(out, out2, n) != 0)
+            abort();
+        return 0;
     }
     case 2: {
         static pt_cluster_group g;

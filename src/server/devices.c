@@ -310,6 +310,7 @@ static int drop_device_rows(sqlite3 *db, const uint8_t user_id[16], const uint8_
         "DELETE FROM queue WHERE device_key = ?1",
         "DELETE FROM messages WHERE refs <= 0",
         "DELETE FROM devices WHERE device_key = ?1", /* prekeys cascade */
+        "DELETE FROM prekey_floor WHERE device_key = ?1",
         "INSERT OR IGNORE INTO revoked_devices(device_key, user_id, revoked_ms) VALUES (?1, ?2, ?3)",
     };
     for (size_t i = 0; i < sizeof steps / sizeof *steps; i++) {

@@ -32,14 +32,15 @@
  *                                bound on one node is bound on every node
  *   i.<node_id>                  u64le: the end of the server ids reserved by that node
  *   x.salt                       the session layer's salt secret (32 bytes), shared
- *   p.<device hex>               the device's prekeys: its signed prekey and its one-time
- *                                prekeys, in one value, rewritten by its uploads only
+ *   p.<device hex>               the device's prekeys: its signed prekey, its one-time
+ *                                prekeys and the floor of their ids (format 2), in one
+ *                                value, rewritten by its uploads only
  *   r.<device hex>               user_id[16]: the device is revoked (create-only; a bind of
  *                                it is refused on every node)
  *   c.<device hex>.<key id>      node_id u32le: that one-time key was handed out; a fetch
  *                                creates it (kvStore_Create), so one fetch in the whole
  *                                cluster gets each key; the next upload drops the key
- *                                from p.<device hex>
+ *                                from p.<device hex>, and this key goes 60 s later
  *   k.<lo user>.<hi user>        version u32 and the relation of two users: the state of
  *                                each towards the other (request sent / received,
  *                                friends, blocked) and the request's note; versioned like

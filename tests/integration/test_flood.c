@@ -204,9 +204,12 @@ typedef struct botnet {
     unsigned sockets;            /* slow sockets it keeps (BOT_ADDRS x BOT_PER_ADDR, or what the fd limit allows) */
     unsigned opened;             /* connects started, first ones and reopenings */
     unsigned closed_by_server;   /* sockets the server closed (refused, evicted or timed out) */
-    unsigned long max_life_ms;   /* the longest a socket stayed open before the server closed it */
-    unsigned open_at_end;        /* still open when the attack stopped */
+    unsigned long max_life_ms;   /* the longest a socket stayed connected before the server closed it */
+    unsigned open_at_end;        /* still connected when the attack stopped */
     unsigned long oldest_at_end_ms;
+    unsigned not_started;        /* open at the end with no hello byte sent: still connecting
+                                    (the server at its cap stops accepting and the kernel's
+                                    backlog fills), or opened since the last 400 ms tick */
 } botnet;
 
 /* In h2, from BOT_ADDRS source addresses: keeps BOT_PER_ADDR sockets per address
@@ -221,7 +224,7 @@ static void botnet_attack(int fd, int secs)
     botnet b = {0};
     b.sockets = rl.rlim_cur > 64 + N ? N : (unsigned)(rl.rlim_cur - 64);
     static int s[N], idx[N];
-    static uint64_t born[N];
+    static uint64_t born[N]; /* connected: when its first hello byte went (0: not yet) */
     static size_t sent[N];
     static struct pollfd pf[N];
     static const uint8_t hello[] = {'P', 'T', 'K', 1, 1, 1, 1};
@@ -249,14 +252,16 @@ static void botnet_attack(int fd, int secs)
                 continue;
             }
             s[i] = k;
-            born[i] = now;
+            born[i] = 0;
             sent[i] = 0;
             b.opened++;
         }
         if (now >= next_byte) { /* the slow part: one more hello byte each */
             next_byte += 400;
             for (unsigned i = 0; i < b.sockets; i++)
-                if (s[i] >= 0 && sent[i] < sizeof hello && send(s[i], hello + sent[i], 1, MSG_NOSIGNAL) == 1) sent[i]++;
+                if (s[i] >= 0 && sent[i] < sizeof hello && send(s[i], hello + sent[i], 1, MSG_NOSIGNAL) == 1 &&
+                    sent[i]++ == 0)
+                    born[i] = now;
         }
         /* which of ours did the server close? */
         nfds_t n = 0;
@@ -275,7 +280,7 @@ static void botnet_attack(int fd, int secs)
             if (r > 0 && !(pf[j].revents & (POLLRDHUP | POLLHUP | POLLERR))) continue; /* the server's hello */
             if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && !(pf[j].revents & (POLLHUP | POLLERR)))
                 continue;
-            if (now - born[i] > b.max_life_ms) b.max_life_ms = (unsigned long)(now - born[i]);
+            if (born[i] && now - born[i] > b.max_life_ms) b.max_life_ms = (unsigned long)(now - born[i]);
             b.closed_by_server++;
             close(s[i]);
             s[i] = -1;
@@ -283,7 +288,9 @@ static void botnet_attack(int fd, int secs)
     }
     uint64_t end = mono_ms();
     for (unsigned i = 0; i < b.sockets; i++)
-        if (s[i] >= 0) {
+        if (s[i] >= 0 && !born[i]) {
+            b.not_started++;
+        } else if (s[i] >= 0) {
             b.open_at_end++;
             if (end - born[i] > b.oldest_at_end_ms) b.oldest_at_end_ms = (unsigned long)(end - born[i]);
         }
@@ -451,12 +458,13 @@ static void test_botnet_slowloris(void **state)
             "test_flood: botnet during: connected %s after %u attempt(s), %lu ms; %u/%u pings, p50 %lu us, p99 %lu us\n"
             "test_flood: botnet after:  %u/%u pings, p50 %lu us, p99 %lu us\n"
             "test_flood: botnet: %u connects, %u closed by the server, longest held %lu ms; at the end %u open, "
-            "oldest %lu ms\n"
+            "oldest %lu ms, %u with no byte sent yet\n"
             "test_flood: server connections held (max per second):",
             BOT_ADDRS, BOT_PER_ADDR, b.sockets, MAX_CONNS, PER_IP, before.answered, before.sent, before.p50_us,
             before.p99_us, during.connected ? "yes" : "NO", during.connect_attempts, during.connect_ms,
             during.answered, during.sent, during.p50_us, during.p99_us, after.answered, after.sent, after.p50_us,
-            after.p99_us, b.opened, b.closed_by_server, b.max_life_ms, b.open_at_end, b.oldest_at_end_ms);
+            after.p99_us, b.opened, b.closed_by_server, b.max_life_ms, b.open_at_end, b.oldest_at_end_ms,
+            b.not_started);
     for (int i = 0; i < BOT_SECS + 2; i++) fprintf(stderr, " %d", held_at[i]);
     fprintf(stderr, "; max %d\n", held_max);
     assert_int_equal(before.answered, PINGS);
@@ -468,12 +476,16 @@ static void test_botnet_slowloris(void **state)
      * one core) also those the main loop closed and a worker has not yet, at most one
      * accept turn's worth (PT_SERVER_ACCEPTS_PER_TURN) before the server stops accepting */
     assert_true(held_max <= MAX_CONNS + 16 + PT_SERVER_ACCEPTS_PER_TURN);
-    /* nothing held past the handshake timeout; the attacker's clock also counts the
-     * time its connection waited in the kernel's backlog before the server took it
-     * (at most 64 a loop iteration) and its own polling: 2 s of slack */
+    /* nothing held past the handshake timeout. The attacker's clock starts at a
+     * socket's first hello byte (a connect the kernel has not completed is no held
+     * connection: with the server at its cap the backlog fills, and a socket born at
+     * the start was seen still connecting at the end); it also counts the time the
+     * connection waited in the kernel's backlog before the server took it (at most
+     * 64 a loop iteration) and its own polling: 3 s of slack. Without the timeout,
+     * sockets stay the whole BOT_SECS (8 s). */
 #ifndef PT_SANITIZE_BUILD
-    assert_true(b.max_life_ms <= HS_TIMEOUT_MS + 2000);
-    assert_true(b.oldest_at_end_ms <= HS_TIMEOUT_MS + 2000);
+    assert_true(b.max_life_ms <= HS_TIMEOUT_MS + 3000);
+    assert_true(b.oldest_at_end_ms <= HS_TIMEOUT_MS + 3000);
 #else
     /* Under ASan the server accepts several times slower and the backlog wait, which
      * the attacker cannot tell from a held connection, dominates (5.1 s and 8.0 s

@@ -18,7 +18,7 @@ command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] ||
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 base=""
 for _ in $(seq 20); do
-  b=$((20000 + RANDOM % 20000))
+  b=$((20000 + RANDOM % 12000)) # below 32768: not a port the kernel hands out to connect()
   if port_free $((b + 1)) && port_free $((b + 101)) && port_free $((b + 201)) &&
      port_free $((b + 301)) && port_free $((b + 302)); then base=$b; break; fi
 done
@@ -27,7 +27,8 @@ done
 dir=$(mktemp -d "$build/loadgen-cluster.XXXXXX")
 trap '"$src/scripts/cluster-down.sh" "$dir" --rm >/dev/null 2>&1 || true' EXIT
 "$src/scripts/cluster-up.sh" -d "$dir" -n 2 -m 1 -p "$base" -b "$build" \
-  -x "--max-conns-per-ip 1000 --log-level warn" > "$dir/env" || { echo "FAIL: cluster-up.sh"; exit 1; }
+  -x "--max-conns-per-ip 1000 --log-level warn" > "$dir/env" ||
+  { tail -n 20 "$dir"/nats-*.log "$dir"/node-*.log "$dir"/node-*.stderr 2>/dev/null || true; echo "FAIL: cluster-up.sh"; exit 1; }
 fps=$(for i in 1 2; do sed -n 2p "$dir/node-$i.ready"; done | paste -sd, -)
 
 fail=0
