@@ -174,14 +174,37 @@ pt_srv_sess *pt_srv_reply_session(const pt_srv_reply_to *r)
 #define reply_to_init pt_srv_reply_to_init
 #define reply_session pt_srv_reply_session
 
+/* Encode buffers for the updates and replies of the message path, which the session
+ * copies at once: one per loop thread, kept, so that they cost no malloc and no wipe
+ * per message (they hold routing data and end-to-end ciphertext, nothing secret). A
+ * nested use (a flush that closes a connection, which tells someone) gets its own. */
+static _Thread_local pt_buf tl_enc;
+static _Thread_local bool tl_enc_busy;
+
+static pt_buf *enc_take(pt_buf *own)
+{
+    if (tl_enc_busy) {
+        pt_buf_init(own);
+        return own;
+    }
+    tl_enc_busy = true;
+    pt_buf_reset(&tl_enc);
+    return &tl_enc;
+}
+
+static void enc_give(pt_buf *b, pt_buf *own)
+{
+    if (b == own) pt_buf_free(own);
+    else tl_enc_busy = false;
+}
+
 void pt_srv_reply_ok(pt_srv_sess *e, uint64_t req)
 {
-    pt_buf out;
-    pt_buf_init(&out);
+    pt_buf own, *out = enc_take(&own);
     pt_tl_pt_ok ok;
     memset(&ok, 0, sizeof ok);
-    if (pt_tl_pt_ok_encode(&out, &ok) == 0) pt_srv_reply(e, req, &out);
-    pt_buf_free(&out);
+    if (pt_tl_pt_ok_encode(out, &ok) == 0) pt_srv_reply(e, req, out);
+    enc_give(out, &own);
 }
 
 bool pt_srv_require_bound(pt_conn *c, uint64_t req)
@@ -495,10 +518,12 @@ int pt_srv_devlist_add(pt_srv_devlist *l, const uint8_t pk[32])
 {
     if (l->n == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 8;
-        void *p = realloc(l->pk, cap * sizeof *l->pk);
+        uint8_t(*p)[32] = l->borrowed ? malloc(cap * sizeof *l->pk) : realloc(l->pk, cap * sizeof *l->pk);
         if (!p) return PT_ERR_NOMEM;
+        if (l->borrowed && l->n) memcpy(p, l->pk, l->n * sizeof *l->pk);
         l->pk = p;
         l->cap = cap;
+        l->borrowed = false;
     }
     memcpy(l->pk[l->n++], pk, 32);
     return 0;
@@ -506,7 +531,7 @@ int pt_srv_devlist_add(pt_srv_devlist *l, const uint8_t pk[32])
 
 void pt_srv_devlist_free(pt_srv_devlist *l)
 {
-    free(l->pk);
+    if (!l->borrowed) free(l->pk);
     memset(l, 0, sizeof *l);
 }
 
@@ -749,11 +774,10 @@ void pt_srv_push_user_here(pt_server *s, const uint8_t user[16], const pt_buf *u
 
 void pt_srv_push_item(pt_server *s, const pt_srv_devlist *to, const pt_srv_item *it)
 {
-    pt_buf b;
-    pt_buf_init(&b);
-    if (pt_srv_item_encode(&b, it) == 0) pt_srv_push_devices(s, to, &b);
+    pt_buf own, *b = enc_take(&own);
+    if (pt_srv_item_encode(b, it) == 0) pt_srv_push_devices(s, to, b);
     else pt_log_warn("cannot encode update %lld", (long long)it->server_id);
-    pt_buf_free(&b);
+    enc_give(b, &own);
 }
 
 /* ---- messages.send, messages.sendReceipt ----------------------------------------------------- */
@@ -765,8 +789,8 @@ typedef struct send_op {
     uint64_t confirmed;         /* held: bit i: devices.pk[i] confirmed it before it was stored */
     bool withdrawn;             /* every device confirmed it first: never stored */
     pt_srv_item item;
-    pt_srv_devlist devices;     /* the recipient's devices */
-    uint8_t payload[];          /* item.payload's bytes */
+    pt_srv_devlist devices;     /* the recipient's devices (borrowed: data) */
+    uint8_t data[];             /* the devices' keys (32 each), then item.payload's bytes */
 } send_op;
 
 static int send_apply(sqlite3 *db, void *arg)
@@ -803,11 +827,10 @@ static void reply_sent(send_op *m, int rc)
     pt_srv_sess *e = reply_session(&m->to);
     if (!e) return;
     if (rc == 0) {
-        pt_buf out;
-        pt_buf_init(&out);
+        pt_buf own, *out = enc_take(&own);
         pt_tl_messages_sent r = {.server_id = m->item.server_id, .date = (int64_t)m->item.date_ms};
-        if (pt_tl_messages_sent_encode(&out, &r) == 0) pt_srv_reply(e, m->to.req_msg_id, &out);
-        pt_buf_free(&out);
+        if (pt_tl_messages_sent_encode(out, &r) == 0) pt_srv_reply(e, m->to.req_msg_id, out);
+        enc_give(out, &own);
     } else if (rc == PT_ERR_TOO_BIG) { /* cluster mode: a device's queue in JetStream is full */
         pt_srv_reply_error(e, m->to.req_msg_id, PT_RPC_QUOTA, "RECIPIENT_QUEUE_FULL");
     } else {
@@ -1096,7 +1119,8 @@ void pt_srv_forward(pt_conn *c, uint64_t req, const pt_srv_item *proto, pt_srv_d
     pt_srv_sess *e = c->sess;
     pt_server *s = c->srv;
     int rc = pt_srv_queue_any_full(s, devices, s->cfg.queue_quota) ? 1 : 0;
-    send_op *m = rc == 0 ? calloc(1, sizeof *m + proto->payload.len) : NULL;
+    size_t keys = devices->n * sizeof *devices->pk; /* one allocation: no malloc per list */
+    send_op *m = rc == 0 ? calloc(1, sizeof *m + keys + proto->payload.len) : NULL;
     if (!m) {
         pt_srv_reply_error(e, req, rc > 0 ? PT_RPC_QUOTA : PT_RPC_INTERNAL,
                            rc > 0 ? "RECIPIENT_QUEUE_FULL" : rc < 0 ? "INTERNAL" : "OUT_OF_MEMORY");
@@ -1104,11 +1128,12 @@ void pt_srv_forward(pt_conn *c, uint64_t req, const pt_srv_item *proto, pt_srv_d
         return;
     }
     reply_to_init(&m->to, c, req);
-    m->devices = *devices;
-    memset(devices, 0, sizeof *devices);
-    if (proto->payload.len) memcpy(m->payload, proto->payload.data, proto->payload.len);
+    if (keys) memcpy(m->data, devices->pk, keys);
+    m->devices = (pt_srv_devlist){.pk = (uint8_t(*)[32])m->data, .n = devices->n, .cap = devices->n, .borrowed = true};
+    pt_srv_devlist_free(devices);
+    if (proto->payload.len) memcpy(m->data + keys, proto->payload.data, proto->payload.len);
     m->item = *proto;
-    m->item.payload = (pt_tl_bytes){m->payload, proto->payload.len};
+    m->item.payload = (pt_tl_bytes){m->data + keys, proto->payload.len};
     m->item.note = (pt_tl_bytes){NULL, 0};
     if (pt_srv_take_server_id(s, &m->item.server_id) != 0) {
         pt_srv_reply_error(e, req, PT_RPC_UNAVAILABLE,
@@ -1144,7 +1169,8 @@ static void send_to_user(pt_conn *c, uint64_t req, const uint8_t to[16], const p
         pt_srv_reply_error(e, req, PT_RPC_FORBIDDEN, "BLOCKED");
         return;
     }
-    pt_srv_devlist devices = {0};
+    uint8_t on_stack[8][32];
+    pt_srv_devlist devices = PT_SRV_DEVLIST_ON(on_stack);
     if (pt_srv_dir_user_devices(c->srv, to, NULL, &devices) != 0) {
         pt_srv_reply_error(e, req, PT_RPC_INTERNAL, "INTERNAL");
     } else if (devices.n == 0) {
@@ -1253,28 +1279,43 @@ static void submit_received(pt_server *s, received_op *r)
 
 static void rpc_received(pt_conn *c, uint64_t req, const pt_tl_messages_received *q)
 {
-    received_op *r = calloc(1, sizeof *r + q->server_ids.n * sizeof(int64_t));
+    pt_server *s = c->srv;
+    const uint8_t *device = c->sess->device_pk;
+    /* Local mode: what still waits for the writer and is now confirmed by all needs no
+     * row (the common case with held sends: then nothing is allocated). The ids that
+     * do are gathered in place: confirm_pending is called once per id. */
+    int64_t here[16], *left = here;
+    uint32_t nleft = 0;
+    if (!s->cluster) {
+        if (q->server_ids.n > PT_ARRAY_LEN(here) && !(left = malloc(q->server_ids.n * sizeof *left))) {
+            pt_srv_reply_error(c->sess, req, PT_RPC_INTERNAL, "OUT_OF_MEMORY");
+            return;
+        }
+        for (uint32_t i = 0; i < q->server_ids.n; i++)
+            if (!confirm_pending(s, c->sess->dev, device, q->server_ids.items[i]))
+                left[nleft++] = q->server_ids.items[i];
+        if (nleft == 0) {
+            if (left != here) free(left);
+            pt_srv_reply_ok(c->sess, req);
+            return;
+        }
+    } else {
+        left = q->server_ids.items; /* NULL if none */
+        nleft = q->server_ids.n;
+    }
+    received_op *r = calloc(1, sizeof *r + nleft * sizeof(int64_t));
     if (!r) {
+        if (left != here && left != q->server_ids.items) free(left);
         pt_srv_reply_error(c->sess, req, PT_RPC_INTERNAL, "OUT_OF_MEMORY");
         return;
     }
-    pt_server *s = c->srv;
     reply_to_init(&r->to, c, req);
-    memcpy(r->device, c->sess->device_pk, 32);
+    memcpy(r->device, device, 32);
+    r->n = nleft;
+    if (nleft) memcpy(r->ids, left, nleft * sizeof(int64_t));
+    if (left != here && left != q->server_ids.items) free(left);
     if (s->cluster) { /* JetStream's queues: nothing waits for this node's writer */
-        r->n = q->server_ids.n;
-        if (r->n) memcpy(r->ids, q->server_ids.items, r->n * sizeof(int64_t)); /* items: NULL if none */
         pt_cluster_received(s->cluster, r->device, r->ids, r->n);
-    } else {
-        /* what still waits for the writer and is now confirmed by all needs no row */
-        for (uint32_t i = 0; i < q->server_ids.n; i++)
-            if (!confirm_pending(s, c->sess->dev, r->device, q->server_ids.items[i]))
-                r->ids[r->n++] = q->server_ids.items[i];
-        if (r->n == 0) {
-            pt_srv_reply_ok(c->sess, req);
-            free(r);
-            return;
-        }
     }
     submit_received(s, r);
 }

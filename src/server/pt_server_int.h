@@ -342,9 +342,13 @@ bool pt_srv_require_bound(pt_conn *c, uint64_t req);
 
 /* A growable list of device keys. */
 typedef struct pt_srv_devlist {
-    uint8_t (*pk)[32];              /* n keys, malloc'd */
+    uint8_t (*pk)[32];              /* n keys: malloc'd, or the caller's (borrowed) */
     size_t n, cap;
+    bool borrowed;                  /* pk is a buffer of cap keys the list does not own (a
+                                       stack array): outgrown, the keys move to the heap */
 } pt_srv_devlist;
+/* An empty list over buf, an array of keys on the caller's stack. */
+#define PT_SRV_DEVLIST_ON(buf) ((pt_srv_devlist){.pk = (buf), .cap = PT_ARRAY_LEN(buf), .borrowed = true})
 
 int pt_srv_devlist_add(pt_srv_devlist *l, const uint8_t pk[32]);
 void pt_srv_devlist_free(pt_srv_devlist *l); /* leaves an empty list */
