@@ -474,42 +474,36 @@ static int upd_cmp(const void *a, const void *b)
     return p->at < q->at ? -1 : p->at > q->at; /* stable */
 }
 
+static int by_place(const void *a, const void *b)
+{
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    return (x > y) - (x < y);
+}
+
 void pt_api_order_by_server(pt_buf *upd, size_t n)
 {
     size_t k = 0;
     upd_key *v = malloc((n ? n : 1) * sizeof *v);
-    size_t *slot = malloc((n ? n : 1) * sizeof *slot);
-    int64_t *node_at = malloc((n ? n : 1) * sizeof *node_at); /* slot j's node */
     size_t *places = malloc((n ? n : 1) * sizeof *places);
-    if (!v || !slot || !node_at || !places) { /* unordered then, as before: nothing is lost */
+    if (!v || !places) { /* unordered then, as before: nothing is lost */
         free(v);
-        free(slot);
-        free(node_at);
         free(places);
         return;
     }
     for (size_t i = 0; i < n; i++) {
         int64_t sid = update_server_id(&upd[i]);
-        if (!sid) continue;
-        v[k] = (upd_key){sid >> SERVER_ID_NODE_SHIFT, sid, i, upd[i]};
-        node_at[k] = v[k].node;
-        slot[k++] = i;
+        if (sid) v[k++] = (upd_key){sid >> SERVER_ID_NODE_SHIFT, sid, i, upd[i]};
     }
     /* The items of each node in id order, in the places that node's items came in:
      * the items of different nodes keep the order they came in (a cluster's queue
      * delivers a sender's items in the order they were stored, across nodes too). */
     qsort(v, k, sizeof *v, upd_cmp);
-    for (size_t g = 0; g < k;) { /* g..e: one node's items, sorted */
-        size_t e = g, np = 0;
-        while (e < k && v[e].node == v[g].node) e++;
-        for (size_t j = 0; j < k; j++) /* that node's places, in arrival order */
-            if (node_at[j] == v[g].node) places[np++] = slot[j];
+    for (size_t g = 0, e; g < k; g = e) { /* g..e: one node's items, sorted */
+        for (e = g; e < k && v[e].node == v[g].node; e++) places[e - g] = v[e].at;
+        qsort(places, e - g, sizeof *places, by_place);
         for (size_t j = g; j < e; j++) upd[places[j - g]] = v[j].u;
-        g = e;
     }
     free(v);
-    free(slot);
-    free(node_at);
     free(places);
 }
 

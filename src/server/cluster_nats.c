@@ -2171,15 +2171,6 @@ static int claimed(pt_cluster *c, const uint8_t device[32], int32_t id)
     return key_exists(c, ck);
 }
 
-/* Whether keys[i] is to be stored: its id is above floor and not earlier in keys. */
-static bool new_key(const pt_cluster_prekey *keys, uint32_t i, int32_t floor)
-{
-    if (keys[i].id <= floor) return false;
-    for (uint32_t k = 0; k < i; k++)
-        if (keys[k].id == keys[i].id) return false;
-    return true;
-}
-
 int pt_cluster_prekeys_put(pt_cluster *c, const uint8_t device[32], const pt_cluster_signed *sig,
                            const pt_cluster_prekey *keys, uint32_t n, int *count)
 {
@@ -2217,7 +2208,7 @@ int pt_cluster_prekeys_put(pt_cluster *c, const uint8_t device[32], const pt_clu
         }
         r->n = w;
         uint32_t fresh = 0; /* ids above the floor, each once */
-        for (uint32_t i = 0; i < n; i++) fresh += new_key(keys, i, floor);
+        for (uint32_t i = 0; i < n; i++) fresh += pt_cluster_prekey_new(keys, i, floor);
         if (r->n + fresh > PT_SERVER_PREKEY_STORED_MAX) {
             rc = PT_ERR_TOO_BIG;
             break;
@@ -2225,7 +2216,7 @@ int pt_cluster_prekeys_put(pt_cluster *c, const uint8_t device[32], const pt_clu
         if (sig->has) r->sig = *sig;
         r->floor = floor;
         for (uint32_t i = 0; i < n; i++)
-            if (new_key(keys, i, floor)) {
+            if (pt_cluster_prekey_new(keys, i, floor)) {
                 r->k[r->n++] = keys[i];
                 if (keys[i].id > r->floor) r->floor = keys[i].id;
             }

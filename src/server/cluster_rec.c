@@ -53,6 +53,14 @@ size_t pt_cluster_user_rec_encode(uint8_t *out, const pt_cluster_user_rec *r)
 
 /* ---- p.<device hex> ------------------------------------------------------------------------- */
 
+bool pt_cluster_prekey_new(const pt_cluster_prekey *keys, uint32_t i, int64_t floor)
+{
+    if (keys[i].id <= floor) return false;
+    for (uint32_t k = 0; k < i; k++)
+        if (keys[k].id == keys[i].id) return false;
+    return true;
+}
+
 /* version 2 | has_signed | [id i32 | len | key | signature] | n u16 | n x (id i32 | len | key) |
  * floor i32. Version 1 had no floor: it reads as the largest id listed. */
 int pt_cluster_prekeys_decode(pt_cluster_prekeys *r, const uint8_t *p, size_t len)

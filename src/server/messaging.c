@@ -1280,43 +1280,27 @@ static void submit_received(pt_server *s, received_op *r)
 static void rpc_received(pt_conn *c, uint64_t req, const pt_tl_messages_received *q)
 {
     pt_server *s = c->srv;
-    const uint8_t *device = c->sess->device_pk;
     /* Local mode: what still waits for the writer and is now confirmed by all needs no
-     * row (the common case with held sends: then nothing is allocated). The ids that
-     * do are gathered in place: confirm_pending is called once per id. */
-    int64_t here[16], *left = here;
-    uint32_t nleft = 0;
-    if (!s->cluster) {
-        if (q->server_ids.n > PT_ARRAY_LEN(here) && !(left = malloc(q->server_ids.n * sizeof *left))) {
+     * row. The operation is made at the first id that does: with held sends, usually
+     * none, and then nothing is allocated. */
+    received_op *r = NULL;
+    for (uint32_t i = 0; i < q->server_ids.n; i++) {
+        int64_t id = q->server_ids.items[i];
+        if (!s->cluster && confirm_pending(s, c->sess->dev, c->sess->device_pk, id)) continue;
+        if (!r && !(r = calloc(1, sizeof *r + (q->server_ids.n - i) * sizeof(int64_t)))) {
             pt_srv_reply_error(c->sess, req, PT_RPC_INTERNAL, "OUT_OF_MEMORY");
             return;
         }
-        for (uint32_t i = 0; i < q->server_ids.n; i++)
-            if (!confirm_pending(s, c->sess->dev, device, q->server_ids.items[i]))
-                left[nleft++] = q->server_ids.items[i];
-        if (nleft == 0) {
-            if (left != here) free(left);
-            pt_srv_reply_ok(c->sess, req);
-            return;
-        }
-    } else {
-        left = q->server_ids.items; /* NULL if none */
-        nleft = q->server_ids.n;
+        r->ids[r->n++] = id;
     }
-    received_op *r = calloc(1, sizeof *r + nleft * sizeof(int64_t));
     if (!r) {
-        if (left != here && left != q->server_ids.items) free(left);
-        pt_srv_reply_error(c->sess, req, PT_RPC_INTERNAL, "OUT_OF_MEMORY");
+        pt_srv_reply_ok(c->sess, req);
         return;
     }
     reply_to_init(&r->to, c, req);
-    memcpy(r->device, device, 32);
-    r->n = nleft;
-    if (nleft) memcpy(r->ids, left, nleft * sizeof(int64_t));
-    if (left != here && left != q->server_ids.items) free(left);
-    if (s->cluster) { /* JetStream's queues: nothing waits for this node's writer */
+    memcpy(r->device, c->sess->device_pk, 32);
+    if (s->cluster) /* JetStream's queues: nothing waits for this node's writer */
         pt_cluster_received(s->cluster, r->device, r->ids, r->n);
-    }
     submit_received(s, r);
 }
 

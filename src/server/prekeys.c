@@ -92,15 +92,6 @@ static int64_t get_floor(sqlite3 *db, const uint8_t device[32], int *rc)
     return floor;
 }
 
-/* Whether keys[i] is to be stored: its id is above floor and not earlier in keys. */
-static bool new_key(const one_time_key *keys, uint32_t i, int64_t floor)
-{
-    if (keys[i].id <= floor) return false;
-    for (uint32_t k = 0; k < i; k++)
-        if (keys[k].id == keys[i].id) return false;
-    return true;
-}
-
 /* One-time key ids only grow (a device numbers its keys ++): only ids above every id
  * the device stored before are taken, so an upload sent again (its answer lost)
  * adds nothing, and a key handed out since never comes back. */
@@ -114,7 +105,7 @@ static int upload_apply(sqlite3 *db, void *arg)
     if (rc) return rc;
     uint32_t fresh = 0;
     for (uint32_t i = 0; i < o->n; i++)
-        if (new_key(o->keys, i, floor)) {
+        if (pt_cluster_prekey_new(o->keys, i, floor)) {
             fresh++;
             if (o->keys[i].id > top) top = o->keys[i].id;
         }
@@ -145,7 +136,7 @@ static int upload_apply(sqlite3 *db, void *arg)
         rc = pt_db_step(st);
     }
     for (uint32_t i = 0; i < o->n && rc >= 0; i++) {
-        if (!new_key(o->keys, i, floor)) continue;
+        if (!pt_cluster_prekey_new(o->keys, i, floor)) continue;
         sqlite3_reset(st);
         sqlite3_clear_bindings(st);
         sqlite3_bind_blob(st, 1, o->device, 32, SQLITE_STATIC);

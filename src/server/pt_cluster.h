@@ -311,6 +311,9 @@ typedef struct pt_cluster_prekeys {
 #define PT_CLUSTER_PREKEYS_MAX \
     (2 + 4 + 1 + PT_SERVER_PREKEY_MAX + 64 + 2 + PT_SERVER_PREKEY_STORED_MAX * (4 + 1 + PT_SERVER_PREKEY_MAX) + 4)
 int pt_cluster_prekeys_decode(pt_cluster_prekeys *r, const uint8_t *p, size_t len);
+/* Whether uploaded keys[i] is to be stored (both modes): its id is above floor (one-time
+ * key ids only grow: every id stored before is at most floor) and not earlier in keys. */
+bool pt_cluster_prekey_new(const pt_cluster_prekey *keys, uint32_t i, int64_t floor);
 size_t pt_cluster_prekeys_encode(uint8_t *out, const pt_cluster_prekeys *r);
 
 /* Versioned records (groups, contacts) start with format 1 | version u32 | change id[8]. */

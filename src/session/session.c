@@ -51,8 +51,8 @@ struct pt_sess {
     size_t renamed_next;
     pt_buf rec;                    /* record being built by flush */
     pt_buf tmp;                    /* encoding scratch */
-    bool in_input;                 /* pt_sess_input is processing a record: */
-    uint64_t in_now_ms;            /* the clock read for it, used for what it sends too */
+    uint64_t in_now_ms;            /* while pt_sess_input processes a record: the clock read
+                                    * for it, used for what it sends too; 0 otherwise */
 };
 
 /* Scratch for decoding: an arena for vectors and a buffer for gunzip. One per
@@ -177,7 +177,7 @@ bool pt_sess_has_output(const pt_sess *s)
 
 /* The clock: read once per record received, for its checks and for the replies it
  * makes (a clock read per message was 3 % of a loaded server's CPU). */
-static uint64_t now_ms(const pt_sess *s) { return s->in_input ? s->in_now_ms : pt_env_now_ms(s->env); }
+static uint64_t now_ms(const pt_sess *s) { return s->in_now_ms ? s->in_now_ms : pt_env_now_ms(s->env); }
 
 /* The id the (corrected) clock gives now, low bits clear. */
 static uint64_t id_now(const pt_sess *s)
@@ -475,7 +475,7 @@ enum { WIN_NEW, WIN_DUP, WIN_OLD };
 
 static size_t win_lower_bound(const pt_sess *s, uint64_t id)
 {
-    if (s->win_n == 0 || s->win[s->win_n - 1] < id) return s->win_n; /* ids mostly grow */
+    if (id > s->max_recv_id) return s->win_n; /* ids mostly grow: the window is not read */
     size_t lo = 0, hi = s->win_n;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
@@ -489,7 +489,6 @@ static size_t win_lower_bound(const pt_sess *s, uint64_t id)
 
 static int win_check(const pt_sess *s, uint64_t id)
 {
-    if (id > s->max_recv_id) return WIN_NEW; /* the usual case, without reading the window */
     if (s->win_floor && id <= s->win_floor) return WIN_OLD;
     size_t i = win_lower_bound(s, id);
     return i < s->win_n && s->win[i] == id ? WIN_DUP : WIN_NEW;
@@ -840,10 +839,9 @@ int pt_sess_input(pt_sess *s, const uint8_t *rec, size_t len, pt_sess_event_cb c
     uint64_t now = pt_env_now_ms(s->env);
     if (s->role == PT_SESS_SERVER && !salt_ok(s, salt, now)) return notify_bad(s, msg_id, seqno, PT_BAD_MSG_SALT);
     in_ctx ic = {cb, ud};
-    s->in_input = true;
     s->in_now_ms = now;
     int rc = process(s, msg_id, seqno, rec + PT_SESS_HDR_LEN, blen, false, &ic);
-    s->in_input = false;
+    s->in_now_ms = 0;
     if (s->renew_pending) { /* also when the record failed later on: it closes anyway */
         s->renew_pending = false;
         renew_session(s);

@@ -190,11 +190,17 @@ static void start_call(user *u, pt_buf *body)
     pt_buf_reset(body);
 }
 
+/* Pumps u until the answer to its call started last has come (10 s at most). */
+static void await_reply(user *u)
+{
+    for (int i = 0; i < 1000 && !u->got_reply; i++) pump(u, 10);
+    assert_true(u->got_reply);
+}
+
 static void call(user *u, pt_buf *body)
 {
     start_call(u, body);
-    for (int i = 0; i < 1000 && !u->got_reply; i++) pump(u, 10);
-    assert_true(u->got_reply);
+    await_reply(u);
 }
 
 static void user_new(user *u, const char *tag)
@@ -932,6 +938,13 @@ static void wait_action(user *u, int action)
 {
     for (int i = 0; i < 500 && u->nactions[action] == 0; i++) pump(u, 10);
     if (u->nactions[action] == 0) fail_msg("no updates.contact with action %d", action);
+}
+
+/* from asks to be friends with to, who is told (action 1). */
+static void ask_friend(user *from, user *to)
+{
+    assert_int_equal(contact_call(from, PT_TL_CONTACTS_REQUEST_ID, to, false), 0);
+    wait_action(to, 1);
 }
 
 /* Contacts whose two sides are on different nodes: the relation lives in the bucket
@@ -1756,8 +1769,7 @@ static void test_changes_made_again(void **state)
     pt_test_server n1, n2;
     user a, b;
     pair_up(&n1, &n2, &a, "again-ca", &b, "again-cb");
-    assert_int_equal(contact_call(&b, PT_TL_CONTACTS_REQUEST_ID, &a, false), 0);
-    wait_action(&a, 1);
+    ask_friend(&b, &a);
     /* the acceptance, applied by "the dead node" */
     char kk[2 + 33 + 33];
     contact_kvkey(kk, &a, &b);
@@ -1769,8 +1781,7 @@ static void test_changes_made_again(void **state)
     int played = play_dead_change(kk, &a, a.waiting, 2 /* accepted */, rec, len);
     kill(n1.pid, SIGCONT);
     assert_int_equal(played, 0);
-    for (int i = 0; i < 1000 && !a.got_reply; i++) pump(&a, 10);
-    assert_true(a.got_reply);
+    await_reply(&a);
     if (a.err_code) fail_msg("the acceptance made again: %d %s", a.err_code, a.err_msg);
     wait_action(&b, 2); /* accepted */
     wait_listed(&a, 3 /* friends */, "again-cb");
@@ -1798,8 +1809,7 @@ static void test_changes_made_again(void **state)
     played = play_dead_change(gk, &a, a.waiting, 4 /* kicked */, rec, len);
     kill(n1.pid, SIGCONT);
     assert_int_equal(played, 0);
-    for (int i = 0; i < 1000 && !a.got_reply; i++) pump(&a, 10);
-    assert_true(a.got_reply);
+    await_reply(&a);
     if (a.err_code) fail_msg("the kick made again: %d %s", a.err_code, a.err_msg);
     wait_event(&b, 4, 1, none, 1); /* kicked */
     assert_int_equal(pt_test_log_count(&n1, "a request made again was applied before"), 2);
@@ -1821,8 +1831,7 @@ static void test_old_version_not_copied(void **state)
     pt_test_server n1, n2;
     user a, b;
     pair_up(&n1, &n2, &a, "old-a", &b, "old-b");
-    assert_int_equal(contact_call(&b, PT_TL_CONTACTS_REQUEST_ID, &a, false), 0);
-    wait_action(&a, 1);
+    ask_friend(&b, &a);
     assert_int_equal(contact_call(&a, PT_TL_CONTACTS_ACCEPT_ID, &b, false), 0);
     assert_int_equal(group_call(&a, PT_TL_GROUPS_CREATE_ID, NULL, NULL), 0);
     uint8_t gid[16];
@@ -1888,8 +1897,7 @@ static void test_store_fails_after_publish(void **state)
     pt_test_server n1, n2;
     user a, b;
     pair_up(&n1, &n2, &a, "fails-a", &b, "fails-b");
-    assert_int_equal(contact_call(&b, PT_TL_CONTACTS_REQUEST_ID, &a, false), 0);
-    wait_action(&a, 1);
+    ask_friend(&b, &a);
     assert_int_equal(group_call(&a, PT_TL_GROUPS_CREATE_ID, NULL, NULL), 0);
     uint8_t gid[16];
     memcpy(gid, a.group, 16);
@@ -1960,8 +1968,7 @@ static void test_resend_stored_once(void **state)
         assert_int_equal(b.ngot, had + 1);
         assert_true(b.got_ids[had] == z);
         assert_int_equal(left, 0);
-        for (int i = 0; i < 1000 && !a.got_reply; i++) pump(&a, 10);
-        assert_true(a.got_reply);
+        await_reply(&a);
         assert_int_equal(a.err_code, 0);
         if (round == 0) assert_true(a.sent_id == z);
         else assert_true(a.sent_id != z && pt_cluster_node_of(a.sent_id) == 1);
