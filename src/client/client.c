@@ -387,6 +387,8 @@ int pt_client_pump(pt_client *c, int timeout_ms, pt_sess_event_cb cb, void *ud)
         if (c->delivered && out_pending(c) == 0) break;
         if (t >= deadline && out_pending(c) == 0 && polled) break;
         int wait = t >= deadline ? (polled ? 10 : 0) : (int)(deadline - t);
+        int64_t acks = pt_sess_ack_wait_ms(c->sess); /* acks waiting for output (src/session) */
+        if (acks >= 0 && acks < wait) wait = (int)acks;
         polled = true;
         struct pollfd p = {.fd = c->fd, .events = POLLIN | (out_pending(c) ? POLLOUT : 0)};
         if (poll(&p, 1, wait) < 0 && errno != EINTR) {

@@ -76,6 +76,8 @@ struct pt_conn {
     bool in_input;                  /* records being handled: replies are flushed after */
     bool dirty;                     /* on the server's list of connections to flush */
     pt_conn *dirty_prev, *dirty_next;
+    bool ack_wait;                  /* on the server's list of sessions with acks waiting */
+    pt_conn *ack_prev, *ack_next;
     int open_handles;               /* libuv handles not yet closed */
     char peer[72];                  /* "ip:port" for logs (46 + 1 + 5) */
     char ip[48];                    /* the peer's address, for per-address limits */
@@ -197,6 +199,8 @@ struct pt_server {
     uv_check_t flush_check;         /* flushes the dirty connections once per loop iteration */
     uv_idle_t flush_idle;           /* active while some are dirty: the poll must not block */
     pt_conn *dirty;                 /* connections whose sessions have output to seal */
+    uv_timer_t ack_timer;           /* flushes the acks that waited long enough (ack_wait) */
+    pt_conn *ack_wait;              /* connections whose sessions hold acks not yet due */
     uv_signal_t sigint, sigterm, sighup;
     uint16_t port;
     uint8_t static_sk[32], static_pk[32];

@@ -317,6 +317,50 @@ static void io_close_handles(pt_conn *c)
 }
 
 /* Server loop: everything the server side knows of c goes. */
+/* ---- acknowledgements that wait (src/session: they ride with other output) ---- */
+
+#define ACK_TICK_MS (PT_SESS_ACK_DELAY_MS / 5) /* an ack goes at most this late */
+
+static void on_ack_timer(uv_timer_t *t);
+
+static void ack_wait_add(pt_conn *c)
+{
+    pt_server *s = c->srv;
+    if (c->ack_wait || s->stopping) return;
+    if (!s->ack_wait) uv_timer_start(&s->ack_timer, on_ack_timer, ACK_TICK_MS, ACK_TICK_MS);
+    c->ack_wait = true;
+    c->ack_prev = NULL;
+    c->ack_next = s->ack_wait;
+    if (s->ack_wait) s->ack_wait->ack_prev = c;
+    s->ack_wait = c;
+}
+
+static void ack_wait_remove(pt_conn *c)
+{
+    pt_server *s = c->srv;
+    if (!c->ack_wait) return;
+    c->ack_wait = false;
+    if (c->ack_prev) c->ack_prev->ack_next = c->ack_next;
+    else s->ack_wait = c->ack_next;
+    if (c->ack_next) c->ack_next->ack_prev = c->ack_prev;
+    c->ack_prev = c->ack_next = NULL;
+    if (!s->ack_wait && !s->stopping) uv_timer_stop(&s->ack_timer);
+}
+
+/* Every ACK_TICK_MS while some wait: the sessions whose acks are due are flushed (in
+ * this iteration's check phase); those with none left leave the list. */
+static void on_ack_timer(uv_timer_t *t)
+{
+    pt_server *s = t->data;
+    for (pt_conn *c = s->ack_wait, *next; c; c = next) {
+        next = c->ack_next;
+        int64_t wait = c->sess ? pt_sess_ack_wait_ms(c->sess->sess) : -1;
+        if (wait > 0) continue;
+        ack_wait_remove(c); /* the flush puts it back if some are still pending */
+        if (wait == 0) pt_conn_flush(c);
+    }
+}
+
 static void core_release(pt_conn *c, const char *why)
 {
     pt_server *s = c->srv;
@@ -336,6 +380,7 @@ static void core_release(pt_conn *c, const char *why)
         else s->dirty = c->dirty_next;
         if (c->dirty_next) c->dirty_next->dirty_prev = c->dirty_prev;
     }
+    ack_wait_remove(c);
     if (c->prev) c->prev->next = c->next;
     else s->conns = c->next;
     if (c->next) c->next->prev = c->prev;
@@ -513,6 +558,7 @@ static int conn_flush_now(pt_conn *c)
     c->core_active_ms = uv_now(&c->srv->loop);
     int rc = pt_sess_flush(c->sess->sess, emit_record, c);
     if (rc) return rc;
+    if (pt_sess_acks_pending(c->sess->sess)) ack_wait_add(c);
     if (c->io->threaded) {
         if (c->seal.len) core_post(c, PT_CONN_CMD_SEAL, NULL, 0);
         return 0;
@@ -1389,6 +1435,7 @@ static void on_stop_async(uv_async_t *a)
     uv_close((uv_handle_t *)&s->listener, NULL);
     uv_close((uv_handle_t *)&s->gc_timer, NULL);
     uv_close((uv_handle_t *)&s->trim_timer, NULL);
+    uv_close((uv_handle_t *)&s->ack_timer, NULL);
     uv_close((uv_handle_t *)&s->accept_timer, NULL);
     uv_close((uv_handle_t *)&s->stop_async, NULL);
     uv_close((uv_handle_t *)&s->sigint, NULL);
@@ -1603,6 +1650,8 @@ pt_server *pt_server_new(const pt_server_config *cfg, int *err)
     uv_timer_init(&s->loop, &s->trim_timer);
     s->trim_timer.data = s;
     uv_timer_start(&s->trim_timer, on_trim, TRIM_AFTER_MS, TRIM_AFTER_MS);
+    uv_timer_init(&s->loop, &s->ack_timer);
+    s->ack_timer.data = s;
     pt_srv_timeouts_changed(s);
     if ((rc = ios_start(s)) != 0) goto fail;
     uv_timer_init(&s->loop, &s->accept_timer);

@@ -27,6 +27,8 @@
 #define PT_SESS_WINDOW 1024               /* received msg_ids remembered for dedupe */
 #define PT_SESS_MAX_QUEUED 4096           /* outgoing messages queued or awaiting ack */
 #define PT_SESS_MAX_PENDING_ACKS 8192
+#define PT_SESS_ACK_DELAY_MS 50           /* an ack waits this long for output to ride with */
+#define PT_SESS_ACK_BATCH 256             /* ... or until this many are pending */
 #define PT_SESS_RENAMED 256               /* renewed ids remembered after their ack */
 #define PT_SESS_PAST_S 300                /* server: msg_id older than this is "too low" */
 #define PT_SESS_FUTURE_S 30               /* server: msg_id newer than this is "too high" */
@@ -120,9 +122,19 @@ int pt_sess_state_req(pt_sess *s, const uint64_t *ids, size_t n) PT_WUR;
 /* A new connection now carries the session: everything unacknowledged is
  * resent on the next flush. */
 void pt_sess_resume(pt_sess *s);
-/* Emits every queued message as records (containers when several). */
+/* Emits every queued message as records (containers when several). Acknowledgements
+ * of received messages go with them; with nothing else to send they wait until due
+ * (PT_SESS_ACK_DELAY_MS after the first, or PT_SESS_ACK_BATCH of them), and a reply
+ * or pong acknowledges its request without one: whoever drives the session flushes
+ * it again when pt_sess_ack_wait_ms() says so. */
 int pt_sess_flush(pt_sess *s, pt_sess_emit_cb emit, void *ud) PT_WUR;
+/* Whether a flush now would emit something (acks only when due). */
 bool pt_sess_has_output(const pt_sess *s);
+/* Whether acknowledgements wait to be sent (no clock read). */
+bool pt_sess_acks_pending(const pt_sess *s);
+/* Milliseconds until the waiting acknowledgements are due: 0 when they are, -1 when
+ * none waits. */
+int64_t pt_sess_ack_wait_ms(const pt_sess *s);
 
 uint64_t pt_sess_id(const pt_sess *s);
 uint64_t pt_sess_renewals(const pt_sess *s); /* client: restarts after a clock correction */

@@ -40,6 +40,7 @@ struct pt_sess {
     size_t qn, qcap;
     uint64_t *acks;                /* received content msg_ids to acknowledge */
     size_t nacks, acks_cap;
+    uint64_t acks_since_ms;        /* clock when the first of them was received */
     uint64_t *win;                 /* received msg_ids, sorted ascending; grows to
                                     * PT_SESS_WINDOW (an idle session holds a few) */
     size_t win_cap;
@@ -165,12 +166,32 @@ uint64_t pt_sess_salt_now(const pt_sess *s)
                                      : s->salt;
 }
 
+/* Acknowledgements wait for other output to travel with: an answer acknowledges its
+ * request itself (an rpc_result or a pong: no msgs_ack), and a msgs_ack inside a record
+ * that goes anyway costs no record, write or wake-up of its own. They go alone once
+ * the oldest has waited PT_SESS_ACK_DELAY_MS, or once PT_SESS_ACK_BATCH are pending. */
+static bool acks_due(const pt_sess *s, uint64_t now)
+{
+    if (s->nacks >= PT_SESS_ACK_BATCH) return true;
+    /* a clock that went back makes them due at once */
+    return s->nacks && (now < s->acks_since_ms || now - s->acks_since_ms >= PT_SESS_ACK_DELAY_MS);
+}
+
 bool pt_sess_has_output(const pt_sess *s)
 {
-    if (s->nacks) return true;
     for (size_t i = 0; i < s->qn; i++)
         if (!s->q[i]->sent) return true;
-    return false;
+    return acks_due(s, pt_env_now_ms(s->env));
+}
+
+bool pt_sess_acks_pending(const pt_sess *s) { return s->nacks > 0; }
+
+int64_t pt_sess_ack_wait_ms(const pt_sess *s)
+{
+    if (!s->nacks) return -1;
+    uint64_t now = pt_env_now_ms(s->env);
+    if (acks_due(s, now)) return 0;
+    return (int64_t)(s->acks_since_ms + PT_SESS_ACK_DELAY_MS - now);
 }
 
 /* ---- ids ---------------------------------------------------------------------------- */
@@ -314,11 +335,25 @@ int pt_sess_send(pt_sess *s, const uint8_t *body, size_t len, bool gzip, uint64_
     return enqueue(s, body, len, true, false, msg_id);
 }
 
+/* An answer (rpc_result, pong) acknowledges the message it answers: that one's pending
+ * ack is not sent. The request is usually among the last ones received. */
+static void drop_ack(pt_sess *s, uint64_t id)
+{
+    for (size_t i = s->nacks; i-- > 0;) {
+        if (s->acks[i] == id) {
+            s->acks[i] = s->acks[--s->nacks]; /* their order does not matter */
+            return;
+        }
+    }
+}
+
 int pt_sess_reply(pt_sess *s, uint64_t req_msg_id, const uint8_t *result, size_t len)
 {
     if (s->role != PT_SESS_SERVER) return PT_ERR_STATE;
     pt_tl_rpc_result r = {.req_msg_id = (int64_t)req_msg_id, .result = {result, (uint32_t)len}};
-    return queue_encoded(s, pt_tl_rpc_result_encode(&s->tmp, &r), true, true, NULL);
+    int rc = queue_encoded(s, pt_tl_rpc_result_encode(&s->tmp, &r), true, true, NULL);
+    if (rc == 0) drop_ack(s, req_msg_id);
+    return rc;
 }
 
 int pt_sess_ping(pt_sess *s, int64_t ping_id, uint64_t *msg_id)
@@ -403,14 +438,18 @@ static int queue_acks(pt_sess *s)
 
 int pt_sess_flush(pt_sess *s, pt_sess_emit_cb emit, void *ud)
 {
-    int rc = queue_acks(s);
-    if (rc) return rc;
+    int rc;
     size_t unsent = 0, first = s->qn;
     for (size_t i = 0; i < s->qn; i++) {
         if (!s->q[i]->sent) {
             unsent++;
             if (first == s->qn) first = i;
         }
+    }
+    if (s->nacks && (unsent || acks_due(s, now_ms(s)))) { /* with the rest, or due (above) */
+        size_t qn = s->qn;
+        if ((rc = queue_acks(s)) != 0) return rc;
+        unsent += s->qn - qn; /* first stays: the acks come after the others */
     }
     if (unsent == 0) return 0;
     if (unsent == 1 && !s->q[first]->ever_sent) {
@@ -550,6 +589,7 @@ static int add_ack(pt_sess *s, uint64_t id)
             s->acks_cap = cap;
         }
     }
+    if (s->nacks == 0) s->acks_since_ms = now_ms(s);
     s->acks[s->nacks++] = id;
     return 0;
 }
@@ -715,7 +755,9 @@ static int dispatch(pt_sess *s, uint64_t msg_id, const uint8_t *body, size_t len
         return 0;
     case PT_TL_PING_ID: {
         pt_tl_pong p = {.msg_id = (int64_t)msg_id, .ping_id = o.u.ping.ping_id};
-        return queue_encoded(s, pt_tl_pong_encode(&s->tmp, &p), true, true, NULL);
+        rc = queue_encoded(s, pt_tl_pong_encode(&s->tmp, &p), true, true, NULL);
+        if (rc == 0) drop_ack(s, msg_id); /* the pong acknowledges the ping */
+        return rc;
     }
     case PT_TL_PONG_ID:
         ev.req_msg_id = orig_id_of(s, (uint64_t)o.u.pong.msg_id);

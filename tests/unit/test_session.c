@@ -171,8 +171,114 @@ static void test_call_result_ack(void **state)
         if (cl.ev[i].type != PT_SESS_EV_RESULT) continue;
         assert_int_equal(cl.ev[i].msg_id % 4, 1);
     }
-    deliver(&cl, &sv, SIZE_MAX); /* the client's acks */
+    tenv.now_ms += PT_SESS_ACK_DELAY_MS; /* the client's acks, due now */
+    deliver(&cl, &sv, SIZE_MAX);
     assert_int_equal(pt_sess_unacked(sv.s), 0);
+    pt_buf_free(&b);
+    peers_free(&cl, &sv);
+}
+
+/* The messages of one record: 1, or a container's count. Sets *acks to the number of
+ * msgs_ack among them and *results to the rpc_results. */
+static uint32_t record_messages(const pt_buf *r, uint32_t *acks, uint32_t *results)
+{
+    const uint8_t *body = r->data + PT_SESS_HDR_LEN;
+    size_t len = r->len - PT_SESS_HDR_LEN;
+    *acks = *results = 0;
+    if (pt_get_u32le(body) != PT_SESS_CONTAINER_ID) {
+        *acks = pt_get_u32le(body) == PT_TL_MSGS_ACK_ID;
+        *results = pt_get_u32le(body) == PT_TL_RPC_RESULT_ID;
+        return 1;
+    }
+    uint32_t n = pt_get_u32le(body + 4);
+    size_t off = PT_SESS_CONTAINER_HDR;
+    for (uint32_t i = 0; i < n; i++) {
+        assert_true(off + PT_SESS_INNER_HDR + 4 <= len);
+        uint32_t ctor = pt_get_u32le(body + off + PT_SESS_INNER_HDR);
+        *acks += ctor == PT_TL_MSGS_ACK_ID;
+        *results += ctor == PT_TL_RPC_RESULT_ID;
+        off += PT_SESS_INNER_HDR + pt_get_u32le(body + off + 12);
+    }
+    return n;
+}
+
+/* Acknowledgements wait for other output: an answer acknowledges its request without a
+ * msgs_ack, acks ride in the records of other messages, and go alone only once due. */
+static void test_acks_wait_for_output(void **state)
+{
+    (void)state;
+    peer cl, sv;
+    peers_new(&cl, &sv, 77);
+    pt_buf b;
+    pt_buf_init(&b);
+    uint32_t acks, results;
+    for (uint32_t i = 0; i < 3; i++) {
+        encode_echo(&b, i);
+        assert_int_equal(pt_sess_send(cl.s, b.data, b.len, false, NULL), 0);
+    }
+    deliver(&cl, &sv, SIZE_MAX);
+    assert_int_equal(count(&sv, PT_SESS_EV_CALL), 3);
+    /* the calls are not answered yet: their acks wait */
+    assert_true(pt_sess_acks_pending(sv.s));
+    assert_false(pt_sess_has_output(sv.s));
+    assert_int_equal(pt_sess_ack_wait_ms(sv.s), PT_SESS_ACK_DELAY_MS);
+    assert_int_equal(pt_sess_flush(sv.s, on_emit, &sv), 0);
+    assert_int_equal(sv.nrecs, 0);
+    tenv.now_ms += PT_SESS_ACK_DELAY_MS - 1;
+    assert_int_equal(pt_sess_ack_wait_ms(sv.s), 1);
+    /* answered in time: the results are the acks, no msgs_ack goes */
+    serve_calls(&sv);
+    assert_false(pt_sess_acks_pending(sv.s));
+    assert_int_equal(pt_sess_ack_wait_ms(sv.s), -1);
+    assert_int_equal(pt_sess_flush(sv.s, on_emit, &sv), 0);
+    assert_int_equal(sv.nrecs, 1);
+    assert_int_equal(record_messages(&sv.recs[0], &acks, &results), 3);
+    assert_int_equal(acks, 0);
+    assert_int_equal(results, 3);
+    for (size_t i = 0; i < sv.nrecs; i++)
+        assert_int_equal(pt_sess_input(cl.s, sv.recs[i].data, sv.recs[i].len, on_event, &cl), 0);
+    peer_drop_records(&sv);
+    assert_int_equal(count(&cl, PT_SESS_EV_RESULT), 3);
+    assert_int_equal(pt_sess_unacked(cl.s), 0);
+    /* the client's acks of the results wait too, and ride with its next call */
+    assert_int_equal(pt_sess_flush(cl.s, on_emit, &cl), 0);
+    assert_int_equal(cl.nrecs, 0);
+    encode_echo(&b, 3);
+    assert_int_equal(pt_sess_send(cl.s, b.data, b.len, false, NULL), 0);
+    assert_int_equal(pt_sess_flush(cl.s, on_emit, &cl), 0);
+    assert_int_equal(cl.nrecs, 1);
+    assert_int_equal(record_messages(&cl.recs[0], &acks, &results), 2); /* the call + msgs_ack */
+    assert_int_equal(acks, 1);
+    assert_false(pt_sess_acks_pending(cl.s));
+    for (size_t i = 0; i < cl.nrecs; i++)
+        assert_int_equal(pt_sess_input(sv.s, cl.recs[i].data, cl.recs[i].len, on_event, &sv), 0);
+    peer_drop_records(&cl);
+    assert_int_equal(pt_sess_unacked(sv.s), 0); /* the three results were acknowledged */
+    /* not answered: the ack goes alone once due */
+    peer_clear_events(&sv);
+    assert_int_equal(pt_sess_flush(sv.s, on_emit, &sv), 0);
+    assert_int_equal(sv.nrecs, 0);
+    tenv.now_ms += PT_SESS_ACK_DELAY_MS;
+    assert_true(pt_sess_has_output(sv.s));
+    assert_int_equal(pt_sess_ack_wait_ms(sv.s), 0);
+    assert_int_equal(pt_sess_flush(sv.s, on_emit, &sv), 0);
+    assert_int_equal(sv.nrecs, 1);
+    assert_int_equal(record_messages(&sv.recs[0], &acks, &results), 1);
+    assert_int_equal(acks, 1);
+    for (size_t i = 0; i < sv.nrecs; i++)
+        assert_int_equal(pt_sess_input(cl.s, sv.recs[i].data, sv.recs[i].len, on_event, &cl), 0);
+    peer_drop_records(&sv);
+    assert_int_equal(pt_sess_unacked(cl.s), 0);
+    /* a burst of PT_SESS_ACK_BATCH is due at once */
+    for (uint32_t i = 0; i < PT_SESS_ACK_BATCH; i++) {
+        encode_echo(&b, 100 + i);
+        assert_int_equal(pt_sess_send(cl.s, b.data, b.len, false, NULL), 0);
+    }
+    deliver(&cl, &sv, SIZE_MAX);
+    peer_clear_events(&sv);
+    assert_int_equal(pt_sess_ack_wait_ms(sv.s), 0);
+    deliver(&sv, &cl, SIZE_MAX);
+    assert_int_equal(pt_sess_unacked(cl.s), 0);
     pt_buf_free(&b);
     peers_free(&cl, &sv);
 }
@@ -213,6 +319,7 @@ static void test_resume_exactly_once(void **state)
     assert_int_equal(calls, next);   /* every call reached the server exactly once */
     assert_int_equal(results, next); /* every result reached the client exactly once */
     assert_int_equal(pt_sess_unacked(cl.s), 0);
+    tenv.now_ms += PT_SESS_ACK_DELAY_MS; /* the client's last acks are due */
     exchange(&cl, &sv, 2);
     assert_int_equal(pt_sess_unacked(sv.s), 0);
     pt_buf_free(&b);
@@ -594,6 +701,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_call_result_ack),
         cmocka_unit_test(test_resume_exactly_once),
+        cmocka_unit_test(test_acks_wait_for_output),
         cmocka_unit_test(test_bad_msg_notifications),
         cmocka_unit_test(test_salt_and_clock_recovery),
         cmocka_unit_test(test_clock_ahead_renews_session),
