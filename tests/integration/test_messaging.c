@@ -421,6 +421,12 @@ static void test_confirmed_before_stored(void **state)
     send_async(&a, c.user_id, 2);
     for (int i = 0; i < 500 && c.ngot < 1; i++) pump(&c, 10);
     assert_int_equal(c.ngot, 1);
+    /* meanwhile the server's session acknowledges the send alone, once its ack has
+     * waited PT_SESS_ACK_DELAY_MS for other output (the server's ack timer) */
+    for (int i = 0; i < 40 && pt_sess_unacked(pt_client_session(a.c)) > 0; i++) pump(&a, 10);
+    assert_int_equal(pt_sess_unacked(pt_client_session(a.c)), 0);
+    assert_false(a.got_reply);
+    assert_true(ms_now() - t0 >= PT_SESS_ACK_DELAY_MS - 5);
     wait_reply(&a);
     assert_int_equal(a.err_code, 0);
     assert_true(ms_now() - t0 >= 450);
