@@ -5,9 +5,10 @@
  * "lg<i>" with a fresh Ed25519 identity and its device certificate. Stage 2
  * (senders only): users.resolve "lg<peer>". A message is messages.send(peer,
  * payload); its sender ack is messages.sent (durable), its delivery
- * updates.newMessage. The receiver confirms with messages.received: by default
- * what one read delivered, at once (libpacktrack confirms each message as soon as
- * it has stored it); with --confirm N, every N deliveries or 20 ms. */
+ * updates.newMessage. The receiver confirms with messages.confirm (the notice that
+ * nothing answers, as libpacktrack sends it): by default what one read delivered,
+ * at once (libpacktrack confirms each message as soon as it has stored it); with
+ * --confirm N, every N deliveries or 20 ms. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -113,7 +114,7 @@ static void on_event(void *ud, const pt_sess_event *ev)
             lg_acked(p->run, p->c, ev->req_msg_id, false);
         }
         break;
-    default: /* pt.ok of messages.received */
+    default:
         break;
     }
 }
@@ -180,8 +181,8 @@ static int send_confirm(ptc *p)
 {
     p->last_confirm_ns = now_ns();
     if (p->nconfirm == 0) return 0;
-    pt_tl_messages_received q = {.server_ids = {.n = (uint32_t)p->nconfirm, .items = p->confirm}};
-    int rc = pt_tl_messages_received_encode(&p->body, &q);
+    pt_tl_messages_confirm q = {.server_ids = {.n = (uint32_t)p->nconfirm, .items = p->confirm}};
+    int rc = pt_tl_messages_confirm_encode(&p->body, &q);
     if (rc == 0) rc = pt_client_send(p->cl, p->body.data, p->body.len, NULL);
     pt_buf_reset(&p->body);
     p->nconfirm = 0;

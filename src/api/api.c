@@ -582,6 +582,14 @@ int pt_api_call(pt_ctx *x, pt_buf *req, pt_api_reply *r)
     return rc;
 }
 
+int pt_api_notice(pt_ctx *x, pt_buf *req)
+{
+    if (!x->online) return PT_ERR_OFFLINE;
+    int rc = pt_client_send(x->cl, req->data, req->len, NULL);
+    if (rc) return pt_api_fail(x, rc, "cannot send: %s", pt_strerror(rc));
+    return pump(x, 0); /* written now: the application may stop polling after this */
+}
+
 static int call_wait(pt_ctx *x, uint64_t id, pt_api_reply *r)
 {
     int rc;
@@ -649,6 +657,10 @@ static int poll_lan(pt_ctx *x, int timeout_ms)
     if (!x->online && pt_api_ensure_online(x) != 0) { /* tries when the backoff allows */
     }
     bool ready = false;
+    if (x->online) { /* acknowledgements that wait fall due (src/session): pump by then */
+        int64_t acks = pt_sess_ack_wait_ms(pt_client_session(x->cl));
+        if (acks >= 0 && acks < timeout_ms) timeout_ms = (int)acks;
+    }
     int rc = pt_api_lan_service(x, timeout_ms, x->online ? pt_client_fd(x->cl) : -1, &ready);
     if (rc) return rc;
     if (x->online) {

@@ -170,6 +170,19 @@ void pt_api_reply_free(pt_api_reply *r);
 /* Sends an encoded call (req is consumed: reset) and waits for its result. An
  * rpc_error becomes PT_ERR_REFUSED with its message in last_error. r may be NULL. */
 int pt_api_call(pt_ctx *x, pt_buf *req, pt_api_reply *r) PT_WUR;
+/* Sends a notice (messages.confirm): nothing answers it, so nothing is awaited; it is
+ * written at once. PT_ERR_OFFLINE when not connected (what it confirms comes again). */
+int pt_api_notice(pt_ctx *x, pt_buf *req) PT_WUR;
+#define PT_API_NOTICE(rc, x, type, ...)                                                            \
+    do {                                                                                           \
+        pt_tl_##type q = {0};                                                                      \
+        __VA_ARGS__;                                                                               \
+        pt_buf b_;                                                                                 \
+        pt_buf_init(&b_);                                                                          \
+        (rc) = pt_tl_##type##_encode(&b_, &q);                                                     \
+        if ((rc) == 0) (rc) = pt_api_notice((x), &b_);                                             \
+        pt_buf_free(&b_);                                                                          \
+    } while (0)
 /* Encodes a call of TL type `type` with fields set by the trailing statements on q. */
 #define PT_API_CALL(rc, x, r, type, ...)                                                          \
     do {                                                                                           \

@@ -828,8 +828,8 @@ static void ack_server(pt_ctx *x, int64_t server_id)
 {
     if (server_id == 0) return; /* it came directly, not from the server */
     int rc;
-    PT_API_CALL(rc, x, NULL, messages_received, q.server_ids = (pt_tl_vec_long){1, &server_id});
-    if (rc) pt_log_debug("could not confirm item %lld: %s", (long long)server_id, x->last_error);
+    PT_API_NOTICE(rc, x, messages_confirm, q.server_ids = (pt_tl_vec_long){1, &server_id});
+    if (rc) pt_log_debug("could not confirm item %lld: %s", (long long)server_id, pt_strerror(rc));
 }
 
 bool pt_api_envelope_seen(pt_ctx *x, const uint8_t hash[16])

@@ -447,7 +447,7 @@ void pt_api_on_contact(pt_ctx *x, const pt_tl_updates_contact *u)
     if (pt_api_contact_save(x, &c) != 0) return; /* not confirmed: the server sends it again */
     int rc;
     int64_t id = u->server_id;
-    PT_API_CALL(rc, x, NULL, messages_received, q.server_ids = (pt_tl_vec_long){1, &id});
+    PT_API_NOTICE(rc, x, messages_confirm, q.server_ids = (pt_tl_vec_long){1, &id});
     (void)rc;
     if (ev.type) pt_api_emit(x, &ev);
 }

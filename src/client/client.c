@@ -115,9 +115,18 @@ fail:
     return NULL;
 }
 
+static int write_some(pt_client *c);
+static int emit_record(void *ud, const uint8_t *rec, size_t len);
+
 void pt_client_free(pt_client *c)
 {
     if (!c) return;
+    if (pt_client_connected(c) && pt_sess_acks_pending(c->sess)) {
+        /* the acknowledgements that wait go now (best effort, not waited for): the
+         * server would otherwise send those messages again on the next connection */
+        pt_sess_acks_now(c->sess);
+        if (pt_sess_flush(c->sess, emit_record, c) == 0) (void)write_some(c);
+    }
     pt_client_drop(c);
     pt_sess_free(c->sess);
     pt_buf_free(&c->out);

@@ -1215,6 +1215,7 @@ typedef struct received_op {
     reply_to to;
     uint8_t device[32];
     bool remote;        /* confirmed through another node (cluster mode): no reply */
+    bool notice;        /* messages.confirm: no reply either */
     uint32_t deleted;   /* queue rows apply() deleted */
     uint32_t n;
     int64_t ids[]; /* n server ids */
@@ -1261,7 +1262,9 @@ static void ok_done(void *arg, int rc)
 {
     received_op *r = arg;
     if (rc == 0) pt_srv_queue_sub(r->to.srv, r->device, r->deleted);
-    pt_srv_sess *e = r->remote ? NULL : reply_session(&r->to);
+    if (rc != 0 && r->notice)
+        pt_log_warn("messages.confirm of %u ids: %s; they are delivered again", r->n, pt_strerror(rc));
+    pt_srv_sess *e = r->remote || r->notice ? NULL : reply_session(&r->to);
     if (e) {
         if (rc == 0) pt_srv_reply_ok(e, r->to.req_msg_id);
         else pt_srv_reply_error(e, r->to.req_msg_id, PT_RPC_INTERNAL, "STORE_FAILED");
@@ -1277,27 +1280,31 @@ static void submit_received(pt_server *s, received_op *r)
     pt_db_submit(s->db, &r->op);
 }
 
-static void rpc_received(pt_conn *c, uint64_t req, const pt_tl_messages_received *q)
+/* messages.received (answered: req is its msg_id) and messages.confirm (a notice:
+ * req 0, nothing answered; its session's msgs_ack says it arrived). */
+static void rpc_received(pt_conn *c, uint64_t req, const pt_tl_vec_long *ids)
 {
     pt_server *s = c->srv;
     /* Local mode: what still waits for the writer and is now confirmed by all needs no
      * row. The operation is made at the first id that does: with held sends, usually
      * none, and then nothing is allocated. */
     received_op *r = NULL;
-    for (uint32_t i = 0; i < q->server_ids.n; i++) {
-        int64_t id = q->server_ids.items[i];
+    for (uint32_t i = 0; i < ids->n; i++) {
+        int64_t id = ids->items[i];
         if (!s->cluster && confirm_pending(s, c->sess->dev, c->sess->device_pk, id)) continue;
-        if (!r && !(r = calloc(1, sizeof *r + (q->server_ids.n - i) * sizeof(int64_t)))) {
-            pt_srv_reply_error(c->sess, req, PT_RPC_INTERNAL, "OUT_OF_MEMORY");
+        if (!r && !(r = calloc(1, sizeof *r + (ids->n - i) * sizeof(int64_t)))) {
+            if (req) pt_srv_reply_error(c->sess, req, PT_RPC_INTERNAL, "OUT_OF_MEMORY");
+            else pt_log_warn("conn %s: messages.confirm: out of memory; delivered again", c->peer);
             return;
         }
         r->ids[r->n++] = id;
     }
     if (!r) {
-        pt_srv_reply_ok(c->sess, req);
+        if (req) pt_srv_reply_ok(c->sess, req);
         return;
     }
     reply_to_init(&r->to, c, req);
+    r->notice = req == 0;
     memcpy(r->device, c->sess->device_pk, 32);
     if (s->cluster) /* JetStream's queues: nothing waits for this node's writer */
         pt_cluster_received(s->cluster, r->device, r->ids, r->n);
@@ -1411,7 +1418,12 @@ bool pt_srv_messaging_rpc(pt_conn *c, uint64_t msg_id, uint32_t ctor, const void
     case PT_TL_USERS_GET_ID: rpc_get_user(c, msg_id, decoded); return true;
     case PT_TL_MESSAGES_SEND_ID: rpc_send(c, msg_id, decoded); return true;
     case PT_TL_MESSAGES_SENDRECEIPT_ID: rpc_send_receipt(c, msg_id, decoded); return true;
-    case PT_TL_MESSAGES_RECEIVED_ID: rpc_received(c, msg_id, decoded); return true;
+    case PT_TL_MESSAGES_RECEIVED_ID:
+        rpc_received(c, msg_id, &((const pt_tl_messages_received *)decoded)->server_ids);
+        return true;
+    case PT_TL_MESSAGES_CONFIRM_ID: /* a notice: never answered */
+        rpc_received(c, 0, &((const pt_tl_messages_confirm *)decoded)->server_ids);
+        return true;
     case PT_TL_MESSAGES_SYNC_ID: rpc_sync(c, msg_id); return true;
     default: return false;
     }

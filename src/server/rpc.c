@@ -1,5 +1,6 @@
 /* The RPCs packtrackd answers. Each handler decodes its request with the
- * generated codecs and queues exactly one rpc_result. */
+ * generated codecs and queues exactly one rpc_result; the one notice
+ * (messages.confirm) is answered by nothing. */
 #include "pt_tl.h"
 #include "server/pt_server_int.h"
 #include "wire/pt_wire.h"
@@ -75,6 +76,10 @@ void pt_srv_rpc(pt_conn *c, uint64_t msg_id, const uint8_t *body, size_t len)
         reply_encoded(c, msg_id, &b, rc);
         break;
     }
+    case PT_TL_MESSAGES_CONFIRM_ID: /* a notice: never answered, not even with an error */
+        if (c->srv->db) pt_srv_messaging_rpc(c, msg_id, o.id, &o.u);
+        else pt_log_debug("conn %s: messages.confirm while shutting down: delivered again", c->peer);
+        break;
     default:
         if (!c->srv->db) /* shutting down: the store is closed */
             reply_error(c, msg_id, PT_RPC_UNAVAILABLE, "SHUTTING_DOWN");

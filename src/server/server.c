@@ -1452,6 +1452,13 @@ static void on_stop_async(uv_async_t *a)
         pt_db_close(s->db);
         s->db = NULL;
     }
+    /* and the acknowledgements that wait: a new process would not know the ids */
+    while (s->ack_wait) {
+        pt_conn *c = s->ack_wait;
+        ack_wait_remove(c);
+        if (c->sess) pt_sess_acks_now(c->sess->sess);
+        pt_conn_flush(c);
+    }
     flush_dirty(s);
     for (pt_conn *c = s->conns, *next; c; c = next) {
         next = c->next;

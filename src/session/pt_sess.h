@@ -132,6 +132,9 @@ int pt_sess_flush(pt_sess *s, pt_sess_emit_cb emit, void *ud) PT_WUR;
 bool pt_sess_has_output(const pt_sess *s);
 /* Whether acknowledgements wait to be sent (no clock read). */
 bool pt_sess_acks_pending(const pt_sess *s);
+/* Makes the waiting acknowledgements due: the next flush sends them (before a
+ * connection is closed on purpose). */
+void pt_sess_acks_now(pt_sess *s);
 /* Milliseconds until the waiting acknowledgements are due: 0 when they are, -1 when
  * none waits. */
 int64_t pt_sess_ack_wait_ms(const pt_sess *s);

@@ -186,6 +186,8 @@ bool pt_sess_has_output(const pt_sess *s)
 
 bool pt_sess_acks_pending(const pt_sess *s) { return s->nacks > 0; }
 
+void pt_sess_acks_now(pt_sess *s) { s->acks_since_ms = 0; }
+
 int64_t pt_sess_ack_wait_ms(const pt_sess *s)
 {
     if (!s->nacks) return -1;

@@ -28,6 +28,7 @@ typedef struct user {
     int64_t got_ids[4096];
     uint32_t got_seq[4096];
     size_t ngot;
+    size_t nresults;           /* every rpc_result received, awaited or not */
 } user;
 
 static void on_event(void *ud, const pt_sess_event *ev)
@@ -49,6 +50,7 @@ static void on_event(void *ud, const pt_sess_event *ev)
         u->ngot++;
         return;
     }
+    if (ev->type == PT_SESS_EV_RESULT) u->nresults++;
     if (ev->type != PT_SESS_EV_RESULT || ev->req_msg_id != u->waiting) return;
     u->got_reply = true;
     assert_int_equal(pt_tl_decode_any(&o, ev->body, ev->len, &a), 0);
@@ -491,6 +493,97 @@ static void test_confirmed_before_stored(void **state)
     assert_int_equal(pt_test_server_stop(&srv), 0);
 }
 
+/* messages.confirm, the notice form of messages.received: nothing answers it (the
+ * server's session acknowledges it, after PT_SESS_ACK_DELAY_MS when nothing else goes
+ * to the device), it deletes the device's queue rows, and a held send it confirms is
+ * never written and answered at the confirmation. */
+static void notice_confirm(user *u, int64_t id)
+{
+    pt_buf body;
+    pt_buf_init(&body);
+    pt_tl_messages_confirm r = {.server_ids = {.n = 1, .items = &id}};
+    assert_int_equal(pt_tl_messages_confirm_encode(&body, &r), 0);
+    assert_int_equal(pt_client_send(u->c, body.data, body.len, NULL), 0);
+    pt_buf_free(&body);
+    pump(u, 0);
+}
+
+static void sync_only(user *u)
+{
+    pt_buf body;
+    pt_buf_init(&body);
+    pt_tl_messages_sync s;
+    memset(&s, 0, sizeof s);
+    assert_int_equal(pt_tl_messages_sync_encode(&body, &s), 0);
+    call(u, &body);
+    assert_int_equal(u->err_code, 0);
+    pt_buf_free(&body);
+}
+
+static void test_confirm_notice(void **state)
+{
+    (void)state;
+    pt_test_server srv;
+    const char *extra[] = {"--confirm-wait", "1000", NULL};
+    pt_test_server_start(&srv, NULL, 0, extra);
+    uint16_t port = srv.port;
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s", srv.dir);
+    user a, b;
+    user_new(&a, "alice");
+    user_new(&b, "bob");
+    user_connect(&a, port);
+    user_connect(&b, port);
+    assert_int_equal(bind(&a, "alice"), 0);
+    assert_int_equal(bind(&b, "bob"), 0);
+
+    /* stored while bob is offline, synced, confirmed by the notice */
+    pt_client_drop(b.c);
+    assert_int_equal(send_msg(&a, b.user_id, 1, 10), 0);
+    user_connect(&b, port);
+    sync_only(&b);
+    assert_int_equal(b.ngot, 1);
+    int64_t stored = b.got_ids[0];
+    size_t results = b.nresults;
+    notice_confirm(&b, stored);
+    for (int i = 0; i < 40 && pt_sess_unacked(pt_client_session(b.c)) > 0; i++) pump(&b, 10);
+    assert_int_equal(pt_sess_unacked(pt_client_session(b.c)), 0); /* the server's msgs_ack */
+    assert_int_equal(b.nresults, results);                        /* and no answer */
+    pt_client_drop(b.c);
+    user_connect(&b, port);
+    b.ngot = 0;
+    sync_only(&b);
+    assert_int_equal(b.ngot, 0); /* the queue row is gone */
+
+    /* live and held (bob not measured yet: 500 ms): the notice answers alice at once */
+    uint64_t t0 = ms_now();
+    send_async(&a, b.user_id, 2);
+    for (int i = 0; i < 500 && b.ngot < 1; i++) pump(&b, 10);
+    assert_int_equal(b.ngot, 1);
+    notice_confirm(&b, b.got_ids[0]);
+    wait_reply(&a);
+    assert_true(ms_now() - t0 < 400);
+    assert_int_equal(a.err_code, 0);
+    assert_int_equal(a.sent_id, b.got_ids[0]);
+    int64_t live = a.sent_id;
+
+    /* a shutdown sends the acknowledgements that wait: a notice just sent is
+     * acknowledged before the server closes the connection */
+    for (int i = 0; i < 40 && pt_sess_unacked(pt_client_session(b.c)) > 0; i++) pump(&b, 10);
+    notice_confirm(&b, live);
+    assert_int_equal(pt_sess_unacked(pt_client_session(b.c)), 1);
+    usleep(20000); /* the server has it */
+    assert_int_equal(pt_test_server_stop(&srv), 0);
+    for (int i = 0; i < 20; i++)
+        if (pt_client_pump(b.c, 10, on_event, &b) != 0) break; /* ends with the close */
+    assert_int_equal(pt_sess_unacked(pt_client_session(b.c)), 0);
+
+    user_free(&a);
+    user_free(&b);
+    assert_int_equal(rows_with_id(dir, stored), 0);
+    assert_int_equal(rows_with_id(dir, live), 0); /* never written */
+}
+
 int main(void)
 {
     assert_int_equal(pt_init(), 0);
@@ -500,6 +593,7 @@ int main(void)
         cmocka_unit_test(test_online_offline_restart_kill),
         cmocka_unit_test(test_quota),
         cmocka_unit_test(test_confirmed_before_stored),
+        cmocka_unit_test(test_confirm_notice),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
