@@ -1143,7 +1143,7 @@ void pt_srv_forward(pt_conn *c, uint64_t req, const pt_srv_item *proto, pt_srv_d
         return;
     }
     m->fwd_seq = s->sync_seq;
-    m->item.date_ms = pt_env_now_ms(pt_env_default());
+    m->item.date_ms = pt_srv_now_ms(s);
     memcpy(m->item.from, e->dev->user_id, 16);
     memcpy(m->item.from_device, e->device_pk, 32);
     if (s->cluster) {

@@ -200,6 +200,8 @@ struct pt_server {
     uv_idle_t flush_idle;           /* active while some are dirty: the poll must not block */
     pt_conn *dirty;                 /* connections whose sessions have output to seal */
     uv_timer_t ack_timer;           /* flushes the acks that waited long enough (ack_wait) */
+    pt_env sess_env;                /* the sessions' environment: the clock below */
+    uint64_t clk_real_ms, clk_loop_ms; /* pt_srv_now_ms: wall clock at loop time clk_loop_ms */
     pt_conn *ack_wait;              /* connections whose sessions hold acks not yet due */
     uv_signal_t sigint, sigterm, sighup;
     uint16_t port;
@@ -278,6 +280,9 @@ uint32_t pt_srv_hs_timeout_ms(const pt_server *s);
 uint32_t pt_srv_idle_timeout_ms(const pt_server *s);
 /* A reload changed the timeouts. */
 void pt_srv_timeouts_changed(pt_server *s);
+/* The wall clock (ms since 1970) for the server loop, without a clock read per call:
+ * the loop's time plus an offset read once a second (server loop only). */
+uint64_t pt_srv_now_ms(pt_server *s);
 /* Has c's session output sealed and written at the end of this loop iteration,
  * together with everything else queued for it meanwhile: one record batch and one
  * write per connection per iteration, not one per reply or push. Returns 0. */

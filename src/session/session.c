@@ -842,8 +842,6 @@ static int process(pt_sess *s, uint64_t msg_id, uint32_t seqno, const uint8_t *b
             off += PT_SESS_INNER_HDR + ilen;
         }
         if (off != len) return notify_bad(s, msg_id, seqno, PT_BAD_MSG_CONTAINER);
-        int wr = win_add(s, msg_id);
-        if (wr) return wr;
         off = PT_SESS_CONTAINER_HDR;
         for (uint32_t i = 0; i < count; i++) {
             const uint8_t *h = body + off;
@@ -853,7 +851,10 @@ static int process(pt_sess *s, uint64_t msg_id, uint32_t seqno, const uint8_t *b
             if (rc) return rc;
             off += PT_SESS_INNER_HDR + ilen;
         }
-        return 0;
+        /* The container's own id after those inside it: it is above them, so every id
+         * goes at the end of the window (the other way round each inner id was a
+         * search and an insertion in front of it). One inside with the same id took it. */
+        return win_check(s, msg_id) == WIN_NEW ? win_add(s, msg_id) : 0;
     }
     int wr = win_add(s, msg_id);
     if (wr) return wr;
