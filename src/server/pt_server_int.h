@@ -201,7 +201,9 @@ struct pt_server {
     pt_conn *dirty;                 /* connections whose sessions have output to seal */
     uv_timer_t ack_timer;           /* flushes the acks that waited long enough (ack_wait) */
     pt_env sess_env;                /* the sessions' environment: the clock below */
-    uint64_t clk_real_ms, clk_loop_ms; /* pt_srv_now_ms: wall clock at loop time clk_loop_ms */
+    int64_t clk_off_ms;             /* pt_srv_now_ms: wall clock minus monotonic clock */
+    uint64_t clk_loop_ms;           /* loop time of the last refresh of clk_off_ms */
+    bool clk_set;
     pt_conn *ack_wait;              /* connections whose sessions hold acks not yet due */
     uv_signal_t sigint, sigterm, sighup;
     uint16_t port;

@@ -46,7 +46,10 @@ void pt_srv_rpc(pt_conn *c, uint64_t msg_id, const uint8_t *body, size_t len)
     pt_arena_init(&a, arena_mem, sizeof arena_mem);
     pt_tl_obj o;
     if (pt_tl_decode_any(&o, body, len, &a) != 0) {
-        reply_error(c, msg_id, PT_RPC_BAD_REQUEST, "BAD_REQUEST");
+        if (len >= 4 && pt_get_u32le(body) == PT_TL_MESSAGES_CONFIRM_ID) /* a notice: no answer */
+            pt_log_warn("conn %s: a messages.confirm that does not parse; ignored", c->peer);
+        else
+            reply_error(c, msg_id, PT_RPC_BAD_REQUEST, "BAD_REQUEST");
         return;
     }
     pt_buf b;
@@ -77,8 +80,12 @@ void pt_srv_rpc(pt_conn *c, uint64_t msg_id, const uint8_t *body, size_t len)
         break;
     }
     case PT_TL_MESSAGES_CONFIRM_ID: /* a notice: never answered, not even with an error */
-        if (c->srv->db) pt_srv_messaging_rpc(c, msg_id, o.id, &o.u);
-        else pt_log_debug("conn %s: messages.confirm while shutting down: delivered again", c->peer);
+        if (!c->srv->db)
+            pt_log_debug("conn %s: messages.confirm while shutting down: delivered again", c->peer);
+        else if (c->dev && c->dev->bound && pt_srv_user_banned(c->srv, c->dev->user_id))
+            pt_log_debug("conn %s: messages.confirm of a banned user: ignored", c->peer);
+        else
+            pt_srv_messaging_rpc(c, msg_id, o.id, &o.u);
         break;
     default:
         if (!c->srv->db) /* shutting down: the store is closed */

@@ -72,11 +72,15 @@ static int sess_grow(pt_server *s)
 uint64_t pt_srv_now_ms(pt_server *s)
 {
     uint64_t loop = uv_now(&s->loop);
-    if (!s->clk_real_ms || loop - s->clk_loop_ms >= 1000) {
-        s->clk_real_ms = pt_env_now_ms(pt_env_default());
+    if (!s->clk_set || loop - s->clk_loop_ms >= 1000) {
+        /* the offset from the monotonic clock read now, not from the loop's time (read
+         * when the iteration began): the result is never ahead of the wall clock and
+         * does not step back at the next refresh */
+        s->clk_off_ms = (int64_t)pt_env_now_ms(pt_env_default()) - (int64_t)(uv_hrtime() / 1000000u);
         s->clk_loop_ms = loop;
+        s->clk_set = true;
     }
-    return s->clk_real_ms + (loop - s->clk_loop_ms);
+    return (uint64_t)((int64_t)loop + s->clk_off_ms);
 }
 
 static uint64_t sess_env_now_ms(void *ctx) { return pt_srv_now_ms(ctx); }
@@ -1474,11 +1478,12 @@ static void on_stop_async(uv_async_t *a)
         pt_db_close(s->db);
         s->db = NULL;
     }
-    /* and the acknowledgements that wait: a new process would not know the ids */
-    while (s->ack_wait) {
-        pt_conn *c = s->ack_wait;
-        ack_wait_remove(c);
-        if (c->sess) pt_sess_acks_now(c->sess->sess);
+    /* and the acknowledgements that wait (a new process would not know the ids),
+     * also those of records taken in this very iteration */
+    while (s->ack_wait) ack_wait_remove(s->ack_wait);
+    for (pt_conn *c = s->conns; c; c = c->next) {
+        if (!c->sess || !pt_sess_acks_pending(c->sess->sess)) continue;
+        pt_sess_acks_now(c->sess->sess);
         pt_conn_flush(c);
     }
     flush_dirty(s);
