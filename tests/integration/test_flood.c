@@ -51,7 +51,7 @@
 #define BOT_ADDRS 32      /* the botnet's source addresses on h2: SUBNET.100 .. */
 #define BOT_FIRST 100
 #define BOT_PER_ADDR 80   /* slow sockets per address, above PER_IP */
-#define BOT_SECS 8
+#define BOT_SECS 12
 #define BOT_REOPEN 128    /* sockets the botnet opens again per round (20 ms) at most */
 
 static pt_netns net;
@@ -481,11 +481,13 @@ static void test_botnet_slowloris(void **state)
      * connection: with the server at its cap the backlog fills, and a socket born at
      * the start was seen still connecting at the end); it also counts the time the
      * connection waited in the kernel's backlog before the server took it (at most
-     * 64 a loop iteration) and its own polling: 3 s of slack. Without the timeout,
-     * sockets stay the whole BOT_SECS (8 s). */
+     * 64 a loop iteration, and none while the server is at its cap) and its own
+     * polling: 6 s of slack (CI, with another test beside this one, saw 4.7 s of
+     * backlog wait once). Without the timeout, sockets stay the whole BOT_SECS (12 s):
+     * those the server took first are still open at the end, 11 s old or more. */
 #ifndef PT_SANITIZE_BUILD
-    assert_true(b.max_life_ms <= HS_TIMEOUT_MS + 3000);
-    assert_true(b.oldest_at_end_ms <= HS_TIMEOUT_MS + 3000);
+    assert_true(b.max_life_ms <= HS_TIMEOUT_MS + 6000);
+    assert_true(b.oldest_at_end_ms <= HS_TIMEOUT_MS + 6000);
 #else
     /* Under ASan the server accepts several times slower and the backlog wait, which
      * the attacker cannot tell from a held connection, dominates (5.1 s and 8.0 s
