@@ -173,27 +173,24 @@ int pt_api_call(pt_ctx *x, pt_buf *req, pt_api_reply *r) PT_WUR;
 /* Sends a notice (messages.confirm): nothing answers it, so nothing is awaited; it is
  * written at once. PT_ERR_OFFLINE when not connected (what it confirms comes again). */
 int pt_api_notice(pt_ctx *x, pt_buf *req) PT_WUR;
+/* Encodes a pt_tl_TYPE q (fields set by the trailing statements) into b_ and sends it
+ * with `send`, an expression that may use b_. */
+#define PT_API_ENCODED(rc, type, send, ...)                                                        \
+    do {                                                                                           \
+        pt_tl_##type q = {0};                                                                      \
+        __VA_ARGS__;                                                                               \
+        pt_buf b_;                                                                                 \
+        pt_buf_init(&b_);                                                                          \
+        (rc) = pt_tl_##type##_encode(&b_, &q);                                                     \
+        if ((rc) == 0) (rc) = (send);                                                              \
+        pt_buf_free(&b_);                                                                          \
+    } while (0)
+/* A call of TL type `type`, with fields set by the trailing statements on q. */
+#define PT_API_CALL(rc, x, r, type, ...)                                                           \
+    PT_API_ENCODED(rc, type, pt_api_call((x), &b_, (r)), __VA_ARGS__)
+/* A notice (messages.confirm) likewise. */
 #define PT_API_NOTICE(rc, x, type, ...)                                                            \
-    do {                                                                                           \
-        pt_tl_##type q = {0};                                                                      \
-        __VA_ARGS__;                                                                               \
-        pt_buf b_;                                                                                 \
-        pt_buf_init(&b_);                                                                          \
-        (rc) = pt_tl_##type##_encode(&b_, &q);                                                     \
-        if ((rc) == 0) (rc) = pt_api_notice((x), &b_);                                             \
-        pt_buf_free(&b_);                                                                          \
-    } while (0)
-/* Encodes a call of TL type `type` with fields set by the trailing statements on q. */
-#define PT_API_CALL(rc, x, r, type, ...)                                                          \
-    do {                                                                                           \
-        pt_tl_##type q = {0};                                                                      \
-        __VA_ARGS__;                                                                               \
-        pt_buf b_;                                                                                 \
-        pt_buf_init(&b_);                                                                          \
-        (rc) = pt_tl_##type##_encode(&b_, &q);                                                     \
-        if ((rc) == 0) (rc) = pt_api_call((x), &b_, (r));                                          \
-        pt_buf_free(&b_);                                                                          \
-    } while (0)
+    PT_API_ENCODED(rc, type, pt_api_notice((x), &b_), __VA_ARGS__)
 int pt_api_ensure_online(pt_ctx *x) PT_WUR;
 void pt_api_process_updates(pt_ctx *x);
 /* Puts the pending updates of stored items in server-id order (after a sync): the

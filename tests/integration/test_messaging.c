@@ -133,7 +133,7 @@ static int send_msg(user *u, const uint8_t to[16], uint32_t seq, size_t size)
     return u->err_code;
 }
 
-static void sync_and_confirm(user *u)
+static void sync_only(user *u)
 {
     pt_buf body;
     pt_buf_init(&body);
@@ -142,11 +142,35 @@ static void sync_and_confirm(user *u)
     assert_int_equal(pt_tl_messages_sync_encode(&body, &s), 0);
     call(u, &body);
     assert_int_equal(u->err_code, 0);
+    pt_buf_free(&body);
+}
+
+static void sync_and_confirm(user *u)
+{
+    sync_only(u);
+    pt_buf body;
+    pt_buf_init(&body);
     pt_tl_messages_received r = {.server_ids = {.n = (uint32_t)u->ngot, .items = u->got_ids}};
     assert_int_equal(pt_tl_messages_received_encode(&body, &r), 0);
     call(u, &body);
     assert_int_equal(u->err_code, 0);
     pt_buf_free(&body);
+}
+
+/* A server (with extra flags, or NULL) and alice and bob bound on it; its data
+ * directory is copied to dir. Returns its port. */
+static uint16_t start_alice_bob(pt_test_server *srv, const char *const *extra, char dir[256],
+                                user *a, user *b)
+{
+    pt_test_server_start(srv, NULL, 0, extra);
+    snprintf(dir, 256, "%s", srv->dir);
+    user_new(a, "alice");
+    user_new(b, "bob");
+    user_connect(a, srv->port);
+    user_connect(b, srv->port);
+    assert_int_equal(bind(a, "alice"), 0);
+    assert_int_equal(bind(b, "bob"), 0);
+    return srv->port;
 }
 
 static void user_free(user *u) { pt_client_free(u->c); }
@@ -232,17 +256,9 @@ static void test_online_offline_restart_kill(void **state)
 {
     (void)state;
     pt_test_server srv;
-    pt_test_server_start(&srv, NULL, 0, NULL);
-    uint16_t port = srv.port;
     char dir[256];
-    snprintf(dir, sizeof dir, "%s", srv.dir);
     user a, b;
-    user_new(&a, "alice");
-    user_new(&b, "bob");
-    user_connect(&a, port);
-    user_connect(&b, port);
-    assert_int_equal(bind(&a, "alice"), 0);
-    assert_int_equal(bind(&b, "bob"), 0);
+    uint16_t port = start_alice_bob(&srv, NULL, dir, &a, &b);
     /* online: bob has it as soon as it is sent */
     assert_int_equal(send_msg(&a, b.user_id, 1, 100), 0);
     assert_true(a.sent_id > 0);
@@ -508,34 +524,14 @@ static void notice_confirm(user *u, int64_t id)
     pump(u, 0);
 }
 
-static void sync_only(user *u)
-{
-    pt_buf body;
-    pt_buf_init(&body);
-    pt_tl_messages_sync s;
-    memset(&s, 0, sizeof s);
-    assert_int_equal(pt_tl_messages_sync_encode(&body, &s), 0);
-    call(u, &body);
-    assert_int_equal(u->err_code, 0);
-    pt_buf_free(&body);
-}
-
 static void test_confirm_notice(void **state)
 {
     (void)state;
     pt_test_server srv;
     const char *extra[] = {"--confirm-wait", "1000", NULL};
-    pt_test_server_start(&srv, NULL, 0, extra);
-    uint16_t port = srv.port;
     char dir[256];
-    snprintf(dir, sizeof dir, "%s", srv.dir);
     user a, b;
-    user_new(&a, "alice");
-    user_new(&b, "bob");
-    user_connect(&a, port);
-    user_connect(&b, port);
-    assert_int_equal(bind(&a, "alice"), 0);
-    assert_int_equal(bind(&b, "bob"), 0);
+    uint16_t port = start_alice_bob(&srv, extra, dir, &a, &b);
 
     /* stored while bob is offline, synced, confirmed by the notice */
     pt_client_drop(b.c);
