@@ -155,6 +155,7 @@ struct pt_db {
     pt_db_op *done_head, *done_tail;       /* committed, done() not yet called */
     bool stopping, thread_started;
     size_t nheld;               /* pending ops with hold_us (released ones not counted) */
+    size_t nready;              /* pending ops without (or released from) a hold */
     uint64_t held_due_ns;       /* when the last held op submitted is due */
     pt_db_stats stats;
 };
@@ -522,9 +523,15 @@ static void *writer_main(void *arg)
                 uint64_t at = op->submitted_ns + op->hold_us * 1000ull;
                 if (at < wake) wake = at;
                 prev = op;
+                /* held ops fall due in list order (pt_db_submit): with none ready,
+                 * what follows is held and due later (a withdrawn one waits for its
+                 * turn: only its done() is left). The scan of every held op at every
+                 * wake-up was 2 % of a loaded server's CPU. */
+                if (db->nready == 0) break;
                 continue;
             }
             if (op->hold_us) db->nheld--;
+            else db->nready--;
             if (prev) prev->next = next; /* unlink */
             else db->pending_head = next;
             if (db->pending_tail == op) db->pending_tail = prev;
@@ -579,6 +586,7 @@ void pt_db_submit(pt_db *db, pt_db_op *op)
         /* it might depend on what a held op writes (e.g. a device's queue order, or a
          * device deleted): every held op goes first */
         for (pt_db_op *p = db->pending_head; p; p = p->next) p->hold_us = 0;
+        db->nready += db->nheld;
         db->nheld = 0;
     }
     if (op->hold_us) {
@@ -591,6 +599,8 @@ void pt_db_submit(pt_db *db, pt_db_op *op)
         }
         db->held_due_ns = due;
         db->nheld++;
+    } else {
+        db->nready++;
     }
     /* the writer waits for work, or for the earliest held op to be due (never later
      * than this one, held ops fall due in order): wake it if this one can be taken
