@@ -604,13 +604,14 @@ static int conn_send(lan_conn *c, const pt_p2p_rec *r)
 
 static lan_conn *conn_new(pt_ctx *x, int fd, bool initiator, const uint8_t *pin)
 {
-    static const uint8_t suites[] = {PT_SUITE_CHACHAPOLY_BLAKE2B, PT_SUITE_AESGCM_SHA256};
+    uint8_t suites[PT_CHAN_MAX_SUITES];
+    size_t nsuites = pt_suite_defaults(true, suites); /* the AEAD suites */
     lan_conn *c = calloc(1, sizeof *c);
     if (!c) return NULL;
     c->fd = fd;
     pt_buf_init(&c->out);
     pt_buf_init(&c->in);
-    pt_chan_config cfg = {.is_server = !initiator, .suites = suites, .nsuites = sizeof suites,
+    pt_chan_config cfg = {.is_server = !initiator, .suites = suites, .nsuites = nsuites,
                           .static_sk = x->dev_sk, .static_pk = x->dev_pk, .server_pk = pin,
                           .use_ik = initiator};
     int err = 0;

@@ -30,7 +30,7 @@
 
 /* Channel-cipher suites; the byte is the wire id. */
 typedef enum pt_suite {
-    PT_SUITE_CHACHAPOLY_BLAKE2B = 1, /* PT1-CHACHAPOLY-BLAKE2B (default) */
+    PT_SUITE_CHACHAPOLY_BLAKE2B = 1, /* PT1-CHACHAPOLY-BLAKE2B */
     PT_SUITE_AESGCM_SHA256 = 2,      /* PT1-AESGCM-SHA256 */
     PT_SUITE_AES128CTR_SHA256 = 3,   /* ECDHE-AES128_CTR-SHA256 */
     PT_SUITE_AES256CTR_SHA384 = 4,   /* ECDHE-AES256_CTR-SHA384 */
@@ -43,6 +43,12 @@ const char *pt_suite_name(int suite); /* NULL when unknown */
 int pt_suite_from_name(const char *name); /* suite id, or PT_ERR_INVAL */
 /* Parses "A,B,C" into ids (at most max); returns the count or PT_ERR_INVAL. */
 int pt_suite_list_parse(const char *list, uint8_t *out, size_t max);
+/* The default preference order, written to out; returns the count (all five suites, or
+ * the two AEAD suites with aead_only). The AEAD suites come first: PT1-AESGCM-SHA256
+ * ahead of PT1-CHACHAPOLY-BLAKE2B when aes_hw (pt_suite_defaults: when the CPU has
+ * AES instructions, pt_aead_aesgcm_hw), ChaCha20 first otherwise. */
+size_t pt_suite_defaults_for(bool aes_hw, bool aead_only, uint8_t out[static PT_CHAN_MAX_SUITES]);
+size_t pt_suite_defaults(bool aead_only, uint8_t out[static PT_CHAN_MAX_SUITES]);
 
 /* Handshake pattern byte in the client hello. */
 #define PT_CHAN_PATTERN_XX 1

@@ -16,10 +16,6 @@
 #include "crypto/pt_crypto.h"
 #include "store/pt_keyfile.h"
 
-static const uint8_t default_suites[] = {PT_SUITE_CHACHAPOLY_BLAKE2B, PT_SUITE_AESGCM_SHA256,
-                                         PT_SUITE_AES256CTR_SHA384, PT_SUITE_AES128CTR_SHA256,
-                                         PT_SUITE_MTPROTO2};
-
 struct pt_client {
     char home[1024];
     uint8_t suites[PT_CHAN_MAX_SUITES];
@@ -74,8 +70,7 @@ pt_client *pt_client_new(const pt_client_config *cfg, int *err)
         memcpy(c->suites, cfg->suites, cfg->nsuites);
         c->nsuites = cfg->nsuites;
     } else {
-        memcpy(c->suites, default_suites, sizeof default_suites);
-        c->nsuites = sizeof default_suites;
+        c->nsuites = pt_suite_defaults(false, c->suites);
     }
     if (cfg->server_fingerprint) {
         if (pt_fingerprint_parse(c->fp_key, cfg->server_fingerprint) != 0) {

@@ -131,6 +131,8 @@ int pt_noise_cs_decrypt(pt_noise_cs *c, uint8_t *out, const uint8_t *ad, size_t 
     return rc;
 }
 
+void pt_noise_cs_trim(pt_noise_cs *c) { pt_aead_trim(c->aead); }
+
 void pt_noise_cs_clear(pt_noise_cs *c)
 {
     pt_aead_free(c->aead);

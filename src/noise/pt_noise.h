@@ -56,6 +56,8 @@ int pt_noise_cs_encrypt(pt_noise_cs *c, uint8_t *out, const uint8_t *ad, size_t 
 int pt_noise_cs_decrypt(pt_noise_cs *c, uint8_t *out, const uint8_t *ad, size_t adlen,
                         const uint8_t *in, size_t len) PT_WUR;
 void pt_noise_cs_clear(pt_noise_cs *c); /* frees and wipes the key */
+/* Gives back what the next use makes again from the key (pt_aead_trim). */
+void pt_noise_cs_trim(pt_noise_cs *c);
 
 typedef struct pt_noise_hs pt_noise_hs;
 

@@ -26,9 +26,10 @@ static void usage(FILE *f)
             "  -d, --data DIR             data directory: server.key, packtrack.db and the\n"
             "                             control socket control.sock (default %s)\n"
             "  -s, --suites LIST          allowed channel suites in preference order, comma\n"
-            "                             separated (default: all): PT1-CHACHAPOLY-BLAKE2B,\n"
-            "                             PT1-AESGCM-SHA256, ECDHE-AES256_CTR-SHA384,\n"
-            "                             ECDHE-AES128_CTR-SHA256, MTPROTO2-AES256IGE\n"
+            "                             separated (default: all, PT1-AESGCM-SHA256 first\n"
+            "                             on CPUs with AES instructions, else\n"
+            "                             PT1-CHACHAPOLY-BLAKE2B; then ECDHE-AES256_CTR-SHA384,\n"
+            "                             ECDHE-AES128_CTR-SHA256, MTPROTO2-AES256IGE)\n"
             "      --handshake-timeout S  seconds a client has to finish the handshake (%d)\n"
             "      --idle-timeout S       seconds of silence before a connection is closed (%d)\n"
             "      --session-expiry S     seconds a session outlives its last connection (%d)\n"
@@ -152,8 +153,10 @@ static void print_config(const pt_server_config *c)
 {
     printf("[server]\nlisten = %s:%u\ndata = %s\nsuites = ", c->host ? c->host : PT_SERVER_DEFAULT_HOST,
            c->port, c->data_dir ? c->data_dir : PT_SERVER_DEFAULT_DATA);
-    if (!c->nsuites) printf("(all)");
-    for (size_t i = 0; i < c->nsuites; i++) printf("%s%s", i ? "," : "", pt_suite_name(c->suites[i]));
+    uint8_t defaults[PT_CHAN_MAX_SUITES];
+    const uint8_t *suites = c->nsuites ? c->suites : defaults;
+    size_t nsuites = c->nsuites ? c->nsuites : pt_suite_defaults(false, defaults);
+    for (size_t i = 0; i < nsuites; i++) printf("%s%s", i ? "," : "", pt_suite_name(suites[i]));
     static const char *lv[] = {"error", "warn", "info", "debug"};
     if (c->metrics_host) printf("\nmetrics_listen = %s%s%s:%u", strchr(c->metrics_host, ':') ? "[" : "",
                                 c->metrics_host, strchr(c->metrics_host, ':') ? "]" : "", c->metrics_port);

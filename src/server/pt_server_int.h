@@ -541,10 +541,6 @@ int pt_srv_dir_set_blocked(pt_server *s, const uint8_t by[16], const uint8_t who
 
 /* ---- operations (issue 9) --------------------------------------------------------------- */
 
-/* The default suite list, in preference order (server.c). */
-extern const uint8_t pt_srv_default_suites[];
-extern const size_t pt_srv_default_nsuites;
-
 /* Rereads the configuration file and applies what can change live (reload.c).
  * via names the trigger in the log ("SIGHUP", "control"). 0, or an error with a
  * one-line reason in msg (may be NULL); the running configuration then stays. */

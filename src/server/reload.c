@@ -45,8 +45,9 @@ static int compare_restart_keys(const pt_server *s, const pt_config_file *f)
     needs_restart(s, PT_CFG_LISTEN, strcmp(host, s->host) != 0 || port != s->cfg.port, &n);
     const char *data = (f->set & PT_CFG_BIT(PT_CFG_DATA)) ? c->data_dir : PT_SERVER_DEFAULT_DATA;
     needs_restart(s, PT_CFG_DATA, strcmp(data, s->data_dir) != 0, &n);
-    const uint8_t *suites = pt_srv_default_suites;
-    size_t nsuites = pt_srv_default_nsuites;
+    uint8_t defaults[PT_CHAN_MAX_SUITES];
+    const uint8_t *suites = defaults;
+    size_t nsuites = pt_suite_defaults(false, defaults);
     if ((f->set & PT_CFG_BIT(PT_CFG_SUITES)) && c->nsuites) suites = c->suites, nsuites = c->nsuites;
     needs_restart(s, PT_CFG_SUITES,
                   nsuites != s->cfg.nsuites || memcmp(suites, s->cfg.suites, nsuites) != 0, &n);

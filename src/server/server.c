@@ -16,11 +16,6 @@
 #include "store/pt_db.h"
 #include "store/pt_keyfile.h"
 
-const uint8_t pt_srv_default_suites[] = {PT_SUITE_CHACHAPOLY_BLAKE2B, PT_SUITE_AESGCM_SHA256,
-                                         PT_SUITE_AES256CTR_SHA384, PT_SUITE_AES128CTR_SHA256,
-                                         PT_SUITE_MTPROTO2};
-const size_t pt_srv_default_nsuites = sizeof pt_srv_default_suites;
-
 /* ---- the session table ---------------------------------------------------------------- */
 
 static size_t sess_hash(const uint8_t pk[32], uint64_t sid, size_t nb)
@@ -1569,8 +1564,7 @@ pt_server *pt_server_new(const pt_server_config *cfg, int *err)
     if (!s->cfg.host) s->cfg.host = PT_SERVER_DEFAULT_HOST;
     if (!s->cfg.data_dir) s->cfg.data_dir = PT_SERVER_DEFAULT_DATA;
     if (!s->cfg.nsuites) {
-        memcpy(s->cfg.suites, pt_srv_default_suites, sizeof pt_srv_default_suites);
-        s->cfg.nsuites = sizeof pt_srv_default_suites;
+        s->cfg.nsuites = pt_suite_defaults(false, s->cfg.suites);
     }
     if (!s->cfg.handshake_timeout_ms) s->cfg.handshake_timeout_ms = PT_SERVER_HANDSHAKE_TIMEOUT_MS;
     if (!s->cfg.idle_timeout_ms) s->cfg.idle_timeout_ms = PT_SERVER_IDLE_TIMEOUT_MS;

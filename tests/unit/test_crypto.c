@@ -946,6 +946,36 @@ static void test_aead_tamper(void **state)
         assert_int_equal(pt_aead_open(a, back, nonce, ad, sizeof ad, ct, sizeof ct), 0);
         assert_memory_equal(back, pt, sizeof pt);
 
+        /* trimmed (an idle connection): the next seal and open make their state
+         * again from the key, the one set last */
+        uint8_t ct2[116];
+        pt_aead_trim(a);
+        assert_int_equal(pt_aead_seal(a, ct2, nonce, ad, sizeof ad, pt, sizeof pt), 0);
+        assert_memory_equal(ct2, ct, sizeof ct);
+        pt_aead_trim(a);
+        pt_aead_trim(a); /* twice: nothing left to give back */
+        memset(back, 0, sizeof back);
+        assert_int_equal(pt_aead_open(a, back, nonce, ad, sizeof ad, ct, sizeof ct), 0);
+        assert_memory_equal(back, pt, sizeof pt);
+        assert_int_equal(pt_aead_rekey(a, key2), 0);
+        pt_aead_trim(a);
+        expect_auth_fail(a, nonce, ad, sizeof ad, ct, sizeof ct, "old key after rekey and trim");
+        assert_int_equal(pt_aead_rekey(a, key), 0);
+        pt_aead_trim(NULL);
+
+        /* two new objects in turn (AES-GCM: both on the thread's shared context) */
+        pt_aead *b = pt_aead_new(algs[ai], key2);
+        assert_non_null(b);
+        uint8_t ctb[116];
+        assert_int_equal(pt_aead_seal(b, ctb, nonce, ad, sizeof ad, pt, sizeof pt), 0);
+        assert_memory_not_equal(ctb, ct, sizeof ct);
+        assert_int_equal(pt_aead_open(a, back, nonce, ad, sizeof ad, ct, sizeof ct), 0);
+        expect_auth_fail(b, nonce, ad, sizeof ad, ct, sizeof ct, "the other object's key");
+        expect_auth_fail(a, nonce, ad, sizeof ad, ctb, sizeof ctb, "the other object's key");
+        assert_int_equal(pt_aead_open(b, back, nonce, ad, sizeof ad, ctb, sizeof ctb), 0);
+        assert_memory_equal(back, pt, sizeof pt);
+        pt_aead_free(b);
+
         /* empty message, empty AD: a bare tag that still authenticates */
         uint8_t tag[16];
         assert_int_equal(pt_aead_seal(a, tag, nonce, NULL, 0, NULL, 0), 0);
