@@ -158,9 +158,12 @@ typedef struct pt_aead pt_aead;
 pt_aead *pt_aead_new(pt_aead_alg alg, const uint8_t key[static PT_AEAD_KEY_LEN]);
 void pt_aead_free(pt_aead *a); /* NULL is a no-op; wipes the key */
 int pt_aead_rekey(pt_aead *a, const uint8_t key[static PT_AEAD_KEY_LEN]);
-/* Gives back what the next seal or open can make again from the key (AES-GCM's
- * contexts); for objects left unused a while. NULL is a no-op. */
+/* Gives back what the next seal or open can make again from the key (OpenSSL's AES-GCM
+ * contexts, used where the CPU lacks AES instructions); for objects left unused a
+ * while. NULL is a no-op. */
 void pt_aead_trim(pt_aead *a);
+/* Tests: AES-GCM through OpenSSL even where libsodium's (AES-NI) would be used. */
+void pt_aead_force_openssl(bool on);
 /* out receives len + PT_AEAD_TAG_LEN bytes; out may equal in. */
 int pt_aead_seal(pt_aead *a, uint8_t *out, const uint8_t nonce[static PT_AEAD_NONCE_LEN],
                  const uint8_t *ad, size_t adlen, const uint8_t *in, size_t len);
@@ -168,9 +171,9 @@ int pt_aead_seal(pt_aead *a, uint8_t *out, const uint8_t nonce[static PT_AEAD_NO
  * bad tag, in which case out is wiped. out may equal in. */
 int pt_aead_open(pt_aead *a, uint8_t *out, const uint8_t nonce[static PT_AEAD_NONCE_LEN],
                  const uint8_t *ad, size_t adlen, const uint8_t *in, size_t len) PT_WUR;
-/* True when this CPU does AES and carry-less multiplication in hardware (x86 AES-NI and
- * PCLMULQDQ, libsodium's test): AES-GCM is then faster than ChaCha20-Poly1305, and its
- * implementation has no secret-dependent table lookups. */
+/* True when this CPU does AES and carry-less multiplication in hardware (libsodium's
+ * test: x86 AES-NI and PCLMULQDQ in the Debian 12 version): AES-GCM is then faster than
+ * ChaCha20-Poly1305 and runs in libsodium, without secret-dependent table lookups. */
 bool pt_aead_aesgcm_hw(void);
 
 /* ---- XChaCha20-Poly1305 (192-bit nonce; libsodium's IETF construction) ------- */

@@ -324,11 +324,12 @@ static void test_suite_names(void **state)
         assert_int_equal(pt_suite_from_name(pt_suite_name(i)), i);
 }
 
-/* True when /proc/cpuinfo lists every flag in flags (space separated). */
-static bool cpu_has(const char *flags)
+/* 1 when /proc/cpuinfo lists every flag in flags (space separated), 0 when not, -1
+ * when it cannot be read. */
+static int cpu_has(const char *flags)
 {
     FILE *f = fopen("/proc/cpuinfo", "r");
-    if (!f) return false;
+    if (!f) return -1;
     char line[8192];
     bool found = false;
     while (!found && fgets(line, sizeof line, f)) {
@@ -367,7 +368,8 @@ static void test_default_suites(void **state)
     assert_memory_equal(got, sw, 2);
 
 #if defined(__x86_64__) || defined(__i386__)
-    assert_int_equal(pt_aead_aesgcm_hw(), cpu_has("aes pclmulqdq"));
+    int flags = cpu_has("aes pclmulqdq");
+    if (flags >= 0) assert_int_equal(pt_aead_aesgcm_hw(), flags);
 #endif
     bool aes = pt_aead_aesgcm_hw();
     printf("this CPU: AES instructions %s\n", aes ? "yes, AES-GCM preferred" : "no, ChaCha20 preferred");
@@ -384,6 +386,22 @@ static void test_default_suites(void **state)
     side_free(&sv);
 }
 
+/* AES-GCM through OpenSSL (CPUs without AES instructions): its contexts are given
+ * back by pt_chan_trim and made again, which the roundtrip does between records. */
+static int openssl_gcm(void **state)
+{
+    (void)state;
+    pt_aead_force_openssl(true);
+    return 0;
+}
+
+static int default_gcm(void **state)
+{
+    (void)state;
+    pt_aead_force_openssl(false);
+    return 0;
+}
+
 int main(void)
 {
     assert_int_equal(pt_init(), 0);
@@ -392,6 +410,7 @@ int main(void)
         cmocka_unit_test(test_suite_names),
         cmocka_unit_test(test_default_suites),
         cmocka_unit_test(test_all_suites_roundtrip),
+        cmocka_unit_test_setup_teardown(test_all_suites_roundtrip, openssl_gcm, default_gcm),
         cmocka_unit_test(test_server_preference_and_no_common_suite),
         cmocka_unit_test(test_downgrade_fails),
         cmocka_unit_test(test_pinned_key_mismatch),
