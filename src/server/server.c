@@ -508,16 +508,10 @@ static void conn_close_after_write(pt_conn *c, const char *why)
 
 static bool io_closing(const pt_conn *c) { return c->io->threaded ? c->io_closing : c->closing; }
 
-static void on_write(uv_write_t *req, int status)
+/* What follows a finished write: the next one, the close that waited for it, or
+ * reading again after backpressure. */
+static void write_done(pt_conn *c)
 {
-    pt_conn *c = req->data;
-    c->writing = false;
-    pt_buf_reset(&c->inflight);
-    if (io_closing(c)) return;
-    if (status < 0) {
-        io_close(c, uv_strerror(status));
-        return;
-    }
     if (c->out.len) {
         conn_start_write(c);
         return;
@@ -533,6 +527,19 @@ static void on_write(uv_write_t *req, int status)
     }
 }
 
+static void on_write(uv_write_t *req, int status)
+{
+    pt_conn *c = req->data;
+    c->writing = false;
+    pt_buf_reset(&c->inflight);
+    if (io_closing(c)) return;
+    if (status < 0) {
+        io_close(c, uv_strerror(status));
+        return;
+    }
+    write_done(c);
+}
+
 static void conn_start_write(pt_conn *c)
 {
     if (c->writing || io_closing(c)) return;
@@ -542,10 +549,25 @@ static void conn_start_write(pt_conn *c)
         return;
     }
     if (c->out.len == 0) return;
+    /* Most writes go at once. uv_try_write needs no request then, where libuv's
+     * uv_write re-registers the socket with epoll after each completed one (an
+     * epoll_ctl per write: 0.13 per message in the closed loop) and runs on_write
+     * from the next loop iteration. What the socket does not take goes by uv_write. */
+    int n = uv_try_write((uv_stream_t *)&c->tcp, &(uv_buf_t){.base = (char *)c->out.data, .len = c->out.len}, 1);
+    if (n < 0 && n != UV_EAGAIN) {
+        io_close(c, uv_strerror(n));
+        return;
+    }
+    if (n == (int)c->out.len) {
+        pt_buf_reset(&c->out);
+        write_done(c);
+        return;
+    }
+    size_t done = n > 0 ? (size_t)n : 0;
     pt_buf t = c->inflight; /* swap: the bytes in flight stay put until on_write */
     c->inflight = c->out;
     c->out = t;
-    uv_buf_t b = uv_buf_init((char *)c->inflight.data, (unsigned)c->inflight.len);
+    uv_buf_t b = uv_buf_init((char *)c->inflight.data + done, (unsigned)(c->inflight.len - done));
     c->wreq.data = c;
     int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write);
     if (rc < 0) {
