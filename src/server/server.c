@@ -1455,7 +1455,12 @@ static void on_gc(uv_timer_t *t)
 }
 
 /* Every second: sessions of connections quiet for a second give back their buffers
- * (the worker loops trim the sockets' side: on_io_trim). */
+ * (the worker loops trim the sockets' side: on_io_trim), and those that sent something
+ * the client has not acknowledged for PROBE_AFTER_MS ping it (pt_sess_probe: a record
+ * lost on the way, with nothing sent after it, would leave the client waiting until
+ * the idle timeout; clients acknowledge within PT_SESS_ACK_DELAY_MS). */
+#define PROBE_AFTER_MS 1000
+
 static void on_trim(uv_timer_t *t)
 {
     pt_server *s = t->data;
@@ -1464,6 +1469,11 @@ static void on_trim(uv_timer_t *t)
         if (c->closing || c->dirty || c->in_input || !c->sess || now - c->core_active_ms < TRIM_AFTER_MS)
             continue;
         pt_sess_trim(c->sess->sess);
+        int rc = pt_sess_probe(c->sess->sess, PROBE_AFTER_MS);
+        if (rc > 0) {
+            pt_log_debug("conn %s: output unacknowledged for %d ms; pinging", c->peer, PROBE_AFTER_MS);
+            pt_conn_flush(c);
+        }
     }
 }
 

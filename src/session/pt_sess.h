@@ -29,6 +29,7 @@
 #define PT_SESS_MAX_PENDING_ACKS 8192
 #define PT_SESS_ACK_DELAY_MS 50           /* an ack waits this long for output to ride with */
 #define PT_SESS_ACK_BATCH 256             /* ... or until this many are pending */
+#define PT_SESS_PROBE_EVERY_MS 5000       /* pt_sess_probe pings at most this often */
 #define PT_SESS_RENAMED 256               /* renewed ids remembered after their ack */
 #define PT_SESS_PAST_S 300                /* server: msg_id older than this is "too low" */
 #define PT_SESS_FUTURE_S 30               /* server: msg_id newer than this is "too high" */
@@ -114,6 +115,13 @@ int pt_sess_send(pt_sess *s, const uint8_t *body, size_t len, bool gzip, uint64_
 /* Server: queues rpc_result(req_msg_id, result). */
 int pt_sess_reply(pt_sess *s, uint64_t req_msg_id, const uint8_t *result, size_t len) PT_WUR;
 int pt_sess_ping(pt_sess *s, int64_t ping_id, uint64_t *msg_id) PT_WUR;
+/* A content message of ours sent more than age_ms ago and still not acknowledged:
+ * queues a ping (at most one per PT_SESS_PROBE_EVERY_MS) and returns 1; 0 when there is
+ * nothing to probe. For a quiet connection: a record lost on the way (dropped by a
+ * middlebox; TCP itself would not) leaves the peer waiting with nothing left to show
+ * the gap; the probe's record makes its channel see the skipped nonce and reconnect,
+ * and a peer that is only slow answers the ping. */
+int pt_sess_probe(pt_sess *s, uint64_t age_ms) PT_WUR;
 /* Server: queues new_session_created for a session just made for first_msg_id. */
 int pt_sess_created(pt_sess *s, uint64_t first_msg_id) PT_WUR;
 /* Client: asks for the state of msg_ids (answered with msgs_state_info as UPDATE). */

@@ -54,6 +54,7 @@ struct pt_sess {
     pt_buf tmp;                    /* encoding scratch */
     uint64_t in_now_ms;            /* while pt_sess_input processes a record: the clock read
                                     * for it, used for what it sends too; 0 otherwise */
+    uint64_t probe_ms;             /* clock of the last probe (pt_sess_probe), 0: none */
 };
 
 /* Scratch for decoding: an arena for vectors and a buffer for gunzip. One per
@@ -362,6 +363,24 @@ int pt_sess_ping(pt_sess *s, int64_t ping_id, uint64_t *msg_id)
 {
     pt_tl_ping p = {.ping_id = ping_id};
     return queue_encoded(s, pt_tl_ping_encode(&s->tmp, &p), true, false, msg_id);
+}
+
+int pt_sess_probe(pt_sess *s, uint64_t age_ms)
+{
+    uint64_t now = now_ms(s);
+    if (s->probe_ms && now - s->probe_ms < PT_SESS_PROBE_EVERY_MS) return 0;
+    /* the oldest content message sent: ids carry the clock they were made at (the
+     * queue is in send order; a renewed id is newer, which only delays the probe) */
+    const omsg *old = NULL;
+    for (size_t i = 0; i < s->qn && !old; i++)
+        if (s->q[i]->content && s->q[i]->ever_sent) old = s->q[i];
+    int64_t at = (int64_t)now + s->time_offset_ms - (int64_t)age_ms;
+    uint64_t ms = at > 0 ? (uint64_t)at : 0;
+    if (!old || old->msg_id >= ((ms / 1000) << 32 | ((ms % 1000) << 32) / 1000)) return 0;
+    int rc = pt_sess_ping(s, (int64_t)now, NULL);
+    if (rc) return rc;
+    s->probe_ms = now;
+    return 1;
 }
 
 int pt_sess_created(pt_sess *s, uint64_t first_msg_id)

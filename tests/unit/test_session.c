@@ -204,6 +204,59 @@ static uint32_t record_messages(const pt_buf *r, uint32_t *acks, uint32_t *resul
 
 /* Acknowledgements wait for other output: an answer acknowledges its request without a
  * msgs_ack, acks ride in the records of other messages, and go alone only once due. */
+/* A server message whose record was lost on a quiet connection: once it is older
+ * than the probe's age the server queues a ping, whose record shows the client the
+ * gap (here its seqno; on a channel first the skipped nonce), at most one per
+ * PT_SESS_PROBE_EVERY_MS. A client that only had not acknowledged yet answers the
+ * ping with the acknowledgement; acknowledged output is never probed. */
+static void test_probe_unacked(void **state)
+{
+    (void)state;
+    peer cl, sv;
+    peers_new(&cl, &sv, 78);
+    pt_buf b;
+    pt_buf_init(&b);
+    encode_echo(&b, 1);
+    assert_int_equal(pt_sess_send(sv.s, b.data, b.len, false, NULL), 0);
+    tenv.now_ms += 5000;
+    assert_int_equal(pt_sess_probe(sv.s, 1000), 0); /* queued, never sent: nothing lost */
+    deliver(&sv, &cl, 0);                             /* sent; its record is lost */
+    assert_int_equal(pt_sess_unacked(sv.s), 1);
+    /* its id is 5 s old (ids carry the clock they were made at) */
+    assert_int_equal(pt_sess_probe(sv.s, 1000), 1);
+    assert_int_equal(pt_sess_probe(sv.s, 1000), 0); /* one per PT_SESS_PROBE_EVERY_MS */
+    deliver(&sv, &cl, SIZE_MAX);                      /* the ping */
+    assert_int_equal(count(&cl, PT_SESS_EV_UPDATE), 0);
+    deliver(&cl, &sv, SIZE_MAX);
+    assert_non_null(find_bad(&sv, PT_BAD_MSG_SEQNO_HIGH)); /* the gap, seen */
+    assert_int_equal(pt_sess_unacked(sv.s), 2);           /* the message and the ping */
+    tenv.now_ms += PT_SESS_PROBE_EVERY_MS - 1;
+    assert_int_equal(pt_sess_probe(sv.s, 1000), 0);
+    tenv.now_ms += 1;
+    assert_int_equal(pt_sess_probe(sv.s, 1000), 1);
+    peers_free(&cl, &sv);
+
+    /* delivered, not acknowledged yet: a message made now is young until age_ms; the
+     * client answers the ping with a pong and acknowledges both */
+    peers_new(&cl, &sv, 79);
+    encode_echo(&b, 2);
+    assert_int_equal(pt_sess_send(sv.s, b.data, b.len, false, NULL), 0);
+    deliver(&sv, &cl, SIZE_MAX);
+    assert_int_equal(count(&cl, PT_SESS_EV_UPDATE), 1);
+    tenv.now_ms += 999;
+    assert_int_equal(pt_sess_probe(sv.s, 1000), 0);
+    tenv.now_ms += 2;
+    assert_int_equal(pt_sess_probe(sv.s, 1000), 1);
+    deliver(&sv, &cl, SIZE_MAX);
+    deliver(&cl, &sv, SIZE_MAX); /* the pong, with the pending ack */
+    assert_int_equal(count(&sv, PT_SESS_EV_PONG), 1);
+    assert_int_equal(pt_sess_unacked(sv.s), 0);
+    tenv.now_ms += 60000;
+    assert_int_equal(pt_sess_probe(sv.s, 1000), 0); /* nothing left to probe */
+    pt_buf_free(&b);
+    peers_free(&cl, &sv);
+}
+
 static void test_acks_wait_for_output(void **state)
 {
     (void)state;
@@ -702,6 +755,7 @@ int main(void)
         cmocka_unit_test(test_call_result_ack),
         cmocka_unit_test(test_resume_exactly_once),
         cmocka_unit_test(test_acks_wait_for_output),
+        cmocka_unit_test(test_probe_unacked),
         cmocka_unit_test(test_bad_msg_notifications),
         cmocka_unit_test(test_salt_and_clock_recovery),
         cmocka_unit_test(test_clock_ahead_renews_session),
