@@ -70,10 +70,12 @@ struct pt_conn {
     uint8_t peer_pk[32];            /* the peer's static key, set with the first record or "up" */
     bool online;                    /* counted in the presence of dev's user */
     pt_buf out;                     /* sealed bytes waiting for the next write */
-    pt_buf inflight;                /* bytes handed to uv_write, untouched until on_write */
+    pt_buf inflight;                /* what uv_write still sends (the socket did not take
+                                     * all at once), untouched until on_write */
     bool closing;                   /* the server side let go of it */
     bool close_req;                 /* the server side asked its worker to close it */
     bool in_input;                  /* records being handled: replies are flushed after */
+    bool resync;                    /* the client saw a gap in our seqnos: close */
     bool dirty;                     /* on the server's list of connections to flush */
     pt_conn *dirty_prev, *dirty_next;
     bool ack_wait;                  /* on the server's list of sessions with acks waiting */

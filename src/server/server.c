@@ -577,7 +577,7 @@ static void conn_start_write(pt_conn *c)
     c->writing = true;
 }
 
-/* Worker: stops reading a peer whose output piles up; on_write reads again. */
+/* Worker: stops reading a peer whose output piles up; write_done reads again. */
 static void io_backpressure(pt_conn *c)
 {
     if (c->out.len + c->inflight.len > PT_SERVER_MAX_OUTBUF && !c->read_paused) {
@@ -686,6 +686,16 @@ static void on_sess_event(void *ud, const pt_sess_event *ev)
         pt_srv_rpc(c, ev->msg_id, ev->body, ev->len);
         break;
     case PT_SESS_EV_BAD_MSG:
+        if (ev->value == PT_BAD_MSG_SEQNO_LOW || ev->value == PT_BAD_MSG_SEQNO_HIGH) {
+            /* the client missed (or got twice) something we sent on this connection:
+             * a record lost on the way. Only a new connection repairs that: the
+             * session resends what is unacknowledged there (on_record closes). */
+            pt_log_warn("conn %s: the client saw a gap in our messages (bad_msg %lld); "
+                        "closing, it resyncs on its next connection",
+                        c->peer, (long long)ev->value);
+            c->resync = true;
+            break;
+        }
         pt_log_debug("conn %s: client rejected msg %016llx: code %lld", c->peer,
                      (unsigned long long)ev->req_msg_id, (long long)ev->value);
         break;
@@ -752,7 +762,8 @@ static int on_record(void *ud, const uint8_t *rec, size_t len)
     int rc = c->dev ? 0 : core_channel_up(c);
     if (rc == 0) rc = attach_session(c, rec, len);
     if (rc) return rc;
-    return pt_sess_input(c->sess->sess, rec, len, on_sess_event, c);
+    rc = pt_sess_input(c->sess->sess, rec, len, on_sess_event, c);
+    return rc == 0 && c->resync ? PT_ERR_PROTO : rc; /* see on_sess_event */
 }
 
 /* Worker: a decrypted record goes to the server loop. */

@@ -115,12 +115,15 @@ int pt_sess_send(pt_sess *s, const uint8_t *body, size_t len, bool gzip, uint64_
 /* Server: queues rpc_result(req_msg_id, result). */
 int pt_sess_reply(pt_sess *s, uint64_t req_msg_id, const uint8_t *result, size_t len) PT_WUR;
 int pt_sess_ping(pt_sess *s, int64_t ping_id, uint64_t *msg_id) PT_WUR;
-/* A content message of ours sent more than age_ms ago and still not acknowledged:
- * queues a ping (at most one per PT_SESS_PROBE_EVERY_MS) and returns 1; 0 when there is
- * nothing to probe. For a quiet connection: a record lost on the way (dropped by a
- * middlebox; TCP itself would not) leaves the peer waiting with nothing left to show
- * the gap; the probe's record makes its channel see the skipped nonce and reconnect,
- * and a peer that is only slow answers the ping. */
+/* A content message of ours made more than age_ms ago (by its msg_id), sent, and still
+ * not acknowledged: queues a ping and returns 1; 0 when there is nothing to probe, or
+ * the last probe's ping is still unanswered, or it went less than
+ * PT_SESS_PROBE_EVERY_MS ago. For a quiet connection: a record lost on the way
+ * (dropped by a middlebox; TCP itself would not) leaves the peer waiting with nothing
+ * left to show the gap. The probe's record shows it: the channel's skipped nonce
+ * (suites 1-4), or the session's seqno (every suite; the peer answers
+ * bad_msg_notification 33, PT_BAD_MSG_SEQNO_HIGH). A peer that is only slow answers
+ * the ping with a pong. */
 int pt_sess_probe(pt_sess *s, uint64_t age_ms) PT_WUR;
 /* Server: queues new_session_created for a session just made for first_msg_id. */
 int pt_sess_created(pt_sess *s, uint64_t first_msg_id) PT_WUR;

@@ -55,6 +55,7 @@ struct pt_sess {
     uint64_t in_now_ms;            /* while pt_sess_input processes a record: the clock read
                                     * for it, used for what it sends too; 0 otherwise */
     uint64_t probe_ms;             /* clock of the last probe (pt_sess_probe), 0: none */
+    uint64_t probe_id;             /* its ping's msg_id */
 };
 
 /* Scratch for decoding: an arena for vectors and a buffer for gunzip. One per
@@ -369,6 +370,7 @@ int pt_sess_probe(pt_sess *s, uint64_t age_ms)
 {
     uint64_t now = now_ms(s);
     if (s->probe_ms && now - s->probe_ms < PT_SESS_PROBE_EVERY_MS) return 0;
+    if (s->probe_id && find_out(s, s->probe_id, NULL)) return 0; /* the last one is out */
     /* the oldest content message sent: ids carry the clock they were made at (the
      * queue is in send order; a renewed id is newer, which only delays the probe) */
     const omsg *old = NULL;
@@ -377,7 +379,7 @@ int pt_sess_probe(pt_sess *s, uint64_t age_ms)
     int64_t at = (int64_t)now + s->time_offset_ms - (int64_t)age_ms;
     uint64_t ms = at > 0 ? (uint64_t)at : 0;
     if (!old || old->msg_id >= ((ms / 1000) << 32 | ((ms % 1000) << 32) / 1000)) return 0;
-    int rc = pt_sess_ping(s, (int64_t)now, NULL);
+    int rc = pt_sess_ping(s, (int64_t)now, &s->probe_id);
     if (rc) return rc;
     s->probe_ms = now;
     return 1;
