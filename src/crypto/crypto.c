@@ -558,7 +558,8 @@ int pt_aead_open(pt_aead *a, uint8_t *out, const uint8_t nonce[static PT_AEAD_NO
     if (gcm_sodium()) {
         crypto_aead_aes256gcm_state st;
         if (crypto_aead_aes256gcm_beforenm(&st, a->key) != 0) return PT_ERR_CRYPTO;
-        ok = crypto_aead_aes256gcm_decrypt_afternm(out, NULL, NULL, in, len, ad, adlen, nonce, &st) == 0;
+        ok = crypto_aead_aes256gcm_decrypt_afternm(out, NULL, NULL, in, len, ad, adlen, nonce,
+                                                   &st) == 0;
         sodium_memzero(&st, sizeof st);
     } else {
         EVP_CIPHER_CTX *x = gcm_ctx(a, false);

@@ -553,7 +553,8 @@ static void conn_start_write(pt_conn *c)
      * uv_write re-registers the socket with epoll after each completed one (an
      * epoll_ctl per write: 0.13 per message in the closed loop) and runs on_write
      * from the next loop iteration. What the socket does not take goes by uv_write. */
-    int n = uv_try_write((uv_stream_t *)&c->tcp, &(uv_buf_t){.base = (char *)c->out.data, .len = c->out.len}, 1);
+    uv_buf_t all = uv_buf_init((char *)c->out.data, (unsigned)c->out.len);
+    int n = uv_try_write((uv_stream_t *)&c->tcp, &all, 1);
     if (n < 0 && n != UV_EAGAIN) {
         io_close(c, uv_strerror(n));
         return;
@@ -1482,7 +1483,8 @@ static void on_trim(uv_timer_t *t)
         pt_sess_trim(c->sess->sess);
         int rc = pt_sess_probe(c->sess->sess, PROBE_AFTER_MS);
         if (rc > 0) {
-            pt_log_debug("conn %s: output unacknowledged for %d ms; pinging", c->peer, PROBE_AFTER_MS);
+            pt_log_debug("conn %s: output unacknowledged for %d ms; pinging", c->peer,
+                         PROBE_AFTER_MS);
             pt_conn_flush(c);
         }
     }

@@ -386,22 +386,6 @@ static void test_default_suites(void **state)
     side_free(&sv);
 }
 
-/* AES-GCM through OpenSSL (CPUs without AES instructions): its contexts are given
- * back by pt_chan_trim and made again, which the roundtrip does between records. */
-static int openssl_gcm(void **state)
-{
-    (void)state;
-    pt_aead_force_openssl(true);
-    return 0;
-}
-
-static int default_gcm(void **state)
-{
-    (void)state;
-    pt_aead_force_openssl(false);
-    return 0;
-}
-
 int main(void)
 {
     assert_int_equal(pt_init(), 0);
@@ -410,7 +394,8 @@ int main(void)
         cmocka_unit_test(test_suite_names),
         cmocka_unit_test(test_default_suites),
         cmocka_unit_test(test_all_suites_roundtrip),
-        cmocka_unit_test_setup_teardown(test_all_suites_roundtrip, openssl_gcm, default_gcm),
+        cmocka_unit_test_setup_teardown(test_all_suites_roundtrip, pt_test_gcm_openssl,
+                                        pt_test_gcm_default),
         cmocka_unit_test(test_server_preference_and_no_common_suite),
         cmocka_unit_test(test_downgrade_fails),
         cmocka_unit_test(test_pinned_key_mismatch),

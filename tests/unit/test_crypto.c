@@ -1255,22 +1255,6 @@ static void test_argon2id_params(void **state)
     assert_int_equal(pt_argon2id(b, 32, pw, strlen(pw), salt, ops, SIZE_MAX), PT_ERR_INVAL);
 }
 
-/* AES-GCM through OpenSSL, the implementation of CPUs without AES instructions (this
- * one may have them: then libsodium's is tested by the plain runs). */
-static int openssl_gcm(void **state)
-{
-    (void)state;
-    pt_aead_force_openssl(true);
-    return 0;
-}
-
-static int default_gcm(void **state)
-{
-    (void)state;
-    pt_aead_force_openssl(false);
-    return 0;
-}
-
 int main(void)
 {
     assert_int_equal(pt_init(), 0);
@@ -1283,8 +1267,8 @@ int main(void)
         cmocka_unit_test(test_hkdf_rfc5869),      cmocka_unit_test(test_hkdf_limits_and_reference),
         cmocka_unit_test(test_sha256_fast_paths), cmocka_unit_test(test_aes_cbc_context),
         cmocka_unit_test(test_aead_kat),          cmocka_unit_test(test_aead_tamper),
-        cmocka_unit_test_setup_teardown(test_aead_kat, openssl_gcm, default_gcm),
-        cmocka_unit_test_setup_teardown(test_aead_tamper, openssl_gcm, default_gcm),
+        cmocka_unit_test_setup_teardown(test_aead_kat, pt_test_gcm_openssl, pt_test_gcm_default),
+        cmocka_unit_test_setup_teardown(test_aead_tamper, pt_test_gcm_openssl, pt_test_gcm_default),
         cmocka_unit_test(test_aes_ctr_sp800_38a), cmocka_unit_test(test_ige_published_oracle),
         cmocka_unit_test(test_ige_cross_check),   cmocka_unit_test(test_argon2id_kat),
         cmocka_unit_test(test_argon2id_params),

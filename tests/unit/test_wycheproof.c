@@ -622,20 +622,6 @@ static void test_wp_aes_cbc_pkcs5(void **state)
     cJSON_Delete(root);
 }
 
-static int openssl_gcm(void **state) /* the implementation without AES instructions */
-{
-    (void)state;
-    pt_aead_force_openssl(true);
-    return 0;
-}
-
-static int default_gcm(void **state)
-{
-    (void)state;
-    pt_aead_force_openssl(false);
-    return 0;
-}
-
 int main(void)
 {
     assert_int_equal(pt_init(), 0);
@@ -644,7 +630,7 @@ int main(void)
         cmocka_unit_test(test_wp_ed25519),
         cmocka_unit_test(test_wp_chacha20_poly1305),
         cmocka_unit_test(test_wp_aes_gcm),
-        cmocka_unit_test_setup_teardown(test_wp_aes_gcm, openssl_gcm, default_gcm),
+        cmocka_unit_test_setup_teardown(test_wp_aes_gcm, pt_test_gcm_openssl, pt_test_gcm_default),
         cmocka_unit_test(test_wp_hkdf_sha256),
         cmocka_unit_test(test_wp_hmac_sha256),
         cmocka_unit_test(test_wp_hmac_sha384),

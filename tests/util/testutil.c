@@ -67,6 +67,20 @@ static void test_random(void *ctx, void *buf, size_t len)
 static uint64_t test_now(void *ctx) { return ((pt_test_env *)ctx)->now_ms; }
 static uint64_t test_mono(void *ctx) { return ((pt_test_env *)ctx)->mono_ms; }
 
+int pt_test_gcm_openssl(void **state)
+{
+    (void)state;
+    pt_aead_force_openssl(true);
+    return 0;
+}
+
+int pt_test_gcm_default(void **state)
+{
+    (void)state;
+    pt_aead_force_openssl(false);
+    return 0;
+}
+
 void pt_test_env_init(pt_test_env *t, const uint8_t *script, size_t script_len)
 {
     memset(t, 0, sizeof *t);

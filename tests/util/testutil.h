@@ -30,6 +30,13 @@ void pt_test_env_init(pt_test_env *t, const uint8_t *script, size_t script_len);
 
 #endif
 
+/* ---- AES-GCM's implementations --------------------------------------------------- */
+/* cmocka setup and teardown: AES-GCM through OpenSSL (the implementation of CPUs
+ * without AES instructions; where this one has them, the plain runs test libsodium's),
+ * and back to the default. */
+int pt_test_gcm_openssl(void **state);
+int pt_test_gcm_default(void **state);
+
 /* ---- real packtrackd processes ------------------------------------------------ */
 typedef struct pt_test_server {
     int pid;
