@@ -115,7 +115,7 @@ void pt_chan_trim(pt_chan *c)
     if (!c) return;
     if (c->in.len == 0) pt_buf_free(&c->in);
     pt_buf_free(&c->scratch); /* used within one input call only */
-    pt_noise_cs_trim(&c->tx); /* AES-GCM's contexts, 1.1 KiB each */
+    pt_noise_cs_trim(&c->tx); /* OpenSSL's AES-GCM contexts (CPUs without AES-NI) */
     pt_noise_cs_trim(&c->rx);
 }
 

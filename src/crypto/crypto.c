@@ -7,7 +7,6 @@
  *    the per-call cost is a context, not a provider lookup.
  */
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 
 #include <openssl/core_names.h>
@@ -25,6 +24,7 @@ static struct {
     EVP_KDF *hkdf;
     EVP_MAC_CTX *hmac_tmpl[5];  /* HMAC contexts with the digest already set */
     EVP_CIPHER *aes256gcm, *aes128ctr, *aes256ctr, *aes256ecb, *aes256cbc;
+    bool gcm_sodium;            /* AES-GCM through libsodium (the CPU has AES-NI) */
 } g;
 
 static const char *const md_names[5] = {"SHA2-256", "SHA2-384", "SHA2-512", "BLAKE2B-512",
@@ -52,6 +52,7 @@ int pt_crypto_init(void)
     g.aes256cbc = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL);
     if (!g.aes256gcm || !g.aes128ctr || !g.aes256ctr || !g.aes256ecb || !g.aes256cbc)
         return PT_ERR_CRYPTO;
+    g.gcm_sodium = pt_aead_aesgcm_hw();
     g.ready = 1;
     return 0;
 }
@@ -450,15 +451,7 @@ struct pt_aead {
 
 static bool gcm_openssl_forced; /* pt_aead_force_openssl, for the tests */
 
-static _Atomic int gcm_hw = -1; /* pt_aead_aesgcm_hw, once: sodium_init takes a lock */
-
-static bool gcm_sodium(void)
-{
-    if (gcm_openssl_forced) return false;
-    int hw = atomic_load_explicit(&gcm_hw, memory_order_relaxed);
-    if (hw < 0) atomic_store_explicit(&gcm_hw, hw = pt_aead_aesgcm_hw(), memory_order_relaxed);
-    return hw;
-}
+static bool gcm_sodium(void) { return g.gcm_sodium && !gcm_openssl_forced; }
 
 void pt_aead_force_openssl(bool on) { gcm_openssl_forced = on; }
 

@@ -87,11 +87,6 @@ static pt_srv_sess *sess_create(pt_server *s, const uint8_t pk[32], uint64_t sid
     if (!e) return NULL;
     pt_sess_config sc = {.role = PT_SESS_SERVER, .session_id = sid, .salt_secret = s->salt_secret};
     pt_srv_device *d = pt_srv_device_get(s, pk);
-    if (!s->sess_env.now_ms) {
-        s->sess_env = *pt_env_default();
-        s->sess_env.now_ms = sess_env_now_ms;
-        s->sess_env.ctx = s;
-    }
     if (!d || !(e->sess = pt_sess_new(&s->sess_env, &sc))) {
         free(e);
         return NULL;
@@ -1649,6 +1644,9 @@ pt_server *pt_server_new(const pt_server_config *cfg, int *err)
     snprintf(path, sizeof path, "%s/server.key", s->data_dir);
     if ((rc = pt_keyfile_load_or_create(path, s->static_sk, s->static_pk)) != 0) goto fail;
     pt_random(s->salt_secret, sizeof s->salt_secret);
+    s->sess_env = *pt_env_default(); /* the sessions' clock: pt_srv_now_ms */
+    s->sess_env.now_ms = sess_env_now_ms;
+    s->sess_env.ctx = s;
 
     s->sess_nbuckets = 1024;
     rc = PT_ERR_NOMEM;

@@ -204,13 +204,15 @@ int64_t pt_sess_ack_wait_ms(const pt_sess *s)
  * makes (a clock read per message was 3 % of a loaded server's CPU). */
 static uint64_t now_ms(const pt_sess *s) { return s->in_now_ms ? s->in_now_ms : pt_env_now_ms(s->env); }
 
-/* The id the (corrected) clock gives now, low bits clear. */
-static uint64_t id_now(const pt_sess *s)
+/* The id of (corrected) clock time ms from now (ms <= 0: the past), low bits clear. */
+static uint64_t id_in(const pt_sess *s, int64_t ms)
 {
-    int64_t now = (int64_t)now_ms(s) + s->time_offset_ms;
-    uint64_t ms = now > 0 ? (uint64_t)now : 0;
-    return ((ms / 1000) << 32 | ((ms % 1000) << 32) / 1000) & ~3ull;
+    int64_t at = (int64_t)now_ms(s) + s->time_offset_ms + ms;
+    uint64_t t = at > 0 ? (uint64_t)at : 0;
+    return ((t / 1000) << 32 | ((t % 1000) << 32) / 1000) & ~3ull;
 }
+
+static uint64_t id_now(const pt_sess *s) { return id_in(s, 0); }
 
 /* Client ids = 0 mod 4; server replies = 1, server-initiated = 3. The upper 32
  * bits are unix time; ids strictly increase. */
@@ -376,9 +378,7 @@ int pt_sess_probe(pt_sess *s, uint64_t age_ms)
     const omsg *old = NULL;
     for (size_t i = 0; i < s->qn && !old; i++)
         if (s->q[i]->content && s->q[i]->ever_sent) old = s->q[i];
-    int64_t at = (int64_t)now + s->time_offset_ms - (int64_t)age_ms;
-    uint64_t ms = at > 0 ? (uint64_t)at : 0;
-    if (!old || old->msg_id >= ((ms / 1000) << 32 | ((ms % 1000) << 32) / 1000)) return 0;
+    if (!old || old->msg_id >= id_in(s, -(int64_t)age_ms)) return 0;
     int rc = pt_sess_ping(s, (int64_t)now, &s->probe_id);
     if (rc) return rc;
     s->probe_ms = now;
