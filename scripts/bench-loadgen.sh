@@ -230,6 +230,20 @@ for rep in $(seq "$REPS"); do
     run_load "$t" "load$rep" --pairs "$PAIRS" --window "$WINDOW" --warmup "$WARMUP" --duration "$DURATION" --half
   done
 done
+# The raw relay and nats-server again, in the open loop at packtrackd's half rate
+# (the median of its runs above): the latency targets' baseline, the same offered
+# load on the same machine (mosquitto's closed loop is below that rate: left out).
+PT_HALF=$(awk '$1 == "RESULT" && / target=pt / && / phase=half / {
+                 for (i = 2; i <= NF; i++) if ($i ~ /^rate_target=/) print substr($i, 13) }' "$RESULTS" |
+          sort -n | awk '{v[NR] = $1} END {if (NR) printf "%.0f", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}')
+if [ -n "$PT_HALF" ] && [ "$PT_HALF" -gt 0 ]; then
+  for rep in $(seq "$REPS"); do
+    for t in $TARGETS; do
+      case "$t" in raw|nats) ;; *) continue ;; esac
+      run_load "$t" "atpthalf$rep" --pairs "$PAIRS" --warmup "$WARMUP" --duration "$DURATION" --rate "$PT_HALF"
+    done
+  done
+fi
 for rep in $(seq "$REPS"); do
   for rate in $RATES; do
     for t in $TARGETS; do
@@ -343,24 +357,37 @@ if "pt" in targets:
     v = pt("closed", "srv_us_per_msg"); checks.append(("server CPU <= 3 µs/msg", f(v, "{:.1f}"), v is not None and 0 <= v <= 3))
     v = pt("half", "dlv_p99_us"); checks.append(("half rate: delivery p99 < 1 ms", f(v) + " µs", v is not None and 0 <= v < 1000))
     v = pt("half", "ack_p99_us"); checks.append(("half rate: sender ack p99 < 5 ms", f(v) + " µs", v is not None and 0 <= v < 5000))
+    v = pt("half", "lg_cpu_pct")
+    if v is not None and v >= 95:
+        checks.append(("half rate: the load generator kept up", f(v) + " % of its CPU", False))
     v = pt("idle", "kib_per_conn"); checks.append(("idle: RSS growth <= 4 KiB/conn", f(v, "{:.1f}") + " KiB", v is not None and v <= 4))
     print("\n| target | measured | verdict |\n| --- | ---: | --- |")
     for name, val, ok in checks:
         print(f"| {name} | {val} | {'met' if ok else 'missed'} |")
 opens = sorted({float(r["rate_target"]) for r in rows if r["phase"] == "open"})
+half = pt("half", "rate_target")
+half = round(half) if half else half
+if half and half > 0:
+    opens = sorted(set(opens) | {half})
 if opens:
-    print("\nOpen loop at fixed rates: delivery and sender-ack latency p50/p99/p99.9 µs, server CPU %")
-    print("\n| server | msgs/s asked | msgs/s done | delivery | sender ack | server CPU % | server µs/msg |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("\nOpen loop at fixed rates: delivery and sender-ack latency p50/p99/p99.9 µs, server and loadgen CPU %")
+    if half and half > 0:
+        print(f"({half:.0f} msgs/s is packtrackd's half rate: its row is the half-rate phase above, the "
+              "others ran at that rate after it)")
+    print("\n| server | msgs/s asked | msgs/s done | delivery | sender ack | server CPU % | server µs/msg | loadgen CPU % |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for t in targets:
         for rate in opens:
             sel = [r for r in rows if r["target"] == t and r["phase"] == "open" and float(r["rate_target"]) == rate]
+            if t == "pt" and rate == half:
+                sel = [r for r in rows if r["target"] == "pt" and r["phase"] == "half"]
             if not sel: continue
             m = lambda k: statistics.median(float(r[k]) for r in sel)
             ack = "/".join(f(m(k)) for k in ("ack_p50_us", "ack_p99_us", "ack_p999_us"))
             print(f"| {names[t]} | {rate:.0f} | {f(m('msgs_per_s'))} | "
                   + "/".join(f(m(k)) for k in ("dlv_p50_us", "dlv_p99_us", "dlv_p999_us"))
-                  + f" | {ack if ack != '–/–/–' else '–'} | {f(m('srv_cpu_pct'))} | {f(m('srv_us_per_msg'), '{:.1f}')} |")
+                  + f" | {ack if ack != '–/–/–' else '–'} | {f(m('srv_cpu_pct'))} | {f(m('srv_us_per_msg'), '{:.1f}')}"
+                  f" | {f(m('lg_cpu_pct'))} |")
 if quick:
     print("\n(--quick: a smoke run; its figures are not meaningful)")
 EOF
