@@ -903,27 +903,35 @@ static void probe_confirmed(pt_srv_device *d, int64_t id)
     d->probe_id = 0;
 }
 
-/* How long (µs) the write of item `id` to `l`, just pushed live, waits for their
- * confirmations: twice the slowest device's confirmation time plus 0.2 ms, or 0
- * (written at once) when a device is not connected here or that is more than
- * confirm_wait_ms (a device that confirms in batches, say every 20 ms, would delay
- * every acknowledgement by a whole wait for little gain). A device not measured yet
- * is taken to confirm in a quarter of confirm_wait_ms. Starts probes on the devices;
- * the first one not connected here ends the loop (no probe for the rest). */
-static uint32_t hold_for(pt_server *s, const pt_srv_devlist *l, int64_t id)
+/* Whether the write of item `id` to `l`, just pushed live, may be spared by their
+ * confirmations: false when confirm_wait_ms is off or a device is not connected
+ * here. Then *hold_us is how long the writer waits for them: twice the slowest
+ * device's confirmation time plus 0.2 ms, or 0 (written as soon as the writer gets
+ * to it) when that is more than confirm_wait_ms (a device that confirms in batches,
+ * say every 20 ms, would delay every acknowledgement by a whole wait for little
+ * gain). Not held, the send can still be withdrawn until the writer takes it: on a
+ * server short of CPU the writer lags (PT_DB_WRITER_NICE), confirmations are slow
+ * too, and withdrawing is what keeps it from storing and deleting every message
+ * (docs/BENCHMARKS.md, "Overload"). A device not measured yet is taken to confirm
+ * in a quarter of confirm_wait_ms. Starts probes on the devices; the first one not
+ * connected here ends the loop. */
+static bool hold_for(pt_server *s, const pt_srv_devlist *l, int64_t id, uint32_t *hold_us)
 {
     uint32_t max = s->cfg.confirm_wait_ms;
     uint64_t hold = 0, now = uv_hrtime();
-    if (!max || max == PT_SERVER_CONFIRM_WAIT_OFF || l->n == 0) return 0;
+    bool slow = false;
+    *hold_us = 0;
+    if (!max || max == PT_SERVER_CONFIRM_WAIT_OFF || l->n == 0) return false;
     for (size_t i = 0; i < l->n; i++) {
         pt_srv_device *d = dev_find(s, l->pk[i]);
-        if (!d || d->nconns == 0) return 0;
+        if (!d || d->nconns == 0) return false;
         probe_start(d, id, now);
         uint64_t est = d->confirm_us ? d->confirm_us : (uint64_t)max * 250;
-        if (2 * est + 200 > (uint64_t)max * 1000) return 0; /* too slow to be waited for */
+        if (2 * est + 200 > (uint64_t)max * 1000) slow = true; /* too slow to be waited for */
         if (2 * est + 200 > hold) hold = 2 * est + 200;
     }
-    return (uint32_t)hold;
+    if (!slow) *hold_us = (uint32_t)hold;
+    return true;
 }
 
 /* Device `dev` (key `device`) confirmed item `id`. True if the item is held for the
@@ -1156,8 +1164,9 @@ void pt_srv_forward(pt_conn *c, uint64_t req, const pt_srv_item *proto, pt_srv_d
     s->counters.msgs_in++;
     m->op = (pt_db_op){.apply = send_apply, .done = send_done, .arg = m, .rerunnable = true};
     /* every device has it now: the store waits a little for their confirmations */
-    uint32_t hold = hold_for(s, &m->devices, m->item.server_id);
-    if (hold && pending_add(s, m)) m->op.hold_us = hold; /* only held sends are in the ring */
+    uint32_t hold;
+    if (hold_for(s, &m->devices, m->item.server_id, &hold) && pending_add(s, m))
+        m->op.hold_us = hold; /* only sends that may be withdrawn are in the ring */
     pt_db_submit(s->db, &m->op);
 }
 

@@ -23,6 +23,12 @@
 
 #define PT_DB_SCHEMA_VERSION 8
 #define PT_DB_MAX_BATCH 4096 /* operations in one transaction at most */
+/* The writer thread ("pt-db-writer") runs this much nicer than the thread that
+ * opened the store: on a server short of CPU the event loops go first, and their
+ * confirmations withdraw the sends the writer would otherwise store and delete
+ * (docs/ARCHITECTURE.md, "The store"). 5 is a weight of about a third of theirs;
+ * with 15 or more, the writes a client waits for lag by seconds under overload. */
+#define PT_DB_WRITER_NICE 5
 
 typedef struct pt_db pt_db;
 
