@@ -842,9 +842,10 @@ static void reply_sent(send_op *m, int rc)
  * A message forwarded to online devices usually reaches them, and comes back
  * confirmed by messages.received, well before the writer's next group commit. Once
  * every recipient device confirmed it, the store has nothing left to do for it: the
- * send is withdrawn from the writer's queue (if it has not begun to apply it), the
- * sender gets messages.sent at once (durable: every recipient device has it, the
- * rule of PROTOCOL.md §6.2), and no row is written or deleted. The sends waiting
+ * send is withdrawn from the writer's queue (if it has not begun to apply it; one
+ * still queued is freed there and then), the sender gets messages.sent at once
+ * (durable: every recipient device has it, the rule of PROTOCOL.md §6.2), and no
+ * row is written or deleted. The sends waiting
  * are found by server_id in a ring of PT_SRV_PENDING_SENDS slots; one whose slot is
  * taken is simply stored. */
 
@@ -909,7 +910,7 @@ static void probe_confirmed(pt_srv_device *d, int64_t id)
  * device's confirmation time plus 0.2 ms, or 0 (written as soon as the writer gets
  * to it) when that is more than confirm_wait_ms (a device that confirms in batches,
  * say every 20 ms, would delay every acknowledgement by a whole wait for little
- * gain). Not held, the send can still be withdrawn until the writer takes it: on a
+ * gain). Not held, the send can still be withdrawn until the writer applies it: on a
  * server short of CPU the writer lags (PT_DB_WRITER_NICE), confirmations are slow
  * too, and withdrawing is what keeps it from storing and deleting every message
  * (docs/BENCHMARKS.md, "Overload"). A device not measured yet is taken to confirm
@@ -948,12 +949,17 @@ static bool confirm_pending(pt_server *s, pt_srv_device *dev, const uint8_t devi
     if (i == m->devices.n) return false; /* not one of its devices: deletes nothing */
     if (m->confirmed & (UINT64_C(1) << i)) return true; /* again */
     m->confirmed |= UINT64_C(1) << i;
-    if (m->confirmed != all_devices(m) || !pt_db_withdraw(&m->op)) return true;
+    int w = m->confirmed == all_devices(m) ? pt_db_withdraw(s->db, &m->op) : 0;
+    if (!w) return true;
     m->withdrawn = true;
     *slot = NULL;
     pt_srv_queue_add(s, &m->devices, -1); /* the reservation */
     s->counters.msgs_unstored++;
     reply_sent(m, 0);
+    if (w == PT_DB_REMOVED) { /* out of the writer's queue: send_done will not run */
+        pt_srv_devlist_free(&m->devices);
+        free(m);
+    }
     return true;
 }
 

@@ -408,6 +408,34 @@ static int migrate(sqlite3 *db, const char *path)
 }
 
 enum { OP_QUEUED, OP_APPLYING, OP_WITHDRAWN };
+enum { Q_NONE, Q_READY, Q_HELD }; /* pt_db_op.queue: taken by the writer, or where it waits */
+
+/* The queues and the batch are doubly linked lists (pt_db_withdraw unlinks). */
+static void list_append(pt_db_op **head, pt_db_op **tail, pt_db_op *op)
+{
+    op->next = NULL;
+    op->prev = *tail;
+    if (*tail) (*tail)->next = op;
+    else *head = op;
+    *tail = op;
+}
+
+static void list_unlink(pt_db_op **head, pt_db_op **tail, pt_db_op *op)
+{
+    if (op->prev) op->prev->next = op->next;
+    else *head = op->next;
+    if (op->next) op->next->prev = op->prev;
+    else *tail = op->prev;
+    op->next = op->prev = NULL;
+    op->queue = Q_NONE;
+}
+
+static pt_db_op *list_pop(pt_db_op **head, pt_db_op **tail)
+{
+    pt_db_op *op = *head;
+    list_unlink(head, tail, op);
+    return op;
+}
 
 /* Whether the writer may apply op: it claims it, unless the loop withdrew it
  * first (it may still, until this moment). A claimed op stays claimed for a
@@ -418,10 +446,22 @@ static bool claim(pt_db_op *op)
     return atomic_compare_exchange_strong(&op->state, &expect, OP_APPLYING) || expect == OP_APPLYING;
 }
 
-bool pt_db_withdraw(pt_db_op *op)
+int pt_db_withdraw(pt_db *db, pt_db_op *op)
 {
+    pthread_mutex_lock(&db->mu);
+    bool queued = op->queue != Q_NONE;
+    if (queued) {
+        /* still waiting: out of its queue, as if never submitted (the writer never
+         * touches it again: on a loaded server that was a cache miss per message
+         * in the writer, and a trip back to the loop for its done()) */
+        if (op->queue == Q_READY) list_unlink(&db->ready_head, &db->ready_tail, op);
+        else list_unlink(&db->held_head, &db->held_tail, op);
+        atomic_store(&op->state, OP_WITHDRAWN);
+    }
+    pthread_mutex_unlock(&db->mu);
+    if (queued) return PT_DB_REMOVED;
     int expect = OP_QUEUED;
-    return atomic_compare_exchange_strong(&op->state, &expect, OP_WITHDRAWN);
+    return atomic_compare_exchange_strong(&op->state, &expect, OP_WITHDRAWN) ? PT_DB_SKIPPED : 0;
 }
 
 /* Runs op in a savepoint of its own. */
@@ -512,22 +552,6 @@ static bool due(pt_db_op *op, uint64_t now)
            atomic_load(&op->state) == OP_WITHDRAWN; /* only done() is left to run */
 }
 
-static void list_append(pt_db_op **head, pt_db_op **tail, pt_db_op *op)
-{
-    op->next = NULL;
-    if (*tail) (*tail)->next = op;
-    else *head = op;
-    *tail = op;
-}
-
-static pt_db_op *list_pop(pt_db_op **head, pt_db_op **tail)
-{
-    pt_db_op *op = *head;
-    *head = op->next;
-    if (!*head) *tail = NULL;
-    op->next = NULL;
-    return op;
-}
 
 /* Names the writer thread and lowers its priority to `nice` (PT_DB_WRITER_NICE
  * above its opener's). Linux gives each thread its own nice value: setpriority()
@@ -620,6 +644,8 @@ void pt_db_submit(pt_db *db, pt_db_op *op)
     if (!op->hold_us && !op->commutes && db->held_head) {
         /* it might depend on what a held op writes (e.g. a device's queue order, or a
          * device deleted): every held op goes first, in order */
+        for (pt_db_op *p = db->held_head; p; p = p->next) p->queue = Q_READY;
+        db->held_head->prev = db->ready_tail;
         if (db->ready_tail) db->ready_tail->next = db->held_head;
         else db->ready_head = db->held_head;
         db->ready_tail = db->held_tail;
@@ -635,8 +661,10 @@ void pt_db_submit(pt_db *db, pt_db_op *op)
         }
         db->held_due_ns = due;
         list_append(&db->held_head, &db->held_tail, op);
+        op->queue = Q_HELD;
     } else {
         list_append(&db->ready_head, &db->ready_tail, op);
+        op->queue = Q_READY;
     }
     if (wake) pthread_cond_signal(&db->cv);
     pthread_mutex_unlock(&db->mu);

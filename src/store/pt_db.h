@@ -54,7 +54,8 @@ typedef struct pt_db_op {
                                ops ran before it (e.g. deleting rows no held op writes).
                                Any other op releases every held op before it is queued:
                                the writer then applies them first, in order */
-    struct pt_db_op *next;  /* queue link, owned by pt_db */
+    struct pt_db_op *next, *prev; /* queue links, owned by pt_db */
+    uint8_t queue;          /* which of pt_db's queues holds it (0: none), owned by pt_db */
 } pt_db_op;
 
 /* Upper bounds (µs) of the commit-latency histogram's buckets; one more bucket
@@ -84,12 +85,16 @@ void pt_db_close(pt_db *db);
 
 /* Queues a write; thread-safe. */
 void pt_db_submit(pt_db *db, pt_db_op *op);
-/* Withdraws a submitted op whose apply() has not started: the writer then skips
- * it (done() still runs, with rc 0, and the op stays borrowed until then). True
- * if withdrawn; false once the writer has begun or finished applying it. For
- * writes that became unnecessary while they waited, e.g. a message every
- * recipient confirmed before it was stored. Loop thread. */
-bool pt_db_withdraw(pt_db_op *op);
+/* Withdraws a submitted op whose apply() has not started, for writes that became
+ * unnecessary while they waited (e.g. a message every recipient confirmed before
+ * it was stored). Loop thread. Returns
+ *   PT_DB_REMOVED  when the writer had not taken it yet: it is out of the queue,
+ *                  done() will not run, and the op is the caller's again;
+ *   PT_DB_SKIPPED  when the writer had taken it but not applied it: it skips it,
+ *                  done() still runs (rc 0), the op stays borrowed until then;
+ *   0              once the writer has begun or finished applying it. */
+enum { PT_DB_REMOVED = 1, PT_DB_SKIPPED = 2 };
+int pt_db_withdraw(pt_db *db, pt_db_op *op) PT_WUR;
 /* The read connection, for the loop thread only. */
 sqlite3 *pt_db_reader(pt_db *db);
 void pt_db_get_stats(pt_db *db, pt_db_stats *out);

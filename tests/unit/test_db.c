@@ -184,7 +184,7 @@ static void test_statement_cache(void **state)
 
 /* An op held (hold_us) waits that long unless withdrawn; commuting ops behind it
  * do not wait for it, any other op releases it and goes after it; a withdrawn op is
- * never applied, its done() still runs. */
+ * never applied, and one withdrawn from the queue never comes back to done(). */
 static void test_held_ops(void **state)
 {
     (void)state;
@@ -210,14 +210,16 @@ static void test_held_ops(void **state)
     assert_int_equal(ops[1].done_rc, 0); /* the one not held went first */
     assert_int_equal(ops[0].done_rc, 99);
     assert_true(uv_hrtime() - t0 < 250000000u);
-    assert_true(pt_db_withdraw(&ops[2].op));
-    assert_false(pt_db_withdraw(&ops[1].op)); /* applied already */
-    for (int i = 0; i < 1000 && ndone < 3; i++) uv_run(&loop, UV_RUN_ONCE);
-    assert_int_equal(ndone, 3);
+    assert_int_equal(pt_db_withdraw(db, &ops[2].op), PT_DB_REMOVED);
+    assert_int_equal(pt_db_withdraw(db, &ops[1].op), 0); /* applied already */
+    for (int i = 0; i < 1000 && ndone < 2; i++) uv_run(&loop, UV_RUN_ONCE);
+    assert_int_equal(ndone, 2);
     assert_int_equal(ops[0].done_rc, 0);
-    assert_int_equal(ops[2].done_rc, 0);
     assert_true(uv_hrtime() - t0 >= 290000000u); /* the held one waited its time */
-    assert_false(pt_db_withdraw(&ops[0].op));
+    assert_int_equal(pt_db_withdraw(db, &ops[0].op), 0);
+    for (int i = 0; i < 20; i++) uv_run(&loop, UV_RUN_NOWAIT);
+    assert_int_equal(ops[2].done_rc, 99); /* out of the queue: its done() never runs */
+    assert_int_equal(ndone, 2);
     assert_int_equal(count_rows(db), 2); /* 1 and 2; the withdrawn 3 was never written */
     sqlite3_stmt *st;
     assert_int_equal(pt_db_prepare(pt_db_reader(db), "SELECT count(*) FROM messages WHERE server_id = 3", &st), 0);
@@ -229,8 +231,8 @@ static void test_held_ops(void **state)
     t0 = uv_hrtime();
     pt_db_submit(db, &ops[3].op);
     pt_db_submit(db, &ops[4].op);
-    for (int i = 0; i < 1000 && ndone < 5; i++) uv_run(&loop, UV_RUN_ONCE);
-    assert_int_equal(ndone, 5);
+    for (int i = 0; i < 1000 && ndone < 4; i++) uv_run(&loop, UV_RUN_ONCE);
+    assert_int_equal(ndone, 4);
     assert_true(uv_hrtime() - t0 < 250000000u);
     assert_true(ops[3].order < ops[4].order);
     assert_int_equal(count_rows(db), 4);
@@ -241,8 +243,8 @@ static void test_held_ops(void **state)
     t0 = uv_hrtime();
     pt_db_submit(db, &ops[5].op);
     pt_db_submit(db, &ops[6].op);
-    for (int i = 0; i < 1000 && ndone < 7; i++) uv_run(&loop, UV_RUN_ONCE);
-    assert_int_equal(ndone, 7);
+    for (int i = 0; i < 1000 && ndone < 6; i++) uv_run(&loop, UV_RUN_ONCE);
+    assert_int_equal(ndone, 6);
     assert_true(ops[5].order < ops[6].order);
     assert_true(uv_hrtime() - t0 >= 290000000u);
     close_db(db, &loop);
@@ -250,8 +252,9 @@ static void test_held_ops(void **state)
 }
 
 /* The writer yields to the loops: its thread ("pt-db-writer") runs PT_DB_WRITER_NICE
- * nicer than the thread that opened the store. Every op it has not taken yet can be
- * withdrawn, held or not: one queued while the writer is busy is never applied. */
+ * nicer than the thread that opened the store. Every op it has not applied yet can
+ * be withdrawn, held or not: one still queued is taken out (no done()), one the
+ * writer took is skipped (done() with rc 0). */
 typedef struct gate {
     ins in;
     sem_t started, go;
@@ -315,6 +318,7 @@ static void test_writer_yields(void **state)
     assert_int_equal(got, expect);
     assert_true(expect > base || base == 19);
 
+    /* one submitted while the writer applies another: taken out of the queue */
     int ndone = 0;
     gate g = {.in = {.id = 1, .done_rc = 99, .ndone = &ndone}};
     g.in.op = (pt_db_op){.apply = apply_gate, .done = done_gate, .arg = &g};
@@ -325,15 +329,31 @@ static void test_writer_yields(void **state)
     pt_db_submit(db, &g.in.op);
     while (sem_wait(&g.started) != 0) {} /* the writer is in the first op's apply */
     pt_db_submit(db, &b.op);                /* not held: the writer takes it next */
-    assert_true(pt_db_withdraw(&b.op));     /* but it has not yet */
+    assert_int_equal(pt_db_withdraw(db, &b.op), PT_DB_REMOVED); /* but it has not yet */
     sem_post(&g.go);
-    for (int i = 0; i < 1000 && ndone < 2; i++) uv_run(&loop, UV_RUN_ONCE);
-    assert_int_equal(ndone, 2);
+    for (int i = 0; i < 1000 && ndone < 1; i++) uv_run(&loop, UV_RUN_ONCE);
+    for (int i = 0; i < 20; i++) uv_run(&loop, UV_RUN_NOWAIT);
+    assert_int_equal(ndone, 1);
     assert_int_equal(g.in.done_rc, 0);
-    assert_int_equal(b.done_rc, 0); /* done() still runs */
-    assert_int_equal(count_rows(db), 1); /* the withdrawn one was never written */
+    assert_int_equal(b.done_rc, 99); /* its done() never runs: the op is ours again */
+
+    /* one the writer took with another (a held op released by it) and has not
+     * applied yet: skipped, its done() runs */
+    g.in.id = 3;
+    g.in.op.hold_us = 60000000; /* a minute: only b's submission releases it */
+    b.id = 4;
+    pt_db_submit(db, &g.in.op);
+    pt_db_submit(db, &b.op); /* does not commute: g goes first, in the same batch */
+    while (sem_wait(&g.started) != 0) {}
+    assert_int_equal(pt_db_withdraw(db, &b.op), PT_DB_SKIPPED);
+    sem_post(&g.go);
+    for (int i = 0; i < 1000 && ndone < 3; i++) uv_run(&loop, UV_RUN_ONCE);
+    assert_int_equal(ndone, 3);
+    assert_int_equal(g.in.done_rc, 0);
+    assert_int_equal(b.done_rc, 0);
+    assert_int_equal(count_rows(db), 2); /* 1 and 3: the withdrawn 2 and 4 were never written */
     sqlite3_stmt *st;
-    assert_int_equal(pt_db_prepare(pt_db_reader(db), "SELECT count(*) FROM messages WHERE server_id = 2", &st), 0);
+    assert_int_equal(pt_db_prepare(pt_db_reader(db), "SELECT count(*) FROM messages WHERE server_id IN (2, 4)", &st), 0);
     assert_int_equal(pt_db_step(st), 1);
     assert_int_equal(sqlite3_column_int(st, 0), 0);
     sqlite3_finalize(st);
