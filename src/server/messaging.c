@@ -786,7 +786,7 @@ typedef struct send_op {
     pt_db_op op;
     reply_to to;
     uint64_t fwd_seq;           /* the server's sync_seq when it was forwarded */
-    uint64_t confirmed;         /* held: bit i: devices.pk[i] confirmed it before it was stored */
+    uint64_t confirmed;         /* in the ring: bit i: devices.pk[i] confirmed it before it was stored */
     bool withdrawn;             /* every device confirmed it first: never stored */
     pt_srv_item item;
     pt_srv_devlist devices;     /* the recipient's devices (borrowed: data) */
@@ -935,9 +935,10 @@ static bool hold_for(pt_server *s, const pt_srv_devlist *l, int64_t id, uint32_t
     return true;
 }
 
-/* Device `dev` (key `device`) confirmed item `id`. True if the item is held for the
- * confirmations: they are its business then. Once every device confirmed it, it is
- * withdrawn; if the writer was faster, send_done deletes the confirmed rows. */
+/* Device `dev` (key `device`) confirmed item `id`. True if the item is in the ring
+ * (held or not): the confirmations are its business then. Once every device
+ * confirmed it, it is withdrawn; if the writer was faster, send_done deletes the
+ * confirmed rows. */
 static bool confirm_pending(pt_server *s, pt_srv_device *dev, const uint8_t device[32], int64_t id)
 {
     probe_confirmed(dev, id);
@@ -1088,8 +1089,9 @@ static int reserve_ids(pt_server *s, int64_t upto, bool *finished)
 {
     ids_op *o = calloc(1, sizeof *o);
     if (!o) return PT_ERR_NOMEM;
-    *o = (ids_op){.op = {.apply = ids_apply, .done = ids_done, .arg = o, .commutes = true}, .s = s,
-                  .reserved = upto, .finished = finished};
+    /* urgent: every send waits for it, and under overload the writer is behind */
+    *o = (ids_op){.op = {.apply = ids_apply, .done = ids_done, .arg = o, .commutes = true, .urgent = true},
+                  .s = s, .reserved = upto, .finished = finished};
     s->ids_reserving = true;
     pt_db_submit(s->db, &o->op);
     return 0;

@@ -54,6 +54,10 @@ typedef struct pt_db_op {
                                ops ran before it (e.g. deleting rows no held op writes).
                                Any other op releases every held op before it is queued:
                                the writer then applies them first, in order */
+    bool urgent;            /* commutes, and goes before everything waiting: work that
+                               other work waits for (the server-id reservation every
+                               send needs), which a writer behind by seconds would
+                               otherwise hold up */
     struct pt_db_op *next, *prev; /* queue links, owned by pt_db */
     uint8_t queue;          /* which of pt_db's queues holds it (0: none), owned by pt_db */
 } pt_db_op;
@@ -91,7 +95,8 @@ void pt_db_submit(pt_db *db, pt_db_op *op);
  *   PT_DB_REMOVED  when the writer had not taken it yet: it is out of the queue,
  *                  done() will not run, and the op is the caller's again;
  *   PT_DB_SKIPPED  when the writer had taken it but not applied it: it skips it,
- *                  done() still runs (rc 0), the op stays borrowed until then;
+ *                  done() still runs (rc 0, or the error of its batch's commit),
+ *                  and the op stays borrowed until then;
  *   0              once the writer has begun or finished applying it. */
 enum { PT_DB_REMOVED = 1, PT_DB_SKIPPED = 2 };
 int pt_db_withdraw(pt_db *db, pt_db_op *op) PT_WUR;
