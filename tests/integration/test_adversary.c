@@ -15,6 +15,10 @@
  *   flood           slowloris and a connection flood from another host (network
  *                   namespaces), with a legitimate client's p50/p99 round trip before
  *                   and during the flood
+ *   lost record     a record from the server dropped on the way, under the suite
+ *                   without a record counter (MTProto 2.0): the client sees the gap in
+ *                   the session's numbering and says so (bad_msg_notification 33), and
+ *                   packtrackd closes the connection (the next one resends)
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -415,6 +419,131 @@ static void test_olm_megolm_confusion(void **state)
     pt_olm_account_free(b);
 }
 
+/* ---- a record lost on the way ------------------------------------------------------------- */
+
+/* Relays one connection to the server. A byte on ctl arms it: the next whole frame
+ * from the server is not forwarded, and a byte goes back on ctl. */
+static void lossy_relay(int cfd, int ctl)
+{
+    int sfd = connect_to("127.0.0.1", srv.port);
+    if (sfd < 0) return;
+    static uint8_t in[1 << 18]; /* server bytes not yet parsed: a frame is at most 133,124 */
+    size_t have = 0;
+    bool hello_done = false, armed = false;
+    struct pollfd pf[3] = {
+        {.fd = cfd, .events = POLLIN}, {.fd = sfd, .events = POLLIN}, {.fd = ctl, .events = POLLIN}};
+    uint64_t end = mono_ms() + 20000;
+    while (mono_ms() < end && poll(pf, 3, 200) >= 0) {
+        char b1;
+        if ((pf[2].revents & POLLIN) && read(ctl, &b1, 1) == 1) armed = true;
+        if (pf[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+            uint8_t b[65536];
+            ssize_t n = read(cfd, b, sizeof b);
+            if (n <= 0 || write(sfd, b, (size_t)n) != n) break;
+        }
+        if (!(pf[1].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+        ssize_t n = read(sfd, in + have, sizeof in - have);
+        if (n <= 0) break; /* the server closed: so does the client's side */
+        have += (size_t)n;
+        size_t off = 0;
+        for (;;) { /* the server hello (6 bytes), then u32le-length frames */
+            size_t fl = 0, hdr = hello_done ? 4 : 6;
+            if (have - off < hdr) break;
+            if (hello_done) fl = pt_get_u32le(in + off);
+            if (have - off < hdr + fl) break;
+            if (hello_done && armed) {
+                armed = false;
+                if (write(ctl, "x", 1) != 1) return;
+            } else if (write(cfd, in + off, hdr + fl) != (ssize_t)(hdr + fl)) {
+                return;
+            }
+            hello_done = true;
+            off += hdr + fl;
+        }
+        memmove(in, in + off, have - off);
+        have -= off;
+    }
+    close(sfd);
+}
+
+static void on_pong_count(void *ud, const pt_sess_event *ev)
+{
+    if (ev->type == PT_SESS_EV_PONG) (*(int *)ud)++;
+}
+
+/* Pumps c for up to ms, or until *pongs reaches want or the connection is gone; the
+ * pump's result. */
+static int pump_pongs(pt_client *c, int *pongs, int want, int ms)
+{
+    uint64_t end = mono_ms() + (uint64_t)ms;
+    int rc = 0;
+    while (rc == 0 && pt_client_connected(c) && (want < 0 || *pongs < want) && mono_ms() < end)
+        rc = pt_client_pump(c, 50, on_pong_count, pongs);
+    return rc;
+}
+
+static void test_lost_record(void **state)
+{
+    (void)state;
+    uint16_t port;
+    int lfd = listen_any(&port);
+    int ctl[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ctl), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(ctl[0]);
+        int cfd = accept(lfd, NULL, NULL);
+        if (cfd >= 0) lossy_relay(cfd, ctl[1]);
+        _exit(0);
+    }
+    close(lfd);
+    close(ctl[1]);
+    int gaps_before = pt_test_log_count(&srv, "saw a gap in our messages");
+
+    uint8_t dsk[32], suite = PT_SUITE_MTPROTO2;
+    pt_random(dsk, 32);
+    pt_client_config cfg = {.home = pt_test_tmpdir("gap"), .server_fingerprint = srv.fingerprint,
+                            .device_sk = dsk, .timeout_ms = 3000, .suites = &suite, .nsuites = 1};
+    int err = 0;
+    pt_client *c = pt_client_new(&cfg, &err);
+    assert_non_null(c);
+    assert_int_equal(pt_client_connect(c, "127.0.0.1", port), 0);
+    assert_int_equal(pt_client_suite(c), PT_SUITE_MTPROTO2);
+    int pongs = 0;
+    uint64_t id;
+    assert_int_equal(pt_client_ping(c, 1, &id), 0);
+    assert_int_equal(pump_pongs(c, &pongs, 1, 2000), 0);
+    assert_int_equal(pongs, 1);
+    assert_int_equal(pump_pongs(c, &pongs, -1, 300), 0); /* whatever else the server had to say */
+
+    /* the record with the second pong is lost */
+    assert_int_equal(write(ctl[0], "d", 1), 1);
+    assert_int_equal(pt_client_ping(c, 2, &id), 0);
+    struct pollfd pf = {.fd = ctl[0], .events = POLLIN};
+    uint64_t end = mono_ms() + 2000;
+    while (poll(&pf, 1, 0) == 0 && mono_ms() < end)
+        assert_int_equal(pt_client_pump(c, 50, on_pong_count, &pongs), 0);
+    char b;
+    assert_int_equal(read(ctl[0], &b, 1), 1);
+    assert_int_equal(pump_pongs(c, &pongs, 2, 300), 0);
+    assert_int_equal(pongs, 1);
+
+    /* the third shows the gap: the client refuses it and says so, the server closes */
+    assert_int_equal(pt_client_ping(c, 3, &id), 0);
+    int rc = pump_pongs(c, &pongs, -1, 3000);
+    assert_true(rc != 0 || !pt_client_connected(c));
+    assert_int_equal(pongs, 1);
+    end = mono_ms() + 2000;
+    const char *gap = "saw a gap in our messages";
+    while (pt_test_log_count(&srv, gap) == gaps_before && mono_ms() < end) usleep(20000);
+    assert_int_equal(pt_test_log_count(&srv, gap), gaps_before + 1);
+    pt_client_free(c);
+    close(ctl[0]);
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
+}
+
 static int group_setup(void **state)
 {
     (void)state;
@@ -441,6 +570,7 @@ int main(void)
         cmocka_unit_test(test_low_order_points),
         cmocka_unit_test(test_impersonation),
         cmocka_unit_test(test_olm_megolm_confusion),
+        cmocka_unit_test(test_lost_record),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
