@@ -162,7 +162,6 @@ struct pt_db {
     pt_db_op *held_head, *held_tail;
     pt_db_op *done_head, *done_tail;       /* committed, done() not yet called */
     bool stopping, thread_started;
-    int writer_nice;            /* the writer thread's (see writer_setup) */
     uint64_t held_due_ns;       /* when the last held op submitted is due */
     pt_db_stats stats;
 };
@@ -556,17 +555,25 @@ static void run_batch(pt_db *db, pt_db_op *batch)
 }
 
 /* (A withdrawn op is never in a queue: pt_db_withdraw unlinks it.) */
-static bool due(const pt_db_op *op, uint64_t now) { return now - op->submitted_ns >= op->hold_us * 1000ull; }
+static bool due(const pt_db_op *op, uint64_t now)
+{
+    return now - op->submitted_ns >= op->hold_us * 1000ull;
+}
 
-
-/* Names the writer thread and lowers its priority to `nice` (PT_DB_WRITER_NICE
- * above its opener's). Linux gives each thread its own nice value: setpriority()
- * with the thread id changes this thread only. A failure is logged and ignored:
- * the writer then merely competes with the loops as an equal. */
-static void writer_setup(int nice)
+/* Names the writer thread and makes it PT_DB_WRITER_NICE nicer than the thread
+ * that started it (the store's opener, or its closer for the last rounds), whose
+ * nice value a new thread inherits. Linux gives each thread its own nice value:
+ * getpriority() and setpriority() with the thread id read and change this thread
+ * only. A failure is logged and ignored: the writer then merely competes with the
+ * loops as an equal. */
+static void writer_setup(void)
 {
     static atomic_bool warned; /* once: pt_db_close may run the writer again */
     pthread_setname_np(pthread_self(), "pt-db-writer");
+    errno = 0;
+    int nice = getpriority(PRIO_PROCESS, (id_t)gettid()); /* -1 may be a value: errno tells */
+    if (nice == -1 && errno != 0) nice = 0;
+    nice = nice + PT_DB_WRITER_NICE > 19 ? 19 : nice + PT_DB_WRITER_NICE;
     if (setpriority(PRIO_PROCESS, (id_t)gettid(), nice) != 0 && !atomic_exchange(&warned, true))
         pt_log_warn("store: cannot lower the writer's priority to nice %d: %s", nice, strerror(errno));
 }
@@ -574,10 +581,7 @@ static void writer_setup(int nice)
 static void *writer_main(void *arg)
 {
     pt_db *db = arg;
-    pthread_mutex_lock(&db->mu);
-    int nice = db->writer_nice;
-    pthread_mutex_unlock(&db->mu);
-    writer_setup(nice);
+    writer_setup();
     pthread_mutex_lock(&db->mu);
     for (;;) {
         while (!db->ready_head && !db->held_head && !db->stopping) pthread_cond_wait(&db->cv, &db->mu);
@@ -719,11 +723,6 @@ int pt_db_open(pt_db **out, const char *path, uv_loop_t *loop)
         return rc;
     }
     db->async.data = db;
-    /* the opener's nice value: getpriority() may return -1 as a value (errno tells) */
-    errno = 0;
-    int base = getpriority(PRIO_PROCESS, (id_t)gettid());
-    if (base == -1 && errno != 0) base = 0;
-    db->writer_nice = base + PT_DB_WRITER_NICE > 19 ? 19 : base + PT_DB_WRITER_NICE;
     if (pthread_create(&db->thread, NULL, writer_main, db) != 0) {
         uv_close((uv_handle_t *)&db->async, free_db); /* frees once the loop runs */
         return PT_ERR_NOMEM;

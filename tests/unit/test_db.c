@@ -290,12 +290,12 @@ static int writer_nice(void)
         fclose(f);
         const char *p = strrchr(buf, ')'); /* after the name: state, then fields 4..; nice is the 19th */
         assert_non_null(p);
-        long v[17];
-        assert_int_equal(sscanf(p + 2, "%*c %ld %ld %ld %ld %ld %ld %ld %ld %ld %ld %ld %ld %ld %ld %ld %ld",
-                                &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7], &v[8], &v[9], &v[10],
-                                &v[11], &v[12], &v[13], &v[14], &v[15]),
-                         16);
-        nice = (int)v[15];
+        long v;
+        assert_int_equal(sscanf(p + 2, /* fields 3 to 18 skipped, 19 read */
+                                "%*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %ld",
+                                &v),
+                         1);
+        nice = (int)v;
     }
     closedir(d);
     return nice;
