@@ -29,6 +29,11 @@
  * (docs/ARCHITECTURE.md, "The store"). 5 is a weight of about a third of theirs;
  * with 15 or more, the writes a client waits for lag by seconds under overload. */
 #define PT_DB_WRITER_NICE 5
+/* A writer with nothing due sleeps at least this long (µs): the held ops that fall
+ * due meanwhile go in one transaction, and a held op may be applied this much
+ * after its time. Sends that confirmations withdraw would otherwise wake it about
+ * once each, at the time of one already gone (docs/ARCHITECTURE.md, "The store"). */
+#define PT_DB_HOLD_SLACK_US 1000
 
 typedef struct pt_db pt_db;
 

@@ -271,34 +271,53 @@ static int apply_gate(sqlite3 *db, void *arg)
 
 static void done_gate(void *arg, int rc) { done_insert(&((gate *)arg)->in, rc); }
 
-static int writer_nice(void)
+/* Reads the writer thread's file NAME under /proc/self/task into buf; false while
+ * there is no thread named pt-db-writer (yet). */
+static bool writer_file(const char *name, char *buf, size_t size)
 {
-    int nice = 100;
+    bool found = false;
     DIR *d = opendir("/proc/self/task");
     assert_non_null(d);
-    for (struct dirent *e; (e = readdir(d)) != NULL;) {
-        char path[300], buf[512] = "";
+    for (struct dirent *e; !found && (e = readdir(d)) != NULL;) {
+        char path[300], comm[64] = "";
         snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
         FILE *f = fopen(path, "r");
         if (!f) continue;
-        bool writer = fgets(buf, sizeof buf, f) && strcmp(buf, "pt-db-writer\n") == 0;
+        bool writer = fgets(comm, sizeof comm, f) && strcmp(comm, "pt-db-writer\n") == 0;
         fclose(f);
         if (!writer) continue;
-        snprintf(path, sizeof path, "/proc/self/task/%s/stat", e->d_name);
+        snprintf(path, sizeof path, "/proc/self/task/%s/%s", e->d_name, name);
         assert_non_null(f = fopen(path, "r"));
-        assert_non_null(fgets(buf, sizeof buf, f));
+        size_t n = fread(buf, 1, size - 1, f);
         fclose(f);
-        const char *p = strrchr(buf, ')'); /* after the name: state, then fields 4..; nice is the 19th */
-        assert_non_null(p);
-        long v;
-        assert_int_equal(sscanf(p + 2, /* fields 3 to 18 skipped, 19 read */
-                                "%*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %ld",
-                                &v),
-                         1);
-        nice = (int)v;
+        buf[n] = '\0';
+        found = true;
     }
     closedir(d);
-    return nice;
+    return found;
+}
+
+static int writer_nice(void)
+{
+    char buf[512];
+    if (!writer_file("stat", buf, sizeof buf)) return 100;
+    const char *p = strrchr(buf, ')'); /* after the name: state, then fields 4..; nice is the 19th */
+    assert_non_null(p);
+    long v;
+    assert_int_equal(sscanf(p + 2, /* fields 3 to 18 skipped, 19 read */
+                            "%*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %ld", &v),
+                     1);
+    return (int)v;
+}
+
+/* How often the writer thread has slept (each wait for work or for a held op). */
+static long writer_sleeps(void)
+{
+    char buf[4096];
+    assert_true(writer_file("status", buf, sizeof buf));
+    const char *p = strstr(buf, "\nvoluntary_ctxt_switches:");
+    assert_non_null(p);
+    return strtol(p + strlen("\nvoluntary_ctxt_switches:"), NULL, 10);
 }
 
 static void test_writer_yields(void **state)
@@ -409,6 +428,54 @@ static void test_writer_yields(void **state)
     uv_loop_close(&loop);
 }
 
+/* Sends their confirmations withdraw before their time do not wake the writer: it
+ * sleeps until the earliest held op it saw is due. One held for less than that
+ * does wake it. */
+static void test_withdrawn_do_not_wake(void **state)
+{
+    (void)state;
+    char path[300];
+    snprintf(path, sizeof path, "%s/pt.db", pt_test_tmpdir("db-wake"));
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    pt_db *db;
+    assert_int_equal(pt_db_open(&db, path, &loop), 0);
+    int ndone = 0;
+    ins a = {.op = {.apply = apply_insert, .done = done_insert, .hold_us = 2000000}, .id = 1,
+             .done_rc = 99, .ndone = &ndone};
+    a.op.arg = &a;
+    pt_db_submit(db, &a.op);
+    usleep(100000); /* the writer saw a, and sleeps until it is due in 2 s */
+    long before = writer_sleeps();
+    assert_int_equal(pt_db_withdraw(db, &a.op), PT_DB_REMOVED);
+    for (int i = 0; i < 100; i++) { /* later than a, each withdrawn while both queues are empty */
+        a.id = 2 + i;
+        pt_db_submit(db, &a.op);
+        assert_int_equal(pt_db_withdraw(db, &a.op), PT_DB_REMOVED);
+        usleep(1000); /* time for a writer that was woken to sleep again */
+    }
+    usleep(100000);
+    long woken = writer_sleeps() - before;
+    assert_true(woken <= 3); /* 100 when each one woke it */
+
+    /* one due before the writer means to wake: it is woken for it */
+    ins b = {.op = {.apply = apply_insert, .done = done_insert, .hold_us = 10000}, .id = 200,
+             .done_rc = 99, .ndone = &ndone};
+    b.op.arg = &b;
+    uint64_t t0 = uv_hrtime();
+    pt_db_submit(db, &b.op);
+    for (int i = 0; i < 300 && ndone < 1; i++) { /* bounded: no wake-up would be a hang */
+        uv_run(&loop, UV_RUN_NOWAIT);
+        usleep(10000);
+    }
+    assert_int_equal(ndone, 1);
+    assert_int_equal(b.done_rc, 0);
+    assert_true(uv_hrtime() - t0 < 1000000000u); /* not at the 2 s a was held for */
+    assert_int_equal(count_rows(db), 1);
+    close_db(db, &loop);
+    uv_loop_close(&loop);
+}
+
 static void test_refuses_newer_or_broken_files(void **state)
 {
     (void)state;
@@ -479,6 +546,7 @@ int main(void)
         cmocka_unit_test(test_statement_cache),
         cmocka_unit_test(test_held_ops),
         cmocka_unit_test(test_writer_yields),
+        cmocka_unit_test(test_withdrawn_do_not_wake),
         cmocka_unit_test(test_refuses_newer_or_broken_files),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
