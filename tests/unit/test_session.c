@@ -178,6 +178,70 @@ static void test_call_result_ack(void **state)
     peers_free(&cl, &sv);
 }
 
+/* Replies in another order than the calls, and calls queued between them: each
+ * result names its call, and every acknowledgement (a result, or the server's
+ * msgs_ack) finds its message in the queue (a binary search over the ids in queue
+ * order); a reply naming no call of ours changes nothing. */
+static void test_results_out_of_order(void **state)
+{
+    (void)state;
+    peer cl, sv;
+    peers_new(&cl, &sv, 0x2233445566778899ull);
+    pt_buf b, out;
+    pt_buf_init(&b);
+    pt_buf_init(&out);
+    enum { N = 300 };
+    uint64_t ids[N], req[N];
+    for (uint32_t i = 0; i < N; i++) {
+        encode_echo(&b, i);
+        assert_int_equal(pt_sess_send(cl.s, b.data, b.len, false, &ids[i]), 0);
+        if (i % 100 == 99) deliver(&cl, &sv, SIZE_MAX); /* three flushes */
+    }
+    assert_int_equal(count(&sv, PT_SESS_EV_CALL), N);
+    for (uint32_t i = 0; i < N; i++) req[i] = sv.ev[i].msg_id;
+    peer_clear_events(&sv);
+    assert_int_equal(pt_sess_unacked(cl.s), N);
+    /* the server answers every 7th call of a permutation (7 and 300 are coprime),
+     * two hundred in all, then a call that is no call of the client's */
+    pt_tl_pt_echoResult r = {.payload = {(const uint8_t *)"x", 1}};
+    assert_int_equal(pt_tl_pt_echoResult_encode(&out, &r), 0);
+    for (uint32_t k = 0; k < 200; k++)
+        assert_int_equal(pt_sess_reply(sv.s, req[(k * 7) % N], out.data, out.len), 0);
+    assert_int_equal(pt_sess_reply(sv.s, ids[N - 1] + 4, out.data, out.len), 0);
+    deliver(&sv, &cl, SIZE_MAX);
+    assert_int_equal(count(&cl, PT_SESS_EV_RESULT), 201);
+    assert_int_equal(pt_sess_unacked(cl.s), 0); /* results, and the server's acks of the rest */
+    bool answered[N] = {false};
+    for (size_t i = 0; i < cl.nev; i++) {
+        if (cl.ev[i].type != PT_SESS_EV_RESULT || cl.ev[i].req_msg_id == ids[N - 1] + 4) continue;
+        size_t j = 0;
+        while (j < N && ids[j] != cl.ev[i].req_msg_id) j++;
+        assert_true(j < N);
+        assert_false(answered[j]);
+        answered[j] = true;
+    }
+    for (uint32_t k = 0; k < 200; k++) assert_true(answered[(k * 7) % N]);
+    peer_clear_events(&cl);
+    /* more calls queued behind the hundred left, then the rest answered */
+    uint64_t more[10];
+    for (uint32_t i = 0; i < 10; i++) {
+        encode_echo(&b, N + i);
+        assert_int_equal(pt_sess_send(cl.s, b.data, b.len, false, &more[i]), 0);
+        assert_true(more[i] > ids[N - 1]);
+    }
+    deliver(&cl, &sv, SIZE_MAX);
+    assert_int_equal(count(&sv, PT_SESS_EV_CALL), 10);
+    serve_calls(&sv);
+    for (uint32_t k = 200; k < N; k++)
+        assert_int_equal(pt_sess_reply(sv.s, req[(k * 7) % N], out.data, out.len), 0);
+    deliver(&sv, &cl, SIZE_MAX);
+    assert_int_equal(count(&cl, PT_SESS_EV_RESULT), 110);
+    assert_int_equal(pt_sess_unacked(cl.s), 0);
+    pt_buf_free(&b);
+    pt_buf_free(&out);
+    peers_free(&cl, &sv);
+}
+
 /* The messages of one record: 1, or a container's count. Sets *acks to the number of
  * msgs_ack among them and *results to the rpc_results. */
 static uint32_t record_messages(const pt_buf *r, uint32_t *acks, uint32_t *results)
@@ -757,6 +821,7 @@ int main(void)
     pt_test_env_init(&tenv, NULL, 0);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_call_result_ack),
+        cmocka_unit_test(test_results_out_of_order),
         cmocka_unit_test(test_resume_exactly_once),
         cmocka_unit_test(test_acks_wait_for_output),
         cmocka_unit_test(test_probe_unacked),
