@@ -189,10 +189,19 @@ static int send_confirm(ptc *p)
     return rc;
 }
 
+/* Writes what is queued without waiting; a full socket asks the core for EPOLLOUT. */
+static int flush_now(lg_client *c, ptc *p)
+{
+    int rc = pt_client_flush(p->cl);
+    c->want_out = rc == 0 && pt_client_out_pending(p->cl) > 0;
+    return rc;
+}
+
 static int pt_input(lg_run *r, lg_client *c)
 {
     ptc *p = c->drv;
-    int rc = pt_client_pump(p->cl, 1, on_event, p);
+    /* the core saw the socket readable: one read, no poll (pt_client_input) */
+    int rc = pt_client_input(p->cl, on_event, p);
     if (rc) {
         fprintf(stderr, "loadgen: pt client %u: %s\n", c->idx, pt_strerror(rc));
         return -1;
@@ -200,9 +209,9 @@ static int pt_input(lg_run *r, lg_client *c)
     if (c->stage < 0) return -1;
     size_t batch = (size_t)lg_options(r)->confirm_batch;
     if (p->nconfirm && p->nconfirm >= (batch ? batch : 1)) { /* 0: what this read delivered */
-        if (send_confirm(p) || pt_client_pump(p->cl, 0, on_event, p)) return -1;
+        if (send_confirm(p)) return -1;
     }
-    return 0;
+    return flush_now(c, p) ? -1 : 0;
 }
 
 static int ptlg_send(lg_run *r, lg_client *c, const uint8_t *payload, size_t len, uint64_t *tag)
@@ -221,17 +230,20 @@ static int pt_flush(lg_run *r, lg_client *c)
 {
     (void)r;
     ptc *p = c->drv;
-    return pt_client_pump(p->cl, 0, on_event, p) ? -1 : 0;
+    if (c->stage < 2) return pt_client_pump(p->cl, 0, on_event, p) ? -1 : 0; /* setup */
+    return flush_now(c, p) ? -1 : 0;
 }
 
 static int pt_tick(lg_run *r, lg_client *c, bool force)
 {
     (void)r;
     ptc *p = c->drv;
-    if (!p || !p->nconfirm) return 0;
-    if (!force && now_ns() - p->last_confirm_ns < CONFIRM_EVERY_NS) return 0;
-    if (send_confirm(p)) return -1;
-    return pt_client_pump(p->cl, 0, on_event, p) ? -1 : 0;
+    if (!p || c->stage < 2) return 0;
+    bool confirm = p->nconfirm && (force || now_ns() - p->last_confirm_ns >= CONFIRM_EVERY_NS);
+    /* the session's acks fall due on their own when nothing else goes out */
+    if (!confirm && pt_sess_ack_wait_ms(pt_client_session(p->cl)) != 0) return 0;
+    if (confirm && send_confirm(p)) return -1;
+    return flush_now(c, p) ? -1 : 0;
 }
 
 static void ptlg_close(lg_run *r, lg_client *c)

@@ -45,6 +45,15 @@ int pt_client_ping(pt_client *c, int64_t ping_id, uint64_t *msg_id) PT_WUR;
  * returning early once a read delivered events. PT_ERR_CLOSED when the server
  * closed the connection (the session stays), other errors are fatal for it. */
 int pt_client_pump(pt_client *c, int timeout_ms, pt_sess_event_cb cb, void *ud) PT_WUR;
+/* For a caller that polls pt_client_fd itself (an event loop over many clients):
+ * pt_client_input reads what the socket has now (one read), handles it and writes
+ * what that produced (acks, replies); pt_client_flush seals what is queued and
+ * writes what the socket takes. Neither blocks nor polls: when
+ * pt_client_out_pending is not 0 the socket was full, and the caller flushes again
+ * once it is writable. Errors as pt_client_pump. */
+int pt_client_input(pt_client *c, pt_sess_event_cb cb, void *ud) PT_WUR;
+int pt_client_flush(pt_client *c) PT_WUR;
+size_t pt_client_out_pending(const pt_client *c);
 
 int pt_client_fd(const pt_client *c);
 int pt_client_suite(const pt_client *c);
