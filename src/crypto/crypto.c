@@ -436,13 +436,18 @@ int pt_hkdf(pt_hash_alg alg, uint8_t *out, size_t outlen, const uint8_t *salt, s
 
 /* ---- AEAD ------------------------------------------------------------------------- */
 
-/* AES-GCM, two implementations. Where the CPU has AES-NI and PCLMULQDQ, libsodium's:
+/* AES-GCM, two implementations. Where the CPU has AES-NI and PCLMULQDQ, libsodium's
+ * for short messages (under GCM_SODIUM_MAX bytes: acks, pings, a lone small message):
  * each seal or open expands the key into a state on the stack (about 50 ns) and wipes
- * it after, so an object holds only its 32-byte key, in the secure heap, as ChaCha20
- * does; a loaded server measured the same rate as with a kept OpenSSL context (BENCHMARKS.md).
- * Elsewhere (AES-GCM is then not the default suite) OpenSSL's EVP: a context of
+ * it after, so an object that only ever sees those holds just its 32-byte key, in the
+ * secure heap, as ChaCha20 does. Longer ones, and every one where libsodium has no
+ * AES-GCM (it is then not the default suite), through OpenSSL's EVP: a context of
  * about 1.1 KiB on the ordinary heap per direction used, made at first use and given
- * back by pt_aead_trim. */
+ * back by pt_aead_trim (the server trims idle connections). Where OpenSSL has its
+ * VAES/AVX-512 code, it takes 433 ns for 1,000 bytes against libsodium's 668 (and
+ * 3.7 against 8.7 us for 16,000); below about 200 bytes libsodium is faster
+ * (BENCHMARKS.md, "AES-GCM by size"). */
+#define GCM_SODIUM_MAX 256
 struct pt_aead {
     pt_aead_alg alg;
     uint8_t key[PT_AEAD_KEY_LEN];
@@ -451,7 +456,10 @@ struct pt_aead {
 
 static bool gcm_openssl_forced; /* pt_aead_force_openssl, for the tests */
 
-static bool gcm_sodium(void) { return g.gcm_sodium && !gcm_openssl_forced; }
+static bool gcm_sodium(size_t len)
+{
+    return g.gcm_sodium && !gcm_openssl_forced && len < GCM_SODIUM_MAX;
+}
 
 void pt_aead_force_openssl(bool on) { gcm_openssl_forced = on; }
 
@@ -513,7 +521,7 @@ int pt_aead_seal(pt_aead *a, uint8_t *out, const uint8_t nonce[static PT_AEAD_NO
                    : PT_ERR_CRYPTO;
     }
     if (len > INT32_MAX || adlen > INT32_MAX) return PT_ERR_TOO_BIG;
-    if (gcm_sodium()) {
+    if (gcm_sodium(len)) {
         crypto_aead_aes256gcm_state st;
         int rc = crypto_aead_aes256gcm_beforenm(&st, a->key) == 0 &&
                          crypto_aead_aes256gcm_encrypt_afternm(out, NULL, in, len, ad, adlen, NULL,
@@ -548,7 +556,7 @@ int pt_aead_open(pt_aead *a, uint8_t *out, const uint8_t nonce[static PT_AEAD_NO
     }
     if (mlen > INT32_MAX || adlen > INT32_MAX) return PT_ERR_TOO_BIG;
     bool ok;
-    if (gcm_sodium()) {
+    if (gcm_sodium(mlen)) {
         crypto_aead_aes256gcm_state st;
         if (crypto_aead_aes256gcm_beforenm(&st, a->key) != 0) return PT_ERR_CRYPTO;
         ok = crypto_aead_aes256gcm_decrypt_afternm(out, NULL, NULL, in, len, ad, adlen, nonce,

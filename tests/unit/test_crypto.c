@@ -11,6 +11,7 @@
 
 #define OPENSSL_SUPPRESS_DEPRECATED /* AES_ige_encrypt: the cross-check oracle only */
 #include <openssl/aes.h>
+#include <sodium.h>
 
 #include "crypto/pt_crypto.h"
 #include "testutil.h"
@@ -995,6 +996,62 @@ static void test_aead_tamper(void **state)
     }
 }
 
+/* AES-GCM goes through libsodium below 256 bytes and OpenSSL from there (where
+ * libsodium has it): at every size around the switch and well above it, the default
+ * seal equals OpenSSL's alone and libsodium's alone (called here directly, as the
+ * reference), each opens the other's, a flipped bit fails and wipes
+ * the output, and a trimmed object seals the same again. */
+static void test_aead_gcm_sizes(void **state)
+{
+    (void)state;
+    static const size_t sizes[] = {0, 1, 100, 255, 256, 257, 1000, 16384, 65536};
+    uint8_t key[32], nonce[12], ad[13];
+    pt_random(key, sizeof key);
+    pt_random(nonce, sizeof nonce);
+    pt_random(ad, sizeof ad);
+    size_t max = 65536 + 16;
+    uint8_t *pt = malloc(max), *ct = malloc(max), *ref = malloc(max), *back = malloc(max);
+    assert_non_null(pt && ct && ref && back);
+    pt_random(pt, 65536);
+    pt_aead *a = pt_aead_new(PT_AEAD_AESGCM, key);
+    assert_non_null(a);
+    for (size_t i = 0; i < PT_ARRAY_LEN(sizes); i++) {
+        size_t n = sizes[i];
+        pt_aead_force_openssl(false);
+        assert_int_equal(pt_aead_seal(a, ct, nonce, ad, sizeof ad, pt, n), 0);
+        pt_aead_force_openssl(true);
+        pt_aead *o = pt_aead_new(PT_AEAD_AESGCM, key);
+        assert_non_null(o);
+        assert_int_equal(pt_aead_seal(o, ref, nonce, ad, sizeof ad, pt, n), 0);
+        assert_memory_equal(ct, ref, n + 16);
+        if (crypto_aead_aes256gcm_is_available()) { /* and libsodium's alone, at every size */
+            assert_int_equal(crypto_aead_aes256gcm_encrypt_detached(back, back + n, NULL, pt, n, ad,
+                                                                    sizeof ad, NULL, nonce, key),
+                             0);
+            assert_memory_equal(ct, back, n + 16);
+        }
+        assert_int_equal(pt_aead_open(o, back, nonce, ad, sizeof ad, ct, n + 16), 0);
+        if (n) assert_memory_equal(back, pt, n);
+        pt_aead_free(o);
+        pt_aead_force_openssl(false);
+        memset(back, 0, n + 16);
+        assert_int_equal(pt_aead_open(a, back, nonce, ad, sizeof ad, ref, n + 16), 0);
+        if (n) assert_memory_equal(back, pt, n);
+        ref[n / 2] ^= 0x01; /* in the ciphertext, or in the tag when n is 0 */
+        memset(back, 0xa5, n + 16);
+        assert_int_equal(pt_aead_open(a, back, nonce, ad, sizeof ad, ref, n + 16), PT_ERR_AUTH);
+        for (size_t k = 0; k < n; k++) assert_int_equal(back[k], 0);
+        pt_aead_trim(a);
+        assert_int_equal(pt_aead_seal(a, ref, nonce, ad, sizeof ad, pt, n), 0);
+        assert_memory_equal(ref, ct, n + 16);
+    }
+    pt_aead_free(a);
+    free(pt);
+    free(ct);
+    free(ref);
+    free(back);
+}
+
 /* ---- AES-CTR: NIST SP 800-38A F.5.1 and F.5.5 ------------------------------------------ */
 
 static void test_aes_ctr_sp800_38a(void **state)
@@ -1267,6 +1324,7 @@ int main(void)
         cmocka_unit_test(test_hkdf_rfc5869),      cmocka_unit_test(test_hkdf_limits_and_reference),
         cmocka_unit_test(test_sha256_fast_paths), cmocka_unit_test(test_aes_cbc_context),
         cmocka_unit_test(test_aead_kat),          cmocka_unit_test(test_aead_tamper),
+        cmocka_unit_test(test_aead_gcm_sizes),
         cmocka_unit_test_setup_teardown(test_aead_kat, pt_test_gcm_openssl, pt_test_gcm_default),
         cmocka_unit_test_setup_teardown(test_aead_tamper, pt_test_gcm_openssl, pt_test_gcm_default),
         cmocka_unit_test(test_aes_ctr_sp800_38a), cmocka_unit_test(test_ige_published_oracle),
