@@ -540,6 +540,53 @@ static void test_bad_msg_notifications(void **state)
     peers_free(&cl, &sv);
 }
 
+/* A message renewed by a bad_msg_notification keeps its place in the queue (and its
+ * seqno, which the server checks in order) with an id above those queued after it:
+ * its result still finds it and names the id the application was given, and nothing
+ * stays unacknowledged. */
+static void test_renewed_in_the_middle(void **state)
+{
+    (void)state;
+    peer cl, sv;
+    peers_new(&cl, &sv, 0x3344556677889900ull);
+    pt_buf b;
+    pt_buf_init(&b);
+    uint64_t ids[10];
+    encode_echo(&b, 0);
+    assert_int_equal(pt_sess_send(cl.s, b.data, b.len, false, &ids[0]), 0);
+    assert_int_equal(pt_sess_flush(cl.s, on_emit, &cl), 0); /* its record waits... */
+    assert_int_equal(cl.nrecs, 1);
+    tenv.now_ms += 301000; /* ...until its id is too old for the server */
+    for (uint32_t i = 1; i < 10; i++) {
+        encode_echo(&b, i);
+        assert_int_equal(pt_sess_send(cl.s, b.data, b.len, false, &ids[i]), 0);
+        assert_true(ids[i] > ids[i - 1]);
+    }
+    assert_int_equal(pt_sess_input(sv.s, cl.recs[0].data, cl.recs[0].len, on_event, &sv), 0);
+    peer_drop_records(&cl);
+    assert_int_equal(count(&sv, PT_SESS_EV_CALL), 0);
+    deliver(&sv, &cl, SIZE_MAX);
+    assert_non_null(find_bad(&cl, PT_BAD_MSG_ID_TOO_LOW)); /* the client renews its id */
+    peer_clear_events(&cl);
+    deliver(&cl, &sv, SIZE_MAX); /* all ten, the renewed one first */
+    assert_int_equal(count(&sv, PT_SESS_EV_CALL), 10);
+    serve_calls(&sv);
+    deliver(&sv, &cl, SIZE_MAX);
+    assert_int_equal(count(&cl, PT_SESS_EV_RESULT), 10);
+    bool seen[10] = {false};
+    for (size_t i = 0; i < cl.nev; i++) {
+        if (cl.ev[i].type != PT_SESS_EV_RESULT) continue;
+        size_t j = 0;
+        while (j < 10 && ids[j] != cl.ev[i].req_msg_id) j++;
+        assert_true(j < 10);
+        assert_false(seen[j]);
+        seen[j] = true;
+    }
+    assert_int_equal(pt_sess_unacked(cl.s), 0);
+    pt_buf_free(&b);
+    peers_free(&cl, &sv);
+}
+
 /* A client with a stale salt and a skewed clock recovers by itself. */
 static void test_salt_and_clock_recovery(void **state)
 {
@@ -822,6 +869,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_call_result_ack),
         cmocka_unit_test(test_results_out_of_order),
+        cmocka_unit_test(test_renewed_in_the_middle),
         cmocka_unit_test(test_resume_exactly_once),
         cmocka_unit_test(test_acks_wait_for_output),
         cmocka_unit_test(test_probe_unacked),
