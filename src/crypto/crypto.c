@@ -436,18 +436,19 @@ int pt_hkdf(pt_hash_alg alg, uint8_t *out, size_t outlen, const uint8_t *salt, s
 
 /* ---- AEAD ------------------------------------------------------------------------- */
 
-/* AES-GCM, two implementations. Where the CPU has AES-NI and PCLMULQDQ, libsodium's
- * for short messages (under GCM_SODIUM_MAX bytes: acks, pings, a lone small message):
- * each seal or open expands the key into a state on the stack (about 50 ns) and wipes
- * it after, so an object that only ever sees those holds just its 32-byte key, in the
- * secure heap, as ChaCha20 does. Longer ones, and every one where libsodium has no
- * AES-GCM (it is then not the default suite), through OpenSSL's EVP: a context of
- * about 1.1 KiB on the ordinary heap per direction used, made at first use and given
- * back by pt_aead_trim (the server trims idle connections). Where OpenSSL has its
- * VAES/AVX-512 code, it takes 433 ns for 1,000 bytes against libsodium's 668 (and
- * 3.7 against 8.7 us for 16,000); below about 200 bytes libsodium is faster
- * (BENCHMARKS.md, "AES-GCM by size"). */
-#define GCM_SODIUM_MAX 256
+/* AES-GCM, two implementations. Where the CPU has AES-NI and PCLMULQDQ (then
+ * PT1-AESGCM-SHA256 is the default suite), libsodium's for messages under
+ * GCM_SODIUM_MAX bytes, which is nearly all of a messaging load: each seal or open
+ * expands the key into a state on the stack (about 50 ns) and wipes it after, so an
+ * object holds only its 32-byte key, in the secure heap, as ChaCha20 does. Longer
+ * ones through OpenSSL's EVP with a context made for that one message and freed
+ * after it (EVP_CIPHER_CTX_free wipes the key schedule), the same footprint: where
+ * OpenSSL has its VAES/AVX-512 code that takes 871 ns for 2,000 bytes against
+ * libsodium's 1,292, and 3.9 against 8.7 us for 16,000 (BENCHMARKS.md, "AES-GCM by
+ * size"). Where libsodium has no AES-GCM, OpenSSL's EVP for every message, with a
+ * context of about 1.1 KiB on the ordinary heap per direction used, made at first
+ * use and given back by pt_aead_trim (the server trims idle connections). */
+#define GCM_SODIUM_MAX 2048
 struct pt_aead {
     pt_aead_alg alg;
     uint8_t key[PT_AEAD_KEY_LEN];
@@ -496,11 +497,9 @@ int pt_aead_rekey(pt_aead *a, const uint8_t key[static PT_AEAD_KEY_LEN])
     return 0;
 }
 
-/* OpenSSL's AES-GCM context of one direction, made and keyed at its first use. */
-static EVP_CIPHER_CTX *gcm_ctx(pt_aead *a, bool enc)
+/* An OpenSSL AES-GCM context keyed with a's key. */
+static EVP_CIPHER_CTX *gcm_new_ctx(const pt_aead *a, bool enc)
 {
-    EVP_CIPHER_CTX **slot = enc ? &a->enc : &a->dec;
-    if (*slot) return *slot;
     EVP_CIPHER_CTX *x = EVP_CIPHER_CTX_new();
     if (!x) return NULL;
     if ((enc ? EVP_EncryptInit_ex2(x, g.aes256gcm, a->key, NULL, NULL)
@@ -508,7 +507,19 @@ static EVP_CIPHER_CTX *gcm_ctx(pt_aead *a, bool enc)
         EVP_CIPHER_CTX_free(x);
         return NULL;
     }
-    return *slot = x;
+    return x;
+}
+
+/* The OpenSSL context for one message: where libsodium has AES-GCM (a long message),
+ * one for it alone, which the caller frees (*once); elsewhere the direction's kept
+ * context, made at its first use. */
+static EVP_CIPHER_CTX *gcm_ctx(pt_aead *a, bool enc, bool *once)
+{
+    *once = g.gcm_sodium && !gcm_openssl_forced;
+    if (*once) return gcm_new_ctx(a, enc);
+    EVP_CIPHER_CTX **slot = enc ? &a->enc : &a->dec;
+    if (!*slot) *slot = gcm_new_ctx(a, enc);
+    return *slot;
 }
 
 int pt_aead_seal(pt_aead *a, uint8_t *out, const uint8_t nonce[static PT_AEAD_NONCE_LEN],
@@ -531,13 +542,15 @@ int pt_aead_seal(pt_aead *a, uint8_t *out, const uint8_t nonce[static PT_AEAD_NO
         sodium_memzero(&st, sizeof st);
         return rc;
     }
-    EVP_CIPHER_CTX *x = gcm_ctx(a, true);
+    bool once;
+    EVP_CIPHER_CTX *x = gcm_ctx(a, true, &once);
     int outl = 0;
     bool ok = x && EVP_EncryptInit_ex2(x, NULL, NULL, nonce, NULL) == 1 &&
               (adlen == 0 || EVP_EncryptUpdate(x, NULL, &outl, ad, (int)adlen) == 1) &&
               (len == 0 || EVP_EncryptUpdate(x, out, &outl, in, (int)len) == 1) &&
               EVP_EncryptFinal_ex(x, out + len, &outl) == 1 &&
               EVP_CIPHER_CTX_ctrl(x, EVP_CTRL_GCM_GET_TAG, PT_AEAD_TAG_LEN, out + len) == 1;
+    if (once) EVP_CIPHER_CTX_free(x);
     return ok ? 0 : PT_ERR_CRYPTO;
 }
 
@@ -563,7 +576,8 @@ int pt_aead_open(pt_aead *a, uint8_t *out, const uint8_t nonce[static PT_AEAD_NO
                                                    &st) == 0;
         sodium_memzero(&st, sizeof st);
     } else {
-        EVP_CIPHER_CTX *x = gcm_ctx(a, false);
+        bool once;
+        EVP_CIPHER_CTX *x = gcm_ctx(a, false, &once);
         if (!x) return PT_ERR_CRYPTO;
         uint8_t tag[PT_AEAD_TAG_LEN];
         memcpy(tag, in + mlen, sizeof tag);
@@ -573,6 +587,7 @@ int pt_aead_open(pt_aead *a, uint8_t *out, const uint8_t nonce[static PT_AEAD_NO
              (mlen == 0 || EVP_DecryptUpdate(x, out, &outl, in, (int)mlen) == 1) &&
              EVP_CIPHER_CTX_ctrl(x, EVP_CTRL_GCM_SET_TAG, PT_AEAD_TAG_LEN, tag) == 1 &&
              EVP_DecryptFinal_ex(x, out + mlen, &outl) == 1;
+        if (once) EVP_CIPHER_CTX_free(x);
     }
     if (!ok) {
         sodium_memzero(out, mlen);
