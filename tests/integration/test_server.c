@@ -176,7 +176,7 @@ static void test_event_driven_client(void **state)
     clock_gettime(CLOCK_MONOTONIC, &t0);
     assert_int_equal(pt_client_input(c, on_event, r), 0);
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    assert_true((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000 < 100);
+    assert_true((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000 < 2000);
     assert_int_equal(r->n, N);
     pt_client_free(c);
     free(r);

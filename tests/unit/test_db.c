@@ -310,6 +310,15 @@ static int writer_nice(void)
     return (int)v;
 }
 
+/* The writer thread's state letter ('S' while it waits), 0 while there is none. */
+static char writer_state(void)
+{
+    char buf[512];
+    if (!writer_file("stat", buf, sizeof buf)) return 0;
+    const char *p = strrchr(buf, ')');
+    return p && p[1] == ' ' ? p[2] : 0;
+}
+
 /* How often the writer thread has slept (each wait for work or for a held op). */
 static long writer_sleeps(void)
 {
@@ -444,9 +453,15 @@ static void test_withdrawn_do_not_wake(void **state)
     ins a = {.op = {.apply = apply_insert, .done = done_insert, .hold_us = 2000000}, .id = 1,
              .done_rc = 99, .ndone = &ndone};
     a.op.arg = &a;
-    pt_db_submit(db, &a.op);
-    usleep(100000); /* the writer saw a, and sleeps until it is due in 2 s */
+    for (int i = 0; i < 500 && writer_state() != 'S'; i++) usleep(10000); /* waits for work */
+    assert_int_equal(writer_state(), 'S');
     long before = writer_sleeps();
+    pt_db_submit(db, &a.op);
+    /* woken, it saw a and sleeps again, until a is due in 2 s (a busy machine may
+     * take a while to run it: wait for that, not a fixed time) */
+    for (int i = 0; i < 500 && (writer_sleeps() == before || writer_state() != 'S'); i++) usleep(10000);
+    assert_true(writer_sleeps() > before);
+    before = writer_sleeps();
     assert_int_equal(pt_db_withdraw(db, &a.op), PT_DB_REMOVED);
     for (int i = 0; i < 100; i++) { /* later than a, each withdrawn while both queues are empty */
         a.id = 2 + i;
