@@ -38,6 +38,7 @@ struct pt_sess {
     uint64_t msgs_in;              /* messages received, containers' contents included */
     omsg **q;                      /* outgoing, in send order */
     size_t qn, qcap;
+    bool q_unordered;              /* q is not in msg_id order (find_out) */
     uint64_t *acks;                /* received content msg_ids to acknowledge */
     size_t nacks, acks_cap;
     uint64_t acks_since_ms;        /* clock when the first of them was received */
@@ -252,19 +253,20 @@ static int enqueue(pt_sess *s, const uint8_t *body, size_t len, bool content, bo
     m->content = content;
     m->sent = m->ever_sent = false;
     memcpy(m->body, body, len);
+    if (s->qn && s->q[s->qn - 1]->msg_id >= m->msg_id) s->q_unordered = true; /* ids wrapped */
     s->q[s->qn++] = m;
     if (msg_id) *msg_id = m->msg_id;
     return 0;
 }
 
 /* The queue is in send order, and ids grow with it: they strictly increase as
- * messages are queued, and a session renewal renumbers the whole queue in order. Two
- * things break that: a message a bad_msg_notification renews keeps its place (and
- * its seqno, which the peer checks in order) with an id above all the others, and
- * ids from a clock offset a hostile server made wrap around. So the binary search
- * (with acks 30 ms late at 169,000 msgs/s the scan from the front was 3 % of the
- * server's CPU) falls back to the scan when it misses, which is rare otherwise: an
- * id acknowledged twice, or a probe's ping already answered. */
+ * messages are queued, and a session renewal renumbers the whole queue in order, so a
+ * binary search finds an id (with acks 30 ms late at 169,000 msgs/s the scan from the
+ * front was 3 % of the server's CPU). Two things break the order, and set
+ * q_unordered until the queue is empty or renumbered: a message a
+ * bad_msg_notification renews keeps its place (and its seqno, which the peer checks
+ * in order) with an id above those after it, and ids from a clock offset a hostile
+ * server made can wrap around. Then a miss falls back to the scan. */
 static omsg *find_out(const pt_sess *s, uint64_t msg_id, size_t *idx)
 {
     size_t lo = 0, hi = s->qn;
@@ -274,6 +276,7 @@ static omsg *find_out(const pt_sess *s, uint64_t msg_id, size_t *idx)
         else hi = mid;
     }
     if (lo == s->qn || s->q[lo]->msg_id != msg_id) {
+        if (!s->q_unordered) return NULL;
         for (lo = 0; lo < s->qn && s->q[lo]->msg_id != msg_id; lo++) {}
         if (lo == s->qn) return NULL;
     }
@@ -286,6 +289,7 @@ static void remove_out(pt_sess *s, size_t i)
     free(s->q[i]);
     memmove(&s->q[i], &s->q[i + 1], (s->qn - i - 1) * sizeof *s->q);
     s->qn--;
+    if (s->qn == 0) s->q_unordered = false;
 }
 
 /* The id the application knows for one of our messages, which may have been
@@ -541,6 +545,7 @@ int pt_sess_flush(pt_sess *s, pt_sess_emit_cb emit, void *ud)
             s->q[w++] = s->q[r];
     }
     s->qn = w;
+    if (s->qn == 0) s->q_unordered = false;
     return 0;
 }
 
@@ -686,6 +691,9 @@ static void renew_session(pt_sess *s)
         s->q[w++] = m;
     }
     s->qn = w;
+    s->q_unordered = false; /* renumbered in order (unless the ids wrapped) */
+    for (size_t i = 1; i < s->qn; i++)
+        if (s->q[i - 1]->msg_id >= s->q[i]->msg_id) s->q_unordered = true;
     pt_log_info("session %016llx: our clock ran %lld ms ahead of the server's; ids restart in "
                 "session %016llx on a new connection", (unsigned long long)old,
                 (long long)-s->renew_correction_ms, (unsigned long long)s->session_id);
@@ -755,7 +763,10 @@ static int dispatch(pt_sess *s, uint64_t msg_id, const uint8_t *body, size_t len
             for (size_t i = 0; i < s->qn; i++) {
                 omsg *m = s->q[i];
                 if (m->msg_id != bad && m->container_id != bad) continue;
-                if (!salt) m->msg_id = gen_msg_id(s, false);
+                if (!salt) {
+                    m->msg_id = gen_msg_id(s, false);
+                    if (i + 1 < s->qn) s->q_unordered = true; /* above those after it */
+                }
                 m->container_id = 0;
                 m->sent = false;
             }
