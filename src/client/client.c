@@ -375,6 +375,15 @@ int pt_client_ping(pt_client *c, int64_t ping_id, uint64_t *msg_id)
     return pt_sess_ping(c->sess, ping_id, msg_id);
 }
 
+int pt_client_flush(pt_client *c)
+{
+    if (!pt_client_connected(c)) return PT_ERR_CLOSED;
+    int rc = pt_sess_flush(c->sess, emit_record, c);
+    if (rc == 0) rc = write_some(c);
+    if (rc) pt_client_drop(c);
+    return rc;
+}
+
 int pt_client_input(pt_client *c, pt_sess_event_cb cb, void *ud)
 {
     if (!pt_client_connected(c)) return PT_ERR_CLOSED;
@@ -383,18 +392,8 @@ int pt_client_input(pt_client *c, pt_sess_event_cb cb, void *ud)
     c->delivered = 0;
     int rc = read_some(c);
     c->cb = NULL;
-    if (rc == 0) rc = pt_sess_flush(c->sess, emit_record, c);
-    if (rc == 0) rc = write_some(c);
-    if (rc) pt_client_drop(c);
-    return rc;
-}
-
-int pt_client_flush(pt_client *c)
-{
-    if (!pt_client_connected(c)) return PT_ERR_CLOSED;
-    int rc = pt_sess_flush(c->sess, emit_record, c);
-    if (rc == 0) rc = write_some(c);
-    if (rc) pt_client_drop(c);
+    if (rc == 0) return pt_client_flush(c); /* acks and replies it produced */
+    pt_client_drop(c);
     return rc;
 }
 

@@ -615,7 +615,8 @@ static void *writer_main(void *arg)
             /* not due yet: wait for it (at least PT_DB_HOLD_SLACK_US), or for more work */
             pt_db_op *h = db->held_head;
             uint64_t wake = h->submitted_ns + h->hold_us * 1000ull;
-            if (wake < now + PT_DB_HOLD_SLACK_US * 1000ull) wake = now + PT_DB_HOLD_SLACK_US * 1000ull;
+            uint64_t soonest = now + PT_DB_HOLD_SLACK_US * 1000ull;
+            if (wake < soonest) wake = soonest;
             struct timespec ts = {.tv_sec = (time_t)(wake / 1000000000u), .tv_nsec = (long)(wake % 1000000000u)};
             db->writer_wake_ns = wake;
             pthread_cond_timedwait(&db->cv, &db->mu, &ts);
