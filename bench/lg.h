@@ -34,6 +34,7 @@ typedef struct lg_client {
     int stage;             /* setup progress, advanced by the driver */
     bool want_out;         /* the driver has bytes the socket did not take */
     bool epoll_out;        /* EPOLLOUT is currently requested */
+    bool dirty;            /* input() queued output that no flush() has written yet */
     void *drv;             /* the driver's per-client state */
     uint64_t next_seq;     /* sequence number of the next message */
     uint64_t ack_scan;     /* no slot below this waits for an ack */
@@ -57,7 +58,9 @@ typedef struct lg_driver {
     int (*connect)(lg_run *r, lg_client *c);
     /* Starts stage k > 1 (every client finished stage k-1 before). */
     int (*start_stage)(lg_run *r, lg_client *c, int k);
-    /* Reads what the socket has and handles it. */
+    /* Reads what the socket has and handles it. What that produces (acks, PONGs)
+     * stays queued: the core calls flush() once it has added c's own sends, so
+     * that both go out in one write. */
     int (*input)(lg_run *r, lg_client *c);
     /* Queues one message for c's peer; *tag identifies its ack. */
     int (*send)(lg_run *r, lg_client *c, const uint8_t *payload, size_t len, uint64_t *tag);

@@ -336,12 +336,15 @@ static void sync_out(lg_run *r, lg_client *c)
 
 static void do_flush(lg_run *r, lg_client *c)
 {
+    c->dirty = false;
     if (r->drv->flush(r, c) != 0) fail_client(r, c, "write");
     sync_out(r, c);
 }
 
-/* Waits up to timeout_ns (< 0: 10 ms) and handles what is ready. */
-static void loop_once(lg_run *r, int64_t timeout_ns)
+/* Waits up to timeout_ns (< 0: 10 ms) and handles what is ready. With defer, what
+ * the input produced is not written here: the caller adds the clients' own sends
+ * and flushes the dirty ones, one write each (run_phase). */
+static void loop_defer(lg_run *r, int64_t timeout_ns, bool defer)
 {
     struct epoll_event evs[512];
     if (timeout_ns < 0) timeout_ns = 10000000;
@@ -357,11 +360,13 @@ static void loop_once(lg_run *r, int64_t timeout_ns)
         lg_client *c = evs[i].data.ptr;
         if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
             if (r->drv->input(r, c) != 0) fail_client(r, c, "read");
+            c->dirty = true;
         }
-        if (evs[i].events & EPOLLOUT) do_flush(r, c);
-        else sync_out(r, c);
+        if ((evs[i].events & EPOLLOUT) || (c->dirty && !defer)) do_flush(r, c);
     }
 }
+
+static void loop_once(lg_run *r, int64_t timeout_ns) { loop_defer(r, timeout_ns, false); }
 
 static void run_for(lg_run *r, uint64_t ns)
 {
@@ -507,7 +512,7 @@ static void run_phase(lg_run *r, phase_result *out, int window, double rate, dou
                 int64_t wait = (int64_t)(c->next_due_ns - now);
                 if (timeout < 0 || wait < timeout) timeout = wait;
             }
-            if (sent) do_flush(r, c);
+            if (sent || c->dirty) do_flush(r, c);
         }
         if (now - last_tick >= TICK_NS) {
             tick_all(r, 0, n, false);
@@ -515,8 +520,10 @@ static void run_phase(lg_run *r, phase_result *out, int window, double rate, dou
         }
         uint64_t left = end - now;
         if (timeout < 0 || (uint64_t)timeout > left) timeout = (int64_t)(left < 10000000 ? left : 10000000);
-        loop_once(r, timeout);
+        loop_defer(r, timeout, true);
     }
+    for (uint32_t i = 0; i < n; i++)
+        if (r->cl[i].dirty) do_flush(r, &r->cl[i]);
     uint64_t tm1 = now_ns(), cpu1 = pids_cpu_us(r->server_pids, r->nserver_pids), self1 = self_cpu_us();
     uint64_t ncpu1 = pids_cpu_us(r->nats_pids, r->nnats_pids);
     uint64_t busy1 = machine_busy_us(true), unniced1 = machine_busy_us(false);

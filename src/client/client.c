@@ -384,7 +384,7 @@ int pt_client_flush(pt_client *c)
     return rc;
 }
 
-int pt_client_input(pt_client *c, pt_sess_event_cb cb, void *ud)
+int pt_client_read(pt_client *c, pt_sess_event_cb cb, void *ud)
 {
     if (!pt_client_connected(c)) return PT_ERR_CLOSED;
     c->cb = cb;
@@ -392,9 +392,14 @@ int pt_client_input(pt_client *c, pt_sess_event_cb cb, void *ud)
     c->delivered = 0;
     int rc = read_some(c);
     c->cb = NULL;
-    if (rc == 0) return pt_client_flush(c); /* acks and replies it produced */
-    pt_client_drop(c);
+    if (rc) pt_client_drop(c);
     return rc;
+}
+
+int pt_client_input(pt_client *c, pt_sess_event_cb cb, void *ud)
+{
+    int rc = pt_client_read(c, cb, ud);
+    return rc ? rc : pt_client_flush(c); /* acks and replies it produced */
 }
 
 size_t pt_client_out_pending(const pt_client *c) { return out_pending(c); }

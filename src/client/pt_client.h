@@ -50,8 +50,12 @@ int pt_client_pump(pt_client *c, int timeout_ms, pt_sess_event_cb cb, void *ud) 
  * what that produced (acks, replies); pt_client_flush seals what is queued and
  * writes what the socket takes. Neither blocks nor polls: when
  * pt_client_out_pending is not 0 the socket was full, and the caller flushes again
- * once it is writable. Errors as pt_client_pump. */
+ * once it is writable. pt_client_read is pt_client_input without the write: what
+ * the read produced stays queued for the caller's next pt_client_flush, so that
+ * the calls it sends in answer go out in the same write (one TCP segment, not
+ * two). Errors as pt_client_pump. */
 int pt_client_input(pt_client *c, pt_sess_event_cb cb, void *ud) PT_WUR;
+int pt_client_read(pt_client *c, pt_sess_event_cb cb, void *ud) PT_WUR;
 int pt_client_flush(pt_client *c) PT_WUR;
 size_t pt_client_out_pending(const pt_client *c);
 

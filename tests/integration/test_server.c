@@ -1,10 +1,13 @@
 /* packtrackd as a real process, driven by our client over 127.0.0.1. */
 #include <arpa/inet.h>
+#include <linux/tcp.h> /* struct tcp_info with tcpi_bytes_sent */
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -179,6 +182,71 @@ static void test_event_driven_client(void **state)
     assert_true((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000 < 2000);
     assert_int_equal(r->n, N);
     pt_client_free(c);
+    free(r);
+    assert_int_equal(pt_test_server_stop(&srv), 0);
+}
+
+/* Bytes the kernel has sent on fd (TCP_INFO). */
+static uint64_t bytes_sent(int fd)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof ti;
+    memset(&ti, 0, sizeof ti);
+    assert_int_equal(getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len), 0);
+    assert_true(len >= offsetof(struct tcp_info, tcpi_bytes_sent) + sizeof ti.tcpi_bytes_sent);
+    return ti.tcpi_bytes_sent;
+}
+
+static pt_client *chain_client;
+enum { CHAIN = 20 };
+
+/* on_event, and each echo result but the last sends the next echo from the callback */
+static void on_event_chain(void *ud, const pt_sess_event *ev)
+{
+    results *r = ud;
+    size_t n = r->n;
+    on_event(ud, ev);
+    if (r->n > n && r->seq[n] + 1 < CHAIN) send_echo(chain_client, r->seq[n] + 1, 100);
+}
+
+/* pt_client_read writes nothing, not even what the callback queued during the read:
+ * the caller's next pt_client_flush sends it, so a call made in answer to a result
+ * goes out with the acks that result produced. A chain of 20 echoes, each sent from
+ * the callback of the one before. */
+static void test_read_defers_output(void **state)
+{
+    (void)state;
+    pt_test_server srv;
+    pt_test_server_start(&srv, NULL, 0, NULL);
+    chain_client = new_client(pt_test_tmpdir("cl"), NULL, 0, NULL);
+    pt_client *c = chain_client;
+    results *r = new_results();
+    assert_int_equal(pt_client_connect(c, "127.0.0.1", srv.port), 0);
+    send_echo(c, 0, 100);
+    assert_int_equal(pt_client_flush(c), 0);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int fd = pt_client_fd(c), answered = 0;
+    while (r->n < CHAIN) {
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        assert_true(t1.tv_sec - t0.tv_sec < 30);
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        assert_true(poll(&p, 1, 1000) >= 0);
+        if (!(p.revents & (POLLIN | POLLHUP | POLLERR))) continue;
+        size_t n = r->n;
+        uint64_t b0 = bytes_sent(fd);
+        assert_int_equal(pt_client_read(c, on_event_chain, r), 0);
+        assert_int_equal(bytes_sent(fd), b0); /* the read wrote nothing */
+        assert_int_equal(pt_client_flush(c), 0);
+        if (r->n > n && r->n < CHAIN) {
+            assert_true(bytes_sent(fd) > b0); /* the flush wrote the next echo */
+            answered++;
+        }
+    }
+    assert_int_equal(answered, CHAIN - 1);
+    for (uint32_t i = 0; i < CHAIN; i++) assert_int_equal(r->seq[i], i);
+    pt_client_free(c);
+    chain_client = NULL;
     free(r);
     assert_int_equal(pt_test_server_stop(&srv), 0);
 }
@@ -542,6 +610,7 @@ int main(void)
         cmocka_unit_test(test_command_line),
         cmocka_unit_test(test_echo_every_suite),
         cmocka_unit_test(test_event_driven_client),
+        cmocka_unit_test(test_read_defers_output),
         cmocka_unit_test(test_unknown_method_is_an_rpc_error),
         cmocka_unit_test(test_pinned_key_changed_is_refused),
         cmocka_unit_test(test_resumption_exactly_once),
