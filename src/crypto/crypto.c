@@ -438,17 +438,18 @@ int pt_hkdf(pt_hash_alg alg, uint8_t *out, size_t outlen, const uint8_t *salt, s
 
 /* AES-GCM, two implementations. Where the CPU has AES-NI and PCLMULQDQ (then
  * PT1-AESGCM-SHA256 is the default suite), libsodium's for messages under
- * GCM_SODIUM_MAX bytes, which is nearly all of a messaging load: each seal or open
- * expands the key into a state on the stack (about 50 ns) and wipes it after, so an
- * object holds only its 32-byte key, in the secure heap, as ChaCha20 does. Longer
- * ones through OpenSSL's EVP with a context made for that one message and freed
- * after it (EVP_CIPHER_CTX_free wipes the key schedule), the same footprint: where
- * OpenSSL has its VAES/AVX-512 code that takes 871 ns for 2,000 bytes against
- * libsodium's 1,292, and 3.9 against 8.7 us for 16,000 (BENCHMARKS.md, "AES-GCM by
- * size"). Where libsodium has no AES-GCM, OpenSSL's EVP for every message, with a
- * context of about 1.1 KiB on the ordinary heap per direction used, made at first
- * use and given back by pt_aead_trim (the server trims idle connections). */
-#define GCM_SODIUM_MAX 2048
+ * GCM_SODIUM_MAX bytes: each seal or open expands the key into a state on the stack
+ * (about 50 ns) and wipes it after, so an object holds only its 32-byte key, in the
+ * secure heap, as ChaCha20 does. Longer ones through OpenSSL's EVP with a context
+ * made for that one message and freed after it (EVP_CIPHER_CTX_free wipes the key
+ * schedule), the same footprint: where OpenSSL has its VAES/AVX-512 code, that takes
+ * 685 ns for 1,000 bytes against libsodium's 697, 881 against 1,214 for 2,000 (the
+ * server's records under load are 1-2 KB) and 3.9 against 8.7 us for 16,000
+ * (BENCHMARKS.md, "AES-GCM by size"). Where libsodium has no AES-GCM, OpenSSL's EVP
+ * for every message, with a context of about 1.1 KiB on the ordinary heap per
+ * direction used, made at first use and given back by pt_aead_trim (the server trims
+ * idle connections). */
+#define GCM_SODIUM_MAX 1024
 struct pt_aead {
     pt_aead_alg alg;
     uint8_t key[PT_AEAD_KEY_LEN];
