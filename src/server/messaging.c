@@ -915,11 +915,12 @@ static void probe_confirmed(pt_srv_device *d, int64_t id)
  * too, and withdrawing is what keeps it from storing and deleting every message
  * (docs/BENCHMARKS.md, "Overload"). A device not measured yet is taken to confirm
  * in a quarter of confirm_wait_ms. Starts probes on the devices; the first one not
- * connected here ends the loop. */
-static bool hold_for(pt_server *s, const pt_srv_devlist *l, int64_t id, uint32_t *hold_us)
+ * connected here ends the loop. now: uv_hrtime(). */
+static bool hold_for(pt_server *s, const pt_srv_devlist *l, int64_t id, uint64_t now,
+                     uint32_t *hold_us)
 {
     uint32_t max = s->cfg.confirm_wait_ms;
-    uint64_t hold = 0, now = uv_hrtime();
+    uint64_t hold = 0;
     bool slow = false;
     *hold_us = 0;
     if (!max || max == PT_SERVER_CONFIRM_WAIT_OFF || l->n == 0) return false;
@@ -1173,9 +1174,10 @@ void pt_srv_forward(pt_conn *c, uint64_t req, const pt_srv_item *proto, pt_srv_d
     m->op = (pt_db_op){.apply = send_apply, .done = send_done, .arg = m, .rerunnable = true};
     /* every device has it now: the store waits a little for their confirmations */
     uint32_t hold;
-    if (hold_for(s, &m->devices, m->item.server_id, &hold) && pending_add(s, m))
+    uint64_t now = uv_hrtime(); /* one reading for the probes and the store */
+    if (hold_for(s, &m->devices, m->item.server_id, now, &hold) && pending_add(s, m))
         m->op.hold_us = hold; /* only sends that may be withdrawn are in the ring */
-    pt_db_submit(s->db, &m->op);
+    pt_db_submit_at(s->db, &m->op, now);
 }
 
 /* Forwards an item to every device of user `to`, unless `to` blocked the sender. */

@@ -156,7 +156,7 @@ int64_t pt_sess_time_offset_ms(const pt_sess *s); /* client: server clock minus 
 /* Messages received so far (every message inside a container counts): for rate limits. */
 uint64_t pt_sess_messages_in(const pt_sess *s);
 size_t pt_sess_unacked(const pt_sess *s); /* content messages sent, not yet acked */
-uint64_t pt_sess_salt_now(const pt_sess *s);
+uint64_t pt_sess_salt_now(pt_sess *s); /* server: the current period's (kept) */
 
 /* The server salt for the hour containing now_ms (deterministic from secret). */
 uint64_t pt_sess_salt_for(const uint8_t secret[static PT_SESS_SALT_SECRET_LEN], uint64_t now_ms);

@@ -652,11 +652,13 @@ static void run_done(pt_db *db)
 
 static void on_async(uv_async_t *a) { run_done(a->data); }
 
-void pt_db_submit(pt_db *db, pt_db_op *op)
+void pt_db_submit(pt_db *db, pt_db_op *op) { pt_db_submit_at(db, op, now_ns()); }
+
+void pt_db_submit_at(pt_db *db, pt_db_op *op, uint64_t now)
 {
     op->next = NULL;
     op->rc = 0;
-    op->submitted_ns = now_ns();
+    op->submitted_ns = now;
     atomic_init(&op->state, OP_QUEUED);
     pthread_mutex_lock(&db->mu);
     /* wake the writer if this op can be taken now, or if it sleeps until signalled or

@@ -92,8 +92,11 @@ int pt_db_open(pt_db **out, const char *path, uv_loop_t *loop) PT_WUR;
  * is released by a libuv close callback: run the loop once more afterwards. */
 void pt_db_close(pt_db *db);
 
-/* Queues a write; thread-safe. */
+/* Queues a write; thread-safe. pt_db_submit_at takes the time of submission from a
+ * CLOCK_MONOTONIC reading in ns (uv_hrtime) the caller just made, instead of reading
+ * the clock again. */
 void pt_db_submit(pt_db *db, pt_db_op *op);
+void pt_db_submit_at(pt_db *db, pt_db_op *op, uint64_t now_ns);
 /* Withdraws a submitted op whose apply() has not started, for writes that became
  * unnecessary while they waited (e.g. a message every recipient confirmed before
  * it was stored). Loop thread. Returns

@@ -616,6 +616,29 @@ static void test_salt_and_clock_recovery(void **state)
     peers_free(&cl, &sv);
 }
 
+/* The server's records carry the salt of the period they are sent in: the session
+ * keeps the period's salt, and takes the next one when the clock moves on. */
+static void test_server_salt_follows_the_clock(void **state)
+{
+    (void)state;
+    peer cl, sv;
+    peers_new(&cl, &sv, 12);
+    uint64_t salts[3];
+    for (int k = 0; k < 3; k++) {
+        assert_int_equal(pt_sess_created(sv.s, 1000 + (uint64_t)k), 0);
+        assert_int_equal(pt_sess_flush(sv.s, on_emit, &sv), 0);
+        assert_int_equal(sv.nrecs, 1);
+        salts[k] = pt_get_u64le(sv.recs[0].data);
+        assert_int_equal(salts[k], pt_sess_salt_for(secret, tenv.now_ms));
+        assert_int_equal(pt_sess_salt_now(sv.s), salts[k]);
+        peer_drop_records(&sv);
+        tenv.now_ms += PT_SESS_SALT_PERIOD_S * 1000ull; /* the next period */
+    }
+    assert_true(salts[0] != salts[1] && salts[1] != salts[2]);
+    tenv.now_ms -= 3 * PT_SESS_SALT_PERIOD_S * 1000ull;
+    peers_free(&cl, &sv);
+}
+
 /* Defect 9 (docs/RELIABILITY.md): a client clock more than PT_SESS_FUTURE_S ahead.
  * Renewing the rejected ids could not bring them down (ids increase per session), so
  * before the fix every resend was rejected again until the real clock caught up.
@@ -875,6 +898,7 @@ int main(void)
         cmocka_unit_test(test_probe_unacked),
         cmocka_unit_test(test_bad_msg_notifications),
         cmocka_unit_test(test_salt_and_clock_recovery),
+        cmocka_unit_test(test_server_salt_follows_the_clock),
         cmocka_unit_test(test_clock_ahead_renews_session),
         cmocka_unit_test(test_salt_rotation),
         cmocka_unit_test(test_gzip_and_bomb),
