@@ -60,7 +60,7 @@ void pt_buf_free(pt_buf *b)
     pt_buf_init(b);
 }
 
-int pt_buf_reserve(pt_buf *b, size_t extra)
+int pt_buf_grow(pt_buf *b, size_t extra)
 {
     if (extra > SIZE_MAX - b->len) return PT_ERR_NOMEM;
     size_t need = b->len + extra;
@@ -72,24 +72,6 @@ int pt_buf_reserve(pt_buf *b, size_t extra)
     b->data = p;
     b->cap = cap;
     return 0;
-}
-
-int pt_buf_append(pt_buf *b, const void *p, size_t len)
-{
-    if (len == 0) return 0;
-    int rc = pt_buf_reserve(b, len);
-    if (rc) return rc;
-    memcpy(b->data + b->len, p, len);
-    b->len += len;
-    return 0;
-}
-
-uint8_t *pt_buf_extend(pt_buf *b, size_t n)
-{
-    if (pt_buf_reserve(b, n ? n : 1)) return NULL; /* never NULL for n == 0 */
-    uint8_t *p = b->data + b->len;
-    b->len += n;
-    return p;
 }
 
 void pt_buf_consume(pt_buf *b, size_t n)

@@ -71,10 +71,32 @@ typedef struct pt_buf {
 
 void pt_buf_init(pt_buf *b);
 void pt_buf_free(pt_buf *b); /* also wipes the contents */
-PT_WUR int pt_buf_reserve(pt_buf *b, size_t extra);
-PT_WUR int pt_buf_append(pt_buf *b, const void *p, size_t len);
+/* Makes room for extra more bytes (the slow path of pt_buf_reserve: a realloc). */
+PT_WUR int pt_buf_grow(pt_buf *b, size_t extra);
+/* The fast paths inline: the encoders call these a few times per field, and as
+ * calls they were 2.6 % of a loaded server's CPU (with a libc memcpy call for every
+ * 4- or 8-byte field, which inlined is a store). */
+static inline PT_WUR int pt_buf_reserve(pt_buf *b, size_t extra)
+{
+    return extra <= b->cap - b->len ? 0 : pt_buf_grow(b, extra);
+}
+static inline PT_WUR int pt_buf_append(pt_buf *b, const void *p, size_t len)
+{
+    if (len == 0) return 0;
+    int rc = pt_buf_reserve(b, len);
+    if (rc) return rc;
+    memcpy(b->data + b->len, p, len);
+    b->len += len;
+    return 0;
+}
 /* Grows len by n and returns a pointer to the new (uninitialised) bytes, or NULL. */
-uint8_t *pt_buf_extend(pt_buf *b, size_t n);
+static inline uint8_t *pt_buf_extend(pt_buf *b, size_t n)
+{
+    if (pt_buf_reserve(b, n ? n : 1)) return NULL; /* never NULL for n == 0 */
+    uint8_t *p = b->data + b->len;
+    b->len += n;
+    return p;
+}
 /* Drops the first n bytes. */
 void pt_buf_consume(pt_buf *b, size_t n);
 static inline void pt_buf_reset(pt_buf *b) { b->len = 0; }
