@@ -377,8 +377,10 @@ static void run_for(lg_run *r, uint64_t ns)
 static void tick_all(lg_run *r, uint32_t from, uint32_t to, bool force)
 {
     if (!r->drv->tick) return;
-    for (uint32_t i = from; i < to; i++)
+    for (uint32_t i = from; i < to; i++) {
         if (r->drv->tick(r, &r->cl[i], force) != 0) fail_client(r, &r->cl[i], "tick");
+        sync_out(r, &r->cl[i]); /* a tick's write may have left bytes: wait for POLLOUT */
+    }
 }
 
 /* Connects clients [from, to) and takes them through setup stages 1..upto. */

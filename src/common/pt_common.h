@@ -74,7 +74,7 @@ void pt_buf_free(pt_buf *b); /* also wipes the contents */
 /* Makes room for extra more bytes (the slow path of pt_buf_reserve: a realloc). */
 PT_WUR int pt_buf_grow(pt_buf *b, size_t extra);
 /* The fast paths inline: the encoders call these a few times per field, and as
- * calls they were 2.6 % of a loaded server's CPU (with a libc memcpy call for every
+ * calls they were 2.4 % of a loaded server's CPU (with a libc memcpy call for every
  * 4- or 8-byte field, which inlined is a store). */
 static inline PT_WUR int pt_buf_reserve(pt_buf *b, size_t extra)
 {

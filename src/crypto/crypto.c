@@ -442,10 +442,10 @@ int pt_hkdf(pt_hash_alg alg, uint8_t *out, size_t outlen, const uint8_t *salt, s
  * (about 50 ns) and wipes it after, so an object holds only its 32-byte key, in the
  * secure heap, as ChaCha20 does. Longer ones through OpenSSL's EVP with a context
  * made for that one message and freed after it (EVP_CIPHER_CTX_free wipes the key
- * schedule), the same footprint: where OpenSSL has its VAES/AVX-512 code, that takes
- * 685 ns for 1,000 bytes against libsodium's 697, 881 against 1,214 for 2,000 (the
- * server's records under load are 1-2 KB) and 3.9 against 8.7 us for 16,000
- * (BENCHMARKS.md, "AES-GCM by size"). Where libsodium has no AES-GCM, OpenSSL's EVP
+ * schedule), the same footprint: where OpenSSL has its VAES/AVX-512 code, the two
+ * cross at about 1 KB (685 ns for 1,000 bytes against libsodium's 697), then OpenSSL
+ * pulls ahead: 881 against 1,214 ns for 2,000 (the server's records under load are
+ * 1-2 KB) and 3.9 against 8.7 us for 16,000 (BENCHMARKS.md, "AES-GCM by size"). Where libsodium has no AES-GCM, OpenSSL's EVP
  * for every message, with a context of about 1.1 KiB on the ordinary heap per
  * direction used, made at first use and given back by pt_aead_trim (the server trims
  * idle connections). */
@@ -464,6 +464,8 @@ static bool gcm_sodium(size_t len)
 }
 
 void pt_aead_force_openssl(bool on) { gcm_openssl_forced = on; }
+
+bool pt_aead_gcm_openssl(size_t len) { return !gcm_sodium(len); }
 
 pt_aead *pt_aead_new(pt_aead_alg alg, const uint8_t key[static PT_AEAD_KEY_LEN])
 {

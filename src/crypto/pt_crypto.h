@@ -162,8 +162,10 @@ int pt_aead_rekey(pt_aead *a, const uint8_t key[static PT_AEAD_KEY_LEN]);
  * contexts, used where the CPU lacks AES instructions); for objects left unused a
  * while. NULL is a no-op. */
 void pt_aead_trim(pt_aead *a);
-/* Tests: AES-GCM through OpenSSL even where libsodium's (AES-NI) would be used. */
+/* Tests: AES-GCM through OpenSSL even where libsodium's (AES-NI) would be used; and
+ * whether a message of len bytes goes through OpenSSL now. */
 void pt_aead_force_openssl(bool on);
+bool pt_aead_gcm_openssl(size_t len);
 /* out receives len + PT_AEAD_TAG_LEN bytes; out may equal in. */
 int pt_aead_seal(pt_aead *a, uint8_t *out, const uint8_t nonce[static PT_AEAD_NONCE_LEN],
                  const uint8_t *ad, size_t adlen, const uint8_t *in, size_t len);

@@ -997,7 +997,7 @@ static void test_aead_tamper(void **state)
 }
 
 /* AES-GCM goes through libsodium below 1,024 bytes and OpenSSL from there (where
- * libsodium has it): at every size around the switch and well above it, the default
+ * libsodium has it; this is checked first): at every size around the switch and well above it, the default
  * seal equals OpenSSL's alone and libsodium's alone (called here directly, as the
  * reference), each opens the other's, a flipped bit fails and wipes
  * the output, and a trimmed object seals the same again. */
@@ -1015,6 +1015,12 @@ static void test_aead_gcm_sizes(void **state)
     pt_random(pt, 65536);
     pt_aead *a = pt_aead_new(PT_AEAD_AESGCM, key);
     assert_non_null(a);
+    if (crypto_aead_aes256gcm_is_available()) { /* the switch is at 1,024 bytes */
+        assert_false(pt_aead_gcm_openssl(1023));
+        assert_true(pt_aead_gcm_openssl(1024));
+    } else {
+        assert_true(pt_aead_gcm_openssl(0));
+    }
     for (size_t i = 0; i < PT_ARRAY_LEN(sizes); i++) {
         size_t n = sizes[i];
         pt_aead_force_openssl(false);
