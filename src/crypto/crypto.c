@@ -445,10 +445,10 @@ int pt_hkdf(pt_hash_alg alg, uint8_t *out, size_t outlen, const uint8_t *salt, s
  * schedule), the same footprint: where OpenSSL has its VAES/AVX-512 code, the two
  * cross at about 1 KB (685 ns for 1,000 bytes against libsodium's 697), then OpenSSL
  * pulls ahead: 881 against 1,214 ns for 2,000 (the server's records under load are
- * 1-2 KB) and 3.9 against 8.7 us for 16,000 (BENCHMARKS.md, "AES-GCM by size"). Where libsodium has no AES-GCM, OpenSSL's EVP
- * for every message, with a context of about 1.1 KiB on the ordinary heap per
- * direction used, made at first use and given back by pt_aead_trim (the server trims
- * idle connections). */
+ * 1-2 KB) and 3.9 against 8.7 us for 16,000 (BENCHMARKS.md, "AES-GCM by size").
+ * Where libsodium has no AES-GCM, OpenSSL's EVP for every message, with a context of
+ * about 1.1 KiB on the ordinary heap per direction used, made at first use and given
+ * back by pt_aead_trim (the server trims idle connections). */
 #define GCM_SODIUM_MAX 1024
 struct pt_aead {
     pt_aead_alg alg;
@@ -458,10 +458,10 @@ struct pt_aead {
 
 static bool gcm_openssl_forced; /* pt_aead_force_openssl, for the tests */
 
-static bool gcm_sodium(size_t len)
-{
-    return g.gcm_sodium && !gcm_openssl_forced && len < GCM_SODIUM_MAX;
-}
+/* libsodium's AES-GCM is there (and not turned off by a test) */
+static bool gcm_sodium_usable(void) { return g.gcm_sodium && !gcm_openssl_forced; }
+
+static bool gcm_sodium(size_t len) { return gcm_sodium_usable() && len < GCM_SODIUM_MAX; }
 
 void pt_aead_force_openssl(bool on) { gcm_openssl_forced = on; }
 
@@ -518,7 +518,7 @@ static EVP_CIPHER_CTX *gcm_new_ctx(const pt_aead *a, bool enc)
  * context, made at its first use. */
 static EVP_CIPHER_CTX *gcm_ctx(pt_aead *a, bool enc, bool *once)
 {
-    *once = g.gcm_sodium && !gcm_openssl_forced;
+    *once = gcm_sodium_usable();
     if (*once) return gcm_new_ctx(a, enc);
     EVP_CIPHER_CTX **slot = enc ? &a->enc : &a->dec;
     if (!*slot) *slot = gcm_new_ctx(a, enc);
