@@ -17,6 +17,10 @@
  * sender has the server's acknowledgement (pt: messages.sent, i.e. durable;
  * MQTT: PUBACK). Every payload starts with magic, sender, sequence number and
  * send time, and is checked on arrival (misrouted or duplicated ones counted).
+ * loadgen's own delay is reported beside them: in the open loop the send lag
+ * (intended send time -> loadgen writes it, a part of both latencies) and the
+ * length of its loop's turns (what a message that arrived waits at most before
+ * loadgen reads it), so a figure that is loadgen's queue is seen as such.
  *
  * The server is started by scripts/bench-loadgen.sh; --server-pid lets loadgen
  * read its CPU time (/proc/PID/stat, all threads) and RSS (/proc/PID/status).
@@ -74,6 +78,7 @@ struct lg_run {
     uint64_t meas_start_ns;
     uint64_t delivered_in_window;
     samples dlv, ack;
+    samples lag, turn;            /* open loop: intended send time -> write; the loop's turns */
     /* counters over the whole run */
     uint64_t errors, dups, misrouted, skipped, lost;
     const char *last_error;
@@ -469,6 +474,7 @@ typedef struct phase_result {
     double other_unniced_pct; /* the same without niced work (which yields to ours) */
     uint64_t srv_rss_kib;
     double d50, d99, d999, a50, a99, a999;
+    double lag50, lag99, turn50, turn99;
     uint64_t lost, skipped;
 } phase_result;
 
@@ -482,13 +488,14 @@ static void run_phase(lg_run *r, phase_result *out, int window, double rate, dou
     if (rate > 0) {
         for (uint32_t i = 0; i < n; i++) r->cl[i].next_due_ns = t0 + (uint64_t)((double)interval * i / n);
     }
-    r->dlv.n = r->ack.n = 0;
+    r->dlv.n = r->ack.n = r->lag.n = r->turn.n = 0;
     r->measuring = false;
     r->delivered_in_window = 0;
     uint64_t skipped0 = r->skipped, cpu0 = 0, ncpu0 = 0, unniced0 = 0, self0 = 0, busy0 = 0, tm0 = 0, last_tick = t0;
     uint64_t prev = t0, stall = 0; /* the longest time between two turns of the loop */
     for (uint64_t now; (now = now_ns()) < end && !interrupted;) {
         if (now - prev > stall) stall = now - prev;
+        if (r->measuring) sample_add(&r->turn, now - prev);
         prev = now;
         if (!r->measuring && now >= meas_start) {
             r->measuring = true;
@@ -507,8 +514,12 @@ static void run_phase(lg_run *r, phase_result *out, int window, double rate, dou
                 while (c->outstanding < (uint32_t)window && send_one(r, c, now)) sent = true;
             } else {
                 while (c->next_due_ns <= now) {
-                    if (c->outstanding < OPEN_LOOP_CAP && send_one(r, c, c->next_due_ns)) sent = true;
-                    else r->skipped++;
+                    if (c->outstanding < OPEN_LOOP_CAP && send_one(r, c, c->next_due_ns)) {
+                        sent = true;
+                        if (r->measuring) sample_add(&r->lag, now - c->next_due_ns);
+                    } else {
+                        r->skipped++;
+                    }
                     c->next_due_ns += interval;
                 }
                 int64_t wait = (int64_t)(c->next_due_ns - now);
@@ -576,6 +587,12 @@ static void run_phase(lg_run *r, phase_result *out, int window, double rate, dou
     out->a50 = pct_us(&r->ack, 0.50);
     out->a99 = pct_us(&r->ack, 0.99);
     out->a999 = pct_us(&r->ack, 0.999);
+    qsort(r->lag.v, r->lag.n, sizeof *r->lag.v, cmp_u64);
+    qsort(r->turn.v, r->turn.n, sizeof *r->turn.v, cmp_u64);
+    out->lag50 = pct_us(&r->lag, 0.50);
+    out->lag99 = pct_us(&r->lag, 0.99);
+    out->turn50 = pct_us(&r->turn, 0.50);
+    out->turn99 = pct_us(&r->turn, 0.99);
 }
 
 static void print_phase(const lg_run *r, const phase_result *p, uint32_t pairs, int window)
@@ -586,18 +603,24 @@ static void print_phase(const lg_run *r, const phase_result *p, uint32_t pairs, 
     printf("  server %5.1f%% CPU %6.2f us/msg RSS %llu KiB", p->srv_cpu_pct, p->srv_us_per_msg,
            (unsigned long long)p->srv_rss_kib);
     if (r->nnats_pids) printf("  nats %5.1f%% CPU %6.2f us/msg", p->nats_cpu_pct, p->nats_us_per_msg);
+    if (p->rate_target > 0)
+        printf("  send lag p50/p99 %.0f/%.0f us, turn %.0f/%.0f us", p->lag50, p->lag99, p->turn50,
+               p->turn99);
     printf("  loadgen %5.1f%% CPU  other %4.1f%% (not niced %4.1f%%)\n", p->lg_cpu_pct, p->other_cpu_pct,
            p->other_unniced_pct);
     printf("RESULT target=%s phase=%s pairs=%u window=%d size=%zu rate_target=%.0f secs=%.3f "
            "msgs=%llu msgs_per_s=%.0f dlv_p50_us=%.1f dlv_p99_us=%.1f dlv_p999_us=%.1f "
            "ack_p50_us=%.1f ack_p99_us=%.1f ack_p999_us=%.1f srv_cpu_pct=%.1f srv_us_per_msg=%.3f "
            "srv_rss_kib=%llu nats_cpu_pct=%.1f nats_us_per_msg=%.3f servers=%u lg_cpu_pct=%.1f "
-           "other_cpu_pct=%.1f other_unniced_pct=%.1f lost=%llu skipped=%llu errors=%llu dups=%llu misrouted=%llu\n",
+           "other_cpu_pct=%.1f other_unniced_pct=%.1f lag_p50_us=%.1f lag_p99_us=%.1f "
+           "turn_p50_us=%.1f turn_p99_us=%.1f lost=%llu skipped=%llu errors=%llu dups=%llu "
+           "misrouted=%llu\n",
            r->drv->name, p->phase, pairs, window, r->o.payload, p->rate_target, p->secs,
            (unsigned long long)p->msgs, p->msgs_per_s, p->d50, p->d99, p->d999, p->a50, p->a99,
            p->a999, p->srv_cpu_pct, p->srv_us_per_msg, (unsigned long long)p->srv_rss_kib,
            p->nats_cpu_pct, p->nats_us_per_msg, r->o.nports, p->lg_cpu_pct, p->other_cpu_pct,
-           p->other_unniced_pct, (unsigned long long)p->lost, (unsigned long long)p->skipped,
+           p->other_unniced_pct, p->lag50, p->lag99, p->turn50, p->turn99,
+           (unsigned long long)p->lost, (unsigned long long)p->skipped,
            (unsigned long long)r->errors, (unsigned long long)r->dups,
            (unsigned long long)r->misrouted);
     fflush(stdout);
@@ -829,6 +852,8 @@ int main(int argc, char **argv)
                     (unsigned long long)r->misrouted);
     free(r->cl);
     free(r->dlv.v);
+    free(r->lag.v);
+    free(r->turn.v);
     free(r->ack.v);
     free(r);
     return rc;

@@ -370,24 +370,27 @@ half = round(half) if half else half
 if half and half > 0:
     opens = sorted(set(opens) | {half})
 if opens:
-    print("\nOpen loop at fixed rates: delivery and sender-ack latency p50/p99/p99.9 µs, server and loadgen CPU %")
+    print("\nOpen loop at fixed rates: delivery and sender-ack latency p50/p99/p99.9 µs, server and loadgen CPU %;")
+    print("loadgen's own delay, a part of both latencies: its send lag (intended send time -> written) and")
+    print("its loop's turns (what an arrived message waits at most to be read), p50/p99 µs")
     if half and half > 0:
         print(f"({half:.0f} msgs/s is packtrackd's half rate: its row is the half-rate phase above, the "
               "others ran at that rate after it)")
-    print("\n| server | msgs/s asked | msgs/s done | delivery | sender ack | server CPU % | server µs/msg | loadgen CPU % |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("\n| server | msgs/s asked | msgs/s done | delivery | sender ack | server CPU % | server µs/msg | loadgen CPU % | loadgen send lag | loadgen turn |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for t in targets:
         for rate in opens:
             sel = [r for r in rows if r["target"] == t and r["phase"] == "open" and float(r["rate_target"]) == rate]
             if t == "pt" and rate == half:
                 sel = [r for r in rows if r["target"] == "pt" and r["phase"] == "half"]
             if not sel: continue
-            m = lambda k: statistics.median(float(r[k]) for r in sel)
+            m = lambda k: statistics.median(float(r[k]) for r in sel) if all(k in r for r in sel) else None
             ack = "/".join(f(m(k)) for k in ("ack_p50_us", "ack_p99_us", "ack_p999_us"))
             print(f"| {names[t]} | {rate:.0f} | {f(m('msgs_per_s'))} | "
                   + "/".join(f(m(k)) for k in ("dlv_p50_us", "dlv_p99_us", "dlv_p999_us"))
                   + f" | {ack if ack != '–/–/–' else '–'} | {f(m('srv_cpu_pct'))} | {f(m('srv_us_per_msg'), '{:.1f}')}"
-                  f" | {f(m('lg_cpu_pct'))} |")
+                  f" | {f(m('lg_cpu_pct'))} | {f(m('lag_p50_us'))}/{f(m('lag_p99_us'))}"
+                  f" | {f(m('turn_p50_us'))}/{f(m('turn_p99_us'))} |")
 if quick:
     print("\n(--quick: a smoke run; its figures are not meaningful)")
 EOF
