@@ -114,7 +114,7 @@ OUT=$(cd "$OUT" && pwd)
 RESULTS="$OUT/results.txt"
 : > "$RESULTS"
 # every load client connects from 127.0.0.1: lift the per-address limits
-PTD_ARGS="--max-connections 1000000 --max-conns-per-ip 1000000 --rate-limit 10000000 --log-level warn"
+PTD_ARGS="--max-connections 1000000 --max-conns-per-ip 1000000 --rate-limit 10000000 --ip-rate-limit 100000000 --ip-conn-rate 1000000 --log-level warn"
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # The ports of cluster-up.sh -p BASE must be free (another cluster, another bench).

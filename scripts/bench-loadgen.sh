@@ -131,6 +131,7 @@ start_server() { # start_server TARGET TAG: sets SPID, SPORT, SFP
       # every load client connects from 127.0.0.1: lift the per-address limits
       taskset -c "$SRV_CPU" "$PTD" --listen 127.0.0.1:0 --data "$dir/data" --ready-file "$dir/ready" \
         --max-connections 100000 --max-conns-per-ip 1000000 --rate-limit 10000000 \
+        --ip-rate-limit 100000000 --ip-conn-rate 1000000 \
         --log-level warn $PTD_ARGS 2>"$dir/server.log" &
       SPID=$!
       wait_ready_file "$dir/ready" "$SPID" || { echo "bench-loadgen: packtrackd did not start; see $dir/server.log" >&2; return 1; }

@@ -1,13 +1,22 @@
 /*
- * Abuse control: at most max_conns_per_ip connections per address, and a token
- * bucket per connection (rate_limit messages per second, bursts of twice that).
- * A connection that overdraws its bucket is throttled: the server stops reading
- * from it until the bucket is back at zero (TCP pushes back on the client). One
- * that overdraws by more than PT_ABUSE_FLOOD_BURSTS bursts at once is flooding:
- * its replies and acknowledgements are flushed, it is closed, and its address is
- * banned for ban_s seconds (the S2WMP rule); connections from a banned address are
- * closed as soon as they are accepted. Flushing the acknowledgements first means a
- * banned client does not come back with the same backlog.
+ * Abuse control, per connection and per address:
+ * - at most max_conns_per_ip connections open from one address, and new ones from
+ *   it at most ip_conn_rate per second (bursts of twice that): each costs the
+ *   server a handshake; one over either limit is closed as soon as it is accepted;
+ * - a token bucket per connection (rate_limit messages per second, bursts of twice
+ *   that), and one per address that all its connections draw on (ip_rate_limit):
+ *   many connections cannot add up to more than one address may send.
+ * A connection that overdraws its bucket or its address's is throttled: the server
+ * stops reading from it until the bucket is back at zero (TCP pushes back on the
+ * client). Overdrawing either by more than PT_ABUSE_FLOOD_BURSTS bursts at once is
+ * flooding: the connection's replies and acknowledgements are flushed, it is
+ * closed, and its address is banned for ban_s seconds (the S2WMP rule): new
+ * connections from it are closed as soon as they are accepted. Its other open
+ * connections stay, each held to its own rate and to what is left of the
+ * address's (an overdrawn address pauses them all until its bucket refills), so
+ * that one flooding client behind a shared address does not cut off the others
+ * already in. Flushing the acknowledgements first means a banned client does not
+ * come back with the same backlog.
  */
 #include <stdlib.h>
 
@@ -17,8 +26,22 @@ typedef struct pt_ip_entry {
     char ip[48];
     uint32_t conns;            /* open connections from this address */
     uint64_t banned_until_ms;  /* loop time; 0 when not banned */
+    pt_abuse_bucket msgs;      /* ip_rate_limit: messages from all its connections */
+    pt_abuse_bucket accepts;   /* ip_conn_rate: connections accepted */
     struct pt_ip_entry *next;
 } pt_ip_entry;
+
+/* Refills b at rate per second (capped at a burst of twice that) up to now. */
+static void refill(pt_abuse_bucket *b, uint32_t rate, uint64_t now)
+{
+    double burst = 2.0 * rate;
+    if (now > b->ms) b->tokens += (double)(now - b->ms) * rate / 1000.0;
+    if (b->tokens > burst) b->tokens = burst;
+    b->ms = now;
+}
+
+/* A bucket made full at loop time now. */
+static pt_abuse_bucket full(uint32_t rate, uint64_t now) { return (pt_abuse_bucket){2.0 * rate, now}; }
 
 static size_t ip_hash(const char *ip, size_t nb)
 {
@@ -55,6 +78,9 @@ static pt_ip_entry *ip_get(pt_server *s, const char *ip, bool create)
     pt_ip_entry *e = calloc(1, sizeof *e);
     if (!e) return NULL;
     snprintf(e->ip, sizeof e->ip, "%s", ip);
+    uint64_t now = uv_now(&s->loop);
+    e->msgs = full(s->cfg.ip_rate_limit, now);
+    e->accepts = full(s->cfg.ip_conn_rate, now);
     e->next = s->ip_buckets[h];
     s->ip_buckets[h] = e;
     return e;
@@ -76,10 +102,15 @@ int pt_abuse_admit(pt_server *s, pt_conn *c, const char **why)
         *why = "too many connections from this address";
         return PT_ERR_STATE;
     }
+    refill(&e->accepts, s->cfg.ip_conn_rate, now);
+    if (e->accepts.tokens < 1.0) {
+        *why = "too many new connections from this address";
+        return PT_ERR_STATE;
+    }
+    e->accepts.tokens -= 1.0;
     e->conns++;
     c->admitted = true;
-    c->tokens = 2.0 * s->cfg.rate_limit;
-    c->tokens_ms = now;
+    c->bucket = full(s->cfg.rate_limit, now);
     return 0;
 }
 
@@ -89,6 +120,19 @@ void pt_abuse_release(pt_server *s, pt_conn *c)
     c->admitted = false;
     pt_ip_entry *e = ip_get(s, c->ip, false);
     if (e && e->conns) e->conns--;
+}
+
+/* Takes n tokens from b: 0 within its rate; 1 overdrawn, *pause_ms (the longer of
+ * this and what is already there) until it is back at zero; -1 flooding. */
+static int draw(pt_abuse_bucket *b, uint32_t rate, uint64_t now, uint64_t n, uint32_t *pause_ms)
+{
+    refill(b, rate, now);
+    b->tokens -= (double)n;
+    if (b->tokens >= 0) return 0;
+    if (b->tokens < -PT_ABUSE_FLOOD_BURSTS * 2.0 * rate) return -1;
+    uint32_t ms = (uint32_t)(-b->tokens * 1000.0 / rate) + 1;
+    if (ms > *pause_ms) *pause_ms = ms;
+    return 1;
 }
 
 int pt_abuse_charge(pt_server *s, pt_conn *c, uint32_t *pause_ms)
@@ -101,21 +145,19 @@ int pt_abuse_charge(pt_server *s, pt_conn *c, uint32_t *pause_ms)
     uint64_t fresh = n - c->msgs_seen;
     c->msgs_seen = n;
     uint64_t now = uv_now(&s->loop);
-    double burst = 2.0 * s->cfg.rate_limit;
-    c->tokens += (double)(now - c->tokens_ms) * s->cfg.rate_limit / 1000.0;
-    if (c->tokens > burst) c->tokens = burst;
-    c->tokens_ms = now;
-    c->tokens -= (double)fresh;
-    if (c->tokens >= 0) return 0;
-    if (c->tokens >= -PT_ABUSE_FLOOD_BURSTS * burst) {
-        *pause_ms = (uint32_t)(-c->tokens * 1000.0 / s->cfg.rate_limit) + 1;
-        return 1;
-    }
-    pt_ip_entry *e = ip_get(s, c->ip, true);
+    pt_ip_entry *e = c->admitted ? ip_get(s, c->ip, false) : NULL; /* admitted: it is there */
+    int conn = draw(&c->bucket, s->cfg.rate_limit, now, fresh, pause_ms);
+    int addr = e ? draw(&e->msgs, s->cfg.ip_rate_limit, now, fresh, pause_ms) : 0;
+    if (conn >= 0 && addr >= 0) return conn || addr;
+    if (!e) e = ip_get(s, c->ip, true);
     if (e) e->banned_until_ms = now + (uint64_t)s->cfg.ban_s * 1000u;
     s->bans++;
-    pt_log_warn("conn %s: flooding (over %u messages/s): address %s banned for %u s", c->peer,
-                s->cfg.rate_limit, c->ip, s->cfg.ban_s);
+    if (conn < 0)
+        pt_log_warn("conn %s: flooding (over %u messages/s): address %s banned for %u s", c->peer,
+                    s->cfg.rate_limit, c->ip, s->cfg.ban_s);
+    else
+        pt_log_warn("conn %s: flooding: its address %s over %u messages/s from all its connections: "
+                    "banned for %u s", c->peer, c->ip, s->cfg.ip_rate_limit, s->cfg.ban_s);
     return -1;
 }
 
@@ -125,7 +167,13 @@ void pt_abuse_gc(pt_server *s)
     for (size_t i = 0; i < s->ip_nbuckets; i++) {
         for (pt_ip_entry **pp = &s->ip_buckets[i]; *pp;) {
             pt_ip_entry *e = *pp;
-            if (e->conns == 0 && e->banned_until_ms <= now) {
+            /* forgotten once nothing of it is left: no connection, no ban, both
+             * buckets full again (else a connect-close loop would start afresh) */
+            refill(&e->msgs, s->cfg.ip_rate_limit, now);
+            refill(&e->accepts, s->cfg.ip_conn_rate, now);
+            if (e->conns == 0 && e->banned_until_ms <= now &&
+                e->msgs.tokens >= 2.0 * s->cfg.ip_rate_limit &&
+                e->accepts.tokens >= 2.0 * s->cfg.ip_conn_rate) {
                 *pp = e->next;
                 free(e);
             } else {

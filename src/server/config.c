@@ -133,6 +133,8 @@ static const pt_config_key_info keys[PT_CFG_NKEYS] = {
     [PT_CFG_SECURE_HEAP] = {"server", "secure_heap", false},
     [PT_CFG_WORKERS] = {"server", "workers", false},
     [PT_CFG_CONFIRM_WAIT] = {"limits", "confirm_wait_ms", true},
+    [PT_CFG_IP_RATE_LIMIT] = {"limits", "ip_rate_limit", true},
+    [PT_CFG_IP_CONN_RATE] = {"limits", "ip_conn_rate", true},
 };
 
 const pt_config_key_info *pt_config_key_get(pt_config_key k)
@@ -364,6 +366,8 @@ static int on_kv(void *user, const char *section, const char *name, const char *
         break;
     case PT_CFG_MAX_CONNS_PER_IP: NUMBER(max_conns_per_ip, 1, 1000000); break;
     case PT_CFG_RATE_LIMIT: NUMBER(rate_limit, 1, 10000000); break;
+    case PT_CFG_IP_RATE_LIMIT: NUMBER(ip_rate_limit, 1, 100000000); break;
+    case PT_CFG_IP_CONN_RATE: NUMBER(ip_conn_rate, 1, 1000000); break;
     case PT_CFG_BAN_TIME: NUMBER(ban_s, 1, 30 * 86400); break;
     case PT_CFG_DISC_ENABLED: {
         bool on;

@@ -41,6 +41,10 @@ static void usage(FILE *f)
             "      --max-conns-per-ip N   connections from one address (%d)\n"
             "      --rate-limit N         messages/s per connection, bursts of 2N (%d); a\n"
             "                             connection above it is closed and its address banned\n"
+            "      --ip-rate-limit N      messages/s from one address, all its connections\n"
+            "                             together, bursts of 2N (%d); above it, likewise\n"
+            "      --ip-conn-rate N       new connections/s from one address, bursts of 2N\n"
+            "                             (%d); more are closed at once\n"
             "      --ban-time S           seconds a flooding address stays banned (%d)\n"
             "      --metrics [HOST:]PORT  serve GET /metrics (Prometheus text) and /healthz\n"
             "                             there (plain HTTP; HOST defaults to 127.0.0.1); off\n"
@@ -96,14 +100,15 @@ static void usage(FILE *f)
             PT_SERVER_HANDSHAKE_TIMEOUT_MS / 1000, PT_SERVER_IDLE_TIMEOUT_MS / 1000,
             PT_SERVER_SESSION_EXPIRY_MS / 1000, PT_SERVER_MAX_CONNECTIONS, PT_SERVER_QUEUE_QUOTA,
             PT_SERVER_CONFIRM_WAIT_MS,
-            PT_SERVER_MAX_CONNS_PER_IP, PT_SERVER_RATE_LIMIT, PT_SERVER_BAN_S,
+            PT_SERVER_MAX_CONNS_PER_IP, PT_SERVER_RATE_LIMIT, PT_SERVER_IP_RATE_LIMIT,
+            PT_SERVER_IP_CONN_RATE, PT_SERVER_BAN_S,
             PT_OBFS_HANDSHAKE_TIMEOUT_MS / 1000, PT_DISC_PORT, PT_DISC_MCAST6, PT_CLUSTER_CONSUMER_IDLE_S);
 }
 
 enum { OPT_HS = 256, OPT_IDLE, OPT_EXPIRY, OPT_MAXC, OPT_READY, OPT_LOG, OPT_QUOTA, OPT_CHECK,
        OPT_PERIP, OPT_RATE, OPT_BAN, OPT_OBFS, OPT_METRICS, OPT_LOGFILE, OPT_DISC_PORT, OPT_NO_DISC,
        OPT_CLUSTER_NATS, OPT_CLUSTER_NODE, OPT_SECURE_HEAP, OPT_WORKERS,
-       OPT_CONFIRM_WAIT, OPT_CLUSTER_IDLE };
+       OPT_CONFIRM_WAIT, OPT_CLUSTER_IDLE, OPT_IP_RATE, OPT_IP_CONN_RATE };
 
 static const struct option opts[] = {
     {"config", required_argument, NULL, 'c'},
@@ -118,6 +123,8 @@ static const struct option opts[] = {
     {"queue-quota", required_argument, NULL, OPT_QUOTA},
     {"max-conns-per-ip", required_argument, NULL, OPT_PERIP},
     {"rate-limit", required_argument, NULL, OPT_RATE},
+    {"ip-rate-limit", required_argument, NULL, OPT_IP_RATE},
+    {"ip-conn-rate", required_argument, NULL, OPT_IP_CONN_RATE},
     {"ban-time", required_argument, NULL, OPT_BAN},
     {"metrics", required_argument, NULL, OPT_METRICS},
     {"ready-file", required_argument, NULL, OPT_READY},
@@ -169,7 +176,8 @@ static void print_config(const pt_server_config *c)
     else printf("\nworkers = %u", c->workers == PT_SERVER_WORKERS_NONE ? 0 : c->workers);
     printf("\nlog_level = %s\n[limits]\nhandshake_timeout = %u\nidle_timeout = %u\n"
            "session_expiry = %u\nmax_connections = %u\nqueue_quota = %u\nconfirm_wait_ms = %u\n"
-           "max_conns_per_ip = %u\nrate_limit = %u\nban_time = %u\n",
+           "max_conns_per_ip = %u\nrate_limit = %u\nip_rate_limit = %u\nip_conn_rate = %u\n"
+           "ban_time = %u\n",
            lv[pt_log_get_level()],
            (c->handshake_timeout_ms ? c->handshake_timeout_ms : PT_SERVER_HANDSHAKE_TIMEOUT_MS) / 1000,
            (c->idle_timeout_ms ? c->idle_timeout_ms : PT_SERVER_IDLE_TIMEOUT_MS) / 1000,
@@ -180,7 +188,9 @@ static void print_config(const pt_server_config *c)
            : c->confirm_wait_ms                            ? c->confirm_wait_ms
                                                            : PT_SERVER_CONFIRM_WAIT_MS,
            c->max_conns_per_ip ? c->max_conns_per_ip : PT_SERVER_MAX_CONNS_PER_IP,
-           c->rate_limit ? c->rate_limit : PT_SERVER_RATE_LIMIT, c->ban_s ? c->ban_s : PT_SERVER_BAN_S);
+           c->rate_limit ? c->rate_limit : PT_SERVER_RATE_LIMIT,
+           c->ip_rate_limit ? c->ip_rate_limit : PT_SERVER_IP_RATE_LIMIT,
+           c->ip_conn_rate ? c->ip_conn_rate : PT_SERVER_IP_CONN_RATE, c->ban_s ? c->ban_s : PT_SERVER_BAN_S);
     pt_obfs_config_print(&c->obfs, stdout);
     printf("[discovery]\nenabled = %s\nport = %u\n", c->discovery_off ? "false" : "true",
            c->discovery_port ? c->discovery_port : PT_DISC_PORT);
@@ -319,6 +329,17 @@ int main(int argc, char **argv)
             if (pt_parse_uint(optarg, 1, 10000000, &v)) return bad("--rate-limit", optarg, "from 1 to 10000000");
             cfg.rate_limit = v;
             PIN(PT_CFG_RATE_LIMIT);
+            break;
+        case OPT_IP_RATE:
+            if (pt_parse_uint(optarg, 1, 100000000, &v))
+                return bad("--ip-rate-limit", optarg, "from 1 to 100000000");
+            cfg.ip_rate_limit = v;
+            PIN(PT_CFG_IP_RATE_LIMIT);
+            break;
+        case OPT_IP_CONN_RATE:
+            if (pt_parse_uint(optarg, 1, 1000000, &v)) return bad("--ip-conn-rate", optarg, "from 1 to 1000000");
+            cfg.ip_conn_rate = v;
+            PIN(PT_CFG_IP_CONN_RATE);
             break;
         case OPT_BAN:
             if (pt_parse_uint(optarg, 1, 30 * 86400, &v)) return bad("--ban-time", optarg, "1 to 2592000 seconds");

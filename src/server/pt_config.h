@@ -27,6 +27,9 @@
  *                                    ; (2x each device's confirmation time + 0.2 ms); 0: never
  *   max_conns_per_ip = 64            ; connections from one address
  *   rate_limit = 5000                ; messages/s per connection (bursts of twice that)
+ *   ip_rate_limit = 20000            ; messages/s from one address, all its connections
+ *                                    ; together (bursts of twice that)
+ *   ip_conn_rate = 100               ; new connections/s from one address (bursts of twice that)
  *   ban_time = 600                   ; seconds a flooding address is banned
  *   [obfuscation]                    -  the layer under the channel (obfs_conn.c)
  *   mode = off                       ; off | accept | prefer | require | pt-obfs
@@ -90,6 +93,8 @@ typedef enum pt_config_key {
     PT_CFG_WORKERS,
     PT_CFG_CONFIRM_WAIT,
     PT_CFG_CLUSTER_CONSUMER_IDLE,
+    PT_CFG_IP_RATE_LIMIT,
+    PT_CFG_IP_CONN_RATE,
     PT_CFG_NKEYS
 } pt_config_key;
 

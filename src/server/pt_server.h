@@ -30,6 +30,8 @@
 #define PT_SERVER_CONFIRM_WAIT_OFF UINT32_MAX /* pt_server_config.confirm_wait_ms: never wait */
 #define PT_SERVER_MAX_CONNS_PER_IP 64
 #define PT_SERVER_RATE_LIMIT 5000           /* messages per second per connection (burst 2x) */
+#define PT_SERVER_IP_RATE_LIMIT 20000       /* messages per second from one address (burst 2x) */
+#define PT_SERVER_IP_CONN_RATE 100          /* new connections per second from one address (burst 2x) */
 #define PT_SERVER_BAN_S 600                 /* how long a flooding address is banned */
 #define PT_SERVER_SECURE_HEAP_PER_CONN 4096 /* bytes of secure heap per connection (auto size) */
 #define PT_SECURE_HEAP_AUTO 0u              /* secure_heap_kib: max_connections KiB */
@@ -83,6 +85,10 @@ typedef struct pt_server_config {
                                              PT_SERVER_CONFIRM_WAIT_OFF = stored at once */
     uint32_t max_conns_per_ip;            /* 0 = default */
     uint32_t rate_limit;                  /* messages/s per connection; 0 = default */
+    uint32_t ip_rate_limit;               /* messages/s from one address, all its connections
+                                             together; 0 = default */
+    uint32_t ip_conn_rate;                /* connections accepted per second from one address;
+                                             0 = default */
     uint32_t ban_s;                       /* 0 = default */
     uint32_t workers;                     /* worker loops for the connections' sockets and
                                              channels; 0 = default (one per core, none on a

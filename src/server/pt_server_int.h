@@ -12,6 +12,12 @@
 #include "store/pt_db.h"
 
 typedef struct pt_conn pt_conn;
+
+/* A token bucket of abuse control (abuse.c). */
+typedef struct pt_abuse_bucket {
+    double tokens; /* what may still be taken now; below 0: overdrawn */
+    uint64_t ms;   /* loop time of the last refill */
+} pt_abuse_bucket;
 typedef struct pt_srv_sess pt_srv_sess;
 typedef struct pt_srv_user pt_srv_user;
 
@@ -84,8 +90,7 @@ struct pt_conn {
     char peer[72];                  /* "ip:port" for logs (46 + 1 + 5) */
     char ip[48];                    /* the peer's address, for per-address limits */
     bool admitted;                  /* counted in the per-address table */
-    double tokens;                  /* rate limit: messages it may still send now */
-    uint64_t tokens_ms;             /* loop time of the last refill */
+    pt_abuse_bucket bucket;         /* rate limit: messages it may still send now */
     uint64_t msgs_seen;             /* session messages already charged */
     uint64_t active_ms;             /* io loop time of its last read or write (trimming) */
     uint64_t core_active_ms;        /* server loop time of its last records or output */
@@ -602,12 +607,13 @@ int pt_metrics_render(pt_server *s, pt_buf *out);
 /* Abuse control (src/server/abuse.c). */
 int pt_abuse_init(pt_server *s);
 void pt_abuse_free(pt_server *s);
-/* On accept: 0, or PT_ERR_STATE with *why when the address is banned or at its cap. */
+/* On accept: 0, or PT_ERR_STATE with *why when the address is banned, at its cap of
+ * connections or over its rate of new ones. */
 int pt_abuse_admit(pt_server *s, pt_conn *c, const char **why);
 void pt_abuse_release(pt_server *s, pt_conn *c);
-/* Charges the messages c's session received since the last call: 0 within its
- * rate; 1 over it, pause reading for *pause_ms; -1 flooding: its address is now
- * banned and the connection must close. */
+/* Charges the messages c's session received since the last call to c and to its
+ * address: 0 within both rates; 1 over one, pause reading for *pause_ms; -1
+ * flooding: its address is now banned and the connection must close. */
 #define PT_ABUSE_FLOOD_BURSTS 4
 int pt_abuse_charge(pt_server *s, pt_conn *c, uint32_t *pause_ms);
 void pt_abuse_gc(pt_server *s);

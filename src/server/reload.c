@@ -142,6 +142,9 @@ static int reload(pt_server *s, const char *via, char *msg, size_t msglen)
     reload_u32(s, f, PT_CFG_MAX_CONNS_PER_IP, &s->cfg.max_conns_per_ip, c->max_conns_per_ip,
                PT_SERVER_MAX_CONNS_PER_IP);
     reload_u32(s, f, PT_CFG_RATE_LIMIT, &s->cfg.rate_limit, c->rate_limit, PT_SERVER_RATE_LIMIT);
+    reload_u32(s, f, PT_CFG_IP_RATE_LIMIT, &s->cfg.ip_rate_limit, c->ip_rate_limit,
+               PT_SERVER_IP_RATE_LIMIT);
+    reload_u32(s, f, PT_CFG_IP_CONN_RATE, &s->cfg.ip_conn_rate, c->ip_conn_rate, PT_SERVER_IP_CONN_RATE);
     reload_u32(s, f, PT_CFG_BAN_TIME, &s->cfg.ban_s, c->ban_s, PT_SERVER_BAN_S);
     int restart = compare_restart_keys(s, f);
     for (size_t i = 0; i < f->ndiags; i++) pt_log_warn("%s: %s", via, f->diags[i].text);

@@ -781,8 +781,9 @@ static int core_channel_up(pt_conn *c)
     return pt_srv_device_conn_up(c->srv, c);
 }
 
-/* Server loop: charges what c's session received against its rate; a flood is
- * closed, an overdraft paused. Returns false when c was closed. */
+/* Server loop: charges what c's session received against its rate and its
+ * address's; a flood is closed, an overdraft paused. Returns false when c was
+ * closed. */
 static bool core_charge(pt_conn *c, int *verdict_out)
 {
     uint32_t pause_ms = 0;
@@ -1614,6 +1615,8 @@ pt_server *pt_server_new(const pt_server_config *cfg, int *err)
     if (!s->cfg.confirm_wait_ms) s->cfg.confirm_wait_ms = PT_SERVER_CONFIRM_WAIT_MS;
     if (!s->cfg.max_conns_per_ip) s->cfg.max_conns_per_ip = PT_SERVER_MAX_CONNS_PER_IP;
     if (!s->cfg.rate_limit) s->cfg.rate_limit = PT_SERVER_RATE_LIMIT;
+    if (!s->cfg.ip_rate_limit) s->cfg.ip_rate_limit = PT_SERVER_IP_RATE_LIMIT;
+    if (!s->cfg.ip_conn_rate) s->cfg.ip_conn_rate = PT_SERVER_IP_CONN_RATE;
     if (!s->cfg.ban_s) s->cfg.ban_s = PT_SERVER_BAN_S;
     snprintf(s->host, sizeof s->host, "%s", s->cfg.host);
     s->cfg.host = s->host;

@@ -574,6 +574,68 @@ static void test_abuse_limits(void **state)
     assert_int_equal(pt_test_server_stop(&srv), 0);
 }
 
+/* The limits of an address: new connections per second, and messages per second
+ * from all its connections together (each of them within its own rate). */
+static void test_address_limits(void **state)
+{
+    (void)state;
+    pt_test_server srv;
+    const char *extra[] = {"--ip-conn-rate", "1", "--rate-limit", "1000", "--ip-rate-limit", "100",
+                           "--ban-time", "2", NULL};
+    pt_test_server_start(&srv, NULL, 0, extra);
+    /* a burst of two new connections, then one a second: of six at once, four (three
+     * if the machine took a second over them) are closed at accept */
+    int fds[6], refused = 0;
+    for (int i = 0; i < 6; i++) fds[i] = raw_connect(srv.port);
+    for (int i = 0; i < 6; i++) {
+        int ms = wait_closed(fds[i], 300);
+        refused += ms >= 0;
+        close(fds[i]);
+    }
+    assert_true(refused >= 3 && refused <= 4);
+    assert_int_equal(pt_test_log_count(&srv, "refused: too many new connections from this address"), refused);
+    usleep(2100000); /* the bucket refills: two connections again */
+    pt_client *a = new_client(pt_test_tmpdir("cl-a"), NULL, 0, NULL);
+    pt_client *b = new_client(pt_test_tmpdir("cl-b"), NULL, 0, NULL);
+    assert_int_equal(pt_client_connect(a, "127.0.0.1", srv.port), 0);
+    assert_int_equal(pt_client_connect(b, "127.0.0.1", srv.port), 0);
+    /* 150 each: within each connection's rate, over the address's burst of 200
+     * together: slowed down, every call answered, no ban */
+    results *ra = new_results(), *rb = new_results();
+    for (uint32_t i = 0; i < 150; i++) send_echo(a, i, 8);
+    for (uint32_t i = 0; i < 150; i++) send_echo(b, i, 8);
+    for (int i = 0; i < 1000 && (ra->n < 150 || rb->n < 150); i++) {
+        assert_int_equal(pt_client_pump(a, 5, on_event, ra), 0);
+        assert_int_equal(pt_client_pump(b, 5, on_event, rb), 0);
+    }
+    assert_int_equal(ra->n, 150);
+    assert_int_equal(rb->n, 150);
+    assert_true(pt_test_log_count(&srv, "banned for") == 0);
+    /* 1,200 at once from the two (600 each, still within each one's rate): the
+     * address floods; the connection that took it over is closed and the address
+     * banned (new connections refused); the other stays (paused until the
+     * address's bucket refills: about ten seconds here) */
+    for (uint32_t i = 0; i < 600; i++) send_echo(a, i, 8);
+    for (int i = 0; i < 20; i++) assert_int_equal(pt_client_pump(a, 5, on_event, ra), 0);
+    for (uint32_t i = 0; i < 600; i++) send_echo(b, i, 8);
+    int rca = 0, rcb = 0;
+    for (int i = 0; i < 300 && rcb == 0; i++) {
+        rca = pt_client_pump(a, 5, on_event, ra);
+        if (rca) break;
+        rcb = pt_client_pump(b, 5, on_event, rb);
+    }
+    assert_int_equal(rca, 0);
+    assert_int_equal(rcb, PT_ERR_CLOSED);
+    assert_int_equal(pt_test_log_count(&srv, "over 100 messages/s from all its connections: banned for 2 s"), 1);
+    assert_true(pt_client_connect(b, "127.0.0.1", srv.port) != 0); /* banned */
+    assert_int_equal(pt_client_pump(a, 5, on_event, ra), 0);   /* a is still in */
+    free(ra);
+    free(rb);
+    pt_client_free(a);
+    pt_client_free(b);
+    assert_int_equal(pt_test_server_stop(&srv), 0);
+}
+
 static int run_cmd(const char *args)
 {
     char cmd[1024];
@@ -619,6 +681,7 @@ int main(void)
         cmocka_unit_test(test_sigterm_closes_clients),
         cmocka_unit_test(test_config_file_and_sighup),
         cmocka_unit_test(test_abuse_limits),
+        cmocka_unit_test(test_address_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

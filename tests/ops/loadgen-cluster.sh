@@ -27,7 +27,7 @@ done
 dir=$(mktemp -d "$build/loadgen-cluster.XXXXXX")
 trap '"$src/scripts/cluster-down.sh" "$dir" --rm >/dev/null 2>&1 || true' EXIT
 "$src/scripts/cluster-up.sh" -d "$dir" -n 2 -m 1 -p "$base" -b "$build" \
-  -x "--max-conns-per-ip 1000 --log-level warn" > "$dir/env" ||
+  -x "--max-conns-per-ip 1000 --ip-rate-limit 100000000 --ip-conn-rate 1000000 --log-level warn" > "$dir/env" ||
   { tail -n 20 "$dir"/nats-*.log "$dir"/node-*.log "$dir"/node-*.stderr 2>/dev/null || true; echo "FAIL: cluster-up.sh"; exit 1; }
 fps=$(for i in 1 2; do sed -n 2p "$dir/node-$i.ready"; done | paste -sd, -)
 
