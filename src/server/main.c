@@ -90,9 +90,9 @@ static void usage(FILE *f)
             "\n"
             "Logs go to stderr (or --log-file), one line per event; no key and no message\n"
             "content is ever logged. Signals: SIGHUP reloads the configuration file (an\n"
-            "invalid one keeps the running configuration; sessions stay up), SIGUSR1 reopens\n"
-            "the log file, SIGINT or SIGTERM stop the server cleanly. packtrackctl(8) talks\n"
-            "to a running server over DIR/control.sock.\n"
+            "invalid one keeps the running configuration; sessions stay up) and reopens the\n"
+            "log file, SIGUSR1 reopens the log file, SIGINT or SIGTERM stop the server\n"
+            "cleanly. packtrackctl(8) talks to a running server over DIR/control.sock.\n"
             "Exit status: 0 after a clean stop (or a clean --check-config), 1 for a bad\n"
             "command line or configuration or when the server cannot start, 2 when\n"
             "--check-config found warnings only.\n",

@@ -1538,11 +1538,16 @@ static void on_signal(uv_signal_t *sig, int signum)
     on_stop_async((uv_async_t *)&((pt_server *)sig->data)->stop_async);
 }
 
-/* SIGHUP: reread the configuration file; what can change live changes now (reload.c). */
+/* SIGHUP: reread the configuration file, what can change live changes now
+ * (reload.c), and reopen the log file (after a rotation that moved it), as
+ * SIGUSR1 does; a file the reload just opened is reopened too, which is harmless. */
 static void on_sighup(uv_signal_t *sig, int signum)
 {
     (void)signum;
-    (void)pt_srv_reload(sig->data, "SIGHUP", NULL, 0); /* logged there */
+    pt_server *s = sig->data;
+    (void)pt_srv_reload(s, "SIGHUP", NULL, 0); /* logged there */
+    char msg[1200];
+    if (s->log_file[0]) (void)pt_srv_reopen_logs(s, "SIGHUP", msg, sizeof msg); /* likewise */
 }
 
 void pt_server_stop(pt_server *s) { uv_async_send(&s->stop_async); }

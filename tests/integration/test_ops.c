@@ -396,10 +396,11 @@ static void test_log_reopen_after_move(void **state)
 {
     (void)state;
     const char *dir = pt_test_tmpdir("lg");
-    char logf[300], moved[300], moved2[300];
+    char logf[300], moved[300], moved2[300], moved3[300];
     snprintf(logf, sizeof logf, "%s/packtrackd.log", dir);
     snprintf(moved, sizeof moved, "%s/packtrackd.log.1", dir);
     snprintf(moved2, sizeof moved2, "%s/packtrackd.log.2", dir);
+    snprintf(moved3, sizeof moved3, "%s/packtrackd.log.3", dir);
     const char *extra[] = {"--log-file", logf, NULL};
     pt_test_server srv;
     pt_test_server_start(&srv, NULL, 0, extra);
@@ -426,11 +427,23 @@ static void test_log_reopen_after_move(void **state)
     assert_int_equal(rename(logf, moved2), 0);
     kill(srv.pid, SIGUSR1);
     for (int i = 0; i < 200 && access(logf, F_OK) != 0; i++) sleep_ms(10);
-    assert_int_equal(pt_test_server_stop(&srv), 0);
     text = pt_test_read_file(logf, NULL);
     assert_non_null(text);
     assert_non_null(strstr(text, "SIGUSR1: log file reopened"));
+    free(text);
+    /* and with SIGHUP, which also rereads the configuration (none here) */
+    assert_int_equal(rename(logf, moved3), 0);
+    kill(srv.pid, SIGHUP);
+    for (int i = 0; i < 200 && access(logf, F_OK) != 0; i++) sleep_ms(10);
+    assert_int_equal(pt_test_server_stop(&srv), 0);
+    text = pt_test_read_file(logf, NULL);
+    assert_non_null(text);
+    assert_non_null(strstr(text, "SIGHUP: log file reopened"));
     assert_non_null(strstr(text, "stopped"));
+    free(text);
+    text = pt_test_read_file(moved3, NULL);
+    assert_non_null(strstr(text, "SIGHUP: no configuration file to reload"));
+    assert_null(strstr(text, "stopped")); /* nothing after the reopen in the old file */
     free(text);
 }
 

@@ -537,6 +537,12 @@ static void test_schema(void **state)
     assert_int_equal(pt_db_step(st), 1);
     assert_string_equal((const char *)sqlite3_column_text(st, 0), "wal");
     sqlite3_finalize(st);
+    /* every commit is fsynced before it is acknowledged: synchronous=FULL (2), set by
+     * the one function that opens both connections, the writer's and this one */
+    assert_int_equal(pt_db_prepare(pt_db_reader(db), "PRAGMA synchronous", &st), 0);
+    assert_int_equal(pt_db_step(st), 1);
+    assert_int_equal(sqlite3_column_int(st, 0), 2);
+    sqlite3_finalize(st);
     const char *tables[] = {"users", "devices", "prekeys", "contacts", "groups", "group_members",
                             "messages", "queue"};
     for (size_t i = 0; i < PT_ARRAY_LEN(tables); i++) {
