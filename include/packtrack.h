@@ -249,7 +249,7 @@ PT_API pt_status pt_get_status(const pt_ctx *ctx);
 
 /* Users online and visible on the server. *out is freed with pt_free(). */
 PT_API int pt_users_online(pt_ctx *ctx, pt_user **out, size_t *n);
-/* A friend request with an optional note (NULL). */
+/* A friend request with an optional note (NULL; at most 256 bytes, else PT_ERR_TOO_BIG). */
 PT_API int pt_friend_add(pt_ctx *ctx, const char *name, const char *note);
 PT_API int pt_friend_accept(pt_ctx *ctx, const char *name);
 PT_API int pt_friend_deny(pt_ctx *ctx, const char *name);

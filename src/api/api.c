@@ -787,17 +787,25 @@ static const char *const username_errors[][2] = {
     {"USERNAME_TAKEN", "that username is taken; choose another"},
     {"USERNAME_CONFUSABLE", "that username looks like one that is taken; choose another"},
     {"USERNAME_INVALID", "usernames are 1-32 characters, without control or invisible characters"},
-    {"USERNAME_EMPTY", "the username is empty"},
-    {"USERNAME_TOO_LONG", "usernames are at most 32 characters"},
 };
 
+/* The server's refusal of a name, in words: "CODE" or "CODE: the rule broken"
+ * (USERNAME_INVALID says which), kept as "words (CODE)". */
 static void explain_refusal(pt_ctx *x)
 {
-    for (size_t i = 0; i < sizeof username_errors / sizeof *username_errors; i++)
-        if (strcmp(x->last_error, username_errors[i][0]) == 0) {
-            snprintf(x->last_error, sizeof x->last_error, "%s (%s)", username_errors[i][1], username_errors[i][0]);
-            return;
-        }
+    for (size_t i = 0; i < sizeof username_errors / sizeof *username_errors; i++) {
+        const char *code = username_errors[i][0];
+        size_t n = strlen(code);
+        if (strncmp(x->last_error, code, n) != 0 || (x->last_error[n] && x->last_error[n] != ':'))
+            continue;
+        const char *why = x->last_error[n] == ':' ? x->last_error + n + 1 : "";
+        while (*why == ' ') why++;
+        char words[sizeof x->last_error];
+        snprintf(words, sizeof words, "%s", *why ? why : username_errors[i][1]);
+        snprintf(x->last_error, sizeof x->last_error, "%.*s (%s)",
+                 (int)(sizeof x->last_error - n - 4), words, code);
+        return;
+    }
 }
 
 /* The steps shared by create and create_linked once the identity is known. */

@@ -388,7 +388,9 @@ int pt_friend_add(pt_ctx *x, const char *name, const char *note)
     if (rc) return rc;
     if (memcmp(c.user_id, x->user_id, 16) == 0) return pt_api_fail(x, PT_ERR_INVAL, "you cannot befriend yourself");
     const char *n = note ? note : "";
-    if (strlen(n) > 512) return pt_api_fail(x, PT_ERR_TOO_BIG, "the note is longer than 512 bytes");
+    /* the server's limit (PT_SERVER_NOTE_MAX, docs/PROTOCOL.md §6.4); a note to a
+     * stranger on the LAN may be 512 bytes (pt_lan_friend_request) */
+    if (strlen(n) > 256) return pt_api_fail(x, PT_ERR_TOO_BIG, "the note is longer than 256 bytes");
     PT_API_CALL(rc, x, NULL, contacts_request, memcpy(q.to, c.user_id, 16);
                 q.note = (pt_tl_bytes){(const uint8_t *)n, (uint32_t)strlen(n)});
     if (rc == PT_ERR_REFUSED) return pt_api_fail(x, rc, "%s refused the friend request: %s", c.name, x->last_error);

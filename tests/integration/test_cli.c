@@ -33,10 +33,15 @@ static const char *cli_path(void)
     return p;
 }
 
-/* Runs packtrack --home H --server S --timeout 10 ARGS...; stdout into out,
- * stderr appended after a NUL. Returns the exit status. */
+static char err_out[OUT_MAX]; /* the last command's stderr (runv) */
+
+/* Runs packtrack --home H --server S --timeout 10 ARGS...; stdout into out, stderr
+ * into err_out (through a file: a pipe it filled would block the child while
+ * stdout is read). Returns the exit status. */
 static int runv(int who, char *out, const char *const *args)
 {
+    char errf[340];
+    snprintf(errf, sizeof errf, "%s.stderr", homes[who]);
     int fd[2];
     assert_int_equal(pipe(fd), 0);
     const char *argv[32] = {cli_path(), "--home", homes[who], "--server", server_arg, "--timeout", "10"};
@@ -46,6 +51,8 @@ static int runv(int who, char *out, const char *const *args)
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
+        int efd = open(errf, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (efd >= 0) dup2(efd, 2);
         dup2(fd[1], 1);
         close(fd[0]);
         close(fd[1]);
@@ -60,6 +67,11 @@ static int runv(int who, char *out, const char *const *args)
     close(fd[0]);
     int st;
     assert_int_equal(waitpid(pid, &st, 0), pid);
+    size_t elen = 0;
+    char *e = pt_test_read_file(errf, &elen);
+    snprintf(err_out, sizeof err_out, "%s", e ? e : "");
+    free(e);
+    if (e) fputs(err_out, stderr); /* as before: a failing test shows it */
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
@@ -184,6 +196,14 @@ static void test_init_and_errors(void **state)
     assert_int_equal(rc, 3); /* a profile is there already */
     RUN(rc, A2, out, "init", "--user", "Alice");
     assert_int_equal(rc, 1); /* the name is taken (case-insensitively) */
+    assert_non_null(strstr(err_out, "that username is taken; choose another (USERNAME_TAKEN)"));
+    RUN(rc, A2, out, "init", "--user", "a1ice"); /* its skeleton is alice's */
+    assert_int_equal(rc, 1);
+    assert_non_null(strstr(err_out, "looks like one that is taken; choose another (USERNAME_CONFUSABLE)"));
+    RUN(rc, A2, out, "init", "--user", "ali ce");
+    assert_int_equal(rc, 1); /* the server's reason, in words */
+    assert_non_null(strstr(err_out, "usernames may not contain spaces, tabs, line breaks or other "
+                                    "whitespace (USERNAME_INVALID)"));
     OK(A, out, "whoami");
     assert_non_null(strstr(out, "alice"));
     const char *id = strstr(out, "user id:     ");
@@ -208,6 +228,12 @@ static void test_friends(void **state)
     int rc;
     RUN(rc, A, out, "send", "bob", "too early");
     assert_int_equal(rc, 1); /* not friends */
+    char long_note[300];
+    memset(long_note, 'x', 257);
+    long_note[257] = 0;
+    RUN(rc, A, out, "friend", "add", "bob", "--note", long_note);
+    assert_int_equal(rc, 1); /* refused by the library, not a 413 from the server */
+    assert_non_null(strstr(err_out, "the note is longer than 256 bytes"));
     OK(A, out, "friend", "add", "bob", "--note", "it's alice from the meetup");
     OK(B, out, "recv");
     OK(B, out, "friend", "list");
