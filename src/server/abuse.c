@@ -110,16 +110,18 @@ int pt_abuse_admit(pt_server *s, pt_conn *c, const char **why)
     e->accepts.tokens -= 1.0;
     e->conns++;
     c->admitted = true;
+    c->ipe = e;
     c->bucket = full(s->cfg.rate_limit, now);
     return 0;
 }
 
 void pt_abuse_release(pt_server *s, pt_conn *c)
 {
+    (void)s;
     if (!c->admitted) return;
     c->admitted = false;
-    pt_ip_entry *e = ip_get(s, c->ip, false);
-    if (e && e->conns) e->conns--;
+    if (c->ipe->conns) c->ipe->conns--;
+    c->ipe = NULL;
 }
 
 /* Takes n tokens from b: 0 within its rate; 1 overdrawn, *pause_ms (the longer of
@@ -145,7 +147,7 @@ int pt_abuse_charge(pt_server *s, pt_conn *c, uint32_t *pause_ms)
     uint64_t fresh = n - c->msgs_seen;
     c->msgs_seen = n;
     uint64_t now = uv_now(&s->loop);
-    pt_ip_entry *e = c->admitted ? ip_get(s, c->ip, false) : NULL; /* admitted: it is there */
+    pt_ip_entry *e = c->admitted ? c->ipe : NULL;
     int conn = draw(&c->bucket, s->cfg.rate_limit, now, fresh, pause_ms);
     int addr = e ? draw(&e->msgs, s->cfg.ip_rate_limit, now, fresh, pause_ms) : 0;
     if (conn >= 0 && addr >= 0) return conn || addr;
