@@ -38,6 +38,35 @@ int pt_parse_listen(const char *arg, char *host, size_t hostlen, uint16_t *port)
     return 0;
 }
 
+int pt_parse_listen_list(const char *list, char *host, size_t hostlen, uint16_t *port, char *also,
+                         size_t alsolen)
+{
+    size_t n = 0, used = 0;
+    also[0] = 0;
+    for (const char *p = list;;) {
+        while (*p == ' ' || *p == '\t') p++;
+        const char *end = p + strcspn(p, ",");
+        const char *e = end;
+        while (e > p && (e[-1] == ' ' || e[-1] == '\t')) e--;
+        char item[300], h[256];
+        uint16_t pt;
+        if ((size_t)(e - p) >= sizeof item || ++n > PT_SERVER_MAX_LISTEN) return PT_ERR_INVAL;
+        memcpy(item, p, (size_t)(e - p));
+        item[e - p] = 0;
+        if (n == 1) {
+            if (pt_parse_listen(item, host, hostlen, port) != 0) return PT_ERR_INVAL;
+        } else {
+            int w = pt_parse_listen(item, h, sizeof h, &pt) != 0
+                        ? -1
+                        : snprintf(also + used, alsolen - used, "%s%s", used ? "," : "", item);
+            if (w < 0 || (size_t)w >= alsolen - used) return PT_ERR_INVAL;
+            used += (size_t)w;
+        }
+        if (!*end) return 0;
+        p = end + 1;
+    }
+}
+
 int pt_parse_listen_local(const char *arg, char *host, size_t hostlen, uint16_t *port)
 {
     uint32_t p;
@@ -324,9 +353,12 @@ static int on_kv(void *user, const char *section, const char *name, const char *
         f->cfg.field = v
     switch ((pt_config_key)k) {
     case PT_CFG_LISTEN:
-        if (pt_parse_listen(value, f->host, sizeof f->host, &f->cfg.port) != 0)
-            BAD("listen: expected HOST:PORT or [V6]:PORT with a port 0 to 65535, got '%s'", sv);
+        if (pt_parse_listen_list(value, f->host, sizeof f->host, &f->cfg.port, f->listen_also,
+                                 sizeof f->listen_also) != 0)
+            BAD("listen: expected HOST:PORT or [V6]:PORT with a port 0 to 65535 (up to %d, comma "
+                "separated), got '%s'", PT_SERVER_MAX_LISTEN, sv);
         f->cfg.host = f->host;
+        f->cfg.listen_also = f->listen_also[0] ? f->listen_also : NULL;
         break;
     case PT_CFG_DATA:
         if (!*value || strlen(value) >= sizeof f->data) BAD("data: expected a directory path");

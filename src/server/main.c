@@ -22,7 +22,8 @@ static void usage(FILE *f)
             "                             files as this user), print it and exit: 0 clean,\n"
             "                             1 errors, 2 warnings only\n"
             "  -l, --listen HOST:PORT     address to listen on (default %s:%d;\n"
-            "                             IPv6 as [::1]:7000; port 0 picks a free one)\n"
+            "                             IPv6 as [::1]:7000; port 0 picks a free one);\n"
+            "                             again, or comma separated: more addresses (up to 8)\n"
             "  -d, --data DIR             data directory: server.key, packtrack.db and the\n"
             "                             control socket control.sock (default %s)\n"
             "  -s, --suites LIST          allowed channel suites in preference order, comma\n"
@@ -156,10 +157,22 @@ static int bad(const char *opt, const char *arg, const char *expect)
     return 1;
 }
 
+/* Addresses in a "ADDR,ADDR" list ("" or NULL: none). */
+static int count_listen(const char *also)
+{
+    if (!also || !*also) return 0;
+    int n = 1;
+    for (const char *p = also; *p; p++) n += *p == ',';
+    return n;
+}
+
 static void print_config(const pt_server_config *c)
 {
-    printf("[server]\nlisten = %s:%u\ndata = %s\nsuites = ", c->host ? c->host : PT_SERVER_DEFAULT_HOST,
-           c->port, c->data_dir ? c->data_dir : PT_SERVER_DEFAULT_DATA);
+    const char *host = c->host ? c->host : PT_SERVER_DEFAULT_HOST;
+    bool v6 = strchr(host, ':') != NULL;
+    printf("[server]\nlisten = %s%s%s:%u", v6 ? "[" : "", host, v6 ? "]" : "", c->port);
+    if (c->listen_also) printf(", %s", c->listen_also);
+    printf("\ndata = %s\nsuites = ", c->data_dir ? c->data_dir : PT_SERVER_DEFAULT_DATA);
     uint8_t defaults[PT_CHAN_MAX_SUITES];
     const uint8_t *suites = c->nsuites ? c->suites : defaults;
     size_t nsuites = c->nsuites ? c->nsuites : pt_suite_defaults(false, defaults);
@@ -228,7 +241,7 @@ static void print_diags(const pt_config_file *f)
 int main(int argc, char **argv)
 {
     static pt_config_file file; /* static: cfg's strings point into it */
-    static char host[256], metrics_host[256];
+    static char host[256], metrics_host[256], listen_also[1024];
     pt_server_config cfg = {.port = PT_SERVER_DEFAULT_PORT};
     const char *config_path = NULL;
     bool check = false;
@@ -261,12 +274,30 @@ int main(int argc, char **argv)
     while ((o = getopt_long(argc, argv, "c:l:d:s:hV", opts, &li)) != -1) {
         switch (o) {
         case 'c': case OPT_CHECK: break;
-        case 'l':
-            if (pt_parse_listen(optarg, host, sizeof host, &cfg.port) != 0)
-                return bad("--listen", optarg, "HOST:PORT");
-            cfg.host = host;
+        case 'l': {
+            /* the first --listen replaces the file's addresses; more add to it */
+            bool first = !(cfg.pinned & PT_CFG_BIT(PT_CFG_LISTEN));
+            char h[256], more[sizeof listen_also];
+            uint16_t p;
+            if (pt_parse_listen_list(optarg, h, sizeof h, &p, more, sizeof more) != 0)
+                return bad("--listen", optarg, "HOST:PORT (or several, comma separated)");
+            if (first) {
+                snprintf(host, sizeof host, "%s", h);
+                cfg.host = host;
+                cfg.port = p;
+                snprintf(listen_also, sizeof listen_also, "%s", more);
+            } else {
+                size_t used = strlen(listen_also);
+                int w = snprintf(listen_also + used, sizeof listen_also - used, "%s%s",
+                                 used ? "," : "", optarg);
+                if (w < 0 || (size_t)w >= sizeof listen_also - used ||
+                    (size_t)count_listen(listen_also) + 1 > PT_SERVER_MAX_LISTEN)
+                    return bad("--listen", optarg, "one more address (at most 8 in all)");
+            }
+            cfg.listen_also = listen_also[0] ? listen_also : NULL;
             PIN(PT_CFG_LISTEN);
             break;
+        }
         case 'd': cfg.data_dir = optarg; PIN(PT_CFG_DATA); break;
         case OPT_METRICS:
             if (pt_parse_listen_local(optarg, metrics_host, sizeof metrics_host, &cfg.metrics_port) != 0)

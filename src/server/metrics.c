@@ -346,16 +346,11 @@ int pt_metrics_start(pt_server *s)
     uv_tcp_init(&s->loop, &s->metrics_listener);
     s->metrics_listener.data = s;
     s->metrics_on = true; /* the handle is open: pt_metrics_stop closes it */
-    if ((rc = uv_tcp_bind(&s->metrics_listener, (struct sockaddr *)&addr, 0)) != 0 ||
-        (rc = uv_listen((uv_stream_t *)&s->metrics_listener, 64, on_metrics_connection)) != 0) {
+    if ((rc = pt_srv_tcp_listen(&s->metrics_listener, &addr, 0, 64, on_metrics_connection,
+                                &s->metrics_port)) != 0) {
         pt_log_error("cannot listen for metrics on %s:%u: %s", h, s->cfg.metrics_port, uv_strerror(rc));
         return PT_ERR_IO;
     }
-    struct sockaddr_storage bound;
-    int bl = sizeof bound;
-    uv_tcp_getsockname(&s->metrics_listener, (struct sockaddr *)&bound, &bl);
-    s->metrics_port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
-                                                         : ((struct sockaddr_in *)&bound)->sin_port);
     pt_log_info("metrics on http://%s%s%s:%u/metrics", strchr(h, ':') ? "[" : "", h,
                 strchr(h, ':') ? "]" : "", s->metrics_port);
     return 0;

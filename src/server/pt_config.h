@@ -4,7 +4,7 @@
  * `packtrackctl reload`) applies it (R) or it needs a restart (-):
  *
  *   [server]
- *   listen = 127.0.0.1:7000          -  HOST:PORT, [V6]:PORT
+ *   listen = 127.0.0.1:7000          -  HOST:PORT, [V6]:PORT; several, comma separated
  *   data = ./var                     -  server.key, packtrack.db, control.sock live here
  *   suites = PT1-CHACHAPOLY-BLAKE2B,PT1-AESGCM-SHA256,...   -  allowed, preferred first
  *   log_level = info                 R  error | warn | info | debug
@@ -124,6 +124,7 @@ typedef struct pt_config_file {
     int line[PT_CFG_NKEYS];     /* where each key was (last) set */
     int log_level;              /* a pt_log_level */
     char host[256];
+    char listen_also[1024];     /* the addresses after the first, comma separated */
     char data[1024];
     char metrics_host[256];
     char log_file[1024];
@@ -154,6 +155,10 @@ const char *pt_config_first_error(const pt_config_file *f);
 int pt_parse_listen(const char *arg, char *host, size_t hostlen, uint16_t *port) PT_WUR;
 /* The same, and "PORT" or ":PORT" alone mean 127.0.0.1 (the metrics listener). */
 int pt_parse_listen_local(const char *arg, char *host, size_t hostlen, uint16_t *port) PT_WUR;
+/* "ADDR[, ADDR...]" (at most PT_SERVER_MAX_LISTEN, each as pt_parse_listen takes it): the
+ * first into host and port, the others, checked, into also ("ADDR,ADDR", "" for none). */
+int pt_parse_listen_list(const char *list, char *host, size_t hostlen, uint16_t *port, char *also,
+                         size_t alsolen) PT_WUR;
 
 /* Parses whole seconds from 1 to max_s into milliseconds. */
 int pt_parse_seconds(const char *arg, uint32_t max_s, uint32_t *out_ms) PT_WUR;

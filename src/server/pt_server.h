@@ -68,9 +68,13 @@ typedef struct pt_cluster_config {
                                              without the device; 0 = PT_CLUSTER_CONSUMER_IDLE_S */
 } pt_cluster_config;
 
+#define PT_SERVER_MAX_LISTEN 8              /* listen addresses */
+
 typedef struct pt_server_config {
     const char *host;                     /* listen address, default 127.0.0.1 */
     uint16_t port;                        /* 0 picks a free port */
+    const char *listen_also;              /* more listen addresses, "HOST:PORT,[V6]:PORT,..."
+                                             (each port 0: a free one), or NULL */
     const char *data_dir;                 /* holds server.key; created if missing */
     uint8_t suites[PT_CHAN_MAX_SUITES];   /* allowed, in server preference order */
     size_t nsuites;                       /* 0 = every suite, default order */

@@ -196,12 +196,24 @@ typedef struct pt_queue_ent pt_queue_ent;
 
 #define PT_SRV_PENDING_SENDS 16384u /* sends waiting for the writer found by id (a power of 2) */
 
+/* One listen address's socket (cfg.host:port is the first, cfg.listen_also the others). */
+typedef struct pt_listener {
+    uv_tcp_t tcp;
+    pt_server *srv;
+    bool pending;                   /* libuv accepted a connection accept_one has not taken:
+                                     * it stops watching this socket until then */
+    char host[256];
+    uint16_t port;                  /* as bound */
+} pt_listener;
+
 struct pt_server {
     pt_server_config cfg;
     char host[256], data_dir[1024], ready_file[1024], config_path[1024];
+    char listen_also[1024];         /* cfg.listen_also's copy ("" for none) */
     uv_loop_t loop;
     bool loop_ready, stopping;
-    uv_tcp_t listener;
+    pt_listener listeners[PT_SERVER_MAX_LISTEN];
+    size_t nlisteners;
     uv_async_t stop_async;
     uv_timer_t gc_timer;
     uv_timer_t trim_timer;          /* gives back idle connections' buffers (on_trim) */
@@ -598,6 +610,11 @@ void pt_srv_ctl_free(pt_server *s);
 /* systemd readiness notifications (notify.c); nothing outside systemd. */
 typedef enum { PT_SRV_NOTIFY_READY, PT_SRV_NOTIFY_RELOADING, PT_SRV_NOTIFY_STOPPING } pt_srv_notify_state;
 void pt_srv_notify(pt_server *s, pt_srv_notify_state st);
+
+/* Binds t to addr (uv_tcp_bind's flags), listens and reads back the port bound (port 0
+ * in addr: a free one): 0 or a libuv error (server.c). */
+int pt_srv_tcp_listen(uv_tcp_t *t, const struct sockaddr_storage *addr, unsigned flags, int backlog,
+                      uv_connection_cb cb, uint16_t *port);
 
 /* The metrics endpoint (src/server/metrics.c): HTTP/1.0 GET /metrics on its own
  * listener on the loop, when cfg.metrics_host is set. */

@@ -42,7 +42,10 @@ static int compare_restart_keys(const pt_server *s, const pt_config_file *f)
     bool set_listen = f->set & PT_CFG_BIT(PT_CFG_LISTEN);
     const char *host = set_listen ? c->host : PT_SERVER_DEFAULT_HOST;
     uint16_t port = set_listen ? c->port : PT_SERVER_DEFAULT_PORT;
-    needs_restart(s, PT_CFG_LISTEN, strcmp(host, s->host) != 0 || port != s->cfg.port, &n);
+    const char *also = set_listen && c->listen_also ? c->listen_also : "";
+    needs_restart(s, PT_CFG_LISTEN,
+                  strcmp(host, s->host) != 0 || port != s->cfg.port || strcmp(also, s->listen_also) != 0,
+                  &n);
     const char *data = (f->set & PT_CFG_BIT(PT_CFG_DATA)) ? c->data_dir : PT_SERVER_DEFAULT_DATA;
     needs_restart(s, PT_CFG_DATA, strcmp(data, s->data_dir) != 0, &n);
     uint8_t defaults[PT_CHAN_MAX_SUITES];

@@ -1286,23 +1286,23 @@ static void free_handle(uv_handle_t *h) { free(h); }
 
 /* Takes the socket libuv accepted into a handle of the server's loop, for a worker's
  * loop: a descriptor of its own (the handle's goes with the handle). -1: failed. */
-static int accept_fd(pt_server *s)
+static int accept_fd(pt_server *s, pt_listener *l)
 {
     uv_tcp_t *t = malloc(sizeof *t);
     if (!t) return -2;
     uv_tcp_init(&s->loop, t);
     int fd = -1;
     uv_os_fd_t ofd;
-    if (uv_accept((uv_stream_t *)&s->listener, (uv_stream_t *)t) == 0 &&
+    if (uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)t) == 0 &&
         uv_fileno((uv_handle_t *)t, &ofd) == 0)
         fd = fcntl(ofd, F_DUPFD_CLOEXEC, 0);
     uv_close((uv_handle_t *)t, free_handle);
     return fd;
 }
 
-/* Takes the connection libuv accepted (listener.accepted_fd). PT_ERR_NOMEM leaves it
+/* Takes the connection libuv accepted on l (its accepted_fd). PT_ERR_NOMEM leaves it
  * pending, to be taken later. */
-static int accept_one(pt_server *s)
+static int accept_one(pt_server *s, pt_listener *l)
 {
     pt_conn *c = calloc(1, sizeof *c);
     if (!c) return PT_ERR_NOMEM;
@@ -1312,7 +1312,7 @@ static int accept_one(pt_server *s)
     c->loop = io->loop;
     c->sockfd = -1;
     if (io->threaded) {
-        int fd = accept_fd(s);
+        int fd = accept_fd(s, l);
         if (fd == -2) {
             free(c);
             return PT_ERR_NOMEM;
@@ -1347,7 +1347,7 @@ static int accept_one(pt_server *s)
         peer_name(c, c->sockfd);
     } else {
         uv_os_fd_t fd;
-        if (uv_accept((uv_stream_t *)&s->listener, (uv_stream_t *)&c->tcp) != 0) {
+        if (uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)&c->tcp) != 0) {
             pt_conn_close(c, "accept failed");
             return 0;
         }
@@ -1407,11 +1407,13 @@ static int accept_one(pt_server *s)
 
 static void on_accept_timer(uv_timer_t *t);
 
-/* Leaves the accepted connection pending: libuv stops watching the listener until
- * uv_accept() is called, which accept_one() does when the timer fires. */
-static void defer_accept(pt_server *s, uint64_t ms)
+/* Leaves l's accepted connection pending: libuv stops watching l until uv_accept()
+ * is called, which accept_one() does when the timer fires (for every listener
+ * pending then). */
+static void defer_accept(pt_listener *l, uint64_t ms)
 {
-    uv_timer_start(&s->accept_timer, on_accept_timer, ms, 0);
+    l->pending = true;
+    uv_timer_start(&l->srv->accept_timer, on_accept_timer, ms, 0);
 }
 
 /* With worker loops, connections the server loop closed stay open until their worker
@@ -1426,13 +1428,85 @@ static void on_accept_timer(uv_timer_t *t)
 {
     pt_server *s = t->data;
     if (s->stopping) return;
-    if (closes_lag(s)) defer_accept(s, 1);
-    else if (accept_one(s) != 0) defer_accept(s, 10); /* no memory: try again a little later */
+    for (size_t i = 0; i < s->nlisteners; i++) {
+        pt_listener *l = &s->listeners[i];
+        if (!l->pending) continue;
+        l->pending = false;
+        if (closes_lag(s)) defer_accept(l, 1);
+        else if (accept_one(s, l) != 0) defer_accept(l, 10); /* no memory: try again a little later */
+    }
+}
+
+static void on_connection(uv_stream_t *server, int status);
+
+int pt_srv_tcp_listen(uv_tcp_t *t, const struct sockaddr_storage *addr, unsigned flags, int backlog,
+                      uv_connection_cb cb, uint16_t *port)
+{
+    int rc;
+    if ((rc = uv_tcp_bind(t, (const struct sockaddr *)addr, flags)) != 0 ||
+        (rc = uv_listen((uv_stream_t *)t, backlog, cb)) != 0)
+        return rc;
+    struct sockaddr_storage bound;
+    int bl = sizeof bound;
+    if ((rc = uv_tcp_getsockname(t, (struct sockaddr *)&bound, &bl)) != 0) return rc;
+    *port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                              : ((struct sockaddr_in *)&bound)->sin_port);
+    return 0;
+}
+
+/* Binds and listens on host:port (port 0: a free one) as the next listener. With
+ * more than one address, an IPv6 one takes IPv6 only, so that [::]:P and 0.0.0.0:P
+ * can both be given. */
+static int listen_on(pt_server *s, const char *host, uint16_t port)
+{
+    pt_listener *l = &s->listeners[s->nlisteners];
+    struct sockaddr_storage addr;
+    bool v6 = strchr(host, ':') != NULL;
+    int uvrc = v6 ? uv_ip6_addr(host, port, (struct sockaddr_in6 *)&addr)
+                  : uv_ip4_addr(host, port, (struct sockaddr_in *)&addr);
+    if (uvrc != 0) {
+        pt_log_error("invalid listen address %s", host);
+        return PT_ERR_INVAL;
+    }
+    uv_tcp_init(&s->loop, &l->tcp);
+    l->tcp.data = l;
+    l->srv = s;
+    s->nlisteners++; /* closed with the others from here on */
+    unsigned flags = v6 && s->listen_also[0] ? UV_TCP_IPV6ONLY : 0;
+    if ((uvrc = pt_srv_tcp_listen(&l->tcp, &addr, flags, 511, on_connection, &l->port)) != 0) {
+        pt_log_error("cannot listen on %s%s%s:%u: %s", v6 ? "[" : "", host, v6 ? "]" : "", port,
+                     uv_strerror(uvrc));
+        return PT_ERR_IO;
+    }
+    snprintf(l->host, sizeof l->host, "%s", host);
+    return 0;
+}
+
+/* The first address (s->host, cfg.port: s->port is where it is bound), then the others. */
+static int listen_all(pt_server *s)
+{
+    int rc = listen_on(s, s->host, s->cfg.port);
+    if (rc) return rc;
+    s->port = s->listeners[0].port;
+    for (const char *p = s->listen_also; *p;) {
+        size_t n = strcspn(p, ",");
+        char item[300], host[256];
+        uint16_t port;
+        snprintf(item, sizeof item, "%.*s", (int)n, p);
+        if (s->nlisteners == PT_SERVER_MAX_LISTEN || pt_parse_listen(item, host, sizeof host, &port) != 0) {
+            pt_log_error("invalid listen address %s", item);
+            return PT_ERR_INVAL;
+        }
+        if ((rc = listen_on(s, host, port)) != 0) return rc;
+        p += n + (p[n] == ',');
+    }
+    return 0;
 }
 
 static void on_connection(uv_stream_t *server, int status)
 {
-    pt_server *s = server->data;
+    pt_listener *l = server->data;
+    pt_server *s = l->srv;
     if (status < 0 || s->stopping) return;
     /* At most PT_SERVER_ACCEPTS_PER_TURN a loop iteration: libuv accepts until the
      * backlog is empty, and a flood that reconnects as fast as it is closed would keep
@@ -1441,9 +1515,9 @@ static void on_connection(uv_stream_t *server, int status)
      * max_connections among them, before their bytes were read). The rest waits in
      * the kernel's backlog for the next iteration. A connection the callback does not
      * take must still be taken (libuv stops accepting until it is): on no memory too. */
-    if (s->accepts_turn >= PT_SERVER_ACCEPTS_PER_TURN) defer_accept(s, 0);
-    else if (closes_lag(s)) defer_accept(s, 1);
-    else if (accept_one(s) != 0) defer_accept(s, 10);
+    if (s->accepts_turn >= PT_SERVER_ACCEPTS_PER_TURN) defer_accept(l, 0);
+    else if (closes_lag(s)) defer_accept(l, 1);
+    else if (accept_one(s, l) != 0) defer_accept(l, 10);
 }
 
 /* ---- sessions without a connection expire ------------------------------------------------ */
@@ -1494,7 +1568,7 @@ static void on_stop_async(uv_async_t *a)
     if (s->stopping) return;
     s->stopping = true;
     pt_log_info("shutting down: %zu connections, %zu sessions", s->nconns, s->sess_n);
-    uv_close((uv_handle_t *)&s->listener, NULL);
+    for (size_t i = 0; i < s->nlisteners; i++) uv_close((uv_handle_t *)&s->listeners[i].tcp, NULL);
     uv_close((uv_handle_t *)&s->gc_timer, NULL);
     uv_close((uv_handle_t *)&s->trim_timer, NULL);
     uv_close((uv_handle_t *)&s->ack_timer, NULL);
@@ -1624,6 +1698,8 @@ pt_server *pt_server_new(const pt_server_config *cfg, int *err)
     if (!s->cfg.ip_conn_rate) s->cfg.ip_conn_rate = PT_SERVER_IP_CONN_RATE;
     if (!s->cfg.ban_s) s->cfg.ban_s = PT_SERVER_BAN_S;
     snprintf(s->host, sizeof s->host, "%s", s->cfg.host);
+    snprintf(s->listen_also, sizeof s->listen_also, "%s", s->cfg.listen_also ? s->cfg.listen_also : "");
+    s->cfg.listen_also = NULL; /* the caller's string; s->listen_also is ours */
     s->cfg.host = s->host;
     snprintf(s->data_dir, sizeof s->data_dir, "%s", s->cfg.data_dir);
     s->cfg.data_dir = s->data_dir;
@@ -1700,27 +1776,7 @@ pt_server *pt_server_new(const pt_server_config *cfg, int *err)
         pt_log_error("cannot store the first block of server ids");
         goto fail;
     }
-    rc = PT_ERR_IO;
-    uv_tcp_init(&s->loop, &s->listener);
-    s->listener.data = s;
-    struct sockaddr_storage addr;
-    int uvrc = strchr(s->host, ':') ? uv_ip6_addr(s->host, s->cfg.port, (struct sockaddr_in6 *)&addr)
-                                    : uv_ip4_addr(s->host, s->cfg.port, (struct sockaddr_in *)&addr);
-    if (uvrc != 0) {
-        pt_log_error("invalid listen address %s", s->host);
-        rc = PT_ERR_INVAL;
-        goto fail;
-    }
-    if ((uvrc = uv_tcp_bind(&s->listener, (struct sockaddr *)&addr, 0)) != 0 ||
-        (uvrc = uv_listen((uv_stream_t *)&s->listener, 511, on_connection)) != 0) {
-        pt_log_error("cannot listen on %s:%u: %s", s->host, s->cfg.port, uv_strerror(uvrc));
-        goto fail;
-    }
-    struct sockaddr_storage bound;
-    int bl = sizeof bound;
-    uv_tcp_getsockname(&s->listener, (struct sockaddr *)&bound, &bl);
-    s->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
-                                                 : ((struct sockaddr_in *)&bound)->sin_port);
+    if ((rc = listen_all(s)) != 0) goto fail;
     uv_async_init(&s->loop, &s->stop_async, on_stop_async);
     s->stop_async.data = s;
     uv_timer_init(&s->loop, &s->gc_timer);
@@ -1770,6 +1826,11 @@ int pt_server_run(pt_server *s)
     pt_fingerprint(fp, s->static_pk);
     pt_log_info("packtrackd %s listening on %s:%u (data %s)", PT_VERSION_STRING, s->host, s->port,
                 s->data_dir);
+    for (size_t i = 1; i < s->nlisteners; i++) {
+        const pt_listener *l = &s->listeners[i];
+        bool v6 = strchr(l->host, ':') != NULL;
+        pt_log_info("also listening on %s%s%s:%u", v6 ? "[" : "", l->host, v6 ? "]" : "", l->port);
+    }
     pt_log_info("server key fingerprint %s", fp);
     if (s->ready_file[0]) {
         char tmp[sizeof s->ready_file + 8];
@@ -1777,6 +1838,11 @@ int pt_server_run(pt_server *s)
         FILE *f = fopen(tmp, "w");
         bool ok = f && fprintf(f, "%s:%u\n%s\n", s->host, s->port, fp) >= 0;
         if (ok && s->metrics_on) ok = fprintf(f, "metrics %s:%u\n", s->metrics_host, s->metrics_port) >= 0;
+        for (size_t i = 1; ok && i < s->nlisteners; i++) {
+            const pt_listener *l = &s->listeners[i];
+            bool v6 = strchr(l->host, ':') != NULL;
+            ok = fprintf(f, "listen %s%s%s:%u\n", v6 ? "[" : "", l->host, v6 ? "]" : "", l->port) >= 0;
+        }
         if (f && fclose(f) != 0) ok = false;
         if (!ok || rename(tmp, s->ready_file) != 0) {
             pt_log_error("cannot write ready file %s", s->ready_file);

@@ -95,6 +95,8 @@ static void test_check_config(void **state)
         {"[limits]\nqueue_quota = 0\n", 1, ":2:15: error: queue_quota: 0 is out of range (1 to 100000000)"},
         {"[limits]\nhandshake_timeout = 3601\n", 1, ":2:21: error: handshake_timeout: 3601 is out of range (1 to 3600 seconds)"},
         {"[server]\nlisten = 127.0.0.1:70000\n", 1, ":2:10: error: listen: expected HOST:PORT"},
+        {"[server]\nlisten = 127.0.0.1:7000, [::1]:7000\n", 0, NULL}, /* several */
+        {"[server]\nlisten = 127.0.0.1:7000, nonsense\n", 1, ":2:10: error: listen: expected HOST:PORT"},
         /* a key file the running user cannot read */
         {root ? "[obfuscation]\nnetwork_key = /nonexistent/nk.key\n" : unreadable, 1,
          root ? ":2:15: error: network_key: cannot read key file '/nonexistent/nk.key'"

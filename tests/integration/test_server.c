@@ -636,6 +636,44 @@ static void test_address_limits(void **state)
     assert_int_equal(pt_test_server_stop(&srv), 0);
 }
 
+/* Several listen addresses: a --listen again (or a list) adds one; the ready file
+ * names each after the first ("listen HOST:PORT"), and a client gets in through any. */
+static void test_listen_addresses(void **state)
+{
+    (void)state;
+    pt_test_server srv;
+    const char *extra[] = {"--listen", "127.0.0.2:0,127.0.0.3:0", NULL};
+    pt_test_server_start(&srv, NULL, 0, extra);
+    char path[400];
+    snprintf(path, sizeof path, "%s/ready", srv.dir);
+    char *ready = pt_test_read_file(path, NULL);
+    assert_non_null(ready);
+    const char *hosts[] = {"127.0.0.1", "127.0.0.2", "127.0.0.3"};
+    uint16_t ports[3] = {srv.port, 0, 0};
+    for (int i = 1; i < 3; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "listen %s:", hosts[i]);
+        const char *l = strstr(ready, key);
+        assert_non_null(l);
+        ports[i] = (uint16_t)atoi(l + strlen(key));
+        assert_true(ports[i] > 0 && ports[i] != srv.port);
+    }
+    free(ready);
+    assert_int_equal(pt_test_log_count(&srv, "also listening on 127.0.0.3:"), 1);
+    for (int i = 0; i < 3; i++) {
+        pt_client *c = new_client(pt_test_tmpdir("cl"), NULL, 0, NULL);
+        assert_int_equal(pt_client_connect(c, hosts[i], ports[i]), 0);
+        results *r = new_results();
+        send_echo(c, 7, 64);
+        pump_until(c, r, 1);
+        assert_int_equal(r->n, 1);
+        assert_int_equal(r->seq[0], 7);
+        free(r);
+        pt_client_free(c);
+    }
+    assert_int_equal(pt_test_server_stop(&srv), 0);
+}
+
 static int run_cmd(const char *args)
 {
     char cmd[1024];
@@ -653,6 +691,9 @@ static void test_command_line(void **state)
     assert_int_equal(run_cmd("--version"), 0);
     assert_int_equal(run_cmd("--listen nonsense"), 1);
     assert_int_equal(run_cmd("--listen 127.0.0.1:99999"), 1);
+    assert_int_equal(run_cmd("--listen 127.0.0.1:0,nonsense"), 1);
+    assert_int_equal(run_cmd("--listen 127.0.0.1:0,127.0.0.2:0,127.0.0.3:0,127.0.0.4:0,127.0.0.5:0,"
+                             "127.0.0.6:0,127.0.0.7:0,127.0.0.8:0,127.0.0.9:0 --check-config"), 1);
     assert_int_equal(run_cmd("--suites PT1-NOPE"), 1);
     assert_int_equal(run_cmd("--idle-timeout 0"), 1);
     assert_int_equal(run_cmd("--log-level loud"), 1);
@@ -682,6 +723,7 @@ int main(void)
         cmocka_unit_test(test_config_file_and_sighup),
         cmocka_unit_test(test_abuse_limits),
         cmocka_unit_test(test_address_limits),
+        cmocka_unit_test(test_listen_addresses),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
