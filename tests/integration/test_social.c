@@ -1006,6 +1006,15 @@ static void test_groups(void **state)
     assert_int_equal(send_group(&d, gid, "let me in", NULL), 403);
     assert_string_equal(d.err_msg, "NOT_A_MEMBER");
 
+    /* a member who blocked the sender gets nothing from him in the group; the others do */
+    assert_int_equal(block(&c, &b1), 0);
+    int64_t s3;
+    assert_int_equal(send_group(&b1, gid, "from bob", &s3), 0);
+    assert_int_equal(wait_updates(&a, PT_TL_UPDATES_NEWGROUPMESSAGE_ID, pred_server_id, &s3, 1, 3000), 1);
+    sync_queue(&c);
+    assert_int_equal(wait_updates(&c, PT_TL_UPDATES_NEWGROUPMESSAGE_ID, pred_server_id, &s3, 1, 300), 0);
+    assert_int_equal(remove_contact(&c, &b1), 0); /* unblocked */
+
     /* an admin kicks a member, not the creator */
     assert_int_equal(set_admin(&b1, gid, &c, true), 403);
     assert_int_equal(set_admin(&a, gid, &b1, true), 0);
@@ -1030,7 +1039,7 @@ static void test_groups(void **state)
 
     /* the store: one row per group message, one queue row per recipient device */
     assert_int_equal(pt_test_server_stop(&srv), 0);
-    assert_int_equal(db_count(srv.dir, "SELECT count(*) FROM messages WHERE kind = 1", 0), 2);
+    assert_int_equal(db_count(srv.dir, "SELECT count(*) FROM messages WHERE kind = 1", 0), 3);
     assert_int_equal(db_count(srv.dir, "SELECT count(*) FROM queue WHERE server_id = ?", s1), 3);
     assert_int_equal(db_count(srv.dir, "SELECT count(*) FROM queue WHERE server_id = ?", s2), 2);
     assert_int_equal(db_count(srv.dir, "SELECT refs FROM messages WHERE server_id = ?", s1), 3);
