@@ -200,8 +200,11 @@ typedef void (*pt_event_cb)(void *ud, const pt_event *ev);
 
 /* Creates a profile in o->home (which must not hold one: PT_ERR_EXISTS): a new
  * identity, device and local store sealed under password; connects and claims
- * username (PT_ERR_REFUSED with pt_last_error() "USERNAME_TAKEN", ...; nothing is
- * left behind then). Returns NULL on failure with *err set (err may be NULL). */
+ * username (PT_ERR_REFUSED with pt_last_error() saying why and ending with the
+ * server's code, "... (USERNAME_TAKEN)", "USERNAME_CONFUSABLE" or "USERNAME_INVALID";
+ * nothing is left behind then). An identity whose user id another identity already
+ * has is replaced by a new one, up to twice (S2WMP's ID-change rule). Returns NULL
+ * on failure with *err set (err may be NULL). */
 PT_API pt_ctx *pt_create(const pt_options *o, const char *password, const char *username,
                          pt_err *err);
 /* Adds this home as a new device of an existing user: code comes from

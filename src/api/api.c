@@ -277,9 +277,16 @@ int pt_api_save_session(pt_ctx *x, const uint8_t peer[32])
     return rc;
 }
 
+pt_api_test_hooks pt_api_test;
+
 static int set_identity(pt_ctx *x)
 {
     int rc = pt_blake2b(x->user_id, 16, x->id_pk, 32, NULL, 0);
+    unsigned bits = pt_api_test.user_id_bits; /* tests only: as the server's knob */
+    for (unsigned i = 0; bits && bits < 128 && i < 16; i++) {
+        if (i * 8 >= bits) x->user_id[i] = 0;
+        else if (i * 8 + 8 > bits) x->user_id[i] &= (uint8_t)(0xff00u >> (bits - i * 8));
+    }
     pt_hex_encode(x->user_hex, x->user_id, 16);
     char fp[PT_FINGERPRINT_LEN];
     pt_fingerprint(fp, x->id_pk);
@@ -289,7 +296,8 @@ static int set_identity(pt_ctx *x)
 
 static int new_identity(pt_ctx *x)
 {
-    int rc = pt_ed25519_keypair(x->id_pk, x->id_sk);
+    int rc = pt_api_test.identity ? pt_api_test.identity(x->id_pk, x->id_sk)
+                                  : pt_ed25519_keypair(x->id_pk, x->id_sk);
     if (rc == 0) rc = set_identity(x);
     if (rc == 0) rc = pt_lstore_put(x->st, "identity", x->id_sk, 64);
     return rc;

@@ -259,4 +259,14 @@ int pt_api_lan_accept(pt_ctx *x, pt_api_contact *c) PT_WUR;
 
 int pt_api_msg_load(pt_ctx *x, sqlite3_stmt *st, pt_api_msg *m) PT_WUR; /* cols: seq?, msg_id, server_id, v */
 
+/* TEST ONLY (tests/integration/test_collision.c forces a profile's first identity to
+ * collide with another user's): zero in every program, and not exported from the
+ * shared library. */
+typedef struct pt_api_test_hooks {
+    int (*identity)(uint8_t pk[32], uint8_t sk[64]); /* set: new identity key pairs from it */
+    unsigned user_id_bits; /* 1..127: user ids keep only these leading bits, as the server's
+                            * pt_server_config.test_user_id_bits */
+} pt_api_test_hooks;
+extern pt_api_test_hooks pt_api_test;
+
 #endif

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "api/api_int.h"
 #include "client/pt_client.h"
 #include "crypto/pt_crypto.h"
 #include "pt_tl.h"
@@ -113,6 +114,18 @@ static void *run_server(void *arg)
     return NULL;
 }
 
+/* pt_api_test_identity: the first identity a profile makes is this one */
+static uint8_t forced_pk[32], forced_sk[64];
+static int forced_calls;
+
+static int forced_identity(uint8_t pk[32], uint8_t sk[64])
+{
+    if (forced_calls++ > 0) return pt_ed25519_keypair(pk, sk);
+    memcpy(pk, forced_pk, 32);
+    memcpy(sk, forced_sk, 64);
+    return 0;
+}
+
 static void test_later_claimant_refused(void **state)
 {
     (void)state;
@@ -182,6 +195,35 @@ static void test_later_claimant_refused(void **state)
     } while (memcmp(fresh, keys[first].id, 16) == 0);
     assert_int_equal(bind(&b, "second"), 0);
     assert_memory_equal(b.user_id, fresh, 16);
+
+    /* libpacktrack does that itself: a profile whose first identity collides with
+     * "first" (forced through the test hook) ends bound under a new one, kept */
+    char home[300], server[64];
+    snprintf(home, sizeof home, "%s", pt_test_tmpdir("collapi"));
+    snprintf(server, sizeof server, "127.0.0.1:%u", port);
+    memcpy(forced_pk, keys[second].pk, 32);
+    memcpy(forced_sk, keys[second].sk, 64);
+    forced_calls = 0;
+    pt_api_test = (pt_api_test_hooks){.identity = forced_identity, .user_id_bits = ID_BITS};
+    pt_options o = {.home = home, .server = server}; /* the server key pinned at first use */
+    pt_err perr = 0;
+    pt_ctx *x = pt_create(&o, "pw", "third", &perr);
+    if (!x) fail_msg("pt_create: %d", perr);
+    assert_int_equal(forced_calls, 2); /* the forced one, refused; then a fresh one */
+    char collided[33];
+    for (int i = 0; i < 16; i++) snprintf(collided + 2 * i, 3, "%02x", keys[first].id[i]);
+    assert_string_not_equal(pt_user_id(x), collided);
+    char kept[33];
+    snprintf(kept, sizeof kept, "%s", pt_user_id(x));
+    pt_close(x);
+    assert_non_null(x = pt_open(&o, "pw", &perr));
+    assert_string_equal(pt_user_id(x), kept);
+    pt_close(x);
+    pt_api_test = (pt_api_test_hooks){0};
+    assert_int_equal(resolve(&b, "third"), 0);
+    char res[33];
+    for (int i = 0; i < 16; i++) snprintf(res + 2 * i, 3, "%02x", b.res_id[i]);
+    assert_string_equal(res, kept);
 
     pt_client_free(a.c);
     pt_client_free(a2.c);
