@@ -60,8 +60,9 @@ static void start_server(mode *m, const char *bin)
     snprintf(data, sizeof data, "%s/data", m->dir);
     const char *argv[] = {bin, "--listen", "127.0.0.1:0", "--data", data, "--ready-file", ready,
                           "--log-level", "error", "--rate-limit", "10000000", "--ip-rate-limit",
-                          "100000000", "--obfuscation", m->server_mode, "--network-key", NK, NULL};
-    if (!m->server_mode) argv[13] = NULL;
+                          "100000000", "--ip-conn-rate", "1000000", "--obfuscation",
+                          m->server_mode, "--network-key", NK, NULL};
+    if (!m->server_mode) argv[15] = NULL;
     int pid = fork();
     if (pid < 0) die("fork");
     if (pid == 0) {

@@ -18,9 +18,10 @@
  * MQTT: PUBACK). Every payload starts with magic, sender, sequence number and
  * send time, and is checked on arrival (misrouted or duplicated ones counted).
  * loadgen's own delay is reported beside them: in the open loop the send lag
- * (intended send time -> loadgen writes it, a part of both latencies) and the
- * length of its loop's turns (what a message that arrived waits at most before
- * loadgen reads it), so a figure that is loadgen's queue is seen as such.
+ * (intended send time -> loadgen has written it, a part of both latencies) and the
+ * busy part of its loop's turns (from the poll's return to the next poll: what a
+ * message that arrived meanwhile waits at most before loadgen reads it), so a
+ * figure that is loadgen's own queue is seen as such.
  *
  * The server is started by scripts/bench-loadgen.sh; --server-pid lets loadgen
  * read its CPU time (/proc/PID/stat, all threads) and RSS (/proc/PID/status).
@@ -78,7 +79,8 @@ struct lg_run {
     uint64_t meas_start_ns;
     uint64_t delivered_in_window;
     samples dlv, ack;
-    samples lag, turn;            /* open loop: intended send time -> write; the loop's turns */
+    samples lag, turn;            /* open loop: intended send time -> written; busy turns */
+    uint64_t woke_ns;             /* when the last poll returned (0: none yet this phase) */
     /* counters over the whole run */
     uint64_t errors, dups, misrouted, skipped, lost;
     const char *last_error;
@@ -354,8 +356,10 @@ static void loop_defer(lg_run *r, int64_t timeout_ns, bool defer)
     struct epoll_event evs[512];
     if (timeout_ns < 0) timeout_ns = 10000000;
     struct timespec ts = {.tv_sec = timeout_ns / 1000000000, .tv_nsec = timeout_ns % 1000000000};
+    if (r->measuring && r->woke_ns) sample_add(&r->turn, now_ns() - r->woke_ns);
     int n = epoll_pwait2(r->ep, evs, 512, &ts, NULL);
     if (n < 0 && errno == ENOSYS) n = epoll_wait(r->ep, evs, 512, (int)((timeout_ns + 999999) / 1000000));
+    r->woke_ns = now_ns();
     if (n < 0) {
         if (errno == EINTR) return;
         perror("loadgen: epoll");
@@ -489,13 +493,13 @@ static void run_phase(lg_run *r, phase_result *out, int window, double rate, dou
         for (uint32_t i = 0; i < n; i++) r->cl[i].next_due_ns = t0 + (uint64_t)((double)interval * i / n);
     }
     r->dlv.n = r->ack.n = r->lag.n = r->turn.n = 0;
+    r->woke_ns = 0;
     r->measuring = false;
     r->delivered_in_window = 0;
     uint64_t skipped0 = r->skipped, cpu0 = 0, ncpu0 = 0, unniced0 = 0, self0 = 0, busy0 = 0, tm0 = 0, last_tick = t0;
     uint64_t prev = t0, stall = 0; /* the longest time between two turns of the loop */
     for (uint64_t now; (now = now_ns()) < end && !interrupted;) {
         if (now - prev > stall) stall = now - prev;
-        if (r->measuring) sample_add(&r->turn, now - prev);
         prev = now;
         if (!r->measuring && now >= meas_start) {
             r->measuring = true;
@@ -510,13 +514,15 @@ static void run_phase(lg_run *r, phase_result *out, int window, double rate, dou
         for (uint32_t i = 0; i < n; i++) {
             lg_client *c = &r->cl[i];
             bool sent = false;
+            uint64_t due[256]; /* open loop: the intended times of what this turn sends */
+            unsigned ndue = 0;
             if (rate <= 0) {
                 while (c->outstanding < (uint32_t)window && send_one(r, c, now)) sent = true;
             } else {
                 while (c->next_due_ns <= now) {
                     if (c->outstanding < OPEN_LOOP_CAP && send_one(r, c, c->next_due_ns)) {
                         sent = true;
-                        if (r->measuring) sample_add(&r->lag, now - c->next_due_ns);
+                        if (ndue < 256) due[ndue++] = c->next_due_ns;
                     } else {
                         r->skipped++;
                     }
@@ -526,6 +532,10 @@ static void run_phase(lg_run *r, phase_result *out, int window, double rate, dou
                 if (timeout < 0 || wait < timeout) timeout = wait;
             }
             if (sent || c->dirty) do_flush(r, c);
+            if (ndue && r->measuring) {
+                uint64_t written = now_ns();
+                for (unsigned k = 0; k < ndue; k++) sample_add(&r->lag, written - due[k]);
+            }
         }
         if (now - last_tick >= TICK_NS) {
             tick_all(r, 0, n, false);

@@ -373,7 +373,7 @@ if half and half > 0:
 if opens:
     print("\nOpen loop at fixed rates: delivery and sender-ack latency p50/p99/p99.9 µs, server and loadgen CPU %;")
     print("loadgen's own delay, a part of both latencies: its send lag (intended send time -> written) and")
-    print("its loop's turns (what an arrived message waits at most to be read), p50/p99 µs")
+    print("the busy part of its loop's turns (what an arrived message waits at most to be read), p50/p99 µs")
     if half and half > 0:
         print(f"({half:.0f} msgs/s is packtrackd's half rate: its row is the half-rate phase above, the "
               "others ran at that rate after it)")

@@ -10,12 +10,13 @@
  * stops reading from it until the bucket is back at zero (TCP pushes back on the
  * client). Overdrawing either by more than PT_ABUSE_FLOOD_BURSTS bursts at once is
  * flooding: the connection's replies and acknowledgements are flushed, it is
- * closed, and its address is banned for ban_s seconds (the S2WMP rule): new
+ * closed (for the address's bucket: the connection whose messages took it over
+ * the line), and its address is banned for ban_s seconds (the S2WMP rule): new
  * connections from it are closed as soon as they are accepted. Its other open
  * connections stay, each held to its own rate and to what is left of the
- * address's (an overdrawn address pauses them all until its bucket refills), so
- * that one flooding client behind a shared address does not cut off the others
- * already in. Flushing the acknowledgements first means a banned client does not
+ * address's, which is set back to one burst overdrawn (a pause of about two
+ * seconds for them all), so that one flooding client behind a shared address does
+ * not cut off the others already in. Flushing the acknowledgements first means a banned client does not
  * come back with the same backlog.
  */
 #include <stdlib.h>
@@ -153,6 +154,10 @@ int pt_abuse_charge(pt_server *s, pt_conn *c, uint32_t *pause_ms)
     if (conn >= 0 && addr >= 0) return conn || addr;
     if (!e) e = ip_get(s, c->ip, true);
     if (e) e->banned_until_ms = now + (uint64_t)s->cfg.ban_s * 1000u;
+    /* the connection that took the address over the line goes; the address's bucket
+     * is set back to one burst overdrawn, so that its other connections are paused
+     * (about two seconds) at their next message, not closed one by one */
+    if (addr < 0 && e) e->msgs.tokens = -2.0 * s->cfg.ip_rate_limit;
     s->bans++;
     if (conn < 0)
         pt_log_warn("conn %s: flooding (over %u messages/s): address %s banned for %u s", c->peer,

@@ -160,6 +160,12 @@ static void cmd_status(pt_ctl_conn *m)
     cJSON_AddNumberToObject(o, "pid", (double)getpid());
     cJSON_AddNumberToObject(o, "uptime_s", (double)((uv_now(&s->loop) - s->started_ms) / 1000));
     cJSON_AddStringToObject(o, "listen", listen);
+    cJSON *all = cJSON_AddArrayToObject(o, "listen_all"); /* the first, then the others */
+    for (size_t i = 0; all && i < s->nlisteners; i++) {
+        const pt_listener *l = &s->listeners[i];
+        snprintf(listen, sizeof listen, strchr(l->host, ':') ? "[%s]:%u" : "%s:%u", l->host, l->port);
+        cJSON_AddItemToArray(all, cJSON_CreateString(listen));
+    }
     cJSON_AddStringToObject(o, "fingerprint", fp);
     cJSON_AddStringToObject(o, "data_dir", s->data_dir);
     if (s->config_path[0]) cJSON_AddStringToObject(o, "config", s->config_path);

@@ -110,7 +110,17 @@ static void lan_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *buf, const struct s
         }
         return;
     }
-    pt_disc_pkt rep = {.type = PT_DISC_BSR, .port = s->port, .obfs = pt_srv_lan_obfs_flags(s->cfg.obfs.mode)};
+    /* the port of the first listen address that is not a loopback one (the asker
+     * connects to the address this answer comes from), else the first */
+    uint16_t tcp_port = s->port;
+    for (size_t i = 0; i < s->nlisteners; i++) {
+        const char *lh = s->listeners[i].host;
+        if (strncmp(lh, "127.", 4) != 0 && strcmp(lh, "::1") != 0 && strcmp(lh, "localhost") != 0) {
+            tcp_port = s->listeners[i].port;
+            break;
+        }
+    }
+    pt_disc_pkt rep = {.type = PT_DISC_BSR, .port = tcp_port, .obfs = pt_srv_lan_obfs_flags(s->cfg.obfs.mode)};
     memcpy(rep.nonce, req.nonce, sizeof rep.nonce);
     memcpy(rep.server_key, s->static_pk, sizeof rep.server_key);
     uint8_t out[PT_DISC_MAX_LEN];

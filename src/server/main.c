@@ -286,10 +286,12 @@ int main(int argc, char **argv)
                 cfg.host = host;
                 cfg.port = p;
                 snprintf(listen_also, sizeof listen_also, "%s", more);
-            } else {
+            } else { /* as checked: spaces trimmed, an IPv6 host in brackets */
                 size_t used = strlen(listen_also);
-                int w = snprintf(listen_also + used, sizeof listen_also - used, "%s%s",
-                                 used ? "," : "", optarg);
+                bool v6 = strchr(h, ':') != NULL;
+                int w = snprintf(listen_also + used, sizeof listen_also - used, "%s%s%s%s:%u%s%s",
+                                 used ? "," : "", v6 ? "[" : "", h, v6 ? "]" : "", p,
+                                 more[0] ? "," : "", more);
                 if (w < 0 || (size_t)w >= sizeof listen_also - used ||
                     (size_t)count_listen(listen_also) + 1 > PT_SERVER_MAX_LISTEN)
                     return bad("--listen", optarg, "one more address (at most 8 in all)");

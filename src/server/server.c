@@ -1413,7 +1413,9 @@ static void on_accept_timer(uv_timer_t *t);
 static void defer_accept(pt_listener *l, uint64_t ms)
 {
     l->pending = true;
-    uv_timer_start(&l->srv->accept_timer, on_accept_timer, ms, 0);
+    uv_timer_t *t = &l->srv->accept_timer; /* one for all: not pushed later by another */
+    if (!uv_is_active((uv_handle_t *)t) || uv_timer_get_due_in(t) > ms)
+        uv_timer_start(t, on_accept_timer, ms, 0);
 }
 
 /* With worker loops, connections the server loop closed stay open until their worker
@@ -1454,10 +1456,9 @@ int pt_srv_tcp_listen(uv_tcp_t *t, const struct sockaddr_storage *addr, unsigned
     return 0;
 }
 
-/* Binds and listens on host:port (port 0: a free one) as the next listener. With
- * more than one address, an IPv6 one takes IPv6 only, so that [::]:P and 0.0.0.0:P
- * can both be given. */
-static int listen_on(pt_server *s, const char *host, uint16_t port)
+/* Binds and listens on host:port (port 0: a free one) as the next listener; v6only:
+ * an IPv6 socket that takes IPv6 connections only. */
+static int listen_on(pt_server *s, const char *host, uint16_t port, bool v6only)
 {
     pt_listener *l = &s->listeners[s->nlisteners];
     struct sockaddr_storage addr;
@@ -1472,34 +1473,45 @@ static int listen_on(pt_server *s, const char *host, uint16_t port)
     l->tcp.data = l;
     l->srv = s;
     s->nlisteners++; /* closed with the others from here on */
-    unsigned flags = v6 && s->listen_also[0] ? UV_TCP_IPV6ONLY : 0;
+    unsigned flags = v6 && v6only ? UV_TCP_IPV6ONLY : 0;
     if ((uvrc = pt_srv_tcp_listen(&l->tcp, &addr, flags, 511, on_connection, &l->port)) != 0) {
         pt_log_error("cannot listen on %s%s%s:%u: %s", v6 ? "[" : "", host, v6 ? "]" : "", port,
                      uv_strerror(uvrc));
         return PT_ERR_IO;
     }
-    snprintf(l->host, sizeof l->host, "%s", host);
+    snprintf(l->host, sizeof l->host, "%.*s", (int)sizeof l->host - 1, host);
     return 0;
 }
 
-/* The first address (s->host, cfg.port: s->port is where it is bound), then the others. */
+/* The first address (s->host, cfg.port: s->port is where it is bound), then the
+ * others. An IPv6 address takes IPv6 only when an IPv4 one has the same port (so
+ * that [::]:P and 0.0.0.0:P can both be given); otherwise it takes both, as alone. */
 static int listen_all(pt_server *s)
 {
-    int rc = listen_on(s, s->host, s->cfg.port);
-    if (rc) return rc;
-    s->port = s->listeners[0].port;
+    char hosts[PT_SERVER_MAX_LISTEN][256];
+    uint16_t ports[PT_SERVER_MAX_LISTEN];
+    size_t n = 1;
+    snprintf(hosts[0], sizeof hosts[0], "%s", s->host);
+    ports[0] = s->cfg.port;
     for (const char *p = s->listen_also; *p;) {
-        size_t n = strcspn(p, ",");
-        char item[300], host[256];
-        uint16_t port;
-        snprintf(item, sizeof item, "%.*s", (int)n, p);
-        if (s->nlisteners == PT_SERVER_MAX_LISTEN || pt_parse_listen(item, host, sizeof host, &port) != 0) {
+        size_t len = strcspn(p, ",");
+        char item[300];
+        snprintf(item, sizeof item, "%.*s", (int)len, p);
+        if (n == PT_SERVER_MAX_LISTEN || pt_parse_listen(item, hosts[n], sizeof hosts[n], &ports[n]) != 0) {
             pt_log_error("invalid listen address %s", item);
             return PT_ERR_INVAL;
         }
-        if ((rc = listen_on(s, host, port)) != 0) return rc;
-        p += n + (p[n] == ',');
+        n++;
+        p += len + (p[len] == ',');
     }
+    for (size_t i = 0; i < n; i++) {
+        bool v6only = false;
+        for (size_t j = 0; j < n && strchr(hosts[i], ':'); j++)
+            v6only |= ports[i] && ports[j] == ports[i] && !strchr(hosts[j], ':');
+        int rc = listen_on(s, hosts[i], ports[i], v6only);
+        if (rc) return rc;
+    }
+    s->port = s->listeners[0].port;
     return 0;
 }
 

@@ -216,12 +216,17 @@ static void server_start(uint16_t port)
                 setenv("FAKETIME_DONT_FAKE_MONOTONIC", "1", 1);
                 setenv("LD_PRELOAD", FAKETIME_LIB, 1);
             }
+            /* every client comes through the proxy, from 127.0.0.1: the per-address
+             * rates (made for many users behind one address, not for reconnection
+             * storms the proxy makes) are lifted, as the per-address cap is not */
             if (server_fiu[0]) /* no fault enabled at start: fiu-ctrl switches them (io-errors) */
                 execlp("fiu-run", "fiu-run", "-x", "-f", server_fiu, bin_packtrackd, "--listen", listen, "--data",
-                       server_dir, "--ready-file", ready, "--log-level", "info", "--no-discovery", (char *)NULL);
+                       server_dir, "--ready-file", ready, "--log-level", "info", "--no-discovery",
+                       "--ip-conn-rate", "1000000", "--ip-rate-limit", "100000000", (char *)NULL);
             else
                 execl(bin_packtrackd, bin_packtrackd, "--listen", listen, "--data", server_dir, "--ready-file",
-                      ready, "--log-level", "info", "--no-discovery", (char *)NULL);
+                      ready, "--log-level", "info", "--no-discovery", "--ip-conn-rate", "1000000",
+                      "--ip-rate-limit", "100000000", (char *)NULL);
             _exit(127);
         }
         uint16_t p = wait_ready(ready, pid, server_fp, sizeof server_fp);
