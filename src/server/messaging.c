@@ -198,6 +198,12 @@ static void enc_give(pt_buf *b, pt_buf *own)
     else tl_enc_busy = false;
 }
 
+void pt_srv_enc_free(void)
+{
+    pt_buf_free(&tl_enc);
+    tl_enc_busy = false;
+}
+
 void pt_srv_reply_ok(pt_srv_sess *e, uint64_t req)
 {
     pt_buf own, *out = enc_take(&own);

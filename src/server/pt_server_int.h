@@ -369,6 +369,8 @@ void pt_srv_reply_to_init(pt_srv_reply_to *r, pt_conn *c, uint64_t req);
 /* The session to answer, or NULL (logged) when it is gone. */
 pt_srv_sess *pt_srv_reply_session(const pt_srv_reply_to *r);
 void pt_srv_reply_ok(pt_srv_sess *e, uint64_t req);
+/* Frees the calling loop thread's encode buffer (messaging.c), at the end of its run. */
+void pt_srv_enc_free(void);
 /* Answers 401 DEVICE_NOT_BOUND and returns false when c's device has no user. */
 bool pt_srv_require_bound(pt_conn *c, uint64_t req);
 

@@ -1864,6 +1864,8 @@ int pt_server_run(pt_server *s)
     pt_srv_notify(s, PT_SRV_NOTIFY_READY); /* ops (issue 9): systemd Type=notify */
     uv_run(&s->loop, UV_RUN_DEFAULT);
     ios_join(s, false);
+    pt_srv_enc_free(); /* this thread's encode buffer: a server run in a thread of a
+                        * program that goes on (the tests) would leave it behind */
     pt_log_info("stopped");
     return 0;
 }
