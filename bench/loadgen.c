@@ -146,6 +146,15 @@ static double pct_us(samples *s, double q)
     return (double)s->v[i] / 1000.0;
 }
 
+/* Sorts s and gives its p50, p99 and (p999 not NULL) p99.9 in microseconds. */
+static void percentiles(samples *s, double *p50, double *p99, double *p999)
+{
+    if (s->n) qsort(s->v, s->n, sizeof *s->v, cmp_u64);
+    *p50 = pct_us(s, 0.50);
+    *p99 = pct_us(s, 0.99);
+    if (p999) *p999 = pct_us(s, 0.999);
+}
+
 /* ---- the server's /proc ---------------------------------------------------------------- */
 
 /* utime + stime of every thread, in microseconds; 0 when unknown. */
@@ -589,20 +598,10 @@ static void run_phase(lg_run *r, phase_result *out, int window, double rate, dou
     out->other_unniced_pct = secs > 0 ? (other > 0 ? other : 0) / (secs * 1e4) : -1;
     out->srv_rss_kib = pids_rss_kib(r->server_pids, r->nserver_pids);
     out->skipped = r->skipped - skipped0;
-    qsort(r->dlv.v, r->dlv.n, sizeof *r->dlv.v, cmp_u64);
-    qsort(r->ack.v, r->ack.n, sizeof *r->ack.v, cmp_u64);
-    out->d50 = pct_us(&r->dlv, 0.50);
-    out->d99 = pct_us(&r->dlv, 0.99);
-    out->d999 = pct_us(&r->dlv, 0.999);
-    out->a50 = pct_us(&r->ack, 0.50);
-    out->a99 = pct_us(&r->ack, 0.99);
-    out->a999 = pct_us(&r->ack, 0.999);
-    qsort(r->lag.v, r->lag.n, sizeof *r->lag.v, cmp_u64);
-    qsort(r->turn.v, r->turn.n, sizeof *r->turn.v, cmp_u64);
-    out->lag50 = pct_us(&r->lag, 0.50);
-    out->lag99 = pct_us(&r->lag, 0.99);
-    out->turn50 = pct_us(&r->turn, 0.50);
-    out->turn99 = pct_us(&r->turn, 0.99);
+    percentiles(&r->dlv, &out->d50, &out->d99, &out->d999);
+    percentiles(&r->ack, &out->a50, &out->a99, &out->a999);
+    percentiles(&r->lag, &out->lag50, &out->lag99, NULL);
+    percentiles(&r->turn, &out->turn50, &out->turn99, NULL);
 }
 
 static void print_phase(const lg_run *r, const phase_result *p, uint32_t pairs, int window)
