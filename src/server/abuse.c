@@ -16,8 +16,8 @@
  * connections stay, each held to its own rate and to what is left of the
  * address's, which is set back to one burst overdrawn (a pause of about two
  * seconds for them all), so that one flooding client behind a shared address does
- * not cut off the others already in. Flushing the acknowledgements first means a banned client does not
- * come back with the same backlog.
+ * not cut off the others already in. Flushing the acknowledgements first means a
+ * banned client does not come back with the same backlog.
  */
 #include <stdlib.h>
 
@@ -110,7 +110,6 @@ int pt_abuse_admit(pt_server *s, pt_conn *c, const char **why)
     }
     e->accepts.tokens -= 1.0;
     e->conns++;
-    c->admitted = true;
     c->ipe = e;
     c->bucket = full(s->cfg.rate_limit, now);
     return 0;
@@ -119,8 +118,7 @@ int pt_abuse_admit(pt_server *s, pt_conn *c, const char **why)
 void pt_abuse_release(pt_server *s, pt_conn *c)
 {
     (void)s;
-    if (!c->admitted) return;
-    c->admitted = false;
+    if (!c->ipe) return;
     if (c->ipe->conns) c->ipe->conns--;
     c->ipe = NULL;
 }
@@ -148,7 +146,7 @@ int pt_abuse_charge(pt_server *s, pt_conn *c, uint32_t *pause_ms)
     uint64_t fresh = n - c->msgs_seen;
     c->msgs_seen = n;
     uint64_t now = uv_now(&s->loop);
-    pt_ip_entry *e = c->admitted ? c->ipe : NULL;
+    pt_ip_entry *e = c->ipe;
     int conn = draw(&c->bucket, s->cfg.rate_limit, now, fresh, pause_ms);
     int addr = e ? draw(&e->msgs, s->cfg.ip_rate_limit, now, fresh, pause_ms) : 0;
     if (conn >= 0 && addr >= 0) return conn || addr;

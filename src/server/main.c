@@ -157,15 +157,6 @@ static int bad(const char *opt, const char *arg, const char *expect)
     return 1;
 }
 
-/* Addresses in a "ADDR,ADDR" list ("" or NULL: none). */
-static int count_listen(const char *also)
-{
-    if (!also || !*also) return 0;
-    int n = 1;
-    for (const char *p = also; *p; p++) n += *p == ',';
-    return n;
-}
-
 static void print_config(const pt_server_config *c)
 {
     const char *host = c->host ? c->host : PT_SERVER_DEFAULT_HOST;
@@ -241,7 +232,7 @@ static void print_diags(const pt_config_file *f)
 int main(int argc, char **argv)
 {
     static pt_config_file file; /* static: cfg's strings point into it */
-    static char host[256], metrics_host[256], listen_also[1024];
+    static char host[256], metrics_host[256], listen_arg[1024], listen_also[1024];
     pt_server_config cfg = {.port = PT_SERVER_DEFAULT_PORT};
     const char *config_path = NULL;
     bool check = false;
@@ -275,27 +266,15 @@ int main(int argc, char **argv)
         switch (o) {
         case 'c': case OPT_CHECK: break;
         case 'l': {
-            /* the first --listen replaces the file's addresses; more add to it */
-            bool first = !(cfg.pinned & PT_CFG_BIT(PT_CFG_LISTEN));
-            char h[256], more[sizeof listen_also];
-            uint16_t p;
-            if (pt_parse_listen_list(optarg, h, sizeof h, &p, more, sizeof more) != 0)
-                return bad("--listen", optarg, "HOST:PORT (or several, comma separated)");
-            if (first) {
-                snprintf(host, sizeof host, "%s", h);
-                cfg.host = host;
-                cfg.port = p;
-                snprintf(listen_also, sizeof listen_also, "%s", more);
-            } else { /* as checked: spaces trimmed, an IPv6 host in brackets */
-                size_t used = strlen(listen_also);
-                bool v6 = strchr(h, ':') != NULL;
-                int w = snprintf(listen_also + used, sizeof listen_also - used, "%s%s%s%s:%u%s%s",
-                                 used ? "," : "", v6 ? "[" : "", h, v6 ? "]" : "", p,
-                                 more[0] ? "," : "", more);
-                if (w < 0 || (size_t)w >= sizeof listen_also - used ||
-                    (size_t)count_listen(listen_also) + 1 > PT_SERVER_MAX_LISTEN)
-                    return bad("--listen", optarg, "one more address (at most 8 in all)");
-            }
+            /* the first --listen replaces the file's addresses; more add to it: the
+             * values joined are one list, checked whole */
+            size_t used = (cfg.pinned & PT_CFG_BIT(PT_CFG_LISTEN)) ? strlen(listen_arg) : 0;
+            int w = snprintf(listen_arg + used, sizeof listen_arg - used, "%s%s", used ? "," : "", optarg);
+            if (w < 0 || (size_t)w >= sizeof listen_arg - used ||
+                pt_parse_listen_list(listen_arg, host, sizeof host, &cfg.port, listen_also,
+                                     sizeof listen_also) != 0)
+                return bad("--listen", optarg, "HOST:PORT (or several, comma separated; 8 in all)");
+            cfg.host = host;
             cfg.listen_also = listen_also[0] ? listen_also : NULL;
             PIN(PT_CFG_LISTEN);
             break;

@@ -89,9 +89,8 @@ struct pt_conn {
     int open_handles;               /* libuv handles not yet closed */
     char peer[72];                  /* "ip:port" for logs (46 + 1 + 5) */
     char ip[48];                    /* the peer's address, for per-address limits */
-    bool admitted;                  /* counted in the per-address table */
-    struct pt_ip_entry *ipe;        /* admitted: its entry there (kept while it has
-                                     * connections) */
+    struct pt_ip_entry *ipe;        /* counted in the per-address table: its entry there
+                                     * (kept while it has connections); NULL: not */
     pt_abuse_bucket bucket;         /* rate limit: messages it may still send now */
     uint64_t msgs_seen;             /* session messages already charged */
     uint64_t active_ms;             /* io loop time of its last read or write (trimming) */
