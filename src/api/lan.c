@@ -1244,21 +1244,9 @@ int pt_api_lan_deliver(pt_ctx *x, const uint8_t user_id[16], int wait_ms)
 static bool pinned_key(pt_ctx *x, uint8_t key[32])
 {
     if (x->server_fp[0]) return pt_fingerprint_parse(key, x->server_fp) == 0;
-    char path[1100], line[512], want[300];
-    snprintf(path, sizeof path, "%s/known_servers", x->home);
+    char want[300];
     snprintf(want, sizeof want, "%s:%u", x->host, x->port);
-    FILE *f = fopen(path, "r");
-    if (!f) return false;
-    bool found = false;
-    while (!found && fgets(line, sizeof line, f)) {
-        char *sp = strchr(line, ' ');
-        if (!sp) continue;
-        *sp = 0;
-        sp[1 + strcspn(sp + 1, "\r\n")] = 0;
-        found = strcmp(line, want) == 0 && pt_hex_decode(key, 32, sp + 1) == 0;
-    }
-    fclose(f);
-    return found;
+    return pt_known_server_lookup(x->home, want, key);
 }
 
 /* BSM, and if our own server (the key we pinned, nothing else: a stranger's server on
@@ -1275,18 +1263,21 @@ static void find_server(pt_ctx *x)
         if (pt_api_lan_service(x, 50, -1, NULL) != 0) break;
     for (size_t i = 0; i < l->nservers; i++) {
         if (pt_ct_memcmp(l->servers[i].key, key, 32) != 0) continue;
-        char host[64], line[400], path[1100], hex[65];
+        char host[64], hostport[80];
         pt_disc_addr_format(l->servers[i].addr, host, sizeof host);
         if (strchr(host, '%') || (strcmp(host, x->host) == 0 && l->servers[i].port == x->port)) continue;
         /* the same key under the new address, so the channel pins it there too */
-        pt_hex_encode(hex, key, 32);
-        snprintf(path, sizeof path, "%s/known_servers", x->home);
-        int n = snprintf(line, sizeof line, "%s:%u %s\n", host, l->servers[i].port, hex);
-        FILE *f = fopen(path, "a");
-        if (f) {
-            fwrite(line, 1, (size_t)n, f);
-            fclose(f);
+        snprintf(hostport, sizeof hostport, "%s:%u", host, l->servers[i].port);
+        uint8_t there[32];
+        bool pinned = pt_known_server_lookup(x->home, hostport, there);
+        if (pinned && pt_ct_memcmp(there, key, 32) != 0) {
+            pt_log_warn("lan: our server answered from %s, where another key is pinned; not used",
+                        hostport);
+            continue;
         }
+        if (!pinned && pt_known_server_add(x->home, hostport, key) != 0)
+            pt_log_warn("lan: cannot pin our server's key under %s in %s/known_servers", hostport,
+                        x->home);
         char old[256];
         uint16_t oldport = x->port;
         snprintf(old, sizeof old, "%s", x->host);

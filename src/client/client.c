@@ -151,35 +151,76 @@ bool pt_client_used_ik(const pt_client *c) { return c->used_ik; }
 
 /* ---- known_servers: "HOST:PORT HEXKEY" lines ------------------------------------------ */
 
-static bool pin_lookup(const pt_client *c, const char *hostport, uint8_t key[32])
+bool pt_known_servers_find(const char *buf, size_t len, const char *hostport, uint8_t key[32])
 {
-    char path[1100], line[512];
-    snprintf(path, sizeof path, "%s/known_servers", c->home);
-    FILE *f = fopen(path, "r");
-    if (!f) return false;
-    bool found = false;
-    while (!found && fgets(line, sizeof line, f)) {
-        char *sp = strchr(line, ' ');
-        if (!sp) continue;
-        *sp = 0;
-        char *hex = sp + 1;
-        hex[strcspn(hex, "\r\n")] = 0;
-        if (strcmp(line, hostport) == 0 && pt_hex_decode(key, 32, hex) == 0) found = true;
+    size_t hplen = strlen(hostport);
+    for (size_t at = 0; at < len;) {
+        const char *line = buf + at;
+        const char *nl = memchr(line, '\n', len - at);
+        size_t n = nl ? (size_t)(nl - line) : len - at;
+        at += n + 1;
+        if (n && line[n - 1] == '\r') n--;
+        /* HOSTPORT, one space, 64 hex digits and nothing else */
+        if (n != hplen + 1 + 64 || memcmp(line, hostport, hplen) != 0 || line[hplen] != ' ')
+            continue;
+        char hex[65];
+        memcpy(hex, line + hplen + 1, 64);
+        hex[64] = 0;
+        uint8_t k[32];
+        if (pt_hex_decode(k, sizeof k, hex) != 0) continue;
+        memcpy(key, k, 32);
+        return true;
     }
-    fclose(f);
+    return false;
+}
+
+/* Files over this are not ours (a line is under 400 bytes): read no further. */
+#define KNOWN_SERVERS_MAX (1u << 20)
+
+bool pt_known_server_lookup(const char *home, const char *hostport, uint8_t key[32])
+{
+    char path[1100];
+    snprintf(path, sizeof path, "%s/known_servers", home);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    struct stat st;
+    size_t want = fstat(fd, &st) == 0 && st.st_size > 0 ? (size_t)st.st_size : 0;
+    if (want > KNOWN_SERVERS_MAX) {
+        pt_log_warn("%s: over %u bytes; only the first are read", path, KNOWN_SERVERS_MAX);
+        want = KNOWN_SERVERS_MAX;
+    }
+    char *buf = want ? malloc(want) : NULL;
+    size_t n = 0;
+    while (buf && n < want) {
+        ssize_t r = read(fd, buf + n, want - n);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        n += (size_t)r;
+    }
+    close(fd);
+    bool found = buf && pt_known_servers_find(buf, n, hostport, key);
+    free(buf);
     return found;
 }
 
-static int pin_store(const pt_client *c, const char *hostport, const uint8_t key[32])
+int pt_known_server_line(char *out, size_t cap, const char *hostport, const uint8_t key[32])
 {
-    char path[1100], hex[65];
-    snprintf(path, sizeof path, "%s/known_servers", c->home);
+    char hex[65];
+    pt_hex_encode(hex, key, 32);
+    int n = snprintf(out, cap, "%s %s\n", hostport, hex);
+    if (n < 0 || (size_t)n >= cap || strpbrk(hostport, " \r\n") || !*hostport) return PT_ERR_INVAL;
+    return n;
+}
+
+int pt_known_server_add(const char *home, const char *hostport, const uint8_t key[32])
+{
+    char path[1100], line[400];
+    snprintf(path, sizeof path, "%s/known_servers", home);
+    int n = pt_known_server_line(line, sizeof line, hostport, key);
+    if (n < 0) return n;
     int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0) return PT_ERR_IO;
-    pt_hex_encode(hex, key, 32);
-    char line[400];
-    int n = snprintf(line, sizeof line, "%s %s\n", hostport, hex);
-    int rc = write(fd, line, (size_t)n) == n ? 0 : PT_ERR_IO;
+    int rc = write(fd, line, (size_t)n) == n ? 0 : PT_ERR_IO; /* one write: whole lines */
     close(fd);
     return rc;
 }
@@ -327,7 +368,7 @@ int pt_client_connect(pt_client *c, const char *host, uint16_t port)
     char hostport[300];
     snprintf(hostport, sizeof hostport, "%s:%u", host, port);
     uint8_t pinned[32];
-    bool stored = pin_lookup(c, hostport, pinned), have_pin = stored;
+    bool stored = pt_known_server_lookup(c->home, hostport, pinned), have_pin = stored;
     if (c->has_fp) {
         memcpy(pinned, c->fp_key, 32);
         have_pin = true;
@@ -357,7 +398,7 @@ int pt_client_connect(pt_client *c, const char *host, uint16_t port)
         pt_client_drop(c);
         return rc;
     }
-    if (!stored && !c->has_fp && (rc = pin_store(c, hostport, c->server_pk)) != 0) {
+    if (!stored && !c->has_fp && (rc = pt_known_server_add(c->home, hostport, c->server_pk)) != 0) {
         pt_client_drop(c);
         return rc;
     }

@@ -462,6 +462,19 @@ static void test_server_found_by_broadcast(void **state)
     OK(ALICE, out, "send", "bob", "found our server by broadcast"); /* configured: :7000 */
     OK(BOB, out, "recv");
     assert_int_equal(count(out, "alice: found our server by broadcast"), 1);
+    /* alice pinned the key under the new address once: the next start finds it there
+     * and adds no line (known_servers held the configured address and the new one) */
+    OK(ALICE, out, "send", "bob", "and again");
+    char path[400];
+    snprintf(path, sizeof path, "%s/known_servers", homes[ALICE]);
+    size_t len = 0;
+    char *pins = pt_test_read_file(path, &len);
+    assert_non_null(pins);
+    fprintf(stderr, "test_lan: alice's known_servers:\n%s", pins);
+    assert_int_equal(count(pins, "\n"), 2);
+    assert_int_equal(count(pins, SUBNET "1:7000 "), 1);
+    assert_int_equal(count(pins, ":7100 "), 1);
+    free(pins);
     server_stop();
 }
 
