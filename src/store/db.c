@@ -465,8 +465,15 @@ int pt_db_withdraw(pt_db *db, pt_db_op *op)
         /* still waiting: out of its queue, as if never submitted (the writer never
          * touches it again: on a loaded server that was a cache miss per message
          * in the writer, and a trip back to the loop for its done()) */
-        if (op->queue == Q_READY) list_unlink(&db->ready_head, &db->ready_tail, op);
-        else list_unlink(&db->held_head, &db->held_tail, op);
+        if (op->queue == Q_READY) {
+            list_unlink(&db->ready_head, &db->ready_tail, op);
+        } else {
+            bool last = op == db->held_tail;
+            list_unlink(&db->held_head, &db->held_tail, op);
+            /* the next held op need not wait for this one's time (pt_db_submit_at) */
+            if (last && db->held_tail)
+                db->held_due_ns = db->held_tail->submitted_ns + db->held_tail->hold_us * 1000ull;
+        }
         atomic_store(&op->state, OP_WITHDRAWN);
     }
     pthread_mutex_unlock(&db->mu);

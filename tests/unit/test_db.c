@@ -195,8 +195,8 @@ static void test_held_ops(void **state)
     pt_db *db;
     assert_int_equal(pt_db_open(&db, path, &loop), 0);
     int ndone = 0;
-    ins ops[7];
-    for (int i = 0; i < 7; i++) {
+    ins ops[10];
+    for (int i = 0; i < 10; i++) {
         ops[i] = (ins){.op = {.apply = apply_insert, .done = done_insert}, .id = i + 1, .done_rc = 99,
                        .ndone = &ndone};
         ops[i].op.arg = &ops[i];
@@ -248,6 +248,22 @@ static void test_held_ops(void **state)
     assert_int_equal(ndone, 6);
     assert_true(ops[5].order < ops[6].order);
     assert_true(uv_hrtime() - t0 >= 990000000u);
+
+    /* ... but not for one withdrawn: with the last held op gone, the next is due after
+     * the one now last (20 ms), not after the one withdrawn (a second) */
+    ops[7].op.hold_us = 20000;
+    ops[8].op.hold_us = 1000000;
+    ops[9].op.hold_us = 10000;
+    t0 = uv_hrtime();
+    pt_db_submit(db, &ops[7].op);
+    pt_db_submit(db, &ops[8].op);
+    assert_int_equal(pt_db_withdraw(db, &ops[8].op), PT_DB_REMOVED);
+    pt_db_submit(db, &ops[9].op);
+    for (int i = 0; i < 1000 && ndone < 8; i++) uv_run(&loop, UV_RUN_ONCE);
+    assert_int_equal(ndone, 8);
+    assert_true(uv_hrtime() - t0 < 900000000u);
+    assert_true(ops[7].order < ops[9].order);
+    assert_int_equal(ops[8].done_rc, 99);
     close_db(db, &loop);
     uv_loop_close(&loop);
 }
