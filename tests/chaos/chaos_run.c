@@ -142,7 +142,7 @@ static void kill_everything(void);
 static void tmpfs_umount(void);
 
 /* Setup failures end the run; the processes it started go with it. */
-static void fatal(const char *fmt, ...)
+__attribute__((format(printf, 1, 2))) static void fatal(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -493,7 +493,7 @@ static void on_child_term(int sig)
     child_stop = 1;
 }
 
-static void report(const char *fmt, ...)
+__attribute__((format(printf, 1, 2))) static void report(const char *fmt, ...)
 {
     char line[LINE_MAX_LEN];
     va_list ap;
