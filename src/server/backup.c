@@ -13,9 +13,15 @@
 #include "server/pt_backup.h"
 #include "store/pt_db.h"
 
-#define HEADER_MAX 4096
-static const char *const files[] = {"packtrack.db", "server.key"};
-#define NFILES 2
+#define HEADER_MAX PT_BACKUP_HEADER_MAX
+static const char *const files[PT_BACKUP_NFILES] = {"packtrack.db", "server.key"};
+#define NFILES PT_BACKUP_NFILES
+
+const char *pt_backup_file_name(size_t i)
+{
+    PT_ASSERT(i < NFILES);
+    return files[i];
+}
 
 int pt_datadir_lock(const char *data_dir, char *msg, size_t msglen)
 {
@@ -238,12 +244,23 @@ out:
 
 /* ---- restore ---------------------------------------------------------------------------------- */
 
-typedef struct entry {
-    uint64_t size;
-    uint8_t h[32];
-} entry;
+typedef pt_backup_entry entry;
 
-static int parse_header(FILE *f, pt_backup_info *info, entry e[NFILES], char *msg, size_t msglen)
+/* A file's size in the header: decimal digits only (sscanf's %llu would take a sign
+ * and wrap "-1" around to 2^64 - 1), within uint64_t. */
+static bool parse_size(const char *text, uint64_t *out)
+{
+    if (*text < '0' || *text > '9') return false;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (*end || errno) return false;
+    *out = v;
+    return true;
+}
+
+int pt_backup_parse_header(FILE *f, pt_backup_info *info,
+                           pt_backup_entry e[static PT_BACKUP_NFILES], char *msg, size_t msglen)
 {
     char header[HEADER_MAX + 1];
     size_t used = 0;
@@ -290,9 +307,9 @@ static int parse_header(FILE *f, pt_backup_info *info, entry e[NFILES], char *ms
             ended = true;
             continue;
         } else if (strncmp(line, "file ", 5) == 0) {
-            char name[64], hx[80];
-            unsigned long long size;
-            if (sscanf(line, "file %63s %llu %79s", name, &size, hx) != 3) {
+            char name[64], sz[32], hx[80];
+            uint64_t size;
+            if (sscanf(line, "file %63s %31s %79s", name, sz, hx) != 3 || !parse_size(sz, &size)) {
                 snprintf(msg, msglen, "malformed header line: %.80s", line);
                 return PT_ERR_DECODE;
             }
@@ -379,7 +396,7 @@ int pt_backup_restore(const char *path, const char *data_dir, bool dry_run, pt_b
         snprintf(msg, msglen, "%s: %s", path, strerror(errno));
         return PT_ERR_IO;
     }
-    if ((rc = parse_header(f, &info, e, msg, msglen)) != 0) goto out;
+    if ((rc = pt_backup_parse_header(f, &info, e, msg, msglen)) != 0) goto out;
     if (mkdir(data_dir, 0700) != 0 && errno != EEXIST) {
         snprintf(msg, msglen, "%s: %s", data_dir, strerror(errno));
         rc = PT_ERR_IO;

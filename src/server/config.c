@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <ini.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -181,6 +182,13 @@ static bool section_known(const char *name)
 
 /* ---- diagnostics --------------------------------------------------------------------------- */
 
+const char *pt_config_first_error(const pt_config_file *f)
+{
+    for (size_t i = 0; i < f->ndiags; i++)
+        if (f->diags[i].error) return f->diags[i].text;
+    return "";
+}
+
 static void diag(pt_config_file *f, const char *path, bool error, int line, int col, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
 
@@ -188,8 +196,15 @@ static void diag(pt_config_file *f, const char *path, bool error, int line, int 
 {
     if (error) f->nerrors++;
     else f->nwarnings++;
-    if (f->ndiags == PT_CONFIG_MAX_DIAGS) return;
-    pt_config_diag *d = &f->diags[f->ndiags++];
+    pt_config_diag *d;
+    if (f->ndiags < PT_CONFIG_MAX_DIAGS) {
+        d = &f->diags[f->ndiags++];
+    } else {
+        /* full: only the first error displaces the last warning kept, so that a file
+         * with errors always has one to show (pt_config_first_error, reload's reply) */
+        if (!error || pt_config_first_error(f)[0]) return;
+        d = &f->diags[PT_CONFIG_MAX_DIAGS - 1];
+    }
     d->error = error;
     d->line = line;
     d->col = col;
@@ -204,18 +219,14 @@ static void diag(pt_config_file *f, const char *path, bool error, int line, int 
     va_end(ap);
 }
 
-const char *pt_config_first_error(const pt_config_file *f)
-{
-    for (size_t i = 0; i < f->ndiags; i++)
-        if (f->diags[i].error) return f->diags[i].text;
-    return "";
-}
-
 /* ---- the parse ----------------------------------------------------------------------------- */
 
 typedef struct load_ctx {
     pt_config_file *f;
-    FILE *fp;
+    FILE *fp;                   /* the file, or NULL: the lines come from mem */
+    const char *mem;            /* pt_config_load_mem's buffer */
+    size_t memlen, mempos;
+    bool mem_failed;            /* out of memory copying a line of mem */
     const char *path;
     int lineno;                 /* the physical line inih is parsing */
     char *raw;                  /* that line as read (getline buffer) */
@@ -231,13 +242,38 @@ static const char *skip_ws(const char *p)
     return p;
 }
 
+/* The next physical line into x->raw, as getline() returns it: its length with the
+ * '\n' (the last line may lack it), NUL bytes included, or -1 at the end. */
+static ssize_t next_line(load_ctx *x)
+{
+    if (x->fp) return getline(&x->raw, &x->rawcap, x->fp);
+    if (x->mempos >= x->memlen) return -1;
+    const char *p = x->mem + x->mempos;
+    const char *nl = memchr(p, '\n', x->memlen - x->mempos);
+    size_t n = nl ? (size_t)(nl - p) + 1 : x->memlen - x->mempos;
+    if (n >= SSIZE_MAX) return -1;
+    if (n + 1 > x->rawcap) {
+        char *raw = realloc(x->raw, n + 1);
+        if (!raw) {
+            x->mem_failed = true;
+            return -1;
+        }
+        x->raw = raw;
+        x->rawcap = n + 1;
+    }
+    memcpy(x->raw, p, n);
+    x->raw[n] = 0;
+    x->mempos += n;
+    return (ssize_t)n;
+}
+
 /* One physical line for inih; a line inih would reject or misread is reported here
  * and handed over as a comment, so the parse goes on. */
 static char *reader(char *str, int num, void *stream)
 {
     load_ctx *x = stream;
     pt_config_file *f = x->f;
-    ssize_t n = getline(&x->raw, &x->rawcap, x->fp);
+    ssize_t n = next_line(x);
     if (n < 0) return NULL;
     x->lineno++;
     if (memchr(x->raw, 0, (size_t)n)) {
@@ -247,7 +283,8 @@ static char *reader(char *str, int num, void *stream)
     }
     while (n > 0 && (x->raw[n - 1] == '\n' || x->raw[n - 1] == '\r')) x->raw[--n] = 0;
     const char *p = x->raw;
-    if (x->lineno == 1 && memcmp(p, "\xEF\xBB\xBF", 3) == 0) p += 3; /* UTF-8 byte order mark */
+    /* a UTF-8 byte order mark; strncmp: the line may be shorter than it */
+    if (x->lineno == 1 && strncmp(p, "\xEF\xBB\xBF", 3) == 0) p += 3;
     p = skip_ws(p);                 /* indentation never continues a value here */
     size_t len = strlen(p);
     if ((size_t)num < 3 || len > (size_t)num - 3) {
@@ -310,8 +347,11 @@ static int on_kv(void *user, const char *section, const char *name, const char *
 {
     load_ctx *x = user;
     pt_config_file *f = x->f;
-    if (!x->section_ok) return 1; /* reported at its header */
-    const char *p = skip_ws(x->raw + (x->lineno == 1 && memcmp(x->raw, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0));
+    /* in an unknown section: reported at its header; before any section: an error for
+     * inih, reported as "not INI syntax" at its line once the parse is over */
+    if (!x->section_ok) return *section ? 1 : 0;
+    bool bom = x->lineno == 1 && strncmp(x->raw, "\xEF\xBB\xBF", 3) == 0;
+    const char *p = skip_ws(x->raw + (bom ? 3 : 0));
     int kcol = col_of(x->raw, p);
     const char *eq = p + strcspn(p, "=:");
     int vcol = col_of(x->raw, *eq ? skip_ws(eq + 1) : eq);
@@ -473,6 +513,22 @@ static int on_kv(void *user, const char *section, const char *name, const char *
     return 1;
 }
 
+/* The parse of x's lines, the file's or the buffer's, into x->f. */
+static int load(load_ctx *x)
+{
+    pt_config_file *out = x->f;
+    x->section_ok = false;
+    int rc = ini_parse_stream(reader, x, on_kv, x);
+    bool read_err = x->fp ? ferror(x->fp) : x->mem_failed;
+    free(x->raw);
+    x->raw = NULL;
+    if (read_err) diag(out, x->path, true, 0, 0, "read error");
+    /* keys before any [section]: inih calls them with section "" */
+    if (rc > 0 && out->nerrors == 0)
+        diag(out, x->path, true, rc, 1, "not INI syntax (expected [section] or key = value)");
+    return out->nerrors ? PT_ERR_INVAL : 0;
+}
+
 int pt_config_load(pt_config_file *out, const char *path)
 {
     memset(out, 0, sizeof *out);
@@ -481,16 +537,18 @@ int pt_config_load(pt_config_file *out, const char *path)
         diag(out, path, true, 0, 0, "cannot read the configuration file: %s", strerror(errno));
         return PT_ERR_IO;
     }
-    load_ctx x = {.f = out, .fp = fp, .path = path, .section_ok = false};
-    int rc = ini_parse_stream(reader, &x, on_kv, &x);
-    bool read_err = ferror(fp);
+    load_ctx x = {.f = out, .fp = fp, .path = path};
+    int rc = load(&x);
     fclose(fp);
-    free(x.raw);
-    if (read_err) diag(out, path, true, 0, 0, "read error");
-    /* keys before any [section]: inih calls them with section "" */
-    if (rc > 0 && out->nerrors == 0)
-        diag(out, path, true, rc, 1, "not INI syntax (expected [section] or key = value)");
-    return out->nerrors ? PT_ERR_INVAL : 0;
+    return rc;
+}
+
+int pt_config_load_mem(pt_config_file *out, const char *name, const char *data, size_t len)
+{
+    PT_ASSERT(out && name && (data || len == 0));
+    memset(out, 0, sizeof *out);
+    load_ctx x = {.f = out, .mem = data, .memlen = len, .path = name};
+    return load(&x);
 }
 
 /* ---- the environment ------------------------------------------------------------------------ */

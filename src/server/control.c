@@ -61,7 +61,7 @@ typedef struct backup_work {
     uv_work_t work;
     pt_ctl_conn *m;
     char data_dir[1024];
-    char file[4096];
+    char file[PT_CTL_PATH_MAX];
     int rc;
     char msg[1200];
     pt_backup_info info;
@@ -245,20 +245,8 @@ static void on_admin_done(void *ud, const pt_srv_admin_result *r)
     cc_unref(m);
 }
 
-static void cmd_user(pt_ctl_conn *m, const char *action, const char *name)
+static void cmd_user(pt_ctl_conn *m, pt_srv_admin_action a, const char *name)
 {
-    pt_srv_admin_action a;
-    if (!action || !name || !*name) {
-        cc_error(m, "user: needs an action (ban, unban, delete) and a NAME");
-        return;
-    }
-    if (strcmp(action, "ban") == 0) a = PT_ADMIN_BAN;
-    else if (strcmp(action, "unban") == 0) a = PT_ADMIN_UNBAN;
-    else if (strcmp(action, "delete") == 0) a = PT_ADMIN_DELETE;
-    else {
-        cc_error(m, "user: unknown action '%.40s' (ban, unban, delete)", action);
-        return;
-    }
     m->refs++; /* until on_admin_done */
     pt_srv_admin_user(m->srv, a, name, on_admin_done, m);
 }
@@ -296,14 +284,9 @@ static void backup_after(uv_work_t *w, int status)
 
 static void cmd_backup(pt_ctl_conn *m, const char *file)
 {
-    if (!file || file[0] != '/') {
-        cc_error(m, "backup: needs an absolute FILE path (packtrackctl makes it absolute)");
-        return;
-    }
     backup_work *b = calloc(1, sizeof *b);
-    if (!b || strlen(file) >= sizeof b->file) {
-        free(b);
-        cc_error(m, "backup: %s", b ? "path too long" : "out of memory");
+    if (!b) {
+        cc_error(m, "backup: out of memory");
         return;
     }
     b->m = m;
@@ -334,31 +317,109 @@ static void cmd_metrics(pt_ctl_conn *m)
     cc_answer(m, o);
 }
 
+/* ---- the request ------------------------------------------------------------------------- */
+
+static int req_error(pt_ctl_req *r, char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int req_error(pt_ctl_req *r, char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    r->user = r->file = NULL;
+    return PT_ERR_INVAL;
+}
+
+static const char *str_arg(const cJSON *q, const char *key)
+{
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(q, key);
+    return cJSON_IsString(a) ? a->valuestring : NULL;
+}
+
+int pt_ctl_request_parse(pt_ctl_req *out, const char *line, size_t len, char *err, size_t errlen)
+{
+    PT_ASSERT(out && (line || len == 0) && err && errlen > 0);
+    memset(out, 0, sizeof *out);
+    err[0] = 0;
+    cJSON *q = out->json = cJSON_ParseWithLength(line, len);
+    const cJSON *cmd = q ? cJSON_GetObjectItemCaseSensitive(q, "cmd") : NULL;
+    if (!cJSON_IsString(cmd))
+        return req_error(out, err, errlen,
+                         "malformed request: expected a JSON object with \"cmd\"");
+    const char *c = out->name = cmd->valuestring;
+    if (strcmp(c, "status") == 0) {
+        out->cmd = PT_CTL_STATUS;
+    } else if (strcmp(c, "users") == 0) {
+        out->cmd = PT_CTL_USERS;
+        out->online = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(q, "online"));
+    } else if (strcmp(c, "user") == 0) {
+        out->cmd = PT_CTL_USER;
+        const char *action = str_arg(q, "action");
+        out->user = str_arg(q, "name");
+        if (!action || !out->user || !*out->user)
+            return req_error(out, err, errlen,
+                             "user: needs an action (ban, unban, delete) and a NAME");
+        if (strcmp(action, "ban") == 0) out->action = PT_ADMIN_BAN;
+        else if (strcmp(action, "unban") == 0) out->action = PT_ADMIN_UNBAN;
+        else if (strcmp(action, "delete") == 0) out->action = PT_ADMIN_DELETE;
+        else
+            return req_error(out, err, errlen, "user: unknown action '%.40s' (ban, unban, delete)",
+                             action);
+    } else if (strcmp(c, "reload") == 0) {
+        out->cmd = PT_CTL_RELOAD;
+    } else if (strcmp(c, "reopen-logs") == 0) {
+        out->cmd = PT_CTL_REOPEN_LOGS;
+    } else if (strcmp(c, "backup") == 0) {
+        out->cmd = PT_CTL_BACKUP;
+        out->file = str_arg(q, "file");
+        if (!out->file || out->file[0] != '/')
+            return req_error(
+                out, err, errlen,
+                "backup: needs an absolute FILE path (packtrackctl makes it absolute)");
+        if (strlen(out->file) >= PT_CTL_PATH_MAX)
+            return req_error(out, err, errlen, "backup: path too long");
+    } else if (strcmp(c, "metrics") == 0) {
+        out->cmd = PT_CTL_METRICS;
+    } else {
+        return req_error(out, err, errlen, "unknown command '%.40s'", c);
+    }
+    return 0;
+}
+
+void pt_ctl_req_free(pt_ctl_req *r)
+{
+    if (!r) return;
+    cJSON_Delete(r->json);
+    memset(r, 0, sizeof *r);
+}
+
 static void cc_request(pt_ctl_conn *m, size_t line_len)
 {
-    m->req[line_len] = 0;
-    cJSON *q = cJSON_ParseWithLength(m->req, line_len);
-    const cJSON *cmd = q ? cJSON_GetObjectItemCaseSensitive(q, "cmd") : NULL;
-    if (!cJSON_IsString(cmd)) {
-        cJSON_Delete(q);
-        cc_error(m, "malformed request: expected a JSON object with \"cmd\"");
+    pt_ctl_req r;
+    char msg[1600];
+    int rc = pt_ctl_request_parse(&r, m->req, line_len, msg, sizeof msg);
+    if (r.name) pt_log_debug("control: %s", r.name);
+    if (rc != 0) {
+        cc_error(m, "%s", msg);
+        pt_ctl_req_free(&r);
         return;
     }
-    const char *c = cmd->valuestring;
-    const cJSON *arg;
-    char msg[1600];
-    pt_log_debug("control: %s", c);
-    if (strcmp(c, "status") == 0) {
+    switch (r.cmd) {
+    case PT_CTL_STATUS:
         cmd_status(m);
-    } else if (strcmp(c, "users") == 0) {
-        arg = cJSON_GetObjectItemCaseSensitive(q, "online");
-        cmd_users(m, cJSON_IsTrue(arg));
-    } else if (strcmp(c, "user") == 0) {
-        const cJSON *a = cJSON_GetObjectItemCaseSensitive(q, "action");
-        const cJSON *n = cJSON_GetObjectItemCaseSensitive(q, "name");
-        cmd_user(m, cJSON_IsString(a) ? a->valuestring : NULL, cJSON_IsString(n) ? n->valuestring : NULL);
-    } else if (strcmp(c, "reload") == 0) {
-        int rc = pt_srv_reload(m->srv, "control", msg, sizeof msg);
+        break;
+    case PT_CTL_USERS:
+        cmd_users(m, r.online);
+        break;
+    case PT_CTL_USER:
+        cmd_user(m, r.action, r.user);
+        break;
+    case PT_CTL_RELOAD:
+    case PT_CTL_REOPEN_LOGS:
+        rc = r.cmd == PT_CTL_RELOAD ? pt_srv_reload(m->srv, "control", msg, sizeof msg)
+                                    : pt_srv_reopen_logs(m->srv, "control", msg, sizeof msg);
         if (rc) {
             cc_error(m, "%s", msg);
         } else {
@@ -366,24 +427,15 @@ static void cc_request(pt_ctl_conn *m, size_t line_len)
             cJSON_AddStringToObject(o, "message", msg);
             cc_answer(m, o);
         }
-    } else if (strcmp(c, "reopen-logs") == 0) {
-        int rc = pt_srv_reopen_logs(m->srv, "control", msg, sizeof msg);
-        if (rc) {
-            cc_error(m, "%s", msg);
-        } else {
-            cJSON *o = ok_obj();
-            cJSON_AddStringToObject(o, "message", msg);
-            cc_answer(m, o);
-        }
-    } else if (strcmp(c, "backup") == 0) {
-        arg = cJSON_GetObjectItemCaseSensitive(q, "file");
-        cmd_backup(m, cJSON_IsString(arg) ? arg->valuestring : NULL);
-    } else if (strcmp(c, "metrics") == 0) {
+        break;
+    case PT_CTL_BACKUP:
+        cmd_backup(m, r.file);
+        break;
+    case PT_CTL_METRICS:
         cmd_metrics(m);
-    } else {
-        cc_error(m, "unknown command '%.40s'", c);
+        break;
     }
-    cJSON_Delete(q);
+    pt_ctl_req_free(&r);
 }
 
 static void cc_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)

@@ -20,7 +20,6 @@
 #include "crypto/pt_crypto.h"
 #include "server/pt_server_int.h"
 
-#define PT_METRICS_REQ_MAX 4096       /* request line + headers, bytes */
 #define PT_METRICS_TIMEOUT_MS 5000    /* to send the whole request */
 #define PT_METRICS_MAX_CONNS 16       /* scrapes served at once */
 
@@ -198,39 +197,20 @@ static void mc_bad(pt_metrics_conn *m, int code, const char *reason, const char 
     mc_answer(m, code, reason, NULL);
 }
 
-/* The request is complete (headers end at hdr_len): answer it. */
-static void mc_request(pt_metrics_conn *m, size_t line_len)
+/* Answers a complete request as v says. */
+static void mc_request(pt_metrics_conn *m, const pt_metrics_verdict *v)
 {
-    /* request line: METHOD SP TARGET SP HTTP/1.x */
-    char line[256];
-    if (line_len >= sizeof line) {
-        mc_bad(m, 400, "Bad Request", "request line too long");
+    switch (v->answer) {
+    case PT_METRICS_MORE:
         return;
-    }
-    memcpy(line, m->req, line_len);
-    line[line_len] = 0;
-    if (line_len && line[line_len - 1] == '\r') line[--line_len] = 0;
-    char *sp1 = strchr(line, ' ');
-    char *sp2 = sp1 ? strchr(sp1 + 1, ' ') : NULL;
-    if (!sp1 || !sp2 || strchr(sp2 + 1, ' ') || sp1 == line || sp2 == sp1 + 1 ||
-        (strcmp(sp2 + 1, "HTTP/1.0") != 0 && strcmp(sp2 + 1, "HTTP/1.1") != 0)) {
-        mc_bad(m, 400, "Bad Request", "malformed request line");
+    case PT_METRICS_BAD_REQUEST:
+    case PT_METRICS_BAD_METHOD:
+        mc_bad(m, v->status, v->reason, v->why);
         return;
-    }
-    *sp1 = *sp2 = 0;
-    for (const char *p = line; *p; p++) {
-        if (*p < 'A' || *p > 'Z') {
-            mc_bad(m, 400, "Bad Request", "malformed method");
-            return;
-        }
-    }
-    if (strcmp(line, "GET") != 0) {
-        mc_bad(m, 405, "Method Not Allowed", "not GET");
+    case PT_METRICS_NOT_FOUND:
+        mc_answer(m, v->status, v->reason, NULL);
         return;
-    }
-    const char *path = sp1 + 1;
-    size_t plen = strcspn(path, "?");
-    if (plen == 8 && memcmp(path, "/healthz", 8) == 0) {
+    case PT_METRICS_HEALTHZ: {
         /* liveness: the loop answered; nothing else is consulted */
         pt_buf ok;
         pt_buf_init(&ok);
@@ -241,15 +221,15 @@ static void mc_request(pt_metrics_conn *m, size_t line_len)
         pt_buf_free(&ok);
         return;
     }
-    if (plen != 8 || memcmp(path, "/metrics", 8) != 0) {
-        mc_answer(m, 404, "Not Found", NULL);
+    case PT_METRICS_SCRAPE: {
+        pt_buf body;
+        pt_buf_init(&body);
+        if (pt_metrics_render(m->srv, &body) == 0) mc_answer(m, 200, "OK", &body);
+        else mc_answer(m, 500, "Internal Server Error", NULL);
+        pt_buf_free(&body);
         return;
     }
-    pt_buf body;
-    pt_buf_init(&body);
-    if (pt_metrics_render(m->srv, &body) == 0) mc_answer(m, 200, "OK", &body);
-    else mc_answer(m, 500, "Internal Server Error", NULL);
-    pt_buf_free(&body);
+    }
 }
 
 /* Where the headers end (just past the blank line), or 0 when not yet. */
@@ -261,6 +241,63 @@ static size_t headers_end(const char *p, size_t n)
         if (i + 2 < n && p[i + 1] == '\r' && p[i + 2] == '\n') return i + 3;
     }
     return 0;
+}
+
+static pt_metrics_answer verdict(pt_metrics_verdict *out, pt_metrics_answer a, const char *why)
+{
+    static const struct {
+        int status;
+        const char *reason;
+    } http[] = {
+        [PT_METRICS_MORE] = {0, NULL},
+        [PT_METRICS_SCRAPE] = {200, "OK"},
+        [PT_METRICS_HEALTHZ] = {200, "OK"},
+        [PT_METRICS_NOT_FOUND] = {404, "Not Found"},
+        [PT_METRICS_BAD_METHOD] = {405, "Method Not Allowed"},
+        [PT_METRICS_BAD_REQUEST] = {400, "Bad Request"},
+    };
+    out->answer = a;
+    out->status = http[a].status;
+    out->reason = http[a].reason;
+    out->why = why;
+    return a;
+}
+
+pt_metrics_answer pt_metrics_request(const char *req, size_t len, pt_metrics_verdict *out)
+{
+    if (len > PT_METRICS_REQ_MAX) len = PT_METRICS_REQ_MAX;
+    size_t end = headers_end(req, len);
+    if (memchr(req, 0, end ? end : len))
+        return verdict(out, PT_METRICS_BAD_REQUEST, "NUL byte in the request");
+    if (!end) {
+        if (len == PT_METRICS_REQ_MAX)
+            return verdict(out, PT_METRICS_BAD_REQUEST, "request over 4096 bytes");
+        return verdict(out, PT_METRICS_MORE, NULL);
+    }
+    /* request line: METHOD SP TARGET SP HTTP/1.x */
+    size_t line_len = (size_t)((const char *)memchr(req, '\n', end) - req);
+    char line[256];
+    if (line_len >= sizeof line)
+        return verdict(out, PT_METRICS_BAD_REQUEST, "request line too long");
+    memcpy(line, req, line_len);
+    line[line_len] = 0;
+    if (line_len && line[line_len - 1] == '\r') line[--line_len] = 0;
+    char *sp1 = strchr(line, ' ');
+    char *sp2 = sp1 ? strchr(sp1 + 1, ' ') : NULL;
+    if (!sp1 || !sp2 || strchr(sp2 + 1, ' ') || sp1 == line || sp2 == sp1 + 1 ||
+        (strcmp(sp2 + 1, "HTTP/1.0") != 0 && strcmp(sp2 + 1, "HTTP/1.1") != 0))
+        return verdict(out, PT_METRICS_BAD_REQUEST, "malformed request line");
+    *sp1 = *sp2 = 0;
+    for (const char *p = line; *p; p++)
+        if (*p < 'A' || *p > 'Z') return verdict(out, PT_METRICS_BAD_REQUEST, "malformed method");
+    if (strcmp(line, "GET") != 0) return verdict(out, PT_METRICS_BAD_METHOD, "not GET");
+    const char *path = sp1 + 1;
+    size_t plen = strcspn(path, "?");
+    if (plen == 8 && memcmp(path, "/healthz", 8) == 0)
+        return verdict(out, PT_METRICS_HEALTHZ, NULL);
+    if (plen != 8 || memcmp(path, "/metrics", 8) != 0)
+        return verdict(out, PT_METRICS_NOT_FOUND, NULL);
+    return verdict(out, PT_METRICS_SCRAPE, NULL);
 }
 
 static void mc_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -280,20 +317,10 @@ static void mc_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
         mc_close(m); /* gone before asking */
         return;
     }
-    size_t old = m->len;
     m->len += (size_t)n;
-    for (size_t i = old; i < m->len; i++) {
-        if (m->req[i] == 0) {
-            mc_bad(m, 400, "Bad Request", "NUL byte in the request");
-            return;
-        }
-    }
-    size_t end = headers_end(m->req, m->len);
-    if (end) {
-        mc_request(m, (size_t)((char *)memchr(m->req, '\n', end) - m->req));
-        return;
-    }
-    if (m->len == sizeof m->req) mc_bad(m, 400, "Bad Request", "request over 4096 bytes");
+    /* judged again from the start: the verdict must not depend on how TCP split the bytes */
+    pt_metrics_verdict v;
+    if (pt_metrics_request(m->req, m->len, &v) != PT_METRICS_MORE) mc_request(m, &v);
 }
 
 static void mc_timeout(uv_timer_t *t)

@@ -21,6 +21,8 @@
 #ifndef PT_BACKUP_H
 #define PT_BACKUP_H
 
+#include <stdio.h>
+
 #include "common/pt_common.h"
 
 #define PT_BACKUP_FORMAT 1
@@ -54,5 +56,29 @@ int pt_backup_restore(const char *path, const char *data_dir, bool dry_run, pt_b
  * a descriptor to keep open while using the directory, or -1 with a sentence in
  * msg (held by a running packtrackd, or an I/O error). */
 int pt_datadir_lock(const char *data_dir, char *msg, size_t msglen);
+
+#define PT_BACKUP_NFILES 2          /* packtrack.db, server.key, in this order */
+#define PT_BACKUP_HEADER_MAX 4096   /* header bytes before its "end" line */
+
+/* One file of the archive, as its header line announces it. */
+typedef struct pt_backup_entry {
+    uint64_t size;              /* bytes that follow in the archive */
+    uint8_t h[32];              /* their SHA-256 */
+} pt_backup_entry;
+
+/* The name of the archive's file i (< PT_BACKUP_NFILES), in the order of the bytes. */
+const char *pt_backup_file_name(size_t i);
+
+/* Reads the header from f (any stream: a file, fmemopen'ed bytes) up to and with
+ * its "end" line, so that f is left at the first file's bytes: 0 when the magic
+ * line, a known format, exactly one line per file (e[i] for pt_backup_file_name(i))
+ * and a matching header checksum are there; else an error (PT_ERR_DECODE malformed
+ * or truncated, PT_ERR_VERSION a newer format, PT_ERR_AUTH a checksum mismatch) with a
+ * sentence in msg. info gets the format and what the informative lines say (format,
+ * schema, created, version), whatever the result; e is written only for the files seen.
+ * Reads no more than the header, and nothing but f. */
+int pt_backup_parse_header(FILE *f, pt_backup_info *info,
+                           pt_backup_entry e[static PT_BACKUP_NFILES], char *msg,
+                           size_t msglen) PT_WUR;
 
 #endif

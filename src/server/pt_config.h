@@ -109,7 +109,6 @@ typedef struct pt_config_key_info {
 const pt_config_key_info *pt_config_key_get(pt_config_key k);
 
 #define PT_CONFIG_MAX_DIAGS 32       /* problems kept with their text; more are counted */
-#define PT_CONFIG_LINE_MAX 1024      /* longer lines are an error */
 
 typedef struct pt_config_diag {
     bool error;                 /* false: a warning */
@@ -140,6 +139,10 @@ typedef struct pt_config_file {
  * have warnings), PT_ERR_IO when it cannot be read, PT_ERR_INVAL when some key is
  * wrong; out->diags says what and where either way (a secret is never quoted). */
 int pt_config_load(pt_config_file *out, const char *path) PT_WUR;
+/* The same for a file's bytes data[len] already in memory (NUL bytes and a last
+ * line without '\n' as in a file); name stands for the path in the diagnostics.
+ * Never PT_ERR_IO; nothing is read but data (and the key files it names). */
+int pt_config_load_mem(pt_config_file *out, const char *name, const char *data, size_t len) PT_WUR;
 
 /* The checks that need the whole configuration, and the file system as the running
  * user: the data directory, its key and database files, the log file, the

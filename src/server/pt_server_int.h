@@ -608,6 +608,39 @@ int pt_srv_ctl_start(pt_server *s);
 void pt_srv_ctl_stop(pt_server *s);
 void pt_srv_ctl_free(pt_server *s);
 
+#define PT_CTL_PATH_MAX 4096        /* a backup FILE path, with its NUL */
+
+/* A control request, parsed and checked but not run. */
+typedef enum pt_ctl_cmd {
+    PT_CTL_STATUS,
+    PT_CTL_USERS,
+    PT_CTL_USER,
+    PT_CTL_RELOAD,
+    PT_CTL_REOPEN_LOGS,
+    PT_CTL_BACKUP,
+    PT_CTL_METRICS,
+} pt_ctl_cmd;
+
+struct cJSON;
+typedef struct pt_ctl_req {
+    struct cJSON *json;             /* owned: the parsed request, which the strings point into */
+    const char *name;               /* the "cmd" string as sent, for the log; NULL when absent */
+    pt_ctl_cmd cmd;
+    bool online;                    /* users: only those online ("online": true) */
+    pt_srv_admin_action action;     /* user: what to do */
+    const char *user;               /* user: the NAME, not empty */
+    const char *file;               /* backup: an absolute path, shorter than PT_CTL_PATH_MAX */
+} pt_ctl_req;
+
+/* Parses the request line line[len] (a JSON object; line[len] is never read) and
+ * checks the command's arguments, without running it: 0, or PT_ERR_INVAL with the
+ * answer's error sentence in err (errlen > 0). out is always written; release it
+ * with pt_ctl_req_free, which keeps out->name readable until then (it is set
+ * whenever "cmd" is a string, valid or not). No I/O, no state. */
+int pt_ctl_request_parse(pt_ctl_req *out, const char *line, size_t len, char *err,
+                         size_t errlen) PT_WUR;
+void pt_ctl_req_free(pt_ctl_req *r);
+
 /* systemd readiness notifications (notify.c); nothing outside systemd. */
 typedef enum { PT_SRV_NOTIFY_READY, PT_SRV_NOTIFY_RELOADING, PT_SRV_NOTIFY_STOPPING } pt_srv_notify_state;
 void pt_srv_notify(pt_server *s, pt_srv_notify_state st);
@@ -623,6 +656,34 @@ int pt_metrics_start(pt_server *s);
 void pt_metrics_stop(pt_server *s); /* closes the listener and any scrape in progress */
 /* Appends the Prometheus text exposition of s's state. */
 int pt_metrics_render(pt_server *s, pt_buf *out);
+
+#define PT_METRICS_REQ_MAX 4096     /* request line + headers a scrape may send, bytes */
+
+/* What the metrics endpoint answers to the bytes a scraper has sent so far. */
+typedef enum pt_metrics_answer {
+    PT_METRICS_MORE = 0,            /* the headers have not ended yet: read on */
+    PT_METRICS_SCRAPE,              /* 200, the exposition (GET /metrics) */
+    PT_METRICS_HEALTHZ,             /* 200, {"status":"ok"} (GET /healthz) */
+    PT_METRICS_NOT_FOUND,           /* 404, another path (not logged) */
+    PT_METRICS_BAD_METHOD,          /* 405, not GET */
+    PT_METRICS_BAD_REQUEST,         /* 400, malformed, NUL byte or oversized */
+} pt_metrics_answer;
+
+typedef struct pt_metrics_verdict {
+    pt_metrics_answer answer;
+    int status;                     /* HTTP status code; 0 for PT_METRICS_MORE */
+    const char *reason;             /* its reason phrase ("OK"); NULL for PT_METRICS_MORE */
+    const char *why;                /* 400 and 405: what the log line says; else NULL */
+} pt_metrics_verdict;
+
+/* Judges the request bytes req[len] received on a metrics connection (no I/O, no
+ * state): PT_METRICS_MORE until the blank line that ends the headers, then the
+ * answer, decided by the bytes before that blank line alone (what follows it is
+ * never read). A NUL byte is a 400 as soon as it arrives; so are PT_METRICS_REQ_MAX
+ * bytes without the blank line (a longer len is judged on its first
+ * PT_METRICS_REQ_MAX bytes, all a connection holds). Feeding the same bytes in any
+ * chunks, stopping at the first answer, gives the answer for all of them at once. */
+pt_metrics_answer pt_metrics_request(const char *req, size_t len, pt_metrics_verdict *out);
 
 /* Abuse control (src/server/abuse.c). */
 int pt_abuse_init(pt_server *s);
