@@ -47,6 +47,15 @@ char *pt_cli_password(const pt_cli *cli, const char *prompt, bool confirm, const
 void pt_cli_password_free(char *pw);
 const char *pt_cli_status_name(pt_status s);
 
+/* s (UTF-8 from the network or the store) made safe to print on a terminal: an invalid
+ * byte, a control character, a surrogate and an unassigned code point become U+FFFD, so
+ * nothing in it can move the cursor or send the terminal a command. With `indent`, a
+ * newline is kept and followed by indent (a message's next line cannot pass for the
+ * next message, which starts at the margin) and a tab is kept; without, both become
+ * U+FFFD too (a name in a one-line, tab-separated listing). malloc'd; NULL when out of
+ * memory. (src/cli/text.c) */
+char *pt_cli_printable(const char *s, const char *indent);
+
 /* Prints text as a QR code made of half blocks (libqrencode); -1 if it does not fit. */
 int pt_cli_print_qr(FILE *f, const char *text);
 /* The same QR code as rows of UTF-8 half blocks, each ended by '\n', with `quiet`

@@ -287,6 +287,21 @@ static int cmd_status(pt_cli *cli, pt_ctx *ctx)
     return pt_cli_fail(PT_EXIT_USAGE, "status '%s' is not one of online, busy, away, invisible", cli->argv[1]);
 }
 
+/* Names and texts from other people (through the server or the LAN) as they may be
+ * printed (pt_cli_printable): a ring of SHOWN strings, each valid until SHOWN more were
+ * made, enough for one printf. A name or a one-line field: indent NULL. */
+#define SHOWN 8
+static const char *shown_as(const char *s, const char *indent)
+{
+    static char *ring[SHOWN];
+    static unsigned at;
+    char **slot = &ring[at++ % SHOWN];
+    free(*slot);
+    *slot = pt_cli_printable(s ? s : "", indent);
+    return *slot ? *slot : "?";
+}
+static const char *shown(const char *s) { return shown_as(s, NULL); }
+
 static int cmd_list(pt_cli *cli, pt_ctx *ctx)
 {
     int rc = need_args(cli, 0, 0, "list");
@@ -294,7 +309,7 @@ static int cmd_list(pt_cli *cli, pt_ctx *ctx)
     pt_user *u;
     size_t n;
     if ((rc = pt_users_online(ctx, &u, &n)) != 0) return pt_cli_report(ctx, rc, "list");
-    for (size_t i = 0; i < n; i++) printf("%s\t%s\n", u[i].name, pt_cli_status_name(u[i].status));
+    for (size_t i = 0; i < n; i++) printf("%s\t%s\n", shown(u[i].name), pt_cli_status_name(u[i].status));
     pt_free(u);
     return 0;
 }
@@ -352,13 +367,13 @@ static int friend_add_nearby(pt_ctx *ctx, const char *name, const char *note, co
     }
     if (hits > 1) {
         for (size_t i = 0; i < n; i++)
-            if (strcasecmp(v[i].name, name) == 0) fprintf(stderr, "  %s at %s: %s\n", v[i].name, v[i].addr, v[i].fingerprint);
+            if (strcasecmp(v[i].name, name) == 0) fprintf(stderr, "  %s at %s: %s\n", shown(v[i].name), v[i].addr, v[i].fingerprint);
         pt_free(v);
         return pt_cli_fail(PT_EXIT_FAIL, "several devices nearby call themselves '%s'; nothing was sent", name);
     }
     fprintf(stderr, "%s is nearby at %s. Their identity fingerprint:\n  %s\n"
                     "Compare it with what %s's own device shows (packtrack whoami).\n",
-            v[at].name, v[at].addr, v[at].fingerprint, v[at].name);
+            shown(v[at].name), v[at].addr, v[at].fingerprint, shown(v[at].name));
     if (expect && !same_fingerprint(expect, v[at].fingerprint)) {
         pt_free(v);
         return pt_cli_fail(PT_EXIT_FAIL, "the fingerprint differs from --expect: nothing was sent");
@@ -397,7 +412,7 @@ static int cmd_friend(pt_cli *cli, pt_ctx *ctx)
                 if (near[k].kind == PT_NEARBY_FRIEND && strcmp(near[k].name, c[i].name) == 0 &&
                     c[i].state == PT_CONTACT_STATE_FRIEND && !pt_connected(ctx))
                     st = "nearby";
-            printf("%s\t%s\t%s\t%s\n", c[i].name, st,
+            printf("%s\t%s\t%s\t%s\n", shown(c[i].name), st,
                    c[i].key_changed ? "KEY CHANGED" : c[i].verified ? "verified" : "unverified",
                    state_name(c[i].state));
         }
@@ -562,8 +577,14 @@ static void print_json_string(const char *s)
         case '\r': fputs("\\r", stdout); break;
         case '\t': fputs("\\t", stdout); break;
         default:
-            if (*p < 0x20) printf("\\u%04x", *p);
-            else putchar(*p);
+            if (*p < 0x20 || *p == 0x7f) {
+                printf("\\u%04x", *p);
+            } else if (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) {
+                printf("\\u%04x", p[1]); /* U+0080-U+009F: C1 controls, escaped as C0 are */
+                p++;
+            } else {
+                putchar(*p);
+            }
         }
     }
     putchar('"');
@@ -582,6 +603,9 @@ static void format_time(char *out, size_t cap, int64_t ms, bool iso)
         strftime(out, cap, "%Y-%m-%d %H:%M:%S", &tm);
     }
 }
+
+/* A text's second and later lines, under the first's text and never at the margin */
+#define TEXT_INDENT "    "
 
 static void print_messages(const pt_message *m, size_t n, bool json)
 {
@@ -616,13 +640,14 @@ static void print_messages(const pt_message *m, size_t n, bool json)
             fputs("}\n", stdout);
         } else if (m[i].undecryptable) {
             printf("[%s] %s%s%s%s: <a message that could not be read: %s; %s's device was asked to send it again>\n",
-                   t, m[i].group[0] ? "#" : "", m[i].group, m[i].group[0] ? " " : "", m[i].from, reason, m[i].from);
+                   t, m[i].group[0] ? "#" : "", shown(m[i].group), m[i].group[0] ? " " : "", shown(m[i].from), reason,
+                   shown(m[i].from));
         } else if (m[i].group[0]) {
-            printf("[%s] #%s <%s> %s\n", t, m[i].group, m[i].from, m[i].text);
+            printf("[%s] #%s <%s> %s\n", t, shown(m[i].group), shown(m[i].from), shown_as(m[i].text, TEXT_INDENT));
         } else if (m[i].outgoing) {
-            printf("[%s] you -> %s: %s\n", t, m[i].to, m[i].text);
+            printf("[%s] you -> %s: %s\n", t, shown(m[i].to), shown_as(m[i].text, TEXT_INDENT));
         } else {
-            printf("[%s] %s: %s\n", t, m[i].from, m[i].text);
+            printf("[%s] %s: %s\n", t, shown(m[i].from), shown_as(m[i].text, TEXT_INDENT));
         }
     }
 }
@@ -705,7 +730,7 @@ static int cmd_group(pt_cli *cli, pt_ctx *ctx)
         pt_user *u;
         size_t n;
         if ((rc = pt_group_members(ctx, name, &u, &n)) != 0) return pt_cli_report(ctx, rc, "group members");
-        for (size_t i = 0; i < n; i++) printf("%s\n", u[i].name);
+        for (size_t i = 0; i < n; i++) printf("%s\n", shown(u[i].name));
         pt_free(u);
         return 0;
     }
@@ -812,7 +837,7 @@ static int cmd_nearby(pt_cli *cli, pt_ctx *ctx)
         } else if (v[i].kind == PT_NEARBY_SERVER) {
             printf("server   %s:%u  %s  (%s)\n", v[i].addr, v[i].port, v[i].fingerprint, obfs_text(v[i].obfs, o, sizeof o));
         } else if (v[i].kind == PT_NEARBY_FRIEND) {
-            printf("friend   %s  %s:%u  device %.23s%s\n", v[i].name, v[i].addr, v[i].port, v[i].fingerprint,
+            printf("friend   %s  %s:%u  device %.23s%s\n", shown(v[i].name), v[i].addr, v[i].port, v[i].fingerprint,
                    v[i].connected ? "  (connected)" : "");
         } else {
             printf("someone nearby  %s\n", v[i].addr);

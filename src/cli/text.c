@@ -45,6 +45,35 @@ wchar_t *pt_tui_wide(const char *s)
     return w;
 }
 
+char *pt_cli_printable(const char *s, const char *indent)
+{
+    size_t len = strlen(s), ilen = indent ? strlen(indent) : 0;
+    /* each input byte gives at most 3 (U+FFFD), a newline 1 + ilen */
+    char *out = malloc(len * (3 + ilen) + 1), *o = out;
+    if (!out) return NULL;
+    const utf8proc_uint8_t *p = (const utf8proc_uint8_t *)s;
+    while (len) {
+        utf8proc_int32_t c;
+        utf8proc_ssize_t k = utf8proc_iterate(p, (utf8proc_ssize_t)len, &c);
+        if (k <= 0) { /* one bad byte is one replacement */
+            c = REPLACEMENT;
+            k = 1;
+        }
+        if (indent && c == '\n') {
+            *o++ = '\n';
+            memcpy(o, indent, ilen);
+            o += ilen;
+        } else {
+            if (!(indent && c == '\t') && unprintable(c)) c = REPLACEMENT;
+            o += utf8proc_encode_char(c, (utf8proc_uint8_t *)o);
+        }
+        p += k;
+        len -= (size_t)k;
+    }
+    *o = 0;
+    return out;
+}
+
 char *pt_tui_utf8(const wchar_t *w, size_t n)
 {
     char *out = malloc(n * 4 + 1), *p = out;

@@ -280,6 +280,22 @@ static void test_messages(void **state)
     OK(B, out, "send", "alice", "hi alice, \"quoted\"\tand tabbed");
     OK(A, out, "recv", "--json");
     assert_non_null(strstr(out, "\"text\":\"hi alice, \\\"quoted\\\"\\tand tabbed\""));
+    /* nothing alice sends reaches bob's terminal as a command: ESC (a colour, a title,
+     * OSC 52 clipboard), BEL, DEL and C1's CSI become U+FFFD, and a second line is
+     * indented so that it cannot pass for a message of its own */
+    OK(A, out, "send", "bob",
+       "\x1b[31mred\x1b]52;c;ZXZpbA==\x07 \x7f \xc2\x9b" "2J\n[2026-01-01 00:00:00] carol: forged");
+    OK(B, out, "recv");
+    fprintf(stderr, "test_cli: shown: %s", out);
+    assert_null(strchr(out, 0x1b));
+    assert_null(strchr(out, 0x07));
+    assert_null(strchr(out, 0x7f));
+    assert_null(strstr(out, "\xc2\x9b"));
+    assert_non_null(strstr(out, "alice: \xef\xbf\xbd[31mred\xef\xbf\xbd]52;c;ZXZpbA==\xef\xbf\xbd"));
+    assert_non_null(strstr(out, "\n    [2026-01-01 00:00:00] carol: forged\n"));
+    assert_int_equal(count(out, "\n["), 0);
+    OK(B, out, "history", "alice", "--json");
+    assert_non_null(strstr(out, "\\u001b[31mred\\u001b]52;c;ZXZpbA==\\u0007 \\u007f \\u009b2J\\n[2026"));
     /* carol is not running: the message waits for her */
     OK(A, out, "send", "carol", "are you there?");
     OK(A, out, "send", "carol", "second one");
