@@ -1,11 +1,11 @@
 /* Fuzz target for pt_known_servers_find(): arbitrary bytes as HOME/known_servers.
  * Looked up for two names: the first line's text before its first space (when it is
- * a name pt_known_server_line accepts) and a fixed "127.0.0.1:7000". Properties, each
+ * a name pt_known_servers_line accepts) and a fixed "127.0.0.1:7000". Properties, each
  * abort()ing when broken:
  *  - the answer (found or not, and the key) is the one a separate reading gives: the
  *    first line that is exactly NAME, a space and 64 hex digits (one trailing CR
  *    allowed) holds the key;
- *  - a line for a name not yet found, appended as pt_known_server_add writes it, is
+ *  - a line for a name not yet found, appended as pt_known_servers_add writes it, is
  *    then found with exactly its key;
  *  - a line appended for a name already found changes nothing (the first counts). */
 #include <ctype.h>
@@ -55,9 +55,9 @@ static void check(const char *buf, size_t len, const char *name, const uint8_t o
     if (found != ref_find(buf, len, name, want)) abort();
     if (found && memcmp(got, want, 32) != 0) abort();
 
-    /* append a line for the name, as pt_known_server_add writes it */
+    /* append a line for the name, as pt_known_servers_add writes it */
     char line[400];
-    int n = pt_known_server_line(line, sizeof line, name, other);
+    int n = pt_known_servers_line(line, sizeof line, name, other);
     if (n <= 0) abort(); /* the names given here are all acceptable */
     char *more = malloc(len + 1 + (size_t)n);
     if (!more) return;
@@ -80,7 +80,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     check(buf, size, "127.0.0.1:7000", other);
 
-    /* the first line's name, when pt_known_server_line takes it */
+    /* the first line's name, when pt_known_servers_line takes it */
     char name[300];
     size_t k = 0;
     while (k < size && k < sizeof name - 1 && buf[k] != ' ' && buf[k] != '\n' && buf[k] != '\r' &&
@@ -89,7 +89,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(name, buf, k);
     name[k] = 0;
     char line[400];
-    if (k > 0 && pt_known_server_line(line, sizeof line, name, other) > 0)
+    if (k > 0 && pt_known_servers_line(line, sizeof line, name, other) > 0)
         check(buf, size, name, other);
     return 0;
 }

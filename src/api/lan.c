@@ -1246,7 +1246,7 @@ static bool pinned_key(pt_ctx *x, uint8_t key[32])
     if (x->server_fp[0]) return pt_fingerprint_parse(key, x->server_fp) == 0;
     char want[300];
     snprintf(want, sizeof want, "%s:%u", x->host, x->port);
-    return pt_known_server_lookup(x->home, want, key);
+    return pt_known_servers_lookup(x->home, want, key) == 1;
 }
 
 /* BSM, and if our own server (the key we pinned, nothing else: a stranger's server on
@@ -1269,13 +1269,15 @@ static void find_server(pt_ctx *x)
         /* the same key under the new address, so the channel pins it there too */
         snprintf(hostport, sizeof hostport, "%s:%u", host, l->servers[i].port);
         uint8_t there[32];
-        bool pinned = pt_known_server_lookup(x->home, hostport, there);
-        if (pinned && pt_ct_memcmp(there, key, 32) != 0) {
-            pt_log_warn("lan: our server answered from %s, where another key is pinned; not used",
-                        hostport);
+        /* with --fingerprint the client checks that key, not known_servers */
+        int pinned = x->server_fp[0] ? 0 : pt_known_servers_lookup(x->home, hostport, there);
+        if (pinned < 0 || (pinned == 1 && pt_ct_memcmp(there, key, 32) != 0)) {
+            if (pinned == 1)
+                pt_log_warn("lan: our server answered from %s, where another key is pinned; not used",
+                            hostport);
             continue;
         }
-        if (!pinned && pt_known_server_add(x->home, hostport, key) != 0)
+        if (!pinned && !x->server_fp[0] && pt_known_servers_add(x->home, hostport, key) != 0)
             pt_log_warn("lan: cannot pin our server's key under %s in %s/known_servers", hostport,
                         x->home);
         char old[256];

@@ -151,7 +151,8 @@ bool pt_client_used_ik(const pt_client *c) { return c->used_ik; }
 
 /* ---- known_servers: "HOST:PORT HEXKEY" lines ------------------------------------------ */
 
-bool pt_known_servers_find(const char *buf, size_t len, const char *hostport, uint8_t key[32])
+bool pt_known_servers_find(const char *buf, size_t len, const char *hostport,
+                           uint8_t key[static 32])
 {
     size_t hplen = strlen(hostport);
     for (size_t at = 0; at < len;) {
@@ -174,36 +175,47 @@ bool pt_known_servers_find(const char *buf, size_t len, const char *hostport, ui
     return false;
 }
 
-/* Files over this are not ours (a line is under 400 bytes): read no further. */
-#define KNOWN_SERVERS_MAX (1u << 20)
-
-bool pt_known_server_lookup(const char *home, const char *hostport, uint8_t key[32])
+int pt_known_servers_lookup(const char *home, const char *hostport, uint8_t key[static 32])
 {
     char path[1100];
     snprintf(path, sizeof path, "%s/known_servers", home);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return false;
-    struct stat st;
-    size_t want = fstat(fd, &st) == 0 && st.st_size > 0 ? (size_t)st.st_size : 0;
-    if (want > KNOWN_SERVERS_MAX) {
-        pt_log_warn("%s: over %u bytes; only the first are read", path, KNOWN_SERVERS_MAX);
-        want = KNOWN_SERVERS_MAX;
+    if (fd < 0) {
+        if (errno == ENOENT) return 0;
+        pt_log_error("%s: %s", path, strerror(errno));
+        return PT_ERR_IO;
     }
-    char *buf = want ? malloc(want) : NULL;
-    size_t n = 0;
-    while (buf && n < want) {
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        pt_log_error("%s: %s", path, strerror(errno));
+        close(fd);
+        return PT_ERR_IO;
+    }
+    if (st.st_size > PT_KNOWN_SERVERS_MAX) {
+        pt_log_error("%s: over %d bytes: not a file of pinned keys", path, PT_KNOWN_SERVERS_MAX);
+        close(fd);
+        return PT_ERR_TOO_BIG;
+    }
+    size_t want = (size_t)st.st_size, n = 0;
+    char *buf = malloc(want ? want : 1);
+    int rc = buf ? 0 : PT_ERR_NOMEM;
+    while (rc == 0 && n < want) {
         ssize_t r = read(fd, buf + n, want - n);
         if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) break;
+        if (r < 0) {
+            pt_log_error("%s: %s", path, strerror(errno));
+            rc = PT_ERR_IO;
+        }
+        if (r <= 0) break; /* shorter than it was: what is there */
         n += (size_t)r;
     }
     close(fd);
-    bool found = buf && pt_known_servers_find(buf, n, hostport, key);
+    if (rc == 0) rc = pt_known_servers_find(buf, n, hostport, key) ? 1 : 0;
     free(buf);
-    return found;
+    return rc;
 }
 
-int pt_known_server_line(char *out, size_t cap, const char *hostport, const uint8_t key[32])
+int pt_known_servers_line(char *out, size_t cap, const char *hostport, const uint8_t key[static 32])
 {
     char hex[65];
     pt_hex_encode(hex, key, 32);
@@ -212,15 +224,23 @@ int pt_known_server_line(char *out, size_t cap, const char *hostport, const uint
     return n;
 }
 
-int pt_known_server_add(const char *home, const char *hostport, const uint8_t key[32])
+int pt_known_servers_add(const char *home, const char *hostport, const uint8_t key[static 32])
 {
     char path[1100], line[400];
     snprintf(path, sizeof path, "%s/known_servers", home);
-    int n = pt_known_server_line(line, sizeof line, hostport, key);
+    int n = pt_known_servers_line(line + 1, sizeof line - 1, hostport, key);
     if (n < 0) return n;
-    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    int fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0) return PT_ERR_IO;
-    int rc = write(fd, line, (size_t)n) == n ? 0 : PT_ERR_IO; /* one write: whole lines */
+    /* a file edited by hand may end without a newline: the pin goes on a line of its own */
+    struct stat st;
+    char last = '\n';
+    if (fstat(fd, &st) == 0 && st.st_size > 0 && pread(fd, &last, 1, st.st_size - 1) != 1)
+        last = '\n';
+    const char *from = last == '\n' ? line + 1 : line;
+    line[0] = '\n';
+    size_t len = (size_t)n + (last == '\n' ? 0 : 1);
+    int rc = write(fd, from, len) == (ssize_t)len ? 0 : PT_ERR_IO; /* one write: whole lines */
     close(fd);
     return rc;
 }
@@ -368,7 +388,11 @@ int pt_client_connect(pt_client *c, const char *host, uint16_t port)
     char hostport[300];
     snprintf(hostport, sizeof hostport, "%s:%u", host, port);
     uint8_t pinned[32];
-    bool stored = pt_known_server_lookup(c->home, hostport, pinned), have_pin = stored;
+    /* a file that cannot be read is not taken for one without a pin: that would trust
+     * whatever key the server shows */
+    int pin = c->has_fp ? 0 : pt_known_servers_lookup(c->home, hostport, pinned);
+    if (pin < 0) return pin;
+    bool stored = pin == 1, have_pin = stored;
     if (c->has_fp) {
         memcpy(pinned, c->fp_key, 32);
         have_pin = true;
@@ -398,7 +422,7 @@ int pt_client_connect(pt_client *c, const char *host, uint16_t port)
         pt_client_drop(c);
         return rc;
     }
-    if (!stored && !c->has_fp && (rc = pt_known_server_add(c->home, hostport, c->server_pk)) != 0) {
+    if (!stored && !c->has_fp && (rc = pt_known_servers_add(c->home, hostport, c->server_pk)) != 0) {
         pt_client_drop(c);
         return rc;
     }

@@ -69,14 +69,19 @@ bool pt_client_used_ik(const pt_client *c);
 
 /* HOME/known_servers: the pinned server keys, one "HOST:PORT HEXKEY" line each (64 hex
  * digits); for a HOST:PORT the first well-formed line counts, others are skipped.
- * pt_known_servers_find looks hostport up in the file's text buf[len];
- * pt_known_server_lookup reads HOME's file (its first MiB); pt_known_server_add appends
- * one line (mode 0600 when it makes the file), formatted by pt_known_server_line into
- * out[cap] (its length, or PT_ERR_INVAL for an empty hostport or one with a space or a
- * line break, or one that does not fit). */
-bool pt_known_servers_find(const char *buf, size_t len, const char *hostport, uint8_t key[32]);
-bool pt_known_server_lookup(const char *home, const char *hostport, uint8_t key[32]);
-int pt_known_server_line(char *out, size_t cap, const char *hostport, const uint8_t key[32]);
-int pt_known_server_add(const char *home, const char *hostport, const uint8_t key[32]) PT_WUR;
+ * pt_known_servers_find looks hostport up in the file's text buf[len].
+ * pt_known_servers_lookup reads HOME's file: 1 with the key, 0 with no file or no line
+ * for hostport, else an error (PT_ERR_IO it cannot be read, PT_ERR_TOO_BIG over
+ * PT_KNOWN_SERVERS_MAX bytes, PT_ERR_NOMEM), logged. pt_known_servers_add appends one
+ * line (a newline first when the file does not end with one; mode 0600 when it makes
+ * the file), as pt_known_servers_line formats it into out[cap]: its length, or
+ * PT_ERR_INVAL for an empty hostport, one with a space or a line break, or one that
+ * does not fit. */
+#define PT_KNOWN_SERVERS_MAX (16 * 1024 * 1024)
+bool pt_known_servers_find(const char *buf, size_t len, const char *hostport,
+                           uint8_t key[static 32]);
+int pt_known_servers_lookup(const char *home, const char *hostport, uint8_t key[static 32]);
+int pt_known_servers_line(char *out, size_t cap, const char *hostport, const uint8_t key[static 32]);
+int pt_known_servers_add(const char *home, const char *hostport, const uint8_t key[static 32]) PT_WUR;
 
 #endif
