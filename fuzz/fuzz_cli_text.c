@@ -4,8 +4,9 @@
  * NUL, as a C string is) as a message text or a name. Properties, each abort()ing when
  * broken:
  *  - the output is well-formed UTF-8 with no control character (C0, DEL, C1), no
- *    surrogate and no unassigned code point, but: with an indent, a newline followed by
- *    exactly that indent, and a tab; without, neither;
+ *    surrogate, no unassigned code point, no U+2028/U+2029 and no bidi override or
+ *    isolate, but: with an indent, a newline followed by exactly that indent, and a
+ *    tab; without, neither;
  *  - nothing printable is lost or moved: one code point out per code point in (or per
  *    invalid byte), and input that is well-formed and printable comes out unchanged;
  *  - made printable again, the output (without an indent) is unchanged;
@@ -20,11 +21,22 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static bool bad_cp(utf8proc_int32_t c)
+/* What the chat screen may not draw (pt_tui_wide): checked by ranges first (not only by
+ * the code's own predicate), then by the categories the code names. */
+static bool ctl_cp(utf8proc_int32_t c)
 {
-    if (c < 0 || c > 0x10FFFF) return true;
+    if (c < 0x20 || c > 0x10FFFF || (c >= 0x7f && c <= 0x9f) || (c >= 0xD800 && c <= 0xDFFF))
+        return true;
     utf8proc_category_t cat = utf8proc_category(c);
     return cat == UTF8PROC_CATEGORY_CC || cat == UTF8PROC_CATEGORY_CS || cat == UTF8PROC_CATEGORY_CN;
+}
+
+/* What may not be printed (pt_cli_printable): that, line and paragraph separators, and
+ * bidi overrides and isolates. */
+static bool bad_cp(utf8proc_int32_t c)
+{
+    return ctl_cp(c) || c == 0x2028 || c == 0x2029 || (c >= 0x202A && c <= 0x202E) ||
+           (c >= 0x2066 && c <= 0x2069);
 }
 
 /* Code points (an invalid byte counting as one) of s; *clean: well-formed, and every
@@ -102,7 +114,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t n = units(in, true, &clean), wn = wcslen(w);
     if (wn != n) abort();
     for (size_t i = 0; i < wn; i++)
-        if (w[i] != '\n' && (bad_cp((utf8proc_int32_t)w[i]) || w[i] == '\t')) abort();
+        if (w[i] != '\n' && (ctl_cp((utf8proc_int32_t)w[i]) || w[i] == '\t')) abort();
     free(w);
     free(in);
     return 0;

@@ -48,12 +48,13 @@ void pt_cli_password_free(char *pw);
 const char *pt_cli_status_name(pt_status s);
 
 /* s (UTF-8 from the network or the store) made safe to print on a terminal: an invalid
- * byte, a control character, a surrogate and an unassigned code point become U+FFFD, so
- * nothing in it can move the cursor or send the terminal a command. With `indent`, a
- * newline is kept and followed by indent (a message's next line cannot pass for the
- * next message, which starts at the margin) and a tab is kept; without, both become
- * U+FFFD too (a name in a one-line, tab-separated listing). malloc'd; NULL when out of
- * memory. (src/cli/text.c) */
+ * byte, a control character, a surrogate, an unassigned code point and a bidi override
+ * or isolate (U+202A-U+202E, U+2066-U+2069) become U+FFFD, so nothing in it can move
+ * the cursor, send the terminal a command or reorder what follows it on the line. With
+ * `indent`, a line break (newline, U+2028, U+2029) is a newline followed by indent (a
+ * text's later lines never start at the margin, where each message starts) and a tab
+ * is kept; without, both become U+FFFD (a name in a one-line, tab-separated listing).
+ * malloc'd; NULL when out of memory. (src/cli/text.c) */
 char *pt_cli_printable(const char *s, const char *indent);
 
 /* Prints text as a QR code made of half blocks (libqrencode); -1 if it does not fit. */

@@ -14,6 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <utf8proc.h>
+
 #include "cli.h"
 
 static const char usage_text[] =
@@ -96,9 +98,12 @@ static int exit_code_of(int err)
 
 int pt_cli_report(const pt_ctx *ctx, int err, const char *what)
 {
-    const char *msg = pt_last_error(ctx);
-    if (msg && *msg) pt_cli_fail(0, "%s: %s", what, msg);
+    const char *last = pt_last_error(ctx);
+    /* it may quote the server's words or a LAN peer's name: printed as text is */
+    char *msg = last && *last ? pt_cli_printable(last, NULL) : NULL;
+    if (msg) pt_cli_fail(0, "%s: %s", what, msg);
     else pt_cli_fail(0, "%s: %s", what, pt_strerror(err));
+    free(msg);
     return exit_code_of(err);
 }
 
@@ -566,26 +571,34 @@ static int cmd_send(pt_cli *cli, pt_ctx *ctx)
     return 0;
 }
 
+/* s as a JSON string, ASCII control characters, DEL and C1 escaped (and U+2028/U+2029,
+ * which JavaScript took as line ends); an invalid byte is U+FFFD. */
 static void print_json_string(const char *s)
 {
     putchar('"');
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        switch (*p) {
+    const utf8proc_uint8_t *p = (const utf8proc_uint8_t *)s;
+    size_t len = strlen(s);
+    while (len) {
+        utf8proc_int32_t c;
+        utf8proc_ssize_t k = utf8proc_iterate(p, (utf8proc_ssize_t)len, &c);
+        if (k <= 0) {
+            c = 0xFFFD;
+            k = 1;
+        }
+        switch (c) {
         case '"': fputs("\\\"", stdout); break;
         case '\\': fputs("\\\\", stdout); break;
         case '\n': fputs("\\n", stdout); break;
         case '\r': fputs("\\r", stdout); break;
         case '\t': fputs("\\t", stdout); break;
         default:
-            if (*p < 0x20 || *p == 0x7f) {
-                printf("\\u%04x", *p);
-            } else if (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) {
-                printf("\\u%04x", p[1]); /* U+0080-U+009F: C1 controls, escaped as C0 are */
-                p++;
-            } else {
-                putchar(*p);
-            }
+            if (c < 0x20 || (c >= 0x7f && c <= 0x9f) || c == 0x2028 || c == 0x2029 || c == 0xFFFD)
+                printf("\\u%04x", (unsigned)c);
+            else
+                fwrite(p, 1, (size_t)k, stdout);
         }
+        p += k;
+        len -= (size_t)k;
     }
     putchar('"');
 }

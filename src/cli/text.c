@@ -59,12 +59,14 @@ char *pt_cli_printable(const char *s, const char *indent)
             c = REPLACEMENT;
             k = 1;
         }
+        if (c == 0x2028 || c == 0x2029) c = '\n'; /* line and paragraph separators */
         if (indent && c == '\n') {
             *o++ = '\n';
             memcpy(o, indent, ilen);
             o += ilen;
         } else {
-            if (!(indent && c == '\t') && unprintable(c)) c = REPLACEMENT;
+            bool bidi = (c >= 0x202A && c <= 0x202E) || (c >= 0x2066 && c <= 0x2069);
+            if ((!(indent && c == '\t') && unprintable(c)) || bidi) c = REPLACEMENT;
             o += utf8proc_encode_char(c, (utf8proc_uint8_t *)o);
         }
         p += k;

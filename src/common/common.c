@@ -132,12 +132,32 @@ void pt_log(pt_log_level lvl, const char *fmt, ...)
     int n = (int)strftime(line, sizeof line, "%Y-%m-%dT%H:%M:%S", &tm);
     n += snprintf(line + n, sizeof line - (size_t)n, ".%03ldZ %s ", ts.tv_nsec / 1000000L,
                   tags[lvl]);
+    char text[1024];
     va_list ap;
     va_start(ap, fmt);
-    int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
+    int m = vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
-    size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
-    if (len > sizeof line - 2) len = sizeof line - 2;
+    size_t tl = m < 0 ? 0 : (size_t)m < sizeof text ? (size_t)m : sizeof text - 1;
+    /* one line per event, whatever it quotes (a name, a server's or a peer's text): a
+     * control character (C0, DEL, C1) is written as \xNN, so none can break the line or
+     * reach a terminal that shows the log */
+    size_t len = (size_t)n;
+    for (size_t i = 0; i < tl && len < sizeof line - 1; i++) {
+        unsigned char c = (unsigned char)text[i];
+        bool c1 = c == 0xc2 && i + 1 < tl && (unsigned char)text[i + 1] >= 0x80 &&
+                  (unsigned char)text[i + 1] <= 0x9f;
+        if (c >= 0x20 && c != 0x7f && !c1) {
+            line[len++] = (char)c;
+            continue;
+        }
+        if (c1) c = (unsigned char)text[++i];
+        if (len + 4 > sizeof line - 1) break;
+        static const char hex[] = "0123456789abcdef";
+        line[len++] = '\\';
+        line[len++] = 'x';
+        line[len++] = hex[c >> 4];
+        line[len++] = hex[c & 15];
+    }
     line[len++] = '\n';
     /* one write per line: lines from the loop and the store's writer never mix, and
      * an O_APPEND log file gets whole lines even while it is being rotated */

@@ -228,6 +228,13 @@ static void test_friends(void **state)
     int rc;
     RUN(rc, A, out, "send", "bob", "too early");
     assert_int_equal(rc, 1); /* not friends */
+    /* an error that quotes a name (here one typed, as a server's or a LAN peer's words
+     * can be) reaches the terminal as text */
+    RUN(rc, A, out, "send", "b\x1b]0;owned\x07ob", "hi");
+    assert_int_equal(rc, 5); /* no such friend */
+    assert_null(strchr(err_out, 0x1b));
+    assert_null(strchr(err_out, 0x07));
+    assert_non_null(strstr(err_out, "b\xef\xbf\xbd]0;owned\xef\xbf\xbdob"));
     char long_note[300];
     memset(long_note, 'x', 257);
     long_note[257] = 0;

@@ -1,4 +1,5 @@
 #include "testutil.h"
+#include <unistd.h>
 #include "crypto/pt_crypto.h"
 
 static void test_hex_roundtrip(void **state)
@@ -62,6 +63,40 @@ static void test_strerror(void **state)
     assert_string_equal(pt_strerror(-9999), "unknown error");
 }
 
+/* A log line is one line whatever it quotes: control characters come out as \xNN. */
+static void test_log_line(void **state)
+{
+    (void)state;
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    pt_log_set_fd(p[1]);
+    pt_log(PT_LOG_ERROR, "name '%s' refused", "a\nb\x1b[31m\xc2\x9b" "c\x7f\xc3\xa9");
+    pt_log_set_fd(-1);
+    close(p[1]);
+    char got[2048];
+    ssize_t n = read(p[0], got, sizeof got - 1);
+    close(p[0]);
+    assert_true(n > 0);
+    got[n] = 0;
+    const char *msg = strstr(got, " error ");
+    assert_non_null(msg);
+    assert_string_equal(msg, " error name 'a\\x0ab\\x1b[31m\\x9bc\\x7f\xc3\xa9' refused\n");
+    /* a long one is cut, still one line */
+    char big[3000];
+    memset(big, '\n', sizeof big - 1);
+    big[sizeof big - 1] = 0;
+    assert_int_equal(pipe(p), 0);
+    pt_log_set_fd(p[1]);
+    pt_log(PT_LOG_ERROR, "%s", big);
+    pt_log_set_fd(-1);
+    close(p[1]);
+    n = read(p[0], got, sizeof got - 1);
+    close(p[0]);
+    assert_true(n > 1000 && n <= 1024);
+    assert_int_equal(got[n - 1], '\n');
+    assert_null(memchr(got, '\n', (size_t)n - 1));
+}
+
 int main(void)
 {
     assert_int_equal(pt_init(), 0);
@@ -70,6 +105,7 @@ int main(void)
         cmocka_unit_test(test_buf),
         cmocka_unit_test(test_base64),
         cmocka_unit_test(test_strerror),
+        cmocka_unit_test(test_log_line),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
