@@ -7,12 +7,13 @@
  *  - success means: the bytes start with the magic line of a format from 1 to
  *    PT_BACKUP_FORMAT; the stream stands just past an "end HEX" line within the
  *    first PT_BACKUP_HEADER_MAX + 600 bytes, and HEX is the SHA-256 of every byte
- *    before that line (at most PT_BACKUP_HEADER_MAX); each file's size, in decimal,
- *    is on a "file NAME" line of those bytes, and NAME is one of the archive's two
- *    fixed names (no '/', no "..": nothing the archive says picks a path);
+ *    before that line (at most PT_BACKUP_HEADER_MAX); each entry comes from a
+ *    "file NAME SIZE HEX" line of those bytes whose NAME is that entry's fixed name
+ *    and whose SIZE is the entry's size in decimal (nothing the archive says picks a
+ *    path);
  *  - the bytes after the header never change the result: the header alone, cut
  *    just after its "end" line, gives the same info and entries, and so does
- *    reading through a stream with a one-byte buffer. */
+ *    reading through an unbuffered stream. */
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,8 +40,8 @@ static void fz_parse(const uint8_t *data, size_t size, bool tiny_buffer, fz_resu
     /* fmemopen() wants a size of at least 1: no bytes is one byte of a stream cut short */
     FILE *f = fmemopen((void *)(size ? data : empty), size ? size : 1, "r");
     if (!f) abort();
+    if (tiny_buffer) setvbuf(f, NULL, _IONBF, 0); /* before any other use of the stream */
     if (!size) fgetc(f);
-    if (tiny_buffer) setvbuf(f, NULL, _IONBF, 0);
     r->rc = pt_backup_parse_header(f, &r->info, r->e, r->msg, sizeof r->msg);
     r->pos = ftell(f);
     fclose(f);
@@ -65,10 +66,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fz_parse(data, size, false, &r);
     fz_parse(data, size, true, &r2);
     if (!fz_same(&r, &r2)) abort();
-    for (size_t i = 0; i < PT_BACKUP_NFILES; i++) {
-        const char *name = pt_backup_file_name(i);
-        if (!*name || strchr(name, '/') || strstr(name, "..")) abort();
-    }
     if (r.rc != 0) return 0;
 
     if (r.info.format < 1 || r.info.format > PT_BACKUP_FORMAT) abort();
@@ -98,15 +95,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(head, data, start);
     head[start] = 0;
     for (size_t i = 0; i < PT_BACKUP_NFILES; i++) {
-        char num[32];
-        snprintf(num, sizeof num, " %llu", (unsigned long long)r.e[i].size);
         bool found = false;
         for (const char *l = head; l && *l && !found; l = strchr(l, '\n'), l = l ? l + 1 : NULL) {
-            const char *nl = strchr(l, '\n');
-            size_t ll = nl ? (size_t)(nl - l) : strlen(l);
-            const char *name = strstr(l, pt_backup_file_name(i));
-            const char *n = strstr(l, num);
-            found = strncmp(l, "file ", 5) == 0 && name && name < l + ll && n && n < l + ll;
+            /* "file NAME SIZE HEX", tokens compared whole */
+            char name[64], sz[32], hx[80];
+            char *endp = NULL;
+            found = sscanf(l, "file %63s %31s %79s", name, sz, hx) == 3 &&
+                    strcmp(name, pt_backup_file_name(i)) == 0 && sz[0] >= '0' && sz[0] <= '9' &&
+                    strtoull(sz, &endp, 10) == r.e[i].size && *endp == 0;
         }
         if (!found) abort();
     }

@@ -227,6 +227,7 @@ typedef struct load_ctx {
     const char *mem;            /* pt_config_load_mem's buffer */
     size_t memlen, mempos;
     bool mem_failed;            /* out of memory copying a line of mem */
+    bool had_section;           /* a [section] line came: keys are no longer before any */
     const char *path;
     int lineno;                 /* the physical line inih is parsing */
     char *raw;                  /* that line as read (getline buffer) */
@@ -297,6 +298,7 @@ static char *reader(char *str, int num, void *stream)
         return str;
     }
     if (*p == '[') {
+        x->had_section = true;
         const char *close = strchr(p, ']');
         if (!close) {
             diag(f, x->path, true, x->lineno, col_of(x->raw, p), "expected ']' after the section name");
@@ -347,12 +349,15 @@ static int on_kv(void *user, const char *section, const char *name, const char *
 {
     load_ctx *x = user;
     pt_config_file *f = x->f;
-    /* in an unknown section: reported at its header; before any section: an error for
-     * inih, reported as "not INI syntax" at its line once the parse is over */
-    if (!x->section_ok) return *section ? 1 : 0;
     bool bom = x->lineno == 1 && strncmp(x->raw, "\xEF\xBB\xBF", 3) == 0;
     const char *p = skip_ws(x->raw + (bom ? 3 : 0));
     int kcol = col_of(x->raw, p);
+    /* in an unknown section: reported at its header */
+    if (!x->section_ok) {
+        if (!x->had_section)
+            diag(f, x->path, true, x->lineno, kcol, "'%s' is before any [section]", name);
+        return 1;
+    }
     const char *eq = p + strcspn(p, "=:");
     int vcol = col_of(x->raw, *eq ? skip_ws(eq + 1) : eq);
     int k = -1;
@@ -523,7 +528,7 @@ static int load(load_ctx *x)
     free(x->raw);
     x->raw = NULL;
     if (read_err) diag(out, x->path, true, 0, 0, "read error");
-    /* keys before any [section]: inih calls them with section "" */
+    /* a line inih refused that the reader did not (none known) */
     if (rc > 0 && out->nerrors == 0)
         diag(out, x->path, true, rc, 1, "not INI syntax (expected [section] or key = value)");
     return out->nerrors ? PT_ERR_INVAL : 0;

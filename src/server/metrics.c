@@ -272,6 +272,7 @@ pt_metrics_answer pt_metrics_request(const char *req, size_t len, pt_metrics_ver
     if (!end) {
         if (len == PT_METRICS_REQ_MAX)
             return verdict(out, PT_METRICS_BAD_REQUEST, "request over 4096 bytes");
+        _Static_assert(PT_METRICS_REQ_MAX == 4096, "the text above gives the limit");
         return verdict(out, PT_METRICS_MORE, NULL);
     }
     /* request line: METHOD SP TARGET SP HTTP/1.x */

@@ -54,7 +54,11 @@ typedef struct pt_db_op {
     _Atomic int state;      /* whether apply() may still be skipped (pt_db_withdraw) */
     uint32_t hold_us;       /* the writer waits until the op is this old before applying
                                it, so that it may be withdrawn first; 0: at once. Ops
-                               behind a held one may pass it only if they commute */
+                               behind a held one may pass it only if they commute.
+                               Submitting raises it to the time of the held op before
+                               it (they fall due in order), and a later withdrawal of
+                               that op does not lower it again (only the next op's
+                               starting point is lowered when the last one goes) */
     bool commutes;          /* not held, and its effect does not depend on whether held
                                ops ran before it (e.g. deleting rows no held op writes).
                                Any other op releases every held op before it is queued:

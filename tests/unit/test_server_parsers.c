@@ -168,7 +168,13 @@ static void test_config_mem(void **state)
         {LIT(""), 0, NULL},
         /* keys before any [section] were once dropped without a word */
         {LIT("listen = 1.2.3.4:5\n[server]\nlog_level = info\n"), PT_ERR_INVAL,
-         "m.conf:1:1: error: not INI syntax (expected [section] or key = value)"},
+         "m.conf:1:1: error: 'listen' is before any [section]"},
+        {LIT("  workers = 2\n"), PT_ERR_INVAL, "m.conf:1:3: error: 'workers' is before any [section]"},
+        /* a first line shorter than a byte order mark (read past it under ASan once) */
+        {LIT("\n[server]\n"), 0, NULL},
+        {LIT("x"), PT_ERR_INVAL, "m.conf:1:1: error: expected 'key = value' or '[section]'"},
+        {LIT("\xEF\xBB"), PT_ERR_INVAL, "m.conf:1:1: error: expected 'key = value' or '[section]'"},
+        {LIT("\xEF\xBB\xBF[server]\nworkers = 2\n"), 0, NULL},
     };
     char path[300];
     snprintf(path, sizeof path, "%s/m.conf", pt_test_tmpdir("cfgmem"));
