@@ -133,16 +133,12 @@ void pt_free(void *p) { free(p); }
 
 static int parse_server(pt_ctx *x, const char *server)
 {
-    const char *colon = strrchr(server, ':');
-    if (!colon || colon == server || (size_t)(colon - server) >= sizeof x->host)
-        return pt_api_fail(x, PT_ERR_INVAL, "server '%s' is not HOST:PORT", server);
-    char *end;
-    long port = strtol(colon + 1, &end, 10);
-    if (*end || port < 1 || port > 65535)
-        return pt_api_fail(x, PT_ERR_INVAL, "server '%s': port must be 1-65535", server);
-    memcpy(x->host, server, (size_t)(colon - server));
-    x->host[colon - server] = 0;
-    x->port = (uint16_t)port;
+    uint16_t port;
+    if (pt_parse_hostport(server, x->host, sizeof x->host, &port) != 0)
+        return pt_api_fail(x, PT_ERR_INVAL, "server '%s' is not HOST:PORT ([ADDRESS]:PORT for IPv6)",
+                           server);
+    if (port == 0) return pt_api_fail(x, PT_ERR_INVAL, "server '%s': port must be 1-65535", server);
+    x->port = port;
     return 0;
 }
 

@@ -51,7 +51,7 @@ static const char usage_text[] =
     "\n"
     "options:\n"
     "  --home DIR            profile directory (default ~/.packtrack)\n"
-    "  --server HOST:PORT    server (default 127.0.0.1:7000)\n"
+    "  --server HOST:PORT    server (default 127.0.0.1:7000; IPv6: [ADDRESS]:PORT)\n"
     "  --fingerprint FP      expected server key (default: trusted on first use)\n"
     "  --password-file FILE  read the password from the first line of FILE; else\n"
     "                        $PACKTRACK_PASSWORD; else a prompt without echo\n"

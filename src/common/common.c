@@ -98,6 +98,31 @@ int pt_hex_decode(uint8_t *out, size_t out_len, const char *hex)
     return 0;
 }
 
+int pt_parse_hostport(const char *arg, char *host, size_t hostlen, uint16_t *port)
+{
+    const char *colon = strrchr(arg, ':');
+    if (!colon || colon == arg) return PT_ERR_INVAL;
+    size_t hl = (size_t)(colon - arg);
+    const char *h = arg;
+    if (arg[0] == '[') {
+        if (hl < 3 || arg[hl - 1] != ']') return PT_ERR_INVAL;
+        h++;
+        hl -= 2;
+    }
+    const char *d = colon + 1;
+    if (hl >= hostlen || *d < '0' || *d > '9' || strlen(d) > 5) return PT_ERR_INVAL;
+    unsigned long v = 0;
+    for (; *d; d++) {
+        if (*d < '0' || *d > '9') return PT_ERR_INVAL;
+        v = v * 10 + (unsigned long)(*d - '0');
+    }
+    if (v > 65535) return PT_ERR_INVAL;
+    memcpy(host, h, hl);
+    host[hl] = 0;
+    *port = (uint16_t)v;
+    return 0;
+}
+
 /* ---- logging ---------------------------------------------------------------- */
 
 static _Atomic pt_log_level g_log_level = PT_LOG_INFO; /* read by every thread */

@@ -105,6 +105,10 @@ static inline void pt_buf_reset(pt_buf *b) { b->len = 0; }
 void pt_hex_encode(char *out, const uint8_t *in, size_t len);
 /* Decodes exactly out_len bytes; returns 0 or PT_ERR_DECODE. */
 PT_WUR int pt_hex_decode(uint8_t *out, size_t out_len, const char *hex);
+/* "HOST:PORT", "[IPV6]:PORT" or "IPV6:PORT" (the last colon ends the host): host (the
+ * brackets taken off) into host[hostlen], PORT (decimal, 0-65535) into *port. 0 or
+ * PT_ERR_INVAL (no colon, no host, a host too long, a bad port). */
+PT_WUR int pt_parse_hostport(const char *arg, char *host, size_t hostlen, uint16_t *port);
 
 /* Logging: one line per event to stderr, never secrets. */
 typedef enum { PT_LOG_ERROR = 0, PT_LOG_WARN, PT_LOG_INFO, PT_LOG_DEBUG } pt_log_level;

@@ -21,22 +21,7 @@
 
 int pt_parse_listen(const char *arg, char *host, size_t hostlen, uint16_t *port)
 {
-    const char *colon = strrchr(arg, ':');
-    if (!colon || colon == arg) return PT_ERR_INVAL;
-    size_t hl = (size_t)(colon - arg);
-    const char *h = arg;
-    if (arg[0] == '[') {
-        if (hl < 3 || arg[hl - 1] != ']') return PT_ERR_INVAL;
-        h++;
-        hl -= 2;
-    }
-    if (hl >= hostlen) return PT_ERR_INVAL;
-    uint32_t p;
-    if (pt_parse_uint(colon + 1, 0, 65535, &p) != 0) return PT_ERR_INVAL;
-    memcpy(host, h, hl);
-    host[hl] = 0;
-    *port = (uint16_t)p;
-    return 0;
+    return pt_parse_hostport(arg, host, hostlen, port);
 }
 
 int pt_parse_listen_list(const char *list, char *host, size_t hostlen, uint16_t *port, char *also,

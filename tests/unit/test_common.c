@@ -63,6 +63,40 @@ static void test_strerror(void **state)
     assert_string_equal(pt_strerror(-9999), "unknown error");
 }
 
+static void test_hostport(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in, *host;
+        int port; /* -1: refused */
+    } cases[] = {
+        {"127.0.0.1:7000", "127.0.0.1", 7000}, {"example.org:1", "example.org", 1},
+        {"[::1]:7000", "::1", 7000},           {"[fe80::1%eth0]:9", "fe80::1%eth0", 9},
+        {"::1:7000", "::1", 7000},             {"h:0", "h", 0},
+        {"h:65535", "h", 65535},               {"h:65536", NULL, -1},
+        {"h:", NULL, -1},                      {":7000", NULL, -1},
+        {"h", NULL, -1},                       {"h:+80", NULL, -1},
+        {"h: 80", NULL, -1},                   {"h:80x", NULL, -1},
+        {"[]:80", NULL, -1},                   {"[::1:80", NULL, -1},
+        {"h:0000080", NULL, -1},               {"", NULL, -1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char host[64] = "unchanged";
+        uint16_t port = 4242;
+        int rc = pt_parse_hostport(cases[i].in, host, sizeof host, &port);
+        if (cases[i].port < 0) {
+            if (rc != PT_ERR_INVAL || strcmp(host, "unchanged") != 0 || port != 4242)
+                fail_msg("'%s' was taken: %d %s %u", cases[i].in, rc, host, port);
+        } else if (rc != 0 || strcmp(host, cases[i].host) != 0 || port != cases[i].port) {
+            fail_msg("'%s': %d '%s' %u", cases[i].in, rc, host, port);
+        }
+    }
+    char small[4];
+    uint16_t port;
+    assert_int_equal(pt_parse_hostport("abcd:1", small, sizeof small, &port), PT_ERR_INVAL);
+    assert_int_equal(pt_parse_hostport("abc:1", small, sizeof small, &port), 0);
+}
+
 /* A log line is one line whatever it quotes: control characters come out as \xNN. */
 static void test_log_line(void **state)
 {
@@ -106,6 +140,7 @@ int main(void)
         cmocka_unit_test(test_base64),
         cmocka_unit_test(test_strerror),
         cmocka_unit_test(test_log_line),
+        cmocka_unit_test(test_hostport),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
