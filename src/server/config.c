@@ -210,7 +210,7 @@ typedef struct load_ctx {
     pt_config_file *f;
     FILE *fp;                   /* the file, or NULL: the lines come from mem */
     const char *mem;            /* pt_config_load_mem's buffer */
-    size_t memlen, mempos;
+    size_t memlen, mempos;      /* mem's length, and where its next line starts */
     bool mem_failed;            /* out of memory copying a line of mem */
     bool had_section;           /* a [section] line came: keys are no longer before any */
     const char *path;

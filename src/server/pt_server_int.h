@@ -625,7 +625,7 @@ struct cJSON;
 typedef struct pt_ctl_req {
     struct cJSON *json;             /* owned: the parsed request, which the strings point into */
     const char *name;               /* the "cmd" string as sent, for the log; NULL when absent */
-    pt_ctl_cmd cmd;
+    pt_ctl_cmd cmd;                 /* the command, valid only when the parse returned 0 */
     bool online;                    /* users: only those online ("online": true) */
     pt_srv_admin_action action;     /* user: what to do */
     const char *user;               /* user: the NAME, not empty */
@@ -670,7 +670,7 @@ typedef enum pt_metrics_answer {
 } pt_metrics_answer;
 
 typedef struct pt_metrics_verdict {
-    pt_metrics_answer answer;
+    pt_metrics_answer answer;       /* what to do: wait for more, or which answer */
     int status;                     /* HTTP status code; 0 for PT_METRICS_MORE */
     const char *reason;             /* its reason phrase ("OK"); NULL for PT_METRICS_MORE */
     const char *why;                /* 400 and 405: what the log line says; else NULL */
