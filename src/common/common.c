@@ -123,6 +123,13 @@ int pt_parse_hostport(const char *arg, char *host, size_t hostlen, uint16_t *por
     return 0;
 }
 
+char *pt_hostport_format(char out[static PT_HOSTPORT_LEN], const char *host, uint16_t port)
+{
+    bool v6 = strchr(host, ':') != NULL;
+    snprintf(out, PT_HOSTPORT_LEN, "%s%.255s%s:%u", v6 ? "[" : "", host, v6 ? "]" : "", port);
+    return out;
+}
+
 /* ---- logging ---------------------------------------------------------------- */
 
 static _Atomic pt_log_level g_log_level = PT_LOG_INFO; /* read by every thread */

@@ -109,6 +109,9 @@ PT_WUR int pt_hex_decode(uint8_t *out, size_t out_len, const char *hex);
  * brackets taken off) into host[hostlen], PORT (decimal, 0-65535) into *port. 0 or
  * PT_ERR_INVAL (no colon, no host, a host too long, a bad port). */
 PT_WUR int pt_parse_hostport(const char *arg, char *host, size_t hostlen, uint16_t *port);
+/* The reverse, for messages: "HOST:PORT", an IPv6 address in brackets; returns out. */
+#define PT_HOSTPORT_LEN 264 /* a host of 255 bytes, brackets, ':65535' and NUL */
+char *pt_hostport_format(char out[static PT_HOSTPORT_LEN], const char *host, uint16_t port);
 
 /* Logging: one line per event to stderr, never secrets. */
 typedef enum { PT_LOG_ERROR = 0, PT_LOG_WARN, PT_LOG_INFO, PT_LOG_DEBUG } pt_log_level;

@@ -70,7 +70,7 @@ static void lan_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *buf, const struct s
     s->counters.disc_requests++;
     uint8_t addr[16];
     uint16_t port;
-    char from[72] = "?";
+    char from[PT_HOSTPORT_LEN] = "?";
     if (pt_disc_addr_from_sockaddr(sa, addr, &port) != 0) {
         drop(l, from, "not an IP address");
         return;
@@ -78,7 +78,7 @@ static void lan_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *buf, const struct s
     if (pt_log_get_level() >= PT_LOG_DEBUG) {
         char a[64];
         pt_disc_addr_format(addr, a, sizeof a);
-        snprintf(from, sizeof from, "%s%s%s:%u", strchr(a, ':') ? "[" : "", a, strchr(a, ':') ? "]" : "", port);
+        pt_hostport_format(from, a, port);
     }
     if (flags & UV_UDP_PARTIAL) {
         drop(l, from, "too long");

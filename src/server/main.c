@@ -159,9 +159,9 @@ static int bad(const char *opt, const char *arg, const char *expect)
 
 static void print_config(const pt_server_config *c)
 {
-    const char *host = c->host ? c->host : PT_SERVER_DEFAULT_HOST;
-    bool v6 = strchr(host, ':') != NULL;
-    printf("[server]\nlisten = %s%s%s:%u", v6 ? "[" : "", host, v6 ? "]" : "", c->port);
+    char hp[PT_HOSTPORT_LEN];
+    printf("[server]\nlisten = %s",
+           pt_hostport_format(hp, c->host ? c->host : PT_SERVER_DEFAULT_HOST, c->port));
     if (c->listen_also) printf(", %s", c->listen_also);
     printf("\ndata = %s\nsuites = ", c->data_dir ? c->data_dir : PT_SERVER_DEFAULT_DATA);
     uint8_t defaults[PT_CHAN_MAX_SUITES];
@@ -169,8 +169,8 @@ static void print_config(const pt_server_config *c)
     size_t nsuites = c->nsuites ? c->nsuites : pt_suite_defaults(false, defaults);
     for (size_t i = 0; i < nsuites; i++) printf("%s%s", i ? "," : "", pt_suite_name(suites[i]));
     static const char *lv[] = {"error", "warn", "info", "debug"};
-    if (c->metrics_host) printf("\nmetrics_listen = %s%s%s:%u", strchr(c->metrics_host, ':') ? "[" : "",
-                                c->metrics_host, strchr(c->metrics_host, ':') ? "]" : "", c->metrics_port);
+    if (c->metrics_host)
+        printf("\nmetrics_listen = %s", pt_hostport_format(hp, c->metrics_host, c->metrics_port));
     else printf("\n; metrics_listen: off");
     if (c->log_file) printf("\nlog_file = %s", c->log_file);
     if (c->secure_heap_kib == PT_SECURE_HEAP_AUTO) printf("\nsecure_heap = auto");

@@ -379,8 +379,8 @@ int pt_metrics_start(pt_server *s)
         pt_log_error("cannot listen for metrics on %s:%u: %s", h, s->cfg.metrics_port, uv_strerror(rc));
         return PT_ERR_IO;
     }
-    pt_log_info("metrics on http://%s%s%s:%u/metrics", strchr(h, ':') ? "[" : "", h,
-                strchr(h, ':') ? "]" : "", s->metrics_port);
+    char hp[PT_HOSTPORT_LEN];
+    pt_log_info("metrics on http://%s/metrics", pt_hostport_format(hp, h, s->metrics_port));
     return 0;
 }
 

@@ -1475,8 +1475,8 @@ static int listen_on(pt_server *s, const char *host, uint16_t port, bool v6only)
     s->nlisteners++; /* closed with the others from here on */
     unsigned flags = v6 && v6only ? UV_TCP_IPV6ONLY : 0;
     if ((uvrc = pt_srv_tcp_listen(&l->tcp, &addr, flags, 511, on_connection, &l->port)) != 0) {
-        pt_log_error("cannot listen on %s%s%s:%u: %s", v6 ? "[" : "", host, v6 ? "]" : "", port,
-                     uv_strerror(uvrc));
+        char hp[PT_HOSTPORT_LEN];
+        pt_log_error("cannot listen on %s: %s", pt_hostport_format(hp, host, port), uv_strerror(uvrc));
         return PT_ERR_IO;
     }
     snprintf(l->host, sizeof l->host, "%.*s", (int)sizeof l->host - 1, host);
@@ -1838,11 +1838,10 @@ int pt_server_run(pt_server *s)
     pt_fingerprint(fp, s->static_pk);
     pt_log_info("packtrackd %s listening on %s:%u (data %s)", PT_VERSION_STRING, s->host, s->port,
                 s->data_dir);
-    for (size_t i = 1; i < s->nlisteners; i++) {
-        const pt_listener *l = &s->listeners[i];
-        bool v6 = strchr(l->host, ':') != NULL;
-        pt_log_info("also listening on %s%s%s:%u", v6 ? "[" : "", l->host, v6 ? "]" : "", l->port);
-    }
+    char hp[PT_HOSTPORT_LEN];
+    for (size_t i = 1; i < s->nlisteners; i++)
+        pt_log_info("also listening on %s",
+                    pt_hostport_format(hp, s->listeners[i].host, s->listeners[i].port));
     pt_log_info("server key fingerprint %s", fp);
     if (s->ready_file[0]) {
         char tmp[sizeof s->ready_file + 8];
@@ -1850,11 +1849,9 @@ int pt_server_run(pt_server *s)
         FILE *f = fopen(tmp, "w");
         bool ok = f && fprintf(f, "%s:%u\n%s\n", s->host, s->port, fp) >= 0;
         if (ok && s->metrics_on) ok = fprintf(f, "metrics %s:%u\n", s->metrics_host, s->metrics_port) >= 0;
-        for (size_t i = 1; ok && i < s->nlisteners; i++) {
-            const pt_listener *l = &s->listeners[i];
-            bool v6 = strchr(l->host, ':') != NULL;
-            ok = fprintf(f, "listen %s%s%s:%u\n", v6 ? "[" : "", l->host, v6 ? "]" : "", l->port) >= 0;
-        }
+        for (size_t i = 1; ok && i < s->nlisteners; i++)
+            ok = fprintf(f, "listen %s\n",
+                         pt_hostport_format(hp, s->listeners[i].host, s->listeners[i].port)) >= 0;
         if (f && fclose(f) != 0) ok = false;
         if (!ok || rename(tmp, s->ready_file) != 0) {
             pt_log_error("cannot write ready file %s", s->ready_file);

@@ -162,7 +162,6 @@ struct pt_db {
     pt_db_op *held_head, *held_tail;
     pt_db_op *done_head, *done_tail;       /* committed, done() not yet called */
     bool stopping, thread_started;
-    uint64_t held_due_ns;       /* when the last held op submitted is due */
     /* when the writer wakes by itself: 0 while it is awake (it looks at both queues
      * before it sleeps), UINT64_MAX while it sleeps until it is signalled */
     uint64_t writer_wake_ns;
@@ -468,11 +467,7 @@ int pt_db_withdraw(pt_db *db, pt_db_op *op)
         if (op->queue == Q_READY) {
             list_unlink(&db->ready_head, &db->ready_tail, op);
         } else {
-            bool last = op == db->held_tail;
             list_unlink(&db->held_head, &db->held_tail, op);
-            /* the next held op need not wait for this one's time (pt_db_submit_at) */
-            if (last && db->held_tail)
-                db->held_due_ns = db->held_tail->submitted_ns + db->held_tail->hold_us * 1000ull;
         }
         atomic_store(&op->state, OP_WITHDRAWN);
     }
@@ -564,6 +559,9 @@ static void run_batch(pt_db *db, pt_db_op *batch)
     }
 }
 
+/* When a held op falls due (CLOCK_MONOTONIC ns). */
+static uint64_t due_at(const pt_db_op *op) { return op->submitted_ns + op->hold_us * 1000ull; }
+
 /* (A withdrawn op is never in a queue: pt_db_withdraw unlinks it.) */
 static bool due(const pt_db_op *op, uint64_t now)
 {
@@ -621,7 +619,7 @@ static void *writer_main(void *arg)
         if (!batch) {
             /* not due yet: wait for it (at least PT_DB_HOLD_SLACK_US), or for more work */
             pt_db_op *h = db->held_head;
-            uint64_t wake = h->submitted_ns + h->hold_us * 1000ull;
+            uint64_t wake = due_at(h);
             uint64_t soonest = now + PT_DB_HOLD_SLACK_US * 1000ull;
             if (wake < soonest) wake = soonest;
             struct timespec ts = {.tv_sec = (time_t)(wake / 1000000000u), .tv_nsec = (long)(wake % 1000000000u)};
@@ -686,13 +684,13 @@ void pt_db_submit_at(pt_db *db, pt_db_op *op, uint64_t now)
     }
     if (op->hold_us) {
         /* held ops fall due in the order they came (each may be held for a different
-         * time): a later one is never written before an earlier one */
-        uint64_t due = op->submitted_ns + op->hold_us * 1000ull;
-        if (db->held_head && due < db->held_due_ns) {
-            due = db->held_due_ns;
-            op->hold_us = (uint32_t)((due - op->submitted_ns) / 1000 + 1);
+         * time): a later one is never written before the one now last (a withdrawn
+         * one no longer counts) */
+        uint64_t due = due_at(op);
+        if (db->held_tail && due < due_at(db->held_tail)) {
+            due = due_at(db->held_tail);
+            op->hold_us = (uint32_t)((due - op->submitted_ns + 999) / 1000);
         }
-        db->held_due_ns = due;
         if (due + PT_DB_HOLD_SLACK_US * 1000ull < db->writer_wake_ns) wake = true;
         list_append(&db->held_head, &db->held_tail, op);
         op->queue = Q_HELD;

@@ -55,10 +55,9 @@ typedef struct pt_db_op {
     uint32_t hold_us;       /* the writer waits until the op is this old before applying
                                it, so that it may be withdrawn first; 0: at once. Ops
                                behind a held one may pass it only if they commute.
-                               Submitting raises it to the time of the held op before
-                               it (they fall due in order), and a later withdrawal of
-                               that op does not lower it again (only the next op's
-                               starting point is lowered when the last one goes) */
+                               Submitting raises it to the time of the last held op
+                               (they fall due in order); a later withdrawal of that op
+                               does not lower it again */
     bool commutes;          /* not held, and its effect does not depend on whether held
                                ops ran before it (e.g. deleting rows no held op writes).
                                Any other op releases every held op before it is queued:

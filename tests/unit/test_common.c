@@ -91,6 +91,12 @@ static void test_hostport(void **state)
             fail_msg("'%s': %d '%s' %u", cases[i].in, rc, host, port);
         }
     }
+    char hp[PT_HOSTPORT_LEN], back[64];
+    uint16_t back_port;
+    assert_string_equal(pt_hostport_format(hp, "::1", 7000), "[::1]:7000");
+    assert_string_equal(pt_hostport_format(hp, "10.0.0.1", 0), "10.0.0.1:0");
+    assert_int_equal(pt_parse_hostport(hp, back, sizeof back, &back_port), 0);
+    assert_string_equal(back, "10.0.0.1");
     char small[4];
     uint16_t port;
     assert_int_equal(pt_parse_hostport("abcd:1", small, sizeof small, &port), PT_ERR_INVAL);
