@@ -10,6 +10,12 @@
  * request per connection: GET /metrics is answered 200 (and GET /healthz 200 with
  * {"status":"ok"}, for load balancers and systemd-less supervisors), another path 404, another
  * method 405, anything malformed or oversized 400; then the connection closes.
+ * It closes the way HTTP servers must when they answer before the client has
+ * stopped sending (a 400 for an oversized request, a request with a body): our
+ * side is shut down first (FIN after the answer), and what the client still sends
+ * is read and dropped until it closes too, for at most PT_METRICS_LINGER_MS and
+ * PT_METRICS_LINGER_MAX bytes. A close() with unread bytes would send a reset,
+ * and the reset throws away the part of the answer the client has not received.
  * Bind the endpoint to a private address: it is not authenticated.
  */
 #include <netinet/in.h>
@@ -22,14 +28,19 @@
 
 #define PT_METRICS_TIMEOUT_MS 5000    /* to send the whole request */
 #define PT_METRICS_MAX_CONNS 16       /* scrapes served at once */
+#define PT_METRICS_LINGER_MS 2000     /* after the answer: waiting for the client's close */
+#define PT_METRICS_LINGER_MAX 65536   /* after the answer: bytes read and dropped at most */
 
 struct pt_metrics_conn {
     uv_tcp_t tcp;
-    uv_timer_t timer;               /* request timeout */
+    uv_timer_t timer;               /* request timeout, then the linger's */
     uv_write_t wreq;
+    uv_shutdown_t sreq;             /* our FIN, once the answer is written */
     pt_server *srv;
     int open_handles;               /* libuv handles not yet closed */
     bool closing, answered;
+    bool lingering;                 /* answer written; reading only to drop */
+    size_t dropped;                 /* bytes read and dropped while lingering */
     size_t len;                     /* bytes of req received */
     char req[PT_METRICS_REQ_MAX];
     pt_buf resp;                    /* the answer being written */
@@ -156,10 +167,36 @@ static void mc_close(pt_metrics_conn *m)
     uv_close((uv_handle_t *)&m->timer, mc_closed);
 }
 
+static void mc_shut(uv_shutdown_t *req, int status)
+{
+    (void)req;
+    (void)status; /* a failure leaves the linger's timer to close */
+}
+
+static void mc_linger_over(uv_timer_t *t)
+{
+    mc_close(t->data);
+}
+
+static void mc_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void mc_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf);
+
+/* HTTP/1.0: the answer ends with the connection. Our FIN goes after the answer;
+ * the connection closes at the client's (see the top of the file). */
 static void mc_written(uv_write_t *req, int status)
 {
-    (void)status;
-    mc_close(req->data); /* HTTP/1.0: the answer ends with the connection */
+    pt_metrics_conn *m = req->data;
+    if (status < 0 || m->closing) {
+        mc_close(m);
+        return;
+    }
+    m->lingering = true;
+    if (uv_shutdown(&m->sreq, (uv_stream_t *)&m->tcp, mc_shut) != 0 ||
+        uv_read_start((uv_stream_t *)&m->tcp, mc_alloc, mc_read) != 0) {
+        mc_close(m);
+        return;
+    }
+    uv_timer_start(&m->timer, mc_linger_over, PT_METRICS_LINGER_MS, 0);
 }
 
 /* Sends the status line, the headers and body (may be NULL; type NULL: the
@@ -305,6 +342,11 @@ static void mc_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     (void)suggested;
     pt_metrics_conn *m = h->data;
+    if (m->lingering) { /* what comes now is dropped: the request is judged */
+        buf->base = m->req;
+        buf->len = sizeof m->req;
+        return;
+    }
     buf->base = m->req + m->len;
     buf->len = sizeof m->req - m->len; /* never 0: a full buffer is answered at once */
 }
@@ -313,6 +355,10 @@ static void mc_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
 {
     (void)buf;
     pt_metrics_conn *m = st->data;
+    if (m->lingering && n != 0) {
+        if (n < 0 || (m->dropped += (size_t)n) > PT_METRICS_LINGER_MAX) mc_close(m);
+        return;
+    }
     if (n == 0 || m->answered) return;
     if (n < 0) {
         mc_close(m); /* gone before asking */

@@ -487,6 +487,59 @@ static void test_bad_scrapers(void **state)
     assert_int_equal(pt_test_server_stop(&srv), 0);
 }
 
+/* Bytes a scraper sends after the server has answered must not cost it the
+ * answer: a close() with unread bytes sends a reset, and the reset drops what the
+ * client has not yet received. The client's receive buffer is kept small so the
+ * answer is still in the server's send queue when the late bytes arrive. */
+static void test_answer_outlives_late_bytes(void **state)
+{
+    (void)state;
+    pt_test_server srv;
+    const char *extra[] = {"--metrics", "127.0.0.1:0", NULL};
+    pt_test_server_start(&srv, NULL, 0, extra);
+    uint16_t mp = metrics_port(&srv);
+    size_t full = strlen(scrape(mp)); /* a scrape read at once: its size */
+    if (full <= 4096) fail_msg("a scrape of %zu bytes is too short for this test", full);
+    for (int round = 0; round < 2; round++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        assert_true(fd >= 0);
+        int small = 2048;
+        assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(mp)};
+        inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+        assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+        /* round 0: a request with a body; round 1: an oversized request (a 400) */
+        static char req[6000];
+        size_t len;
+        if (round == 0) {
+            len = (size_t)snprintf(req, sizeof req, "GET /metrics HTTP/1.0\r\n\r\n");
+        } else {
+            memset(req, 'A', sizeof req);
+            len = sizeof req;
+        }
+        assert_int_equal(send(fd, req, len, MSG_NOSIGNAL), (ssize_t)len);
+        usleep(200000); /* answered and written to the kernel; we read nothing yet */
+        assert_int_equal(send(fd, "late bytes", 10, MSG_NOSIGNAL), 10);
+        usleep(200000);
+        static char resp[65536];
+        int n = read_all(fd, resp, sizeof resp, 5000, NULL);
+        close(fd);
+        assert_true(n > 0);
+        const char *cl = strstr(resp, "Content-Length: ");
+        const char *body = strstr(resp, "\r\n\r\n");
+        assert_non_null(cl);
+        assert_non_null(body);
+        size_t want = strtoul(cl + 16, NULL, 10);
+        if ((size_t)n != (size_t)(body + 4 - resp) + want)
+            fail_msg("round %d: %d bytes of the answer received, %zu sent", round, n,
+                     (size_t)(body + 4 - resp) + want);
+        if (round == 0) assert_true((size_t)n + 2000 > full); /* the whole exposition */
+        else assert_int_equal(strncmp(resp, "HTTP/1.0 400 ", 13), 0);
+    }
+    scrape(mp);
+    assert_int_equal(pt_test_server_stop(&srv), 0);
+}
+
 /* The secure heap for connection secrets: in use while connections are up, all of
  * it given back when they close, and connections past its size still work (their
  * secrets spill to mappings of their own). Sanitizer builds make no heap. */
@@ -570,6 +623,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_counters_move),
         cmocka_unit_test(test_bad_scrapers),
+        cmocka_unit_test(test_answer_outlives_late_bytes),
         cmocka_unit_test(test_off_by_default),
         cmocka_unit_test(test_workers_spread),
         cmocka_unit_test(test_no_workers),
