@@ -11,15 +11,24 @@
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "ctl/pt_ctl.h"
 #include "server/pt_backup.h"
 #include "server/pt_config.h"
 
-enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_UNREACHABLE = 3 };
+enum {
+    EXIT_OK = PT_CTL_EXIT_OK,
+    EXIT_FAILED = PT_CTL_EXIT_FAILED,
+    EXIT_USAGE = PT_CTL_EXIT_USAGE,
+    EXIT_UNREACHABLE = PT_CTL_EXIT_UNREACHABLE,
+};
+
+#define PT_CTL_ANSWER_MAX (256u << 20) /* bytes of an answer read at most */
 
 static void usage(FILE *f)
 {
@@ -73,10 +82,12 @@ static int die_usage(const char *fmt, const char *arg)
     return EXIT_USAGE;
 }
 
-/* Sends one request; *answer gets the parsed answer. EXIT_OK or EXIT_UNREACHABLE. */
-static int transact(const char *sock_path, cJSON *req, int timeout_s, cJSON **answer)
+/* Sends one request; *answer gets the answer's bytes (malloc'd, *len of them, NUL
+ * after), up to the server's close. EXIT_OK or EXIT_UNREACHABLE. */
+static int transact(const char *sock_path, cJSON *req, int timeout_s, char **answer, size_t *len_out)
 {
     *answer = NULL;
+    *len_out = 0;
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     if (strlen(sock_path) >= sizeof sa.sun_path) {
         fprintf(stderr, "packtrackctl: %s: path too long for a unix socket\n", sock_path);
@@ -114,6 +125,10 @@ static int transact(const char *sock_path, cJSON *req, int timeout_s, cJSON **an
         struct pollfd p = {.fd = fd, .events = POLLIN};
         if (poll(&p, 1, (int)(left_ms > INT_MAX ? INT_MAX : left_ms)) < 0 && errno != EINTR) break;
         if (bcap - blen < 65536) {
+            if (bcap >= PT_CTL_ANSWER_MAX) {
+                fprintf(stderr, "packtrackctl: packtrackd's answer is over %u MiB\n", PT_CTL_ANSWER_MAX >> 20);
+                break;
+            }
             size_t ncap = bcap ? bcap * 2 : 131072;
             char *nb = realloc(buf, ncap);
             if (!nb) break;
@@ -124,9 +139,14 @@ static int transact(const char *sock_path, cJSON *req, int timeout_s, cJSON **an
         if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
         if (n <= 0) {
             buf[blen] = 0;
-            *answer = blen ? cJSON_Parse(buf) : NULL;
-            if (!*answer) fprintf(stderr, "packtrackctl: packtrackd closed the connection without an answer\n");
-            else rc = EXIT_OK;
+            if (blen == 0) {
+                fprintf(stderr, "packtrackctl: packtrackd closed the connection without an answer\n");
+                break;
+            }
+            *answer = buf;
+            *len_out = blen;
+            buf = NULL;
+            rc = EXIT_OK;
             break;
         }
         blen += (size_t)n;
@@ -136,78 +156,11 @@ static int transact(const char *sock_path, cJSON *req, int timeout_s, cJSON **an
     return rc;
 }
 
-static const char *str(const cJSON *o, const char *k)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
-static double num(const cJSON *o, const char *k)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsNumber(v) ? v->valuedouble : 0;
-}
-
 static void print_json(const cJSON *o)
 {
     char *t = cJSON_PrintUnformatted(o);
     printf("%s\n", t);
     free(t);
-}
-
-/* Prints the server's answer for command cmd; returns the exit status. */
-static int show(const char *cmd, const char *action, const cJSON *a)
-{
-    bool ok = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(a, "ok"));
-    if (json_out) {
-        print_json(a);
-        return ok ? EXIT_OK : EXIT_FAILED;
-    }
-    if (!ok) {
-        if (strcmp(cmd, "reload") == 0) printf("FAIL\n");
-        fprintf(stderr, "packtrackctl: %s: %s\n", cmd, str(a, "error") ? str(a, "error") : "failed");
-        return EXIT_FAILED;
-    }
-    if (strcmp(cmd, "status") == 0) {
-        static const char *keys[] = {"version", "pid", "uptime_s", "listen", "fingerprint", "data_dir", "config",
-                                     "log_level", "log_file", "metrics", "connections", "sessions",
-                                     "users_online", "queue_rows", "banned_users", "reloads"};
-        for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
-            const cJSON *v = cJSON_GetObjectItemCaseSensitive(a, keys[i]);
-            if (!v) continue;
-            if (cJSON_IsString(v)) printf("%-14s %s\n", keys[i], v->valuestring);
-            else if (cJSON_IsNumber(v)) printf("%-14s %.0f\n", keys[i], v->valuedouble);
-            else if (cJSON_IsNull(v)) printf("%-14s -\n", keys[i]);
-        }
-    } else if (strcmp(cmd, "users") == 0) {
-        const cJSON *arr = cJSON_GetObjectItemCaseSensitive(a, "users"), *u;
-        printf("%-24s %-32s %7s %-6s %s\n", "NAME", "USER ID", "DEVICES", "ONLINE", "BANNED");
-        cJSON_ArrayForEach(u, arr) {
-            printf("%-24s %-32s %7.0f %-6s %s\n", str(u, "name") ? str(u, "name") : "", str(u, "user_id"),
-                   num(u, "devices"), cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(u, "online")) ? "yes" : "no",
-                   cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(u, "banned")) ? "yes" : "no");
-        }
-    } else if (strcmp(cmd, "user") == 0) {
-        if (strcmp(action, "ban") == 0)
-            printf("banned %s (%.0f connections closed)\n", str(a, "name"), num(a, "connections_closed"));
-        else if (strcmp(action, "unban") == 0)
-            printf("unbanned %s\n", str(a, "name"));
-        else
-            printf("deleted %s: %.0f devices, %.0f queued messages; the name stays reserved\n", str(a, "name"),
-                   num(a, "devices_deleted"), num(a, "queued_deleted"));
-    } else if (strcmp(cmd, "reload") == 0) {
-        printf("OK\n");
-        if (str(a, "message")) fprintf(stderr, "packtrackctl: %s\n", str(a, "message"));
-    } else if (strcmp(cmd, "reopen-logs") == 0) {
-        printf("%s\n", str(a, "message") ? str(a, "message") : "OK");
-    } else if (strcmp(cmd, "backup") == 0) {
-        printf("backup written to %s: format %.0f, schema %.0f, %.0f bytes of database, %.0f users, "
-               "%.0f queued messages\n", str(a, "file"), num(a, "format"), num(a, "schema"), num(a, "db_bytes"),
-               num(a, "users"), num(a, "queued"));
-    } else if (strcmp(cmd, "metrics") == 0) {
-        fputs(str(a, "text") ? str(a, "text") : "", stdout);
-    }
-    return EXIT_OK;
 }
 
 static int do_restore(const char *file, const char *data_dir, bool dry_run)
@@ -350,14 +303,12 @@ int main(int argc, char **argv)
 #undef NARGS
 #undef USAGE
     cJSON_AddStringToObject(req, "cmd", cmd);
-    cJSON *answer;
-    int rc = transact(sock_path, req, (int)timeout_s, &answer);
+    char *answer;
+    size_t alen;
+    int rc = transact(sock_path, req, (int)timeout_s, &answer, &alen);
     cJSON_Delete(req);
-    if (rc != EXIT_OK) {
-        if (strcmp(cmd, "reload") == 0 && !json_out) printf("FAIL\n");
-        return rc;
-    }
-    rc = show(cmd, action, answer);
-    cJSON_Delete(answer);
+    if (rc == EXIT_OK) rc = pt_ctl_show(stdout, stderr, cmd, action, answer, alen, json_out);
+    free(answer);
+    if (rc == EXIT_UNREACHABLE && strcmp(cmd, "reload") == 0 && !json_out) printf("FAIL\n");
     return rc;
 }
