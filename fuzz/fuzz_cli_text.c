@@ -10,8 +10,8 @@
  *  - nothing printable is lost or moved: one code point out per code point in (or per
  *    invalid byte), and input that is well-formed and printable comes out unchanged;
  *  - made printable again, the output (without an indent) is unchanged;
- *  - pt_tui_wide gives one character per code point (or invalid byte), each printable,
- *    a newline or a space (for a tab). */
+ *  - pt_tui_wide gives one character per code point (or invalid byte), each printable
+ *    (as above: no U+2028/U+2029, no bidi control), a newline or a space (for a tab). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -114,7 +114,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t n = units(in, true, &clean), wn = wcslen(w);
     if (wn != n) abort();
     for (size_t i = 0; i < wn; i++)
-        if (w[i] != '\n' && (ctl_cp((utf8proc_int32_t)w[i]) || w[i] == '\t')) abort();
+        if (w[i] != '\n' && (bad_cp((utf8proc_int32_t)w[i]) || w[i] == '\t')) abort();
     free(w);
     free(in);
     return 0;

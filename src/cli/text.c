@@ -22,6 +22,17 @@ static bool unprintable(utf8proc_int32_t c)
     return cat == UTF8PROC_CATEGORY_CC || cat == UTF8PROC_CATEGORY_CS || cat == UTF8PROC_CATEGORY_CN;
 }
 
+/* Bidi overrides and isolates (U+202A..U+202E, U+2066..U+2069): in someone else's
+ * text they would reorder what follows them, on bidi-capable terminals even past the
+ * text's end (a name shown after it reversed, a forged line). */
+static bool is_bidi_control(utf8proc_int32_t c)
+{
+    return (c >= 0x202A && c <= 0x202E) || (c >= 0x2066 && c <= 0x2069);
+}
+
+/* Line and paragraph separators: new lines to the reader, not to the terminal. */
+static bool is_line_separator(utf8proc_int32_t c) { return c == 0x2028 || c == 0x2029; }
+
 wchar_t *pt_tui_wide(const char *s)
 {
     size_t len = strlen(s), n = 0;
@@ -36,7 +47,8 @@ wchar_t *pt_tui_wide(const char *s)
             k = 1;
         }
         if (c == '\t') c = ' ';
-        else if (c != '\n' && unprintable(c)) c = REPLACEMENT;
+        else if (is_line_separator(c)) c = '\n';
+        else if (c != '\n' && (unprintable(c) || is_bidi_control(c))) c = REPLACEMENT;
         w[n++] = (wchar_t)c;
         p += k;
         len -= (size_t)k;
@@ -59,14 +71,13 @@ char *pt_cli_printable(const char *s, const char *indent)
             c = REPLACEMENT;
             k = 1;
         }
-        if (c == 0x2028 || c == 0x2029) c = '\n'; /* line and paragraph separators */
+        if (is_line_separator(c)) c = '\n';
         if (indent && c == '\n') {
             *o++ = '\n';
             memcpy(o, indent, ilen);
             o += ilen;
         } else {
-            bool bidi = (c >= 0x202A && c <= 0x202E) || (c >= 0x2066 && c <= 0x2069);
-            if ((!(indent && c == '\t') && unprintable(c)) || bidi) c = REPLACEMENT;
+            if ((!(indent && c == '\t') && unprintable(c)) || is_bidi_control(c)) c = REPLACEMENT;
             o += utf8proc_encode_char(c, (utf8proc_uint8_t *)o);
         }
         p += k;

@@ -18,8 +18,9 @@
 /* ---- text.c: UTF-8, grapheme clusters and their widths (libutf8proc) ---------------------- */
 
 /* Decodes UTF-8 from the network, the store or the user: an invalid byte, a control
- * character (but newline) and an unassigned code point become U+FFFD, tab a space, so
- * nothing can move the cursor. Returns a malloc'd string, NULL when out of memory. */
+ * character (but newline), an unassigned code point and a bidi override or isolate
+ * become U+FFFD, U+2028 and U+2029 a newline, tab a space, so nothing can move the
+ * cursor or reorder the screen. Returns a malloc'd string, NULL when out of memory. */
 wchar_t *pt_tui_wide(const char *s);
 /* Encodes s[0..n) as UTF-8; malloc'd, NULL when out of memory. */
 char *pt_tui_utf8(const wchar_t *s, size_t n);
