@@ -1836,9 +1836,9 @@ int pt_server_run(pt_server *s)
 {
     char fp[PT_FINGERPRINT_LEN];
     pt_fingerprint(fp, s->static_pk);
-    pt_log_info("packtrackd %s listening on %s:%u (data %s)", PT_VERSION_STRING, s->host, s->port,
-                s->data_dir);
     char hp[PT_HOSTPORT_LEN];
+    pt_log_info("packtrackd %s listening on %s (data %s)", PT_VERSION_STRING,
+                pt_hostport_format(hp, s->host, s->port), s->data_dir);
     for (size_t i = 1; i < s->nlisteners; i++)
         pt_log_info("also listening on %s",
                     pt_hostport_format(hp, s->listeners[i].host, s->listeners[i].port));
@@ -1847,8 +1847,9 @@ int pt_server_run(pt_server *s)
         char tmp[sizeof s->ready_file + 8];
         snprintf(tmp, sizeof tmp, "%s.tmp", s->ready_file);
         FILE *f = fopen(tmp, "w");
-        bool ok = f && fprintf(f, "%s:%u\n%s\n", s->host, s->port, fp) >= 0;
-        if (ok && s->metrics_on) ok = fprintf(f, "metrics %s:%u\n", s->metrics_host, s->metrics_port) >= 0;
+        bool ok = f && fprintf(f, "%s\n%s\n", pt_hostport_format(hp, s->host, s->port), fp) >= 0;
+        if (ok && s->metrics_on)
+            ok = fprintf(f, "metrics %s\n", pt_hostport_format(hp, s->metrics_host, s->metrics_port)) >= 0;
         for (size_t i = 1; ok && i < s->nlisteners; i++)
             ok = fprintf(f, "listen %s\n",
                          pt_hostport_format(hp, s->listeners[i].host, s->listeners[i].port)) >= 0;

@@ -702,6 +702,37 @@ static void test_listen_addresses(void **state)
     assert_int_equal(pt_test_server_stop(&srv), 0);
 }
 
+/* An IPv6 first listen address: the ready file's first line, its metrics line and
+ * the log give it in brackets ([::1]:PORT), so the port is after the last colon. */
+static void test_listen_ipv6(void **state)
+{
+    (void)state;
+    pt_test_server srv;
+    const char *extra[] = {"--metrics", "[::1]:0", NULL};
+    pt_test_server_start_at(&srv, NULL, "[::1]:0", extra);
+    char path[400];
+    snprintf(path, sizeof path, "%s/ready", srv.dir);
+    char *ready = pt_test_read_file(path, NULL);
+    assert_non_null(ready);
+    char want[64];
+    snprintf(want, sizeof want, "[::1]:%u\n", srv.port);
+    assert_int_equal(strncmp(ready, want, strlen(want)), 0);
+    assert_non_null(strstr(ready, "\nmetrics [::1]:"));
+    free(ready);
+    char logged[64];
+    snprintf(logged, sizeof logged, " listening on [::1]:%u ", srv.port);
+    assert_int_equal(pt_test_log_count(&srv, logged), 1);
+    pt_client *c = new_client(pt_test_tmpdir("cl"), NULL, 0, NULL);
+    assert_int_equal(pt_client_connect(c, "::1", srv.port), 0);
+    results *r = new_results();
+    send_echo(c, 9, 64);
+    pump_until(c, r, 1);
+    assert_int_equal(r->n, 1);
+    free(r);
+    pt_client_free(c);
+    assert_int_equal(pt_test_server_stop(&srv), 0);
+}
+
 static int run_cmd(const char *args)
 {
     char cmd[1024];
@@ -753,6 +784,7 @@ int main(void)
         cmocka_unit_test(test_abuse_limits),
         cmocka_unit_test(test_address_limits),
         cmocka_unit_test(test_listen_addresses),
+        cmocka_unit_test(test_listen_ipv6),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -147,12 +147,18 @@ static void track_pid(int pid, bool add)
 
 void pt_test_server_start(pt_test_server *s, const char *dir, uint16_t port, const char *const *extra)
 {
+    char listen[64];
+    snprintf(listen, sizeof listen, "127.0.0.1:%u", port);
+    pt_test_server_start_at(s, dir, listen, extra);
+}
+
+void pt_test_server_start_at(pt_test_server *s, const char *dir, const char *listen, const char *const *extra)
+{
     memset(s, 0, sizeof *s);
     snprintf(s->dir, sizeof s->dir, "%s", dir ? dir : pt_test_tmpdir("srv"));
-    char ready[300], listen[64];
+    char ready[300];
     snprintf(ready, sizeof ready, "%s/ready", s->dir);
     snprintf(s->log, sizeof s->log, "%s/packtrackd.log", s->dir);
-    snprintf(listen, sizeof listen, "127.0.0.1:%u", port);
     unlink(ready);
     const char *bin = getenv("PT_PACKTRACKD");
     assert_non_null(bin);

@@ -51,6 +51,8 @@ typedef struct pt_test_server {
  * discovery is off (--no-discovery) unless extra has a --discovery-... option.
  * dir may be NULL for a new temp dir. Fails the test on error. */
 void pt_test_server_start(pt_test_server *s, const char *dir, uint16_t port, const char *const *extra);
+/* The same with --listen LISTEN (HOST:PORT, an IPv6 host in brackets). */
+void pt_test_server_start_at(pt_test_server *s, const char *dir, const char *listen, const char *const *extra);
 /* SIGTERM, then waits up to 10 s; returns the exit status (or -1 if it had to be killed). */
 int pt_test_server_stop(pt_test_server *s);
 /* SIGKILL and reap. */
