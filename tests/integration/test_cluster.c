@@ -181,6 +181,21 @@ static void pump(user *u, int ms)
     if (rc) fail_msg("pump: %s", pt_strerror(rc));
 }
 
+static uint64_t ms_now(void) { return pt_env_now_ms(pt_env_default()); }
+
+/* Repeats step while cond holds, for ms milliseconds at most. Every wait of this file
+ * is bounded by the clock, not by a count of pumps: pt_client_pump returns early
+ * whenever events came, so under load (ASan, -j2) 500 pumps of "10 ms" once took far
+ * less than the 5 s they stood for. */
+#define WHILE_FOR(cond, ms, step)                                                                  \
+    for (uint64_t t0_ = ms_now(); (cond) && ms_now() - t0_ < (uint64_t)(ms);) step
+
+/* Pumps u for ms milliseconds (what comes meanwhile is counted). */
+static void pump_for(user *u, int ms)
+{
+    WHILE_FOR(true, ms, pump(u, 10));
+}
+
 static void start_call(user *u, pt_buf *body)
 {
     u->got_reply = false;
@@ -193,7 +208,7 @@ static void start_call(user *u, pt_buf *body)
 /* Pumps u until the answer to its call started last has come (10 s at most). */
 static void await_reply(user *u)
 {
-    for (int i = 0; i < 1000 && !u->got_reply; i++) pump(u, 10);
+    WHILE_FOR(!u->got_reply, 10000, pump(u, 10));
     assert_true(u->got_reply);
 }
 
@@ -284,7 +299,8 @@ static void sync_and_confirm_n(user *u, size_t want)
     assert_int_equal(pt_tl_messages_sync_encode(&body, &s), 0);
     call(u, &body);
     assert_int_equal(u->err_code, 0);
-    for (int i = 0; i < 50 || (u->ngot < want && i < 500); i++) pump(u, 10); /* deliveries come after the reply */
+    pump_for(u, 500); /* deliveries come after the reply */
+    WHILE_FOR(u->ngot < want, 4500, pump(u, 10));
     int64_t ids[1024 + 64];
     memcpy(ids, u->got_ids, u->ngot * sizeof *ids);
     memcpy(ids + u->ngot, u->other_ids, u->nother * sizeof *ids);
@@ -298,7 +314,7 @@ static void sync_and_confirm_n(user *u, size_t want)
 /* Pumps u until it has n messages (5 s at most). */
 static void wait_msgs(user *u, size_t n)
 {
-    for (int i = 0; i < 500 && u->ngot < n; i++) pump(u, 10);
+    WHILE_FOR(u->ngot < n, 5000, pump(u, 10));
     if (u->ngot < n) fail_msg("got %zu messages, expected %zu", u->ngot, n);
 }
 
@@ -345,10 +361,10 @@ static void bind_at_once(user *x, const char *xname, user *y, const char *yname)
     encode_bind(y, yname, &by);
     start_call(x, &bx);
     start_call(y, &by);
-    for (int i = 0; i < 1000 && !(x->got_reply && y->got_reply); i++) {
+    WHILE_FOR(!(x->got_reply && y->got_reply), 10000, {
         pump(x, 5);
         pump(y, 5);
-    }
+    });
     assert_true(x->got_reply && y->got_reply);
     pt_buf_free(&bx);
     pt_buf_free(&by);
@@ -740,7 +756,7 @@ static int send_wait(user *u, const uint8_t to[16], uint32_t seq, int ms)
     pt_buf_init(&body);
     assert_int_equal(pt_tl_messages_send_encode(&body, &m), 0);
     start_call(u, &body);
-    for (int i = 0; i < ms / 10 && !u->got_reply; i++) pump(u, 10);
+    WHILE_FOR(!u->got_reply, ms, pump(u, 10));
     pt_buf_free(&body);
     return u->got_reply ? u->err_code : -1;
 }
@@ -758,7 +774,7 @@ static void check_exactly_once(user *u, const bool *acked, uint32_t n, const cha
     call(u, &body);
     assert_int_equal(u->err_code, 0);
     pt_buf_free(&body);
-    for (int i = 0; i < 1200; i++) { /* 12 s: a delivery to a dead node comes again after 5 s */
+    for (uint64_t t0 = ms_now(); ms_now() - t0 < 12000;) { /* a delivery to a dead node comes again after 5 s */
         uint32_t have = 0;
         for (uint32_t s = 0; s < n; s++) {
             if (!acked[s]) continue;
@@ -826,7 +842,7 @@ static void test_kill_node(void **state)
     confirm_all(&b);
     /* confirmed: nothing comes again */
     size_t got = b.ngot, dups = b.ndup;
-    for (int i = 0; i < 100; i++) pump(&b, 10);
+    pump_for(&b, 1000);
     assert_int_equal(b.ngot, got);
     (void)dups;
     pt_client_free(a.c);
@@ -936,7 +952,7 @@ static void wait_listed(user *u, int state, const char *name)
 
 static void wait_action(user *u, int action)
 {
-    for (int i = 0; i < 500 && u->nactions[action] == 0; i++) pump(u, 10);
+    WHILE_FOR(u->nactions[action] == 0, 5000, pump(u, 10));
     if (u->nactions[action] == 0) fail_msg("no updates.contact with action %d", action);
 }
 
@@ -983,7 +999,10 @@ static void test_contacts_across_nodes(void **state)
     for (int round = 0; round < 10; round++) {
         contact_call(&c, PT_TL_CONTACTS_REQUEST_ID, &d, true);
         contact_call(&d, PT_TL_CONTACTS_REQUEST_ID, &c, true);
-        for (int i = 0; i < 1000 && !(c.got_reply && d.got_reply); i++) pump(&c, 2), pump(&d, 2);
+        WHILE_FOR(!(c.got_reply && d.got_reply), 10000, {
+            pump(&c, 2);
+            pump(&d, 2);
+        });
         assert_true(c.got_reply && d.got_reply);
         if (c.err_code == 0 && d.err_code == 0) both++;
         else assert_true((c.err_code == 0 && d.err_code == 409) || (c.err_code == 409 && d.err_code == 0));
@@ -1021,10 +1040,11 @@ static void test_contacts_across_nodes(void **state)
 /* Pumps u (12 s at most) until its last updates.userStatus says about has status. */
 static void wait_status(user *u, const user *about, int status)
 {
-    for (int i = 0; i < 1200; i++) {
+    for (uint64_t t0 = ms_now(); ms_now() - t0 < 12000;) {
         if (u->nstatus && memcmp(u->status_of, about->user_id, 16) == 0 && u->status_seen == status) return;
         pump(u, 10);
     }
+    if (u->nstatus && memcmp(u->status_of, about->user_id, 16) == 0 && u->status_seen == status) return;
     fail_msg("no updates.userStatus %d about the friend (last: %d, %d received)", status, u->status_seen,
              u->nstatus);
 }
@@ -1098,7 +1118,7 @@ static void test_presence_across_nodes(void **state)
     assert_int_equal(pt_client_connect(b2.c, "127.0.0.1", n1.port), 0);
     assert_int_equal(bind(&b2, "pres-b"), 0);
     int seen = a.nstatus;
-    for (int i = 0; i < 50; i++) pump(&a, 10);
+    pump_for(&a, 500);
     assert_int_equal(a.nstatus, seen); /* nothing: still invisible */
     assert_int_equal(listed_status(&a, &b, "pres-b"), -1);
     /* online again through node 1; b on both nodes: one going leaves b online */
@@ -1109,7 +1129,7 @@ static void test_presence_across_nodes(void **state)
     wait_status(&a, &b, 1);
     seen = a.nstatus;
     pt_client_drop(b2.c);
-    for (int i = 0; i < 50; i++) pump(&a, 10);
+    pump_for(&a, 500);
     assert_int_equal(a.nstatus, seen);
     assert_int_equal(listed_status(&a, &b, "pres-b"), 1);
     pt_client_free(b2.c);
@@ -1207,10 +1227,10 @@ static void wait_members(user *u, const uint8_t gid[16], uint32_t n)
 /* Pumps the users until u has n events of kind ev (5 s at most). */
 static void wait_event(user *u, int ev, int n, user *others[], int nothers)
 {
-    for (int i = 0; i < 500 && u->nevents[ev] < n; i++) {
+    WHILE_FOR(u->nevents[ev] < n, 5000, {
         pump(u, 5);
         for (int k = 0; k < nothers; k++) pump(others[k], 0);
-    }
+    });
     if (u->nevents[ev] < n) fail_msg("got %d group events %d, expected %d", u->nevents[ev], ev, n);
 }
 
@@ -1311,7 +1331,7 @@ static void test_groups_across_nodes(void **state)
     assert_int_equal(send_group(&j[1], gid, 5), 0);
     wait_msgs(&a, a_got + 1);
     wait_msgs(&j[0], j0_got + 1);
-    for (int i = 0; i < 30; i++) pump(&b, 10);
+    pump_for(&b, 300);
     assert_int_equal(b.ngot, b_got); /* nothing after the kick */
     wait_members(&j[2], gid, 1 + NJ);
     for (int i = 0; i < 3 + NJ; i++) pt_client_free(all[i]->c);
@@ -1623,7 +1643,7 @@ static void test_notices_survive_node(void **state)
     pt_test_server_kill(&n1);
     assert_int_equal(pt_client_connect(b.c, "127.0.0.1", n2.port), 0);
     sync_and_confirm(&b);
-    for (int i = 0; i < 500 && (b.nactions[1] == 0 || b.nevents[1] == 0); i++) pump(&b, 10);
+    WHILE_FOR(b.nactions[1] == 0 || b.nevents[1] == 0, 5000, pump(&b, 10));
     assert_int_equal(b.nactions[1], 1); /* the request */
     assert_int_equal(b.nevents[1], 1);  /* the invitation */
     /* confirmed: the queue is empty (the acks reach JetStream a moment later) */
@@ -1956,7 +1976,7 @@ static void test_resend_stored_once(void **state)
         int played = play_dead_node(&a, a.waiting, &b, z, seq);
         if (played != 0) kill(n1.pid, SIGCONT);
         assert_int_equal(played, 0);
-        for (int i = 0; i < 500 && b.ngot < had + 1; i++) pump(&b, 10);
+        WHILE_FOR(b.ngot < had + 1, 5000, pump(&b, 10));
         int64_t left = round == 1 ? -1 : 0;
         if (round == 1 && b.ngot == had + 1) { /* delivered and confirmed: the copy leaves the queue */
             sync_and_confirm(&b);
@@ -1972,7 +1992,7 @@ static void test_resend_stored_once(void **state)
         assert_int_equal(a.err_code, 0);
         if (round == 0) assert_true(a.sent_id == z);
         else assert_true(a.sent_id != z && pt_cluster_node_of(a.sent_id) == 1);
-        for (int i = 0; i < 100; i++) pump(&b, 10); /* nothing more comes */
+        pump_for(&b, 1000); /* nothing more comes */
         assert_int_equal(b.ngot, had + 1);
         sync_and_confirm(&b);
         assert_int_equal(b.ngot, had + 1);
