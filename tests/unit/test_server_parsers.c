@@ -204,6 +204,12 @@ static void test_config_mem(void **state)
     assert_int_equal(cf.cfg.idle_timeout_ms, 30000);
     assert_int_equal(cf.cfg.ban_s, 7);
     assert_int_equal(cf.line[PT_CFG_BAN_TIME], 3);
+    /* spaces inside the brackets: the section is the name without them (libinih
+     * alone took " limits " and every key of it was unknown) */
+    assert_int_equal(pt_config_load_mem(&cf, "m.conf", LIT("[ limits ]\nban_time = 9\n[\tserver]\nworkers = 3\n")), 0);
+    assert_int_equal(cf.ndiags, 0);
+    assert_int_equal(cf.cfg.ban_s, 9);
+    assert_int_equal(cf.line[PT_CFG_BAN_TIME], 2);
 }
 
 /* More warnings than the table keeps, then an error: the error is kept, so a failed
