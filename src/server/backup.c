@@ -1,6 +1,7 @@
 /* Backup archives (pt_backup.h). */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <sodium.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -259,6 +260,14 @@ static bool parse_size(const char *text, uint64_t *out)
     return true;
 }
 
+/* text (a header line without its newline) after prefix, as digits only; else false.
+ * Not sscanf's %d: it takes a sign and spaces, and a number out of range is undefined. */
+static bool field_number(const char *text, const char *prefix, uint64_t *out)
+{
+    size_t pl = strlen(prefix);
+    return strncmp(text, prefix, pl) == 0 && parse_size(text + pl, out);
+}
+
 int pt_backup_parse_header(FILE *f, pt_backup_info *info,
                            pt_backup_entry e[static PT_BACKUP_NFILES], char *msg, size_t msglen)
 {
@@ -273,22 +282,24 @@ int pt_backup_parse_header(FILE *f, pt_backup_info *info,
             snprintf(msg, msglen, "not a PackTrack backup (malformed header)");
             return PT_ERR_DECODE;
         }
+        char text[sizeof line];
+        memcpy(text, line, ll - 1);
+        text[ll - 1] = 0;
+        uint64_t number;
         if (!magic) {
-            int fmt;
-            char tail;
-            if (sscanf(line, PT_BACKUP_MAGIC " %d%c", &fmt, &tail) != 2 || tail != '\n') {
+            if (!field_number(text, PT_BACKUP_MAGIC " ", &number)) {
                 snprintf(msg, msglen, "not a PackTrack backup (no %s line)", PT_BACKUP_MAGIC);
                 return PT_ERR_DECODE;
             }
-            info->format = fmt;
-            if (fmt > PT_BACKUP_FORMAT) {
-                snprintf(msg, msglen, "archive format %d is newer than this packtrackctl understands "
+            info->format = number > INT_MAX ? INT_MAX : (int)number;
+            if (number > PT_BACKUP_FORMAT) {
+                snprintf(msg, msglen, "archive format %llu is newer than this packtrackctl understands "
                          "(format %d): restore it with the PackTrack version that wrote it, or a newer one",
-                         fmt, PT_BACKUP_FORMAT);
+                         (unsigned long long)number, PT_BACKUP_FORMAT);
                 return PT_ERR_VERSION;
             }
-            if (fmt < 1) {
-                snprintf(msg, msglen, "archive format %d is not valid", fmt);
+            if (number < 1) {
+                snprintf(msg, msglen, "archive format 0 is not valid");
                 return PT_ERR_DECODE;
             }
             magic = true;
@@ -320,9 +331,10 @@ int pt_backup_parse_header(FILE *f, pt_backup_info *info,
             }
             e[i].size = size;
             have[i] = true;
+        } else if (field_number(text, "schema ", &number)) {
+            info->schema = number > INT_MAX ? INT_MAX : (int)number; /* informative */
         } else if (sscanf(line, "created %31s", info->created) == 1 ||
-                   sscanf(line, "packtrackd %31s", info->version) == 1 ||
-                   sscanf(line, "schema %d", &info->schema) == 1) {
+                   sscanf(line, "packtrackd %31s", info->version) == 1) {
             /* informative */
         }
         if (used + ll > HEADER_MAX) {

@@ -267,6 +267,11 @@ static void test_backup_header(void **state)
         {"3", "PACKTRACK-BACKUP 0", PT_ERR_DECODE, "archive format 0 is not valid"},
         {"3", "PACKTRACK-BACKUP", PT_ERR_DECODE,
          "not a PackTrack backup (no PACKTRACK-BACKUP line)"},
+        /* the format is digits only: sscanf's %d took these (and overflowed on the last) */
+        {"3", "PACKTRACK-BACKUP +1", PT_ERR_DECODE, "not a PackTrack backup (no PACKTRACK-BACKUP line)"},
+        {"3", "PACKTRACK-BACKUP  1", PT_ERR_DECODE, "not a PackTrack backup (no PACKTRACK-BACKUP line)"},
+        {"3", "PACKTRACK-BACKUP 1 ", PT_ERR_DECODE, "not a PackTrack backup (no PACKTRACK-BACKUP line)"},
+        {"3", "PACKTRACK-BACKUP 4294967297", PT_ERR_VERSION, "archive format 4294967297 is newer"},
     };
     for (size_t i = 0; i < PT_ARRAY_LEN(cases); i++) {
         char buf[1024], msg[300] = "";
