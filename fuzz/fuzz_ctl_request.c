@@ -4,7 +4,7 @@
  *    of the known forms that fits the buffer (a quoted name or action at most 40
  *    bytes), and no argument left set; success leaves err "";
  *  - out->name is set exactly when the bytes parse (cJSON) as an object whose "cmd"
- *    is a string, and it is that string;
+ *    is a string, followed by nothing but white space, and it is that string;
  *  - an accepted request names a known command, and its arguments are what the
  *    JSON says and what the command needs: user has a non-empty NAME and one of
  *    ban / unban / delete, backup an absolute path shorter than PT_CTL_PATH_MAX,
@@ -103,7 +103,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int rc = fz_parse(&r, line, size, err, sizeof err);
 
     /* out->name against an independent look at the JSON */
-    cJSON *q = cJSON_ParseWithLength(line, size);
+    const char *end = NULL;
+    cJSON *q = cJSON_ParseWithLengthOpts(line, size, &end, false);
+    bool blank_after = true; /* nothing but white space after the object */
+    for (const char *p = end; q && p < line + size; p++)
+        blank_after &= memchr(" \t\r\n", *p, 4) != NULL;
+    if (!blank_after) {
+        cJSON_Delete(q);
+        q = NULL;
+    }
     const cJSON *cmd = cJSON_GetObjectItemCaseSensitive(q, "cmd");
     if (cJSON_IsString(cmd) != (r.name != NULL)) abort();
     if (r.name && strcmp(r.name, cmd->valuestring) != 0) abort();

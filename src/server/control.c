@@ -343,7 +343,13 @@ int pt_ctl_request_parse(pt_ctl_req *out, const char *line, size_t len, char *er
     PT_ASSERT(out && (line || len == 0) && err && errlen > 0);
     memset(out, 0, sizeof *out);
     err[0] = 0;
-    cJSON *q = out->json = cJSON_ParseWithLength(line, len);
+    const char *end = NULL;
+    cJSON *q = out->json = cJSON_ParseWithLengthOpts(line, len, &end, false);
+    for (const char *p = end; q && p < line + len; p++) /* one object, then white space only */
+        if (*p != ' ' && *p != '\t' && *p != '\r' && *p != '\n') {
+            cJSON_Delete(q);
+            q = out->json = NULL;
+        }
     const cJSON *cmd = q ? cJSON_GetObjectItemCaseSensitive(q, "cmd") : NULL;
     if (!cJSON_IsString(cmd))
         return req_error(out, err, errlen,
