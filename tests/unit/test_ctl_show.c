@@ -34,28 +34,30 @@ static void done(shown *r)
 static void test_answers(void **state)
 {
     (void)state;
-    shown r = show("user", "ban", "{\"ok\":true,\"name\":\"alice\",\"connections_closed\":2}", false);
-    assert_int_equal(r.rc, PT_CTL_EXIT_OK);
-    assert_string_equal(r.out, "banned alice (2 connections closed)\n");
-    assert_string_equal(r.err, "");
-    done(&r);
-    r = show("user", "delete", "{\"ok\":false,\"error\":\"no user 'zed'\"}", false);
-    assert_int_equal(r.rc, PT_CTL_EXIT_FAILED);
-    assert_string_equal(r.out, "");
-    assert_string_equal(r.err, "packtrackctl: user: no user 'zed'\n");
-    done(&r);
-    r = show("reload", "", "{\"ok\":false}", false);
-    assert_int_equal(r.rc, PT_CTL_EXIT_FAILED);
-    assert_string_equal(r.out, "FAIL\n");
-    assert_string_equal(r.err, "packtrackctl: reload: failed\n");
-    done(&r);
-    r = show("status", "", "{\"ok\":true,\"version\":\"1.0\",\"pid\":42,\"metrics\":null,\"listen\":[1]}", false);
-    assert_int_equal(r.rc, PT_CTL_EXIT_OK);
-    assert_string_equal(r.out, "version        1.0\npid            42\nmetrics        -\n");
-    done(&r);
-    r = show("status", "", "{\"ok\":true,\n\"pid\":42}", true); /* --json: one line */
-    assert_string_equal(r.out, "{\"ok\":true,\"pid\":42}\n");
-    done(&r);
+    const struct {
+        const char *cmd, *action, *answer;
+        bool json;
+        int rc;
+        const char *out, *err; /* what each stream must hold, exactly */
+    } cases[] = {
+        {"user", "ban", "{\"ok\":true,\"name\":\"alice\",\"connections_closed\":2}", false, PT_CTL_EXIT_OK,
+         "banned alice (2 connections closed)\n", ""},
+        {"user", "delete", "{\"ok\":false,\"error\":\"no user 'zed'\"}", false, PT_CTL_EXIT_FAILED, "",
+         "packtrackctl: user: no user 'zed'\n"},
+        {"reload", "", "{\"ok\":false}", false, PT_CTL_EXIT_FAILED, "FAIL\n", "packtrackctl: reload: failed\n"},
+        {"reload", "", "{\"ok\":true,\"message\":\"2 warnings\"}", false, PT_CTL_EXIT_OK, "OK\n",
+         "packtrackctl: 2 warnings\n"},
+        {"status", "", "{\"ok\":true,\"version\":\"1.0\",\"pid\":42,\"metrics\":null,\"listen\":[1]}", false,
+         PT_CTL_EXIT_OK, "version        1.0\npid            42\nmetrics        -\n", ""},
+        {"status", "", "{\"ok\":true,\n\"pid\":42}\n", true, PT_CTL_EXIT_OK, "{\"ok\":true,\"pid\":42}\n", ""},
+        {"metrics", "", "{\"ok\":true,\"text\":\"a 1\\nb 2\\n\"}", false, PT_CTL_EXIT_OK, "a 1\nb 2\n", ""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        shown r = show(cases[i].cmd, cases[i].action, cases[i].answer, cases[i].json);
+        if (r.rc != cases[i].rc || strcmp(r.out, cases[i].out) != 0 || strcmp(r.err, cases[i].err) != 0)
+            fail_msg("case %zu: rc %d, out '%s', err '%s'", i, r.rc, r.out, r.err);
+        done(&r);
+    }
 }
 
 /* Fields missing or of another type print as "?" or 0, never as "(null)". */
