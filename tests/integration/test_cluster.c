@@ -181,14 +181,10 @@ static void pump(user *u, int ms)
     if (rc) fail_msg("pump: %s", pt_strerror(rc));
 }
 
-static uint64_t ms_now(void) { return pt_env_now_ms(pt_env_default()); }
+static uint64_t ms_now(void) { return pt_env_mono_ms(pt_env_default()); }
 
-/* Repeats step while cond holds, for ms milliseconds at most. Every wait of this file
- * is bounded by the clock, not by a count of pumps: pt_client_pump returns early
- * whenever events came, so under load (ASan, -j2) 500 pumps of "10 ms" once took far
- * less than the 5 s they stood for. */
-#define WHILE_FOR(cond, ms, step)                                                                  \
-    for (uint64_t t0_ = ms_now(); (cond) && ms_now() - t0_ < (uint64_t)(ms);) step
+/* Every wait of this file is bounded by the clock (PT_TEST_WHILE_FOR, testutil.h). */
+#define WHILE_FOR(cond, ms, step) PT_TEST_WHILE_FOR(cond, ms, step)
 
 /* Pumps u for ms milliseconds (what comes meanwhile is counted). */
 static void pump_for(user *u, int ms)

@@ -84,7 +84,7 @@ static void call(user *u, pt_buf *body)
     u->err_code = 0;
     u->err_msg[0] = 0;
     assert_int_equal(pt_client_send(u->c, body->data, body->len, &u->waiting), 0);
-    for (int i = 0; i < 1000 && !u->got_reply; i++) pump(u, 10);
+    PT_TEST_WHILE_FOR(!u->got_reply, 10000, pump(u, 10));
     assert_true(u->got_reply);
     pt_buf_reset(body);
 }
@@ -266,7 +266,7 @@ static void test_online_offline_restart_kill(void **state)
     /* online: bob has it as soon as it is sent */
     assert_int_equal(send_msg(&a, b.user_id, 1, 100), 0);
     assert_true(a.sent_id > 0);
-    for (int i = 0; i < 500 && b.ngot < 1; i++) pump(&b, 10);
+    PT_TEST_WHILE_FOR(b.ngot < 1, 5000, pump(&b, 10));
     assert_int_equal(b.ngot, 1);
     assert_int_equal(b.got_seq[0], 1);
     sync_and_confirm(&b);
@@ -365,7 +365,7 @@ static void send_async(user *u, const uint8_t to[16], uint32_t seq)
 static uint64_t wait_reply(user *u)
 {
     uint64_t t0 = ms_now();
-    for (int i = 0; i < 1000 && !u->got_reply; i++) pump(u, 10);
+    PT_TEST_WHILE_FOR(!u->got_reply, 10000, pump(u, 10));
     assert_true(u->got_reply);
     return ms_now() - t0;
 }
@@ -429,7 +429,7 @@ static void test_confirmed_before_stored(void **state)
     /* bob confirms at once: alice's ack comes with his confirmation, not after 500 ms */
     uint64_t t0 = ms_now();
     send_async(&a, b.user_id, 1);
-    for (int i = 0; i < 500 && b.ngot < 1; i++) pump(&b, 10);
+    PT_TEST_WHILE_FOR(b.ngot < 1, 5000, pump(&b, 10));
     assert_int_equal(b.ngot, 1);
     confirm(&b, b.got_ids[0]);
     wait_reply(&a);
@@ -441,11 +441,11 @@ static void test_confirmed_before_stored(void **state)
     /* carol has it but does not confirm: the ack waits for the store, after 500 ms */
     t0 = ms_now();
     send_async(&a, c.user_id, 2);
-    for (int i = 0; i < 500 && c.ngot < 1; i++) pump(&c, 10);
+    PT_TEST_WHILE_FOR(c.ngot < 1, 5000, pump(&c, 10));
     assert_int_equal(c.ngot, 1);
     /* meanwhile the server's session acknowledges the send alone, once its ack has
      * waited PT_SESS_ACK_DELAY_MS for other output (the server's ack timer) */
-    for (int i = 0; i < 40 && pt_sess_unacked(pt_client_session(a.c)) > 0; i++) pump(&a, 10);
+    PT_TEST_WHILE_FOR(pt_sess_unacked(pt_client_session(a.c)) > 0, 400, pump(&a, 10));
     assert_int_equal(pt_sess_unacked(pt_client_session(a.c)), 0);
     assert_false(a.got_reply);
     assert_true(ms_now() - t0 >= PT_SESS_ACK_DELAY_MS - 5);
@@ -535,10 +535,10 @@ static void test_sigterm_keeps_what_is_in_flight(void **state)
     /* bob gets one live and does not confirm it: held (500 ms: bob was not measured) */
     uint64_t t0 = ms_now();
     send_async(&a, b.user_id, 1);
-    for (int i = 0; i < 500 && b.ngot < 1; i++) pump(&b, 10);
+    PT_TEST_WHILE_FOR(b.ngot < 1, 5000, pump(&b, 10));
     assert_int_equal(b.ngot, 1);
     int64_t held_id = b.got_ids[0];
-    for (int i = 0; i < 5; i++) pump(&a, 10);
+    PT_TEST_WHILE_FOR(true, 50, pump(&a, 10));
     assert_false(a.got_reply); /* not answered: neither confirmed nor stored yet */
     /* twenty for carol, offline, written as they come; the stop comes right after */
     uint64_t carol_req[20];
@@ -608,7 +608,7 @@ static void test_confirm_notice(void **state)
     int64_t stored = b.got_ids[0];
     size_t results = b.nresults;
     notice_confirm(&b, stored);
-    for (int i = 0; i < 40 && pt_sess_unacked(pt_client_session(b.c)) > 0; i++) pump(&b, 10);
+    PT_TEST_WHILE_FOR(pt_sess_unacked(pt_client_session(b.c)) > 0, 400, pump(&b, 10));
     assert_int_equal(pt_sess_unacked(pt_client_session(b.c)), 0); /* the server's msgs_ack */
     assert_int_equal(b.nresults, results);                        /* and no answer */
     pt_client_drop(b.c);
@@ -636,7 +636,7 @@ static void test_confirm_notice(void **state)
     /* live and held (bob not measured yet: 500 ms): the notice answers alice at once */
     uint64_t t0 = ms_now();
     send_async(&a, b.user_id, 2);
-    for (int i = 0; i < 500 && b.ngot < 1; i++) pump(&b, 10);
+    PT_TEST_WHILE_FOR(b.ngot < 1, 5000, pump(&b, 10));
     assert_int_equal(b.ngot, 1);
     notice_confirm(&b, b.got_ids[0]);
     wait_reply(&a);

@@ -215,7 +215,7 @@ static void test_counters_move(void **state)
     user_new(&a, srv.port, "alice");
     user_new(&b, srv.port, "bob");
     for (int i = 0; i < 5; i++) send_msg(&a, b.user_id);
-    for (int i = 0; i < 500 && b.ngot < 5; i++) assert_int_equal(pt_client_pump(b.c, 10, on_event, &b), 0);
+    PT_TEST_WHILE_FOR(b.ngot < 5, 5000, assert_int_equal(pt_client_pump(b.c, 10, on_event, &b), 0));
     assert_int_equal(b.ngot, 5);
     confirm(&b);
     pt_client_drop(b.c); /* offline: the next three wait in its queue */
@@ -269,12 +269,12 @@ static void test_counters_move(void **state)
     pt_buf_init(&eb);
     assert_int_equal(pt_tl_pt_echo_encode(&eb, &e), 0);
     for (int i = 0; i < 150; i++) assert_int_equal(pt_client_send(a.c, eb.data, eb.len, NULL), 0);
-    for (int i = 0; i < 200; i++) assert_int_equal(pt_client_pump(a.c, 5, NULL, NULL), 0);
+    PT_TEST_WHILE_FOR(true, 1000, assert_int_equal(pt_client_pump(a.c, 5, NULL, NULL), 0));
     m = scrape(mp);
     assert_true(value(m, "packtrackd_rate_limit_throttles_total") >= 1);
     for (int i = 0; i < 1000; i++) assert_int_equal(pt_client_send(a.c, eb.data, eb.len, NULL), 0);
     int rc = 0;
-    for (int i = 0; i < 300 && rc == 0; i++) rc = pt_client_pump(a.c, 10, NULL, NULL);
+    PT_TEST_WHILE_FOR(rc == 0, 3000, rc = pt_client_pump(a.c, 10, NULL, NULL));
     assert_int_equal(rc, PT_ERR_CLOSED);
     pt_buf_free(&eb);
     m = scrape(mp);

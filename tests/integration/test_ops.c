@@ -212,7 +212,7 @@ static void call(user *u, pt_buf *body)
     u->err_code = 0;
     u->err_msg[0] = 0;
     assert_int_equal(pt_client_send(u->c, body->data, body->len, &u->waiting), 0);
-    for (int i = 0; i < 1000 && !u->got_reply; i++) pump_ok(u, 10);
+    PT_TEST_WHILE_FOR(!u->got_reply, 10000, pump_ok(u, 10));
     assert_true(u->got_reply);
     pt_buf_reset(body);
 }
@@ -315,7 +315,7 @@ static void test_reload_broken_keeps_serving(void **state)
     /* still the old idle timeout (2 s, not 600): the quiet connection is closed */
     assert_int_equal(pt_client_ping(a.c, 1, NULL), 0);
     int rc = 0;
-    for (int i = 0; i < 500 && rc == 0; i++) rc = pump(&a, 10);
+    PT_TEST_WHILE_FOR(rc == 0, 5000, rc = pump(&a, 10));
     assert_int_equal(rc, PT_ERR_CLOSED);
     /* and the server kept serving */
     assert_int_equal(pt_client_connect(a.c, "127.0.0.1", srv.port), 0);
@@ -378,7 +378,7 @@ static void test_reload_during_exchange(void **state)
             reloads++;
         }
     }
-    for (int i = 0; i < 1000 && b.ngot < 1000; i++) pump_ok(&b, 10);
+    PT_TEST_WHILE_FOR(b.ngot < 1000, 10000, pump_ok(&b, 10));
     assert_int_equal(b.ngot, 1000);
     for (uint32_t i = 0; i < 1000; i++) assert_int_equal(b.got_seq[i], i);
     pump_ok(&a, 10);
@@ -503,7 +503,7 @@ static void test_ctl_json_ban_delete(void **state)
     assert_int_equal((int)cJSON_GetObjectItem(o, "connections_closed")->valuedouble, 1);
     cJSON_Delete(o);
     int rc = 0;
-    for (int i = 0; i < 300 && rc == 0; i++) rc = pump(&a, 10);
+    PT_TEST_WHILE_FOR(rc == 0, 3000, rc = pump(&a, 10));
     assert_int_equal(rc, PT_ERR_CLOSED);
     assert_int_equal(pt_client_connect(a.c, "127.0.0.1", srv.port), 0);
     assert_int_equal(send_msg(&a, b.user_id, 1), 403);
@@ -629,7 +629,7 @@ static void test_backup_under_load_restores(void **state)
     assert_int_equal(pt_client_connect(b.c, "127.0.0.1", r.port), 0); /* same key: the pin holds */
     b.ngot = 0;
     sync_all(&b);
-    for (int i = 0; i < 300 && b.ngot < (size_t)queued; i++) pump_ok(&b, 10);
+    PT_TEST_WHILE_FOR(b.ngot < (size_t)queued, 3000, pump_ok(&b, 10));
     assert_int_equal((int)b.ngot, queued);
     for (int i = 0; i < queued; i++) assert_int_equal(b.got_seq[i], (uint32_t)i); /* no gap */
     pt_client_free(a.c);

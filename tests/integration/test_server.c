@@ -119,7 +119,7 @@ static void test_echo_every_suite(void **state)
             assert_int_equal(r->nbytes[i], sizes[i]);
         }
         assert_int_equal(pt_client_ping(c, 99, NULL), 0);
-        for (int i = 0; i < 500 && !r->pongs; i++) assert_int_equal(pt_client_pump(c, 10, on_event, r), 0);
+        PT_TEST_WHILE_FOR(!r->pongs, 5000, assert_int_equal(pt_client_pump(c, 10, on_event, r), 0));
         assert_int_equal(r->pongs, 1);
         assert_int_equal(r->last_ping, 99);
         /* second contact: the key is pinned, IK is used, the session resumes */
@@ -264,7 +264,7 @@ static void test_unknown_method_is_an_rpc_error(void **state)
     pt_put_u32le(body + 4, 0);
     assert_int_equal(pt_client_send(c, body, sizeof body, NULL), 0);
     results *r = new_results();
-    for (int i = 0; i < 500 && !r->errors; i++) assert_int_equal(pt_client_pump(c, 10, on_event, r), 0);
+    PT_TEST_WHILE_FOR(!r->errors, 5000, assert_int_equal(pt_client_pump(c, 10, on_event, r), 0));
     assert_int_equal(r->errors, 1);
     pt_client_free(c);
     free(r);
@@ -450,7 +450,7 @@ static void test_garbage_timeouts_and_bad_frames(void **state)
     pt_client *c = new_client(pt_test_tmpdir("cl"), NULL, 0, NULL);
     assert_int_equal(pt_client_connect(c, "127.0.0.1", srv.port), 0);
     int rc = 0;
-    for (int i = 0; i < 500 && rc == 0; i++) rc = pt_client_pump(c, 10, NULL, NULL);
+    PT_TEST_WHILE_FOR(rc == 0, 5000, rc = pt_client_pump(c, 10, NULL, NULL));
     assert_int_equal(rc, PT_ERR_CLOSED);
     /* an oversized frame after the handshake: closed without allocating it */
     assert_int_equal(pt_client_connect(c, "127.0.0.1", srv.port), 0);
@@ -486,8 +486,8 @@ static void test_destroy_other_session(void **state)
     assert_int_equal(pt_tl_destroy_session_encode(&buf, &d), 0);
     assert_int_equal(pt_client_send(a, buf.data, buf.len, NULL), 0);
     int rc = 0;
-    for (int i = 0; i < 300; i++) assert_int_equal(pt_client_pump(a, 5, on_event, ra), 0);
-    for (int i = 0; i < 300 && rc == 0; i++) rc = pt_client_pump(b, 5, on_event, rb);
+    PT_TEST_WHILE_FOR(true, 1500, assert_int_equal(pt_client_pump(a, 5, on_event, ra), 0));
+    PT_TEST_WHILE_FOR(rc == 0, 1500, rc = pt_client_pump(b, 5, on_event, rb));
     assert_int_equal(ra->destroyed, 1);
     assert_int_equal(rc, PT_ERR_CLOSED); /* b's session is gone with its connection */
     assert_int_equal(pt_test_log_count(&srv, "session destroyed"), 1);
@@ -508,7 +508,7 @@ static void test_sigterm_closes_clients(void **state)
     assert_int_equal(pt_client_connect(c, "127.0.0.1", srv.port), 0);
     assert_int_equal(pt_test_server_stop(&srv), 0);
     int rc = 0;
-    for (int i = 0; i < 100 && rc == 0; i++) rc = pt_client_pump(c, 10, NULL, NULL);
+    PT_TEST_WHILE_FOR(rc == 0, 1000, rc = pt_client_pump(c, 10, NULL, NULL));
     assert_int_equal(rc, PT_ERR_CLOSED);
     assert_int_equal(pt_test_log_count(&srv, "shutting down:"), 1);
     pt_client_free(c);
@@ -548,7 +548,7 @@ static void test_config_file_and_sighup(void **state)
     assert_int_equal(pt_test_log_count(&srv, "SIGHUP: reloaded"), 1);
     assert_int_equal(pt_client_ping(c, 1, NULL), 0); /* traffic restarts the idle timer */
     int rc = 0;
-    for (int i = 0; i < 300 && rc == 0; i++) rc = pt_client_pump(c, 10, NULL, NULL);
+    PT_TEST_WHILE_FOR(rc == 0, 3000, rc = pt_client_pump(c, 10, NULL, NULL));
     assert_int_equal(rc, PT_ERR_CLOSED);
     pt_client_free(c);
     assert_int_equal(pt_test_server_stop(&srv), 0);
@@ -577,13 +577,13 @@ static void test_abuse_limits(void **state)
     for (uint32_t i = 0; i < 20; i++) send_echo(c, i, 8);
     pump_until(c, r, 20);
     for (uint32_t i = 0; i < 150; i++) send_echo(c, i, 8);
-    for (int i = 0; i < 600 && r->n < 170; i++) assert_int_equal(pt_client_pump(c, 10, on_event, r), 0);
+    PT_TEST_WHILE_FOR(r->n < 170, 6000, assert_int_equal(pt_client_pump(c, 10, on_event, r), 0));
     assert_int_equal(r->n, 170);
     assert_int_equal(pt_test_log_count(&srv, "banned for"), 0);
     /* far above it (more than four bursts at once): closed and banned */
     for (uint32_t i = 0; i < 1000; i++) send_echo(c, i, 8);
     int rc = 0;
-    for (int i = 0; i < 300 && rc == 0; i++) rc = pt_client_pump(c, 10, on_event, r);
+    PT_TEST_WHILE_FOR(rc == 0, 3000, rc = pt_client_pump(c, 10, on_event, r));
     assert_int_equal(rc, PT_ERR_CLOSED);
     assert_int_equal(pt_test_log_count(&srv, "banned for 2 s"), 1);
     /* banned: refused at once */
@@ -592,7 +592,7 @@ static void test_abuse_limits(void **state)
     /* after the ban, welcome again; the session resumes and every call is answered */
     usleep(2300000);
     assert_int_equal(pt_client_connect(c, "127.0.0.1", srv.port), 0);
-    for (int i = 0; i < 3000 && r->n < 1170; i++) assert_int_equal(pt_client_pump(c, 5, on_event, r), 0);
+    PT_TEST_WHILE_FOR(r->n < 1170, 15000, assert_int_equal(pt_client_pump(c, 5, on_event, r), 0));
     assert_int_equal(r->n, 1170); /* nothing lost: answered before the close or resent after */
     assert_int_equal(pt_test_log_count(&srv, "banned for 2 s"), 1);
     free(r);
@@ -643,7 +643,7 @@ static void test_address_limits(void **state)
      * paused for a while */
     usleep(2100000); /* the address's bucket full again (its last read may have overdrawn it) */
     for (uint32_t i = 0; i < 200; i++) send_echo(a, i, 8);
-    for (int i = 0; i < 400 && ra->n < 350; i++) assert_int_equal(pt_client_pump(a, 5, on_event, ra), 0);
+    PT_TEST_WHILE_FOR(ra->n < 350, 2000, assert_int_equal(pt_client_pump(a, 5, on_event, ra), 0));
     assert_int_equal(ra->n, 350); /* charged and answered before b sends */
     for (uint32_t i = 0; i < 1000; i++) send_echo(b, i, 8);
     int rca = 0, rcb = 0;

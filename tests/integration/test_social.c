@@ -126,7 +126,7 @@ static uint64_t send_body(user *u, pt_buf *body)
 static int await(user *u, uint64_t id)
 {
     const blob *b = NULL;
-    for (int i = 0; i < 1000 && !(b = find_result(u, id)); i++) pump(u, 10);
+    PT_TEST_WHILE_FOR(!(b = find_result(u, id)), 10000, pump(u, 10));
     if (!b) fail_msg("no reply to %016llx", (unsigned long long)id);
     u->last = *b;
     u->err_code = 0;
@@ -1184,7 +1184,7 @@ static void test_devices(void **state)
     CALL(rc, &d1, devices_revoke, memcpy(q.device, d2.device, 32); q.signature = (pt_tl_bytes){sig, 64});
     assert_int_equal(rc, 0);
     int closed = 0;
-    for (int i = 0; i < 200 && closed == 0; i++) closed = pt_client_pump(d2.c, 10, on_event, &d2);
+    PT_TEST_WHILE_FOR(closed == 0, 2000, closed = pt_client_pump(d2.c, 10, on_event, &d2));
     assert_int_equal(closed, PT_ERR_CLOSED); /* the server hung up on the revoked device */
     CALL(rc, &f, prekeys_list, memcpy(q.user_id, d1.user_id, 16));
     assert_int_equal(rc, 0);

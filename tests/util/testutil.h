@@ -57,6 +57,15 @@ void pt_test_server_start_at(pt_test_server *s, const char *dir, const char *lis
 int pt_test_server_stop(pt_test_server *s);
 /* SIGKILL and reap. */
 void pt_test_server_kill(pt_test_server *s);
+/* Repeats step while cond holds, for ms milliseconds at most (monotonic clock). Waits
+ * for a client are bounded this way, not by a count of pumps: pt_client_pump returns
+ * early whenever events came, so under load (ASan, -j2) 500 pumps of "10 ms" can be
+ * far less than the 5 s they stand for. */
+#define PT_TEST_WHILE_FOR(cond, ms, step)                                                          \
+    for (uint64_t pt_t0_ = pt_env_mono_ms(pt_env_default());                                       \
+         (cond) && pt_env_mono_ms(pt_env_default()) - pt_t0_ < (uint64_t)(ms);)                    \
+    step
+
 /* A fresh temp directory (static storage, overwritten by the next call). */
 const char *pt_test_tmpdir(const char *tag);
 /* Counts occurrences of needle in the server's log. */
