@@ -16,6 +16,9 @@
  * is read and dropped until it closes too, for at most PT_METRICS_LINGER_MS and
  * PT_METRICS_LINGER_MAX bytes. A close() with unread bytes would send a reset,
  * and the reset throws away the part of the answer the client has not received.
+ * A lingering connection no longer counts against PT_METRICS_MAX_CONNS (a prober
+ * that reads and keeps its socket open must not crowd out scrapes); past
+ * PT_METRICS_MAX_LINGER of them, an answered connection closes at once.
  * Bind the endpoint to a private address: it is not authenticated.
  */
 #include <netinet/in.h>
@@ -30,6 +33,7 @@
 #define PT_METRICS_MAX_CONNS 16       /* scrapes served at once */
 #define PT_METRICS_LINGER_MS 2000     /* after the answer: waiting for the client's close */
 #define PT_METRICS_LINGER_MAX 65536   /* after the answer: bytes read and dropped at most */
+#define PT_METRICS_MAX_LINGER 64      /* answered connections lingering at once */
 
 struct pt_metrics_conn {
     uv_tcp_t tcp;
@@ -162,17 +166,21 @@ static void mc_close(pt_metrics_conn *m)
     if (m->prev) m->prev->next = m->next;
     else s->metrics_conns = m->next;
     if (m->next) m->next->prev = m->prev;
-    s->metrics_nconns--;
+    if (m->lingering) s->metrics_nlinger--;
+    else s->metrics_nconns--;
     uv_close((uv_handle_t *)&m->tcp, mc_closed);
     uv_close((uv_handle_t *)&m->timer, mc_closed);
 }
 
+/* Our FIN is out (or failed: the linger's timer closes then). Never touches the
+ * connection, which may be closing (ECANCELED). */
 static void mc_shut(uv_shutdown_t *req, int status)
 {
     (void)req;
-    (void)status; /* a failure leaves the linger's timer to close */
+    (void)status;
 }
 
+/* The client has not closed within PT_METRICS_LINGER_MS of the answer: close. */
 static void mc_linger_over(uv_timer_t *t)
 {
     mc_close(t->data);
@@ -186,11 +194,14 @@ static void mc_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf);
 static void mc_written(uv_write_t *req, int status)
 {
     pt_metrics_conn *m = req->data;
-    if (status < 0 || m->closing) {
+    pt_server *s = m->srv;
+    if (status < 0 || m->closing || s->metrics_nlinger >= PT_METRICS_MAX_LINGER) {
         mc_close(m);
         return;
     }
-    m->lingering = true;
+    m->lingering = true; /* from here on counted apart from the scrapes being answered */
+    s->metrics_nconns--;
+    s->metrics_nlinger++;
     if (uv_shutdown(&m->sreq, (uv_stream_t *)&m->tcp, mc_shut) != 0 ||
         uv_read_start((uv_stream_t *)&m->tcp, mc_alloc, mc_read) != 0) {
         mc_close(m);
@@ -200,7 +211,7 @@ static void mc_written(uv_write_t *req, int status)
 }
 
 /* Sends the status line, the headers and body (may be NULL; type NULL: the
- * Prometheus text type for 200), then closes. */
+ * Prometheus text type for 200), then closes after the client (mc_written). */
 static void mc_answer_typed(pt_metrics_conn *m, int code, const char *reason, const pt_buf *body, const char *type)
 {
     m->answered = true;
@@ -422,7 +433,9 @@ int pt_metrics_start(pt_server *s)
     s->metrics_on = true; /* the handle is open: pt_metrics_stop closes it */
     if ((rc = pt_srv_tcp_listen(&s->metrics_listener, &addr, 0, 64, on_metrics_connection,
                                 &s->metrics_port)) != 0) {
-        pt_log_error("cannot listen for metrics on %s:%u: %s", h, s->cfg.metrics_port, uv_strerror(rc));
+        char hp[PT_HOSTPORT_LEN];
+        pt_log_error("cannot listen for metrics on %s: %s", pt_hostport_format(hp, h, s->cfg.metrics_port),
+                     uv_strerror(rc));
         return PT_ERR_IO;
     }
     char hp[PT_HOSTPORT_LEN];

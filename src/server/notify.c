@@ -21,9 +21,12 @@ void pt_srv_notify(pt_server *s, pt_srv_notify_state st)
     unsigned long long usec = (unsigned long long)ts.tv_sec * 1000000ull + (unsigned long long)ts.tv_nsec / 1000u;
     int rc = 0;
     switch (st) {
-    case PT_SRV_NOTIFY_READY:
-        rc = sd_notifyf(0, "READY=1\nSTATUS=listening on %s:%u, %zu connections", s->host, s->port, s->nconns);
+    case PT_SRV_NOTIFY_READY: {
+        char hp[PT_HOSTPORT_LEN];
+        rc = sd_notifyf(0, "READY=1\nSTATUS=listening on %s, %zu connections",
+                        pt_hostport_format(hp, s->host, s->port), s->nconns);
         break;
+    }
     case PT_SRV_NOTIFY_RELOADING:
         /* MONOTONIC_USEC: systemd 253's Type=notify-reload wants it; older ones ignore it */
         rc = sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading the configuration", usec);

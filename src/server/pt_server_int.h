@@ -267,8 +267,9 @@ struct pt_server {
     uint16_t metrics_port;
     bool metrics_on;                /* the metrics listener is open */
     uv_tcp_t metrics_listener;
-    pt_metrics_conn *metrics_conns; /* scrapes being answered */
-    size_t metrics_nconns;
+    pt_metrics_conn *metrics_conns; /* scrapes being answered, and answered ones lingering */
+    size_t metrics_nconns;          /* of those, the ones not yet answered */
+    size_t metrics_nlinger;         /* of those, the answered ones waiting for the client's close */
     uv_alloc_cb alloc_cb;
     uv_read_cb read_cb;
     uv_timer_cb timer_cb;           /* a connection's timer (obfs_conn.c re-arms it) */

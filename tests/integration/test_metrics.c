@@ -508,7 +508,7 @@ static void test_answer_outlives_late_bytes(void **state)
         struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(mp)};
         inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
         assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
-        /* round 0: a request with a body; round 1: an oversized request (a 400) */
+        /* round 0: a complete scrape; round 1: an oversized request (a 400) */
         static char req[6000];
         size_t len;
         if (round == 0) {
@@ -518,7 +518,11 @@ static void test_answer_outlives_late_bytes(void **state)
             len = sizeof req;
         }
         assert_int_equal(send(fd, req, len, MSG_NOSIGNAL), (ssize_t)len);
-        usleep(200000); /* answered and written to the kernel; we read nothing yet */
+        /* the answer has begun to arrive (so the late bytes cannot be part of the
+         * request); we read nothing of it yet */
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        assert_int_equal(poll(&p, 1, 5000), 1);
+        usleep(100000); /* the server's write done: the rest waits in its send queue */
         assert_int_equal(send(fd, "late bytes", 10, MSG_NOSIGNAL), 10);
         usleep(200000);
         static char resp[65536];
@@ -536,6 +540,19 @@ static void test_answer_outlives_late_bytes(void **state)
         if (round == 0) assert_true((size_t)n + 2000 > full); /* the whole exposition */
         else assert_int_equal(strncmp(resp, "HTTP/1.0 400 ", 13), 0);
     }
+    /* answered clients that keep their sockets open (lingering) do not count
+     * against the 16 scrapes served at once: a scrape still gets in */
+    int held[20];
+    static char ans[65536];
+    for (int i = 0; i < 20; i++) {
+        held[i] = tcp_connect(mp);
+        assert_int_equal(send(held[i], "GET /healthz HTTP/1.0\r\n\r\n", 27, MSG_NOSIGNAL), 27);
+        struct pollfd p = {.fd = held[i], .events = POLLIN};
+        assert_int_equal(poll(&p, 1, 5000), 1);
+        assert_true(recv(held[i], ans, sizeof ans, 0) > 0); /* answered; not closed by us */
+    }
+    scrape(mp);
+    for (int i = 0; i < 20; i++) close(held[i]);
     scrape(mp);
     assert_int_equal(pt_test_server_stop(&srv), 0);
 }
