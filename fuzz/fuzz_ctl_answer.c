@@ -6,8 +6,9 @@
  *    the error stream and nothing on the output; else PT_CTL_EXIT_OK exactly when "ok" is true, else PT_CTL_EXIT_FAILED;
  *  - with --json, an object is printed as exactly one line;
  *  - a failure prints "packtrackctl: CMD: " and one line on the error stream;
- *  - the same bytes give the same output (no uninitialised read), and nothing past
- *    len is read (the input is copied to a buffer of exactly len bytes). */
+ *  - the same bytes give the same output (no uninitialised read), and our code reads
+ *    nothing past len (the input is copied to a buffer of exactly len bytes; the
+ *    system's libcjson is not instrumented, so ASan does not see its own reads). */
 #include <cjson/cJSON.h>
 #include <stdint.h>
 #include <stdlib.h>

@@ -9,8 +9,9 @@
  *    JSON says and what the command needs: user has a non-empty NAME and one of
  *    ban / unban / delete, backup an absolute path shorter than PT_CTL_PATH_MAX,
  *    users' online flag is "online": true;
- *  - the parse is deterministic and does not read past len (the input is copied to
- *    a buffer of exactly len bytes), and an accepted request written back as the
+ *  - the parse is deterministic and our code does not read past len (the input is
+ *    copied to a buffer of exactly len bytes; the system's libcjson is not
+ *    instrumented, so ASan does not see its own reads), and an accepted request written back as the
  *    canonical JSON packtrackctl sends is accepted again with the same command and
  *    arguments. */
 #include <cjson/cJSON.h>

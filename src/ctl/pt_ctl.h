@@ -19,7 +19,8 @@ enum { PT_CTL_EXIT_OK = 0, PT_CTL_EXIT_FAILED = 1, PT_CTL_EXIT_USAGE = 2, PT_CTL
  * notice on err. json: the answer re-printed as one line of JSON. Returns
  * PT_CTL_EXIT_OK for an object with "ok": true, PT_CTL_EXIT_FAILED for one without,
  * PT_CTL_EXIT_UNREACHABLE (with a line on err) when the bytes are not one JSON object
- * (white space may follow it, nothing else). */
+ * (space, tab, CR and LF may follow it, nothing else; cJSON itself skips any byte up
+ * to 0x20 before it). */
 int pt_ctl_show(FILE *out, FILE *err, const char *cmd, const char *action, const char *answer, size_t len,
                 bool json);
 

@@ -1,7 +1,8 @@
 /*
  * packtrackctl: an answer of packtrackd printed for people (or, with --json, as the
  * one line of JSON it is). Any field may be missing or of another type: a missing
- * string prints as "?", a missing number as 0.
+ * string prints as "?" (a user's name in the users list as nothing: a user may have
+ * none), a missing number as 0.
  */
 #include <cjson/cJSON.h>
 #include <stdlib.h>
@@ -9,6 +10,7 @@
 
 #include "ctl/pt_ctl.h"
 
+/* The string k of o, or NULL when missing or not a string. */
 static const char *str(const cJSON *o, const char *k)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
@@ -22,17 +24,20 @@ static const char *text(const cJSON *o, const char *k)
     return s ? s : "?";
 }
 
+/* The number k of o, or 0 when missing or not a number. */
 static double num(const cJSON *o, const char *k)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
     return cJSON_IsNumber(v) ? v->valuedouble : 0;
 }
 
+/* Whether k of o is true (a missing or non-boolean k is false). */
 static bool flag(const cJSON *o, const char *k)
 {
     return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, k));
 }
 
+/* status: one "KEY VALUE" line per known key present (null as "-"). */
 static void show_status(FILE *out, const cJSON *a)
 {
     static const char *keys[] = {"version", "pid", "uptime_s", "listen", "fingerprint", "data_dir", "config",
@@ -47,6 +52,7 @@ static void show_status(FILE *out, const cJSON *a)
     }
 }
 
+/* users: a header and one row per object of the "users" array. */
 static void show_users(FILE *out, const cJSON *a)
 {
     const cJSON *arr = cJSON_GetObjectItemCaseSensitive(a, "users"), *u;
@@ -81,7 +87,6 @@ int pt_ctl_show(FILE *out, FILE *err, const char *cmd, const char *action, const
 {
     cJSON *a = parse_object(answer, len);
     if (!a) {
-        cJSON_Delete(a);
         fprintf(err, "packtrackctl: packtrackd's answer is not a JSON object\n");
         return PT_CTL_EXIT_UNREACHABLE;
     }

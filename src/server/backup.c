@@ -287,15 +287,21 @@ int pt_backup_parse_header(FILE *f, pt_backup_info *info,
         text[ll - 1] = 0;
         uint64_t number;
         if (!magic) {
+            const char *digits = text + strlen(PT_BACKUP_MAGIC " ");
             if (!field_number(text, PT_BACKUP_MAGIC " ", &number)) {
-                snprintf(msg, msglen, "not a PackTrack backup (no %s line)", PT_BACKUP_MAGIC);
-                return PT_ERR_DECODE;
+                bool overflow = strncmp(text, PT_BACKUP_MAGIC " ", strlen(PT_BACKUP_MAGIC " ")) == 0 &&
+                                *digits && strspn(digits, "0123456789") == strlen(digits);
+                if (!overflow) {
+                    snprintf(msg, msglen, "not a PackTrack backup (no %s line)", PT_BACKUP_MAGIC);
+                    return PT_ERR_DECODE;
+                }
+                number = UINT64_MAX; /* digits past 2^64: newer than any format we know */
             }
             info->format = number > INT_MAX ? INT_MAX : (int)number;
             if (number > PT_BACKUP_FORMAT) {
-                snprintf(msg, msglen, "archive format %llu is newer than this packtrackctl understands "
+                snprintf(msg, msglen, "archive format %.40s is newer than this packtrackctl understands "
                          "(format %d): restore it with the PackTrack version that wrote it, or a newer one",
-                         (unsigned long long)number, PT_BACKUP_FORMAT);
+                         digits, PT_BACKUP_FORMAT);
                 return PT_ERR_VERSION;
             }
             if (number < 1) {

@@ -304,7 +304,7 @@ static char *reader(char *str, int num, void *stream)
             diag(f, x->path, true, x->lineno, col_of(x->raw, ns),
                  "unknown section [%s] (expected [server], [limits], [obfuscation], [discovery] or [cluster])", name);
         /* libinih takes what is between the brackets as it is: "[ server ]" is given
-         * to it as "[server]" (num > len + 3 >= the name's length + 3) */
+         * to it as "[server]" (num >= len + 3 >= the name's length + 3) */
         snprintf(str, (size_t)num, "[%s]\n", name);
         return str;
     } else {

@@ -345,7 +345,8 @@ int pt_ctl_request_parse(pt_ctl_req *out, const char *line, size_t len, char *er
     err[0] = 0;
     const char *end = NULL;
     cJSON *q = out->json = cJSON_ParseWithLengthOpts(line, len, &end, false);
-    for (const char *p = end; q && p < line + len; p++) /* one object, then white space only */
+    /* one object, then only space, tab, CR or LF (cJSON skips any byte <= 0x20 before it) */
+    for (const char *p = end; q && p < line + len; p++)
         if (*p != ' ' && *p != '\t' && *p != '\r' && *p != '\n') {
             cJSON_Delete(q);
             q = out->json = NULL;

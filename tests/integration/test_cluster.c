@@ -183,13 +183,10 @@ static void pump(user *u, int ms)
 
 static uint64_t ms_now(void) { return pt_env_mono_ms(pt_env_default()); }
 
-/* Every wait of this file is bounded by the clock (PT_TEST_WHILE_FOR, testutil.h). */
-#define WHILE_FOR(cond, ms, step) PT_TEST_WHILE_FOR(cond, ms, step)
-
 /* Pumps u for ms milliseconds (what comes meanwhile is counted). */
 static void pump_for(user *u, int ms)
 {
-    WHILE_FOR(true, ms, pump(u, 10));
+    PT_TEST_WHILE_FOR(true, ms, pump(u, 10));
 }
 
 static void start_call(user *u, pt_buf *body)
@@ -204,7 +201,7 @@ static void start_call(user *u, pt_buf *body)
 /* Pumps u until the answer to its call started last has come (10 s at most). */
 static void await_reply(user *u)
 {
-    WHILE_FOR(!u->got_reply, 10000, pump(u, 10));
+    PT_TEST_WHILE_FOR(!u->got_reply, 10000, pump(u, 10));
     assert_true(u->got_reply);
 }
 
@@ -296,7 +293,7 @@ static void sync_and_confirm_n(user *u, size_t want)
     call(u, &body);
     assert_int_equal(u->err_code, 0);
     pump_for(u, 500); /* deliveries come after the reply */
-    WHILE_FOR(u->ngot < want, 4500, pump(u, 10));
+    PT_TEST_WHILE_FOR(u->ngot < want, 4500, pump(u, 10));
     int64_t ids[1024 + 64];
     memcpy(ids, u->got_ids, u->ngot * sizeof *ids);
     memcpy(ids + u->ngot, u->other_ids, u->nother * sizeof *ids);
@@ -310,7 +307,7 @@ static void sync_and_confirm_n(user *u, size_t want)
 /* Pumps u until it has n messages (5 s at most). */
 static void wait_msgs(user *u, size_t n)
 {
-    WHILE_FOR(u->ngot < n, 5000, pump(u, 10));
+    PT_TEST_WHILE_FOR(u->ngot < n, 5000, pump(u, 10));
     if (u->ngot < n) fail_msg("got %zu messages, expected %zu", u->ngot, n);
 }
 
@@ -357,7 +354,7 @@ static void bind_at_once(user *x, const char *xname, user *y, const char *yname)
     encode_bind(y, yname, &by);
     start_call(x, &bx);
     start_call(y, &by);
-    WHILE_FOR(!(x->got_reply && y->got_reply), 10000, {
+    PT_TEST_WHILE_FOR(!(x->got_reply && y->got_reply), 10000, {
         pump(x, 5);
         pump(y, 5);
     });
@@ -752,7 +749,7 @@ static int send_wait(user *u, const uint8_t to[16], uint32_t seq, int ms)
     pt_buf_init(&body);
     assert_int_equal(pt_tl_messages_send_encode(&body, &m), 0);
     start_call(u, &body);
-    WHILE_FOR(!u->got_reply, ms, pump(u, 10));
+    PT_TEST_WHILE_FOR(!u->got_reply, ms, pump(u, 10));
     pt_buf_free(&body);
     return u->got_reply ? u->err_code : -1;
 }
@@ -875,7 +872,7 @@ static void test_device_learnt_across_nodes(void **state)
     /* the watch takes a moment: one message every 100 ms until x2 has one (5 s at most) */
     while (x2.ngot == 0 && pt_env_now_ms(pt_env_default()) - t0 < 5000) {
         assert_int_equal(send_msg(&y, x1.user_id, seq++), 0);
-        for (int i = 0; i < 10 && x2.ngot == 0; i++) pump(&x2, 10);
+        PT_TEST_WHILE_FOR(x2.ngot == 0, 100, pump(&x2, 10));
     }
     if (x2.ngot == 0) fail_msg("node 2 never routed to the device bound through node 1 (%u sends)", seq - 2);
     printf("cluster devices: a device bound through the other node got messages after %llu ms (%u sends)\n",
@@ -948,7 +945,7 @@ static void wait_listed(user *u, int state, const char *name)
 
 static void wait_action(user *u, int action)
 {
-    WHILE_FOR(u->nactions[action] == 0, 5000, pump(u, 10));
+    PT_TEST_WHILE_FOR(u->nactions[action] == 0, 5000, pump(u, 10));
     if (u->nactions[action] == 0) fail_msg("no updates.contact with action %d", action);
 }
 
@@ -995,7 +992,7 @@ static void test_contacts_across_nodes(void **state)
     for (int round = 0; round < 10; round++) {
         contact_call(&c, PT_TL_CONTACTS_REQUEST_ID, &d, true);
         contact_call(&d, PT_TL_CONTACTS_REQUEST_ID, &c, true);
-        WHILE_FOR(!(c.got_reply && d.got_reply), 10000, {
+        PT_TEST_WHILE_FOR(!(c.got_reply && d.got_reply), 10000, {
             pump(&c, 2);
             pump(&d, 2);
         });
@@ -1223,7 +1220,7 @@ static void wait_members(user *u, const uint8_t gid[16], uint32_t n)
 /* Pumps the users until u has n events of kind ev (5 s at most). */
 static void wait_event(user *u, int ev, int n, user *others[], int nothers)
 {
-    WHILE_FOR(u->nevents[ev] < n, 5000, {
+    PT_TEST_WHILE_FOR(u->nevents[ev] < n, 5000, {
         pump(u, 5);
         for (int k = 0; k < nothers; k++) pump(others[k], 0);
     });
@@ -1639,7 +1636,7 @@ static void test_notices_survive_node(void **state)
     pt_test_server_kill(&n1);
     assert_int_equal(pt_client_connect(b.c, "127.0.0.1", n2.port), 0);
     sync_and_confirm(&b);
-    WHILE_FOR(b.nactions[1] == 0 || b.nevents[1] == 0, 5000, pump(&b, 10));
+    PT_TEST_WHILE_FOR(b.nactions[1] == 0 || b.nevents[1] == 0, 5000, pump(&b, 10));
     assert_int_equal(b.nactions[1], 1); /* the request */
     assert_int_equal(b.nevents[1], 1);  /* the invitation */
     /* confirmed: the queue is empty (the acks reach JetStream a moment later) */
@@ -1972,7 +1969,7 @@ static void test_resend_stored_once(void **state)
         int played = play_dead_node(&a, a.waiting, &b, z, seq);
         if (played != 0) kill(n1.pid, SIGCONT);
         assert_int_equal(played, 0);
-        WHILE_FOR(b.ngot < had + 1, 5000, pump(&b, 10));
+        PT_TEST_WHILE_FOR(b.ngot < had + 1, 5000, pump(&b, 10));
         int64_t left = round == 1 ? -1 : 0;
         if (round == 1 && b.ngot == had + 1) { /* delivered and confirmed: the copy leaves the queue */
             sync_and_confirm(&b);

@@ -59,8 +59,7 @@ static void call(user *u, pt_buf *body)
     u->err_code = 0;
     u->err_msg[0] = 0;
     assert_int_equal(pt_client_send(u->c, body->data, body->len, &u->waiting), 0);
-    for (int i = 0; i < 1000 && !u->got_reply; i++)
-        assert_int_equal(pt_client_pump(u->c, 10, on_event, u), 0);
+    PT_TEST_WHILE_FOR(!u->got_reply, 10000, assert_int_equal(pt_client_pump(u->c, 10, on_event, u), 0));
     assert_true(u->got_reply);
     pt_buf_reset(body);
 }

@@ -77,8 +77,8 @@ static void echo_roundtrip(pt_client *c, size_t size)
     pt_buf_free(&b);
     assert_int_equal(pt_client_ping(c, 7, NULL), 0);
     echo_results r = {0};
-    for (int i = 0; i < 1000 && (r.echoes < 1 || r.pongs < 1); i++)
-        assert_int_equal(pt_client_pump(c, 10, on_event, &r), 0);
+    PT_TEST_WHILE_FOR(r.echoes < 1 || r.pongs < 1, 10000,
+                      assert_int_equal(pt_client_pump(c, 10, on_event, &r), 0));
     assert_int_equal(r.echoes, 1);
     assert_int_equal(r.pongs, 1);
     assert_int_equal(r.errors, 0);

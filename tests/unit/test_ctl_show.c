@@ -8,9 +8,9 @@
 #include "testutil.h"
 
 typedef struct {
-    char *out, *err; /* what went to stdout and stderr */
-    size_t outlen, errlen;
-    int rc; /* the exit status */
+    char *out, *err;       /* what went to stdout and stderr */
+    size_t outlen, errlen; /* their lengths */
+    int rc;                /* the exit status */
 } shown;
 
 static shown show(const char *cmd, const char *action, const char *answer, bool json)

@@ -277,6 +277,8 @@ static void test_backup_header(void **state)
         {"3", "PACKTRACK-BACKUP  1", PT_ERR_DECODE, "not a PackTrack backup (no PACKTRACK-BACKUP line)"},
         {"3", "PACKTRACK-BACKUP 1 ", PT_ERR_DECODE, "not a PackTrack backup (no PACKTRACK-BACKUP line)"},
         {"3", "PACKTRACK-BACKUP 4294967297", PT_ERR_VERSION, "archive format 4294967297 is newer"},
+        {"3", "PACKTRACK-BACKUP 18446744073709551616", PT_ERR_VERSION,
+         "archive format 18446744073709551616 is newer"},
     };
     for (size_t i = 0; i < PT_ARRAY_LEN(cases); i++) {
         char buf[1024], msg[300] = "";
