@@ -546,7 +546,8 @@ static void test_answer_outlives_late_bytes(void **state)
     static char ans[65536];
     for (int i = 0; i < 20; i++) {
         held[i] = tcp_connect(mp);
-        assert_int_equal(send(held[i], "GET /healthz HTTP/1.0\r\n\r\n", 27, MSG_NOSIGNAL), 27);
+        static const char hz[] = "GET /healthz HTTP/1.0\r\n\r\n";
+        assert_int_equal(send(held[i], hz, sizeof hz - 1, MSG_NOSIGNAL), (ssize_t)(sizeof hz - 1));
         struct pollfd p = {.fd = held[i], .events = POLLIN};
         assert_int_equal(poll(&p, 1, 5000), 1);
         assert_true(recv(held[i], ans, sizeof ans, 0) > 0); /* answered; not closed by us */

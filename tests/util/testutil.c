@@ -175,8 +175,13 @@ void pt_test_server_start_at(pt_test_server *s, const char *dir, const char *lis
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
+        /* stdout too: a test that dies (an ASan report, an abort) must not leave a
+         * server holding ctest's pipe, or ctest waits for its 300 s timeout */
         int fd = open(s->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
-        if (fd >= 0) dup2(fd, 2);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+        }
         execv(bin, (char *const *)argv);
         _exit(127);
     }
