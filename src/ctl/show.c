@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "ctl/pt_ctl.h"
+#include "server/pt_server_int.h"
 
 /* The string k of o, or NULL when missing or not a string. */
 static const char *str(const cJSON *o, const char *k)
@@ -65,27 +66,10 @@ static void show_users(FILE *out, const cJSON *a)
     }
 }
 
-/* The object the len bytes hold, with nothing after it but white space; else NULL. */
-static cJSON *parse_object(const char *answer, size_t len)
-{
-    const char *end = NULL;
-    cJSON *a = cJSON_ParseWithLengthOpts(answer, len, &end, false);
-    if (!cJSON_IsObject(a) || !end) {
-        cJSON_Delete(a);
-        return NULL;
-    }
-    for (size_t i = (size_t)(end - answer); i < len; i++)
-        if (!strchr(" \t\r\n", answer[i]) || !answer[i]) {
-            cJSON_Delete(a);
-            return NULL;
-        }
-    return a;
-}
-
 int pt_ctl_show(FILE *out, FILE *err, const char *cmd, const char *action, const char *answer, size_t len,
                 bool json)
 {
-    cJSON *a = parse_object(answer, len);
+    cJSON *a = pt_ctl_json_object(answer, len); /* the protocol's rule, as the server reads */
     if (!a) {
         fprintf(err, "packtrackctl: packtrackd's answer is not a JSON object\n");
         return PT_CTL_EXIT_UNREACHABLE;

@@ -287,16 +287,14 @@ int pt_backup_parse_header(FILE *f, pt_backup_info *info,
         text[ll - 1] = 0;
         uint64_t number;
         if (!magic) {
-            const char *digits = text + strlen(PT_BACKUP_MAGIC " ");
-            if (!field_number(text, PT_BACKUP_MAGIC " ", &number)) {
-                bool overflow = strncmp(text, PT_BACKUP_MAGIC " ", strlen(PT_BACKUP_MAGIC " ")) == 0 &&
-                                *digits && strspn(digits, "0123456789") == strlen(digits);
-                if (!overflow) {
-                    snprintf(msg, msglen, "not a PackTrack backup (no %s line)", PT_BACKUP_MAGIC);
-                    return PT_ERR_DECODE;
-                }
-                number = UINT64_MAX; /* digits past 2^64: newer than any format we know */
+            static const char magic_sp[] = PT_BACKUP_MAGIC " ";
+            const char *digits = text + sizeof magic_sp - 1;
+            if (strncmp(text, magic_sp, sizeof magic_sp - 1) != 0 || !*digits ||
+                strspn(digits, "0123456789") != strlen(digits)) {
+                snprintf(msg, msglen, "not a PackTrack backup (no %s line)", PT_BACKUP_MAGIC);
+                return PT_ERR_DECODE;
             }
+            if (!parse_size(digits, &number)) number = UINT64_MAX; /* past 2^64: newer than any */
             info->format = number > INT_MAX ? INT_MAX : (int)number;
             if (number > PT_BACKUP_FORMAT) {
                 snprintf(msg, msglen, "archive format %.40s is newer than this packtrackctl understands "

@@ -338,19 +338,28 @@ static const char *str_arg(const cJSON *q, const char *key)
     return cJSON_IsString(a) ? a->valuestring : NULL;
 }
 
+cJSON *pt_ctl_json_object(const char *text, size_t len)
+{
+    const char *end = NULL;
+    cJSON *o = cJSON_ParseWithLengthOpts(text, len, &end, false);
+    if (!cJSON_IsObject(o) || !end) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    for (const char *p = end; p < text + len; p++)
+        if (*p != ' ' && *p != '\t' && *p != '\r' && *p != '\n') {
+            cJSON_Delete(o);
+            return NULL;
+        }
+    return o;
+}
+
 int pt_ctl_request_parse(pt_ctl_req *out, const char *line, size_t len, char *err, size_t errlen)
 {
     PT_ASSERT(out && (line || len == 0) && err && errlen > 0);
     memset(out, 0, sizeof *out);
     err[0] = 0;
-    const char *end = NULL;
-    cJSON *q = out->json = cJSON_ParseWithLengthOpts(line, len, &end, false);
-    /* one object, then only space, tab, CR or LF (cJSON skips any byte <= 0x20 before it) */
-    for (const char *p = end; q && p < line + len; p++)
-        if (*p != ' ' && *p != '\t' && *p != '\r' && *p != '\n') {
-            cJSON_Delete(q);
-            q = out->json = NULL;
-        }
+    cJSON *q = out->json = pt_ctl_json_object(line, len);
     const cJSON *cmd = q ? cJSON_GetObjectItemCaseSensitive(q, "cmd") : NULL;
     if (!cJSON_IsString(cmd))
         return req_error(out, err, errlen,

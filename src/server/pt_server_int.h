@@ -633,6 +633,11 @@ typedef struct pt_ctl_req {
     const char *file;               /* backup: an absolute path, shorter than PT_CTL_PATH_MAX */
 } pt_ctl_req;
 
+/* A line of the control protocol, either way (text[len], never read past): the JSON
+ * object it holds, followed by nothing but space, tab, CR or LF (cJSON skips any byte
+ * up to 0x20 before it); NULL for anything else. Release with cJSON_Delete. */
+struct cJSON *pt_ctl_json_object(const char *text, size_t len);
+
 /* Parses the request line line[len] (a JSON object; line[len] is never read) and
  * checks the command's arguments, without running it: 0, or PT_ERR_INVAL with the
  * answer's error sentence in err (errlen > 0). out is always written; release it
